@@ -1,0 +1,54 @@
+# The two commands: `make run` and `make test`. Everything installs into .venv
+# from requirements.lock (hash-checked), so a fresh machine needs only Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+SRC_DIRS := libs/kit libs/contracts services/generation/src services/usage/src \
+            services/webhook-gateway/src services/edge-api/src tools
+OUR_PACKAGES := -p kit -p generation -p usage -p webhook_gateway -p edge_api \
+                -p replicate_emulator -p launcher
+
+.PHONY: run test lint fmt proto venv clean bench
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock
+	@echo "==> creating the virtual environment in $(VENV) from requirements.lock"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
+	@$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	@printf '%s\n' $(addprefix $(CURDIR)/,$(SRC_DIRS)) > "$(SITE)/interior-backend.pth"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@$(BIN)/python -m launcher
+
+test: $(STAMP)
+	@$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	@echo "==> ruff check"
+	@$(BIN)/ruff check .
+	@echo "==> ruff format --check"
+	@$(BIN)/ruff format --check .
+	@echo "==> mypy --strict"
+	@$(BIN)/mypy --strict $(OUR_PACKAGES)
+
+fmt: $(STAMP)
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+# Regenerates libs/contracts from protos/ (code + .pyi stubs). Committed output;
+# tests/test_contracts.py fails when it drifts.
+proto: $(STAMP)
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/gen_protos.py libs/contracts
+
+# Refreshes requirements.lock from pyproject.toml (needs the registry).
+lock: $(STAMP)
+	@$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	    --generate-hashes -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .var .pytest_cache .mypy_cache .ruff_cache

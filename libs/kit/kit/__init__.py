@@ -1,0 +1,4 @@
+"""The shared leaf library: bootstrap, logging, settings, database, storage, errors.
+
+Services import it; it imports no service.
+"""

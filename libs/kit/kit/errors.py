@@ -1,0 +1,121 @@
+"""Domain error types and their normalized codes.
+
+Domain code raises these; one gRPC interceptor turns them into a status (with the
+normalized code in the status details) and the edge turns that into an HTTP
+status and the JSON error body. Messages are safe to show a user: never put
+provider text, prompts or internal details in them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import grpc
+
+
+class DomainError(Exception):
+    """Base of every error a client may see."""
+
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    grpc_status: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
+    http_status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "Something went wrong. Please try again."
+
+    def __init__(self, message: str | None = None, **details: str) -> None:
+        self.message = message or self.default_message
+        # Extra machine-readable facts for the client (e.g. periodEnd); safe values only.
+        self.details = details
+        super().__init__(self.message)
+
+
+class ValidationError(DomainError):
+    code = "VALIDATION_ERROR"
+    grpc_status = grpc.StatusCode.INVALID_ARGUMENT
+    http_status = 400
+    default_message = "The request is not valid."
+
+
+class PayloadTooLarge(ValidationError):
+    http_status = 413
+    default_message = "The upload is too large."
+
+
+class UnsupportedMediaType(ValidationError):
+    http_status = 415
+    default_message = "The file is not a supported image."
+
+
+class Unauthorized(DomainError):
+    code = "UNAUTHORIZED"
+    grpc_status = grpc.StatusCode.UNAUTHENTICATED
+    http_status = 401
+    default_message = "Authentication required."
+
+
+class NotFound(DomainError):
+    code = "NOT_FOUND"
+    grpc_status = grpc.StatusCode.NOT_FOUND
+    http_status = 404
+    default_message = "Not found."
+
+
+class TooManyInflight(DomainError):
+    code = "TOO_MANY_INFLIGHT"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+    default_message = "You already have a generation in progress."
+
+
+class JobNotCancellable(DomainError):
+    code = "JOB_NOT_CANCELLABLE"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+    default_message = "This generation has already finished and cannot be canceled."
+
+
+class JobNotFinished(DomainError):
+    code = "JOB_NOT_FINISHED"
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    http_status = 409
+    default_message = "This generation is still running; cancel it first."
+
+
+class IdempotencyKeyReused(DomainError):
+    code = "IDEMPOTENCY_KEY_REUSED"
+    grpc_status = grpc.StatusCode.ALREADY_EXISTS
+    http_status = 422
+    default_message = "This idempotency key was already used for a different request."
+
+
+class LimitExceeded(DomainError):
+    code = "LIMIT_EXCEEDED"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 402
+    default_message = "You have no generations left this month."
+
+
+class UpstreamError(DomainError):
+    code = "UPSTREAM_ERROR"
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+    http_status = 502
+    default_message = "The image service is unavailable. Please try again."
+
+
+class InternalError(DomainError):
+    """An unexpected failure; the message is always the generic one."""
+
+
+ALL_ERRORS: tuple[type[DomainError], ...] = (
+    ValidationError,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Unauthorized,
+    NotFound,
+    TooManyInflight,
+    JobNotCancellable,
+    JobNotFinished,
+    IdempotencyKeyReused,
+    LimitExceeded,
+    UpstreamError,
+    InternalError,
+)

@@ -1,0 +1,108 @@
+"""Server interceptors: request context + logs, and domain errors -> status.
+
+``grpc.aio`` interceptors see handlers, not calls, so each one wraps the
+handler's behaviour function. Health and reflection calls pass untouched.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+
+from kit.errors import DomainError, InternalError
+from kit.grpc_errors import to_grpc_status
+from kit.logging import bind_context, clear_context, get_logger
+
+log = get_logger("kit.grpc")
+
+REQUEST_ID_KEY = "x-request-id"
+_PASSTHROUGH_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+Handler = grpc.RpcMethodHandler[Any, Any]
+Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Wrapper = Callable[[Behaviour, str], Behaviour]
+
+
+def _wrap_unary(handler: Handler, method: str, wrap: Wrapper) -> Handler:
+    if handler.unary_unary is None:
+        # Streaming methods are not used by our contracts; leave them as they are.
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        wrap(cast(Behaviour, handler.unary_unary), method),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_PASSTHROUGH_PREFIXES):
+            return handler
+        return _wrap_unary(handler, method, self.wrap)
+
+
+def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+    for item_key, value in context.invocation_metadata() or ():
+        if item_key == key and isinstance(value, str):
+            return value
+    return None
+
+
+class RequestContextInterceptor(_WrappingInterceptor):
+    """Binds a request id (from ``x-request-id`` or new) and logs each call."""
+
+    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            incoming = _metadata_value(context, REQUEST_ID_KEY) or ""
+            request_id = incoming[:64] if incoming.isprintable() and incoming else uuid.uuid4().hex
+            bind_context(requestId=request_id, rpc=method)
+            started = time.perf_counter()
+            outcome = "OK"
+            try:
+                return await behaviour(request, context)
+            except BaseException:
+                outcome = "ERROR"
+                raise
+            finally:
+                code = context.code()
+                log.info(
+                    "rpc.finished",
+                    outcome=code.name if isinstance(code, grpc.StatusCode) else outcome,
+                    durationMs=round((time.perf_counter() - started) * 1000, 2),
+                )
+                clear_context("requestId", "rpc")
+
+        return handle
+
+
+class DomainErrorInterceptor(_WrappingInterceptor):
+    """Maps domain errors to rich statuses; anything unexpected to INTERNAL_ERROR."""
+
+    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await behaviour(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except DomainError as error:
+                log.info("rpc.domain_error", code=error.code)
+                await context.abort_with_status(to_grpc_status(error))
+            except Exception:
+                log.exception("rpc.unexpected_error")
+                await context.abort_with_status(to_grpc_status(InternalError()))
+            raise AssertionError("unreachable: abort_with_status raises")
+
+        return handle

@@ -1,0 +1,120 @@
+"""The runtime config file: the single source of truth for product knobs.
+
+Loaded and validated once at start. A bad file stops the service with a message
+naming the bad key (``plans.free.monthly_generations: ...``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Positive = Annotated[int, Field(gt=0)]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Plan(_Strict):
+    name: str = Field(min_length=1)
+    monthly_generations: Annotated[int, Field(ge=0)]
+
+
+class Uploads(_Strict):
+    max_bytes: Positive = 10 * 1024 * 1024
+    accepted_mime_types: tuple[str, ...] = ("image/jpeg", "image/png", "image/webp")
+    # Decompression-bomb guard: images with more pixels are refused before decoding.
+    max_pixels: Positive = 40_000_000
+    signed_url_ttl_seconds: Positive = 300
+
+    @model_validator(mode="after")
+    def _known_types(self) -> Uploads:
+        unknown = set(self.accepted_mime_types) - {"image/jpeg", "image/png", "image/webp"}
+        if unknown:
+            raise ValueError(f"unsupported MIME types: {sorted(unknown)}")
+        return self
+
+
+class Timings(_Strict):
+    # A non-terminal job whose state is older than this is refreshed on GET.
+    stale_after_ms: Positive = 5_000
+    # At most one provider poll per prediction within this window (all instances).
+    poll_throttle_ms: Positive = 5_000
+    # A job not finished after this long is canceled at the provider, failed, refunded.
+    overall_timeout_ms: Positive = 10 * 60 * 1000
+    sweep_interval_ms: Positive = 15_000
+    # The sweep polls jobs whose state has not changed for this long.
+    sweep_min_age_ms: Positive = 20_000
+
+
+class Prompts(_Strict):
+    max_length: Positive = 1_000
+    # Minimum length of the user text for `imagine` (which requires a prompt).
+    imagine_min_length: Positive = 3
+
+
+class Replicate(_Strict):
+    model: str = Field(default="google/nano-banana", pattern=r"^[a-z0-9_.-]+/[a-z0-9_.-]+$")
+    webhook_path: str = Field(default="/api/v1/webhooks/replicate", pattern=r"^/\S*$")
+    webhook_events: tuple[str, ...] = ("start", "output", "logs", "completed")
+    output_format: str = Field(default="jpg", pattern=r"^(jpg|png)$")
+    # Timeouts and retries for calls to the provider and downloads of its output.
+    request_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    max_attempts: Positive = 4
+    output_max_bytes: Positive = 30 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _known_events(self) -> Replicate:
+        unknown = set(self.webhook_events) - {"start", "output", "logs", "completed"}
+        if unknown or "completed" not in self.webhook_events:
+            raise ValueError("webhook_events must include 'completed' and only known events")
+        return self
+
+
+class Choice(_Strict):
+    label: str = Field(min_length=1)
+    # The text merged into the composed prompt.
+    seed: str = Field(min_length=1)
+
+
+class RuntimeConfig(_Strict):
+    plans: dict[str, Plan]
+    uploads: Uploads = Uploads()
+    timings: Timings = Timings()
+    prompts: Prompts = Prompts()
+    replicate: Replicate = Replicate()
+    styles: dict[Slug, Choice]
+    room_types: dict[Slug, Choice]
+
+    @model_validator(mode="after")
+    def _free_plan(self) -> RuntimeConfig:
+        if "free" not in self.plans:
+            raise ValueError("plans must include the 'free' fallback")
+        return self
+
+
+class RuntimeConfigError(Exception):
+    """The file is missing, not TOML, or does not validate; the message names the key."""
+
+
+def load_runtime_config(path: Path) -> RuntimeConfig:
+    """Read and validate the runtime config file."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RuntimeConfigError(f"runtime config {path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise RuntimeConfigError(f"runtime config {path}: not valid TOML: {exc}") from exc
+    try:
+        return RuntimeConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise RuntimeConfigError(f"runtime config {path}: {problems}") from None

@@ -1,0 +1,60 @@
+"""Settings shared by every service: a base class and the common groups.
+
+Each service declares one pydantic-settings class that inherits the groups it
+needs. Settings are built once at start and passed down through constructors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.toml"
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service has."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    runtime_config_file: Path = Field(default=DEFAULT_RUNTIME_CONFIG, alias="RUNTIME_CONFIG_FILE")
+    # Seconds in-flight calls get to finish after SIGTERM.
+    shutdown_grace_seconds: float = Field(default=10.0, alias="SHUTDOWN_GRACE_SECONDS")
+
+
+class GrpcServerSettings(ServiceSettings):
+    """A gRPC server: where it listens and how big a message may be."""
+
+    grpc_host: str = Field(default="127.0.0.1", alias="GRPC_HOST")
+    # Uploads travel inside SubmitGeneration: two 10 MB images plus headroom.
+    grpc_max_message_bytes: int = Field(default=24 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES")
+
+
+class DatabaseSettings(BaseSettings):
+    """PostgreSQL through asyncpg."""
+
+    database_url: SecretStr = Field(alias="DATABASE_URL")
+    db_pool_size: int = Field(default=10, alias="DB_POOL_SIZE")
+    db_max_overflow: int = Field(default=5, alias="DB_MAX_OVERFLOW")
+    db_pool_timeout_seconds: float = Field(default=5.0, alias="DB_POOL_TIMEOUT_SECONDS")
+    # Upper bound for any one statement; keeps a stuck query from holding a request.
+    db_statement_timeout_ms: int = Field(default=15_000, alias="DB_STATEMENT_TIMEOUT_MS")
+
+
+class S3Settings(BaseSettings):
+    """S3-compatible object storage through the minio SDK."""
+
+    s3_endpoint: str = Field(alias="S3_ENDPOINT")
+    s3_access_key: SecretStr = Field(alias="S3_ACCESS_KEY")
+    s3_secret_key: SecretStr = Field(alias="S3_SECRET_KEY")
+    s3_secure: bool = Field(default=False, alias="S3_SECURE")
+    s3_region: str = Field(default="us-east-1", alias="S3_REGION")
+    s3_private_bucket: str = Field(default="private", alias="S3_PRIVATE_BUCKET")
+    s3_public_bucket: str = Field(default="public", alias="S3_PUBLIC_BUCKET")
+    # Base for public render URLs (bucket with anonymous read, or a CDN). Unset:
+    # the edge serves `public/...` objects itself.
+    s3_public_base_url: str | None = Field(default=None, alias="S3_PUBLIC_BASE_URL")

