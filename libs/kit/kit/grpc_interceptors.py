@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import grpc
 
@@ -22,7 +22,7 @@ log = get_logger("kit.grpc")
 REQUEST_ID_KEY = "x-request-id"
 _PASSTHROUGH_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Wrapper = Callable[[Behaviour, str], Behaviour]
 

@@ -7,8 +7,9 @@ needs. Settings are built once at start and passed down through constructors.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -58,3 +59,18 @@ class S3Settings(BaseSettings):
     # Base for public render URLs (bucket with anonymous read, or a CDN). Unset:
     # the edge serves `public/...` objects itself.
     s3_public_base_url: str | None = Field(default=None, alias="S3_PUBLIC_BASE_URL")
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load_settings(cls: type[SettingsT]) -> SettingsT:
+    """Build settings from the environment, or exit with a message naming the variable."""
+    try:
+        return cls()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise SystemExit(f"{cls.__name__}: invalid configuration: {problems}") from None

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from kit.settings import S3Settings
@@ -114,6 +115,16 @@ class ObjectStorage:
             return bytes(data)
 
         return await self._call(_get)
+
+    async def remove(self, bucket: str, keys: list[str]) -> None:
+        """Delete objects; missing ones are not an error."""
+
+        def _remove() -> None:
+            errors = list(self._client.remove_objects(bucket, [DeleteObject(key) for key in keys]))
+            if errors:
+                raise StorageError(f"{len(errors)} objects could not be removed")
+
+        await self._call(_remove)
 
     async def presigned_get_url(self, bucket: str, key: str, ttl_seconds: int) -> str:
         """A signed GET URL that expires after ``ttl_seconds``."""

@@ -1,0 +1,112 @@
+"""The gRPC bootstrap through a real server on port 0: errors, request ids, health."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from interior.usage.v1 import usage_pb2, usage_pb2_grpc
+from kit.errors import LimitExceeded, NotFound
+from kit.grpc_client import create_channel
+from kit.grpc_errors import from_rpc_error
+from kit.grpc_server import GrpcServer, ServiceBinding
+
+SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
+
+
+class _Servicer(usage_pb2_grpc.UsageServiceServicer):
+    def __init__(self) -> None:
+        self.request_ids: list[str] = []
+
+    async def GetQuota(
+        self, request: usage_pb2.GetQuotaRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> usage_pb2.Quota:
+        metadata = dict(context.invocation_metadata() or ())
+        self.request_ids.append(str(metadata.get("x-request-id", "")))
+        if request.owner_id == "missing":
+            raise NotFound("No such user.")
+        if request.owner_id == "empty":
+            raise LimitExceeded(periodEnd="2026-12-01T00:00:00Z")
+        if request.owner_id == "boom":
+            raise RuntimeError("secret internal detail")
+        return usage_pb2.Quota(plan="free", remaining=3)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[GrpcServer, _Servicer, grpc.aio.Channel]]:
+    servicer = _Servicer()
+    server = GrpcServer(
+        [
+            ServiceBinding(
+                SERVICE, lambda s: usage_pb2_grpc.add_UsageServiceServicer_to_server(servicer, s)
+            )
+        ],
+        host="127.0.0.1",
+        port=0,
+        max_message_bytes=1024 * 1024,
+    )
+    port = await server.start()
+    channel = create_channel(f"127.0.0.1:{port}")
+    yield server, servicer, channel
+    await channel.close()
+    await server.stop(0)
+
+
+async def test_domain_errors_carry_the_normalized_code(served: Any) -> None:
+    _, _, channel = served
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="empty"), timeout=5)
+    remote = from_rpc_error(caught.value)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (remote.code, remote.http_status) == ("LIMIT_EXCEEDED", 402)
+    assert remote.details == {"periodEnd": "2026-12-01T00:00:00Z"}
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="missing"), timeout=5)
+    assert from_rpc_error(caught.value).code == "NOT_FOUND"
+
+
+async def test_unexpected_errors_become_internal_without_details(served: Any) -> None:
+    _, _, channel = served
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="boom"), timeout=5)
+    remote = from_rpc_error(caught.value)
+    assert (remote.code, remote.http_status) == ("INTERNAL_ERROR", 500)
+    assert "secret" not in (caught.value.details() or "")
+
+
+async def test_request_id_reaches_the_servicer(served: Any) -> None:
+    _, servicer, channel = served
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+    await stub.GetQuota(
+        usage_pb2.GetQuotaRequest(owner_id="u"), timeout=5, metadata=(("x-request-id", "req-1"),)
+    )
+    assert servicer.request_ids == ["req-1"]
+
+
+async def test_health_serving_then_not_serving_on_stop(served: Any) -> None:
+    server, _, channel = served
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", SERVICE):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    await server.health.enter_graceful_shutdown()
+    reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def test_unreachable_service_is_a_generic_upstream_error() -> None:
+    channel = create_channel("127.0.0.1:1")
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="u"), timeout=1)
+    await channel.close()
+    remote = from_rpc_error(caught.value)
+    assert remote.code == "UPSTREAM_ERROR"
+    assert remote.http_status == 503

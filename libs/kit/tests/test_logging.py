@@ -1,0 +1,32 @@
+"""Logs are JSON lines and never carry prompts, tokens or URL signatures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kit.logging import bind_context, clear_context, configure_logging, get_logger
+
+
+def test_json_lines_with_context_and_redaction(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("test-service")
+    bind_context(requestId="r-1")
+    get_logger("t").info(
+        "job.submitted",
+        ownerId="o",
+        prompt="my secret prompt",
+        token="eyJhbGciOi",
+        url="http://s3.local/private/a.jpg?X-Amz-Signature=abcdef",
+    )
+    clear_context("requestId")
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    event = json.loads(line)
+    assert event["event"] == "job.submitted"
+    assert event["service"] == "test-service"
+    assert event["requestId"] == "r-1"
+    assert event["prompt"] == "[redacted]"
+    assert event["token"] == "[redacted]"
+    assert event["url"] == "http://s3.local/private/a.jpg?[redacted]"
+    assert "secret prompt" not in line
+    assert "abcdef" not in line

@@ -1,0 +1,76 @@
+"""The runtime config file: the repo's file loads; a bad one names the bad key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kit.runtime_config import RuntimeConfigError, load_runtime_config
+from kit.settings import DEFAULT_RUNTIME_CONFIG
+
+
+def test_repository_file_loads_with_the_seed_styles() -> None:
+    config = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    assert set(config.styles) >= {
+        "coastal_au",
+        "contemporary_au",
+        "japandi",
+        "scandi_au",
+        "minimal_au",
+        "midcentury_au",
+        "industrial_au",
+        "hamptons_au",
+    }
+    assert config.plans["free"].monthly_generations > 0
+    assert config.uploads.max_bytes == 10 * 1024 * 1024
+    assert config.uploads.signed_url_ttl_seconds == 300
+    assert config.timings.stale_after_ms == 5000
+    assert config.replicate.model == "google/nano-banana"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "runtime.toml"
+    path.write_text(DEFAULT_RUNTIME_CONFIG.read_text() + "\n" + text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (
+            '[plans.broken]\nname = "x"\nmonthly_generations = -1\n',
+            "plans.broken.monthly_generations",
+        ),
+        ('[styles.bad]\nlabel = ""\nseed = "x"\n', "styles.bad.label"),
+        ("[surprise]\nvalue = 1\n", "surprise"),
+    ],
+)
+def test_bad_file_names_the_key(tmp_path: Path, extra: str, named: str) -> None:
+    with pytest.raises(RuntimeConfigError, match=named.replace(".", r"\.")):
+        load_runtime_config(_write(tmp_path, extra))
+
+
+def test_bad_value_in_known_table_is_named(tmp_path: Path) -> None:
+    text = DEFAULT_RUNTIME_CONFIG.read_text().replace("max_bytes = 10485760", "max_bytes = 0")
+    path = tmp_path / "runtime.toml"
+    path.write_text(text)
+    with pytest.raises(RuntimeConfigError, match=r"uploads\.max_bytes"):
+        load_runtime_config(path)
+
+
+def test_missing_free_plan_is_refused(tmp_path: Path) -> None:
+    text = DEFAULT_RUNTIME_CONFIG.read_text().replace("[plans.free]", "[plans.gratis]")
+    path = tmp_path / "runtime.toml"
+    path.write_text(text)
+    with pytest.raises(RuntimeConfigError, match="free"):
+        load_runtime_config(path)
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("plans = [")
+    with pytest.raises(RuntimeConfigError, match="not valid TOML"):
+        load_runtime_config(broken)
+    with pytest.raises(RuntimeConfigError, match="cannot read"):
+        load_runtime_config(tmp_path / "absent.toml")

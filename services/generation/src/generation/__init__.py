@@ -1,0 +1,1 @@
+"""The generation service: jobs, provider hand-off, renders and variants."""

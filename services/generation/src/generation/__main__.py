@@ -1,0 +1,36 @@
+"""`python -m generation`: migrate, serve gRPC, sweep, stop gracefully on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from generation.settings import GenerationSettings
+from generation.wiring import build_app
+from kit.logging import configure_logging, get_logger
+from kit.runtime_config import RuntimeConfigError
+from kit.settings import load_settings
+
+
+async def main() -> None:
+    settings = load_settings(GenerationSettings)
+    configure_logging("generation", settings.log_level)
+    log = get_logger("generation")
+    if not settings.replicate_api_base_url.startswith(("http://127.", "http://localhost")):
+        log.info("provider.remote", baseUrl=settings.replicate_api_base_url)
+    app = await build_app(settings)
+    if app.sweeper is not None:
+        app.sweeper.start()
+    await app.server.serve_until_signal(settings.shutdown_grace_seconds)
+
+
+def run() -> None:
+    try:
+        asyncio.run(main())
+    except RuntimeConfigError as error:
+        print(f"generation: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,124 @@
+"""Protobuf <-> domain conversions for the generation servicer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from generation.domain.audit import JobOutcome
+from generation.domain.events import Outcome
+from generation.domain.jobs import JobView
+from generation.domain.submission import RawInput, SubmitCommand
+from generation.persistence.models import GenerationJob
+from interior.generation.v1 import generation_pb2 as pb
+from kit.errors import NotFound, ValidationError
+
+_STATUS = {
+    "starting": pb.JOB_STATUS_STARTING,
+    "processing": pb.JOB_STATUS_PROCESSING,
+    "succeeded": pb.JOB_STATUS_SUCCEEDED,
+    "failed": pb.JOB_STATUS_FAILED,
+    "canceled": pb.JOB_STATUS_CANCELED,
+}
+_OUTCOME = {
+    Outcome.APPLIED: pb.EVENT_OUTCOME_APPLIED,
+    Outcome.UNKNOWN_PREDICTION: pb.EVENT_OUTCOME_UNKNOWN_PREDICTION,
+    Outcome.STALE: pb.EVENT_OUTCOME_STALE,
+}
+_MAX_KEY_LENGTH = 200
+
+
+def owner_id_from(raw: str) -> uuid.UUID:
+    """The caller's id; the edge verified it, but never trust a string blindly."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ValidationError("owner_id must be a UUID.") from None
+
+
+def job_id_from(raw: str) -> uuid.UUID:
+    """A job id; anything that is not a UUID cannot name a job: NOT_FOUND."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound("Generation not found.") from None
+
+
+def _idempotency_key(raw: str) -> str | None:
+    key = raw.strip()
+    if not key:
+        return None
+    if len(key) > _MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise ValidationError("Idempotency-Key must be 1-200 printable ASCII characters.")
+    return key
+
+
+def submit_command(request: pb.SubmitGenerationRequest) -> SubmitCommand:
+    return SubmitCommand(
+        owner_id=owner_id_from(request.owner_id),
+        idempotency_key=_idempotency_key(request.idempotency_key),
+        mode=request.mode,
+        prompt=request.prompt or None,
+        room_type=request.room_type or None,
+        style=request.style or None,
+        inputs=tuple(
+            RawInput(item.field or f"input{i + 1}", item.data)
+            for i, item in enumerate(request.inputs)
+        ),
+        request_base_url=request.request_base_url or None,
+    )
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def job_message(view: JobView) -> pb.Job:
+    job = view.job
+    message = pb.Job(
+        id=str(job.id),
+        owner_id=str(job.owner_id),
+        prediction_id=job.prediction_id or "",
+        status=_STATUS[job.status],
+        settings=pb.JobSettings(
+            mode=job.mode, room_type=job.room_type or "", style=job.style or ""
+        ),
+        created_at=_timestamp(job.created_at),
+        updated_at=_timestamp(job.updated_at),
+        completed_at=_timestamp(job.completed_at),
+        render_id=str(view.render_id) if view.render_id else "",
+        variants=[pb.Variant(idx=v.idx, object_key=v.object_key) for v in view.variants],
+    )
+    if job.error_code:
+        message.error.CopyFrom(pb.JobError(code=job.error_code, message=job.error_message or ""))
+    return message
+
+
+def plain_job_message(job: GenerationJob) -> pb.Job:
+    return job_message(JobView(job, None, ()))
+
+
+def outcome_message(outcome: Outcome) -> pb.EventOutcome.ValueType:
+    return _OUTCOME[outcome]
+
+
+def status_message(status: str) -> pb.JobStatus.ValueType:
+    return _STATUS[status]
+
+
+def outcome_entry(item: JobOutcome) -> pb.JobOutcome:
+    return pb.JobOutcome(
+        job_id=str(item.job_id),
+        owner_id=str(item.owner_id),
+        status=_STATUS[item.status],
+        created_at=_timestamp(item.created_at),
+        has_output=item.has_output,
+        charged=item.charged,
+        refunded=item.refunded,
+    )

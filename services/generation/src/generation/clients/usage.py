@@ -1,0 +1,95 @@
+"""The usage service over gRPC, as the generation domain's UsageGateway."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+
+import grpc
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from generation.domain.ports import QuotaSnapshot
+from interior.usage.v1 import usage_pb2, usage_pb2_grpc
+from kit.errors import LimitExceeded, UpstreamError, ValidationError
+from kit.grpc_client import outgoing_metadata
+from kit.grpc_errors import from_rpc_error
+from kit.logging import get_logger
+
+log = get_logger("generation.clients.usage")
+
+_TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def _transient(error: BaseException) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() in _TRANSIENT
+
+
+class GrpcUsageGateway:
+    """Calls with a deadline each, retried a few times on transport failures only."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, *, timeout_seconds: float = 5.0, attempts: int = 3
+    ) -> None:
+        self._stub = usage_pb2_grpc.UsageServiceStub(channel)
+        self._timeout = timeout_seconds
+        self._attempts = attempts
+
+    async def quota(self, owner_id: uuid.UUID) -> QuotaSnapshot:
+        response = await self._call("GetQuota", usage_pb2.GetQuotaRequest(owner_id=str(owner_id)))
+        assert isinstance(response, usage_pb2.Quota)
+        return QuotaSnapshot(
+            remaining=response.remaining,
+            period_end=response.period_end.ToDatetime(tzinfo=UTC),
+        )
+
+    async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> None:
+        await self._call(
+            "Debit",
+            usage_pb2.DebitRequest(
+                owner_id=str(owner_id),
+                job_id=str(job_id),
+                idempotency_key=f"job:{job_id}:debit",
+                reason="generation",
+            ),
+        )
+
+    async def credit(self, owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> None:
+        await self._call(
+            "Credit",
+            usage_pb2.CreditRequest(
+                owner_id=str(owner_id),
+                job_id=str(job_id),
+                idempotency_key=f"job:{job_id}:refund",
+                reason=reason,
+            ),
+        )
+
+    async def _call(self, method: str, request: object) -> object:
+        rpc = getattr(self._stub, method)
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential_jitter(initial=0.1, max=1.0),
+                retry=retry_if_exception(_transient),
+                reraise=True,
+            ):
+                with attempt:
+                    return await rpc(request, timeout=self._timeout, metadata=outgoing_metadata())
+        except grpc.aio.AioRpcError as error:
+            raise _domain_error(method, error) from error
+        raise AssertionError("unreachable")
+
+
+def _domain_error(method: str, error: grpc.aio.AioRpcError) -> Exception:
+    remote = from_rpc_error(error)
+    if remote.code == LimitExceeded.code:
+        return LimitExceeded(remote.message or None, **remote.details)
+    if remote.code == ValidationError.code:
+        return ValidationError(remote.message or None)
+    log.warning("usage.call_failed", method=method, grpcCode=error.code().name, code=remote.code)
+    return UpstreamError("The usage service is unavailable. Please try again.")

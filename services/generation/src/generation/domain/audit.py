@@ -1,0 +1,47 @@
+"""Job facts the usage audit checks the ledger against."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from generation.domain.context import GenerationContext
+from generation.persistence.repositories import JobRepository, RenderRepository
+from kit.db import session_scope
+
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: uuid.UUID
+    owner_id: uuid.UUID
+    status: str
+    created_at: datetime
+    has_output: bool
+    charged: bool
+    refunded: bool
+
+
+async def list_job_outcomes(
+    ctx: GenerationContext, owner_id: uuid.UUID | None, after: uuid.UUID | None, page_size: int
+) -> tuple[list[JobOutcome], uuid.UUID | None]:
+    """One page ordered by job id, and the id to continue after (None at the end)."""
+    size = max(1, min(page_size or 100, MAX_PAGE))
+    async with session_scope(ctx.sessions) as session:
+        rows = await JobRepository(session).page(owner_id, after, size)
+        with_output = await RenderRepository(session).outputs_of([row.id for row in rows])
+    outcomes = [
+        JobOutcome(
+            job_id=row.id,
+            owner_id=row.owner_id,
+            status=row.status,
+            created_at=row.created_at,
+            has_output=row.id in with_output,
+            charged=row.charge_state == "charged",
+            refunded=row.refund_state == "done",
+        )
+        for row in rows
+    ]
+    return outcomes, (rows[-1].id if len(rows) == size else None)

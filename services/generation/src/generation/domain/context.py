@@ -1,0 +1,27 @@
+"""Everything the generation flows need, built once by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from generation.domain.ports import UsageGateway
+from generation.domain.provider import ImageProvider
+from kit.clock import Clock
+from kit.runtime_config import RuntimeConfig
+from kit.storage import ObjectStorage
+
+
+@dataclass(frozen=True)
+class GenerationContext:
+    sessions: async_sessionmaker[AsyncSession]
+    provider: ImageProvider
+    storage: ObjectStorage
+    usage: UsageGateway
+    config: RuntimeConfig
+    clock: Clock
+    private_bucket: str
+    public_bucket: str
+    # Public base URL reaching the webhook gateway; None: use the request's own base URL.
+    webhook_base_url: str | None

@@ -1,0 +1,132 @@
+"""Applying provider state: ONE code path for webhooks, status refreshes and the sweep.
+
+Repeat-safe and order-safe: statuses only move forward, a terminal status is
+final, and every write is a conditional update or an insert that ignores
+duplicates. Outputs are copied into our storage before the job is marked
+``succeeded``, in the same transaction that inserts the render and its variants.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from generation.domain import jobs
+from generation.domain.assets import store_render_variants
+from generation.domain.context import GenerationContext
+from generation.domain.provider import Prediction, ProviderError, ProviderStatus
+from generation.domain.settlement import refund
+from generation.persistence.models import GenerationJob, Render
+from generation.persistence.repositories import JobRepository, RenderRepository
+from kit.db import session_scope
+from kit.logging import get_logger
+from kit.storage import StorageError
+
+log = get_logger("generation.events")
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"
+    UNKNOWN_PREDICTION = "unknown_prediction"
+    STALE = "stale"
+
+
+def _fields(job: GenerationJob, status: str) -> dict[str, str | None]:
+    return {
+        "ownerId": str(job.owner_id),
+        "jobId": str(job.id),
+        "predictionId": job.prediction_id,
+        "status": status,
+    }
+
+
+async def apply_prediction(
+    ctx: GenerationContext, prediction: Prediction, source: str
+) -> tuple[Outcome, GenerationJob | None]:
+    """Move the job of ``prediction`` forward to the provider's state."""
+    async with session_scope(ctx.sessions) as session:
+        job = await JobRepository(session).get_by_prediction_id(prediction.id)
+    if job is None:
+        log.info("provider.unknown_prediction", predictionId=prediction.id, source=source)
+        return Outcome.UNKNOWN_PREDICTION, None
+    target = jobs.job_status_for(prediction.status)
+    if not jobs.moves_forward(job.status, target):
+        log.info("job.event_stale", **_fields(job, job.status), source=source, eventStatus=target)
+        return Outcome.STALE, job
+    if target == jobs.PROCESSING:
+        changed = await _mark_processing(ctx, job, prediction)
+    elif target == jobs.SUCCEEDED:
+        changed = await _finish_with_output(ctx, job, prediction)
+    else:
+        changed = await end_without_output(ctx, job, _error_for(prediction), target)
+    if changed:
+        log.info("job.transition", **_fields(job, target), source=source)
+    async with session_scope(ctx.sessions) as session:
+        current = await JobRepository(session).get(job.id)
+    return (Outcome.APPLIED if changed else Outcome.STALE), current
+
+
+def _error_for(prediction: Prediction) -> jobs.JobError:
+    if prediction.status is ProviderStatus.ABORTED:
+        return jobs.ABORTED
+    if prediction.status is ProviderStatus.CANCELED:
+        return jobs.PROVIDER_CANCELED
+    return jobs.PROVIDER_FAILED
+
+
+async def _mark_processing(
+    ctx: GenerationContext, job: GenerationJob, prediction: Prediction
+) -> bool:
+    now = ctx.clock.now()
+    async with session_scope(ctx.sessions) as session:
+        return await JobRepository(session).mark_processing(
+            job.id, prediction.started_at or now, now
+        )
+
+
+async def end_without_output(
+    ctx: GenerationContext, job: GenerationJob, error: jobs.JobError, status: str
+) -> bool:
+    """End the job failed/canceled and give its generation back (exactly once)."""
+    async with session_scope(ctx.sessions) as session:
+        update = await JobRepository(session).mark_ended_without_output(
+            job.id, status, error.code, error.message, ctx.clock.now()
+        )
+        current = await JobRepository(session).get(job.id)
+    if update.refund_due and current is not None:
+        await refund(ctx, current)
+    return update.changed
+
+
+async def _finish_with_output(
+    ctx: GenerationContext, job: GenerationJob, prediction: Prediction
+) -> bool:
+    if not prediction.output_urls:
+        return await end_without_output(ctx, job, jobs.NO_OUTPUT, jobs.FAILED)
+    render_id = jobs.render_id_for(job.id)
+    try:
+        keys = await store_render_variants(ctx, render_id, prediction.output_urls)
+    except (ProviderError, StorageError) as error:
+        # Left in flight: a retried webhook, a refresh or the sweep will try again
+        # (the overall timeout ends it if the output never becomes reachable).
+        log.warning("job.assets_deferred", **_fields(job, job.status), error=type(error).__name__)
+        raise
+    now = ctx.clock.now()
+    async with session_scope(ctx.sessions) as session:
+        locked = await JobRepository(session).get(job.id, for_update=True)
+        if locked is None or jobs.is_terminal(locked.status):
+            return False
+        renders = RenderRepository(session)
+        await renders.insert_once(
+            Render(
+                id=render_id,
+                job_id=job.id,
+                owner_id=job.owner_id,
+                mode=job.mode,
+                room_type=job.room_type,
+                style=job.style,
+            )
+        )
+        await renders.insert_variants_once(render_id, keys)
+        return await JobRepository(session).mark_succeeded(
+            job.id, prediction.completed_at or now, now
+        )

@@ -1,0 +1,114 @@
+"""What the domain needs from an image provider, in our own terms.
+
+The Replicate adapter (``generation.providers.replicate``) implements
+:class:`ImageProvider`; it is the only module that knows Replicate's field names.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+class ProviderStatus(enum.StrEnum):
+    STARTING = "starting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    # Replicate: a Cancel-After deadline passed before the run started. Terminal.
+    ABORTED = "aborted"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {
+        ProviderStatus.SUCCEEDED,
+        ProviderStatus.FAILED,
+        ProviderStatus.CANCELED,
+        ProviderStatus.ABORTED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    """A job as the provider should run it."""
+
+    prompt: str
+    # Signed URLs of the input images, in order (0..2).
+    image_urls: tuple[str, ...]
+    # Absolute URL the provider posts events to.
+    webhook_url: str
+    webhook_events: tuple[str, ...]
+    output_format: str = "jpg"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The provider's view of one prediction, normalized."""
+
+    id: str
+    status: ProviderStatus
+    # Output file URLs, in order; empty when there is none (yet, or removed).
+    output_urls: tuple[str, ...]
+    # True when the provider reported an error (its text is never kept).
+    has_error: bool
+    created_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    # True when the provider already deleted inputs and outputs.
+    data_removed: bool = False
+
+
+class ProviderError(Exception):
+    """Base of provider failures; messages never reach a client."""
+
+
+class ProviderUnavailable(ProviderError):
+    """429, 5xx, timeouts or connection errors that outlasted the retries."""
+
+
+class ProviderRejected(ProviderError):
+    """The provider refused the call (a 4xx other than 429); retrying will not help."""
+
+
+class PredictionNotFound(ProviderRejected):
+    """The provider does not know this prediction id (404)."""
+
+
+class InvalidProviderPayload(ProviderError):
+    """An event or answer that is not a prediction we can read."""
+
+
+class ImageProvider(Protocol):
+    """The calls the generation service makes to an image provider."""
+
+    async def create_prediction(self, request: PredictionRequest) -> Prediction:
+        """Start a prediction. Retries transient failures itself."""
+        ...
+
+    async def get_prediction(self, prediction_id: str) -> Prediction:
+        """The prediction's current state."""
+        ...
+
+    async def cancel_prediction(self, prediction_id: str) -> Prediction:
+        """Ask the provider to stop; answers the resulting state."""
+        ...
+
+    def parse_event(self, payload: bytes) -> Prediction:
+        """Read a webhook body (raises :class:`InvalidProviderPayload`)."""
+        ...
+
+    async def download_output(self, url: str, max_bytes: int) -> bytes:
+        """Fetch one output file (timeout, size cap, retries)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release pooled connections."""
+        ...

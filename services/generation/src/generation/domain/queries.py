@@ -1,0 +1,157 @@
+"""Reading, refreshing, canceling and deleting one owner's jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import timedelta
+
+from generation.domain import jobs
+from generation.domain.context import GenerationContext
+from generation.domain.events import apply_prediction, end_without_output
+from generation.domain.provider import Prediction, PredictionNotFound, ProviderError
+from generation.persistence.models import GenerationJob
+from generation.persistence.repositories import JobRepository, RenderRepository
+from kit.db import session_scope
+from kit.errors import JobNotCancellable, JobNotFinished, NotFound
+from kit.logging import get_logger
+from kit.storage import StorageError
+
+log = get_logger("generation.queries")
+
+
+async def load_view(ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID) -> jobs.JobView:
+    """The owner's job with its visible variants; NotFound for anyone else's."""
+    async with session_scope(ctx.sessions) as session:
+        job = await JobRepository(session).get_for_owner(owner_id, job_id)
+        if job is None:
+            raise NotFound("Generation not found.")
+        renders = RenderRepository(session)
+        render = await renders.for_job(job.id) if job.status == jobs.SUCCEEDED else None
+        if render is None or render.deleted_at is not None:
+            return jobs.JobView(job, None, ())
+        return jobs.JobView(job, render.id, await renders.variants(render.id))
+
+
+async def get_generation(
+    ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID
+) -> jobs.JobView:
+    """The job; a stale in-flight one is refreshed from the provider first."""
+    view = await load_view(ctx, owner_id, job_id)
+    if await refresh_if_stale(ctx, view.job):
+        view = await load_view(ctx, owner_id, job_id)
+    return view
+
+
+async def refresh_if_stale(ctx: GenerationContext, job: GenerationJob) -> bool:
+    """Poll the provider once when the job's state is older than the stale threshold.
+
+    The throttle is a conditional update in the database, so at most one poll per
+    prediction per window happens across every instance. Provider or storage
+    trouble is logged and the current state returned: a GET never fails for it.
+    """
+    timings = ctx.config.timings
+    now = ctx.clock.now()
+    if jobs.is_terminal(job.status) or job.prediction_id is None:
+        return False
+    if now - job.updated_at < timedelta(milliseconds=timings.stale_after_ms):
+        return False
+    async with session_scope(ctx.sessions) as session:
+        claimed = await JobRepository(session).claim_poll(
+            job.id, now, timedelta(milliseconds=timings.poll_throttle_ms)
+        )
+    if not claimed:
+        return False
+    return await poll_and_apply(ctx, job, source="refresh")
+
+
+async def poll_and_apply(ctx: GenerationContext, job: GenerationJob, source: str) -> bool:
+    """Fetch the prediction and apply it; True when the job changed."""
+    assert job.prediction_id is not None
+    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": job.prediction_id}
+    try:
+        prediction = await ctx.provider.get_prediction(job.prediction_id)
+    except PredictionNotFound:
+        log.warning("job.prediction_missing", **fields, status=jobs.FAILED, source=source)
+        return await end_without_output(ctx, job, jobs.PROVIDER_FAILED, jobs.FAILED)
+    except ProviderError as error:
+        log.warning(
+            "job.poll_failed",
+            **fields,
+            status=job.status,
+            source=source,
+            error=type(error).__name__,
+        )
+        return False
+    try:
+        outcome, _ = await apply_prediction(ctx, prediction, source=source)
+    except (ProviderError, StorageError):
+        return False
+    log.info(
+        "job.polled", **fields, status=prediction.status.value, source=source, outcome=outcome.value
+    )
+    return outcome.value == "applied"
+
+
+async def cancel_generation(
+    ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID
+) -> jobs.JobView:
+    """Cancel a starting/processing job at the provider, end it canceled, refund it."""
+    view = await load_view(ctx, owner_id, job_id)
+    job = view.job
+    if jobs.is_terminal(job.status):
+        if job.status == jobs.CANCELED:
+            return view  # canceling twice is harmless
+        raise JobNotCancellable()
+    if job.prediction_id is not None:
+        try:
+            prediction = await ctx.provider.cancel_prediction(job.prediction_id)
+        except ProviderError as error:
+            # The user's intent wins: end the job here; a late provider event is ignored.
+            log.warning(
+                "provider.cancel_failed",
+                ownerId=str(owner_id),
+                jobId=str(job.id),
+                predictionId=job.prediction_id,
+                error=type(error).__name__,
+            )
+        else:
+            if jobs.job_status_for(prediction.status) == jobs.SUCCEEDED:
+                await _apply_quietly(ctx, prediction)
+    await end_without_output(ctx, job, jobs.USER_CANCELED, jobs.CANCELED)
+    view = await load_view(ctx, owner_id, job_id)
+    if view.job.status != jobs.CANCELED:
+        raise JobNotCancellable()
+    log.info(
+        "job.canceled",
+        ownerId=str(owner_id),
+        jobId=str(job.id),
+        predictionId=job.prediction_id,
+        status=jobs.CANCELED,
+    )
+    return view
+
+
+async def _apply_quietly(ctx: GenerationContext, prediction: Prediction) -> None:
+    with contextlib.suppress(ProviderError, StorageError):
+        await apply_prediction(ctx, prediction, source="cancel")
+
+
+async def delete_generation(
+    ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID
+) -> jobs.JobView:
+    """Soft-delete a finished job's render. Stored objects are kept (the seed's MVP)."""
+    view = await load_view(ctx, owner_id, job_id)
+    if not jobs.is_terminal(view.job.status):
+        raise JobNotFinished()
+    async with session_scope(ctx.sessions) as session:
+        deleted = await RenderRepository(session).soft_delete(view.job.id, ctx.clock.now())
+    log.info(
+        "render.deleted",
+        ownerId=str(owner_id),
+        jobId=str(job_id),
+        predictionId=view.job.prediction_id,
+        status=view.job.status,
+        changed=deleted,
+    )
+    return jobs.JobView(view.job, None, ())

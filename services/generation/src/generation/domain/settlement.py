@@ -1,0 +1,63 @@
+"""Charges and refunds: every debit belongs to one job; a failed job is refunded once.
+
+The job row records what is known to be done at the usage service
+(``charge_state``, ``refund_state``); the usage service's own idempotency makes
+every retry harmless. Whatever cannot be done now is left ``pending`` for the
+sweep to finish.
+"""
+
+from __future__ import annotations
+
+from generation.domain.context import GenerationContext
+from generation.persistence.models import GenerationJob
+from generation.persistence.repositories import JobRepository
+from kit.db import session_scope
+from kit.errors import DomainError, LimitExceeded
+from kit.logging import get_logger
+
+log = get_logger("generation.settlement")
+
+
+async def refund(ctx: GenerationContext, job: GenerationJob) -> bool:
+    """Give the job's generation back; True once recorded at the usage service."""
+    try:
+        await ctx.usage.credit(job.owner_id, job.id, reason=f"job_{job.status}")
+    except DomainError as error:
+        log.warning(
+            "ledger.refund_deferred",
+            ownerId=str(job.owner_id),
+            jobId=str(job.id),
+            predictionId=job.prediction_id,
+            status=job.status,
+            code=error.code,
+        )
+        return False
+    async with session_scope(ctx.sessions) as session:
+        await JobRepository(session).mark_refunded(job.id)
+    log.info(
+        "ledger.refunded",
+        ownerId=str(job.owner_id),
+        jobId=str(job.id),
+        predictionId=job.prediction_id,
+        status=job.status,
+    )
+    return True
+
+
+async def charge(ctx: GenerationContext, job: GenerationJob) -> None:
+    """Debit the job. Raises LimitExceeded; other failures are left for the sweep."""
+    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": job.prediction_id}
+    try:
+        await ctx.usage.debit(job.owner_id, job.id)
+    except LimitExceeded:
+        raise
+    except DomainError as error:
+        log.warning("ledger.debit_deferred", **fields, code=error.code)
+        return
+    async with session_scope(ctx.sessions) as session:
+        refund_due = await JobRepository(session).mark_charged(job.id, ctx.clock.now())
+        current = await JobRepository(session).get(job.id)
+    log.info("ledger.debited", **fields, status=current.status if current else None)
+    if refund_due and current is not None:
+        # The job ended while the debit was in flight: give it straight back.
+        await refund(ctx, current)

@@ -1,0 +1,327 @@
+"""Submitting a generation (the seeds' Phase 3 step B), in this order:
+
+1. idempotency lookup: the same key from the same owner returns the same job
+   (a different request under the same key is refused);
+2. validation and moderation of fields and images (nothing stored yet);
+3. one-in-flight pre-check, then the quota check at the usage service;
+4. inputs (metadata stripped) uploaded to ``private/<owner>/inputs/<uuid>.<ext>``;
+5. the job row, ``starting``: the partial unique index is the real in-flight
+   guard (a violation is TOO_MANY_INFLIGHT; a duplicate key returns the winner);
+6. provider create with signed input URLs and the absolute webhook URL;
+7. prediction id attached, then the usage debit (idempotent per job).
+
+Unwinding: a refused row (4-5) removes the uploaded inputs; a provider failure
+(6) ends the job ``failed`` (nothing was charged yet, the slot is freed, the
+inputs stay referenced by the failed job) and answers UPSTREAM_ERROR; a job
+canceled while being submitted is canceled at the provider and never charged;
+a debit refused at (7) (the plan changed meanwhile) cancels the prediction and
+fails the job with LIMIT_EXCEEDED; a debit that cannot reach the usage service
+is finished later by the sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from generation.domain import jobs
+from generation.domain.context import GenerationContext
+from generation.domain.images import CleanImage, inspect_and_clean
+from generation.domain.modes import GenerationInput, validate_generation_input
+from generation.domain.prompts import compose_prompt
+from generation.domain.provider import PredictionRequest, ProviderError
+from generation.domain.settlement import charge
+from generation.persistence.models import GenerationJob
+from generation.persistence.repositories import JobRepository, violated_constraint
+from kit.db import session_scope
+from kit.errors import (
+    IdempotencyKeyReused,
+    LimitExceeded,
+    TooManyInflight,
+    UpstreamError,
+    ValidationError,
+)
+from kit.logging import get_logger
+from kit.storage import StorageError
+
+log = get_logger("generation.submission")
+
+_INFLIGHT_INDEX = "uq_generation_jobs_one_inflight_per_owner"
+_KEY_CONSTRAINT = "uq_generation_jobs_owner_key"
+
+
+@dataclass(frozen=True)
+class RawInput:
+    field: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class SubmitCommand:
+    owner_id: uuid.UUID
+    idempotency_key: str | None
+    mode: str
+    prompt: str | None
+    room_type: str | None
+    style: str | None
+    inputs: tuple[RawInput, ...]
+    request_base_url: str | None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job: GenerationJob
+    replayed: bool
+
+
+def fingerprint(command: SubmitCommand) -> str:
+    """A digest of everything the request asks for, to detect a reused key."""
+    digest = hashlib.sha256()
+    for part in (command.mode, command.prompt or "", command.room_type or "", command.style or ""):
+        digest.update(part.encode() + b"\x00")
+    for item in command.inputs:
+        digest.update(hashlib.sha256(item.data).digest())
+    return digest.hexdigest()
+
+
+async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> SubmitResult:
+    """Run the whole submission; see the module docstring for the order."""
+    request_fingerprint = fingerprint(command)
+    replay = await _replay(ctx, command, request_fingerprint)
+    if replay is not None:
+        return replay
+    validated = validate_generation_input(
+        command.mode,
+        command.prompt,
+        command.room_type,
+        command.style,
+        len(command.inputs),
+        ctx.config,
+    )
+    images = await _clean_images(ctx, command)
+    webhook_url = _webhook_url(ctx, command)
+    await _precheck(ctx, command.owner_id)
+    input_keys = await _upload_inputs(ctx, command.owner_id, images)
+    job = _new_job(ctx, command, validated, input_keys, request_fingerprint)
+    inserted = await _insert_job(ctx, job, command)
+    if inserted is not job:
+        return SubmitResult(inserted, replayed=True)
+    log.info(
+        "job.submitted",
+        ownerId=str(job.owner_id),
+        jobId=str(job.id),
+        status=job.status,
+        mode=job.mode,
+        inputs=len(input_keys),
+    )
+    prompt = compose_prompt(
+        validated.mode,
+        validated.prompt,
+        ctx.config.styles.get(validated.style or ""),
+        ctx.config.room_types.get(validated.room_type or ""),
+    )
+    await _create_prediction(ctx, job, prompt, input_keys, webhook_url)
+    async with session_scope(ctx.sessions) as session:
+        current = await JobRepository(session).get(job.id)
+    assert current is not None
+    return SubmitResult(current, replayed=False)
+
+
+async def _replay(
+    ctx: GenerationContext, command: SubmitCommand, request_fingerprint: str
+) -> SubmitResult | None:
+    if not command.idempotency_key:
+        return None
+    async with session_scope(ctx.sessions) as session:
+        existing = await JobRepository(session).get_by_idempotency_key(
+            command.owner_id, command.idempotency_key
+        )
+    if existing is None:
+        return None
+    if existing.request_fingerprint != request_fingerprint:
+        raise IdempotencyKeyReused()
+    log.info(
+        "job.replayed",
+        ownerId=str(existing.owner_id),
+        jobId=str(existing.id),
+        predictionId=existing.prediction_id,
+        status=existing.status,
+    )
+    return SubmitResult(existing, replayed=True)
+
+
+async def _clean_images(ctx: GenerationContext, command: SubmitCommand) -> list[CleanImage]:
+    uploads = ctx.config.uploads
+    # CPU-bound decoding and re-encoding: off the event loop.
+    return [
+        await asyncio.to_thread(inspect_and_clean, item.data, uploads, item.field)
+        for item in command.inputs
+    ]
+
+
+def _webhook_url(ctx: GenerationContext, command: SubmitCommand) -> str:
+    base = ctx.webhook_base_url or command.request_base_url
+    if not base or not base.startswith(("http://", "https://")):
+        raise ValidationError("The request's base URL is missing; cannot build the webhook URL.")
+    return base.rstrip("/") + ctx.config.replicate.webhook_path
+
+
+async def _precheck(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
+    async with session_scope(ctx.sessions) as session:
+        if await JobRepository(session).has_inflight(owner_id):
+            raise TooManyInflight()
+    quota = await ctx.usage.quota(owner_id)
+    if quota.remaining <= 0:
+        raise LimitExceeded(periodEnd=quota.period_end.isoformat().replace("+00:00", "Z"))
+
+
+async def _upload_inputs(
+    ctx: GenerationContext, owner_id: uuid.UUID, images: list[CleanImage]
+) -> list[str]:
+    keys: list[str] = []
+    try:
+        for image in images:
+            key = f"{owner_id}/inputs/{uuid.uuid4()}.{image.extension}"
+            await ctx.storage.put_bytes(ctx.private_bucket, key, image.data, image.mime_type)
+            keys.append(key)
+    except StorageError as error:
+        await _discard_inputs(ctx, keys)
+        log.error("inputs.upload_failed", ownerId=str(owner_id), error=type(error).__name__)
+        raise UpstreamError("Your images could not be stored. Please try again.") from error
+    return keys
+
+
+async def _discard_inputs(ctx: GenerationContext, keys: list[str]) -> None:
+    """Remove uploaded inputs that no job will reference; loud when it cannot."""
+    if not keys:
+        return
+    try:
+        await ctx.storage.remove(ctx.private_bucket, keys)
+    except StorageError:
+        log.error("inputs.orphaned", bucket=ctx.private_bucket, keys=keys)
+
+
+def _new_job(
+    ctx: GenerationContext,
+    command: SubmitCommand,
+    validated: GenerationInput,
+    input_keys: list[str],
+    request_fingerprint: str,
+) -> GenerationJob:
+    now = ctx.clock.now()
+    return GenerationJob(
+        id=uuid.uuid4(),
+        owner_id=command.owner_id,
+        idempotency_key=command.idempotency_key or None,
+        request_fingerprint=request_fingerprint,
+        mode=validated.mode.value,
+        room_type=validated.room_type,
+        style=validated.style,
+        prompt=validated.prompt,
+        input_keys=input_keys,
+        status=jobs.STARTING,
+        charge_state="none",
+        refund_state="none",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def _insert_job(
+    ctx: GenerationContext, job: GenerationJob, command: SubmitCommand
+) -> GenerationJob:
+    """Insert the row; the database decides races the pre-check could not see."""
+    try:
+        async with session_scope(ctx.sessions) as session:
+            await JobRepository(session).insert(job)
+        return job
+    except IntegrityError as error:
+        constraint = violated_constraint(error)
+    await _discard_inputs(ctx, list(job.input_keys))
+    if constraint == _KEY_CONSTRAINT and command.idempotency_key:
+        replay = await _replay(ctx, command, job.request_fingerprint)
+        if replay is not None:
+            return replay.job
+    if constraint == _INFLIGHT_INDEX:
+        raise TooManyInflight()
+    raise IdempotencyKeyReused() if constraint == _KEY_CONSTRAINT else TooManyInflight()
+
+
+async def _create_prediction(
+    ctx: GenerationContext,
+    job: GenerationJob,
+    prompt: str,
+    input_keys: list[str],
+    webhook_url: str,
+) -> None:
+    ttl = ctx.config.uploads.signed_url_ttl_seconds
+    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id)}
+    try:
+        urls = [
+            await ctx.storage.presigned_get_url(ctx.private_bucket, key, ttl) for key in input_keys
+        ]
+        prediction = await ctx.provider.create_prediction(
+            PredictionRequest(
+                prompt=prompt,
+                image_urls=tuple(urls),
+                webhook_url=webhook_url,
+                webhook_events=ctx.config.replicate.webhook_events,
+                output_format=ctx.config.replicate.output_format,
+            )
+        )
+    except (ProviderError, StorageError) as error:
+        await _fail_unsubmitted(ctx, job, jobs.UPSTREAM)
+        log.error(
+            "job.provider_create_failed", **fields, status=jobs.FAILED, error=type(error).__name__
+        )
+        raise UpstreamError() from error
+    except BaseException:
+        # Cancelled or crashed mid-call: never leave the in-flight slot held.
+        await asyncio.shield(_fail_unsubmitted(ctx, job, jobs.INTERRUPTED))
+        raise
+    await _attach_and_charge(ctx, job, prediction.id)
+
+
+async def _fail_unsubmitted(
+    ctx: GenerationContext, job: GenerationJob, error: jobs.JobError
+) -> None:
+    async with session_scope(ctx.sessions) as session:
+        await JobRepository(session).mark_ended_without_output(
+            job.id, jobs.FAILED, error.code, error.message, ctx.clock.now()
+        )
+
+
+async def _attach_and_charge(
+    ctx: GenerationContext, job: GenerationJob, prediction_id: str
+) -> None:
+    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": prediction_id}
+    async with session_scope(ctx.sessions) as session:
+        repo = JobRepository(session)
+        attached = await repo.attach_prediction(job.id, prediction_id, ctx.clock.now())
+    if not attached:
+        # Canceled (or ended) while we were submitting: stop the provider's run too.
+        await _cancel_quietly(ctx, prediction_id)
+        log.info("job.canceled_during_submit", **fields)
+        return
+    job.prediction_id = prediction_id
+    log.info("job.provider_accepted", **fields, status=jobs.STARTING)
+    try:
+        await charge(ctx, job)
+    except LimitExceeded:
+        await _cancel_quietly(ctx, prediction_id)
+        await _fail_unsubmitted(ctx, job, jobs.OVER_LIMIT)
+        log.warning("job.debit_refused", **fields, status=jobs.FAILED)
+        raise
+
+
+async def _cancel_quietly(ctx: GenerationContext, prediction_id: str) -> None:
+    try:
+        await ctx.provider.cancel_prediction(prediction_id)
+    except ProviderError as error:
+        log.warning(
+            "provider.cancel_failed", predictionId=prediction_id, error=type(error).__name__
+        )

@@ -1,0 +1,170 @@
+"""The background sweep: recovers lost webhooks and finishes what was left half-done.
+
+Each pass, on every instance:
+1. polls in-flight jobs whose state has not moved for ``sweep_min_age_ms`` (a lost
+   webhook), through the same per-prediction throttle as GET refreshes;
+2. ends jobs past ``overall_timeout_ms``: canceled at the provider, ``failed``
+   with TIMED_OUT, refunded; a job stuck ``starting`` without a prediction id
+   (the process died mid-submission) cannot move forward, so it is failed with
+   INTERRUPTED after ``_UNSUBMITTED_GRACE``;
+3. settles charges: retries pending refunds and debits that could not reach the
+   usage service at the time.
+
+Safe with many instances: every claim is a conditional update and every usage
+call is idempotent per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from generation.domain import jobs
+from generation.domain.context import GenerationContext
+from generation.domain.events import end_without_output
+from generation.domain.provider import ProviderError
+from generation.domain.queries import poll_and_apply
+from generation.domain.settlement import charge, refund
+from generation.persistence.models import GenerationJob
+from generation.persistence.repositories import JobRepository
+from kit.db import session_scope
+from kit.errors import LimitExceeded
+from kit.logging import get_logger
+
+log = get_logger("generation.sweep")
+
+_BATCH = 50
+# A job that never got a prediction id cannot progress; after this it is failed.
+_UNSUBMITTED_GRACE = timedelta(minutes=2)
+# Settlement waits a little so it does not race the request that is still running.
+_SETTLE_AFTER = timedelta(seconds=10)
+
+
+async def sweep_once(ctx: GenerationContext) -> dict[str, int]:
+    """One pass; returns counts for logs and tests."""
+    counts = {
+        "recovered": await _poll_quiet_jobs(ctx),
+        "timedOut": await _end_overdue_jobs(ctx),
+        "settled": await _settle(ctx),
+    }
+    if any(counts.values()):
+        log.info("sweep.pass", **counts)
+    return counts
+
+
+async def _poll_quiet_jobs(ctx: GenerationContext) -> int:
+    timings = ctx.config.timings
+    now = ctx.clock.now()
+    throttle = timedelta(milliseconds=timings.poll_throttle_ms)
+    async with session_scope(ctx.sessions) as session:
+        candidates = await JobRepository(session).inflight_needing_poll(
+            older_than=now - timedelta(milliseconds=timings.sweep_min_age_ms),
+            poll_before=now - throttle,
+            limit=_BATCH,
+        )
+    recovered = 0
+    for job in candidates:
+        async with session_scope(ctx.sessions) as session:
+            if not await JobRepository(session).claim_poll(job.id, now, throttle):
+                continue  # another instance (or a GET) is polling it
+        if await poll_and_apply(ctx, job, source="sweep"):
+            recovered += 1
+    return recovered
+
+
+async def _end_overdue_jobs(ctx: GenerationContext) -> int:
+    now = ctx.clock.now()
+    overall = timedelta(milliseconds=ctx.config.timings.overall_timeout_ms)
+    async with session_scope(ctx.sessions) as session:
+        candidates = await JobRepository(session).overdue_inflight(
+            created_before=now - overall,
+            unsubmitted_before=now - _UNSUBMITTED_GRACE,
+            limit=_BATCH,
+        )
+    ended = 0
+    for job in candidates:
+        error = jobs.INTERRUPTED if job.prediction_id is None else jobs.TIMED_OUT
+        if job.prediction_id is not None:
+            await _cancel_at_provider(ctx, job)
+        if await end_without_output(ctx, job, error, jobs.FAILED):
+            ended += 1
+            log.warning(
+                "job.transition",
+                ownerId=str(job.owner_id),
+                jobId=str(job.id),
+                predictionId=job.prediction_id,
+                status=jobs.FAILED,
+                source="sweep",
+                reason=error.code,
+            )
+    return ended
+
+
+async def _cancel_at_provider(ctx: GenerationContext, job: GenerationJob) -> None:
+    """Best effort: stop the provider's run so it does not finish after we gave up."""
+    assert job.prediction_id is not None
+    try:
+        await ctx.provider.cancel_prediction(job.prediction_id)
+    except ProviderError as error:
+        log.warning(
+            "provider.cancel_failed",
+            ownerId=str(job.owner_id),
+            jobId=str(job.id),
+            predictionId=job.prediction_id,
+            error=type(error).__name__,
+        )
+
+
+async def _settle(ctx: GenerationContext) -> int:
+    async with session_scope(ctx.sessions) as session:
+        candidates = await JobRepository(session).needing_settlement(
+            ctx.clock.now() - _SETTLE_AFTER, _BATCH
+        )
+    settled = 0
+    for job in candidates:
+        if job.refund_state == "pending":
+            settled += int(await refund(ctx, job))
+            continue
+        try:
+            await charge(ctx, job)
+            settled += 1
+        except LimitExceeded:
+            # The plan shrank after submission: the run already happened; do not
+            # charge beyond the plan, and never ask again.
+            async with session_scope(ctx.sessions) as session:
+                await JobRepository(session).mark_charge_waived(job.id, ctx.clock.now())
+            log.warning(
+                "ledger.charge_waived",
+                ownerId=str(job.owner_id),
+                jobId=str(job.id),
+                predictionId=job.prediction_id,
+                status=job.status,
+            )
+    return settled
+
+
+class Sweeper:
+    """Runs :func:`sweep_once` every ``sweep_interval_ms`` until stopped."""
+
+    def __init__(self, ctx: GenerationContext) -> None:
+        self._ctx = ctx
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="generation-sweep")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        interval = self._ctx.config.timings.sweep_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await sweep_once(self._ctx)
+            except Exception:  # one bad pass must not stop recovery for good
+                log.exception("sweep.failed")

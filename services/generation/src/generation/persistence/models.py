@@ -1,0 +1,130 @@
+"""ORM models of the generation service: jobs, renders, render variants.
+
+The constraints the invariants rely on live in the database (see the first
+migration): one idempotency key per owner, one `starting|processing` job per
+owner (partial unique index), one render per job, one variant per index.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from kit.db import naming_metadata
+
+JOB_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
+INFLIGHT_STATUSES = ("starting", "processing")
+# Whether the job's generation was debited (or, refused by a plan change, waived) and
+# given back at the usage service.
+CHARGE_STATES = ("none", "charged", "waived")
+REFUND_STATES = ("none", "pending", "done")
+
+
+class Base(DeclarativeBase):
+    metadata = naming_metadata()
+
+
+class GenerationJob(Base):
+    __tablename__ = "generation_jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # Hash of the request (fields + input bytes): a key reused for another request is refused.
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    room_type: Mapped[str | None] = mapped_column(String(64))
+    style: Mapped[str | None] = mapped_column(String(64))
+    prompt: Mapped[str | None] = mapped_column(Text)
+    # Object keys in the private bucket, in input order.
+    input_keys: Mapped[list[str]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    prediction_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    charge_state: Mapped[str] = mapped_column(String(8), server_default="none")
+    refund_state: Mapped[str] = mapped_column(String(8), server_default="none")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Per-prediction poll throttle shared by all instances (conditional update).
+    last_polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status_known"),
+        CheckConstraint(f"charge_state IN {CHARGE_STATES!r}", name="charge_state_known"),
+        CheckConstraint(f"refund_state IN {REFUND_STATES!r}", name="refund_state_known"),
+        UniqueConstraint("owner_id", "idempotency_key", name="uq_generation_jobs_owner_key"),
+        UniqueConstraint("prediction_id", name="uq_generation_jobs_prediction_id"),
+        Index(
+            "uq_generation_jobs_one_inflight_per_owner",
+            "owner_id",
+            unique=True,
+            postgresql_where=text("status IN ('starting', 'processing')"),
+        ),
+        Index("ix_generation_jobs_owner_created", "owner_id", "created_at"),
+        Index(
+            "ix_generation_jobs_inflight_updated",
+            "updated_at",
+            postgresql_where=text("status IN ('starting', 'processing')"),
+        ),
+        Index(
+            "ix_generation_jobs_refund_pending",
+            "updated_at",
+            postgresql_where=text("refund_state = 'pending'"),
+        ),
+    )
+
+
+class Render(Base):
+    __tablename__ = "renders"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("generation_jobs.id", ondelete="CASCADE")
+    )
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    mode: Mapped[str] = mapped_column(String(16))
+    room_type: Mapped[str | None] = mapped_column(String(64))
+    style: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("job_id", name="uq_renders_job_id"),
+        Index("ix_renders_owner_created", "owner_id", "created_at"),
+    )
+
+
+class RenderVariant(Base):
+    __tablename__ = "render_variants"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    render_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("renders.id", ondelete="CASCADE")
+    )
+    idx: Mapped[int] = mapped_column(Integer)
+    # Key inside the public bucket: renders/<renderId>/<idx>.jpg
+    object_key: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        UniqueConstraint("render_id", "idx", name="uq_render_variants_render_idx"),
+        CheckConstraint("idx >= 0", name="idx_non_negative"),
+    )

@@ -1,0 +1,352 @@
+"""All SQL of the generation service.
+
+Repositories are built from a session and never commit: the caller's
+``session_scope`` is the transaction. Status changes are conditional updates
+(``WHERE status IN (...)``), so concurrent appliers cannot move a job backwards
+or finish it twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Update, and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from generation.persistence.models import (
+    INFLIGHT_STATUSES,
+    GenerationJob,
+    Render,
+    RenderVariant,
+)
+
+
+def violated_constraint(error: IntegrityError) -> str | None:
+    """The name of the constraint an IntegrityError is about (asyncpg)."""
+    cause = getattr(error.orig, "__cause__", None)
+    name = getattr(cause, "constraint_name", None)
+    return name if isinstance(name, str) else None
+
+
+async def _changed(session: AsyncSession, statement: Update) -> bool:
+    """Run a conditional update; True when it matched a row."""
+    result = cast("CursorResult[Any]", await session.execute(statement))
+    return result.rowcount > 0
+
+
+@dataclass(frozen=True)
+class TerminalUpdate:
+    """The outcome of ending a job: whether it changed and whether a refund is due."""
+
+    changed: bool
+    refund_due: bool
+
+
+class JobRepository:
+    """Reads and conditional writes of ``generation_jobs``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def get(self, job_id: uuid.UUID, *, for_update: bool = False) -> GenerationJob | None:
+        query = select(GenerationJob).where(GenerationJob.id == job_id)
+        if for_update:
+            query = query.with_for_update()
+        result: GenerationJob | None = await self._session.scalar(query)
+        return result
+
+    async def get_for_owner(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> GenerationJob | None:
+        result: GenerationJob | None = await self._session.scalar(
+            select(GenerationJob).where(
+                GenerationJob.id == job_id, GenerationJob.owner_id == owner_id
+            )
+        )
+        return result
+
+    async def get_by_idempotency_key(self, owner_id: uuid.UUID, key: str) -> GenerationJob | None:
+        result: GenerationJob | None = await self._session.scalar(
+            select(GenerationJob).where(
+                GenerationJob.owner_id == owner_id, GenerationJob.idempotency_key == key
+            )
+        )
+        return result
+
+    async def get_by_prediction_id(self, prediction_id: str) -> GenerationJob | None:
+        result: GenerationJob | None = await self._session.scalar(
+            select(GenerationJob).where(GenerationJob.prediction_id == prediction_id)
+        )
+        return result
+
+    async def has_inflight(self, owner_id: uuid.UUID) -> bool:
+        found = await self._session.scalar(
+            select(GenerationJob.id)
+            .where(
+                GenerationJob.owner_id == owner_id,
+                GenerationJob.status.in_(INFLIGHT_STATUSES),
+            )
+            .limit(1)
+        )
+        return found is not None
+
+    async def insert(self, job: GenerationJob) -> None:
+        """Insert and flush, so constraint violations surface here (IntegrityError)."""
+        self._session.add(job)
+        await self._session.flush()
+
+    async def attach_prediction(self, job_id: uuid.UUID, prediction_id: str, now: datetime) -> bool:
+        """Record the provider's id, only while the job is still ``starting``."""
+        return await _changed(
+            self._session,
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, GenerationJob.status == "starting")
+            .values(prediction_id=prediction_id, updated_at=now),
+        )
+
+    async def mark_processing(self, job_id: uuid.UUID, started_at: datetime, now: datetime) -> bool:
+        return await _changed(
+            self._session,
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, GenerationJob.status == "starting")
+            .values(status="processing", started_at=started_at, updated_at=now),
+        )
+
+    async def mark_succeeded(
+        self, job_id: uuid.UUID, completed_at: datetime, now: datetime
+    ) -> bool:
+        return await _changed(
+            self._session,
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, GenerationJob.status.in_(INFLIGHT_STATUSES))
+            .values(status="succeeded", completed_at=completed_at, updated_at=now),
+        )
+
+    async def mark_ended_without_output(
+        self,
+        job_id: uuid.UUID,
+        status: str,
+        error_code: str,
+        error_message: str,
+        now: datetime,
+    ) -> TerminalUpdate:
+        """End an in-flight job as failed/canceled; a charged job becomes refund-pending."""
+        changed = await _changed(
+            self._session,
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, GenerationJob.status.in_(INFLIGHT_STATUSES))
+            .values(
+                status=status,
+                error_code=error_code,
+                error_message=error_message,
+                completed_at=now,
+                updated_at=now,
+            ),
+        )
+        if not changed:
+            return TerminalUpdate(changed=False, refund_due=False)
+        refund_due = await self._request_refund_if_charged(job_id, now)
+        return TerminalUpdate(changed=True, refund_due=refund_due)
+
+    async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
+        """Record the debit; answers True when the job already ended and needs a refund."""
+        await self._session.execute(
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, GenerationJob.charge_state == "none")
+            .values(charge_state="charged", updated_at=now)
+        )
+        return await self._request_refund_if_charged(job_id, now)
+
+    async def mark_charge_waived(self, job_id: uuid.UUID, now: datetime) -> None:
+        await self._session.execute(
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, GenerationJob.charge_state == "none")
+            .values(charge_state="waived", updated_at=now)
+        )
+
+    async def _request_refund_if_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
+        return await _changed(
+            self._session,
+            update(GenerationJob)
+            .where(
+                GenerationJob.id == job_id,
+                GenerationJob.status.in_(("failed", "canceled")),
+                GenerationJob.charge_state == "charged",
+                GenerationJob.refund_state == "none",
+            )
+            .values(refund_state="pending", updated_at=now),
+        )
+
+    async def mark_refunded(self, job_id: uuid.UUID) -> None:
+        await self._session.execute(
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, GenerationJob.refund_state == "pending")
+            .values(refund_state="done")
+        )
+
+    async def claim_poll(self, job_id: uuid.UUID, now: datetime, throttle: timedelta) -> bool:
+        """Take the right to poll this prediction now; False while another poll is recent.
+
+        A conditional update, so it holds across every instance of the service.
+        """
+        return await _changed(
+            self._session,
+            update(GenerationJob)
+            .where(
+                GenerationJob.id == job_id,
+                GenerationJob.status.in_(INFLIGHT_STATUSES),
+                GenerationJob.prediction_id.is_not(None),
+                or_(
+                    GenerationJob.last_polled_at.is_(None),
+                    GenerationJob.last_polled_at <= now - throttle,
+                ),
+            )
+            .values(last_polled_at=now),
+        )
+
+    async def inflight_needing_poll(
+        self, older_than: datetime, poll_before: datetime, limit: int
+    ) -> Sequence[GenerationJob]:
+        """In-flight jobs with a prediction whose state has not moved for a while."""
+        result = await self._session.scalars(
+            select(GenerationJob)
+            .where(
+                GenerationJob.status.in_(INFLIGHT_STATUSES),
+                GenerationJob.prediction_id.is_not(None),
+                GenerationJob.updated_at <= older_than,
+                or_(
+                    GenerationJob.last_polled_at.is_(None),
+                    GenerationJob.last_polled_at <= poll_before,
+                ),
+            )
+            .order_by(GenerationJob.updated_at)
+            .limit(limit)
+        )
+        return result.all()
+
+    async def overdue_inflight(
+        self, created_before: datetime, unsubmitted_before: datetime, limit: int
+    ) -> Sequence[GenerationJob]:
+        """In-flight jobs past the overall timeout, or stuck without a prediction id."""
+        result = await self._session.scalars(
+            select(GenerationJob)
+            .where(
+                GenerationJob.status.in_(INFLIGHT_STATUSES),
+                or_(
+                    GenerationJob.created_at <= created_before,
+                    and_(
+                        GenerationJob.prediction_id.is_(None),
+                        GenerationJob.created_at <= unsubmitted_before,
+                    ),
+                ),
+            )
+            .order_by(GenerationJob.created_at)
+            .limit(limit)
+        )
+        return result.all()
+
+    async def needing_settlement(self, older_than: datetime, limit: int) -> Sequence[GenerationJob]:
+        """Jobs whose refund is pending, or that reached the provider but were never charged."""
+        result = await self._session.scalars(
+            select(GenerationJob)
+            .where(
+                GenerationJob.updated_at <= older_than,
+                or_(
+                    GenerationJob.refund_state == "pending",
+                    and_(
+                        GenerationJob.charge_state == "none",
+                        GenerationJob.prediction_id.is_not(None),
+                        GenerationJob.status.in_(("starting", "processing", "succeeded")),
+                    ),
+                ),
+            )
+            .order_by(GenerationJob.updated_at)
+            .limit(limit)
+        )
+        return result.all()
+
+    async def page(
+        self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
+    ) -> Sequence[GenerationJob]:
+        """Jobs ordered by id, for the usage audit."""
+        query = select(GenerationJob).order_by(GenerationJob.id).limit(limit)
+        if owner_id is not None:
+            query = query.where(GenerationJob.owner_id == owner_id)
+        if after is not None:
+            query = query.where(GenerationJob.id > after)
+        result = await self._session.scalars(query)
+        return result.all()
+
+
+class RenderRepository:
+    """``renders`` and ``render_variants``: inserted once, never duplicated."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def insert_once(self, render: Render) -> None:
+        await self._session.execute(
+            insert(Render)
+            .values(
+                id=render.id,
+                job_id=render.job_id,
+                owner_id=render.owner_id,
+                mode=render.mode,
+                room_type=render.room_type,
+                style=render.style,
+            )
+            .on_conflict_do_nothing(index_elements=[Render.job_id])
+        )
+
+    async def insert_variants_once(self, render_id: uuid.UUID, object_keys: Sequence[str]) -> None:
+        if not object_keys:
+            return
+        await self._session.execute(
+            insert(RenderVariant)
+            .values(
+                [
+                    {"id": uuid.uuid4(), "render_id": render_id, "idx": idx, "object_key": key}
+                    for idx, key in enumerate(object_keys)
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=[RenderVariant.render_id, RenderVariant.idx])
+        )
+
+    async def for_job(self, job_id: uuid.UUID) -> Render | None:
+        result: Render | None = await self._session.scalar(
+            select(Render).where(Render.job_id == job_id)
+        )
+        return result
+
+    async def variants(self, render_id: uuid.UUID) -> Sequence[RenderVariant]:
+        result = await self._session.scalars(
+            select(RenderVariant)
+            .where(RenderVariant.render_id == render_id)
+            .order_by(RenderVariant.idx)
+        )
+        return result.all()
+
+    async def soft_delete(self, job_id: uuid.UUID, now: datetime) -> bool:
+        return await _changed(
+            self._session,
+            update(Render)
+            .where(Render.job_id == job_id, Render.deleted_at.is_(None))
+            .values(deleted_at=now),
+        )
+
+    async def outputs_of(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these jobs have at least one stored variant."""
+        if not job_ids:
+            return set()
+        result = await self._session.scalars(
+            select(Render.job_id)
+            .join(RenderVariant, RenderVariant.render_id == Render.id)
+            .where(Render.job_id.in_(job_ids))
+            .distinct()
+        )
+        return set(result.all())

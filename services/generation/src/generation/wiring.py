@@ -1,0 +1,95 @@
+"""The composition root: settings in, a ready gRPC server (and its cleanup) out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from generation.api.servicer import GenerationServicer
+from generation.clients.usage import GrpcUsageGateway
+from generation.domain.context import GenerationContext
+from generation.domain.provider import ImageProvider
+from generation.domain.sweep import Sweeper
+from generation.providers.replicate import ReplicateProvider
+from generation.settings import GenerationSettings
+from interior.generation.v1 import generation_pb2, generation_pb2_grpc
+from kit.clock import Clock, SystemClock
+from kit.db import create_engine, create_sessionmaker, run_migrations
+from kit.grpc_client import create_channel
+from kit.grpc_server import GrpcServer, ServiceBinding
+from kit.logging import get_logger
+from kit.runtime_config import RuntimeConfig, load_runtime_config
+from kit.storage import ObjectStorage
+
+log = get_logger("generation.wiring")
+
+MIGRATIONS = Path(__file__).parent / "persistence" / "alembic"
+SERVICE_NAME = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
+
+
+@dataclass
+class GenerationApp:
+    server: GrpcServer
+    context: GenerationContext
+    sweeper: Sweeper | None
+
+
+async def build_app(
+    settings: GenerationSettings,
+    *,
+    runtime_config: RuntimeConfig | None = None,
+    clock: Clock | None = None,
+    provider: ImageProvider | None = None,
+    port: int | None = None,
+) -> GenerationApp:
+    """Migrate, wire every collaborator, and return the (not yet started) server."""
+    config = runtime_config or load_runtime_config(settings.runtime_config_file)
+    database_url = settings.database_url.get_secret_value()
+    if settings.run_migrations:
+        await run_migrations(MIGRATIONS, database_url)
+    engine = create_engine(settings)
+    storage = ObjectStorage(settings)
+    for bucket in (settings.s3_private_bucket, settings.s3_public_bucket):
+        await storage.ensure_bucket(bucket)
+    usage_channel = create_channel(settings.usage_grpc_target)
+    provider = provider or ReplicateProvider(
+        settings.replicate_api_base_url,
+        settings.replicate_api_token.get_secret_value(),
+        config.replicate.model,
+        timeout_seconds=config.replicate.request_timeout_seconds,
+        max_attempts=config.replicate.max_attempts,
+    )
+    context = GenerationContext(
+        sessions=create_sessionmaker(engine),
+        provider=provider,
+        storage=storage,
+        usage=GrpcUsageGateway(usage_channel),
+        config=config,
+        clock=clock or SystemClock(),
+        private_bucket=settings.s3_private_bucket,
+        public_bucket=settings.s3_public_bucket,
+        webhook_base_url=settings.webhook_base_url,
+    )
+    sweeper = Sweeper(context) if settings.sweep_enabled else None
+    servicer = GenerationServicer(context)
+
+    async def on_stop() -> None:
+        if sweeper is not None:
+            await sweeper.stop()
+        await provider.aclose()
+        await usage_channel.close()
+        await engine.dispose()
+
+    server = GrpcServer(
+        [
+            ServiceBinding(
+                SERVICE_NAME,
+                lambda s: generation_pb2_grpc.add_GenerationServiceServicer_to_server(servicer, s),
+            )
+        ],
+        host=settings.grpc_host,
+        port=settings.grpc_port if port is None else port,
+        max_message_bytes=settings.grpc_max_message_bytes,
+        on_stop=on_stop,
+    )
+    return GenerationApp(server=server, context=context, sweeper=sweeper)
