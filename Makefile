@@ -8,7 +8,7 @@ SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["
 SRC_DIRS := libs/kit libs/contracts services/generation/src services/usage/src \
             services/webhook-gateway/src services/edge-api/src tools
 OUR_PACKAGES := -p kit -p generation -p usage -p webhook_gateway -p edge_api \
-                -p replicate_emulator -p launcher
+                -p replicate_emulator -p launcher -p testkit
 
 .PHONY: run test lint fmt proto venv clean bench
 

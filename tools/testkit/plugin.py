@@ -18,7 +18,7 @@ import pytest
 from launcher.components import PostgresServer, S3Server, free_port
 
 S3_ACCESS_KEY = "test-access-key"
-S3_SECRET_KEY = "test-secret-key-0123456789"
+S3_SECRET_KEY = "test-secret-key-0123456789"  # noqa: S105 - test-only credential
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +75,9 @@ class S3Endpoint:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_root: Path) -> Iterator[S3Endpoint]:
-    server = S3Server(tmp_root / "s3", free_port(), S3_ACCESS_KEY, S3_SECRET_KEY,
-                      log_path=tmp_root / "s3.log")
+    server = S3Server(
+        tmp_root / "s3", free_port(), S3_ACCESS_KEY, S3_SECRET_KEY, log_path=tmp_root / "s3.log"
+    )
     server.start()
     try:
         yield S3Endpoint(server.endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, server)
