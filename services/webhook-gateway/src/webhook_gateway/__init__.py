@@ -1,0 +1,1 @@
+"""The webhook gateway: receives Replicate webhooks, verifies them, hands them to generation."""

@@ -1,0 +1,152 @@
+"""The HTTP endpoints: the webhook itself, liveness and readiness.
+
+The webhook is checked in order (size, signature, JSON object), and only then
+handed to generation; the provider gets 2xx only once generation answered OK,
+so a terminal event that could not be applied is retried by Replicate.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from kit.logging import get_logger
+from webhook_gateway.forwarder import EventRejected, ForwardFailed, GenerationForwarder
+from webhook_gateway.responses import error_response
+from webhook_gateway.signatures import ID_HEADER, SignatureRejected, WebhookVerifier
+
+_MAX_DELIVERY_ID_LENGTH = 128
+_FAILED = "webhook.forward_failed"
+_REJECTIONS = {
+    413: ("VALIDATION_ERROR", "The webhook body is too large."),
+    401: ("UNAUTHORIZED", "The webhook signature is missing, not valid or expired."),
+    400: ("VALIDATION_ERROR", "The webhook body must be a JSON object."),
+}
+
+
+class BodyTooLarge(Exception):
+    """The body passed the cap (declared or while streaming)."""
+
+
+class WebhookEndpoint:
+    """``POST <webhook_path>``: verify, then forward to generation."""
+
+    def __init__(
+        self,
+        *,
+        verifier: WebhookVerifier | None,
+        forwarder: GenerationForwarder,
+        max_body_bytes: int,
+    ) -> None:
+        self._verifier = verifier
+        self._forwarder = forwarder
+        self._max_body_bytes = max_body_bytes
+        # Built here, not at import, so the logger follows the logging setup of this app.
+        self._log = get_logger("webhook_gateway.webhook")
+
+    async def handle(self, request: Request) -> Response:
+        """The whole webhook flow; answers are fixed texts, never provider content."""
+        delivery_id = _delivery_id(request)
+        try:
+            body = await read_capped_body(request, self._max_body_bytes)
+        except BodyTooLarge:
+            response = self._rejected(413, "too_large", delivery_id)
+            # The rest of the body is never read: end the connection instead of draining it.
+            response.headers["connection"] = "close"
+            return response
+        except ClientDisconnect:
+            self._log.info("webhook.abandoned", deliveryId=delivery_id)
+            return error_response(400, "VALIDATION_ERROR", "The request body was incomplete.")
+        self._log.info("webhook.received", deliveryId=delivery_id, bytes=len(body))
+        if self._verifier is not None:
+            try:
+                self._verifier.verify(body, request.headers)
+            except SignatureRejected as rejected:
+                return self._rejected(401, rejected.reason, delivery_id)
+        if not _is_json_object(body):
+            return self._rejected(400, "not_json", delivery_id)
+        return await self._forward(body, delivery_id)
+
+    async def _forward(self, body: bytes, delivery_id: str) -> Response:
+        try:
+            result = await self._forwarder.apply_event(body, delivery_id)
+        except EventRejected:
+            self._log.warning(_FAILED, deliveryId=delivery_id, grpcCode="INVALID_ARGUMENT")
+            return error_response(400, "VALIDATION_ERROR", "The webhook event could not be read.")
+        except ForwardFailed as failed:
+            self._log.warning(_FAILED, deliveryId=delivery_id, grpcCode=failed.grpc_code)
+            return _retry_later()
+        except Exception:
+            # Any other failure still means "not applied": the provider must retry.
+            self._log.exception(_FAILED, deliveryId=delivery_id, grpcCode="UNKNOWN")
+            return _retry_later()
+        self._log.info(
+            "webhook.forwarded",
+            deliveryId=delivery_id,
+            outcome=result.outcome,
+            jobId=result.job_id,
+            status=result.status,
+        )
+        return JSONResponse({"received": True, "outcome": result.outcome})
+
+    def _rejected(self, status: int, reason: str, delivery_id: str) -> Response:
+        self._log.warning("webhook.rejected", reason=reason, deliveryId=delivery_id)
+        code, message = _REJECTIONS[status]
+        return error_response(status, code, message)
+
+
+async def read_capped_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refusing more than ``max_bytes`` without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > max_bytes:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _delivery_id(request: Request) -> str:
+    # Header text reaches logs and generation: keep it short and printable.
+    raw = request.headers.get(ID_HEADER, "")[:_MAX_DELIVERY_ID_LENGTH]
+    return raw if raw.isascii() and raw.isprintable() else ""
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        value: Any = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(value, dict)
+
+
+def _retry_later() -> Response:
+    return error_response(
+        503, "UPSTREAM_ERROR", "The event could not be processed now; please retry."
+    )
+
+
+async def healthz(_: Request) -> Response:
+    """Liveness: the process answers HTTP."""
+    return JSONResponse({"status": "ok"})
+
+
+class ReadinessEndpoint:
+    """Readiness: generation answers its gRPC health check in time."""
+
+    def __init__(self, forwarder: GenerationForwarder, deadline_seconds: float) -> None:
+        self._forwarder = forwarder
+        self._deadline = deadline_seconds
+
+    async def handle(self, _: Request) -> Response:
+        """200 when generation is SERVING, else 503."""
+        if await self._forwarder.is_serving(self._deadline):
+            return JSONResponse({"status": "ready"})
+        return error_response(503, "NOT_READY", "The generation service is not reachable.")

@@ -1,0 +1,75 @@
+"""The gateway's settings: one pydantic-settings class, built once at start."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from kit.settings import ServiceSettings
+
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+
+
+def decode_webhook_secret(secret: str) -> bytes:
+    """The HMAC key inside a ``whsec_<base64>`` secret; ValueError when malformed.
+
+    The error text never contains the secret itself.
+    """
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"must start with '{SECRET_PREFIX}'")
+    encoded = secret[len(SECRET_PREFIX) :]
+    try:
+        # Standard Webhooks secrets are sometimes published without padding.
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        raise ValueError(f"the part after '{SECRET_PREFIX}' must be base64") from None
+    if not key:
+        raise ValueError("the key must not be empty")
+    return key
+
+
+class GatewaySettings(ServiceSettings):
+    """Everything the gateway reads from the environment."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    http_host: str = Field(default="127.0.0.1", alias="GATEWAY_HTTP_HOST")
+    http_port: int = Field(default=8082, ge=0, le=65535, alias="GATEWAY_HTTP_PORT")
+    generation_grpc_target: str = Field(
+        default="127.0.0.1:50051", min_length=1, alias="GENERATION_GRPC_TARGET"
+    )
+    # Unset or empty: signatures are not checked (a warning is logged at start).
+    replicate_webhook_secret: SecretStr | None = Field(
+        default=None, alias="REPLICATE_WEBHOOK_SECRET"
+    )
+    webhook_max_body_bytes: int = Field(default=1024 * 1024, gt=0, alias="WEBHOOK_MAX_BODY_BYTES")
+    # Standard Webhooks: refuse timestamps further than this from our clock.
+    webhook_tolerance_seconds: int = Field(default=300, gt=0, alias="WEBHOOK_TOLERANCE_SECONDS")
+    # Replicate wants an answer within a few seconds; a slower generation gets a 503.
+    grpc_deadline_seconds: float = Field(default=10.0, gt=0, alias="GRPC_DEADLINE_SECONDS")
+    ready_check_deadline_seconds: float = Field(
+        default=2.0, gt=0, alias="READY_CHECK_DEADLINE_SECONDS"
+    )
+
+    @field_validator("replicate_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("replicate_webhook_secret")
+    @classmethod
+    def _well_formed_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_webhook_secret(value.get_secret_value().strip())
+        return value
+
+    def webhook_secret(self) -> str | None:
+        """The configured secret in clear, or None when signatures are not checked."""
+        if self.replicate_webhook_secret is None:
+            return None
+        return self.replicate_webhook_secret.get_secret_value().strip()
