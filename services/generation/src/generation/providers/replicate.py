@@ -1,0 +1,236 @@
+"""The Replicate adapter: the only module that knows Replicate's HTTP API and field names.
+
+Calls go through one pooled ``httpx.AsyncClient`` with timeouts on every call and
+are retried on 429, 5xx, timeouts and connection errors (full-jitter exponential
+backoff, honouring ``Retry-After``), never on other 4xx.
+
+Trade-off on creates: a create retried after a connection error or timeout may
+have reached Replicate the first time, so a duplicate prediction can exist. The
+seed asks for retries on transient errors and the duplicate is harmless: its
+webhooks name a prediction id no job references, so they are ignored, and it is
+not billed to the user (usage is debited per job, not per prediction); the cost
+is one extra run on our own Replicate account.
+
+Provider text (``detail``, ``title``, ``error``, ``logs``) never goes into
+exception messages; only statuses and our own words do. It is logged at debug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from generation.domain.provider import (
+    InvalidProviderPayload,
+    Prediction,
+    PredictionNotFound,
+    PredictionRequest,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from generation.providers.replicate_download import download_capped
+from generation.providers.replicate_parsing import is_prediction_id, parse_prediction
+from generation.providers.retries import (
+    UNAVAILABLE_ERRORS,
+    RetryPolicy,
+    TransientStatus,
+    call_with_retries,
+    describe_failure,
+    is_transient_status,
+    parse_retry_after,
+)
+from kit.logging import get_logger
+
+_log = get_logger("generation.providers.replicate")
+_ACCEPTED = frozenset({200, 201, 202})
+_MAX_CONNECTIONS = 50
+# Paths as logged: ids go in their own field.
+_CREATE_TEMPLATE = "/v1/models/{owner}/{name}/predictions"
+_GET_TEMPLATE = "/v1/predictions/{id}"
+_CANCEL_TEMPLATE = "/v1/predictions/{id}/cancel"
+# Starts with a letter or digit, so "." and ".." can never become path segments.
+_MODEL = re.compile(r"([a-z0-9][a-z0-9_.-]*)/([a-z0-9][a-z0-9_.-]*)")
+
+
+def _model_path(model: str) -> str:
+    match = _MODEL.fullmatch(model)
+    if match is None:
+        raise ValueError("model must look like 'owner/name' (lowercase)")
+    owner, name = match.groups()
+    return f"/v1/models/{owner}/{name}/predictions"
+
+
+def _problem_fields(response: httpx.Response) -> dict[str, str]:
+    """Replicate's problem text, trimmed, for debug logs only."""
+    try:
+        document = response.json()
+    except ValueError:
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {key: str(document[key])[:300] for key in ("title", "detail") if key in document}
+
+
+class ReplicateProvider:
+    """:class:`generation.domain.provider.ImageProvider` backed by Replicate's HTTP API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_token: str,
+        model: str,
+        *,
+        timeout_seconds: float,
+        max_attempts: int,
+        http_client: httpx.AsyncClient | None = None,
+        backoff_base_seconds: float = 0.5,
+        backoff_max_seconds: float = 8.0,
+        download_deadline_seconds: float = 120.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not api_token:
+            raise ValueError("api_token must not be empty")
+        if timeout_seconds <= 0 or download_deadline_seconds <= 0:
+            raise ValueError("timeouts must be positive")
+        self._base_url = base_url.rstrip("/")
+        self._create_path = _model_path(model)
+        # Sent to the API host only, per request: the pooled client also fetches
+        # output files from other hosts, which must never see the token.
+        self._api_headers = {"Authorization": f"Bearer {api_token}", "Accept": "application/json"}
+        self._timeout = httpx.Timeout(timeout_seconds)
+        self._download_deadline = download_deadline_seconds
+        self._policy = RetryPolicy(max_attempts, backoff_base_seconds, backoff_max_seconds, sleep)
+        self._owns_client = http_client is None
+        self._client = http_client or httpx.AsyncClient(
+            timeout=self._timeout,
+            limits=httpx.Limits(
+                max_connections=_MAX_CONNECTIONS,
+                max_keepalive_connections=_MAX_CONNECTIONS // 2,
+                keepalive_expiry=30.0,
+            ),
+        )
+
+    async def create_prediction(self, request: PredictionRequest) -> Prediction:
+        """Start a prediction of the configured model; retries transient failures."""
+        body: dict[str, Any] = {
+            "input": {
+                "prompt": request.prompt,
+                "image_input": list(request.image_urls),
+                "output_format": request.output_format,
+            }
+        }
+        if request.webhook_url:
+            body["webhook"] = request.webhook_url
+            body["webhook_events_filter"] = list(request.webhook_events)
+        return await self._call("POST", self._create_path, _CREATE_TEMPLATE, "create", body=body)
+
+    async def get_prediction(self, prediction_id: str) -> Prediction:
+        """The prediction's current state (404 -> :class:`PredictionNotFound`)."""
+        path = f"/v1/predictions/{self._checked_id(prediction_id)}"
+        return await self._call("GET", path, _GET_TEMPLATE, "get", prediction_id=prediction_id)
+
+    async def cancel_prediction(self, prediction_id: str) -> Prediction:
+        """Ask Replicate to stop the prediction; answers its resulting state."""
+        path = f"/v1/predictions/{self._checked_id(prediction_id)}/cancel"
+        template = _CANCEL_TEMPLATE
+        return await self._call("POST", path, template, "cancel", prediction_id=prediction_id)
+
+    def parse_event(self, payload: bytes) -> Prediction:
+        """Read a webhook body (raises :class:`InvalidProviderPayload`)."""
+        return parse_prediction(payload)
+
+    async def download_output(self, url: str, max_bytes: int) -> bytes:
+        """Fetch one output file: no credentials, timeouts, a size cap and retries."""
+        return await download_capped(
+            self._client,
+            url,
+            max_bytes,
+            policy=self._policy,
+            http_timeout=self._timeout,
+            deadline_seconds=self._download_deadline,
+        )
+
+    async def aclose(self) -> None:
+        """Close the pooled client if this adapter created it."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    @staticmethod
+    def _checked_id(prediction_id: str) -> str:
+        # Never put an unchecked id into a URL path; an impossible id is unknown.
+        if not is_prediction_id(prediction_id):
+            raise PredictionNotFound("not a Replicate prediction id")
+        return quote(prediction_id, safe="")
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        template: str,
+        operation: str,
+        *,
+        body: dict[str, Any] | None = None,
+        prediction_id: str | None = None,
+    ) -> Prediction:
+        context = {
+            "operation": operation,
+            "method": method,
+            "path": template,
+            "predictionId": prediction_id,
+        }
+
+        async def attempt(number: int) -> httpx.Response:
+            started = time.perf_counter()
+            outcome: dict[str, object] = {}
+            try:
+                response = await self._client.request(
+                    method,
+                    self._base_url + path,
+                    json=body,
+                    headers=self._api_headers,
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                )
+                outcome["status"] = response.status_code
+            except httpx.HTTPError as exc:
+                outcome["error"] = type(exc).__name__
+                raise
+            finally:
+                elapsed_ms = round((time.perf_counter() - started) * 1000)
+                _log.info(
+                    "provider.call", **context, **outcome, attempt=number, durationMs=elapsed_ms
+                )
+            if is_transient_status(response.status_code):
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                raise TransientStatus(response.status_code, retry_after)
+            return response
+
+        try:
+            response = await call_with_retries(attempt, self._policy, operation)
+        except UNAVAILABLE_ERRORS as exc:
+            reason = describe_failure(exc)
+            _log.warning("provider.unavailable", **context, reason=reason)
+            raise ProviderUnavailable(f"Replicate {operation} failed ({reason})") from None
+        return self._prediction_or_error(response, operation, context)
+
+    @staticmethod
+    def _prediction_or_error(
+        response: httpx.Response, operation: str, context: dict[str, Any]
+    ) -> Prediction:
+        status = response.status_code
+        if status in _ACCEPTED:
+            try:
+                return parse_prediction(response.content)
+            except InvalidProviderPayload:
+                _log.warning("provider.invalid_answer", **context, status=status)
+                raise
+        _log.debug("provider.rejected", **context, status=status, **_problem_fields(response))
+        if status == 404:
+            raise PredictionNotFound(f"Replicate answered 404 to {operation}")
+        raise ProviderRejected(f"Replicate answered {status} to {operation}")

@@ -1,0 +1,147 @@
+"""Retry policy for provider HTTP calls: what counts as transient and how long to wait.
+
+Transient: 429, 5xx, timeouts, connection and remote protocol errors. Everything
+else (other 4xx, bad URLs, undecodable bodies) fails at once. Waits use full
+jitter exponential backoff, or the server's ``Retry-After`` when it sends one,
+both capped so one call never hangs for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_base, wait_random_exponential
+
+from kit.logging import get_logger
+
+T = TypeVar("T")
+
+_log = get_logger("generation.providers.retries")
+_DELAY_SECONDS = re.compile(r"\d{1,10}(?:\.\d{1,6})?")
+
+
+class TransientStatus(Exception):
+    """An HTTP answer worth retrying (429 or 5xx), with the server's advised delay."""
+
+    def __init__(self, status: int, retry_after: float | None) -> None:
+        super().__init__(f"transient HTTP status {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+# Failures retried as they are. Other httpx errors (unsupported scheme, local
+# protocol misuse, undecodable content) would fail the same way again.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientStatus,
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    TimeoutError,
+)
+# What "the provider could not be reached" means once retries are over: the
+# transient failures plus any other transport or protocol error.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, httpx.HTTPError)
+
+
+def is_transient_status(status: int) -> bool:
+    """True for statuses a retry may fix: 429 and 5xx."""
+    return status == 429 or 500 <= status <= 599
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or HTTP-date).
+
+    ``None`` when absent or unreadable; a date in the past gives ``0``.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELAY_SECONDS.fullmatch(text):
+        return float(text)
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delay = (moment - (now or datetime.now(UTC))).total_seconds()
+    return max(delay, 0.0)
+
+
+class wait_retry_after_or_jitter(wait_base):  # noqa: N801 - tenacity's naming
+    """The server's ``Retry-After`` when given, else full-jitter exponential backoff."""
+
+    def __init__(self, base_seconds: float, max_seconds: float) -> None:
+        self._max = max_seconds
+        self._jitter = wait_random_exponential(multiplier=base_seconds, max=max_seconds)
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        outcome = retry_state.outcome
+        failure = outcome.exception() if outcome is not None else None
+        if isinstance(failure, TransientStatus) and failure.retry_after is not None:
+            return min(failure.retry_after, self._max)
+        return float(self._jitter(retry_state))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry one logical call."""
+
+    max_attempts: int
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 8.0
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.backoff_base_seconds < 0 or self.backoff_max_seconds < 0:
+            raise ValueError("backoff times must not be negative")
+
+
+def describe_failure(failure: BaseException | None) -> str:
+    """A short name for a failure, free of provider text: the status or the error type."""
+    if isinstance(failure, TransientStatus):
+        return str(failure.status)
+    return type(failure).__name__
+
+
+async def call_with_retries(
+    attempt: Callable[[int], Awaitable[T]], policy: RetryPolicy, operation: str
+) -> T:
+    """Run ``attempt(number)`` until it succeeds, fails for good or runs out of attempts.
+
+    Transient failures that outlast the attempts are re-raised as they are; the
+    caller maps them to its own error.
+    """
+
+    def before_sleep(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        _log.info(
+            "provider.retry",
+            operation=operation,
+            attempt=state.attempt_number,
+            reason=describe_failure(failure),
+            waitSeconds=round(state.upcoming_sleep, 3),
+        )
+
+    retrying = AsyncRetrying(
+        sleep=policy.sleep,
+        stop=stop_after_attempt(policy.max_attempts),
+        wait=wait_retry_after_or_jitter(policy.backoff_base_seconds, policy.backoff_max_seconds),
+        retry=retry_if_exception_type(TRANSIENT_ERRORS),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async for state in retrying:
+        with state:
+            return await attempt(state.retry_state.attempt_number)
+    raise AssertionError("tenacity stopped without an outcome")  # pragma: no cover
