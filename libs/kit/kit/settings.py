@@ -38,6 +38,8 @@ class GrpcServerSettings(ServiceSettings):
 class DatabaseSettings(BaseSettings):
     """PostgreSQL through asyncpg."""
 
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
     database_url: SecretStr = Field(alias="DATABASE_URL")
     db_pool_size: int = Field(default=10, alias="DB_POOL_SIZE")
     db_max_overflow: int = Field(default=5, alias="DB_MAX_OVERFLOW")
@@ -48,6 +50,8 @@ class DatabaseSettings(BaseSettings):
 
 class S3Settings(BaseSettings):
     """S3-compatible object storage through the minio SDK."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     s3_endpoint: str = Field(alias="S3_ENDPOINT")
     s3_access_key: SecretStr = Field(alias="S3_ACCESS_KEY")

@@ -30,3 +30,19 @@ def test_json_lines_with_context_and_redaction(capsys: pytest.CaptureFixture[str
     assert event["url"] == "http://s3.local/private/a.jpg?[redacted]"
     assert "secret prompt" not in line
     assert "abcdef" not in line
+
+
+def test_loggers_made_before_configuration_still_write_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    early = get_logger("made.early")
+    configure_logging("late-service")
+    early.info("grpc.stopped")
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert event == {
+        "component": "made.early",
+        "event": "grpc.stopped",
+        "level": "info",
+        "service": "late-service",
+        "ts": event["ts"],
+    }

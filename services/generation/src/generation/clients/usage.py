@@ -74,7 +74,7 @@ class GrpcUsageGateway:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
-                wait=wait_exponential_jitter(initial=0.1, max=1.0),
+                wait=wait_exponential_jitter(multiplier=0.1, max=1.0),
                 retry=retry_if_exception(_transient),
                 reraise=True,
             ):

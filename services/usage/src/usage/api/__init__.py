@@ -1,0 +1,1 @@
+"""The gRPC face of the usage service: servicer and protobuf <-> domain mappers."""

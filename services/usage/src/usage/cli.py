@@ -1,0 +1,82 @@
+"""Operator commands over gRPC, printing JSON.
+
+    python -m usage.cli set-plan OWNER_ID PRICE_ID   # "" or "free" returns to free
+    python -m usage.cli audit                        # exit 1 when the books disagree
+
+The server is found at ``--target`` or ``USAGE_GRPC_TARGET`` (default
+127.0.0.1:50052). Exit codes: 0 ok, 1 audit discrepancies, 2 the call failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from interior.usage.v1 import usage_pb2, usage_pb2_grpc
+from kit.grpc_client import create_channel
+from kit.grpc_errors import from_rpc_error
+
+DEFAULT_TARGET = "127.0.0.1:50052"
+EXIT_OK, EXIT_DISCREPANCIES, EXIT_FAILED = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m usage.cli", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("USAGE_GRPC_TARGET", DEFAULT_TARGET),
+        help="usage service address (env USAGE_GRPC_TARGET)",
+    )
+    parser.add_argument("--timeout", type=float, default=60.0, help="call deadline in seconds")
+    commands = parser.add_subparsers(dest="command", required=True)
+    set_plan = commands.add_parser("set-plan", help="put a user on the plan of a price id")
+    set_plan.add_argument("owner_id")
+    set_plan.add_argument("price_id")
+    commands.add_parser("audit", help="check the ledger against the generation jobs")
+    return parser
+
+
+def _as_json(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, always_print_fields_with_no_presence=True)
+
+
+async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    async with create_channel(args.target) as channel:
+        stub = usage_pb2_grpc.UsageServiceStub(channel)
+        try:
+            if args.command == "set-plan":
+                quota = await stub.SetPlan(
+                    usage_pb2.SetPlanRequest(owner_id=args.owner_id, price_id=args.price_id),
+                    timeout=args.timeout,
+                )
+                print(json.dumps(_as_json(quota), indent=2), file=out)
+                return EXIT_OK
+            report = await stub.AuditLedger(usage_pb2.AuditLedgerRequest(), timeout=args.timeout)
+        except grpc.aio.AioRpcError as error:
+            remote = from_rpc_error(error)
+            failure = {"error": {"code": remote.code, "message": remote.message}}
+            print(json.dumps(failure), file=err)
+            return EXIT_FAILED
+    print(json.dumps(_as_json(report), indent=2), file=out)
+    return EXIT_DISCREPANCIES if report.discrepancies else EXIT_OK
+
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Parses ``argv``, calls the service, prints JSON; returns the exit code."""
+    args = _parser().parse_args(argv)
+    return asyncio.run(_run(args, out or sys.stdout, err or sys.stderr))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

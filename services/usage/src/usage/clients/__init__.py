@@ -1,0 +1,1 @@
+"""Clients of other services, behind the domain's ports."""

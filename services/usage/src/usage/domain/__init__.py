@@ -1,0 +1,1 @@
+"""The rules of usage: plans, periods, the ledger and its audit. No protobuf, no SQL."""

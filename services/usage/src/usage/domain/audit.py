@@ -1,0 +1,196 @@
+"""The ledger audit: the books checked against the generation jobs.
+
+Findings (``Discrepancy.kind``):
+
+- ``DEBIT_WITHOUT_JOB``: a debit for a job the generation service does not know
+  (or that belongs to another user).
+- ``JOB_NOT_CHARGED``: a ``succeeded`` job without a debit, or a job the
+  generation service marks as charged while the ledger has no debit for it.
+- ``MISSING_REFUND``: a ``failed``/``canceled`` job without output that was
+  debited but has no credit (or is marked refunded without a credit).
+- ``DUPLICATE_REFUND``: more than one credit for one job (the database forbids
+  it; reported should the constraint ever be lost).
+- ``REFUND_WITHOUT_DEBIT``: a credit for a job that has no debit.
+- ``UNEXPECTED_REFUND``: a credit for a job that succeeded or is still in flight.
+- ``OVER_PLAN``: a user whose net debits in a month exceed the monthly
+  generations of the plan they are on *at audit time* (a downgrade after a busy
+  month shows up here too; that is accepted).
+
+It is a point-in-time check: jobs are listed first, then the ledger is read
+without entries recorded after the audit began, so a job submitted during the
+audit cannot produce a ``DEBIT_WITHOUT_JOB``. A job that fails during the audit
+may show a transient ``MISSING_REFUND``; run the audit again to confirm.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+
+from kit.clock import Clock
+from kit.logging import get_logger
+from usage.domain.model import (
+    AuditReport,
+    Discrepancy,
+    EntryKind,
+    JobFacts,
+    JobState,
+    LedgerEntry,
+)
+from usage.domain.periods import month_of
+from usage.domain.plans import PlanCatalog
+from usage.domain.ports import JobOutcomeSource, Transactions
+
+log = get_logger("usage.audit")
+
+_REFUNDABLE = {JobState.FAILED, JobState.CANCELED}
+
+
+class LedgerAuditor:
+    """Runs the audit: lists the jobs, reads the ledger, reports discrepancies."""
+
+    def __init__(
+        self, transactions: Transactions, plans: PlanCatalog, jobs: JobOutcomeSource, clock: Clock
+    ) -> None:
+        self._transactions = transactions
+        self._plans = plans
+        self._jobs = jobs
+        self._clock = clock
+
+    async def run(self) -> AuditReport:
+        """One full audit; UPSTREAM_ERROR when the generation service cannot answer."""
+        started = self._clock.now()
+        jobs = await self._jobs.list_all()
+        async with self._transactions() as uow:
+            entries = [e for e in await uow.ledger.all_entries() if e.created_at <= started]
+            price_ids = await uow.profiles.all_price_ids()
+        found = find_discrepancies(
+            jobs,
+            entries,
+            lambda owner: self._plans.resolve(price_ids.get(owner)).monthly_generations,
+        )
+        log.info(
+            "ledger.audited",
+            jobsChecked=len(jobs),
+            entriesChecked=len(entries),
+            discrepancies=len(found),
+        )
+        return AuditReport(
+            discrepancies=found, jobs_checked=len(jobs), entries_checked=len(entries)
+        )
+
+
+def find_discrepancies(
+    jobs: Sequence[JobFacts],
+    entries: Sequence[LedgerEntry],
+    monthly_for: Callable[[uuid.UUID], int],
+) -> list[Discrepancy]:
+    """Every discrepancy between ``jobs`` and ``entries``, in a stable order."""
+    by_job = {job.job_id: job for job in jobs}
+    debits = {e.job_id: e for e in entries if e.kind is EntryKind.DEBIT}
+    credits = [e for e in entries if e.kind is EntryKind.CREDIT]
+    credited = Counter(e.job_id for e in credits)
+    found = [
+        *_check_debits(debits.values(), by_job),
+        *_check_credits(credits, credited, debits, by_job),
+        *_check_jobs(jobs, debits, credited),
+        *_check_periods(debits.values(), set(credited), monthly_for),
+    ]
+    return found
+
+
+def _finding(kind: str, owner_id: uuid.UUID, job_id: uuid.UUID | None, detail: str) -> Discrepancy:
+    return Discrepancy(kind, str(owner_id), str(job_id) if job_id else "", detail)
+
+
+def _check_debits(
+    debits: Iterable[LedgerEntry], by_job: dict[uuid.UUID, JobFacts]
+) -> Iterable[Discrepancy]:
+    for debit in debits:
+        job = by_job.get(debit.job_id)
+        if job is None:
+            yield _finding("DEBIT_WITHOUT_JOB", debit.owner_id, debit.job_id, "no such job")
+        elif job.owner_id != debit.owner_id:
+            yield _finding(
+                "DEBIT_WITHOUT_JOB", debit.owner_id, debit.job_id, "the job belongs to another user"
+            )
+
+
+def _check_credits(
+    credits: Iterable[LedgerEntry],
+    credited: Counter[uuid.UUID],
+    debits: dict[uuid.UUID, LedgerEntry],
+    by_job: dict[uuid.UUID, JobFacts],
+) -> Iterable[Discrepancy]:
+    reported: set[uuid.UUID] = set()
+    for credit in credits:
+        if credit.job_id in reported:
+            continue
+        reported.add(credit.job_id)
+        job = by_job.get(credit.job_id)
+        if credited[credit.job_id] > 1:
+            yield _finding(
+                "DUPLICATE_REFUND",
+                credit.owner_id,
+                credit.job_id,
+                f"{credited[credit.job_id]} credits for one job",
+            )
+        if credit.job_id not in debits:
+            yield _finding("REFUND_WITHOUT_DEBIT", credit.owner_id, credit.job_id, "no debit")
+        if job is not None and (job.status is JobState.SUCCEEDED or job.status.in_flight):
+            yield _finding(
+                "UNEXPECTED_REFUND",
+                credit.owner_id,
+                credit.job_id,
+                f"the job is {job.status.value}",
+            )
+
+
+def _check_jobs(
+    jobs: Iterable[JobFacts], debits: dict[uuid.UUID, LedgerEntry], credited: Counter[uuid.UUID]
+) -> Iterable[Discrepancy]:
+    for job in jobs:
+        debit = debits.get(job.job_id)
+        # A debit charged to someone else does not pay for this user's job.
+        debited = debit is not None and debit.owner_id == job.owner_id
+        if job.status is JobState.SUCCEEDED and not debited:
+            yield _finding("JOB_NOT_CHARGED", job.owner_id, job.job_id, "succeeded without a debit")
+        elif job.charged and not debited:
+            yield _finding(
+                "JOB_NOT_CHARGED",
+                job.owner_id,
+                job.job_id,
+                "marked charged but the ledger has no debit",
+            )
+        refundable = job.status in _REFUNDABLE and not job.has_output
+        if debited and credited[job.job_id] == 0 and (refundable or job.refunded):
+            detail = (
+                f"{job.status.value} without output"
+                if refundable
+                else "marked refunded but the ledger has no credit"
+            )
+            yield _finding("MISSING_REFUND", job.owner_id, job.job_id, detail)
+
+
+def _check_periods(
+    debits: Iterable[LedgerEntry],
+    credited_jobs: set[uuid.UUID],
+    monthly_for: Callable[[uuid.UUID], int],
+) -> Iterable[Discrepancy]:
+    # Credits count in their debit's month (see usage.domain.ledger).
+    used: defaultdict[tuple[uuid.UUID, str], int] = defaultdict(int)
+    for debit in debits:
+        if debit.job_id not in credited_jobs:
+            used[(debit.owner_id, month_of(debit.created_at).label)] += debit.amount
+    for (owner_id, label), count in sorted(
+        used.items(), key=lambda item: (str(item[0][0]), item[0][1])
+    ):
+        monthly = monthly_for(owner_id)
+        if count > monthly:
+            yield _finding(
+                "OVER_PLAN",
+                owner_id,
+                None,
+                f"{label}: {count} generations used on a plan of {monthly}",
+            )

@@ -1,0 +1,160 @@
+"""All SQL of the usage service. Repositories are built from a session and never commit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from usage.domain.model import EntryKind, LedgerEntry
+from usage.domain.periods import Period
+from usage.persistence.models import LedgerRow, ProfileRow
+
+_ENTRY_COLUMNS = (
+    LedgerRow.owner_id,
+    LedgerRow.kind,
+    LedgerRow.amount,
+    LedgerRow.job_id,
+    LedgerRow.idempotency_key,
+    LedgerRow.reason,
+    LedgerRow.created_at,
+)
+
+
+def _entry(row: Any) -> LedgerEntry:
+    return LedgerEntry(
+        owner_id=row.owner_id,
+        kind=EntryKind(row.kind),
+        amount=row.amount,
+        job_id=row.job_id,
+        idempotency_key=row.idempotency_key,
+        reason=row.reason,
+        created_at=row.created_at,
+    )
+
+
+class ProfileRepository:
+    """The ``profiles`` table."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def lock(self, owner_id: uuid.UUID, at: datetime) -> str | None:
+        """Creates the profile if missing and locks it until the transaction ends."""
+        await self._session.execute(
+            insert(ProfileRow)
+            .values(owner_id=owner_id, price_id=None, created_at=at, updated_at=at)
+            .on_conflict_do_nothing(index_elements=[ProfileRow.owner_id])
+        )
+        result = await self._session.execute(
+            select(ProfileRow.price_id).where(ProfileRow.owner_id == owner_id).with_for_update()
+        )
+        price_id: str | None = result.scalar_one()
+        return price_id
+
+    async def price_id(self, owner_id: uuid.UUID) -> str | None:
+        """The stored price_id; None without a profile."""
+        result = await self._session.execute(
+            select(ProfileRow.price_id).where(ProfileRow.owner_id == owner_id)
+        )
+        price_id: str | None = result.scalar_one_or_none()
+        return price_id
+
+    async def set_price_id(self, owner_id: uuid.UUID, price_id: str | None, at: datetime) -> None:
+        """Upserts the profile's price_id."""
+        statement = insert(ProfileRow).values(
+            owner_id=owner_id, price_id=price_id, created_at=at, updated_at=at
+        )
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[ProfileRow.owner_id],
+                set_={"price_id": statement.excluded.price_id, "updated_at": func.now()},
+            )
+        )
+
+    async def all_price_ids(self) -> dict[uuid.UUID, str | None]:
+        """Every profile's price_id."""
+        result = await self._session.execute(select(ProfileRow.owner_id, ProfileRow.price_id))
+        return {row.owner_id: row.price_id for row in result}
+
+
+class LedgerRepository:
+    """The append-only ``usage_ledger`` table."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def find_by_key(self, idempotency_key: str) -> LedgerEntry | None:
+        """The entry written with this idempotency key."""
+        result = await self._session.execute(
+            select(*_ENTRY_COLUMNS).where(LedgerRow.idempotency_key == idempotency_key)
+        )
+        row = result.one_or_none()
+        return _entry(row) if row is not None else None
+
+    async def find_by_job(self, kind: EntryKind, job_id: uuid.UUID) -> LedgerEntry | None:
+        """The job's entry of ``kind`` (at most one, by the partial unique indexes)."""
+        result = await self._session.execute(
+            select(*_ENTRY_COLUMNS).where(LedgerRow.job_id == job_id, LedgerRow.kind == kind.value)
+        )
+        row = result.one_or_none()
+        return _entry(row) if row is not None else None
+
+    async def insert(self, entry: LedgerEntry) -> bool:
+        """Appends ``entry``; False when a unique key (idempotency key, job) already holds one.
+
+        ``ON CONFLICT DO NOTHING`` waits for a concurrent twin to commit and then
+        writes nothing, without aborting the transaction.
+        """
+        result = await self._session.execute(
+            insert(LedgerRow)
+            .values(
+                owner_id=entry.owner_id,
+                kind=entry.kind.value,
+                amount=entry.amount,
+                job_id=entry.job_id,
+                idempotency_key=entry.idempotency_key,
+                reason=entry.reason,
+                created_at=entry.created_at,
+            )
+            .on_conflict_do_nothing()
+            .returning(LedgerRow.id)
+        )
+        return result.scalar_one_or_none() is not None
+
+    async def used_in(self, owner_id: uuid.UUID, period: Period) -> int:
+        """Debits recorded in ``period`` minus the credits of those debits."""
+        debit = aliased(LedgerRow)
+        credit = aliased(LedgerRow)
+        statement = (
+            select(
+                func.coalesce(func.sum(debit.amount), 0) - func.coalesce(func.sum(credit.amount), 0)
+            )
+            .select_from(debit)
+            .outerjoin(
+                credit,
+                and_(
+                    credit.job_id == debit.job_id,
+                    credit.kind == EntryKind.CREDIT.value,
+                    credit.owner_id == debit.owner_id,
+                ),
+            )
+            .where(
+                debit.owner_id == owner_id,
+                debit.kind == EntryKind.DEBIT.value,
+                debit.created_at >= period.start,
+                debit.created_at < period.end,
+            )
+        )
+        used: int = (await self._session.execute(statement)).scalar_one()
+        return used
+
+    async def all_entries(self) -> list[LedgerEntry]:
+        """The whole ledger, oldest first."""
+        result = await self._session.execute(select(*_ENTRY_COLUMNS).order_by(LedgerRow.id))
+        return [_entry(row) for row in result]

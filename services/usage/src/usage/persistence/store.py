@@ -1,0 +1,40 @@
+"""The domain's unit of work over SQLAlchemy: one session, one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from kit.db import session_scope
+from usage.domain.ports import Transactions, UnitOfWork
+from usage.persistence.repositories import LedgerRepository, ProfileRepository
+
+
+class SqlUnitOfWork:
+    """The repositories of one transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._profiles = ProfileRepository(session)
+        self._ledger = LedgerRepository(session)
+
+    @property
+    def profiles(self) -> ProfileRepository:
+        return self._profiles
+
+    @property
+    def ledger(self) -> LedgerRepository:
+        return self._ledger
+
+
+def sql_transactions(sessions: async_sessionmaker[AsyncSession]) -> Transactions:
+    """Opens transactions for the domain: commit on success, roll back on error."""
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[UnitOfWork]:
+        async with session_scope(sessions) as session:
+            yield SqlUnitOfWork(session)
+
+    opener: Transactions = transaction
+    return opener

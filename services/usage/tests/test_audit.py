@@ -1,0 +1,214 @@
+"""AuditLedger against a real gRPC server that answers ListJobOutcomes.
+
+The generation service's data is the only stand-in: a real gRPC server on
+port 0 serving an in-memory list of job outcomes, paged like the real one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from interior.generation.v1 import generation_pb2, generation_pb2_grpc
+from interior.usage.v1 import usage_pb2
+from kit.grpc_server import GrpcServer, ServiceBinding
+from launcher.components import free_port
+from usage import cli
+from usage.wiring import migrate
+
+S = generation_pb2
+OCTOBER = datetime(2026, 10, 10, 9, 0, tzinfo=UTC)
+
+
+class JobOutcomesStandIn(generation_pb2_grpc.GenerationServiceServicer):
+    """ListJobOutcomes over an in-memory list; the page token is an offset."""
+
+    def __init__(self) -> None:
+        self.jobs: list[generation_pb2.JobOutcome] = []
+        self.page_sizes: list[int] = []
+
+    async def ListJobOutcomes(
+        self, request: generation_pb2.ListJobOutcomesRequest, context: Any
+    ) -> generation_pb2.ListJobOutcomesResponse:
+        self.page_sizes.append(request.page_size)
+        start = int(request.page_token or "0")
+        end = start + (request.page_size or 100)
+        return generation_pb2.ListJobOutcomesResponse(
+            jobs=self.jobs[start:end], next_page_token=str(end) if end < len(self.jobs) else ""
+        )
+
+    def add(self, owner: str, status: int, *, has_output: bool = False, **flags: bool) -> str:
+        job = str(uuid.uuid4())
+        created = Timestamp()
+        created.FromDatetime(OCTOBER)
+        self.jobs.append(
+            generation_pb2.JobOutcome(
+                job_id=job,
+                owner_id=owner,
+                status=status,
+                created_at=created,
+                has_output=has_output,
+                **flags,
+            )
+        )
+        return job
+
+
+@pytest.fixture(scope="module")
+async def generation() -> AsyncIterator[tuple[JobOutcomesStandIn, str]]:
+    standin = JobOutcomesStandIn()
+    binding = ServiceBinding(
+        generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
+        lambda server: generation_pb2_grpc.add_GenerationServiceServicer_to_server(standin, server),
+    )
+    server = GrpcServer([binding], host="127.0.0.1", port=0, max_message_bytes=4 * 1024 * 1024)
+    port = await server.start()
+    yield standin, f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+@pytest.fixture
+async def book(
+    generation: tuple[JobOutcomesStandIn, str],
+    database_factory: Callable[[str], str],
+    server_factory,
+    clock,
+) -> AsyncIterator[tuple[JobOutcomesStandIn, Any, AsyncEngine]]:
+    """An empty ledger, its usage server, and the (emptied) list of jobs."""
+    standin, target = generation
+    standin.jobs.clear()
+    url = database_factory("usage_audit")
+    await migrate(url)
+    engine = create_async_engine(url)
+    async with server_factory(
+        url, clock, GENERATION_GRPC_TARGET=target, AUDIT_PAGE_SIZE=2
+    ) as client:
+        yield standin, client, engine
+    await engine.dispose()
+
+
+async def _insert(
+    engine: AsyncEngine, owner: str, job: str, kind: str, at: datetime = OCTOBER
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO usage_ledger (owner_id, kind, amount, job_id, idempotency_key, "
+                "reason, created_at) VALUES (:owner, :kind, 1, :job, :key, 'test', :at)"
+            ),
+            {"owner": owner, "kind": kind, "job": job, "key": f"{kind}:{uuid.uuid4()}", "at": at},
+        )
+
+
+async def _audit(client: Any) -> usage_pb2.AuditLedgerResponse:
+    return await client.stub.AuditLedger(usage_pb2.AuditLedgerRequest(), timeout=20)
+
+
+async def _run_cli(client: Any) -> tuple[int, dict[str, Any]]:
+    out = io.StringIO()
+    code = await asyncio.to_thread(cli.main, ["--target", client.target, "audit"], out)
+    return code, json.loads(out.getvalue())
+
+
+async def test_a_clean_book_reports_nothing(book, new_id: Callable[[], str]) -> None:
+    jobs, usage, engine = book
+    owner = new_id()
+    succeeded = jobs.add(owner, S.JOB_STATUS_SUCCEEDED, has_output=True, charged=True)
+    failed = jobs.add(owner, S.JOB_STATUS_FAILED, charged=True, refunded=True)
+    canceled = jobs.add(owner, S.JOB_STATUS_CANCELED, charged=True, refunded=True)
+    running = jobs.add(owner, S.JOB_STATUS_PROCESSING, charged=True)
+    failed_with_output = jobs.add(owner, S.JOB_STATUS_FAILED, has_output=True, charged=True)
+    jobs.add(owner, S.JOB_STATUS_STARTING)  # not charged yet: fine while in flight
+    jobs.add(owner, S.JOB_STATUS_FAILED)  # failed before it was charged
+    for job in (succeeded, failed, canceled, running, failed_with_output):
+        await usage.debit(owner, job)
+    for job in (failed, canceled):
+        await usage.credit(owner, job)
+    # Recorded after the audit began (a job submitted meanwhile): not judged.
+    await _insert(engine, owner, new_id(), "debit", at=datetime(2026, 10, 16, tzinfo=UTC))
+
+    report = await _audit(usage)
+    code, printed = await _run_cli(usage)
+
+    assert list(report.discrepancies) == []
+    assert (report.jobs_checked, report.entries_checked) == (7, 7)
+    assert (code, printed["discrepancies"], printed["jobsChecked"]) == (0, [], 7)
+    assert set(jobs.page_sizes) == {2}
+
+
+async def test_every_kind_of_discrepancy_is_reported(book, new_id: Callable[[], str]) -> None:
+    jobs, usage, engine = book
+    owner, other, heavy = new_id(), new_id(), new_id()
+    expected: set[tuple[str, str]] = set()
+
+    def expect(kind: str, job: str) -> str:
+        expected.add((kind, job))
+        return job
+
+    ghost = expect("DEBIT_WITHOUT_JOB", new_id())
+    await usage.debit(owner, ghost)
+    foreign = expect("DEBIT_WITHOUT_JOB", jobs.add(other, S.JOB_STATUS_SUCCEEDED, has_output=True))
+    await usage.debit(owner, foreign)
+    expected.add(("JOB_NOT_CHARGED", foreign))  # `other` was never charged for it
+    unrefunded = expect("MISSING_REFUND", jobs.add(owner, S.JOB_STATUS_FAILED, charged=True))
+    await usage.debit(owner, unrefunded)
+    marked = expect(
+        "MISSING_REFUND",
+        jobs.add(owner, S.JOB_STATUS_FAILED, has_output=True, charged=True, refunded=True),
+    )
+    await usage.debit(owner, marked)
+    orphan = expect("REFUND_WITHOUT_DEBIT", jobs.add(owner, S.JOB_STATUS_FAILED))
+    await _insert(engine, owner, orphan, "credit")
+    for status in (S.JOB_STATUS_SUCCEEDED, S.JOB_STATUS_PROCESSING):
+        refunded = expect("UNEXPECTED_REFUND", jobs.add(owner, status, has_output=True))
+        await usage.debit(owner, refunded)
+        await usage.credit(owner, refunded)
+    expect("JOB_NOT_CHARGED", jobs.add(owner, S.JOB_STATUS_SUCCEEDED, has_output=True))
+    expect("JOB_NOT_CHARGED", jobs.add(owner, S.JOB_STATUS_PROCESSING, charged=True))
+    twice = expect("DUPLICATE_REFUND", jobs.add(owner, S.JOB_STATUS_CANCELED, refunded=True))
+    await usage.debit(owner, twice)
+    async with engine.begin() as connection:  # a lost constraint, to prove the check
+        await connection.execute(text("DROP INDEX ux_usage_ledger_credit_job_id"))
+    await _insert(engine, owner, twice, "credit")
+    await _insert(engine, owner, twice, "credit")
+    for _ in range(6):  # one over the free plan, written behind the service's back
+        await _insert(
+            engine, heavy, jobs.add(heavy, S.JOB_STATUS_SUCCEEDED, has_output=True), "debit"
+        )
+    expected.add(("OVER_PLAN", heavy))
+
+    report = await _audit(usage)
+    code, printed = await _run_cli(usage)
+
+    found = {(d.kind, d.job_id or d.owner_id) for d in report.discrepancies}
+    assert found == expected
+    assert all(d.owner_id and d.detail for d in report.discrepancies)
+    over_plan = next(d for d in report.discrepancies if d.kind == "OVER_PLAN")
+    assert over_plan.detail == "2026-10: 6 generations used on a plan of 5"
+    assert code == 1
+    assert {d["kind"] for d in printed["discrepancies"]} == {kind for kind, _ in expected}
+
+
+async def test_the_audit_fails_cleanly_when_generation_is_unreachable(
+    usage_db: str, server_factory, clock
+) -> None:
+    async with server_factory(
+        usage_db, clock, GENERATION_GRPC_TARGET=f"127.0.0.1:{free_port()}"
+    ) as usage:
+        error = await usage.error_of(_audit(usage))
+        code = await asyncio.to_thread(
+            cli.main, ["--target", usage.target, "audit"], io.StringIO(), io.StringIO()
+        )
+
+    assert error.code == "UPSTREAM_ERROR"
+    assert code == 2

@@ -1,0 +1,84 @@
+"""``python -m usage`` as a real process: migrates, serves health, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from launcher.components import free_port
+from usage.wiring import SERVICE_NAME
+
+
+async def _health(target: str, service: str, deadline: float) -> int:
+    """The first answer of Check(service), retrying until the server is up."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        while True:
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                return int(answer.status)
+            except grpc.aio.AioRpcError:
+                if loop.time() > end:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def test_the_service_starts_serves_and_stops_on_sigterm(
+    database_factory: Callable[[str], str], tmp_path: Path
+) -> None:
+    url, port = database_factory("usage_main"), free_port()
+    log_path = tmp_path / "usage.log"
+    env = {
+        **os.environ,
+        "USAGE_DATABASE_URL": url,
+        "USAGE_GRPC_PORT": str(port),
+        "GRPC_HOST": "127.0.0.1",
+        "SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "usage"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        target = f"127.0.0.1:{port}"
+        assert await _health(target, "", deadline=30) == health_pb2.HealthCheckResponse.SERVING
+        assert await _health(target, SERVICE_NAME, 5) == health_pb2.HealthCheckResponse.SERVING
+
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    output = log_path.read_text()
+    assert code == 0, output
+    assert '"event": "grpc.stopped"' in output
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        version = await connection.scalar(text("SELECT version_num FROM alembic_version_usage"))
+    await engine.dispose()
+    assert version == "20261122_0001"
+
+
+async def test_the_service_refuses_to_start_without_a_database() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
+
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "usage"], env=env, capture_output=True, timeout=30
+    )
+
+    assert result.returncode != 0
+    assert b"USAGE_DATABASE_URL" in result.stderr or b"DATABASE_URL" in result.stderr

@@ -1,0 +1,222 @@
+"""Cancel, delete, webhooks that repeat, arrive out of order, are forged or get lost,
+and provider trouble: the state machine and the ledger stay right."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import func, select
+
+from generation.domain.sweep import sweep_once
+from generation.persistence.models import GenerationJob, Render, RenderVariant
+from kit.db import session_scope
+from tests.e2e.harness import Stack, User, jpeg_bytes
+
+
+async def _job(stack: Stack, job_id: str) -> GenerationJob:
+    async with session_scope(stack.ctx.sessions) as session:
+        job = await session.get(GenerationJob, uuid.UUID(job_id))
+    assert job is not None
+    return job
+
+
+async def _render_rows(stack: Stack, job_id: str) -> tuple[int, int]:
+    async with session_scope(stack.ctx.sessions) as session:
+        renders = await session.scalar(
+            select(func.count()).select_from(Render).where(Render.job_id == uuid.UUID(job_id))
+        )
+        variants = await session.scalar(
+            select(func.count())
+            .select_from(RenderVariant)
+            .join(Render, Render.id == RenderVariant.render_id)
+            .where(Render.job_id == uuid.UUID(job_id))
+        )
+    return int(renders or 0), int(variants or 0)
+
+
+async def _usage_settles(user: User, used: int, timeout: float = 5.0) -> None:
+    """The refund follows the terminal status within moments; wait for it."""
+    deadline = time.monotonic() + timeout
+    while (await user.usage())["used"] != used:
+        assert time.monotonic() < deadline, await user.usage()
+        await asyncio.sleep(0.05)
+
+
+async def _held_job(stack: Stack, user: User) -> dict[str, object]:
+    await stack.control("set_faults", hold=True)
+    response = await user.submit("redesign", images=[jpeg_bytes()], style="japandi")
+    assert response.status_code == 202, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def test_cancel_refunds_and_a_finished_job_cannot_be_canceled(
+    stack: Stack, user: User
+) -> None:
+    job = await _held_job(stack, user)
+    assert (await user.usage())["used"] == 1
+    canceled = await user.cancel(str(job["id"]))
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    assert canceled.json()["error"]["code"] == "CANCELED"
+    prediction = await stack.control("prediction", job["predictionId"])
+    assert prediction["status"] == "canceled"
+    assert (await user.usage())["used"] == 0
+    again = await user.cancel(str(job["id"]))
+    assert again.status_code == 200
+    assert (await user.usage())["used"] == 0
+
+    await stack.control("set_faults", hold=False)
+    done = await user.submit("imagine", prompt="A sunroom with plants")
+    await user.wait_for(done.json()["id"], {"succeeded"})
+    refused = await user.cancel(done.json()["id"])
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "JOB_NOT_CANCELLABLE"
+
+
+async def test_bad_patch_bodies_are_400(user: User) -> None:
+    response = await user.client.patch(
+        f"{user.stack.api}/generations/{uuid.uuid4()}",
+        json={"action": "explode"},
+        headers=user.headers,
+    )
+    assert response.status_code == 400
+
+
+async def test_delete_soft_deletes_finished_jobs_only(stack: Stack, user: User) -> None:
+    job = await _held_job(stack, user)
+    running = await user.delete(str(job["id"]))
+    assert running.status_code == 409
+    assert running.json()["error"]["code"] == "JOB_NOT_FINISHED"
+    await stack.control("advance", job["predictionId"], "succeeded")
+    done = await user.wait_for(str(job["id"]), {"succeeded"})
+    assert len(done["variants"]) == 1
+    deleted = await user.delete(str(job["id"]))
+    assert deleted.status_code == 200
+    after = (await user.get(str(job["id"]))).json()
+    assert after["variants"] == []
+    async with session_scope(stack.ctx.sessions) as session:
+        render = await session.scalar(
+            select(Render).where(Render.job_id == uuid.UUID(str(job["id"])))
+        )
+    assert render is not None
+    assert render.deleted_at is not None
+
+
+async def test_duplicate_and_out_of_order_webhooks_change_nothing(stack: Stack, user: User) -> None:
+    await stack.control("set_faults", duplicate_webhooks=2, reorder_webhooks=True)
+    response = await user.submit("redesign", images=[jpeg_bytes()], style="coastal_au")
+    job_id = response.json()["id"]
+    await user.wait_for(job_id, {"succeeded"})
+    await asyncio.sleep(1.0)  # let every duplicate and late event arrive
+    body = (await user.get(job_id)).json()
+    assert body["status"] == "succeeded"
+    assert await _render_rows(stack, job_id) == (1, 1)
+    assert (await user.usage())["used"] == 1
+    deliveries = await stack.control("webhooks", response.json()["predictionId"])
+    assert len(deliveries) >= 6
+
+
+async def test_replayed_terminal_webhook_is_harmless(stack: Stack, user: User) -> None:
+    response = await user.submit("imagine", prompt="A loft with exposed beams")
+    job_id, prediction_id = response.json()["id"], response.json()["predictionId"]
+    await user.wait_for(job_id, {"succeeded"})
+    await stack.control("redeliver", prediction_id, "completed")
+    await stack.control("redeliver", prediction_id, "start")
+    await asyncio.sleep(0.5)
+    assert (await user.get(job_id)).json()["status"] == "succeeded"
+    assert await _render_rows(stack, job_id) == (1, 1)
+
+
+async def test_forged_webhook_is_refused_and_changes_nothing(
+    stack: Stack, user: User, http: httpx.AsyncClient
+) -> None:
+    job = await _held_job(stack, user)
+    forged = {"id": job["predictionId"], "status": "failed", "error": "forged"}
+    response = await http.post(
+        f"{stack.gateway.base_url}/api/v1/webhooks/replicate",
+        content=json.dumps(forged),
+        headers={
+            "content-type": "application/json",
+            "webhook-id": "msg_forged",
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        },
+    )
+    assert response.status_code == 401
+    assert (await user.get(str(job["id"]))).json()["status"] in {"starting", "processing"}
+    assert (await user.usage())["used"] == 1
+    await stack.control("advance", job["predictionId"], "succeeded")
+    await user.wait_for(str(job["id"]), {"succeeded"})
+
+
+async def test_lost_webhook_is_recovered_by_a_get(stack: Stack, user: User) -> None:
+    await stack.control("set_faults", drop_webhooks="all")
+    response = await user.submit("imagine", prompt="A terrace with a pergola")
+    job_id = response.json()["id"]
+    await stack.control("wait_for_status", response.json()["predictionId"], ["succeeded"])
+    assert (await user.get(job_id)).json()["status"] == "starting"  # not stale yet
+    stack.clock.advance(timedelta(seconds=6))
+    body = (await user.get(job_id)).json()
+    assert body["status"] == "succeeded"
+    assert len(body["variants"]) == 1
+
+
+async def test_lost_webhook_is_recovered_by_the_sweep_alone(stack: Stack, user: User) -> None:
+    await stack.control("set_faults", drop_webhooks="all")
+    response = await user.submit("imagine", prompt="A mudroom with hooks")
+    job_id = response.json()["id"]
+    await stack.control("wait_for_status", response.json()["predictionId"], ["succeeded"])
+    stack.clock.advance(timedelta(seconds=30))
+    counts = await sweep_once(stack.ctx)
+    assert counts["recovered"] >= 1
+    job = await _job(stack, job_id)
+    assert job.status == "succeeded"
+    assert await _render_rows(stack, job_id) == (1, 1)
+
+
+async def test_provider_503s_then_success(stack: Stack, user: User) -> None:
+    await stack.control("set_faults", create_errors=[503, 503, 429])
+    response = await user.submit("imagine", prompt="A games room")
+    assert response.status_code == 202, response.text
+    await user.wait_for(response.json()["id"], {"succeeded"})
+
+
+async def test_provider_down_is_502_without_charge_or_held_slot(stack: Stack, user: User) -> None:
+    await stack.control("set_faults", create_errors=[503] * 8)
+    response = await user.submit("imagine", prompt="A library nook")
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "UPSTREAM_ERROR"
+    assert (await user.usage())["used"] == 0
+    await stack.control("reset")
+    retry = await user.submit("imagine", prompt="A library nook")
+    assert retry.status_code == 202, retry.text
+    await user.wait_for(retry.json()["id"], {"succeeded"})
+    assert (await user.usage())["used"] == 1
+
+
+async def test_provider_failure_gives_the_generation_back(stack: Stack, user: User) -> None:
+    await stack.control("set_faults", fail_next=1)
+    response = await user.submit("imagine", prompt="A wine cellar")
+    body = await user.wait_for(response.json()["id"], {"failed", "succeeded"})
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "PROVIDER_FAILED"
+    assert "Gemini" not in json.dumps(body)
+    await _usage_settles(user, used=0)
+
+
+async def test_overall_timeout_cancels_fails_and_refunds(stack: Stack, user: User) -> None:
+    job = await _held_job(stack, user)
+    stack.clock.advance(timedelta(minutes=11))
+    counts = await sweep_once(stack.ctx)
+    assert counts["timedOut"] >= 1
+    body = (await user.get(str(job["id"]))).json()
+    assert body["status"] == "failed"
+    assert body["error"]["code"] == "TIMED_OUT"
+    assert (await stack.control("prediction", job["predictionId"]))["status"] == "canceled"
+    await _usage_settles(user, used=0)

@@ -1,0 +1,253 @@
+"""The Envoy config, run for real in front of two recording upstreams.
+
+The upstreams stand where the edge and the gateway run: they record what Envoy
+forwards, so each test sees which cluster got a request and what it looked like.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from launcher.components import ChildProcess, free_port, wait_http_ok
+from launcher.envoy import envoy_argv, write_local_config
+
+
+@dataclass
+class Recorder:
+    """An HTTP server that answers 200 and remembers every request."""
+
+    name: str
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> int:
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                recorder.seen.append(
+                    {"path": self.path, "method": self.command, "bytes": len(body),
+                     "headers": {k.lower(): v for k, v in self.headers.items()}}
+                )  # fmt: skip
+                payload = json.dumps({"upstream": recorder.name}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _handle  # noqa: N815 (http.server names)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.server.server_address[1]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@dataclass
+class Proxy:
+    url: str
+    edge: Recorder
+    gateway: Recorder
+    log_path: Path
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    directory = tmp_path_factory.mktemp("envoy")
+    edge, gateway = Recorder("edge"), Recorder("gateway")
+    edge_port, gateway_port = edge.start(), gateway.start()
+    public, admin = free_port(), free_port()
+    config = write_local_config(
+        directory / "envoy.yaml", listener_port=public, admin_port=admin, edge_port=edge_port,
+        gateway_port=gateway_port,
+    )  # fmt: skip
+    envoy = ChildProcess("envoy", envoy_argv(config), log_path=directory / "envoy.log")
+    envoy.start()
+    try:
+        wait_http_ok(f"http://127.0.0.1:{admin}/ready", 20, envoy)
+        yield Proxy(f"http://127.0.0.1:{public}", edge, gateway, directory / "envoy.log")
+    finally:
+        envoy.stop(grace=5)
+        edge.stop()
+        gateway.stop()
+
+
+@pytest.fixture(autouse=True)
+def _forget_earlier_requests(proxy: Proxy) -> None:
+    proxy.edge.seen.clear()
+    proxy.gateway.seen.clear()
+
+
+@pytest.fixture
+def client(proxy: Proxy) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=proxy.url, trust_env=False, timeout=10) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "upstream"),
+    [
+        ("POST", "/api/v1/webhooks/replicate", "gateway"),
+        ("GET", "/api/v1/generations/abc", "edge"),
+        ("POST", "/api/v1/generations", "edge"),
+        ("PATCH", "/api/v1/generations/abc", "edge"),
+        ("GET", "/api/v1/usage", "edge"),
+        ("GET", "/public/renders/r1/0.jpg", "edge"),
+        ("GET", "/healthz", "edge"),
+        ("GET", "/readyz", "edge"),
+    ],
+)
+def test_routes_reach_their_cluster(
+    client: httpx.Client, proxy: Proxy, method: str, path: str, upstream: str
+) -> None:
+    response = client.request(method, path, content=b"{}")
+
+    assert response.status_code == 200
+    assert response.json() == {"upstream": upstream}
+    recorder = proxy.gateway if upstream == "gateway" else proxy.edge
+    assert [r["path"] for r in recorder.seen] == [path]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/"),
+        ("GET", "/api/v2/usage"),
+        ("GET", "/api/v1"),
+        ("POST", "/webhooks/replicate"),
+        ("PUT", "/public/renders/r1/0.jpg"),  # public renders are read-only
+    ],
+)
+def test_everything_else_is_a_json_404(
+    client: httpx.Client, proxy: Proxy, method: str, path: str
+) -> None:
+    response = client.request(method, path)
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": {"code": "NOT_FOUND", "message": "Not found."}}
+    assert proxy.edge.seen == []
+    assert proxy.gateway.seen == []
+
+
+def test_request_ids_are_generated_kept_and_echoed(client: httpx.Client, proxy: Proxy) -> None:
+    generated = client.get("/api/v1/usage")
+    kept = client.get("/api/v1/usage", headers={"x-request-id": "client-chosen-id"})
+
+    assert generated.headers["x-request-id"]
+    assert proxy.edge.seen[0]["headers"]["x-request-id"] == generated.headers["x-request-id"]
+    assert kept.headers["x-request-id"] == "client-chosen-id"
+    assert proxy.edge.seen[1]["headers"]["x-request-id"] == "client-chosen-id"
+
+
+def test_a_declared_upload_over_21_mib_is_refused_before_the_body(proxy: Proxy) -> None:
+    port = int(proxy.url.rsplit(":", 1)[1])
+    head = (
+        "POST /api/v1/generations HTTP/1.1\r\nHost: localhost\r\n"
+        "Content-Type: multipart/form-data; boundary=x\r\n"
+        f"Content-Length: {21 * 1024 * 1024 + 1}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        answer = sock.recv(4096).decode()
+
+    assert answer.startswith("HTTP/1.1 413")
+    assert "application/json" in answer
+    assert '{"error":{"code":"VALIDATION_ERROR","message":"The upload is too large."}}' in answer
+    assert proxy.edge.seen == []
+
+
+def test_an_upload_under_the_cap_streams_through(client: httpx.Client, proxy: Proxy) -> None:
+    response = client.post("/api/v1/generations", files={"input1": ("a.jpg", b"x" * 3_000_000)})
+
+    assert response.status_code == 200
+    assert proxy.edge.seen[0]["bytes"] > 3_000_000
+
+
+def test_a_webhook_over_1_mib_is_refused_with_json(client: httpx.Client, proxy: Proxy) -> None:
+    small = client.post("/api/v1/webhooks/replicate", content=b"x" * 500_000)
+    large = client.post("/api/v1/webhooks/replicate", content=b"x" * (1024 * 1024 + 1))
+
+    assert small.status_code == 200
+    assert large.status_code == 413
+    assert large.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert [r["bytes"] for r in proxy.gateway.seen] == [500_000]
+
+
+def test_access_logs_are_json_without_query_or_credentials(
+    client: httpx.Client, proxy: Proxy
+) -> None:
+    client.get(
+        "/api/v1/usage?X-Amz-Signature=topsecret",
+        headers={"authorization": "Bearer very-secret-token", "x-request-id": "log-check-1"},
+    )
+    line = _wait_for_log_line(proxy.log_path, "log-check-1")
+
+    entry = json.loads(line)
+    assert entry["path"] == "/api/v1/usage"
+    assert entry["method"] == "GET"
+    assert entry["status"] == 200
+    assert entry["upstreamCluster"] == "edge_api"
+    assert "topsecret" not in line
+    assert "very-secret-token" not in line
+
+
+def _wait_for_log_line(path: Path, needle: str, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in path.read_text().splitlines():
+            if needle in line and line.startswith("{"):
+                return line
+        time.sleep(0.1)
+    raise AssertionError(f"no access log line with {needle} in {path}")
+
+
+def test_with_the_edge_down_gets_are_retried_and_envoy_answers_json_503(tmp_path: Path) -> None:
+    public, admin = free_port(), free_port()
+    config = write_local_config(
+        tmp_path / "envoy.yaml", listener_port=public, admin_port=admin,
+        edge_port=free_port(), gateway_port=free_port(),  # nothing listens there
+    )  # fmt: skip
+    envoy = ChildProcess("envoy", envoy_argv(config), log_path=tmp_path / "envoy.log")
+    envoy.start()
+    try:
+        wait_http_ok(f"http://127.0.0.1:{admin}/ready", 20, envoy)
+        with httpx.Client(base_url=f"http://127.0.0.1:{public}", trust_env=False) as client:
+            read = client.get("/api/v1/usage")
+            retries_after_get = _retry_count(client, admin)
+            write = client.post("/api/v1/generations", json={"mode": "imagine"})
+            retries_after_post = _retry_count(client, admin)
+    finally:
+        envoy.stop(grace=5)
+
+    for response in (read, write):
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "UPSTREAM_ERROR"
+    assert retries_after_get == 2  # num_retries on an idempotent route
+    assert retries_after_post == retries_after_get  # never for a POST
+
+
+def _retry_count(client: httpx.Client, admin: int) -> int:
+    stats = client.get(f"http://127.0.0.1:{admin}/stats?filter=edge_api.upstream_rq_retry$")
+    return int(stats.text.split(":")[1])

@@ -1,0 +1,71 @@
+"""The supervisor restarts a part that dies, and gives up on one that keeps dying."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.components import ChildProcess
+from launcher.config import LauncherConfig
+from launcher.stack import Stack
+from launcher.supervisor import GaveUp, RestartPolicy, Supervisor
+from launcher.units import ProcessUnit
+
+FAST = RestartPolicy(max_restarts=3, window_seconds=60, first_backoff_seconds=0.05)
+
+
+def _stack(tmp_path: Path, script: str) -> tuple[Stack, ProcessUnit]:
+    config = LauncherConfig.from_env({"LAUNCHER_DATA_DIR": str(tmp_path / "var")})
+    config.data_dir.mkdir(parents=True)
+    child = ChildProcess("worker", [sys.executable, "-c", script], log_path=tmp_path / "w.log")
+    unit = ProcessUnit(child, "test worker", probe=lambda: True, grace=2)
+    stack = Stack(config, say=lambda line, end: None)
+    unit.start(5, stack.cancel)
+    stack.units.append(unit)
+    return stack, unit
+
+
+def test_a_part_that_keeps_dying_makes_it_give_up(tmp_path: Path) -> None:
+    stack, _ = _stack(tmp_path, "import sys, time; print('boom', flush=True); sys.exit(3)")
+    said: list[str] = []
+
+    with pytest.raises(GaveUp, match="test worker keeps dying") as raised:
+        Supervisor(stack, FAST, say=said.append).run()
+
+    assert "| boom" in str(raised.value)  # the end of its log comes with the reason
+    assert any("exited with code 3" in line for line in said)
+    stack.stop()
+
+
+def test_a_part_that_dies_once_is_started_again(tmp_path: Path) -> None:
+    marker = tmp_path / "died-once"
+    script = (
+        "import pathlib, sys, time\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "if not marker.exists():\n"
+        "    marker.touch()\n"
+        "    sys.exit(1)\n"
+        "time.sleep(60)\n"
+    )
+    stack, unit = _stack(tmp_path, script)
+    first_pid = unit.child.pid
+    said: list[str] = []
+    watcher = threading.Thread(target=Supervisor(stack, FAST, say=said.append).run)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not any("is back" in line for line in said) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        assert unit.alive()
+        assert unit.child.pid != first_pid
+        assert any("exited with code 1" in line for line in said)
+    finally:
+        stack.cancel.set()
+        watcher.join(timeout=10)
+        stack.stop()
+    assert not unit.alive()
