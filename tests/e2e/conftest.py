@@ -12,7 +12,7 @@ from edge_api.settings import EdgeSettings
 from generation.providers.replicate import ReplicateProvider
 from generation.settings import GenerationSettings
 from generation.wiring import build_app
-from kit.runtime_config import load_runtime_config
+from kit.runtime_config import Plan, load_runtime_config
 from kit.settings import DEFAULT_RUNTIME_CONFIG
 from launcher.components import free_port
 from replicate_emulator.config import EmulatorConfig
@@ -30,7 +30,11 @@ from webhook_gateway.settings import GatewaySettings
 async def stack(
     database_factory: Callable[[str], str], s3_server: S3Endpoint
 ) -> AsyncIterator[Stack]:
-    config = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    base = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    # A tiny plan so quota tests do not need many generations.
+    config = base.model_copy(
+        update={"plans": {**base.plans, "price_test_one": Plan(name="one", monthly_generations=1)}}
+    )
     clock = MovableClock()
     emulator = EmulatorServer(
         EmulatorConfig(

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import httpx
 import jwt
 from PIL import Image
@@ -24,6 +25,8 @@ from PIL import Image
 from edge_api.settings import DEV_JWT_SECRET
 from generation.domain.context import GenerationContext
 from generation.wiring import GenerationApp
+from interior.usage.v1 import usage_pb2, usage_pb2_grpc
+from kit.grpc_client import create_channel
 from kit.grpc_server import GrpcServer
 from replicate_emulator.server import EmulatorServer
 from testkit.servers import MovableClock, ThreadedUvicorn
@@ -60,6 +63,7 @@ class Stack:
     usage_server: GrpcServer
     usage_target: str
     clock: MovableClock
+    _usage_channel: grpc.aio.Channel | None = None
 
     @property
     def ctx(self) -> GenerationContext:
@@ -68,6 +72,22 @@ class Stack:
     @property
     def api(self) -> str:
         return f"{self.edge.base_url}/api/v1"
+
+    async def usage_stub(self) -> usage_pb2_grpc.UsageServiceStub:
+        if self._usage_channel is None:
+            self._usage_channel = create_channel(self.usage_target)
+        return usage_pb2_grpc.UsageServiceStub(self._usage_channel)
+
+    async def set_plan(self, owner_id: uuid.UUID, price_id: str) -> None:
+        stub = await self.usage_stub()
+        await stub.SetPlan(
+            usage_pb2.SetPlanRequest(owner_id=str(owner_id), price_id=price_id), timeout=5
+        )
+
+    async def audit(self) -> list[usage_pb2.Discrepancy]:
+        stub = await self.usage_stub()
+        response = await stub.AuditLedger(usage_pb2.AuditLedgerRequest(), timeout=30)
+        return list(response.discrepancies)
 
     async def control(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call the emulator's (synchronous) control client without blocking the loop."""

@@ -42,7 +42,7 @@ async def test_mode_happy_path_stores_the_emulator_output(
     assert response.status_code == 202, response.text
     body = response.json()
     assert response.headers["location"] == f"/api/v1/generations/{body['id']}"
-    assert body["status"] == "starting"
+    assert body["status"] in {"starting", "processing"}  # the start webhook may win the race
     assert body["predictionId"]
     assert body["settings"]["mode"] == mode
 

@@ -42,7 +42,7 @@ async def test_free_plan_limit_is_enforced(
     error = await usage.error_of(usage.debit(owner, new_id()))
 
     assert (error.code, error.http_status) == ("LIMIT_EXCEEDED", 402)
-    assert error.details == {"periodEnd": "2026-11-01T00:00:00Z"}
+    assert error.details == {"periodEnd": "2026-11-01T00:00:00.000Z"}
     quota = await usage.quota(owner)
     assert (quota.used, quota.remaining) == (monthly, 0)
 

@@ -22,13 +22,13 @@ import pytest
 import uvicorn
 from standardwebhooks import Webhook
 from structlog.testing import capture_logs
-from testkit.servers import MovableClock
 
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.errors import InternalError, ValidationError
 from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.runtime_config import RuntimeConfig, load_runtime_config
 from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.servers import MovableClock
 from webhook_gateway.app import create_app
 from webhook_gateway.settings import GatewaySettings
 

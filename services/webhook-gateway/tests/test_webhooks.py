@@ -12,9 +12,8 @@ import pytest
 from interior.generation.v1 import generation_pb2
 
 if TYPE_CHECKING:
-    from testkit.servers import MovableClock
-
     from conftest import GatewayFactory, GenerationDouble
+    from testkit.servers import MovableClock
 
 Signer = Callable[..., dict[str, str]]
 PATH = "/api/v1/webhooks/replicate"

@@ -47,6 +47,7 @@ from kit.errors import (
 )
 from kit.logging import get_logger
 from kit.storage import StorageError
+from kit.timefmt import iso_utc
 
 log = get_logger("generation.submission")
 
@@ -176,7 +177,7 @@ async def _precheck(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
             raise TooManyInflight()
     quota = await ctx.usage.quota(owner_id)
     if quota.remaining <= 0:
-        raise LimitExceeded(periodEnd=quota.period_end.isoformat().replace("+00:00", "Z"))
+        raise LimitExceeded(periodEnd=iso_utc(quota.period_end))
 
 
 async def _upload_inputs(

@@ -43,6 +43,7 @@ from datetime import datetime
 from kit.clock import Clock
 from kit.errors import IdempotencyKeyReused, InternalError, LimitExceeded
 from kit.logging import get_logger
+from kit.timefmt import iso_utc
 from usage.domain.model import EntryKind, LedgerCommand, LedgerEntry, LedgerResult, Quota
 from usage.domain.periods import month_of
 from usage.domain.plans import PlanCatalog
@@ -169,7 +170,7 @@ class LedgerService:
             used=used,
             monthlyGenerations=plan.monthly_generations,
         )
-        raise LimitExceeded(periodEnd=period.end.isoformat().replace("+00:00", "Z"))
+        raise LimitExceeded(periodEnd=iso_utc(period.end))
 
     async def _quota(
         self, uow: UnitOfWork, owner_id: uuid.UUID, price_id: str | None, now: datetime

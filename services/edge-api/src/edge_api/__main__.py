@@ -1,0 +1,48 @@
+"""``python -m edge_api``: settings, logging, then uvicorn until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from edge_api.app import create_app
+from edge_api.settings import EdgeSettings
+from kit.logging import configure_logging, get_logger
+from kit.runtime_config import RuntimeConfigError, load_runtime_config
+from kit.settings import load_settings
+
+
+def main() -> int:
+    """Serve until SIGTERM / SIGINT; in-flight requests get the shutdown grace."""
+    settings = load_settings(EdgeSettings)
+    configure_logging("edge-api", settings.log_level)
+    # uvicorn's own lines are plain text: keep only its warnings and errors.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    log = get_logger("edge_api")
+    try:
+        runtime_config = load_runtime_config(settings.runtime_config_file)
+    except RuntimeConfigError as error:
+        log.error("edge.bad_runtime_config", error=str(error))
+        return 2
+    config = uvicorn.Config(
+        create_app(settings, runtime_config),
+        host=settings.edge_http_host,
+        port=settings.edge_http_port,
+        # Forwarding headers are interpreted by the app (trusted peers only), in one place.
+        proxy_headers=False,
+        server_header=False,
+        access_log=False,  # the app writes its own structured access log
+        log_config=None,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
+        timeout_keep_alive=5,
+    )
+    server = uvicorn.Server(config)
+    log.info("edge.listening", host=settings.edge_http_host, port=settings.edge_http_port)
+    server.run()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The application factory: routes, error handling, middleware, lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from edge_api.auth import TokenVerifier
+from edge_api.clients import Clients, open_clients
+from edge_api.errors import install_error_handlers
+from edge_api.middleware import RequestContextMiddleware
+from edge_api.openapi import install_openapi
+from edge_api.routes import API_PREFIX, generations, health, public, usage
+from edge_api.settings import EdgeSettings
+from edge_api.state import EdgeState
+from kit.logging import get_logger
+from kit.runtime_config import RuntimeConfig
+
+log = get_logger("edge_api.app")
+
+API_VERSION = "1.0.0"
+DESCRIPTION = (
+    "The public REST API of the interior design generator. Every route but the health "
+    "probes and public files needs `Authorization: Bearer <JWT>`. Every answer carries "
+    '`X-Request-ID`; every error body is `{"error": {"code", "message"}}`.'
+)
+
+
+def create_app(
+    settings: EdgeSettings, runtime_config: RuntimeConfig, clients: Clients | None = None
+) -> FastAPI:
+    """Build the app. Without ``clients`` the lifespan opens (and closes) its own."""
+    state = EdgeState(
+        settings=settings,
+        runtime_config=runtime_config,
+        token_verifier=TokenVerifier(
+            settings.auth_jwt_secret.get_secret_value(), settings.auth_leeway_seconds
+        ),
+        clients=clients,
+        trusted_proxies=settings.trusted_proxies(),
+        submissions=asyncio.Semaphore(settings.max_concurrent_submissions),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        owned = state.clients is None
+        if owned:
+            state.clients = open_clients(settings)
+        log.info("edge.started", servesPublicFiles=settings.s3_public_base_url is None)
+        try:
+            yield
+        finally:
+            if owned and state.clients is not None:
+                await state.clients.close()
+                state.clients = None
+            log.info("edge.stopped")
+
+    app = FastAPI(
+        title="Interior generations API",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.edge = state
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware,
+        body_limit=settings.request_limit(runtime_config.uploads.max_bytes),
+    )
+    app.include_router(generations.router)
+    app.include_router(usage.router)
+    app.include_router(health.router)
+    if settings.s3_public_base_url is None:
+        app.include_router(public.router)
+    install_openapi(app, runtime_config)
+    return app

@@ -1,0 +1,143 @@
+"""The one place that turns failures into HTTP statuses and the JSON error body.
+
+Every error answer is ``{"error": {"code": ..., "message": ...}}`` (plus safe
+extra keys such as ``periodEnd``). Sources: domain errors raised by the edge
+itself, failed gRPC calls (decoded by :func:`kit.grpc_errors.from_rpc_error`),
+FastAPI's request validation, Starlette's routing errors (404 / 405), storage
+failures, and anything unexpected (a generic 500, never a stack trace).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kit.errors import DomainError, InternalError, Unauthorized, UpstreamError
+from kit.grpc_errors import RemoteError, from_rpc_error
+from kit.logging import get_logger
+from kit.storage import StorageError
+
+log = get_logger("edge_api.errors")
+
+# Codes for errors Starlette raises before a route runs.
+_HTTP_CODES = {
+    400: "VALIDATION_ERROR",
+    401: "UNAUTHORIZED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "VALIDATION_ERROR",
+    415: "VALIDATION_ERROR",
+}
+_HTTP_MESSAGES = {
+    404: "Not found.",
+    405: "This method is not allowed here.",
+}
+# Extra keys from an upstream ErrorInfo must look like ours (camelCase, short).
+_DETAIL_KEY = re.compile(r"^[a-z][A-Za-z0-9]{0,63}$")
+_RESERVED_KEYS = frozenset({"code", "message"})
+_MAX_DETAIL_VALUE = 200
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON error answer; ``details`` become extra keys of the error object."""
+    body: dict[str, str] = {"code": code, "message": message}
+    for key, value in (details or {}).items():
+        if key not in _RESERVED_KEYS and _DETAIL_KEY.match(key) and len(value) <= _MAX_DETAIL_VALUE:
+            body[key] = value
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse({"error": body}, status_code=status, headers=all_headers)
+
+
+def internal_error_response() -> JSONResponse:
+    """The generic 500 answer for anything unexpected."""
+    error = InternalError()
+    return error_response(error.http_status, error.code, error.message)
+
+
+def domain_error_response(error: DomainError) -> JSONResponse:
+    """The answer for an error the edge raised itself."""
+    if isinstance(error, InternalError):
+        return internal_error_response()
+    return error_response(error.http_status, error.code, error.message, error.details)
+
+
+def remote_error_response(error: RemoteError) -> JSONResponse:
+    """The answer for a failed gRPC call, as normalized by the remote service."""
+    status = error.http_status if 400 <= error.http_status <= 599 else 500
+    if status >= 500:
+        log.warning("upstream.error", code=error.code, grpcCode=error.grpc_code.name, status=status)
+    if error.code == InternalError.code:
+        return internal_error_response()
+    return error_response(status, error.code, error.message, error.details)
+
+
+async def _on_domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return domain_error_response(exc)
+
+
+async def _on_remote_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RemoteError)
+    return remote_error_response(exc)
+
+
+async def _on_rpc_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    return remote_error_response(from_rpc_error(exc))
+
+
+async def _on_storage_error(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("storage.error", error=str(exc))
+    error = UpstreamError("File storage is unavailable. Please try again.")
+    return error_response(503, error.code, error.message)
+
+
+async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(400, "VALIDATION_ERROR", _validation_message(exc))
+
+
+async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code)
+    if code is None:
+        return internal_error_response()
+    if exc.status_code == 401:
+        return domain_error_response(Unauthorized())
+    message = _HTTP_MESSAGES.get(exc.status_code, "The request is not valid.")
+    return error_response(exc.status_code, code, message, headers=exc.headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """A short safe text naming the first bad input (never echoing its value)."""
+    errors = exc.errors()
+    if not errors:
+        return "The request is not valid."
+    first = errors[0]
+    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+    text = str(first.get("msg", "is not valid"))
+    return f"{location}: {text}" if location else text
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register every handler on ``app`` (unexpected errors: see the middleware)."""
+    app.add_exception_handler(DomainError, _on_domain_error)
+    app.add_exception_handler(RemoteError, _on_remote_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, _on_rpc_error)
+    app.add_exception_handler(StorageError, _on_storage_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -1,0 +1,82 @@
+"""Protobuf messages -> the REST API's JSON models."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from urllib.parse import quote
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from edge_api.schemas import (
+    JobErrorOut,
+    JobOut,
+    JobSettingsOut,
+    JobStatusName,
+    QuotaOut,
+    VariantOut,
+)
+from interior.generation.v1 import generation_pb2
+from interior.usage.v1 import usage_pb2
+from kit.errors import InternalError
+
+_STATUS_NAMES: dict[int, JobStatusName] = {
+    generation_pb2.JOB_STATUS_STARTING: "starting",
+    generation_pb2.JOB_STATUS_PROCESSING: "processing",
+    generation_pb2.JOB_STATUS_SUCCEEDED: "succeeded",
+    generation_pb2.JOB_STATUS_FAILED: "failed",
+    generation_pb2.JOB_STATUS_CANCELED: "canceled",
+}
+
+
+def iso_utc(timestamp: Timestamp) -> str:
+    """ISO-8601 in UTC with millisecond precision and a ``Z``."""
+    moment = timestamp.ToDatetime(tzinfo=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def job_to_json(job: generation_pb2.Job, public_base_url: str) -> JobOut:
+    """The job JSON; variant URLs are ``public_base_url`` + ``/`` + object key."""
+    status = _STATUS_NAMES.get(job.status)
+    if status is None:
+        # The generation service broke its contract: never guess a status.
+        raise InternalError()
+    error = (
+        JobErrorOut(code=job.error.code, message=job.error.message)
+        if job.HasField("error") and job.error.code
+        else None
+    )
+    variants = (
+        [
+            VariantOut(idx=v.idx, url=f"{public_base_url}/{quote(v.object_key, safe='/')}")
+            for v in sorted(job.variants, key=lambda v: v.idx)
+        ]
+        if status == "succeeded"
+        else []
+    )
+    return JobOut(
+        id=job.id,
+        prediction_id=job.prediction_id or None,
+        status=status,
+        settings=JobSettingsOut(
+            mode=job.settings.mode,
+            room_type=job.settings.room_type or None,
+            style=job.settings.style or None,
+        ),
+        error=error,
+        created_at=iso_utc(job.created_at),
+        updated_at=iso_utc(job.updated_at),
+        completed_at=iso_utc(job.completed_at) if job.HasField("completed_at") else None,
+        variants=variants,
+    )
+
+
+def quota_to_json(quota: usage_pb2.Quota) -> QuotaOut:
+    """The usage JSON."""
+    return QuotaOut(
+        plan=quota.plan,
+        monthly_generations=quota.monthly_generations,
+        used=quota.used,
+        remaining=quota.remaining,
+        period_start=iso_utc(quota.period_start),
+        period_end=iso_utc(quota.period_end),
+    )

@@ -1,0 +1,119 @@
+"""The outermost layer of every request: request id, body cap, access log, last resort.
+
+A pure ASGI middleware (no buffering): it takes a sane incoming ``X-Request-ID``
+or makes one, binds it to the log context (so outgoing gRPC calls carry it),
+echoes it on every answer, refuses bodies over the cap (up front by
+``Content-Length``, and while streaming), writes one access log line, and turns
+any exception nobody handled into the generic 500 JSON body.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge_api.errors import domain_error_response, internal_error_response
+from kit.errors import PayloadTooLarge, ValidationError
+from kit.logging import bind_context, clear_context, get_logger
+
+log = get_logger("edge_api.http")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Visible ASCII only, short: safe to echo in a header and to log.
+_SANE_REQUEST_ID = re.compile(r"^[!-~]{1,64}$")
+_MAX_LOGGED_PATH = 200
+
+
+def request_id_from(headers: Headers) -> str:
+    """The caller's request id when it is sane, else a new one."""
+    incoming = headers.get(REQUEST_ID_HEADER, "")
+    return incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def _declared_length(headers: Headers) -> int | None:
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ValidationError("The Content-Length header is not valid.")
+    return int(value)
+
+
+class RequestContextMiddleware:
+    """See the module docstring; ``body_limit`` caps every request body in bytes."""
+
+    def __init__(self, app: ASGIApp, body_limit: int) -> None:
+        self.app = app
+        self.body_limit = body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        request_id = request_id_from(headers)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        started_at = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        received = 0
+
+        async def capped_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.body_limit:
+                    raise PayloadTooLarge("The request body is too large.")
+            return message
+
+        bind_context(requestId=request_id)
+        try:
+            declared = _declared_length(headers)
+            if declared is not None and declared > self.body_limit:
+                raise PayloadTooLarge("The request body is too large.")
+            await self.app(scope, capped_receive, send_with_id)
+        except (PayloadTooLarge, ValidationError) as error:
+            # Raised here, before any route ran: answer directly.
+            if not response_started:
+                await domain_error_response(error)(scope, receive, send_with_id)
+        except Exception:
+            log.exception("http.unhandled_error")
+            if not response_started:
+                await internal_error_response()(scope, receive, send_with_id)
+        finally:
+            self._log_access(scope, status, started_at, request_id)
+            clear_context("requestId", "ownerId")
+
+    @staticmethod
+    def _log_access(scope: Scope, status: int, started_at: float, request_id: str) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or str(scope.get("path", ""))[:_MAX_LOGGED_PATH]
+        owner_id = scope.get("state", {}).get("owner_id")
+        fields = {
+            "method": scope.get("method"),
+            "route": template,
+            "status": status,
+            "durationMs": round((time.perf_counter() - started_at) * 1000, 2),
+            "requestId": request_id,
+        }
+        if owner_id:
+            fields["ownerId"] = owner_id
+        if status >= 500:
+            log.warning("http.request", **fields)
+        else:
+            log.info("http.request", **fields)

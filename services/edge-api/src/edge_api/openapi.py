@@ -1,0 +1,169 @@
+"""The OpenAPI document: error responses, hand-read request bodies, final touches.
+
+Request bodies of POST and PATCH are read by our own streaming code (not by
+FastAPI), so their schemas are declared here. FastAPI's default 422 responses
+are removed: request validation errors are answered as 400 VALIDATION_ERROR.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from edge_api.schemas import IDEMPOTENCY_KEY_PATTERN, ErrorBody
+from kit.runtime_config import RuntimeConfig
+
+_ERROR_CODES = {
+    400: "VALIDATION_ERROR: bad fields, wrong image count for the mode, bad or disguised "
+    "file, moderation rejection, malformed multipart.",
+    401: "UNAUTHORIZED: missing, malformed or expired bearer token.",
+    402: "LIMIT_EXCEEDED: no generations left this month (`periodEnd` says when it resets).",
+    404: "NOT_FOUND: unknown id, or a job of another user.",
+    405: "METHOD_NOT_ALLOWED.",
+    409: "TOO_MANY_INFLIGHT (a job is already running), JOB_NOT_CANCELLABLE (the job "
+    "already finished) or JOB_NOT_FINISHED (the job is still running).",
+    413: "VALIDATION_ERROR: a file or the whole request is too large.",
+    415: "VALIDATION_ERROR: the request's content type, or a file's image type, is not supported.",
+    422: "IDEMPOTENCY_KEY_REUSED: the key was already used for a different request.",
+    500: "INTERNAL_ERROR.",
+    502: "UPSTREAM_ERROR: the image provider failed after retries.",
+    503: "UPSTREAM_ERROR: a backend service is unavailable; retry later.",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for the given error statuses."""
+    return {
+        status: {"model": ErrorBody, "description": _ERROR_CODES[status]} for status in statuses
+    }
+
+
+_TEXT_PROPERTIES: dict[str, Any] = {
+    "mode": {
+        "type": "string",
+        "enum": ["redesign", "staging", "compose", "imagine"],
+        "description": "`redesign` and `staging` need input1; `compose` needs input1 (the "
+        "room) and input2 (the reference); `imagine` needs no image and a prompt.",
+    },
+    "prompt": {"type": "string", "maxLength": 8192, "description": "Required for imagine."},
+    "roomType": {"type": "string", "description": "A room type key of the runtime config."},
+    "style": {"type": "string", "description": "A style key of the runtime config."},
+    "idempotencyKey": {
+        "type": "string",
+        "pattern": IDEMPOTENCY_KEY_PATTERN,
+        "description": "Same as the Idempotency-Key header (the header wins; both given "
+        "and different is a 400).",
+    },
+}
+_FILE = {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP image."}
+
+SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {**_TEXT_PROPERTIES, "input1": _FILE, "input2": _FILE},
+                    "required": ["mode"],
+                    "additionalProperties": False,
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": _TEXT_PROPERTIES,
+                    "required": ["mode"],
+                    "additionalProperties": False,
+                    "description": "Only for modes that need no image (imagine).",
+                }
+            },
+        },
+    }
+}
+
+CANCEL_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"action": {"type": "string", "enum": ["cancel"]}},
+                    "required": ["action"],
+                    "additionalProperties": False,
+                }
+            }
+        },
+    }
+}
+
+
+def _strip_default_422(document: dict[str, Any]) -> None:
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            response = operation.get("responses", {}).get("422")
+            if response and "HTTPValidationError" in str(response):
+                del operation["responses"]["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+
+
+_REQUEST_ID_HEADER = {
+    "description": "The request id (the caller's X-Request-ID when sane, else a new one).",
+    "schema": {"type": "string"},
+}
+_SUBMIT_HEADERS = {
+    "Location": {"description": "Path of the job.", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {
+        "description": "`true` when an earlier submission with the same key was returned.",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
+
+
+def _add_headers(document: dict[str, Any]) -> None:
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            for response in operation.get("responses", {}).values():
+                response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID_HEADER
+    accepted = document["paths"]["/api/v1/generations"]["post"]["responses"]["202"]
+    accepted["headers"].update(_SUBMIT_HEADERS)
+
+
+def _add_choices(document: dict[str, Any], runtime_config: RuntimeConfig) -> None:
+    submit = document["paths"]["/api/v1/generations"]["post"]["requestBody"]["content"]
+    for content in submit.values():
+        properties = content["schema"]["properties"]
+        properties["roomType"] = {
+            **properties["roomType"],
+            "enum": sorted(runtime_config.room_types),
+        }
+        properties["style"] = {**properties["style"], "enum": sorted(runtime_config.styles)}
+
+
+def install_openapi(app: FastAPI, runtime_config: RuntimeConfig) -> None:
+    """Replace ``app.openapi`` with the finished (and cached) document."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            # Deep copy: the document must not share dicts with the constants above.
+            document = copy.deepcopy(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+            _strip_default_422(document)
+            _add_choices(document, runtime_config)
+            _add_headers(document)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = build  # type: ignore[method-assign]

@@ -1,0 +1,184 @@
+"""POST /generations and GET / PATCH / DELETE /generations/{id}."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Request, Response
+from python_multipart.multipart import parse_options_header
+
+from edge_api.auth import Owner
+from edge_api.base_url import request_base_url
+from edge_api.mappers import job_to_json
+from edge_api.openapi import CANCEL_BODY, SUBMIT_BODY, errors
+from edge_api.routes import API_PREFIX
+from edge_api.schemas import IDEMPOTENCY_KEY_PATTERN, CancelRequest, JobOut, SubmissionFields
+from edge_api.state import EdgeState, State
+from edge_api.uploads import multipart_boundary, parse_model, read_json, read_multipart
+from interior.generation.v1 import generation_pb2
+from kit.errors import NotFound, UnsupportedMediaType, ValidationError
+from kit.grpc_client import outgoing_metadata
+
+router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+JSON_TYPE = b"application/json"
+JobId = Annotated[str, Path(description="The job id (a UUID); anything else is 404.")]
+
+
+def _job_id(raw: str) -> str:
+    """A canonical job id; anything that is not a UUID is simply not found."""
+    job_id = raw.lower()
+    if not _UUID.match(job_id):
+        raise NotFound()
+    return job_id
+
+
+def public_base(state: EdgeState, request: Request) -> str:
+    """Where variant URLs point: the CDN / bucket base or the edge's /public."""
+    configured = state.settings.s3_public_base_url
+    if configured:
+        return configured.rstrip("/")
+    return request_base_url(request, state.trusted_proxies) + "/public"
+
+
+async def _read_submission(
+    request: Request, state: EdgeState
+) -> tuple[SubmissionFields, list[generation_pb2.InputImage]]:
+    media_type, options = parse_options_header(request.headers.get("content-type"))
+    if media_type == b"multipart/form-data":
+        boundary = multipart_boundary(options)
+        try:
+            async with asyncio.timeout(state.settings.upload_read_timeout_seconds):
+                form = await read_multipart(
+                    request, boundary, state.runtime_config.uploads.max_bytes
+                )
+        except TimeoutError:
+            raise ValidationError("The upload took too long.") from None
+        fields = parse_model(SubmissionFields, form.fields)
+        inputs = [
+            generation_pb2.InputImage(field=name, data=form.files[name])
+            for name in sorted(form.files)
+        ]
+        return fields, inputs
+    if media_type == JSON_TYPE:
+        return parse_model(SubmissionFields, await read_json(request)), []
+    raise UnsupportedMediaType("Send multipart/form-data (with images) or application/json.")
+
+
+def _idempotency_key(header: str | None, field: str | None) -> str:
+    if header is not None and field is not None and header != field:
+        raise ValidationError("The Idempotency-Key header and the idempotencyKey field differ.")
+    return header or field or ""
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Submit a generation",
+    responses={
+        202: {
+            "description": "Accepted. `Location` names the job; a replay of an earlier "
+            "submission with the same idempotency key carries `Idempotent-Replayed: true`."
+        },
+        **errors(400, 401, 402, 409, 413, 415, 422, 500, 502, 503),
+    },
+    openapi_extra=SUBMIT_BODY,
+)
+async def submit_generation(
+    request: Request,
+    response: Response,
+    owner_id: Owner,
+    state: State,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Client-chosen key: a repeat returns the same job and charges once.",
+        ),
+    ] = None,
+) -> JobOut:
+    """Validate and stream the upload, then hand it to the generation service."""
+    clients = state.connected()
+    async with state.submissions:
+        fields, inputs = await _read_submission(request, state)
+        base_url = request_base_url(request, state.trusted_proxies)
+        reply = await clients.generation.SubmitGeneration(
+            generation_pb2.SubmitGenerationRequest(
+                owner_id=owner_id,
+                idempotency_key=_idempotency_key(idempotency_key, fields.idempotency_key),
+                mode=fields.mode,
+                prompt=fields.prompt or "",
+                room_type=fields.room_type or "",
+                style=fields.style or "",
+                inputs=inputs,
+                request_base_url=base_url,
+            ),
+            timeout=state.settings.grpc_submit_deadline_seconds,
+            metadata=outgoing_metadata(),
+        )
+    job = job_to_json(reply.job, public_base(state, request))
+    response.headers["Location"] = f"{API_PREFIX}/generations/{job.id}"
+    if reply.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return job
+
+
+@router.get(
+    "/{job_id}",
+    summary="Get a generation",
+    responses=errors(401, 404, 500, 502, 503),
+)
+async def get_generation(job_id: JobId, request: Request, owner_id: Owner, state: State) -> JobOut:
+    """The job; a stale running job is refreshed from the provider first."""
+    reply = await state.connected().generation.GetGeneration(
+        generation_pb2.GetGenerationRequest(owner_id=owner_id, job_id=_job_id(job_id)),
+        timeout=state.rpc_timeout(),
+        metadata=outgoing_metadata(),
+    )
+    return job_to_json(reply.job, public_base(state, request))
+
+
+@router.patch(
+    "/{job_id}",
+    summary="Cancel a running generation",
+    responses=errors(400, 401, 404, 409, 413, 415, 500, 502, 503),
+    openapi_extra=CANCEL_BODY,
+)
+async def cancel_generation(
+    job_id: JobId, request: Request, owner_id: Owner, state: State
+) -> JobOut:
+    """`{"action": "cancel"}`: only `starting` / `processing` jobs (else 409)."""
+    job_id = _job_id(job_id)
+    media_type, _ = parse_options_header(request.headers.get("content-type"))
+    if media_type != JSON_TYPE:
+        raise UnsupportedMediaType("Send application/json.")
+    parse_model(CancelRequest, await read_json(request))
+    reply = await state.connected().generation.CancelGeneration(
+        generation_pb2.CancelGenerationRequest(owner_id=owner_id, job_id=job_id),
+        timeout=state.rpc_timeout(),
+        metadata=outgoing_metadata(),
+    )
+    return job_to_json(reply.job, public_base(state, request))
+
+
+@router.delete(
+    "/{job_id}",
+    summary="Delete a finished generation's render",
+    description="Soft-deletes the render of a finished job and answers 200 with the job "
+    "(its `variants` are then empty). 409 JOB_NOT_FINISHED while it is still running.",
+    responses=errors(401, 404, 409, 500, 502, 503),
+)
+async def delete_generation(
+    job_id: JobId, request: Request, owner_id: Owner, state: State
+) -> JobOut:
+    """Soft-delete a finished job's render."""
+    reply = await state.connected().generation.DeleteGeneration(
+        generation_pb2.DeleteGenerationRequest(owner_id=owner_id, job_id=_job_id(job_id)),
+        timeout=state.rpc_timeout(),
+        metadata=outgoing_metadata(),
+    )
+    return job_to_json(reply.job, public_base(state, request))

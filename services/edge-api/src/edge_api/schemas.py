@@ -1,0 +1,108 @@
+"""Request and response models of the REST API (camelCase on the wire)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+JobStatusName = Literal["starting", "processing", "succeeded", "failed", "canceled"]
+Mode = Literal["redesign", "staging", "compose", "imagine"]
+IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7E]{1,200}$"
+
+
+class ApiModel(BaseModel):
+    """camelCase aliases on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+
+class SubmissionFields(ApiModel):
+    """The text fields of a submission (multipart fields or the JSON body)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=False, frozen=True, extra="forbid"
+    )
+
+    mode: Mode
+    prompt: str | None = Field(default=None, max_length=8 * 1024)
+    room_type: str | None = Field(default=None, max_length=64)
+    style: str | None = Field(default=None, max_length=64)
+    idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
+
+
+class CancelRequest(ApiModel):
+    """Body of PATCH /generations/{id}."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    action: Literal["cancel"]
+
+
+class JobSettingsOut(ApiModel):
+    mode: str
+    room_type: str | None
+    style: str | None
+
+
+class JobErrorOut(ApiModel):
+    code: str = Field(examples=["PROVIDER_FAILED"])
+    message: str
+
+
+class VariantOut(ApiModel):
+    idx: int
+    url: str = Field(description="Public URL of the rendered image (JPEG).")
+
+
+class JobOut(ApiModel):
+    """A generation job as the client sees it."""
+
+    id: str
+    prediction_id: str | None
+    status: JobStatusName
+    settings: JobSettingsOut
+    error: JobErrorOut | None
+    created_at: str = Field(description="ISO-8601 UTC, e.g. 2025-01-31T12:00:00.000Z")
+    updated_at: str
+    completed_at: str | None
+    variants: list[VariantOut] = Field(description="Empty unless the job succeeded.")
+
+
+class QuotaOut(ApiModel):
+    """The caller's plan and the current month's figures."""
+
+    plan: str
+    monthly_generations: int
+    used: int
+    remaining: int
+    period_start: str
+    period_end: str = Field(description="Exclusive end of the period (ISO-8601 UTC).")
+
+
+class ErrorDetail(BaseModel):
+    """The error object; some codes carry extra keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(examples=["VALIDATION_ERROR"])
+    message: str = Field(description="Safe text for the user.")
+    periodEnd: str | None = Field(  # noqa: N815 - wire name
+        default=None, description="LIMIT_EXCEEDED only: when the quota resets (ISO-8601 UTC)."
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: ErrorDetail
+
+
+class HealthOut(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str] = Field(description="Health status of each backend service.")

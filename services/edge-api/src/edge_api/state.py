@@ -1,0 +1,50 @@
+"""What every route needs, held on the app and reached through one dependency."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+from edge_api.base_url import TrustedProxies
+from edge_api.clients import Clients
+from edge_api.settings import EdgeSettings
+from kit.errors import InternalError
+from kit.runtime_config import RuntimeConfig
+
+if TYPE_CHECKING:
+    from edge_api.auth import TokenVerifier
+
+
+@dataclass
+class EdgeState:
+    """Settings, product knobs, the token verifier and (once started) the clients."""
+
+    settings: EdgeSettings
+    runtime_config: RuntimeConfig
+    token_verifier: TokenVerifier
+    # Uploads are held in memory while forwarded: at most this many at once.
+    submissions: asyncio.Semaphore
+    trusted_proxies: TrustedProxies
+    clients: Clients | None = None
+
+    def connected(self) -> Clients:
+        """The clients; an internal error when used before start-up finished."""
+        if self.clients is None:
+            raise InternalError()
+        return self.clients
+
+    def rpc_timeout(self) -> float:
+        """Deadline of ordinary calls, in seconds."""
+        return self.settings.grpc_deadline_seconds
+
+
+def get_state(request: Request) -> EdgeState:
+    """FastAPI dependency: the app's state."""
+    state: EdgeState = request.app.state.edge
+    return state
+
+
+State = Annotated[EdgeState, Depends(get_state)]

@@ -1,0 +1,193 @@
+"""Streaming request bodies: multipart/form-data submissions and small JSON bodies.
+
+Multipart is parsed as a stream straight from the socket (python-multipart's
+callback parser): nothing touches the disk, each file part is kept in memory only
+up to the upload limit, and the moment a part grows past it reading stops and
+the request is refused with 413. Field names and text sizes are checked while
+parsing, so a bad request costs as little as possible. Only the seven known
+fields are accepted, each at most once, which also caps the number of parts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pydantic
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect, Request
+
+from kit.errors import PayloadTooLarge, ValidationError
+
+FILE_FIELDS = ("input1", "input2")
+# Text fields and the most bytes each may hold.
+TEXT_FIELD_LIMITS = {
+    "mode": 64,
+    "prompt": 8 * 1024,
+    "roomType": 128,
+    "style": 128,
+    "idempotencyKey": 256,
+}
+MAX_BOUNDARY_CHARS = 200
+# A JSON body only carries short text fields.
+MAX_JSON_BYTES = 64 * 1024
+_MALFORMED = "The multipart body is malformed."
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+@dataclass
+class MultipartForm:
+    """The parsed submission form: text fields and files (by field name)."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class _Part:
+    header_name: bytearray = field(default_factory=bytearray)
+    header_value: bytearray = field(default_factory=bytearray)
+    headers: dict[str, bytes] = field(default_factory=dict)
+    name: str = ""
+    limit: int = 0
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _FormCollector:
+    """The parser's callbacks: collects parts and enforces every limit as it goes."""
+
+    def __init__(self, max_file_bytes: int) -> None:
+        self.max_file_bytes = max_file_bytes
+        self.form = MultipartForm()
+        self.finished = False
+        self._part = _Part()
+
+    def on_part_begin(self) -> None:
+        self._part = _Part()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._part.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._part.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        part = self._part
+        name = part.header_name.decode("latin-1").strip().lower()
+        part.headers[name] = bytes(part.header_value).strip()
+        part.header_name, part.header_value = bytearray(), bytearray()
+
+    def on_headers_finished(self) -> None:
+        part = self._part
+        disposition, options = parse_options_header(part.headers.get("content-disposition"))
+        if disposition != b"form-data" or b"name" not in options:
+            raise ValidationError(_MALFORMED)
+        name = options[b"name"].decode("latin-1")
+        if name in self.form.fields or name in self.form.files:
+            raise ValidationError(f"The field {name} was sent more than once.")
+        if name in FILE_FIELDS:
+            part.limit = self.max_file_bytes
+        elif name in TEXT_FIELD_LIMITS:
+            part.limit = TEXT_FIELD_LIMITS[name]
+        else:
+            raise ValidationError("The form has an unknown field.")
+        part.name = name
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._part
+        if len(part.data) + (end - start) > part.limit:
+            if part.name in FILE_FIELDS:
+                raise PayloadTooLarge(f"The file {part.name} is too large.")
+            raise ValidationError(f"The field {part.name} is too long.")
+        part.data += data[start:end]
+
+    def on_part_end(self) -> None:
+        part = self._part
+        if part.name in FILE_FIELDS:
+            if not part.data:
+                raise ValidationError(f"The file {part.name} is empty.")
+            self.form.files[part.name] = bytes(part.data)
+            return
+        try:
+            self.form.fields[part.name] = part.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError(f"The field {part.name} is not valid UTF-8.") from None
+
+    def on_end(self) -> None:
+        self.finished = True
+
+
+def multipart_boundary(options: dict[bytes, bytes]) -> bytes:
+    """The boundary from the Content-Type options; ValidationError when unusable."""
+    boundary = options.get(b"boundary", b"")
+    # RFC 2046: 1..70 characters; be a little lenient, never unbounded.
+    if not boundary or len(boundary) > MAX_BOUNDARY_CHARS or not boundary.isascii():
+        raise ValidationError(_MALFORMED)
+    return boundary
+
+
+async def _chunks(request: Request) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in request.stream():
+            if chunk:
+                yield chunk
+    except ClientDisconnect:
+        raise ValidationError("The request body ended early.") from None
+
+
+async def read_multipart(request: Request, boundary: bytes, max_file_bytes: int) -> MultipartForm:
+    """Parse the body as a stream; stops reading at the first broken rule."""
+    collector = _FormCollector(max_file_bytes)
+    parser = MultipartParser(
+        boundary,
+        callbacks={
+            "on_part_begin": collector.on_part_begin,
+            "on_part_data": collector.on_part_data,
+            "on_part_end": collector.on_part_end,
+            "on_header_field": collector.on_header_field,
+            "on_header_value": collector.on_header_value,
+            "on_header_end": collector.on_header_end,
+            "on_headers_finished": collector.on_headers_finished,
+            "on_end": collector.on_end,
+        },
+    )
+    try:
+        async for chunk in _chunks(request):
+            parser.write(chunk)
+            if collector.finished:
+                break  # anything after the closing boundary is an epilogue
+    except FormParserError:
+        raise ValidationError(_MALFORMED) from None
+    if not collector.finished:
+        raise ValidationError("The multipart body is truncated.")
+    if "input2" in collector.form.files and "input1" not in collector.form.files:
+        raise ValidationError("input2 needs input1: send the base room first.")
+    return collector.form
+
+
+async def read_json(request: Request, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A small JSON body, read with a cap; ValidationError when it is not JSON."""
+    body = bytearray()
+    async for chunk in _chunks(request):
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge("The request body is too large.")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd nesting or numbers
+        raise ValidationError("The request body is not valid JSON.") from None
+
+
+def parse_model(model: type[M], data: object) -> M:
+    """Validate client input; the first problem becomes a safe 400 message."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        location = ".".join(str(part) for part in first["loc"])
+        message = f"{location}: {first['msg']}" if location else first["msg"]
+        raise ValidationError(message) from None

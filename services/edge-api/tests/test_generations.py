@@ -1,0 +1,289 @@
+"""GET / PATCH / DELETE /generations/{id} and GET /usage against real gRPC backends."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from interior.generation.v1 import generation_pb2
+
+SUCCEEDED_AT = datetime(2026, 11, 5, 9, 32, 10, 250_000, tzinfo=UTC)
+
+
+def _succeeded_job(backends, owner: str):
+    render_id = str(uuid.uuid4())
+    return backends.generation.add_job(
+        owner,
+        prediction_id="pred-123",
+        status=generation_pb2.JOB_STATUS_SUCCEEDED,
+        settings=generation_pb2.JobSettings(mode="staging", room_type="bedroom", style="japandi"),
+        completed_at=SUCCEEDED_AT,
+        updated_at=SUCCEEDED_AT,
+        render_id=render_id,
+        variants=[
+            generation_pb2.Variant(idx=1, object_key=f"renders/{render_id}/1.jpg"),
+            generation_pb2.Variant(idx=0, object_key=f"renders/{render_id}/0.jpg"),
+        ],
+    )
+
+
+async def test_succeeded_job_has_the_documented_shape(
+    client: httpx.AsyncClient, backends, identity
+) -> None:
+    job = _succeeded_job(backends, identity.owner)
+
+    response = await client.get(f"/api/v1/generations/{job.id}", headers=identity.headers())
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "id": job.id,
+        "predictionId": "pred-123",
+        "status": "succeeded",
+        "settings": {"mode": "staging", "roomType": "bedroom", "style": "japandi"},
+        "error": None,
+        "createdAt": "2026-11-05T09:30:00.000Z",
+        "updatedAt": "2026-11-05T09:32:10.250Z",
+        "completedAt": "2026-11-05T09:32:10.250Z",
+        "variants": [
+            {"idx": 0, "url": f"http://edge.test/public/renders/{job.render_id}/0.jpg"},
+            {"idx": 1, "url": f"http://edge.test/public/renders/{job.render_id}/1.jpg"},
+        ],
+    }
+    (call,) = backends.generation.recorder.named("GetGeneration")
+    assert (call.request.owner_id, call.request.job_id) == (identity.owner, job.id)
+
+
+async def test_running_job_has_nulls_and_no_variants(
+    client: httpx.AsyncClient, backends, identity
+) -> None:
+    job = backends.generation.add_job(identity.owner)
+
+    body = (await client.get(f"/api/v1/generations/{job.id}", headers=identity.headers())).json()
+
+    assert body["status"] == "starting"
+    assert body["predictionId"] is None
+    assert body["settings"] == {"mode": "redesign", "roomType": None, "style": None}
+    assert body["completedAt"] is None
+    assert body["error"] is None
+    assert body["variants"] == []
+
+
+async def test_failed_job_carries_its_error(client: httpx.AsyncClient, backends, identity) -> None:
+    job = backends.generation.add_job(
+        identity.owner,
+        status=generation_pb2.JOB_STATUS_FAILED,
+        error=generation_pb2.JobError(code="PROVIDER_FAILED", message="The render failed."),
+        completed_at=SUCCEEDED_AT,
+    )
+
+    body = (await client.get(f"/api/v1/generations/{job.id}", headers=identity.headers())).json()
+
+    assert body["status"] == "failed"
+    assert body["error"] == {"code": "PROVIDER_FAILED", "message": "The render failed."}
+
+
+async def test_variant_urls_use_the_public_base_url_when_configured(
+    edge_clients, backends, identity
+) -> None:
+    client = await edge_clients.open(
+        edge_clients.make_settings(S3_PUBLIC_BASE_URL="https://cdn.example.com/bucket/")
+    )
+    job = _succeeded_job(backends, identity.owner)
+
+    body = (await client.get(f"/api/v1/generations/{job.id}", headers=identity.headers())).json()
+
+    assert (
+        body["variants"][0]["url"]
+        == f"https://cdn.example.com/bucket/renders/{job.render_id}/0.jpg"
+    )
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected"),
+    [
+        ("127.0.0.1", "https://interior.example.com/public/"),
+        ("10.0.0.5, 127.0.0.0/8", "https://interior.example.com/public/"),
+        ("*", "https://interior.example.com/public/"),
+        ("10.1.2.3", "http://edge.test/public/"),
+        ("", "http://edge.test/public/"),
+    ],
+)
+async def test_forwarding_headers_count_only_from_trusted_peers(
+    edge_clients, backends, identity, trusted: str, expected: str
+) -> None:
+    # The in-process client connects from 127.0.0.1.
+    client = await edge_clients.open(edge_clients.make_settings(TRUSTED_PROXY_IPS=trusted))
+    job = _succeeded_job(backends, identity.owner)
+    headers = {
+        **identity.headers(),
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "interior.example.com",
+    }
+
+    body = (await client.get(f"/api/v1/generations/{job.id}", headers=headers)).json()
+
+    assert body["variants"][0]["url"].startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("proto", "host", "expected"),
+    [
+        ("gopher", "evil.example/path", "http://edge.test/public/"),
+        ("https", "a b", "https://edge.test/public/"),
+        ("javascript", "x.example:99999999", "http://edge.test/public/"),
+        ("HTTPS", "Shop.Example:8443", "https://shop.example:8443/public/"),
+    ],
+)
+async def test_each_forwarding_header_is_used_only_when_plausible(
+    client: httpx.AsyncClient, backends, identity, proto: str, host: str, expected: str
+) -> None:
+    job = _succeeded_job(backends, identity.owner)
+    headers = {**identity.headers(), "X-Forwarded-Proto": proto, "X-Forwarded-Host": host}
+
+    body = (await client.get(f"/api/v1/generations/{job.id}", headers=headers)).json()
+
+    assert body["variants"][0]["url"].startswith(expected)
+
+
+def test_a_bad_trusted_proxy_entry_stops_the_start(make_settings) -> None:
+    with pytest.raises(ValueError, match="not-an-ip"):
+        make_settings(TRUSTED_PROXY_IPS="127.0.0.1, not-an-ip")
+
+
+async def test_unknown_job_is_a_json_404(client: httpx.AsyncClient, identity) -> None:
+    response = await client.get(f"/api/v1/generations/{uuid.uuid4()}", headers=identity.headers())
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "NOT_FOUND"
+
+
+async def test_another_users_job_is_not_found(
+    client: httpx.AsyncClient, backends, identity
+) -> None:
+    job = backends.generation.add_job(identity.other_owner)
+
+    for method in ("GET", "DELETE"):
+        response = await client.request(
+            method, f"/api/v1/generations/{job.id}", headers=identity.headers()
+        )
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["123", "not-a-uuid", "%00", "a" * 300, "7D1B6D3E0B8A4A0E9B7E1F2D3C4B5A69"]
+)
+async def test_non_uuid_ids_are_404_without_a_backend_call(
+    client: httpx.AsyncClient, backends, identity, bad_id: str
+) -> None:
+    for method in ("GET", "PATCH", "DELETE"):
+        response = await client.request(
+            method, f"/api/v1/generations/{bad_id}", headers=identity.headers(), json={}
+        )
+        assert response.status_code == 404, method
+        assert response.json()["error"]["code"] == "NOT_FOUND"
+    assert backends.generation.recorder.calls == []
+
+
+async def test_cancel_a_running_job(client: httpx.AsyncClient, backends, identity) -> None:
+    job = backends.generation.add_job(identity.owner, status=generation_pb2.JOB_STATUS_PROCESSING)
+
+    response = await client.patch(
+        f"/api/v1/generations/{job.id}", headers=identity.headers(), json={"action": "cancel"}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "canceled"
+    assert response.json()["error"]["code"] == "CANCELED"
+    (call,) = backends.generation.recorder.named("CancelGeneration")
+    assert call.request.job_id == job.id
+
+
+async def test_cancel_a_finished_job_is_409(client: httpx.AsyncClient, backends, identity) -> None:
+    job = _succeeded_job(backends, identity.owner)
+
+    response = await client.patch(
+        f"/api/v1/generations/{job.id}", headers=identity.headers(), json={"action": "cancel"}
+    )
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "JOB_NOT_CANCELLABLE"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"action": "delete"}',
+        b'{"action": "cancel", "extra": 1}',
+        b"{}",
+        b"[]",
+        b'"cancel"',
+        b"{not json",
+        b"",
+        b"[" * 5000,
+    ],
+)
+async def test_patch_with_anything_but_cancel_is_400(
+    client: httpx.AsyncClient, backends, identity, body: bytes
+) -> None:
+    job = backends.generation.add_job(identity.owner)
+    headers = {**identity.headers(), "Content-Type": "application/json"}
+
+    response = await client.patch(f"/api/v1/generations/{job.id}", headers=headers, content=body)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert backends.generation.recorder.named("CancelGeneration") == []
+
+
+async def test_patch_needs_a_json_content_type(
+    client: httpx.AsyncClient, backends, identity
+) -> None:
+    job = backends.generation.add_job(identity.owner)
+    headers = {**identity.headers(), "Content-Type": "text/plain"}
+
+    response = await client.patch(
+        f"/api/v1/generations/{job.id}", headers=headers, content=b'{"action": "cancel"}'
+    )
+
+    assert response.status_code == 415
+    assert backends.generation.recorder.calls == []
+
+
+async def test_delete_a_finished_job(client: httpx.AsyncClient, backends, identity) -> None:
+    job = _succeeded_job(backends, identity.owner)
+
+    response = await client.delete(f"/api/v1/generations/{job.id}", headers=identity.headers())
+
+    assert response.status_code == 200
+    assert response.json()["id"] == job.id
+    assert response.json()["variants"] == []
+
+
+async def test_delete_a_running_job_is_409(client: httpx.AsyncClient, backends, identity) -> None:
+    job = backends.generation.add_job(identity.owner)
+
+    response = await client.delete(f"/api/v1/generations/{job.id}", headers=identity.headers())
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "JOB_NOT_FINISHED"
+
+
+async def test_usage(client: httpx.AsyncClient, backends, identity) -> None:
+    response = await client.get("/api/v1/usage", headers=identity.headers())
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "plan": "free",
+        "monthlyGenerations": 10,
+        "used": 3,
+        "remaining": 7,
+        "periodStart": "2026-11-01T00:00:00.000Z",
+        "periodEnd": "2026-12-01T00:00:00.000Z",
+    }
+    (call,) = backends.usage.recorder.named("GetQuota")
+    assert call.request.owner_id == identity.owner

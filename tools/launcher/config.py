@@ -1,0 +1,216 @@
+"""What the launcher starts and where: ports, data directory, and each part's settings.
+
+Everything comes from the environment with embedded defaults. A variable from the
+product contract (DATABASE_URL, S3_ENDPOINT, REPLICATE_API_BASE_URL, ...) replaces
+the embedded part it names; the services receive the resolved values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.components import free_port
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Development-only defaults (the contract's documented dev values), never for deployment.
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105
+DEV_REPLICATE_TOKEN = "r8_dev_emulator_token"  # noqa: S105
+DEV_WEBHOOK_SECRET = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ=="  # noqa: S105
+DEV_S3_ACCESS_KEY = "interior-dev"
+DEV_S3_SECRET_KEY = "interior-dev-secret-key-0123456789"  # noqa: S105
+DATABASES = ("generation", "usage")
+
+
+class ConfigError(Exception):
+    """The environment asks for something the launcher cannot do."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Every TCP port the local system uses; each one has its own variable."""
+
+    public: int = 8080
+    envoy_admin: int = 9901
+    generation_grpc: int = 50051
+    usage_grpc: int = 50052
+    edge_http: int = 8081
+    gateway_http: int = 8082
+    emulator: int = 8090
+    s3: int = 9000
+    postgres: int = 54329
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Ports:
+        """Defaults, replaced by any of the port variables that are set."""
+        values: dict[str, int] = {}
+        for name, variable in PORT_VARIABLES.items():
+            raw = env.get(variable, "").strip()
+            if not raw:
+                continue
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise ConfigError(f"{variable}={raw!r} is not a TCP port")
+            values[name] = int(raw)
+        return cls(**values)
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Ports that are free right now (for tests that run a whole system)."""
+        return cls(**{name: free_port() for name in PORT_VARIABLES})
+
+    def env(self) -> dict[str, str]:
+        """The port variables, as passed to every service."""
+        return {var: str(getattr(self, name)) for name, var in PORT_VARIABLES.items()}
+
+
+PORT_VARIABLES = {
+    "public": "PUBLIC_PORT",
+    "envoy_admin": "ENVOY_ADMIN_PORT",
+    "generation_grpc": "GENERATION_GRPC_PORT",
+    "usage_grpc": "USAGE_GRPC_PORT",
+    "edge_http": "EDGE_HTTP_PORT",
+    "gateway_http": "GATEWAY_HTTP_PORT",
+    "emulator": "EMULATOR_PORT",
+    "s3": "S3_PORT",
+    "postgres": "PG_PORT",
+}
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """The resolved plan: None for an external part means "start the embedded one"."""
+
+    data_dir: Path
+    ports: Ports
+    generation_database_url: str | None
+    usage_database_url: str | None
+    s3_endpoint: str | None
+    s3_access_key: str
+    s3_secret_key: str
+    s3_secure: bool
+    replicate_base_url: str | None
+    replicate_token: str | None
+    replicate_webhook_secret: str | None
+    auth_jwt_secret: str
+    webhook_base_url: str
+    runtime_config_file: Path
+    # The caller's whole environment; children inherit it under the resolved values.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LauncherConfig:
+        """Resolve the plan from ``env`` (usually ``os.environ``)."""
+        ports = Ports.from_env(env)
+        database_url = _get(env, "DATABASE_URL")
+        replicate_base = _get(env, "REPLICATE_API_BASE_URL")
+        emulated = replicate_base is None
+        return cls(
+            data_dir=Path(_get(env, "LAUNCHER_DATA_DIR") or REPO_ROOT / ".var").resolve(),
+            ports=ports,
+            generation_database_url=_get(env, "GENERATION_DATABASE_URL") or database_url,
+            usage_database_url=_get(env, "USAGE_DATABASE_URL") or database_url,
+            s3_endpoint=_get(env, "S3_ENDPOINT"),
+            s3_access_key=_get(env, "S3_ACCESS_KEY") or DEV_S3_ACCESS_KEY,
+            s3_secret_key=_get(env, "S3_SECRET_KEY") or DEV_S3_SECRET_KEY,
+            s3_secure=(_get(env, "S3_SECURE") or "false").lower() in {"1", "true", "yes"},
+            replicate_base_url=replicate_base,
+            # Emulator defaults only apply to the emulator; a real provider needs real values.
+            replicate_token=_get(env, "REPLICATE_API_TOKEN")
+            or (DEV_REPLICATE_TOKEN if emulated else None),
+            replicate_webhook_secret=_get(env, "REPLICATE_WEBHOOK_SECRET")
+            or (DEV_WEBHOOK_SECRET if emulated else None),
+            auth_jwt_secret=_get(env, "AUTH_JWT_SECRET") or DEV_JWT_SECRET,
+            webhook_base_url=_get(env, "WEBHOOK_BASE_URL") or f"http://127.0.0.1:{ports.public}",
+            runtime_config_file=Path(
+                _get(env, "RUNTIME_CONFIG_FILE") or REPO_ROOT / "config" / "runtime.toml"
+            ),
+            environ=dict(env),
+        )
+
+    def with_ports(self, ports: Ports) -> LauncherConfig:
+        """The same plan on other ports (the webhook URL follows the public port)."""
+        default_webhook = f"http://127.0.0.1:{self.ports.public}"
+        webhook = self.webhook_base_url
+        if webhook == default_webhook:
+            webhook = f"http://127.0.0.1:{ports.public}"
+        return dataclasses.replace(self, ports=ports, webhook_base_url=webhook)
+
+    @property
+    def embedded_postgres(self) -> bool:
+        return self.generation_database_url is None or self.usage_database_url is None
+
+    @property
+    def embedded_s3(self) -> bool:
+        return self.s3_endpoint is None
+
+    @property
+    def embedded_emulator(self) -> bool:
+        return self.replicate_base_url is None
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def embedded_database_url(self, name: str) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.ports.postgres}/{name}"
+
+    def database_url(self, service: str) -> str:
+        """The database of ``service`` ("generation" or "usage")."""
+        given = self.generation_database_url if service == "generation" else self.usage_database_url
+        return given or self.embedded_database_url(service)
+
+    def s3_endpoint_address(self) -> str:
+        return self.s3_endpoint or f"127.0.0.1:{self.ports.s3}"
+
+    def replicate_url(self) -> str:
+        return self.replicate_base_url or f"http://127.0.0.1:{self.ports.emulator}"
+
+    def grpc_target(self, service: str) -> str:
+        """Where clients reach ``service``; GENERATION_/USAGE_GRPC_TARGET win when set."""
+        variable = f"{service.upper()}_GRPC_TARGET"
+        port = self.ports.generation_grpc if service == "generation" else self.ports.usage_grpc
+        return _get(self.environ, variable) or f"127.0.0.1:{port}"
+
+    def service_env(self) -> dict[str, str]:
+        """The variables every service process gets (on top of the inherited ones)."""
+        env = {
+            **self.ports.env(),
+            "GENERATION_DATABASE_URL": self.database_url("generation"),
+            "USAGE_DATABASE_URL": self.database_url("usage"),
+            "S3_ENDPOINT": self.s3_endpoint_address(),
+            "S3_ACCESS_KEY": self.s3_access_key,
+            "S3_SECRET_KEY": self.s3_secret_key,
+            "S3_SECURE": "true" if self.s3_secure else "false",
+            "REPLICATE_API_BASE_URL": self.replicate_url(),
+            "WEBHOOK_BASE_URL": self.webhook_base_url,
+            "AUTH_JWT_SECRET": self.auth_jwt_secret,
+            "GENERATION_GRPC_TARGET": self.grpc_target("generation"),
+            "USAGE_GRPC_TARGET": self.grpc_target("usage"),
+            "RUNTIME_CONFIG_FILE": str(self.runtime_config_file),
+            # Children write to log files: flush every line so the logs are live.
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.replicate_token is not None:
+            env["REPLICATE_API_TOKEN"] = self.replicate_token
+        if self.replicate_webhook_secret is not None:
+            env["REPLICATE_WEBHOOK_SECRET"] = self.replicate_webhook_secret
+        return env
+
+    def emulator_env(self) -> dict[str, str]:
+        """The emulator's own variables: it plays Replicate with the same credentials."""
+        return {
+            "EMULATOR_HOST": "127.0.0.1",
+            "EMULATOR_PORT": str(self.ports.emulator),
+            "EMULATOR_TOKEN": self.replicate_token or DEV_REPLICATE_TOKEN,
+            "EMULATOR_WEBHOOK_SECRET": self.replicate_webhook_secret or DEV_WEBHOOK_SECRET,
+            "PYTHONUNBUFFERED": "1",
+        }
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    """A variable's value; empty counts as unset."""
+    value = env.get(name, "").strip()
+    return value or None

@@ -1,0 +1,99 @@
+"""Keeps the started parts running: restart what dies, give up if it keeps dying."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from launcher.stack import Stack, log_tail
+from launcher.units import ProcessUnit, StopRequested, Unit, UnitError
+
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """At most ``max_restarts`` within ``window_seconds``, with doubling backoff."""
+
+    max_restarts: int = 3
+    window_seconds: float = 120.0
+    first_backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 8.0
+
+
+class GaveUp(Exception):
+    """A part kept dying; the whole system should stop."""
+
+
+class Supervisor:
+    """Watches a started :class:`Stack` until its ``cancel`` event is set."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        policy: RestartPolicy | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        self.stack = stack
+        self.policy = policy or RestartPolicy()
+        self._say = say or (lambda line: print(line, flush=True))
+        self._restarts: dict[str, deque[float]] = {}
+
+    def run(self) -> None:
+        """Block until asked to stop (returns) or a part keeps dying (raises GaveUp)."""
+        cancel = self.stack.cancel
+        while not cancel.wait(POLL_SECONDS):
+            for unit in list(self.stack.units):
+                if cancel.is_set():
+                    return
+                if not unit.alive():
+                    self._recover(unit)
+
+    def _recover(self, unit: Unit) -> None:
+        while True:
+            attempt = self._record_restart(unit)
+            backoff = min(
+                self.policy.first_backoff_seconds * 2 ** (attempt - 1),
+                self.policy.max_backoff_seconds,
+            )
+            self._say(
+                f"!! {unit.description} {_exit_text(unit)}; restarting in {backoff:.0f} s "
+                f"(attempt {attempt}/{self.policy.max_restarts}, log: {unit.log_path})"
+            )
+            if self.stack.cancel.wait(backoff):
+                return
+            try:
+                self.stack.restart(unit)
+            except StopRequested:
+                return
+            except UnitError as exc:
+                self._say(f"!! {unit.description} did not come back: {exc}")
+                continue
+            self._say(f"==> {unit.description} is back")
+            return
+
+    def _record_restart(self, unit: Unit) -> int:
+        now = time.monotonic()
+        history = self._restarts.setdefault(unit.name, deque())
+        while history and now - history[0] > self.policy.window_seconds:
+            history.popleft()
+        if len(history) >= self.policy.max_restarts:
+            tail = log_tail(unit.log_path) if unit.log_path else ""
+            raise GaveUp(
+                f"{unit.description} keeps dying ({len(history)} restarts within "
+                f"{self.policy.window_seconds:.0f} s); stopping everything.\n"
+                f"   last lines of {unit.log_path}:\n{tail}"
+            )
+        history.append(now)
+        return len(history)
+
+
+def _exit_text(unit: Unit) -> str:
+    code = unit.exit_code() if isinstance(unit, ProcessUnit) else None
+    if code is None:
+        return "stopped unexpectedly"
+    if code < 0:
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"

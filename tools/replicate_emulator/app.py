@@ -1,0 +1,41 @@
+"""The ASGI app: Replicate's API, the output files and the control API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from replicate_emulator import api, control_api
+from replicate_emulator.config import EmulatorConfig
+from replicate_emulator.problems import problem
+from replicate_emulator.state import Emulator
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # Unknown paths and methods answer in Replicate's problem+json shape too.
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "Internal server error"
+    return problem(status, detail)
+
+
+def create_app(config: EmulatorConfig) -> Starlette:
+    """A new emulator app with its own state (predictions, knobs, deliveries)."""
+    emulator = Emulator(config)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await emulator.close()
+
+    app = Starlette(
+        routes=[*api.routes, *control_api.routes],
+        exception_handlers={HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.emulator = emulator
+    return app

@@ -1,0 +1,180 @@
+"""Replicate's wire shapes: the prediction object, errors, auth and fault queues."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from replicate_emulator import EmulatorServer
+
+MODEL_PATH = "/v1/models/google/nano-banana/predictions"
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.(\d{1,9}))?Z$")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse RFC 3339 with 0..9 fractional digits (Python keeps microseconds)."""
+    match = RFC3339.match(text)
+    assert match is not None, text
+    fraction = (match.group(2) or "").ljust(6, "0")[:6]
+    return datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S").replace(
+        microsecond=int(fraction), tzinfo=UTC
+    )
+
+
+def create(api: httpx.Client, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return api.post(MODEL_PATH, json=body, headers=headers)
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert isinstance(body["detail"], str)
+    return body
+
+
+def test_prediction_object_shape(emulator: EmulatorServer, api: httpx.Client) -> None:
+    response = create(api, {"input": {"prompt": "loft"}, "webhook": "https://example.test/h"})
+    assert response.status_code == 201
+    body = response.json()
+    assert re.fullmatch(r"[a-z0-9]{26}", body["id"])
+    assert body["model"] == "google/nano-banana"
+    assert body["version"] == "hidden"
+    assert body["input"] == {"prompt": "loft"}
+    assert body["output"] is None
+    assert body["error"] is None
+    assert body["data_removed"] is False
+    assert body["status"] == "starting"
+    assert body["webhook"] == "https://example.test/h"
+    assert set(body["urls"]) == {"get", "cancel", "web"}
+    assert all(isinstance(url, str) for url in body["urls"].values())
+    assert body["urls"]["get"] == f"{emulator.base_url}/v1/predictions/{body['id']}"
+    parse_timestamp(body["created_at"])
+
+    done = emulator.control.wait_for_status(body["id"], ["succeeded"])
+    fetched = api.get(f"/v1/predictions/{body['id']}").json()
+    assert fetched == done
+    created, started, completed = (
+        parse_timestamp(fetched[key]) for key in ("created_at", "started_at", "completed_at")
+    )
+    assert created <= started <= completed
+    # Several fractional widths on purpose: clients must parse them all.
+    widths = {
+        len(fetched[k].split(".")[1]) - 1 for k in ("created_at", "started_at", "completed_at")
+    }
+    assert len(widths) == 3
+    assert set(fetched["metrics"]) == {"predict_time", "total_time"}
+
+
+def test_ids_are_unique(api: httpx.Client) -> None:
+    ids = {create(api, {"input": {"prompt": "x"}}).json()["id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer r8_wrong"}, {"Authorization": "Basic abc"}],
+)
+def test_unauthenticated(emulator: EmulatorServer, headers: dict[str, str]) -> None:
+    response = httpx.post(
+        f"{emulator.base_url}{MODEL_PATH}", json={"input": {"prompt": "x"}}, headers=headers
+    )
+    assert assert_problem(response, 401)["title"] == "Unauthenticated"
+
+
+def test_legacy_token_scheme_is_accepted(emulator: EmulatorServer) -> None:
+    response = httpx.get(
+        f"{emulator.base_url}/v1/webhooks/default/secret",
+        headers={"Authorization": f"Token {emulator.token}"},
+    )
+    assert response.json() == {"key": emulator.webhook_secret}
+
+
+def test_unknown_model_and_prediction_are_404(api: httpx.Client) -> None:
+    assert_problem(api.post("/v1/models/google/imagen/predictions", json={"input": {}}), 404)
+    assert_problem(api.get("/v1/predictions/" + "a" * 26), 404)
+    assert_problem(api.post("/v1/predictions/" + "a" * 26 + "/cancel"), 404)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"input": {"prompt": "x"}, "webhook_completed": "https://e.test/h"}, "webhook_completed"),
+        ({"input": {"prompt": "x"}, "stream": True}, "stream"),
+        ({"input": {}}, "input.prompt"),
+        ({}, "input"),
+        ({"input": {"prompt": 3}}, "input.prompt"),
+        ({"input": {"prompt": "x", "seed": 1}}, "input.seed"),
+        ({"input": {"prompt": "x", "image_input": "https://e.test/a.jpg"}}, "input.image_input"),
+        ({"input": {"prompt": "x", "image_input": ["ftp://e.test/a.jpg"]}}, "input.image_input.0"),
+        ({"input": {"prompt": "x", "image_input": ["https://e.test/a"] * 11}}, "input.image_input"),
+        ({"input": {"prompt": "x", "output_format": "webp"}}, "input.output_format"),
+        ({"input": {"prompt": "x", "aspect_ratio": "7:3"}}, "input.aspect_ratio"),
+        ({"input": {"prompt": "x"}, "webhook": "not a url"}, "webhook"),
+        (
+            {
+                "input": {"prompt": "x"},
+                "webhook": "https://e.test",
+                "webhook_events_filter": ["done"],
+            },
+            "webhook_events_filter.0",
+        ),
+    ],
+)
+def test_invalid_bodies_are_422(api: httpx.Client, body: dict[str, Any], field: str) -> None:
+    problem = assert_problem(create(api, body), 422)
+    fields = problem["invalid_fields"]
+    assert field in {f["field"] for f in fields}
+    assert all(set(f) == {"type", "field", "description"} for f in fields)
+
+
+def test_invalid_version_is_422(api: httpx.Client) -> None:
+    response = api.post("/v1/predictions", json={"version": "acme/other", "input": {"prompt": "x"}})
+    assert assert_problem(response, 422)["invalid_fields"][0]["field"] == "version"
+
+
+def test_injected_throttle_then_success(emulator: EmulatorServer, api: httpx.Client) -> None:
+    emulator.control.set_faults(create_errors=[429, 503], retry_after_seconds=2)
+    throttled = create(api, {"input": {"prompt": "x"}})
+    assert throttled.status_code == 429
+    assert throttled.headers["retry-after"] == "2"
+    assert throttled.json()["detail"].startswith("Request was throttled.")
+    assert_problem(create(api, {"input": {"prompt": "x"}}), 503)
+    assert create(api, {"input": {"prompt": "x"}}).status_code == 201
+    assert emulator.control.faults()["create_errors"] == []
+
+
+def test_get_and_cancel_error_queues(emulator: EmulatorServer, api: httpx.Client) -> None:
+    pid = create(api, {"input": {"prompt": "x"}}).json()["id"]
+    emulator.control.set_faults(get_errors=[500], cancel_errors=[502])
+    assert_problem(api.get(f"/v1/predictions/{pid}"), 500)
+    assert api.get(f"/v1/predictions/{pid}").status_code == 200
+    assert_problem(api.post(f"/v1/predictions/{pid}/cancel"), 502)
+    assert api.post(f"/v1/predictions/{pid}/cancel").status_code == 200
+
+
+def test_latency_is_added(emulator: EmulatorServer, api: httpx.Client) -> None:
+    emulator.control.set_faults(latency_ms=200)
+    started = time.monotonic()
+    api.get("/v1/webhooks/default/secret")
+    assert time.monotonic() - started >= 0.2
+
+
+def test_prefer_wait_holds_the_create_call(api: httpx.Client) -> None:
+    response = create(api, {"input": {"prompt": "x"}}, Prefer="wait=5")
+    assert response.status_code == 201
+    assert response.json()["status"] == "succeeded"
+
+
+def test_bad_knobs_are_refused(emulator: EmulatorServer) -> None:
+    response = httpx.post(
+        f"{emulator.base_url}/_emulator/faults", json={"create_errors": [200], "nope": 1}
+    )
+    assert response.status_code == 400
+    assert emulator.control.faults()["create_errors"] == []

@@ -1,0 +1,208 @@
+"""Webhooks: Standard Webhooks signatures checked by independent peers, events,
+retries of the terminal delivery only, and the drop/duplicate/reorder knobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from replicate.webhook import InvalidSignatureError, Webhooks, WebhookSigningSecret
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from replicate_emulator import EmulatorConfig, EmulatorServer
+from replicate_emulator.signing import sign
+from replicate_emulator.testing import WebhookReceiver
+
+MODEL_PATH = "/v1/models/google/nano-banana/predictions"
+ALL_EVENTS = ["start", "output", "logs", "completed"]
+
+
+def create(api: httpx.Client, url: str, events: list[str] | None = None) -> str:
+    body: dict[str, Any] = {"input": {"prompt": "sunroom"}, "webhook": url}
+    if events is not None:
+        body["webhook_events_filter"] = events
+    response = api.post(MODEL_PATH, json=body)
+    assert response.status_code == 201
+    prediction_id: str = response.json()["id"]
+    return prediction_id
+
+
+def events_by_id(emulator: EmulatorServer, prediction_id: str) -> dict[str, str]:
+    """webhook-id -> event name, from the delivery log."""
+    return {e["webhook_id"]: e["event"] for e in emulator.control.webhooks(prediction_id)}
+
+
+def test_signing_matches_the_published_test_vector() -> None:
+    headers = sign(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        b'{"test": 2432232314}',
+        timestamp=1614265330,
+    )
+    assert headers.signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_signatures_verify_with_both_libraries(
+    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    pid = create(api, receiver.url, ["completed"])
+    [delivery] = receiver.wait_for(1)
+    assert delivery.headers["content-type"] == "application/json"
+    assert delivery.headers["webhook-id"].startswith("msg_")
+
+    payload = Webhook(emulator.webhook_secret).verify(delivery.body, delivery.headers)
+    assert payload["id"] == pid
+    Webhooks.validate(
+        headers=delivery.headers,
+        body=delivery.body.decode(),
+        secret=WebhookSigningSecret(key=emulator.webhook_secret),
+        tolerance=300,
+    )
+    # The body is the prediction exactly as GET shows it.
+    assert payload == api.get(f"/v1/predictions/{pid}").json()
+
+    tampered = delivery.body.replace(b"succeeded", b"failed")
+    with pytest.raises(WebhookVerificationError):
+        Webhook(emulator.webhook_secret).verify(tampered, delivery.headers)
+    with pytest.raises(InvalidSignatureError):
+        Webhooks.validate(
+            headers=delivery.headers,
+            body=tampered.decode(),
+            secret=WebhookSigningSecret(key=emulator.webhook_secret),
+        )
+
+
+def test_all_four_events_by_default(
+    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    pid = create(api, receiver.url)
+    emulator.control.wait_for_status(pid, ["succeeded"])
+    deliveries = receiver.wait_for(5)  # start, logs, logs, output, completed
+    names = events_by_id(emulator, pid)
+    sent = [names[d.headers["webhook-id"]] for d in deliveries]
+    assert set(sent) == set(ALL_EVENTS)
+    assert sent[0] == "start"
+    assert sent[-1] == "completed"
+    assert deliveries[-1].json()["status"] == "succeeded"
+    assert deliveries[0].json()["status"] == "processing"
+    assert len({d.headers["webhook-id"] for d in deliveries}) == len(deliveries)
+
+
+def test_events_filter_is_honoured(
+    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    pid = create(api, receiver.url, ["start", "completed"])
+    emulator.control.wait_for_status(pid, ["succeeded"])
+    deliveries = receiver.wait_for(2)
+    assert [d.json()["status"] for d in deliveries] == ["processing", "succeeded"]
+    assert set(events_by_id(emulator, pid).values()) == {"start", "completed"}
+
+
+def test_terminal_webhook_is_retried_with_the_same_id(
+    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    receiver.statuses = [500, 404]
+    pid = create(api, receiver.url, ["completed"])
+    deliveries = receiver.wait_for(3)
+    assert len({d.headers["webhook-id"] for d in deliveries}) == 1
+    attempts = [(e["attempt"], e["status_code"]) for e in emulator.control.webhooks(pid)]
+    assert attempts == [(1, 500), (2, 404), (3, 200)]
+    for delivery in deliveries:
+        Webhook(emulator.webhook_secret).verify(delivery.body, delivery.headers)
+    assert pid == deliveries[-1].json()["id"]
+
+
+def test_terminal_retries_stop_after_max_attempts(
+    emulator: EmulatorServer,
+    api: httpx.Client,
+    receiver: WebhookReceiver,
+    wait_until: Callable[..., None],
+    fast_config: EmulatorConfig,
+) -> None:
+    receiver.statuses = [503] * 10
+    pid = create(api, receiver.url, ["completed"])
+    receiver.wait_for(fast_config.webhook_max_attempts)
+    wait_until(lambda: len(emulator.control.webhooks(pid)) == fast_config.webhook_max_attempts)
+
+
+def test_intermediate_webhooks_are_not_retried(
+    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    receiver.statuses = [500, 302]  # start fails, completed is redirected
+    pid = create(api, receiver.url, ["start", "completed"])
+    deliveries = receiver.wait_for(3)
+    log = [(e["event"], e["attempt"], e["status_code"]) for e in emulator.control.webhooks(pid)]
+    assert log == [("start", 1, 500), ("completed", 1, 302), ("completed", 2, 200)]
+    # A redirect is a failed delivery, never followed.
+    assert all(d.path == "/hooks/replicate" for d in deliveries)
+
+
+def test_unreachable_receiver_is_retried_then_given_up(
+    emulator: EmulatorServer, api: httpx.Client, wait_until: Callable[..., None]
+) -> None:
+    closed = WebhookReceiver()  # bound but never served: connections are refused
+    url = closed.url
+    closed.stop()
+    pid = create(api, url, ["completed"])
+    wait_until(lambda: len(emulator.control.webhooks(pid)) == 4)
+    assert all(e["error"] for e in emulator.control.webhooks(pid))
+
+
+def test_dropped_terminal_webhook_is_lost_not_retried(
+    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    emulator.control.set_faults(drop_webhooks=1)
+    lost = create(api, receiver.url, ["completed"])
+    emulator.control.wait_for_status(lost, ["succeeded"])
+    kept = create(api, receiver.url, ["completed"])
+    [delivery] = receiver.wait_for(1)
+    assert delivery.json()["id"] == kept
+    assert [e["kind"] for e in emulator.control.webhooks(lost)] == ["dropped"]
+
+
+def test_drop_all(
+    emulator: EmulatorServer,
+    api: httpx.Client,
+    receiver: WebhookReceiver,
+    wait_until: Callable[..., None],
+) -> None:
+    emulator.control.set_faults(drop_webhooks="all")
+    pid = create(api, receiver.url)
+    wait_until(lambda: "completed" in events_by_id(emulator, pid).values())
+    assert receiver.snapshot() == []
+    assert {e["kind"] for e in emulator.control.webhooks(pid)} == {"dropped"}
+
+
+def test_duplicates_carry_the_same_id(
+    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    emulator.control.set_faults(duplicate_webhooks=2)
+    create(api, receiver.url, ["completed"])
+    deliveries = receiver.wait_for(3)
+    assert len({d.headers["webhook-id"] for d in deliveries}) == 1
+    assert len({d.body for d in deliveries}) == 1
+
+
+def test_reorder_sends_the_terminal_one_first(
+    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    emulator.control.set_faults(reorder_webhooks=True)
+    pid = create(api, receiver.url, ["start", "completed"])
+    deliveries = receiver.wait_for(2)
+    assert [d.json()["status"] for d in deliveries] == ["succeeded", "processing"]
+    assert [e["event"] for e in emulator.control.webhooks(pid)] == ["completed", "start"]
+
+
+def test_redeliver_replays_identical_headers(
+    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+) -> None:
+    pid = create(api, receiver.url, ["completed"])
+    [original] = receiver.wait_for(1)
+    entry = emulator.control.redeliver(pid, "completed")
+    assert entry["kind"] == "redelivery"
+    replay = receiver.wait_for(2)[1]
+    assert replay.body == original.body
+    for header in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        assert replay.headers[header] == original.headers[header]
