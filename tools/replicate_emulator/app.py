@@ -10,10 +10,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from kit.logging import get_logger
 from replicate_emulator import api, control_api
 from replicate_emulator.config import EmulatorConfig
 from replicate_emulator.problems import problem
 from replicate_emulator.state import Emulator
+
+_log = get_logger("replicate_emulator")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -31,6 +34,7 @@ def create_app(config: EmulatorConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await emulator.close()
+        _log.info("emulator.stopped")
 
     app = Starlette(
         routes=[*api.routes, *control_api.routes],

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
+import structlog
 
 from kit.logging import bind_context, clear_context, configure_logging, get_logger
 
@@ -46,3 +48,10 @@ def test_loggers_made_before_configuration_still_write_json(
         "service": "late-service",
         "ts": event["ts"],
     }
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()

@@ -3,6 +3,8 @@ retries of the terminal delivery only, and the drop/duplicate/reorder knobs."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,15 @@ def create(api: httpx.Client, url: str, events: list[str] | None = None) -> str:
 def events_by_id(emulator: EmulatorServer, prediction_id: str) -> dict[str, str]:
     """webhook-id -> event name, from the delivery log."""
     return {e["webhook_id"]: e["event"] for e in emulator.control.webhooks(prediction_id)}
+
+
+def logged(emulator: EmulatorServer, prediction_id: str, count: int) -> list[dict[str, Any]]:
+    """The delivery log once it holds ``count`` attempts (it is written after each answer)."""
+    deadline = time.monotonic() + 5
+    while len(entries := emulator.control.webhooks(prediction_id)) < count:
+        assert time.monotonic() < deadline, entries
+        time.sleep(0.01)
+    return entries
 
 
 def test_signing_matches_the_published_test_vector() -> None:
@@ -75,12 +86,13 @@ def test_signatures_verify_with_both_libraries(
 
 
 def test_all_four_events_by_default(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer,
+    api: httpx.Client,
+    receiver: WebhookReceiver,
 ) -> None:
     pid = create(api, receiver.url)
-    emulator.control.wait_for_status(pid, ["succeeded"])
     deliveries = receiver.wait_for(5)  # start, logs, logs, output, completed
-    names = events_by_id(emulator, pid)
+    names = {e["webhook_id"]: e["event"] for e in logged(emulator, pid, 5)}
     sent = [names[d.headers["webhook-id"]] for d in deliveries]
     assert set(sent) == set(ALL_EVENTS)
     assert sent[0] == "start"
@@ -107,7 +119,7 @@ def test_terminal_webhook_is_retried_with_the_same_id(
     pid = create(api, receiver.url, ["completed"])
     deliveries = receiver.wait_for(3)
     assert len({d.headers["webhook-id"] for d in deliveries}) == 1
-    attempts = [(e["attempt"], e["status_code"]) for e in emulator.control.webhooks(pid)]
+    attempts = [(e["attempt"], e["status_code"]) for e in logged(emulator, pid, 3)]
     assert attempts == [(1, 500), (2, 404), (3, 200)]
     for delivery in deliveries:
         Webhook(emulator.webhook_secret).verify(delivery.body, delivery.headers)
@@ -118,13 +130,14 @@ def test_terminal_retries_stop_after_max_attempts(
     emulator: EmulatorServer,
     api: httpx.Client,
     receiver: WebhookReceiver,
-    wait_until: Callable[..., None],
     fast_config: EmulatorConfig,
 ) -> None:
     receiver.statuses = [503] * 10
     pid = create(api, receiver.url, ["completed"])
     receiver.wait_for(fast_config.webhook_max_attempts)
-    wait_until(lambda: len(emulator.control.webhooks(pid)) == fast_config.webhook_max_attempts)
+    assert len(logged(emulator, pid, fast_config.webhook_max_attempts)) == 4
+    time.sleep(0.3)  # longer than the next backoff would be: no fifth attempt comes
+    assert len(receiver.snapshot()) == fast_config.webhook_max_attempts
 
 
 def test_intermediate_webhooks_are_not_retried(
@@ -133,21 +146,24 @@ def test_intermediate_webhooks_are_not_retried(
     receiver.statuses = [500, 302]  # start fails, completed is redirected
     pid = create(api, receiver.url, ["start", "completed"])
     deliveries = receiver.wait_for(3)
-    log = [(e["event"], e["attempt"], e["status_code"]) for e in emulator.control.webhooks(pid)]
+    log = [(e["event"], e["attempt"], e["status_code"]) for e in logged(emulator, pid, 3)]
     assert log == [("start", 1, 500), ("completed", 1, 302), ("completed", 2, 200)]
     # A redirect is a failed delivery, never followed.
     assert all(d.path == "/hooks/replicate" for d in deliveries)
 
 
 def test_unreachable_receiver_is_retried_then_given_up(
-    emulator: EmulatorServer, api: httpx.Client, wait_until: Callable[..., None]
+    emulator: EmulatorServer,
+    api: httpx.Client,
+    fast_config: EmulatorConfig,
 ) -> None:
-    closed = WebhookReceiver()  # bound but never served: connections are refused
-    url = closed.url
-    closed.stop()
-    pid = create(api, url, ["completed"])
-    wait_until(lambda: len(emulator.control.webhooks(pid)) == 4)
-    assert all(e["error"] for e in emulator.control.webhooks(pid))
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pid = create(api, f"http://127.0.0.1:{port}/hooks", ["completed"])
+    attempts = fast_config.webhook_max_attempts
+    entries = logged(emulator, pid, attempts)
+    assert [e["error"] for e in entries] == ["ConnectError"] * attempts
 
 
 def test_dropped_terminal_webhook_is_lost_not_retried(
@@ -192,7 +208,7 @@ def test_reorder_sends_the_terminal_one_first(
     pid = create(api, receiver.url, ["start", "completed"])
     deliveries = receiver.wait_for(2)
     assert [d.json()["status"] for d in deliveries] == ["succeeded", "processing"]
-    assert [e["event"] for e in emulator.control.webhooks(pid)] == ["completed", "start"]
+    assert [e["event"] for e in logged(emulator, pid, 2)] == ["completed", "start"]
 
 
 def test_redeliver_replays_identical_headers(
