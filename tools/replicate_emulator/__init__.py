@@ -10,9 +10,11 @@ from __future__ import annotations
 from replicate_emulator.app import create_app
 from replicate_emulator.config import EmulatorConfig, config_from_env
 from replicate_emulator.control import ControlClient, ControlError, FaultKnobs
+from replicate_emulator.control_async import AsyncControlClient
 from replicate_emulator.server import EmulatorServer
 
 __all__ = [
+    "AsyncControlClient",
     "ControlClient",
     "ControlError",
     "EmulatorConfig",

@@ -16,6 +16,8 @@ from starlette.routing import Route
 from replicate_emulator.engine import AdvanceRefused
 from replicate_emulator.state import emulator_of
 
+ADVANCE_STATUSES = frozenset({"processing", "succeeded", "failed", "canceled", "aborted"})
+
 
 def _error(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
@@ -81,8 +83,8 @@ async def advance(request: Request) -> Response:
     if prediction is None:
         return _error(404, "unknown prediction")
     body = await _json_object(request)
-    if body is None or not isinstance(body.get("status"), str):
-        return _error(400, 'expected {"status": "..."}')
+    if body is None or body.get("status") not in ADVANCE_STATUSES:
+        return _error(400, f"expected {{'status': one of {sorted(ADVANCE_STATUSES)}}}")
     try:
         await emulator.engine.advance(prediction, body["status"])
     except AdvanceRefused as exc:

@@ -98,7 +98,11 @@ class Engine:
         return prediction
 
     async def advance(self, prediction: Prediction, status: str) -> None:
-        """Move ``prediction`` to ``status`` now, for deterministic tests."""
+        """Move ``prediction`` to ``status`` now, for deterministic tests.
+
+        ``status`` is processing, succeeded, failed, canceled or aborted (checked by
+        the caller). A forced success still fails if an input cannot be fetched.
+        """
         if prediction.terminal:
             raise AdvanceRefused(f"prediction is already {prediction.status}")
         if status == "aborted":
@@ -107,14 +111,12 @@ class Engine:
             self._finish(prediction, "aborted")
         elif status == "canceled":
             self._finish(prediction, "canceled")
-        elif status in {"processing", "succeeded", "failed"}:
+        else:  # processing, succeeded or failed: all go through the start first
             self._start(prediction)
             if status == "failed":
                 self._finish(prediction, "failed", ADVANCED_FAILURE)
             elif status == "succeeded":
                 self._settle(prediction, await self._work[prediction.id], honour_faults=False)
-        else:
-            raise AdvanceRefused(f"unknown status {status}")
 
     # -- lifecycle ------------------------------------------------------------------
 

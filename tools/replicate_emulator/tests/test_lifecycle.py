@@ -9,7 +9,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from replicate_emulator import ControlError, EmulatorServer
+from replicate_emulator import AsyncControlClient, ControlError, EmulatorServer
 from replicate_emulator.testing import WebhookReceiver
 
 MODEL_PATH = "/v1/models/google/nano-banana/predictions"
@@ -172,3 +172,23 @@ def test_reset_forgets_everything(emulator: EmulatorServer, api: httpx.Client) -
     assert emulator.control.faults()["create_errors"] == []
     assert emulator.control.wait_for_status(create(api), ["succeeded"])["status"] == "succeeded"
     assert len(emulator.control.predictions()) == 1
+
+
+async def test_async_control_client(emulator: EmulatorServer, api: httpx.Client) -> None:
+    async with AsyncControlClient(emulator.base_url) as control:
+        await control.set_faults(hold=True)
+        pid = create(api)
+        processing = await control.wait_for_status(pid, ["processing"])
+        assert processing["status"] == "processing"
+        assert (await control.advance(pid, "succeeded"))["status"] == "succeeded"
+        assert [p["id"] for p in await control.predictions()] == [pid]
+        await control.reset()
+        assert await control.predictions() == []
+
+
+def test_advance_to_an_unknown_status_is_refused(
+    emulator: EmulatorServer, api: httpx.Client
+) -> None:
+    pid = create(api)
+    with pytest.raises(ControlError, match="400"):
+        emulator.control.advance(pid, "finished")

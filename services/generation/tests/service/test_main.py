@@ -1,0 +1,87 @@
+"""``python -m generation`` as a real process: migrates, serves, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from generation.wiring import SERVICE_NAME
+from launcher.components import free_port
+from testkit.plugin import S3Endpoint
+
+
+async def _serving(target: str, service: str, deadline: float) -> int:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        end = asyncio.get_running_loop().time() + deadline
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                return int(reply.status)
+            except grpc.aio.AioRpcError:
+                if asyncio.get_running_loop().time() > end:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def test_starts_serves_and_stops_gracefully(
+    database_factory: Callable[[str], str], s3_server: S3Endpoint, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        **s3_server.env(),
+        "GENERATION_DATABASE_URL": database_factory("gen_main"),
+        "GENERATION_GRPC_PORT": str(port),
+        "SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    log_path = tmp_path / "generation.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "generation"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        target = f"127.0.0.1:{port}"
+        assert await _serving(target, "", 30) == health_pb2.HealthCheckResponse.SERVING
+        assert await _serving(target, SERVICE_NAME, 5) == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log_path.read_text()
+    assert code == 0, output
+    assert '"event": "grpc.stopping"' in output
+    assert '"event": "grpc.stopped"' in output
+
+
+async def test_a_bad_runtime_config_stops_the_start_naming_the_key(
+    tmp_path: Path, s3_server: S3Endpoint
+) -> None:
+    bad = tmp_path / "runtime.toml"
+    bad.write_text('[plans.free]\nname = "free"\nmonthly_generations = "lots"\n')
+    env = {
+        **os.environ,
+        **s3_server.env(),
+        "GENERATION_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none",
+        "RUNTIME_CONFIG_FILE": str(bad),
+    }
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "generation"],
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert b"plans.free.monthly_generations" in result.stderr
+    assert b"Traceback" not in result.stderr

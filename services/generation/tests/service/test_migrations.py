@@ -1,0 +1,119 @@
+"""The first migration holds every constraint the invariants rely on."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from generation.persistence.models import Base
+from generation.wiring import MIGRATIONS
+from kit.db import run_migrations
+
+
+@pytest.fixture
+async def engine(database_factory: Callable[[str], str]) -> AsyncIterator[AsyncEngine]:
+    url = database_factory("gen_migrations")
+    await run_migrations(MIGRATIONS, url)
+    await run_migrations(MIGRATIONS, url)  # twice: a no-op
+    engine = create_async_engine(url)
+    yield engine
+    await engine.dispose()
+
+
+async def test_models_match_the_migrations(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        diff = await connection.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+        )
+    # The version table is Alembic's own, not a model.
+    assert [
+        d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith("alembic"))
+    ] == []
+
+
+def _job(owner: uuid.UUID, status: str, key: str | None = None) -> dict[str, object]:
+    now = datetime.now(UTC)
+    return {
+        "id": uuid.uuid4(),
+        "owner": owner,
+        "key": key,
+        "status": status,
+        "now": now,
+    }
+
+
+_INSERT_JOB = text(
+    "INSERT INTO generation_jobs (id, owner_id, idempotency_key, request_fingerprint, mode,"
+    " status, created_at, updated_at) VALUES (:id, :owner, :key, 'f', 'imagine', :status,"
+    " :now, :now)"
+)
+
+
+async def _insert(engine: AsyncEngine, row: dict[str, object]) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(_INSERT_JOB, row)
+
+
+async def test_one_inflight_job_per_owner(engine: AsyncEngine) -> None:
+    owner = uuid.uuid4()
+    await _insert(engine, _job(owner, "starting"))
+    with pytest.raises(IntegrityError, match="uq_generation_jobs_one_inflight_per_owner"):
+        await _insert(engine, _job(owner, "processing"))
+    await _insert(engine, _job(owner, "succeeded"))
+    await _insert(engine, _job(owner, "failed"))
+    await _insert(engine, _job(uuid.uuid4(), "processing"))
+
+
+async def test_idempotency_key_unique_per_owner(engine: AsyncEngine) -> None:
+    owner = uuid.uuid4()
+    await _insert(engine, _job(owner, "succeeded", key="k"))
+    with pytest.raises(IntegrityError, match="uq_generation_jobs_owner_key"):
+        await _insert(engine, _job(owner, "failed", key="k"))
+    await _insert(engine, _job(uuid.uuid4(), "failed", key="k"))
+
+
+async def test_unknown_status_is_refused(engine: AsyncEngine) -> None:
+    with pytest.raises(IntegrityError, match="status_known"):
+        await _insert(engine, _job(uuid.uuid4(), "exploded"))
+
+
+async def test_one_render_per_job_and_one_variant_per_index(engine: AsyncEngine) -> None:
+    row = _job(uuid.uuid4(), "succeeded")
+    await _insert(engine, row)
+    render = {"id": uuid.uuid4(), "job": row["id"], "owner": row["owner"]}
+    insert_render = text(
+        "INSERT INTO renders (id, job_id, owner_id, mode) VALUES (:id, :job, :owner, 'imagine')"
+    )
+    async with engine.begin() as connection:
+        await connection.execute(insert_render, render)
+    with pytest.raises(IntegrityError, match="uq_renders_job_id"):
+        async with engine.begin() as connection:
+            await connection.execute(insert_render, {**render, "id": uuid.uuid4()})
+    insert_variant = text(
+        "INSERT INTO render_variants (id, render_id, idx, object_key)"
+        " VALUES (:id, :render, 0, 'renders/x/0.jpg')"
+    )
+    async with engine.begin() as connection:
+        await connection.execute(insert_variant, {"id": uuid.uuid4(), "render": render["id"]})
+    with pytest.raises(IntegrityError, match="uq_render_variants_render_idx"):
+        async with engine.begin() as connection:
+            await connection.execute(insert_variant, {"id": uuid.uuid4(), "render": render["id"]})
+
+
+async def test_lookup_indexes_exist(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        names = set((await connection.execute(text("SELECT indexname FROM pg_indexes"))).scalars())
+    assert {
+        "uq_generation_jobs_prediction_id",
+        "ix_generation_jobs_owner_created",
+        "uq_generation_jobs_one_inflight_per_owner",
+        "ix_renders_owner_created",
+    } <= names
