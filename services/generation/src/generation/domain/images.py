@@ -8,9 +8,11 @@ never decoded. The limit is the lower of the config's ``max_pixels`` and Pillow'
 ``MAX_IMAGE_PIXELS``, so Pillow does not reach its own bomb warning either (its
 size is checked again after it reads the header); no global Pillow setting is changed.
 
-Cleaning re-encodes the pixels: EXIF (GPS, camera serials), XMP, comments and PNG
-text chunks are dropped, after the EXIF orientation has been applied so the photo
-stays upright. The ICC profile is kept: it is colour data, not personal data, and
+Cleaning drops EXIF (GPS, camera serials), XMP, comments and PNG text chunks. A
+JPEG or PNG that needs no rotation keeps its compressed pixels: the metadata is
+cut out losslessly (``image_strip``) after the image was decoded for validation.
+Anything else is re-encoded after the EXIF orientation has been applied, so the
+photo stays upright. The ICC profile is kept: it is colour data, not personal data, and
 dropping it would shift colours. It is dropped only when the pixels leave their
 colour model (CMYK -> RGB), where it would no longer match.
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
+from generation.domain.image_strip import strip_jpeg, strip_png
 from kit.errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
 from kit.runtime_config import Uploads
 
@@ -37,6 +40,8 @@ _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 # Pillow formats accepted for each signature (phones write some JPEGs as MPO).
 _PILLOW_FORMATS = {"image/jpeg": ("JPEG", "MPO"), "image/png": ("PNG",), "image/webp": ("WEBP",)}
 _PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "RGB", "RGBA"})
+# Modes stored as they are; others (CMYK JPEG, palette PNG) are converted by re-encoding.
+_LOSSLESS_MODES = {"image/jpeg": frozenset({"L", "RGB"}), "image/png": _PNG_MODES}
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ def inspect_and_clean(data: bytes, uploads: Uploads, field: str) -> CleanImage:
         raise ValidationError(
             f"{field} has too many pixels (at most {limit / 1_000_000:g} megapixels)"
         )
+    lossless = _clean_losslessly(data, mime_type, limit, uploads, field)
+    if lossless is not None:
+        return CleanImage(lossless, mime_type, _EXTENSIONS[mime_type], width, height)
     try:
         image = _decode(data, _PILLOW_FORMATS[mime_type], limit)
     except Exception as exc:
@@ -85,8 +93,40 @@ def inspect_and_clean(data: bytes, uploads: Uploads, field: str) -> CleanImage:
         )
 
 
-def _decode(data: bytes, formats: tuple[str, ...], limit: int) -> Image.Image:
-    """The fully decoded image; raises when Pillow disagrees with the signature."""
+def _clean_losslessly(
+    data: bytes, mime_type: str, limit: int, uploads: Uploads, field: str
+) -> bytes | None:
+    """JPEG/PNG that need no rotation: validated by decoding, metadata cut out.
+
+    A JPEG is decoded at 1/8 scale: every block of the entropy-coded data is still
+    read (a truncated or corrupt file fails), without the full-size pixels.
+    Answers None when the image must be re-encoded instead.
+    """
+    if mime_type not in {"image/jpeg", "image/png"}:
+        return None
+    try:
+        image = _open(data, _PILLOW_FORMATS[mime_type], limit)
+        with image:
+            if _orientation(image) != 1 or image.mode not in _LOSSLESS_MODES[mime_type]:
+                return None
+            if mime_type == "image/jpeg":
+                image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except Exception as exc:
+        raise _unsupported(uploads, field) from exc
+    return strip_jpeg(data) if mime_type == "image/jpeg" else strip_png(data)
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation (1 = upright); None when the EXIF cannot be read."""
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:
+        return None
+
+
+def _open(data: bytes, formats: tuple[str, ...], limit: int) -> Image.Image:
+    """The image, opened but not decoded; raises when Pillow disagrees with the signature."""
     with Image.open(io.BytesIO(data), formats=formats[:1]) as probe:
         probe.verify()
     image = Image.open(io.BytesIO(data), formats=formats[:1])
@@ -96,6 +136,16 @@ def _decode(data: bytes, formats: tuple[str, ...], limit: int) -> Image.Image:
         # Pillow's size is what it will allocate; a header crafted to disagree is refused.
         if image.width * image.height > limit:
             raise ValueError("decoded size differs from the header")
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def _decode(data: bytes, formats: tuple[str, ...], limit: int) -> Image.Image:
+    """The fully decoded image."""
+    image = _open(data, formats, limit)
+    try:
         image.load()
     except BaseException:
         image.close()
