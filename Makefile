@@ -28,6 +28,11 @@ run: $(STAMP)
 test: $(STAMP)
 	@$(BIN)/python -m pytest
 
+# The benchmarks (bench/README.md): the real system under locust, every figure a ratio
+# against its parts measured in the same run. Minutes long; never part of `make test`.
+bench: $(STAMP)
+	@$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: $(STAMP)
 	@echo "==> ruff check"
 	@$(BIN)/ruff check .

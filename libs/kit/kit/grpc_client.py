@@ -18,6 +18,9 @@ def create_channel(target: str, max_message_bytes: int = 24 * 1024 * 1024) -> gr
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.enable_retries", 1),
+            # Spread calls over every address the name resolves to (several replicas
+            # behind a headless Service / dns:/// target), not just the first one.
+            ("grpc.lb_policy_name", "round_robin"),
         ],
     )
 

@@ -1,7 +1,7 @@
 """The gRPC server bootstrap every service uses.
 
-``grpc.aio`` with the standard health service and reflection, two interceptors
-(request context + logs, and domain errors -> rich status), deliberate message
+``grpc.aio`` with the standard health service and reflection, three interceptors
+(request context + logs, per-rpc metrics, domain errors -> rich status), deliberate message
 size limits, and a graceful stop: health goes NOT_SERVING, in-flight calls get
 ``grace`` seconds, then the owner's cleanup (engine disposal) runs.
 """
@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from kit.grpc_interceptors import DomainErrorInterceptor, RequestContextInterceptor
 from kit.logging import get_logger
+from kit.metrics import MetricsInterceptor
 
 log = get_logger("kit.grpc_server")
 
@@ -50,11 +51,18 @@ class GrpcServer:
         self._on_stop = on_stop
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[RequestContextInterceptor(), DomainErrorInterceptor()],
+            interceptors=[
+                RequestContextInterceptor(),
+                MetricsInterceptor(),
+                DomainErrorInterceptor(),
+            ],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                # Clients reconnect every few minutes, so new replicas get their share.
+                ("grpc.max_connection_age_ms", 5 * 60 * 1000),
+                ("grpc.max_connection_age_grace_ms", 30 * 1000),
             ],
         )
         self.port = 0

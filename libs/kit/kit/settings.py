@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -63,6 +63,12 @@ class S3Settings(BaseSettings):
     # Base for public render URLs (bucket with anonymous read, or a CDN). Unset:
     # the edge serves `public/...` objects itself.
     s3_public_base_url: str | None = Field(default=None, alias="S3_PUBLIC_BASE_URL")
+
+    @field_validator("s3_public_base_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # An empty variable means "not configured", as everywhere else.
+        return value.strip() or None if value is not None else None
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -74,3 +74,12 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_runtime_config(broken)
     with pytest.raises(RuntimeConfigError, match="cannot read"):
         load_runtime_config(tmp_path / "absent.toml")
+
+
+def test_empty_public_base_url_means_unset() -> None:
+    from kit.settings import S3Settings
+
+    settings = S3Settings(
+        S3_ENDPOINT="s3:9000", S3_ACCESS_KEY="a", S3_SECRET_KEY="b", S3_PUBLIC_BASE_URL=" "
+    )
+    assert settings.s3_public_base_url is None

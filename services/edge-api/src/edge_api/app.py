@@ -17,6 +17,7 @@ from edge_api.routes import API_PREFIX, generations, health, public, usage
 from edge_api.settings import EdgeSettings
 from edge_api.state import EdgeState
 from kit.logging import get_logger
+from kit.metrics import install_http_metrics
 from kit.runtime_config import RuntimeConfig
 
 log = get_logger("edge_api.app")
@@ -74,6 +75,8 @@ def create_app(
         RequestContextMiddleware,
         body_limit=settings.request_limit(runtime_config.uploads.max_bytes),
     )
+    # Outermost: counts the status clients got. GET /metrics is never routed by Envoy.
+    install_http_metrics(app)
     app.include_router(generations.router)
     app.include_router(usage.router)
     app.include_router(health.router)

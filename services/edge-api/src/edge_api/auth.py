@@ -55,7 +55,7 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise Unauthorized() from None
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not _UUID.match(subject):
+        if not isinstance(subject, str) or not _UUID.fullmatch(subject):
             raise Unauthorized()
         return subject.lower()
 

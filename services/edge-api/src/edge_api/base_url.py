@@ -64,9 +64,9 @@ def request_base_url(request: Request, trusted_proxies: TrustedProxies) -> str:
         if forwarded_proto in _SCHEMES:
             scheme = forwarded_proto
         forwarded_host = _nearest(request.headers.get("x-forwarded-host"))
-        if _HOST.match(forwarded_host):
+        if _HOST.fullmatch(forwarded_host):
             host = forwarded_host
-    if not _HOST.match(host):
+    if not _HOST.fullmatch(host):
         host = _server_address(request)
     return f"{scheme}://{host.lower()}"
 

@@ -54,7 +54,8 @@ def error_response(
     """The JSON error answer; ``details`` become extra keys of the error object."""
     body: dict[str, str] = {"code": code, "message": message}
     for key, value in (details or {}).items():
-        if key not in _RESERVED_KEYS and _DETAIL_KEY.match(key) and len(value) <= _MAX_DETAIL_VALUE:
+        safe_key = key not in _RESERVED_KEYS and _DETAIL_KEY.fullmatch(key)
+        if safe_key and len(value) <= _MAX_DETAIL_VALUE:
             body[key] = value
     all_headers = dict(headers or {})
     if status == 401:

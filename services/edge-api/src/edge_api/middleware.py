@@ -2,9 +2,11 @@
 
 A pure ASGI middleware (no buffering): it takes a sane incoming ``X-Request-ID``
 or makes one, binds it to the log context (so outgoing gRPC calls carry it),
-echoes it on every answer, refuses bodies over the cap (up front by
-``Content-Length``, and while streaming), writes one access log line, and turns
-any exception nobody handled into the generic 500 JSON body.
+echoes it on every answer, refuses header blocks over 32 KiB (431, as Envoy in
+front does; uvicorn's httptools parser has no such limit of its own) and bodies
+over the cap (up front by ``Content-Length``, and while streaming), writes one
+access log line, and turns any exception nobody handled into the generic 500 JSON
+body.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge_api.errors import domain_error_response, internal_error_response
+from edge_api import metrics
+from edge_api.errors import domain_error_response, error_response, internal_error_response
 from kit.errors import PayloadTooLarge, ValidationError
 from kit.logging import bind_context, clear_context, get_logger
 
@@ -26,12 +29,20 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # Visible ASCII only, short: safe to echo in a header and to log.
 _SANE_REQUEST_ID = re.compile(r"^[!-~]{1,64}$")
 _MAX_LOGGED_PATH = 200
+# The same ceiling as Envoy's max_request_headers_kb (deploy/envoy/envoy.yaml).
+MAX_HEADER_BYTES = 32 * 1024
+
+
+def _header_bytes(scope: Scope) -> int:
+    """Size of the request line's target and every header, as sent."""
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    return size + sum(len(name) + len(value) for name, value in scope.get("headers", ()))
 
 
 def request_id_from(headers: Headers) -> str:
     """The caller's request id when it is sane, else a new one."""
     incoming = headers.get(REQUEST_ID_HEADER, "")
-    return incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    return incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
 
 def _declared_length(headers: Headers) -> int | None:
@@ -83,6 +94,12 @@ class RequestContextMiddleware:
 
         bind_context(requestId=request_id)
         try:
+            if _header_bytes(scope) > MAX_HEADER_BYTES:
+                too_large = error_response(
+                    431, "VALIDATION_ERROR", "The request headers are too large."
+                )
+                await too_large(scope, receive, send_with_id)
+                return
             declared = _declared_length(headers)
             if declared is not None and declared > self.body_limit:
                 raise PayloadTooLarge("The request body is too large.")
@@ -104,6 +121,7 @@ class RequestContextMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None) or str(scope.get("path", ""))[:_MAX_LOGGED_PATH]
         owner_id = scope.get("state", {}).get("owner_id")
+        metrics.record_answer(scope.get("method"), template, status)
         fields = {
             "method": scope.get("method"),
             "route": template,

@@ -41,8 +41,12 @@ class EdgeState:
         return self.settings.grpc_deadline_seconds
 
 
-def get_state(request: Request) -> EdgeState:
-    """FastAPI dependency: the app's state."""
+async def get_state(request: Request) -> EdgeState:
+    """FastAPI dependency: the app's state.
+
+    A coroutine on purpose: FastAPI runs a plain ``def`` dependency in its thread
+    pool, a thread hop on every request for a single attribute read.
+    """
     state: EdgeState = request.app.state.edge
     return state
 

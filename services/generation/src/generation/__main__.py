@@ -8,6 +8,7 @@ import sys
 from generation.settings import GenerationSettings
 from generation.wiring import build_app
 from kit.logging import configure_logging, get_logger
+from kit.metrics import start_metrics_server
 from kit.runtime_config import RuntimeConfigError
 from kit.settings import load_settings
 
@@ -21,6 +22,7 @@ async def main() -> None:
     app = await build_app(settings)
     if app.sweeper is not None:
         app.sweeper.start()
+    start_metrics_server(settings.metrics_port, settings.metrics_host)
     await app.server.serve_until_signal(settings.shutdown_grace_seconds)
 
 

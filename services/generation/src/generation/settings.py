@@ -25,3 +25,14 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
     # The background sweep (lost webhooks, timeouts, settlement); off only in tests.
     sweep_enabled: bool = Field(default=True, alias="SWEEP_ENABLED")
     run_migrations: bool = Field(default=True, alias="RUN_MIGRATIONS")
+    # Prometheus exporter (GET /metrics) on its own port; 0 turns it off.
+    metrics_port: int = Field(
+        default=9101,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("GENERATION_METRICS_PORT", "METRICS_PORT"),
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("GENERATION_METRICS_HOST", "METRICS_HOST"),
+    )

@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from kit.logging import configure_logging, get_logger
+from kit.metrics import start_metrics_server
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
 from usage.settings import UsageSettings
@@ -20,6 +21,7 @@ async def serve(settings: UsageSettings) -> None:
     await migrate(settings.database_url.get_secret_value())
     log.info("usage.migrated")
     server, _ = build_server(settings, runtime_config=config)
+    start_metrics_server(settings.metrics_port, settings.metrics_host)
     await server.serve_until_signal(settings.shutdown_grace_seconds)
 
 

@@ -28,3 +28,13 @@ class UsageSettings(GrpcServerSettings, DatabaseSettings):
         default=10.0, gt=0, alias="AUDIT_CALL_TIMEOUT_SECONDS"
     )
     audit_page_size: int = Field(default=500, gt=0, le=1000, alias="AUDIT_PAGE_SIZE")
+    # Prometheus exporter (GET /metrics) on its own port; 0 turns it off.
+    metrics_port: int = Field(
+        default=9102,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices("USAGE_METRICS_PORT", "METRICS_PORT"),
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", validation_alias=AliasChoices("USAGE_METRICS_HOST", "METRICS_HOST")
+    )

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from kit.clock import Clock, SystemClock
 from kit.logging import get_logger
+from kit.metrics import install_http_metrics
 from kit.runtime_config import RuntimeConfig, load_runtime_config
 from webhook_gateway.forwarder import GenerationForwarder
 from webhook_gateway.middleware import RequestIdMiddleware
@@ -82,4 +83,6 @@ def create_app(
     )
     # Replicate follows no redirects: `/path/` must be a 404, not a 307 to `/path`.
     app.router.redirect_slashes = False
+    # GET /metrics on the gateway's own port; Envoy routes only the webhook path here.
+    install_http_metrics(app)
     return app

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from kit.logging import get_logger
+from webhook_gateway import metrics
 from webhook_gateway.forwarder import EventRejected, ForwardFailed, GenerationForwarder
 from webhook_gateway.responses import error_response
 from webhook_gateway.signatures import ID_HEADER, SignatureRejected, WebhookVerifier
@@ -50,6 +51,7 @@ class WebhookEndpoint:
     async def handle(self, request: Request) -> Response:
         """The whole webhook flow; answers are fixed texts, never provider content."""
         delivery_id = _delivery_id(request)
+        metrics.RECEIVED.inc()
         try:
             body = await read_capped_body(request, self._max_body_bytes)
         except BodyTooLarge:
@@ -59,6 +61,7 @@ class WebhookEndpoint:
             return response
         except ClientDisconnect:
             self._log.info("webhook.abandoned", deliveryId=delivery_id)
+            metrics.rejected("incomplete")
             return error_response(400, "VALIDATION_ERROR", "The request body was incomplete.")
         self._log.info("webhook.received", deliveryId=delivery_id, bytes=len(body))
         if self._verifier is not None:
@@ -75,13 +78,16 @@ class WebhookEndpoint:
             result = await self._forwarder.apply_event(body, delivery_id)
         except EventRejected:
             self._log.warning(_FAILED, deliveryId=delivery_id, grpcCode="INVALID_ARGUMENT")
+            metrics.forward_failed("INVALID_ARGUMENT")
             return error_response(400, "VALIDATION_ERROR", "The webhook event could not be read.")
         except ForwardFailed as failed:
             self._log.warning(_FAILED, deliveryId=delivery_id, grpcCode=failed.grpc_code)
+            metrics.forward_failed(failed.grpc_code)
             return _retry_later()
         except Exception:
             # Any other failure still means "not applied": the provider must retry.
             self._log.exception(_FAILED, deliveryId=delivery_id, grpcCode="UNKNOWN")
+            metrics.forward_failed("UNKNOWN")
             return _retry_later()
         self._log.info(
             "webhook.forwarded",
@@ -90,10 +96,12 @@ class WebhookEndpoint:
             jobId=result.job_id,
             status=result.status,
         )
+        metrics.forwarded(result.outcome)
         return JSONResponse({"received": True, "outcome": result.outcome})
 
     def _rejected(self, status: int, reason: str, delivery_id: str) -> Response:
         self._log.warning("webhook.rejected", reason=reason, deliveryId=delivery_id)
+        metrics.rejected(reason)
         code, message = _REJECTIONS[status]
         return error_response(status, code, message)
 

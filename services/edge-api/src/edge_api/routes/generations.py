@@ -25,13 +25,20 @@ router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 JSON_TYPE = b"application/json"
-JobId = Annotated[str, Path(description="The job id (a UUID); anything else is 404.")]
+# The pattern is documented only: FastAPI would answer 400, and anything else is 404.
+JobId = Annotated[
+    str,
+    Path(
+        description="The job id (a UUID); anything else is 404.",
+        json_schema_extra={"pattern": _UUID.pattern.replace("0-9a-f", "0-9a-fA-F")},
+    ),
+]
 
 
 def _job_id(raw: str) -> str:
     """A canonical job id; anything that is not a UUID is simply not found."""
     job_id = raw.lower()
-    if not _UUID.match(job_id):
+    if not _UUID.fullmatch(job_id):
         raise NotFound()
     return job_id
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from edge_api.openapi import errors
 from edge_api.state import EdgeState, State
@@ -26,7 +27,7 @@ _JPEG = "image/jpeg"
 
 
 def _object_key(render_id: str, file_name: str) -> str:
-    if not _RENDER_ID.match(render_id) or not _FILE_NAME.match(file_name):
+    if not _RENDER_ID.fullmatch(render_id) or not _FILE_NAME.fullmatch(file_name):
         raise NotFound()
     return f"renders/{render_id}/{file_name}"
 
@@ -42,6 +43,18 @@ def _not_modified(request: Request, etag: str) -> bool:
 
 
 _PATH = "/public/renders/{render_id}/{file_name}"
+# Documented only (not validated by FastAPI, which would answer 400): anything else is 404.
+RenderId = Annotated[
+    str,
+    Path(
+        description="The render id (a lowercase UUID).",
+        json_schema_extra={"pattern": _RENDER_ID.pattern},
+    ),
+]
+FileName = Annotated[
+    str,
+    Path(description="`<idx>.jpg`, idx 0-999.", json_schema_extra={"pattern": _FILE_NAME.pattern}),
+]
 
 
 @router.get(
@@ -54,7 +67,9 @@ _PATH = "/public/renders/{render_id}/{file_name}"
         **errors(404, 503),
     },
 )
-async def get_render(render_id: str, file_name: str, request: Request, state: State) -> Response:
+async def get_render(
+    render_id: RenderId, file_name: FileName, request: Request, state: State
+) -> Response:
     """The JPEG at `renders/<render_id>/<idx>.jpg` in the public bucket."""
     key = _object_key(render_id, file_name)
     data = await _storage(state).get_bytes(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from generation import metrics
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import variant_key
 
@@ -28,5 +29,8 @@ async def store_render_variants(
         if await ctx.storage.stat(ctx.public_bucket, key) is None:
             data = await ctx.provider.download_output(url, max_bytes)
             await ctx.storage.put_bytes(ctx.public_bucket, key, data, OUTPUT_CONTENT_TYPE)
+            metrics.asset("stored")
+        else:
+            metrics.asset("already_stored")
         keys.append(key)
     return keys

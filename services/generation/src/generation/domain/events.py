@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 
+from generation import metrics
 from generation.domain import jobs
 from generation.domain.assets import store_render_variants
 from generation.domain.context import GenerationContext
@@ -60,6 +61,7 @@ async def apply_prediction(
         changed = await end_without_output(ctx, job, _error_for(prediction), target)
     if changed:
         log.info("job.transition", **_fields(job, target), source=source)
+        metrics.job_transition(target, source)
     async with session_scope(ctx.sessions) as session:
         current = await JobRepository(session).get(job.id)
     return (Outcome.APPLIED if changed else Outcome.STALE), current
@@ -109,6 +111,7 @@ async def _finish_with_output(
         # Left in flight: a retried webhook, a refresh or the sweep will try again
         # (the overall timeout ends it if the output never becomes reachable).
         log.warning("job.assets_deferred", **_fields(job, job.status), error=type(error).__name__)
+        metrics.asset("deferred")
         raise
     now = ctx.clock.now()
     async with session_scope(ctx.sessions) as session:

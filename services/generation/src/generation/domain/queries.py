@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from datetime import timedelta
 
+from generation import metrics
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction, end_without_output
@@ -73,7 +74,10 @@ async def poll_and_apply(ctx: GenerationContext, job: GenerationJob, source: str
         prediction = await ctx.provider.get_prediction(job.prediction_id)
     except PredictionNotFound:
         log.warning("job.prediction_missing", **fields, status=jobs.FAILED, source=source)
-        return await end_without_output(ctx, job, jobs.PROVIDER_FAILED, jobs.FAILED)
+        ended = await end_without_output(ctx, job, jobs.PROVIDER_FAILED, jobs.FAILED)
+        if ended:
+            metrics.job_transition(jobs.FAILED, source)
+        return ended
     except ProviderError as error:
         log.warning(
             "job.poll_failed",
@@ -129,6 +133,7 @@ async def cancel_generation(
         predictionId=job.prediction_id,
         status=jobs.CANCELED,
     )
+    metrics.job_transition(jobs.CANCELED, "user")
     return view
 
 

@@ -8,6 +8,7 @@ sweep to finish.
 
 from __future__ import annotations
 
+from generation import metrics
 from generation.domain.context import GenerationContext
 from generation.persistence.models import GenerationJob
 from generation.persistence.repositories import JobRepository
@@ -31,6 +32,7 @@ async def refund(ctx: GenerationContext, job: GenerationJob) -> bool:
             status=job.status,
             code=error.code,
         )
+        metrics.settlement("refund", "deferred")
         return False
     async with session_scope(ctx.sessions) as session:
         await JobRepository(session).mark_refunded(job.id)
@@ -41,6 +43,7 @@ async def refund(ctx: GenerationContext, job: GenerationJob) -> bool:
         predictionId=job.prediction_id,
         status=job.status,
     )
+    metrics.settlement("refund", "done")
     return True
 
 
@@ -53,11 +56,13 @@ async def charge(ctx: GenerationContext, job: GenerationJob) -> None:
         raise
     except DomainError as error:
         log.warning("ledger.debit_deferred", **fields, code=error.code)
+        metrics.settlement("debit", "deferred")
         return
     async with session_scope(ctx.sessions) as session:
         refund_due = await JobRepository(session).mark_charged(job.id, ctx.clock.now())
         current = await JobRepository(session).get(job.id)
     log.info("ledger.debited", **fields, status=current.status if current else None)
+    metrics.settlement("debit", "done")
     if refund_due and current is not None:
         # The job ended while the debit was in flight: give it straight back.
         await refund(ctx, current)

@@ -3,7 +3,8 @@
 1. idempotency lookup: the same key from the same owner returns the same job
    (a different request under the same key is refused);
 2. validation and moderation of fields and images (nothing stored yet);
-3. one-in-flight pre-check, then the quota check at the usage service;
+3. one-in-flight pre-check (a refusal looks the key up again: a parallel
+   request with the same key may hold the slot), then the quota check;
 4. inputs (metadata stripped) uploaded to ``private/<owner>/inputs/<uuid>.<ext>``;
 5. the job row, ``starting``: the partial unique index is the real in-flight
    guard (a violation is TOO_MANY_INFLIGHT; a duplicate key returns the winner);
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
+from generation import metrics
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.domain.images import CleanImage, inspect_and_clean
@@ -105,7 +107,14 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
     )
     images = await _clean_images(ctx, command)
     webhook_url = _webhook_url(ctx, command)
-    await _precheck(ctx, command.owner_id)
+    try:
+        await _precheck(ctx, command.owner_id)
+    except TooManyInflight:
+        # The job holding the slot may be a parallel request's under the same key.
+        replay = await _replay(ctx, command, request_fingerprint)
+        if replay is None:
+            raise
+        return replay
     input_keys = await _upload_inputs(ctx, command.owner_id, images)
     job = _new_job(ctx, command, validated, input_keys, request_fingerprint)
     inserted = await _insert_job(ctx, job, command)
@@ -115,10 +124,12 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
         "job.submitted",
         ownerId=str(job.owner_id),
         jobId=str(job.id),
+        predictionId=job.prediction_id,  # None until the provider accepts: the key is always there
         status=job.status,
         mode=job.mode,
         inputs=len(input_keys),
     )
+    metrics.job_transition(jobs.STARTING, "submit")
     prompt = compose_prompt(
         validated.mode,
         validated.prompt,
@@ -243,7 +254,8 @@ async def _insert_job(
     except IntegrityError as error:
         constraint = violated_constraint(error)
     await _discard_inputs(ctx, list(job.input_keys))
-    if constraint == _KEY_CONSTRAINT and command.idempotency_key:
+    # A parallel request with the same key can trip either index (whichever is checked first).
+    if command.idempotency_key:
         replay = await _replay(ctx, command, job.request_fingerprint)
         if replay is not None:
             return replay.job
@@ -279,6 +291,7 @@ async def _create_prediction(
         log.error(
             "job.provider_create_failed", **fields, status=jobs.FAILED, error=type(error).__name__
         )
+        metrics.job_transition(jobs.FAILED, "submit")
         raise UpstreamError() from error
     except BaseException:
         # Cancelled or crashed mid-call: never leave the in-flight slot held.
@@ -316,6 +329,7 @@ async def _attach_and_charge(
         await _cancel_quietly(ctx, prediction_id)
         await _fail_unsubmitted(ctx, job, jobs.OVER_LIMIT)
         log.warning("job.debit_refused", **fields, status=jobs.FAILED)
+        metrics.job_transition(jobs.FAILED, "submit")
         raise
 
 

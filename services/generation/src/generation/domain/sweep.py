@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
+from generation import metrics
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.domain.events import end_without_output
@@ -50,6 +51,7 @@ async def sweep_once(ctx: GenerationContext) -> dict[str, int]:
     }
     if any(counts.values()):
         log.info("sweep.pass", **counts)
+    metrics.sweep_pass(counts)
     return counts
 
 
@@ -98,6 +100,7 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
                 source="sweep",
                 reason=error.code,
             )
+            metrics.job_transition(jobs.FAILED, "sweep")
     return ended
 
 
@@ -141,6 +144,7 @@ async def _settle(ctx: GenerationContext) -> int:
                 predictionId=job.prediction_id,
                 status=job.status,
             )
+            metrics.settlement("debit", "waived")
     return settled
 
 
@@ -168,3 +172,4 @@ class Sweeper:
                 await sweep_once(self._ctx)
             except Exception:  # one bad pass must not stop recovery for good
                 log.exception("sweep.failed")
+                metrics.SWEEP_FAILURES.inc()

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
+from generation import metrics
 from generation.domain.provider import (
     InvalidProviderPayload,
     Prediction,
@@ -203,6 +204,7 @@ class ReplicateProvider:
                 raise
             finally:
                 elapsed_ms = round((time.perf_counter() - started) * 1000)
+                metrics.provider_call(operation, outcome.get("status"), elapsed_ms / 1000)
                 _log.info(
                     "provider.call", **context, **outcome, attempt=number, durationMs=elapsed_ms
                 )
@@ -216,6 +218,7 @@ class ReplicateProvider:
         except UNAVAILABLE_ERRORS as exc:
             reason = describe_failure(exc)
             _log.warning("provider.unavailable", **context, reason=reason)
+            metrics.provider_unavailable(operation)
             raise ProviderUnavailable(f"Replicate {operation} failed ({reason})") from None
         return self._prediction_or_error(response, operation, context)
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from generation import metrics
 from generation.domain.provider import ProviderRejected, ProviderUnavailable
 from generation.providers.replicate_parsing import is_http_url
 from generation.providers.retries import (
@@ -80,6 +81,7 @@ async def download_capped(
                     raise ProviderRejected(f"the output host answered {status}")
                 return await _read_capped(response, max_bytes)
         finally:
+            metrics.provider_call("download", status, time.perf_counter() - started)
             _log.info(
                 "provider.download",
                 host=host,
@@ -93,4 +95,5 @@ async def download_capped(
     except UNAVAILABLE_ERRORS as exc:
         reason = describe_failure(exc)
         _log.warning("provider.unavailable", operation="download", host=host, reason=reason)
+        metrics.provider_unavailable("download")
         raise ProviderUnavailable(f"output download failed ({reason})") from None

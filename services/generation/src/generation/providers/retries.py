@@ -20,6 +20,7 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_base, wait_random_exponential
 
+from generation import metrics
 from kit.logging import get_logger
 
 T = TypeVar("T")
@@ -132,6 +133,7 @@ async def call_with_retries(
             reason=describe_failure(failure),
             waitSeconds=round(state.upcoming_sleep, 3),
         )
+        metrics.provider_retry(operation, describe_failure(failure))
 
     retrying = AsyncRetrying(
         sleep=policy.sleep,

@@ -44,6 +44,7 @@ from kit.clock import Clock
 from kit.errors import IdempotencyKeyReused, InternalError, LimitExceeded
 from kit.logging import get_logger
 from kit.timefmt import iso_utc
+from usage import metrics
 from usage.domain.model import EntryKind, LedgerCommand, LedgerEntry, LedgerResult, Quota
 from usage.domain.periods import month_of
 from usage.domain.plans import PlanCatalog
@@ -77,6 +78,7 @@ class LedgerService:
             await uow.profiles.set_price_id(owner_id, stored, now)
             quota = await self._quota(uow, owner_id, stored, now)
         log.info("plan.changed", ownerId=str(owner_id), plan=quota.plan, priceId=quota.price_id)
+        metrics.plan_changed(quota.plan)
         return quota
 
     async def debit(self, command: LedgerCommand) -> LedgerResult:
@@ -112,6 +114,7 @@ class LedgerService:
                 jobId=str(command.job_id),
                 cause="no_debit",
             )
+            metrics.credit_not_debited()
             return LedgerResult(recorded=False, replayed=False, quota=quota)
         return self._answer(EntryKind.CREDIT, command, quota, replayed=earlier is not None)
 
@@ -141,6 +144,7 @@ class LedgerService:
                 jobId=str(command.job_id),
                 kind=str(kind),
             )
+            metrics.key_conflict(kind.value)
             raise IdempotencyKeyReused(
                 "This idempotency key or job was already used for a different ledger entry."
             )
@@ -170,6 +174,7 @@ class LedgerService:
             used=used,
             monthlyGenerations=plan.monthly_generations,
         )
+        metrics.debit_refused()
         raise LimitExceeded(periodEnd=iso_utc(period.end))
 
     async def _quota(
@@ -201,4 +206,5 @@ class LedgerService:
             used=quota.used,
             remaining=quota.remaining,
         )
+        metrics.ledger_answer(kind.value, replayed=replayed)
         return LedgerResult(recorded=True, replayed=replayed, quota=quota)

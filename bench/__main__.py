@@ -1,0 +1,40 @@
+"""``python -m bench [--quick]``: run the bench, print the table, write latest.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from bench import report
+from bench.run import Options, run, table_rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~2 minutes)")
+    parser.add_argument(
+        "--large-rows", type=int, default=None, help="jobs in the table for the scale round"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the edge and generation during the first round (bench/results/profile/)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="result file name under bench/results (default latest.json)"
+    )
+    args = parser.parse_args(argv)
+    large = args.large_rows or (10_000 if args.quick else 100_000)
+    options = Options(quick=args.quick, large_rows=large, profile=args.profile)
+    document = asyncio.run(run(options))
+    name = args.out or ("quick.json" if args.quick else "latest.json")
+    path = report.write(document, name)
+    print()
+    print(report.table(table_rows(document)))
+    print(f"\nwritten to {path} ({document['machine']['bench_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

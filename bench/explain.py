@@ -1,0 +1,97 @@
+"""What else a submission does, measured alone: evidence for reading submit_p50_ratio.
+
+The ratio's baseline is the unavoidable I/O only. The path also cleans the image
+(decode + re-encode, the product's metadata stripping), asks the usage service
+twice (quota, debit) and runs five short ORM transactions on the generation
+database. Each is timed here alone, with the generation service's own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.stats import Summary, summarize
+from bench.system import BenchSystem
+from generation.clients.usage import GrpcUsageGateway
+from generation.domain.images import inspect_and_clean
+from generation.persistence.repositories import JobRepository
+from kit.db import create_engine, create_sessionmaker, session_scope
+from kit.grpc_client import create_channel
+from kit.runtime_config import RuntimeConfig
+from kit.settings import DatabaseSettings
+
+# Transactions of one submission: pre-check, insert, attach, mark charged, re-read.
+SUBMIT_TRANSACTIONS = 5
+
+
+@dataclass(frozen=True)
+class SubmitExtras:
+    clean_image: Summary
+    usage_quota: Summary
+    usage_debit: Summary
+    orm_transaction: Summary
+    clean_bytes: int
+
+    def explained_p50(self, unavoidable_p50: float) -> float:
+        """The unavoidable parts plus every extra step, each at its p50 alone."""
+        return (
+            unavoidable_p50
+            + self.clean_image.p50
+            + self.usage_quota.p50
+            + self.usage_debit.p50
+            + SUBMIT_TRANSACTIONS * self.orm_transaction.p50
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "clean_image": self.clean_image.as_dict(),
+            "clean_image_output_bytes": self.clean_bytes,
+            "usage_quota_rpc": self.usage_quota.as_dict(),
+            "usage_debit_rpc": self.usage_debit.as_dict(),
+            "orm_transaction": self.orm_transaction.as_dict(),
+            "orm_transactions_per_submit": SUBMIT_TRANSACTIONS,
+        }
+
+
+async def _time(action: Callable[[], Awaitable[object]], rounds: int) -> Summary:
+    samples = []
+    for index in range(rounds + 2):
+        began = time.perf_counter()
+        await action()
+        if index >= 2:
+            samples.append((time.perf_counter() - began) * 1000.0)
+    return summarize(samples)
+
+
+async def submit_extras(
+    system: BenchSystem, config: RuntimeConfig, image: bytes, rounds: int
+) -> SubmitExtras:
+    """Each extra step of a submission, ``rounds`` samples after two warm-ups."""
+    clean = await asyncio.to_thread(inspect_and_clean, image, config.uploads, "input1")
+    clean_image = await _time(
+        lambda: asyncio.to_thread(inspect_and_clean, image, config.uploads, "input1"), rounds
+    )
+    channel = create_channel(system.config.grpc_target("usage"))
+    engine = create_engine(
+        DatabaseSettings.model_validate({"DATABASE_URL": system.config.database_url("generation")})
+    )
+    sessions = create_sessionmaker(engine)
+    try:
+        usage = GrpcUsageGateway(channel)
+        quota = await _time(lambda: usage.quota(uuid.uuid4()), rounds)
+        debit = await _time(lambda: usage.debit(uuid.uuid4(), uuid.uuid4()), rounds)
+
+        async def transaction() -> None:
+            async with session_scope(sessions) as session:
+                await JobRepository(session).has_inflight(uuid.uuid4())
+
+        orm = await _time(transaction, rounds)
+    finally:
+        await channel.close()
+        await engine.dispose()
+    return SubmitExtras(clean_image, quota, debit, orm, len(clean.data))

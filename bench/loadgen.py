@@ -1,0 +1,180 @@
+"""Runs locust headless as a subprocess and turns its per-request samples into figures.
+
+While it runs, the CPU time every part of the system (and locust itself) spends
+is measured, so a result can say where the two shared cores went.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from bench import profiling
+from bench.stats import Summary, summarize
+from bench.system import BenchSystem
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One locust run: the summary of its successful requests and the CPU it cost."""
+
+    scenario: str
+    users: int
+    summary: Summary
+    rps: float
+    failures: int
+    statuses: dict[str, int]
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+
+def _cpu_times(groups: Mapping[str, list[psutil.Process]]) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) so far of every process, by pid, with its part's name."""
+    times: dict[int, tuple[str, float]] = {}
+    for name, procs in groups.items():
+        for proc in procs:
+            try:
+                spent = proc.cpu_times()
+            except psutil.Error:
+                continue
+            times[proc.pid] = (name, spent.user + spent.system)
+    return times
+
+
+def _cpu_spent(
+    before: Mapping[int, tuple[str, float]], after: Mapping[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds each part spent between two readings (processes born since count whole)."""
+    spent: dict[str, float] = {}
+    for pid, (name, total) in after.items():
+        earlier = before.get(pid, (name, 0.0))[1]
+        spent[name] = spent.get(name, 0.0) + max(0.0, total - earlier)
+    return {name: round(value, 2) for name, value in spent.items()}
+
+
+def run_locust(
+    system: BenchSystem,
+    scenario: str,
+    *,
+    users: int,
+    seconds: float,
+    warmup: float = 1.5,
+    env: Mapping[str, str] | None = None,
+    profile_dir: Path | None = None,
+) -> LoadResult:
+    """Run ``scenario`` (a user class of bench/locustfile.py) against Envoy.
+
+    With ``profile_dir``, the edge and generation processes are sampled by py-spy
+    during the run and a text summary per process is written there.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-locust-") as scratch:
+        samples_path = Path(scratch) / "samples.json"
+        argv = [
+            sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+            "-u", str(users), "-r", str(users), "-t", f"{seconds:g}s",
+            "-H", system.public_url, "--only-summary", "--loglevel", "ERROR",
+            "--stop-timeout", "10", "--exit-code-on-error", "0", scenario,
+        ]  # fmt: skip
+        child_env = {
+            **os.environ,
+            "BENCH_JWT_SECRET": system.jwt_secret,
+            "BENCH_SAMPLES_OUT": str(samples_path),
+            **(env or {}),
+        }
+        process = subprocess.Popen(
+            argv, env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        locust = [psutil.Process(process.pid)]
+        before = _cpu_times({**system.processes(), "locust": locust})
+        began = time.monotonic()
+        profilers = _start_profilers(system, profile_dir, scenario, seconds, warmup)
+        # Sampled just before the end: locust's own process is gone after it.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.0, began + seconds - 0.5 - time.monotonic()))
+        after = _cpu_times({**system.processes(), "locust": locust})
+        wall = time.monotonic() - began
+        _, stderr = process.communicate(timeout=seconds + 60)
+        _finish_profilers(profilers)
+        if process.returncode != 0 or not samples_path.exists():
+            raise RuntimeError(f"locust {scenario} failed: {stderr.decode()[-2000:]}")
+        raw = json.loads(samples_path.read_text())
+    return _result(scenario, users, raw, warmup, before, after, wall)
+
+
+def _result(
+    scenario: str,
+    users: int,
+    raw: list[list[float]],
+    warmup: float,
+    before: Mapping[int, tuple[str, float]],
+    after: Mapping[int, tuple[str, float]],
+    wall: float,
+) -> LoadResult:
+    if not raw:
+        raise RuntimeError(f"locust {scenario} recorded no request")
+    first_start = min(sample[0] for sample in raw)
+    # A slow start (locust importing on a busy machine) must not leave an empty window.
+    warmup = min(warmup, (max(sample[0] for sample in raw) - first_start) / 3)
+    window = [s for s in raw if s[0] >= first_start + warmup]
+    ok = [s for s in window if s[2]]
+    statuses: dict[str, int] = {}
+    for sample in window:
+        statuses[str(int(sample[3]))] = statuses.get(str(int(sample[3])), 0) + 1
+    if not ok:
+        raise RuntimeError(f"locust {scenario}: every request failed: {statuses}")
+    window_start = first_start + warmup
+    window_end = max(s[0] + s[1] / 1000.0 for s in ok)
+    rps = len(ok) / max(1e-6, window_end - window_start)
+    cpu = _cpu_spent(before, after)
+    return LoadResult(
+        scenario=scenario,
+        users=users,
+        summary=summarize([s[1] for s in ok]),
+        rps=rps,
+        failures=len(window) - len(ok),
+        statuses=statuses,
+        cpu_seconds=cpu,
+        wall_seconds=round(wall, 2),
+    )
+
+
+PROFILED = ("edge-api", "generation")
+
+
+def _start_profilers(
+    system: BenchSystem, profile_dir: Path | None, scenario: str, seconds: float, warmup: float
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    if profile_dir is None:
+        return []
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    # Locust needs about a second to start; sample the steady state only.
+    time.sleep(warmup + 1.0)
+    length = max(1.0, seconds - warmup - 2.5)
+    started = []
+    for name, pid in system.pids(*PROFILED).items():
+        out = profile_dir / f"{scenario}-{name}.raw"
+        started.append((profiling.record(pid, length, out), out))
+    return started
+
+
+def _finish_profilers(profilers: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+    for recorder, out in profilers:
+        try:
+            recorder.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            recorder.wait()
+        if out.exists():
+            out.with_suffix(".txt").write_text(profiling.summarize(out) + "\n")

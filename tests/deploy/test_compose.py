@@ -1,0 +1,293 @@
+"""deploy/docker-compose.yml, checked by the real Compose binary and against the code.
+
+The Envoy config itself is validated by ``envoy --mode validate`` in
+tests/launcher/test_envoy_config.py; here only its ties to the compose file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kit.settings import S3Settings
+from tests.deploy.support import (
+    COMPOSE_FILE,
+    DEPLOY,
+    ENVOY_ADMIN_PORT,
+    MODULES,
+    PORTS,
+    REPO,
+    SETTINGS,
+    emulator_variables,
+    envoy_upstreams,
+    known_variables,
+    resolved_compose,
+    run_compose,
+    settings_variables,
+)
+
+APP_SERVICES = ("generation", "usage", "edge-api", "webhook-gateway")
+ONE_SHOT = ("minio-setup", "generation-migrate", "usage-migrate")
+BASE_SERVICES = {"postgres", "minio", *ONE_SHOT, *APP_SERVICES, "envoy"}
+GRPC_SERVICES = ("generation", "usage")
+HTTP_SERVICES = ("edge-api", "webhook-gateway", "replicate-emulator")
+# The settings fields each service listens on.
+LISTEN_FIELDS = {
+    "generation": ("grpc_host", "grpc_port"),
+    "usage": ("grpc_host", "grpc_port"),
+    "edge-api": ("edge_http_host", "edge_http_port"),
+    "webhook-gateway": ("http_host", "http_port"),
+}
+
+
+def _services(offline: bool = True) -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = resolved_compose(offline)["services"]
+    return services
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "offline"]], ids=["default", "offline"])
+def test_the_real_compose_binary_accepts_the_file(profile: list[str]) -> None:
+    result = run_compose(*profile, "config", "-q")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_every_service_is_defined_and_the_emulator_only_in_the_offline_profile() -> None:
+    assert set(_services(offline=False)) == BASE_SERVICES
+    assert set(_services(offline=True)) == BASE_SERVICES | {"replicate-emulator"}
+
+
+def _copy_with(tmp_path: Path, change: Any) -> Path:
+    """The compose file re-written to tmp_path, after ``change(data)``."""
+    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    change(data)
+    target = tmp_path / "docker-compose.yml"
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+def test_a_broken_file_makes_the_binary_fail(tmp_path: Path) -> None:
+    intact = _copy_with(tmp_path, lambda data: None)
+    assert run_compose("config", "-q", file=intact).returncode == 0
+
+    def depend_on_a_ghost(data: dict[str, Any]) -> None:
+        data["services"]["envoy"]["depends_on"]["ghost"] = {"condition": "service_healthy"}
+
+    broken = _copy_with(tmp_path, depend_on_a_ghost)
+    result = run_compose("config", "-q", file=broken)
+
+    assert result.returncode != 0
+    assert "ghost" in result.stderr
+
+
+def test_a_misspelled_key_makes_the_binary_fail(tmp_path: Path) -> None:
+    def misspell(data: dict[str, Any]) -> None:
+        data["services"]["usage"]["healthchek"] = data["services"]["usage"].pop("healthcheck")
+
+    result = run_compose("config", "-q", file=_copy_with(tmp_path, misspell))
+
+    assert result.returncode != 0
+    assert "healthchek" in result.stderr
+
+
+def test_envoy_is_the_only_published_port() -> None:
+    published = {name: s["ports"] for name, s in _services().items() if s.get("ports")}
+
+    assert list(published) == ["envoy"]
+    assert [(p["target"], p["published"]) for p in published["envoy"]] == [
+        (PORTS["envoy"], str(PORTS["envoy"]))
+    ]
+
+
+def test_every_variable_given_to_a_container_is_read_by_it() -> None:
+    known = known_variables()
+    for name, service in _services().items():
+        given = set(service.get("environment") or {})
+        readable = emulator_variables() if name == "replicate-emulator" else known
+        assert given <= readable, f"{name}: nobody reads {sorted(given - readable)}"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_each_service_environment_builds_its_settings(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cls = SETTINGS[name]
+    for variable in settings_variables(cls):  # only the compose values count
+        monkeypatch.delenv(variable, raising=False)
+    environment = _services()[name]["environment"]
+
+    settings = cls(**environment)
+
+    host_field, port_field = LISTEN_FIELDS[name]
+    assert getattr(settings, host_field) == "0.0.0.0"  # reachable from other containers
+    assert getattr(settings, port_field) == PORTS[name]
+
+
+def test_grpc_targets_and_envoy_upstreams_name_compose_services_and_their_ports() -> None:
+    services = _services()
+    for name in APP_SERVICES:
+        for key, value in services[name]["environment"].items():
+            if key.endswith("_GRPC_TARGET"):
+                host, port = value.rsplit(":", 1)
+                assert host in services, f"{name}: {key}={value}"
+                assert int(port) == PORTS[host]
+    upstreams = envoy_upstreams()
+    assert upstreams == {
+        "edge_api": ("edge-api", PORTS["edge-api"]),
+        "webhook_gateway": ("webhook-gateway", PORTS["webhook-gateway"]),
+    }
+    assert {host for host, _ in upstreams.values()} <= set(services)
+
+
+def test_the_emulator_profile_wires_provider_and_webhooks_inside_the_network() -> None:
+    services = _services()
+    generation = services["generation"]["environment"]
+    emulator = services["replicate-emulator"]["environment"]
+
+    assert generation["REPLICATE_API_BASE_URL"] == "http://replicate-emulator:8090"
+    assert emulator["EMULATOR_PUBLIC_URL"] == "http://replicate-emulator:8090"
+    assert emulator["EMULATOR_TOKEN"] == generation["REPLICATE_API_TOKEN"]
+    gateway = services["webhook-gateway"]["environment"]
+    assert emulator["EMULATOR_WEBHOOK_SECRET"] == gateway["REPLICATE_WEBHOOK_SECRET"]
+    # Webhooks go through Envoy, as in production.
+    assert generation["WEBHOOK_BASE_URL"] == f"http://envoy:{PORTS['envoy']}"
+    condition = services["generation"]["depends_on"]["replicate-emulator"]
+    assert condition == {"condition": "service_healthy", "required": False}
+
+
+def test_host_variables_replace_the_emulator_defaults() -> None:
+    real = {
+        "REPLICATE_API_BASE_URL": "https://api.replicate.com",
+        "REPLICATE_API_TOKEN": "r8_real",
+        "WEBHOOK_BASE_URL": "https://api.example.com",
+    }
+    result = run_compose("config", "--format", "json", env=real)
+    assert result.returncode == 0, result.stderr
+
+    environment = yaml.safe_load(result.stdout)["services"]["generation"]["environment"]
+    assert {key: environment[key] for key in real} == real
+
+
+def test_services_run_their_modules_and_wait_for_what_they_need() -> None:
+    services = _services()
+    for name, module in MODULES.items():
+        assert services[name]["command"] == ["python", "-m", module]
+    healthy, done = "service_healthy", "service_completed_successfully"
+    expected = {
+        "minio-setup": {"minio": healthy},
+        "generation-migrate": {"postgres": healthy},
+        "usage-migrate": {"postgres": healthy},
+        "usage": {"usage-migrate": done},
+        "generation": {
+            "generation-migrate": done,
+            "minio-setup": done,
+            "usage": healthy,
+            "replicate-emulator": healthy,
+        },
+        "edge-api": {"generation": healthy, "usage": healthy},
+        "webhook-gateway": {"generation": healthy},
+        "envoy": {"edge-api": healthy, "webhook-gateway": healthy},
+    }
+    for name, wanted in expected.items():
+        conditions = {dep: c["condition"] for dep, c in services[name]["depends_on"].items()}
+        assert conditions == wanted, name
+
+
+def test_one_shot_steps_do_not_restart_and_migrate_their_own_database() -> None:
+    services = _services()
+    for name in ONE_SHOT:
+        assert services[name]["restart"] == "no"
+    for service in ("generation", "usage"):
+        step = services[f"{service}-migrate"]
+        assert step["command"] == ["python", "/app/deploy/docker/migrate.py", service]
+        assert set(step["environment"]) == {f"{service.upper()}_DATABASE_URL"}
+        url = step["environment"][f"{service.upper()}_DATABASE_URL"]
+        assert url == services[service]["environment"][f"{service.upper()}_DATABASE_URL"]
+        assert url.startswith("postgresql+asyncpg://")
+        assert url.endswith(f"@postgres:5432/{service}")
+    # Migrated before start: generation does not migrate again.
+    assert services["generation"]["environment"]["RUN_MIGRATIONS"] == "false"
+    init_sql = (DEPLOY / "postgres" / "init-databases.sql").read_text()
+    assert re.findall(r"CREATE DATABASE (\w+);", init_sql) == ["generation", "usage"]
+
+
+def _probe(service: dict[str, Any]) -> list[str]:
+    test: list[str] = service["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    return test[1:]
+
+
+def test_long_running_services_have_healthchecks_on_their_own_ports() -> None:
+    services = _services()
+    script = ["python", "/app/deploy/docker/healthcheck.py"]
+    for name in GRPC_SERVICES:
+        assert _probe(services[name]) == [*script, "grpc", f"127.0.0.1:{PORTS[name]}"]
+    health_paths = {"replicate-emulator": "/_emulator/health"}
+    for name in HTTP_SERVICES:
+        path = health_paths.get(name, "/healthz")
+        assert _probe(services[name]) == [*script, "http", f"http://127.0.0.1:{PORTS[name]}{path}"]
+    admin = f"http://127.0.0.1:{ENVOY_ADMIN_PORT}/ready"
+    assert _probe(services["envoy"]) == [*script, "http", admin]
+    assert _probe(services["postgres"])[0] == "pg_isready"
+    assert _probe(services["minio"]) == ["mc", "ready", "local"]
+
+
+def test_envoy_runs_the_one_config_file() -> None:
+    envoy = _services()["envoy"]
+    config = envoy["command"][envoy["command"].index("-c") + 1]
+    mounts = {m["target"]: m for m in envoy["volumes"]}
+
+    assert Path(mounts[config]["source"]) == DEPLOY / "envoy" / "envoy.yaml"
+    assert mounts[config]["read_only"] is True
+
+
+def test_runtime_config_is_the_repository_file_mounted_read_only() -> None:
+    for name in APP_SERVICES:
+        service = _services()[name]
+        target = service["environment"]["RUNTIME_CONFIG_FILE"]
+        mount = next(m for m in service["volumes"] if m["target"] == target)
+        assert Path(mount["source"]) == REPO / "config" / "runtime.toml"
+        assert mount["read_only"] is True
+
+
+def test_app_containers_are_locked_down_and_share_one_image() -> None:
+    services = _services()
+    app = [n for n, s in services.items() if s.get("build")]
+    assert set(app) == {*APP_SERVICES, "envoy", "generation-migrate", "usage-migrate"} | {
+        "replicate-emulator"
+    }
+    for name in app:
+        service = services[name]
+        assert service["image"] == services["generation"]["image"]
+        assert Path(service["build"]["context"]) == REPO
+        assert (REPO / service["build"]["dockerfile"]).is_file()
+        assert service["read_only"] is True
+        assert service["cap_drop"] == ["ALL"]
+        assert "no-new-privileges:true" in service["security_opt"]
+
+
+def test_buckets_are_created_with_anonymous_read_on_public_renders_only() -> None:
+    script = _services()["minio-setup"]["command"][0]
+    private, public = S3Settings.model_fields["s3_private_bucket"].default, "public"
+    assert S3Settings.model_fields["s3_public_bucket"].default == public
+
+    assert f"mc mb --ignore-existing store/{private}" in script
+    assert f"mc mb --ignore-existing store/{public}" in script
+    grants = re.findall(r"mc anonymous set (\w+) (\S+)", script)
+    assert grants == [("none", f"store/{private}"), ("download", f"store/{public}/renders")]
+
+
+def test_every_host_variable_of_the_compose_file_is_documented() -> None:
+    text = COMPOSE_FILE.read_text()
+    # ${NAME}, ${NAME:-default}, ${NAME:?message}; $$ escapes belong to the shell.
+    names = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))
+    readme = (DEPLOY / "README.md").read_text()
+
+    assert names, "the compose file takes no host variables?"
+    undocumented = sorted(name for name in names if f"`{name}`" not in readme)
+    assert not undocumented

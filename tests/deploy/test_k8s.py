@@ -1,0 +1,262 @@
+"""The Kubernetes base, parsed and cross-checked against the code, Envoy and compose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.support import (
+    DEPLOY,
+    K8S_BASE,
+    MODULES,
+    PORTS,
+    REPO,
+    SETTINGS,
+    envoy_config,
+    envoy_upstreams,
+    known_variables,
+    kustomization,
+    objects,
+    settings_variables,
+)
+
+SERVICES = ("generation", "usage", "edge-api", "webhook-gateway", "envoy")
+GRPC = ("generation", "usage")
+HTTP = ("edge-api", "webhook-gateway")
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+def _pod(name: str) -> dict[str, Any]:
+    pod: dict[str, Any] = objects("Deployment")[name]["spec"]["template"]["spec"]
+    return pod
+
+
+def _container(name: str) -> dict[str, Any]:
+    containers = _pod(name)["containers"]
+    assert len(containers) == 1
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def _all_containers() -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    for name in objects("Deployment"):
+        pod = _pod(name)
+        found += [(name, c) for c in pod.get("initContainers", []) + pod["containers"]]
+    return found
+
+
+def _generated(name: str) -> dict[str, Any]:
+    generators = {g["name"]: g for g in kustomization()["configMapGenerator"]}
+    generator: dict[str, Any] = generators[name]
+    return generator
+
+
+def _config_env() -> dict[str, str]:
+    pairs = (literal.split("=", 1) for literal in _generated("interior-env")["literals"])
+    return dict(pairs)
+
+
+def test_kustomization_lists_every_file_of_the_base() -> None:
+    files = {p.name for p in K8S_BASE.iterdir()} - {"kustomization.yaml"}
+    resources = kustomization()["resources"]
+    generated = {f for g in kustomization()["configMapGenerator"] for f in g.get("files", [])}
+
+    assert {r for r in resources if not r.startswith("..")} | generated == files
+    assert "../../envoy" in resources
+    for resource in resources:
+        assert (K8S_BASE / resource).exists(), resource
+
+
+def test_the_envoy_configmap_is_generated_from_the_one_envoy_file() -> None:
+    envoy_kustomization = yaml.safe_load((DEPLOY / "envoy" / "kustomization.yaml").read_text())
+    [generator] = envoy_kustomization["configMapGenerator"]
+    assert generator["files"] == ["envoy.yaml"]
+    pod = _pod("envoy")
+    volume = next(v for v in pod["volumes"] if v.get("configMap", {}).get("name") == "envoy-config")
+    mount = next(m for m in _container("envoy")["volumeMounts"] if m["name"] == volume["name"])
+    command = _container("envoy")["command"]
+
+    assert generator["name"] == "envoy-config"
+    assert command[0] == "envoy"
+    assert command[command.index("-c") + 1] == f"{mount['mountPath']}/envoy.yaml"
+
+
+def test_the_runtime_config_copy_is_identical_to_the_repository_file() -> None:
+    assert (K8S_BASE / "runtime.toml").read_bytes() == (REPO / "config/runtime.toml").read_bytes()
+    assert _generated("interior-runtime-config")["files"] == ["runtime.toml"]
+    target = Path(_config_env()["RUNTIME_CONFIG_FILE"])
+    for name in SERVICES[:-1]:
+        volume = next(v for v in _pod(name)["volumes"] if v["name"] == "runtime-config")
+        mount = next(m for m in _container(name)["volumeMounts"] if m["name"] == "runtime-config")
+        assert volume["configMap"]["name"] == "interior-runtime-config"
+        assert Path(mount["mountPath"]) / "runtime.toml" == target
+
+
+def test_the_namespace_object_is_the_kustomization_namespace() -> None:
+    assert list(objects("Namespace")) == [kustomization()["namespace"]]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_every_service_has_a_deployment_a_service_and_probes(name: str) -> None:
+    deployment = objects("Deployment")[name]
+    service = objects("Service")[name]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    container = _container(name)
+
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"].items() <= labels.items()
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    [service_port] = service["spec"]["ports"]
+    assert ports[service_port["targetPort"]] == PORTS[name]
+    if name != "envoy":
+        assert service_port["port"] == PORTS[name]
+        assert container["command"] == ["python", "-m", MODULES[name]]
+    for probe in PROBES:
+        assert probe in container, f"{name}: no {probe}"
+
+
+@pytest.mark.parametrize("name", GRPC)
+def test_grpc_services_are_probed_with_native_grpc_health(name: str) -> None:
+    container = _container(name)
+    for probe in PROBES:
+        assert container[probe]["grpc"] == {"port": PORTS[name]}
+
+
+@pytest.mark.parametrize("name", HTTP)
+def test_http_services_are_probed_on_healthz_and_readyz(name: str) -> None:
+    container = _container(name)
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+def test_envoy_readiness_asks_the_local_admin_port() -> None:
+    container = _container("envoy")
+    admin = envoy_config()["admin"]["address"]["socket_address"]
+    command = container["readinessProbe"]["exec"]["command"]
+
+    assert admin["address"] == "127.0.0.1"  # never reachable from outside the pod
+    assert command == [
+        "python",
+        "/app/deploy/docker/healthcheck.py",
+        "http",
+        f"http://127.0.0.1:{admin['port_value']}/ready",
+    ]
+    listener = envoy_config()["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert listener["port_value"] == PORTS["envoy"]
+    assert objects("Service")["envoy"]["spec"]["type"] == "LoadBalancer"
+
+
+def test_envoy_upstreams_are_headless_services_on_the_right_ports() -> None:
+    services = objects("Service")
+    for host, port in envoy_upstreams().values():
+        spec = services[host]["spec"]
+        assert spec["clusterIP"] == "None", "Envoy must see every pod, not one virtual IP"
+        assert [p["port"] for p in spec["ports"]] == [port]
+
+
+def test_grpc_targets_name_services_and_their_ports() -> None:
+    env = _config_env()
+    services = objects("Service")
+    for variable in ("GENERATION_GRPC_TARGET", "USAGE_GRPC_TARGET"):
+        host, port = env[variable].rsplit(":", 1)
+        assert [p["port"] for p in services[host]["spec"]["ports"]] == [int(port)]
+        assert int(port) == PORTS[host]
+
+
+def test_every_container_has_requests_limits_and_a_locked_down_security_context() -> None:
+    for name, container in _all_containers():
+        resources = container["resources"]
+        assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}, name
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert container["image"] == "interior-backend"
+    for name in objects("Deployment"):
+        pod = _pod(name)
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] >= 1000
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["enableServiceLinks"] is False  # no injected *_PORT variables
+    images = [image["name"] for image in kustomization()["images"]]
+    assert images == ["interior-backend"]
+
+
+def test_hpas_and_pdbs_cover_every_deployment() -> None:
+    deployments = objects("Deployment")
+    hpas = objects("HorizontalPodAutoscaler")
+    assert set(hpas) == set(deployments) == set(SERVICES)
+    for name, hpa in hpas.items():
+        target = hpa["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) == ("Deployment", name)
+        assert target["name"] in deployments
+        assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+        assert "replicas" not in deployments[name]["spec"], "the HPA owns the count"
+    for name, pdb in objects("PodDisruptionBudget").items():
+        labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert set(objects("PodDisruptionBudget")) == set(SERVICES)
+
+
+def test_every_variable_name_is_read_by_some_service() -> None:
+    names = set(_config_env()) | set(objects("Secret")["interior-secrets"]["stringData"])
+    for _, container in _all_containers():
+        names |= {variable["name"] for variable in container.get("env", [])}
+
+    assert names <= known_variables(), sorted(names - known_variables())
+
+
+def test_secret_and_configmap_references_resolve() -> None:
+    secret = objects("Secret")["interior-secrets"]["stringData"]
+    generated = {g["name"] for g in kustomization()["configMapGenerator"]}
+    for name, container in _all_containers():
+        for variable in container.get("env", []):
+            ref = variable["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "interior-secrets"
+            assert ref["key"] == variable["name"], name
+            assert ref["key"] in secret, name
+        for source in container.get("envFrom", []):
+            assert source["configMapRef"]["name"] in generated
+
+
+@pytest.mark.parametrize("name", GRPC)
+def test_migrations_run_in_an_init_container_with_the_service_database(name: str) -> None:
+    [init] = _pod(name)["initContainers"]
+    variable = f"{name.upper()}_DATABASE_URL"
+
+    assert init["command"] == ["python", "/app/deploy/docker/migrate.py", name]
+    assert [v["name"] for v in init["env"]] == [variable]
+    assert variable in {v["name"] for v in _container(name)["env"]}
+    assert _config_env()["RUN_MIGRATIONS"] == "false"
+
+
+@pytest.mark.parametrize("name", SERVICES[:-1])
+def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cls = SETTINGS[name]
+    for variable in settings_variables(cls):
+        monkeypatch.delenv(variable, raising=False)
+    # Well-formed stand-ins for the Secret's placeholders.
+    secrets = {
+        "GENERATION_DATABASE_URL": "postgresql+asyncpg://g:pw@db:5432/generation",
+        "USAGE_DATABASE_URL": "postgresql+asyncpg://u:pw@db:5432/usage",
+        "S3_ACCESS_KEY": "key",
+        "S3_SECRET_KEY": "secret",
+        "AUTH_JWT_SECRET": "x" * 32,
+        "REPLICATE_API_TOKEN": "r8_token",
+        "REPLICATE_WEBHOOK_SECRET": "whsec_c2VjcmV0",
+    }
+    given = {v["name"]: secrets[v["name"]] for v in _container(name)["env"]}
+    environment = {**_config_env(), **given}
+
+    settings = cls(**{k: v for k, v in environment.items() if k in settings_variables(cls)})
+
+    assert set(given) <= settings_variables(cls), "a secret the service never reads"
+    dumped = settings.model_dump()
+    assert PORTS[name] in dumped.values()
+    assert "0.0.0.0" in dumped.values()

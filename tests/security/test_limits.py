@@ -1,0 +1,199 @@
+"""Limits everywhere: body caps (Envoy and edge), header caps, gRPC message sizes.
+
+Caps are checked on the real parts: the deployed Envoy config in front of the
+in-process stack, the edge itself, and the generation gRPC server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from edge_api.app import create_app as create_edge_app
+from edge_api.settings import EdgeSettings
+from generation.settings import GenerationSettings
+from interior.generation.v1 import generation_pb2, generation_pb2_grpc
+from kit.grpc_client import create_channel
+from kit.runtime_config import load_runtime_config
+from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.plugin import S3Endpoint
+from testkit.servers import ThreadedUvicorn
+from tests.badinput.checks import assert_error, assert_nothing_left
+from tests.e2e.harness import Stack, User, jpeg_bytes
+from tests.security.proxy import Envoy
+
+# deploy/envoy/envoy.yaml: declared lengths from 21 MiB + 1 are refused on the upload route.
+ENVOY_UPLOAD_CAP = 21 * 1024 * 1024
+ENVOY_WEBHOOK_CAP = 1024 * 1024
+UPLOAD_TOO_LARGE = {"error": {"code": "VALIDATION_ERROR", "message": "The upload is too large."}}
+
+
+async def raw_exchange(
+    port: int, head: str, body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """Send a request head (and maybe part of a body); read one answer by its length."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.encode("latin-1") + body)
+        await writer.drain()
+        raw_head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        status_line, *lines = raw_head.decode("latin-1").strip().split("\r\n")
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines)
+        }
+        length = int(headers.get("content-length", "0"))
+        answer = await asyncio.wait_for(reader.readexactly(length), timeout=10)
+    finally:
+        writer.close()
+    return int(status_line.split()[1]), headers, answer
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def _upload_head(token: str, length: int, host: str = "api") -> str:
+    return (
+        f"POST /api/v1/generations HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: Bearer {token}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {length}\r\n\r\n"
+    )
+
+
+async def test_envoy_refuses_a_declared_upload_over_its_cap_before_reading(
+    stack: Stack, envoy: Envoy, user: User
+) -> None:
+    token = user.headers["Authorization"].removeprefix("Bearer ")
+    status, headers, body = await raw_exchange(
+        _port(envoy.url), _upload_head(token, ENVOY_UPLOAD_CAP + 1), b"--b\r\n"
+    )
+    assert status == 413
+    assert headers["content-type"] == "application/json"
+    assert headers.get("x-request-id")
+    assert httpx.Response(413, content=body).json() == UPLOAD_TOO_LARGE
+    await assert_nothing_left(stack, user)
+
+
+async def test_envoy_refuses_a_webhook_body_over_its_buffer_cap(
+    envoy_client: httpx.AsyncClient,
+) -> None:
+    body = b'{"pad": "' + b"a" * ENVOY_WEBHOOK_CAP + b'"}'
+    response = await envoy_client.post(
+        "/api/v1/webhooks/replicate", content=body, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 413, "VALIDATION_ERROR")
+
+
+async def test_envoy_refuses_huge_headers_with_431(envoy_client: httpx.AsyncClient) -> None:
+    response = await envoy_client.get("/api/v1/usage", headers={"X-Filler": "x" * 64 * 1024})
+    # Refused by the codec before a stream exists: JSON body, but no request id to echo.
+    assert response.status_code == 431
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_the_edge_refuses_a_declared_body_over_its_cap(stack: Stack, user: User) -> None:
+    limit = EdgeSettings(S3_ENDPOINT="x", S3_ACCESS_KEY="x", S3_SECRET_KEY="x").request_limit(
+        load_runtime_config(DEFAULT_RUNTIME_CONFIG).uploads.max_bytes
+    )
+    token = user.headers["Authorization"].removeprefix("Bearer ")
+    status, headers, body = await raw_exchange(
+        stack.edge.port, _upload_head(token, limit + 1), b"--b\r\n"
+    )
+    assert status == 413
+    assert headers.get("x-request-id")
+    assert httpx.Response(413, content=body).json()["error"]["code"] == "VALIDATION_ERROR"
+    await assert_nothing_left(stack, user)
+
+
+@pytest.fixture
+async def small_edge(stack: Stack, s3_server: S3Endpoint) -> AsyncIterator[str]:
+    """An edge with MAX_REQUEST_BYTES = 64 KiB in front of the same backends."""
+    settings = EdgeSettings(
+        GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
+        USAGE_GRPC_TARGET=stack.usage_target,
+        MAX_REQUEST_BYTES=64 * 1024,
+        **s3_server.env(),
+    )
+    server = ThreadedUvicorn(
+        create_edge_app(settings, load_runtime_config(DEFAULT_RUNTIME_CONFIG)), name="small-edge"
+    ).start()
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+async def test_the_edge_cap_holds_for_streamed_bodies_without_a_length(
+    stack: Stack, user: User, small_edge: str
+) -> None:
+    picture = jpeg_bytes() + bytes(128 * 1024)  # twice the cap, sent without a length
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="mode"\r\n\r\nredesign\r\n'
+        yield b'--b\r\nContent-Disposition: form-data; name="input1"; filename="a.jpg"\r\n\r\n'
+        for start in range(0, len(picture), 8192):
+            yield picture[start : start + 8192]
+        yield b"\r\n--b--\r\n"
+
+    assert len(picture) > 64 * 1024
+    response = await user.client.post(
+        f"{small_edge}/api/v1/generations",
+        content=chunks(),
+        headers={**user.headers, "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert_error(response, 413, "VALIDATION_ERROR")
+    await assert_nothing_left(stack, user)
+
+
+def test_the_size_limits_are_chained_consistently() -> None:
+    """Envoy lets through what the edge accepts; the edge's gRPC messages fit generation's."""
+    uploads = load_runtime_config(DEFAULT_RUNTIME_CONFIG).uploads
+    edge = EdgeSettings(S3_ENDPOINT="x", S3_ACCESS_KEY="x", S3_SECRET_KEY="x")
+    generation = GenerationSettings(
+        GENERATION_DATABASE_URL="postgresql+asyncpg://x/y", S3_ENDPOINT="x",
+        S3_ACCESS_KEY="x", S3_SECRET_KEY="x",
+    )  # fmt: skip
+    request_limit = edge.request_limit(uploads.max_bytes)
+    assert 2 * uploads.max_bytes < request_limit <= ENVOY_UPLOAD_CAP
+    assert request_limit < edge.grpc_max_message_bytes <= generation.grpc_max_message_bytes
+
+
+async def test_generation_refuses_a_grpc_message_over_its_max(stack: Stack, user: User) -> None:
+    """A direct call (no edge in between) with a message over GRPC_MAX_MESSAGE_BYTES."""
+    limit = GenerationSettings(
+        GENERATION_DATABASE_URL="postgresql+asyncpg://x/y", S3_ENDPOINT="x",
+        S3_ACCESS_KEY="x", S3_SECRET_KEY="x",
+    ).grpc_max_message_bytes  # fmt: skip
+    target = f"127.0.0.1:{stack.generation.server.port}"
+    channel = create_channel(target, max_message_bytes=limit * 2)
+    try:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+
+        async def submit(size: int) -> Any:
+            return await stub.SubmitGeneration(
+                generation_pb2.SubmitGenerationRequest(
+                    owner_id=str(user.id),
+                    mode="redesign",
+                    inputs=[generation_pb2.InputImage(field="input1", data=b"\0" * size)],
+                ),
+                timeout=30,
+            )
+
+        with pytest.raises(grpc.aio.AioRpcError) as too_large:
+            await submit(limit + 1024)
+        assert too_large.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Just under the limit the message is read and judged on its content instead.
+        with pytest.raises(grpc.aio.AioRpcError) as judged:
+            await submit(limit - 64 * 1024)
+        assert judged.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await channel.close()
+    await assert_nothing_left(stack, user)
