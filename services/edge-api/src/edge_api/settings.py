@@ -40,7 +40,7 @@ class EdgeSettings(ServiceSettings, S3Settings):
     readiness_deadline_seconds: float = Field(default=2.0, gt=0, alias="READINESS_DEADLINE_SECONDS")
 
     # Uploads are held in memory while they are forwarded: bound how many at once.
-    max_concurrent_submissions: int = Field(default=32, gt=0, alias="MAX_CONCURRENT_SUBMISSIONS")
+    max_concurrent_submissions: int = Field(default=8, gt=0, alias="MAX_CONCURRENT_SUBMISSIONS")
     # A slot is held while an upload streams in: a client this slow is cut off (400).
     upload_read_timeout_seconds: float = Field(
         default=120.0, gt=0, alias="UPLOAD_READ_TIMEOUT_SECONDS"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,3 +26,5 @@ class GenerationContext:
     public_bucket: str
     # Public base URL reaching the webhook gateway; None: use the request's own base URL.
     webhook_base_url: str | None
+    # Decoding photos is CPU- and memory-heavy: at most this many at once per process.
+    image_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))

@@ -169,10 +169,13 @@ async def _replay(
 async def _clean_images(ctx: GenerationContext, command: SubmitCommand) -> list[CleanImage]:
     uploads = ctx.config.uploads
     # CPU-bound decoding and re-encoding: off the event loop.
-    return [
-        await asyncio.to_thread(inspect_and_clean, item.data, uploads, item.field)
-        for item in command.inputs
-    ]
+    cleaned: list[CleanImage] = []
+    for item in command.inputs:
+        async with ctx.image_slots:
+            cleaned.append(
+                await asyncio.to_thread(inspect_and_clean, item.data, uploads, item.field)
+            )
+    return cleaned
 
 
 def _webhook_url(ctx: GenerationContext, command: SubmitCommand) -> str:
