@@ -112,6 +112,15 @@ class ChildProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
 
+    def kill(self) -> None:
+        """SIGKILL the whole group, as a crash would, and reap the leader."""
+        if self.process is None:
+            return
+        self.signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, wait up to ``grace`` seconds, then SIGKILL the group."""
         if self.process is None:
@@ -229,12 +238,16 @@ class PostgresServer:
             pass  # alive, owned by another user
         return pid
 
-    def kill(self) -> None:
-        """SIGKILL the postmaster, as a crash would."""
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the postmaster, as a crash would, and wait until it is gone."""
         pid = self.postmaster_pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while self.postmaster_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def create_database(self, name: str) -> None:
         """Create ``name`` unless it exists."""

