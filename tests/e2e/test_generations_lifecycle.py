@@ -10,6 +10,7 @@ import uuid
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from generation.domain.sweep import sweep_once
@@ -220,3 +221,30 @@ async def test_overall_timeout_cancels_fails_and_refunds(stack: Stack, user: Use
     assert body["error"]["code"] == "TIMED_OUT"
     assert (await stack.control("prediction", job["predictionId"]))["status"] == "canceled"
     await _usage_settles(user, used=0)
+
+
+async def test_database_failure_after_provider_accepted_abandons_the_run(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from generation.persistence.repositories import JobRepository
+
+    async def broken_attach(*args: object, **kwargs: object) -> bool:
+        raise OperationalError("UPDATE", {}, ConnectionResetError("server closed"))
+
+    await stack.control("set_faults", hold=True)
+    monkeypatch.setattr(JobRepository, "attach_prediction", broken_attach)
+    response = await user.submit("imagine", prompt="A garden shed studio")
+    monkeypatch.undo()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "UPSTREAM_ERROR"
+    [prediction] = [
+        p for p in await stack.control("predictions") if "garden shed" in p["input"]["prompt"]
+    ]
+    assert prediction["status"] == "canceled"
+    assert (await user.usage())["used"] == 0
+    retry = await user.submit("imagine", prompt="A garden shed studio, take two")
+    assert retry.status_code == 202, retry.text  # the slot was freed at once
+    await stack.control("advance", retry.json()["predictionId"], "succeeded")
+    await user.wait_for(retry.json()["id"], {"succeeded"})

@@ -53,6 +53,8 @@ def test_every_port_has_its_variable() -> None:
         "EMULATOR_PORT": "18090",
         "S3_PORT": "19000",
         "PG_PORT": "15432",
+        "GENERATION_METRICS_PORT": "19101",
+        "USAGE_METRICS_PORT": "19102",
     }
     config = LauncherConfig.from_env(env)
 

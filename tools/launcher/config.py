@@ -42,6 +42,8 @@ class Ports:
     emulator: int = 8090
     s3: int = 9000
     postgres: int = 54329
+    generation_metrics: int = 9101
+    usage_metrics: int = 9102
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Ports:
@@ -76,6 +78,8 @@ PORT_VARIABLES = {
     "emulator": "EMULATOR_PORT",
     "s3": "S3_PORT",
     "postgres": "PG_PORT",
+    "generation_metrics": "GENERATION_METRICS_PORT",
+    "usage_metrics": "USAGE_METRICS_PORT",
 }
 
 

@@ -39,6 +39,8 @@ def busy_ports(config: LauncherConfig) -> list[tuple[str, int]]:
         ("USAGE_GRPC_PORT", ports.usage_grpc, "127.0.0.1"),
         ("EDGE_HTTP_PORT", ports.edge_http, "127.0.0.1"),
         ("GATEWAY_HTTP_PORT", ports.gateway_http, "127.0.0.1"),
+        ("GENERATION_METRICS_PORT", ports.generation_metrics, "127.0.0.1"),
+        ("USAGE_METRICS_PORT", ports.usage_metrics, "127.0.0.1"),
     ]
     if config.embedded_emulator:
         wanted.append(("EMULATOR_PORT", ports.emulator, "127.0.0.1"))

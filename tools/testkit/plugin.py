@@ -15,10 +15,17 @@ from pathlib import Path
 
 import pytest
 
+from kit.logging import configure_logging
 from launcher.components import PostgresServer, S3Server, free_port
 
 S3_ACCESS_KEY = "test-access-key"
 S3_SECRET_KEY = "test-secret-key-0123456789"  # noqa: S105 - test-only credential
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In-process services log as in production: JSON, redacted (never console tracebacks
+    with local variables, which could print prompts)."""
+    configure_logging("tests", "INFO")
 
 
 @pytest.fixture(scope="session")

@@ -101,6 +101,15 @@ class UpstreamError(DomainError):
     default_message = "The image service is unavailable. Please try again."
 
 
+class ServiceUnavailable(DomainError):
+    """A dependency of ours (the database, another service) cannot be reached now."""
+
+    code = "UPSTREAM_ERROR"
+    grpc_status = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    default_message = "The service is temporarily unavailable. Please try again."
+
+
 class InternalError(DomainError):
     """An unexpected failure; the message is always the generic one."""
 
@@ -117,5 +126,6 @@ ALL_ERRORS: tuple[type[DomainError], ...] = (
     IdempotencyKeyReused,
     LimitExceeded,
     UpstreamError,
+    ServiceUnavailable,
     InternalError,
 )

@@ -12,14 +12,24 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
 import grpc
+from sqlalchemy import exc as sa_exc
 
-from kit.errors import DomainError, InternalError
+from kit.errors import DomainError, InternalError, ServiceUnavailable
 from kit.grpc_errors import to_grpc_status
 from kit.logging import bind_context, clear_context, get_logger
 
 log = get_logger("kit.grpc")
 
 REQUEST_ID_KEY = "x-request-id"
+# Failures to reach a dependency: the database (connection refused or lost, pool
+# timeout) or the network.
+_UNAVAILABLE = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+)
 _PASSTHROUGH_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -100,6 +110,10 @@ class DomainErrorInterceptor(_WrappingInterceptor):
             except DomainError as error:
                 log.info("rpc.domain_error", code=error.code)
                 await context.abort_with_status(to_grpc_status(error))
+            except _UNAVAILABLE as error:
+                # A database outage or a pool exhausted: retryable, not a bug.
+                log.warning("rpc.dependency_unavailable", error=type(error).__name__)
+                await context.abort_with_status(to_grpc_status(ServiceUnavailable()))
             except Exception:
                 log.exception("rpc.unexpected_error")
                 await context.abort_with_status(to_grpc_status(InternalError()))

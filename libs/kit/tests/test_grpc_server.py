@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.exc import OperationalError
 
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.errors import LimitExceeded, NotFound
@@ -31,6 +32,8 @@ class _Servicer(usage_pb2_grpc.UsageServiceServicer):
             raise NotFound("No such user.")
         if request.owner_id == "empty":
             raise LimitExceeded(periodEnd="2026-12-01T00:00:00Z")
+        if request.owner_id == "db-down":
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
         if request.owner_id == "boom":
             raise RuntimeError("secret internal detail")
         return usage_pb2.Quota(plan="free", remaining=3)
@@ -110,3 +113,14 @@ async def test_unreachable_service_is_a_generic_upstream_error() -> None:
     remote = from_rpc_error(caught.value)
     assert remote.code == "UPSTREAM_ERROR"
     assert remote.http_status == 503
+
+
+async def test_an_unreachable_database_is_a_retryable_503(served: Any) -> None:
+    _, _, channel = served
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="db-down"), timeout=5)
+    remote = from_rpc_error(caught.value)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (remote.code, remote.http_status) == ("UPSTREAM_ERROR", 503)
+    assert "SELECT" not in (caught.value.details() or "")

@@ -53,5 +53,5 @@ def test_loggers_made_before_configuration_still_write_json(
 @pytest.fixture(autouse=True)
 def _restore_structlog() -> Iterator[None]:
     yield
-    structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+    configure_logging("tests")  # as the test kit configured it for the whole run

@@ -316,9 +316,15 @@ async def _attach_and_charge(
     ctx: GenerationContext, job: GenerationJob, prediction_id: str
 ) -> None:
     fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": prediction_id}
-    async with session_scope(ctx.sessions) as session:
-        repo = JobRepository(session)
-        attached = await repo.attach_prediction(job.id, prediction_id, ctx.clock.now())
+    try:
+        async with session_scope(ctx.sessions) as session:
+            repo = JobRepository(session)
+            attached = await repo.attach_prediction(job.id, prediction_id, ctx.clock.now())
+    except Exception:
+        # The database failed right after the provider accepted: do not leave a run
+        # nobody will follow. Failing the job may fail too; the sweep then ends it.
+        await asyncio.shield(_abandon_prediction(ctx, job, prediction_id))
+        raise
     if not attached:
         # Canceled (or ended) while we were submitting: stop the provider's run too.
         await _cancel_quietly(ctx, prediction_id)
@@ -334,6 +340,22 @@ async def _attach_and_charge(
         log.warning("job.debit_refused", **fields, status=jobs.FAILED)
         metrics.job_transition(jobs.FAILED, "submit")
         raise
+
+
+async def _abandon_prediction(
+    ctx: GenerationContext, job: GenerationJob, prediction_id: str
+) -> None:
+    await _cancel_quietly(ctx, prediction_id)
+    try:
+        await _fail_unsubmitted(ctx, job, jobs.INTERRUPTED)
+    except Exception:
+        log.warning(
+            "job.fail_deferred",
+            ownerId=str(job.owner_id),
+            jobId=str(job.id),
+            predictionId=prediction_id,
+            status=jobs.STARTING,
+        )
 
 
 async def _cancel_quietly(ctx: GenerationContext, prediction_id: str) -> None:
