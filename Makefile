@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 SRC_DIRS := libs/kit libs/contracts services/generation/src services/usage/src \
             services/webhook-gateway/src services/edge-api/src tools
 OUR_PACKAGES := -p kit -p generation -p usage -p webhook_gateway -p edge_api \
@@ -19,7 +18,7 @@ $(STAMP): requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
 	@$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
-	@printf '%s\n' $(addprefix $(CURDIR)/,$(SRC_DIRS)) > "$(SITE)/interior-backend.pth"
+	@$(BIN)/python -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "interior-backend.pth").write_text("\n".join(sys.argv[1:]) + "\n")' $(addprefix $(CURDIR)/,$(SRC_DIRS))
 	@touch $(STAMP)
 
 run: $(STAMP)
