@@ -10,29 +10,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from launcher.components import free_port
+from testkit.grpc_health import health_status
 from usage.wiring import SERVICE_NAME
 
-
-async def _health(target: str, service: str, deadline: float) -> int:
-    """The first answer of Check(service), retrying until the server is up."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        loop = asyncio.get_running_loop()
-        end = loop.time() + deadline
-        while True:
-            try:
-                answer = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                return int(answer.status)
-            except grpc.aio.AioRpcError:
-                if loop.time() > end:
-                    raise
-                await asyncio.sleep(0.1)
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_the_service_starts_serves_and_stops_on_sigterm(
@@ -53,8 +39,8 @@ async def test_the_service_starts_serves_and_stops_on_sigterm(
         )
     try:
         target = f"127.0.0.1:{port}"
-        assert await _health(target, "", deadline=30) == health_pb2.HealthCheckResponse.SERVING
-        assert await _health(target, SERVICE_NAME, 5) == health_pb2.HealthCheckResponse.SERVING
+        assert await health_status(target, "", deadline=30) == SERVING
+        assert await health_status(target, SERVICE_NAME, 5) == SERVING
 
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 20)

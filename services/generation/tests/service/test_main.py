@@ -10,26 +10,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from generation.wiring import SERVICE_NAME
 from launcher.components import free_port
+from testkit.grpc_health import health_status
 from testkit.plugin import S3Endpoint
 
-
-async def _serving(target: str, service: str, deadline: float) -> int:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        end = asyncio.get_running_loop().time() + deadline
-        while True:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
-                return int(reply.status)
-            except grpc.aio.AioRpcError:
-                if asyncio.get_running_loop().time() > end:
-                    raise
-                await asyncio.sleep(0.1)
+SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_starts_serves_and_stops_gracefully(
@@ -50,8 +38,8 @@ async def test_starts_serves_and_stops_gracefully(
         )
     try:
         target = f"127.0.0.1:{port}"
-        assert await _serving(target, "", 30) == health_pb2.HealthCheckResponse.SERVING
-        assert await _serving(target, SERVICE_NAME, 5) == health_pb2.HealthCheckResponse.SERVING
+        assert await health_status(target, "", 30) == SERVING
+        assert await health_status(target, SERVICE_NAME, 5) == SERVING
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 20)
     finally:
