@@ -2,19 +2,30 @@
 
 The transaction boundary is the RPC (or the background task): a session scope
 commits when the block succeeds and rolls back when it raises. Repositories are
-built from the session and never commit.
+built from the session and never commit. Reads that need no transaction use
+``read_scope``: autocommit, so a single SELECT is a single round trip.
+
+Pooled connections are checked without a round trip: SQLAlchemy's ``pool_pre_ping``
+costs three (BEGIN, ping, ROLLBACK with asyncpg) on every checkout, more than the
+queries of a typical call. Instead a connection the server closed (a restart, an
+idle timeout) is known to asyncpg at once and is replaced on checkout, and a
+connection idle for longer than ``IDLE_PING_SECONDS`` (where a silently dropped
+TCP link could hide) is pinged before use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -39,20 +50,44 @@ def naming_metadata() -> MetaData:
     return MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# A connection unused for longer than this is pinged when it is checked out.
+IDLE_PING_SECONDS = 10.0
+_IDLE_SINCE = "kit_idle_since"
+
+
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     """A pooled asyncpg engine with bounded pool and statement timeout."""
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url.get_secret_value(),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
-        pool_pre_ping=True,
         connect_args={
             "timeout": 10,
             "command_timeout": settings.db_statement_timeout_ms / 1000,
             "server_settings": {"statement_timeout": str(settings.db_statement_timeout_ms)},
         },
     )
+    event.listen(engine.sync_engine, "checkin", _on_checkin)
+    event.listen(engine.sync_engine, "checkout", _on_checkout)
+    return engine
+
+
+def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+    record.info[_IDLE_SINCE] = time.monotonic()
+
+
+def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Replace a dead connection; the pool then retries with a fresh one."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
+    idle_since = record.info.get(_IDLE_SINCE)
+    if idle_since is not None and time.monotonic() - idle_since > IDLE_PING_SECONDS:
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:
+            raise DisconnectionError("a pooled connection failed its ping") from exc
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -65,6 +100,17 @@ async def session_scope(sessions: async_sessionmaker[AsyncSession]) -> AsyncIter
     """One transaction: commit on success, roll back on any error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions in autocommit on the same pool: no BEGIN/COMMIT round trips.
+
+    For reads whose statements need no common snapshot (one SELECT, or several whose
+    answers may come from different moments). Never write through them.
+    """
+    return async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
 
 
 def _alembic_config(script_location: Path, database_url: str) -> Config:

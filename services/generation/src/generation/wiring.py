@@ -14,7 +14,7 @@ from generation.providers.replicate import ReplicateProvider
 from generation.settings import GenerationSettings
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.clock import Clock, SystemClock
-from kit.db import create_engine, create_sessionmaker, run_migrations
+from kit.db import create_engine, create_read_sessionmaker, create_sessionmaker, run_migrations
 from kit.grpc_client import create_channel
 from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.logging import get_logger
@@ -61,6 +61,7 @@ async def build_app(
     )
     context = GenerationContext(
         sessions=create_sessionmaker(engine),
+        readers=create_read_sessionmaker(engine),
         provider=provider,
         storage=storage,
         usage=GrpcUsageGateway(usage_channel),

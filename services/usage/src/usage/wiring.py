@@ -12,7 +12,7 @@ from pathlib import Path
 
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.clock import Clock, SystemClock
-from kit.db import create_engine, create_sessionmaker, run_migrations
+from kit.db import create_engine, create_read_sessionmaker, create_sessionmaker, run_migrations
 from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.runtime_config import RuntimeConfig, load_runtime_config
 from usage.api.servicer import UsageServicer
@@ -20,7 +20,7 @@ from usage.clients.generation_jobs import GenerationJobOutcomes
 from usage.domain.audit import LedgerAuditor
 from usage.domain.ledger import LedgerService
 from usage.domain.plans import PlanCatalog
-from usage.persistence.store import sql_transactions
+from usage.persistence.store import sql_reads, sql_transactions
 from usage.settings import UsageSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "persistence" / "alembic"
@@ -54,7 +54,9 @@ def build_server(
         page_size=settings.audit_page_size,
     )
     servicer = UsageServicer(
-        LedgerService(transactions, plans, clock),
+        LedgerService(
+            transactions, plans, clock, reads=sql_reads(create_read_sessionmaker(engine))
+        ),
         LedgerAuditor(transactions, plans, jobs, clock),
     )
     closed = False

@@ -16,7 +16,10 @@ from kit.storage import ObjectStorage
 
 @dataclass(frozen=True)
 class GenerationContext:
+    # Transactions (every write goes through these).
     sessions: async_sessionmaker[AsyncSession]
+    # Autocommit sessions on the same pool, for reads that need no snapshot.
+    readers: async_sessionmaker[AsyncSession]
     provider: ImageProvider
     storage: ObjectStorage
     usage: UsageGateway

@@ -12,7 +12,7 @@ from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction, end_without_output
 from generation.domain.provider import Prediction, PredictionNotFound, ProviderError
 from generation.persistence.models import GenerationJob
-from generation.persistence.repositories import JobRepository, RenderRepository
+from generation.persistence.repositories import JobRepository, RenderRepository, load_job_view
 from kit.db import session_scope
 from kit.errors import JobNotCancellable, JobNotFinished, NotFound
 from kit.logging import get_logger
@@ -23,15 +23,11 @@ log = get_logger("generation.queries")
 
 async def load_view(ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID) -> jobs.JobView:
     """The owner's job with its visible variants; NotFound for anyone else's."""
-    async with session_scope(ctx.sessions) as session:
-        job = await JobRepository(session).get_for_owner(owner_id, job_id)
-        if job is None:
-            raise NotFound("Generation not found.")
-        renders = RenderRepository(session)
-        render = await renders.for_job(job.id) if job.status == jobs.SUCCEEDED else None
-        if render is None or render.deleted_at is not None:
-            return jobs.JobView(job, None, ())
-        return jobs.JobView(job, render.id, await renders.variants(render.id))
+    async with ctx.readers() as session:
+        rows = await load_job_view(session, owner_id, job_id)
+    if rows is None:
+        raise NotFound("Generation not found.")
+    return jobs.JobView(rows.job, rows.render_id, rows.variants)
 
 
 async def get_generation(

@@ -283,6 +283,45 @@ class JobRepository:
         return result.all()
 
 
+@dataclass(frozen=True)
+class JobViewRows:
+    """A job with its live render (if any) and that render's variants, by idx."""
+
+    job: GenerationJob
+    render_id: uuid.UUID | None
+    variants: Sequence[RenderVariant]
+
+
+async def load_job_view(
+    session: AsyncSession, owner_id: uuid.UUID, job_id: uuid.UUID
+) -> JobViewRows | None:
+    """The owner's job, its live render and variants in one statement (one round trip).
+
+    A render shows only for a succeeded job and until it is soft-deleted; one row
+    comes back per variant (the job repeated), or one row with no render.
+    """
+    rows = (
+        await session.execute(
+            select(GenerationJob, Render.id, RenderVariant)
+            .outerjoin(
+                Render,
+                and_(
+                    Render.job_id == GenerationJob.id,
+                    GenerationJob.status == "succeeded",
+                    Render.deleted_at.is_(None),
+                ),
+            )
+            .outerjoin(RenderVariant, RenderVariant.render_id == Render.id)
+            .where(GenerationJob.id == job_id, GenerationJob.owner_id == owner_id)
+            .order_by(RenderVariant.idx)
+        )
+    ).all()
+    if not rows:
+        return None
+    job, render_id, _ = rows[0]
+    return JobViewRows(job, render_id, [row[2] for row in rows if row[2] is not None])
+
+
 class RenderRepository:
     """``renders`` and ``render_variants``: inserted once, never duplicated."""
 

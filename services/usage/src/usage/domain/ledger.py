@@ -14,7 +14,7 @@ inflated by refunds of another month, and makes ``used`` the number of paid
 jobs of the period that were not refunded.
 
 Debit. One transaction: create the user's profile row if missing and lock it
-(``FOR UPDATE``), so debits of one user are serialized; look for an earlier
+(an upsert that takes the row lock), so debits of one user are serialized; look for an earlier
 debit with the same idempotency key or for the same job (a replay: answer
 ``replayed = true``, write nothing); refuse with LIMIT_EXCEEDED when nothing is
 left (``details.periodEnd`` says when the quota resets); else append the debit.
@@ -59,14 +59,22 @@ GENERATION_COST = 1
 class LedgerService:
     """The ledger's use cases; each call is one transaction."""
 
-    def __init__(self, transactions: Transactions, plans: PlanCatalog, clock: Clock) -> None:
+    def __init__(
+        self,
+        transactions: Transactions,
+        plans: PlanCatalog,
+        clock: Clock,
+        reads: Transactions | None = None,
+    ) -> None:
         self._transactions = transactions
+        # Quota answers need no transaction; ``reads`` opens autocommit stores.
+        self._reads = reads or transactions
         self._plans = plans
         self._clock = clock
 
     async def get_quota(self, owner_id: uuid.UUID) -> Quota:
         """The user's plan and the current period's figures."""
-        async with self._transactions() as uow:
+        async with self._reads() as uow:
             price_id = await uow.profiles.price_id(owner_id)
             return await self._quota(uow, owner_id, price_id, self._clock.now())
 
@@ -87,14 +95,19 @@ class LedgerService:
         async with self._transactions() as uow:
             price_id = await uow.profiles.lock(command.owner_id, now)
             earlier = await self._earlier(uow, EntryKind.DEBIT, command)
-            if earlier is None:
-                await self._ensure_left(uow, command, price_id, now)
+            if earlier is not None:
+                quota = await self._quota(uow, command.owner_id, price_id, now)
+            else:
+                used = await self._ensure_left(uow, command, price_id, now)
                 written = await uow.ledger.insert(
                     command.entry(EntryKind.DEBIT, GENERATION_COST, now)
                 )
-                if not written:
+                if written:
+                    # The profile lock held since ``used`` was read: nothing else changed it.
+                    quota = self._quota_of(price_id, now, used + GENERATION_COST)
+                else:
                     earlier = await self._twin(uow, EntryKind.DEBIT, command)
-            quota = await self._quota(uow, command.owner_id, price_id, now)
+                    quota = await self._quota(uow, command.owner_id, price_id, now)
         return self._answer(EntryKind.DEBIT, command, quota, replayed=earlier is not None)
 
     async def credit(self, command: LedgerCommand) -> LedgerResult:
@@ -133,8 +146,7 @@ class LedgerService:
         self, uow: UnitOfWork, kind: EntryKind, command: LedgerCommand
     ) -> LedgerEntry | None:
         """The entry this command repeats, if any; refuses a key or job used otherwise."""
-        by_key = await uow.ledger.find_by_key(command.idempotency_key)
-        found = by_key or await uow.ledger.find_by_job(kind, command.job_id)
+        found = await uow.ledger.find_earlier(kind, command.idempotency_key, command.job_id)
         if found is None:
             return None
         if (found.kind, found.owner_id, found.job_id) != (kind, command.owner_id, command.job_id):
@@ -160,12 +172,13 @@ class LedgerService:
 
     async def _ensure_left(
         self, uow: UnitOfWork, command: LedgerCommand, price_id: str | None, now: datetime
-    ) -> None:
+    ) -> int:
+        """The generations used this period; LimitExceeded when none is left."""
         plan = self._plans.resolve(price_id)
         period = month_of(now)
         used = await uow.ledger.used_in(command.owner_id, period)
         if plan.monthly_generations - used >= GENERATION_COST:
-            return
+            return used
         log.info(
             "ledger.debit_refused",
             ownerId=str(command.owner_id),
@@ -180,9 +193,13 @@ class LedgerService:
     async def _quota(
         self, uow: UnitOfWork, owner_id: uuid.UUID, price_id: str | None, now: datetime
     ) -> Quota:
+        used = await uow.ledger.used_in(owner_id, month_of(now))
+        return self._quota_of(price_id, now, used)
+
+    def _quota_of(self, price_id: str | None, now: datetime, used: int) -> Quota:
         plan = self._plans.resolve(price_id)
         period = month_of(now)
-        used = max(0, await uow.ledger.used_in(owner_id, period))
+        used = max(0, used)
         return Quota(
             plan=plan.name,
             price_id=plan.price_id,

@@ -39,6 +39,12 @@ class EntryStore(Protocol):
         """The entry written with this key, of any kind."""
         ...
 
+    async def find_earlier(
+        self, kind: EntryKind, idempotency_key: str, job_id: uuid.UUID
+    ) -> LedgerEntry | None:
+        """The entry with this key (any kind), else the job's entry of ``kind``."""
+        ...
+
     async def find_by_job(self, kind: EntryKind, job_id: uuid.UUID) -> LedgerEntry | None:
         """The job's debit or credit."""
         ...
@@ -67,6 +73,7 @@ class UnitOfWork(Protocol):
 
 
 # Opens one transaction: commits when the block succeeds, rolls back when it raises.
+# The read-only opener (``reads``) gives stores that must only be read, in autocommit.
 Transactions = Callable[[], AbstractAsyncContextManager[UnitOfWork]]
 
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -45,14 +45,19 @@ class ProfileRepository:
         self._session = session
 
     async def lock(self, owner_id: uuid.UUID, at: datetime) -> str | None:
-        """Creates the profile if missing and locks it until the transaction ends."""
-        await self._session.execute(
-            insert(ProfileRow)
-            .values(owner_id=owner_id, price_id=None, created_at=at, updated_at=at)
-            .on_conflict_do_nothing(index_elements=[ProfileRow.owner_id])
+        """Creates the profile if missing and locks it until the transaction ends.
+
+        One statement: an upsert whose conflict branch rewrites the row unchanged,
+        which takes the row lock (like ``FOR UPDATE``) and returns the price_id.
+        """
+        statement = insert(ProfileRow).values(
+            owner_id=owner_id, price_id=None, created_at=at, updated_at=at
         )
         result = await self._session.execute(
-            select(ProfileRow.price_id).where(ProfileRow.owner_id == owner_id).with_for_update()
+            statement.on_conflict_do_update(
+                index_elements=[ProfileRow.owner_id],
+                set_={"owner_id": statement.excluded.owner_id},
+            ).returning(ProfileRow.price_id)
         )
         price_id: str | None = result.scalar_one()
         return price_id
@@ -93,6 +98,24 @@ class LedgerRepository:
         """The entry written with this idempotency key."""
         result = await self._session.execute(
             select(*_ENTRY_COLUMNS).where(LedgerRow.idempotency_key == idempotency_key)
+        )
+        row = result.one_or_none()
+        return _entry(row) if row is not None else None
+
+    async def find_earlier(
+        self, kind: EntryKind, idempotency_key: str, job_id: uuid.UUID
+    ) -> LedgerEntry | None:
+        """The entry with this key, else the job's entry of ``kind``: one round trip."""
+        result = await self._session.execute(
+            select(*_ENTRY_COLUMNS)
+            .where(
+                or_(
+                    LedgerRow.idempotency_key == idempotency_key,
+                    and_(LedgerRow.job_id == job_id, LedgerRow.kind == kind.value),
+                )
+            )
+            .order_by((LedgerRow.idempotency_key == idempotency_key).desc())
+            .limit(1)
         )
         row = result.one_or_none()
         return _entry(row) if row is not None else None

@@ -38,3 +38,15 @@ def sql_transactions(sessions: async_sessionmaker[AsyncSession]) -> Transactions
 
     opener: Transactions = transaction
     return opener
+
+
+def sql_reads(readers: async_sessionmaker[AsyncSession]) -> Transactions:
+    """Opens read-only stores on autocommit sessions (``kit.db.create_read_sessionmaker``)."""
+
+    @asynccontextmanager
+    async def reads() -> AsyncIterator[UnitOfWork]:
+        async with readers() as session:
+            yield SqlUnitOfWork(session)
+
+    opener: Transactions = reads
+    return opener
