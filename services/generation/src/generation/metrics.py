@@ -26,7 +26,7 @@ SETTLEMENT_OUTCOMES = {
     "debit": ("done", "deferred", "waived"),
     "refund": ("done", "deferred"),
 }
-ASSET_OUTCOMES = ("stored", "already_stored", "deferred")
+ASSET_OUTCOMES = ("stored", "deferred")
 
 JOB_TRANSITIONS = Counter(
     "generation_job_transitions_total",
@@ -68,7 +68,7 @@ SETTLEMENTS = Counter(
 )
 ASSETS = Counter(
     "generation_assets_total",
-    "Output files: stored (downloaded and saved), already_stored, or deferred (failed).",
+    "Output files: stored (downloaded and saved) or deferred (failed, tried again later).",
     ["outcome"],
 )
 

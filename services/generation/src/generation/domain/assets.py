@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 
@@ -10,6 +11,8 @@ from generation.domain.context import GenerationContext
 from generation.domain.jobs import variant_key
 
 OUTPUT_CONTENT_TYPE = "image/jpeg"
+# Outputs of one prediction copied at once (nano-banana answers one; others a few).
+PARALLEL_COPIES = 4
 
 
 async def store_render_variants(
@@ -17,20 +20,32 @@ async def store_render_variants(
 ) -> list[str]:
     """Download each output and store it as ``renders/<renderId>/<idx>.jpg``.
 
-    An object that already exists counts as done (a repeated webhook, or another
-    instance that got there first), so nothing is downloaded twice after success.
-    Raises ProviderError / StorageError; the caller leaves the job in flight so a
-    retried webhook, a refresh or the sweep tries again.
+    Keys are derived from the render id, so a repeat (two appliers racing, or an
+    attempt that stored the files but could not commit) overwrites the same objects
+    with the same bytes. No existence check is made first: it would cost every
+    success a storage round trip to save a copy only in those rare repeats (a job
+    already succeeded never gets here). Raises ProviderError / StorageError; the
+    caller leaves the job in flight so a retried webhook, a refresh or the sweep
+    tries again.
     """
-    keys: list[str] = []
+    slots = asyncio.Semaphore(PARALLEL_COPIES)
     max_bytes = ctx.config.replicate.output_max_bytes
-    for idx, url in enumerate(output_urls):
+
+    async def copy(idx: int, url: str) -> str:
         key = variant_key(render_id, idx)
-        if await ctx.storage.stat(ctx.public_bucket, key) is None:
+        async with slots:
             data = await ctx.provider.download_output(url, max_bytes)
             await ctx.storage.put_bytes(ctx.public_bucket, key, data, OUTPUT_CONTENT_TYPE)
-            metrics.asset("stored")
-        else:
-            metrics.asset("already_stored")
-        keys.append(key)
+        metrics.asset("stored")
+        return key
+
+    # Every copy runs to its end, then the first failure (if any) is raised.
+    results = await asyncio.gather(
+        *(copy(i, url) for i, url in enumerate(output_urls)), return_exceptions=True
+    )
+    keys: list[str] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        keys.append(result)
     return keys

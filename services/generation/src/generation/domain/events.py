@@ -44,7 +44,7 @@ async def apply_prediction(
     ctx: GenerationContext, prediction: Prediction, source: str
 ) -> tuple[Outcome, GenerationJob | None]:
     """Move the job of ``prediction`` forward to the provider's state."""
-    async with session_scope(ctx.sessions) as session:
+    async with ctx.readers() as session:
         job = await JobRepository(session).get_by_prediction_id(prediction.id)
     if job is None:
         log.info("provider.unknown_prediction", predictionId=prediction.id, source=source)
@@ -62,7 +62,7 @@ async def apply_prediction(
     if changed:
         log.info("job.transition", **_fields(job, target), source=source)
         metrics.job_transition(target, source)
-    async with session_scope(ctx.sessions) as session:
+    async with ctx.readers() as session:
         current = await JobRepository(session).get(job.id)
     return (Outcome.APPLIED if changed else Outcome.STALE), current
 
