@@ -36,6 +36,7 @@ def test_embedded_defaults() -> None:
     assert env["REPLICATE_WEBHOOK_SECRET"] == DEV_WEBHOOK_SECRET
     assert env["WEBHOOK_BASE_URL"] == "http://127.0.0.1:8080"
     assert env["AUTH_JWT_SECRET"] == DEV_JWT_SECRET
+    assert env["MALLOC_ARENA_MAX"] == "2"  # bounded RSS under upload bursts
     assert env["GENERATION_GRPC_TARGET"] == "127.0.0.1:50051"
     assert env["USAGE_GRPC_TARGET"] == "127.0.0.1:50052"
     assert Path(env["RUNTIME_CONFIG_FILE"]).name == "runtime.toml"
@@ -122,3 +123,9 @@ def test_with_ports_moves_the_default_webhook_url_along() -> None:
 
     assert moved.webhook_base_url == "http://127.0.0.1:18888"
     assert kept.webhook_base_url == "https://hook.test"
+
+
+def test_the_malloc_arena_cap_can_be_overridden() -> None:
+    assert (
+        LauncherConfig.from_env({"MALLOC_ARENA_MAX": "8"}).service_env()["MALLOC_ARENA_MAX"] == "8"
+    )

@@ -196,6 +196,9 @@ class LauncherConfig:
             "RUNTIME_CONFIG_FILE": str(self.runtime_config_file),
             # Children write to log files: flush every line so the logs are live.
             "PYTHONUNBUFFERED": "1",
+            # Worker threads (storage calls, image work) would each get a glibc arena
+            # that keeps freed memory; two arenas bound RSS under upload bursts.
+            "MALLOC_ARENA_MAX": self.environ.get("MALLOC_ARENA_MAX", "2"),
         }
         if self.replicate_token is not None:
             env["REPLICATE_API_TOKEN"] = self.replicate_token
