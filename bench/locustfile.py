@@ -100,3 +100,14 @@ class HealthUser(FastHttpUser):
     @task
     def health(self) -> None:
         self.client.get("/healthz")
+
+
+class ReadyUser(FastHttpUser):
+    """The floor of any call the edge forwards: /readyz asks generation and usage for
+    their gRPC health (two calls at once, no database), same process and route stack."""
+
+    wait_time = constant(0)
+
+    @task
+    def ready(self) -> None:
+        self.client.get("/readyz")

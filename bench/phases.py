@@ -52,6 +52,7 @@ class RoundResult:
     submit_throughput: LoadResult
     health: LoadResult
     status: LoadResult
+    hop_floor: LoadResult
     webhook: Summary
     webhook_baseline: Summary
     webhook_post: Summary
@@ -138,8 +139,9 @@ async def status_phase(
     targets: list[dict[str, str]],
     durations: Durations,
     profile_dir: Path | None = None,
-) -> tuple[LoadResult, LoadResult]:
-    """Requests/s of the bare endpoint, then of GET on finished jobs (same users, same time)."""
+) -> tuple[LoadResult, LoadResult, LoadResult]:
+    """Requests/s of the bare endpoint, of GET on finished jobs, and of /readyz (the
+    gRPC hop alone, for the explanation); same users, same time."""
     with tempfile.TemporaryDirectory(prefix="bench-targets-") as scratch:
         path = Path(scratch) / "targets.json"
         path.write_text(json.dumps(targets))
@@ -152,7 +154,10 @@ async def status_phase(
             run_locust, system, "StatusUser", users=users, seconds=seconds, env=env,
             profile_dir=profile_dir,
         )  # fmt: skip
-    return health, status
+        hop_floor = await asyncio.to_thread(
+            run_locust, system, "ReadyUser", users=users, seconds=seconds, env=env
+        )
+    return health, status, hop_floor
 
 
 @dataclass

@@ -111,17 +111,18 @@ async def measure_round(
     )
     extras = await submit_extras(system, baselines.config, image, durations.baseline_rounds)
     say(f"[{rows} jobs] status reads vs the bare endpoint (locust)")
-    health, status = await status_phase(system, targets, durations, profile_dir)
+    health, status, hop_floor = await status_phase(system, targets, durations, profile_dir)
     say(f"[{rows} jobs] webhooks: arrival to visible vs download + PUT")
     samples = await webhook_phase(system, baselines, image, durations.webhook_samples)
     total, post, baseline = summarize_webhooks(samples)
     result = RoundResult(
-        rows, parts, latency, throughput, health, status, total, baseline, post,
+        rows, parts, latency, throughput, health, status, hop_floor, total, baseline, post,
         samples.output_bytes, {"submit_extras": extras},
     )  # fmt: skip
     say(
         f"[{rows} jobs] submit p50 {latency.summary.p50:.1f} ms (parts {parts.total_p50:.1f} ms), "
-        f"{throughput.rps:.1f} rps; status {status.rps:.0f} rps vs {health.rps:.0f} rps; "
+        f"{throughput.rps:.1f} rps; status {status.rps:.0f} rps vs {health.rps:.0f} rps "
+        f"(readyz {hop_floor.rps:.0f}); "
         f"webhook {total.p50:.1f} ms vs {baseline.p50:.1f} ms"
     )
     return result
@@ -139,6 +140,16 @@ def _load(result: LoadResult) -> dict[str, Any]:
     }
 
 
+def _cpu_per_request(result: LoadResult) -> dict[str, float]:
+    """CPU milliseconds each part spent per answered request (locust included)."""
+    count = max(1, result.summary.count)
+    return {
+        part: round(1000 * seconds / count, 3)
+        for part, seconds in result.cpu_seconds.items()
+        if seconds > 0.05
+    }
+
+
 def _round(result: RoundResult) -> dict[str, Any]:
     extras: SubmitExtras = result.extra["submit_extras"]
     explained = extras.explained_p50(result.parts.total_p50)
@@ -152,6 +163,16 @@ def _round(result: RoundResult) -> dict[str, Any]:
         "submit_throughput": _load(result.submit_throughput),
         "health": _load(result.health),
         "status": _load(result.status),
+        "readyz_hop_floor": _load(result.hop_floor),
+        "cpu_ms_per_request": {
+            name: _cpu_per_request(load)
+            for name, load in (
+                ("health", result.health),
+                ("readyz_hop_floor", result.hop_floor),
+                ("status", result.status),
+                ("submit_throughput", result.submit_throughput),
+            )
+        },
         "webhook_arrival_to_visible": result.webhook.as_dict(),
         "webhook_post_alone": result.webhook_post.as_dict(),
         "webhook_download_put": result.webhook_baseline.as_dict(),
