@@ -115,8 +115,11 @@ async def _finish_with_output(
         raise
     now = ctx.clock.now()
     async with session_scope(ctx.sessions) as session:
-        locked = await JobRepository(session).get(job.id, for_update=True)
-        if locked is None or jobs.is_terminal(locked.status):
+        # The conditional update comes first: it locks the row and checks the job is
+        # still in flight in one round trip; the render rows commit with it or not at all.
+        if not await JobRepository(session).mark_succeeded(
+            job.id, prediction.completed_at or now, now
+        ):
             return False
         renders = RenderRepository(session)
         await renders.insert_once(
@@ -130,6 +133,4 @@ async def _finish_with_output(
             )
         )
         await renders.insert_variants_once(render_id, keys)
-        return await JobRepository(session).mark_succeeded(
-            job.id, prediction.completed_at or now, now
-        )
+    return True
