@@ -1,6 +1,7 @@
 """The unavoidable work of each request, measured alone against the same servers.
 
-- submit: one S3 PUT of the uploaded bytes (kit.storage.ObjectStorage), one
+- submit: one S3 PUT of the uploaded bytes (kit.storage.ObjectStorage.put_file,
+  part by part as the service stores inputs), one
   provider create on the emulator (the generation service's own Replicate
   adapter, same body shape), one row insert into a scratch copy of
   generation_jobs (same columns and indexes) on the same PostgreSQL;
@@ -11,6 +12,7 @@ Samples are taken one at a time, interleaved, with the system otherwise idle.
 
 from __future__ import annotations
 
+import io
 import secrets
 import time
 import uuid
@@ -114,8 +116,8 @@ class Baselines:
         for index in range(rounds + 2):
             key = f"bench/inputs/{uuid.uuid4()}.jpg"
             put = await _timed(
-                lambda key=key: self.storage.put_bytes(  # type: ignore[misc]
-                    self.private_bucket, key, image, "image/jpeg"
+                lambda key=key: self.storage.put_file(  # type: ignore[misc]
+                    self.private_bucket, key, io.BytesIO(image), len(image), "image/jpeg"
                 )
             )
             create = await _timed(lambda: self.provider.create_prediction(request))

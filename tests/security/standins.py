@@ -49,8 +49,10 @@ class StandInGeneration(generation_pb2_grpc.GenerationServiceServicer):
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
 
-    async def SubmitGeneration(self, request: Any, context: Any) -> Any:
+    async def SubmitGeneration(self, request_iterator: Any, context: Any) -> Any:
         self.recorder.note("SubmitGeneration", context)
+        async for _ in request_iterator:  # the request part, then any chunks
+            pass
         return generation_pb2.SubmitGenerationResponse(job=_job())
 
     async def GetGeneration(self, request: Any, context: Any) -> Any:

@@ -16,6 +16,7 @@ import pytest
 
 from edge_api.app import create_app as create_edge_app
 from edge_api.settings import EdgeSettings
+from edge_api.uploads import READ_CHUNK_BYTES
 from generation.settings import GenerationSettings
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.grpc_client import create_channel
@@ -26,6 +27,7 @@ from testkit.servers import ThreadedUvicorn
 from tests.badinput.checks import assert_error, assert_nothing_left
 from tests.e2e.harness import Stack, User, jpeg_bytes
 from tests.security.proxy import Envoy
+from webhook_gateway.settings import GatewaySettings
 
 # deploy/envoy/envoy.yaml: declared lengths from 21 MiB + 1 are refused on the upload route.
 ENVOY_UPLOAD_CAP = 21 * 1024 * 1024
@@ -154,7 +156,11 @@ async def test_the_edge_cap_holds_for_streamed_bodies_without_a_length(
 
 
 def test_the_size_limits_are_chained_consistently() -> None:
-    """Envoy lets through what the edge accepts; the edge's gRPC messages fit generation's."""
+    """Envoy lets through what the edge accepts; every gRPC message fits generation's max.
+
+    Uploads travel in chunks, so the largest messages are a chunk (plus its
+    framing) from the edge and a provider event forwarded by the gateway.
+    """
     uploads = load_runtime_config(DEFAULT_RUNTIME_CONFIG).uploads
     edge = EdgeSettings(S3_ENDPOINT="x", S3_ACCESS_KEY="x", S3_SECRET_KEY="x")
     generation = GenerationSettings(
@@ -163,7 +169,11 @@ def test_the_size_limits_are_chained_consistently() -> None:
     )  # fmt: skip
     request_limit = edge.request_limit(uploads.max_bytes)
     assert 2 * uploads.max_bytes < request_limit <= ENVOY_UPLOAD_CAP
-    assert request_limit < edge.grpc_max_message_bytes <= generation.grpc_max_message_bytes
+    largest_part = READ_CHUNK_BYTES + 64 * 1024  # a chunk, or a request part with its text
+    assert largest_part <= edge.grpc_max_message_bytes <= generation.grpc_max_message_bytes
+    event_message = GatewaySettings().webhook_max_body_bytes + 64 * 1024
+    assert event_message <= generation.grpc_max_message_bytes
+    assert generation.grpc_max_message_bytes < uploads.max_bytes  # never a whole upload
 
 
 async def test_generation_refuses_a_grpc_message_over_its_max(stack: Stack, user: User) -> None:
@@ -178,14 +188,18 @@ async def test_generation_refuses_a_grpc_message_over_its_max(stack: Stack, user
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
 
         async def submit(size: int) -> Any:
-            return await stub.SubmitGeneration(
-                generation_pb2.SubmitGenerationRequest(
-                    owner_id=str(user.id),
-                    mode="redesign",
-                    inputs=[generation_pb2.InputImage(field="input1", data=b"\0" * size)],
-                ),
-                timeout=30,
+            """One input sent as a single chunk of ``size`` bytes."""
+            request = generation_pb2.SubmitGenerationRequest(
+                owner_id=str(user.id),
+                mode="redesign",
+                inputs=[generation_pb2.DeclaredInput(field="input1", size_bytes=size)],
             )
+            chunk = generation_pb2.InputChunk(input_index=0, data=b"\0" * size)
+            parts = [
+                generation_pb2.SubmitGenerationPart(request=request),
+                generation_pb2.SubmitGenerationPart(chunk=chunk),
+            ]
+            return await stub.SubmitGeneration(iter(parts), timeout=30)
 
         with pytest.raises(grpc.aio.AioRpcError) as too_large:
             await submit(limit + 1024)

@@ -41,14 +41,14 @@ class HoldingGeneration(StandInGeneration):
         self.most = 0
         self.arrived = asyncio.Event()
 
-    async def SubmitGeneration(self, request: Any, context: Any) -> Any:
+    async def SubmitGeneration(self, request_iterator: Any, context: Any) -> Any:
         self.running += 1
         self.most = max(self.most, self.running)
         if self.running >= LIMIT:
             self.arrived.set()
         try:
             await self.release.wait()
-            return await super().SubmitGeneration(request, context)
+            return await super().SubmitGeneration(request_iterator, context)
         finally:
             self.running -= 1
 

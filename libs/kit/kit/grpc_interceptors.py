@@ -38,14 +38,25 @@ Wrapper = Callable[[Behaviour, str], Behaviour]
 
 
 def _wrap_unary(handler: Handler, method: str, wrap: Wrapper) -> Handler:
-    if handler.unary_unary is None:
-        # Streaming methods are not used by our contracts; leave them as they are.
-        return handler
-    return grpc.unary_unary_rpc_method_handler(
-        wrap(cast(Behaviour, handler.unary_unary), method),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    """Wrap handlers with a single response; their behaviour has one shape for both.
+
+    A client-streaming behaviour takes the request iterator where a unary one
+    takes the request, and both return one awaited response, so the same wrappers
+    apply. Server-streaming methods are not used by our contracts: left as they are.
+    """
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(cast(Behaviour, handler.unary_unary), method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap(cast(Behaviour, handler.stream_unary), method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):

@@ -11,7 +11,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import IO, BinaryIO, TypeVar, cast
 
 import urllib3
 from minio import Minio
@@ -76,6 +76,25 @@ class ObjectStorage:
         await self._call(
             lambda: self._client.put_object(
                 bucket, key, io.BytesIO(data), len(data), content_type=content_type
+            )
+        )
+
+    async def put_file(
+        self, bucket: str, key: str, fileobj: IO[bytes], length: int, content_type: str
+    ) -> None:
+        """Write ``length`` bytes read from ``fileobj`` (from its current position).
+
+        The SDK reads the file part by part; one part upload at a time, so at most
+        one part (5 MiB) of it is in memory, whatever the object's size.
+        """
+        await self._call(
+            lambda: self._client.put_object(
+                bucket,
+                key,
+                cast(BinaryIO, fileobj),
+                length,
+                content_type=content_type,
+                num_parallel_uploads=1,
             )
         )
 

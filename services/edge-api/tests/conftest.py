@@ -80,11 +80,17 @@ def timestamp(moment: datetime) -> Timestamp:
 
 @dataclass
 class Call:
-    """One request a backend received, with the metadata it came with."""
+    """One request a backend received, with the metadata it came with.
+
+    For SubmitGeneration, ``request`` is the stream's request part, ``files`` the
+    inputs reassembled from their chunks and ``chunk_sizes`` every chunk's size.
+    """
 
     method: str
     request: Any
     metadata: dict[str, str]
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+    chunk_sizes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -94,14 +100,21 @@ class Recorder:
     delay_seconds: float = 0.0
 
     async def record(
-        self, method: str, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        method: str,
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+        received: Call | None = None,
     ) -> None:
         metadata = {
             key: value
             for key, value in (context.invocation_metadata() or ())
             if isinstance(value, str)
         }
-        self.calls.append(Call(method, request, metadata))
+        call = Call(method, request, metadata)
+        if received is not None:
+            call.files, call.chunk_sizes = received.files, received.chunk_sizes
+        self.calls.append(call)
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
         if self.fail_with is not None:
@@ -109,6 +122,24 @@ class Recorder:
 
     def named(self, method: str) -> list[Call]:
         return [call for call in self.calls if call.method == method]
+
+
+async def read_submission_stream(
+    parts: AsyncIterator[generation_pb2.SubmitGenerationPart],
+) -> Call:
+    """The request part and the files put back together from their chunks."""
+    first = await anext(parts)
+    assert first.WhichOneof("part") == "request"
+    request = first.request
+    data = [bytearray() for _ in request.inputs]
+    sizes: list[int] = []
+    async for part in parts:
+        assert part.WhichOneof("part") == "chunk"
+        data[part.chunk.input_index] += part.chunk.data
+        sizes.append(len(part.chunk.data))
+    files = [(item.field, bytes(body)) for item, body in zip(request.inputs, data, strict=True)]
+    assert [len(body) for _, body in files] == [item.size_bytes for item in request.inputs]
+    return Call("SubmitGeneration", request, {}, files, sizes)
 
 
 class GenerationBackend(generation_pb2_grpc.GenerationServiceServicer):
@@ -119,6 +150,8 @@ class GenerationBackend(generation_pb2_grpc.GenerationServiceServicer):
 
     def reset(self) -> None:
         self.recorder = Recorder()
+        # Raised right after the request part, before any chunk is read.
+        self.refuse_request: DomainError | None = None
         self.jobs: dict[str, generation_pb2.Job] = {}
         self.by_key: dict[tuple[str, str], str] = {}
 
@@ -152,9 +185,14 @@ class GenerationBackend(generation_pb2_grpc.GenerationServiceServicer):
         return job
 
     async def SubmitGeneration(
-        self, request: generation_pb2.SubmitGenerationRequest, context: Any
+        self, request_iterator: AsyncIterator[generation_pb2.SubmitGenerationPart], context: Any
     ) -> generation_pb2.SubmitGenerationResponse:
-        await self.recorder.record("SubmitGeneration", request, context)
+        if self.refuse_request is not None:
+            await anext(request_iterator)
+            raise self.refuse_request
+        received = await read_submission_stream(request_iterator)
+        request = received.request
+        await self.recorder.record("SubmitGeneration", request, context, received)
         key = (request.owner_id, request.idempotency_key)
         if request.idempotency_key and key in self.by_key:
             job = self.jobs[self.by_key[key]]

@@ -149,7 +149,7 @@ async def test_multipart_over_the_wire_with_forwarded_headers(
 
     assert response.status_code == 202, response.text
     (call,) = backends.generation.recorder.named("SubmitGeneration")
-    assert call.request.inputs[0].data == image
+    assert call.files == [("input1", image)]
     assert call.request.request_base_url == "https://x.example"
 
 

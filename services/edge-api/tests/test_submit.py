@@ -68,7 +68,9 @@ async def test_multipart_submission_forwards_exact_bytes_and_fields(
         "japandi",
     )
     assert sent.idempotency_key == "key-1"
-    assert [(i.field, i.data) for i in sent.inputs] == [("input1", JPEG), ("input2", PNG)]
+    declared = [(i.field, i.size_bytes) for i in sent.inputs]
+    assert declared == [("input1", len(JPEG)), ("input2", len(PNG))]
+    assert call.files == [("input1", JPEG), ("input2", PNG)]
     assert sent.request_base_url == "http://edge.test"
 
 
@@ -87,6 +89,7 @@ async def test_json_submission_sends_no_images(
     assert call.request.prompt == "A sunny reading nook"
     assert call.request.idempotency_key == "json-1"
     assert list(call.request.inputs) == []
+    assert call.files == []
 
 
 async def test_forwarded_base_url_reaches_the_generation_service(
@@ -231,7 +234,7 @@ async def test_a_file_at_the_limit_is_accepted(
 
     assert response.status_code == 202
     (call,) = backends.generation.recorder.named("SubmitGeneration")
-    assert call.request.inputs[0].data == data
+    assert call.files == [("input1", data)]
 
 
 class EndlessUpload:

@@ -30,7 +30,8 @@ class EdgeSettings(ServiceSettings, S3Settings):
 
     generation_grpc_target: str = Field(default="127.0.0.1:50051", alias="GENERATION_GRPC_TARGET")
     usage_grpc_target: str = Field(default="127.0.0.1:50052", alias="USAGE_GRPC_TARGET")
-    grpc_max_message_bytes: int = Field(default=24 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES")
+    # Uploads travel in 256 KiB chunks (SubmitGeneration streams); answers are small.
+    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES")
     grpc_deadline_seconds: float = Field(default=10.0, gt=0, alias="GRPC_DEADLINE_SECONDS")
     # Submission uploads inputs and calls the provider: it gets longer.
     grpc_submit_deadline_seconds: float = Field(
@@ -39,7 +40,7 @@ class EdgeSettings(ServiceSettings, S3Settings):
     # Readiness probes must answer quickly even when a backend hangs.
     readiness_deadline_seconds: float = Field(default=2.0, gt=0, alias="READINESS_DEADLINE_SECONDS")
 
-    # Uploads are held in memory while they are forwarded: bound how many at once.
+    # Uploads are spooled and streamed on: bound how many are read and forwarded at once.
     max_concurrent_submissions: int = Field(default=8, gt=0, alias="MAX_CONCURRENT_SUBMISSIONS")
     # A slot is held while an upload streams in: a client this slow is cut off (400).
     upload_read_timeout_seconds: float = Field(

@@ -25,7 +25,7 @@ class EdgeState:
     settings: EdgeSettings
     runtime_config: RuntimeConfig
     token_verifier: TokenVerifier
-    # Uploads are held in memory while forwarded: at most this many at once.
+    # Uploads being read and forwarded (each spooled): at most this many at once.
     submissions: asyncio.Semaphore
     trusted_proxies: TrustedProxies
     clients: Clients | None = None

@@ -1,19 +1,23 @@
 """Streaming request bodies: multipart/form-data submissions and small JSON bodies.
 
 Multipart is parsed as a stream straight from the socket (python-multipart's
-callback parser): nothing touches the disk, each file part is kept in memory only
-up to the upload limit, and the moment a part grows past it reading stops and
-the request is refused with 413. Field names and text sizes are checked while
-parsing, so a bad request costs as little as possible. Only the seven known
-fields are accepted, each at most once, which also caps the number of parts.
+callback parser). Each file part goes into a spooled temporary file (in memory
+up to ``SPOOL_MEMORY_BYTES``, on disk beyond), so memory per upload stays small
+whatever the file's size; the moment a part grows past the upload limit reading
+stops and the request is refused with 413. Field names and text sizes are
+checked while parsing, so a bad request costs as little as possible. Only the
+seven known fields are accepted, each at most once, which also caps the number
+of parts. The spools belong to the returned form (``close()`` it); when reading
+fails in any way (a broken rule, a disconnect, a timeout) they are closed here.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import pydantic
 from python_multipart.exceptions import FormParserError
@@ -34,9 +38,27 @@ TEXT_FIELD_LIMITS = {
 MAX_BOUNDARY_CHARS = 200
 # A JSON body only carries short text fields.
 MAX_JSON_BYTES = 64 * 1024
+# Files up to this size stay in memory; larger ones are spooled to the temp directory.
+SPOOL_MEMORY_BYTES = 1024 * 1024
+# The piece size in which a spooled file is read back (one gRPC message each).
+READ_CHUNK_BYTES = 256 * 1024
 _MALFORMED = "The multipart body is malformed."
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """One received file part: a spooled temporary file and its size in bytes."""
+
+    file: IO[bytes]
+    size: int
+
+    def chunks(self, chunk_bytes: int = READ_CHUNK_BYTES) -> Iterator[bytes]:
+        """The file's bytes from the start, ``chunk_bytes`` at a time."""
+        self.file.seek(0)
+        while piece := self.file.read(chunk_bytes):
+            yield piece
 
 
 @dataclass
@@ -44,7 +66,14 @@ class MultipartForm:
     """The parsed submission form: text fields and files (by field name)."""
 
     fields: dict[str, str] = field(default_factory=dict)
-    files: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, UploadedFile] = field(default_factory=dict)
+    # Every spool opened for this form, complete or not: all are closed by close().
+    spools: list[IO[bytes]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close (and so delete) every temporary file of the form; idempotent."""
+        for spool in self.spools:
+            spool.close()
 
 
 @dataclass
@@ -54,7 +83,14 @@ class _Part:
     headers: dict[str, bytes] = field(default_factory=dict)
     name: str = ""
     limit: int = 0
-    data: bytearray = field(default_factory=bytearray)
+    size: int = 0
+    # Text fields are small and kept in memory; files go to a spool.
+    text: bytearray = field(default_factory=bytearray)
+    spool: IO[bytes] | None = None
+
+
+def _new_spool() -> IO[bytes]:
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, mode="w+b")
 
 
 class _FormCollector:
@@ -91,6 +127,8 @@ class _FormCollector:
             raise ValidationError(f"The field {name} was sent more than once.")
         if name in FILE_FIELDS:
             part.limit = self.max_file_bytes
+            part.spool = _new_spool()
+            self.form.spools.append(part.spool)
         elif name in TEXT_FIELD_LIMITS:
             part.limit = TEXT_FIELD_LIMITS[name]
         else:
@@ -99,21 +137,25 @@ class _FormCollector:
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
-        if len(part.data) + (end - start) > part.limit:
-            if part.name in FILE_FIELDS:
+        if part.size + (end - start) > part.limit:
+            if part.spool is not None:
                 raise PayloadTooLarge(f"The file {part.name} is too large.")
             raise ValidationError(f"The field {part.name} is too long.")
-        part.data += data[start:end]
+        part.size += end - start
+        if part.spool is not None:
+            part.spool.write(data[start:end])
+        else:
+            part.text += data[start:end]
 
     def on_part_end(self) -> None:
         part = self._part
-        if part.name in FILE_FIELDS:
-            if not part.data:
+        if part.spool is not None:
+            if not part.size:
                 raise ValidationError(f"The file {part.name} is empty.")
-            self.form.files[part.name] = bytes(part.data)
+            self.form.files[part.name] = UploadedFile(part.spool, part.size)
             return
         try:
-            self.form.fields[part.name] = part.data.decode("utf-8")
+            self.form.fields[part.name] = part.text.decode("utf-8")
         except UnicodeDecodeError:
             raise ValidationError(f"The field {part.name} is not valid UTF-8.") from None
 
@@ -140,8 +182,19 @@ async def _chunks(request: Request) -> AsyncIterator[bytes]:
 
 
 async def read_multipart(request: Request, boundary: bytes, max_file_bytes: int) -> MultipartForm:
-    """Parse the body as a stream; stops reading at the first broken rule."""
+    """Parse the body as a stream; stops reading at the first broken rule.
+
+    The caller closes the returned form; on any failure its spools are already closed.
+    """
     collector = _FormCollector(max_file_bytes)
+    try:
+        return await _parse(request, boundary, collector)
+    except BaseException:
+        collector.form.close()
+        raise
+
+
+async def _parse(request: Request, boundary: bytes, collector: _FormCollector) -> MultipartForm:
     parser = MultipartParser(
         boundary,
         callbacks={

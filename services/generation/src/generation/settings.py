@@ -9,6 +9,9 @@ from kit.settings import DatabaseSettings, GrpcServerSettings, S3Settings
 
 class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
     grpc_port: int = Field(default=50051, alias="GENERATION_GRPC_PORT")
+    # Uploads arrive in chunks (SubmitGeneration streams, 256 KiB from the edge) and
+    # provider events are capped at 1 MiB (gateway and servicer): no message needs more.
+    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES")
     database_url: SecretStr = Field(
         validation_alias=AliasChoices("GENERATION_DATABASE_URL", "DATABASE_URL")
     )

@@ -1,16 +1,160 @@
-"""Lossless metadata removal keeps the pixels bit for bit and drops everything else."""
+"""Lossless metadata removal keeps the pixels bit for bit and drops everything else.
+
+The strippers work file to file in bounded pieces. Their output is compared
+with the previous whole-bytes implementation (kept below, verbatim, as the
+oracle) on the same fixtures, with pieces so small that every boundary case
+(a 0xFF at the end of a piece, a segment split in two) is crossed.
+"""
 
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
+from typing import IO
 
+import pytest
 from PIL import Image, ImageChops, PngImagePlugin
 
+from generation.domain.image_header import read_header
 from generation.domain.image_strip import strip_jpeg, strip_png
 from generation.domain.images import inspect_and_clean
 from kit.runtime_config import Uploads
 
 UPLOADS = Uploads()
+Stripper = Callable[[IO[bytes], IO[bytes], int], bool]
+
+
+def stripped(strip: Stripper, data: bytes, chunk_bytes: int = 256 * 1024) -> bytes | None:
+    """``strip`` from one in-memory file to another; None when it cannot walk ``data``."""
+    out = io.BytesIO()
+    return out.getvalue() if strip(io.BytesIO(data), out, chunk_bytes) else None
+
+
+def strip_jpeg_bytes(data: bytes) -> bytes | None:
+    return stripped(strip_jpeg, data)
+
+
+def strip_png_bytes(data: bytes) -> bytes | None:
+    return stripped(strip_png, data)
+
+
+def clean_bytes(data: bytes) -> bytes:
+    with io.BytesIO(data) as source:
+        clean = inspect_and_clean(source, UPLOADS, "input1")
+    with clean.file:
+        return clean.file.read()
+
+
+# --- The previous implementation (whole bytes in, whole bytes out): the oracle. ---
+
+_R_SOI, _R_EOI, _R_SOS, _R_COM = 0xD8, 0xD9, 0xDA, 0xFE
+_R_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_R_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Chunks about the pixels and their colours; text, EXIF, time and private chunks go.
+_R_PNG_KEEP = frozenset(
+    {
+        b"IHDR",
+        b"PLTE",
+        b"IDAT",
+        b"IEND",
+        b"tRNS",
+        b"gAMA",
+        b"cHRM",
+        b"sRGB",
+        b"iCCP",
+        b"sBIT",
+        b"pHYs",
+        b"bKGD",
+    }
+)
+
+
+def _r_keep_jpeg_segment(marker: int, segment: bytes) -> bool:
+    if marker == _R_COM:
+        return False
+    if 0xE0 <= marker <= 0xEF:
+        payload = segment[4:]
+        return (
+            (marker == 0xE0 and payload.startswith(b"JFIF\x00"))
+            or (marker == 0xE2 and payload.startswith(b"ICC_PROFILE\x00"))
+            or (marker == 0xEE and payload.startswith(b"Adobe"))
+        )
+    return True
+
+
+def _r_scan_end(data: bytes, start: int) -> int | None:
+    """Where the entropy-coded data that begins at ``start`` ends (at a marker)."""
+    pos = start
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return None
+        following = data[pos + 1]
+        if following == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif following == 0x00 or 0xD0 <= following <= 0xD7:  # stuffed byte, restart marker
+            pos += 2
+        else:
+            return pos
+
+
+def reference_strip_jpeg(data: bytes) -> bytes | None:
+    """The JPEG without EXIF, XMP, IPTC, comments or trailing data."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    out = bytearray(b"\xff\xd8")
+    pos = 2
+    while pos + 1 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == _R_EOI:
+            out += b"\xff\xd9"
+            return bytes(out)
+        if marker in _R_STANDALONE or marker == _R_SOI:
+            return None  # not where a header may be
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        end = pos + 2 + length
+        if length < 2 or end > len(data):
+            return None
+        if marker == _R_SOS:
+            scan_end = _r_scan_end(data, end)
+            if scan_end is None:
+                return None
+            out += data[pos:scan_end]
+            pos = scan_end
+            continue
+        if _r_keep_jpeg_segment(marker, data[pos:end]):
+            out += data[pos:end]
+        pos = end
+    return None
+
+
+def reference_strip_png(data: bytes) -> bytes | None:
+    """The PNG with only the chunks that define the picture, up to IEND."""
+    if not data.startswith(_R_PNG_SIGNATURE):
+        return None
+    out = bytearray(_R_PNG_SIGNATURE)
+    pos = len(_R_PNG_SIGNATURE)
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunk_type = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            return None
+        if chunk_type in _R_PNG_KEEP:
+            out += data[pos:end]
+        if chunk_type == b"IEND":
+            return bytes(out)
+        pos = end
+    return None
+
+
+# --- Tests. ---
 
 
 def _photo(size: tuple[int, int] = (96, 64)) -> Image.Image:
@@ -44,33 +188,36 @@ def _same_pixels(a: bytes, b: bytes) -> bool:
 def test_jpeg_metadata_and_trailer_go_and_pixels_stay() -> None:
     for progressive in (False, True):
         original = _jpeg(progressive=progressive)
-        stripped = strip_jpeg(original)
-        assert stripped is not None
-        assert b"SecretCam" not in stripped
-        assert b"home at 12" not in stripped
-        assert b"PK\x03\x04" not in stripped
-        assert stripped.endswith(b"\xff\xd9")
-        assert _same_pixels(original, stripped)
-        with Image.open(io.BytesIO(stripped)) as image:
+        result = strip_jpeg_bytes(original)
+        assert result is not None
+        assert b"SecretCam" not in result
+        assert b"home at 12" not in result
+        assert b"PK\x03\x04" not in result
+        assert result.endswith(b"\xff\xd9")
+        assert _same_pixels(original, result)
+        with Image.open(io.BytesIO(result)) as image:
             assert not image.getexif()
 
 
 def test_jpeg_colour_profile_is_kept() -> None:
     profile = b"\x00" * 128 + b"fake-icc"
-    stripped = strip_jpeg(_jpeg(icc=profile))
-    assert stripped is not None
-    with Image.open(io.BytesIO(stripped)) as image:
+    result = strip_jpeg_bytes(_jpeg(icc=profile))
+    assert result is not None
+    with Image.open(io.BytesIO(result)) as image:
         assert image.info.get("icc_profile") == profile
 
 
 def test_upright_jpeg_upload_is_not_reencoded() -> None:
     original = _jpeg()
-    clean = inspect_and_clean(original, UPLOADS, "input1")
+    with io.BytesIO(original) as source:
+        clean = inspect_and_clean(source, UPLOADS, "input1")
+    with clean.file:
+        data = clean.file.read()
     assert clean.mime_type == "image/jpeg"
     assert (clean.width, clean.height) == (96, 64)
-    assert len(clean.data) < len(original)
-    assert b"SecretCam" not in clean.data
-    assert _same_pixels(original, clean.data)
+    assert len(data) == clean.size < len(original)
+    assert b"SecretCam" not in data
+    assert _same_pixels(original, data)
 
 
 def test_png_text_and_exif_chunks_go() -> None:
@@ -82,18 +229,95 @@ def test_png_text_and_exif_chunks_go() -> None:
         out, format="PNG", pnginfo=info, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x00"
     )
     original = out.getvalue() + b"trailing"
-    stripped = strip_png(original)
-    assert stripped is not None
-    assert b"Jane Citizen" not in stripped
-    assert b"151.20" not in stripped
-    assert b"eXIf" not in stripped
-    assert stripped.endswith(b"IEND\xaeB`\x82")
-    assert _same_pixels(original, stripped)
-    clean = inspect_and_clean(original, UPLOADS, "input1")
-    assert clean.data == stripped
+    result = strip_png_bytes(original)
+    assert result is not None
+    assert b"Jane Citizen" not in result
+    assert b"151.20" not in result
+    assert b"eXIf" not in result
+    assert result.endswith(b"IEND\xaeB`\x82")
+    assert _same_pixels(original, result)
+    assert clean_bytes(original) == result
 
 
 def test_unwalkable_streams_answer_none() -> None:
-    assert strip_jpeg(b"\xff\xd8\xff\xe1\x00") is None
-    assert strip_jpeg(b"not a jpeg") is None
-    assert strip_png(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR") is None
+    assert strip_jpeg_bytes(b"\xff\xd8\xff\xe1\x00") is None
+    assert strip_jpeg_bytes(b"not a jpeg") is None
+    assert strip_png_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR") is None
+
+
+def _png_with_text() -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", "Jane Citizen")
+    info.add_itxt("Location", "-33.86, 151.20", zip=True)
+    out = io.BytesIO()
+    _photo((120, 90)).save(out, format="PNG", pnginfo=info)
+    return out.getvalue() + b"trailing"
+
+
+def _jpeg_with_restarts() -> bytes:
+    out = io.BytesIO()
+    _photo().save(out, format="JPEG", quality=90, restart_marker_blocks=2)
+    return out.getvalue()
+
+
+def _with_fill_bytes(data: bytes) -> bytes:
+    """Fill bytes (0xFF runs) before a header marker and before the end of the image."""
+    sof = data.index(b"\xff\xdb")
+    body = data[:sof] + b"\xff" * 700 + data[sof:]
+    end = body.rindex(b"\xff\xd9")
+    return body[:end] + b"\xff" * 9 + body[end:]
+
+
+JPEG_FIXTURES = {
+    "exif and gps": _jpeg(),
+    "progressive": _jpeg(progressive=True),
+    "icc profile": _jpeg(icc=b"\x00" * 128 + b"fake-icc"),
+    "restart markers": _jpeg_with_restarts(),
+    "fill bytes": _with_fill_bytes(_jpeg()),
+}
+CHUNK_SIZES = [1, 2, 3, 7, 64, 4096, 256 * 1024]
+
+
+@pytest.mark.parametrize("name", list(JPEG_FIXTURES))
+def test_file_to_file_jpeg_equals_the_bytes_version_at_any_piece_size(name: str) -> None:
+    data = JPEG_FIXTURES[name]
+    expected = reference_strip_jpeg(data)
+    assert expected is not None
+    for chunk_bytes in CHUNK_SIZES:
+        assert stripped(strip_jpeg, data, chunk_bytes) == expected, chunk_bytes
+
+
+def test_file_to_file_png_equals_the_bytes_version_at_any_piece_size() -> None:
+    data = _png_with_text()
+    expected = reference_strip_png(data)
+    assert expected is not None
+    for chunk_bytes in CHUNK_SIZES:
+        assert stripped(strip_png, data, chunk_bytes) == expected, chunk_bytes
+
+
+def test_truncated_and_damaged_streams_are_judged_like_the_bytes_version() -> None:
+    jpeg, png = _jpeg(progressive=True), _png_with_text()
+    for cut in range(0, len(jpeg), 13):
+        assert stripped(strip_jpeg, jpeg[:cut], 5) == reference_strip_jpeg(jpeg[:cut]), cut
+    for cut in range(0, len(png), 29):
+        assert stripped(strip_png, png[:cut], 5) == reference_strip_png(png[:cut]), cut
+    for position in range(2, 600, 11):  # one byte damaged in the headers
+        damaged = jpeg[:position] + b"\x00" + jpeg[position + 1 :]
+        assert stripped(strip_jpeg, damaged, 7) == reference_strip_jpeg(damaged), position
+
+
+def test_runs_of_fill_bytes_cost_no_per_byte_work() -> None:
+    base = _jpeg()
+    base = base[: base.rindex(b"\xff\xd9") + 2]  # without the appended archive
+    run = b"\xff" * 4_000_000
+    sof = base.index(b"\xff\xdb")
+    hostile = base[:sof] + run + base[sof:-2] + run + b"\xff\xd9"
+    started = time.perf_counter()
+    result = stripped(strip_jpeg, hostile)
+    header = read_header(io.BytesIO(hostile))  # the walk before Pillow sees a byte
+    assert time.perf_counter() - started < 0.5
+    # Header fill bytes go; those inside the scan are data and stay.
+    expected = reference_strip_jpeg(base)
+    assert expected is not None
+    assert result == expected[:-2] + run + b"\xff\xd9"
+    assert header == ("image/jpeg", 96, 64)

@@ -6,12 +6,14 @@ import io
 import struct
 import time
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from PIL import ExifTags, Image, ImageCms, PngImagePlugin
 
-from generation.domain.images import CleanImage, inspect_and_clean
+from generation.domain.images import inspect_and_clean
+from generation.domain.spool import spooled_file
 from kit.errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
 from kit.runtime_config import Uploads
 
@@ -44,7 +46,32 @@ def camera_exif() -> Image.Exif:
     return exif
 
 
-def reopen(clean: CleanImage) -> Image.Image:
+@dataclass(frozen=True)
+class Cleaned:
+    """A CleanImage's facts with its file's bytes (the file itself already closed)."""
+
+    data: bytes
+    size: int
+    mime_type: str
+    extension: str
+    width: int
+    height: int
+
+
+def clean_bytes(data: bytes, uploads: Uploads, field: str) -> Cleaned:
+    """inspect_and_clean on ``data``; the result's file is read back and closed."""
+    with io.BytesIO(data) as source:
+        image = inspect_and_clean(source, uploads, field)
+    try:
+        assert image.file.tell() == 0
+        content = image.file.read()
+    finally:
+        image.close()
+    assert len(content) == image.size
+    return Cleaned(content, image.size, image.mime_type, image.extension, image.width, image.height)
+
+
+def reopen(clean: Cleaned) -> Image.Image:
     image = Image.open(io.BytesIO(clean.data))
     image.load()
     return image
@@ -56,7 +83,7 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
 
 def refused(data: bytes, uploads: Uploads = UPLOADS, field: str = "input1") -> ValidationError:
     with pytest.raises(ValidationError) as caught:
-        inspect_and_clean(data, uploads, field)
+        clean_bytes(data, uploads, field)
     return caught.value
 
 
@@ -64,7 +91,7 @@ def test_jpeg_comes_back_upright_without_exif_gps_or_comment() -> None:
     data = encode(two_tone(), "JPEG", exif=camera_exif(), comment=b"hello-comment")
     assert Image.open(io.BytesIO(data)).getexif().get_ifd(ExifTags.IFD.GPSInfo)
 
-    clean = inspect_and_clean(data, UPLOADS, "input1")
+    clean = clean_bytes(data, UPLOADS, "input1")
 
     assert (clean.mime_type, clean.extension) == ("image/jpeg", "jpg")
     assert (clean.width, clean.height) == (20, 40)  # orientation 6 applied: turned upright
@@ -92,7 +119,7 @@ def test_png_loses_text_and_exif_but_keeps_its_icc_profile_and_alpha() -> None:
     image.putpixel((0, 0), (0, 0, 0, 0))
     data = encode(image, "PNG", pnginfo=info, exif=camera_exif(), icc_profile=SRGB_ICC)
 
-    clean = inspect_and_clean(data, UPLOADS, "input1")
+    clean = clean_bytes(data, UPLOADS, "input1")
 
     assert (clean.mime_type, clean.extension) == ("image/png", "png")
     result = reopen(clean)
@@ -112,7 +139,7 @@ def test_webp_loses_exif_and_xmp_but_keeps_its_icc_profile() -> None:
     assert b"EXIF" in data
     assert b"XMP " in data
 
-    clean = inspect_and_clean(data, UPLOADS, "input1")
+    clean = clean_bytes(data, UPLOADS, "input1")
 
     assert (clean.mime_type, clean.extension) == ("image/webp", "webp")
     assert (clean.width, clean.height) == (20, 40)
@@ -124,11 +151,11 @@ def test_webp_loses_exif_and_xmp_but_keeps_its_icc_profile() -> None:
 
 
 def test_modes_are_converted_to_what_the_format_stores() -> None:
-    cmyk = inspect_and_clean(encode(two_tone(mode="CMYK"), "JPEG"), UPLOADS, "input1")
-    grey = inspect_and_clean(encode(two_tone(mode="L"), "JPEG"), UPLOADS, "input1")
+    cmyk = clean_bytes(encode(two_tone(mode="CMYK"), "JPEG"), UPLOADS, "input1")
+    grey = clean_bytes(encode(two_tone(mode="L"), "JPEG"), UPLOADS, "input1")
     palette = two_tone(mode="P")
     palette.info["transparency"] = palette.getpixel((0, 0))
-    clear_png = inspect_and_clean(encode(palette, "PNG"), UPLOADS, "input1")
+    clear_png = clean_bytes(encode(palette, "PNG"), UPLOADS, "input1")
 
     assert reopen(cmyk).mode == "RGB"
     assert reopen(grey).mode == "L"
@@ -141,13 +168,13 @@ def test_modes_are_converted_to_what_the_format_stores() -> None:
 def test_multi_picture_jpeg_from_a_phone_is_accepted_as_jpeg() -> None:
     data = encode(two_tone(), "MPO", save_all=True, append_images=[two_tone(mode="L")])
     assert Image.open(io.BytesIO(data)).format == "MPO"
-    clean = inspect_and_clean(data, UPLOADS, "input1")
+    clean = clean_bytes(data, UPLOADS, "input1")
     assert (clean.mime_type, reopen(clean).format) == ("image/jpeg", "JPEG")
 
 
 def test_trailing_bytes_are_accepted_but_not_kept() -> None:
     payload = b"PK\x03\x04 a zip file hidden after the image"
-    clean = inspect_and_clean(encode(two_tone(), "JPEG") + payload, UPLOADS, "input1")
+    clean = clean_bytes(encode(two_tone(), "JPEG") + payload, UPLOADS, "input1")
     assert clean.mime_type == "image/jpeg"
     assert b"hidden after the image" not in clean.data
 
@@ -190,7 +217,7 @@ def test_narrowed_accepted_types_refuse_webp() -> None:
     error = refused(encode(two_tone(), "WEBP"), uploads, field="input2")
     assert type(error) is UnsupportedMediaType
     assert error.message == "input2 must be a JPEG or PNG image"
-    assert inspect_and_clean(encode(two_tone(), "PNG"), uploads, "input2").mime_type == "image/png"
+    assert clean_bytes(encode(two_tone(), "PNG"), uploads, "input2").mime_type == "image/png"
 
 
 def test_too_many_bytes_is_413_naming_the_configured_limit() -> None:
@@ -205,12 +232,12 @@ def test_too_many_bytes_is_413_naming_the_configured_limit() -> None:
 def test_exactly_the_byte_limit_is_accepted() -> None:
     data = encode(two_tone(), "PNG")
     padded = data + b"\x00" * (4096 - len(data))
-    assert inspect_and_clean(padded, Uploads(max_bytes=4096), "input1").width == 40
+    assert clean_bytes(padded, Uploads(max_bytes=4096), "input1").width == 40
 
 
 def test_pixel_limit_from_the_config_is_enforced() -> None:
     uploads = Uploads(max_pixels=800)
-    assert inspect_and_clean(encode(two_tone(), "PNG"), uploads, "input1").height == 20
+    assert clean_bytes(encode(two_tone(), "PNG"), uploads, "input1").height == 20
     error = refused(encode(two_tone(41, 20), "PNG"), uploads)
     assert type(error) is ValidationError
     assert error.http_status == 400
@@ -267,3 +294,26 @@ def test_pillow_bomb_limit_applies_when_it_is_lower_than_the_config(
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
     error = refused(encode(two_tone(), "PNG"))
     assert error.message == "input1 has too many pixels (at most 0.0005 megapixels)"
+
+
+def test_a_big_upload_is_cleaned_from_a_file_on_disk_into_another() -> None:
+    photo = Image.effect_noise((1400, 1000), 90).convert("RGB")
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make] = "SecretCam"
+    data = encode(photo, "JPEG", quality=98, exif=exif)
+    assert len(data) > 1024 * 1024  # more than a spool keeps in memory
+    with spooled_file() as source:
+        source.write(data)
+        clean = inspect_and_clean(source, UPLOADS, "input1")
+        assert not source.closed  # the caller's file: it stays open
+    try:
+        assert clean.file is not source
+        content = clean.file.read()
+    finally:
+        clean.close()
+    assert clean.file.closed
+    assert len(content) == clean.size
+    assert b"SecretCam" not in content
+    with Image.open(io.BytesIO(content)) as image:
+        assert image.size == (1400, 1000)
+        assert "exif" not in image.info

@@ -72,34 +72,42 @@ EVENT_OUTCOME_STALE: EventOutcome.ValueType  # 3
 Global___EventOutcome: _TypeAlias = EventOutcome  # noqa: Y015
 
 @_typing.final
-class InputImage(_message.Message):
-    """One uploaded input image, exactly as the client sent it. The generation
-    service decides its type from the bytes and strips metadata before storing.
+class DeclaredInput(_message.Message):
+    """One uploaded input image as the request declares it; its bytes follow in
+    InputChunk parts. The generation service decides its type from the bytes
+    and strips metadata before storing.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     FIELD_FIELD_NUMBER: _builtins.int
-    DATA_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
     field: _builtins.str
-    """The multipart field it came from (`input1`, `input2`); used in error texts."""
-    data: _builtins.bytes
+    """The multipart field it came from (`input1`, `input2`); used in error texts.
+    Empty: `input<n>` by position.
+    """
+    size_bytes: _builtins.int
+    """The exact number of bytes that will follow for this input (at least 1).
+    Over the upload limit: refused at once, before any chunk is read.
+    """
     def __init__(
         self,
         *,
         field: _builtins.str = ...,
-        data: _builtins.bytes = ...,
+        size_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "field", b"field"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "size_bytes", b"size_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___InputImage: _TypeAlias = InputImage  # noqa: Y015
+Global___DeclaredInput: _TypeAlias = DeclaredInput  # noqa: Y015
 
 @_typing.final
 class SubmitGenerationRequest(_message.Message):
+    """The submission itself: everything but the inputs' bytes."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     OWNER_ID_FIELD_NUMBER: _builtins.int
@@ -108,8 +116,8 @@ class SubmitGenerationRequest(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     ROOM_TYPE_FIELD_NUMBER: _builtins.int
     STYLE_FIELD_NUMBER: _builtins.int
-    INPUTS_FIELD_NUMBER: _builtins.int
     REQUEST_BASE_URL_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     owner_id: _builtins.str
     """Verified user id (the JWT `sub`), a UUID."""
     idempotency_key: _builtins.str
@@ -126,8 +134,8 @@ class SubmitGenerationRequest(_message.Message):
     used for the provider webhook when WEBHOOK_BASE_URL is not configured.
     """
     @_builtins.property
-    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputImage]:
-        """In order: the base room first, then (compose) the reference."""
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeclaredInput]:
+        """In order: the base room first, then (compose) the reference. At most 8."""
 
     def __init__(
         self,
@@ -138,8 +146,8 @@ class SubmitGenerationRequest(_message.Message):
         prompt: _builtins.str = ...,
         room_type: _builtins.str = ...,
         style: _builtins.str = ...,
-        inputs: _abc.Iterable[Global___InputImage] | None = ...,
         request_base_url: _builtins.str = ...,
+        inputs: _abc.Iterable[Global___DeclaredInput] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -148,6 +156,71 @@ class SubmitGenerationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitGenerationRequest: _TypeAlias = SubmitGenerationRequest  # noqa: Y015
+
+@_typing.final
+class InputChunk(_message.Message):
+    """A consecutive piece of one declared input's bytes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_INDEX_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    input_index: _builtins.int
+    """Position of the input in `SubmitGenerationRequest.inputs` (0-based)."""
+    data: _builtins.bytes
+    """The next bytes of that input; never empty. A chunk must fit the server's
+    message size limit with room to spare (senders use 256 KiB).
+    """
+    def __init__(
+        self,
+        *,
+        input_index: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "input_index", b"input_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputChunk: _TypeAlias = InputChunk  # noqa: Y015
+
+@_typing.final
+class SubmitGenerationPart(_message.Message):
+    """One message of the SubmitGeneration stream. Rules (anything else is refused
+    with VALIDATION_ERROR / INVALID_ARGUMENT and nothing is stored):
+    - the first part is a `request`, and only the first part;
+    - then come `chunk`s: every byte of input 0, then of input 1, and so on; a
+      chunk names the input it belongs to, which must be the one being received
+      (or the next one once the current one is complete);
+    - each input's chunks add up exactly to its declared `size_bytes`: a chunk
+      past the declared size, or a stream that ends before every declared byte
+      arrived, is refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___SubmitGenerationRequest: ...
+    @_builtins.property
+    def chunk(self) -> Global___InputChunk: ...
+    def __init__(
+        self,
+        *,
+        request: Global___SubmitGenerationRequest | None = ...,
+        chunk: Global___InputChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "part", b"part", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "part", b"part", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["request", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___SubmitGenerationPart: _TypeAlias = SubmitGenerationPart  # noqa: Y015
 
 @_typing.final
 class JobSettings(_message.Message):

@@ -34,9 +34,9 @@ class GenerationServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.SubmitGeneration = channel.unary_unary(
+        self.SubmitGeneration = channel.stream_unary(
                 '/interior.generation.v1.GenerationService/SubmitGeneration',
-                request_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.SubmitGenerationRequest.SerializeToString,
+                request_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.SubmitGenerationPart.SerializeToString,
                 response_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.SubmitGenerationResponse.FromString,
                 _registered_method=True)
         self.GetGeneration = channel.unary_unary(
@@ -69,14 +69,20 @@ class GenerationServiceStub:
 class GenerationServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def SubmitGeneration(self, request, context):
+    def SubmitGeneration(self, request_iterator, context):
         """Validates, moderates and submits a new job to the image provider.
         Order: idempotency lookup, one-in-flight check, quota check, input upload,
         job row, provider create, usage debit. A repeated idempotency key for the
         same owner returns the existing job (`replayed = true`) and charges nothing.
         Errors: VALIDATION_ERROR (INVALID_ARGUMENT), TOO_MANY_INFLIGHT
         (FAILED_PRECONDITION), LIMIT_EXCEEDED (RESOURCE_EXHAUSTED), UPSTREAM_ERROR
-        (UNAVAILABLE), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS).
+        (UNAVAILABLE), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS); an input too large
+        or not an accepted image is a VALIDATION_ERROR carrying HTTP 413 / 415.
+        Client-streaming so that no message ever holds a whole upload: the first
+        part is the request (with the declared size of every input), then the
+        inputs' bytes follow in chunks, input after input, in declared order (see
+        SubmitGenerationPart for the rules). The service spools the chunks and
+        answers once, after the last part.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,9 +135,9 @@ class GenerationServiceServicer:
 
 def add_GenerationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'SubmitGeneration': grpc.unary_unary_rpc_method_handler(
+            'SubmitGeneration': grpc.stream_unary_rpc_method_handler(
                     servicer.SubmitGeneration,
-                    request_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.SubmitGenerationRequest.FromString,
+                    request_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.SubmitGenerationPart.FromString,
                     response_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.SubmitGenerationResponse.SerializeToString,
             ),
             'GetGeneration': grpc.unary_unary_rpc_method_handler(
@@ -171,7 +177,7 @@ class GenerationService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def SubmitGeneration(request,
+    def SubmitGeneration(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -181,11 +187,11 @@ class GenerationService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/interior.generation.v1.GenerationService/SubmitGeneration',
-            interior_dot_generation_dot_v1_dot_generation__pb2.SubmitGenerationRequest.SerializeToString,
+            interior_dot_generation_dot_v1_dot_generation__pb2.SubmitGenerationPart.SerializeToString,
             interior_dot_generation_dot_v1_dot_generation__pb2.SubmitGenerationResponse.FromString,
             options,
             channel_credentials,

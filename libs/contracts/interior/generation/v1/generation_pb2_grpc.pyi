@@ -34,14 +34,20 @@ class GenerationServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> GenerationServiceAsyncStub: ...
-    SubmitGeneration: _grpc.UnaryUnaryMultiCallable[_generation_pb2.SubmitGenerationRequest, _generation_pb2.SubmitGenerationResponse]
+    SubmitGeneration: _grpc.StreamUnaryMultiCallable[_generation_pb2.SubmitGenerationPart, _generation_pb2.SubmitGenerationResponse]
     """Validates, moderates and submits a new job to the image provider.
     Order: idempotency lookup, one-in-flight check, quota check, input upload,
     job row, provider create, usage debit. A repeated idempotency key for the
     same owner returns the existing job (`replayed = true`) and charges nothing.
     Errors: VALIDATION_ERROR (INVALID_ARGUMENT), TOO_MANY_INFLIGHT
     (FAILED_PRECONDITION), LIMIT_EXCEEDED (RESOURCE_EXHAUSTED), UPSTREAM_ERROR
-    (UNAVAILABLE), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS).
+    (UNAVAILABLE), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS); an input too large
+    or not an accepted image is a VALIDATION_ERROR carrying HTTP 413 / 415.
+    Client-streaming so that no message ever holds a whole upload: the first
+    part is the request (with the declared size of every input), then the
+    inputs' bytes follow in chunks, input after input, in declared order (see
+    SubmitGenerationPart for the rules). The service spools the chunks and
+    answers once, after the last part.
     """
     GetGeneration: _grpc.UnaryUnaryMultiCallable[_generation_pb2.GetGenerationRequest, _generation_pb2.GetGenerationResponse]
     """Returns one job of the owner. A non-terminal job whose state is older than
@@ -70,14 +76,20 @@ class GenerationServiceStub:
 @_typing.type_check_only
 class GenerationServiceAsyncStub(GenerationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    SubmitGeneration: _aio.UnaryUnaryMultiCallable[_generation_pb2.SubmitGenerationRequest, _generation_pb2.SubmitGenerationResponse]  # type: ignore[assignment]
+    SubmitGeneration: _aio.StreamUnaryMultiCallable[_generation_pb2.SubmitGenerationPart, _generation_pb2.SubmitGenerationResponse]  # type: ignore[assignment]
     """Validates, moderates and submits a new job to the image provider.
     Order: idempotency lookup, one-in-flight check, quota check, input upload,
     job row, provider create, usage debit. A repeated idempotency key for the
     same owner returns the existing job (`replayed = true`) and charges nothing.
     Errors: VALIDATION_ERROR (INVALID_ARGUMENT), TOO_MANY_INFLIGHT
     (FAILED_PRECONDITION), LIMIT_EXCEEDED (RESOURCE_EXHAUSTED), UPSTREAM_ERROR
-    (UNAVAILABLE), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS).
+    (UNAVAILABLE), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS); an input too large
+    or not an accepted image is a VALIDATION_ERROR carrying HTTP 413 / 415.
+    Client-streaming so that no message ever holds a whole upload: the first
+    part is the request (with the declared size of every input), then the
+    inputs' bytes follow in chunks, input after input, in declared order (see
+    SubmitGenerationPart for the rules). The service spools the chunks and
+    answers once, after the last part.
     """
     GetGeneration: _aio.UnaryUnaryMultiCallable[_generation_pb2.GetGenerationRequest, _generation_pb2.GetGenerationResponse]  # type: ignore[assignment]
     """Returns one job of the owner. A non-terminal job whose state is older than
@@ -107,7 +119,7 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def SubmitGeneration(
         self,
-        request: _generation_pb2.SubmitGenerationRequest,
+        request_iterator: _MaybeAsyncIterator[_generation_pb2.SubmitGenerationPart],
         context: _ServicerContext,
     ) -> _typing.Union[_generation_pb2.SubmitGenerationResponse, _abc.Awaitable[_generation_pb2.SubmitGenerationResponse]]:
         """Validates, moderates and submits a new job to the image provider.
@@ -116,7 +128,13 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         same owner returns the existing job (`replayed = true`) and charges nothing.
         Errors: VALIDATION_ERROR (INVALID_ARGUMENT), TOO_MANY_INFLIGHT
         (FAILED_PRECONDITION), LIMIT_EXCEEDED (RESOURCE_EXHAUSTED), UPSTREAM_ERROR
-        (UNAVAILABLE), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS).
+        (UNAVAILABLE), IDEMPOTENCY_KEY_REUSED (ALREADY_EXISTS); an input too large
+        or not an accepted image is a VALIDATION_ERROR carrying HTTP 413 / 415.
+        Client-streaming so that no message ever holds a whole upload: the first
+        part is the request (with the declared size of every input), then the
+        inputs' bytes follow in chunks, input after input, in declared order (see
+        SubmitGenerationPart for the rules). The service spools the chunks and
+        answers once, after the last part.
         """
 
     @_abc_1.abstractmethod

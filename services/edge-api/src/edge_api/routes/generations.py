@@ -16,7 +16,14 @@ from edge_api.openapi import CANCEL_BODY, SUBMIT_BODY, errors
 from edge_api.routes import API_PREFIX
 from edge_api.schemas import IDEMPOTENCY_KEY_PATTERN, CancelRequest, JobOut, SubmissionFields
 from edge_api.state import EdgeState, State
-from edge_api.uploads import multipart_boundary, parse_model, read_json, read_multipart
+from edge_api.submission import Submission, send_submission
+from edge_api.uploads import (
+    MultipartForm,
+    multipart_boundary,
+    parse_model,
+    read_json,
+    read_multipart,
+)
 from interior.generation.v1 import generation_pb2
 from kit.errors import NotFound, UnsupportedMediaType, ValidationError
 from kit.grpc_client import outgoing_metadata
@@ -51,9 +58,8 @@ def public_base(state: EdgeState, request: Request) -> str:
     return request_base_url(request, state.trusted_proxies) + "/public"
 
 
-async def _read_submission(
-    request: Request, state: EdgeState
-) -> tuple[SubmissionFields, list[generation_pb2.InputImage]]:
+async def _read_submission(request: Request, state: EdgeState) -> Submission:
+    """The whole form (text fields may follow the files) or JSON body, checked."""
     media_type, options = parse_options_header(request.headers.get("content-type"))
     if media_type == b"multipart/form-data":
         boundary = multipart_boundary(options)
@@ -64,14 +70,14 @@ async def _read_submission(
                 )
         except TimeoutError:
             raise ValidationError("The upload took too long.") from None
-        fields = parse_model(SubmissionFields, form.fields)
-        inputs = [
-            generation_pb2.InputImage(field=name, data=form.files[name])
-            for name in sorted(form.files)
-        ]
-        return fields, inputs
+        try:
+            fields = parse_model(SubmissionFields, form.fields)
+        except BaseException:
+            form.close()
+            raise
+        return Submission(fields, form)
     if media_type == JSON_TYPE:
-        return parse_model(SubmissionFields, await read_json(request)), []
+        return Submission(parse_model(SubmissionFields, await read_json(request)), MultipartForm())
     raise UnsupportedMediaType("Send multipart/form-data (with images) or application/json.")
 
 
@@ -111,22 +117,20 @@ async def submit_generation(
     """Validate and stream the upload, then hand it to the generation service."""
     clients = state.connected()
     async with state.submissions:
-        fields, inputs = await _read_submission(request, state)
-        base_url = request_base_url(request, state.trusted_proxies)
-        reply = await clients.generation.SubmitGeneration(
-            generation_pb2.SubmitGenerationRequest(
-                owner_id=owner_id,
-                idempotency_key=_idempotency_key(idempotency_key, fields.idempotency_key),
-                mode=fields.mode,
-                prompt=fields.prompt or "",
-                room_type=fields.room_type or "",
-                style=fields.style or "",
-                inputs=inputs,
-                request_base_url=base_url,
-            ),
-            timeout=state.settings.grpc_submit_deadline_seconds,
-            metadata=outgoing_metadata(),
-        )
+        submission = await _read_submission(request, state)
+        try:
+            header = submission.request(
+                owner_id,
+                _idempotency_key(idempotency_key, submission.fields.idempotency_key),
+                request_base_url(request, state.trusted_proxies),
+            )
+            call = clients.generation.SubmitGeneration(
+                timeout=state.settings.grpc_submit_deadline_seconds,
+                metadata=outgoing_metadata(),
+            )
+            reply = await send_submission(call, header, submission.files())
+        finally:
+            submission.close()
     job = job_to_json(reply.job, public_base(state, request))
     response.headers["Location"] = f"{API_PREFIX}/generations/{job.id}"
     if reply.replayed:

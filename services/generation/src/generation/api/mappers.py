@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from generation.domain.audit import JobOutcome
 from generation.domain.events import Outcome
 from generation.domain.jobs import JobView
-from generation.domain.submission import RawInput, SubmitCommand
+from generation.domain.submission import SubmitCommand
 from generation.persistence.models import GenerationJob
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import NotFound, ValidationError
@@ -46,7 +46,7 @@ def job_id_from(raw: str) -> uuid.UUID:
         raise NotFound("Generation not found.") from None
 
 
-def _idempotency_key(raw: str) -> str | None:
+def idempotency_key_from(raw: str) -> str | None:
     key = raw.strip()
     if not key:
         return None
@@ -56,19 +56,22 @@ def _idempotency_key(raw: str) -> str | None:
 
 
 def submit_command(request: pb.SubmitGenerationRequest) -> SubmitCommand:
+    """The command for a submission's request part (ids checked); inputs come once received."""
     return SubmitCommand(
         owner_id=owner_id_from(request.owner_id),
-        idempotency_key=_idempotency_key(request.idempotency_key),
+        idempotency_key=idempotency_key_from(request.idempotency_key),
         mode=request.mode,
         prompt=request.prompt or None,
         room_type=request.room_type or None,
         style=request.style or None,
-        inputs=tuple(
-            RawInput(item.field or f"input{i + 1}", item.data)
-            for i, item in enumerate(request.inputs)
-        ),
+        inputs=(),
         request_base_url=request.request_base_url or None,
     )
+
+
+def input_field(request: pb.SubmitGenerationRequest, index: int) -> str:
+    """The name of a declared input for error texts: its field, else ``input<n>``."""
+    return request.inputs[index].field or f"input{index + 1}"
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from generation.api import mappers
+from generation.api.intake import received_submission
 from generation.domain import audit, queries
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction
@@ -16,7 +18,6 @@ from generation.domain.submission import submit_generation
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit.errors import ValidationError
-from kit.logging import bind_context
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _MAX_EVENT_BYTES = 1024 * 1024
@@ -27,11 +28,10 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         self._ctx = ctx
 
     async def SubmitGeneration(
-        self, request: pb.SubmitGenerationRequest, context: Context
+        self, request_iterator: AsyncIterator[pb.SubmitGenerationPart], context: Context
     ) -> pb.SubmitGenerationResponse:
-        command = mappers.submit_command(request)
-        bind_context(ownerId=str(command.owner_id))
-        result = await submit_generation(self._ctx, command)
+        async with received_submission(request_iterator, self._ctx.config.uploads) as command:
+            result = await submit_generation(self._ctx, command)
         return pb.SubmitGenerationResponse(
             job=mappers.plain_job_message(result.job), replayed=result.replayed
         )

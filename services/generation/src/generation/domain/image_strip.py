@@ -5,11 +5,20 @@ makes the file larger; when the picture needs no rotation, removing the
 metadata segments is enough. JPEG keeps only JFIF, the ICC profile and Adobe's
 colour-transform segment; PNG keeps only the chunks that define the pixels and
 their colours. Anything after the end of the image (a second MPO picture, an
-appended archive) is dropped. Each function answers None when the stream cannot
-be walked, and the caller falls back to re-encoding.
+appended archive) is dropped.
+
+Both functions copy file to file in bounded pieces (a JPEG segment is at most
+64 KiB; PNG chunks and the JPEG's entropy-coded data are copied in pieces of
+``chunk_bytes``), so a 10 MB photo never sits in memory whole. Each answers
+False when the stream cannot be walked (what it wrote is then meaningless), and
+the caller falls back to re-encoding.
 """
 
 from __future__ import annotations
+
+from typing import IO
+
+from generation.domain.byte_source import CHUNK_BYTES, ByteSource, last_fill
 
 _SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
@@ -46,72 +55,87 @@ def _keep_jpeg_segment(marker: int, segment: bytes) -> bool:
     return True
 
 
-def _scan_end(data: bytes, start: int) -> int | None:
-    """Where the entropy-coded data that begins at ``start`` ends (at a marker)."""
-    pos = start
-    while True:
-        pos = data.find(b"\xff", pos)
-        if pos < 0 or pos + 1 >= len(data):
-            return None
+def _marker_at(data: bytes, start: int) -> int | None:
+    """Where a marker starts in entropy-coded ``data[start:]``; None when none is sure yet.
+
+    0xFF 0x00 (a stuffed byte) and restart markers belong to the scan; 0xFF 0xFF
+    is a fill byte before a marker. A 0xFF at the very end needs the next byte.
+    """
+    pos = data.find(b"\xff", start)
+    while 0 <= pos < len(data) - 1:
         following = data[pos + 1]
-        if following == 0xFF:  # fill byte before a marker
-            pos += 1
-        elif following == 0x00 or 0xD0 <= following <= 0xD7:  # stuffed byte, restart marker
-            pos += 2
+        if following == 0xFF:  # fill bytes: to the last 0xFF of the run
+            pos = last_fill(data, pos + 1)
+        elif following == 0x00 or 0xD0 <= following <= 0xD7:
+            pos = data.find(b"\xff", pos + 2)
         else:
             return pos
+    return None
 
 
-def strip_jpeg(data: bytes) -> bytes | None:
-    """The JPEG without EXIF, XMP, IPTC, comments or trailing data."""
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    out = bytearray(b"\xff\xd8")
-    pos = 2
-    while pos + 1 < len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
+def _copy_scan(source: ByteSource, out: IO[bytes]) -> bool:
+    """Copy entropy-coded data up to (not including) the marker that ends it."""
+    while source.available(2):
+        data, start = source.window()
+        end = _marker_at(data, start)
+        if end is not None:
+            out.write(source.take(end - start))
+            return True
+        # Keep a trailing 0xFF: whether it starts a marker depends on the next byte.
+        keep = 1 if data.endswith(b"\xff") else 0
+        out.write(source.take(len(data) - start - keep))
+    return False  # the file ends inside the scan
+
+
+def strip_jpeg(src: IO[bytes], dst: IO[bytes], chunk_bytes: int = CHUNK_BYTES) -> bool:
+    """Write the JPEG from ``src`` to ``dst`` without EXIF, XMP, IPTC, comments or trailer."""
+    source = ByteSource(src, chunk_bytes)
+    if not source.available(2) or source.take(2) != b"\xff\xd8":
+        return False
+    dst.write(b"\xff\xd8")
+    while source.available(2):
+        head = source.peek(2)
+        if head[0] != 0xFF:
+            return False
+        marker = head[1]
         if marker == 0xFF:
-            pos += 1
+            source.skip_fill()
             continue
         if marker == _EOI:
-            out += b"\xff\xd9"
-            return bytes(out)
+            dst.write(b"\xff\xd9")
+            return True
         if marker in _STANDALONE or marker == _SOI:
-            return None  # not where a header may be
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        end = pos + 2 + length
-        if length < 2 or end > len(data):
-            return None
+            return False  # not where a header may be
+        if not source.available(4):
+            return False
+        length = int.from_bytes(source.peek(4)[2:4], "big")
+        if length < 2 or not source.available(2 + length):
+            return False
+        segment = source.take(2 + length)
         if marker == _SOS:
-            scan_end = _scan_end(data, end)
-            if scan_end is None:
-                return None
-            out += data[pos:scan_end]
-            pos = scan_end
-            continue
-        if _keep_jpeg_segment(marker, data[pos:end]):
-            out += data[pos:end]
-        pos = end
-    return None
+            dst.write(segment)
+            if not _copy_scan(source, dst):
+                return False
+        elif _keep_jpeg_segment(marker, segment):
+            dst.write(segment)
+    return False
 
 
-def strip_png(data: bytes) -> bytes | None:
-    """The PNG with only the chunks that define the picture, up to IEND."""
-    if not data.startswith(_PNG_SIGNATURE):
-        return None
-    out = bytearray(_PNG_SIGNATURE)
-    pos = len(_PNG_SIGNATURE)
-    while pos + 12 <= len(data):
-        length = int.from_bytes(data[pos : pos + 4], "big")
-        chunk_type = data[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > len(data):
-            return None
-        if chunk_type in _PNG_KEEP:
-            out += data[pos:end]
+def strip_png(src: IO[bytes], dst: IO[bytes], chunk_bytes: int = CHUNK_BYTES) -> bool:
+    """Write the PNG from ``src`` to ``dst`` with only the chunks that define the picture."""
+    source = ByteSource(src, chunk_bytes)
+    if not source.available(len(_PNG_SIGNATURE)):
+        return False
+    if source.take(len(_PNG_SIGNATURE)) != _PNG_SIGNATURE:
+        return False
+    dst.write(_PNG_SIGNATURE)
+    while source.available(12):
+        head = source.peek(8)
+        length = int.from_bytes(head[0:4], "big")
+        chunk_type = head[4:8]
+        # Length, type, data and CRC.
+        if not source.copy(12 + length, dst if chunk_type in _PNG_KEEP else None):
+            return False
         if chunk_type == b"IEND":
-            return bytes(out)
-        pos = end
-    return None
+            return True
+    return False

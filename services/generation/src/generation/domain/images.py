@@ -3,7 +3,7 @@
 The type is decided from the bytes alone (file names and declared content types
 are never trusted): the magic signature must name an accepted type AND Pillow must
 decode the whole image as that same format. The pixel count is read from the
-header by this module before Pillow sees the file, so a decompression bomb is
+header (``image_header``) before Pillow sees the file, so a decompression bomb is
 never decoded. The limit is the lower of the config's ``max_pixels`` and Pillow's
 ``MAX_IMAGE_PIXELS``, so Pillow does not reach its own bomb warning either (its
 size is checked again after it reads the header); no global Pillow setting is changed.
@@ -19,16 +19,23 @@ colour model (CMYK -> RGB), where it would no longer match.
 Refusals: too many bytes -> 413 PayloadTooLarge; not an accepted, fully decodable
 image -> 415 UnsupportedMediaType; too many pixels -> 400 ValidationError (the type
 is fine, the dimensions are not). CPU-bound: call it through ``asyncio.to_thread``.
+
+Memory: the upload is read from a seekable file, never whole. The lossless path
+decodes a JPEG at 1/8 scale and copies the kept bytes file to file in bounded
+pieces; only the re-encode path holds the decoded pixels (it has to). The output
+is always a spooled temporary file (see ``spool``), owned by the caller.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
+from typing import IO
 
 from PIL import Image, ImageOps
 
+from generation.domain.image_header import read_header
 from generation.domain.image_strip import strip_jpeg, strip_png
+from generation.domain.spool import file_size, spooled_file
 from kit.errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
 from kit.runtime_config import Uploads
 
@@ -46,25 +53,31 @@ _LOSSLESS_MODES = {"image/jpeg": frozenset({"L", "RGB"}), "image/png": _PNG_MODE
 
 @dataclass(frozen=True)
 class CleanImage:
-    """An accepted upload, re-encoded without metadata."""
+    """An accepted upload without metadata, in a temporary file the owner must close."""
 
-    data: bytes
+    file: IO[bytes]
+    size: int
     mime_type: str
     extension: str
     width: int
     height: int
 
+    def close(self) -> None:
+        """Release the temporary file (idempotent)."""
+        self.file.close()
 
-def inspect_and_clean(data: bytes, uploads: Uploads, field: str) -> CleanImage:
-    """Check that ``data`` is an accepted image and return it re-encoded without metadata.
 
+def inspect_and_clean(source: IO[bytes], uploads: Uploads, field: str) -> CleanImage:
+    """Check that ``source`` holds an accepted image; return it cleaned of metadata.
+
+    ``source`` is a seekable binary file (it stays open; the caller closes it).
     ``field`` names the upload in error messages (``input1``). Raises
     :class:`PayloadTooLarge`, :class:`UnsupportedMediaType` or, for too many
-    pixels, :class:`ValidationError`.
+    pixels, :class:`ValidationError`. The result's file is at position 0.
     """
-    if len(data) > uploads.max_bytes:
-        raise PayloadTooLarge(f"{field} is larger than {_human_size(uploads.max_bytes)}")
-    header = _read_header(data)
+    if file_size(source) > uploads.max_bytes:
+        raise too_large(uploads, field)
+    header = read_header(source)
     if header is None or header[0] not in uploads.accepted_mime_types:
         raise _unsupported(uploads, field)
     mime_type, width, height = header
@@ -73,29 +86,32 @@ def inspect_and_clean(data: bytes, uploads: Uploads, field: str) -> CleanImage:
         raise ValidationError(
             f"{field} has too many pixels (at most {limit / 1_000_000:g} megapixels)"
         )
-    lossless = _clean_losslessly(data, mime_type, limit, uploads, field)
+    lossless = _clean_losslessly(source, mime_type, limit, uploads, field)
     if lossless is not None:
-        return CleanImage(lossless, mime_type, _EXTENSIONS[mime_type], width, height)
+        return _result(lossless, mime_type, width, height)
     try:
-        image = _decode(data, _PILLOW_FORMATS[mime_type], limit)
+        image = _decode(source, _PILLOW_FORMATS[mime_type], limit)
     except Exception as exc:
         # Decoders raise many exception types on hostile input; all mean "not a valid image".
         raise _unsupported(uploads, field) from exc
     with image:
         clean = _strip(image, mime_type)
     with clean:
-        return CleanImage(
-            data=_encode(clean, mime_type),
-            mime_type=mime_type,
-            extension=_EXTENSIONS[mime_type],
-            width=clean.width,
-            height=clean.height,
-        )
+        return _result(_encode(clean, mime_type), mime_type, clean.width, clean.height)
+
+
+def too_large(uploads: Uploads, field: str) -> PayloadTooLarge:
+    """The refusal of an upload over ``uploads.max_bytes`` (one wording everywhere)."""
+    return PayloadTooLarge(f"{field} is larger than {_human_size(uploads.max_bytes)}")
+
+
+def _result(file: IO[bytes], mime_type: str, width: int, height: int) -> CleanImage:
+    return CleanImage(file, file_size(file), mime_type, _EXTENSIONS[mime_type], width, height)
 
 
 def _clean_losslessly(
-    data: bytes, mime_type: str, limit: int, uploads: Uploads, field: str
-) -> bytes | None:
+    source: IO[bytes], mime_type: str, limit: int, uploads: Uploads, field: str
+) -> IO[bytes] | None:
     """JPEG/PNG that need no rotation: validated by decoding, metadata cut out.
 
     A JPEG is decoded at 1/8 scale: every block of the entropy-coded data is still
@@ -105,7 +121,7 @@ def _clean_losslessly(
     if mime_type not in {"image/jpeg", "image/png"}:
         return None
     try:
-        image = _open(data, _PILLOW_FORMATS[mime_type], limit)
+        image = _open(source, _PILLOW_FORMATS[mime_type], limit)
         with image:
             if _orientation(image) != 1 or image.mode not in _LOSSLESS_MODES[mime_type]:
                 return None
@@ -114,7 +130,22 @@ def _clean_losslessly(
             image.load()
     except Exception as exc:
         raise _unsupported(uploads, field) from exc
-    return strip_jpeg(data) if mime_type == "image/jpeg" else strip_png(data)
+    return _stripped_copy(source, mime_type)
+
+
+def _stripped_copy(source: IO[bytes], mime_type: str) -> IO[bytes] | None:
+    """The metadata-free copy in a new spool; None when the stream cannot be walked."""
+    out = spooled_file()
+    try:
+        source.seek(0)
+        strip = strip_jpeg if mime_type == "image/jpeg" else strip_png
+        if strip(source, out):
+            return out
+    except BaseException:
+        out.close()
+        raise
+    out.close()
+    return None
 
 
 def _orientation(image: Image.Image) -> int | None:
@@ -125,11 +156,15 @@ def _orientation(image: Image.Image) -> int | None:
         return None
 
 
-def _open(data: bytes, formats: tuple[str, ...], limit: int) -> Image.Image:
-    """The image, opened but not decoded; raises when Pillow disagrees with the signature."""
-    with Image.open(io.BytesIO(data), formats=formats[:1]) as probe:
+def _open(source: IO[bytes], formats: tuple[str, ...], limit: int) -> Image.Image:
+    """The image, opened but not decoded; raises when Pillow disagrees with the signature.
+
+    Pillow reads ``source`` from the start each time and leaves it open (a
+    ``with`` block never closes a file Pillow did not open itself).
+    """
+    with Image.open(source, formats=formats[:1]) as probe:
         probe.verify()
-    image = Image.open(io.BytesIO(data), formats=formats[:1])
+    image = Image.open(source, formats=formats[:1])
     try:
         if image.format not in formats:
             raise ValueError("decoded format differs from the signature")
@@ -142,9 +177,9 @@ def _open(data: bytes, formats: tuple[str, ...], limit: int) -> Image.Image:
     return image
 
 
-def _decode(data: bytes, formats: tuple[str, ...], limit: int) -> Image.Image:
+def _decode(source: IO[bytes], formats: tuple[str, ...], limit: int) -> Image.Image:
     """The fully decoded image."""
-    image = _open(data, formats, limit)
+    image = _open(source, formats, limit)
     try:
         image.load()
     except BaseException:
@@ -183,7 +218,7 @@ def _target_mode(image: Image.Image, mime_type: str) -> str:
     return "RGBA" if has_alpha else "RGB"
 
 
-def _encode(image: Image.Image, mime_type: str) -> bytes:
+def _encode(image: Image.Image, mime_type: str) -> IO[bytes]:
     options: dict[str, object] = {}
     if icc_profile := image.info.get("icc_profile"):
         options["icc_profile"] = icc_profile
@@ -191,9 +226,13 @@ def _encode(image: Image.Image, mime_type: str) -> bytes:
         options["quality"] = JPEG_QUALITY
     elif mime_type == "image/webp":
         options["quality"] = WEBP_QUALITY
-    out = io.BytesIO()
-    image.save(out, format=_PILLOW_FORMATS[mime_type][0], **options)
-    return out.getvalue()
+    out = spooled_file()
+    try:
+        image.save(out, format=_PILLOW_FORMATS[mime_type][0], **options)
+    except BaseException:
+        out.close()
+        raise
+    return out
 
 
 def _pixel_limit(uploads: Uploads) -> int:
@@ -213,75 +252,3 @@ def _human_size(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
     return f"{size} bytes"
-
-
-# --- Header reading: the type and the declared size, without decoding anything. ---
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8, CC are not.
-_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def _read_header(data: bytes) -> tuple[str, int, int] | None:
-    """``(mime_type, width, height)`` from the signature and header, or None."""
-    size: tuple[int, int] | None = None
-    mime_type = ""
-    if data.startswith(b"\xff\xd8\xff"):
-        mime_type, size = "image/jpeg", _jpeg_size(data)
-    elif data.startswith(_PNG_SIGNATURE):
-        mime_type, size = "image/png", _png_size(data)
-    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        mime_type, size = "image/webp", _webp_size(data)
-    if size is None or min(size) <= 0:
-        return None
-    return mime_type, size[0], size[1]
-
-
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    # The first chunk must be IHDR (length 13): width and height, big-endian.
-    if data[8:16] != b"\x00\x00\x00\x0dIHDR" or len(data) < 24:
-        return None
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """The largest frame declared before the image data starts (SOS)."""
-    largest: tuple[int, int] | None = None
-    pos = 2
-    while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            pos += 2
-            continue
-        if marker in {0xD9, 0xDA}:  # end of image, start of scan: headers are over
-            break
-        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if length < 2:
-            return None
-        if marker in _JPEG_SOF and pos + 9 <= len(data):
-            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
-            width = int.from_bytes(data[pos + 7 : pos + 9], "big")
-            if largest is None or width * height > largest[0] * largest[1]:
-                largest = (width, height)
-        pos += 2 + length
-    return largest
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if len(data) < 30:
-        return None
-    if chunk == b"VP8X":  # extended: 24-bit canvas width - 1 and height - 1
-        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: 14-bit width - 1, height - 1
-        bits = int.from_bytes(data[21:25], "little")
-        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy key frame
-        width = int.from_bytes(data[26:28], "little") & 0x3FFF
-        return width, int.from_bytes(data[28:30], "little") & 0x3FFF
-    return None

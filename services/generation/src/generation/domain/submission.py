@@ -18,6 +18,10 @@ canceled while being submitted is canceled at the provider and never charged;
 a debit refused at (7) (the plan changed meanwhile) cancels the prediction and
 fails the job with LIMIT_EXCEEDED; a debit that cannot reach the usage service
 is finished later by the sweep.
+
+Inputs arrive as files (spooled by the caller, who closes them); the cleaned
+copies are temporary files too, closed here when the submission ends, whatever
+happens. No step holds a whole upload in memory.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
+from typing import IO
 
 from sqlalchemy.exc import IntegrityError
 
@@ -59,8 +64,13 @@ _KEY_CONSTRAINT = "uq_generation_jobs_owner_key"
 
 @dataclass(frozen=True)
 class RawInput:
+    """One upload as received: a seekable file the caller owns (and closes)."""
+
     field: str
-    data: bytes
+    file: IO[bytes]
+    size: int
+    # SHA-256 of the bytes, computed while they arrived (for the fingerprint).
+    sha256: bytes
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ def fingerprint(command: SubmitCommand) -> str:
     for part in (command.mode, command.prompt or "", command.room_type or "", command.style or ""):
         digest.update(part.encode() + b"\x00")
     for item in command.inputs:
-        digest.update(hashlib.sha256(item.data).digest())
+        digest.update(item.sha256)
     return digest.hexdigest()
 
 
@@ -106,6 +116,20 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
         ctx.config,
     )
     images = await _clean_images(ctx, command)
+    try:
+        return await _submit_new(ctx, command, validated, images, request_fingerprint)
+    finally:
+        _close_all(images)
+
+
+async def _submit_new(
+    ctx: GenerationContext,
+    command: SubmitCommand,
+    validated: GenerationInput,
+    images: list[CleanImage],
+    request_fingerprint: str,
+) -> SubmitResult:
+    """Steps 3 to 7 for a request that is not a replay, with its cleaned images."""
     webhook_url = _webhook_url(ctx, command)
     try:
         await _precheck(ctx, command.owner_id)
@@ -170,12 +194,21 @@ async def _clean_images(ctx: GenerationContext, command: SubmitCommand) -> list[
     uploads = ctx.config.uploads
     # CPU-bound decoding and re-encoding: off the event loop.
     cleaned: list[CleanImage] = []
-    for item in command.inputs:
-        async with ctx.image_slots:
-            cleaned.append(
-                await asyncio.to_thread(inspect_and_clean, item.data, uploads, item.field)
-            )
+    try:
+        for item in command.inputs:
+            async with ctx.image_slots:
+                cleaned.append(
+                    await asyncio.to_thread(inspect_and_clean, item.file, uploads, item.field)
+                )
+    except BaseException:
+        _close_all(cleaned)
+        raise
     return cleaned
+
+
+def _close_all(images: list[CleanImage]) -> None:
+    for image in images:
+        image.close()
 
 
 def _webhook_url(ctx: GenerationContext, command: SubmitCommand) -> str:
@@ -201,7 +234,10 @@ async def _upload_inputs(
     try:
         for image in images:
             key = f"{owner_id}/inputs/{uuid.uuid4()}.{image.extension}"
-            await ctx.storage.put_bytes(ctx.private_bucket, key, image.data, image.mime_type)
+            image.file.seek(0)
+            await ctx.storage.put_file(
+                ctx.private_bucket, key, image.file, image.size, image.mime_type
+            )
             keys.append(key)
     except StorageError as error:
         await _discard_inputs(ctx, keys)

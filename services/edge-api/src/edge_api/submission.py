@@ -1,0 +1,77 @@
+"""Forwarding a read submission to the generation service as a client stream.
+
+The request part goes first, declaring every file with its exact size; then
+each file follows in ``READ_CHUNK_BYTES`` pieces read back from its spool, in
+declared order (the contract's SubmitGenerationPart rules). Each write waits for
+gRPC's flow control, so at most a piece or two per upload is in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+
+from edge_api.schemas import SubmissionFields
+from edge_api.uploads import MultipartForm, UploadedFile
+from interior.generation.v1 import generation_pb2 as pb
+
+SubmitCall = grpc.aio.StreamUnaryCall[pb.SubmitGenerationPart, pb.SubmitGenerationResponse]
+
+
+@dataclass
+class Submission:
+    """What the client sent: checked text fields and the form holding the files."""
+
+    fields: SubmissionFields
+    form: MultipartForm
+
+    def files(self) -> list[tuple[str, UploadedFile]]:
+        """The files by field name in order: the base room (``input1``) first."""
+        return [(name, self.form.files[name]) for name in sorted(self.form.files)]
+
+    def request(
+        self, owner_id: str, idempotency_key: str, base_url: str
+    ) -> pb.SubmitGenerationRequest:
+        """The stream's first part: every field, and each file's declared size."""
+        fields = self.fields
+        return pb.SubmitGenerationRequest(
+            owner_id=owner_id,
+            idempotency_key=idempotency_key,
+            mode=fields.mode,
+            prompt=fields.prompt or "",
+            room_type=fields.room_type or "",
+            style=fields.style or "",
+            inputs=[
+                pb.DeclaredInput(field=name, size_bytes=upload.size)
+                for name, upload in self.files()
+            ],
+            request_base_url=base_url,
+        )
+
+    def close(self) -> None:
+        """Delete the spooled files (idempotent)."""
+        self.form.close()
+
+
+async def send_submission(
+    call: SubmitCall, request: pb.SubmitGenerationRequest, files: list[tuple[str, UploadedFile]]
+) -> pb.SubmitGenerationResponse:
+    """Write the whole stream and answer the reply; a failed call raises its AioRpcError."""
+    try:
+        await call.write(pb.SubmitGenerationPart(request=request))
+        for index, (_, upload) in enumerate(files):
+            for piece in upload.chunks():
+                chunk = pb.InputChunk(input_index=index, data=piece)
+                await call.write(pb.SubmitGenerationPart(chunk=chunk))
+        await call.done_writing()
+    except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
+        # The service ended the call early (a refusal, the deadline): awaiting the
+        # call below raises its status, mapped like any other failed call.
+        pass
+    except BaseException:
+        # Cancelled (the client went away) or the spool failed: end the call too.
+        call.cancel()
+        raise
+    return await call

@@ -1,0 +1,129 @@
+"""Receiving a SubmitGeneration stream: the request part, then the inputs' chunks.
+
+The rules are the contract's (SubmitGenerationPart): the request comes first
+and once; chunks follow input after input in declared order and add up exactly
+to each declared size. Any other stream is a VALIDATION_ERROR, and nothing has
+been stored by then. An input declared over the upload limit is refused before
+a single chunk is read.
+
+Each input is written to a spooled temporary file as it arrives (memory holds
+one chunk, plus at most the spool's in-memory threshold), and its SHA-256 is
+computed on the way for the idempotency fingerprint: the same value as hashing
+the whole bytes. The files live as long as the ``received_submission`` block
+and are closed when it ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import IO
+
+from generation.api import mappers
+from generation.domain.images import too_large
+from generation.domain.spool import spooled_file
+from generation.domain.submission import RawInput, SubmitCommand
+from interior.generation.v1 import generation_pb2 as pb
+from kit.errors import ValidationError
+from kit.logging import bind_context
+from kit.runtime_config import Uploads
+
+# More than any mode takes; the mode's own check then names the right count.
+MAX_DECLARED_INPUTS = 8
+_NOT_FIRST = "The stream must start with the request, sent once."
+_OUT_OF_ORDER = "Chunks must follow the declared inputs, in order."
+_ENDED_EARLY = "The stream ended before every declared input was complete."
+
+
+@dataclasses.dataclass
+class _Input:
+    """One declared input being received."""
+
+    field: str
+    size: int
+    file: IO[bytes]
+    digest: hashlib._Hash = dataclasses.field(default_factory=hashlib.sha256)
+    received: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.size
+
+    def raw(self) -> RawInput:
+        self.file.seek(0)
+        return RawInput(self.field, self.file, self.size, self.digest.digest())
+
+
+@asynccontextmanager
+async def received_submission(
+    parts: AsyncIterator[pb.SubmitGenerationPart], uploads: Uploads
+) -> AsyncIterator[SubmitCommand]:
+    """The whole stream as a command whose inputs are open spooled files."""
+    files: list[IO[bytes]] = []
+    try:
+        yield await _receive(parts, uploads, files)
+    finally:
+        for file in files:
+            file.close()
+
+
+async def _receive(
+    parts: AsyncIterator[pb.SubmitGenerationPart], uploads: Uploads, files: list[IO[bytes]]
+) -> SubmitCommand:
+    first = await anext(parts, None)
+    if first is None or first.WhichOneof("part") != "request":
+        raise ValidationError(_NOT_FIRST)
+    request = first.request
+    command = mappers.submit_command(request)
+    bind_context(ownerId=str(command.owner_id))
+    declared = _declared(request, uploads)
+    for item in declared:
+        files.append(item.file)
+    await _receive_chunks(parts, declared)
+    return dataclasses.replace(command, inputs=tuple(item.raw() for item in declared))
+
+
+def _declared(request: pb.SubmitGenerationRequest, uploads: Uploads) -> list[_Input]:
+    """The declared inputs, checked; no spool is opened for a refused declaration."""
+    if len(request.inputs) > MAX_DECLARED_INPUTS:
+        raise ValidationError(f"At most {MAX_DECLARED_INPUTS} inputs may be declared.")
+    fields = [mappers.input_field(request, index) for index in range(len(request.inputs))]
+    for field, item in zip(fields, request.inputs, strict=True):
+        if item.size_bytes < 1:
+            raise ValidationError(f"{field} is empty.")
+        if item.size_bytes > uploads.max_bytes:
+            raise too_large(uploads, field)
+    return [
+        _Input(field, item.size_bytes, spooled_file())
+        for field, item in zip(fields, request.inputs, strict=True)
+    ]
+
+
+async def _receive_chunks(
+    parts: AsyncIterator[pb.SubmitGenerationPart], declared: list[_Input]
+) -> None:
+    current = 0
+    async for part in parts:
+        if part.WhichOneof("part") != "chunk":
+            raise ValidationError(_NOT_FIRST)
+        chunk = part.chunk
+        if current < len(declared) and declared[current].complete:
+            current += 1
+        if chunk.input_index != current or current >= len(declared):
+            raise ValidationError(_OUT_OF_ORDER)
+        if not chunk.data:
+            raise ValidationError("A chunk must not be empty.")
+        _append(declared[current], chunk.data)
+    if not all(item.complete for item in declared):
+        raise ValidationError(_ENDED_EARLY)
+
+
+def _append(item: _Input, data: bytes) -> None:
+    if item.received + len(data) > item.size:
+        raise ValidationError(f"{item.field} has more bytes than declared.")
+    # Local writes of one chunk: a spool in memory, or the page cache once on disk.
+    item.file.write(data)
+    item.digest.update(data)
+    item.received += len(data)

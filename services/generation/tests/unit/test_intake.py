@@ -1,0 +1,195 @@
+"""Receiving the SubmitGeneration stream: the contract's rules, spools and the fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import IO
+
+import pytest
+
+from generation.api import intake
+from generation.api.intake import received_submission
+from generation.domain.submission import SubmitCommand, fingerprint
+from interior.generation.v1 import generation_pb2 as pb
+from kit.errors import PayloadTooLarge, ValidationError
+from kit.runtime_config import Uploads
+
+UPLOADS = Uploads()
+OWNER = str(uuid.uuid4())
+ROOM = bytes(range(256)) * 9
+REFERENCE = b"reference-image" * 40
+
+
+def request(
+    *inputs: tuple[str, int], owner_id: str = OWNER, key: str = ""
+) -> pb.SubmitGenerationPart:
+    return pb.SubmitGenerationPart(
+        request=pb.SubmitGenerationRequest(
+            owner_id=owner_id,
+            idempotency_key=key,
+            mode="compose",
+            prompt="Warm oak",
+            style="japandi",
+            inputs=[pb.DeclaredInput(field=name, size_bytes=size) for name, size in inputs],
+        )
+    )
+
+
+def chunks(index: int, data: bytes, size: int) -> list[pb.SubmitGenerationPart]:
+    return [
+        pb.SubmitGenerationPart(chunk=pb.InputChunk(input_index=index, data=data[i : i + size]))
+        for i in range(0, len(data), size)
+    ]
+
+
+def both_inputs() -> list[pb.SubmitGenerationPart]:
+    return [
+        request(("input1", len(ROOM)), ("input2", len(REFERENCE))),
+        *chunks(0, ROOM, 1000),
+        *chunks(1, REFERENCE, 7),
+    ]
+
+
+class Stream:
+    """The parts as the servicer sees them; counts how many were read."""
+
+    def __init__(self, parts: Sequence[pb.SubmitGenerationPart]) -> None:
+        self.parts = list(parts)
+        self.read = 0
+
+    async def __aiter__(self) -> AsyncIterator[pb.SubmitGenerationPart]:
+        for part in self.parts:
+            self.read += 1
+            yield part
+
+
+@pytest.fixture
+def spools(monkeypatch: pytest.MonkeyPatch) -> list[IO[bytes]]:
+    created: list[IO[bytes]] = []
+    real = intake.spooled_file
+
+    def recording() -> IO[bytes]:
+        created.append(real())
+        return created[-1]
+
+    monkeypatch.setattr(intake, "spooled_file", recording)
+    return created
+
+
+async def receive(parts: Sequence[pb.SubmitGenerationPart]) -> SubmitCommand:
+    async with received_submission(Stream(parts).__aiter__(), UPLOADS) as command:
+        return command
+
+
+async def test_chunks_are_reassembled_in_spools_that_close_with_the_block(
+    spools: list[IO[bytes]],
+) -> None:
+    async with received_submission(Stream(both_inputs()).__aiter__(), UPLOADS) as command:
+        assert [(item.field, item.size) for item in command.inputs] == [
+            ("input1", len(ROOM)),
+            ("input2", len(REFERENCE)),
+        ]
+        assert [item.file.read() for item in command.inputs] == [ROOM, REFERENCE]
+        assert [item.sha256 for item in command.inputs] == [
+            hashlib.sha256(ROOM).digest(),
+            hashlib.sha256(REFERENCE).digest(),
+        ]
+        assert (command.mode, command.prompt, command.style) == ("compose", "Warm oak", "japandi")
+        assert not any(spool.closed for spool in spools)
+    assert len(spools) == 2
+    assert all(spool.closed for spool in spools)
+
+
+async def test_the_fingerprint_is_the_one_of_whole_bytes() -> None:
+    """Rows stored before streaming (whole-bytes hashing) must still replay."""
+    command = await receive(both_inputs())
+    before = hashlib.sha256()
+    for part in ("compose", "Warm oak", "", "japandi"):
+        before.update(part.encode() + b"\x00")
+    for data in (ROOM, REFERENCE):
+        before.update(hashlib.sha256(data).digest())
+    assert fingerprint(command) == before.hexdigest()
+
+
+async def test_spools_close_when_the_submission_fails(spools: list[IO[bytes]]) -> None:
+    with pytest.raises(RuntimeError):
+        async with received_submission(Stream(both_inputs()).__aiter__(), UPLOADS):
+            raise RuntimeError("the submission failed")
+    assert len(spools) == 2
+    assert all(spool.closed for spool in spools)
+
+
+async def test_a_request_without_inputs_is_one_part() -> None:
+    command = await receive([request()])
+    assert command.inputs == ()
+
+
+ROOM_ONLY = request(("input1", len(ROOM)))
+BAD_STREAMS = {
+    "empty stream": ([], "The stream must start with the request, sent once."),
+    "chunk first": (chunks(0, ROOM, 500), "The stream must start with the request, sent once."),
+    "request twice": (
+        [ROOM_ONLY, ROOM_ONLY, *chunks(0, ROOM, 500)],
+        "The stream must start with the request, sent once.",
+    ),
+    "undeclared input": (
+        [ROOM_ONLY, *chunks(0, ROOM, 500), *chunks(1, b"more", 2)],
+        "Chunks must follow the declared inputs, in order.",
+    ),
+    "second input before the first is complete": (
+        [
+            request(("input1", len(ROOM)), ("input2", 4)),
+            *chunks(0, ROOM[:100], 50),
+            *chunks(1, b"more", 2),
+        ],
+        "Chunks must follow the declared inputs, in order.",
+    ),
+    "more bytes than declared": (
+        [request(("input1", 10)), *chunks(0, b"x" * 11, 11)],
+        "input1 has more bytes than declared.",
+    ),
+    "fewer bytes than declared": (
+        [ROOM_ONLY, *chunks(0, ROOM[:-1], 500)],
+        "The stream ended before every declared input was complete.",
+    ),
+    "empty chunk": (
+        [ROOM_ONLY, pb.SubmitGenerationPart(chunk=pb.InputChunk(input_index=0))],
+        "A chunk must not be empty.",
+    ),
+    "empty input": ([request(("input1", 0))], "input1 is empty."),
+    "unnamed input": ([request(("", -1))], "input1 is empty."),
+    "too many inputs": (
+        [request(*[(f"input{i}", 1) for i in range(1, 10)])],
+        "At most 8 inputs may be declared.",
+    ),
+    "owner is not a UUID": ([request(owner_id="someone")], "owner_id must be a UUID."),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_STREAMS))
+async def test_streams_breaking_the_rules_are_validation_errors(
+    case: str, spools: list[IO[bytes]]
+) -> None:
+    parts, message = BAD_STREAMS[case]
+    with pytest.raises(ValidationError) as caught:
+        await receive(parts)
+    assert type(caught.value) is ValidationError
+    assert (caught.value.code, caught.value.http_status) == ("VALIDATION_ERROR", 400)
+    assert caught.value.message == message
+    assert all(spool.closed for spool in spools)
+
+
+async def test_an_input_declared_over_the_limit_is_refused_before_any_chunk_is_read(
+    spools: list[IO[bytes]],
+) -> None:
+    size = UPLOADS.max_bytes + 1
+    stream = Stream([request(("input1", size)), *chunks(0, b"z" * size, 256 * 1024)])
+    with pytest.raises(PayloadTooLarge) as caught:
+        async with received_submission(stream.__aiter__(), UPLOADS):
+            pass
+    assert caught.value.http_status == 413
+    assert caught.value.message == "input1 is larger than 10 MB"
+    assert stream.read == 1
+    assert spools == []
