@@ -161,7 +161,7 @@ async def _submit_new(
         ctx.config.room_types.get(validated.room_type or ""),
     )
     await _create_prediction(ctx, job, prompt, input_keys, webhook_url)
-    async with session_scope(ctx.sessions) as session:
+    async with ctx.readers() as session:
         current = await JobRepository(session).get(job.id)
     assert current is not None
     return SubmitResult(current, replayed=False)
@@ -172,7 +172,7 @@ async def _replay(
 ) -> SubmitResult | None:
     if not command.idempotency_key:
         return None
-    async with session_scope(ctx.sessions) as session:
+    async with ctx.readers() as session:
         existing = await JobRepository(session).get_by_idempotency_key(
             command.owner_id, command.idempotency_key
         )
@@ -219,7 +219,7 @@ def _webhook_url(ctx: GenerationContext, command: SubmitCommand) -> str:
 
 
 async def _precheck(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
-    async with session_scope(ctx.sessions) as session:
+    async with ctx.readers() as session:
         if await JobRepository(session).has_inflight(owner_id):
             raise TooManyInflight()
     quota = await ctx.usage.quota(owner_id)
