@@ -291,3 +291,11 @@ def test_every_host_variable_of_the_compose_file_is_documented() -> None:
     assert names, "the compose file takes no host variables?"
     undocumented = sorted(name for name in names if f"`{name}`" not in readme)
     assert not undocumented
+
+
+@pytest.mark.parametrize("name", ["edge-api", "generation"])
+def test_upload_spools_live_on_a_volume_not_in_memory(name: str) -> None:
+    """Uploads are spooled to /tmp; a tmpfs there would count them as container memory."""
+    service = _services()[name]
+    assert not service.get("tmpfs")
+    assert any(volume["target"] == "/tmp" for volume in service["volumes"])

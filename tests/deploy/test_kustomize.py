@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
+from edge_api.settings import EdgeSettings
+from kit.runtime_config import load_runtime_config
 from tests.deploy.support import ENVOY_CONFIG, K8S_BASE, REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
@@ -92,3 +94,25 @@ def test_an_overlay_like_the_readme_sets_image_environment_and_secrets(tmp_path:
         for c in d["spec"]["template"]["spec"]["containers"]
     }
     assert images == {"example.com/i:7"}
+
+
+_UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+
+
+def _quantity(text: str) -> int:
+    return int(text[:-2]) * _UNITS[text[-2:]]
+
+
+@pytest.mark.parametrize("name", ["edge-api", "generation"])
+def test_tmp_holds_the_spools_of_a_full_set_of_uploads(name: str) -> None:
+    """Each of the edge's concurrent submissions may spool two files at the upload cap
+    (generation keeps a cleaned copy of each as well): /tmp must not evict the pod."""
+    uploads = load_runtime_config(REPO / "config" / "runtime.toml").uploads
+    concurrent = EdgeSettings.model_fields["max_concurrent_submissions"].default
+    copies = 2 if name == "generation" else 1
+    needed = concurrent * 2 * uploads.max_bytes * copies
+    deployment = next(
+        d for d in _build(K8S_BASE) if d["kind"] == "Deployment" and d["metadata"]["name"] == name
+    )
+    tmp = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
+    assert _quantity(tmp["emptyDir"]["sizeLimit"]) >= needed
