@@ -115,11 +115,19 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
         len(command.inputs),
         ctx.config,
     )
-    images = await _clean_images(ctx, command)
+    # The pre-check (a read and a usage call) runs while the images are decoded; its
+    # outcome is still reported after theirs, in the documented order.
+    precheck = asyncio.create_task(_precheck(ctx, command.owner_id))
     try:
-        return await _submit_new(ctx, command, validated, images, request_fingerprint)
+        images = await _clean_images(ctx, command)
+        try:
+            return await _submit_new(ctx, command, validated, images, request_fingerprint, precheck)
+        finally:
+            _close_all(images)
     finally:
-        _close_all(images)
+        if not precheck.done():
+            precheck.cancel()
+        await asyncio.gather(precheck, return_exceptions=True)
 
 
 async def _submit_new(
@@ -128,11 +136,12 @@ async def _submit_new(
     validated: GenerationInput,
     images: list[CleanImage],
     request_fingerprint: str,
+    precheck: asyncio.Task[None],
 ) -> SubmitResult:
     """Steps 3 to 7 for a request that is not a replay, with its cleaned images."""
     webhook_url = _webhook_url(ctx, command)
     try:
-        await _precheck(ctx, command.owner_id)
+        await precheck
     except TooManyInflight:
         # The job holding the slot may be a parallel request's under the same key.
         replay = await _replay(ctx, command, request_fingerprint)
