@@ -16,9 +16,10 @@ the caller falls back to re-encoding.
 
 from __future__ import annotations
 
+import re
 from typing import IO
 
-from generation.domain.byte_source import CHUNK_BYTES, ByteSource, last_fill
+from generation.domain.byte_source import CHUNK_BYTES, ByteSource
 
 _SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
@@ -55,22 +56,19 @@ def _keep_jpeg_segment(marker: int, segment: bytes) -> bool:
     return True
 
 
+# In entropy-coded data, 0xFF 0x00 (a stuffed byte) and restart markers (0xFF 0xD0-D7)
+# belong to the scan and 0xFF 0xFF is a fill byte: a marker is the last 0xFF of a run
+# followed by any other byte. Searched in C: a photo's scan holds thousands of 0xFF.
+_SCAN_END = re.compile(rb"\xff(?=[^\x00\xd0-\xd7\xff])")
+
+
 def _marker_at(data: bytes, start: int) -> int | None:
     """Where a marker starts in entropy-coded ``data[start:]``; None when none is sure yet.
 
-    0xFF 0x00 (a stuffed byte) and restart markers belong to the scan; 0xFF 0xFF
-    is a fill byte before a marker. A 0xFF at the very end needs the next byte.
+    A 0xFF at the very end needs the next byte, so it is never a sure marker.
     """
-    pos = data.find(b"\xff", start)
-    while 0 <= pos < len(data) - 1:
-        following = data[pos + 1]
-        if following == 0xFF:  # fill bytes: to the last 0xFF of the run
-            pos = last_fill(data, pos + 1)
-        elif following == 0x00 or 0xD0 <= following <= 0xD7:
-            pos = data.find(b"\xff", pos + 2)
-        else:
-            return pos
-    return None
+    found = _SCAN_END.search(data, start)
+    return found.start() if found is not None else None
 
 
 def _copy_scan(source: ByteSource, out: IO[bytes]) -> bool:
