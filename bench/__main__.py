@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from bench import report
-from bench.run import Options, run, table_rows
+from bench.run import Options, bounds_line, run, table_rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     path = report.write(document, name)
     print()
     print(report.table(table_rows(document)))
+    print(bounds_line(document))
     print(f"\nwritten to {path} ({document['machine']['bench_seconds']:.0f} s)")
     return 0
 

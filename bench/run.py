@@ -182,6 +182,34 @@ def _round(result: RoundResult) -> dict[str, Any]:
             "status_rps_ratio": round(result.status_ratio, 3),
             "webhook_p50_ratio": round(result.webhook_ratio, 3),
         },
+        "bounds": bounds(result, explained),
+    }
+
+
+def bounds(result: RoundResult, explained_p50: float) -> dict[str, float]:
+    """What each ratio could reach at best on this machine, from this run's own figures.
+
+    - ``submit_explained_ratio``: the submit ratio if nothing but the measured steps a
+      submission must take (unavoidable parts, image check, usage RPCs, transactions)
+      cost anything: no hops, no queueing.
+    - ``submit_cpu_bound_rps``: the cores divided by the CPU one submission costs
+      across every process (locust excluded): no load can go faster.
+    - ``status_hop_floor_ratio``: /readyz (health RPCs to generation and usage, no
+      database) over /healthz: any GET the edge forwards over gRPC stays under it.
+    - ``webhook_floor_ratio``: the webhook ratio if the POST cost only the download and
+      PUT, leaving the GET that follows it (its p50 as measured here).
+    """
+    cpu = _cpu_per_request(result.submit_throughput)
+    submit_cpu_ms = sum(ms for part, ms in cpu.items() if part != "locust")
+    get_after = max(0.0, result.webhook.p50 - result.webhook_post.p50)
+    download_put = result.webhook_baseline.p50
+    return {
+        "submit_explained_ratio": round(explained_p50 / result.parts.total_p50, 3),
+        "submit_cpu_ms_per_request": round(submit_cpu_ms, 2),
+        "submit_cpu_bound_rps": round((os.cpu_count() or 1) * 1000 / max(submit_cpu_ms, 1e-6), 1),
+        "status_hop_floor_ratio": round(result.hop_floor.rps / result.health.rps, 3),
+        "webhook_get_after_ms": round(get_after, 2),
+        "webhook_floor_ratio": round((download_put + get_after) / download_put, 3),
     }
 
 
@@ -261,3 +289,14 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
         ("upload_peak_rss_mb", f"{document['details']['memory']['clients']} x 10 MB",
          f"idle {b['upload_idle_rss_mb']:.0f} MiB", m["upload_peak_rss_mb"]),
     ]  # fmt: skip
+
+
+def bounds_line(document: dict[str, Any]) -> str:
+    """One line: the best each missed figure could reach on this machine (see ``bounds``)."""
+    b = document["details"]["rounds"][0]["bounds"]
+    return (
+        f"bounds in this run: submit ratio >= {b['submit_explained_ratio']:.2f} (its steps alone), "
+        f"submit rps <= {b['submit_cpu_bound_rps']:.0f} ({b['submit_cpu_ms_per_request']:.0f} ms "
+        f"CPU each), status ratio <= {b['status_hop_floor_ratio']:.2f} (/readyz, the gRPC hop "
+        f"alone), webhook ratio >= {b['webhook_floor_ratio']:.2f} (the GET after it)"
+    )
