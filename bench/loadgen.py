@@ -38,6 +38,30 @@ class LoadResult:
     statuses: dict[str, int]
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    # Durations (ms) of the successful requests in the measured window.
+    samples: tuple[float, ...] = field(default=(), repr=False)
+
+
+def merge(first: LoadResult, second: LoadResult) -> LoadResult:
+    """Two runs of one scenario as one: the mean rate, all samples, all CPU."""
+    cpu = dict(first.cpu_seconds)
+    for name, seconds in second.cpu_seconds.items():
+        cpu[name] = round(cpu.get(name, 0.0) + seconds, 2)
+    statuses = dict(first.statuses)
+    for code, count in second.statuses.items():
+        statuses[code] = statuses.get(code, 0) + count
+    samples = first.samples + second.samples
+    return LoadResult(
+        scenario=first.scenario,
+        users=first.users,
+        summary=summarize(list(samples)),
+        rps=(first.rps + second.rps) / 2,
+        failures=first.failures + second.failures,
+        statuses=statuses,
+        cpu_seconds=cpu,
+        wall_seconds=round(first.wall_seconds + second.wall_seconds, 2),
+        samples=samples,
+    )
 
 
 def _cpu_times(groups: Mapping[str, list[psutil.Process]]) -> dict[int, tuple[str, float]]:
@@ -147,6 +171,7 @@ def _result(
         statuses=statuses,
         cpu_seconds=cpu,
         wall_seconds=round(wall, 2),
+        samples=tuple(s[1] for s in ok),
     )
 
 

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 
 from bench.baselines import Baselines, SubmitParts
-from bench.loadgen import LoadResult, run_locust
+from bench.loadgen import LoadResult, merge, run_locust
 from bench.payloads import CONTENT_TYPE, submission_body, user_token
 from bench.seed import end_parked_jobs
 from bench.stats import Summary, summarize
@@ -147,16 +147,19 @@ async def status_phase(
         path.write_text(json.dumps(targets))
         env = {"BENCH_STATUS_TARGETS": str(path)}
         users, seconds = durations.status_users, durations.status
-        health = await asyncio.to_thread(
-            run_locust, system, "HealthUser", users=users, seconds=seconds, env=env
-        )
-        status = await asyncio.to_thread(
-            run_locust, system, "StatusUser", users=users, seconds=seconds, env=env,
-            profile_dir=profile_dir,
-        )  # fmt: skip
-        hop_floor = await asyncio.to_thread(
-            run_locust, system, "ReadyUser", users=users, seconds=seconds, env=env
-        )
+
+        async def load(scenario: str, profile: Path | None = None) -> LoadResult:
+            return await asyncio.to_thread(
+                run_locust, system, scenario, users=users, seconds=seconds, env=env,
+                profile_dir=profile,
+            )  # fmt: skip
+
+        # A-B-B-A: a drift of the shared machine's speed during the phase weighs on
+        # both figures alike, so the ratio compares like with like.
+        health_first = await load("HealthUser")
+        status = merge(await load("StatusUser", profile_dir), await load("StatusUser"))
+        health = merge(health_first, await load("HealthUser"))
+        hop_floor = await load("ReadyUser")
     return health, status, hop_floor
 
 
