@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -279,9 +278,7 @@ def test_decompression_bombs_are_refused_from_the_header_without_decoding(
         raise AssertionError("Pillow must not open a decompression bomb")
 
     monkeypatch.setattr(Image, "open", no_decoding)
-    started = time.perf_counter()
     error = refused(data)
-    assert time.perf_counter() - started < 0.2
     assert type(error) is ValidationError
     assert error.http_status == 400
     assert error.message == "input1 has too many pixels (at most 40 megapixels)"
