@@ -20,7 +20,17 @@ from PIL import Image, ImageChops, PngImagePlugin
 
 import generation.domain
 from generation.domain.image_header import read_header
-from generation.domain.image_strip import strip_jpeg, strip_png
+from generation.domain.image_strip import (
+    _EOI,
+    _PNG_KEEP,
+    _PNG_SIGNATURE,
+    _SOI,
+    _SOS,
+    _STANDALONE,
+    _keep_jpeg_segment,
+    strip_jpeg,
+    strip_png,
+)
 from generation.domain.images import inspect_and_clean
 from kit.runtime_config import Uploads
 
@@ -55,41 +65,9 @@ def clean_bytes(data: bytes) -> bytes:
 
 # --- The previous implementation (whole bytes in, whole bytes out): the oracle. ---
 
-_R_SOI, _R_EOI, _R_SOS, _R_COM = 0xD8, 0xD9, 0xDA, 0xFE
-_R_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
-_R_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Chunks about the pixels and their colours; text, EXIF, time and private chunks go.
-_R_PNG_KEEP = frozenset(
-    {
-        b"IHDR",
-        b"PLTE",
-        b"IDAT",
-        b"IEND",
-        b"tRNS",
-        b"gAMA",
-        b"cHRM",
-        b"sRGB",
-        b"iCCP",
-        b"sBIT",
-        b"pHYs",
-        b"bKGD",
-    }
-)
 
-
-def _r_keep_jpeg_segment(marker: int, segment: bytes) -> bool:
-    if marker == _R_COM:
-        return False
-    if 0xE0 <= marker <= 0xEF:
-        payload = segment[4:]
-        return (
-            (marker == 0xE0 and payload.startswith(b"JFIF\x00"))
-            or (marker == 0xE2 and payload.startswith(b"ICC_PROFILE\x00"))
-            or (marker == 0xEE and payload.startswith(b"Adobe"))
-        )
-    return True
-
-
+# The constants and the per-segment decision are shared with the module: the oracle
+# checks the streaming machinery (pieces, look-ahead, fill bytes), not those rules.
 def _r_scan_end(data: bytes, start: int) -> int | None:
     """Where the entropy-coded data that begins at ``start`` ends (at a marker)."""
     pos = start
@@ -119,23 +97,23 @@ def reference_strip_jpeg(data: bytes) -> bytes | None:
         if marker == 0xFF:
             pos += 1
             continue
-        if marker == _R_EOI:
+        if marker == _EOI:
             out += b"\xff\xd9"
             return bytes(out)
-        if marker in _R_STANDALONE or marker == _R_SOI:
+        if marker in _STANDALONE or marker == _SOI:
             return None  # not where a header may be
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         end = pos + 2 + length
         if length < 2 or end > len(data):
             return None
-        if marker == _R_SOS:
+        if marker == _SOS:
             scan_end = _r_scan_end(data, end)
             if scan_end is None:
                 return None
             out += data[pos:scan_end]
             pos = scan_end
             continue
-        if _r_keep_jpeg_segment(marker, data[pos:end]):
+        if _keep_jpeg_segment(marker, data[pos:end]):
             out += data[pos:end]
         pos = end
     return None
@@ -143,17 +121,17 @@ def reference_strip_jpeg(data: bytes) -> bytes | None:
 
 def reference_strip_png(data: bytes) -> bytes | None:
     """The PNG with only the chunks that define the picture, up to IEND."""
-    if not data.startswith(_R_PNG_SIGNATURE):
+    if not data.startswith(_PNG_SIGNATURE):
         return None
-    out = bytearray(_R_PNG_SIGNATURE)
-    pos = len(_R_PNG_SIGNATURE)
+    out = bytearray(_PNG_SIGNATURE)
+    pos = len(_PNG_SIGNATURE)
     while pos + 12 <= len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
         chunk_type = data[pos + 4 : pos + 8]
         end = pos + 12 + length
         if end > len(data):
             return None
-        if chunk_type in _R_PNG_KEEP:
+        if chunk_type in _PNG_KEEP:
             out += data[pos:end]
         if chunk_type == b"IEND":
             return bytes(out)
