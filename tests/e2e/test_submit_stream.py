@@ -8,15 +8,16 @@ that is exactly the metadata-free copy; idempotency still compares the bytes.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import random
 from collections.abc import AsyncIterator, Iterator
+from typing import IO
 
 import grpc
 import pytest
 from PIL import Image
 
+from generation.api import intake
 from generation.domain.image_strip import strip_jpeg
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
@@ -96,28 +97,39 @@ async def test_a_stream_breaking_the_rules_is_refused_and_stores_nothing(
     await assert_nothing_left(stack, user)
 
 
-async def test_an_oversize_input_is_refused_before_its_chunks_are_read(
-    stack: Stack, user: User, stub: generation_pb2_grpc.GenerationServiceAsyncStub
+async def test_an_oversize_input_is_refused_before_its_chunks_are_stored(
+    stack: Stack,
+    user: User,
+    stub: generation_pb2_grpc.GenerationServiceAsyncStub,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     limit = stack.ctx.config.uploads.max_bytes
     size = limit + CHUNK
     total = size // CHUNK + 1
-    sent = 0
+    spools: list[object] = []
+    real_spool = intake.spooled_file
+
+    def counted_spool() -> IO[bytes]:
+        spool = real_spool()
+        spools.append(spool)
+        return spool
+
+    monkeypatch.setattr(intake, "spooled_file", counted_spool)
 
     async def stream() -> AsyncIterator[pb.SubmitGenerationPart]:
-        nonlocal sent
         yield request_part(user, size)
         for _ in range(total):
-            sent += 1
             yield pb.SubmitGenerationPart(chunk=pb.InputChunk(input_index=0, data=bytes(CHUNK)))
 
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.SubmitGeneration(stream(), timeout=20)
-    error = from_rpc_error(caught.value)
-    assert (error.code, error.http_status) == ("VALIDATION_ERROR", 413)
-    assert error.message == "input1 is larger than 10 MB"
-    await asyncio.sleep(0.2)  # the client's writer would have gone on by now
-    assert sent < total // 2
+    # Repeated: the refusal must reach the sender as sent every time, although the
+    # service refuses before the sender is done writing (the rest is read and dropped).
+    for _ in range(3):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SubmitGeneration(stream(), timeout=20)
+        error = from_rpc_error(caught.value)
+        assert (error.code, error.http_status) == ("VALIDATION_ERROR", 413)
+        assert error.message == "input1 is larger than 10 MB"
+    assert spools == []  # not one chunk was written anywhere
     await assert_nothing_left(stack, user)
 
 

@@ -181,15 +181,32 @@ async def test_streams_breaking_the_rules_are_validation_errors(
     assert all(spool.closed for spool in spools)
 
 
-async def test_an_input_declared_over_the_limit_is_refused_before_any_chunk_is_read(
+async def test_an_input_declared_over_the_limit_is_refused_before_any_chunk_is_stored(
     spools: list[IO[bytes]],
 ) -> None:
     size = UPLOADS.max_bytes + 1
-    stream = Stream([request(("input1", size)), *chunks(0, b"z" * size, 256 * 1024)])
+    parts = [request(("input1", size)), *chunks(0, b"z" * size, 256 * 1024)]
+    stream = Stream(parts)
     with pytest.raises(PayloadTooLarge) as caught:
         async with received_submission(stream.__aiter__(), UPLOADS):
             pass
     assert caught.value.http_status == 413
     assert caught.value.message == "input1 is larger than 10 MB"
-    assert stream.read == 1
+    # Refused at the declaration; the rest is read and dropped, so the sender gets
+    # the refusal itself rather than a transport error for writing to a closed call.
+    assert stream.read == len(parts)
+    assert spools == []
+
+
+async def test_a_refused_sender_is_not_waited_for_past_the_drain_budget(
+    spools: list[IO[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(intake, "MAX_DECLARED_INPUTS", 1)  # budget: one upload's bytes
+    size = UPLOADS.max_bytes * 3
+    parts = [request(("input1", size)), *chunks(0, b"z" * size, 1024 * 1024)]
+    stream = Stream(parts)
+    with pytest.raises(PayloadTooLarge):
+        async with received_submission(stream.__aiter__(), UPLOADS):
+            pass
+    assert stream.read < len(parts) // 2
     assert spools == []

@@ -4,7 +4,8 @@ The rules are the contract's (SubmitGenerationPart): the request comes first
 and once; chunks follow input after input in declared order and add up exactly
 to each declared size. Any other stream is a VALIDATION_ERROR, and nothing has
 been stored by then. An input declared over the upload limit is refused before
-a single chunk is read.
+a single chunk is stored. A refusal is answered once the sender has finished (the
+rest of its stream is read and dropped), so it reaches the sender as sent.
 
 Each input is written to a spooled temporary file as it arrives (memory holds
 one chunk, plus at most the spool's in-memory threshold), and its SHA-256 is
@@ -15,6 +16,7 @@ and are closed when it ends, however it ends.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator
@@ -26,7 +28,7 @@ from generation.domain.images import too_large
 from generation.domain.spool import spooled_file
 from generation.domain.submission import RawInput, SubmitCommand
 from interior.generation.v1 import generation_pb2 as pb
-from kit.errors import ValidationError
+from kit.errors import DomainError, ValidationError
 from kit.logging import bind_context
 from kit.runtime_config import Uploads
 
@@ -63,10 +65,33 @@ async def received_submission(
     """The whole stream as a command whose inputs are open spooled files."""
     files: list[IO[bytes]] = []
     try:
-        yield await _receive(parts, uploads, files)
+        try:
+            command = await _receive(parts, uploads, files)
+        except DomainError:
+            for file in files:
+                file.close()  # nothing of a refused stream is kept, even while draining
+            await _drain(parts, MAX_DECLARED_INPUTS * uploads.max_bytes)
+            raise
+        yield command
     finally:
         for file in files:
             file.close()
+
+
+async def _drain(parts: AsyncIterator[pb.SubmitGenerationPart], budget: int) -> None:
+    """Read (and drop) what the client still sends before answering a refusal.
+
+    A status sent while the client is still writing can reach a gRPC client as a
+    transport error (INTERNAL / CANCELLED) instead of the refusal (grpc/grpc#29615).
+    Our edge always finishes its stream; a sender past ``budget`` bytes is not
+    waited for.
+    """
+    received = 0
+    with contextlib.suppress(Exception):
+        async for part in parts:
+            received += part.ByteSize()
+            if received > budget:
+                return
 
 
 async def _receive(

@@ -82,8 +82,7 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def job_message(view: JobView) -> pb.Job:
-    job = view.job
+def job_message(job: JobView) -> pb.Job:
     message = pb.Job(
         id=str(job.id),
         owner_id=str(job.owner_id),
@@ -95,8 +94,8 @@ def job_message(view: JobView) -> pb.Job:
         created_at=_timestamp(job.created_at),
         updated_at=_timestamp(job.updated_at),
         completed_at=_timestamp(job.completed_at),
-        render_id=str(view.render_id) if view.render_id else "",
-        variants=[pb.Variant(idx=v.idx, object_key=v.object_key) for v in view.variants],
+        render_id=str(job.render_id) if job.render_id else "",
+        variants=[pb.Variant(idx=v.idx, object_key=v.object_key) for v in job.variants],
     )
     if job.error_code:
         message.error.CopyFrom(pb.JobError(code=job.error_code, message=job.error_message or ""))
@@ -104,7 +103,7 @@ def job_message(view: JobView) -> pb.Job:
 
 
 def plain_job_message(job: GenerationJob) -> pb.Job:
-    return job_message(JobView(job, None, ()))
+    return job_message(JobView.of(job))
 
 
 def outcome_message(outcome: Outcome) -> pb.EventOutcome.ValueType:

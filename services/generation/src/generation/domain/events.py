@@ -31,7 +31,7 @@ class Outcome(enum.Enum):
     STALE = "stale"
 
 
-def _fields(job: GenerationJob, status: str) -> dict[str, str | None]:
+def _fields(job: jobs.JobRef, status: str) -> dict[str, str | None]:
     return {
         "ownerId": str(job.owner_id),
         "jobId": str(job.id),
@@ -86,7 +86,7 @@ async def _mark_processing(
 
 
 async def end_without_output(
-    ctx: GenerationContext, job: GenerationJob, error: jobs.JobError, status: str
+    ctx: GenerationContext, job: jobs.JobRef, error: jobs.JobError, status: str
 ) -> bool:
     """End the job failed/canceled and give its generation back (exactly once)."""
     async with session_scope(ctx.sessions) as session:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 from generation.domain.provider import ProviderStatus
-from generation.persistence.models import GenerationJob, RenderVariant
+from generation.persistence.models import GenerationJob
 
 STARTING = "starting"
 PROCESSING = "processing"
@@ -73,10 +74,65 @@ def variant_key(render_id: uuid.UUID, idx: int) -> str:
     return f"renders/{render_id}/{idx}.jpg"
 
 
+class JobRef(Protocol):
+    """What flows that act on a job need of it: a row or a snapshot will do."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+    @property
+    def owner_id(self) -> uuid.UUID: ...
+
+    @property
+    def prediction_id(self) -> str | None: ...
+
+    @property
+    def status(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class VariantRef:
+    idx: int
+    # Key inside the public bucket: renders/<renderId>/<idx>.jpg
+    object_key: str
+
+
 @dataclass(frozen=True)
 class JobView:
-    """A job as clients see it: the row plus its visible variants."""
+    """A job as clients see it: a snapshot of the row plus its visible variants.
 
-    job: GenerationJob
-    render_id: uuid.UUID | None
-    variants: Sequence[RenderVariant]
+    Plain values, no ORM state: a GET builds it straight from one SELECT's rows.
+    """
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    prediction_id: str | None
+    status: str
+    mode: str
+    room_type: str | None
+    style: str | None
+    error_code: str | None
+    error_message: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    render_id: uuid.UUID | None = None
+    variants: tuple[VariantRef, ...] = ()
+
+    @classmethod
+    def of(cls, job: GenerationJob) -> JobView:
+        """The snapshot of a loaded row, without variants."""
+        return cls(
+            id=job.id,
+            owner_id=job.owner_id,
+            prediction_id=job.prediction_id,
+            status=job.status,
+            mode=job.mode,
+            room_type=job.room_type,
+            style=job.style,
+            error_code=job.error_code,
+            error_message=job.error_message,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            completed_at=job.completed_at,
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import uuid
 from datetime import timedelta
 
@@ -11,7 +12,6 @@ from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction, end_without_output
 from generation.domain.provider import Prediction, PredictionNotFound, ProviderError
-from generation.persistence.models import GenerationJob
 from generation.persistence.repositories import JobRepository, RenderRepository, load_job_view
 from kit.db import session_scope
 from kit.errors import JobNotCancellable, JobNotFinished, NotFound
@@ -24,10 +24,10 @@ log = get_logger("generation.queries")
 async def load_view(ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID) -> jobs.JobView:
     """The owner's job with its visible variants; NotFound for anyone else's."""
     async with ctx.readers() as session:
-        rows = await load_job_view(session, owner_id, job_id)
-    if rows is None:
+        view = await load_job_view(session, owner_id, job_id)
+    if view is None:
         raise NotFound("Generation not found.")
-    return jobs.JobView(rows.job, rows.render_id, rows.variants)
+    return view
 
 
 async def get_generation(
@@ -35,12 +35,12 @@ async def get_generation(
 ) -> jobs.JobView:
     """The job; a stale in-flight one is refreshed from the provider first."""
     view = await load_view(ctx, owner_id, job_id)
-    if await refresh_if_stale(ctx, view.job):
+    if await refresh_if_stale(ctx, view):
         view = await load_view(ctx, owner_id, job_id)
     return view
 
 
-async def refresh_if_stale(ctx: GenerationContext, job: GenerationJob) -> bool:
+async def refresh_if_stale(ctx: GenerationContext, view: jobs.JobView) -> bool:
     """Poll the provider once when the job's state is older than the stale threshold.
 
     The throttle is a conditional update in the database, so at most one poll per
@@ -49,20 +49,20 @@ async def refresh_if_stale(ctx: GenerationContext, job: GenerationJob) -> bool:
     """
     timings = ctx.config.timings
     now = ctx.clock.now()
-    if jobs.is_terminal(job.status) or job.prediction_id is None:
+    if jobs.is_terminal(view.status) or view.prediction_id is None:
         return False
-    if now - job.updated_at < timedelta(milliseconds=timings.stale_after_ms):
+    if now - view.updated_at < timedelta(milliseconds=timings.stale_after_ms):
         return False
     async with session_scope(ctx.sessions) as session:
         claimed = await JobRepository(session).claim_poll(
-            job.id, now, timedelta(milliseconds=timings.poll_throttle_ms)
+            view.id, now, timedelta(milliseconds=timings.poll_throttle_ms)
         )
     if not claimed:
         return False
-    return await poll_and_apply(ctx, job, source="refresh")
+    return await poll_and_apply(ctx, view, source="refresh")
 
 
-async def poll_and_apply(ctx: GenerationContext, job: GenerationJob, source: str) -> bool:
+async def poll_and_apply(ctx: GenerationContext, job: jobs.JobRef, source: str) -> bool:
     """Fetch the prediction and apply it; True when the job changed."""
     assert job.prediction_id is not None
     fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": job.prediction_id}
@@ -97,11 +97,10 @@ async def cancel_generation(
     ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID
 ) -> jobs.JobView:
     """Cancel a starting/processing job at the provider, end it canceled, refund it."""
-    view = await load_view(ctx, owner_id, job_id)
-    job = view.job
+    job = await load_view(ctx, owner_id, job_id)
     if jobs.is_terminal(job.status):
         if job.status == jobs.CANCELED:
-            return view  # canceling twice is harmless
+            return job  # canceling twice is harmless
         raise JobNotCancellable()
     if job.prediction_id is not None:
         try:
@@ -120,7 +119,7 @@ async def cancel_generation(
                 await _apply_quietly(ctx, prediction)
     await end_without_output(ctx, job, jobs.USER_CANCELED, jobs.CANCELED)
     view = await load_view(ctx, owner_id, job_id)
-    if view.job.status != jobs.CANCELED:
+    if view.status != jobs.CANCELED:
         raise JobNotCancellable()
     log.info(
         "job.canceled",
@@ -143,16 +142,16 @@ async def delete_generation(
 ) -> jobs.JobView:
     """Soft-delete a finished job's render. Stored objects are kept (the seed's MVP)."""
     view = await load_view(ctx, owner_id, job_id)
-    if not jobs.is_terminal(view.job.status):
+    if not jobs.is_terminal(view.status):
         raise JobNotFinished()
     async with session_scope(ctx.sessions) as session:
-        deleted = await RenderRepository(session).soft_delete(view.job.id, ctx.clock.now())
+        deleted = await RenderRepository(session).soft_delete(view.id, ctx.clock.now())
     log.info(
         "render.deleted",
         ownerId=str(owner_id),
         jobId=str(job_id),
-        predictionId=view.job.prediction_id,
-        status=view.job.status,
+        predictionId=view.prediction_id,
+        status=view.status,
         changed=deleted,
     )
-    return jobs.JobView(view.job, None, ())
+    return dataclasses.replace(view, render_id=None, variants=())

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Update, and_, or_, select, update
+from sqlalchemy import Select, Update, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from generation.domain.jobs import JobView, VariantRef
 from generation.persistence.models import (
     INFLIGHT_STATUSES,
     GenerationJob,
@@ -283,43 +284,54 @@ class JobRepository:
         return result.all()
 
 
-@dataclass(frozen=True)
-class JobViewRows:
-    """A job with its live render (if any) and that render's variants, by idx."""
+def _job_view_statement() -> Select[Any]:
+    """The owner's job, its live render and that render's variants: one SELECT.
 
-    job: GenerationJob
-    render_id: uuid.UUID | None
-    variants: Sequence[RenderVariant]
+    A render shows only for a succeeded job and until it is soft-deleted; one row
+    comes back per variant (the job repeated), or one row with no render. Core
+    columns, built once: no ORM identity map or statement building per GET.
+    """
+    job, render, variant = GenerationJob.__table__.c, Render.__table__.c, RenderVariant.__table__.c
+    joined = GenerationJob.__table__.outerjoin(
+        Render.__table__,
+        and_(render.job_id == job.id, job.status == "succeeded", render.deleted_at.is_(None)),
+    ).outerjoin(RenderVariant.__table__, variant.render_id == render.id)
+    return (
+        select(
+            *(job[name] for name in _VIEW_FIELDS),
+            render.id.label("render_id"),
+            variant.idx,
+            variant.object_key,
+        )
+        .select_from(joined)
+        .where(job.id == bindparam("job_id"), job.owner_id == bindparam("owner_id"))
+        .order_by(variant.idx)
+    )
+
+
+_VIEW_FIELDS = (
+    "id", "owner_id", "prediction_id", "status", "mode", "room_type", "style",
+    "error_code", "error_message", "created_at", "updated_at", "completed_at",
+)  # fmt: skip
+_JOB_VIEW = _job_view_statement()
 
 
 async def load_job_view(
     session: AsyncSession, owner_id: uuid.UUID, job_id: uuid.UUID
-) -> JobViewRows | None:
-    """The owner's job, its live render and variants in one statement (one round trip).
-
-    A render shows only for a succeeded job and until it is soft-deleted; one row
-    comes back per variant (the job repeated), or one row with no render.
-    """
-    rows = (
-        await session.execute(
-            select(GenerationJob, Render.id, RenderVariant)
-            .outerjoin(
-                Render,
-                and_(
-                    Render.job_id == GenerationJob.id,
-                    GenerationJob.status == "succeeded",
-                    Render.deleted_at.is_(None),
-                ),
-            )
-            .outerjoin(RenderVariant, RenderVariant.render_id == Render.id)
-            .where(GenerationJob.id == job_id, GenerationJob.owner_id == owner_id)
-            .order_by(RenderVariant.idx)
-        )
-    ).all()
+) -> JobView | None:
+    """The owner's job as clients see it, or None (missing, or someone else's)."""
+    connection = await session.connection()
+    rows = (await connection.execute(_JOB_VIEW, {"job_id": job_id, "owner_id": owner_id})).all()
     if not rows:
         return None
-    job, render_id, _ = rows[0]
-    return JobViewRows(job, render_id, [row[2] for row in rows if row[2] is not None])
+    first = rows[0]._mapping
+    return JobView(
+        **{name: first[name] for name in _VIEW_FIELDS},
+        render_id=first["render_id"],
+        variants=tuple(
+            VariantRef(row.idx, row.object_key) for row in rows if row.object_key is not None
+        ),
+    )
 
 
 class RenderRepository:
