@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,17 +123,8 @@ class JobView:
     @classmethod
     def of(cls, job: GenerationJob) -> JobView:
         """The snapshot of a loaded row, without variants."""
-        return cls(
-            id=job.id,
-            owner_id=job.owner_id,
-            prediction_id=job.prediction_id,
-            status=job.status,
-            mode=job.mode,
-            room_type=job.room_type,
-            style=job.style,
-            error_code=job.error_code,
-            error_message=job.error_message,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            completed_at=job.completed_at,
-        )
+        return cls(**{name: getattr(job, name) for name in VIEW_COLUMNS})
+
+
+# The row's columns a JobView carries (its fields before ``render_id``).
+VIEW_COLUMNS = tuple(f.name for f in dataclasses.fields(JobView))[:-2]

@@ -20,7 +20,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from generation.domain.jobs import JobView, VariantRef
+from generation.domain.jobs import VIEW_COLUMNS, JobView, VariantRef
 from generation.persistence.models import (
     INFLIGHT_STATUSES,
     GenerationJob,
@@ -298,7 +298,7 @@ def _job_view_statement() -> Select[Any]:
     ).outerjoin(RenderVariant.__table__, variant.render_id == render.id)
     return (
         select(
-            *(job[name] for name in _VIEW_FIELDS),
+            *(job[name] for name in VIEW_COLUMNS),
             render.id.label("render_id"),
             variant.idx,
             variant.object_key,
@@ -309,10 +309,6 @@ def _job_view_statement() -> Select[Any]:
     )
 
 
-_VIEW_FIELDS = (
-    "id", "owner_id", "prediction_id", "status", "mode", "room_type", "style",
-    "error_code", "error_message", "created_at", "updated_at", "completed_at",
-)  # fmt: skip
 _JOB_VIEW = _job_view_statement()
 
 
@@ -326,7 +322,7 @@ async def load_job_view(
         return None
     first = rows[0]._mapping
     return JobView(
-        **{name: first[name] for name in _VIEW_FIELDS},
+        **{name: first[name] for name in VIEW_COLUMNS},
         render_id=first["render_id"],
         variants=tuple(
             VariantRef(row.idx, row.object_key) for row in rows if row.object_key is not None
