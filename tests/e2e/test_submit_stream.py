@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import AsyncIterator, Iterator
-from typing import IO
 
 import grpc
 import pytest
@@ -23,6 +22,7 @@ from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.grpc_errors import RemoteError, from_rpc_error
+from testkit.recording import record_results
 from tests.badinput.checks import assert_nothing_left
 from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
 
@@ -106,15 +106,7 @@ async def test_an_oversize_input_is_refused_before_its_chunks_are_stored(
     limit = stack.ctx.config.uploads.max_bytes
     size = limit + CHUNK
     total = size // CHUNK + 1
-    spools: list[object] = []
-    real_spool = intake.spooled_file
-
-    def counted_spool() -> IO[bytes]:
-        spool = real_spool()
-        spools.append(spool)
-        return spool
-
-    monkeypatch.setattr(intake, "spooled_file", counted_spool)
+    spools = record_results(monkeypatch, intake, "spooled_file")
 
     async def stream() -> AsyncIterator[pb.SubmitGenerationPart]:
         yield request_part(user, size)

@@ -19,6 +19,7 @@ from edge_api import uploads
 from edge_api.app import create_app
 from kit.errors import PayloadTooLarge, ValidationError
 from kit.runtime_config import Uploads
+from testkit.recording import record_results
 from testkit.servers import ThreadedUvicorn
 
 BIG_MAX_BYTES = 2 * 1024 * 1024
@@ -46,16 +47,7 @@ def _body(*parts: bytes) -> bytes:
 @pytest.fixture
 def spools(monkeypatch: pytest.MonkeyPatch) -> list[IO[bytes]]:
     """Every spool the edge creates during the test."""
-    created: list[IO[bytes]] = []
-    real = uploads._new_spool
-
-    def recording() -> IO[bytes]:
-        spool = real()
-        created.append(spool)
-        return spool
-
-    monkeypatch.setattr(uploads, "_new_spool", recording)
-    return created
+    return record_results(monkeypatch, uploads, "_new_spool")
 
 
 @pytest.fixture

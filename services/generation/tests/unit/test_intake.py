@@ -15,6 +15,7 @@ from generation.domain.submission import SubmitCommand, fingerprint
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import PayloadTooLarge, ValidationError
 from kit.runtime_config import Uploads
+from testkit.recording import record_results
 
 UPLOADS = Uploads()
 OWNER = str(uuid.uuid4())
@@ -67,15 +68,7 @@ class Stream:
 
 @pytest.fixture
 def spools(monkeypatch: pytest.MonkeyPatch) -> list[IO[bytes]]:
-    created: list[IO[bytes]] = []
-    real = intake.spooled_file
-
-    def recording() -> IO[bytes]:
-        created.append(real())
-        return created[-1]
-
-    monkeypatch.setattr(intake, "spooled_file", recording)
-    return created
+    return record_results(monkeypatch, intake, "spooled_file")
 
 
 async def receive(parts: Sequence[pb.SubmitGenerationPart]) -> SubmitCommand:
