@@ -92,12 +92,18 @@ class Launcher:
         return units
 
 
-def start_launcher(data_dir: Path, ports: Ports) -> Launcher:
+# A parent standing in for make: it runs the launcher and waits for it.
+VIA_PARENT = "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'launcher']))"
+
+
+def start_launcher(data_dir: Path, ports: Ports, *, via_parent: bool = False) -> Launcher:
+    """The launcher, or (``via_parent``) a parent process running it, as ``process``."""
     env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_VARIABLES}
     env.update(ports.env())
     env["LAUNCHER_DATA_DIR"] = str(data_dir)
+    command = ["-c", VIA_PARENT] if via_parent else ["-m", "launcher"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "launcher"],
+        [sys.executable, *command],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -163,7 +169,12 @@ def stop_and_check(launcher: Launcher, signum: signal.Signals) -> None:
     assert launcher.pumped.wait(5)
 
     assert code == 0
-    deadline = time.monotonic() + 5
+    assert_all_gone(launcher, started, 5)
+
+
+def assert_all_gone(launcher: Launcher, started: set[tuple[int, str]], within: float) -> None:
+    """No process of ``started`` runs, every port is free, the state file is gone."""
+    deadline = time.monotonic() + within
     while any(_running(identity) for identity in started) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert [identity for identity in started if _running(identity)] == []
@@ -285,3 +296,24 @@ def _kill_leftovers(launcher: Launcher) -> None:
     for pid, _ in filter(_running, started):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_the_launcher_stops_when_the_process_that_started_it_dies(data_dir: Path) -> None:
+    """`make run` killed on its own (``timeout``, a process manager): nothing stays up."""
+    parent = start_launcher(data_dir, Ports.free(), via_parent=True)
+    started: set[tuple[int, str]] = set()
+    try:
+        parent.wait_for(READY_MARKER, START_BOUND_SECONDS)
+        started = everything_started(parent)  # the launcher is the parent's child
+        assert len(started) >= 9
+
+        parent.process.kill()
+        parent.process.wait(timeout=10)
+
+        parent.wait_for("gone: stopping", 10)
+        assert_all_gone(parent, started, STOP_BOUND_SECONDS)
+    finally:
+        _kill_leftovers(parent)
+        for pid, _ in filter(_running, started):  # only after a failed assertion
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from types import FrameType
@@ -36,6 +37,32 @@ def _install_signal_handlers(stack: Stack) -> None:
         signal.signal(signum, handle)
 
 
+# How often the launcher checks that the process which started it is still there.
+PARENT_POLL_SECONDS = 0.5
+
+
+def _watch_parent(stack: Stack) -> None:
+    """Stop when the process that started us is gone.
+
+    `make run` stopped by a signal sent to make alone (``timeout``, a process manager)
+    would otherwise leave the whole system running with nobody to stop it. The
+    parent is gone when this process is handed to another one (its parent id changes).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while not stack.cancel.wait(PARENT_POLL_SECONDS):
+            if os.getppid() != parent:
+                try:
+                    print("\n==> the process that started the launcher is gone: stopping")
+                except OSError:  # its terminal or pipe may be gone with it
+                    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as we do
+                stack.cancel.set()
+                return
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _stop(stack: Stack, code: int) -> int:
     began = time.monotonic()
     stack.stop()
@@ -57,6 +84,7 @@ def main() -> int:
         return 2
     stack = Stack(config)
     _install_signal_handlers(stack)
+    _watch_parent(stack)
     print(f"==> data in {config.data_dir}", flush=True)
     try:
         stack.start()  # on failure it stops what it started before raising
