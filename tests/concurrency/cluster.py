@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from edge_api.app import create_app as create_edge_app
 from edge_api.settings import EdgeSettings
-from generation.providers.replicate import ReplicateProvider
 from generation.settings import GenerationSettings
 from generation.wiring import GenerationApp, build_app
 from kit.runtime_config import RuntimeConfig, Timings, load_runtime_config
@@ -22,6 +21,7 @@ from launcher.components import free_port
 from replicate_emulator.config import EmulatorConfig
 from replicate_emulator.server import EmulatorServer
 from testkit.plugin import S3Endpoint
+from testkit.providers import emulator_provider
 from testkit.servers import MovableClock, ThreadedUvicorn
 from tests.e2e.harness import Stack
 from usage.settings import UsageSettings
@@ -65,15 +65,7 @@ async def _generation(
     s3_server: S3Endpoint,
     port: int,
 ) -> GenerationApp:
-    provider = ReplicateProvider(
-        emulator.base_url,
-        emulator.token,
-        config.replicate.model,
-        timeout_seconds=10.0,
-        max_attempts=4,
-        backoff_base_seconds=0.02,
-        backoff_max_seconds=0.1,
-    )
+    provider = emulator_provider(emulator, config.replicate.model, timeout_seconds=10.0)
     app = await build_app(
         GenerationSettings.model_validate(
             {

@@ -9,7 +9,6 @@ import pytest
 
 from edge_api.app import create_app as create_edge_app
 from edge_api.settings import EdgeSettings
-from generation.providers.replicate import ReplicateProvider
 from generation.settings import GenerationSettings
 from generation.wiring import build_app
 from kit.runtime_config import Plan, load_runtime_config
@@ -18,6 +17,7 @@ from launcher.components import free_port
 from replicate_emulator.config import EmulatorConfig
 from replicate_emulator.server import EmulatorServer
 from testkit.plugin import S3Endpoint
+from testkit.providers import emulator_provider
 from testkit.servers import MovableClock, ThreadedUvicorn
 from tests.e2e.harness import Stack, User
 from usage.settings import UsageSettings
@@ -75,15 +75,7 @@ async def stack(
         name="gateway",
     ).start()
 
-    provider = ReplicateProvider(
-        emulator.base_url,
-        emulator.token,
-        config.replicate.model,
-        timeout_seconds=5.0,
-        max_attempts=4,
-        backoff_base_seconds=0.02,
-        backoff_max_seconds=0.1,
-    )
+    provider = emulator_provider(emulator, config.replicate.model, timeout_seconds=5.0)
     generation = await build_app(
         GenerationSettings(
             GENERATION_DATABASE_URL=database_factory("generation"),

@@ -4,21 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from grpc_health.v1 import health_pb2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from launcher.components import free_port
-from testkit.grpc_health import health_status
+from testkit.grpc_health import serve_until_sigterm
 from usage.wiring import SERVICE_NAME
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_the_service_starts_serves_and_stops_on_sigterm(
@@ -33,23 +29,7 @@ async def test_the_service_starts_serves_and_stops_on_sigterm(
         "GRPC_HOST": "127.0.0.1",
         "SHUTDOWN_GRACE_SECONDS": "2",
     }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "usage"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        target = f"127.0.0.1:{port}"
-        assert await health_status(target, "", deadline=30) == SERVING
-        assert await health_status(target, SERVICE_NAME, 5) == SERVING
-
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-    output = log_path.read_text()
+    code, output = await serve_until_sigterm("usage", env, port, SERVICE_NAME, log_path)
     assert code == 0, output
     assert '"event": "grpc.stopped"' in output
     engine = create_async_engine(url)

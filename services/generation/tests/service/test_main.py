@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from grpc_health.v1 import health_pb2
-
 from generation.wiring import SERVICE_NAME
 from launcher.components import free_port
-from testkit.grpc_health import health_status
+from testkit.grpc_health import serve_until_sigterm
 from testkit.plugin import S3Endpoint
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_starts_serves_and_stops_gracefully(
@@ -31,22 +26,9 @@ async def test_starts_serves_and_stops_gracefully(
         "GENERATION_GRPC_PORT": str(port),
         "SHUTDOWN_GRACE_SECONDS": "2",
     }
-    log_path = tmp_path / "generation.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "generation"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        target = f"127.0.0.1:{port}"
-        assert await health_status(target, "", 30) == SERVING
-        assert await health_status(target, SERVICE_NAME, 5) == SERVING
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output = log_path.read_text()
+    code, output = await serve_until_sigterm(
+        "generation", env, port, SERVICE_NAME, tmp_path / "generation.log"
+    )
     assert code == 0, output
     assert '"event": "grpc.stopping"' in output
     assert '"event": "grpc.stopped"' in output
