@@ -17,7 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
-from kit.grpc_server import GrpcServer, ServiceBinding
+from testkit.standins import standin_server
 
 OWNER = uuid.uuid4()
 
@@ -86,25 +86,7 @@ async def serving(
     generation: generation_pb2_grpc.GenerationServiceServicer, recorder: Recorder
 ) -> AsyncIterator[str]:
     """Both stand-ins on a free port; yields the target ``127.0.0.1:<port>``."""
-    server = GrpcServer(
-        [
-            ServiceBinding(
-                "interior.generation.v1.GenerationService",
-                lambda s: generation_pb2_grpc.add_GenerationServiceServicer_to_server(
-                    generation, s
-                ),
-            ),
-            ServiceBinding(
-                "interior.usage.v1.UsageService",
-                lambda s: usage_pb2_grpc.add_UsageServiceServicer_to_server(
-                    StandInUsage(recorder), s
-                ),
-            ),
-        ],
-        host="127.0.0.1",
-        port=0,
-        max_message_bytes=4 * 1024 * 1024,
-    )
+    server = standin_server(generation, StandInUsage(recorder), max_message_bytes=4 * 1024 * 1024)
     port = await server.start()
     try:
         yield f"127.0.0.1:{port}"

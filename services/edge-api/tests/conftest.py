@@ -29,9 +29,10 @@ from edge_api.settings import EdgeSettings
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.errors import DomainError, JobNotCancellable, JobNotFinished, NotFound
-from kit.grpc_server import GrpcServer, ServiceBinding
+from kit.grpc_server import GrpcServer
 from kit.runtime_config import RuntimeConfig, Uploads, load_runtime_config
 from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.standins import standin_server
 
 SECRET = "edge-test-secret-0123456789abcdef-0123456789"
 OWNER = "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
@@ -276,23 +277,7 @@ class Backends:
 @pytest.fixture(scope="session")
 async def backends() -> AsyncIterator[Backends]:
     generation, usage = GenerationBackend(), UsageBackend()
-    server = GrpcServer(
-        [
-            ServiceBinding(
-                "interior.generation.v1.GenerationService",
-                lambda s: generation_pb2_grpc.add_GenerationServiceServicer_to_server(
-                    generation, s
-                ),
-            ),
-            ServiceBinding(
-                "interior.usage.v1.UsageService",
-                lambda s: usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, s),
-            ),
-        ],
-        host="127.0.0.1",
-        port=0,
-        max_message_bytes=24 * 1024 * 1024,
-    )
+    server = standin_server(generation, usage, max_message_bytes=24 * 1024 * 1024)
     port = await server.start()
     yield Backends(generation, usage, server, port)
     await server.stop(0)
