@@ -246,9 +246,9 @@ def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
         "GENERATION_DATABASE_URL": "postgresql+asyncpg://g:pw@db:5432/generation",
         "USAGE_DATABASE_URL": "postgresql+asyncpg://u:pw@db:5432/usage",
         "S3_ACCESS_KEY": "key",
-        "S3_SECRET_KEY": "secret",
-        "AUTH_JWT_SECRET": "x" * 32,
-        "REPLICATE_API_TOKEN": "r8_token",
+        "S3_SECRET_KEY": "an-operators-s3-secret",
+        "AUTH_JWT_SECRET": "an-operators-own-jwt-secret-0f3a9c2b7d1e",
+        "REPLICATE_API_TOKEN": "r8_an_operators_token",
         "REPLICATE_WEBHOOK_SECRET": "whsec_c2VjcmV0",
     }
     given = {v["name"]: secrets[v["name"]] for v in _container(name)["env"]}

@@ -12,16 +12,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit.dev_values import (
+    DEV_JWT_SECRET,
+    DEV_REPLICATE_TOKEN,
+    DEV_S3_ACCESS_KEY,
+    DEV_S3_SECRET_KEY,
+    DEV_WEBHOOK_SECRET,
+)
 from launcher.components import free_port
+
+__all__ = [
+    "DEV_JWT_SECRET",
+    "DEV_REPLICATE_TOKEN",
+    "DEV_S3_ACCESS_KEY",
+    "DEV_S3_SECRET_KEY",
+    "DEV_WEBHOOK_SECRET",
+    "ConfigError",
+    "LauncherConfig",
+    "Ports",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Development-only defaults (the contract's documented dev values), never for deployment.
-DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105
-DEV_REPLICATE_TOKEN = "r8_dev_emulator_token"  # noqa: S105
-DEV_WEBHOOK_SECRET = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ=="  # noqa: S105
-DEV_S3_ACCESS_KEY = "interior-dev"
-DEV_S3_SECRET_KEY = "interior-dev-secret-key-0123456789"  # noqa: S105
 DATABASES = ("generation", "usage")
 
 
@@ -181,6 +193,9 @@ class LauncherConfig:
     def service_env(self) -> dict[str, str]:
         """The variables every service process gets (on top of the inherited ones)."""
         env = {
+            # The local system runs on the published dev values: it says so, and only
+            # APP_ENV=development lets a service accept them.
+            "APP_ENV": _get(self.environ, "APP_ENV") or "development",
             **self.ports.env(),
             "GENERATION_DATABASE_URL": self.database_url("generation"),
             "USAGE_DATABASE_URL": self.database_url("usage"),

@@ -11,8 +11,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_TOKEN = "r8_dev_emulator_token"  # noqa: S105 - the documented dev-only token
-DEFAULT_WEBHOOK_SECRET = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ=="  # noqa: S105
+from kit.dev_values import DEV_REPLICATE_TOKEN, DEV_WEBHOOK_SECRET
+
+DEFAULT_TOKEN = DEV_REPLICATE_TOKEN
+DEFAULT_WEBHOOK_SECRET = DEV_WEBHOOK_SECRET
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ empty database on the shared server, so suites never see each other's rows.
 from __future__ import annotations
 
 import itertools
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +25,12 @@ S3_SECRET_KEY = "test-secret-key-0123456789"  # noqa: S105 - test-only credentia
 
 def pytest_configure(config: pytest.Config) -> None:
     """In-process services log as in production: JSON, redacted (never console tracebacks
-    with local variables, which could print prompts)."""
+    with local variables, which could print prompts).
+
+    The harnesses run on the published dev values, so they ask for development, as
+    ``make run`` does; a test of production behaviour passes ``APP_ENV=production``.
+    """
+    os.environ["APP_ENV"] = "development"
     configure_logging("tests", "INFO")
 
 

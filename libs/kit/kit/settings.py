@@ -6,25 +6,73 @@ needs. Settings are built once at start and passed down through constructors.
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kit.dev_values import secret_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.toml"
 
 
+class AppEnv(enum.StrEnum):
+    """Where a service runs. Production is the default: nothing insecure unless asked."""
+
+    PRODUCTION = "production"
+    DEVELOPMENT = "development"
+
+
 class ServiceSettings(BaseSettings):
-    """Fields every service has."""
+    """Fields every service has.
+
+    In production the settings refuse to build (so the service refuses to start)
+    when a secret named by :meth:`production_secrets` is missing, published in this
+    repository, or a placeholder; the message names the variable.
+    """
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
+    app_env: AppEnv = Field(default=AppEnv.PRODUCTION, alias="APP_ENV")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     runtime_config_file: Path = Field(default=DEFAULT_RUNTIME_CONFIG, alias="RUNTIME_CONFIG_FILE")
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, alias="SHUTDOWN_GRACE_SECONDS")
+
+    @property
+    def development(self) -> bool:
+        """True only when ``APP_ENV=development`` asked for the local conveniences."""
+        return self.app_env is AppEnv.DEVELOPMENT
+
+    def production_secrets(self) -> Iterable[tuple[str, str | None]]:
+        """(variable, value) of each secret this service cannot run without in production."""
+        return ()
+
+    def production_problems(self) -> Iterable[str]:
+        """Other reasons this configuration is unsafe in production (texts name variables)."""
+        return ()
+
+    @model_validator(mode="after")
+    def _fit_for_production(self) -> ServiceSettings:
+        if self.development:
+            return self
+        problems = [
+            f"{variable} {problem}"
+            for variable, value in self.production_secrets()
+            if (problem := secret_problem(value)) is not None
+        ]
+        problems += list(self.production_problems())
+        if problems:
+            raise ValueError(
+                "APP_ENV=production: "
+                + "; ".join(problems)
+                + " (set APP_ENV=development only for local runs)"
+            )
+        return self
 
 
 class GrpcServerSettings(ServiceSettings):

@@ -37,9 +37,7 @@ def create_app(
     state = EdgeState(
         settings=settings,
         runtime_config=runtime_config,
-        token_verifier=TokenVerifier(
-            settings.auth_jwt_secret.get_secret_value(), settings.auth_leeway_seconds
-        ),
+        token_verifier=TokenVerifier(settings.jwt_secret(), settings.auth_leeway_seconds),
         clients=clients,
         trusted_proxies=settings.trusted_proxies(),
         submissions=asyncio.Semaphore(settings.max_concurrent_submissions),

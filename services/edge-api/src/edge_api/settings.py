@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from edge_api.base_url import TrustedProxies
+from kit.dev_values import DEV_JWT_SECRET
 from kit.settings import S3Settings, ServiceSettings
 
-DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105 - documented dev default
+__all__ = ["DEV_JWT_SECRET", "EdgeSettings"]
 # Room for the text fields and multipart framing on top of two full-size images.
 REQUEST_OVERHEAD_BYTES = 256 * 1024
 
@@ -24,7 +27,8 @@ class EdgeSettings(ServiceSettings, S3Settings):
     # addresses or CIDR networks (e.g. the compose network of Envoy), or "*".
     trusted_proxy_ips: str = Field(default="127.0.0.1", alias="TRUSTED_PROXY_IPS")
 
-    auth_jwt_secret: SecretStr = Field(default=SecretStr(DEV_JWT_SECRET), alias="AUTH_JWT_SECRET")
+    # Required in production; in development the published DEV_JWT_SECRET stands in.
+    auth_jwt_secret: SecretStr | None = Field(default=None, alias="AUTH_JWT_SECRET")
     # Clock skew tolerated for exp / nbf / iat.
     auth_leeway_seconds: float = Field(default=30.0, ge=0, le=30, alias="AUTH_LEEWAY_SECONDS")
 
@@ -49,13 +53,29 @@ class EdgeSettings(ServiceSettings, S3Settings):
     # Unset: 2 * uploads.max_bytes + REQUEST_OVERHEAD_BYTES from the runtime config.
     max_request_bytes: int | None = Field(default=None, gt=0, alias="MAX_REQUEST_BYTES")
 
+    @field_validator("auth_jwt_secret", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("auth_jwt_secret")
     @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         # RFC 7518 3.2: an HS256 key must be at least as long as the hash (32 bytes).
-        if len(value.get_secret_value().encode()) < 32:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("AUTH_JWT_SECRET must be at least 32 bytes")
         return value
+
+    def jwt_secret(self) -> str:
+        """The HS256 secret of user tokens (the published dev one only in development)."""
+        if self.auth_jwt_secret is not None:
+            return self.auth_jwt_secret.get_secret_value()
+        return DEV_JWT_SECRET
+
+    def production_secrets(self) -> Iterable[tuple[str, str | None]]:
+        yield "AUTH_JWT_SECRET", _reveal(self.auth_jwt_secret)
+        if self.s3_public_base_url is None:  # the edge reads public renders itself
+            yield "S3_SECRET_KEY", self.s3_secret_key.get_secret_value()
 
     def request_limit(self, upload_max_bytes: int) -> int:
         """The cap on any request body, in bytes."""
@@ -72,3 +92,7 @@ class EdgeSettings(ServiceSettings, S3Settings):
     def trusted_proxies(self) -> TrustedProxies:
         """The peers whose forwarding headers are honoured."""
         return TrustedProxies.parse(self.trusted_proxy_ips)
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from collections.abc import Iterable
 
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+
+from kit.dev_values import DEV_REPLICATE_TOKEN
 from kit.settings import DatabaseSettings, GrpcServerSettings, S3Settings
 
 
@@ -20,10 +23,10 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
     replicate_api_base_url: str = Field(
         default="http://127.0.0.1:8090", alias="REPLICATE_API_BASE_URL"
     )
-    replicate_api_token: SecretStr = Field(
-        default=SecretStr("r8_dev_emulator_token"), alias="REPLICATE_API_TOKEN"
-    )
-    # Public base URL that reaches the webhook gateway; unset: the request's own base URL.
+    # Required in production; in development the emulator's published token stands in.
+    replicate_api_token: SecretStr | None = Field(default=None, alias="REPLICATE_API_TOKEN")
+    # Public base URL that reaches the webhook gateway. Required in production; in
+    # development, unset means the submitting request's own base URL.
     webhook_base_url: str | None = Field(default=None, alias="WEBHOOK_BASE_URL")
     # The background sweep (lost webhooks, timeouts, settlement); off only in tests.
     sweep_enabled: bool = Field(default=True, alias="SWEEP_ENABLED")
@@ -39,3 +42,23 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
         default="127.0.0.1",
         validation_alias=AliasChoices("GENERATION_METRICS_HOST", "METRICS_HOST"),
     )
+
+    @field_validator("replicate_api_token", "webhook_base_url", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def replicate_token(self) -> str:
+        """The provider's bearer token (the emulator's published one only in development)."""
+        if self.replicate_api_token is not None:
+            return self.replicate_api_token.get_secret_value()
+        return DEV_REPLICATE_TOKEN
+
+    def production_secrets(self) -> Iterable[tuple[str, str | None]]:
+        token = self.replicate_api_token
+        yield "REPLICATE_API_TOKEN", token.get_secret_value() if token else None
+        yield "S3_SECRET_KEY", self.s3_secret_key.get_secret_value()
+
+    def production_problems(self) -> Iterable[str]:
+        if self.webhook_base_url is None:
+            yield "WEBHOOK_BASE_URL is not set (webhooks would follow the Host header)"

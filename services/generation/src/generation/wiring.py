@@ -54,7 +54,7 @@ async def build_app(
     usage_channel = create_channel(settings.usage_grpc_target)
     provider = provider or ReplicateProvider(
         settings.replicate_api_base_url,
-        settings.replicate_api_token.get_secret_value(),
+        settings.replicate_token(),
         config.replicate.model,
         timeout_seconds=config.replicate.request_timeout_seconds,
         max_attempts=config.replicate.max_attempts,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -41,7 +42,8 @@ class GatewaySettings(ServiceSettings):
     generation_grpc_target: str = Field(
         default="127.0.0.1:50051", min_length=1, alias="GENERATION_GRPC_TARGET"
     )
-    # Unset or empty: signatures are not checked (a warning is logged at start).
+    # Required in production. Only in development may it be unset: signatures are then
+    # not checked (a warning is logged at start).
     replicate_webhook_secret: SecretStr | None = Field(
         default=None, alias="REPLICATE_WEBHOOK_SECRET"
     )
@@ -67,6 +69,9 @@ class GatewaySettings(ServiceSettings):
         if value is not None:
             decode_webhook_secret(value.get_secret_value().strip())
         return value
+
+    def production_secrets(self) -> Iterable[tuple[str, str | None]]:
+        yield "REPLICATE_WEBHOOK_SECRET", self.webhook_secret()
 
     def webhook_secret(self) -> str | None:
         """The configured secret in clear, or None when signatures are not checked."""

@@ -1,0 +1,48 @@
+"""Values this repository publishes for local runs, and how production refuses them.
+
+``make run``, the tests and the deploy templates need credentials that work out of
+the box; every one of them is public (it is in this repository), so none may ever
+protect a real deployment. In production (``APP_ENV=production``, the default) a
+service refuses to start when a secret it needs is missing, is one of these values,
+or is a template placeholder, naming the variable (see :func:`secret_problem`).
+"""
+
+from __future__ import annotations
+
+import re
+
+# The development defaults, in one place: the launcher, the emulator and the edge's
+# development fallback use these names.
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"  # noqa: S105
+DEV_REPLICATE_TOKEN = "r8_dev_emulator_token"  # noqa: S105
+DEV_WEBHOOK_SECRET = "whsec_ZGV2LW9ubHktd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ=="  # noqa: S105
+DEV_S3_ACCESS_KEY = "interior-dev"
+DEV_S3_SECRET_KEY = "interior-dev-secret-key-0123456789"  # noqa: S105
+DEV_POSTGRES_PASSWORD = "interior-dev-password"  # noqa: S105
+
+PUBLISHED_VALUES = frozenset(
+    {
+        DEV_JWT_SECRET,
+        DEV_REPLICATE_TOKEN,
+        DEV_WEBHOOK_SECRET,
+        DEV_S3_ACCESS_KEY,
+        DEV_S3_SECRET_KEY,
+        DEV_POSTGRES_PASSWORD,
+        # The webhook test vector of REPLICATE.md and the Standard Webhooks spec.
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    }
+)
+# Template text ("REPLACE_ME", "change-me", "<your secret>") is never a real secret.
+_PLACEHOLDER = re.compile(r"replace[_-]?me|change[_-]?me|placeholder|^<.*>$|^x+$", re.IGNORECASE)
+
+
+def secret_problem(value: str | None) -> str | None:
+    """Why ``value`` cannot protect a production deployment, or None when it can."""
+    text = (value or "").strip()
+    if not text:
+        return "is not set"
+    if text in PUBLISHED_VALUES:
+        return "is a development value published in this repository"
+    if _PLACEHOLDER.search(text):
+        return "is a template placeholder"
+    return None
