@@ -122,6 +122,17 @@ async def stack(
         emulator.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+async def books_balance_at_the_end(stack: Stack) -> AsyncIterator[None]:
+    """After every end-to-end test has run, whatever their order: the books must balance.
+
+    A failure here is reported as an error at teardown and fails the run.
+    """
+    yield
+    discrepancies = await stack.audit()
+    assert [(d.kind, d.job_id, d.detail) for d in discrepancies] == []
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=30.0) as client:
