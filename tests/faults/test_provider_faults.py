@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.faults.checks import assert_invariants
+from tests.faults.checks import assert_invariants, eventually
 from tests.faults.client import ApiUser, assert_error
 from tests.faults.system import OVERALL_TIMEOUT_SECONDS, System
 
@@ -97,7 +97,14 @@ def test_cancel_failing_at_the_provider_still_cancels_and_refunds(quiet: System)
     # The provider's run goes on and succeeds: its late webhook changes nothing.
     quiet.control.set_faults(hold=False)
     quiet.control.wait_for_status(job["predictionId"], ["succeeded"])
-    time.sleep(1.0)
+    answered = eventually(
+        lambda: quiet.control.webhooks(job["predictionId"]),
+        lambda entries: any(
+            e["event"] == "completed" and e["status_code"] is not None for e in entries
+        ),
+        timeout=15,
+    )
+    assert any(e["event"] == "completed" and e["status_code"] == 200 for e in answered)
     assert user.get(job["id"]).json()["status"] == "canceled"
     rows = assert_invariants(quiet, [user])
     assert [(row["status"], row["refund"]) for row in rows] == [("canceled", "done")]
