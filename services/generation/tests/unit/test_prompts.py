@@ -67,7 +67,7 @@ PINNED = [
         "Add a leather armchair",
         COASTAL,
         LIVING,
-        f"Style: Coastal AU; Room type: Living room. {COASTAL_SEED} {RESTYLE} {G} {AU} "
+        f"Style: Coastal AU; Room type: Living room. {RESTYLE} {G} {AU} {COASTAL_SEED} "
         "Add a leather armchair.",
     ),
     (Mode.REDESIGN, None, None, None, f"{RESTYLE} {G} {AU}"),
@@ -78,7 +78,7 @@ PINNED = [
         JAPANDI,
         OUTDOOR,
         "Add tasteful furniture and decor appropriate for Japandi, for an outdoor living area "
-        f"in an Australian home. {JAPANDI_SEED} Do not move walls/doors/windows. {G} {AU} "
+        f"in an Australian home. Do not move walls/doors/windows. {G} {AU} {JAPANDI_SEED} "
         "Include a reading nook.",
     ),
     (
@@ -102,8 +102,8 @@ PINNED = [
         "Use the rug from the reference",
         JAPANDI,
         LIVING,
-        f"Base room + reference; Style: Japandi; Room type: Living room. {JAPANDI_SEED} "
-        f"{COMPOSE_IMAGES} {G} {AU} Use the rug from the reference.",
+        f"Base room + reference; Style: Japandi; Room type: Living room. {COMPOSE_IMAGES} "
+        f"{G} {AU} {JAPANDI_SEED} Use the rug from the reference.",
     ),
     (Mode.COMPOSE, None, None, None, f"Base room + reference. {COMPOSE_IMAGES} {G} {AU}"),
     (
@@ -111,7 +111,7 @@ PINNED = [
         None,
         COASTAL,
         None,
-        f"Base room + reference; Style: Coastal AU. {COASTAL_SEED} {COMPOSE_IMAGES} {G} {AU}",
+        f"Base room + reference; Style: Coastal AU. {COMPOSE_IMAGES} {G} {AU} {COASTAL_SEED}",
     ),
     (
         Mode.IMAGINE,
@@ -119,7 +119,7 @@ PINNED = [
         COASTAL,
         OUTDOOR,
         "Generate a photoreal interior concept for an outdoor living area in Coastal AU; "
-        f"balanced composition, realistic materials, natural light. {COASTAL_SEED} {AU} "
+        f"balanced composition, realistic materials, natural light. {AU} {COASTAL_SEED} "
         "A sunlit reading corner with a window seat.",
     ),
     (
@@ -161,7 +161,9 @@ def test_every_configured_combination_composes_cleanly() -> None:
     rooms = [None, *config.room_types.values()]
     for mode, style, room in product(Mode, styles, rooms):
         prompt = compose_prompt(mode, "Add plants", style, room)
-        assert prompt.endswith(f"{AU} Add plants.")
+        # Seed 003's order: template, guardrails + AU booster, style seed, user text.
+        seed = f" {style.seed}." if style is not None else ""
+        assert prompt.endswith(f"{AU}{seed} Add plants.")
         assert ".." not in prompt
         assert "  " not in prompt
         assert " ." not in prompt

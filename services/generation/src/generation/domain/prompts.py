@@ -1,9 +1,10 @@
 """The prompt system: normalizing the user's text and composing the model prompt.
 
-The composed prompt follows the generation engine seed: the mode's template,
-the structure guardrails for modes that keep the room, the Australian booster,
-the style and room-type seeds from the runtime config, then the user's text last
-(so the template sets the frame and the user refines it).
+The composed prompt follows the generation engine seed's order exactly: the
+mode's template (which names the style and room type), the structure guardrails
+for modes that keep the room and the Australian booster, then the style's seed
+text from the runtime config, then the user's text last (so the template sets the
+frame and the user refines it).
 
 Wording decisions where the seed is silent:
 - a style appears by its label where the seed's examples show it, followed by its
@@ -70,6 +71,7 @@ def compose_prompt(
     if mode.keeps_structure:
         parts.append(GUARDRAILS)
     parts.append(AU_BOOSTER)
+    parts.append(_style_seed(style))
     if user_text:
         parts.append(user_text)
     sentences = (_sentence(part) for part in parts)
@@ -79,7 +81,6 @@ def compose_prompt(
 def _redesign(style: Choice | None, room: Choice | None) -> list[str]:
     return [
         _header(None, style, room),
-        _style_seed(style),
         "Restyle the furnishings, decor and colour palette of this room "
         "without changing its architecture",
     ]
@@ -90,7 +91,6 @@ def _staging(style: Choice | None, room: Choice | None) -> list[str]:
     target = f"for {_with_article(room.seed)}" if room else "for this room"
     return [
         f"Add tasteful furniture and decor {look}, {target} in an Australian home",
-        _style_seed(style),
         "Do not move walls/doors/windows",
     ]
 
@@ -98,7 +98,6 @@ def _staging(style: Choice | None, room: Choice | None) -> list[str]:
 def _compose(style: Choice | None, room: Choice | None) -> list[str]:
     return [
         _header("Base room + reference", style, room),
-        _style_seed(style),
         "The first image is the base room; keep its structure",
         "The second image is the style and object reference; bring its look and pieces "
         "into the base room, harmonising lighting and perspective",
@@ -113,7 +112,6 @@ def _imagine(style: Choice | None, room: Choice | None) -> list[str]:
         concept += f" in {style.label}"
     return [
         f"{concept}; balanced composition, realistic materials, natural light",
-        _style_seed(style),
     ]
 
 
