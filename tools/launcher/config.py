@@ -35,6 +35,7 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DATABASES = ("generation", "usage")
+DEV_CORS_ORIGINS = "http://localhost:3000,http://127.0.0.1:3000,http://localhost:5173"
 
 
 class ConfigError(Exception):
@@ -196,6 +197,8 @@ class LauncherConfig:
             # The local system runs on the published dev values: it says so, and only
             # APP_ENV=development lets a service accept them.
             "APP_ENV": _get(self.environ, "APP_ENV") or "development",
+            # Local frontends (Next.js, Vite) may call the API from their dev servers.
+            "CORS_ALLOWED_ORIGINS": _get(self.environ, "CORS_ALLOWED_ORIGINS") or DEV_CORS_ORIGINS,
             **self.ports.env(),
             "GENERATION_DATABASE_URL": self.database_url("generation"),
             "USAGE_DATABASE_URL": self.database_url("usage"),

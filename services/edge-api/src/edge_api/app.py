@@ -10,10 +10,11 @@ from fastapi import FastAPI
 
 from edge_api.auth import TokenVerifier
 from edge_api.clients import Clients, open_clients
+from edge_api.cors import ApiCorsMiddleware
 from edge_api.errors import install_error_handlers
 from edge_api.middleware import RequestContextMiddleware
 from edge_api.openapi import install_openapi
-from edge_api.routes import API_PREFIX, generations, health, public, usage
+from edge_api.routes import API_PREFIX, catalog, generations, health, public, usage
 from edge_api.settings import EdgeSettings
 from edge_api.state import EdgeState
 from kit.logging import get_logger
@@ -41,6 +42,7 @@ def create_app(
         clients=clients,
         trusted_proxies=settings.trusted_proxies(),
         submissions=asyncio.Semaphore(settings.max_concurrent_submissions),
+        catalog=catalog.CatalogAnswer(runtime_config),
     )
 
     @asynccontextmanager
@@ -73,10 +75,13 @@ def create_app(
         RequestContextMiddleware,
         body_limit=settings.request_limit(runtime_config.uploads.max_bytes),
     )
+    # Outside the request context, so its early answers (413, 431) reach browsers too.
+    app.add_middleware(ApiCorsMiddleware, origins=settings.cors_origins())
     # Outermost: counts the status clients got. GET /metrics is never routed by Envoy.
     install_http_metrics(app)
     app.include_router(generations.router)
     app.include_router(usage.router)
+    app.include_router(catalog.router)
     app.include_router(health.router)
     if settings.s3_public_base_url is None:
         app.include_router(public.router)

@@ -26,6 +26,7 @@ from kit.logging import bind_context, clear_context, get_logger
 log = get_logger("edge_api.http")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+API_PATH_PREFIX = "/api/v1/"
 # Visible ASCII only, short: safe to echo in a header and to log.
 _SANE_REQUEST_ID = re.compile(r"^[!-~]{1,64}$")
 _MAX_LOGGED_PATH = 200
@@ -70,6 +71,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started_at = time.perf_counter()
+        is_api = str(scope.get("path", "")).startswith(API_PATH_PREFIX)
         status = 500
         response_started = False
 
@@ -78,7 +80,11 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                if is_api and "cache-control" not in headers:
+                    # Jobs, usage and errors are per user and change: never stored.
+                    headers["Cache-Control"] = "no-store"
             await send(message)
 
         received = 0

@@ -14,7 +14,24 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from edge_api.schemas import IDEMPOTENCY_KEY_PATTERN, ErrorBody
+from kit.errors import ALL_ERRORS
+from kit.modes import MODE_KEYS
 from kit.runtime_config import RuntimeConfig
+
+# Every code an error body may carry: the domain errors and the edge's routing answers.
+ERROR_CODES = tuple(sorted({error.code for error in ALL_ERRORS} | {"METHOD_NOT_ALLOWED"}))
+# The names a generated client gets for each operation (a test fails on a route without one).
+OPERATION_IDS = {
+    ("/api/v1/generations", "post"): "submitGeneration",
+    ("/api/v1/generations/{job_id}", "get"): "getGeneration",
+    ("/api/v1/generations/{job_id}", "patch"): "cancelGeneration",
+    ("/api/v1/generations/{job_id}", "delete"): "deleteGeneration",
+    ("/api/v1/usage", "get"): "getUsage",
+    ("/api/v1/catalog", "get"): "getCatalog",
+    ("/healthz", "get"): "getLiveness",
+    ("/readyz", "get"): "getReadiness",
+    ("/public/renders/{render_id}/{file_name}", "get"): "getRenderFile",
+}
 
 _ERROR_CODES = {
     400: "VALIDATION_ERROR: bad fields, wrong image count for the mode, bad or disguised "
@@ -44,11 +61,12 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _TEXT_PROPERTIES: dict[str, Any] = {
     "mode": {
         "type": "string",
-        "enum": ["redesign", "staging", "compose", "imagine"],
+        "enum": list(MODE_KEYS),
         "description": "`redesign` and `staging` need input1; `compose` needs input1 (the "
         "room) and input2 (the reference); `imagine` needs no image and a prompt.",
     },
-    "prompt": {"type": "string", "maxLength": 8192, "description": "Required for imagine."},
+    # maxLength is the runtime config's (set when the document is built).
+    "prompt": {"type": "string", "description": "Required for imagine."},
     "roomType": {"type": "string", "description": "A room type key of the runtime config."},
     "style": {"type": "string", "description": "A style key of the runtime config."},
     "idempotencyKey": {
@@ -136,14 +154,36 @@ def _add_headers(document: dict[str, Any]) -> None:
 
 
 def _add_choices(document: dict[str, Any], runtime_config: RuntimeConfig) -> None:
+    """The config's choices and limits, exactly as the server enforces them."""
+    styles, rooms = sorted(runtime_config.styles), sorted(runtime_config.room_types)
     submit = document["paths"]["/api/v1/generations"]["post"]["requestBody"]["content"]
     for content in submit.values():
         properties = content["schema"]["properties"]
-        properties["roomType"] = {
-            **properties["roomType"],
-            "enum": sorted(runtime_config.room_types),
+        properties["roomType"] = {**properties["roomType"], "enum": rooms}
+        properties["style"] = {**properties["style"], "enum": styles}
+        properties["prompt"] = {
+            **properties["prompt"],
+            "maxLength": runtime_config.prompts.max_length,
         }
-        properties["style"] = {**properties["style"], "enum": sorted(runtime_config.styles)}
+        for name in ("input1", "input2"):
+            if name in properties:
+                properties[name] = {
+                    **properties[name],
+                    "maxLength": runtime_config.uploads.max_bytes,
+                }
+    schemas = document["components"]["schemas"]
+    settings = schemas["JobSettingsOut"]["properties"]
+    for name, keys in (("roomType", rooms), ("style", styles)):
+        settings[name] = {"anyOf": [{"type": "string", "enum": keys}, {"type": "null"}]}
+    schemas["ErrorDetail"]["properties"]["code"]["enum"] = list(ERROR_CODES)
+
+
+def _add_operation_ids(document: dict[str, Any]) -> None:
+    for path, path_item in document.get("paths", {}).items():
+        for method, operation in path_item.items():
+            name = OPERATION_IDS.get((path, method))
+            if name is not None:
+                operation["operationId"] = name
 
 
 def install_openapi(app: FastAPI, runtime_config: RuntimeConfig) -> None:
@@ -163,6 +203,7 @@ def install_openapi(app: FastAPI, runtime_config: RuntimeConfig) -> None:
             _strip_default_422(document)
             _add_choices(document, runtime_config)
             _add_headers(document)
+            _add_operation_ids(document)
             app.openapi_schema = document
         return app.openapi_schema
 

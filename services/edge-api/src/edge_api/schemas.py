@@ -41,7 +41,7 @@ class CancelRequest(ApiModel):
 
 
 class JobSettingsOut(ApiModel):
-    mode: str
+    mode: Mode
     room_type: str | None
     style: str | None
 
@@ -79,6 +79,36 @@ class QuotaOut(ApiModel):
     remaining: int
     period_start: str
     period_end: str = Field(description="Exclusive end of the period (ISO-8601 UTC).")
+
+
+class CatalogModeOut(ApiModel):
+    key: Mode
+    images: int = Field(description="How many images the mode takes (input1, input2).")
+    prompt_required: bool
+
+
+class CatalogChoiceOut(ApiModel):
+    key: str
+    label: str = Field(description="What to show a person.")
+
+
+class CatalogUploadOut(ApiModel):
+    max_bytes: int = Field(description="The largest accepted file, in bytes (each file).")
+    types: list[str] = Field(description="Accepted image types (checked from the bytes).")
+
+
+class CatalogPromptOut(ApiModel):
+    max_length: int = Field(description="The longest accepted prompt, in characters.")
+
+
+class CatalogOut(ApiModel):
+    """What a frontend needs to build its form (GET /api/v1/catalog)."""
+
+    modes: list[CatalogModeOut]
+    styles: list[CatalogChoiceOut]
+    room_types: list[CatalogChoiceOut]
+    upload: CatalogUploadOut
+    prompt: CatalogPromptOut
 
 
 class ErrorDetail(BaseModel):

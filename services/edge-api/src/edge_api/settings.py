@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from pydantic import Field, SecretStr, field_validator
@@ -29,6 +30,9 @@ class EdgeSettings(ServiceSettings, S3Settings):
 
     # Required in production; in development the published DEV_JWT_SECRET stands in.
     auth_jwt_secret: SecretStr | None = Field(default=None, alias="AUTH_JWT_SECRET")
+    # Browser origins allowed to call the API (comma-separated scheme://host[:port]);
+    # empty: no CORS headers for anyone.
+    cors_allowed_origins: str = Field(default="", alias="CORS_ALLOWED_ORIGINS")
     # Clock skew tolerated for exp / nbf / iat.
     auth_leeway_seconds: float = Field(default=30.0, ge=0, le=30, alias="AUTH_LEEWAY_SECONDS")
 
@@ -89,9 +93,28 @@ class EdgeSettings(ServiceSettings, S3Settings):
         TrustedProxies.parse(value)  # a bad entry stops the start with its name
         return value
 
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _valid_origins(cls, value: str) -> str:
+        for origin in _origins(value):
+            if not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no '*')")
+        return value
+
+    def cors_origins(self) -> tuple[str, ...]:
+        """The browser origins allowed to call the API."""
+        return _origins(self.cors_allowed_origins)
+
     def trusted_proxies(self) -> TrustedProxies:
         """The peers whose forwarding headers are honoured."""
         return TrustedProxies.parse(self.trusted_proxy_ips)
+
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    return tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

@@ -16,6 +16,7 @@ from kit.runtime_config import RuntimeConfig
 
 if TYPE_CHECKING:
     from edge_api.auth import TokenVerifier
+    from edge_api.routes.catalog import CatalogAnswer
 
 
 @dataclass
@@ -28,6 +29,8 @@ class EdgeState:
     # Uploads being read and forwarded (each spooled): at most this many at once.
     submissions: asyncio.Semaphore
     trusted_proxies: TrustedProxies
+    # GET /catalog's answer, built once from the runtime config.
+    catalog: CatalogAnswer
     clients: Clients | None = None
 
     def connected(self) -> Clients:

@@ -16,6 +16,8 @@ import grpc
 from edge_api.schemas import SubmissionFields
 from edge_api.uploads import MultipartForm, UploadedFile
 from interior.generation.v1 import generation_pb2 as pb
+from kit.errors import ValidationError
+from kit.runtime_config import RuntimeConfig
 
 SubmitCall = grpc.aio.StreamUnaryCall[pb.SubmitGenerationPart, pb.SubmitGenerationResponse]
 
@@ -53,6 +55,12 @@ class Submission:
     def close(self) -> None:
         """Delete the spooled files (idempotent)."""
         self.form.close()
+
+    def check_limits(self, config: RuntimeConfig) -> None:
+        """The limits the OpenAPI document states, enforced here as published."""
+        prompt = self.fields.prompt
+        if prompt is not None and len(prompt) > config.prompts.max_length:
+            raise ValidationError(f"prompt must be at most {config.prompts.max_length} characters")
 
 
 async def send_submission(

@@ -140,3 +140,12 @@ def test_moderation_sees_the_normalized_prompt(config: RuntimeConfig) -> None:
     # Zero-width characters are removed before moderation, so they cannot hide a word.
     with pytest.raises(ValidationError, match=r"^This prompt can't be used"):
         validate_generation_input("redesign", "p\u200bo\u200br\u200bn", None, None, 1, config)
+
+
+def test_the_modes_are_the_shared_table_the_catalog_publishes() -> None:
+    from kit.modes import MODE_RULES
+
+    assert [mode.value for mode in Mode] == [rule.key for rule in MODE_RULES]
+    for rule in MODE_RULES:
+        assert Mode(rule.key).image_count == rule.images
+        assert Mode(rule.key).requires_prompt is rule.prompt_required

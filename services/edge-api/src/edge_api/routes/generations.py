@@ -119,6 +119,7 @@ async def submit_generation(
     async with state.submissions:
         submission = await _read_submission(request, state)
         try:
+            submission.check_limits(state.runtime_config)
             header = submission.request(
                 owner_id,
                 _idempotency_key(idempotency_key, submission.fields.idempotency_key),

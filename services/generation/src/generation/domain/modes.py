@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from generation.domain.moderation import moderate_prompt
 from generation.domain.prompts import normalize_prompt
 from kit.errors import ValidationError
+from kit.modes import MODE_RULES
 from kit.runtime_config import RuntimeConfig
 
 
@@ -29,7 +30,7 @@ class Mode(enum.StrEnum):
     @property
     def image_count(self) -> int:
         """How many input images the mode takes (exactly)."""
-        return _IMAGE_COUNTS[self]
+        return _RULES[self.value].images
 
     @property
     def keeps_structure(self) -> bool:
@@ -39,10 +40,11 @@ class Mode(enum.StrEnum):
     @property
     def requires_prompt(self) -> bool:
         """True when the user's text is the only description of the room."""
-        return self is Mode.IMAGINE
+        return _RULES[self.value].prompt_required
 
 
-_IMAGE_COUNTS = {Mode.REDESIGN: 1, Mode.STAGING: 1, Mode.COMPOSE: 2, Mode.IMAGINE: 0}
+# The one table of what each mode takes, shared with the edge's catalog.
+_RULES = {rule.key: rule for rule in MODE_RULES}
 
 _IMAGE_COUNT_MESSAGES = {
     Mode.REDESIGN: "redesign needs one image of the room (input1)",

@@ -1,0 +1,59 @@
+"""CORS for browsers on other origins: Starlette's middleware, answered our way.
+
+Allowed origins come from ``CORS_ALLOWED_ORIGINS``; other origins get no CORS
+header at all. A preflight the policy refuses is answered with our JSON error
+body (Starlette's own answer is plain text and still carries CORS headers), and
+an accepted one with 204.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edge_api.errors import error_response
+from edge_api.middleware import REQUEST_ID_HEADER, request_id_from
+
+ALLOWED_METHODS = ("GET", "POST", "PATCH", "DELETE")
+ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID")
+EXPOSED_HEADERS = ("Location", "X-Request-ID", "Idempotent-Replayed")
+# Browsers cache a preflight at most this long (Chromium caps it at 2 hours).
+PREFLIGHT_MAX_AGE = 600
+
+
+class ApiCorsMiddleware(CORSMiddleware):
+    """The product's CORS policy for ``origins``."""
+
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
+        super().__init__(
+            app,
+            allow_origins=origins,
+            allow_methods=ALLOWED_METHODS,
+            allow_headers=ALLOWED_HEADERS,
+            expose_headers=EXPOSED_HEADERS,
+            max_age=PREFLIGHT_MAX_AGE,
+        )
+
+    async def simple_response(
+        self, scope: Scope, receive: Receive, send: Send, request_headers: Headers
+    ) -> None:
+        """Other origins get the answer untouched (Starlette would add expose headers)."""
+        if not self.is_allowed_origin(origin=request_headers.get("origin", "")):
+            await self.app(scope, receive, send)
+            return
+        await super().simple_response(scope, receive, send, request_headers)
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        """204 with the CORS headers, or a 400 JSON error with none of them."""
+        answer = super().preflight_response(request_headers)
+        if answer.status_code != 200:
+            refused = error_response(
+                400,
+                "VALIDATION_ERROR",
+                "This origin, method or header is not allowed for cross-origin requests.",
+            )
+            refused.headers[REQUEST_ID_HEADER] = request_id_from(request_headers)
+            return refused
+        return Response(status_code=204, headers=dict(answer.headers))

@@ -1,0 +1,238 @@
+"""GET /catalog, the OpenAPI document's enums and limits, CORS and cache headers."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from edge_api.openapi import ERROR_CODES, OPERATION_IDS
+from kit.errors import ALL_ERRORS
+from kit.modes import MODE_KEYS, MODE_RULES
+from kit.runtime_config import RuntimeConfig
+
+BOUNDARY = "catalog-test-boundary"
+ALLOWED = "http://localhost:3000"
+
+
+def _multipart(fields: dict[str, str], files: dict[str, bytes]) -> bytes:
+    parts = [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    ]
+    parts += [
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"; filename="a.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for k, data in files.items()
+    ]
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+async def test_the_catalog_is_the_runtime_config(
+    client: httpx.AsyncClient, runtime_config: RuntimeConfig
+) -> None:
+    response = await client.get("/api/v1/catalog")  # no token: product information
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["modes"] == [
+        {"key": rule.key, "images": rule.images, "promptRequired": rule.prompt_required}
+        for rule in MODE_RULES
+    ]
+    assert body["styles"] == [
+        {"key": key, "label": choice.label} for key, choice in runtime_config.styles.items()
+    ]
+    assert body["roomTypes"] == [
+        {"key": key, "label": choice.label} for key, choice in runtime_config.room_types.items()
+    ]
+    assert body["upload"] == {
+        "maxBytes": runtime_config.uploads.max_bytes,
+        "types": list(runtime_config.uploads.accepted_mime_types),
+    }
+    assert body["prompt"] == {"maxLength": runtime_config.prompts.max_length}
+    assert response.headers["cache-control"] == "public, max-age=300"
+    assert "seed" not in response.text  # the prompt text behind a style stays server-side
+
+
+async def test_the_catalog_answers_304_to_its_etag(client: httpx.AsyncClient) -> None:
+    first = await client.get("/api/v1/catalog")
+    etag = first.headers["etag"]
+
+    again = await client.get("/api/v1/catalog", headers={"If-None-Match": etag})
+    other = await client.get("/api/v1/catalog", headers={"If-None-Match": '"stale"'})
+
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    assert other.status_code == 200
+
+
+async def test_every_operation_has_a_person_made_operation_id(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/api/v1/openapi.json")).json()
+
+    operations = {
+        (path, method): operation.get("operationId")
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    }
+    assert operations == OPERATION_IDS  # a new route without a name fails here
+
+
+async def test_enums_come_from_the_config_and_the_error_types(
+    client: httpx.AsyncClient, runtime_config: RuntimeConfig
+) -> None:
+    document = (await client.get("/api/v1/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    submit = document["paths"]["/api/v1/generations"]["post"]["requestBody"]["content"]
+    form = submit["multipart/form-data"]["schema"]["properties"]
+
+    assert form["mode"]["enum"] == list(MODE_KEYS)
+    assert form["style"]["enum"] == sorted(runtime_config.styles)
+    assert form["roomType"]["enum"] == sorted(runtime_config.room_types)
+    assert schemas["JobOut"]["properties"]["status"]["enum"] == [
+        "starting",
+        "processing",
+        "succeeded",
+        "failed",
+        "canceled",
+    ]
+    assert schemas["JobSettingsOut"]["properties"]["mode"]["enum"] == list(MODE_KEYS)
+    codes = schemas["ErrorDetail"]["properties"]["code"]["enum"]
+    assert codes == list(ERROR_CODES)
+    assert {error.code for error in ALL_ERRORS} <= set(codes)
+
+
+async def test_published_limits_are_the_enforced_limits(
+    client: httpx.AsyncClient, backends, identity, runtime_config: RuntimeConfig
+) -> None:
+    document = (await client.get("/api/v1/openapi.json")).json()
+    submit = document["paths"]["/api/v1/generations"]["post"]["requestBody"]["content"]
+    form = submit["multipart/form-data"]["schema"]["properties"]
+    prompt_limit, file_limit = form["prompt"]["maxLength"], form["input1"]["maxLength"]
+    assert prompt_limit == runtime_config.prompts.max_length
+    assert submit["application/json"]["schema"]["properties"]["prompt"]["maxLength"] == (
+        prompt_limit
+    )
+    assert file_limit == runtime_config.uploads.max_bytes
+
+    at_limit = await client.post(
+        "/api/v1/generations",
+        headers=identity.headers(),
+        json={"mode": "imagine", "prompt": "a" * prompt_limit},
+    )
+    over_limit = await client.post(
+        "/api/v1/generations",
+        headers=identity.headers(),
+        json={"mode": "imagine", "prompt": "a" * (prompt_limit + 1)},
+    )
+    assert at_limit.status_code == 202, at_limit.text
+    assert over_limit.status_code == 400
+    assert over_limit.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert len(backends.generation.recorder.calls) == 1  # the refused one never left the edge
+
+    too_big = await client.post(
+        "/api/v1/generations",
+        headers={
+            **identity.headers(),
+            "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+        },
+        content=_multipart(
+            {"mode": "redesign"}, {"input1": b"\xff\xd8\xff" + b"0" * (file_limit - 2)}
+        ),
+    )
+    assert too_big.status_code == 413
+
+
+@pytest.mark.parametrize("path", ["/api/v1/generations", "/api/v1/usage"])
+async def test_a_preflight_from_an_allowed_origin_is_answered(edge_clients, path: str) -> None:
+    client = await edge_clients.open(edge_clients.make_settings(CORS_ALLOWED_ORIGINS=ALLOWED))
+
+    response = await client.options(
+        path,
+        headers={
+            "Origin": ALLOWED,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+        },
+    )
+
+    assert response.status_code == 204
+    assert response.headers["access-control-allow-origin"] == ALLOWED
+    assert set(response.headers["access-control-allow-methods"].split(", ")) == {
+        "GET",
+        "POST",
+        "PATCH",
+        "DELETE",
+    }
+    allowed_headers = response.headers["access-control-allow-headers"].lower()
+    for header in ("authorization", "content-type", "idempotency-key", "last-event-id"):
+        assert header in allowed_headers
+
+
+async def test_an_allowed_origin_reads_answers_and_their_headers(edge_clients, identity) -> None:
+    client = await edge_clients.open(edge_clients.make_settings(CORS_ALLOWED_ORIGINS=ALLOWED))
+
+    response = await client.get("/api/v1/usage", headers={**identity.headers(), "Origin": ALLOWED})
+    refused = await client.get("/api/v1/usage", headers={"Origin": ALLOWED})  # no token
+
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == ALLOWED
+    exposed = response.headers["access-control-expose-headers"]
+    assert {h.strip() for h in exposed.split(",")} == {
+        "Location",
+        "X-Request-ID",
+        "Idempotent-Replayed",
+    }
+    assert refused.status_code == 401  # errors are readable by the page too
+    assert refused.headers["access-control-allow-origin"] == ALLOWED
+
+
+async def test_other_origins_get_no_cors_headers(edge_clients, identity) -> None:
+    client = await edge_clients.open(edge_clients.make_settings(CORS_ALLOWED_ORIGINS=ALLOWED))
+    evil = "https://evil.example"
+
+    preflight = await client.options(
+        "/api/v1/generations",
+        headers={"Origin": evil, "Access-Control-Request-Method": "POST"},
+    )
+    actual = await client.get("/api/v1/usage", headers={**identity.headers(), "Origin": evil})
+
+    assert preflight.status_code == 400
+    assert preflight.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert "x-request-id" in preflight.headers
+    for answer in (preflight, actual):
+        assert not [name for name in answer.headers if name.startswith("access-control-")]
+    assert actual.status_code == 200
+
+
+async def test_without_configured_origins_nobody_gets_cors(client: httpx.AsyncClient) -> None:
+    response = await client.options(
+        "/api/v1/usage",
+        headers={"Origin": ALLOWED, "Access-Control-Request-Method": "GET"},
+    )
+
+    assert response.status_code == 400
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_an_origin_must_be_an_origin(edge_clients) -> None:
+    with pytest.raises(ValueError, match="not an origin"):
+        edge_clients.make_settings(CORS_ALLOWED_ORIGINS="http://ok.test, *")
+
+
+async def test_api_answers_are_never_stored_but_the_catalog_is_cached(
+    client: httpx.AsyncClient, identity
+) -> None:
+    usage = await client.get("/api/v1/usage", headers=identity.headers())
+    missing = await client.get(
+        "/api/v1/generations/00000000-0000-0000-0000-000000000000", headers=identity.headers()
+    )
+    unauthenticated = await client.get("/api/v1/usage")
+    catalog = await client.get("/api/v1/catalog")
+    health = await client.get("/healthz")
+
+    for answer in (usage, missing, unauthenticated):
+        assert answer.headers["cache-control"] == "no-store", answer.request.url
+    assert catalog.headers["cache-control"] == "public, max-age=300"
+    assert "cache-control" not in health.headers
