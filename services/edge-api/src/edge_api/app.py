@@ -14,7 +14,7 @@ from edge_api.cors import ApiCorsMiddleware
 from edge_api.errors import install_error_handlers
 from edge_api.middleware import RequestContextMiddleware
 from edge_api.openapi import install_openapi
-from edge_api.routes import API_PREFIX, catalog, generations, health, public, usage
+from edge_api.routes import API_PREFIX, catalog, generations, health, history, public, usage
 from edge_api.settings import EdgeSettings
 from edge_api.state import EdgeState
 from kit.logging import get_logger
@@ -80,6 +80,7 @@ def create_app(
     # Outermost: counts the status clients got. GET /metrics is never routed by Envoy.
     install_http_metrics(app)
     app.include_router(generations.router)
+    app.include_router(history.router)
     app.include_router(usage.router)
     app.include_router(catalog.router)
     app.include_router(health.router)

@@ -19,13 +19,21 @@ from interior.generation.v1 import generation_pb2
 from interior.usage.v1 import usage_pb2
 from kit.errors import InternalError
 
-_STATUS_NAMES: dict[int, JobStatusName] = {
+_STATUS_NAMES: dict[generation_pb2.JobStatus.ValueType, JobStatusName] = {
     generation_pb2.JOB_STATUS_STARTING: "starting",
     generation_pb2.JOB_STATUS_PROCESSING: "processing",
     generation_pb2.JOB_STATUS_SUCCEEDED: "succeeded",
     generation_pb2.JOB_STATUS_FAILED: "failed",
     generation_pb2.JOB_STATUS_CANCELED: "canceled",
 }
+
+
+_STATUS_VALUES = {name: value for value, name in _STATUS_NAMES.items()}
+
+
+def status_message(status: JobStatusName) -> generation_pb2.JobStatus.ValueType:
+    """The protobuf status for a status name of the API."""
+    return _STATUS_VALUES[status]
 
 
 def iso_utc(timestamp: Timestamp) -> str:

@@ -23,6 +23,7 @@ ERROR_CODES = tuple(sorted({error.code for error in ALL_ERRORS} | {"METHOD_NOT_A
 # The names a generated client gets for each operation (a test fails on a route without one).
 OPERATION_IDS = {
     ("/api/v1/generations", "post"): "submitGeneration",
+    ("/api/v1/generations", "get"): "listGenerations",
     ("/api/v1/generations/{job_id}", "get"): "getGeneration",
     ("/api/v1/generations/{job_id}", "patch"): "cancelGeneration",
     ("/api/v1/generations/{job_id}", "delete"): "deleteGeneration",

@@ -70,6 +70,15 @@ class JobOut(ApiModel):
     variants: list[VariantOut] = Field(description="Empty unless the job succeeded.")
 
 
+class JobPageOut(ApiModel):
+    """One page of the caller's history."""
+
+    items: list[JobOut] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
 class QuotaOut(ApiModel):
     """The caller's plan and the current month's figures."""
 

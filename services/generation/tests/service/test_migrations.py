@@ -1,4 +1,4 @@
-"""The first migration holds every constraint the invariants rely on."""
+"""The migrations hold every constraint and index the invariants and reads rely on."""
 
 from __future__ import annotations
 
@@ -113,7 +113,8 @@ async def test_lookup_indexes_exist(engine: AsyncEngine) -> None:
         names = set((await connection.execute(text("SELECT indexname FROM pg_indexes"))).scalars())
     assert {
         "uq_generation_jobs_prediction_id",
-        "ix_generation_jobs_owner_created",
+        "ix_generation_jobs_owner_history",
+        "ix_generation_jobs_owner_status_history",
         "uq_generation_jobs_one_inflight_per_owner",
         "ix_renders_owner_created",
     } <= names

@@ -54,6 +54,11 @@ class GenerationServiceStub:
                 request_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationRequest.SerializeToString,
                 response_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationResponse.FromString,
                 _registered_method=True)
+        self.ListGenerations = channel.unary_unary(
+                '/interior.generation.v1.GenerationService/ListGenerations',
+                request_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsRequest.SerializeToString,
+                response_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsResponse.FromString,
+                _registered_method=True)
         self.ApplyProviderEvent = channel.unary_unary(
                 '/interior.generation.v1.GenerationService/ApplyProviderEvent',
                 request_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.ApplyProviderEventRequest.SerializeToString,
@@ -115,6 +120,17 @@ class GenerationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGenerations(self, request, context):
+        """One owner's jobs, newest first (created_at, then id, descending), one page at a
+        time. Keyset paging: jobs created while a client pages never make it skip or
+        repeat an older one. VALIDATION_ERROR (INVALID_ARGUMENT) for a page size out
+        of range or a page token that was tampered with or belongs to another owner
+        or another status filter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ApplyProviderEvent(self, request, context):
         """Hands over one provider event (a webhook body, already authenticated by the
         gateway). Repeat-safe: duplicates and out-of-order events change nothing.
@@ -154,6 +170,11 @@ def add_GenerationServiceServicer_to_server(servicer, server):
                     servicer.DeleteGeneration,
                     request_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationRequest.FromString,
                     response_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationResponse.SerializeToString,
+            ),
+            'ListGenerations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGenerations,
+                    request_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsRequest.FromString,
+                    response_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsResponse.SerializeToString,
             ),
             'ApplyProviderEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.ApplyProviderEvent,
@@ -274,6 +295,33 @@ class GenerationService:
             '/interior.generation.v1.GenerationService/DeleteGeneration',
             interior_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationRequest.SerializeToString,
             interior_dot_generation_dot_v1_dot_generation__pb2.DeleteGenerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGenerations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/interior.generation.v1.GenerationService/ListGenerations',
+            interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsRequest.SerializeToString,
+            interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,13 @@ class GenerationServiceStub:
     """Soft-deletes the render of a finished job. Stored objects are kept (see the
     README). JOB_NOT_FINISHED (FAILED_PRECONDITION) for a job still running.
     """
+    ListGenerations: _grpc.UnaryUnaryMultiCallable[_generation_pb2.ListGenerationsRequest, _generation_pb2.ListGenerationsResponse]
+    """One owner's jobs, newest first (created_at, then id, descending), one page at a
+    time. Keyset paging: jobs created while a client pages never make it skip or
+    repeat an older one. VALIDATION_ERROR (INVALID_ARGUMENT) for a page size out
+    of range or a page token that was tampered with or belongs to another owner
+    or another status filter.
+    """
     ApplyProviderEvent: _grpc.UnaryUnaryMultiCallable[_generation_pb2.ApplyProviderEventRequest, _generation_pb2.ApplyProviderEventResponse]
     """Hands over one provider event (a webhook body, already authenticated by the
     gateway). Repeat-safe: duplicates and out-of-order events change nothing.
@@ -105,6 +112,13 @@ class GenerationServiceAsyncStub(GenerationServiceStub):
     DeleteGeneration: _aio.UnaryUnaryMultiCallable[_generation_pb2.DeleteGenerationRequest, _generation_pb2.DeleteGenerationResponse]  # type: ignore[assignment]
     """Soft-deletes the render of a finished job. Stored objects are kept (see the
     README). JOB_NOT_FINISHED (FAILED_PRECONDITION) for a job still running.
+    """
+    ListGenerations: _aio.UnaryUnaryMultiCallable[_generation_pb2.ListGenerationsRequest, _generation_pb2.ListGenerationsResponse]  # type: ignore[assignment]
+    """One owner's jobs, newest first (created_at, then id, descending), one page at a
+    time. Keyset paging: jobs created while a client pages never make it skip or
+    repeat an older one. VALIDATION_ERROR (INVALID_ARGUMENT) for a page size out
+    of range or a page token that was tampered with or belongs to another owner
+    or another status filter.
     """
     ApplyProviderEvent: _aio.UnaryUnaryMultiCallable[_generation_pb2.ApplyProviderEventRequest, _generation_pb2.ApplyProviderEventResponse]  # type: ignore[assignment]
     """Hands over one provider event (a webhook body, already authenticated by the
@@ -168,6 +182,19 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_generation_pb2.DeleteGenerationResponse, _abc.Awaitable[_generation_pb2.DeleteGenerationResponse]]:
         """Soft-deletes the render of a finished job. Stored objects are kept (see the
         README). JOB_NOT_FINISHED (FAILED_PRECONDITION) for a job still running.
+        """
+
+    @_abc_1.abstractmethod
+    def ListGenerations(
+        self,
+        request: _generation_pb2.ListGenerationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.ListGenerationsResponse, _abc.Awaitable[_generation_pb2.ListGenerationsResponse]]:
+        """One owner's jobs, newest first (created_at, then id, descending), one page at a
+        time. Keyset paging: jobs created while a client pages never make it skip or
+        repeat an older one. VALIDATION_ERROR (INVALID_ARGUMENT) for a page size out
+        of range or a page token that was tampered with or belongs to another owner
+        or another status filter.
         """
 
     @_abc_1.abstractmethod

@@ -22,6 +22,7 @@ _STATUS = {
     "failed": pb.JOB_STATUS_FAILED,
     "canceled": pb.JOB_STATUS_CANCELED,
 }
+_STATUS_NAMES = {value: name for name, value in _STATUS.items()}
 _OUTCOME = {
     Outcome.APPLIED: pb.EVENT_OUTCOME_APPLIED,
     Outcome.UNKNOWN_PREDICTION: pb.EVENT_OUTCOME_UNKNOWN_PREDICTION,
@@ -108,6 +109,16 @@ def plain_job_message(job: GenerationJob) -> pb.Job:
 
 def outcome_message(outcome: Outcome) -> pb.EventOutcome.ValueType:
     return _OUTCOME[outcome]
+
+
+def status_filter_from(value: pb.JobStatus.ValueType) -> str | None:
+    """A list's status filter: None for UNSPECIFIED (every status)."""
+    if value == pb.JOB_STATUS_UNSPECIFIED:
+        return None
+    name = _STATUS_NAMES.get(value)
+    if name is None:
+        raise ValidationError("status is not a known job status.")
+    return name
 
 
 def status_message(status: str) -> pb.JobStatus.ValueType:

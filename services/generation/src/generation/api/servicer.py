@@ -10,7 +10,7 @@ import grpc
 
 from generation.api import mappers
 from generation.api.intake import received_submission
-from generation.domain import audit, queries
+from generation.domain import audit, history, queries
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction
 from generation.domain.provider import InvalidProviderPayload
@@ -62,6 +62,21 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             self._ctx, owner_id, mappers.job_id_from(request.job_id)
         )
         return pb.DeleteGenerationResponse(job=mappers.job_message(view))
+
+    async def ListGenerations(
+        self, request: pb.ListGenerationsRequest, context: Context
+    ) -> pb.ListGenerationsResponse:
+        page = await history.list_generations(
+            self._ctx,
+            mappers.owner_id_from(request.owner_id),
+            mappers.status_filter_from(request.status),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListGenerationsResponse(
+            jobs=[mappers.job_message(view) for view in page.jobs],
+            next_page_token=page.next_token,
+        )
 
     async def ApplyProviderEvent(
         self, request: pb.ApplyProviderEventRequest, context: Context

@@ -65,6 +65,11 @@ class GenerationJob(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Per-prediction poll throttle shared by all instances (conditional update).
     last_polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The prompt the model was sent, for support; never logged nor answered.
+    composed_prompt: Mapped[str | None] = mapped_column(Text)
+    # Refine: the owner's earlier job and variant whose image became input1.
+    source_job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    source_variant_idx: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status_known"),
@@ -78,7 +83,20 @@ class GenerationJob(Base):
             unique=True,
             postgresql_where=text("status IN ('starting', 'processing')"),
         ),
-        Index("ix_generation_jobs_owner_created", "owner_id", "created_at"),
+        # Keyset pages of one owner's history, newest first (with and without a status).
+        Index(
+            "ix_generation_jobs_owner_history",
+            "owner_id",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
+        Index(
+            "ix_generation_jobs_owner_status_history",
+            "owner_id",
+            "status",
+            text("created_at DESC"),
+            text("id DESC"),
+        ),
         Index(
             "ix_generation_jobs_inflight_updated",
             "updated_at",
@@ -122,6 +140,11 @@ class RenderVariant(Base):
     idx: Mapped[int] = mapped_column(Integer)
     # Key inside the public bucket: renders/<renderId>/<idx>.jpg
     object_key: Mapped[str] = mapped_column(String(200))
+    # renders/<renderId>/<idx>.thumb.jpg (at most 512 px on its long side); the stored
+    # image's size. None for variants stored before thumbnails existed (see backfill).
+    thumbnail_key: Mapped[str | None] = mapped_column(String(200))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (

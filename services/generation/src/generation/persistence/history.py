@@ -1,0 +1,79 @@
+"""The SQL of a user's history: one keyset page of jobs and their visible variants.
+
+Two statements per page whatever its size: the jobs (an index range scan on
+``(owner_id, created_at DESC, id DESC)``, or with the status first when filtered,
+so a page costs the same at 1k or 1M rows), then the live renders' variants of
+the page's succeeded jobs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from generation.domain.jobs import VIEW_COLUMNS, JobView, VariantRef
+from generation.persistence.models import GenerationJob, Render, RenderVariant
+
+_JOB = GenerationJob.__table__.c
+
+
+async def load_job_page(
+    session: AsyncSession,
+    owner_id: uuid.UUID,
+    status: str | None,
+    before: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[JobView]:
+    """Up to ``limit`` of the owner's jobs older than ``before``, newest first."""
+    query = (
+        select(*(_JOB[name] for name in VIEW_COLUMNS))
+        .where(_JOB.owner_id == owner_id)
+        .order_by(_JOB.created_at.desc(), _JOB.id.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(_JOB.status == status)
+    if before is not None:
+        query = query.where(tuple_(_JOB.created_at, _JOB.id) < tuple_(*before))
+    connection = await session.connection()
+    rows = (await connection.execute(query)).all()
+    jobs = [{name: row._mapping[name] for name in VIEW_COLUMNS} for row in rows]
+    succeeded = [job["id"] for job in jobs if job["status"] == "succeeded"]
+    renders = await _live_renders(session, succeeded)
+    return [
+        JobView(
+            **job,
+            render_id=renders.get(job["id"], (None, ()))[0],
+            variants=renders.get(job["id"], (None, ()))[1],
+        )
+        for job in jobs
+    ]
+
+
+async def _live_renders(
+    session: AsyncSession, job_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[uuid.UUID, tuple[VariantRef, ...]]]:
+    """job id -> (render id, variants in order) for renders not deleted."""
+    if not job_ids:
+        return {}
+    render, variant = Render.__table__.c, RenderVariant.__table__.c
+    joined = Render.__table__.outerjoin(RenderVariant.__table__, variant.render_id == render.id)
+    query = (
+        select(render.job_id, render.id, variant.idx, variant.object_key)
+        .select_from(joined)
+        .where(and_(render.job_id.in_(job_ids), render.deleted_at.is_(None)))
+        .order_by(render.job_id, variant.idx)
+    )
+    connection = await session.connection()
+    found: dict[uuid.UUID, uuid.UUID] = {}
+    variants: dict[uuid.UUID, list[VariantRef]] = defaultdict(list)
+    for row in (await connection.execute(query)).all():
+        found[row.job_id] = row.id
+        if row.object_key is not None:
+            variants[row.job_id].append(VariantRef(row.idx, row.object_key))
+    return {job_id: (render_id, tuple(variants[job_id])) for job_id, render_id in found.items()}
