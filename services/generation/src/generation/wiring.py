@@ -10,6 +10,7 @@ from generation.clients.usage import GrpcUsageGateway
 from generation.domain.context import GenerationContext
 from generation.domain.provider import ImageProvider
 from generation.domain.sweep import Sweeper
+from generation.persistence.feed import ChangeFeed
 from generation.providers.replicate import ReplicateProvider
 from generation.settings import GenerationSettings
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
@@ -72,11 +73,13 @@ async def build_app(
         webhook_base_url=settings.webhook_base_url,
     )
     sweeper = Sweeper(context) if settings.sweep_enabled else None
-    servicer = GenerationServicer(context)
+    feed = ChangeFeed(database_url, context.readers)
+    servicer = GenerationServicer(context, feed)
 
     async def on_stop() -> None:
         if sweeper is not None:
             await sweeper.stop()
+        await feed.close()
         await provider.aclose()
         await usage_channel.close()
         await engine.dispose()

@@ -309,6 +309,7 @@ class Job(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     RENDER_ID_FIELD_NUMBER: _builtins.int
     VARIANTS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     owner_id: _builtins.str
     prediction_id: _builtins.str
@@ -316,6 +317,10 @@ class Job(_message.Message):
     status: Global___JobStatus.ValueType
     render_id: _builtins.str
     """Set once the job succeeded; empty after the render was deleted."""
+    version: _builtins.int
+    """The change feed's version of this job: it grows with every visible change
+    (status, variants, deletion). Clients use it to order what they saw.
+    """
     @_builtins.property
     def settings(self) -> Global___JobSettings: ...
     @_builtins.property
@@ -344,10 +349,11 @@ class Job(_message.Message):
         completed_at: _timestamp_pb2.Timestamp | None = ...,
         render_id: _builtins.str = ...,
         variants: _abc.Iterable[Global___Variant] | None = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "settings", b"settings", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "id", b"id", "owner_id", b"owner_id", "prediction_id", b"prediction_id", "render_id", b"render_id", "settings", b"settings", "status", b"status", "updated_at", b"updated_at", "variants", b"variants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "id", b"id", "owner_id", b"owner_id", "prediction_id", b"prediction_id", "render_id", b"render_id", "settings", b"settings", "status", b"status", "updated_at", b"updated_at", "variants", b"variants", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -560,6 +566,85 @@ class ListGenerationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListGenerationsResponse: _TypeAlias = ListGenerationsResponse  # noqa: Y015
+
+@_typing.final
+class WatchJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    FROM_VERSION_FIELD_NUMBER: _builtins.int
+    owner_id: _builtins.str
+    """Only this owner's changes; empty for every owner."""
+    from_version: _builtins.int
+    """Resume after this version (0: from now on)."""
+    def __init__(
+        self,
+        *,
+        owner_id: _builtins.str = ...,
+        from_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_version", b"from_version", "owner_id", b"owner_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
+
+@_typing.final
+class JobChange(_message.Message):
+    """One committed change of a job: read the job for its new state."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    job_id: _builtins.str
+    owner_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        job_id: _builtins.str = ...,
+        owner_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "owner_id", b"owner_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobChange: _TypeAlias = JobChange  # noqa: Y015
+
+@_typing.final
+class WatchJobsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    caught_up: _builtins.int
+    """Sent once, after the recorded changes were replayed: from here on the
+    stream is live. The value is the newest version known at that moment.
+    """
+    @_builtins.property
+    def change(self) -> Global___JobChange: ...
+    def __init__(
+        self,
+        *,
+        change: Global___JobChange | None = ...,
+        caught_up: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "change", b"change", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "change", b"change", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["change", "caught_up"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___WatchJobsResponse: _TypeAlias = WatchJobsResponse  # noqa: Y015
 
 @_typing.final
 class ApplyProviderEventRequest(_message.Message):

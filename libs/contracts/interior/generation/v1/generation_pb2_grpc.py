@@ -59,6 +59,11 @@ class GenerationServiceStub:
                 request_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsRequest.SerializeToString,
                 response_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsResponse.FromString,
                 _registered_method=True)
+        self.WatchJobs = channel.unary_stream(
+                '/interior.generation.v1.GenerationService/WatchJobs',
+                request_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.WatchJobsRequest.SerializeToString,
+                response_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.WatchJobsResponse.FromString,
+                _registered_method=True)
         self.ApplyProviderEvent = channel.unary_unary(
                 '/interior.generation.v1.GenerationService/ApplyProviderEvent',
                 request_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.ApplyProviderEventRequest.SerializeToString,
@@ -131,6 +136,20 @@ class GenerationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJobs(self, request, context):
+        """Follows committed job changes (status, variants, deletion) of every owner or
+        of one, as they happen, in a stream that never ends on its own. With
+        `from_version` > 0 the changes recorded after that version are sent first
+        (possibly some already seen: a change is identified by its version, so
+        receivers ignore repeats), then `caught_up` once, then live changes. A
+        stream ends with UNAVAILABLE when this instance loses its database feed and
+        with RESOURCE_EXHAUSTED when the receiver falls too far behind: resume from
+        the last version received, on any instance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ApplyProviderEvent(self, request, context):
         """Hands over one provider event (a webhook body, already authenticated by the
         gateway). Repeat-safe: duplicates and out-of-order events change nothing.
@@ -175,6 +194,11 @@ def add_GenerationServiceServicer_to_server(servicer, server):
                     servicer.ListGenerations,
                     request_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsRequest.FromString,
                     response_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsResponse.SerializeToString,
+            ),
+            'WatchJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobs,
+                    request_deserializer=interior_dot_generation_dot_v1_dot_generation__pb2.WatchJobsRequest.FromString,
+                    response_serializer=interior_dot_generation_dot_v1_dot_generation__pb2.WatchJobsResponse.SerializeToString,
             ),
             'ApplyProviderEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.ApplyProviderEvent,
@@ -322,6 +346,33 @@ class GenerationService:
             '/interior.generation.v1.GenerationService/ListGenerations',
             interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsRequest.SerializeToString,
             interior_dot_generation_dot_v1_dot_generation__pb2.ListGenerationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/interior.generation.v1.GenerationService/WatchJobs',
+            interior_dot_generation_dot_v1_dot_generation__pb2.WatchJobsRequest.SerializeToString,
+            interior_dot_generation_dot_v1_dot_generation__pb2.WatchJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

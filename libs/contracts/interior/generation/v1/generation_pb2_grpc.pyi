@@ -71,6 +71,16 @@ class GenerationServiceStub:
     of range or a page token that was tampered with or belongs to another owner
     or another status filter.
     """
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_generation_pb2.WatchJobsRequest, _generation_pb2.WatchJobsResponse]
+    """Follows committed job changes (status, variants, deletion) of every owner or
+    of one, as they happen, in a stream that never ends on its own. With
+    `from_version` > 0 the changes recorded after that version are sent first
+    (possibly some already seen: a change is identified by its version, so
+    receivers ignore repeats), then `caught_up` once, then live changes. A
+    stream ends with UNAVAILABLE when this instance loses its database feed and
+    with RESOURCE_EXHAUSTED when the receiver falls too far behind: resume from
+    the last version received, on any instance.
+    """
     ApplyProviderEvent: _grpc.UnaryUnaryMultiCallable[_generation_pb2.ApplyProviderEventRequest, _generation_pb2.ApplyProviderEventResponse]
     """Hands over one provider event (a webhook body, already authenticated by the
     gateway). Repeat-safe: duplicates and out-of-order events change nothing.
@@ -119,6 +129,16 @@ class GenerationServiceAsyncStub(GenerationServiceStub):
     repeat an older one. VALIDATION_ERROR (INVALID_ARGUMENT) for a page size out
     of range or a page token that was tampered with or belongs to another owner
     or another status filter.
+    """
+    WatchJobs: _aio.UnaryStreamMultiCallable[_generation_pb2.WatchJobsRequest, _generation_pb2.WatchJobsResponse]  # type: ignore[assignment]
+    """Follows committed job changes (status, variants, deletion) of every owner or
+    of one, as they happen, in a stream that never ends on its own. With
+    `from_version` > 0 the changes recorded after that version are sent first
+    (possibly some already seen: a change is identified by its version, so
+    receivers ignore repeats), then `caught_up` once, then live changes. A
+    stream ends with UNAVAILABLE when this instance loses its database feed and
+    with RESOURCE_EXHAUSTED when the receiver falls too far behind: resume from
+    the last version received, on any instance.
     """
     ApplyProviderEvent: _aio.UnaryUnaryMultiCallable[_generation_pb2.ApplyProviderEventRequest, _generation_pb2.ApplyProviderEventResponse]  # type: ignore[assignment]
     """Hands over one provider event (a webhook body, already authenticated by the
@@ -195,6 +215,22 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         repeat an older one. VALIDATION_ERROR (INVALID_ARGUMENT) for a page size out
         of range or a page token that was tampered with or belongs to another owner
         or another status filter.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _generation_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_generation_pb2.WatchJobsResponse], _abc.AsyncIterator[_generation_pb2.WatchJobsResponse]]:
+        """Follows committed job changes (status, variants, deletion) of every owner or
+        of one, as they happen, in a stream that never ends on its own. With
+        `from_version` > 0 the changes recorded after that version are sent first
+        (possibly some already seen: a change is identified by its version, so
+        receivers ignore repeats), then `caught_up` once, then live changes. A
+        stream ends with UNAVAILABLE when this instance loses its database feed and
+        with RESOURCE_EXHAUSTED when the receiver falls too far behind: resume from
+        the last version received, on any instance.
         """
 
     @_abc_1.abstractmethod

@@ -11,6 +11,7 @@ from generation.domain.audit import JobOutcome
 from generation.domain.events import Outcome
 from generation.domain.jobs import JobView
 from generation.domain.submission import SubmitCommand
+from generation.persistence.feed import JobChange
 from generation.persistence.models import GenerationJob
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import NotFound, ValidationError
@@ -97,6 +98,7 @@ def job_message(job: JobView) -> pb.Job:
         completed_at=_timestamp(job.completed_at),
         render_id=str(job.render_id) if job.render_id else "",
         variants=[pb.Variant(idx=v.idx, object_key=v.object_key) for v in job.variants],
+        version=job.version,
     )
     if job.error_code:
         message.error.CopyFrom(pb.JobError(code=job.error_code, message=job.error_message or ""))
@@ -105,6 +107,12 @@ def job_message(job: JobView) -> pb.Job:
 
 def plain_job_message(job: GenerationJob) -> pb.Job:
     return job_message(JobView.of(job))
+
+
+def change_message(change: JobChange) -> pb.JobChange:
+    return pb.JobChange(
+        version=change.version, job_id=str(change.job_id), owner_id=str(change.owner_id)
+    )
 
 
 def outcome_message(outcome: Outcome) -> pb.EventOutcome.ValueType:

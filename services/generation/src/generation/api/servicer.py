@@ -15,6 +15,7 @@ from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction
 from generation.domain.provider import InvalidProviderPayload
 from generation.domain.submission import submit_generation
+from generation.persistence.feed import ChangeFeed, FeedLost, JobChange, SubscriberTooSlow
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit.errors import ValidationError
@@ -24,8 +25,9 @@ _MAX_EVENT_BYTES = 1024 * 1024
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
-    def __init__(self, ctx: GenerationContext) -> None:
+    def __init__(self, ctx: GenerationContext, feed: ChangeFeed) -> None:
         self._ctx = ctx
+        self._feed = feed
 
     async def SubmitGeneration(
         self, request_iterator: AsyncIterator[pb.SubmitGenerationPart], context: Context
@@ -77,6 +79,21 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             jobs=[mappers.job_message(view) for view in page.jobs],
             next_page_token=page.next_token,
         )
+
+    async def WatchJobs(
+        self, request: pb.WatchJobsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
+        owner_id = mappers.owner_id_from(request.owner_id) if request.owner_id else None
+        try:
+            async for item in self._feed.follow(owner_id, request.from_version):
+                if isinstance(item, JobChange):
+                    yield pb.WatchJobsResponse(change=mappers.change_message(item))
+                else:
+                    yield pb.WatchJobsResponse(caught_up=item)
+        except FeedLost:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "The change feed was interrupted.")
+        except SubscriberTooSlow:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "The reader fell behind.")
 
     async def ApplyProviderEvent(
         self, request: pb.ApplyProviderEventRequest, context: Context

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,6 +116,8 @@ class JobView:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    # The change feed's version of the job (see the 0002 migration's triggers).
+    version: int
     render_id: uuid.UUID | None = None
     variants: tuple[VariantRef, ...] = ()
 
@@ -126,5 +127,19 @@ class JobView:
         return cls(**{name: getattr(job, name) for name in VIEW_COLUMNS})
 
 
-# The row's columns a JobView carries (its fields before ``render_id``).
-VIEW_COLUMNS = tuple(f.name for f in dataclasses.fields(JobView))[:-2]
+# The row's columns a JobView carries, by name (the rest is its render and variants).
+VIEW_COLUMNS = (
+    "id",
+    "owner_id",
+    "prediction_id",
+    "status",
+    "mode",
+    "room_type",
+    "style",
+    "error_code",
+    "error_message",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "version",
+)

@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -65,6 +66,9 @@ class GenerationJob(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Per-prediction poll throttle shared by all instances (conditional update).
     last_polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Taken from the sequence job_versions on every visible change (a trigger; see the
+    # 0002 migration): the change feed's version of this job.
+    version: Mapped[int] = mapped_column(BigInteger, server_default=text("nextval('job_versions')"))
     # The prompt the model was sent, for support; never logged nor answered.
     composed_prompt: Mapped[str | None] = mapped_column(Text)
     # Refine: the owner's earlier job and variant whose image became input1.
@@ -151,3 +155,21 @@ class RenderVariant(Base):
         UniqueConstraint("render_id", "idx", name="uq_render_variants_render_idx"),
         CheckConstraint("idx >= 0", name="idx_non_negative"),
     )
+
+
+class JobEvent(Base):
+    """One visible change of a job, written by a trigger (see the 0002 migration).
+
+    The change feed resumes from here; rows older than the feed's retention are pruned.
+    """
+
+    __tablename__ = "job_events"
+
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    owner_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    recorded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_job_events_recorded_at", "recorded_at"),)

@@ -1,0 +1,190 @@
+"""The change feed: committed job changes from PostgreSQL, fanned out in this process.
+
+Triggers (migration 0002) give every visible change of a job a version from one
+sequence, record it in ``job_events`` and ``NOTIFY job_events``. One listening
+connection per process receives the notifications (in commit order) and hands
+them to every subscriber's bounded queue; a subscriber that falls behind is ended
+rather than buffered without bound. A follower resumes from ``job_events`` after
+the version it saw last: versions are taken when a statement runs and
+notifications arrive when transactions commit, so the replay reaches back
+``REPLAY_SLACK`` versions and receivers ignore what they already saw.
+
+When the listening connection is lost every subscription ends (its follower
+resumes from the table, here or on another instance) and the next subscriber
+opens a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+from sqlalchemy import delete, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from generation.persistence.models import JobEvent
+from kit.db import session_scope
+from kit.logging import get_logger
+
+log = get_logger("generation.feed")
+
+CHANNEL = "job_events"
+# How far before the resume point the replay reaches (out-of-commit-order versions).
+REPLAY_SLACK = 1000
+# A subscriber this far behind is ended; its follower resumes from the table.
+QUEUE_LIMIT = 10_000
+# Recorded changes are kept this long for followers to resume from.
+RETENTION = timedelta(hours=24)
+_PRUNE_EVERY_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class JobChange:
+    version: int
+    job_id: uuid.UUID
+    owner_id: uuid.UUID
+
+
+class FeedLost(Exception):
+    """The listening connection ended; resume from the last version received."""
+
+
+class SubscriberTooSlow(Exception):
+    """The subscriber's queue overflowed; resume from the last version received."""
+
+
+_LOST = object()
+_OVERFLOW = object()
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    owner_id: uuid.UUID | None
+    queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+
+    def offer(self, item: Any) -> bool:
+        """Queue ``item``; False (and the overflow marker queued) when it does not fit."""
+        try:
+            self.queue.put_nowait(item)
+            return True
+        except asyncio.QueueFull:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()  # make room for the marker
+            self.queue.put_nowait(_OVERFLOW)
+            return False
+
+
+class ChangeFeed:
+    """One LISTEN connection per process, shared by every follower."""
+
+    def __init__(self, database_url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+        self._sessions = sessions
+        self._subscribers: set[_Subscriber] = set()
+        self._connection: asyncpg.Connection | None = None
+        self._opening = asyncio.Lock()
+        self._pruner: asyncio.Task[None] | None = None
+
+    async def follow(
+        self, owner_id: uuid.UUID | None, from_version: int
+    ) -> AsyncIterator[JobChange | int]:
+        """Changes (and one ``int``: the caught-up version) for ``owner_id`` or everyone.
+
+        Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
+        """
+        subscriber = _Subscriber(owner_id)
+        await self._ensure_listening()
+        self._subscribers.add(subscriber)  # live first, so nothing falls between
+        try:
+            replayed, head = await self._recorded(owner_id, from_version)
+            for change in replayed:
+                yield change
+            yield head
+            while True:
+                item = await subscriber.queue.get()
+                if item is _LOST:
+                    raise FeedLost
+                if item is _OVERFLOW:
+                    raise SubscriberTooSlow
+                yield item
+        finally:
+            self._subscribers.discard(subscriber)
+
+    async def close(self) -> None:
+        """Stop listening and end every subscription."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=2)
+        self._end_all()
+
+    async def _ensure_listening(self) -> None:
+        async with self._opening:
+            if self._connection is not None and not self._connection.is_closed():
+                return
+            connection = await asyncpg.connect(self._dsn, timeout=10)
+            connection.add_termination_listener(self._on_terminated)
+            await connection.add_listener(CHANNEL, self._on_notify)
+            self._connection = connection
+            if self._pruner is None or self._pruner.done():
+                self._pruner = asyncio.create_task(self._prune_forever(), name="feed-prune")
+            log.info("feed.listening")
+
+    def _on_notify(self, _: Any, __: int, ___: str, payload: str) -> None:
+        try:
+            version, job_id, owner_id = payload.split(" ")
+            change = JobChange(int(version), uuid.UUID(job_id), uuid.UUID(owner_id))
+        except ValueError:
+            log.warning("feed.bad_notification")
+            return
+        for subscriber in list(self._subscribers):
+            if subscriber.owner_id in (None, change.owner_id) and not subscriber.offer(change):
+                self._subscribers.discard(subscriber)
+
+    def _on_terminated(self, _: Any) -> None:
+        log.warning("feed.connection_lost", subscribers=len(self._subscribers))
+        self._connection = None
+        self._end_all()
+
+    def _end_all(self) -> None:
+        for subscriber in list(self._subscribers):
+            subscriber.offer(_LOST)
+        self._subscribers.clear()
+
+    async def _recorded(
+        self, owner_id: uuid.UUID | None, from_version: int
+    ) -> tuple[list[JobChange], int]:
+        """Recorded changes after ``from_version`` (with the slack) and the newest version."""
+        async with session_scope(self._sessions) as session:
+            head = await session.scalar(select(func.coalesce(func.max(JobEvent.version), 0)))
+            if from_version <= 0:
+                return [], int(head or 0)
+            query = (
+                select(JobEvent.version, JobEvent.job_id, JobEvent.owner_id)
+                .where(JobEvent.version > from_version - REPLAY_SLACK)
+                .order_by(JobEvent.version)
+            )
+            if owner_id is not None:
+                query = query.where(JobEvent.owner_id == owner_id)
+            rows = (await session.execute(query)).all()
+        return [JobChange(row.version, row.job_id, row.owner_id) for row in rows], int(head or 0)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                async with session_scope(self._sessions) as session:
+                    await session.execute(
+                        delete(JobEvent).where(JobEvent.recorded_at < func.now() - RETENTION)
+                    )
+            except Exception:  # pruning is housekeeping: never fatal
+                log.warning("feed.prune_failed")
+            await asyncio.sleep(_PRUNE_EVERY_SECONDS)

@@ -1,0 +1,206 @@
+"""The change feed: WatchJobs on real gRPC servers, two instances on one real database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+import pytest
+from sqlalchemy import text, update
+
+from generation.persistence.models import GenerationJob, Render
+from generation.settings import GenerationSettings
+from generation.wiring import GenerationApp, build_app
+from interior.generation.v1 import generation_pb2 as pb
+from interior.generation.v1 import generation_pb2_grpc
+from kit.db import session_scope
+from kit.grpc_client import create_channel
+from testkit.plugin import S3Endpoint
+
+WAIT = 10.0
+
+
+@dataclass
+class Instance:
+    app: GenerationApp
+    channel: grpc.aio.Channel
+
+    @property
+    def stub(self) -> generation_pb2_grpc.GenerationServiceStub:
+        return generation_pb2_grpc.GenerationServiceStub(self.channel)
+
+
+@pytest.fixture
+async def instances(
+    database_factory: Callable[[str], str], s3_server: S3Endpoint
+) -> AsyncIterator[list[Instance]]:
+    url = database_factory("gen_feed")
+    started: list[Instance] = []
+    for _ in range(2):
+        app = await build_app(
+            GenerationSettings(GENERATION_DATABASE_URL=url, SWEEP_ENABLED=False, **s3_server.env()),
+            port=0,
+        )
+        port = await app.server.start()
+        started.append(Instance(app, create_channel(f"127.0.0.1:{port}")))
+    yield started
+    for instance in started:
+        await instance.channel.close()
+        await instance.app.server.stop(0)
+
+
+async def _insert_job(instance: Instance, owner: uuid.UUID) -> uuid.UUID:
+    now = datetime.now(UTC)
+    job = GenerationJob(
+        id=uuid.uuid4(),
+        owner_id=owner,
+        request_fingerprint="f" * 64,
+        mode="imagine",
+        status="starting",
+        charge_state="none",
+        refund_state="none",
+        created_at=now,
+        updated_at=now,
+    )
+    async with session_scope(instance.app.context.sessions) as session:
+        session.add(job)
+    return job.id
+
+
+async def _set(instance: Instance, job_id: uuid.UUID, **values: object) -> None:
+    async with session_scope(instance.app.context.sessions) as session:
+        await session.execute(
+            update(GenerationJob).where(GenerationJob.id == job_id).values(**values)
+        )
+
+
+class Follower:
+    """One WatchJobs stream, read in the background into a list."""
+
+    def __init__(self, instance: Instance, owner: uuid.UUID | None, from_version: int = 0):
+        request = pb.WatchJobsRequest(
+            owner_id=str(owner) if owner else "", from_version=from_version
+        )
+        self.call = instance.stub.WatchJobs(request)
+        self.changes: list[pb.JobChange] = []
+        self.caught_up = asyncio.Event()
+        self.ended: grpc.aio.AioRpcError | None = None
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for item in self.call:
+                if item.WhichOneof("item") == "caught_up":
+                    self.caught_up.set()
+                else:
+                    self.changes.append(item.change)
+        except grpc.aio.AioRpcError as error:
+            self.ended = error
+
+    async def until(self, done: Callable[[list[pb.JobChange]], bool]) -> list[pb.JobChange]:
+        async with asyncio.timeout(WAIT):
+            while not done(self.changes):
+                await asyncio.sleep(0.01)
+        return self.changes
+
+    def versions_of(self, job_id: uuid.UUID) -> list[int]:
+        return [c.version for c in self.changes if c.job_id == str(job_id)]
+
+    def cancel(self) -> None:
+        self.call.cancel()
+        self._task.cancel()
+
+
+async def test_every_visible_change_reaches_followers_on_every_instance(
+    instances: list[Instance],
+) -> None:
+    owner = uuid.uuid4()
+    followers = [Follower(instance, None) for instance in instances]
+    await asyncio.gather(*(f.caught_up.wait() for f in followers))
+
+    job_id = await _insert_job(instances[0], owner)
+    await _set(instances[1], job_id, status="processing")
+    await _set(instances[0], job_id, last_polled_at=datetime.now(UTC))  # invisible: no event
+    await _set(instances[1], job_id, status="succeeded", completed_at=datetime.now(UTC))
+    render_id = uuid.uuid4()
+    async with session_scope(instances[0].app.context.sessions) as session:
+        session.add(Render(id=render_id, job_id=job_id, owner_id=owner, mode="imagine"))
+    async with session_scope(instances[0].app.context.sessions) as session:
+        await session.execute(
+            update(Render).where(Render.id == render_id).values(deleted_at=datetime.now(UTC))
+        )
+
+    for follower in followers:
+        await follower.until(lambda _, f=follower: len(f.versions_of(job_id)) == 5)
+        versions = follower.versions_of(job_id)
+        assert versions == sorted(versions)
+        assert len(set(versions)) == 5  # insert, processing, succeeded, render, deletion
+        assert {c.owner_id for c in follower.changes} == {str(owner)}
+        follower.cancel()
+
+
+async def test_an_owner_filter_sees_only_that_owner(instances: list[Instance]) -> None:
+    mine, theirs = uuid.uuid4(), uuid.uuid4()
+    follower = Follower(instances[0], mine)
+    await follower.caught_up.wait()
+
+    await _insert_job(instances[1], theirs)
+    job_id = await _insert_job(instances[1], mine)
+
+    changes = await follower.until(lambda seen: any(c.job_id == str(job_id) for c in seen))
+    assert {c.owner_id for c in changes} == {str(mine)}
+    follower.cancel()
+
+
+async def test_a_resume_from_another_instance_loses_nothing(instances: list[Instance]) -> None:
+    owner = uuid.uuid4()
+    first = Follower(instances[0], owner)
+    await first.caught_up.wait()
+    job_id = await _insert_job(instances[0], owner)
+    await first.until(lambda seen: len(seen) == 1)
+    last_seen = first.changes[-1].version
+    first.cancel()
+
+    # Changes while nobody follows; then resume on the other instance.
+    await _set(instances[0], job_id, status="processing")
+    await _set(instances[0], job_id, status="failed", completed_at=datetime.now(UTC))
+    resumed = Follower(instances[1], owner, from_version=last_seen)
+    await resumed.caught_up.wait()
+    await _set(instances[1], job_id, error_code="CANCELED")
+
+    await resumed.until(lambda seen: len({c.version for c in seen if c.version > last_seen}) == 3)
+    after = sorted({v for v in resumed.versions_of(job_id) if v > last_seen})
+    assert len(after) == 3
+    resumed.cancel()
+
+
+async def test_a_lost_database_feed_ends_the_stream_and_a_resume_recovers(
+    instances: list[Instance],
+) -> None:
+    owner = uuid.uuid4()
+    follower = Follower(instances[0], owner)
+    await follower.caught_up.wait()
+    job_id = await _insert_job(instances[0], owner)
+    await follower.until(lambda seen: len(seen) == 1)
+
+    # Kill the instance's listening connection, as a database restart or failover would.
+    async with session_scope(instances[1].app.context.sessions) as session:
+        await session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+            )
+        )
+    async with asyncio.timeout(WAIT):
+        while follower.ended is None:
+            await asyncio.sleep(0.01)
+    assert follower.ended.code() is grpc.StatusCode.UNAVAILABLE
+    await _set(instances[1], job_id, status="processing")  # while nobody listens
+
+    resumed = Follower(instances[0], owner, from_version=follower.changes[-1].version)
+    await resumed.until(lambda seen: any(c.version > follower.changes[-1].version for c in seen))
+    resumed.cancel()
