@@ -110,6 +110,9 @@ def client(proxy: Proxy) -> Iterator[httpx.Client]:
     [
         ("POST", "/api/v1/webhooks/replicate", "gateway"),
         ("GET", "/api/v1/generations/abc", "edge"),
+        ("GET", "/api/v1/generations/abc/events", "edge"),
+        ("GET", "/api/v1/generations", "edge"),
+        ("GET", "/api/v1/catalog", "edge"),
         ("POST", "/api/v1/generations", "edge"),
         ("PATCH", "/api/v1/generations/abc", "edge"),
         ("GET", "/api/v1/usage", "edge"),
@@ -251,3 +254,23 @@ def test_with_the_edge_down_gets_are_retried_and_envoy_answers_json_503(tmp_path
 def _retry_count(client: httpx.Client, admin: int) -> int:
     stats = client.get(f"http://127.0.0.1:{admin}/stats?filter=edge_api.upstream_rq_retry$")
     return int(stats.text.split(":")[1])
+
+
+def test_event_streams_have_no_deadline_but_die_when_silent() -> None:
+    """A Server-Sent Events stream lives as long as its job; the edge's heartbeat
+    (every 15 s) keeps it under the route's idle timeout."""
+    import yaml
+
+    from edge_api.settings import EdgeSettings
+    from launcher.config import REPO_ROOT
+
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "envoy" / "envoy.yaml").read_text())
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    [events] = [route for route in routes if route["name"] == "job_events"]
+    heartbeat = EdgeSettings.model_fields["sse_heartbeat_seconds"].default
+
+    assert events["route"]["timeout"] == "0s"
+    assert int(events["route"]["idle_timeout"].rstrip("s")) >= 4 * heartbeat
+    names = [route["name"] for route in routes]
+    assert names.index("job_events") < names.index("api_read")  # matched before the 15 s route

@@ -12,9 +12,19 @@ from edge_api.auth import TokenVerifier
 from edge_api.clients import Clients, open_clients
 from edge_api.cors import ApiCorsMiddleware
 from edge_api.errors import install_error_handlers
+from edge_api.feed import JobFeed
 from edge_api.middleware import RequestContextMiddleware
 from edge_api.openapi import install_openapi
-from edge_api.routes import API_PREFIX, catalog, generations, health, history, public, usage
+from edge_api.routes import (
+    API_PREFIX,
+    catalog,
+    events,
+    generations,
+    health,
+    history,
+    public,
+    usage,
+)
 from edge_api.settings import EdgeSettings
 from edge_api.state import EdgeState
 from kit.logging import get_logger
@@ -43,6 +53,7 @@ def create_app(
         trusted_proxies=settings.trusted_proxies(),
         submissions=asyncio.Semaphore(settings.max_concurrent_submissions),
         catalog=catalog.CatalogAnswer(runtime_config),
+        feed=JobFeed(lambda: state.connected().generation),
     )
 
     @asynccontextmanager
@@ -54,6 +65,7 @@ def create_app(
         try:
             yield
         finally:
+            await state.feed.close()
             if owned and state.clients is not None:
                 await state.clients.close()
                 state.clients = None
@@ -81,6 +93,7 @@ def create_app(
     install_http_metrics(app)
     app.include_router(generations.router)
     app.include_router(history.router)
+    app.include_router(events.router)
     app.include_router(usage.router)
     app.include_router(catalog.router)
     app.include_router(health.router)

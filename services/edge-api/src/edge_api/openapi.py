@@ -27,6 +27,7 @@ OPERATION_IDS = {
     ("/api/v1/generations/{job_id}", "get"): "getGeneration",
     ("/api/v1/generations/{job_id}", "patch"): "cancelGeneration",
     ("/api/v1/generations/{job_id}", "delete"): "deleteGeneration",
+    ("/api/v1/generations/{job_id}/events", "get"): "watchGeneration",
     ("/api/v1/usage", "get"): "getUsage",
     ("/api/v1/catalog", "get"): "getCatalog",
     ("/healthz", "get"): "getLiveness",

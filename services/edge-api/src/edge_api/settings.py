@@ -30,6 +30,11 @@ class EdgeSettings(ServiceSettings, S3Settings):
 
     # Required in production; in development the published DEV_JWT_SECRET stands in.
     auth_jwt_secret: SecretStr | None = Field(default=None, alias="AUTH_JWT_SECRET")
+    # Server-Sent Events: a comment line at least this often keeps idle streams open.
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0, alias="SSE_HEARTBEAT_SECONDS")
+    # A watched running job is read again this often (unset: the runtime config's stale
+    # threshold), so generation's stale refresh applies while a client watches.
+    sse_refresh_seconds: float | None = Field(default=None, gt=0, alias="SSE_REFRESH_SECONDS")
     # Browser origins allowed to call the API (comma-separated scheme://host[:port]);
     # empty: no CORS headers for anyone.
     cors_allowed_origins: str = Field(default="", alias="CORS_ALLOWED_ORIGINS")

@@ -16,6 +16,7 @@ from kit.runtime_config import RuntimeConfig
 
 if TYPE_CHECKING:
     from edge_api.auth import TokenVerifier
+    from edge_api.feed import JobFeed
     from edge_api.routes.catalog import CatalogAnswer
 
 
@@ -31,6 +32,8 @@ class EdgeState:
     trusted_proxies: TrustedProxies
     # GET /catalog's answer, built once from the runtime config.
     catalog: CatalogAnswer
+    # The shared upstream change feed that wakes Server-Sent Events watchers.
+    feed: JobFeed
     clients: Clients | None = None
 
     def connected(self) -> Clients:

@@ -1,0 +1,102 @@
+"""One upstream change feed per edge process, shared by every watcher of a job.
+
+The edge follows generation's ``WatchJobs`` stream (every owner's changes) and
+wakes the watchers of the job each change names; a watcher then reads the job
+once and sends what changed. A quiet watcher waits on an ``asyncio.Event``: no
+CPU, no call. When the stream breaks, every watcher is woken (so nothing that
+happened meanwhile is missed: each reads its job again) and the stream is
+resumed from the last version seen, on whichever generation instance answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import grpc
+
+from interior.generation.v1 import generation_pb2
+from kit.logging import get_logger
+
+if TYPE_CHECKING:
+    from interior.generation.v1.generation_pb2_grpc import GenerationServiceAsyncStub
+
+log = get_logger("edge_api.feed")
+
+_BACKOFF_FIRST = 0.2
+_BACKOFF_MAX = 5.0
+
+
+class JobFeed:
+    """Wakes the watchers of a job whenever generation reports a change of it."""
+
+    def __init__(self, stub: Callable[[], GenerationServiceAsyncStub]) -> None:
+        self._stub = stub
+        self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._version = 0
+        self._task: asyncio.Task[None] | None = None
+        # True while the upstream stream is open and replayed what was recorded.
+        self.caught_up = False
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set on each change of ``job_id`` (and when the feed was interrupted)."""
+        signal = asyncio.Event()
+        self._watchers[job_id].add(signal)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._follow_forever(), name="edge-job-feed")
+        try:
+            yield signal
+        finally:
+            watchers = self._watchers.get(job_id)
+            if watchers is not None:
+                watchers.discard(signal)
+                if not watchers:
+                    del self._watchers[job_id]
+
+    @property
+    def watcher_count(self) -> int:
+        """How many watchers are registered (for tests and metrics)."""
+        return sum(len(signals) for signals in self._watchers.values())
+
+    async def close(self) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow_forever(self) -> None:
+        delay = _BACKOFF_FIRST
+        while True:
+            try:
+                await self._follow_once()
+            except grpc.aio.AioRpcError as error:
+                log.warning("feed.interrupted", grpcCode=error.code().name)
+            if self.caught_up:  # it worked until now: retry soon
+                delay = _BACKOFF_FIRST
+            self.caught_up = False
+            self._wake_all()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _follow_once(self) -> None:
+        call = self._stub().WatchJobs(generation_pb2.WatchJobsRequest(from_version=self._version))
+        async for item in call:
+            if item.WhichOneof("item") == "caught_up":
+                self._version = max(self._version, item.caught_up)
+                self.caught_up = True
+                self._wake_all()  # whatever happened while we were away is read again
+                continue
+            change = item.change
+            self._version = max(self._version, change.version)
+            for signal in self._watchers.get(change.job_id, ()):
+                signal.set()
+
+    def _wake_all(self) -> None:
+        for signals in self._watchers.values():
+            for signal in signals:
+                signal.set()

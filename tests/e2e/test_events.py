@@ -1,0 +1,274 @@
+"""GET /api/v1/generations/{id}/events: jobs followed live over Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from edge_api.app import create_app as create_edge_app
+from edge_api.settings import EdgeSettings
+from kit.runtime_config import load_runtime_config
+from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.plugin import S3Endpoint
+from testkit.servers import ThreadedUvicorn
+from tests.e2e.harness import Stack, User, jpeg_bytes, make_token
+
+TERMINAL = {"succeeded", "failed", "canceled"}
+WAIT = 20.0
+
+
+@dataclass
+class Stream:
+    """What one SSE connection received: messages, comments, and whether the server ended it."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    comments: int = 0
+    ended: bool = False
+
+    @property
+    def statuses(self) -> list[str]:
+        return [message["status"] for message in self.messages]
+
+
+async def follow(
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    stream: Stream,
+    *,
+    params: dict[str, str] | None = None,
+) -> None:
+    """Read the stream into ``stream`` until the server ends it."""
+    async with client.stream("GET", url, headers=headers, params=params, timeout=WAIT) as answer:
+        assert answer.status_code == 200, await answer.aread()
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        assert answer.headers["cache-control"] == "no-store"
+        event: dict[str, str] = {}
+        async for line in answer.aiter_lines():
+            if line.startswith(":"):
+                stream.comments += 1
+            elif line == "":
+                if event:
+                    assert event["event"] == "job"
+                    stream.ids.append(int(event["id"]))
+                    stream.messages.append(json.loads(event["data"]))
+                event = {}
+            else:
+                name, _, value = line.partition(": ")
+                event[name] = value
+    stream.ended = True
+
+
+def _events_url(stack: Stack, job_id: str) -> str:
+    return f"{stack.api}/generations/{job_id}/events"
+
+
+async def test_a_job_is_followed_from_submit_to_succeeded(stack: Stack, user: User) -> None:
+    submitted = await user.submit("redesign", images=[jpeg_bytes()], style="japandi")
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    stream = Stream()
+
+    await asyncio.wait_for(
+        follow(user.client, _events_url(stack, job_id), user.headers, stream), WAIT
+    )
+
+    assert stream.ended
+    assert stream.statuses[-1] == "succeeded"
+    assert set(stream.statuses) <= {"starting", "processing", "succeeded"}
+    assert stream.ids == sorted(set(stream.ids))  # one message per change, in order
+    assert stream.messages[-1] == (await user.get(job_id)).json()  # exactly GET's JSON
+    assert stream.messages[-1]["variants"]
+
+
+async def test_a_cancel_and_a_failure_end_their_streams(stack: Stack, user: User) -> None:
+    await stack.control("set_faults", hold=True)
+    held = (await user.submit("imagine", prompt="A quiet study")).json()
+    canceled = Stream()
+    watcher = asyncio.create_task(
+        follow(user.client, _events_url(stack, held["id"]), user.headers, canceled)
+    )
+    await _until(lambda: bool(canceled.messages))
+    assert (await user.cancel(held["id"])).status_code == 200
+    await asyncio.wait_for(watcher, WAIT)
+    assert canceled.statuses[-1] == "canceled"
+    assert canceled.messages[-1]["error"]["code"] == "CANCELED"
+
+    await stack.control("set_faults", hold=False, fail_next=1)
+    doomed = (await user.submit("imagine", prompt="A sunny porch")).json()
+    failed = Stream()
+    await asyncio.wait_for(
+        follow(user.client, _events_url(stack, doomed["id"]), user.headers, failed), WAIT
+    )
+    assert failed.statuses[-1] == "failed"
+
+
+async def test_last_event_id_resumes_without_repeating(stack: Stack, user: User) -> None:
+    job_id = (await user.submit("imagine", prompt="A bright attic")).json()["id"]
+    first = Stream()
+    await asyncio.wait_for(
+        follow(user.client, _events_url(stack, job_id), user.headers, first), WAIT
+    )
+    last = str(first.ids[-1])
+
+    current = Stream()
+    await follow(
+        user.client, _events_url(stack, job_id), {**user.headers, "Last-Event-ID": last}, current
+    )
+    older = Stream()
+    await follow(
+        user.client, _events_url(stack, job_id), {**user.headers, "Last-Event-ID": "1"}, older
+    )
+    foreign = Stream()  # not a version of this job: the current state is sent
+    await follow(
+        user.client,
+        _events_url(stack, job_id),
+        {**user.headers, "Last-Event-ID": str(first.ids[-1] + 10_000)},
+        foreign,
+    )
+
+    assert current.ended  # terminal and already seen: ends at once
+    assert current.messages == []
+    assert older.ids == [first.ids[-1]]
+    assert foreign.ids == [first.ids[-1]]
+
+
+async def test_errors_come_before_the_stream_as_json(
+    stack: Stack, user: User, other_user: User
+) -> None:
+    job_id = (await user.submit("imagine", prompt="A calm nursery")).json()["id"]
+    url = _events_url(stack, job_id)
+
+    anonymous = await user.client.get(url)
+    forged = await user.client.get(url, params={"access_token": "not-a-token"})
+    someone_else = await other_user.client.get(url, headers=other_user.headers)
+    unknown = await user.client.get(
+        _events_url(stack, "00000000-0000-4000-8000-000000000000"), headers=user.headers
+    )
+
+    assert [r.status_code for r in (anonymous, forged, someone_else, unknown)] == [
+        401,
+        401,
+        404,
+        404,
+    ]
+    for answer in (anonymous, forged, someone_else, unknown):
+        assert answer.json()["error"]["code"] in {"UNAUTHORIZED", "NOT_FOUND"}
+    await user.wait_for(job_id, TERMINAL)
+
+
+async def test_an_access_token_in_the_query_works_for_event_source(
+    stack: Stack, user: User
+) -> None:
+    job_id = (await user.submit("imagine", prompt="A loft kitchen")).json()["id"]
+    stream = Stream()
+
+    await asyncio.wait_for(
+        follow(
+            user.client,
+            _events_url(stack, job_id),
+            {},
+            stream,
+            params={"access_token": make_token(user.id)},
+        ),
+        WAIT,
+    )
+
+    assert stream.statuses[-1] in TERMINAL
+
+
+async def test_a_slow_reader_does_not_hold_up_others(
+    stack: Stack, user: User, other_user: User
+) -> None:
+    await stack.control("set_faults", hold=True)
+    held = (await user.submit("imagine", prompt="A reading nook")).json()
+    async with user.client.stream("GET", _events_url(stack, held["id"]), headers=user.headers):
+        # This reader never reads. Another user's job goes on to the end meanwhile.
+        await stack.control("set_faults", hold=False)
+        other = (await other_user.submit("imagine", prompt="A garden room")).json()
+        stream = Stream()
+        await asyncio.wait_for(
+            follow(other_user.client, _events_url(stack, other["id"]), other_user.headers, stream),
+            WAIT,
+        )
+        assert stream.statuses[-1] == "succeeded"
+    await user.wait_for(held["id"], TERMINAL)
+
+
+@asynccontextmanager
+async def _quick_edge(stack: Stack, s3_server: S3Endpoint, **settings: Any) -> AsyncIterator[str]:
+    """A second edge on the same services, with short SSE timings."""
+    edge = ThreadedUvicorn(
+        create_edge_app(
+            EdgeSettings(
+                GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
+                USAGE_GRPC_TARGET=stack.usage_target,
+                **settings,
+                **s3_server.env(),
+            ),
+            load_runtime_config(DEFAULT_RUNTIME_CONFIG),
+        ),
+        name="quick-edge",
+    ).start()
+    try:
+        yield f"{edge.base_url}/api/v1"
+    finally:
+        edge.stop()
+
+
+async def test_a_lost_webhook_still_shows_while_watched(
+    stack: Stack, user: User, s3_server: S3Endpoint
+) -> None:
+    await stack.control("set_faults", drop_webhooks="all")
+    job_id = (await user.submit("imagine", prompt="A tiled bathroom")).json()["id"]
+    await stack.control(
+        "wait_for_status", (await user.get(job_id)).json()["predictionId"], ["succeeded"]
+    )
+    stack.clock.advance(timedelta(minutes=1))  # generation now sees the job's state as stale
+    stream = Stream()
+
+    async with _quick_edge(stack, s3_server, SSE_REFRESH_SECONDS=0.2) as api:
+        await asyncio.wait_for(
+            follow(user.client, f"{api}/generations/{job_id}/events", user.headers, stream), WAIT
+        )
+
+    assert stream.statuses[-1] == "succeeded"  # found by the refresh: no webhook came
+
+
+async def test_idle_streams_get_heartbeats(stack: Stack, user: User, s3_server: S3Endpoint) -> None:
+    await stack.control("set_faults", hold=True)
+    held = (await user.submit("imagine", prompt="A mudroom")).json()
+    stream = Stream()
+
+    async with _quick_edge(stack, s3_server, SSE_HEARTBEAT_SECONDS=0.1) as api:
+        watcher = asyncio.create_task(
+            follow(user.client, f"{api}/generations/{held['id']}/events", user.headers, stream)
+        )
+        await _until(lambda: stream.statuses[-1:] == ["processing"] and stream.comments >= 1)
+        quiet_since, seen = stream.comments, len(stream.messages)
+        await _until(lambda: stream.comments >= quiet_since + 3)
+        assert len(stream.messages) == seen  # a quiet job: comments only, no repeats
+        assert (await user.cancel(held["id"])).status_code == 200
+        await asyncio.wait_for(watcher, WAIT)
+    assert stream.statuses[-1] == "canceled"
+
+
+async def _until(done: Any, timeout: float = WAIT) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture(autouse=True)
+async def _faults_off(stack: Stack) -> AsyncIterator[None]:
+    yield
+    await stack.control("set_faults", hold=False, drop_webhooks=0)
