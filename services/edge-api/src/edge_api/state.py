@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from edge_api.base_url import TrustedProxies
 from edge_api.clients import Clients
+from edge_api.jwks import JwksKeys
 from edge_api.settings import EdgeSettings
 from kit.errors import InternalError
 from kit.runtime_config import RuntimeConfig
@@ -28,6 +29,8 @@ class EdgeState:
     # Uploads being read and forwarded (each spooled): at most this many at once.
     submissions: asyncio.Semaphore
     trusted_proxies: TrustedProxies
+    # The JWKS cache behind the verifier (AUTH_JWKS_URL), fetched at start-up.
+    jwks: JwksKeys | None = None
     clients: Clients | None = None
 
     def connected(self) -> Clients:
