@@ -38,6 +38,7 @@ from testkit.servers import ThreadedUvicorn
 OWNER = "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
 ISSUER = "https://project.supabase.co/auth/v1"
 REFETCH_SECONDS = 30.0
+MAX_AGE_SECONDS = 600.0
 
 
 @dataclass
@@ -158,6 +159,7 @@ def open_edge(edge_clients, make_settings, jwks_server: JwksServer, clock: Clock
                 jwks_server.url,
                 timeout_seconds=2,
                 min_refetch_seconds=REFETCH_SECONDS,
+                max_age_seconds=MAX_AGE_SECONDS,
                 clock=clock,
             )
             state.token_verifier = token_verifier(settings, state.jwks)
@@ -218,6 +220,38 @@ async def test_unknown_kid_floods_refetch_at_most_once_per_interval(
 
     assert jwks_server.hits == 1 + 3
     assert await usage(client, rs_key.token()) == 200  # the cached key still works
+
+
+async def test_a_key_removed_from_the_jwks_stops_working_once_the_cache_is_old(
+    open_edge: Opener, backends, jwks_server: JwksServer, rs_key, es_key, clock: Clock
+) -> None:
+    client = await open_edge()
+    assert await usage(client, rs_key.token()) == 200
+    jwks_server.documents[:] = [es_key.jwk()]  # rs-1 revoked
+
+    clock.now += MAX_AGE_SECONDS - 1
+    assert await usage(client, rs_key.token()) == 200  # still fresh: no fetch
+    assert jwks_server.hits == 1
+    clock.now += 1
+    assert await usage(client, rs_key.token()) == 401
+
+    assert jwks_server.hits == 2
+    assert await usage(client, es_key.token()) == 200
+
+
+async def test_an_outage_keeps_even_old_cached_keys(
+    open_edge: Opener, backends, jwks_server: JwksServer, rs_key, clock: Clock
+) -> None:
+    client = await open_edge()
+    assert await usage(client, rs_key.token()) == 200
+    jwks_server.stop()
+
+    for _ in range(3):
+        clock.now += MAX_AGE_SECONDS
+        assert await usage(client, rs_key.token()) == 200
+
+    clock.now += 1  # inside the refetch interval: no new attempt, the key still works
+    assert await usage(client, rs_key.token()) == 200
 
 
 async def test_an_outage_keeps_cached_keys_and_refuses_unknown_kids(

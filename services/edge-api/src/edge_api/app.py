@@ -98,6 +98,7 @@ def jwks_keys(settings: EdgeSettings) -> JwksKeys | None:
         settings.auth_jwks_url,
         timeout_seconds=settings.auth_jwks_timeout_seconds,
         min_refetch_seconds=settings.auth_jwks_min_refetch_seconds,
+        max_age_seconds=settings.auth_jwks_max_age_seconds,
     )
 
 

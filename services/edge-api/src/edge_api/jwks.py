@@ -3,8 +3,9 @@
 Keys are fetched with ``httpx.AsyncClient`` (never blocking the event loop), cached
 by ``kid`` and refetched when a token names a ``kid`` the cache lacks, at most once
 per ``min_refetch_seconds``: a flood of made-up kids costs the JWKS host one request
-per interval. A failed fetch keeps the cached keys, so an outage neither admits a bad
-token nor refuses a good one whose key is cached.
+per interval. Keys older than ``max_age_seconds`` are refetched on their next use, so
+a key the provider revoked stops working. A failed fetch keeps the cached keys, so an
+outage neither admits a bad token nor refuses a good one whose key is cached.
 """
 
 from __future__ import annotations
@@ -41,14 +42,17 @@ class JwksKeys:
         *,
         timeout_seconds: float,
         min_refetch_seconds: float,
+        max_age_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
         self._timeout = timeout_seconds
         self._min_refetch = min_refetch_seconds
+        self._max_age = max_age_seconds
         self._clock = clock
         self._keys: dict[str, PyJWK] = {}
         self._last_attempt: float | None = None
+        self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -63,13 +67,17 @@ class JwksKeys:
 
     async def key(self, kid: str) -> PyJWK | None:
         """The key named ``kid``: cached, or refetched once if the rate limit allows."""
-        if (cached := self._keys.get(kid)) is not None:
+        if (cached := self._keys.get(kid)) is not None and not self._stale():
             return cached
         async with self._lock:
             # Another request may have refetched while this one waited for the lock.
-            if kid not in self._keys and self._may_refetch():
+            if (kid not in self._keys or self._stale()) and self._may_refetch():
                 await self._fetch()
             return self._keys.get(kid)
+
+    def _stale(self) -> bool:
+        fetched = self._fetched_at
+        return fetched is not None and self._clock() - fetched >= self._max_age
 
     def _may_refetch(self) -> bool:
         last = self._last_attempt
@@ -83,7 +91,7 @@ class JwksKeys:
         except JwksError as error:
             log.warning("edge.jwks_fetch_failed", reason=str(error), cachedKeys=len(self._keys))
             return False
-        self._keys = keys
+        self._keys, self._fetched_at = keys, self._clock()
         log.info("edge.jwks_fetched", kids=sorted(keys))
         return True
 

@@ -37,6 +37,8 @@ class EdgeSettings(ServiceSettings, S3Settings):
     auth_jwks_min_refetch_seconds: float = Field(
         default=30.0, gt=0, alias="AUTH_JWKS_MIN_REFETCH_SECONDS"
     )
+    # Cached keys are refetched on their first use after this long (revoked keys go away).
+    auth_jwks_max_age_seconds: float = Field(default=600.0, gt=0, alias="AUTH_JWKS_MAX_AGE_SECONDS")
     auth_jwks_timeout_seconds: float = Field(default=5.0, gt=0, alias="AUTH_JWKS_TIMEOUT_SECONDS")
     # When set, a token's `iss` must equal it (e.g. https://<project>.supabase.co/auth/v1).
     auth_jwt_issuer: str | None = Field(default=None, alias="AUTH_JWT_ISSUER")
