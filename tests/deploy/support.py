@@ -102,7 +102,17 @@ DEPLOYER_ENV = {
     "S3_ACCESS_KEY": "deployer-s3-key",
     "S3_SECRET_KEY": "a-deployers-own-s3-secret-3a9e51c0",
     "POSTGRES_PASSWORD": "a-deployers-own-db-password",
+    # The offline profile's value: Envoy inside the compose network.
+    "WEBHOOK_BASE_URL": "http://envoy:8080",
 }
+# The secrets compose refuses to run without (`${VAR:?message}`): no usable default.
+REQUIRED_SECRETS = (
+    "AUTH_JWT_SECRET",
+    "REPLICATE_API_TOKEN",
+    "REPLICATE_WEBHOOK_SECRET",
+    "POSTGRES_PASSWORD",
+    "WEBHOOK_BASE_URL",
+)
 
 
 @cache

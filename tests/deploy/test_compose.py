@@ -13,14 +13,17 @@ from typing import Any
 import pytest
 import yaml
 
+from kit.dev_values import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, PUBLISHED_VALUES
 from kit.settings import S3Settings
 from tests.deploy.support import (
     COMPOSE_FILE,
     DEPLOY,
+    DEPLOYER_ENV,
     ENVOY_ADMIN_PORT,
     MODULES,
     PORTS,
     REPO,
+    REQUIRED_SECRETS,
     SETTINGS,
     emulator_variables,
     envoy_upstreams,
@@ -51,10 +54,40 @@ def _services(offline: bool = True) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("profile", [[], ["--profile", "offline"]], ids=["default", "offline"])
 def test_the_real_compose_binary_accepts_the_file(profile: list[str]) -> None:
-    result = run_compose(*profile, "config", "-q")
+    result = run_compose(*profile, "config", "-q", env=DEPLOYER_ENV)
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("profile", [[], ["--profile", "offline"]], ids=["default", "offline"])
+@pytest.mark.parametrize("variable", REQUIRED_SECRETS)
+def test_the_real_compose_binary_refuses_to_run_without_a_secret(
+    profile: list[str], variable: str
+) -> None:
+    for unset in ({}, {variable: ""}):  # `:?` refuses an empty value too
+        environment = {k: v for k, v in DEPLOYER_ENV.items() if k != variable} | unset
+
+        result = run_compose(*profile, "config", "-q", env=environment)
+
+        assert result.returncode != 0
+        assert variable in result.stderr
+
+
+def test_the_file_holds_no_published_value_for_the_required_secrets() -> None:
+    text = COMPOSE_FILE.read_text()
+    for variable in REQUIRED_SECRETS:
+        uses = re.findall(rf"\$\{{{variable}(:?[?-])?", text)
+        assert uses, variable
+        assert set(uses) == {":?"}, f"{variable} has a default or no refusal"
+    for value in PUBLISHED_VALUES:
+        if value not in {DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY}:  # S3: per-service keys, elsewhere
+            assert value not in text
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_every_app_service_runs_in_production(name: str) -> None:
+    assert _services()[name]["environment"]["APP_ENV"] == "production"
 
 
 def test_every_service_is_defined_and_the_emulator_only_in_the_offline_profile() -> None:
@@ -73,13 +106,13 @@ def _copy_with(tmp_path: Path, change: Any) -> Path:
 
 def test_a_broken_file_makes_the_binary_fail(tmp_path: Path) -> None:
     intact = _copy_with(tmp_path, lambda data: None)
-    assert run_compose("config", "-q", file=intact).returncode == 0
+    assert run_compose("config", "-q", file=intact, env=DEPLOYER_ENV).returncode == 0
 
     def depend_on_a_ghost(data: dict[str, Any]) -> None:
         data["services"]["envoy"]["depends_on"]["ghost"] = {"condition": "service_healthy"}
 
     broken = _copy_with(tmp_path, depend_on_a_ghost)
-    result = run_compose("config", "-q", file=broken)
+    result = run_compose("config", "-q", file=broken, env=DEPLOYER_ENV)
 
     assert result.returncode != 0
     assert "ghost" in result.stderr
@@ -89,7 +122,7 @@ def test_a_misspelled_key_makes_the_binary_fail(tmp_path: Path) -> None:
     def misspell(data: dict[str, Any]) -> None:
         data["services"]["usage"]["healthchek"] = data["services"]["usage"].pop("healthcheck")
 
-    result = run_compose("config", "-q", file=_copy_with(tmp_path, misspell))
+    result = run_compose("config", "-q", file=_copy_with(tmp_path, misspell), env=DEPLOYER_ENV)
 
     assert result.returncode != 0
     assert "healthchek" in result.stderr
@@ -123,6 +156,7 @@ def test_each_service_environment_builds_its_settings(
 
     settings = cls(**environment)
 
+    assert settings.development is False  # built in production: every secret passed
     host_field, port_field = LISTEN_FIELDS[name]
     assert getattr(settings, host_field) == "0.0.0.0"  # reachable from other containers
     assert getattr(settings, port_field) == PORTS[name]
@@ -166,7 +200,7 @@ def test_host_variables_replace_the_emulator_defaults() -> None:
         "REPLICATE_API_TOKEN": "r8_real",
         "WEBHOOK_BASE_URL": "https://api.example.com",
     }
-    result = run_compose("config", "--format", "json", env=real)
+    result = run_compose("config", "--format", "json", env=DEPLOYER_ENV | real)
     assert result.returncode == 0, result.stderr
 
     environment = yaml.safe_load(result.stdout)["services"]["generation"]["environment"]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kit.dev_values import secret_problem
 from tests.deploy.support import (
     DEPLOY,
     K8S_BASE,
@@ -260,3 +261,19 @@ def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
     dumped = settings.model_dump()
     assert PORTS[name] in dumped.values()
     assert "0.0.0.0" in dumped.values()
+
+
+def test_every_placeholder_of_the_secret_template_is_refused_in_production() -> None:
+    secret = objects("Secret")["interior-secrets"]["stringData"]
+
+    assert secret
+    for key, value in secret.items():
+        assert secret_problem(value) is not None, f"{key} would be accepted as a real secret"
+
+
+def test_the_base_runs_in_production_and_documents_the_jwks_option() -> None:
+    assert _config_env()["APP_ENV"] == "production"
+    documented = (K8S_BASE / "kustomization.yaml").read_text() + (
+        K8S_BASE / "secret.yaml"
+    ).read_text()
+    assert "AUTH_JWKS_URL=https://" in documented

@@ -274,3 +274,60 @@ def test_event_streams_have_no_deadline_but_die_when_silent() -> None:
     assert int(events["route"]["idle_timeout"].rstrip("s")) >= 4 * heartbeat
     names = [route["name"] for route in routes]
     assert names.index("job_events") < names.index("api_read")  # matched before the 15 s route
+
+
+# Headers that would let a client choose the host, port, prefix or address the services
+# believe (variant URLs, webhook URLs, logs). Envoy sets none of them: it drops them all.
+SPOOFED_FORWARDING = {
+    "x-forwarded-host": "evil.example",
+    "x-forwarded-port": "8443",
+    "x-forwarded-prefix": "/evil",
+    "x-forwarded-server": "evil.example",
+    "x-forwarded-scheme": "https",
+    "x-forwarded-ssl": "on",
+    "x-forwarded-uri": "/evil",
+    "x-forwarded-path": "/evil",
+    "x-forwarded-method": "DELETE",
+    "forwarded": "for=6.6.6.6;host=evil.example;proto=https",
+    "x-real-ip": "6.6.6.6",
+    "x-original-host": "evil.example",
+    "x-original-url": "/evil",
+    "x-rewrite-url": "/evil",
+    "x-host": "evil.example",
+    "x-client-ip": "6.6.6.6",
+    "true-client-ip": "6.6.6.6",
+    "x-cluster-client-ip": "6.6.6.6",
+    "cf-connecting-ip": "6.6.6.6",
+    "fastly-client-ip": "6.6.6.6",
+    "x-forwarded-client-cert": "Hash=evil",
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "upstream"),
+    [
+        ("POST", "/api/v1/generations", "edge"),
+        ("GET", "/api/v1/generations/abc", "edge"),
+        ("GET", "/public/renders/r1/0.jpg", "edge"),
+        ("POST", "/api/v1/webhooks/replicate", "gateway"),
+    ],
+)
+def test_client_sent_forwarding_headers_never_reach_a_service(
+    client: httpx.Client, proxy: Proxy, method: str, path: str, upstream: str
+) -> None:
+    headers = {**SPOOFED_FORWARDING, "x-forwarded-proto": "https", "x-forwarded-for": "6.6.6.6"}
+
+    response = client.request(method, path, headers=headers, content=b"{}")
+
+    assert response.status_code == 200
+    recorder = proxy.gateway if upstream == "gateway" else proxy.edge
+    (seen,) = recorder.seen
+    forwarded = seen["headers"]
+    assert not set(SPOOFED_FORWARDING) & set(forwarded), forwarded
+    # Envoy's own: the scheme the client really used (overwritten, not appended), and
+    # the peer Envoy saw appended last: the only entry the services read.
+    assert forwarded["x-forwarded-proto"] == "http"
+    client_part, envoy_part = forwarded["x-forwarded-for"].rsplit(",", 1)
+    assert client_part == "6.6.6.6"
+    assert envoy_part.strip() not in {"", "6.6.6.6"}
+    assert forwarded["host"] == proxy.url.removeprefix("http://")

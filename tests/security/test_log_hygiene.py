@@ -73,7 +73,12 @@ class FullRun:
 
 def _token(user_id: uuid.UUID, secret: str) -> str:
     now = datetime.now(UTC)
-    claims = {"sub": str(user_id), "aud": "authenticated", "exp": now + timedelta(hours=1)}
+    claims = {
+        "sub": str(user_id),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "exp": now + timedelta(hours=1),
+    }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 

@@ -60,6 +60,7 @@ def make_token(
     payload: dict[str, Any] = {
         "sub": sub,
         "aud": "authenticated",
+        "role": "authenticated",
         "iat": now,
         "exp": now + lifetime,
     }

@@ -26,7 +26,7 @@ def _hand_made(algorithm: str, key: bytes | None, digest: str = "sha256") -> str
     """A token assembled by hand, for algorithms PyJWT would not produce with our key."""
     now = int(datetime.now(UTC).timestamp())
     header = {"alg": algorithm, "typ": "JWT"}
-    claims = {"sub": OWNER, "aud": "authenticated", "exp": now + 300}
+    claims = {"sub": OWNER, "aud": "authenticated", "role": "authenticated", "exp": now + 300}
     signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
     signature = hmac.new(key, signing_input.encode(), digest).digest() if key else b""
     return f"{signing_input}.{_b64(signature)}"
@@ -60,6 +60,11 @@ BAD_AUTHORIZATION = {
     "non-UUID sub": lambda ident: "Bearer " + ident.token("user-42"),
     "UUID without dashes": lambda ident: "Bearer " + ident.token(OWNER.replace("-", "")),
     "no sub": lambda ident: "Bearer " + ident.token(None),
+    "no role": lambda ident: "Bearer " + ident.token(role=None),
+    "role anon": lambda ident: "Bearer " + ident.token(role="anon"),
+    "role service_role": lambda ident: "Bearer " + ident.token(role="service_role"),
+    "anonymous user": lambda ident: "Bearer " + ident.token(is_anonymous=True),
+    "is_anonymous not a boolean": lambda ident: "Bearer " + ident.token(is_anonymous="false"),
 }
 
 
@@ -105,13 +110,88 @@ async def test_valid_token_reaches_the_backend_as_owner(
     assert call.request.owner_id == identity.owner  # canonical lowercase
 
 
-def test_leeway_tolerates_small_clock_skew_only() -> None:
-    verifier = TokenVerifier(SECRET, leeway_seconds=30)
+async def test_leeway_tolerates_small_clock_skew_only() -> None:
+    verifier = TokenVerifier(secret=SECRET, jwks=None, leeway_seconds=30)
     now = datetime.now(UTC)
 
     def token(exp: datetime) -> str:
-        return jwt.encode({"sub": OWNER, "aud": "authenticated", "exp": exp}, SECRET, "HS256")
+        claims = {"sub": OWNER, "aud": "authenticated", "role": "authenticated", "exp": exp}
+        return jwt.encode(claims, SECRET, "HS256")
 
-    assert verifier.owner_id(token(now - timedelta(seconds=10))) == OWNER
+    assert (await verifier.caller(token(now - timedelta(seconds=10)))).owner_id == OWNER
     with pytest.raises(Exception, match="Authentication required"):
-        verifier.owner_id(token(now - timedelta(seconds=45)))
+        await verifier.caller(token(now - timedelta(seconds=45)))
+
+
+async def test_a_real_user_with_is_anonymous_false_is_accepted(
+    client: httpx.AsyncClient, identity, backends
+) -> None:
+    response = await client.get(
+        "/api/v1/usage", headers=identity.headers(identity.token(is_anonymous=False))
+    )
+
+    assert response.status_code == 200
+    assert len(backends.usage.recorder.calls) == 1
+
+
+ISSUER = "https://project.supabase.co/auth/v1"
+
+
+@pytest.mark.parametrize(
+    ("iss", "status"), [(ISSUER, 200), ("https://other.supabase.co/auth/v1", 401), (None, 401)]
+)
+async def test_issuer_is_pinned_when_configured(
+    edge_clients, make_settings, identity, backends, iss: str | None, status: int
+) -> None:
+    client = await edge_clients.open(make_settings(AUTH_JWT_ISSUER=ISSUER))
+
+    response = await client.get("/api/v1/usage", headers=identity.headers(identity.token(iss=iss)))
+
+    assert response.status_code == status
+
+
+async def test_zero_plan_anonymous_user_sees_an_empty_plan(
+    edge_clients, make_settings, identity, backends
+) -> None:
+    client = await edge_clients.open(make_settings(AUTH_ANONYMOUS_USERS="zero_plan"))
+    headers = identity.headers(identity.token(is_anonymous=True))
+
+    response = await client.get("/api/v1/usage", headers=headers)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["plan"], body["monthlyGenerations"], body["used"], body["remaining"]) == (
+        "anonymous",
+        0,
+        0,
+        0,
+    )
+    assert body["periodStart"] < body["periodEnd"]
+    assert backends.usage.recorder.calls == []
+
+
+async def test_zero_plan_anonymous_user_cannot_submit(
+    edge_clients, make_settings, identity, backends
+) -> None:
+    client = await edge_clients.open(make_settings(AUTH_ANONYMOUS_USERS="zero_plan"))
+    headers = identity.headers(identity.token(is_anonymous=True))
+
+    response = await client.post(
+        "/api/v1/generations", headers=headers, json={"mode": "imagine", "prompt": "a calm room"}
+    )
+
+    assert response.status_code == 402
+    assert response.json()["error"]["code"] == "LIMIT_EXCEEDED"
+    assert backends.generation.recorder.calls == []
+    assert backends.usage.recorder.calls == []
+
+
+async def test_zero_plan_leaves_real_users_alone(
+    edge_clients, make_settings, identity, backends
+) -> None:
+    client = await edge_clients.open(make_settings(AUTH_ANONYMOUS_USERS="zero_plan"))
+
+    response = await client.get("/api/v1/usage", headers=identity.headers())
+
+    assert response.status_code == 200
+    assert response.json()["monthlyGenerations"] == 10  # the usage backend's answer

@@ -13,6 +13,7 @@ from edge_api.clients import Clients, open_clients
 from edge_api.cors import ApiCorsMiddleware
 from edge_api.errors import install_error_handlers
 from edge_api.feed import JobFeed
+from edge_api.jwks import JwksKeys
 from edge_api.middleware import RequestContextMiddleware
 from edge_api.openapi import install_openapi
 from edge_api.routes import (
@@ -45,10 +46,12 @@ def create_app(
     settings: EdgeSettings, runtime_config: RuntimeConfig, clients: Clients | None = None
 ) -> FastAPI:
     """Build the app. Without ``clients`` the lifespan opens (and closes) its own."""
+    jwks = jwks_keys(settings)
     state = EdgeState(
         settings=settings,
         runtime_config=runtime_config,
-        token_verifier=TokenVerifier(settings.jwt_secret(), settings.auth_leeway_seconds),
+        token_verifier=token_verifier(settings, jwks),
+        jwks=jwks,
         clients=clients,
         trusted_proxies=settings.trusted_proxies(),
         submissions=asyncio.Semaphore(settings.max_concurrent_submissions),
@@ -61,6 +64,9 @@ def create_app(
         owned = state.clients is None
         if owned:
             state.clients = open_clients(settings)
+        if jwks is not None:
+            # A failure is logged, not fatal: keys are fetched again on the first token.
+            await jwks.refresh()
         log.info("edge.started", servesPublicFiles=settings.s3_public_base_url is None)
         try:
             yield
@@ -101,3 +107,26 @@ def create_app(
         app.include_router(public.router)
     install_openapi(app, runtime_config)
     return app
+
+
+def jwks_keys(settings: EdgeSettings) -> JwksKeys | None:
+    """The JWKS cache of AUTH_JWKS_URL, or None when only HS256 tokens are accepted."""
+    if settings.auth_jwks_url is None:
+        return None
+    return JwksKeys(
+        settings.auth_jwks_url,
+        timeout_seconds=settings.auth_jwks_timeout_seconds,
+        min_refetch_seconds=settings.auth_jwks_min_refetch_seconds,
+        max_age_seconds=settings.auth_jwks_max_age_seconds,
+    )
+
+
+def token_verifier(settings: EdgeSettings, jwks: JwksKeys | None) -> TokenVerifier:
+    """The verifier of user tokens, as the settings configure it."""
+    return TokenVerifier(
+        secret=settings.jwt_secret(),
+        jwks=jwks,
+        leeway_seconds=settings.auth_leeway_seconds,
+        issuer=settings.auth_jwt_issuer,
+        allow_anonymous=settings.auth_anonymous_users == "zero_plan",
+    )

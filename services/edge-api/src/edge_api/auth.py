@@ -1,26 +1,36 @@
-"""Bearer JWT authentication: HS256 user tokens whose ``sub`` is the owner id.
+"""Bearer JWT authentication: Supabase-style user tokens whose ``sub`` is the owner id.
 
-Tokens are Supabase-style: ``aud`` = ``authenticated``, ``exp`` required,
-``nbf`` / ``iat`` honoured with a small leeway. Only HS256 is accepted, so
-``alg: none`` and RS/HS confusion are refused by construction. Tokens are never
-logged; every failure is the same 401.
+Two kinds of key, usable together: HS256 with ``AUTH_JWT_SECRET``, and RS256 / ES256
+with the keys of ``AUTH_JWKS_URL`` (picked by ``kid``). The algorithm a token may use
+comes from the key, never from the token alone: an HS256 token is checked only
+against the secret, an RS/ES token only against a JWKS key of that type, so
+``alg: none`` and HS/RS confusion are refused by construction.
+
+Claims: ``exp`` required, ``aud`` = ``authenticated``, ``role`` = ``authenticated``,
+``sub`` a UUID, ``iss`` pinned when ``AUTH_JWT_ISSUER`` is set, ``nbf`` / ``iat``
+honoured with a small leeway. Anonymous users (``is_anonymous``) are refused unless
+``AUTH_ANONYMOUS_USERS=zero_plan``. Tokens are never logged; every failure is the
+same 401.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from edge_api.jwks import JwksKeys
 from edge_api.state import State
 from kit.errors import Unauthorized
 from kit.logging import bind_context
 
 AUDIENCE = "authenticated"
-ALGORITHMS = ["HS256"]
+ROLE = "authenticated"
+HMAC_ALGORITHM = "HS256"
 # Real tokens are about 1 KB; anything far larger is not one of ours.
 MAX_TOKEN_CHARS = 8 * 1024
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -28,50 +38,104 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 bearer_scheme = HTTPBearer(
     auto_error=False,
     bearerFormat="JWT",
-    description="HS256 user token: `sub` = user id (UUID), `aud` = `authenticated`, `exp`.",
+    description="User token (HS256, or RS256/ES256 from the JWKS): `sub` = user id (UUID), "
+    "`aud` = `authenticated`, `role` = `authenticated`, `exp`.",
 )
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who a verified token names."""
+
+    owner_id: str
+    # Only with AUTH_ANONYMOUS_USERS=zero_plan: a Supabase anonymous user, no generations.
+    anonymous: bool = False
+
+
 class TokenVerifier:
-    """Checks a token and returns the verified owner id."""
+    """Checks a token and returns the verified caller."""
 
-    def __init__(self, secret: str, leeway_seconds: float) -> None:
+    def __init__(
+        self,
+        *,
+        secret: str | None,
+        jwks: JwksKeys | None,
+        leeway_seconds: float,
+        issuer: str | None = None,
+        allow_anonymous: bool = False,
+    ) -> None:
         self._secret = secret
+        self._jwks = jwks
         self._leeway = leeway_seconds
+        self._issuer = issuer
+        self._allow_anonymous = allow_anonymous
 
-    def owner_id(self, token: str) -> str:
-        """The token's ``sub`` as a canonical lowercase UUID; Unauthorized otherwise."""
+    async def caller(self, token: str) -> Caller:
+        """The token's caller (``sub`` as a lowercase UUID); Unauthorized otherwise."""
         if len(token) > MAX_TOKEN_CHARS:
             raise Unauthorized()
         try:
+            key, algorithm = await self._key_for(jwt.get_unverified_header(token))
             claims = jwt.decode(
                 token,
-                self._secret,
-                algorithms=ALGORITHMS,
+                key,
+                algorithms=[algorithm],
                 audience=AUDIENCE,
+                issuer=self._issuer,
                 leeway=self._leeway,
-                options={"require": ["exp", "aud", "sub"]},
+                options={"require": self._required_claims()},
             )
         except jwt.PyJWTError:
             raise Unauthorized() from None
+        return self._caller(claims)
+
+    def _required_claims(self) -> list[str]:
+        return ["exp", "aud", "sub", "iss"] if self._issuer else ["exp", "aud", "sub"]
+
+    async def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
+        algorithm = header.get("alg")
+        if algorithm == HMAC_ALGORITHM and self._secret is not None:
+            return self._secret, HMAC_ALGORITHM
+        kid = header.get("kid")
+        if self._jwks is None or not isinstance(kid, str):
+            raise Unauthorized()
+        key = await self._jwks.key(kid)
+        # The key's own type decides the algorithm; the header must agree with it.
+        if key is None or key.algorithm_name != algorithm:
+            raise Unauthorized()
+        return key.key, key.algorithm_name
+
+    def _caller(self, claims: dict[str, Any]) -> Caller:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not _UUID.fullmatch(subject):
             raise Unauthorized()
-        return subject.lower()
+        if claims.get("role") != ROLE:
+            raise Unauthorized()
+        # Anything but an explicit false counts as anonymous: fail closed.
+        anonymous = claims.get("is_anonymous", False) is not False
+        if anonymous and not self._allow_anonymous:
+            raise Unauthorized()
+        return Caller(subject.lower(), anonymous)
 
 
-async def current_owner(
+async def current_caller(
     request: Request,
     state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> str:
-    """FastAPI dependency: the authenticated owner id (binds it for logs)."""
+) -> Caller:
+    """FastAPI dependency: the authenticated caller (binds the owner id for logs)."""
     if credentials is None:
         raise Unauthorized()
-    owner_id = state.token_verifier.owner_id(credentials.credentials)
-    request.state.owner_id = owner_id
-    bind_context(ownerId=owner_id)
-    return owner_id
+    caller = await state.token_verifier.caller(credentials.credentials)
+    request.state.owner_id = caller.owner_id
+    bind_context(ownerId=caller.owner_id)
+    return caller
 
 
+async def current_owner(caller: Annotated[Caller, Depends(current_caller)]) -> str:
+    """FastAPI dependency: the authenticated owner id."""
+    return caller.owner_id
+
+
+Authenticated = Annotated[Caller, Depends(current_caller)]
 Owner = Annotated[str, Depends(current_owner)]

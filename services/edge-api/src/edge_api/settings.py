@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -28,7 +29,8 @@ class EdgeSettings(ServiceSettings, S3Settings):
     # addresses or CIDR networks (e.g. the compose network of Envoy), or "*".
     trusted_proxy_ips: str = Field(default="127.0.0.1", alias="TRUSTED_PROXY_IPS")
 
-    # Required in production; in development the published DEV_JWT_SECRET stands in.
+    # HS256 tokens. In production this or AUTH_JWKS_URL (or both) is required; in
+    # development, with neither set, the published DEV_JWT_SECRET stands in.
     auth_jwt_secret: SecretStr | None = Field(default=None, alias="AUTH_JWT_SECRET")
     # Server-Sent Events: a comment line at least this often keeps idle streams open.
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0, alias="SSE_HEARTBEAT_SECONDS")
@@ -38,6 +40,21 @@ class EdgeSettings(ServiceSettings, S3Settings):
     # Browser origins allowed to call the API (comma-separated scheme://host[:port]);
     # empty: no CORS headers for anyone.
     cors_allowed_origins: str = Field(default="", alias="CORS_ALLOWED_ORIGINS")
+    # RS256 / ES256 tokens: the auth provider's JWKS (https in production).
+    auth_jwks_url: str | None = Field(default=None, alias="AUTH_JWKS_URL")
+    # A token naming a kid the cache lacks refetches the JWKS at most this often.
+    auth_jwks_min_refetch_seconds: float = Field(
+        default=30.0, gt=0, alias="AUTH_JWKS_MIN_REFETCH_SECONDS"
+    )
+    # Cached keys are refetched on their first use after this long (revoked keys go away).
+    auth_jwks_max_age_seconds: float = Field(default=600.0, gt=0, alias="AUTH_JWKS_MAX_AGE_SECONDS")
+    auth_jwks_timeout_seconds: float = Field(default=5.0, gt=0, alias="AUTH_JWKS_TIMEOUT_SECONDS")
+    # When set, a token's `iss` must equal it (e.g. https://<project>.supabase.co/auth/v1).
+    auth_jwt_issuer: str | None = Field(default=None, alias="AUTH_JWT_ISSUER")
+    # Supabase anonymous users: refused (401), or accepted with a plan of zero generations.
+    auth_anonymous_users: Literal["refuse", "zero_plan"] = Field(
+        default="refuse", alias="AUTH_ANONYMOUS_USERS"
+    )
     # Clock skew tolerated for exp / nbf / iat.
     auth_leeway_seconds: float = Field(default=30.0, ge=0, le=30, alias="AUTH_LEEWAY_SECONDS")
 
@@ -62,9 +79,9 @@ class EdgeSettings(ServiceSettings, S3Settings):
     # Unset: 2 * uploads.max_bytes + REQUEST_OVERHEAD_BYTES from the runtime config.
     max_request_bytes: int | None = Field(default=None, gt=0, alias="MAX_REQUEST_BYTES")
 
-    @field_validator("auth_jwt_secret", mode="before")
+    @field_validator("auth_jwt_secret", "auth_jwks_url", "auth_jwt_issuer", mode="before")
     @classmethod
-    def _blank_secret_is_unset(cls, value: object) -> object:
+    def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("auth_jwt_secret")
@@ -75,16 +92,34 @@ class EdgeSettings(ServiceSettings, S3Settings):
             raise ValueError("AUTH_JWT_SECRET must be at least 32 bytes")
         return value
 
-    def jwt_secret(self) -> str:
-        """The HS256 secret of user tokens (the published dev one only in development)."""
+    @field_validator("auth_jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("AUTH_JWKS_URL must be an http(s) URL")
+        return value
+
+    def jwt_secret(self) -> str | None:
+        """The HS256 secret of user tokens, or None when only JWKS tokens are accepted.
+
+        The published dev secret stands in only in development with neither set
+        (production refuses to build without one of them).
+        """
         if self.auth_jwt_secret is not None:
             return self.auth_jwt_secret.get_secret_value()
-        return DEV_JWT_SECRET
+        return DEV_JWT_SECRET if self.auth_jwks_url is None else None
 
     def production_secrets(self) -> Iterable[tuple[str, str | None]]:
-        yield "AUTH_JWT_SECRET", _reveal(self.auth_jwt_secret)
+        if self.auth_jwks_url is None:
+            yield "AUTH_JWT_SECRET (or AUTH_JWKS_URL)", _reveal(self.auth_jwt_secret)
+        elif self.auth_jwt_secret is not None:  # with a JWKS too, a secret must still be real
+            yield "AUTH_JWT_SECRET", _reveal(self.auth_jwt_secret)
         if self.s3_public_base_url is None:  # the edge reads public renders itself
             yield "S3_SECRET_KEY", self.s3_secret_key.get_secret_value()
+
+    def production_problems(self) -> Iterable[str]:
+        if self.auth_jwks_url is not None and not self.auth_jwks_url.startswith("https://"):
+            yield "AUTH_JWKS_URL must be https (the keys decide who is authenticated)"
 
     def request_limit(self, upload_max_bytes: int) -> int:
         """The cap on any request body, in bytes."""

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from edge_api.base_url import TrustedProxies
 from edge_api.clients import Clients
+from edge_api.jwks import JwksKeys
 from edge_api.settings import EdgeSettings
 from kit.errors import InternalError
 from kit.runtime_config import RuntimeConfig
@@ -34,6 +35,8 @@ class EdgeState:
     catalog: CatalogAnswer
     # The shared upstream change feed that wakes Server-Sent Events watchers.
     feed: JobFeed
+    # The JWKS cache behind the verifier (AUTH_JWKS_URL), fetched at start-up.
+    jwks: JwksKeys | None = None
     clients: Clients | None = None
 
     def connected(self) -> Clients:

@@ -87,7 +87,7 @@ async def watch_generation(
     ] = None,
 ) -> StreamingResponse:
     """The job now, then each change, until it is finished."""
-    owner_id = state.token_verifier.owner_id(_token(request, access_token))
+    owner_id = (await state.token_verifier.caller(_token(request, access_token))).owner_id
     request.state.owner_id = owner_id
     bind_context(ownerId=owner_id)
     job_key = _job_id(job_id)

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Request, Response
 from python_multipart.multipart import parse_options_header
 
-from edge_api.auth import Owner
+from edge_api.auth import Authenticated, Owner
 from edge_api.base_url import request_base_url
 from edge_api.mappers import job_to_json
 from edge_api.openapi import CANCEL_BODY, SUBMIT_BODY, errors
@@ -25,7 +25,7 @@ from edge_api.uploads import (
     read_multipart,
 )
 from interior.generation.v1 import generation_pb2
-from kit.errors import NotFound, UnsupportedMediaType, ValidationError
+from kit.errors import LimitExceeded, NotFound, UnsupportedMediaType, ValidationError
 from kit.grpc_client import outgoing_metadata
 
 router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
@@ -103,7 +103,7 @@ def _idempotency_key(header: str | None, field: str | None) -> str:
 async def submit_generation(
     request: Request,
     response: Response,
-    owner_id: Owner,
+    caller: Authenticated,
     state: State,
     idempotency_key: Annotated[
         str | None,
@@ -115,6 +115,9 @@ async def submit_generation(
     ] = None,
 ) -> JobOut:
     """Validate and stream the upload, then hand it to the generation service."""
+    if caller.anonymous:  # a zero plan: refused before a byte of the upload is read
+        raise LimitExceeded()
+    owner_id = caller.owner_id
     clients = state.connected()
     async with state.submissions:
         submission = await _read_submission(request, state)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from edge_api.auth import Owner
+from edge_api.anonymous import zero_plan
+from edge_api.auth import Authenticated
 from edge_api.mappers import quota_to_json
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
@@ -17,10 +18,12 @@ router = APIRouter(prefix=API_PREFIX, tags=["usage"])
 
 
 @router.get("/usage", summary="The caller's quota", responses=errors(401, 500, 503))
-async def get_usage(owner_id: Owner, state: State) -> QuotaOut:
+async def get_usage(caller: Authenticated, state: State) -> QuotaOut:
     """``{plan, monthlyGenerations, used, remaining, periodStart, periodEnd}``."""
+    if caller.anonymous:
+        return zero_plan()
     quota = await state.connected().usage.GetQuota(
-        usage_pb2.GetQuotaRequest(owner_id=owner_id),
+        usage_pb2.GetQuotaRequest(owner_id=caller.owner_id),
         timeout=state.rpc_timeout(),
         metadata=outgoing_metadata(),
     )
