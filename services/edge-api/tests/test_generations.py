@@ -27,6 +27,7 @@ def _succeeded_job(backends, owner: str):
             generation_pb2.Variant(idx=1, object_key=f"renders/{render_id}/1.jpg"),
             generation_pb2.Variant(idx=0, object_key=f"renders/{render_id}/0.jpg"),
         ],
+        inputs=[generation_pb2.InputImage(idx=0, url="http://s3.test/private/in.jpg?X-Sig=1")],
     )
 
 
@@ -48,6 +49,7 @@ async def test_succeeded_job_has_the_documented_shape(
         "createdAt": "2026-11-05T09:30:00.000Z",
         "updatedAt": "2026-11-05T09:32:10.250Z",
         "completedAt": "2026-11-05T09:32:10.250Z",
+        "inputs": [{"idx": 0, "url": "http://s3.test/private/in.jpg?X-Sig=1"}],
         "variants": [
             {"idx": 0, "url": f"http://edge.test/public/renders/{job.render_id}/0.jpg"},
             {"idx": 1, "url": f"http://edge.test/public/renders/{job.render_id}/1.jpg"},

@@ -8,6 +8,7 @@ from urllib.parse import quote
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from edge_api.schemas import (
+    InputOut,
     JobErrorOut,
     JobOut,
     JobSettingsOut,
@@ -74,8 +75,13 @@ def job_to_json(job: generation_pb2.Job, public_base_url: str) -> JobOut:
         created_at=iso_utc(job.created_at),
         updated_at=iso_utc(job.updated_at),
         completed_at=iso_utc(job.completed_at) if job.HasField("completed_at") else None,
+        inputs=[InputOut(idx=item.idx, url=item.url) for item in sorted(job.inputs, key=_idx)],
         variants=variants,
     )
+
+
+def _idx(item: generation_pb2.InputImage) -> int:
+    return item.idx
 
 
 def quota_to_json(quota: usage_pb2.Quota) -> QuotaOut:

@@ -56,6 +56,13 @@ class VariantOut(ApiModel):
     url: str = Field(description="Public URL of the rendered image (JPEG).")
 
 
+class InputOut(ApiModel):
+    idx: int
+    url: str = Field(
+        description="A short-lived signed URL of the caller's own input image (before/after)."
+    )
+
+
 class JobOut(ApiModel):
     """A generation job as the client sees it."""
 
@@ -67,6 +74,10 @@ class JobOut(ApiModel):
     created_at: str = Field(description="ISO-8601 UTC, e.g. 2025-01-31T12:00:00.000Z")
     updated_at: str
     completed_at: str | None
+    inputs: list[InputOut] = Field(
+        description="The caller's input images, in order (input1, input2); links expire "
+        "after a few minutes: read the job again for fresh ones."
+    )
     variants: list[VariantOut] = Field(description="Empty unless the job succeeded.")
 
 

@@ -310,6 +310,7 @@ class Job(_message.Message):
     RENDER_ID_FIELD_NUMBER: _builtins.int
     VARIANTS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     owner_id: _builtins.str
     prediction_id: _builtins.str
@@ -335,6 +336,12 @@ class Job(_message.Message):
     def completed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def variants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Variant]: ...
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputImage]:
+        """The owner's own input images as short-lived signed URLs, in input order (a
+        before/after view). Only in answers to the job's owner.
+        """
+
     def __init__(
         self,
         *,
@@ -350,14 +357,38 @@ class Job(_message.Message):
         render_id: _builtins.str = ...,
         variants: _abc.Iterable[Global___Variant] | None = ...,
         version: _builtins.int = ...,
+        inputs: _abc.Iterable[Global___InputImage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "settings", b"settings", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "id", b"id", "owner_id", b"owner_id", "prediction_id", b"prediction_id", "render_id", b"render_id", "settings", b"settings", "status", b"status", "updated_at", b"updated_at", "variants", b"variants", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "id", b"id", "inputs", b"inputs", "owner_id", b"owner_id", "prediction_id", b"prediction_id", "render_id", b"render_id", "settings", b"settings", "status", b"status", "updated_at", b"updated_at", "variants", b"variants", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class InputImage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDX_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    idx: _builtins.int
+    url: _builtins.str
+    """A signed GET URL of the private object; expires after the signed URL TTL."""
+    def __init__(
+        self,
+        *,
+        idx: _builtins.int = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idx", b"idx", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputImage: _TypeAlias = InputImage  # noqa: Y015
 
 @_typing.final
 class SubmitGenerationResponse(_message.Message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -10,9 +11,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from generation.domain.audit import JobOutcome
 from generation.domain.events import Outcome
 from generation.domain.jobs import JobView
+from generation.domain.presentation import SignedInput
 from generation.domain.submission import SubmitCommand
 from generation.persistence.feed import JobChange
-from generation.persistence.models import GenerationJob
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import NotFound, ValidationError
 
@@ -84,7 +85,7 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def job_message(job: JobView) -> pb.Job:
+def job_message(job: JobView, inputs: Sequence[SignedInput] = ()) -> pb.Job:
     message = pb.Job(
         id=str(job.id),
         owner_id=str(job.owner_id),
@@ -99,14 +100,11 @@ def job_message(job: JobView) -> pb.Job:
         render_id=str(job.render_id) if job.render_id else "",
         variants=[pb.Variant(idx=v.idx, object_key=v.object_key) for v in job.variants],
         version=job.version,
+        inputs=[pb.InputImage(idx=item.idx, url=item.url) for item in inputs],
     )
     if job.error_code:
         message.error.CopyFrom(pb.JobError(code=job.error_code, message=job.error_message or ""))
     return message
-
-
-def plain_job_message(job: GenerationJob) -> pb.Job:
-    return job_message(JobView.of(job))
 
 
 def change_message(change: JobChange) -> pb.JobChange:

@@ -13,6 +13,8 @@ from generation.api.intake import received_submission
 from generation.domain import audit, history, queries
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction
+from generation.domain.jobs import JobView
+from generation.domain.presentation import signed_inputs
 from generation.domain.provider import InvalidProviderPayload
 from generation.domain.submission import submit_generation
 from generation.persistence.feed import ChangeFeed, FeedLost, JobChange, SubscriberTooSlow
@@ -29,14 +31,17 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         self._ctx = ctx
         self._feed = feed
 
+    def _shown(self, view: JobView) -> pb.Job:
+        """A job as its owner sees it: with signed links to their inputs."""
+        return mappers.job_message(view, signed_inputs(self._ctx, view))
+
     async def SubmitGeneration(
         self, request_iterator: AsyncIterator[pb.SubmitGenerationPart], context: Context
     ) -> pb.SubmitGenerationResponse:
         async with received_submission(request_iterator, self._ctx.config.uploads) as command:
             result = await submit_generation(self._ctx, command)
-        return pb.SubmitGenerationResponse(
-            job=mappers.plain_job_message(result.job), replayed=result.replayed
-        )
+        job = self._shown(JobView.of(result.job))
+        return pb.SubmitGenerationResponse(job=job, replayed=result.replayed)
 
     async def GetGeneration(
         self, request: pb.GetGenerationRequest, context: Context
@@ -45,7 +50,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         view = await queries.get_generation(
             self._ctx, owner_id, mappers.job_id_from(request.job_id)
         )
-        return pb.GetGenerationResponse(job=mappers.job_message(view))
+        return pb.GetGenerationResponse(job=self._shown(view))
 
     async def CancelGeneration(
         self, request: pb.CancelGenerationRequest, context: Context
@@ -54,7 +59,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         view = await queries.cancel_generation(
             self._ctx, owner_id, mappers.job_id_from(request.job_id)
         )
-        return pb.CancelGenerationResponse(job=mappers.job_message(view))
+        return pb.CancelGenerationResponse(job=self._shown(view))
 
     async def DeleteGeneration(
         self, request: pb.DeleteGenerationRequest, context: Context
@@ -63,7 +68,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         view = await queries.delete_generation(
             self._ctx, owner_id, mappers.job_id_from(request.job_id)
         )
-        return pb.DeleteGenerationResponse(job=mappers.job_message(view))
+        return pb.DeleteGenerationResponse(job=self._shown(view))
 
     async def ListGenerations(
         self, request: pb.ListGenerationsRequest, context: Context
@@ -76,7 +81,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             request.page_token,
         )
         return pb.ListGenerationsResponse(
-            jobs=[mappers.job_message(view) for view in page.jobs],
+            jobs=[self._shown(view) for view in page.jobs],
             next_page_token=page.next_token,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -118,6 +119,8 @@ class JobView:
     completed_at: datetime | None
     # The change feed's version of the job (see the 0002 migration's triggers).
     version: int
+    # Object keys of the job's inputs in the private bucket, in input order.
+    input_keys: Sequence[str] = ()
     render_id: uuid.UUID | None = None
     variants: tuple[VariantRef, ...] = ()
 
@@ -142,4 +145,5 @@ VIEW_COLUMNS = (
     "updated_at",
     "completed_at",
     "version",
+    "input_keys",
 )

@@ -1,0 +1,28 @@
+"""What a job's owner is shown beyond the row: short-lived links to their own inputs.
+
+Inputs stay private; the owner (and only the owner: every read that reaches here is
+owner-scoped) gets signed GET URLs that expire after the runtime config's signed
+URL TTL, for a before/after view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from generation.domain.context import GenerationContext
+from generation.domain.jobs import JobView
+
+
+@dataclass(frozen=True)
+class SignedInput:
+    idx: int
+    url: str
+
+
+def signed_inputs(ctx: GenerationContext, view: JobView) -> tuple[SignedInput, ...]:
+    """One signed URL per input of ``view``, in input order."""
+    ttl = ctx.config.uploads.signed_url_ttl_seconds
+    return tuple(
+        SignedInput(idx, ctx.storage.sign_get_url(ctx.private_bucket, key, ttl))
+        for idx, key in enumerate(view.input_keys)
+    )
