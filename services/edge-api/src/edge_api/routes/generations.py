@@ -18,6 +18,7 @@ from edge_api.schemas import IDEMPOTENCY_KEY_PATTERN, CancelRequest, JobOut, Sub
 from edge_api.state import EdgeState, State
 from edge_api.submission import Submission, send_submission
 from edge_api.uploads import (
+    MinRate,
     MultipartForm,
     multipart_boundary,
     parse_model,
@@ -25,7 +26,7 @@ from edge_api.uploads import (
     read_multipart,
 )
 from interior.generation.v1 import generation_pb2
-from kit.errors import NotFound, UnsupportedMediaType, ValidationError
+from kit.errors import NotFound, RequestTimeout, UnsupportedMediaType, ValidationError
 from kit.grpc_client import outgoing_metadata
 
 router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
@@ -63,13 +64,18 @@ async def _read_submission(request: Request, state: EdgeState) -> Submission:
     media_type, options = parse_options_header(request.headers.get("content-type"))
     if media_type == b"multipart/form-data":
         boundary = multipart_boundary(options)
+        settings = state.settings
+        min_rate = MinRate(
+            settings.upload_min_bytes_per_second, settings.upload_rate_window_seconds
+        )
         try:
-            async with asyncio.timeout(state.settings.upload_read_timeout_seconds):
+            # The ceiling for the whole body; the minimum rate cuts trickles off sooner.
+            async with asyncio.timeout(settings.upload_read_timeout_seconds):
                 form = await read_multipart(
-                    request, boundary, state.runtime_config.uploads.max_bytes
+                    request, boundary, state.runtime_config.uploads.max_bytes, min_rate
                 )
         except TimeoutError:
-            raise ValidationError("The upload took too long.") from None
+            raise RequestTimeout("The upload took too long.") from None
         try:
             fields = parse_model(SubmissionFields, form.fields)
         except BaseException:
@@ -96,7 +102,7 @@ def _idempotency_key(header: str | None, field: str | None) -> str:
             "description": "Accepted. `Location` names the job; a replay of an earlier "
             "submission with the same idempotency key carries `Idempotent-Replayed: true`."
         },
-        **errors(400, 401, 402, 409, 413, 415, 422, 500, 502, 503),
+        **errors(400, 401, 402, 408, 409, 413, 415, 422, 429, 500, 502, 503),
     },
     openapi_extra=SUBMIT_BODY,
 )
@@ -116,7 +122,8 @@ async def submit_generation(
 ) -> JobOut:
     """Validate and stream the upload, then hand it to the generation service."""
     clients = state.connected()
-    async with state.submissions:
+    # Authenticated first (owner_id), so the per-user limit applies before a slot is taken.
+    async with state.uploads.admit(owner_id):
         submission = await _read_submission(request, state)
         try:
             header = submission.request(
