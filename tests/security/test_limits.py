@@ -1,4 +1,5 @@
-"""Limits everywhere: body caps (Envoy and edge), header caps, gRPC message sizes.
+"""Limits everywhere: body caps (Envoy and edge), header caps, gRPC message sizes,
+and fair uploads (a user's concurrent uploads, answered 429 through Envoy).
 
 Caps are checked on the real parts: the deployed Envoy config in front of the
 in-process stack, the edge itself, and the generation gRPC server.
@@ -210,4 +211,50 @@ async def test_generation_refuses_a_grpc_message_over_its_max(stack: Stack, user
         assert judged.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         await channel.close()
+    await assert_nothing_left(stack, user)
+
+
+async def _held_upload(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An upload that declares 1 MiB and sends only its first part: it stays in progress."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    first = (
+        b'--b\r\nContent-Disposition: form-data; name="mode"\r\n\r\nredesign\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="input1"; filename="a.jpg"\r\n\r\n'
+    )
+    writer.write(_upload_head(token, 1024 * 1024).encode() + first + b"x" * 4096)
+    await writer.drain()
+    return reader, writer
+
+
+async def _until_uploads(stack: Stack, expected: dict[str, int]) -> None:
+    """Poll the edge's per-user upload counts (it serves in another thread)."""
+    admission = stack.edge._app.state.edge.uploads
+    async with asyncio.timeout(10):
+        while admission.uploads_by_user() != expected:
+            await asyncio.sleep(0.01)
+    assert admission.slots_in_use() == sum(expected.values())
+
+
+async def test_through_envoy_a_third_concurrent_upload_is_429_and_others_still_submit(
+    stack: Stack, envoy: Envoy, envoy_client: httpx.AsyncClient, user: User, other_user: User
+) -> None:
+    token = user.headers["Authorization"].removeprefix("Bearer ")
+    port = _port(envoy.url)
+    held = [await _held_upload(port, token) for _ in range(2)]
+    await _until_uploads(stack, {str(user.id): 2})
+
+    status, headers, body = await raw_exchange(port, _upload_head(token, 1024 * 1024), b"--b\r\n")
+    other = await envoy_client.post(
+        "/api/v1/generations",
+        json={"mode": "imagine", "prompt": "A bright kitchen with timber benches"},
+        headers=other_user.headers,
+    )
+
+    assert status == 429
+    assert int(headers["retry-after"]) > 0
+    assert httpx.Response(429, content=body).json()["error"]["code"] == "TOO_MANY_REQUESTS"
+    assert other.status_code == 202, other.text
+    for _, writer in held:  # Envoy resets the upstream streams: the edge lets go of both
+        writer.close()
+    await _until_uploads(stack, {})
     await assert_nothing_left(stack, user)
