@@ -58,12 +58,19 @@ class RawUpload:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def start(cls, edge: Edge, owner: str, first: bytes, length: int = DECLARED) -> RawUpload:
+    async def start(
+        cls,
+        edge: Edge,
+        owner: str,
+        first: bytes,
+        length: int = DECLARED,
+        content_type: str = CONTENT_TYPE,
+    ) -> RawUpload:
         reader, writer = await asyncio.open_connection("127.0.0.1", edge.port)
         head = (
             f"POST /api/v1/generations HTTP/1.1\r\nHost: edge\r\n"
             f"Authorization: Bearer {edge.token(owner)}\r\n"
-            f"Content-Type: {CONTENT_TYPE}\r\nContent-Length: {length}\r\n\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
         ).encode()
         writer.write(head + first)
         await writer.drain()
@@ -252,14 +259,35 @@ async def test_a_too_slow_body_gets_408_its_spool_deleted_and_its_slot_back_at_o
     await upload.disconnect()
 
 
-async def _trickle(upload: RawUpload, *, enabled: bool) -> None:
-    """About 2 KB/s, far under the minimum rate, until the edge hangs up."""
+async def _trickle(upload: RawUpload, *, enabled: bool, piece: bytes = b"y" * 100) -> None:
+    """A piece every 50 ms (2 KB/s by default), until the edge hangs up."""
     while enabled:
         try:
-            await upload.send(b"y" * 100)
+            await upload.send(piece)
         except ConnectionError:
             return
         await asyncio.sleep(0.05)  # the client's pace is what is being tested
+
+
+async def test_a_trickled_json_submission_gets_408_and_its_slot_back(
+    serve: Callable[..., Edge], backends
+) -> None:
+    # JSON bodies hold a slot too: the same minimum rate applies.
+    edge = serve(UPLOAD_MIN_BYTES_PER_SECOND=1024, UPLOAD_RATE_WINDOW_SECONDS=0.5)
+    first = b'{"mode": "imagine", "prompt": "'
+    upload = await RawUpload.start(edge, _user(), first, 4000, "application/json")
+    trickle = asyncio.create_task(_trickle(upload, enabled=True, piece=b"a"))
+    try:
+        answer = await upload.answer()
+    finally:
+        trickle.cancel()
+        await asyncio.gather(trickle, return_exceptions=True)
+
+    assert answer.status == 408
+    assert answer.body["error"]["code"] == "REQUEST_TIMEOUT"
+    assert edge.counts() == ({}, 0)
+    assert backends.generation.recorder.calls == []
+    await upload.disconnect()
 
 
 async def test_an_upload_at_a_healthy_rate_is_not_cut_off(

@@ -7,8 +7,10 @@ whatever the file's size; the moment a part grows past the upload limit reading
 stops and the request is refused with 413. Field names and text sizes are
 checked while parsing, so a bad request costs as little as possible. Only the
 seven known fields are accepted, each at most once, which also caps the number
-of parts. The spools belong to the returned form (``close()`` it); when reading
-fails in any way (a broken rule, a disconnect, a timeout) they are closed here.
+of parts. A body slower than a minimum rate (``MinRate``, see edge_api.pace) is
+cut off with RequestTimeout (408). The spools belong to the returned form
+(``close()`` it); when reading fails in any way (a broken rule, a disconnect, a
+timeout) they are closed here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
@@ -182,7 +185,7 @@ def multipart_boundary(options: dict[bytes, bytes]) -> bytes:
     return boundary
 
 
-async def _chunks(request: Request, min_rate: MinRate | None = None) -> AsyncIterator[bytes]:
+async def _chunks(request: Request, min_rate: MinRate | None = None) -> AsyncGenerator[bytes, None]:
     stream = request.stream()
     pace = _start_pace(min_rate)
     try:
@@ -253,10 +256,12 @@ async def _parse(
         },
     )
     try:
-        async for chunk in _chunks(request, min_rate):
-            parser.write(chunk)
-            if collector.finished:
-                break  # anything after the closing boundary is an epilogue
+        # Closed on the way out (an early break included), not whenever GC gets to it.
+        async with aclosing(_chunks(request, min_rate)) as chunks:
+            async for chunk in chunks:
+                parser.write(chunk)
+                if collector.finished:
+                    break  # anything after the closing boundary is an epilogue
     except FormParserError:
         raise ValidationError(_MALFORMED) from None
     if not collector.finished:
@@ -266,13 +271,16 @@ async def _parse(
     return collector.form
 
 
-async def read_json(request: Request, max_bytes: int = MAX_JSON_BYTES) -> Any:
+async def read_json(
+    request: Request, max_bytes: int = MAX_JSON_BYTES, min_rate: MinRate | None = None
+) -> Any:
     """A small JSON body, read with a cap; ValidationError when it is not JSON."""
     body = bytearray()
-    async for chunk in _chunks(request):
-        body += chunk
-        if len(body) > max_bytes:
-            raise PayloadTooLarge("The request body is too large.")
+    async with aclosing(_chunks(request, min_rate)) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > max_bytes:
+                raise PayloadTooLarge("The request body is too large.")
     try:
         return json.loads(body)
     except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd nesting or numbers

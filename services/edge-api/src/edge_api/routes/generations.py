@@ -33,6 +33,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 JSON_TYPE = b"application/json"
+MULTIPART_TYPE = b"multipart/form-data"
 # The pattern is documented only: FastAPI would answer 400, and anything else is 404.
 JobId = Annotated[
     str,
@@ -60,31 +61,32 @@ def public_base(state: EdgeState, request: Request) -> str:
 
 
 async def _read_submission(request: Request, state: EdgeState) -> Submission:
-    """The whole form (text fields may follow the files) or JSON body, checked."""
+    """The whole form (text fields may follow the files) or JSON body, checked.
+
+    Either body holds a submission slot while it arrives, so both get the minimum
+    rate and, as the ceiling for the whole body, the read timeout (408 for each).
+    """
     media_type, options = parse_options_header(request.headers.get("content-type"))
-    if media_type == b"multipart/form-data":
-        boundary = multipart_boundary(options)
-        settings = state.settings
-        min_rate = MinRate(
-            settings.upload_min_bytes_per_second, settings.upload_rate_window_seconds
-        )
-        try:
-            # The ceiling for the whole body; the minimum rate cuts trickles off sooner.
-            async with asyncio.timeout(settings.upload_read_timeout_seconds):
-                form = await read_multipart(
-                    request, boundary, state.runtime_config.uploads.max_bytes, min_rate
-                )
-        except TimeoutError:
-            raise RequestTimeout("The upload took too long.") from None
-        try:
-            fields = parse_model(SubmissionFields, form.fields)
-        except BaseException:
-            form.close()
-            raise
-        return Submission(fields, form)
-    if media_type == JSON_TYPE:
-        return Submission(parse_model(SubmissionFields, await read_json(request)), MultipartForm())
-    raise UnsupportedMediaType("Send multipart/form-data (with images) or application/json.")
+    if media_type not in (MULTIPART_TYPE, JSON_TYPE):
+        raise UnsupportedMediaType("Send multipart/form-data (with images) or application/json.")
+    settings = state.settings
+    min_rate = MinRate(settings.upload_min_bytes_per_second, settings.upload_rate_window_seconds)
+    try:
+        async with asyncio.timeout(settings.upload_read_timeout_seconds):
+            if media_type == JSON_TYPE:
+                data = await read_json(request, min_rate=min_rate)
+                return Submission(parse_model(SubmissionFields, data), MultipartForm())
+            boundary = multipart_boundary(options)
+            max_bytes = state.runtime_config.uploads.max_bytes
+            form = await read_multipart(request, boundary, max_bytes, min_rate)
+    except TimeoutError:
+        raise RequestTimeout("The upload took too long.") from None
+    try:
+        fields = parse_model(SubmissionFields, form.fields)
+    except BaseException:
+        form.close()
+        raise
+    return Submission(fields, form)
 
 
 def _idempotency_key(header: str | None, field: str | None) -> str:
