@@ -130,14 +130,20 @@ _SUBMIT_HEADERS = {
     },
 }
 
+_RETRY_AFTER_HEADER = {
+    "description": "Seconds to wait before trying again.",
+    "schema": {"type": "integer"},
+}
+
 
 def _add_headers(document: dict[str, Any]) -> None:
     for path_item in document.get("paths", {}).values():
         for operation in path_item.values():
             for response in operation.get("responses", {}).values():
                 response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID_HEADER
-    accepted = document["paths"]["/api/v1/generations"]["post"]["responses"]["202"]
-    accepted["headers"].update(_SUBMIT_HEADERS)
+    responses = document["paths"]["/api/v1/generations"]["post"]["responses"]
+    responses["202"]["headers"].update(_SUBMIT_HEADERS)
+    responses["429"]["headers"]["Retry-After"] = _RETRY_AFTER_HEADER
 
 
 def _add_choices(document: dict[str, Any], runtime_config: RuntimeConfig) -> None:

@@ -53,7 +53,7 @@ class EdgeSettings(ServiceSettings, S3Settings):
     upload_slot_wait_seconds: float = Field(default=2.0, gt=0, alias="UPLOAD_SLOT_WAIT_SECONDS")
     # The Retry-After of those 429s.
     upload_retry_after_seconds: int = Field(default=5, gt=0, alias="UPLOAD_RETRY_AFTER_SECONDS")
-    # A multipart body slower than this over any window (the first window is grace)
+    # A submission body slower than this over any window (the first window is grace)
     # is cut off with 408; 0 turns the rule off.
     upload_min_bytes_per_second: int = Field(
         default=16 * 1024, ge=0, alias="UPLOAD_MIN_BYTES_PER_SECOND"
