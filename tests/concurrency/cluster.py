@@ -139,6 +139,9 @@ async def running_cluster(
                     "GENERATION_GRPC_TARGET": f"127.0.0.1:{first_port}",
                     "USAGE_GRPC_TARGET": usage_target,
                     "GRPC_DEADLINE_SECONDS": EDGE_DEADLINE_SECONDS,
+                    # Parallel submits by one user must reach the database (idempotency,
+                    # one job in flight); the edge's per-user upload limit is tested alone.
+                    "MAX_UPLOADS_PER_USER": 64,
                     **s3_server.env(),
                 }
             ),

@@ -49,8 +49,10 @@ class EdgeSettings(ServiceSettings, S3Settings):
     # Fair uploads: a user's uploads in progress at once; the excess is refused (429)
     # before a slot is asked for, so one user can never hold every slot.
     max_uploads_per_user: int = Field(default=2, gt=0, alias="MAX_UPLOADS_PER_USER")
-    # How long a submission may wait for a free slot before it is refused (429).
-    upload_slot_wait_seconds: float = Field(default=2.0, gt=0, alias="UPLOAD_SLOT_WAIT_SECONDS")
+    # How long a submission may wait for a free slot before it is refused (429): long
+    # enough to absorb a burst of honest submissions (a slot turns over in about a
+    # second), short next to the read ceiling, so the queue stays bounded.
+    upload_slot_wait_seconds: float = Field(default=5.0, gt=0, alias="UPLOAD_SLOT_WAIT_SECONDS")
     # The Retry-After of those 429s.
     upload_retry_after_seconds: int = Field(default=5, gt=0, alias="UPLOAD_RETRY_AFTER_SECONDS")
     # A submission body slower than this over any window (the first window is grace)
