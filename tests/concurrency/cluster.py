@@ -140,8 +140,10 @@ async def running_cluster(
                     "USAGE_GRPC_TARGET": usage_target,
                     "GRPC_DEADLINE_SECONDS": EDGE_DEADLINE_SECONDS,
                     # Parallel submits by one user must reach the database (idempotency,
-                    # one job in flight); the edge's per-user upload limit is tested alone.
+                    # one job in flight), and a burst of 100 must queue for the 8 slots
+                    # rather than be shed: the edge's fairness limits are tested alone.
                     "MAX_UPLOADS_PER_USER": 64,
+                    "UPLOAD_SLOT_WAIT_SECONDS": 60,
                     **s3_server.env(),
                 }
             ),
