@@ -139,6 +139,11 @@ async def running_cluster(
                     "GENERATION_GRPC_TARGET": f"127.0.0.1:{first_port}",
                     "USAGE_GRPC_TARGET": usage_target,
                     "GRPC_DEADLINE_SECONDS": EDGE_DEADLINE_SECONDS,
+                    # Parallel submits by one user must reach the database (idempotency,
+                    # one job in flight), and a burst of 100 must queue for the 8 slots
+                    # rather than be shed: the edge's fairness limits are tested alone.
+                    "MAX_UPLOADS_PER_USER": 64,
+                    "UPLOAD_SLOT_WAIT_SECONDS": 60,
                     **s3_server.env(),
                 }
             ),

@@ -96,6 +96,10 @@ async def stack(
             EdgeSettings(
                 GENERATION_GRPC_TARGET=generation_target,
                 USAGE_GRPC_TARGET=usage_target,
+                # These suites fire many parallel submits by one user to prove the
+                # database's one-job-in-flight rule; the edge's per-user upload limit
+                # (tested on its own) would refuse most of them before they got there.
+                MAX_UPLOADS_PER_USER=64,
                 **s3_server.env(),
             ),
             config,

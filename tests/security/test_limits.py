@@ -1,4 +1,5 @@
-"""Limits everywhere: body caps (Envoy and edge), header caps, gRPC message sizes.
+"""Limits everywhere: body caps (Envoy and edge), header caps, gRPC message sizes,
+and fair uploads (a user's concurrent uploads, answered 429 through Envoy).
 
 Caps are checked on the real parts: the deployed Envoy config in front of the
 in-process stack, the edge itself, and the generation gRPC server.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -16,6 +18,7 @@ import pytest
 
 from edge_api.app import create_app as create_edge_app
 from edge_api.settings import EdgeSettings
+from edge_api.state import EdgeState
 from edge_api.uploads import READ_CHUNK_BYTES
 from generation.settings import GenerationSettings
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
@@ -26,7 +29,7 @@ from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.badinput.checks import assert_error, assert_nothing_left
 from tests.e2e.harness import Stack, User, jpeg_bytes
-from tests.security.proxy import Envoy
+from tests.security.proxy import Envoy, running_envoy
 from webhook_gateway.settings import GatewaySettings
 
 # deploy/envoy/envoy.yaml: declared lengths from 21 MiB + 1 are refused on the upload route.
@@ -210,4 +213,71 @@ async def test_generation_refuses_a_grpc_message_over_its_max(stack: Stack, user
         assert judged.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         await channel.close()
+    await assert_nothing_left(stack, user)
+
+
+@pytest.fixture
+async def fair_envoy(
+    stack: Stack, s3_server: S3Endpoint, tmp_path: Path
+) -> AsyncIterator[tuple[Envoy, EdgeState]]:
+    """The deployed Envoy in front of an edge with the production fairness defaults.
+
+    (The shared stack's edge lifts the per-user limit for the parallel-submit suites.)
+    """
+    settings = EdgeSettings(
+        GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
+        USAGE_GRPC_TARGET=stack.usage_target,
+        **s3_server.env(),
+    )
+    app = create_edge_app(settings, load_runtime_config(DEFAULT_RUNTIME_CONFIG))
+    with (
+        ThreadedUvicorn(app, name="fair-edge") as edge,
+        running_envoy(tmp_path, edge.port, stack.gateway.port) as proxy,
+    ):
+        yield proxy, app.state.edge
+
+
+async def _held_upload(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An upload that declares 1 MiB and sends only its first part: it stays in progress."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    first = (
+        b'--b\r\nContent-Disposition: form-data; name="mode"\r\n\r\nredesign\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="input1"; filename="a.jpg"\r\n\r\n'
+    )
+    writer.write(_upload_head(token, 1024 * 1024).encode() + first + b"x" * 4096)
+    await writer.drain()
+    return reader, writer
+
+
+async def _until_uploads(edge: EdgeState, expected: dict[str, int]) -> None:
+    """Poll the edge's per-user upload counts (it serves in another thread)."""
+    async with asyncio.timeout(10):
+        while edge.uploads.uploads_by_user() != expected:
+            await asyncio.sleep(0.01)
+    assert edge.uploads.slots_in_use() == sum(expected.values())
+
+
+async def test_through_envoy_a_third_concurrent_upload_is_429_and_others_still_submit(
+    stack: Stack, fair_envoy: tuple[Envoy, EdgeState], user: User, other_user: User
+) -> None:
+    envoy, edge = fair_envoy
+    token = user.headers["Authorization"].removeprefix("Bearer ")
+    port = _port(envoy.url)
+    held = [await _held_upload(port, token) for _ in range(2)]
+    await _until_uploads(edge, {str(user.id): 2})
+
+    status, headers, body = await raw_exchange(port, _upload_head(token, 1024 * 1024), b"--b\r\n")
+    other = await user.client.post(
+        f"{envoy.url}/api/v1/generations",
+        json={"mode": "imagine", "prompt": "A bright kitchen with timber benches"},
+        headers=other_user.headers,
+    )
+
+    assert status == 429
+    assert int(headers["retry-after"]) > 0
+    assert httpx.Response(429, content=body).json()["error"]["code"] == "TOO_MANY_REQUESTS"
+    assert other.status_code == 202, other.text
+    for _, writer in held:  # Envoy resets the upstream streams: the edge lets go of both
+        writer.close()
+    await _until_uploads(edge, {})
     await assert_nothing_left(stack, user)

@@ -60,6 +60,10 @@ async def test_the_edge_bounds_submissions_in_flight(s3_server: S3Endpoint) -> N
             GENERATION_GRPC_TARGET=target,
             USAGE_GRPC_TARGET=target,
             MAX_CONCURRENT_SUBMISSIONS=LIMIT,
+            # One owner sends them all: the per-user upload limit must not refuse them,
+            # and the ones over LIMIT wait for a slot (longer than the 0.3 s below).
+            MAX_UPLOADS_PER_USER=REQUESTS,
+            UPLOAD_SLOT_WAIT_SECONDS=30,
             **s3_server.env(),
         )
         app = create_edge_app(settings, load_runtime_config(DEFAULT_RUNTIME_CONFIG))

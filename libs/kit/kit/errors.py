@@ -45,6 +45,29 @@ class UnsupportedMediaType(ValidationError):
     default_message = "The file is not a supported image."
 
 
+class RequestTimeout(DomainError):
+    """The request body arrived too slowly (or not in time) and was cut off."""
+
+    code = "REQUEST_TIMEOUT"
+    grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
+    http_status = 408
+    default_message = "The upload was too slow. Please try again."
+
+
+class TooManyRequests(DomainError):
+    """A capacity limit was hit; the client may retry after ``retry_after_seconds``."""
+
+    code = "TOO_MANY_REQUESTS"
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 429
+    default_message = "Too many uploads at once. Please try again shortly."
+
+    def __init__(self, message: str | None = None, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        # Sent as the Retry-After header (whole seconds), never in the body.
+        self.retry_after_seconds = retry_after_seconds
+
+
 class Unauthorized(DomainError):
     code = "UNAUTHORIZED"
     grpc_status = grpc.StatusCode.UNAUTHENTICATED
@@ -118,6 +141,8 @@ ALL_ERRORS: tuple[type[DomainError], ...] = (
     ValidationError,
     PayloadTooLarge,
     UnsupportedMediaType,
+    RequestTimeout,
+    TooManyRequests,
     Unauthorized,
     NotFound,
     TooManyInflight,

@@ -28,7 +28,12 @@ async def test_openapi_document_lists_routes_and_errors(client: httpx.AsyncClien
     }
     assert set(paths["/api/v1/generations/{job_id}"]) == {"get", "patch", "delete"}
     submit = paths["/api/v1/generations"]["post"]
-    assert set(submit["responses"]) >= {"202", "400", "401", "402", "409", "413", "415", "422"}
+    assert set(submit["responses"]) >= {
+        "202", "400", "401", "402", "408", "409", "413", "415", "422", "429"
+    }  # fmt: skip
+    assert submit["responses"]["408"]["description"].startswith("REQUEST_TIMEOUT")
+    assert submit["responses"]["429"]["description"].startswith("TOO_MANY_REQUESTS")
+    assert "Retry-After" in submit["responses"]["429"]["headers"]
     assert submit["responses"]["422"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ErrorBody"
     }

@@ -378,8 +378,12 @@ async def test_a_too_slow_upload_is_cut_off(edge_clients, backends, identity) ->
         "/api/v1/generations", headers=_headers(identity), content=trickle()
     )
 
-    assert response.status_code == 400
-    assert response.json()["error"]["message"] == "The upload took too long."
+    assert response.status_code == 408
+    assert response.json()["error"] == {
+        "code": "REQUEST_TIMEOUT",
+        "message": "The upload took too long.",
+    }
+    assert response.headers["Connection"] == "close"
     assert backends.generation.recorder.calls == []
 
 

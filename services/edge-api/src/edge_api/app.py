@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from edge_api.admission import UploadAdmission
 from edge_api.auth import TokenVerifier
 from edge_api.clients import Clients, open_clients
 from edge_api.cors import ApiCorsMiddleware
@@ -54,7 +54,12 @@ def create_app(
         jwks=jwks,
         clients=clients,
         trusted_proxies=settings.trusted_proxies(),
-        submissions=asyncio.Semaphore(settings.max_concurrent_submissions),
+        uploads=UploadAdmission(
+            slots=settings.max_concurrent_submissions,
+            per_user=settings.max_uploads_per_user,
+            slot_wait_seconds=settings.upload_slot_wait_seconds,
+            retry_after_seconds=settings.upload_retry_after_seconds,
+        ),
         catalog=catalog.CatalogAnswer(runtime_config),
         feed=JobFeed(lambda: state.connected().generation),
     )

@@ -18,7 +18,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kit.errors import DomainError, InternalError, Unauthorized, UpstreamError
+from kit.errors import (
+    DomainError,
+    InternalError,
+    RequestTimeout,
+    TooManyRequests,
+    Unauthorized,
+    UpstreamError,
+)
 from kit.grpc_errors import RemoteError, from_rpc_error
 from kit.logging import get_logger
 from kit.storage import StorageError
@@ -73,7 +80,18 @@ def domain_error_response(error: DomainError) -> JSONResponse:
     """The answer for an error the edge raised itself."""
     if isinstance(error, InternalError):
         return internal_error_response()
-    return error_response(error.http_status, error.code, error.message, error.details)
+    return error_response(
+        error.http_status, error.code, error.message, error.details, _error_headers(error)
+    )
+
+
+def _error_headers(error: DomainError) -> dict[str, str]:
+    if isinstance(error, TooManyRequests):
+        return {"Retry-After": str(error.retry_after_seconds)}
+    if isinstance(error, RequestTimeout):
+        # RFC 9110 15.5.9: the rest of the body was never read, so the connection is done.
+        return {"Connection": "close"}
+    return {}
 
 
 def remote_error_response(error: RemoteError) -> JSONResponse:

@@ -42,11 +42,16 @@ _ERROR_CODES = {
     402: "LIMIT_EXCEEDED: no generations left this month (`periodEnd` says when it resets).",
     404: "NOT_FOUND: unknown id, or a job of another user.",
     405: "METHOD_NOT_ALLOWED.",
+    408: "REQUEST_TIMEOUT: the upload arrived slower than the minimum rate (averaged over a "
+    "sliding window after a grace period) or not within the total read timeout; the "
+    "connection is closed.",
     409: "TOO_MANY_INFLIGHT (a job is already running), JOB_NOT_CANCELLABLE (the job "
     "already finished) or JOB_NOT_FINISHED (the job is still running).",
     413: "VALIDATION_ERROR: a file or the whole request is too large.",
     415: "VALIDATION_ERROR: the request's content type, or a file's image type, is not supported.",
     422: "IDEMPOTENCY_KEY_REUSED: the key was already used for a different request.",
+    429: "TOO_MANY_REQUESTS: too many uploads of this user in progress, or no upload slot "
+    "free in time (also Envoy's rate limit on uploads). `Retry-After` says when to retry.",
     500: "INTERNAL_ERROR.",
     502: "UPSTREAM_ERROR: the image provider failed after retries.",
     503: "UPSTREAM_ERROR: a backend service is unavailable; retry later.",
@@ -145,14 +150,20 @@ _SUBMIT_HEADERS = {
     },
 }
 
+_RETRY_AFTER_HEADER = {
+    "description": "Seconds to wait before trying again.",
+    "schema": {"type": "integer"},
+}
+
 
 def _add_headers(document: dict[str, Any]) -> None:
     for path_item in document.get("paths", {}).values():
         for operation in path_item.values():
             for response in operation.get("responses", {}).values():
                 response.setdefault("headers", {})["X-Request-ID"] = _REQUEST_ID_HEADER
-    accepted = document["paths"]["/api/v1/generations"]["post"]["responses"]["202"]
-    accepted["headers"].update(_SUBMIT_HEADERS)
+    responses = document["paths"]["/api/v1/generations"]["post"]["responses"]
+    responses["202"]["headers"].update(_SUBMIT_HEADERS)
+    responses["429"]["headers"]["Retry-After"] = _RETRY_AFTER_HEADER
 
 
 def _add_choices(document: dict[str, Any], runtime_config: RuntimeConfig) -> None:

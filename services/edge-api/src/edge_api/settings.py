@@ -72,7 +72,24 @@ class EdgeSettings(ServiceSettings, S3Settings):
 
     # Uploads are spooled and streamed on: bound how many are read and forwarded at once.
     max_concurrent_submissions: int = Field(default=8, gt=0, alias="MAX_CONCURRENT_SUBMISSIONS")
-    # A slot is held while an upload streams in: a client this slow is cut off (400).
+    # Fair uploads: a user's uploads in progress at once; the excess is refused (429)
+    # before a slot is asked for, so one user can never hold every slot.
+    max_uploads_per_user: int = Field(default=2, gt=0, alias="MAX_UPLOADS_PER_USER")
+    # How long a submission may wait for a free slot before it is refused (429): long
+    # enough to absorb a burst of honest submissions (a slot turns over in about a
+    # second), short next to the read ceiling, so the queue stays bounded.
+    upload_slot_wait_seconds: float = Field(default=5.0, gt=0, alias="UPLOAD_SLOT_WAIT_SECONDS")
+    # The Retry-After of those 429s.
+    upload_retry_after_seconds: int = Field(default=5, gt=0, alias="UPLOAD_RETRY_AFTER_SECONDS")
+    # A submission body slower than this over any window (the first window is grace)
+    # is cut off with 408; 0 turns the rule off.
+    upload_min_bytes_per_second: int = Field(
+        default=16 * 1024, ge=0, alias="UPLOAD_MIN_BYTES_PER_SECOND"
+    )
+    upload_rate_window_seconds: float = Field(
+        default=10.0, gt=0, alias="UPLOAD_RATE_WINDOW_SECONDS"
+    )
+    # The ceiling on reading a whole body, however fast it trickles in (408).
     upload_read_timeout_seconds: float = Field(
         default=120.0, gt=0, alias="UPLOAD_READ_TIMEOUT_SECONDS"
     )

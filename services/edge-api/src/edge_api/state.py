@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from edge_api.admission import UploadAdmission
 from edge_api.base_url import TrustedProxies
 from edge_api.clients import Clients
 from edge_api.jwks import JwksKeys
@@ -28,8 +28,8 @@ class EdgeState:
     settings: EdgeSettings
     runtime_config: RuntimeConfig
     token_verifier: TokenVerifier
-    # Uploads being read and forwarded (each spooled): at most this many at once.
-    submissions: asyncio.Semaphore
+    # Submissions being read and forwarded (each spooled): global slots, per-user counts.
+    uploads: UploadAdmission
     trusted_proxies: TrustedProxies
     # GET /catalog's answer, built once from the runtime config.
     catalog: CatalogAnswer

@@ -7,15 +7,19 @@ whatever the file's size; the moment a part grows past the upload limit reading
 stops and the request is refused with 413. Field names and text sizes are
 checked while parsing, so a bad request costs as little as possible. Only the
 seven known fields are accepted, each at most once, which also caps the number
-of parts. The spools belong to the returned form (``close()`` it); when reading
-fails in any way (a broken rule, a disconnect, a timeout) they are closed here.
+of parts. A body slower than a minimum rate (``MinRate``, see edge_api.pace) is
+cut off with RequestTimeout (408). The spools belong to the returned form
+(``close()`` it); when reading fails in any way (a broken rule, a disconnect, a
+timeout) they are closed here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
@@ -24,7 +28,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from kit.errors import PayloadTooLarge, ValidationError
+from edge_api.pace import UploadPace
+from kit.errors import PayloadTooLarge, RequestTimeout, ValidationError
 
 FILE_FIELDS = ("input1", "input2")
 # Text fields and the most bytes each may hold.
@@ -45,6 +50,14 @@ READ_CHUNK_BYTES = 256 * 1024
 _MALFORMED = "The multipart body is malformed."
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+@dataclass(frozen=True)
+class MinRate:
+    """The slowest acceptable body: bytes per second, averaged over a sliding window."""
+
+    bytes_per_second: int
+    window_seconds: float
 
 
 @dataclass(frozen=True)
@@ -172,29 +185,63 @@ def multipart_boundary(options: dict[bytes, bytes]) -> bytes:
     return boundary
 
 
-async def _chunks(request: Request) -> AsyncIterator[bytes]:
+async def _chunks(request: Request, min_rate: MinRate | None = None) -> AsyncGenerator[bytes, None]:
+    stream = request.stream()
+    pace = _start_pace(min_rate)
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                chunk = await _next_chunk(stream, pace)
+            except StopAsyncIteration:
+                return
+            if pace is not None:
+                pace.received(len(chunk), asyncio.get_running_loop().time())
             if chunk:
                 yield chunk
     except ClientDisconnect:
         raise ValidationError("The request body ended early.") from None
+    finally:
+        await stream.aclose()
 
 
-async def read_multipart(request: Request, boundary: bytes, max_file_bytes: int) -> MultipartForm:
+def _start_pace(min_rate: MinRate | None) -> UploadPace | None:
+    if min_rate is None or not min_rate.bytes_per_second:
+        return None
+    now = asyncio.get_running_loop().time()
+    return UploadPace(min_rate.bytes_per_second, min_rate.window_seconds, now)
+
+
+async def _next_chunk(stream: AsyncGenerator[bytes, None], pace: UploadPace | None) -> bytes:
+    """The next piece of the body; RequestTimeout when it comes too late for the pace."""
+    if pace is None:
+        return await anext(stream)
+    try:
+        # Same clock as asyncio.timeout_at: the event loop's.
+        async with asyncio.timeout_at(pace.deadline()):
+            return await anext(stream)
+    except TimeoutError:
+        raise RequestTimeout("The upload was too slow.") from None
+
+
+async def read_multipart(
+    request: Request, boundary: bytes, max_file_bytes: int, min_rate: MinRate | None = None
+) -> MultipartForm:
     """Parse the body as a stream; stops reading at the first broken rule.
 
-    The caller closes the returned form; on any failure its spools are already closed.
+    A body slower than ``min_rate`` is cut off with RequestTimeout. The caller
+    closes the returned form; on any failure its spools are already closed.
     """
     collector = _FormCollector(max_file_bytes)
     try:
-        return await _parse(request, boundary, collector)
+        return await _parse(request, boundary, collector, min_rate)
     except BaseException:
         collector.form.close()
         raise
 
 
-async def _parse(request: Request, boundary: bytes, collector: _FormCollector) -> MultipartForm:
+async def _parse(
+    request: Request, boundary: bytes, collector: _FormCollector, min_rate: MinRate | None
+) -> MultipartForm:
     parser = MultipartParser(
         boundary,
         callbacks={
@@ -209,10 +256,12 @@ async def _parse(request: Request, boundary: bytes, collector: _FormCollector) -
         },
     )
     try:
-        async for chunk in _chunks(request):
-            parser.write(chunk)
-            if collector.finished:
-                break  # anything after the closing boundary is an epilogue
+        # Closed on the way out (an early break included), not whenever GC gets to it.
+        async with aclosing(_chunks(request, min_rate)) as chunks:
+            async for chunk in chunks:
+                parser.write(chunk)
+                if collector.finished:
+                    break  # anything after the closing boundary is an epilogue
     except FormParserError:
         raise ValidationError(_MALFORMED) from None
     if not collector.finished:
@@ -222,13 +271,16 @@ async def _parse(request: Request, boundary: bytes, collector: _FormCollector) -
     return collector.form
 
 
-async def read_json(request: Request, max_bytes: int = MAX_JSON_BYTES) -> Any:
+async def read_json(
+    request: Request, max_bytes: int = MAX_JSON_BYTES, min_rate: MinRate | None = None
+) -> Any:
     """A small JSON body, read with a cap; ValidationError when it is not JSON."""
     body = bytearray()
-    async for chunk in _chunks(request):
-        body += chunk
-        if len(body) > max_bytes:
-            raise PayloadTooLarge("The request body is too large.")
+    async with aclosing(_chunks(request, min_rate)) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > max_bytes:
+                raise PayloadTooLarge("The request body is too large.")
     try:
         return json.loads(body)
     except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd nesting or numbers

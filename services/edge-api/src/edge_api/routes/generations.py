@@ -18,6 +18,7 @@ from edge_api.schemas import IDEMPOTENCY_KEY_PATTERN, CancelRequest, JobOut, Sub
 from edge_api.state import EdgeState, State
 from edge_api.submission import Submission, send_submission
 from edge_api.uploads import (
+    MinRate,
     MultipartForm,
     multipart_boundary,
     parse_model,
@@ -25,13 +26,20 @@ from edge_api.uploads import (
     read_multipart,
 )
 from interior.generation.v1 import generation_pb2
-from kit.errors import LimitExceeded, NotFound, UnsupportedMediaType, ValidationError
+from kit.errors import (
+    LimitExceeded,
+    NotFound,
+    RequestTimeout,
+    UnsupportedMediaType,
+    ValidationError,
+)
 from kit.grpc_client import outgoing_metadata
 
 router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 JSON_TYPE = b"application/json"
+MULTIPART_TYPE = b"multipart/form-data"
 # The pattern is documented only: FastAPI would answer 400, and anything else is 404.
 JobId = Annotated[
     str,
@@ -59,26 +67,32 @@ def public_base(state: EdgeState, request: Request) -> str:
 
 
 async def _read_submission(request: Request, state: EdgeState) -> Submission:
-    """The whole form (text fields may follow the files) or JSON body, checked."""
+    """The whole form (text fields may follow the files) or JSON body, checked.
+
+    Either body holds a submission slot while it arrives, so both get the minimum
+    rate and, as the ceiling for the whole body, the read timeout (408 for each).
+    """
     media_type, options = parse_options_header(request.headers.get("content-type"))
-    if media_type == b"multipart/form-data":
-        boundary = multipart_boundary(options)
-        try:
-            async with asyncio.timeout(state.settings.upload_read_timeout_seconds):
-                form = await read_multipart(
-                    request, boundary, state.runtime_config.uploads.max_bytes
-                )
-        except TimeoutError:
-            raise ValidationError("The upload took too long.") from None
-        try:
-            fields = parse_model(SubmissionFields, form.fields)
-        except BaseException:
-            form.close()
-            raise
-        return Submission(fields, form)
-    if media_type == JSON_TYPE:
-        return Submission(parse_model(SubmissionFields, await read_json(request)), MultipartForm())
-    raise UnsupportedMediaType("Send multipart/form-data (with images) or application/json.")
+    if media_type not in (MULTIPART_TYPE, JSON_TYPE):
+        raise UnsupportedMediaType("Send multipart/form-data (with images) or application/json.")
+    settings = state.settings
+    min_rate = MinRate(settings.upload_min_bytes_per_second, settings.upload_rate_window_seconds)
+    try:
+        async with asyncio.timeout(settings.upload_read_timeout_seconds):
+            if media_type == JSON_TYPE:
+                data = await read_json(request, min_rate=min_rate)
+                return Submission(parse_model(SubmissionFields, data), MultipartForm())
+            boundary = multipart_boundary(options)
+            max_bytes = state.runtime_config.uploads.max_bytes
+            form = await read_multipart(request, boundary, max_bytes, min_rate)
+    except TimeoutError:
+        raise RequestTimeout("The upload took too long.") from None
+    try:
+        fields = parse_model(SubmissionFields, form.fields)
+    except BaseException:
+        form.close()
+        raise
+    return Submission(fields, form)
 
 
 def _idempotency_key(header: str | None, field: str | None) -> str:
@@ -96,7 +110,7 @@ def _idempotency_key(header: str | None, field: str | None) -> str:
             "description": "Accepted. `Location` names the job; a replay of an earlier "
             "submission with the same idempotency key carries `Idempotent-Replayed: true`."
         },
-        **errors(400, 401, 402, 409, 413, 415, 422, 500, 502, 503),
+        **errors(400, 401, 402, 408, 409, 413, 415, 422, 429, 500, 502, 503),
     },
     openapi_extra=SUBMIT_BODY,
 )
@@ -119,7 +133,8 @@ async def submit_generation(
         raise LimitExceeded()
     owner_id = caller.owner_id
     clients = state.connected()
-    async with state.submissions:
+    # Authenticated first (owner_id), so the per-user limit applies before a slot is taken.
+    async with state.uploads.admit(owner_id):
         submission = await _read_submission(request, state)
         try:
             submission.check_limits(state.runtime_config)

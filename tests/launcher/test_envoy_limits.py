@@ -1,0 +1,169 @@
+"""Envoy's upload limits, run for real: the local rate limit and HTTP/2 stream cap.
+
+The deployed config is rewritten for local ports as the launcher does, and then
+only the upload route's token bucket is shrunk (2 tokens, refilled hourly), so
+the test reaches the limit in three requests instead of twenty-one.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from launcher.components import ChildProcess, free_port, wait_http_ok
+from launcher.envoy import envoy_argv, load_config, validate, write_local_config
+
+RATE_LIMIT = "envoy.filters.http.local_ratelimit"
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS, H2_ACK, H2_MAX_CONCURRENT_STREAMS = 0x4, 0x1, 0x3
+
+
+@dataclass
+class Upstream:
+    """Answers 200 to everything and counts what reached it, by method and path."""
+
+    seen: list[tuple[str, str]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    def start(self) -> int:
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                self.rfile.read(length)
+                upstream.seen.append((self.command, self.path))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = do_PATCH = _handle  # noqa: N815 (http.server names)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.server.server_address[1]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def _route(config: dict[str, Any], name: str) -> dict[str, Any]:
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    routes = hcm["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    (route,) = [route for route in routes if route.get("name") == name]
+    return route  # type: ignore[no-any-return]
+
+
+def _with_small_upload_bucket(path: Path) -> Path:
+    config = yaml.safe_load(path.read_text())
+    limit = _route(config, "upload")["typed_per_filter_config"][RATE_LIMIT]
+    limit["token_bucket"] = {"max_tokens": 2, "tokens_per_fill": 1, "fill_interval": "3600s"}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    validate(path)
+    return path
+
+
+@dataclass
+class Proxy:
+    url: str
+    port: int
+    edge: Upstream
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    directory = tmp_path_factory.mktemp("envoy-limits")
+    edge, gateway = Upstream(), Upstream()
+    edge_port, gateway_port = edge.start(), gateway.start()
+    public, admin = free_port(), free_port()
+    config = write_local_config(
+        directory / "envoy.yaml", listener_port=public, admin_port=admin, edge_port=edge_port,
+        gateway_port=gateway_port,
+    )  # fmt: skip
+    envoy = ChildProcess(
+        "envoy", envoy_argv(_with_small_upload_bucket(config)), log_path=directory / "envoy.log"
+    )
+    envoy.start()
+    try:
+        wait_http_ok(f"http://127.0.0.1:{admin}/ready", 20, envoy)
+        yield Proxy(f"http://127.0.0.1:{public}", public, edge)
+    finally:
+        envoy.stop(grace=5)
+        edge.stop()
+        gateway.stop()
+
+
+def test_the_shipped_upload_bucket_is_10_per_second_with_a_burst_of_20() -> None:
+    config = load_config()
+    limit = _route(config, "upload")["typed_per_filter_config"][RATE_LIMIT]
+    assert limit["token_bucket"] == {"max_tokens": 20, "tokens_per_fill": 10, "fill_interval": "1s"}
+    assert limit["response_headers_to_add"][0]["header"] == {"key": "retry-after", "value": "1"}
+    for name in ("upload_too_large", "api_read", "api", "webhook", "public_renders"):
+        assert RATE_LIMIT not in _route(config, name).get("typed_per_filter_config", {})
+
+
+def test_uploads_over_the_bucket_get_a_json_429_and_other_routes_keep_working(
+    proxy: Proxy,
+) -> None:
+    with httpx.Client(base_url=proxy.url, trust_env=False, timeout=10) as client:
+        uploads = [client.post("/api/v1/generations", content=b"{}") for _ in range(3)]
+        others = [
+            client.get("/api/v1/usage"),
+            client.get("/api/v1/generations/abc"),
+            client.patch("/api/v1/generations/abc", content=b"{}"),
+            client.post("/api/v1/webhooks/replicate", content=b"{}"),
+        ]
+
+    assert [r.status_code for r in uploads] == [200, 200, 429]
+    limited = uploads[2]
+    assert limited.headers["retry-after"] == "1"
+    assert limited.headers["content-type"] == "application/json"
+    assert limited.headers["x-request-id"]
+    assert limited.json() == {
+        "error": {
+            "code": "TOO_MANY_REQUESTS",
+            "message": "Too many uploads at once. Please try again shortly.",
+        }
+    }
+    assert [r.status_code for r in others] == [200, 200, 200, 200]
+    assert proxy.edge.seen.count(("POST", "/api/v1/generations")) == 2
+
+
+def test_http2_connections_are_told_at_most_100_concurrent_streams(proxy: Proxy) -> None:
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        # An empty SETTINGS frame: length 0, type, no flags, stream 0.
+        sock.sendall(H2_PREFACE + struct.pack(">3sBBI", b"\0\0\0", H2_SETTINGS, 0, 0))
+        settings = _server_settings(sock)
+
+    assert settings[H2_MAX_CONCURRENT_STREAMS] == 100
+
+
+def _server_settings(sock: socket.socket) -> dict[int, int]:
+    """The first non-ACK SETTINGS frame the server sends, as {identifier: value}."""
+    stream = sock.makefile("rb")
+    while True:
+        header = stream.read(9)
+        assert len(header) == 9, "connection closed before SETTINGS"
+        length = int.from_bytes(header[:3], "big")
+        kind, flags = header[3], header[4]
+        payload = stream.read(length)
+        if kind == H2_SETTINGS and not flags & H2_ACK:
+            entries = (payload[i : i + 6] for i in range(0, length, 6))
+            return {int.from_bytes(e[:2], "big"): int.from_bytes(e[2:], "big") for e in entries}
