@@ -82,6 +82,17 @@ class PredictionNotFound(ProviderRejected):
     """The provider does not know this prediction id (404)."""
 
 
+class OutputRefused(ProviderRejected):
+    """An output URL outside the provider's delivery hosts: never fetched, never retried.
+
+    ``host`` is the only part of the URL fit for logs (the rest may carry a signature).
+    """
+
+    def __init__(self, reason: str, *, host: str | None) -> None:
+        super().__init__(reason)
+        self.host = host
+
+
 class InvalidProviderPayload(ProviderError):
     """An event or answer that is not a prediction we can read."""
 

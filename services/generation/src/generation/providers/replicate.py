@@ -35,6 +35,8 @@ from generation.domain.provider import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from generation.providers.output_addresses import Resolver, guarded_transport, resolve_host
+from generation.providers.output_hosts import OutputHosts
 from generation.providers.replicate_download import download_capped
 from generation.providers.replicate_parsing import is_prediction_id, parse_prediction
 from generation.providers.retries import (
@@ -51,6 +53,12 @@ from kit.logging import get_logger
 _log = get_logger("generation.providers.replicate")
 _ACCEPTED = frozenset({200, 201, 202})
 _MAX_CONNECTIONS = 50
+_LIMITS = httpx.Limits(
+    max_connections=_MAX_CONNECTIONS,
+    max_keepalive_connections=_MAX_CONNECTIONS // 2,
+    keepalive_expiry=30.0,
+)
+DEFAULT_OUTPUT_HOSTS = ("replicate.delivery", "*.replicate.delivery")
 # Paths as logged: ids go in their own field.
 _CREATE_TEMPLATE = "/v1/models/{owner}/{name}/predictions"
 _GET_TEMPLATE = "/v1/predictions/{id}"
@@ -94,6 +102,9 @@ class ReplicateProvider:
         backoff_max_seconds: float = 8.0,
         download_deadline_seconds: float = 120.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        output_hosts: tuple[str, ...] = DEFAULT_OUTPUT_HOSTS,
+        download_client: httpx.AsyncClient | None = None,
+        resolver: Resolver = resolve_host,
     ) -> None:
         if not api_token:
             raise ValueError("api_token must not be empty")
@@ -108,13 +119,15 @@ class ReplicateProvider:
         self._download_deadline = download_deadline_seconds
         self._policy = RetryPolicy(max_attempts, backoff_base_seconds, backoff_max_seconds, sleep)
         self._owns_client = http_client is None
-        self._client = http_client or httpx.AsyncClient(
+        self._client = http_client or httpx.AsyncClient(timeout=self._timeout, limits=_LIMITS)
+        # Outputs come from URLs a webhook names: their own client, whose every
+        # connection checks the resolved address, and no proxy from the environment.
+        self._output_hosts = OutputHosts(output_hosts, api_base_url=self._base_url)
+        self._owns_download_client = download_client is None
+        self._download_client = download_client or httpx.AsyncClient(
             timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=_MAX_CONNECTIONS,
-                max_keepalive_connections=_MAX_CONNECTIONS // 2,
-                keepalive_expiry=30.0,
-            ),
+            trust_env=False,
+            transport=guarded_transport(self._output_hosts.trusted_origin, _LIMITS, resolver),
         )
 
     async def create_prediction(self, request: PredictionRequest) -> Prediction:
@@ -147,20 +160,26 @@ class ReplicateProvider:
         return parse_prediction(payload)
 
     async def download_output(self, url: str, max_bytes: int) -> bytes:
-        """Fetch one output file: no credentials, timeouts, a size cap and retries."""
+        """Fetch one output file from a delivery host: no credentials, a size cap, retries.
+
+        Raises :class:`OutputRefused` (never retried) for any other host or address.
+        """
         return await download_capped(
-            self._client,
+            self._download_client,
             url,
             max_bytes,
+            hosts=self._output_hosts,
             policy=self._policy,
             http_timeout=self._timeout,
             deadline_seconds=self._download_deadline,
         )
 
     async def aclose(self) -> None:
-        """Close the pooled client if this adapter created it."""
+        """Close the pooled clients this adapter created."""
         if self._owns_client:
             await self._client.aclose()
+        if self._owns_download_client:
+            await self._download_client.aclose()
 
     @staticmethod
     def _checked_id(prediction_id: str) -> str:
