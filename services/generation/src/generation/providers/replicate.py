@@ -28,12 +28,14 @@ import httpx
 
 from generation import metrics
 from generation.domain.provider import (
+    Deadline,
     InvalidProviderPayload,
     Prediction,
     PredictionNotFound,
     PredictionRequest,
     ProviderRejected,
     ProviderUnavailable,
+    current_deadline,
 )
 from generation.providers.output_addresses import Resolver, guarded_transport, resolve_host
 from generation.providers.output_hosts import OutputHosts
@@ -43,6 +45,7 @@ from generation.providers.retries import (
     UNAVAILABLE_ERRORS,
     RetryPolicy,
     TransientStatus,
+    attempt_seconds,
     call_with_retries,
     describe_failure,
     is_transient_status,
@@ -115,6 +118,7 @@ class ReplicateProvider:
         # Sent to the API host only, per request: the pooled client also fetches
         # output files from other hosts, which must never see the token.
         self._api_headers = {"Authorization": f"Bearer {api_token}", "Accept": "application/json"}
+        self._timeout_seconds = timeout_seconds
         self._timeout = httpx.Timeout(timeout_seconds)
         self._download_deadline = download_deadline_seconds
         self._policy = RetryPolicy(max_attempts, backoff_base_seconds, backoff_max_seconds, sleep)
@@ -204,21 +208,27 @@ class ReplicateProvider:
             "path": template,
             "predictionId": prediction_id,
         }
+        # The caller's deadline (the RPC's, less a margin) bounds the retries too.
+        deadline: Deadline | None = current_deadline()
 
         async def attempt(number: int) -> httpx.Response:
             started = time.perf_counter()
             outcome: dict[str, object] = {}
+            seconds = attempt_seconds(self._timeout_seconds, deadline)
             try:
-                response = await self._client.request(
-                    method,
-                    self._base_url + path,
-                    json=body,
-                    headers=self._api_headers,
-                    timeout=self._timeout,
-                    follow_redirects=False,
-                )
+                # httpx's timeout applies per phase (connect, write, read); the outer
+                # one bounds the whole attempt.
+                async with asyncio.timeout(seconds):
+                    response = await self._client.request(
+                        method,
+                        self._base_url + path,
+                        json=body,
+                        headers=self._api_headers,
+                        timeout=httpx.Timeout(seconds),
+                        follow_redirects=False,
+                    )
                 outcome["status"] = response.status_code
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, TimeoutError) as exc:
                 outcome["error"] = type(exc).__name__
                 raise
             finally:
@@ -233,7 +243,7 @@ class ReplicateProvider:
             return response
 
         try:
-            response = await call_with_retries(attempt, self._policy, operation)
+            response = await call_with_retries(attempt, self._policy, operation, deadline)
         except UNAVAILABLE_ERRORS as exc:
             reason = describe_failure(exc)
             _log.warning("provider.unavailable", **context, reason=reason)
