@@ -2,7 +2,11 @@
 
 Calls go through one pooled ``httpx.AsyncClient`` with timeouts on every call and
 are retried on 429, 5xx, timeouts and connection errors (full-jitter exponential
-backoff, honouring ``Retry-After``), never on other 4xx.
+backoff, honouring ``Retry-After``), never on other 4xx. Inside an RPC the caller's
+deadline (:func:`generation.domain.provider.current_deadline`) bounds the attempts
+and their waits. Output files are fetched by a second client that reaches only the
+delivery hosts at public addresses (``replicate_download``, ``output_hosts``,
+``output_addresses``).
 
 Trade-off on creates: a create retried after a connection error or timeout may
 have reached Replicate the first time, so a duplicate prediction can exist. The
@@ -52,6 +56,7 @@ from generation.providers.retries import (
     parse_retry_after,
 )
 from kit.logging import get_logger
+from kit.runtime_config import Replicate as ReplicateConfig
 
 _log = get_logger("generation.providers.replicate")
 _ACCEPTED = frozenset({200, 201, 202})
@@ -61,7 +66,7 @@ _LIMITS = httpx.Limits(
     max_keepalive_connections=_MAX_CONNECTIONS // 2,
     keepalive_expiry=30.0,
 )
-DEFAULT_OUTPUT_HOSTS = ("replicate.delivery", "*.replicate.delivery")
+DEFAULT_OUTPUT_HOSTS = ReplicateConfig().output_hosts
 # Paths as logged: ids go in their own field.
 _CREATE_TEMPLATE = "/v1/models/{owner}/{name}/predictions"
 _GET_TEMPLATE = "/v1/predictions/{id}"
@@ -115,8 +120,8 @@ class ReplicateProvider:
             raise ValueError("timeouts must be positive")
         self._base_url = base_url.rstrip("/")
         self._create_path = _model_path(model)
-        # Sent to the API host only, per request: the pooled client also fetches
-        # output files from other hosts, which must never see the token.
+        # Sent per request, to the API host only: a client default could leak the
+        # token to any host the client were ever pointed at.
         self._api_headers = {"Authorization": f"Bearer {api_token}", "Accept": "application/json"}
         self._timeout_seconds = timeout_seconds
         self._timeout = httpx.Timeout(timeout_seconds)
