@@ -200,3 +200,15 @@ async def test_a_refused_output_is_logged_with_its_host_only(
     assert "provider.output_refused" in logged
     assert "s3cr3tsig" not in logged
     assert harness.requests == []
+
+
+@pytest.mark.parametrize("location", ["https://exa mple.com/", "http://:99999/", "//:0/x"])
+async def test_an_unreadable_redirect_is_refused(
+    make_harness: Any, answers: Any, location: str
+) -> None:
+    moved = httpx.Response(302, headers={"location": location})
+    harness = make_harness(answers.script(moved))
+
+    with pytest.raises(OutputRefused):
+        await harness.provider.download_output(OUTPUT_URL, max_bytes=100)
+    assert len(harness.requests) == 1

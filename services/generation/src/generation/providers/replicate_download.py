@@ -66,8 +66,17 @@ async def _open_checked(
         if response.status_code not in _REDIRECTS or location is None:
             return response
         await response.aclose()
-        url = hosts.checked_url(url.join(location))
+        url = _next_hop(url, location, hosts)
     raise ProviderRejected("the output URL redirects too often")
+
+
+def _next_hop(url: httpx.URL, location: str, hosts: OutputHosts) -> httpx.URL:
+    """The checked target of a redirect from ``url`` (relative locations included)."""
+    try:
+        target = url.join(location)
+    except (httpx.InvalidURL, ValueError):
+        raise OutputRefused("the output redirect cannot be read", host=url.host) from None
+    return hosts.checked_url(target)
 
 
 async def download_capped(
