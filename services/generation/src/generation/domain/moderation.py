@@ -207,7 +207,8 @@ def is_flagged(text: str) -> str | None:
     logs (``moderationCategory``), never shown to the user with the matched text.
     """
     folded = _fold(text)
-    variants = (text, folded, _SEPARATING_PUNCTUATION.sub(" ", folded))
+    # Each distinct copy once: most prompts need no folding or separating at all.
+    variants = tuple(dict.fromkeys((text, folded, _SEPARATING_PUNCTUATION.sub(" ", folded))))
     for category, pattern in _WORD_PATTERNS:
         if any(pattern.search(variant) for variant in variants):
             return category
