@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Positive = Annotated[int, Field(gt=0)]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+# A lower-case DNS name, optionally "*." for its subdomains; never an IP or a port.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+OutputHost = Annotated[str, Field(pattern=rf"^(?:\*\.)?(?:{_LABEL}\.)+[a-z][a-z0-9-]*[a-z0-9]$")]
 
 
 class _Strict(BaseModel):
@@ -67,6 +70,9 @@ class Replicate(_Strict):
     request_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
     max_attempts: Positive = 4
     output_max_bytes: Positive = 30 * 1024 * 1024
+    # The only hosts output files are fetched from, over HTTPS ("*." = any subdomain).
+    # The service adds the API's own host:port when it is not Replicate's (an emulator).
+    output_hosts: tuple[OutputHost, ...] = ("replicate.delivery", "*.replicate.delivery")
 
     @model_validator(mode="after")
     def _known_events(self) -> Replicate:

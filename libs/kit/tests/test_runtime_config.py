@@ -83,3 +83,23 @@ def test_empty_public_base_url_means_unset() -> None:
         S3_ENDPOINT="s3:9000", S3_ACCESS_KEY="a", S3_SECRET_KEY="b", S3_PUBLIC_BASE_URL=" "
     )
     assert settings.s3_public_base_url is None
+
+
+def test_output_hosts_default_to_replicates_delivery_hosts() -> None:
+    config = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    assert config.replicate.output_hosts == ("replicate.delivery", "*.replicate.delivery")
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "[::1]", "cdn.example:8080", "*", "*.*.example.com", "Replicate.Delivery", ""],
+)
+def test_output_hosts_are_names_never_addresses_or_ports(tmp_path: Path, host: str) -> None:
+    text = DEFAULT_RUNTIME_CONFIG.read_text().replace(
+        'output_hosts = ["replicate.delivery", "*.replicate.delivery"]',
+        f'output_hosts = ["replicate.delivery", "{host}"]',
+    )
+    path = tmp_path / "runtime.toml"
+    path.write_text(text)
+    with pytest.raises(RuntimeConfigError, match=r"replicate\.output_hosts"):
+        load_runtime_config(path)

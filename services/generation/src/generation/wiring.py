@@ -59,6 +59,8 @@ async def build_app(
         config.replicate.model,
         timeout_seconds=config.replicate.request_timeout_seconds,
         max_attempts=config.replicate.max_attempts,
+        # The provider adds the API's host:port when it is not Replicate's (an emulator).
+        output_hosts=config.replicate.output_hosts,
     )
     context = GenerationContext(
         sessions=create_sessionmaker(engine),

@@ -123,6 +123,7 @@ async def make_harness() -> AsyncIterator[Callable[..., Harness]]:
             "timeout_seconds": 5.0,
             "max_attempts": 3,
             "http_client": client,
+            "download_client": client,
             "sleep": fake_sleep,
         }
         settings.update(options)

@@ -9,7 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from generation.domain.provider import ProviderRejected, ProviderUnavailable
+from generation.domain.provider import OutputRefused, ProviderRejected, ProviderUnavailable
+from generation.providers.replicate_download import MAX_REDIRECTS
 
 OUTPUT_URL = "https://replicate.delivery/xezq/abc123/tmpq1w2e3r4.jpg"
 CHUNK = b"x" * 1024
@@ -120,11 +121,14 @@ async def test_only_http_urls_are_fetched(make_harness: Any, answers: Any, url: 
 
 
 async def test_redirects_are_followed_without_credentials(make_harness: Any, answers: Any) -> None:
-    moved = httpx.Response(302, headers={"location": "https://cdn.test/file.jpg"})
+    moved = httpx.Response(302, headers={"location": "https://cdn.replicate.delivery/file.jpg"})
     harness = make_harness(answers.script(moved, httpx.Response(200, content=b"image")))
 
     assert await harness.provider.download_output(OUTPUT_URL, max_bytes=100) == b"image"
-    assert [str(r.url) for r in harness.requests] == [OUTPUT_URL, "https://cdn.test/file.jpg"]
+    assert [str(r.url) for r in harness.requests] == [
+        OUTPUT_URL,
+        "https://cdn.replicate.delivery/file.jpg",
+    ]
     assert all("authorization" not in r.headers for r in harness.requests)
 
 
@@ -144,3 +148,67 @@ async def test_a_slow_drip_hits_the_overall_deadline(make_harness: Any, answers:
     with pytest.raises(ProviderUnavailable, match="TimeoutError"):
         await harness.provider.download_output(OUTPUT_URL, max_bytes=10_000)
     assert len(harness.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://127.0.0.1/",
+        "https://127.0.0.1/x.jpg",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://[::1]/x.jpg",
+        "https://replicate.delivery@127.0.0.1/x.jpg",
+        "http://replicate.delivery/x.jpg",
+        "https://evil.example/x.jpg",
+    ],
+)
+async def test_a_redirect_off_the_delivery_hosts_is_refused_unfollowed(
+    make_harness: Any, answers: Any, location: str
+) -> None:
+    moved = httpx.Response(302, headers={"location": location})
+    harness = make_harness(answers.script(moved, httpx.Response(200, content=b"secret")))
+
+    with pytest.raises(OutputRefused):
+        await harness.provider.download_output(OUTPUT_URL, max_bytes=100)
+    assert [str(r.url) for r in harness.requests] == [OUTPUT_URL]
+    assert harness.sleeps == []
+
+
+async def test_redirects_stop_after_a_few_hops(make_harness: Any, answers: Any) -> None:
+    def moved() -> httpx.Response:
+        return httpx.Response(302, headers={"location": "/again.jpg"})
+
+    harness = make_harness(answers.script(*[moved() for _ in range(10)]), max_attempts=1)
+
+    with pytest.raises(ProviderRejected, match="redirects"):
+        await harness.provider.download_output(OUTPUT_URL, max_bytes=100)
+    assert len(harness.requests) == MAX_REDIRECTS + 1
+
+
+async def test_a_refused_output_is_logged_with_its_host_only(
+    make_harness: Any, answers: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    harness = make_harness(answers.script())
+
+    with pytest.raises(OutputRefused):
+        await harness.provider.download_output(
+            "https://evil.example/x.jpg?X-Amz-Signature=s3cr3tsig", max_bytes=100
+        )
+
+    logged = capsys.readouterr().out
+    assert '"host": "evil.example"' in logged
+    assert "provider.output_refused" in logged
+    assert "s3cr3tsig" not in logged
+    assert harness.requests == []
+
+
+@pytest.mark.parametrize("location", ["https://exa mple.com/", "http://:99999/", "//:0/x"])
+async def test_an_unreadable_redirect_is_refused(
+    make_harness: Any, answers: Any, location: str
+) -> None:
+    moved = httpx.Response(302, headers={"location": location})
+    harness = make_harness(answers.script(moved))
+
+    with pytest.raises(OutputRefused):
+        await harness.provider.download_output(OUTPUT_URL, max_bytes=100)
+    assert len(harness.requests) == 1

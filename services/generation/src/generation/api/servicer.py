@@ -15,7 +15,7 @@ from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction
 from generation.domain.jobs import JobView
 from generation.domain.presentation import signed_inputs
-from generation.domain.provider import InvalidProviderPayload
+from generation.domain.provider import Deadline, InvalidProviderPayload, provider_deadline
 from generation.domain.submission import submit_generation
 from generation.persistence.feed import ChangeFeed, FeedLost, JobChange, SubscriberTooSlow
 from interior.generation.v1 import generation_pb2 as pb
@@ -24,6 +24,17 @@ from kit.errors import ValidationError
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _MAX_EVENT_BYTES = 1024 * 1024
+# Kept back from the caller's deadline so a provider call that runs out of time
+# still leaves room to end the job cleanly (fail it, free the slot) and answer.
+PROVIDER_DEADLINE_MARGIN_SECONDS = 3.0
+
+
+def _provider_deadline_of(context: Context) -> Deadline | None:
+    """The caller's gRPC deadline less the margin; None when the caller set none."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return Deadline.after(remaining - PROVIDER_DEADLINE_MARGIN_SECONDS)
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
@@ -39,7 +50,8 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         self, request_iterator: AsyncIterator[pb.SubmitGenerationPart], context: Context
     ) -> pb.SubmitGenerationResponse:
         async with received_submission(request_iterator, self._ctx.config.uploads) as command:
-            result = await submit_generation(self._ctx, command)
+            with provider_deadline(_provider_deadline_of(context)):
+                result = await submit_generation(self._ctx, command)
         job = self._shown(JobView.of(result.job))
         return pb.SubmitGenerationResponse(job=job, replayed=result.replayed)
 
@@ -47,27 +59,30 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         self, request: pb.GetGenerationRequest, context: Context
     ) -> pb.GetGenerationResponse:
         owner_id = mappers.owner_id_from(request.owner_id)
-        view = await queries.get_generation(
-            self._ctx, owner_id, mappers.job_id_from(request.job_id)
-        )
+        with provider_deadline(_provider_deadline_of(context)):
+            view = await queries.get_generation(
+                self._ctx, owner_id, mappers.job_id_from(request.job_id)
+            )
         return pb.GetGenerationResponse(job=self._shown(view))
 
     async def CancelGeneration(
         self, request: pb.CancelGenerationRequest, context: Context
     ) -> pb.CancelGenerationResponse:
         owner_id = mappers.owner_id_from(request.owner_id)
-        view = await queries.cancel_generation(
-            self._ctx, owner_id, mappers.job_id_from(request.job_id)
-        )
+        with provider_deadline(_provider_deadline_of(context)):
+            view = await queries.cancel_generation(
+                self._ctx, owner_id, mappers.job_id_from(request.job_id)
+            )
         return pb.CancelGenerationResponse(job=self._shown(view))
 
     async def DeleteGeneration(
         self, request: pb.DeleteGenerationRequest, context: Context
     ) -> pb.DeleteGenerationResponse:
         owner_id = mappers.owner_id_from(request.owner_id)
-        view = await queries.delete_generation(
-            self._ctx, owner_id, mappers.job_id_from(request.job_id)
-        )
+        with provider_deadline(_provider_deadline_of(context)):
+            view = await queries.delete_generation(
+                self._ctx, owner_id, mappers.job_id_from(request.job_id)
+            )
         return pb.DeleteGenerationResponse(job=self._shown(view))
 
     async def ListGenerations(

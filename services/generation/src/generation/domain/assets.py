@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from generation import metrics
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import variant_key
+from generation.domain.provider import OutputRefused
 
 OUTPUT_CONTENT_TYPE = "image/jpeg"
 # Outputs of one prediction copied at once (nano-banana answers one; others a few).
@@ -24,9 +25,9 @@ async def store_render_variants(
     attempt that stored the files but could not commit) overwrites the same objects
     with the same bytes. No existence check is made first: it would cost every
     success a storage round trip to save a copy only in those rare repeats (a job
-    already succeeded never gets here). Raises ProviderError / StorageError; the
-    caller leaves the job in flight so a retried webhook, a refresh or the sweep
-    tries again.
+    already succeeded never gets here). Raises OutputRefused (permanent) before any
+    other ProviderError / StorageError, on which the caller leaves the job in
+    flight so a retried webhook, a refresh or the sweep tries again.
     """
     slots = asyncio.Semaphore(PARALLEL_COPIES)
     max_bytes = ctx.config.replicate.output_max_bytes
@@ -39,13 +40,13 @@ async def store_render_variants(
         metrics.asset("stored")
         return key
 
-    # Every copy runs to its end, then the first failure (if any) is raised.
+    # Every copy runs to its end, then the first failure (if any) is raised; a
+    # refused output first of all, since it ends the job for good.
     results = await asyncio.gather(
         *(copy(i, url) for i, url in enumerate(output_urls)), return_exceptions=True
     )
-    keys: list[str] = []
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-        keys.append(result)
-    return keys
+    failures = [result for result in results if isinstance(result, BaseException)]
+    refusals = [failure for failure in failures if isinstance(failure, OutputRefused)]
+    if refusals or failures:
+        raise (refusals or failures)[0]
+    return [result for result in results if not isinstance(result, BaseException)]

@@ -14,7 +14,7 @@ from generation import metrics
 from generation.domain import jobs
 from generation.domain.assets import store_render_variants
 from generation.domain.context import GenerationContext
-from generation.domain.provider import Prediction, ProviderError, ProviderStatus
+from generation.domain.provider import OutputRefused, Prediction, ProviderError, ProviderStatus
 from generation.domain.settlement import refund
 from generation.persistence.models import GenerationJob, Render
 from generation.persistence.repositories import JobRepository, RenderRepository
@@ -107,6 +107,12 @@ async def _finish_with_output(
     render_id = jobs.render_id_for(job.id)
     try:
         keys = await store_render_variants(ctx, render_id, prediction.output_urls)
+    except OutputRefused:
+        # Permanent: no retry or refresh makes a foreign host a delivery host. The
+        # provider logged the host; the job ends failed and is refunded once.
+        log.warning("job.output_refused", **_fields(job, job.status))
+        metrics.asset("refused")
+        return await end_without_output(ctx, job, jobs.OUTPUT_REFUSED, jobs.FAILED)
     except (ProviderError, StorageError) as error:
         # Left in flight: a retried webhook, a refresh or the sweep will try again
         # (the overall timeout ends it if the output never becomes reachable).

@@ -34,6 +34,7 @@ class JobError:
 # Normalized errors a job can end with; messages are safe for users.
 PROVIDER_FAILED = JobError("PROVIDER_FAILED", "The image model could not complete this design.")
 NO_OUTPUT = JobError("NO_OUTPUT", "The image model returned no image.")
+OUTPUT_REFUSED = JobError("OUTPUT_REFUSED", "The image model's result could not be accepted.")
 ABORTED = JobError("ABORTED", "The image model did not start in time.")
 PROVIDER_CANCELED = JobError("CANCELED", "The generation was canceled.")
 USER_CANCELED = JobError("CANCELED", "You canceled this generation.")

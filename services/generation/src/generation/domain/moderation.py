@@ -3,8 +3,11 @@
 The aim is to stop the obvious (explicit, hateful, violent or illegal requests,
 personal data, spam) in microseconds without hurting ordinary interior prompts,
 which are full of numbers (sizes, years, counts). Word lists run on the text as
-typed and on a folded copy that undoes cheap obfuscation ("s.e.x", "k1ll", accents,
-full-width letters).
+typed and on a folded copy that undoes cheap obfuscation: invisible characters,
+look-alike letters from other scripts, accents and full-width letters
+(:func:`generation.domain.moderation_skeleton.skeleton`), spaced-out letters
+("s.e.x", "s_e_x") and digits for letters ("k1ll"); and on that copy once more
+with punctuation and underscores read as spaces ("kill_him").
 
 Deliberate choices, pinned by the tests:
 - "kill" alone is not violent in this domain ("kill the clutter", "a killer view");
@@ -23,9 +26,9 @@ Deliberate choices, pinned by the tests:
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 
+from generation.domain.moderation_skeleton import skeleton
 from kit.errors import ValidationError
 
 REJECTION_MESSAGE = "This prompt can't be used. Please describe the room and style you want."
@@ -79,7 +82,7 @@ _TERMS: dict[str, tuple[str, ...]] = {
         r"ethnic\s+cleansing",
     ),
     "violence": (
-        r"gore(?!-?tex)",
+        r"gore(?![\s-]?tex)",
         r"gory",
         r"gruesome",
         r"murder\w*",
@@ -184,6 +187,8 @@ _SEPARATORS = re.compile(r"[\s.\-_*|~+]")
 # and "!" only counts inside a word so that "sex!" still reads "sex".
 _LEET = str.maketrans("013457@$!", "oieastasi")
 _LEET_WORD = re.compile(r"(?:[\w@$]|!(?=\w))+")
+# Punctuation and underscores between words, read as spaces ("kill_him", "kill.him").
+_SEPARATING_PUNCTUATION = re.compile(r"[^\w\s']|_")
 
 
 def moderate_prompt(text: str) -> None:
@@ -201,7 +206,9 @@ def is_flagged(text: str) -> str | None:
     One of ``explicit``, ``hate``, ``violence``, ``illegal``, ``pii``, ``spam``; for
     logs (``moderationCategory``), never shown to the user with the matched text.
     """
-    variants = (text, _fold(text))
+    folded = _fold(text)
+    # Each distinct copy once: most prompts need no folding or separating at all.
+    variants = tuple(dict.fromkeys((text, folded, _SEPARATING_PUNCTUATION.sub(" ", folded))))
     for category, pattern in _WORD_PATTERNS:
         if any(pattern.search(variant) for variant in variants):
             return category
@@ -213,9 +220,8 @@ def is_flagged(text: str) -> str | None:
 
 
 def _fold(text: str) -> str:
-    """Lower-case ``text`` without accents, spaced-out letters or look-alike digits."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    plain = "".join(char for char in decomposed if not unicodedata.combining(char)).lower()
+    """The skeleton of ``text`` without spaced-out letters or look-alike digits."""
+    plain = skeleton(text)
     glued = _SPACED_LETTERS.sub(lambda match: _SEPARATORS.sub("", match.group()), plain)
     return _LEET_WORD.sub(_unleet, glued)
 

@@ -7,7 +7,11 @@ The Replicate adapter (``generation.providers.replicate``) implements
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -66,6 +70,44 @@ class Prediction:
     data_removed: bool = False
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """The moment a caller stops waiting for provider calls, on ``clock``'s time line."""
+
+    at: float
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False)
+
+    @classmethod
+    def after(cls, seconds: float, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        """The deadline ``seconds`` from now."""
+        return cls(clock() + seconds, clock)
+
+    def remaining(self) -> float:
+        """Seconds left; zero or less once passed."""
+        return self.at - self.clock()
+
+
+# Set by the servicer for the RPC being served (each grpc.aio call runs in its own
+# task, so the value never leaks into another call or into background work started
+# before it). None: no caller is waiting (the sweep), only the retry policy limits.
+_CALL_DEADLINE: ContextVar[Deadline | None] = ContextVar("provider_call_deadline", default=None)
+
+
+@contextmanager
+def provider_deadline(deadline: Deadline | None) -> Iterator[None]:
+    """Provider calls made inside this block end (retries included) by ``deadline``."""
+    token = _CALL_DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _CALL_DEADLINE.reset(token)
+
+
+def current_deadline() -> Deadline | None:
+    """The deadline set by :func:`provider_deadline` around the current call, if any."""
+    return _CALL_DEADLINE.get()
+
+
 class ProviderError(Exception):
     """Base of provider failures; messages never reach a client."""
 
@@ -80,6 +122,17 @@ class ProviderRejected(ProviderError):
 
 class PredictionNotFound(ProviderRejected):
     """The provider does not know this prediction id (404)."""
+
+
+class OutputRefused(ProviderRejected):
+    """An output URL outside the provider's delivery hosts: never fetched, never retried.
+
+    ``host`` is the only part of the URL fit for logs (the rest may carry a signature).
+    """
+
+    def __init__(self, reason: str, *, host: str | None) -> None:
+        super().__init__(reason)
+        self.host = host
 
 
 class InvalidProviderPayload(ProviderError):

@@ -2,7 +2,11 @@
 
 Calls go through one pooled ``httpx.AsyncClient`` with timeouts on every call and
 are retried on 429, 5xx, timeouts and connection errors (full-jitter exponential
-backoff, honouring ``Retry-After``), never on other 4xx.
+backoff, honouring ``Retry-After``), never on other 4xx. Inside an RPC the caller's
+deadline (:func:`generation.domain.provider.current_deadline`) bounds the attempts
+and their waits. Output files are fetched by a second client that reaches only the
+delivery hosts at public addresses (``replicate_download``, ``output_hosts``,
+``output_addresses``).
 
 Trade-off on creates: a create retried after a connection error or timeout may
 have reached Replicate the first time, so a duplicate prediction can exist. The
@@ -28,29 +32,41 @@ import httpx
 
 from generation import metrics
 from generation.domain.provider import (
+    Deadline,
     InvalidProviderPayload,
     Prediction,
     PredictionNotFound,
     PredictionRequest,
     ProviderRejected,
     ProviderUnavailable,
+    current_deadline,
 )
+from generation.providers.output_addresses import Resolver, guarded_transport, resolve_host
+from generation.providers.output_hosts import OutputHosts
 from generation.providers.replicate_download import download_capped
 from generation.providers.replicate_parsing import is_prediction_id, parse_prediction
 from generation.providers.retries import (
     UNAVAILABLE_ERRORS,
     RetryPolicy,
     TransientStatus,
+    attempt_seconds,
     call_with_retries,
     describe_failure,
     is_transient_status,
     parse_retry_after,
 )
 from kit.logging import get_logger
+from kit.runtime_config import Replicate as ReplicateConfig
 
 _log = get_logger("generation.providers.replicate")
 _ACCEPTED = frozenset({200, 201, 202})
 _MAX_CONNECTIONS = 50
+_LIMITS = httpx.Limits(
+    max_connections=_MAX_CONNECTIONS,
+    max_keepalive_connections=_MAX_CONNECTIONS // 2,
+    keepalive_expiry=30.0,
+)
+DEFAULT_OUTPUT_HOSTS = ReplicateConfig().output_hosts
 # Paths as logged: ids go in their own field.
 _CREATE_TEMPLATE = "/v1/models/{owner}/{name}/predictions"
 _GET_TEMPLATE = "/v1/predictions/{id}"
@@ -94,6 +110,9 @@ class ReplicateProvider:
         backoff_max_seconds: float = 8.0,
         download_deadline_seconds: float = 120.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        output_hosts: tuple[str, ...] = DEFAULT_OUTPUT_HOSTS,
+        download_client: httpx.AsyncClient | None = None,
+        resolver: Resolver = resolve_host,
     ) -> None:
         if not api_token:
             raise ValueError("api_token must not be empty")
@@ -101,20 +120,23 @@ class ReplicateProvider:
             raise ValueError("timeouts must be positive")
         self._base_url = base_url.rstrip("/")
         self._create_path = _model_path(model)
-        # Sent to the API host only, per request: the pooled client also fetches
-        # output files from other hosts, which must never see the token.
+        # Sent per request, to the API host only: a client default could leak the
+        # token to any host the client were ever pointed at.
         self._api_headers = {"Authorization": f"Bearer {api_token}", "Accept": "application/json"}
+        self._timeout_seconds = timeout_seconds
         self._timeout = httpx.Timeout(timeout_seconds)
         self._download_deadline = download_deadline_seconds
         self._policy = RetryPolicy(max_attempts, backoff_base_seconds, backoff_max_seconds, sleep)
         self._owns_client = http_client is None
-        self._client = http_client or httpx.AsyncClient(
+        self._client = http_client or httpx.AsyncClient(timeout=self._timeout, limits=_LIMITS)
+        # Outputs come from URLs a webhook names: their own client, whose every
+        # connection checks the resolved address, and no proxy from the environment.
+        self._output_hosts = OutputHosts(output_hosts, api_base_url=self._base_url)
+        self._owns_download_client = download_client is None
+        self._download_client = download_client or httpx.AsyncClient(
             timeout=self._timeout,
-            limits=httpx.Limits(
-                max_connections=_MAX_CONNECTIONS,
-                max_keepalive_connections=_MAX_CONNECTIONS // 2,
-                keepalive_expiry=30.0,
-            ),
+            trust_env=False,
+            transport=guarded_transport(self._output_hosts.trusted_origin, _LIMITS, resolver),
         )
 
     async def create_prediction(self, request: PredictionRequest) -> Prediction:
@@ -147,20 +169,26 @@ class ReplicateProvider:
         return parse_prediction(payload)
 
     async def download_output(self, url: str, max_bytes: int) -> bytes:
-        """Fetch one output file: no credentials, timeouts, a size cap and retries."""
+        """Fetch one output file from a delivery host: no credentials, a size cap, retries.
+
+        Raises :class:`OutputRefused` (never retried) for any other host or address.
+        """
         return await download_capped(
-            self._client,
+            self._download_client,
             url,
             max_bytes,
+            hosts=self._output_hosts,
             policy=self._policy,
             http_timeout=self._timeout,
             deadline_seconds=self._download_deadline,
         )
 
     async def aclose(self) -> None:
-        """Close the pooled client if this adapter created it."""
+        """Close the pooled clients this adapter created."""
         if self._owns_client:
             await self._client.aclose()
+        if self._owns_download_client:
+            await self._download_client.aclose()
 
     @staticmethod
     def _checked_id(prediction_id: str) -> str:
@@ -185,21 +213,27 @@ class ReplicateProvider:
             "path": template,
             "predictionId": prediction_id,
         }
+        # The caller's deadline (the RPC's, less a margin) bounds the retries too.
+        deadline: Deadline | None = current_deadline()
 
         async def attempt(number: int) -> httpx.Response:
             started = time.perf_counter()
             outcome: dict[str, object] = {}
+            seconds = attempt_seconds(self._timeout_seconds, deadline)
             try:
-                response = await self._client.request(
-                    method,
-                    self._base_url + path,
-                    json=body,
-                    headers=self._api_headers,
-                    timeout=self._timeout,
-                    follow_redirects=False,
-                )
+                # httpx's timeout applies per phase (connect, write, read); the outer
+                # one bounds the whole attempt.
+                async with asyncio.timeout(seconds):
+                    response = await self._client.request(
+                        method,
+                        self._base_url + path,
+                        json=body,
+                        headers=self._api_headers,
+                        timeout=httpx.Timeout(seconds),
+                        follow_redirects=False,
+                    )
                 outcome["status"] = response.status_code
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, TimeoutError) as exc:
                 outcome["error"] = type(exc).__name__
                 raise
             finally:
@@ -214,7 +248,7 @@ class ReplicateProvider:
             return response
 
         try:
-            response = await call_with_retries(attempt, self._policy, operation)
+            response = await call_with_retries(attempt, self._policy, operation, deadline)
         except UNAVAILABLE_ERRORS as exc:
             reason = describe_failure(exc)
             _log.warning("provider.unavailable", **context, reason=reason)

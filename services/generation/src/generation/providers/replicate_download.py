@@ -1,22 +1,25 @@
 """Fetching output files from the provider's delivery hosts.
 
 Output URLs come from the provider and point at other hosts than its API, so the
-request carries no credentials. The body is streamed and abandoned as soon as it
-grows past the cap; each attempt also has an overall deadline so a server that
-drips bytes cannot hold a worker forever.
+request carries no credentials. Every URL, the first and each redirect target, is
+checked against :class:`OutputHosts` before it is requested (redirects are
+followed here, a few at most, never by httpx), and the client's connections check
+the resolved addresses (:mod:`generation.providers.output_addresses`). The body is
+streamed and abandoned as soon as it grows past the cap; each attempt also has an
+overall deadline so a server that drips bytes cannot hold a worker forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import urlsplit
+from typing import NoReturn
 
 import httpx
 
 from generation import metrics
-from generation.domain.provider import ProviderRejected, ProviderUnavailable
-from generation.providers.replicate_parsing import is_http_url
+from generation.domain.provider import OutputRefused, ProviderRejected, ProviderUnavailable
+from generation.providers.output_hosts import OutputHosts
 from generation.providers.retries import (
     UNAVAILABLE_ERRORS,
     RetryPolicy,
@@ -29,6 +32,8 @@ from generation.providers.retries import (
 from kit.logging import get_logger
 
 _log = get_logger("generation.providers.replicate")
+MAX_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
@@ -43,43 +48,78 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     return bytes(received)
 
 
+async def _open_checked(
+    client: httpx.AsyncClient,
+    url: httpx.URL,
+    hosts: OutputHosts,
+    http_timeout: httpx.Timeout,
+) -> httpx.Response:
+    """The streamed answer for ``url``, after at most MAX_REDIRECTS checked redirects.
+
+    The caller closes the answer. Raises :class:`OutputRefused` when a hop leaves
+    the delivery hosts and :class:`ProviderRejected` for too many redirects.
+    """
+    for _ in range(MAX_REDIRECTS + 1):
+        request = client.build_request("GET", url, timeout=http_timeout)
+        response = await client.send(request, stream=True, follow_redirects=False)
+        location = response.headers.get("location")
+        if response.status_code not in _REDIRECTS or location is None:
+            return response
+        await response.aclose()
+        url = _next_hop(url, location, hosts)
+    raise ProviderRejected("the output URL redirects too often")
+
+
+def _next_hop(url: httpx.URL, location: str, hosts: OutputHosts) -> httpx.URL:
+    """The checked target of a redirect from ``url`` (relative locations included)."""
+    try:
+        target = url.join(location)
+    except (httpx.InvalidURL, ValueError):
+        raise OutputRefused("the output redirect cannot be read", host=url.host) from None
+    return hosts.checked_url(target)
+
+
 async def download_capped(
     client: httpx.AsyncClient,
     url: str,
     max_bytes: int,
     *,
+    hosts: OutputHosts,
     policy: RetryPolicy,
     http_timeout: httpx.Timeout,
     deadline_seconds: float,
 ) -> bytes:
     """GET ``url`` into memory, at most ``max_bytes``; retries transient failures.
 
-    Raises :class:`ProviderRejected` for non-http(s) URLs, files over the cap and
-    4xx answers, :class:`ProviderUnavailable` once transient failures outlast
-    the retries.
+    Raises :class:`OutputRefused` for a URL (or redirect) outside the delivery
+    hosts, :class:`ProviderRejected` for files over the cap and 4xx answers,
+    :class:`ProviderUnavailable` once transient failures outlast the retries.
     """
     if max_bytes < 0:
         raise ValueError("max_bytes must not be negative")
-    if not is_http_url(url):
-        raise ProviderRejected("the output URL is not an http(s) URL")
+    try:
+        checked = hosts.checked_url(url)
+    except OutputRefused as refusal:
+        _refused(refusal)
     # Log the host only: output URLs may carry signatures.
-    host = urlsplit(url).hostname
+    host = checked.host
 
     async def attempt(number: int) -> bytes:
         started = time.perf_counter()
         status: int | None = None
         try:
-            async with (
-                asyncio.timeout(deadline_seconds),
-                client.stream("GET", url, timeout=http_timeout, follow_redirects=True) as response,
-            ):
-                status = response.status_code
-                if is_transient_status(status):
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
-                    raise TransientStatus(status, retry_after)
-                if status != 200:
-                    raise ProviderRejected(f"the output host answered {status}")
-                return await _read_capped(response, max_bytes)
+            async with asyncio.timeout(deadline_seconds):
+                response = await _open_checked(client, checked, hosts, http_timeout)
+                try:
+                    status = response.status_code
+                    if is_transient_status(status):
+                        retry_after = parse_retry_after(response.headers.get("retry-after"))
+                        raise TransientStatus(status, retry_after)
+                    if status != 200:
+                        raise ProviderRejected(f"the output host answered {status}")
+                    return await _read_capped(response, max_bytes)
+                finally:
+                    await response.aclose()
         finally:
             metrics.provider_call("download", status, time.perf_counter() - started)
             _log.info(
@@ -92,8 +132,16 @@ async def download_capped(
 
     try:
         return await call_with_retries(attempt, policy, "download")
+    except OutputRefused as refusal:
+        _refused(refusal)
     except UNAVAILABLE_ERRORS as exc:
         reason = describe_failure(exc)
         _log.warning("provider.unavailable", operation="download", host=host, reason=reason)
         metrics.provider_unavailable("download")
         raise ProviderUnavailable(f"output download failed ({reason})") from None
+
+
+def _refused(refusal: OutputRefused) -> NoReturn:
+    # The host only: the path and query of an output URL may carry a signature.
+    _log.warning("provider.output_refused", host=refusal.host, reason=str(refusal))
+    raise refusal

@@ -4,6 +4,10 @@ Transient: 429, 5xx, timeouts, connection and remote protocol errors. Everything
 else (other 4xx, bad URLs, undecodable bodies) fails at once. Waits use full
 jitter exponential backoff, or the server's ``Retry-After`` when it sends one,
 both capped so one call never hangs for long.
+
+Within a caller's :class:`Deadline` (the gRPC deadline of the RPC, less a margin),
+no retry starts unless at least ``MIN_ATTEMPT_SECONDS`` remain after its wait, and
+each attempt's timeout is clipped to what remains (:func:`attempt_seconds`).
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ from typing import TypeVar
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
 from generation import metrics
+from generation.domain.provider import Deadline
 from kit.logging import get_logger
 
 T = TypeVar("T")
 
 _log = get_logger("generation.providers.retries")
 _DELAY_SECONDS = re.compile(r"\d{1,10}(?:\.\d{1,6})?")
+# An attempt with less time than this left cannot be expected to get an answer.
+MIN_ATTEMPT_SECONDS = 1.0
 
 
 class TransientStatus(Exception):
@@ -108,6 +116,31 @@ class RetryPolicy:
             raise ValueError("backoff times must not be negative")
 
 
+class stop_before_deadline(stop_base):  # noqa: N801 - tenacity's naming
+    """Stop when the wait before the next attempt would leave it too little time."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        # tenacity computes the wait before asking whether to stop.
+        left_after_wait = self._deadline.remaining() - retry_state.upcoming_sleep
+        return left_after_wait < MIN_ATTEMPT_SECONDS
+
+
+def attempt_seconds(timeout_seconds: float, deadline: Deadline | None) -> float:
+    """The time one attempt may take: its timeout, clipped to the deadline's remainder.
+
+    Raises ``TimeoutError`` (a transient failure) when the deadline has passed.
+    """
+    if deadline is None:
+        return timeout_seconds
+    remaining = deadline.remaining()
+    if remaining <= 0:
+        raise TimeoutError("the caller's deadline has passed")
+    return min(timeout_seconds, remaining)
+
+
 def describe_failure(failure: BaseException | None) -> str:
     """A short name for a failure, free of provider text: the status or the error type."""
     if isinstance(failure, TransientStatus):
@@ -116,10 +149,14 @@ def describe_failure(failure: BaseException | None) -> str:
 
 
 async def call_with_retries(
-    attempt: Callable[[int], Awaitable[T]], policy: RetryPolicy, operation: str
+    attempt: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    operation: str,
+    deadline: Deadline | None = None,
 ) -> T:
     """Run ``attempt(number)`` until it succeeds, fails for good or runs out of attempts.
 
+    With a ``deadline``, also until too little time is left for another attempt.
     Transient failures that outlast the attempts are re-raised as they are; the
     caller maps them to its own error.
     """
@@ -137,7 +174,11 @@ async def call_with_retries(
 
     retrying = AsyncRetrying(
         sleep=policy.sleep,
-        stop=stop_after_attempt(policy.max_attempts),
+        stop=(
+            stop_after_attempt(policy.max_attempts)
+            if deadline is None
+            else stop_after_attempt(policy.max_attempts) | stop_before_deadline(deadline)
+        ),
         wait=wait_retry_after_or_jitter(policy.backoff_base_seconds, policy.backoff_max_seconds),
         retry=retry_if_exception_type(TRANSIENT_ERRORS),
         before_sleep=before_sleep,

@@ -1,0 +1,62 @@
+"""The text moderation matches against: what a prompt looks like, not how it is encoded.
+
+Word lists are written in plain ASCII, so a prompt is reduced to a comparable
+"skeleton" first, undoing the tricks that keep a banned word readable to a person
+(and to the image model) while hiding it from a pattern:
+
+- invisible characters (Unicode's Default_Ignorable_Code_Point: soft hyphen,
+  zero-width space/joiners, word joiner, BOM, bidi controls, variation selectors)
+  are dropped; the Hangul fillers, which render as blanks, become underscores, a
+  separator kept apart from real spaces so that "p\u3164o\u3164r\u3164n" glues into
+  one word without pulling in its neighbours;
+- NFKC folds compatibility forms (full-width, ligatures, mathematical letters),
+  then case folding;
+- Unicode TR39 confusables (Cyrillic "\\u0430", Greek "\\u03bf", ...) become the ASCII letter
+  they imitate, from the Unicode data shipped by ``confusable-homoglyphs``;
+- accents are stripped (NFKD without combining marks).
+
+Only letters that imitate ASCII are mapped, so text in other scripts keeps its
+own letters and cannot accidentally spell an English word list entry.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from confusable_homoglyphs.confusables import confusables_data
+
+# Default_Ignorable_Code_Point (Unicode DerivedCoreProperties) without the Hangul
+# fillers, which are handled as blanks below.
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\ufe00-\ufe0f\ufeff\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]"
+)
+# Hangul fillers and the blank Braille pattern: invisible, but they take up a
+# space, so they are read as a separator.
+_BLANKS = re.compile("[\u115f\u1160\u3164\uffa0\u2800]")
+
+
+def _ascii_prototypes() -> dict[int, str]:
+    """Non-ASCII characters that TR39 says look like ASCII letters or digits."""
+    table: dict[int, str] = {}
+    for char, homoglyphs in confusables_data.items():
+        if len(char) != 1 or char.isascii():
+            continue
+        looks_like = [h["c"] for h in homoglyphs if h["c"].isascii() and h["c"].isalnum()]
+        if looks_like:
+            table[ord(char)] = looks_like[0].lower()
+    return table
+
+
+_PROTOTYPES = _ascii_prototypes()
+
+
+def skeleton(text: str) -> str:
+    """``text`` without invisible characters, folded, look-alikes and accents undone."""
+    visible = _BLANKS.sub("_", _INVISIBLE.sub("", text))
+    folded = unicodedata.normalize("NFKC", visible).casefold()
+    latin = folded.translate(_PROTOTYPES)
+    decomposed = unicodedata.normalize("NFKD", latin)
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
