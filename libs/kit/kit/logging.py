@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import uuid
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -110,6 +111,21 @@ def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
         structlog.get_logger(component=name) if name else structlog.get_logger()
     )
     return logger
+
+
+# What a caller's request id may look like to be logged at all: short, and nothing a
+# log viewer or a header could misread (no spaces, quotes, control characters).
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_ids(incoming: str | None) -> dict[str, str]:
+    """The log fields of one request: ``requestId`` is always ours (new, so a caller
+    can neither choose nor collide with it); the caller's id is kept beside it as
+    ``clientRequestId`` only when well-formed."""
+    ids = {"requestId": uuid.uuid4().hex}
+    if incoming and _CLIENT_REQUEST_ID.fullmatch(incoming):
+        ids["clientRequestId"] = incoming
+    return ids
 
 
 def bind_context(**values: Any) -> None:
