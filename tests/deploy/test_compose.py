@@ -17,6 +17,7 @@ from kit.settings import S3Settings
 from tests.deploy.support import (
     COMPOSE_FILE,
     DEPLOY,
+    DEPLOYER_ENV,
     ENVOY_ADMIN_PORT,
     MODULES,
     PORTS,
@@ -51,7 +52,7 @@ def _services(offline: bool = True) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("profile", [[], ["--profile", "offline"]], ids=["default", "offline"])
 def test_the_real_compose_binary_accepts_the_file(profile: list[str]) -> None:
-    result = run_compose(*profile, "config", "-q")
+    result = run_compose(*profile, "config", "-q", env=DEPLOYER_ENV)
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -73,13 +74,13 @@ def _copy_with(tmp_path: Path, change: Any) -> Path:
 
 def test_a_broken_file_makes_the_binary_fail(tmp_path: Path) -> None:
     intact = _copy_with(tmp_path, lambda data: None)
-    assert run_compose("config", "-q", file=intact).returncode == 0
+    assert run_compose("config", "-q", file=intact, env=DEPLOYER_ENV).returncode == 0
 
     def depend_on_a_ghost(data: dict[str, Any]) -> None:
         data["services"]["envoy"]["depends_on"]["ghost"] = {"condition": "service_healthy"}
 
     broken = _copy_with(tmp_path, depend_on_a_ghost)
-    result = run_compose("config", "-q", file=broken)
+    result = run_compose("config", "-q", file=broken, env=DEPLOYER_ENV)
 
     assert result.returncode != 0
     assert "ghost" in result.stderr
@@ -89,7 +90,7 @@ def test_a_misspelled_key_makes_the_binary_fail(tmp_path: Path) -> None:
     def misspell(data: dict[str, Any]) -> None:
         data["services"]["usage"]["healthchek"] = data["services"]["usage"].pop("healthcheck")
 
-    result = run_compose("config", "-q", file=_copy_with(tmp_path, misspell))
+    result = run_compose("config", "-q", file=_copy_with(tmp_path, misspell), env=DEPLOYER_ENV)
 
     assert result.returncode != 0
     assert "healthchek" in result.stderr
@@ -166,7 +167,7 @@ def test_host_variables_replace_the_emulator_defaults() -> None:
         "REPLICATE_API_TOKEN": "r8_real",
         "WEBHOOK_BASE_URL": "https://api.example.com",
     }
-    result = run_compose("config", "--format", "json", env=real)
+    result = run_compose("config", "--format", "json", env={**DEPLOYER_ENV, **real})
     assert result.returncode == 0, result.stderr
 
     environment = yaml.safe_load(result.stdout)["services"]["generation"]["environment"]
