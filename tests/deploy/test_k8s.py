@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -302,3 +303,12 @@ def test_database_urls_of_the_template_verify_the_servers_certificate(name: str)
         assert engine.dialect.create_connect_args(engine.url)[1]["ssl"] == "verify-full"
     finally:
         engine.sync_engine.dispose()
+
+
+def test_the_base_pins_the_image_by_a_digest_placeholder_not_a_tag() -> None:
+    [image] = kustomization()["images"]
+    assert "newTag" not in image, "a tag moves; an overlay sets `digest:`"
+    assert image["digest"].startswith("sha256:")
+    # Deliberately not 64 hex digits: an invalid reference the cluster refuses to pull.
+    assert not re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"])
+    assert "digest:" in (DEPLOY / "README.md").read_text()

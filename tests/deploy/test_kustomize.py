@@ -7,6 +7,7 @@ and the parsed-manifest checks of test_k8s.py still run.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +19,11 @@ import yaml
 from edge_api.settings import EdgeSettings
 from kit.runtime_config import load_runtime_config
 from tests.deploy.support import ENVOY_CONFIG, K8S_BASE, REPO
+
+# A real digest (any 64 hex digits are a well-formed one).
+DIGEST = "sha256:" + "3f" * 32
+# An image reference pinned by content: name@sha256:<64 hex>.
+PINNED = re.compile(r"[a-z0-9./-]+@sha256:[0-9a-f]{64}")
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 
@@ -70,7 +76,7 @@ def test_an_overlay_like_the_readme_sets_image_environment_and_secrets(tmp_path:
         "kind": "Kustomization",
         # kustomize accepts relative roots only.
         "resources": [os.path.relpath(K8S_BASE, overlay)],
-        "images": [{"name": "interior-backend", "newName": "example.com/i", "newTag": "7"}],
+        "images": [{"name": "interior-backend", "newName": "example.com/i", "digest": DIGEST}],
         "configMapGenerator": [
             {"name": "interior-env", "behavior": "merge", "literals": ["S3_ENDPOINT=s3.example"]}
         ],
@@ -93,7 +99,21 @@ def test_an_overlay_like_the_readme_sets_image_environment_and_secrets(tmp_path:
         if d["kind"] == "Deployment"
         for c in d["spec"]["template"]["spec"]["containers"]
     }
-    assert images == {"example.com/i:7"}
+    assert images == {f"example.com/i@{DIGEST}"}
+    assert all(PINNED.fullmatch(image) for image in images)
+
+
+def test_the_base_alone_names_no_deployable_image() -> None:
+    """Without an overlay's digest every image is the placeholder, which is no valid
+    reference: the kubelet refuses it (InvalidImageName) instead of pulling a moving tag."""
+    images = set()
+    for document in _build(K8S_BASE):
+        if document["kind"] == "Deployment":
+            pod = document["spec"]["template"]["spec"]
+            images |= {c["image"] for c in pod.get("initContainers", []) + pod["containers"]}
+    assert images == {"interior-backend@sha256:SET_THE_RELEASE_DIGEST_IN_YOUR_OVERLAY"}
+    assert not any(PINNED.fullmatch(image) for image in images)
+    assert not any(image.endswith(":latest") for image in images)
 
 
 _UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
