@@ -116,7 +116,7 @@ def test_minio_setup_creates_each_user_with_its_policy_file() -> None:
     # `config` prints a compose file again: the shell's $ stays escaped as $$.
     assert 'mc admin policy create store "$$1" "/policies/$$1-policy.json"' in script
     assert "mc admin user add store" in script
-    assert "mc admin policy attach store" in script
+    assert 'mc admin policy attach store "$$1" --user "$$2"' in script
     for name, (access, secret) in S3_USER_VARIABLES.items():
         assert f'grant {name} "$${access}" "$${secret}"' in script
         assert (POLICIES / f"{name}-policy.json").is_file()
