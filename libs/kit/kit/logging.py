@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -24,30 +24,45 @@ _FORBIDDEN_KEYS = frozenset(
     {"prompt", "token", "authorization", "password", "secret", "signed_url", "email", "body"}
 )
 _REDACTED = "[redacted]"
+
+
+def _strip_query(match: re.Match[str]) -> str:
+    url, question, _ = match.group(0).partition("?")
+    return url + question + _REDACTED if question else url
+
+
 # Patterns of secrets inside free text (an exception message, a traceback, a repr),
-# each with what replaces a match.
-_TEXT_SECRETS: tuple[tuple[re.Pattern[str], str], ...] = (
+# each with what replaces a match. Log text may be huge and shaped by an attacker, so
+# no pattern can fail after a long scan: every unbounded run either always completes
+# a match (optional closing quotes, values up to the end of the line) or is bounded,
+# which keeps redaction linear in the text.
+_TEXT_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
     # Query strings carry presigned signatures and tokens: strip them from any URL.
-    (re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*"), r"\1?" + _REDACTED),
+    (re.compile(r"https?://[^\s\"']*"), _strip_query),
     (re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+"), r"\1 " + _REDACTED),
     # JWTs, Replicate tokens, webhook secrets: wherever they show up.
-    (re.compile(r"\beyJ[\w-]*\.[\w-]*\.[\w-]*"), _REDACTED),
+    (re.compile(r"\beyJ[\w-]*(?:\.[\w-]*){0,2}"), _REDACTED),
     (re.compile(r"\b(r8|whsec)_[\w+/=-]+"), r"\1_" + _REDACTED),
     # A field named like a secret, in a repr, a dict, JSON, a form or a proto dump:
     # prompt='...', "token": "...", prompt: "...", password=...
     (
         re.compile(
-            r"(?i)(\b\w*(?:prompt|token|secret|password|authorization)\w*['\"]?\s*[:=]\s*)"
-            r"('[^']*'|\"[^\"]*\"|[^\s,;)}\]]+)"
+            r"(?i)(\b\w{0,40}(?:prompt|token|secret|password|authorization)\w{0,40}"
+            r"['\"]?\s{0,5}[:=]\s{0,5})"
+            r"('[^'\n]*'?|\"[^\"\n]*\"?|[^\s,;)}\]]+)"
         ),
         r"\1" + _REDACTED,
     ),
     # Values the database or the driver echo in their own messages: PostgreSQL's
     # "Key (column)=(value)" and "invalid input syntax for type integer: \"value\"",
-    # asyncpg's "invalid input for query argument $1: 'value' (...)".
-    (re.compile(r"(Key \([^)]*\)=\()[^)]*\)"), r"\1" + _REDACTED + ")"),
-    (re.compile(r"(for type [\w ]+: )\"[^\"]*\""), r"\1" + _REDACTED),
-    (re.compile(r"(query argument \$\d+: )('[^']*'|\"[^\"]*\"|\S+)"), r"\1" + _REDACTED),
+    # asyncpg's "invalid input for query argument $1: 'value' (...)". The value runs
+    # to the end of the line when its closing bracket or quote is not found.
+    (re.compile(r"(Key \([^)\n]{0,200}\)=\()[^\n]*"), r"\1" + _REDACTED + ")"),
+    (re.compile(r"(for type [\w ]{1,64}: )\"[^\"\n]*\"?"), r"\1" + _REDACTED),
+    (
+        re.compile(r"(query argument \$\d{1,5}: )('[^'\n]*'?|\"[^\"\n]*\"?|\S+)"),
+        r"\1" + _REDACTED,
+    ),
 )
 
 

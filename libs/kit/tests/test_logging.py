@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from kit.logging import bind_context, clear_context, configure_logging, get_logger
+from kit.logging import (
+    bind_context,
+    clear_context,
+    configure_logging,
+    get_logger,
+    redact_text,
+)
 
 
 def test_json_lines_with_context_and_redaction(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,6 +109,32 @@ def test_stdlib_records_and_their_tracebacks_are_redacted(
     assert "Traceback" in out
     for secret in NEVER:
         assert secret not in out
+
+
+def test_redaction_stays_linear_on_hostile_text() -> None:
+    """Exception text can be huge and attacker-shaped: scrubbing must not backtrack
+    its way into seconds of CPU (bounded in CPU time, not wall time)."""
+    hostile = [
+        "a" * 200_000,
+        "token" * 40_000,
+        "prompt=" * 30_000,
+        "prompt='" * 30_000,
+        "prompt='" + "x" * 200_000,
+        "eyJ" + "a." * 100_000,
+        "eyJ-" * 50_000,
+        "https://" + "a" * 200_000,
+        "http://" * 30_000,
+        "Key (" * 40_000,
+        "Key (a)=(" * 30_000,
+        "for type " * 30_000,
+        'for type a: "' * 20_000,
+        "query argument $1: '" * 20_000,
+        "bearer " * 30_000,
+    ]
+    started = time.process_time()
+    for text in hostile:
+        redact_text(text)
+    assert time.process_time() - started < 2.0
 
 
 @pytest.fixture(autouse=True)
