@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -148,3 +149,18 @@ def test_the_built_network_policies_are_the_evaluated_ones_in_our_namespace() ->
     for name, policy in built.items():
         assert policy["metadata"]["namespace"] == "interior"
         assert policy["spec"] == files[name]["spec"], name
+
+
+def test_every_built_object_validates_against_the_kubernetes_api_schemas() -> None:
+    """Strict: an unknown field (a misspelled `podSelector`, `ipBlock`) fails, which
+    kustomize itself never checks."""
+    version = kubernetes_validate.latest_version()
+    for document in _build(K8S_BASE):
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_the_schema_check_refuses_a_misspelled_policy_field() -> None:
+    [policy] = [d for d in _build(K8S_BASE) if d["metadata"]["name"] == "default-deny-all"]
+    policy["spec"]["podSelecter"] = policy["spec"].pop("podSelector")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(policy, kubernetes_validate.latest_version(), strict=True)
