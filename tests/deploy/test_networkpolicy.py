@@ -214,3 +214,14 @@ def test_every_policy_selects_existing_pods_on_their_own_ports() -> None:
                     assert targets, policy["metadata"]["name"]
                     for port in rule["ports"]:
                         assert all(port["port"] in _ports(t) for t in targets)
+
+
+def test_a_foreign_pod_in_our_namespace_reaches_nothing() -> None:
+    """A pod started by hand (`kubectl run`, no labels of ours) is denied both ways."""
+    stranger: dict[str, str] = {"run": "debug"}
+    for name in objects("Deployment"):
+        for port in _ports(name):
+            into = _direction_allows("Ingress", _labels(name), stranger, OWN_NAMESPACE, port)
+            out = _direction_allows("Egress", stranger, _labels(name), OWN_NAMESPACE, port)
+            assert not (into and out), (name, port)
+            assert not out, "the default deny must hold the stranger's egress too"
