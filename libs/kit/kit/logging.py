@@ -3,7 +3,9 @@
 Every service calls :func:`configure_logging` once at start. Context such as the
 request id is bound with :func:`bind_context` (contextvars, so it follows the
 asyncio task). A redaction step drops fields that must never be logged (prompts,
-tokens, signed URLs) even if a caller passes them by mistake.
+tokens, signed URLs) even if a caller passes them by mistake, and scrubs the same
+from free text: messages, exception text and tracebacks, and the records of the
+stdlib loggers (uvicorn, grpc, SQLAlchemy) that reach our handler.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import uuid
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -20,22 +23,79 @@ import structlog
 _FORBIDDEN_KEYS = frozenset(
     {"prompt", "token", "authorization", "password", "secret", "signed_url", "email", "body"}
 )
-# Query strings carry presigned signatures and tokens: strip them from any URL.
-_URL_QUERY = re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*")
+_REDACTED = "[redacted]"
+
+
+def _strip_query(match: re.Match[str]) -> str:
+    url, question, _ = match.group(0).partition("?")
+    return url + question + _REDACTED if question else url
+
+
+# Patterns of secrets inside free text (an exception message, a traceback, a repr),
+# each with what replaces a match. Log text may be huge and shaped by an attacker, so
+# no pattern can fail after a long scan: every unbounded run either always completes
+# a match (optional closing quotes, values up to the end of the line) or is bounded,
+# which keeps redaction linear in the text.
+_TEXT_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
+    # Query strings carry presigned signatures and tokens: strip them from any URL.
+    (re.compile(r"https?://[^\s\"']*"), _strip_query),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+"), r"\1 " + _REDACTED),
+    # JWTs, Replicate tokens, webhook secrets: wherever they show up.
+    (re.compile(r"\beyJ[\w-]*(?:\.[\w-]*){0,2}"), _REDACTED),
+    (re.compile(r"\b(r8|whsec)_[\w+/=-]+"), r"\1_" + _REDACTED),
+    # A field named like a secret, in a repr, a dict, JSON, a form or a proto dump:
+    # prompt='...', "token": "...", prompt: "...", password=...
+    (
+        re.compile(
+            r"(?i)(\b\w{0,40}(?:prompt|token|secret|password|authorization)\w{0,40}"
+            r"['\"]?\s{0,5}[:=]\s{0,5})"
+            r"('[^'\n]*'?|\"[^\"\n]*\"?|[^\s,;)}\]]+)"
+        ),
+        r"\1" + _REDACTED,
+    ),
+    # Values the database or the driver echo in their own messages: PostgreSQL's
+    # "Key (column)=(value)" and "invalid input syntax for type integer: \"value\"",
+    # asyncpg's "invalid input for query argument $1: 'value' (...)". The value runs
+    # to the end of the line when its closing bracket or quote is not found.
+    (re.compile(r"(Key \([^)\n]{0,200}\)=\()[^\n]*"), r"\1" + _REDACTED + ")"),
+    (re.compile(r"(for type [\w ]{1,64}: )\"[^\"\n]*\"?"), r"\1" + _REDACTED),
+    (
+        re.compile(r"(query argument \$\d{1,5}: )('[^'\n]*'?|\"[^\"\n]*\"?|\S+)"),
+        r"\1" + _REDACTED,
+    ),
+)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with URL query strings, bearer values, tokens and secret-named fields
+    replaced by ``[redacted]``."""
+    for pattern, replacement in _TEXT_SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Runs after ``format_exc_info``, so the ``exception`` text is scrubbed too."""
     for key in list(event):
         if key.lower() in _FORBIDDEN_KEYS:
-            event[key] = "[redacted]"
+            event[key] = _REDACTED
         elif isinstance(event[key], str):
-            event[key] = _URL_QUERY.sub(r"\1?[redacted]", event[key])
+            event[key] = redact_text(event[key])
     return event
+
+
+class RedactingFormatter(logging.Formatter):
+    """Scrubs the whole formatted stdlib record: message, arguments and traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
     """JSON logs on stdout for ``service``; idempotent."""
-    logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper(), force=True)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(RedactingFormatter("%(message)s"))
+    logging.basicConfig(handlers=[handler], level=level.upper(), force=True)
     # Third-party loggers are noisy at INFO and may print URLs with signatures.
     for noisy in ("httpx", "httpcore", "uvicorn.access", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -44,8 +104,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            _redact,
             structlog.processors.format_exc_info,
+            _redact,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -66,6 +126,21 @@ def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
         structlog.get_logger(component=name) if name else structlog.get_logger()
     )
     return logger
+
+
+# What a caller's request id may look like to be logged at all: short, and nothing a
+# log viewer or a header could misread (no spaces, quotes, control characters).
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def request_ids(incoming: str | None) -> dict[str, str]:
+    """The log fields of one request: ``requestId`` is always ours (new, so a caller
+    can neither choose nor collide with it); the caller's id is kept beside it as
+    ``clientRequestId`` only when well-formed."""
+    ids = {"requestId": uuid.uuid4().hex}
+    if incoming and _CLIENT_REQUEST_ID.fullmatch(incoming):
+        ids["clientRequestId"] = incoming
+    return ids
 
 
 def bind_context(**values: Any) -> None:

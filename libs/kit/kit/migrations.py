@@ -28,7 +28,8 @@ def _do_run(connection: Connection, metadata: MetaData, lock_id: int, version_ta
 
 
 async def _run_async(url: str, metadata: MetaData, lock_id: int, version_table: str) -> None:
-    engine = create_async_engine(url)
+    # As kit.db's engine: no statement parameters in errors or logs.
+    engine = create_async_engine(url, hide_parameters=True)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_do_run, metadata, lock_id, version_table)

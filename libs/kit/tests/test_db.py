@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kit import db
@@ -110,3 +111,34 @@ async def test_read_sessions_open_no_transaction(engine: AsyncEngine) -> None:
         await session.execute(text("SELECT 1"))
         raw = await (await session.connection()).get_raw_connection()
         assert raw.dbapi_connection._transaction is not None  # type: ignore[union-attr]
+
+
+async def test_statement_parameters_never_reach_an_error_message(engine: AsyncEngine) -> None:
+    """A failing statement's parameters (a prompt) stay out of the exception text,
+    which is what a traceback in a log line would print."""
+    marker = "Quokka prompt 7f3a"
+    with pytest.raises(DBAPIError) as caught:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT length(CAST(:prompt AS text)) / 0"), {"prompt": marker})
+    assert marker not in str(caught.value)
+    assert "hidden" in str(caught.value)
+
+
+async def test_a_verify_full_url_makes_the_driver_insist_on_tls(
+    database_factory: Callable[[str], str],
+) -> None:
+    """``?ssl=verify-full`` reaches asyncpg: it wants a CA to verify the test server
+    (which has none), so it refuses to connect instead of falling back to plain text."""
+    url = database_factory("kitdbtls") + "?ssl=verify-full"
+    engine = db.create_engine(DatabaseSettings.model_validate({"DATABASE_URL": url}))
+    try:
+        _, options = engine.dialect.create_connect_args(engine.url)
+        assert options["ssl"] == "verify-full"
+        with pytest.raises((DBAPIError, ConnectionError, OSError)) as caught:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        # No CA bundle here, or a server without TLS: either way no plain-text session.
+        message = str(caught.value).lower()
+        assert "ssl" in message or "certificate" in message
+    finally:
+        await engine.dispose()

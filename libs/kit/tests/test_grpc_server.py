@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
+import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.exc import OperationalError
 
@@ -22,12 +24,14 @@ SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 class _Servicer(usage_pb2_grpc.UsageServiceServicer):
     def __init__(self) -> None:
         self.request_ids: list[str] = []
+        self.contexts: list[dict[str, Any]] = []
 
     async def GetQuota(
         self, request: usage_pb2.GetQuotaRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> usage_pb2.Quota:
         metadata = dict(context.invocation_metadata() or ())
         self.request_ids.append(str(metadata.get("x-request-id", "")))
+        self.contexts.append(structlog.contextvars.get_contextvars())
         if request.owner_id == "missing":
             raise NotFound("No such user.")
         if request.owner_id == "empty":
@@ -91,6 +95,31 @@ async def test_request_id_reaches_the_servicer(served: Any) -> None:
         usage_pb2.GetQuotaRequest(owner_id="u"), timeout=5, metadata=(("x-request-id", "req-1"),)
     )
     assert servicer.request_ids == ["req-1"]
+
+
+@pytest.mark.parametrize(
+    ("incoming", "kept"),
+    [("req-1.a_B", "req-1.a_B"), ("has space", None), ("x" * 65, None), ('q"}', None)],
+)
+async def test_calls_log_a_request_id_of_ours_beside_a_well_formed_callers(
+    served: Any, incoming: str, kept: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, servicer, channel = served
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+    await stub.GetQuota(
+        usage_pb2.GetQuotaRequest(owner_id="u"), timeout=5, metadata=(("x-request-id", incoming),)
+    )
+    [bound] = servicer.contexts
+    [finished] = [
+        event
+        for event in map(json.loads, capsys.readouterr().out.splitlines())
+        if event["event"] == "rpc.finished"
+    ]
+
+    for fields in (bound, finished):
+        assert len(fields["requestId"]) == 32
+        assert fields["requestId"] != incoming
+        assert fields.get("clientRequestId") == kept
 
 
 async def test_health_serving_then_not_serving_on_stop(served: Any) -> None:

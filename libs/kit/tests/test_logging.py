@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
-from kit.logging import bind_context, clear_context, configure_logging, get_logger
+from kit.logging import (
+    bind_context,
+    clear_context,
+    configure_logging,
+    get_logger,
+    redact_text,
+)
 
 
 def test_json_lines_with_context_and_redaction(capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,6 +56,85 @@ def test_loggers_made_before_configuration_still_write_json(
         "service": "late-service",
         "ts": event["ts"],
     }
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXBhcnQ"
+SIGNED = "https://s3.local/private/in.jpg?X-Amz-Signature=feedface"
+LEAKY = (
+    f"upstream said no: Authorization: Bearer {JWT} fetching {SIGNED} for "
+    "request(prompt='a Quokka reading room', api_token=r8_abc123) "
+    "DETAIL: Key (idempotency_key)=(jane@example.com) already exists; "
+    'invalid input syntax for type uuid: "Quokka2"; '
+    "invalid input for query argument $1: 'Quokka3' (expected int)"
+)
+NEVER = ("Quokka", JWT, "feedface", "r8_abc123", "jane@example.com")
+
+
+def _explode() -> None:
+    raise RuntimeError(LEAKY)
+
+
+def test_exception_text_and_tracebacks_are_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("test-service")
+    try:
+        _explode()
+    except RuntimeError:
+        get_logger("t").exception("call.failed", detail=LEAKY)
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    assert "Traceback" in event["exception"]
+    assert "_explode" in event["exception"]  # the traceback itself stays useful
+    for text in (event["exception"], event["detail"]):
+        assert "[redacted]" in text
+        for secret in NEVER:
+            assert secret not in text
+
+
+def test_stdlib_records_and_their_tracebacks_are_redacted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    configure_logging("test-service")
+    try:
+        try:
+            _explode()
+        except RuntimeError:
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI app: %s", LEAKY)
+        out = capsys.readouterr().out
+    finally:
+        root.handlers[:] = handlers
+
+    assert "Exception in ASGI app" in out
+    assert "Traceback" in out
+    for secret in NEVER:
+        assert secret not in out
+
+
+def test_redaction_stays_linear_on_hostile_text() -> None:
+    """Exception text can be huge and attacker-shaped: scrubbing must not backtrack
+    its way into seconds of CPU (bounded in CPU time, not wall time)."""
+    hostile = [
+        "a" * 200_000,
+        "token" * 40_000,
+        "prompt=" * 30_000,
+        "prompt='" * 30_000,
+        "prompt='" + "x" * 200_000,
+        "eyJ" + "a." * 100_000,
+        "eyJ-" * 50_000,
+        "https://" + "a" * 200_000,
+        "http://" * 30_000,
+        "Key (" * 40_000,
+        "Key (a)=(" * 30_000,
+        "for type " * 30_000,
+        'for type a: "' * 20_000,
+        "query argument $1: '" * 20_000,
+        "bearer " * 30_000,
+    ]
+    started = time.process_time()
+    for text in hostile:
+        redact_text(text)
+    assert time.process_time() - started < 2.0
 
 
 @pytest.fixture(autouse=True)

@@ -224,17 +224,17 @@ async def test_generation_unable_to_read_the_payload_gets_400(
     }
 
 
-async def test_the_request_id_travels_to_generation_and_back(
+async def test_our_request_id_travels_to_generation_and_back_never_the_callers(
     start_gateway: GatewayFactory, generation: GenerationDouble, signer: Signer
 ) -> None:
     headers = {**signer(BODY), "x-request-id": "req-7f3a9c"}
     async with start_gateway() as gw:
         given = await gw.client.post(PATH, content=BODY, headers=headers)
         fresh = await gw.client.post(PATH, content=BODY, headers=signer(BODY))
-    assert given.headers["x-request-id"] == "req-7f3a9c"
-    assert fresh.headers["x-request-id"]
+    assert given.headers["x-request-id"] != "req-7f3a9c"
+    assert len(given.headers["x-request-id"]) == len(fresh.headers["x-request-id"]) == 32
     assert [e.request_id for e in generation.servicer.received] == [
-        "req-7f3a9c",
+        given.headers["x-request-id"],
         fresh.headers["x-request-id"],
     ]
 

@@ -14,7 +14,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge_api.errors import error_response
-from edge_api.middleware import REQUEST_ID_HEADER, request_id_from
+from edge_api.middleware import REQUEST_ID_HEADER
+from kit.logging import request_ids
 
 ALLOWED_METHODS = ("GET", "POST", "PATCH", "DELETE")
 ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID")
@@ -54,6 +55,6 @@ class ApiCorsMiddleware(CORSMiddleware):
                 "VALIDATION_ERROR",
                 "This origin, method or header is not allowed for cross-origin requests.",
             )
-            refused.headers[REQUEST_ID_HEADER] = request_id_from(request_headers)
+            refused.headers[REQUEST_ID_HEADER] = request_ids(None)["requestId"]
             return refused
         return Response(status_code=204, headers=dict(answer.headers))

@@ -1,9 +1,11 @@
 """The outermost layer of every request: request id, body cap, access log, last resort.
 
-A pure ASGI middleware (no buffering): it takes a sane incoming ``X-Request-ID``
-or makes one, binds it to the log context (so outgoing gRPC calls carry it),
-echoes it on every answer, refuses header blocks over 32 KiB (431, as Envoy in
-front does; uvicorn's httptools parser has no such limit of its own) and bodies
+A pure ASGI middleware (no buffering): it makes a request id of its own for every
+request (a caller's well-formed ``X-Request-ID`` is logged beside it as
+``clientRequestId``, never used in its place), binds them to the log context (so
+outgoing gRPC calls carry ours), echoes ours on every answer, refuses header
+blocks over 32 KiB (431, as Envoy in front does; uvicorn's httptools parser has no
+such limit of its own) and bodies
 over the cap (up front by ``Content-Length``, and while streaming), writes one
 access log line, and turns any exception nobody handled into the generic 500 JSON
 body.
@@ -11,9 +13,7 @@ body.
 
 from __future__ import annotations
 
-import re
 import time
-import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,14 +21,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge_api import metrics
 from edge_api.errors import domain_error_response, error_response, internal_error_response
 from kit.errors import PayloadTooLarge, ValidationError
-from kit.logging import bind_context, clear_context, get_logger
+from kit.logging import bind_context, clear_context, get_logger, request_ids
 
 log = get_logger("edge_api.http")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 API_PATH_PREFIX = "/api/v1/"
-# Visible ASCII only, short: safe to echo in a header and to log.
-_SANE_REQUEST_ID = re.compile(r"^[!-~]{1,64}$")
 _MAX_LOGGED_PATH = 200
 # The same ceiling as Envoy's max_request_headers_kb (deploy/envoy/envoy.yaml).
 MAX_HEADER_BYTES = 32 * 1024
@@ -38,12 +36,6 @@ def _header_bytes(scope: Scope) -> int:
     """Size of the request line's target and every header, as sent."""
     size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
     return size + sum(len(name) + len(value) for name, value in scope.get("headers", ()))
-
-
-def request_id_from(headers: Headers) -> str:
-    """The caller's request id when it is sane, else a new one."""
-    incoming = headers.get(REQUEST_ID_HEADER, "")
-    return incoming if _SANE_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
 
 
 def _declared_length(headers: Headers) -> int | None:
@@ -67,7 +59,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        request_id = request_id_from(headers)
+        ids = request_ids(headers.get(REQUEST_ID_HEADER))
+        request_id = ids["requestId"]
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started_at = time.perf_counter()
@@ -98,7 +91,7 @@ class RequestContextMiddleware:
                     raise PayloadTooLarge("The request body is too large.")
             return message
 
-        bind_context(requestId=request_id)
+        bind_context(**ids)
         try:
             if _header_bytes(scope) > MAX_HEADER_BYTES:
                 too_large = error_response(
@@ -119,11 +112,11 @@ class RequestContextMiddleware:
             if not response_started:
                 await internal_error_response()(scope, receive, send_with_id)
         finally:
-            self._log_access(scope, status, started_at, request_id)
-            clear_context("requestId", "ownerId")
+            self._log_access(scope, status, started_at, ids)
+            clear_context(*ids, "ownerId")
 
     @staticmethod
-    def _log_access(scope: Scope, status: int, started_at: float, request_id: str) -> None:
+    def _log_access(scope: Scope, status: int, started_at: float, ids: dict[str, str]) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or str(scope.get("path", ""))[:_MAX_LOGGED_PATH]
         owner_id = scope.get("state", {}).get("owner_id")
@@ -133,7 +126,7 @@ class RequestContextMiddleware:
             "route": template,
             "status": status,
             "durationMs": round((time.perf_counter() - started_at) * 1000, 2),
-            "requestId": request_id,
+            **ids,
         }
         if owner_id:
             fields["ownerId"] = owner_id

@@ -139,7 +139,7 @@ def _strip_default_422(document: dict[str, Any]) -> None:
 
 
 _REQUEST_ID_HEADER = {
-    "description": "The request id (the caller's X-Request-ID when sane, else a new one).",
+    "description": "Our request id for this answer (always new; quote it in reports).",
     "schema": {"type": "string"},
 }
 _SUBMIT_HEADERS = {

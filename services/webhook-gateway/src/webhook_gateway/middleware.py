@@ -1,28 +1,17 @@
-"""A request id for every HTTP request: taken from ``x-request-id`` or new.
-
-It is bound to the log context (so every line carries it and the outgoing gRPC
-metadata propagates it) and echoed in the response header.
+"""A request id of our own for every HTTP request, bound to the log context (so every
+line carries it and the outgoing gRPC metadata propagates it) and echoed in the
+response header. A caller's well-formed ``x-request-id`` (Envoy's, the provider's) is
+logged beside it as ``clientRequestId``, never used in its place.
 """
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kit.logging import bind_context, clear_context
+from kit.logging import bind_context, clear_context, request_ids
 
 REQUEST_ID_HEADER = "x-request-id"
-_MAX_REQUEST_ID_LENGTH = 64
-
-
-def _request_id(scope: Scope) -> str:
-    incoming = Headers(scope=scope).get(REQUEST_ID_HEADER, "")[:_MAX_REQUEST_ID_LENGTH]
-    # Only printable ASCII is echoed back and logged; anything else gets a new id.
-    if incoming and incoming.isascii() and incoming.isprintable():
-        return incoming
-    return uuid.uuid4().hex
 
 
 class RequestIdMiddleware:
@@ -35,15 +24,15 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        ids = request_ids(Headers(scope=scope).get(REQUEST_ID_HEADER))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = ids["requestId"]
             await send(message)
 
-        bind_context(requestId=request_id)
+        bind_context(**ids)
         try:
             await self._app(scope, receive, send_with_id)
         finally:
-            clear_context("requestId")
+            clear_context(*ids)
