@@ -65,6 +65,10 @@ class GenerationJob(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Per-prediction poll throttle shared by all instances (conditional update).
     last_polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Set by DELETE (the job stays visible); its inputs are then removed from storage,
+    # and inputs_removed_at records that this is done (the sweep retries until then).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    inputs_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status_known"),
@@ -89,6 +93,11 @@ class GenerationJob(Base):
             "updated_at",
             postgresql_where=text("refund_state = 'pending'"),
         ),
+        Index(
+            "ix_generation_jobs_inputs_pending",
+            "deleted_at",
+            postgresql_where=text("deleted_at IS NOT NULL AND inputs_removed_at IS NULL"),
+        ),
     )
 
 
@@ -105,10 +114,21 @@ class Render(Base):
     style: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When everything under renders/<id>/ was found removed, after deleted_at was set.
+    files_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Bumped by a late writer that stored files for a render no longer live: a removal
+    # that read an older round may have listed before those files existed, so it
+    # cannot mark them removed (see domain/cleanup.py).
+    cleanup_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         UniqueConstraint("job_id", name="uq_renders_job_id"),
         Index("ix_renders_owner_created", "owner_id", "created_at"),
+        Index(
+            "ix_renders_files_pending",
+            "deleted_at",
+            postgresql_where=text("deleted_at IS NOT NULL AND files_removed_at IS NULL"),
+        ),
     )
 
 

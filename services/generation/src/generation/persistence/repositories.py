@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Update, and_, bindparam, or_, select, update
+from sqlalchemy import Select, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +28,8 @@ from generation.persistence.models import (
     RenderVariant,
 )
 
+TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
+
 
 def violated_constraint(error: IntegrityError) -> str | None:
     """The name of the constraint an IntegrityError is about (asyncpg)."""
@@ -40,6 +42,20 @@ async def _changed(session: AsyncSession, statement: Update) -> bool:
     """Run a conditional update; True when it matched a row."""
     result = cast("CursorResult[Any]", await session.execute(statement))
     return result.rowcount > 0
+
+
+@dataclass(frozen=True)
+class PendingFiles:
+    """A render no longer live whose files may still be in storage.
+
+    ``cleanup_round`` is read before the files are listed: marking them removed
+    succeeds only if no late writer stored files since (it bumps the round).
+    """
+
+    render_id: uuid.UUID
+    job_id: uuid.UUID
+    owner_id: uuid.UUID
+    cleanup_round: int
 
 
 @dataclass(frozen=True)
@@ -271,6 +287,61 @@ class JobRepository:
         )
         return result.all()
 
+    async def mark_deleted(self, job_id: uuid.UUID, now: datetime) -> bool:
+        """Record a finished job's deletion (once); its inputs become due for removal."""
+        return await _changed(
+            self._session,
+            update(GenerationJob)
+            .where(
+                GenerationJob.id == job_id,
+                GenerationJob.status.in_(TERMINAL_STATUSES),
+                GenerationJob.deleted_at.is_(None),
+            )
+            .values(deleted_at=now),
+        )
+
+    async def inputs_pending_removal(
+        self, job_ids: Sequence[uuid.UUID] | None, limit: int
+    ) -> Sequence[GenerationJob]:
+        """Deleted jobs whose inputs are not yet known to be removed (oldest first)."""
+        query = (
+            select(GenerationJob)
+            .where(GenerationJob.deleted_at.is_not(None), GenerationJob.inputs_removed_at.is_(None))
+            .order_by(GenerationJob.deleted_at)
+            .limit(limit)
+        )
+        if job_ids is not None:
+            query = query.where(GenerationJob.id.in_(job_ids))
+        result = await self._session.scalars(query)
+        return result.all()
+
+    async def keys_in_use(
+        self, owner_id: uuid.UUID, job_id: uuid.UUID, keys: Sequence[str]
+    ) -> set[str]:
+        """Which of ``keys`` another undeleted job of the same owner still names as input."""
+        if not keys:
+            return set()
+        key = func.jsonb_array_elements_text(GenerationJob.input_keys).table_valued("value")
+        result = await self._session.scalars(
+            select(key.c.value)
+            .select_from(GenerationJob)
+            .join(key, key.c.value.in_(list(keys)))
+            .where(
+                GenerationJob.owner_id == owner_id,
+                GenerationJob.id != job_id,
+                GenerationJob.deleted_at.is_(None),
+            )
+            .distinct()
+        )
+        return set(result.all())
+
+    async def mark_inputs_removed(self, job_id: uuid.UUID, now: datetime) -> None:
+        await self._session.execute(
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, GenerationJob.inputs_removed_at.is_(None))
+            .values(inputs_removed_at=now)
+        )
+
     async def page(
         self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
     ) -> Sequence[GenerationJob]:
@@ -385,6 +456,66 @@ class RenderRepository:
             .where(Render.job_id == job_id, Render.deleted_at.is_(None))
             .values(deleted_at=now),
         )
+
+    async def files_pending_removal(
+        self, job_id: uuid.UUID | None, limit: int
+    ) -> Sequence[PendingFiles]:
+        """Renders no longer live whose files are not yet known to be gone."""
+        query = (
+            select(Render.id, Render.job_id, Render.owner_id, Render.cleanup_round)
+            .where(Render.deleted_at.is_not(None), Render.files_removed_at.is_(None))
+            .order_by(Render.deleted_at)
+            .limit(limit)
+        )
+        if job_id is not None:
+            query = query.where(Render.job_id == job_id)
+        rows = (await self._session.execute(query)).all()
+        return [PendingFiles(row.id, row.job_id, row.owner_id, row.cleanup_round) for row in rows]
+
+    async def mark_files_removed(self, pending: PendingFiles, now: datetime) -> bool:
+        """Record the removal, unless a late writer stored files after it was read."""
+        return await _changed(
+            self._session,
+            update(Render)
+            .where(
+                Render.id == pending.render_id,
+                Render.deleted_at.is_not(None),
+                Render.files_removed_at.is_(None),
+                Render.cleanup_round == pending.cleanup_round,
+            )
+            .values(files_removed_at=now),
+        )
+
+    async def claim_stray_files(self, render: Render, now: datetime) -> PendingFiles | None:
+        """A writer stored files for ``render`` but could not make it live: unless a live
+        render of the job exists, make (or keep) the render's files due for removal.
+
+        The job already ended, so a render absent now never becomes live: one
+        statement inserts it as deleted (a failed/canceled job's stray files) or
+        re-arms a deleted one, bumping the round; a live one is left alone (None).
+        """
+        statement = (
+            insert(Render)
+            .values(
+                id=render.id,
+                job_id=render.job_id,
+                owner_id=render.owner_id,
+                mode=render.mode,
+                room_type=render.room_type,
+                style=render.style,
+                deleted_at=now,
+            )
+            .on_conflict_do_update(
+                index_elements=[Render.job_id],
+                set_={"files_removed_at": None, "cleanup_round": Render.cleanup_round + 1},
+                where=Render.deleted_at.is_not(None),
+            )
+            .returning(Render.id, Render.job_id, Render.owner_id, Render.cleanup_round)
+        )
+        row = (await self._session.execute(statement)).first()
+        if row is None:
+            return None
+        return PendingFiles(row.id, row.job_id, row.owner_id, row.cleanup_round)
 
     async def outputs_of(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these jobs have at least one stored variant."""

@@ -1,0 +1,109 @@
+"""Removing what a deleted job left in storage: its render files and its inputs.
+
+The database says what is still to remove (``renders.files_removed_at`` and
+``generation_jobs.inputs_removed_at`` unset after a deletion), so the work
+survives a crash or a storage outage: a DELETE tries at once, after its commit,
+and the sweep retries every pass until it is done. Every step is repeat-safe
+(removing a missing object is not an error, the marks are conditional updates),
+so any number of instances may run it at the same time.
+
+Render files are removed by listing ``renders/<renderId>/``, not by known
+names, so files a writer added that the database does not name (a thumbnail, a
+late applier's copy) go too. A writer that stores files for a render that is no
+longer live bumps ``renders.cleanup_round`` before removing them itself; a
+removal that read an earlier round may have listed before those files existed,
+so it cannot mark the render done, and the sweep lists again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from generation.domain.context import GenerationContext
+from generation.persistence.models import GenerationJob
+from generation.persistence.repositories import JobRepository, PendingFiles, RenderRepository
+from kit.db import session_scope
+from kit.logging import get_logger
+from kit.storage import StorageError
+
+log = get_logger("generation.cleanup")
+
+_BATCH = 50
+
+
+def render_prefix(render_id: uuid.UUID) -> str:
+    """Every file of a render lives under this prefix of the public bucket."""
+    return f"renders/{render_id}/"
+
+
+async def remove_render_files(ctx: GenerationContext, pending: PendingFiles) -> bool:
+    """Remove everything under the render's prefix and record it (raises StorageError).
+
+    False when the removal could not be recorded because a late writer stored
+    files after ``pending`` was read: the sweep lists the prefix again.
+    """
+    await ctx.storage.remove_prefix(ctx.public_bucket, render_prefix(pending.render_id))
+    async with session_scope(ctx.sessions) as session:
+        marked = await RenderRepository(session).mark_files_removed(pending, ctx.clock.now())
+    log.info(
+        "render.files_removed",
+        ownerId=str(pending.owner_id),
+        jobId=str(pending.job_id),
+        recorded=marked,
+    )
+    return marked
+
+
+async def remove_job_inputs(ctx: GenerationContext, job: GenerationJob) -> bool:
+    """Remove a deleted job's inputs that no other undeleted job of its owner names.
+
+    Raises StorageError; the inputs then stay due for removal.
+    """
+    async with ctx.readers() as session:
+        in_use = await JobRepository(session).keys_in_use(job.owner_id, job.id, job.input_keys)
+    unshared = [key for key in job.input_keys if key not in in_use]
+    if unshared:
+        await ctx.storage.remove(ctx.private_bucket, unshared)
+    async with session_scope(ctx.sessions) as session:
+        await JobRepository(session).mark_inputs_removed(job.id, ctx.clock.now())
+    log.info(
+        "job.inputs_removed",
+        ownerId=str(job.owner_id),
+        jobId=str(job.id),
+        removed=len(unshared),
+        kept=len(in_use),
+    )
+    return True
+
+
+async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) -> None:
+    """Right after a DELETE commits: one attempt; whatever fails is left to the sweep."""
+    async with ctx.readers() as session:
+        renders = await RenderRepository(session).files_pending_removal(job_id, 1)
+        jobs = await JobRepository(session).inputs_pending_removal([job_id], 1)
+    await _remove_all(ctx, renders, jobs)
+
+
+async def sweep_deleted_files(ctx: GenerationContext) -> int:
+    """One sweep step: retry every pending removal (a batch); returns how many finished."""
+    async with ctx.readers() as session:
+        renders = await RenderRepository(session).files_pending_removal(None, _BATCH)
+        jobs = await JobRepository(session).inputs_pending_removal(None, _BATCH)
+    return await _remove_all(ctx, renders, jobs)
+
+
+async def _remove_all(
+    ctx: GenerationContext, renders: Sequence[PendingFiles], jobs: Sequence[GenerationJob]
+) -> int:
+    done = 0
+    try:
+        for pending in renders:
+            done += int(await remove_render_files(ctx, pending))
+        for job in jobs:
+            done += int(await remove_job_inputs(ctx, job))
+    except StorageError as error:
+        # Storage is down or refusing: stop here rather than wait out a timeout per
+        # item; everything not done stays recorded as due and the next pass retries.
+        log.warning("storage.removal_deferred", done=done, error=type(error).__name__)
+    return done
