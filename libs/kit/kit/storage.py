@@ -62,6 +62,7 @@ class ObjectStream:
         self.size = size
         self._chunks: Iterator[bytes] = response.stream(chunk_bytes)
         self.chunks_read = 0
+        self.closed = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The object's bytes, one chunk per worker-thread read."""
@@ -77,7 +78,9 @@ class ObjectStream:
 
     async def aclose(self) -> None:
         """Give the connection back (or drop it, if the body was not read to its end)."""
-        await asyncio.to_thread(self._close)
+        if not self.closed:
+            self.closed = True
+            await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
         self._response.close()

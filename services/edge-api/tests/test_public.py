@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import tracemalloc
 import uuid
@@ -13,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from kit.settings import S3Settings
-from kit.storage import STREAM_CHUNK_BYTES, ObjectStorage
+from kit.storage import STREAM_CHUNK_BYTES, ObjectStorage, ObjectStream
 
 RENDER_ID = str(uuid.uuid4())
 IMAGE = b"\xff\xd8\xff\xe0" + b"rendered-pixels" * 500
@@ -163,11 +164,14 @@ async def test_public_files_are_not_served_when_a_public_base_url_is_set(
 LARGE_BYTES = 12 * 1024 * 1024
 
 
-async def _get_raw(app: FastAPI, path: str) -> tuple[int, list[int]]:
+async def _get_raw(
+    app: FastAPI, path: str, disconnect_after: int | None = None
+) -> tuple[int, list[int]]:
     """One GET straight through the ASGI interface: the status and each body part's size.
 
     No HTTP client in between, so nothing buffers the body: every part the app
-    sends is measured and dropped at once.
+    sends is measured and dropped at once. With ``disconnect_after``, the client
+    goes away (the send fails as a closed socket does) after that many parts.
     """
     parts: list[int] = []
     status = 0
@@ -177,6 +181,8 @@ async def _get_raw(app: FastAPI, path: str) -> tuple[int, list[int]]:
         if message["type"] == "http.response.start":
             status = message["status"]
         elif message["type"] == "http.response.body":
+            if disconnect_after is not None and len(parts) >= disconnect_after:
+                raise OSError("client went away")
             parts.append(len(message.get("body", b"")))
 
     async def receive() -> dict[str, Any]:
@@ -201,20 +207,50 @@ async def _get_raw(app: FastAPI, path: str) -> tuple[int, list[int]]:
     return status, parts
 
 
-async def test_a_large_render_is_streamed_in_chunks_never_held_whole(
-    edge_clients, s3_server, stored_render
-) -> None:
+class RecordingStorage:
+    """The edge's real storage, keeping every object stream it opens for inspection."""
+
+    def __init__(self, inner: ObjectStorage) -> None:
+        self._inner = inner
+        self.streams: list[ObjectStream] = []
+
+    async def open_stream(self, bucket: str, key: str) -> ObjectStream | None:
+        stream = await self._inner.open_stream(bucket, key)
+        if stream is not None:
+            self.streams.append(stream)
+        return stream
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def _large_render(s3_server) -> str:
     storage = ObjectStorage(S3Settings.model_validate(s3_server.env()))
     render_id = str(uuid.uuid4())
     await storage.put_bytes(
         "public", f"renders/{render_id}/0.jpg", os.urandom(LARGE_BYTES), "image/jpeg"
     )
+    return f"/public/renders/{render_id}/0.jpg"
+
+
+async def _recorded_app(edge_clients, s3_server) -> tuple[FastAPI, RecordingStorage]:
     apps: list[FastAPI] = []
     await edge_clients.open(edge_clients.make_settings(**s3_server.env()), prepare=apps.append)
+    clients = apps[0].state.edge.clients
+    recording = RecordingStorage(clients.storage)
+    clients.storage = recording
+    return apps[0], recording
+
+
+async def test_a_large_render_is_streamed_in_chunks_never_held_whole(
+    edge_clients, s3_server, stored_render
+) -> None:
+    path = await _large_render(s3_server)
+    app, storage = await _recorded_app(edge_clients, s3_server)
 
     tracemalloc.start()
     try:
-        status, parts = await _get_raw(apps[0], f"/public/renders/{render_id}/0.jpg")
+        status, parts = await _get_raw(app, path)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -225,3 +261,20 @@ async def test_a_large_render_is_streamed_in_chunks_never_held_whole(
     assert len(parts) >= LARGE_BYTES // STREAM_CHUNK_BYTES
     # Loading the object whole would cost at least its 12 MiB; streaming, a few chunks.
     assert peak < 3 * 1024 * 1024, peak
+    [stream] = storage.streams
+    assert stream.closed
+
+
+async def test_a_client_that_goes_away_mid_body_closes_the_storage_stream(
+    edge_clients, s3_server, stored_render
+) -> None:
+    path = await _large_render(s3_server)
+    app, storage = await _recorded_app(edge_clients, s3_server)
+
+    with contextlib.suppress(Exception):  # how the app reports the disconnect is its own
+        await _get_raw(app, path, disconnect_after=2)
+
+    [stream] = storage.streams
+    assert stream.closed
+    # It stopped reading from storage too: nowhere near the object's 192 chunks.
+    assert stream.chunks_read <= 4
