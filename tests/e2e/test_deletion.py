@@ -78,8 +78,9 @@ async def test_delete_removes_the_render_files_and_the_inputs(
     job_row, render = await rows(stack, job_id)
     assert job_row.deleted_at is not None
     assert job_row.inputs_removed_at is not None
+    assert job_row.files_removed_at is not None
     assert render is not None
-    assert render.files_removed_at is not None
+    assert render.deleted_at is not None
 
     again = await user.delete(job_id)
 
@@ -104,9 +105,10 @@ async def test_storage_down_at_delete_then_the_sweep_removes_the_files(
     assert await objects_under(stack, "private", f"{user.id}/inputs/") != []
     job_row, render = await rows(stack, job_id)
     assert job_row.inputs_removed_at is None
+    assert job_row.files_due_at is not None
+    assert job_row.files_removed_at is None
     assert render is not None
     assert render.deleted_at is not None
-    assert render.files_removed_at is None
 
     counts = await sweep_once(stack.ctx)
 
@@ -114,10 +116,9 @@ async def test_storage_down_at_delete_then_the_sweep_removes_the_files(
     assert await objects_under(stack, "public", f"renders/{render_id}/") == []
     assert await objects_under(stack, "private", f"{user.id}/inputs/") == []
     assert (await http.get(job["variants"][0]["url"])).status_code == 404
-    job_row, render = await rows(stack, job_id)
+    job_row, _ = await rows(stack, job_id)
     assert job_row.inputs_removed_at is not None
-    assert render is not None
-    assert render.files_removed_at is not None
+    assert job_row.files_removed_at is not None
 
 
 async def test_deleting_a_failed_job_removes_its_inputs(stack: Stack, user: User) -> None:

@@ -103,12 +103,13 @@ async def start_race(stack: Stack, user: User, late_storage: Any | None = None) 
     return Race(job_id, prediction, f"renders/{render_id}/", late, task)
 
 
-async def render_row(stack: Stack, job_id: str) -> Render | None:
+async def rows(stack: Stack, job_id: str) -> tuple[GenerationJob, Render | None]:
+    """The job's row and its render's (the test reads the database as an operator would)."""
     async with session_scope(stack.ctx.sessions) as session:
-        render: Render | None = await session.scalar(
-            select(Render).where(Render.job_id == uuid.UUID(job_id))
-        )
-    return render
+        job = await session.get(GenerationJob, uuid.UUID(job_id))
+        render = await session.scalar(select(Render).where(Render.job_id == uuid.UUID(job_id)))
+    assert job is not None
+    return job, render
 
 
 async def win(stack: Stack, race: Race) -> None:
@@ -131,11 +132,11 @@ async def test_a_late_applier_after_delete_leaves_no_files(
 
     assert await objects_under(stack, "public", race.render_prefix) == []
     assert (await http.get(url)).status_code == 404
-    render = await render_row(stack, race.job_id)
+    job_row, render = await rows(stack, race.job_id)
     assert render is not None
     assert render.deleted_at is not None
-    assert render.files_removed_at is not None
-    assert render.cleanup_round == 1
+    assert job_row.files_removed_at is not None
+    assert job_row.files_round == 1
     assert (await user.get(race.job_id)).json()["variants"] == []
 
 
@@ -152,10 +153,11 @@ async def test_a_duplicate_applier_keeps_the_files_of_a_live_render(
     assert await objects_under(stack, "public", race.render_prefix) == [
         f"{race.render_prefix}0.jpg"
     ]
-    render = await render_row(stack, race.job_id)
+    job_row, render = await rows(stack, race.job_id)
     assert render is not None
     assert render.deleted_at is None
-    assert render.cleanup_round == 0
+    assert job_row.files_due_at is None
+    assert job_row.files_round == 0
 
 
 async def test_a_late_applier_of_a_job_that_ended_failed_leaves_no_files(
@@ -174,11 +176,11 @@ async def test_a_late_applier_of_a_job_that_ended_failed_leaves_no_files(
     body = (await user.get(race.job_id)).json()
     assert body["status"] == "failed"
     assert body["variants"] == []
-    # Recorded as a render that is not live, so a failed removal would be retried.
-    render = await render_row(stack, race.job_id)
-    assert render is not None
-    assert render.deleted_at is not None
-    assert render.files_removed_at is not None
+    # No render row for a job that did not succeed; the removal is recorded on the job.
+    job_row, render = await rows(stack, race.job_id)
+    assert render is None
+    assert job_row.files_removed_at is not None
+    assert job_row.files_round == 1
 
 
 async def test_stray_files_the_applier_could_not_remove_are_removed_by_the_sweep(
@@ -191,9 +193,8 @@ async def test_stray_files_the_applier_could_not_remove_are_removed_by_the_sweep
     assert await race.let_the_late_applier_finish() is Outcome.STALE
 
     assert await objects_under(stack, "public", race.render_prefix) != []
-    render = await render_row(stack, race.job_id)
-    assert render is not None
-    assert render.files_removed_at is None
+    job_row, _ = await rows(stack, race.job_id)
+    assert job_row.files_removed_at is None
     await sweep_once(stack.ctx)
     assert await objects_under(stack, "public", race.render_prefix) == []
 
@@ -215,13 +216,32 @@ async def test_a_removal_that_listed_before_a_late_write_does_not_mark_it_done(
     held.gate.set()
     await asyncio.wait_for(deleting, _WAIT)
 
-    render = await render_row(stack, race.job_id)
-    assert render is not None
-    assert render.files_removed_at is None
-    assert render.cleanup_round == 1
+    job_row, _ = await rows(stack, race.job_id)
+    assert job_row.files_removed_at is None
+    assert job_row.files_round == 1
     assert await objects_under(stack, "public", race.render_prefix) != []
     await sweep_once(stack.ctx)
     assert await objects_under(stack, "public", race.render_prefix) == []
-    render = await render_row(stack, race.job_id)
-    assert render is not None
-    assert render.files_removed_at is not None
+    job_row, _ = await rows(stack, race.job_id)
+    assert job_row.files_removed_at is not None
+
+
+async def test_outputs_an_attempt_stored_but_never_committed_go_when_the_job_fails(
+    stack: Stack, user: User
+) -> None:
+    await stack.control("set_faults", hold=True)
+    response = await user.submit("redesign", images=[jpeg_bytes()], style="japandi")
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+    prefix = f"renders/{jobs.render_id_for(uuid.UUID(job_id))}/"
+    # An applier stored the output, then its transaction failed: the job stayed in flight.
+    await stack.ctx.storage.put_bytes("public", f"{prefix}0.jpg", jpeg_bytes(), "image/jpeg")
+    job_row, _ = await rows(stack, job_id)
+
+    assert await end_without_output(stack.ctx, job_row, jobs.TIMED_OUT, jobs.FAILED)
+    await sweep_once(stack.ctx)
+
+    assert await objects_under(stack, "public", prefix) == []
+    job_row, render = await rows(stack, job_id)
+    assert render is None
+    assert job_row.files_removed_at is not None

@@ -21,8 +21,9 @@ import uuid
 from collections.abc import Sequence
 
 from generation.domain.context import GenerationContext
+from generation.domain.jobs import render_id_for
 from generation.persistence.models import GenerationJob
-from generation.persistence.repositories import JobRepository, PendingFiles, RenderRepository
+from generation.persistence.repositories import JobRepository, PendingFiles
 from kit.db import session_scope
 from kit.logging import get_logger
 from kit.storage import StorageError
@@ -38,14 +39,15 @@ def render_prefix(render_id: uuid.UUID) -> str:
 
 
 async def remove_render_files(ctx: GenerationContext, pending: PendingFiles) -> bool:
-    """Remove everything under the render's prefix and record it (raises StorageError).
+    """Remove everything under the job's render prefix and record it (raises StorageError).
 
     False when the removal could not be recorded because a late writer stored
     files after ``pending`` was read: the sweep lists the prefix again.
     """
-    await ctx.storage.remove_prefix(ctx.public_bucket, render_prefix(pending.render_id))
+    prefix = render_prefix(render_id_for(pending.job_id))
+    await ctx.storage.remove_prefix(ctx.public_bucket, prefix)
     async with session_scope(ctx.sessions) as session:
-        marked = await RenderRepository(session).mark_files_removed(pending, ctx.clock.now())
+        marked = await JobRepository(session).mark_files_removed(pending, ctx.clock.now())
     log.info(
         "render.files_removed",
         ownerId=str(pending.owner_id),
@@ -80,27 +82,27 @@ async def remove_job_inputs(ctx: GenerationContext, job: GenerationJob) -> bool:
 async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) -> None:
     """Right after a DELETE commits: one attempt; whatever fails is left to the sweep."""
     async with ctx.readers() as session:
-        renders = await RenderRepository(session).files_pending_removal(job_id, 1)
-        jobs = await JobRepository(session).inputs_pending_removal([job_id], 1)
-    await _remove_all(ctx, renders, jobs)
+        files = await JobRepository(session).files_pending_removal(job_id, 1)
+        inputs = await JobRepository(session).inputs_pending_removal([job_id], 1)
+    await _remove_all(ctx, files, inputs)
 
 
 async def sweep_deleted_files(ctx: GenerationContext) -> int:
     """One sweep step: retry every pending removal (a batch); returns how many finished."""
     async with ctx.readers() as session:
-        renders = await RenderRepository(session).files_pending_removal(None, _BATCH)
-        jobs = await JobRepository(session).inputs_pending_removal(None, _BATCH)
-    return await _remove_all(ctx, renders, jobs)
+        files = await JobRepository(session).files_pending_removal(None, _BATCH)
+        inputs = await JobRepository(session).inputs_pending_removal(None, _BATCH)
+    return await _remove_all(ctx, files, inputs)
 
 
 async def _remove_all(
-    ctx: GenerationContext, renders: Sequence[PendingFiles], jobs: Sequence[GenerationJob]
+    ctx: GenerationContext, files: Sequence[PendingFiles], inputs: Sequence[GenerationJob]
 ) -> int:
     done = 0
     try:
-        for pending in renders:
+        for pending in files:
             done += int(await remove_render_files(ctx, pending))
-        for job in jobs:
+        for job in inputs:
             done += int(await remove_job_inputs(ctx, job))
     except StorageError as error:
         # Storage is down or refusing: stop here rather than wait out a timeout per

@@ -11,6 +11,7 @@ again unless the job has a live render (see domain/cleanup.py).
 from __future__ import annotations
 
 import enum
+import uuid
 
 from generation import metrics
 from generation.domain import jobs
@@ -117,32 +118,37 @@ async def _finish_with_output(
         metrics.asset("deferred")
         raise
     now = ctx.clock.now()
-    render = Render(
-        id=render_id,
-        job_id=job.id,
-        owner_id=job.owner_id,
-        mode=job.mode,
-        room_type=job.room_type,
-        style=job.style,
-    )
     async with session_scope(ctx.sessions) as session:
+        job_rows = JobRepository(session)
         # The conditional update comes first: it locks the row and checks the job is
         # still in flight in one round trip; the render rows commit with it or not at all.
-        succeeded = await JobRepository(session).mark_succeeded(
-            job.id, prediction.completed_at or now, now
-        )
-        renders = RenderRepository(session)
+        succeeded = await job_rows.mark_succeeded(job.id, prediction.completed_at or now, now)
         if succeeded:
-            await renders.insert_once(render)
-            await renders.insert_variants_once(render_id, keys)
+            await _insert_render(RenderRepository(session), job, render_id, keys)
             stray = None
         else:
             # Someone ended the job while we copied: our files must not outlive a
             # deleted render or belong to a job that ended failed/canceled.
-            stray = await renders.claim_stray_files(render, now)
+            stray = await job_rows.claim_stray_files(job.id, now)
     if stray is not None:
         await _remove_stray_files(ctx, job, stray)
     return succeeded
+
+
+async def _insert_render(
+    renders: RenderRepository, job: GenerationJob, render_id: uuid.UUID, keys: list[str]
+) -> None:
+    await renders.insert_once(
+        Render(
+            id=render_id,
+            job_id=job.id,
+            owner_id=job.owner_id,
+            mode=job.mode,
+            room_type=job.room_type,
+            style=job.style,
+        )
+    )
+    await renders.insert_variants_once(render_id, keys)
 
 
 async def _remove_stray_files(

@@ -33,6 +33,9 @@ INFLIGHT_STATUSES = ("starting", "processing")
 # given back at the usage service.
 CHARGE_STATES = ("none", "charged", "waived")
 REFUND_STATES = ("none", "pending", "done")
+# Deleted jobs whose inputs, and jobs whose render files, are still to be removed.
+INPUTS_PENDING = "deleted_at IS NOT NULL AND inputs_removed_at IS NULL"
+FILES_PENDING = "files_due_at IS NOT NULL AND files_removed_at IS NULL"
 
 
 class Base(DeclarativeBase):
@@ -65,10 +68,18 @@ class GenerationJob(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Per-prediction poll throttle shared by all instances (conditional update).
     last_polled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Set by DELETE (the job stays visible); its inputs are then removed from storage,
-    # and inputs_removed_at records that this is done (the sweep retries until then).
+    # Set by DELETE (the job stays visible). Its inputs are then removed from storage;
+    # inputs_removed_at records that this is done (the sweep retries until then).
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     inputs_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Everything under the render's prefix (renders/<renderId>/) is to be removed since
+    # files_due_at (a DELETE, a job that ended without output, a late applier's copy),
+    # and was found removed at files_removed_at. files_round is bumped by every late
+    # writer: a removal that read an older round may have listed before that write, so
+    # it cannot mark the files removed (see domain/cleanup.py).
+    files_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    files_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    files_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status_known"),
@@ -96,7 +107,12 @@ class GenerationJob(Base):
         Index(
             "ix_generation_jobs_inputs_pending",
             "deleted_at",
-            postgresql_where=text("deleted_at IS NOT NULL AND inputs_removed_at IS NULL"),
+            postgresql_where=text(INPUTS_PENDING),
+        ),
+        Index(
+            "ix_generation_jobs_files_pending",
+            "files_due_at",
+            postgresql_where=text(FILES_PENDING),
         ),
     )
 
@@ -114,21 +130,10 @@ class Render(Base):
     style: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # When everything under renders/<id>/ was found removed, after deleted_at was set.
-    files_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # Bumped by a late writer that stored files for a render no longer live: a removal
-    # that read an older round may have listed before those files existed, so it
-    # cannot mark them removed (see domain/cleanup.py).
-    cleanup_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         UniqueConstraint("job_id", name="uq_renders_job_id"),
         Index("ix_renders_owner_created", "owner_id", "created_at"),
-        Index(
-            "ix_renders_files_pending",
-            "deleted_at",
-            postgresql_where=text("deleted_at IS NOT NULL AND files_removed_at IS NULL"),
-        ),
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import Select, Update, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
@@ -46,16 +46,15 @@ async def _changed(session: AsyncSession, statement: Update) -> bool:
 
 @dataclass(frozen=True)
 class PendingFiles:
-    """A render no longer live whose files may still be in storage.
+    """A job whose render files (if any) are to be removed from storage.
 
-    ``cleanup_round`` is read before the files are listed: marking them removed
+    ``files_round`` is read before the files are listed: marking them removed
     succeeds only if no late writer stored files since (it bumps the round).
     """
 
-    render_id: uuid.UUID
     job_id: uuid.UUID
     owner_id: uuid.UUID
-    cleanup_round: int
+    files_round: int
 
 
 @dataclass(frozen=True)
@@ -152,7 +151,12 @@ class JobRepository:
         error_message: str,
         now: datetime,
     ) -> TerminalUpdate:
-        """End an in-flight job as failed/canceled; a charged job becomes refund-pending."""
+        """End an in-flight job as failed/canceled; a charged job becomes refund-pending.
+
+        A job that reached the provider has its render prefix listed once (files
+        due): an applier may have stored outputs and failed before it could commit
+        them, and nothing will make them live now.
+        """
         changed = await _changed(
             self._session,
             update(GenerationJob)
@@ -163,6 +167,7 @@ class JobRepository:
                 error_message=error_message,
                 completed_at=now,
                 updated_at=now,
+                files_due_at=case((GenerationJob.prediction_id.is_not(None), now), else_=None),
             ),
         )
         if not changed:
@@ -288,7 +293,7 @@ class JobRepository:
         return result.all()
 
     async def mark_deleted(self, job_id: uuid.UUID, now: datetime) -> bool:
-        """Record a finished job's deletion (once); its inputs become due for removal."""
+        """Record a finished job's deletion (once): its inputs and render files become due."""
         return await _changed(
             self._session,
             update(GenerationJob)
@@ -297,8 +302,65 @@ class JobRepository:
                 GenerationJob.status.in_(TERMINAL_STATUSES),
                 GenerationJob.deleted_at.is_(None),
             )
-            .values(deleted_at=now),
+            .values(deleted_at=now, files_due_at=func.coalesce(GenerationJob.files_due_at, now)),
         )
+
+    async def files_pending_removal(
+        self, job_id: uuid.UUID | None, limit: int
+    ) -> Sequence[PendingFiles]:
+        """Jobs whose render files are due for removal and not yet known to be gone."""
+        query = (
+            select(GenerationJob.id, GenerationJob.owner_id, GenerationJob.files_round)
+            .where(
+                GenerationJob.files_due_at.is_not(None), GenerationJob.files_removed_at.is_(None)
+            )
+            .order_by(GenerationJob.files_due_at)
+            .limit(limit)
+        )
+        if job_id is not None:
+            query = query.where(GenerationJob.id == job_id)
+        rows = (await self._session.execute(query)).all()
+        return [PendingFiles(row.id, row.owner_id, row.files_round) for row in rows]
+
+    async def mark_files_removed(self, pending: PendingFiles, now: datetime) -> bool:
+        """Record the removal, unless a late writer stored files after it was read."""
+        return await _changed(
+            self._session,
+            update(GenerationJob)
+            .where(
+                GenerationJob.id == pending.job_id,
+                GenerationJob.files_due_at.is_not(None),
+                GenerationJob.files_removed_at.is_(None),
+                GenerationJob.files_round == pending.files_round,
+            )
+            .values(files_removed_at=now),
+        )
+
+    async def claim_stray_files(self, job_id: uuid.UUID, now: datetime) -> PendingFiles | None:
+        """A writer stored render files for a job that has already ended: unless the job
+        has a live render, make its files due for removal (again) and bump the round.
+
+        None when a live render exists: the files are its own. Seeing it live is
+        safe even if a DELETE commits right after: that DELETE lists the prefix only
+        after its commit, so after this writer's files were stored.
+        """
+        live_render = (
+            select(Render.id)
+            .where(Render.job_id == GenerationJob.id, Render.deleted_at.is_(None))
+            .exists()
+        )
+        statement = (
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, ~live_render)
+            .values(
+                files_due_at=func.coalesce(GenerationJob.files_due_at, now),
+                files_removed_at=None,
+                files_round=GenerationJob.files_round + 1,
+            )
+            .returning(GenerationJob.id, GenerationJob.owner_id, GenerationJob.files_round)
+        )
+        row = (await self._session.execute(statement)).first()
+        return None if row is None else PendingFiles(row.id, row.owner_id, row.files_round)
 
     async def inputs_pending_removal(
         self, job_ids: Sequence[uuid.UUID] | None, limit: int
@@ -456,66 +518,6 @@ class RenderRepository:
             .where(Render.job_id == job_id, Render.deleted_at.is_(None))
             .values(deleted_at=now),
         )
-
-    async def files_pending_removal(
-        self, job_id: uuid.UUID | None, limit: int
-    ) -> Sequence[PendingFiles]:
-        """Renders no longer live whose files are not yet known to be gone."""
-        query = (
-            select(Render.id, Render.job_id, Render.owner_id, Render.cleanup_round)
-            .where(Render.deleted_at.is_not(None), Render.files_removed_at.is_(None))
-            .order_by(Render.deleted_at)
-            .limit(limit)
-        )
-        if job_id is not None:
-            query = query.where(Render.job_id == job_id)
-        rows = (await self._session.execute(query)).all()
-        return [PendingFiles(row.id, row.job_id, row.owner_id, row.cleanup_round) for row in rows]
-
-    async def mark_files_removed(self, pending: PendingFiles, now: datetime) -> bool:
-        """Record the removal, unless a late writer stored files after it was read."""
-        return await _changed(
-            self._session,
-            update(Render)
-            .where(
-                Render.id == pending.render_id,
-                Render.deleted_at.is_not(None),
-                Render.files_removed_at.is_(None),
-                Render.cleanup_round == pending.cleanup_round,
-            )
-            .values(files_removed_at=now),
-        )
-
-    async def claim_stray_files(self, render: Render, now: datetime) -> PendingFiles | None:
-        """A writer stored files for ``render`` but could not make it live: unless a live
-        render of the job exists, make (or keep) the render's files due for removal.
-
-        The job already ended, so a render absent now never becomes live: one
-        statement inserts it as deleted (a failed/canceled job's stray files) or
-        re-arms a deleted one, bumping the round; a live one is left alone (None).
-        """
-        statement = (
-            insert(Render)
-            .values(
-                id=render.id,
-                job_id=render.job_id,
-                owner_id=render.owner_id,
-                mode=render.mode,
-                room_type=render.room_type,
-                style=render.style,
-                deleted_at=now,
-            )
-            .on_conflict_do_update(
-                index_elements=[Render.job_id],
-                set_={"files_removed_at": None, "cleanup_round": Render.cleanup_round + 1},
-                where=Render.deleted_at.is_not(None),
-            )
-            .returning(Render.id, Render.job_id, Render.owner_id, Render.cleanup_round)
-        )
-        row = (await self._session.execute(statement)).first()
-        if row is None:
-            return None
-        return PendingFiles(row.id, row.job_id, row.owner_id, row.cleanup_round)
 
     async def outputs_of(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         """Which of these jobs have at least one stored variant."""
