@@ -1,18 +1,18 @@
-"""Removing what a deleted job left in storage: its render files and its inputs.
+"""Removing what a job must not keep in storage: render files and deleted inputs.
 
-The database says what is still to remove (``renders.files_removed_at`` and
-``generation_jobs.inputs_removed_at`` unset after a deletion), so the work
+The job row says what is still to remove (``files_due_at`` without
+``files_removed_at``; ``deleted_at`` without ``inputs_removed_at``), so the work
 survives a crash or a storage outage: a DELETE tries at once, after its commit,
 and the sweep retries every pass until it is done. Every step is repeat-safe
 (removing a missing object is not an error, the marks are conditional updates),
 so any number of instances may run it at the same time.
 
 Render files are removed by listing ``renders/<renderId>/``, not by known
-names, so files a writer added that the database does not name (a thumbnail, a
-late applier's copy) go too. A writer that stores files for a render that is no
-longer live bumps ``renders.cleanup_round`` before removing them itself; a
-removal that read an earlier round may have listed before those files existed,
-so it cannot mark the render done, and the sweep lists again.
+names, so files the database does not name (a thumbnail, a late applier's copy)
+go too. A writer that stores files for a job that has already ended without a
+live render bumps ``files_round`` before removing them itself; a removal that
+read an earlier round may have listed before those files existed, so it cannot
+record the files as removed, and the sweep lists again.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from kit.storage import StorageError
 
 log = get_logger("generation.cleanup")
 
-_BATCH = 50
+# Per sweep pass; a removal costs a listing, a batch delete and one UPDATE, so a
+# pass clears this many well within the sweep interval.
+_BATCH = 200
 
 
 def render_prefix(render_id: uuid.UUID) -> str:

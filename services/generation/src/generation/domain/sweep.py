@@ -9,10 +9,11 @@ Each pass, on every instance:
    INTERRUPTED after ``_UNSUBMITTED_GRACE``;
 3. settles charges: retries pending refunds and debits that could not reach the
    usage service at the time;
-4. removes what deleted jobs left in storage (render files, inputs) when the
-   attempt right after the DELETE failed (see domain/cleanup.py); with the default
-   15 s interval that bounds a deletion's files to well under a minute once
-   storage answers.
+4. removes what must leave storage and has not yet (see domain/cleanup.py): a
+   deleted job's render files and inputs when the attempt right after the DELETE
+   failed, files a late applier could not remove, and any outputs of a job that
+   ended without them; with the default 15 s interval a deletion's files are gone
+   well within a minute once storage answers.
 
 Safe with many instances: every claim is a conditional update and every usage
 call is idempotent per job.
