@@ -7,6 +7,7 @@ finished by the sweep, and deleting twice is harmless.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from generation.domain.cleanup import sweep_deleted_files
 from generation.domain.sweep import sweep_once
 from generation.persistence.models import GenerationJob, Render
 from kit.db import session_scope
@@ -155,3 +157,22 @@ async def test_an_input_another_job_still_names_is_kept(stack: Stack, user: User
     assert len(remaining) == 2  # the shared one and the second job's own
     assert (await user.delete(second["id"])).status_code == 200
     assert await objects_under(stack, "private", f"{user.id}/inputs/") == []
+
+
+async def test_many_instances_sweeping_the_same_deletion_agree(
+    stack: Stack, user: User, s3_server: S3Endpoint
+) -> None:
+    job = await finished_redesign(user)
+    job_id, render_id = job["id"], render_id_of(job)
+    with storage_stopped(s3_server):
+        assert (await user.delete(job_id)).status_code == 200
+
+    # Three instances' sweeps at once: each removal is repeat-safe, each mark conditional.
+    results = await asyncio.gather(*(sweep_deleted_files(stack.ctx) for _ in range(3)))
+
+    assert sum(results) >= 1
+    assert await objects_under(stack, "public", f"renders/{render_id}/") == []
+    assert await objects_under(stack, "private", f"{user.id}/inputs/") == []
+    job_row, _ = await rows(stack, job_id)
+    assert job_row.files_removed_at is not None
+    assert job_row.inputs_removed_at is not None
