@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import render_id_for
 from generation.persistence.models import GenerationJob
-from generation.persistence.repositories import JobRepository, PendingFiles
+from generation.persistence.removals import PendingFiles, RemovalRepository
 from kit.db import session_scope
 from kit.logging import get_logger
 from kit.storage import StorageError
@@ -49,7 +49,7 @@ async def remove_render_files(ctx: GenerationContext, pending: PendingFiles) -> 
     prefix = render_prefix(render_id_for(pending.job_id))
     await ctx.storage.remove_prefix(ctx.public_bucket, prefix)
     async with session_scope(ctx.sessions) as session:
-        marked = await JobRepository(session).mark_files_removed(pending, ctx.clock.now())
+        marked = await RemovalRepository(session).mark_files_removed(pending, ctx.clock.now())
     log.info(
         "render.files_removed",
         ownerId=str(pending.owner_id),
@@ -65,12 +65,12 @@ async def remove_job_inputs(ctx: GenerationContext, job: GenerationJob) -> bool:
     Raises StorageError; the inputs then stay due for removal.
     """
     async with ctx.readers() as session:
-        in_use = await JobRepository(session).keys_in_use(job.owner_id, job.id, job.input_keys)
+        in_use = await RemovalRepository(session).keys_in_use(job.owner_id, job.id, job.input_keys)
     unshared = [key for key in job.input_keys if key not in in_use]
     if unshared:
         await ctx.storage.remove(ctx.private_bucket, unshared)
     async with session_scope(ctx.sessions) as session:
-        await JobRepository(session).mark_inputs_removed(job.id, ctx.clock.now())
+        await RemovalRepository(session).mark_inputs_removed(job.id, ctx.clock.now())
     log.info(
         "job.inputs_removed",
         ownerId=str(job.owner_id),
@@ -84,16 +84,16 @@ async def remove_job_inputs(ctx: GenerationContext, job: GenerationJob) -> bool:
 async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) -> None:
     """Right after a DELETE commits: one attempt; whatever fails is left to the sweep."""
     async with ctx.readers() as session:
-        files = await JobRepository(session).files_pending_removal(job_id, 1)
-        inputs = await JobRepository(session).inputs_pending_removal([job_id], 1)
+        files = await RemovalRepository(session).files_pending_removal(job_id, 1)
+        inputs = await RemovalRepository(session).inputs_pending_removal([job_id], 1)
     await _remove_all(ctx, files, inputs)
 
 
 async def sweep_deleted_files(ctx: GenerationContext) -> int:
     """One sweep step: retry every pending removal (a batch); returns how many finished."""
     async with ctx.readers() as session:
-        files = await JobRepository(session).files_pending_removal(None, _BATCH)
-        inputs = await JobRepository(session).inputs_pending_removal(None, _BATCH)
+        files = await RemovalRepository(session).files_pending_removal(None, _BATCH)
+        inputs = await RemovalRepository(session).inputs_pending_removal(None, _BATCH)
     return await _remove_all(ctx, files, inputs)
 
 

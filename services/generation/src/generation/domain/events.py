@@ -21,7 +21,8 @@ from generation.domain.context import GenerationContext
 from generation.domain.provider import Prediction, ProviderError, ProviderStatus
 from generation.domain.settlement import refund
 from generation.persistence.models import GenerationJob, Render
-from generation.persistence.repositories import JobRepository, PendingFiles, RenderRepository
+from generation.persistence.removals import PendingFiles, RemovalRepository
+from generation.persistence.repositories import JobRepository, RenderRepository
 from kit.db import session_scope
 from kit.logging import get_logger
 from kit.storage import StorageError
@@ -119,17 +120,18 @@ async def _finish_with_output(
         raise
     now = ctx.clock.now()
     async with session_scope(ctx.sessions) as session:
-        job_rows = JobRepository(session)
         # The conditional update comes first: it locks the row and checks the job is
         # still in flight in one round trip; the render rows commit with it or not at all.
-        succeeded = await job_rows.mark_succeeded(job.id, prediction.completed_at or now, now)
+        succeeded = await JobRepository(session).mark_succeeded(
+            job.id, prediction.completed_at or now, now
+        )
         if succeeded:
             await _insert_render(RenderRepository(session), job, render_id, keys)
             stray = None
         else:
             # Someone ended the job while we copied: our files must not outlive a
             # deleted render or belong to a job that ended failed/canceled.
-            stray = await job_rows.claim_stray_files(job.id, now)
+            stray = await RemovalRepository(session).claim_stray_files(job.id, now)
     if stray is not None:
         await _remove_stray_files(ctx, job, stray)
     return succeeded

@@ -13,6 +13,7 @@ from generation.domain.cleanup import remove_deleted_job_files
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction, end_without_output
 from generation.domain.provider import Prediction, PredictionNotFound, ProviderError
+from generation.persistence.removals import RemovalRepository
 from generation.persistence.repositories import JobRepository, RenderRepository, load_job_view
 from kit.db import session_scope
 from kit.errors import JobNotCancellable, JobNotFinished, NotFound
@@ -152,7 +153,7 @@ async def delete_generation(
         raise JobNotFinished()
     now = ctx.clock.now()
     async with session_scope(ctx.sessions) as session:
-        await JobRepository(session).mark_deleted(view.id, now)
+        await RemovalRepository(session).mark_deleted(view.id, now)
         deleted = await RenderRepository(session).soft_delete(view.id, now)
     log.info(
         "render.deleted",
