@@ -8,18 +8,22 @@ finished by the sweep, and deleting twice is harmless.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
 from sqlalchemy import select
 
-from generation.domain.cleanup import sweep_deleted_files
+from generation.domain.cleanup import AT_ONCE_SECONDS, sweep_deleted_files
+from generation.domain.queries import delete_generation
 from generation.domain.sweep import sweep_once
 from generation.persistence.models import GenerationJob, Render
 from kit.db import session_scope
+from kit.settings import S3Settings
+from kit.storage import ObjectStorage
 from testkit.plugin import S3Endpoint
 from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
 
@@ -176,3 +180,45 @@ async def test_many_instances_sweeping_the_same_deletion_agree(
     job_row, _ = await rows(stack, job_id)
     assert job_row.files_removed_at is not None
     assert job_row.inputs_removed_at is not None
+
+
+@asynccontextmanager
+async def hanging_storage() -> AsyncIterator[ObjectStorage]:
+    """A storage whose server accepts connections and never answers (a blackholed S3)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = S3Settings.model_validate(
+        {"S3_ENDPOINT": f"127.0.0.1:{port}", "S3_ACCESS_KEY": "k", "S3_SECRET_KEY": "secret-key"}
+    )
+    try:
+        yield ObjectStorage(settings)
+    finally:
+        # Dropping the connections ends the SDK's wait at once (no 15 s read timeout left).
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_hanging_storage_does_not_hold_the_delete_past_its_bound(
+    stack: Stack, user: User
+) -> None:
+    job = await finished_redesign(user)
+    job_id, render_id = job["id"], render_id_of(job)
+
+    async with hanging_storage() as storage:
+        ctx = dataclasses.replace(stack.ctx, storage=storage)
+        # The storage client's own read timeout is 15 s; the DELETE gives up long before.
+        view = await asyncio.wait_for(
+            delete_generation(ctx, user.id, uuid.UUID(job_id)), AT_ONCE_SECONDS + 5
+        )
+
+    assert view.variants == ()
+    assert await objects_under(stack, "public", f"renders/{render_id}/") != []
+    await sweep_deleted_files(stack.ctx)
+    assert await objects_under(stack, "public", f"renders/{render_id}/") == []

@@ -17,6 +17,7 @@ record the files as removed, and the sweep lists again.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 
@@ -33,6 +34,10 @@ log = get_logger("generation.cleanup")
 # Per sweep pass; a removal costs a listing, a batch delete and one UPDATE, so a
 # pass clears this many well within the sweep interval.
 _BATCH = 200
+# The DELETE waits this long at most for its own attempt: a storage that hangs
+# (rather than refusing) must not push the answer past the caller's deadline,
+# since the deletion is committed and the sweep finishes the removal anyway.
+AT_ONCE_SECONDS = 3.0
 
 
 def render_prefix(render_id: uuid.UUID) -> str:
@@ -82,11 +87,15 @@ async def remove_job_inputs(ctx: GenerationContext, job: GenerationJob) -> bool:
 
 
 async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) -> None:
-    """Right after a DELETE commits: one attempt; whatever fails is left to the sweep."""
+    """Right after a DELETE commits: one bounded attempt; the rest is left to the sweep."""
     async with ctx.readers() as session:
         files = await RemovalRepository(session).files_pending_removal(job_id, 1)
         inputs = await RemovalRepository(session).inputs_pending_removal([job_id], 1)
-    await _remove_all(ctx, files, inputs)
+    try:
+        async with asyncio.timeout(AT_ONCE_SECONDS):
+            await _remove_all(ctx, files, inputs)
+    except TimeoutError:
+        log.warning("storage.removal_deferred", jobId=str(job_id), error="TimeoutError")
 
 
 async def sweep_deleted_files(ctx: GenerationContext) -> int:
