@@ -10,6 +10,10 @@ nullable columns and a defaulted integer (no table rewrite on PostgreSQL 11+),
 and two partial indexes that hold only the removals still pending, so they stay
 tiny. The predicates are spelled out here: a migration must not change when the
 models do.
+
+Renders deleted before this revision kept their files: their jobs are marked
+deleted with files due, so the sweep removes those files and inputs as well (one
+UPDATE over the soft-deleted renders, which are few).
 """
 
 from collections.abc import Sequence
@@ -48,6 +52,10 @@ def upgrade() -> None:
         ["files_due_at"],
         unique=False,
         postgresql_where=sa.text(_FILES_PENDING),
+    )
+    op.execute(
+        "UPDATE generation_jobs AS j SET deleted_at = r.deleted_at, files_due_at = r.deleted_at"
+        " FROM renders AS r WHERE r.job_id = j.id AND r.deleted_at IS NOT NULL"
     )
 
 
