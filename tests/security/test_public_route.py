@@ -169,3 +169,25 @@ async def test_the_route_is_read_only(
     assert at_edge.status == 405
     assert at_edge.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
     assert (await raw_request(envoy.url, path)).status == 200
+
+
+async def test_a_deleted_render_is_gone_at_the_edge_and_through_envoy(
+    stack: Stack, envoy: Envoy, user: User
+) -> None:
+    response = await user.submit("imagine", prompt="A calm reading nook")
+    assert response.status_code == 202, response.text
+    job = await user.wait_for(response.json()["id"], {"succeeded"})
+    path = urlsplit(job["variants"][0]["url"]).path
+    for base in (stack.edge.base_url, envoy.url):
+        served = await raw_request(base, path)
+        assert served.status == 200, base
+        # Cached briefly, never for a year: deletion has to take effect.
+        assert served.headers["cache-control"] == "public, max-age=60", base
+        assert served.headers["x-content-type-options"] == "nosniff", base
+
+    assert (await user.delete(job["id"])).status_code == 200
+
+    for base in (stack.edge.base_url, envoy.url):
+        answer = await raw_request(base, path)
+        _assert_not_found(answer, path)
+        assert answer.headers["x-content-type-options"] == "nosniff", base

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, BinaryIO, TypeVar, cast
@@ -23,6 +23,11 @@ from kit.settings import S3Settings
 T = TypeVar("T")
 
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
+# Bytes handed over per read of a streamed object: small enough to keep memory flat,
+# large enough that the thread hop per chunk is cheap next to the copy.
+STREAM_CHUNK_BYTES = 64 * 1024
+# S3's DeleteObjects takes at most 1000 keys per request.
+_DELETE_BATCH = 1000
 
 
 class StorageError(Exception):
@@ -43,6 +48,43 @@ def _http_pool(pool_size: int, timeout_seconds: float) -> urllib3.PoolManager:
         timeout=urllib3.Timeout(connect=min(3.0, timeout_seconds), read=timeout_seconds),
         retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
+
+
+class ObjectStream:
+    """An open GET of one object, read chunk by chunk; always :meth:`aclose` it.
+
+    The body stays on the socket until asked for, so at most one chunk of the
+    object is in memory at a time, whatever its size.
+    """
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, size: int, chunk_bytes: int) -> None:
+        self._response = response
+        self.size = size
+        self._chunks: Iterator[bytes] = response.stream(chunk_bytes)
+        self.chunks_read = 0
+        self.closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The object's bytes, one chunk per worker-thread read."""
+        while True:
+            try:
+                chunk = await asyncio.to_thread(next, self._chunks, b"")
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise StorageError(f"object read failed: {type(exc).__name__}") from exc
+            if not chunk:
+                return
+            self.chunks_read += 1
+            yield chunk
+
+    async def aclose(self) -> None:
+        """Give the connection back (or drop it, if the body was not read to its end)."""
+        if not self.closed:
+            self.closed = True
+            await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        self._response.close()
+        self._response.release_conn()
 
 
 class ObjectStorage:
@@ -134,6 +176,46 @@ class ObjectStorage:
             return bytes(data)
 
         return await self._call(_get)
+
+    async def open_stream(
+        self, bucket: str, key: str, chunk_bytes: int = STREAM_CHUNK_BYTES
+    ) -> ObjectStream | None:
+        """Start a GET of the object without reading its body (None when missing)."""
+
+        def _open() -> ObjectStream | None:
+            try:
+                response = self._client.get_object(bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING_CODES:
+                    return None
+                raise
+            return ObjectStream(
+                response, int(response.headers.get("content-length", 0)), chunk_bytes
+            )
+
+        return await self._call(_open)
+
+    async def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (recursively)."""
+
+        def _list() -> list[str]:
+            items = self._client.list_objects(bucket, prefix=prefix, recursive=True)
+            return [item.object_name for item in items if item.object_name]
+
+        return await self._call(_list)
+
+    async def remove_prefix(self, bucket: str, prefix: str) -> int:
+        """Delete every object under ``prefix``, found by listing; returns how many.
+
+        Listing (rather than deleting known names) also catches files whose names
+        the caller does not know, such as those a later version adds. Repeat-safe.
+        """
+        if not prefix.endswith("/"):
+            raise ValueError("a prefix to remove must end with '/'")
+        keys = await self.list_keys(bucket, prefix)
+        for start in range(0, len(keys), _DELETE_BATCH):
+            await self.remove(bucket, keys[start : start + _DELETE_BATCH])
+        return len(keys)
 
     async def remove(self, bucket: str, keys: list[str]) -> None:
         """Delete objects; missing ones are not an error."""

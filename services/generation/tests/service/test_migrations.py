@@ -1,12 +1,15 @@
-"""The migrations hold every constraint and index the invariants and reads rely on."""
+"""The migrations hold every constraint and index the invariants and reads rely on;
+later ones keep data."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
@@ -15,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from generation.persistence.models import Base
 from generation.wiring import MIGRATIONS
-from kit.db import run_migrations
+from kit.db import _alembic_config, run_migrations
 
 
 @pytest.fixture
@@ -118,3 +121,46 @@ async def test_lookup_indexes_exist(engine: AsyncEngine) -> None:
         "uq_generation_jobs_one_inflight_per_owner",
         "ix_renders_owner_created",
     } <= names
+
+
+async def test_renders_deleted_before_0003_get_their_files_removed(
+    database_factory: Callable[[str], str],
+) -> None:
+    url = database_factory("gen_backfill")
+    config = _alembic_config(MIGRATIONS, url)
+    await asyncio.to_thread(command.upgrade, config, "0001")
+    engine = create_async_engine(url)
+    try:
+        deleted, kept = _job(uuid.uuid4(), "succeeded"), _job(uuid.uuid4(), "succeeded")
+        for row, deleted_at in ((deleted, datetime.now(UTC)), (kept, None)):
+            await _insert(engine, row)
+            async with engine.begin() as connection:
+                await connection.execute(
+                    text(
+                        "INSERT INTO renders (id, job_id, owner_id, mode, deleted_at)"
+                        " VALUES (:id, :job, :owner, 'imagine', :deleted_at)"
+                    ),
+                    {
+                        "id": uuid.uuid4(),
+                        "job": row["id"],
+                        "owner": row["owner"],
+                        "deleted_at": deleted_at,
+                    },
+                )
+
+        await run_migrations(MIGRATIONS, url)
+
+        async with engine.connect() as connection:
+            due = dict(
+                (
+                    await connection.execute(
+                        text(
+                            "SELECT id, files_due_at IS NOT NULL AND deleted_at IS NOT NULL"
+                            " FROM generation_jobs"
+                        )
+                    )
+                ).all()
+            )
+        assert due == {deleted["id"]: True, kept["id"]: False}
+    finally:
+        await engine.dispose()

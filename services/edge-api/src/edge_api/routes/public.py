@@ -2,7 +2,11 @@
 
 Only ``/public/renders/<renderUuid>/<idx>.jpg`` exists: both parts are checked
 with strict patterns, so no other key (and no traversal or listing) can be
-reached. Objects are immutable, so they are cached for a year.
+reached. A render's files are removed when its job is deleted, so caches may
+keep one only for a minute (revalidating by ETag after that), never a year.
+Bodies are streamed from storage chunk by chunk, so memory stays flat whatever
+the object's size, and every answer says ``nosniff`` so a browser never treats a
+file as anything but what its Content-Type says.
 """
 
 from __future__ import annotations
@@ -12,17 +16,22 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from edge_api.errors import domain_error_response
 from edge_api.openapi import errors
 from edge_api.state import EdgeState, State
 from kit.errors import NotFound
-from kit.storage import ObjectStorage
+from kit.storage import ObjectStorage, ObjectStream
 
 router = APIRouter(tags=["public"])
 
 _RENDER_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _FILE_NAME = re.compile(r"^(0|[1-9][0-9]{0,2})\.jpg$")
-CACHE_CONTROL = "public, max-age=31536000, immutable"
+# Deletion removes files within 60 s; a cache may add at most this much on top.
+CACHE_CONTROL = "public, max-age=60"
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 _JPEG = "image/jpeg"
 
 
@@ -33,7 +42,7 @@ def _object_key(render_id: str, file_name: str) -> str:
 
 
 def _etag(key: str, size: int) -> str:
-    # Keys are never rewritten with other bytes, so key + size identify the content.
+    # A key is only ever (re)written with the same bytes, so key + size identify them.
     return '"' + hashlib.sha256(f"{key}:{size}".encode()).hexdigest()[:32] + '"'
 
 
@@ -71,22 +80,33 @@ async def get_render(
     render_id: RenderId, file_name: FileName, request: Request, state: State
 ) -> Response:
     """The JPEG at `renders/<render_id>/<idx>.jpg` in the public bucket."""
-    key = _object_key(render_id, file_name)
-    data = await _storage(state).get_bytes(
-        state.settings.s3_public_bucket, key, state.runtime_config.replicate.output_max_bytes
-    )
-    if data is None:
-        raise NotFound()
-    return _answer(request, key, len(data), data)
+    try:
+        key = _object_key(render_id, file_name)
+        storage = _storage(state)
+        bucket = state.settings.s3_public_bucket
+        if request.headers.get("if-none-match"):
+            # A revalidation usually ends in a 304: ask for the facts, not the body.
+            stored = await storage.stat(bucket, key)
+            if stored is not None and _not_modified(request, _etag(key, stored.size)):
+                return _answer(request, key, stored.size, b"")
+        stream = await storage.open_stream(bucket, key)
+        if stream is None:
+            raise NotFound()
+    except NotFound as error:
+        return _not_found(error)
+    return _StreamedObject(stream, _headers(key, stream.size))
 
 
 @router.head(_PATH, include_in_schema=False)
 async def head_render(render_id: str, file_name: str, request: Request, state: State) -> Response:
     """Headers of :func:`get_render` from the object's metadata (no download)."""
-    key = _object_key(render_id, file_name)
-    stored = await _storage(state).stat(state.settings.s3_public_bucket, key)
-    if stored is None:
-        raise NotFound()
+    try:
+        key = _object_key(render_id, file_name)
+        stored = await _storage(state).stat(state.settings.s3_public_bucket, key)
+        if stored is None:
+            raise NotFound()
+    except NotFound as error:
+        return _not_found(error)
     return _answer(request, key, stored.size, b"")
 
 
@@ -97,10 +117,42 @@ def _storage(state: EdgeState) -> ObjectStorage:
     return storage
 
 
+def _not_found(error: NotFound) -> Response:
+    response = domain_error_response(error)
+    response.headers.update(NOSNIFF)
+    return response
+
+
+def _headers(key: str, size: int) -> dict[str, str]:
+    return {"Cache-Control": CACHE_CONTROL, "ETag": _etag(key, size), **NOSNIFF}
+
+
 def _answer(request: Request, key: str, size: int, body: bytes) -> Response:
-    etag = _etag(key, size)
-    headers = {"Cache-Control": CACHE_CONTROL, "ETag": etag}
-    if _not_modified(request, etag):
+    headers = _headers(key, size)
+    if _not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     headers["Content-Length"] = str(size)
     return Response(body, media_type=_JPEG, headers=headers)
+
+
+class _StreamedObject(StreamingResponse):
+    """Streams an open object to the client and closes it however the send ends.
+
+    Closing here, around the whole send, covers what a generator's own
+    ``finally`` would not run promptly: a client that disconnects mid-body, a
+    cancelled request, or an error before the first chunk.
+    """
+
+    def __init__(self, stream: ObjectStream, headers: dict[str, str]) -> None:
+        super().__init__(
+            stream.chunks(),
+            media_type=_JPEG,
+            headers={**headers, "Content-Length": str(stream.size)},
+        )
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._stream.aclose()

@@ -4,19 +4,24 @@ Repeat-safe and order-safe: statuses only move forward, a terminal status is
 final, and every write is a conditional update or an insert that ignores
 duplicates. Outputs are copied into our storage before the job is marked
 ``succeeded``, in the same transaction that inserts the render and its variants.
+An applier that copied outputs but finds the job already ended removes them
+again unless the job has a live render (see domain/cleanup.py).
 """
 
 from __future__ import annotations
 
 import enum
+import uuid
 
 from generation import metrics
 from generation.domain import jobs
 from generation.domain.assets import store_render_variants
+from generation.domain.cleanup import remove_render_files
 from generation.domain.context import GenerationContext
 from generation.domain.provider import OutputRefused, Prediction, ProviderError, ProviderStatus
 from generation.domain.settlement import refund
 from generation.persistence.models import GenerationJob, Render
+from generation.persistence.removals import PendingFiles, RemovalRepository
 from generation.persistence.repositories import JobRepository, RenderRepository
 from kit.db import session_scope
 from kit.logging import get_logger
@@ -123,20 +128,47 @@ async def _finish_with_output(
     async with session_scope(ctx.sessions) as session:
         # The conditional update comes first: it locks the row and checks the job is
         # still in flight in one round trip; the render rows commit with it or not at all.
-        if not await JobRepository(session).mark_succeeded(
+        succeeded = await JobRepository(session).mark_succeeded(
             job.id, prediction.completed_at or now, now
-        ):
-            return False
-        renders = RenderRepository(session)
-        await renders.insert_once(
-            Render(
-                id=render_id,
-                job_id=job.id,
-                owner_id=job.owner_id,
-                mode=job.mode,
-                room_type=job.room_type,
-                style=job.style,
-            )
         )
-        await renders.insert_variants_once(render_id, keys)
-    return True
+        if succeeded:
+            await _insert_render(RenderRepository(session), job, render_id, keys)
+            stray = None
+        else:
+            # Someone ended the job while we copied: our files must not outlive a
+            # deleted render or belong to a job that ended failed/canceled.
+            stray = await RemovalRepository(session).claim_stray_files(job.id, now)
+    if stray is not None:
+        await _remove_stray_files(ctx, job, stray)
+    return succeeded
+
+
+async def _insert_render(
+    renders: RenderRepository, job: GenerationJob, render_id: uuid.UUID, keys: list[str]
+) -> None:
+    await renders.insert_once(
+        Render(
+            id=render_id,
+            job_id=job.id,
+            owner_id=job.owner_id,
+            mode=job.mode,
+            room_type=job.room_type,
+            style=job.style,
+        )
+    )
+    await renders.insert_variants_once(render_id, keys)
+
+
+async def _remove_stray_files(
+    ctx: GenerationContext, job: GenerationJob, stray: PendingFiles
+) -> None:
+    """Remove what this applier wrote for a job that ended without it (best effort)."""
+    try:
+        await remove_render_files(ctx, stray)
+    except StorageError as error:
+        # Recorded as due already: the sweep removes them.
+        log.warning(
+            "job.stray_outputs_deferred", **_fields(job, job.status), error=type(error).__name__
+        )
+        return
+    log.info("job.stray_outputs_removed", **_fields(job, job.status))

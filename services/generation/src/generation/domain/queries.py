@@ -9,9 +9,11 @@ from datetime import timedelta
 
 from generation import metrics
 from generation.domain import jobs
+from generation.domain.cleanup import remove_deleted_job_files
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction, end_without_output
 from generation.domain.provider import Prediction, PredictionNotFound, ProviderError
+from generation.persistence.removals import RemovalRepository
 from generation.persistence.repositories import JobRepository, RenderRepository, load_job_view
 from kit.db import session_scope
 from kit.errors import JobNotCancellable, JobNotFinished, NotFound
@@ -140,12 +142,19 @@ async def _apply_quietly(ctx: GenerationContext, prediction: Prediction) -> None
 async def delete_generation(
     ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID
 ) -> jobs.JobView:
-    """Soft-delete a finished job's render. Stored objects are kept (the seed's MVP)."""
+    """Soft-delete a finished job's render and remove its files and inputs from storage.
+
+    The deletion commits first and records what is left to remove; the removal is
+    then tried once here, and a storage failure does not fail the DELETE: the
+    sweep retries it until done. Deleting again is harmless (and retries too).
+    """
     view = await load_view(ctx, owner_id, job_id)
     if not jobs.is_terminal(view.status):
         raise JobNotFinished()
+    now = ctx.clock.now()
     async with session_scope(ctx.sessions) as session:
-        deleted = await RenderRepository(session).soft_delete(view.id, ctx.clock.now())
+        await RemovalRepository(session).mark_deleted(view.id, now)
+        deleted = await RenderRepository(session).soft_delete(view.id, now)
     log.info(
         "render.deleted",
         ownerId=str(owner_id),
@@ -154,4 +163,5 @@ async def delete_generation(
         status=view.status,
         changed=deleted,
     )
+    await remove_deleted_job_files(ctx, view.id)
     return dataclasses.replace(view, render_id=None, variants=())

@@ -8,7 +8,12 @@ Each pass, on every instance:
    (the process died mid-submission) cannot move forward, so it is failed with
    INTERRUPTED after ``_UNSUBMITTED_GRACE``;
 3. settles charges: retries pending refunds and debits that could not reach the
-   usage service at the time.
+   usage service at the time;
+4. removes what must leave storage and has not yet (see domain/cleanup.py): a
+   deleted job's render files and inputs when the attempt right after the DELETE
+   failed, files a late applier could not remove, and any outputs of a job that
+   ended without them; with the default 15 s interval a deletion's files are gone
+   well within a minute once storage answers.
 
 Safe with many instances: every claim is a conditional update and every usage
 call is idempotent per job.
@@ -22,6 +27,7 @@ from datetime import timedelta
 
 from generation import metrics
 from generation.domain import jobs
+from generation.domain.cleanup import sweep_deleted_files
 from generation.domain.context import GenerationContext
 from generation.domain.events import end_without_output
 from generation.domain.provider import ProviderError
@@ -48,6 +54,7 @@ async def sweep_once(ctx: GenerationContext) -> dict[str, int]:
         "recovered": await _poll_quiet_jobs(ctx),
         "timedOut": await _end_overdue_jobs(ctx),
         "settled": await _settle(ctx),
+        "filesRemoved": await sweep_deleted_files(ctx),
     }
     if any(counts.values()):
         log.info("sweep.pass", **counts)

@@ -34,6 +34,9 @@ INFLIGHT_STATUSES = ("starting", "processing")
 # given back at the usage service.
 CHARGE_STATES = ("none", "charged", "waived")
 REFUND_STATES = ("none", "pending", "done")
+# Deleted jobs whose inputs, and jobs whose render files, are still to be removed.
+INPUTS_PENDING = "deleted_at IS NOT NULL AND inputs_removed_at IS NULL"
+FILES_PENDING = "files_due_at IS NOT NULL AND files_removed_at IS NULL"
 
 
 class Base(DeclarativeBase):
@@ -74,6 +77,18 @@ class GenerationJob(Base):
     # Refine: the owner's earlier job and variant whose image became input1.
     source_job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     source_variant_idx: Mapped[int | None] = mapped_column(Integer)
+    # Set by DELETE (the job stays visible). Its inputs are then removed from storage;
+    # inputs_removed_at records that this is done (the sweep retries until then).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    inputs_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Everything under the render's prefix (renders/<renderId>/) is to be removed since
+    # files_due_at (a DELETE, a job that ended without output, a late applier's copy),
+    # and was found removed at files_removed_at. files_round is bumped by every late
+    # writer: a removal that read an older round may have listed before that write, so
+    # it cannot mark the files removed (see domain/cleanup.py).
+    files_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    files_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    files_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status_known"),
@@ -110,6 +125,16 @@ class GenerationJob(Base):
             "ix_generation_jobs_refund_pending",
             "updated_at",
             postgresql_where=text("refund_state = 'pending'"),
+        ),
+        Index(
+            "ix_generation_jobs_inputs_pending",
+            "deleted_at",
+            postgresql_where=text(INPUTS_PENDING),
+        ),
+        Index(
+            "ix_generation_jobs_files_pending",
+            "files_due_at",
+            postgresql_where=text(FILES_PENDING),
         ),
     )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Update, and_, bindparam, or_, select, update
+from sqlalchemy import Select, Update, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
@@ -136,7 +136,12 @@ class JobRepository:
         error_message: str,
         now: datetime,
     ) -> TerminalUpdate:
-        """End an in-flight job as failed/canceled; a charged job becomes refund-pending."""
+        """End an in-flight job as failed/canceled; a charged job becomes refund-pending.
+
+        A job that reached the provider has its render prefix listed once (files
+        due): an applier may have stored outputs and failed before it could commit
+        them, and nothing will make them live now.
+        """
         changed = await _changed(
             self._session,
             update(GenerationJob)
@@ -147,6 +152,7 @@ class JobRepository:
                 error_message=error_message,
                 completed_at=now,
                 updated_at=now,
+                files_due_at=case((GenerationJob.prediction_id.is_not(None), now), else_=None),
             ),
         )
         if not changed:

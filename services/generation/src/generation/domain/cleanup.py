@@ -1,0 +1,122 @@
+"""Removing what a job must not keep in storage: render files and deleted inputs.
+
+The job row says what is still to remove (``files_due_at`` without
+``files_removed_at``; ``deleted_at`` without ``inputs_removed_at``), so the work
+survives a crash or a storage outage: a DELETE tries at once, after its commit,
+and the sweep retries every pass until it is done. Every step is repeat-safe
+(removing a missing object is not an error, the marks are conditional updates),
+so any number of instances may run it at the same time.
+
+Render files are removed by listing ``renders/<renderId>/``, not by known
+names, so files the database does not name (a thumbnail, a late applier's copy)
+go too. A writer that stores files for a job that has already ended without a
+live render bumps ``files_round`` before removing them itself; a removal that
+read an earlier round may have listed before those files existed, so it cannot
+record the files as removed, and the sweep lists again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+from generation.domain.context import GenerationContext
+from generation.domain.jobs import render_id_for
+from generation.persistence.models import GenerationJob
+from generation.persistence.removals import PendingFiles, RemovalRepository
+from kit.db import session_scope
+from kit.logging import get_logger
+from kit.storage import StorageError
+
+log = get_logger("generation.cleanup")
+
+# Per sweep pass; a removal costs a listing, a batch delete and one UPDATE, so a
+# pass clears this many well within the sweep interval.
+_BATCH = 200
+# The DELETE waits this long at most for its own attempt: a storage that hangs
+# (rather than refusing) must not push the answer past the caller's deadline,
+# since the deletion is committed and the sweep finishes the removal anyway.
+AT_ONCE_SECONDS = 3.0
+
+
+def render_prefix(render_id: uuid.UUID) -> str:
+    """Every file of a render lives under this prefix of the public bucket."""
+    return f"renders/{render_id}/"
+
+
+async def remove_render_files(ctx: GenerationContext, pending: PendingFiles) -> bool:
+    """Remove everything under the job's render prefix and record it (raises StorageError).
+
+    False when the removal could not be recorded because a late writer stored
+    files after ``pending`` was read: the sweep lists the prefix again.
+    """
+    prefix = render_prefix(render_id_for(pending.job_id))
+    await ctx.storage.remove_prefix(ctx.public_bucket, prefix)
+    async with session_scope(ctx.sessions) as session:
+        marked = await RemovalRepository(session).mark_files_removed(pending, ctx.clock.now())
+    log.info(
+        "render.files_removed",
+        ownerId=str(pending.owner_id),
+        jobId=str(pending.job_id),
+        recorded=marked,
+    )
+    return marked
+
+
+async def remove_job_inputs(ctx: GenerationContext, job: GenerationJob) -> bool:
+    """Remove a deleted job's inputs that no other undeleted job of its owner names.
+
+    Raises StorageError; the inputs then stay due for removal.
+    """
+    async with ctx.readers() as session:
+        in_use = await RemovalRepository(session).keys_in_use(job.owner_id, job.id, job.input_keys)
+    unshared = [key for key in job.input_keys if key not in in_use]
+    if unshared:
+        await ctx.storage.remove(ctx.private_bucket, unshared)
+    async with session_scope(ctx.sessions) as session:
+        await RemovalRepository(session).mark_inputs_removed(job.id, ctx.clock.now())
+    log.info(
+        "job.inputs_removed",
+        ownerId=str(job.owner_id),
+        jobId=str(job.id),
+        removed=len(unshared),
+        kept=len(in_use),
+    )
+    return True
+
+
+async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) -> None:
+    """Right after a DELETE commits: one bounded attempt; the rest is left to the sweep."""
+    async with ctx.readers() as session:
+        files = await RemovalRepository(session).files_pending_removal(job_id, 1)
+        inputs = await RemovalRepository(session).inputs_pending_removal([job_id], 1)
+    try:
+        async with asyncio.timeout(AT_ONCE_SECONDS):
+            await _remove_all(ctx, files, inputs)
+    except TimeoutError:
+        log.warning("storage.removal_deferred", jobId=str(job_id), error="TimeoutError")
+
+
+async def sweep_deleted_files(ctx: GenerationContext) -> int:
+    """One sweep step: retry every pending removal (a batch); returns how many finished."""
+    async with ctx.readers() as session:
+        files = await RemovalRepository(session).files_pending_removal(None, _BATCH)
+        inputs = await RemovalRepository(session).inputs_pending_removal(None, _BATCH)
+    return await _remove_all(ctx, files, inputs)
+
+
+async def _remove_all(
+    ctx: GenerationContext, files: Sequence[PendingFiles], inputs: Sequence[GenerationJob]
+) -> int:
+    done = 0
+    try:
+        for pending in files:
+            done += int(await remove_render_files(ctx, pending))
+        for job in inputs:
+            done += int(await remove_job_inputs(ctx, job))
+    except StorageError as error:
+        # Storage is down or refusing: stop here rather than wait out a timeout per
+        # item; everything not done stays recorded as due and the next pass retries.
+        log.warning("storage.removal_deferred", done=done, error=type(error).__name__)
+    return done
