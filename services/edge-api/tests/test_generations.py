@@ -25,7 +25,13 @@ def _succeeded_job(backends, owner: str):
         render_id=render_id,
         variants=[
             generation_pb2.Variant(idx=1, object_key=f"renders/{render_id}/1.jpg"),
-            generation_pb2.Variant(idx=0, object_key=f"renders/{render_id}/0.jpg"),
+            generation_pb2.Variant(
+                idx=0,
+                object_key=f"renders/{render_id}/0.jpg",
+                thumbnail_object_key=f"renders/{render_id}/0.thumb.jpg",
+                width=1024,
+                height=768,
+            ),
         ],
         inputs=[generation_pb2.InputImage(idx=0, url="http://s3.test/private/in.jpg?X-Sig=1")],
     )
@@ -51,8 +57,20 @@ async def test_succeeded_job_has_the_documented_shape(
         "completedAt": "2026-11-05T09:32:10.250Z",
         "inputs": [{"idx": 0, "url": "http://s3.test/private/in.jpg?X-Sig=1"}],
         "variants": [
-            {"idx": 0, "url": f"http://edge.test/public/renders/{job.render_id}/0.jpg"},
-            {"idx": 1, "url": f"http://edge.test/public/renders/{job.render_id}/1.jpg"},
+            {
+                "idx": 0,
+                "url": f"http://edge.test/public/renders/{job.render_id}/0.jpg",
+                "thumbnailUrl": f"http://edge.test/public/renders/{job.render_id}/0.thumb.jpg",
+                "width": 1024,
+                "height": 768,
+            },
+            {  # stored before thumbnails existed
+                "idx": 1,
+                "url": f"http://edge.test/public/renders/{job.render_id}/1.jpg",
+                "thumbnailUrl": None,
+                "width": None,
+                "height": None,
+            },
         ],
     }
     (call,) = backends.generation.recorder.named("GetGeneration")

@@ -55,10 +55,7 @@ def job_to_json(job: generation_pb2.Job, public_base_url: str) -> JobOut:
         else None
     )
     variants = (
-        [
-            VariantOut(idx=v.idx, url=f"{public_base_url}/{quote(v.object_key, safe='/')}")
-            for v in sorted(job.variants, key=lambda v: v.idx)
-        ]
+        [_variant(v, public_base_url) for v in sorted(job.variants, key=lambda v: v.idx)]
         if status == "succeeded"
         else []
     )
@@ -77,6 +74,17 @@ def job_to_json(job: generation_pb2.Job, public_base_url: str) -> JobOut:
         completed_at=iso_utc(job.completed_at) if job.HasField("completed_at") else None,
         inputs=[InputOut(idx=item.idx, url=item.url) for item in sorted(job.inputs, key=_idx)],
         variants=variants,
+    )
+
+
+def _variant(variant: generation_pb2.Variant, public_base_url: str) -> VariantOut:
+    thumbnail = variant.thumbnail_object_key
+    return VariantOut(
+        idx=variant.idx,
+        url=f"{public_base_url}/{quote(variant.object_key, safe='/')}",
+        thumbnail_url=f"{public_base_url}/{quote(thumbnail, safe='/')}" if thumbnail else None,
+        width=variant.width or None,
+        height=variant.height or None,
     )
 
 

@@ -54,6 +54,12 @@ class JobErrorOut(ApiModel):
 class VariantOut(ApiModel):
     idx: int
     url: str = Field(description="Public URL of the rendered image (JPEG).")
+    thumbnail_url: str | None = Field(
+        description="A JPEG of at most 512 px on its long side, for galleries; null for a "
+        "render whose thumbnail is not made yet."
+    )
+    width: int | None = Field(description="The render's width in pixels (null: unknown).")
+    height: int | None = Field(description="The render's height in pixels (null: unknown).")
 
 
 class InputOut(ApiModel):

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'interior/generation/v1/generation.proto\x12\x16interior.generation.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\rDeclaredInput\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"\xdb\x01\n\x17SubmitGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x11\n\troom_type\x18\x05 \x01(\t\x12\r\n\x05style\x18\x06 \x01(\t\x12\x18\n\x10request_base_url\x18\x08 \x01(\t\x12\x35\n\x06inputs\x18\t \x03(\x0b\x32%.interior.generation.v1.DeclaredInputJ\x04\x08\x07\x10\x08\"/\n\nInputChunk\x12\x13\n\x0binput_index\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x97\x01\n\x14SubmitGenerationPart\x12\x42\n\x07request\x18\x01 \x01(\x0b\x32/.interior.generation.v1.SubmitGenerationRequestH\x00\x12\x33\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\".interior.generation.v1.InputChunkH\x00\x42\x06\n\x04part\"=\n\x0bJobSettings\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x11\n\troom_type\x18\x02 \x01(\t\x12\r\n\x05style\x18\x03 \x01(\t\")\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"*\n\x07Variant\x12\x0b\n\x03idx\x18\x01 \x01(\x05\x12\x12\n\nobject_key\x18\x02 \x01(\t\"\xf2\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x15\n\rprediction_id\x18\x03 \x01(\t\x12\x31\n\x06status\x18\x04 \x01(\x0e\x32!.interior.generation.v1.JobStatus\x12\x35\n\x08settings\x18\x05 \x01(\x0b\x32#.interior.generation.v1.JobSettings\x12/\n\x05\x65rror\x18\x06 \x01(\x0b\x32 .interior.generation.v1.JobError\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trender_id\x18\n \x01(\t\x12\x31\n\x08variants\x18\x0b \x03(\x0b\x32\x1f.interior.generation.v1.Variant\x12\x0f\n\x07version\x18\x0c \x01(\x03\x12\x32\n\x06inputs\x18\r \x03(\x0b\x32\".interior.generation.v1.InputImage\"&\n\nInputImage\x12\x0b\n\x03idx\x18\x01 \x01(\x05\x12\x0b\n\x03url\x18\x02 \x01(\t\"V\n\x18SubmitGenerationResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.interior.generation.v1.Job\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"8\n\x14GetGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"A\n\x15GetGenerationResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.interior.generation.v1.Job\";\n\x17\x43\x61ncelGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"D\n\x18\x43\x61ncelGenerationResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.interior.generation.v1.Job\";\n\x17\x44\x65leteGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"D\n\x18\x44\x65leteGenerationResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.interior.generation.v1.Job\"\x84\x01\n\x16ListGenerationsRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x31\n\x06status\x18\x04 \x01(\x0e\x32!.interior.generation.v1.JobStatus\"]\n\x17ListGenerationsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.interior.generation.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x10WatchJobsRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x03\">\n\tJobChange\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\"e\n\x11WatchJobsResponse\x12\x33\n\x06\x63hange\x18\x01 \x01(\x0b\x32!.interior.generation.v1.JobChangeH\x00\x12\x13\n\tcaught_up\x18\x02 \x01(\x03H\x00\x42\x06\n\x04item\"A\n\x19\x41pplyProviderEventRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\"\x96\x01\n\x1a\x41pplyProviderEventResponse\x12\x35\n\x07outcome\x18\x01 \x01(\x0e\x32$.interior.generation.v1.EventOutcome\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.interior.generation.v1.JobStatus\"Q\n\x16ListJobOutcomesRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc8\x01\n\nJobOutcome\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.interior.generation.v1.JobStatus\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nhas_output\x18\x05 \x01(\x08\x12\x0f\n\x07\x63harged\x18\x06 \x01(\x08\x12\x10\n\x08refunded\x18\x07 \x01(\x08\"d\n\x17ListJobOutcomesResponse\x12\x30\n\x04jobs\x18\x01 \x03(\x0b\x32\".interior.generation.v1.JobOutcome\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xa5\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_STATUS_STARTING\x10\x01\x12\x19\n\x15JOB_STATUS_PROCESSING\x10\x02\x12\x18\n\x14JOB_STATUS_SUCCEEDED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x17\n\x13JOB_STATUS_CANCELED\x10\x05*\x87\x01\n\x0c\x45ventOutcome\x12\x1d\n\x19\x45VENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_OUTCOME_APPLIED\x10\x01\x12$\n EVENT_OUTCOME_UNKNOWN_PREDICTION\x10\x02\x12\x17\n\x13\x45VENT_OUTCOME_STALE\x10\x03\x32\xae\x07\n\x11GenerationService\x12t\n\x10SubmitGeneration\x12,.interior.generation.v1.SubmitGenerationPart\x1a\x30.interior.generation.v1.SubmitGenerationResponse(\x01\x12l\n\rGetGeneration\x12,.interior.generation.v1.GetGenerationRequest\x1a-.interior.generation.v1.GetGenerationResponse\x12u\n\x10\x43\x61ncelGeneration\x12/.interior.generation.v1.CancelGenerationRequest\x1a\x30.interior.generation.v1.CancelGenerationResponse\x12u\n\x10\x44\x65leteGeneration\x12/.interior.generation.v1.DeleteGenerationRequest\x1a\x30.interior.generation.v1.DeleteGenerationResponse\x12r\n\x0fListGenerations\x12..interior.generation.v1.ListGenerationsRequest\x1a/.interior.generation.v1.ListGenerationsResponse\x12\x62\n\tWatchJobs\x12(.interior.generation.v1.WatchJobsRequest\x1a).interior.generation.v1.WatchJobsResponse0\x01\x12{\n\x12\x41pplyProviderEvent\x12\x31.interior.generation.v1.ApplyProviderEventRequest\x1a\x32.interior.generation.v1.ApplyProviderEventResponse\x12r\n\x0fListJobOutcomes\x12..interior.generation.v1.ListJobOutcomesRequest\x1a/.interior.generation.v1.ListJobOutcomesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'interior/generation/v1/generation.proto\x12\x16interior.generation.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n\rDeclaredInput\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\"\xdb\x01\n\x17SubmitGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x11\n\troom_type\x18\x05 \x01(\t\x12\r\n\x05style\x18\x06 \x01(\t\x12\x18\n\x10request_base_url\x18\x08 \x01(\t\x12\x35\n\x06inputs\x18\t \x03(\x0b\x32%.interior.generation.v1.DeclaredInputJ\x04\x08\x07\x10\x08\"/\n\nInputChunk\x12\x13\n\x0binput_index\x18\x01 \x01(\x05\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x97\x01\n\x14SubmitGenerationPart\x12\x42\n\x07request\x18\x01 \x01(\x0b\x32/.interior.generation.v1.SubmitGenerationRequestH\x00\x12\x33\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\".interior.generation.v1.InputChunkH\x00\x42\x06\n\x04part\"=\n\x0bJobSettings\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x11\n\troom_type\x18\x02 \x01(\t\x12\r\n\x05style\x18\x03 \x01(\t\")\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"g\n\x07Variant\x12\x0b\n\x03idx\x18\x01 \x01(\x05\x12\x12\n\nobject_key\x18\x02 \x01(\t\x12\x1c\n\x14thumbnail_object_key\x18\x03 \x01(\t\x12\r\n\x05width\x18\x04 \x01(\x05\x12\x0e\n\x06height\x18\x05 \x01(\x05\"\xf2\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x15\n\rprediction_id\x18\x03 \x01(\t\x12\x31\n\x06status\x18\x04 \x01(\x0e\x32!.interior.generation.v1.JobStatus\x12\x35\n\x08settings\x18\x05 \x01(\x0b\x32#.interior.generation.v1.JobSettings\x12/\n\x05\x65rror\x18\x06 \x01(\x0b\x32 .interior.generation.v1.JobError\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trender_id\x18\n \x01(\t\x12\x31\n\x08variants\x18\x0b \x03(\x0b\x32\x1f.interior.generation.v1.Variant\x12\x0f\n\x07version\x18\x0c \x01(\x03\x12\x32\n\x06inputs\x18\r \x03(\x0b\x32\".interior.generation.v1.InputImage\"&\n\nInputImage\x12\x0b\n\x03idx\x18\x01 \x01(\x05\x12\x0b\n\x03url\x18\x02 \x01(\t\"V\n\x18SubmitGenerationResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.interior.generation.v1.Job\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"8\n\x14GetGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"A\n\x15GetGenerationResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.interior.generation.v1.Job\";\n\x17\x43\x61ncelGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"D\n\x18\x43\x61ncelGenerationResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.interior.generation.v1.Job\";\n\x17\x44\x65leteGenerationRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"D\n\x18\x44\x65leteGenerationResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.interior.generation.v1.Job\"\x84\x01\n\x16ListGenerationsRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x31\n\x06status\x18\x04 \x01(\x0e\x32!.interior.generation.v1.JobStatus\"]\n\x17ListGenerationsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.interior.generation.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x10WatchJobsRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x03\">\n\tJobChange\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x10\n\x08owner_id\x18\x03 \x01(\t\"e\n\x11WatchJobsResponse\x12\x33\n\x06\x63hange\x18\x01 \x01(\x0b\x32!.interior.generation.v1.JobChangeH\x00\x12\x13\n\tcaught_up\x18\x02 \x01(\x03H\x00\x42\x06\n\x04item\"A\n\x19\x41pplyProviderEventRequest\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x13\n\x0b\x64\x65livery_id\x18\x02 \x01(\t\"\x96\x01\n\x1a\x41pplyProviderEventResponse\x12\x35\n\x07outcome\x18\x01 \x01(\x0e\x32$.interior.generation.v1.EventOutcome\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.interior.generation.v1.JobStatus\"Q\n\x16ListJobOutcomesRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xc8\x01\n\nJobOutcome\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.interior.generation.v1.JobStatus\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nhas_output\x18\x05 \x01(\x08\x12\x0f\n\x07\x63harged\x18\x06 \x01(\x08\x12\x10\n\x08refunded\x18\x07 \x01(\x08\"d\n\x17ListJobOutcomesResponse\x12\x30\n\x04jobs\x18\x01 \x03(\x0b\x32\".interior.generation.v1.JobOutcome\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xa5\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_STATUS_STARTING\x10\x01\x12\x19\n\x15JOB_STATUS_PROCESSING\x10\x02\x12\x18\n\x14JOB_STATUS_SUCCEEDED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x17\n\x13JOB_STATUS_CANCELED\x10\x05*\x87\x01\n\x0c\x45ventOutcome\x12\x1d\n\x19\x45VENT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_OUTCOME_APPLIED\x10\x01\x12$\n EVENT_OUTCOME_UNKNOWN_PREDICTION\x10\x02\x12\x17\n\x13\x45VENT_OUTCOME_STALE\x10\x03\x32\xae\x07\n\x11GenerationService\x12t\n\x10SubmitGeneration\x12,.interior.generation.v1.SubmitGenerationPart\x1a\x30.interior.generation.v1.SubmitGenerationResponse(\x01\x12l\n\rGetGeneration\x12,.interior.generation.v1.GetGenerationRequest\x1a-.interior.generation.v1.GetGenerationResponse\x12u\n\x10\x43\x61ncelGeneration\x12/.interior.generation.v1.CancelGenerationRequest\x1a\x30.interior.generation.v1.CancelGenerationResponse\x12u\n\x10\x44\x65leteGeneration\x12/.interior.generation.v1.DeleteGenerationRequest\x1a\x30.interior.generation.v1.DeleteGenerationResponse\x12r\n\x0fListGenerations\x12..interior.generation.v1.ListGenerationsRequest\x1a/.interior.generation.v1.ListGenerationsResponse\x12\x62\n\tWatchJobs\x12(.interior.generation.v1.WatchJobsRequest\x1a).interior.generation.v1.WatchJobsResponse0\x01\x12{\n\x12\x41pplyProviderEvent\x12\x31.interior.generation.v1.ApplyProviderEventRequest\x1a\x32.interior.generation.v1.ApplyProviderEventResponse\x12r\n\x0fListJobOutcomes\x12..interior.generation.v1.ListJobOutcomesRequest\x1a/.interior.generation.v1.ListJobOutcomesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'interior.generation.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATUS']._serialized_start=2809
-  _globals['_JOBSTATUS']._serialized_end=2974
-  _globals['_EVENTOUTCOME']._serialized_start=2977
-  _globals['_EVENTOUTCOME']._serialized_end=3112
+  _globals['_JOBSTATUS']._serialized_start=2870
+  _globals['_JOBSTATUS']._serialized_end=3035
+  _globals['_EVENTOUTCOME']._serialized_start=3038
+  _globals['_EVENTOUTCOME']._serialized_end=3173
   _globals['_DECLAREDINPUT']._serialized_start=100
   _globals['_DECLAREDINPUT']._serialized_end=150
   _globals['_SUBMITGENERATIONREQUEST']._serialized_start=153
@@ -49,45 +49,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBERROR']._serialized_start=640
   _globals['_JOBERROR']._serialized_end=681
   _globals['_VARIANT']._serialized_start=683
-  _globals['_VARIANT']._serialized_end=725
-  _globals['_JOB']._serialized_start=728
-  _globals['_JOB']._serialized_end=1226
-  _globals['_INPUTIMAGE']._serialized_start=1228
-  _globals['_INPUTIMAGE']._serialized_end=1266
-  _globals['_SUBMITGENERATIONRESPONSE']._serialized_start=1268
-  _globals['_SUBMITGENERATIONRESPONSE']._serialized_end=1354
-  _globals['_GETGENERATIONREQUEST']._serialized_start=1356
-  _globals['_GETGENERATIONREQUEST']._serialized_end=1412
-  _globals['_GETGENERATIONRESPONSE']._serialized_start=1414
-  _globals['_GETGENERATIONRESPONSE']._serialized_end=1479
-  _globals['_CANCELGENERATIONREQUEST']._serialized_start=1481
-  _globals['_CANCELGENERATIONREQUEST']._serialized_end=1540
-  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=1542
-  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=1610
-  _globals['_DELETEGENERATIONREQUEST']._serialized_start=1612
-  _globals['_DELETEGENERATIONREQUEST']._serialized_end=1671
-  _globals['_DELETEGENERATIONRESPONSE']._serialized_start=1673
-  _globals['_DELETEGENERATIONRESPONSE']._serialized_end=1741
-  _globals['_LISTGENERATIONSREQUEST']._serialized_start=1744
-  _globals['_LISTGENERATIONSREQUEST']._serialized_end=1876
-  _globals['_LISTGENERATIONSRESPONSE']._serialized_start=1878
-  _globals['_LISTGENERATIONSRESPONSE']._serialized_end=1971
-  _globals['_WATCHJOBSREQUEST']._serialized_start=1973
-  _globals['_WATCHJOBSREQUEST']._serialized_end=2031
-  _globals['_JOBCHANGE']._serialized_start=2033
-  _globals['_JOBCHANGE']._serialized_end=2095
-  _globals['_WATCHJOBSRESPONSE']._serialized_start=2097
-  _globals['_WATCHJOBSRESPONSE']._serialized_end=2198
-  _globals['_APPLYPROVIDEREVENTREQUEST']._serialized_start=2200
-  _globals['_APPLYPROVIDEREVENTREQUEST']._serialized_end=2265
-  _globals['_APPLYPROVIDEREVENTRESPONSE']._serialized_start=2268
-  _globals['_APPLYPROVIDEREVENTRESPONSE']._serialized_end=2418
-  _globals['_LISTJOBOUTCOMESREQUEST']._serialized_start=2420
-  _globals['_LISTJOBOUTCOMESREQUEST']._serialized_end=2501
-  _globals['_JOBOUTCOME']._serialized_start=2504
-  _globals['_JOBOUTCOME']._serialized_end=2704
-  _globals['_LISTJOBOUTCOMESRESPONSE']._serialized_start=2706
-  _globals['_LISTJOBOUTCOMESRESPONSE']._serialized_end=2806
-  _globals['_GENERATIONSERVICE']._serialized_start=3115
-  _globals['_GENERATIONSERVICE']._serialized_end=4057
+  _globals['_VARIANT']._serialized_end=786
+  _globals['_JOB']._serialized_start=789
+  _globals['_JOB']._serialized_end=1287
+  _globals['_INPUTIMAGE']._serialized_start=1289
+  _globals['_INPUTIMAGE']._serialized_end=1327
+  _globals['_SUBMITGENERATIONRESPONSE']._serialized_start=1329
+  _globals['_SUBMITGENERATIONRESPONSE']._serialized_end=1415
+  _globals['_GETGENERATIONREQUEST']._serialized_start=1417
+  _globals['_GETGENERATIONREQUEST']._serialized_end=1473
+  _globals['_GETGENERATIONRESPONSE']._serialized_start=1475
+  _globals['_GETGENERATIONRESPONSE']._serialized_end=1540
+  _globals['_CANCELGENERATIONREQUEST']._serialized_start=1542
+  _globals['_CANCELGENERATIONREQUEST']._serialized_end=1601
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_start=1603
+  _globals['_CANCELGENERATIONRESPONSE']._serialized_end=1671
+  _globals['_DELETEGENERATIONREQUEST']._serialized_start=1673
+  _globals['_DELETEGENERATIONREQUEST']._serialized_end=1732
+  _globals['_DELETEGENERATIONRESPONSE']._serialized_start=1734
+  _globals['_DELETEGENERATIONRESPONSE']._serialized_end=1802
+  _globals['_LISTGENERATIONSREQUEST']._serialized_start=1805
+  _globals['_LISTGENERATIONSREQUEST']._serialized_end=1937
+  _globals['_LISTGENERATIONSRESPONSE']._serialized_start=1939
+  _globals['_LISTGENERATIONSRESPONSE']._serialized_end=2032
+  _globals['_WATCHJOBSREQUEST']._serialized_start=2034
+  _globals['_WATCHJOBSREQUEST']._serialized_end=2092
+  _globals['_JOBCHANGE']._serialized_start=2094
+  _globals['_JOBCHANGE']._serialized_end=2156
+  _globals['_WATCHJOBSRESPONSE']._serialized_start=2158
+  _globals['_WATCHJOBSRESPONSE']._serialized_end=2259
+  _globals['_APPLYPROVIDEREVENTREQUEST']._serialized_start=2261
+  _globals['_APPLYPROVIDEREVENTREQUEST']._serialized_end=2326
+  _globals['_APPLYPROVIDEREVENTRESPONSE']._serialized_start=2329
+  _globals['_APPLYPROVIDEREVENTRESPONSE']._serialized_end=2479
+  _globals['_LISTJOBOUTCOMESREQUEST']._serialized_start=2481
+  _globals['_LISTJOBOUTCOMESREQUEST']._serialized_end=2562
+  _globals['_JOBOUTCOME']._serialized_start=2565
+  _globals['_JOBOUTCOME']._serialized_end=2765
+  _globals['_LISTJOBOUTCOMESRESPONSE']._serialized_start=2767
+  _globals['_LISTJOBOUTCOMESRESPONSE']._serialized_end=2867
+  _globals['_GENERATIONSERVICE']._serialized_start=3176
+  _globals['_GENERATIONSERVICE']._serialized_end=4118
 # @@protoc_insertion_point(module_scope)

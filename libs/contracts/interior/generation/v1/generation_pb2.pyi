@@ -277,18 +277,31 @@ class Variant(_message.Message):
 
     IDX_FIELD_NUMBER: _builtins.int
     OBJECT_KEY_FIELD_NUMBER: _builtins.int
+    THUMBNAIL_OBJECT_KEY_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
     idx: _builtins.int
     object_key: _builtins.str
     """Object key inside the public bucket: `renders/<renderId>/<idx>.jpg`."""
+    thumbnail_object_key: _builtins.str
+    """Its thumbnail (a JPEG of at most 512 px on its long side):
+    `renders/<renderId>/<idx>.thumb.jpg`; empty when none was made.
+    """
+    width: _builtins.int
+    """The stored render's size in pixels; 0 when unknown."""
+    height: _builtins.int
     def __init__(
         self,
         *,
         idx: _builtins.int = ...,
         object_key: _builtins.str = ...,
+        thumbnail_object_key: _builtins.str = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idx", b"idx", "object_key", b"object_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["height", b"height", "idx", b"idx", "object_key", b"object_key", "thumbnail_object_key", b"thumbnail_object_key", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

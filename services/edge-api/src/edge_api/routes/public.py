@@ -28,7 +28,8 @@ from kit.storage import ObjectStorage, ObjectStream
 router = APIRouter(tags=["public"])
 
 _RENDER_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_FILE_NAME = re.compile(r"^(0|[1-9][0-9]{0,2})\.jpg$")
+# A variant (<idx>.jpg) or its thumbnail (<idx>.thumb.jpg).
+_FILE_NAME = re.compile(r"^(0|[1-9][0-9]{0,2})(\.thumb)?\.jpg$")
 # Deletion removes files within 60 s; a cache may add at most this much on top.
 CACHE_CONTROL = "public, max-age=60"
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
@@ -62,7 +63,10 @@ RenderId = Annotated[
 ]
 FileName = Annotated[
     str,
-    Path(description="`<idx>.jpg`, idx 0-999.", json_schema_extra={"pattern": _FILE_NAME.pattern}),
+    Path(
+        description="`<idx>.jpg` (idx 0-999), or `<idx>.thumb.jpg` for its thumbnail.",
+        json_schema_extra={"pattern": _FILE_NAME.pattern},
+    ),
 ]
 
 

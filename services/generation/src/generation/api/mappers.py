@@ -98,7 +98,16 @@ def job_message(job: JobView, inputs: Sequence[SignedInput] = ()) -> pb.Job:
         updated_at=_timestamp(job.updated_at),
         completed_at=_timestamp(job.completed_at),
         render_id=str(job.render_id) if job.render_id else "",
-        variants=[pb.Variant(idx=v.idx, object_key=v.object_key) for v in job.variants],
+        variants=[
+            pb.Variant(
+                idx=v.idx,
+                object_key=v.object_key,
+                thumbnail_object_key=v.thumbnail_key or "",
+                width=v.width or 0,
+                height=v.height or 0,
+            )
+            for v in job.variants
+        ],
         version=job.version,
         inputs=[pb.InputImage(idx=item.idx, url=item.url) for item in inputs],
     )

@@ -8,8 +8,12 @@ from collections.abc import Sequence
 
 from generation import metrics
 from generation.domain.context import GenerationContext
-from generation.domain.jobs import variant_key
+from generation.domain.jobs import VariantRef, thumbnail_key, variant_key
 from generation.domain.provider import OutputRefused
+from generation.domain.thumbnails import NotAnImage, Thumbnail, make_thumbnail
+from kit.logging import get_logger
+
+log = get_logger("generation.assets")
 
 OUTPUT_CONTENT_TYPE = "image/jpeg"
 # Outputs of one prediction copied at once (nano-banana answers one; others a few).
@@ -18,8 +22,9 @@ PARALLEL_COPIES = 4
 
 async def store_render_variants(
     ctx: GenerationContext, render_id: uuid.UUID, output_urls: Sequence[str]
-) -> list[str]:
-    """Download each output and store it as ``renders/<renderId>/<idx>.jpg``.
+) -> list[VariantRef]:
+    """Download each output and store it as ``renders/<renderId>/<idx>.jpg``, with its
+    thumbnail as ``<idx>.thumb.jpg`` (an output that cannot be decoded keeps none).
 
     Keys are derived from the render id, so a repeat (two appliers racing, or an
     attempt that stored the files but could not commit) overwrites the same objects
@@ -32,13 +37,20 @@ async def store_render_variants(
     slots = asyncio.Semaphore(PARALLEL_COPIES)
     max_bytes = ctx.config.replicate.output_max_bytes
 
-    async def copy(idx: int, url: str) -> str:
+    async def copy(idx: int, url: str) -> VariantRef:
         key = variant_key(render_id, idx)
         async with slots:
             data = await ctx.provider.download_output(url, max_bytes)
             await ctx.storage.put_bytes(ctx.public_bucket, key, data, OUTPUT_CONTENT_TYPE)
+            thumbnail = await _thumbnail(ctx, data)
+            if thumbnail is None:
+                return VariantRef(idx, key)
+            small = thumbnail_key(render_id, idx)
+            await ctx.storage.put_bytes(
+                ctx.public_bucket, small, thumbnail.jpeg, OUTPUT_CONTENT_TYPE
+            )
         metrics.asset("stored")
-        return key
+        return VariantRef(idx, key, small, thumbnail.width, thumbnail.height)
 
     # Every copy runs to its end, then the first failure (if any) is raised; a
     # refused output first of all, since it ends the job for good.
@@ -50,3 +62,13 @@ async def store_render_variants(
     if refusals or failures:
         raise (refusals or failures)[0]
     return [result for result in results if not isinstance(result, BaseException)]
+
+
+async def _thumbnail(ctx: GenerationContext, data: bytes) -> Thumbnail | None:
+    """The output's thumbnail (decoded off the event loop), or None when it is no image."""
+    try:
+        async with ctx.image_slots:
+            return await asyncio.to_thread(make_thumbnail, data)
+    except NotAnImage as error:
+        log.warning("assets.thumbnail_failed", error=str(error))
+        return None

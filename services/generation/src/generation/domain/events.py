@@ -18,6 +18,7 @@ from generation.domain import jobs
 from generation.domain.assets import store_render_variants
 from generation.domain.cleanup import remove_render_files
 from generation.domain.context import GenerationContext
+from generation.domain.jobs import VariantRef
 from generation.domain.provider import OutputRefused, Prediction, ProviderError, ProviderStatus
 from generation.domain.settlement import refund
 from generation.persistence.models import GenerationJob, Render
@@ -111,7 +112,7 @@ async def _finish_with_output(
         return await end_without_output(ctx, job, jobs.NO_OUTPUT, jobs.FAILED)
     render_id = jobs.render_id_for(job.id)
     try:
-        keys = await store_render_variants(ctx, render_id, prediction.output_urls)
+        variants = await store_render_variants(ctx, render_id, prediction.output_urls)
     except OutputRefused:
         # Permanent: no retry or refresh makes a foreign host a delivery host. The
         # provider logged the host; the job ends failed and is refunded once.
@@ -132,7 +133,7 @@ async def _finish_with_output(
             job.id, prediction.completed_at or now, now
         )
         if succeeded:
-            await _insert_render(RenderRepository(session), job, render_id, keys)
+            await _insert_render(RenderRepository(session), job, render_id, variants)
             stray = None
         else:
             # Someone ended the job while we copied: our files must not outlive a
@@ -144,7 +145,10 @@ async def _finish_with_output(
 
 
 async def _insert_render(
-    renders: RenderRepository, job: GenerationJob, render_id: uuid.UUID, keys: list[str]
+    renders: RenderRepository,
+    job: GenerationJob,
+    render_id: uuid.UUID,
+    variants: list[VariantRef],
 ) -> None:
     await renders.insert_once(
         Render(
@@ -156,7 +160,7 @@ async def _insert_render(
             style=job.style,
         )
     )
-    await renders.insert_variants_once(render_id, keys)
+    await renders.insert_variants_once(render_id, variants)
 
 
 async def _remove_stray_files(

@@ -76,6 +76,11 @@ def variant_key(render_id: uuid.UUID, idx: int) -> str:
     return f"renders/{render_id}/{idx}.jpg"
 
 
+def thumbnail_key(render_id: uuid.UUID, idx: int) -> str:
+    """Object key of a variant's thumbnail (at most 512 px), beside the variant."""
+    return f"renders/{render_id}/{idx}.thumb.jpg"
+
+
 class JobRef(Protocol):
     """What flows that act on a job need of it: a row or a snapshot will do."""
 
@@ -97,6 +102,11 @@ class VariantRef:
     idx: int
     # Key inside the public bucket: renders/<renderId>/<idx>.jpg
     object_key: str
+    # renders/<renderId>/<idx>.thumb.jpg and the render's size; None when the output
+    # could not be decoded (or was stored before thumbnails: see the backfill).
+    thumbnail_key: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass(frozen=True)

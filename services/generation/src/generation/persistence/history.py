@@ -64,7 +64,15 @@ async def _live_renders(
     render, variant = Render.__table__.c, RenderVariant.__table__.c
     joined = Render.__table__.outerjoin(RenderVariant.__table__, variant.render_id == render.id)
     query = (
-        select(render.job_id, render.id, variant.idx, variant.object_key)
+        select(
+            render.job_id,
+            render.id,
+            variant.idx,
+            variant.object_key,
+            variant.thumbnail_key,
+            variant.width,
+            variant.height,
+        )
         .select_from(joined)
         .where(and_(render.job_id.in_(job_ids), render.deleted_at.is_(None)))
         .order_by(render.job_id, variant.idx)
@@ -75,5 +83,7 @@ async def _live_renders(
     for row in (await connection.execute(query)).all():
         found[row.job_id] = row.id
         if row.object_key is not None:
-            variants[row.job_id].append(VariantRef(row.idx, row.object_key))
+            variants[row.job_id].append(
+                VariantRef(row.idx, row.object_key, row.thumbnail_key, row.width, row.height)
+            )
     return {job_id: (render_id, tuple(variants[job_id])) for job_id, render_id in found.items()}

@@ -308,6 +308,9 @@ def _job_view_statement() -> Select[Any]:
             render.id.label("render_id"),
             variant.idx,
             variant.object_key,
+            variant.thumbnail_key,
+            variant.width,
+            variant.height,
         )
         .select_from(joined)
         .where(job.id == bindparam("job_id"), job.owner_id == bindparam("owner_id"))
@@ -331,7 +334,9 @@ async def load_job_view(
         **{name: first[name] for name in VIEW_COLUMNS},
         render_id=first["render_id"],
         variants=tuple(
-            VariantRef(row.idx, row.object_key) for row in rows if row.object_key is not None
+            VariantRef(row.idx, row.object_key, row.thumbnail_key, row.width, row.height)
+            for row in rows
+            if row.object_key is not None
         ),
     )
 
@@ -356,18 +361,54 @@ class RenderRepository:
             .on_conflict_do_nothing(index_elements=[Render.job_id])
         )
 
-    async def insert_variants_once(self, render_id: uuid.UUID, object_keys: Sequence[str]) -> None:
-        if not object_keys:
+    async def insert_variants_once(
+        self, render_id: uuid.UUID, variants: Sequence[VariantRef]
+    ) -> None:
+        if not variants:
             return
         await self._session.execute(
             insert(RenderVariant)
             .values(
                 [
-                    {"id": uuid.uuid4(), "render_id": render_id, "idx": idx, "object_key": key}
-                    for idx, key in enumerate(object_keys)
+                    {
+                        "id": uuid.uuid4(),
+                        "render_id": render_id,
+                        "idx": variant.idx,
+                        "object_key": variant.object_key,
+                        "thumbnail_key": variant.thumbnail_key,
+                        "width": variant.width,
+                        "height": variant.height,
+                    }
+                    for variant in variants
                 ]
             )
             .on_conflict_do_nothing(index_elements=[RenderVariant.render_id, RenderVariant.idx])
+        )
+
+    async def variants_without_thumbnail(self, limit: int) -> Sequence[RenderVariant]:
+        """Variants of live renders stored before thumbnails existed (oldest first)."""
+        result = await self._session.scalars(
+            select(RenderVariant)
+            .join(Render, Render.id == RenderVariant.render_id)
+            .where(RenderVariant.thumbnail_key.is_(None), Render.deleted_at.is_(None))
+            .order_by(RenderVariant.created_at, RenderVariant.id)
+            .limit(limit)
+        )
+        return result.all()
+
+    async def set_thumbnail(self, variant: VariantRef, render_id: uuid.UUID) -> bool:
+        """Record a variant's thumbnail and size, unless another run already did."""
+        return await _changed(
+            self._session,
+            update(RenderVariant)
+            .where(
+                RenderVariant.render_id == render_id,
+                RenderVariant.idx == variant.idx,
+                RenderVariant.thumbnail_key.is_(None),
+            )
+            .values(
+                thumbnail_key=variant.thumbnail_key, width=variant.width, height=variant.height
+            ),
         )
 
     async def for_job(self, job_id: uuid.UUID) -> Render | None:

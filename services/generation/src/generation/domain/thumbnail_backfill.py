@@ -1,0 +1,76 @@
+"""Thumbnails for renders stored before thumbnails existed.
+
+Each variant without one is read from the public bucket, its thumbnail stored
+beside it and recorded with a conditional update, so the backfill can run while
+the service runs, twice, or on several machines at once. A variant whose stored
+file is missing or not an image is skipped (and counted), never retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+from generation.domain.assets import OUTPUT_CONTENT_TYPE
+from generation.domain.context import GenerationContext
+from generation.domain.jobs import VariantRef, thumbnail_key
+from generation.domain.thumbnails import NotAnImage, make_thumbnail
+from generation.persistence.repositories import RenderRepository
+from kit.db import session_scope
+from kit.logging import get_logger
+
+log = get_logger("generation.thumbnail_backfill")
+
+BATCH = 100
+
+
+@dataclass
+class BackfillReport:
+    made: int = 0
+    skipped: int = 0
+    unreadable: set[tuple[uuid.UUID, int]] = field(default_factory=set)
+
+
+async def backfill_thumbnails(ctx: GenerationContext) -> BackfillReport:
+    """Make every missing thumbnail; returns what was done."""
+    report = BackfillReport()
+    while True:
+        async with session_scope(ctx.sessions) as session:
+            pending = [
+                row
+                for row in await RenderRepository(session).variants_without_thumbnail(
+                    BATCH + len(report.unreadable)
+                )
+                if (row.render_id, row.idx) not in report.unreadable
+            ]
+        if not pending:
+            return report
+        for row in pending:
+            variant = await _thumbnail_of(ctx, row.render_id, row.idx, row.object_key)
+            if variant is None:
+                report.unreadable.add((row.render_id, row.idx))
+                report.skipped += 1
+                continue
+            async with session_scope(ctx.sessions) as session:
+                if await RenderRepository(session).set_thumbnail(variant, row.render_id):
+                    report.made += 1
+
+
+async def _thumbnail_of(
+    ctx: GenerationContext, render_id: uuid.UUID, idx: int, object_key: str
+) -> VariantRef | None:
+    data = await ctx.storage.get_bytes(
+        ctx.public_bucket, object_key, ctx.config.replicate.output_max_bytes
+    )
+    if data is None:
+        log.warning("thumbnail.source_missing", renderId=str(render_id), idx=idx)
+        return None
+    try:
+        thumbnail = await asyncio.to_thread(make_thumbnail, data)
+    except NotAnImage:
+        log.warning("thumbnail.source_unreadable", renderId=str(render_id), idx=idx)
+        return None
+    key = thumbnail_key(render_id, idx)
+    await ctx.storage.put_bytes(ctx.public_bucket, key, thumbnail.jpeg, OUTPUT_CONTENT_TYPE)
+    return VariantRef(idx, object_key, key, thumbnail.width, thumbnail.height)

@@ -1,0 +1,108 @@
+"""Thumbnails: made with every stored render, served beside it, backfilled for old ones."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+
+import httpx
+from PIL import Image
+from sqlalchemy import update
+
+from generation.domain.thumbnail_backfill import backfill_thumbnails
+from generation.persistence.models import RenderVariant
+from kit.db import session_scope
+from testkit.plugin import S3Endpoint
+from tests.e2e.harness import Stack, User, jpeg_bytes
+
+
+def _size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "JPEG"
+        return image.size
+
+
+async def _succeeded(user: User) -> dict[str, object]:
+    response = await user.submit("redesign", images=[jpeg_bytes()], style="japandi")
+    assert response.status_code == 202, response.text
+    return await user.wait_for(response.json()["id"], {"succeeded"})
+
+
+async def test_every_variant_has_a_small_thumbnail_and_its_size(
+    stack: Stack, user: User, http: httpx.AsyncClient
+) -> None:
+    job = await _succeeded(user)
+    [variant] = job["variants"]  # type: ignore[misc]
+
+    full = await http.get(variant["url"])
+    small = await http.get(variant["thumbnailUrl"])
+
+    assert full.status_code == small.status_code == 200
+    assert _size(full.content) == (variant["width"], variant["height"])
+    width, height = _size(small.content)
+    assert max(width, height) <= 512
+    assert abs(width / height - variant["width"] / variant["height"]) < 0.02
+    assert variant["thumbnailUrl"].endswith("/0.thumb.jpg")
+    assert small.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_deleting_a_render_removes_its_thumbnails_too(
+    stack: Stack, user: User, http: httpx.AsyncClient
+) -> None:
+    job = await _succeeded(user)
+    [variant] = job["variants"]  # type: ignore[misc]
+
+    assert (await user.delete(str(job["id"]))).status_code == 200
+
+    assert (await http.get(variant["thumbnailUrl"])).status_code == 404
+
+
+async def test_the_backfill_makes_missing_thumbnails_once(
+    stack: Stack, user: User, http: httpx.AsyncClient
+) -> None:
+    job = await _succeeded(user)
+    [variant] = job["variants"]  # type: ignore[misc]
+    render_id = uuid.UUID(variant["url"].rsplit("/", 2)[-2])
+    # As if stored before thumbnails existed.
+    await stack.ctx.storage.remove(stack.ctx.public_bucket, [f"renders/{render_id}/0.thumb.jpg"])
+    async with session_scope(stack.ctx.sessions) as session:
+        await session.execute(
+            update(RenderVariant)
+            .where(RenderVariant.render_id == render_id)
+            .values(thumbnail_key=None, width=None, height=None)
+        )
+    assert (await user.get(str(job["id"]))).json()["variants"][0]["thumbnailUrl"] is None
+
+    first = await backfill_thumbnails(stack.ctx)
+    again = await backfill_thumbnails(stack.ctx)
+
+    restored = (await user.get(str(job["id"]))).json()["variants"][0]
+    assert restored == variant
+    assert (await http.get(restored["thumbnailUrl"])).status_code == 200
+    assert first.made >= 1
+    assert again.made == 0
+
+
+def test_the_backfill_command_runs_and_reports(
+    database_factory: Callable[[str], str], s3_server: S3Endpoint
+) -> None:
+    env = {
+        **os.environ,
+        **s3_server.env(),
+        "GENERATION_DATABASE_URL": database_factory("backfill_cli"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "generation.backfill"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == {"made": 0, "skipped": 0}
