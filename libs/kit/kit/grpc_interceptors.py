@@ -1,4 +1,4 @@
-"""Server interceptors: request context + logs, and domain errors -> status.
+"""Server interceptors: request context + logs, service identity, domain errors -> status.
 
 ``grpc.aio`` interceptors see handlers, not calls, so each one wraps the
 handler's behaviour function. Health and reflection calls pass untouched.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -17,6 +17,7 @@ from sqlalchemy import exc as sa_exc
 from kit.errors import DomainError, InternalError, ServiceUnavailable
 from kit.grpc_errors import to_grpc_status
 from kit.logging import bind_context, clear_context, get_logger
+from kit.service_identity import TokenVerifier, Unauthenticated
 
 log = get_logger("kit.grpc")
 
@@ -129,5 +130,46 @@ class DomainErrorInterceptor(_WrappingInterceptor):
                 log.exception("rpc.unexpected_error")
                 await context.abort_with_status(to_grpc_status(InternalError()))
             raise AssertionError("unreachable: abort_with_status raises")
+
+        return handle
+
+
+AUTHORIZATION_KEY = "authorization"
+Policy = Mapping[str, frozenset[str]]
+
+
+class ServiceAuthInterceptor(_WrappingInterceptor):
+    """Lets a call through only with a valid service token from a caller the method allows.
+
+    ``policy`` maps each full method path (``/pkg.Service/Method``) to the caller names
+    allowed to use it; a method missing from it is denied to everyone. Health (and
+    reflection, when it is on) pass untouched.
+    """
+
+    def __init__(self, verifier: TokenVerifier, policy: Policy) -> None:
+        self._verifier = verifier
+        self._policy = policy
+
+    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        allowed = self._policy.get(method, frozenset())
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                caller = self._verifier.caller(_metadata_value(context, AUTHORIZATION_KEY))
+            except Unauthenticated as refusal:
+                log.warning("rpc.unauthenticated", reason=str(refusal))
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED, "A valid service token is required."
+                )
+            if caller not in allowed:
+                log.warning("rpc.permission_denied", caller=caller)
+                await context.abort(
+                    grpc.StatusCode.PERMISSION_DENIED, f"{caller} may not call this method."
+                )
+            bind_context(caller=caller)
+            try:
+                return await behaviour(request, context)
+            finally:
+                clear_context("caller")
 
         return handle

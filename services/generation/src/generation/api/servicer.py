@@ -18,9 +18,21 @@ from generation.domain.submission import submit_generation
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit.errors import ValidationError
+from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _MAX_EVENT_BYTES = 1024 * 1024
+
+# Who may call each method (service identity; a method missing here is denied).
+# Provider results come only through the gateway, which checked their signature.
+ALLOWED_CALLERS: dict[str, frozenset[str]] = {
+    "SubmitGeneration": frozenset({EDGE_API}),
+    "GetGeneration": frozenset({EDGE_API}),
+    "CancelGeneration": frozenset({EDGE_API}),
+    "DeleteGeneration": frozenset({EDGE_API}),
+    "ApplyProviderEvent": frozenset({WEBHOOK_GATEWAY}),
+    "ListJobOutcomes": frozenset({USAGE, OPERATOR}),
+}
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
