@@ -363,11 +363,19 @@ class ServiceIdentity:
 
     @classmethod
     def from_files(
-        cls, name: str, key_file: Path | None, trust_dir: Path | None, *, serves: bool
+        cls,
+        name: str,
+        key_file: Path | None,
+        trust_dir: Path | None,
+        *,
+        serves: bool,
+        recheck_seconds: float = TRUST_RECHECK_SECONDS,
     ) -> ServiceIdentity:
         """Builds both sides; warns once when a side is off (development only)."""
         signer = TokenSigner(name, key_file) if key_file is not None else None
-        verifier = TokenVerifier(name, TrustStore(trust_dir)) if trust_dir is not None else None
+        verifier = None
+        if trust_dir is not None:
+            verifier = TokenVerifier(name, TrustStore(trust_dir, recheck_seconds))
         if signer is None or (serves and verifier is None):
             log.warning(
                 "service_identity.off",

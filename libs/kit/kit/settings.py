@@ -91,6 +91,10 @@ class ServiceIdentitySettings(BaseSettings):
 
     service_key_file: Path | None = Field(default=None, alias="SERVICE_KEY_FILE")
     service_trust_dir: Path | None = Field(default=None, alias="SERVICE_TRUST_DIR")
+    # How often the trust dir is looked at for rotated keys (0: on every call).
+    service_trust_recheck_seconds: float = Field(
+        default=1.0, ge=0, le=300, alias="SERVICE_TRUST_RECHECK_SECONDS"
+    )
 
     @field_validator("service_key_file", "service_trust_dir", mode="before")
     @classmethod
@@ -112,7 +116,11 @@ class ServiceIdentitySettings(BaseSettings):
     def service_identity(self, name: str) -> ServiceIdentity:
         """The signer (and verifier, for servers) of the identity ``name``."""
         return ServiceIdentity.from_files(
-            name, self.service_key_file, self.service_trust_dir, serves=self.serves_grpc
+            name,
+            self.service_key_file,
+            self.service_trust_dir,
+            serves=self.serves_grpc,
+            recheck_seconds=self.service_trust_recheck_seconds,
         )
 
 
