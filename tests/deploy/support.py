@@ -102,6 +102,7 @@ DEPLOYER_ENV = {
     "S3_ACCESS_KEY": "deployer-s3-key",
     "S3_SECRET_KEY": "a-deployers-own-s3-secret-3a9e51c0",
     "POSTGRES_PASSWORD": "a-deployers-own-db-password",
+    "SERVICE_KEYS_DIR": "/srv/interior/keys",
 }
 
 
@@ -181,3 +182,17 @@ def envoy_upstreams() -> dict[str, tuple[str, int]]:
         address = endpoint["endpoint"]["address"]["socket_address"]
         upstreams[cluster["name"]] = (address["address"], address["port_value"])
     return upstreams
+
+
+def with_identity_files(environment: dict[str, str], directory: Path) -> dict[str, str]:
+    """``environment`` with SERVICE_KEY_FILE / SERVICE_TRUST_DIR pointing at real keys
+    in ``directory`` (where the deploy mounts them, a test has nothing)."""
+    from launcher.keys import ensure_key_dir
+
+    ensure_key_dir(directory)
+    replaced = dict(environment)
+    if "SERVICE_KEY_FILE" in replaced:
+        replaced["SERVICE_KEY_FILE"] = str(directory / "usage.key")
+    if "SERVICE_TRUST_DIR" in replaced:
+        replaced["SERVICE_TRUST_DIR"] = str(directory / "trust")
+    return replaced

@@ -17,6 +17,7 @@ from kit.settings import S3Settings
 from tests.deploy.support import (
     COMPOSE_FILE,
     DEPLOY,
+    DEPLOYER_ENV,
     ENVOY_ADMIN_PORT,
     MODULES,
     PORTS,
@@ -28,6 +29,7 @@ from tests.deploy.support import (
     resolved_compose,
     run_compose,
     settings_variables,
+    with_identity_files,
 )
 
 APP_SERVICES = ("generation", "usage", "edge-api", "webhook-gateway")
@@ -51,7 +53,7 @@ def _services(offline: bool = True) -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("profile", [[], ["--profile", "offline"]], ids=["default", "offline"])
 def test_the_real_compose_binary_accepts_the_file(profile: list[str]) -> None:
-    result = run_compose(*profile, "config", "-q")
+    result = run_compose(*profile, "config", "-q", env=DEPLOYER_ENV)
 
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -73,13 +75,13 @@ def _copy_with(tmp_path: Path, change: Any) -> Path:
 
 def test_a_broken_file_makes_the_binary_fail(tmp_path: Path) -> None:
     intact = _copy_with(tmp_path, lambda data: None)
-    assert run_compose("config", "-q", file=intact).returncode == 0
+    assert run_compose("config", "-q", file=intact, env=DEPLOYER_ENV).returncode == 0
 
     def depend_on_a_ghost(data: dict[str, Any]) -> None:
         data["services"]["envoy"]["depends_on"]["ghost"] = {"condition": "service_healthy"}
 
     broken = _copy_with(tmp_path, depend_on_a_ghost)
-    result = run_compose("config", "-q", file=broken)
+    result = run_compose("config", "-q", file=broken, env=DEPLOYER_ENV)
 
     assert result.returncode != 0
     assert "ghost" in result.stderr
@@ -89,7 +91,7 @@ def test_a_misspelled_key_makes_the_binary_fail(tmp_path: Path) -> None:
     def misspell(data: dict[str, Any]) -> None:
         data["services"]["usage"]["healthchek"] = data["services"]["usage"].pop("healthcheck")
 
-    result = run_compose("config", "-q", file=_copy_with(tmp_path, misspell))
+    result = run_compose("config", "-q", file=_copy_with(tmp_path, misspell), env=DEPLOYER_ENV)
 
     assert result.returncode != 0
     assert "healthchek" in result.stderr
@@ -114,12 +116,12 @@ def test_every_variable_given_to_a_container_is_read_by_it() -> None:
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_each_service_environment_builds_its_settings(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     cls = SETTINGS[name]
     for variable in settings_variables(cls):  # only the compose values count
         monkeypatch.delenv(variable, raising=False)
-    environment = _services()[name]["environment"]
+    environment = with_identity_files(_services()[name]["environment"], tmp_path)
 
     settings = cls(**environment)
 
@@ -166,7 +168,7 @@ def test_host_variables_replace_the_emulator_defaults() -> None:
         "REPLICATE_API_TOKEN": "r8_real",
         "WEBHOOK_BASE_URL": "https://api.example.com",
     }
-    result = run_compose("config", "--format", "json", env=real)
+    result = run_compose("config", "--format", "json", env={**DEPLOYER_ENV, **real})
     assert result.returncode == 0, result.stderr
 
     environment = yaml.safe_load(result.stdout)["services"]["generation"]["environment"]
@@ -299,3 +301,30 @@ def test_upload_spools_live_on_a_volume_not_in_memory(name: str) -> None:
     service = _services()[name]
     assert not service.get("tmpfs")
     assert any(volume["target"] == "/tmp" for volume in service["volumes"])
+
+
+def test_service_keys_come_from_the_operator_with_no_default() -> None:
+    without = {k: v for k, v in DEPLOYER_ENV.items() if k != "SERVICE_KEYS_DIR"}
+    result = run_compose("config", "-q", env=without)
+    assert result.returncode != 0
+    assert "SERVICE_KEYS_DIR" in result.stderr
+
+
+def test_each_service_mounts_only_its_own_private_key() -> None:
+    keys = DEPLOYER_ENV["SERVICE_KEYS_DIR"]
+    for name, trusts in (
+        ("usage", True),
+        ("generation", True),
+        ("edge-api", False),
+        ("webhook-gateway", False),
+    ):
+        service = _services()[name]
+        sources = {v["source"]: v for v in service["volumes"] if v["type"] == "bind"}
+        private = [s for s in sources if s.endswith(".key")]
+        assert private == [f"{keys}/{name}.key"], name
+        assert sources[private[0]]["read_only"] is True
+        assert (f"{keys}/trust" in sources) is trusts, name
+        environment = service["environment"]
+        assert environment["SERVICE_KEY_FILE"] == sources[private[0]]["target"]
+        if trusts:
+            assert environment["SERVICE_TRUST_DIR"] == sources[f"{keys}/trust"]["target"]

@@ -21,6 +21,7 @@ from tests.deploy.support import (
     kustomization,
     objects,
     settings_variables,
+    with_identity_files,
 )
 
 SERVICES = ("generation", "usage", "edge-api", "webhook-gateway", "envoy")
@@ -236,7 +237,7 @@ def test_migrations_run_in_an_init_container_with_the_service_database(name: str
 
 @pytest.mark.parametrize("name", SERVICES[:-1])
 def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     cls = SETTINGS[name]
     for variable in settings_variables(cls):
@@ -252,7 +253,7 @@ def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
         "REPLICATE_WEBHOOK_SECRET": "whsec_c2VjcmV0",
     }
     given = {v["name"]: secrets[v["name"]] for v in _container(name)["env"]}
-    environment = {**_config_env(), **given}
+    environment = with_identity_files({**_config_env(), **given}, tmp_path)
 
     settings = cls(**{k: v for k, v in environment.items() if k in settings_variables(cls)})
 
@@ -260,3 +261,40 @@ def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
     dumped = settings.model_dump()
     assert PORTS[name] in dumped.values()
     assert "0.0.0.0" in dumped.values()
+
+
+@pytest.mark.parametrize("name", SERVICES[:-1])
+def test_each_service_mounts_only_its_own_private_key(name: str) -> None:
+    volumes = {v["name"]: v for v in _pod(name)["volumes"]}
+    mounts = {m["name"]: m for m in _container(name)["volumeMounts"]}
+    secrets = {v["secret"]["secretName"] for v in volumes.values() if "secret" in v}
+
+    assert volumes["identity"]["secret"]["secretName"] == f"identity-{name}"
+    assert secrets == (
+        {f"identity-{name}", "service-trust"} if name in GRPC else {f"identity-{name}"}
+    )
+    env = _config_env()
+    assert env["SERVICE_KEY_FILE"].startswith(mounts["identity"]["mountPath"] + "/")
+    if name in GRPC:
+        assert env["SERVICE_TRUST_DIR"] == mounts["trust"]["mountPath"]
+    assert all(m["readOnly"] for m in mounts.values() if m["name"] in {"identity", "trust"})
+    # The files are 0440 to the pod's group: the non-root user can read them.
+    assert _pod(name)["securityContext"]["fsGroup"] == _pod(name)["securityContext"]["runAsGroup"]
+
+
+def test_the_identity_templates_are_refused_in_production(tmp_path: Path) -> None:
+    from kit.settings import GrpcServerSettings
+
+    secrets = objects("Secret")
+    key = tmp_path / "service.key"
+    key.write_text(secrets["identity-usage"]["stringData"]["service.key"])
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    for file_name, text in secrets["service-trust"]["stringData"].items():
+        (trust / file_name).write_text(text)
+
+    with pytest.raises(ValueError, match="SERVICE_KEY_FILE") as refused:
+        GrpcServerSettings(
+            APP_ENV="production", SERVICE_KEY_FILE=str(key), SERVICE_TRUST_DIR=str(trust)
+        )
+    assert "SERVICE_TRUST_DIR" in str(refused.value)

@@ -49,6 +49,7 @@ from kit.service_identity import (
 from launcher.components import free_port
 from testkit.plugin import S3Endpoint
 from usage.api.servicer import ALLOWED_CALLERS as USAGE_CALLERS
+from usage.cli import main as usage_cli
 from usage.settings import UsageSettings
 from usage.wiring import build_server, migrate
 
@@ -436,3 +437,16 @@ def load_public_from(pem: bytes) -> Ed25519PublicKey:
     key = serialization.load_pem_public_key(pem)
     assert isinstance(key, Ed25519PublicKey)
     return key
+
+
+# -- the operator CLI
+
+
+def test_the_operator_cli_refuses_a_bad_key_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "operator.key"
+    bad.write_text("-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----\n")
+    code = usage_cli(["--target", "127.0.0.1:1", "--key-file", str(bad), "audit"])
+    assert code == 2
+    assert "BAD_KEY_FILE" in capsys.readouterr().err

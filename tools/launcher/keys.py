@@ -1,16 +1,19 @@
-"""Service identity keys for `make run`: one Ed25519 pair per service and the operator.
+"""Service identity keys: one Ed25519 pair per service and the operator.
 
-Made on first start in ``<data dir>/keys`` (private keys 0600, the directory 0700)
-and kept, so a restart reuses them. Each service gets its own private key and the
-shared trust directory of public keys, as a deployment would.
+``make run`` makes them on first start in ``<data dir>/keys`` (private keys 0600, the
+directory 0700) and keeps them, so a restart reuses them. Each service gets its own
+private key and the shared trust directory of public keys, as a deployment would.
+
+``python -m launcher.keys DIR`` makes the same layout for a deployment (compose's
+``SERVICE_KEYS_DIR``, or the files of the Kubernetes Secrets): ``DIR/<name>.key`` and
+``DIR/trust/<name>.pub``; existing keys are kept.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from kit.service_identity import IDENTITIES, generate_key_pair, load_private_key, public_pem
 from kit.service_identity import write_private_key as _write_private_key
@@ -41,17 +44,30 @@ def identity_env(config: LauncherConfig, name: str) -> dict[str, str]:
 
 
 def ensure_keys(config: LauncherConfig) -> list[str]:
-    """Creates whatever key is missing; returns the identities that got a new key."""
-    trust_dir(config).mkdir(parents=True, exist_ok=True)
-    os.chmod(keys_dir(config), 0o700)
+    """Creates whatever key of the local system is missing; returns the new ones."""
+    return ensure_key_dir(keys_dir(config))
+
+
+def ensure_key_dir(directory: Path) -> list[str]:
+    """``directory/<name>.key`` for every identity (new ones only when missing) and
+    ``directory/trust/<name>.pub``; returns the identities that got a new key."""
+    trust = directory / "trust"
+    trust.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
     created = []
     for name in sorted(IDENTITIES):
-        private = key_file(config, name)
+        private = directory / f"{name}.key"
         if not private.exists():
             private_pem, _ = generate_key_pair()
             _write_private_key(private, private_pem)
             created.append(name)
         # Written from the private key each time: a trust file never disagrees with it.
-        public: Ed25519PublicKey = load_private_key(private).public_key()
-        (trust_dir(config) / f"{name}.pub").write_bytes(public_pem(public))
+        (trust / f"{name}.pub").write_bytes(public_pem(load_private_key(private).public_key()))
     return created
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m launcher.keys DIR")
+    made = ensure_key_dir(Path(sys.argv[1]))
+    print(f"new keys: {', '.join(made) or 'none'} in {sys.argv[1]}")
