@@ -11,7 +11,6 @@ signature, cached), so keys rotate without a restart.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -161,7 +160,7 @@ def trust_dir_problem(path: Path | None) -> str | None:
     if path is None:
         return "is not set"
     try:
-        TrustStore(path).keys()
+        TrustStore(path).keys(strict=True)
     except KeyMaterialError as error:
         return f"is unusable: {error}"
     return None
@@ -211,8 +210,16 @@ class TokenSigner:
     def _current_key(self) -> Ed25519PrivateKey:
         signature = _signature(self.key_file)
         if self._key is None or signature != self._key_signature:
-            self._key = load_private_key(self.key_file)
-            self._key_signature = signature
+            try:
+                key = load_private_key(self.key_file)
+            except KeyMaterialError as error:
+                if self._key is None:
+                    raise
+                # Caught mid-rewrite (or broken): keep signing with the previous key and
+                # look again on the next call.
+                log.warning("service_identity.key_reload_failed", error=str(error))
+                return self._key
+            self._key, self._key_signature = key, signature
             self._cache.clear()
         return self._key
 
@@ -237,15 +244,16 @@ class TrustStore:
         """The keys ``name`` may sign with (empty when it is not trusted)."""
         return self.keys().get(name, [])
 
-    def keys(self) -> Mapping[str, list[Ed25519PublicKey]]:
-        """Every trusted name and its keys; KeyMaterialError when the directory is bad."""
+    def keys(self, *, strict: bool = False) -> Mapping[str, list[Ed25519PublicKey]]:
+        """Every trusted name and its keys; KeyMaterialError when the directory is
+        unreadable or holds no key (``strict``: also when any file is malformed)."""
         with self._lock:
             now = time.monotonic()
             if now - self._checked_at >= self.recheck_seconds or self._signature is None:
                 self._checked_at = now
                 signature = self._scan()
                 if signature != self._signature:
-                    self._keys = self._load(signature)
+                    self._keys = self._load(signature, strict)
                     self._signature = signature
                     log.info("service_identity.trust_loaded", names=sorted(self._keys))
             return self._keys
@@ -259,18 +267,25 @@ class TrustStore:
         return tuple((name, _signature(self.directory / name)) for name in files)
 
     def _load(
-        self, signature: tuple[tuple[str, FileSignature | None], ...]
+        self, signature: tuple[tuple[str, FileSignature | None], ...], strict: bool
     ) -> dict[str, list[Ed25519PublicKey]]:
         keys: dict[str, list[Ed25519PublicKey]] = {}
-        for name, file_signature in signature:
-            path = self.directory / name
-            if file_signature is None or not stat.S_ISREG(path.stat().st_mode):
+        for name, _ in signature:
+            path, identity = self.directory / name, identity_of(name)
+            if identity is None or not path.is_file():
                 continue
-            identity = identity_of(name)
-            assert identity is not None
-            keys.setdefault(identity, []).extend(load_public_keys(path))
+            try:
+                loaded = load_public_keys(path)
+            except KeyMaterialError as error:
+                if strict:
+                    raise
+                # One bad file (mid-rotation) must not lock every caller out; a removed
+                # file still removes its keys.
+                log.error("service_identity.trust_file_skipped", error=str(error))
+                continue
+            keys.setdefault(identity, []).extend(loaded)
         if not keys:
-            raise KeyMaterialError(f"{self.directory} holds no <name>.pub file")
+            raise KeyMaterialError(f"{self.directory} holds no usable <name>.pub file")
         return keys
 
 

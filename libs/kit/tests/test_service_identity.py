@@ -156,3 +156,34 @@ def test_an_unreadable_trust_dir_refuses_calls_instead_of_crashing(tmp_path: Pat
         verifier.caller(f"Bearer {token}")
     with pytest.raises(KeyMaterialError):
         TrustStore(tmp_path / "missing").keys()
+
+
+def test_a_malformed_trust_file_is_skipped_at_run_time_but_refused_at_start(
+    tmp_path: Path,
+) -> None:
+    trust = tmp_path / "trust"
+    key = _pair(tmp_path, EDGE_API, trust=trust)
+    (trust / "usage.pub").write_text(
+        "-----BEGIN PUBLIC KEY-----\nbroken\n-----END PUBLIC KEY-----\n"
+    )
+    verifier = TokenVerifier(USAGE, TrustStore(trust, recheck_seconds=0))
+
+    assert verifier.caller(f"Bearer {TokenSigner(EDGE_API, key).token(USAGE)}") == EDGE_API
+    with pytest.raises(ValueError, match="SERVICE_TRUST_DIR is unusable"):
+        _production_usage(SERVICE_KEY_FILE=str(key), SERVICE_TRUST_DIR=str(trust))
+
+
+def test_a_key_file_caught_mid_rewrite_keeps_the_previous_key(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    key = _pair(tmp_path, EDGE_API)
+    public = load_private_key(key).public_key()
+    signer = TokenSigner(EDGE_API, key, clock=lambda: now[0])
+    first = signer.token(USAGE)
+    key.write_text("")  # truncated, the new content not written yet
+    now[0] += 1000
+    renewed = signer.token(USAGE)
+
+    assert renewed != first
+    options = {"verify_exp": False, "verify_iat": False}
+    claims = jwt.decode(renewed, public, algorithms=["EdDSA"], audience=USAGE, options=options)
+    assert claims["iss"] == EDGE_API
