@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings
 
 from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
+from launcher.keys import ensure_key_dir
 from replicate_emulator import config as emulator_config
 from usage.settings import UsageSettings
 from webhook_gateway.settings import GatewaySettings
@@ -187,8 +188,6 @@ def envoy_upstreams() -> dict[str, tuple[str, int]]:
 def with_identity_files(environment: dict[str, str], directory: Path) -> dict[str, str]:
     """``environment`` with SERVICE_KEY_FILE / SERVICE_TRUST_DIR pointing at real keys
     in ``directory`` (where the deploy mounts them, a test has nothing)."""
-    from launcher.keys import ensure_key_dir
-
     ensure_key_dir(directory)
     replaced = dict(environment)
     if "SERVICE_KEY_FILE" in replaced:

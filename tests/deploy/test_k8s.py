@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kit.settings import GrpcServerSettings
 from tests.deploy.support import (
     DEPLOY,
     K8S_BASE,
@@ -283,8 +284,6 @@ def test_each_service_mounts_only_its_own_private_key(name: str) -> None:
 
 
 def test_the_identity_templates_are_refused_in_production(tmp_path: Path) -> None:
-    from kit.settings import GrpcServerSettings
-
     secrets = objects("Secret")
     key = tmp_path / "service.key"
     key.write_text(secrets["identity-usage"]["stringData"]["service.key"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kit.service_identity import IDENTITIES, TokenSigner, TokenVerifier, TrustStore
+from kit.service_identity import IDENTITIES, TokenSigner, TokenVerifier
+from kit.service_keys import TrustStore
 from launcher.config import LauncherConfig
 from launcher.keys import ensure_keys, identity_env, key_file, trust_dir
 

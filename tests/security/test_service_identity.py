@@ -42,10 +42,8 @@ from kit.service_identity import (
     USAGE,
     WEBHOOK_GATEWAY,
     TokenSigner,
-    generate_key_pair,
-    load_private_key,
-    write_private_key,
 )
+from kit.service_keys import generate_key_pair, load_private_key, write_private_key
 from launcher.components import free_port
 from testkit.plugin import S3Endpoint
 from usage.api.servicer import ALLOWED_CALLERS as USAGE_CALLERS

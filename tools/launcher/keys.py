@@ -15,8 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-from kit.service_identity import IDENTITIES, generate_key_pair, load_private_key, public_pem
-from kit.service_identity import write_private_key as _write_private_key
+from kit.service_identity import IDENTITIES
+from kit.service_keys import generate_key_pair, load_private_key, public_pem
+from kit.service_keys import write_private_key as _write_private_key
 from launcher.config import LauncherConfig
 
 

@@ -15,7 +15,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kit.dev_values import secret_problem
-from kit.service_identity import ServiceIdentity, key_file_problem, trust_dir_problem
+from kit.service_identity import ServiceIdentity
+from kit.service_keys import key_file_problem, trust_dir_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.toml"

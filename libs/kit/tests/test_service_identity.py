@@ -9,14 +9,10 @@ import jwt
 import pytest
 from structlog.testing import capture_logs
 
-from kit.service_identity import (
-    EDGE_API,
-    USAGE,
+from kit.service_identity import EDGE_API, USAGE, TokenSigner, TokenVerifier, Unauthenticated
+from kit.service_keys import (
     KeyMaterialError,
-    TokenSigner,
-    TokenVerifier,
     TrustStore,
-    Unauthenticated,
     generate_key_pair,
     load_private_key,
     public_pem,

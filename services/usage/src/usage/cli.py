@@ -28,7 +28,8 @@ from google.protobuf.message import Message
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.grpc_errors import from_rpc_error
-from kit.service_identity import OPERATOR, USAGE, KeyMaterialError, TokenSigner
+from kit.service_identity import OPERATOR, USAGE, TokenSigner
+from kit.service_keys import KeyMaterialError
 
 DEFAULT_TARGET = "127.0.0.1:50052"
 EXIT_OK, EXIT_DISCREPANCIES, EXIT_FAILED = 0, 1, 2
