@@ -34,6 +34,7 @@ def create_channel(
             _SignUnaryUnary(signer, audience),
             _SignStreamUnary(signer, audience),
             _SignUnaryStream(signer, audience),
+            _SignStreamStream(signer, audience),
         ]
     return grpc.aio.insecure_channel(
         target,
@@ -103,3 +104,13 @@ class _SignUnaryStream(_Signing, grpc.aio.UnaryStreamClientInterceptor):
         request: Any,
     ) -> Any:
         return await continuation(self.signed(client_call_details), request)
+
+
+class _SignStreamStream(_Signing, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(
+        self,
+        continuation: Continuation,
+        client_call_details: grpc.aio.ClientCallDetails,
+        request_iterator: Any,
+    ) -> Any:
+        return await continuation(self.signed(client_call_details), request_iterator)
