@@ -9,7 +9,15 @@ import jwt
 import pytest
 from structlog.testing import capture_logs
 
-from kit.service_identity import EDGE_API, USAGE, TokenSigner, TokenVerifier, Unauthenticated
+from kit import service_identity
+from kit.service_identity import (
+    EDGE_API,
+    OPERATOR,
+    USAGE,
+    TokenSigner,
+    TokenVerifier,
+    Unauthenticated,
+)
 from kit.service_keys import (
     KeyMaterialError,
     TrustStore,
@@ -19,6 +27,7 @@ from kit.service_keys import (
     write_private_key,
 )
 from kit.settings import GrpcServerSettings, ServiceIdentitySettings, ServiceSettings
+from testkit.recording import record_results
 
 
 class _ServerSettings(GrpcServerSettings):
@@ -183,3 +192,23 @@ def test_a_key_file_caught_mid_rewrite_keeps_the_previous_key(tmp_path: Path) ->
     options = {"verify_exp": False, "verify_iat": False}
     claims = jwt.decode(renewed, public, algorithms=["EdDSA"], audience=USAGE, options=options)
     assert claims["iss"] == EDGE_API
+
+
+def test_a_verified_token_is_checked_once_until_the_trust_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trust = tmp_path / "trust"
+    key = _pair(tmp_path, EDGE_API, trust=trust)
+    _pair(tmp_path, OPERATOR, trust=trust)
+    verifier = TokenVerifier(USAGE, TrustStore(trust, recheck_seconds=0))
+    token = f"Bearer {TokenSigner(EDGE_API, key).token(USAGE)}"
+    checks = record_results(monkeypatch, service_identity.jwt, "decode")
+
+    for _ in range(50):
+        assert verifier.caller(token) == EDGE_API
+    # The first call reads the issuer and checks the signature; the others remember it.
+    assert len(checks) == 2
+
+    (trust / "edge-api.pub").unlink()  # the trust changes: remembered tokens are dropped
+    with pytest.raises(Unauthenticated):
+        verifier.caller(token)
