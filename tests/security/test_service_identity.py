@@ -7,9 +7,11 @@ hand-made tokens for the forgeries.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import io
 import json
 import time
 import uuid
@@ -448,3 +450,25 @@ def test_the_operator_cli_refuses_a_bad_key_file(
     code = usage_cli(["--target", "127.0.0.1:1", "--key-file", str(bad), "audit"])
     assert code == 2
     assert "BAD_KEY_FILE" in capsys.readouterr().err
+
+
+async def test_the_operator_cli_signs_as_the_operator(system: System) -> None:
+    target = ["--target", system.usage_target]
+    out, err = io.StringIO(), io.StringIO()
+    code = await asyncio.to_thread(usage_cli, [*target, "audit"], out, err)
+    assert code == 2
+    assert json.loads(err.getvalue())["error"]["code"] == "UNAUTHENTICATED"
+    assert "OPERATOR_KEY_FILE" in err.getvalue()
+
+    key = str(system.keys.private(OPERATOR))
+    owner = _owner()
+    out, err = io.StringIO(), io.StringIO()
+    argv = [*target, "--key-file", key, "set-plan", owner, "price_pro_monthly"]
+    assert await asyncio.to_thread(usage_cli, argv, out, err) == 0, err.getvalue()
+    assert json.loads(out.getvalue())["plan"] == "pro"
+
+    edge_key = str(system.keys.private(EDGE_API))  # not the operator: refused
+    out, err = io.StringIO(), io.StringIO()
+    argv = [*target, "--key-file", edge_key, "set-plan", owner, "price_pro_monthly"]
+    assert await asyncio.to_thread(usage_cli, argv, out, err) == 2
+    assert json.loads(err.getvalue())["error"]["code"] == "UNAUTHENTICATED"

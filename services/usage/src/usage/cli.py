@@ -86,12 +86,22 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 return EXIT_OK
             report = await stub.AuditLedger(usage_pb2.AuditLedgerRequest(), timeout=args.timeout)
         except grpc.aio.AioRpcError as error:
-            remote = from_rpc_error(error)
-            failure = {"error": {"code": remote.code, "message": remote.message}}
-            print(json.dumps(failure), file=err)
+            print(json.dumps({"error": _failure(error)}), file=err)
             return EXIT_FAILED
     print(json.dumps(_as_json(report), indent=2), file=out)
     return EXIT_DISCREPANCIES if report.discrepancies else EXIT_OK
+
+
+_REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+
+def _failure(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The error to print: a refusal of the service identity says how to sign."""
+    if error.code() in _REFUSED:
+        hint = "Sign as the operator: --key-file or OPERATOR_KEY_FILE (make run prints it)."
+        return {"code": error.code().name, "message": f"{error.details()} {hint}"}
+    remote = from_rpc_error(error)
+    return {"code": remote.code, "message": remote.message}
 
 
 def main(
