@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,6 +29,7 @@ from generation.wiring import GenerationApp
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.grpc_server import GrpcServer
+from kit.service_identity import OPERATOR, USAGE, TokenSigner
 from replicate_emulator.server import EmulatorServer
 from testkit.servers import MovableClock, ThreadedUvicorn
 
@@ -63,6 +65,8 @@ class Stack:
     usage_server: GrpcServer
     usage_target: str
     clock: MovableClock
+    # Service identity keys (launcher.keys layout): direct gRPC calls sign with them.
+    keys: Path | None = None
     _usage_channel: grpc.aio.Channel | None = None
 
     @property
@@ -73,9 +77,16 @@ class Stack:
     def api(self) -> str:
         return f"{self.edge.base_url}/api/v1"
 
+    def signer(self, name: str) -> TokenSigner | None:
+        """A signer for calls made as the service identity ``name``."""
+        return None if self.keys is None else TokenSigner(name, self.keys / f"{name}.key")
+
     async def usage_stub(self) -> usage_pb2_grpc.UsageServiceStub:
         if self._usage_channel is None:
-            self._usage_channel = create_channel(self.usage_target)
+            # Plans and the audit are the operator's calls.
+            self._usage_channel = create_channel(
+                self.usage_target, signer=self.signer(OPERATOR), audience=USAGE
+            )
         return usage_pb2_grpc.UsageServiceStub(self._usage_channel)
 
     async def set_plan(self, owner_id: uuid.UUID, price_id: str) -> None:
