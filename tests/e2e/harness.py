@@ -13,7 +13,7 @@ import io
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ class Stack:
     clock: MovableClock
     # Service identity keys (launcher.keys layout): direct gRPC calls sign with them.
     keys: Path | None = None
-    _usage_channel: grpc.aio.Channel | None = None
+    _usage_channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
     @property
     def ctx(self) -> GenerationContext:
@@ -81,13 +81,13 @@ class Stack:
         """A signer for calls made as the service identity ``name``."""
         return None if self.keys is None else TokenSigner(name, self.keys / f"{name}.key")
 
-    async def usage_stub(self) -> usage_pb2_grpc.UsageServiceStub:
-        if self._usage_channel is None:
-            # Plans and the audit are the operator's calls.
-            self._usage_channel = create_channel(
-                self.usage_target, signer=self.signer(OPERATOR), audience=USAGE
+    async def usage_stub(self, caller: str = OPERATOR) -> usage_pb2_grpc.UsageServiceStub:
+        """Usage, called as ``caller`` (plans and the audit are the operator's calls)."""
+        if caller not in self._usage_channels:
+            self._usage_channels[caller] = create_channel(
+                self.usage_target, signer=self.signer(caller), audience=USAGE
             )
-        return usage_pb2_grpc.UsageServiceStub(self._usage_channel)
+        return usage_pb2_grpc.UsageServiceStub(self._usage_channels[caller])
 
     async def set_plan(self, owner_id: uuid.UUID, price_id: str) -> None:
         stub = await self.usage_stub()
