@@ -24,7 +24,9 @@ from generation.persistence.repositories import JobRepository
 from kit.db import create_engine, create_sessionmaker, session_scope
 from kit.grpc_client import create_channel
 from kit.runtime_config import RuntimeConfig
+from kit.service_identity import GENERATION, USAGE, TokenSigner
 from kit.settings import DatabaseSettings
+from launcher.keys import key_file
 
 # Transactions of one submission: pre-check, insert, attach, mark charged, re-read.
 SUBMIT_TRANSACTIONS = 5
@@ -75,7 +77,9 @@ async def submit_extras(
     """Each extra step of a submission, ``rounds`` samples after two warm-ups."""
     clean_bytes = await asyncio.to_thread(_clean, image, config)
     clean_image = await _time(lambda: asyncio.to_thread(_clean, image, config), rounds)
-    channel = create_channel(system.config.grpc_target("usage"))
+    # The bench measures generation's calls, so it signs as generation (service identity).
+    signer = TokenSigner(GENERATION, key_file(system.config, GENERATION))
+    channel = create_channel(system.config.grpc_target("usage"), signer=signer, audience=USAGE)
     engine = create_engine(
         DatabaseSettings.model_validate({"DATABASE_URL": system.config.database_url("generation")})
     )

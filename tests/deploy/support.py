@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings
 
 from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
+from launcher.keys import ensure_key_dir
 from replicate_emulator import config as emulator_config
 from usage.settings import UsageSettings
 from webhook_gateway.settings import GatewaySettings
@@ -123,6 +124,7 @@ DEPLOYER_ENV = {
     "POSTGRES_PASSWORD": "a-deployers-own-db-password",
     # The offline profile's value: Envoy inside the compose network.
     "WEBHOOK_BASE_URL": "http://envoy:8080",
+    "SERVICE_KEYS_DIR": "/srv/interior/keys",
 }
 # The secrets compose refuses to run without (`${VAR:?message}`): no usable default.
 REQUIRED_SECRETS = (
@@ -212,3 +214,15 @@ def envoy_upstreams() -> dict[str, tuple[str, int]]:
         address = endpoint["endpoint"]["address"]["socket_address"]
         upstreams[cluster["name"]] = (address["address"], address["port_value"])
     return upstreams
+
+
+def with_identity_files(environment: dict[str, str], directory: Path) -> dict[str, str]:
+    """``environment`` with SERVICE_KEY_FILE / SERVICE_TRUST_DIR pointing at real keys
+    in ``directory`` (where the deploy mounts them, a test has nothing)."""
+    ensure_key_dir(directory)
+    replaced = dict(environment)
+    if "SERVICE_KEY_FILE" in replaced:
+        replaced["SERVICE_KEY_FILE"] = str(directory / "usage.key")
+    if "SERVICE_TRUST_DIR" in replaced:
+        replaced["SERVICE_TRUST_DIR"] = str(directory / "trust")
+    return replaced

@@ -31,6 +31,7 @@ from tests.deploy.support import (
     resolved_compose,
     run_compose,
     settings_variables,
+    with_identity_files,
 )
 
 APP_SERVICES = ("generation", "usage", "edge-api", "webhook-gateway")
@@ -147,12 +148,12 @@ def test_every_variable_given_to_a_container_is_read_by_it() -> None:
 
 @pytest.mark.parametrize("name", APP_SERVICES)
 def test_each_service_environment_builds_its_settings(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     cls = SETTINGS[name]
     for variable in settings_variables(cls):  # only the compose values count
         monkeypatch.delenv(variable, raising=False)
-    environment = _services()[name]["environment"]
+    environment = with_identity_files(_services()[name]["environment"], tmp_path)
 
     settings = cls(**environment)
 
@@ -347,3 +348,30 @@ def test_every_third_party_image_is_pinned_by_digest() -> None:
         assert PINNED.fullmatch(image), f"{name}: {image}"
     raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     assert all("@sha256:" in raw[name]["image"] for name in pulled)
+
+
+def test_service_keys_come_from_the_operator_with_no_default() -> None:
+    without = {k: v for k, v in DEPLOYER_ENV.items() if k != "SERVICE_KEYS_DIR"}
+    result = run_compose("config", "-q", env=without)
+    assert result.returncode != 0
+    assert "SERVICE_KEYS_DIR" in result.stderr
+
+
+def test_each_service_mounts_only_its_own_private_key() -> None:
+    keys = DEPLOYER_ENV["SERVICE_KEYS_DIR"]
+    for name, trusts in (
+        ("usage", True),
+        ("generation", True),
+        ("edge-api", False),
+        ("webhook-gateway", False),
+    ):
+        service = _services()[name]
+        sources = {v["source"]: v for v in service["volumes"] if v["type"] == "bind"}
+        private = [s for s in sources if s.endswith(".key")]
+        assert private == [f"{keys}/{name}.key"], name
+        assert sources[private[0]]["read_only"] is True
+        assert (f"{keys}/trust" in sources) is trusts, name
+        environment = service["environment"]
+        assert environment["SERVICE_KEY_FILE"] == sources[private[0]]["target"]
+        if trusts:
+            assert environment["SERVICE_TRUST_DIR"] == sources[f"{keys}/trust"]["target"]

@@ -12,7 +12,7 @@ import yaml
 
 from kit.db import create_engine
 from kit.dev_values import secret_problem
-from kit.settings import DatabaseSettings
+from kit.settings import DatabaseSettings, GrpcServerSettings
 from tests.deploy.support import (
     DEPLOY,
     K8S_BASE,
@@ -27,6 +27,7 @@ from tests.deploy.support import (
     kustomization,
     objects,
     settings_variables,
+    with_identity_files,
 )
 
 SERVICES = ("generation", "usage", "edge-api", "webhook-gateway", "envoy")
@@ -251,7 +252,7 @@ def test_migrations_run_in_an_init_container_with_the_service_database(name: str
 
 @pytest.mark.parametrize("name", SERVICES[:-1])
 def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     cls = SETTINGS[name]
     for variable in settings_variables(cls):
@@ -267,7 +268,7 @@ def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
         "REPLICATE_WEBHOOK_SECRET": "whsec_c2VjcmV0",
     }
     given = {v["name"]: secrets[v["name"]] for v in _container(name)["env"]}
-    environment = {**_config_env(), **given}
+    environment = with_identity_files({**_config_env(), **given}, tmp_path)
 
     settings = cls(**{k: v for k, v in environment.items() if k in settings_variables(cls)})
 
@@ -329,3 +330,38 @@ def test_the_base_pins_the_image_by_a_digest_placeholder_not_a_tag() -> None:
     # Deliberately not 64 hex digits: an invalid reference the cluster refuses to pull.
     assert not re.fullmatch(r"sha256:[0-9a-f]{64}", image["digest"])
     assert "digest:" in (DEPLOY / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", SERVICES[:-1])
+def test_each_service_mounts_only_its_own_private_key(name: str) -> None:
+    volumes = {v["name"]: v for v in _pod(name)["volumes"]}
+    mounts = {m["name"]: m for m in _container(name)["volumeMounts"]}
+    secrets = {v["secret"]["secretName"] for v in volumes.values() if "secret" in v}
+
+    assert volumes["identity"]["secret"]["secretName"] == f"identity-{name}"
+    assert secrets == (
+        {f"identity-{name}", "service-trust"} if name in GRPC else {f"identity-{name}"}
+    )
+    env = _config_env()
+    assert env["SERVICE_KEY_FILE"].startswith(mounts["identity"]["mountPath"] + "/")
+    if name in GRPC:
+        assert env["SERVICE_TRUST_DIR"] == mounts["trust"]["mountPath"]
+    assert all(m["readOnly"] for m in mounts.values() if m["name"] in {"identity", "trust"})
+    # The files are 0440 to the pod's group: the non-root user can read them.
+    assert _pod(name)["securityContext"]["fsGroup"] == _pod(name)["securityContext"]["runAsGroup"]
+
+
+def test_the_identity_templates_are_refused_in_production(tmp_path: Path) -> None:
+    secrets = objects("Secret")
+    key = tmp_path / "service.key"
+    key.write_text(secrets["identity-usage"]["stringData"]["service.key"])
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    for file_name, text in secrets["service-trust"]["stringData"].items():
+        (trust / file_name).write_text(text)
+
+    with pytest.raises(ValueError, match="SERVICE_KEY_FILE") as refused:
+        GrpcServerSettings(
+            APP_ENV="production", SERVICE_KEY_FILE=str(key), SERVICE_TRUST_DIR=str(trust)
+        )
+    assert "SERVICE_TRUST_DIR" in str(refused.value)

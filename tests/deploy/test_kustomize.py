@@ -92,7 +92,7 @@ def test_an_overlay_like_the_readme_sets_image_environment_and_secrets(tmp_path:
     env = next(d for d in built if d["metadata"]["name"].startswith("interior-env-"))
     assert env["data"]["S3_ENDPOINT"] == "s3.example"
     assert env["data"]["GRPC_HOST"] == "0.0.0.0"  # merged, not replaced
-    [secret] = [d for d in built if d["kind"] == "Secret"]
+    [secret] = [d for d in built if d["metadata"]["name"].startswith("interior-secrets")]
     assert set(secret["data"]) == {"AUTH_JWT_SECRET"}
     images = {
         c["image"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from generation.wiring import build_app
 from kit.runtime_config import Plan, load_runtime_config
 from kit.settings import DEFAULT_RUNTIME_CONFIG
 from launcher.components import free_port
+from launcher.keys import ensure_key_dir
 from replicate_emulator.config import EmulatorConfig
 from replicate_emulator.server import EmulatorServer
 from testkit.plugin import S3Endpoint
@@ -26,10 +28,22 @@ from webhook_gateway.app import create_app as create_gateway_app
 from webhook_gateway.settings import GatewaySettings
 
 
+def _identity(keys: Path, name: str, *, serves: bool) -> dict[str, str]:
+    """Service identity on, as deployed: the service's own key (and the trust dir)."""
+    env = {"SERVICE_KEY_FILE": str(keys / f"{name}.key")}
+    if serves:
+        env["SERVICE_TRUST_DIR"] = str(keys / "trust")
+    return env
+
+
 @pytest.fixture(scope="session")
 async def stack(
-    database_factory: Callable[[str], str], s3_server: S3Endpoint
+    database_factory: Callable[[str], str],
+    s3_server: S3Endpoint,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
+    keys = tmp_path_factory.mktemp("service-keys")
+    ensure_key_dir(keys)
     base = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
     # A tiny plan so quota tests do not need many generations.
     config = base.model_copy(
@@ -58,6 +72,7 @@ async def stack(
             USAGE_DATABASE_URL=usage_url,
             USAGE_GRPC_PORT=usage_port,
             GENERATION_GRPC_TARGET=generation_target,
+            **_identity(keys, "usage", serves=True),
         ),
         clock=clock,
         runtime_config=config,
@@ -69,6 +84,7 @@ async def stack(
             GatewaySettings(
                 GENERATION_GRPC_TARGET=generation_target,
                 REPLICATE_WEBHOOK_SECRET=emulator.webhook_secret,
+                **_identity(keys, "webhook-gateway", serves=False),
             ),
             runtime_config=config,
         ),
@@ -83,6 +99,7 @@ async def stack(
             WEBHOOK_BASE_URL=gateway.base_url,
             SWEEP_ENABLED=False,
             **s3_server.env(),
+            **_identity(keys, "generation", serves=True),
         ),
         runtime_config=config,
         clock=clock,
@@ -101,6 +118,7 @@ async def stack(
                 # (tested on its own) would refuse most of them before they got there.
                 MAX_UPLOADS_PER_USER=64,
                 **s3_server.env(),
+                **_identity(keys, "edge-api", serves=False),
             ),
             config,
         ),
@@ -115,6 +133,7 @@ async def stack(
         usage_server=usage_server,
         usage_target=usage_target,
         clock=clock,
+        keys=keys,
     )
     try:
         yield stack

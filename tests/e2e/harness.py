@@ -13,8 +13,9 @@ import io
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,6 +29,7 @@ from generation.wiring import GenerationApp
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.grpc_server import GrpcServer
+from kit.service_identity import OPERATOR, USAGE, TokenSigner
 from replicate_emulator.server import EmulatorServer
 from testkit.servers import MovableClock, ThreadedUvicorn
 
@@ -63,7 +65,13 @@ class Stack:
     usage_server: GrpcServer
     usage_target: str
     clock: MovableClock
-    _usage_channel: grpc.aio.Channel | None = None
+    # Service identity keys (launcher.keys layout): direct gRPC calls sign with them.
+    keys: Path | None = None
+    _usage_channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+    def identity_env(self, name: str) -> dict[str, str]:
+        """The settings a further client service (e.g. a second edge) signs with as ``name``."""
+        return {} if self.keys is None else {"SERVICE_KEY_FILE": str(self.keys / f"{name}.key")}
 
     @property
     def ctx(self) -> GenerationContext:
@@ -73,10 +81,17 @@ class Stack:
     def api(self) -> str:
         return f"{self.edge.base_url}/api/v1"
 
-    async def usage_stub(self) -> usage_pb2_grpc.UsageServiceStub:
-        if self._usage_channel is None:
-            self._usage_channel = create_channel(self.usage_target)
-        return usage_pb2_grpc.UsageServiceStub(self._usage_channel)
+    def signer(self, name: str) -> TokenSigner | None:
+        """A signer for calls made as the service identity ``name``."""
+        return None if self.keys is None else TokenSigner(name, self.keys / f"{name}.key")
+
+    async def usage_stub(self, caller: str = OPERATOR) -> usage_pb2_grpc.UsageServiceStub:
+        """Usage, called as ``caller`` (plans and the audit are the operator's calls)."""
+        if caller not in self._usage_channels:
+            self._usage_channels[caller] = create_channel(
+                self.usage_target, signer=self.signer(caller), audience=USAGE
+            )
+        return usage_pb2_grpc.UsageServiceStub(self._usage_channels[caller])
 
     async def set_plan(self, owner_id: uuid.UUID, price_id: str) -> None:
         stub = await self.usage_stub()

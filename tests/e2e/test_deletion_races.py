@@ -151,7 +151,8 @@ async def test_a_duplicate_applier_keeps_the_files_of_a_live_render(
     job = await user.wait_for(race.job_id, {"succeeded"})
     assert (await http.get(job["variants"][0]["url"])).status_code == 200
     assert await objects_under(stack, "public", race.render_prefix) == [
-        f"{race.render_prefix}0.jpg"
+        f"{race.render_prefix}0.jpg",
+        f"{race.render_prefix}0.thumb.jpg",
     ]
     job_row, render = await rows(stack, race.job_id)
     assert render is not None

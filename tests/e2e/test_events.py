@@ -214,6 +214,7 @@ async def _quick_edge(stack: Stack, s3_server: S3Endpoint, **settings: Any) -> A
                 USAGE_GRPC_TARGET=stack.usage_target,
                 **settings,
                 **s3_server.env(),
+                **stack.identity_env("edge-api"),
             ),
             load_runtime_config(DEFAULT_RUNTIME_CONFIG),
         ),

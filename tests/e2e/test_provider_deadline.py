@@ -21,7 +21,11 @@ SHORT_SUBMIT_DEADLINE = PROVIDER_DEADLINE_MARGIN_SECONDS + 2.0
 
 
 async def _get_over_grpc(stack: Stack, user: User, job_id: str, timeout: float) -> str:
-    channel = create_channel(f"127.0.0.1:{stack.generation.server.port}")
+    channel = create_channel(
+        f"127.0.0.1:{stack.generation.server.port}",
+        signer=stack.signer("edge-api"),
+        audience="generation",
+    )
     try:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
         request = generation_pb2.GetGenerationRequest(owner_id=str(user.id), job_id=job_id)
@@ -43,6 +47,7 @@ def impatient_edge(stack: Stack, s3_server: S3Endpoint) -> Iterator[str]:
         USAGE_GRPC_TARGET=stack.usage_target,
         GRPC_SUBMIT_DEADLINE_SECONDS=SHORT_SUBMIT_DEADLINE,
         **s3_server.env(),
+        **stack.identity_env("edge-api"),
     )
     edge = ThreadedUvicorn(create_edge_app(settings, stack.ctx.config), name="edge-impatient")
     edge.start()

@@ -22,6 +22,7 @@ from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.grpc_errors import RemoteError, from_rpc_error
+from kit.service_identity import EDGE_API, GENERATION
 from testkit.recording import record_results
 from tests.badinput.checks import assert_nothing_left
 from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
@@ -31,7 +32,11 @@ CHUNK = 256 * 1024
 
 @pytest.fixture
 async def stub(stack: Stack) -> AsyncIterator[generation_pb2_grpc.GenerationServiceAsyncStub]:
-    channel = create_channel(f"127.0.0.1:{stack.generation.server.port}")
+    channel = create_channel(
+        f"127.0.0.1:{stack.generation.server.port}",
+        signer=stack.signer(EDGE_API),
+        audience=GENERATION,
+    )
     try:
         yield generation_pb2_grpc.GenerationServiceStub(channel)
     finally:

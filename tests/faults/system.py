@@ -23,8 +23,10 @@ from typing import Any
 import httpx
 
 from kit.runtime_config import load_runtime_config
+from kit.service_identity import OPERATOR
 from launcher.components import PostgresServer
 from launcher.config import REPO_ROOT, LauncherConfig, Ports
+from launcher.keys import key_file
 from launcher.stack import Stack
 from launcher.units import PostgresUnit
 from replicate_emulator.control import ControlClient
@@ -102,10 +104,11 @@ class System:
         return [line.split("|") for line in out.splitlines() if line]
 
     def audit(self) -> tuple[int, dict[str, Any]]:
-        """``python -m usage.cli audit`` against the running usage service."""
+        """``python -m usage.cli audit`` against the running usage service, as the operator."""
         target = f"127.0.0.1:{self.ports.usage_grpc}"
+        key = str(key_file(self.stack.config, OPERATOR))
         done = subprocess.run(
-            [sys.executable, "-m", "usage.cli", "--target", target, "audit"],
+            [sys.executable, "-m", "usage.cli", "--target", target, "--key-file", key, "audit"],
             capture_output=True,
             text=True,
             timeout=60,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kit.service_identity import IDENTITIES, TokenSigner, TokenVerifier, TrustStore
+from kit.service_identity import IDENTITIES, TokenSigner, TokenVerifier
+from kit.service_keys import TrustStore
 from launcher.config import LauncherConfig
 from launcher.keys import ensure_keys, identity_env, key_file, trust_dir
 
@@ -20,8 +21,7 @@ def test_keys_are_made_once_and_each_service_gets_its_own(tmp_path: Path) -> Non
     assert (tmp_path / "var" / "keys").stat().st_mode & 0o777 == 0o700
     for name in IDENTITIES:
         assert key_file(config, name).stat().st_mode & 0o777 == 0o600
-    env = identity_env(config, "usage")
-    assert env == {
+    assert identity_env(config, "usage") == {
         "SERVICE_KEY_FILE": str(key_file(config, "usage")),
         "SERVICE_TRUST_DIR": str(trust_dir(config)),
     }

@@ -203,6 +203,29 @@ def grpcurl(*args: str) -> str:
     return result.stdout
 
 
+def assert_service_identity_is_on(launcher: Launcher) -> None:
+    """Unsigned internal calls are refused; the operator key of the banner works."""
+    unsigned = subprocess.run(
+        [str(GRPCURL), "-plaintext", "-d", "{}", f"127.0.0.1:{launcher.ports.usage_grpc}",
+         "interior.usage.v1.UsageService/AuditLedger"],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert unsigned.returncode != 0
+    assert "Unauthenticated" in unsigned.stdout + unsigned.stderr
+    shown = next(x for x in launcher.lines if "OPERATOR_KEY_FILE=" in x)
+    key_file = shown.split("OPERATOR_KEY_FILE=", 1)[1].split()[0]
+    assert Path(key_file).resolve() == (launcher.data_dir / "keys" / "operator.key").resolve()
+    for private in (launcher.data_dir / "keys").glob("*.key"):
+        assert private.stat().st_mode & 0o077 == 0, private
+    audit = subprocess.run(
+        [sys.executable, "-m", "usage.cli", "--target", f"127.0.0.1:{launcher.ports.usage_grpc}",
+         "--key-file", key_file, "audit"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert audit.returncode in (0, 1), audit.stderr  # 2 would be a refused or failed call
+    assert "discrepancies" in json.loads(audit.stdout)
+
+
 def test_the_launcher_runs_supervises_and_stops_the_whole_system(data_dir: Path) -> None:
     launcher = start_launcher(data_dir, Ports.free())
     try:
@@ -231,6 +254,7 @@ def test_the_launcher_runs_supervises_and_stops_the_whole_system(data_dir: Path)
             assert {service, "grpc.health.v1.Health"} <= set(listed)
             health = grpcurl(f"127.0.0.1:{port}", "grpc.health.v1.Health/Check")
             assert json.loads(health) == {"status": "SERVING"}
+        assert_service_identity_is_on(launcher)
 
         # A part that dies is started again.
         edge_pid = launcher.unit_pids()["edge-api"][0]

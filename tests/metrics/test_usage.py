@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from interior.usage.v1 import usage_pb2
+from kit.service_identity import GENERATION
 from tests.e2e.harness import Stack
 from tests.metrics.helpers import Scrape, local_scrape, local_scrape_until
 
@@ -26,7 +27,7 @@ def _delta(before: Scrape, after: Scrape, name: str, **labels: str) -> float:
 
 
 async def test_debits_and_credits_are_counted_by_outcome(stack: Stack) -> None:
-    stub = await stack.usage_stub()
+    stub = await stack.usage_stub(GENERATION)  # debits and credits are generation's calls
     owner, job = str(uuid.uuid4()), str(uuid.uuid4())
     await stack.set_plan(uuid.UUID(owner), "price_test_one")
     before = local_scrape()

@@ -24,6 +24,7 @@ from generation.settings import GenerationSettings
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.runtime_config import load_runtime_config
+from kit.service_identity import EDGE_API, GENERATION
 from kit.settings import DEFAULT_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
@@ -186,7 +187,9 @@ async def test_generation_refuses_a_grpc_message_over_its_max(stack: Stack, user
         S3_ACCESS_KEY="x", S3_SECRET_KEY="x",
     ).grpc_max_message_bytes  # fmt: skip
     target = f"127.0.0.1:{stack.generation.server.port}"
-    channel = create_channel(target, max_message_bytes=limit * 2)
+    channel = create_channel(
+        target, max_message_bytes=limit * 2, signer=stack.signer(EDGE_API), audience=GENERATION
+    )
     try:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
 
@@ -228,6 +231,7 @@ async def fair_envoy(
         GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
         USAGE_GRPC_TARGET=stack.usage_target,
         **s3_server.env(),
+        **stack.identity_env("edge-api"),
     )
     app = create_edge_app(settings, load_runtime_config(DEFAULT_RUNTIME_CONFIG))
     with (

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings
 from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
 from kit.dev_values import DEV_JWT_SECRET, DEV_REPLICATE_TOKEN, DEV_WEBHOOK_SECRET
+from kit.service_keys import generate_key_pair, write_private_key
 from webhook_gateway.settings import GatewaySettings
 
 JWKS = "https://project.supabase.co/auth/v1/.well-known/jwks.json"
@@ -36,6 +37,8 @@ ALL_VARIABLES = {
     "REPLICATE_WEBHOOK_SECRET",
     "S3_PUBLIC_BASE_URL",
     "DATABASE_URL",
+    "SERVICE_KEY_FILE",
+    "SERVICE_TRUST_DIR",
     *GENERATION,
 }
 
@@ -135,11 +138,24 @@ def test_production_refuses_and_names_the_variable(
     assert variable in messages
 
 
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Real service key material, which production also requires (kit.service_identity)."""
+    root = tmp_path_factory.mktemp("identity")
+    private, public = generate_key_pair()
+    write_private_key(root / "service.key", private)
+    (root / "trust").mkdir()
+    (root / "trust" / "edge-api.pub").write_bytes(public)
+    return {"SERVICE_KEY_FILE": str(root / "service.key"), "SERVICE_TRUST_DIR": str(root / "trust")}
+
+
 @pytest.mark.parametrize("case", list(ACCEPTED))
-def test_production_accepts_real_secrets(environment: pytest.MonkeyPatch, case: str) -> None:
+def test_production_accepts_real_secrets(
+    environment: pytest.MonkeyPatch, identity: dict[str, str], case: str
+) -> None:
     cls, env = ACCEPTED[case]
 
-    assert build(cls, env, environment).development is False
+    assert build(cls, env | identity, environment).development is False
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
+from kit.service_identity import OPERATOR
 from launcher.config import REPO_ROOT, LauncherConfig
 from launcher.devtoken import DEV_USER_ID
+from launcher.keys import key_file
 from launcher.stack import s3_settings
 
 
@@ -84,6 +86,9 @@ def render(config: LauncherConfig, token: str) -> str:
         f"       -F input1=@room.jpg {public}/api/v1/generations",
         f'  curl -H "Authorization: Bearer $TOKEN" {public}/api/v1/generations/<id>',
         f"  {grpcurl} -plaintext {config.grpc_target('generation')} list",
+        "  # operator commands sign as `operator` with this key (service identity):",
+        f"  OPERATOR_KEY_FILE={_shown_path(key_file(config, OPERATOR))} "
+        f"{_shown_path(Path(sys.executable))} -m usage.cli audit",
         "",
         "Ctrl-C stops everything.",
     ]

@@ -8,6 +8,7 @@ from pathlib import Path
 from launcher.components import ChildProcess, PostgresServer, S3Server, port_is_free
 from launcher.config import DATABASES, LauncherConfig
 from launcher.envoy import envoy_argv
+from launcher.keys import identity_env
 from launcher.units import (
     PostgresUnit,
     ProcessUnit,
@@ -102,7 +103,8 @@ def emulator(config: LauncherConfig) -> Unit:
 def usage(config: LauncherConfig) -> Unit:
     """The usage service (plans, ledger)."""
     port = config.ports.usage_grpc
-    child = _python_module(config, "usage", "usage", {"DATABASE_URL": config.database_url("usage")})
+    env = {"DATABASE_URL": config.database_url("usage"), **identity_env(config, "usage")}
+    child = _python_module(config, "usage", "usage", env)
     return ProcessUnit(
         child, f"usage service (gRPC 127.0.0.1:{port})", grpc_probe(f"127.0.0.1:{port}")
     )
@@ -111,9 +113,8 @@ def usage(config: LauncherConfig) -> Unit:
 def generation(config: LauncherConfig) -> Unit:
     """The generation service (jobs, provider, assets)."""
     port = config.ports.generation_grpc
-    child = _python_module(
-        config, "generation", "generation", {"DATABASE_URL": config.database_url("generation")}
-    )
+    env = {"DATABASE_URL": config.database_url("generation"), **identity_env(config, "generation")}
+    child = _python_module(config, "generation", "generation", env)
     return ProcessUnit(
         child, f"generation service (gRPC 127.0.0.1:{port})", grpc_probe(f"127.0.0.1:{port}")
     )
@@ -122,7 +123,7 @@ def generation(config: LauncherConfig) -> Unit:
 def edge_api(config: LauncherConfig) -> Unit:
     """The public REST API behind Envoy."""
     port = config.ports.edge_http
-    child = _python_module(config, "edge-api", "edge_api", {})
+    child = _python_module(config, "edge-api", "edge_api", identity_env(config, "edge-api"))
     return ProcessUnit(
         child, f"edge API (HTTP 127.0.0.1:{port})", http_probe(f"http://127.0.0.1:{port}/healthz")
     )
@@ -131,7 +132,9 @@ def edge_api(config: LauncherConfig) -> Unit:
 def webhook_gateway(config: LauncherConfig) -> Unit:
     """The Replicate webhook receiver behind Envoy."""
     port = config.ports.gateway_http
-    child = _python_module(config, "webhook-gateway", "webhook_gateway", {})
+    child = _python_module(
+        config, "webhook-gateway", "webhook_gateway", identity_env(config, "webhook-gateway")
+    )
     return ProcessUnit(
         child,
         f"webhook gateway (HTTP 127.0.0.1:{port})",

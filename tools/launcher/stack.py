@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from kit.settings import S3Settings
-from launcher import plan, state
+from launcher import keys, plan, state
 from launcher.config import LauncherConfig
 from launcher.devtoken import make_dev_token
 from launcher.envoy import write_local_config
@@ -99,6 +99,10 @@ class Stack:
         self._step(
             f"creating buckets {', '.join(buckets)} (unless they exist)",
             lambda: ensure_buckets(settings, buckets),
+        )
+        self._step(
+            f"service identity keys in {keys.keys_dir(config)} (unless they exist)",
+            lambda: keys.ensure_keys(config),
         )
         # The services connect to each other lazily, so they can all start at once:
         # on few cores that halves the wait compared with starting them in a row.

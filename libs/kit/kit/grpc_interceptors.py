@@ -1,4 +1,4 @@
-"""Server interceptors: request context + logs, and domain errors -> status.
+"""Server interceptors: request context + logs, service identity, domain errors -> status.
 
 ``grpc.aio`` interceptors see handlers, not calls, so each one wraps the
 handler's behaviour function. Health and reflection calls pass untouched.
@@ -7,7 +7,7 @@ handler's behaviour function. Health and reflection calls pass untouched.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 from kit.errors import DomainError, InternalError, ServiceUnavailable
 from kit.grpc_errors import to_grpc_status
 from kit.logging import bind_context, clear_context, get_logger, request_ids
+from kit.service_identity import TokenVerifier, Unauthenticated
 
 log = get_logger("kit.grpc")
 
@@ -34,6 +35,7 @@ _PASSTHROUGH_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 Wrapper = Callable[[Behaviour, str], Behaviour]
+StreamingBehaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 
 def _wrap_unary(handler: Handler, method: str, wrap: Wrapper) -> Handler:
@@ -130,3 +132,88 @@ class DomainErrorInterceptor(_WrappingInterceptor):
             raise AssertionError("unreachable: abort_with_status raises")
 
         return handle
+
+
+AUTHORIZATION_KEY = "authorization"
+Policy = Mapping[str, frozenset[str]]
+
+
+class ServiceAuthInterceptor(_WrappingInterceptor):
+    """Lets a call through only with a valid service token from a caller the method allows.
+
+    ``policy`` maps each full method path (``/pkg.Service/Method``) to the caller names
+    allowed to use it; a method missing from it is denied to everyone. Health (and
+    reflection, when it is on) pass untouched. Unlike the other interceptors it also
+    wraps streaming responses: no method shape may skip the check.
+    """
+
+    def __init__(self, verifier: TokenVerifier, policy: Policy) -> None:
+        self._verifier = verifier
+        self._policy = policy
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_PASSTHROUGH_PREFIXES):
+            return handler
+        if handler.unary_stream is not None or handler.stream_stream is not None:
+            return self._wrap_streaming(handler, method)
+        return _wrap_unary(handler, method, self.wrap)
+
+    def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        allowed = self._policy.get(method, frozenset())
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            caller = await self._authorize(context, allowed)
+            bind_context(caller=caller)
+            try:
+                return await behaviour(request, context)
+            finally:
+                clear_context("caller")
+
+        return handle
+
+    def _wrap_streaming(self, handler: Handler, method: str) -> Handler:
+        allowed = self._policy.get(method, frozenset())
+        # A behaviour that yields its responses (grpc.aio's async generator shape).
+        streaming = cast(StreamingBehaviour, handler.unary_stream or handler.stream_stream)
+
+        async def handle(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            await self._authorize(context, allowed)
+            async for response in streaming(request, context):
+                yield response
+
+        build = (
+            grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream is not None
+            else grpc.stream_stream_rpc_method_handler
+        )
+        return build(
+            handle,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _authorize(
+        self, context: grpc.aio.ServicerContext[Any, Any], allowed: frozenset[str]
+    ) -> str:
+        """The verified caller when it may call; otherwise the call is aborted."""
+        try:
+            caller = self._verifier.caller(_metadata_value(context, AUTHORIZATION_KEY))
+        except Unauthenticated as refusal:
+            log.warning("rpc.unauthenticated", reason=str(refusal))
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, "A valid service token is required."
+            )
+        if caller not in allowed:
+            log.warning("rpc.permission_denied", caller=caller)
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED, f"{caller} may not call this method."
+            )
+        return caller

@@ -1,9 +1,10 @@
 """The gRPC server bootstrap every service uses.
 
-``grpc.aio`` with the standard health service and reflection, three interceptors
-(request context + logs, per-rpc metrics, domain errors -> rich status), deliberate message
-size limits, and a graceful stop: health goes NOT_SERVING, in-flight calls get
-``grace`` seconds, then the owner's cleanup (engine disposal) runs.
+``grpc.aio`` with the standard health service, reflection only when asked (development),
+interceptors (request context + logs, per-rpc metrics, service identity, domain errors ->
+rich status), deliberate message size limits, and a graceful stop: health goes
+NOT_SERVING, in-flight calls get ``grace`` seconds, then the owner's cleanup (engine
+disposal) runs.
 """
 
 from __future__ import annotations
@@ -11,31 +12,56 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from kit.grpc_interceptors import DomainErrorInterceptor, RequestContextInterceptor
+from kit.grpc_interceptors import (
+    DomainErrorInterceptor,
+    Policy,
+    RequestContextInterceptor,
+    ServiceAuthInterceptor,
+)
 from kit.logging import get_logger
 from kit.metrics import MetricsInterceptor
+from kit.service_identity import TokenVerifier
 
 log = get_logger("kit.grpc_server")
 
 
 @dataclass(frozen=True)
 class ServiceBinding:
-    """One servicer: its full proto name and how to add it to a server."""
+    """One servicer: its full proto name, how to add it to a server, who may call what.
+
+    ``callers`` maps each method name to the identities allowed to call it; with
+    service identity on, a method missing from it is denied to everyone.
+    """
 
     full_name: str
     register: Callable[[grpc.aio.Server], None]
+    callers: Mapping[str, Iterable[str]] = field(default_factory=dict)
+
+
+def access_policy(bindings: Sequence[ServiceBinding]) -> Policy:
+    """Full method path (``/pkg.Service/Method``) -> the callers allowed to use it."""
+    return {
+        f"/{binding.full_name}/{method}": frozenset(callers)
+        for binding in bindings
+        for method, callers in binding.callers.items()
+    }
 
 
 class GrpcServer:
-    """A started-on-demand ``grpc.aio`` server with health and reflection."""
+    """A started-on-demand ``grpc.aio`` server with health (and reflection when asked).
+
+    With a ``verifier`` every call but health needs a service token of a caller its
+    binding allows (UNAUTHENTICATED / PERMISSION_DENIED otherwise). Reflection lists
+    every method to anyone who can connect: development only.
+    """
 
     def __init__(
         self,
@@ -45,17 +71,23 @@ class GrpcServer:
         port: int,
         max_message_bytes: int,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        verifier: TokenVerifier | None = None,
+        reflection: bool = False,
     ) -> None:
         self._bindings = bindings
         self._address = f"{host}:{port}"
         self._on_stop = on_stop
+        self._reflection = reflection
         self.health = health_aio.HealthServicer()
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            RequestContextInterceptor(),
+            MetricsInterceptor(),
+        ]
+        if verifier is not None:
+            interceptors.append(ServiceAuthInterceptor(verifier, access_policy(bindings)))
+        interceptors.append(DomainErrorInterceptor())
         self.server = grpc.aio.server(
-            interceptors=[
-                RequestContextInterceptor(),
-                MetricsInterceptor(),
-                DomainErrorInterceptor(),
-            ],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
@@ -73,14 +105,15 @@ class GrpcServer:
             binding.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [b.full_name for b in self._bindings]
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            self.server,
-        )
+        if self._reflection:
+            reflection.enable_server_reflection(
+                [
+                    *names,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ],
+                self.server,
+            )
         self.port = self.server.add_insecure_port(self._address)
         await self.server.start()
         for name in ["", *names]:

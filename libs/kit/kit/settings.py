@@ -15,6 +15,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kit.dev_values import secret_problem
+from kit.service_identity import ServiceIdentity
+from kit.service_keys import key_file_problem, trust_dir_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.toml"
@@ -66,6 +68,8 @@ class ServiceSettings(BaseSettings):
             if (problem := secret_problem(value)) is not None
         ]
         problems += list(self.production_problems())
+        if isinstance(self, ServiceIdentitySettings):
+            problems += list(self.identity_problems())
         if problems:
             raise ValueError(
                 "APP_ENV=production: "
@@ -75,8 +79,58 @@ class ServiceSettings(BaseSettings):
         return self
 
 
-class GrpcServerSettings(ServiceSettings):
-    """A gRPC server: where it listens and how big a message may be."""
+class ServiceIdentitySettings(BaseSettings):
+    """This service's identity on internal gRPC calls (see kit.service_identity).
+
+    ``SERVICE_KEY_FILE``: its Ed25519 private key (PEM), signs its outgoing calls.
+    ``SERVICE_TRUST_DIR``: ``<caller>.pub`` files, checked on its incoming calls (servers).
+    Both are required in production; in development, unset turns internal auth off
+    (one warning at start).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    service_key_file: Path | None = Field(default=None, alias="SERVICE_KEY_FILE")
+    service_trust_dir: Path | None = Field(default=None, alias="SERVICE_TRUST_DIR")
+    # How often the trust dir is looked at for rotated keys (0: on every call).
+    service_trust_recheck_seconds: float = Field(
+        default=1.0, ge=0, le=300, alias="SERVICE_TRUST_RECHECK_SECONDS"
+    )
+
+    @field_validator("service_key_file", "service_trust_dir", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def serves_grpc(self) -> bool:
+        """True for services that run a gRPC server (they need trust material too)."""
+        return False
+
+    def identity_problems(self) -> Iterable[str]:
+        """Why the key (and, for servers, trust) material cannot work in production."""
+        if (problem := key_file_problem(self.service_key_file)) is not None:
+            yield f"SERVICE_KEY_FILE {problem}"
+        if self.serves_grpc and (problem := trust_dir_problem(self.service_trust_dir)):
+            yield f"SERVICE_TRUST_DIR {problem}"
+
+    def service_identity(self, name: str) -> ServiceIdentity:
+        """The signer (and verifier, for servers) of the identity ``name``."""
+        return ServiceIdentity.from_files(
+            name,
+            self.service_key_file,
+            self.service_trust_dir,
+            serves=self.serves_grpc,
+            recheck_seconds=self.service_trust_recheck_seconds,
+        )
+
+
+class GrpcServerSettings(ServiceSettings, ServiceIdentitySettings):
+    """A gRPC server: where it listens, how big a message may be, whom it trusts."""
+
+    @property
+    def serves_grpc(self) -> bool:
+        return True
 
     grpc_host: str = Field(default="127.0.0.1", alias="GRPC_HOST")
     # Uploads travel inside SubmitGeneration: two 10 MB images plus headroom.

@@ -12,6 +12,7 @@ from edge_api.settings import EdgeSettings
 from interior.generation.v1 import generation_pb2_grpc
 from interior.usage.v1 import usage_pb2_grpc
 from kit.grpc_client import create_channel
+from kit.service_identity import EDGE_API, GENERATION, USAGE
 from kit.storage import ObjectStorage
 
 if TYPE_CHECKING:
@@ -44,10 +45,16 @@ class Clients:
 
 def open_clients(settings: EdgeSettings) -> Clients:
     """Channels to both services; storage only when the edge serves public renders."""
+    signer = settings.service_identity(EDGE_API).signer
     generation_channel = create_channel(
-        settings.generation_grpc_target, settings.grpc_max_message_bytes
+        settings.generation_grpc_target,
+        settings.grpc_max_message_bytes,
+        signer=signer,
+        audience=GENERATION,
     )
-    usage_channel = create_channel(settings.usage_grpc_target, settings.grpc_max_message_bytes)
+    usage_channel = create_channel(
+        settings.usage_grpc_target, settings.grpc_max_message_bytes, signer=signer, audience=USAGE
+    )
     storage = (
         ObjectStorage(settings, pool_size=STORAGE_POOL_SIZE)
         if settings.s3_public_base_url is None

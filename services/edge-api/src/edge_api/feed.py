@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = get_logger("edge_api.feed")
 
 _BACKOFF_FIRST = 0.2
+# The upstream stream is renewed this often (resuming from the last version): bounded
+# like every call, and a new stream lands on whichever generation replica is there now.
+STREAM_SECONDS = 600.0
 _BACKOFF_MAX = 5.0
 
 
@@ -84,7 +87,8 @@ class JobFeed:
             delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _follow_once(self) -> None:
-        call = self._stub().WatchJobs(generation_pb2.WatchJobsRequest(from_version=self._version))
+        request = generation_pb2.WatchJobsRequest(from_version=self._version)
+        call = self._stub().WatchJobs(request, timeout=STREAM_SECONDS)
         async for item in call:
             if item.WhichOneof("item") == "caught_up":
                 self._version = max(self._version, item.caught_up)

@@ -11,14 +11,14 @@ from pydantic_settings import SettingsConfigDict
 
 from edge_api.base_url import TrustedProxies
 from kit.dev_values import DEV_JWT_SECRET
-from kit.settings import S3Settings, ServiceSettings
+from kit.settings import S3Settings, ServiceIdentitySettings, ServiceSettings
 
 __all__ = ["DEV_JWT_SECRET", "EdgeSettings"]
 # Room for the text fields and multipart framing on top of two full-size images.
 REQUEST_OVERHEAD_BYTES = 256 * 1024
 
 
-class EdgeSettings(ServiceSettings, S3Settings):
+class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
     """Environment of ``python -m edge_api``."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)

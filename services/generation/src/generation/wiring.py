@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from generation.api.servicer import GenerationServicer
+from generation.api.servicer import ALLOWED_CALLERS, GenerationServicer
 from generation.clients.usage import GrpcUsageGateway
 from generation.domain.context import GenerationContext
 from generation.domain.provider import ImageProvider
@@ -20,6 +20,7 @@ from kit.grpc_client import create_channel
 from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.logging import get_logger
 from kit.runtime_config import RuntimeConfig, load_runtime_config
+from kit.service_identity import GENERATION, USAGE
 from kit.storage import ObjectStorage
 
 log = get_logger("generation.wiring")
@@ -52,7 +53,10 @@ async def build_app(
     storage = ObjectStorage(settings)
     for bucket in (settings.s3_private_bucket, settings.s3_public_bucket):
         await storage.ensure_bucket(bucket)
-    usage_channel = create_channel(settings.usage_grpc_target)
+    identity = settings.service_identity(GENERATION)
+    usage_channel = create_channel(
+        settings.usage_grpc_target, signer=identity.signer, audience=USAGE
+    )
     provider = provider or ReplicateProvider(
         settings.replicate_api_base_url,
         settings.replicate_token(),
@@ -91,11 +95,14 @@ async def build_app(
             ServiceBinding(
                 SERVICE_NAME,
                 lambda s: generation_pb2_grpc.add_GenerationServiceServicer_to_server(servicer, s),
+                ALLOWED_CALLERS,
             )
         ],
         host=settings.grpc_host,
         port=settings.grpc_port if port is None else port,
         max_message_bytes=settings.grpc_max_message_bytes,
         on_stop=on_stop,
+        verifier=identity.verifier,
+        reflection=settings.development,
     )
     return GenerationApp(server=server, context=context, sweeper=sweeper)

@@ -4,7 +4,10 @@
     python -m usage.cli audit                        # exit 1 when the books disagree
 
 The server is found at ``--target`` or ``USAGE_GRPC_TARGET`` (default
-127.0.0.1:50052). Exit codes: 0 ok, 1 audit discrepancies, 2 the call failed.
+127.0.0.1:50052). Calls are signed as the ``operator`` identity with the Ed25519 key
+of ``--key-file`` or ``OPERATOR_KEY_FILE`` (``make run`` prints its path); without
+one they carry no token, which only a development server without trust material
+accepts. Exit codes: 0 ok, 1 audit discrepancies, 2 the call failed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
@@ -24,6 +28,8 @@ from google.protobuf.message import Message
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.grpc_errors import from_rpc_error
+from kit.service_identity import OPERATOR, USAGE, TokenSigner
+from kit.service_keys import KeyMaterialError
 
 DEFAULT_TARGET = "127.0.0.1:50052"
 EXIT_OK, EXIT_DISCREPANCIES, EXIT_FAILED = 0, 1, 2
@@ -37,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
         help="usage service address (env USAGE_GRPC_TARGET)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="call deadline in seconds")
+    parser.add_argument(
+        "--key-file",
+        default=os.environ.get("OPERATOR_KEY_FILE") or None,
+        help="the operator's Ed25519 private key, PEM (env OPERATOR_KEY_FILE)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     set_plan = commands.add_parser("set-plan", help="put a user on the plan of a price id")
     set_plan.add_argument("owner_id")
@@ -49,8 +60,21 @@ def _as_json(message: Message) -> dict[str, Any]:
     return MessageToDict(message, always_print_fields_with_no_presence=True)
 
 
+def _signer(key_file: str | None) -> TokenSigner | None:
+    if key_file is None:
+        return None
+    signer = TokenSigner(OPERATOR, Path(key_file))
+    signer.token(USAGE)  # a bad key file stops here, before any call
+    return signer
+
+
 async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    async with create_channel(args.target) as channel:
+    try:
+        signer = _signer(args.key_file)
+    except KeyMaterialError as error:
+        print(json.dumps({"error": {"code": "BAD_KEY_FILE", "message": str(error)}}), file=err)
+        return EXIT_FAILED
+    async with create_channel(args.target, signer=signer, audience=USAGE) as channel:
         stub = usage_pb2_grpc.UsageServiceStub(channel)
         try:
             if args.command == "set-plan":
@@ -62,12 +86,22 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 return EXIT_OK
             report = await stub.AuditLedger(usage_pb2.AuditLedgerRequest(), timeout=args.timeout)
         except grpc.aio.AioRpcError as error:
-            remote = from_rpc_error(error)
-            failure = {"error": {"code": remote.code, "message": remote.message}}
-            print(json.dumps(failure), file=err)
+            print(json.dumps({"error": _failure(error)}), file=err)
             return EXIT_FAILED
     print(json.dumps(_as_json(report), indent=2), file=out)
     return EXIT_DISCREPANCIES if report.discrepancies else EXIT_OK
+
+
+_REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+
+def _failure(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The error to print: a refusal of the service identity says how to sign."""
+    if error.code() in _REFUSED:
+        hint = "Sign as the operator: --key-file or OPERATOR_KEY_FILE (make run prints it)."
+        return {"code": error.code().name, "message": f"{error.details()} {hint}"}
+    remote = from_rpc_error(error)
+    return {"code": remote.code, "message": remote.message}
 
 
 def main(

@@ -15,7 +15,8 @@ from kit.clock import Clock, SystemClock
 from kit.db import create_engine, create_read_sessionmaker, create_sessionmaker, run_migrations
 from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.runtime_config import RuntimeConfig, load_runtime_config
-from usage.api.servicer import UsageServicer
+from kit.service_identity import USAGE
+from usage.api.servicer import ALLOWED_CALLERS, UsageServicer
 from usage.clients.generation_jobs import GenerationJobOutcomes
 from usage.domain.audit import LedgerAuditor
 from usage.domain.ledger import LedgerService
@@ -48,8 +49,10 @@ def build_server(
     clock = clock or SystemClock()
     engine = create_engine(settings)
     transactions = sql_transactions(create_sessionmaker(engine))
+    identity = settings.service_identity(USAGE)
     jobs = GenerationJobOutcomes(
         settings.generation_grpc_target,
+        signer=identity.signer,
         timeout_seconds=settings.audit_call_timeout_seconds,
         page_size=settings.audit_page_size,
     )
@@ -72,6 +75,7 @@ def build_server(
     binding = ServiceBinding(
         SERVICE_NAME,
         lambda server: usage_pb2_grpc.add_UsageServiceServicer_to_server(servicer, server),
+        ALLOWED_CALLERS,
     )
     server = GrpcServer(
         [binding],
@@ -79,5 +83,7 @@ def build_server(
         port=settings.grpc_port,
         max_message_bytes=settings.grpc_max_message_bytes,
         on_stop=cleanup,
+        verifier=identity.verifier,
+        reflection=settings.development,
     )
     return server, cleanup

@@ -14,6 +14,7 @@ from kit.clock import Clock, SystemClock
 from kit.logging import get_logger
 from kit.metrics import install_http_metrics
 from kit.runtime_config import RuntimeConfig, load_runtime_config
+from kit.service_identity import WEBHOOK_GATEWAY
 from webhook_gateway.forwarder import GenerationForwarder
 from webhook_gateway.middleware import RequestIdMiddleware
 from webhook_gateway.responses import http_exception_handler, internal_error_handler
@@ -50,6 +51,7 @@ def create_app(
         settings.generation_grpc_target,
         deadline_seconds=settings.grpc_deadline_seconds,
         max_message_bytes=settings.webhook_max_body_bytes + _MESSAGE_OVERHEAD_BYTES,
+        signer=settings.service_identity(WEBHOOK_GATEWAY).signer,
     )
     webhook = WebhookEndpoint(
         verifier=verifier, forwarder=forwarder, max_body_bytes=settings.webhook_max_body_bytes

@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.grpc_client import create_channel, outgoing_metadata
+from kit.service_identity import GENERATION, TokenSigner
 
 GENERATION_SERVICE = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
 
@@ -44,8 +45,16 @@ class ForwardFailed(Exception):
 class GenerationForwarder:
     """Owns the channel to generation; opened and closed by the app's lifespan."""
 
-    def __init__(self, target: str, *, deadline_seconds: float, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        deadline_seconds: float,
+        max_message_bytes: int,
+        signer: TokenSigner | None = None,
+    ) -> None:
         self._target = target
+        self._signer = signer
         self._deadline = deadline_seconds
         self._max_message_bytes = max_message_bytes
         self._channel: grpc.aio.Channel | None = None
@@ -53,7 +62,9 @@ class GenerationForwarder:
 
     async def open(self) -> None:
         """Create the channel (it connects lazily, so a down generation does not block start)."""
-        self._channel = create_channel(self._target, self._max_message_bytes)
+        self._channel = create_channel(
+            self._target, self._max_message_bytes, signer=self._signer, audience=GENERATION
+        )
         self._stub = generation_pb2_grpc.GenerationServiceStub(self._channel)
 
     async def close(self) -> None:

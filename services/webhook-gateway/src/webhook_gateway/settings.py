@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from kit.settings import ServiceSettings
+from kit.settings import ServiceIdentitySettings, ServiceSettings
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 
@@ -32,7 +32,7 @@ def decode_webhook_secret(secret: str) -> bytes:
     return key
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(ServiceSettings, ServiceIdentitySettings):
     """Everything the gateway reads from the environment."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)

@@ -21,6 +21,7 @@ from generation.persistence.feed import ChangeFeed, FeedLost, JobChange, Subscri
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit.errors import ValidationError
+from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _MAX_EVENT_BYTES = 1024 * 1024
@@ -35,6 +36,21 @@ def _provider_deadline_of(context: Context) -> Deadline | None:
     if remaining is None:
         return None
     return Deadline.after(remaining - PROVIDER_DEADLINE_MARGIN_SECONDS)
+
+
+# Who may call each method (service identity; a method missing here is denied).
+# Provider results come only through the gateway, which checked their signature.
+ALLOWED_CALLERS: dict[str, frozenset[str]] = {
+    "SubmitGeneration": frozenset({EDGE_API}),
+    "GetGeneration": frozenset({EDGE_API}),
+    "CancelGeneration": frozenset({EDGE_API}),
+    "DeleteGeneration": frozenset({EDGE_API}),
+    "ListGenerations": frozenset({EDGE_API}),
+    # The change feed names every owner's jobs: only the edge follows it.
+    "WatchJobs": frozenset({EDGE_API}),
+    "ApplyProviderEvent": frozenset({WEBHOOK_GATEWAY}),
+    "ListJobOutcomes": frozenset({USAGE, OPERATOR}),
+}
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):

@@ -11,12 +11,23 @@ import grpc
 
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.logging import bind_context
+from kit.service_identity import EDGE_API, GENERATION, OPERATOR
 from usage.api import mappers
 from usage.domain.audit import LedgerAuditor
 from usage.domain.ledger import LedgerService
 from usage.domain.model import parse_owner_id
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+# Who may call each method (service identity; a method missing here is denied).
+# Plans and the audit are operator work; only generation moves the ledger.
+ALLOWED_CALLERS: dict[str, frozenset[str]] = {
+    "GetQuota": frozenset({EDGE_API, GENERATION}),
+    "Debit": frozenset({GENERATION}),
+    "Credit": frozenset({GENERATION, OPERATOR}),
+    "SetPlan": frozenset({OPERATOR}),
+    "AuditLedger": frozenset({OPERATOR}),
+}
 
 
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):

@@ -16,6 +16,7 @@ from kit.errors import UpstreamError
 from kit.grpc_client import create_channel, outgoing_metadata
 from kit.grpc_errors import from_rpc_error
 from kit.logging import get_logger
+from kit.service_identity import GENERATION, TokenSigner
 from usage.domain.model import JobFacts, JobState
 
 log = get_logger("usage.generation_client")
@@ -51,8 +52,16 @@ def job_facts(outcome: generation_pb2.JobOutcome) -> JobFacts:
 class GenerationJobOutcomes:
     """Lists jobs from the generation service; the channel opens on first use."""
 
-    def __init__(self, target: str, timeout_seconds: float, page_size: int) -> None:
+    def __init__(
+        self,
+        target: str,
+        timeout_seconds: float,
+        page_size: int,
+        *,
+        signer: TokenSigner | None = None,
+    ) -> None:
         self._target = target
+        self._signer = signer
         self._timeout = timeout_seconds
         self._page_size = page_size
         self._channel: grpc.aio.Channel | None = None
@@ -60,7 +69,7 @@ class GenerationJobOutcomes:
     async def list_all(self) -> list[JobFacts]:
         """Every job, all pages."""
         if self._channel is None:
-            self._channel = create_channel(self._target)
+            self._channel = create_channel(self._target, signer=self._signer, audience=GENERATION)
         stub = generation_pb2_grpc.GenerationServiceStub(self._channel)
         jobs: list[JobFacts] = []
         token = ""
