@@ -37,7 +37,11 @@ EXIT_FAILED = 1
 
 
 def parse_command(service: str, argv: Sequence[str] | None, *, migrate: bool) -> argparse.Namespace:
-    """``[--check-config]`` (and ``migrate`` for services with a database); none: serve."""
+    """``[--check-config]`` (and ``migrate`` for services with a database); none: serve.
+
+    ``argv`` is the arguments after the module name; None is no arguments, so a
+    caller that runs the entry point in-process never picks up its own argv.
+    """
     parser = argparse.ArgumentParser(prog=f"python -m {service}")
     if migrate:
         parser.add_argument(
@@ -51,7 +55,7 @@ def parse_command(service: str, argv: Sequence[str] | None, *, migrate: bool) ->
         action="store_true",
         help="validate the environment and runtime config, print them (secrets masked), exit",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(list(argv or ()))
     if not migrate:
         args.command = None
     return args

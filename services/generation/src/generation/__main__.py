@@ -47,4 +47,4 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run()
+    run(sys.argv[1:])
