@@ -239,7 +239,7 @@ def test_one_shot_steps_do_not_restart_and_migrate_their_own_database() -> None:
         assert services[name]["restart"] == "no"
     for service in ("generation", "usage"):
         step = services[f"{service}-migrate"]
-        assert step["command"] == ["python", "/app/deploy/docker/migrate.py", service]
+        assert step["command"] == ["python", "-m", service, "migrate"]
         assert set(step["environment"]) == {f"{service.upper()}_DATABASE_URL"}
         url = step["environment"][f"{service.upper()}_DATABASE_URL"]
         assert url == services[service]["environment"][f"{service.upper()}_DATABASE_URL"]

@@ -244,7 +244,7 @@ def test_migrations_run_in_an_init_container_with_the_service_database(name: str
     [init] = _pod(name)["initContainers"]
     variable = f"{name.upper()}_DATABASE_URL"
 
-    assert init["command"] == ["python", "/app/deploy/docker/migrate.py", name]
+    assert init["command"] == ["python", "-m", name, "migrate"]
     assert [v["name"] for v in init["env"]] == [variable]
     assert variable in {v["name"] for v in _container(name)["env"]}
     assert _config_env()["RUN_MIGRATIONS"] == "false"

@@ -166,7 +166,8 @@ class TrustStore:
                 if signature != self._signature:
                     self._keys = self._load(signature, strict)
                     self._signature = signature
-                    log.info("service_identity.trust_loaded", names=sorted(self._keys))
+                    if not strict:  # a strict read is a settings check: it stays quiet
+                        log.info("service_identity.trust_loaded", names=sorted(self._keys))
             return self._keys
 
     def _scan(self) -> tuple[tuple[str, FileSignature | None], ...]:

@@ -1,21 +1,28 @@
-"""``python -m edge_api``: settings, logging, then uvicorn until SIGTERM."""
+"""``python -m edge_api``: settings, logging, then uvicorn until SIGTERM.
+
+``--check-config`` validates and prints the configuration (secrets masked) without serving.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 
 import uvicorn
 
 from edge_api.app import create_app
 from edge_api.settings import EdgeSettings
 from kit.logging import configure_logging, get_logger
+from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM / SIGINT; in-flight requests get the shutdown grace."""
+    if parse_command("edge_api", argv, migrate=False).check_config:
+        return check_config("edge_api", EdgeSettings)
     settings = load_settings(EdgeSettings)
     configure_logging("edge-api", settings.log_level)
     # uvicorn's own lines are plain text: keep only its warnings and errors.
@@ -45,4 +52,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

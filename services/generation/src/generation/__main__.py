@@ -1,14 +1,20 @@
-"""`python -m generation`: migrate, serve gRPC, sweep, stop gracefully on SIGTERM."""
+"""`python -m generation`: migrate, serve gRPC, sweep, stop gracefully on SIGTERM.
+
+``python -m generation migrate`` only applies the migrations; ``--check-config``
+validates and prints the configuration (secrets masked) without serving.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 
 from generation.settings import GenerationSettings
-from generation.wiring import build_app
+from generation.wiring import MIGRATIONS, build_app
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
+from kit.opscli import check_config, migrate, parse_command
 from kit.runtime_config import RuntimeConfigError
 from kit.settings import load_settings
 
@@ -26,7 +32,13 @@ async def main() -> None:
     await app.server.serve_until_signal(settings.shutdown_grace_seconds)
 
 
-def run() -> None:
+def run(argv: Sequence[str] | None = None) -> None:
+    """Serve (no arguments), or run one operator command and exit with its code."""
+    args = parse_command("generation", argv, migrate=True)
+    if args.check_config:
+        raise SystemExit(check_config("generation", GenerationSettings))
+    if args.command == "migrate":
+        raise SystemExit(migrate("generation", GenerationSettings, MIGRATIONS))
     try:
         asyncio.run(main())
     except RuntimeConfigError as error:
@@ -35,4 +47,4 @@ def run() -> None:
 
 
 if __name__ == "__main__":
-    run()
+    run(sys.argv[1:])

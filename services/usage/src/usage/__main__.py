@@ -1,16 +1,23 @@
-"""``python -m usage``: settings, logs, migrations, then serve until SIGTERM."""
+"""``python -m usage``: settings, logs, migrations, then serve until SIGTERM.
+
+``python -m usage migrate`` only applies the migrations; ``--check-config``
+validates and prints the configuration (secrets masked) without serving.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Sequence
 
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
+from kit.opscli import check_config, migrate, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
 from usage.settings import UsageSettings
-from usage.wiring import build_server, migrate
+from usage.wiring import MIGRATIONS_DIR, build_server
+from usage.wiring import migrate as migrate_database
 
 log = get_logger("usage")
 
@@ -18,15 +25,20 @@ log = get_logger("usage")
 async def serve(settings: UsageSettings) -> None:
     """Migrate, start, and run until SIGTERM/SIGINT; then stop gracefully."""
     config = load_runtime_config(settings.runtime_config_file)
-    await migrate(settings.database_url.get_secret_value())
+    await migrate_database(settings.database_url.get_secret_value())
     log.info("usage.migrated")
     server, _ = build_server(settings, runtime_config=config)
     start_metrics_server(settings.metrics_port, settings.metrics_host)
     await server.serve_until_signal(settings.shutdown_grace_seconds)
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (exits with a message on bad settings)."""
+    args = parse_command("usage", argv, migrate=True)
+    if args.check_config:
+        return check_config("usage", UsageSettings)
+    if args.command == "migrate":
+        return migrate("usage", UsageSettings, MIGRATIONS_DIR)
     settings = load_settings(UsageSettings)
     configure_logging("usage", settings.log_level)
     try:
@@ -38,4 +50,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

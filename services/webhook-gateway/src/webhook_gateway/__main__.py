@@ -1,16 +1,21 @@
-"""``python -m webhook_gateway``: settings, logging, uvicorn; stops gracefully on SIGTERM."""
+"""``python -m webhook_gateway``: settings, logging, uvicorn; stops gracefully on SIGTERM.
+
+``--check-config`` validates and prints the configuration (secrets masked) without serving.
+"""
 
 from __future__ import annotations
 
 import math
 import signal
 import sys
+from collections.abc import Sequence
 from types import FrameType
 
 import pydantic
 import uvicorn
 
 from kit.logging import configure_logging, get_logger
+from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError
 from webhook_gateway.app import create_app
 from webhook_gateway.settings import GatewaySettings
@@ -32,8 +37,10 @@ def _stopped_by_signal(signum: int, _: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Build everything from the environment and serve until SIGTERM/SIGINT."""
+    if parse_command("webhook_gateway", argv, migrate=False).check_config:
+        raise SystemExit(check_config("webhook_gateway", GatewaySettings))
     try:
         settings = GatewaySettings()
     except pydantic.ValidationError as error:
@@ -64,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
