@@ -8,6 +8,7 @@ from pathlib import Path
 from generation.api.servicer import GenerationServicer
 from generation.clients.usage import GrpcUsageGateway
 from generation.domain.context import GenerationContext
+from generation.domain.decoder import ImageDecoder
 from generation.domain.provider import ImageProvider
 from generation.domain.sweep import Sweeper
 from generation.providers.replicate import ReplicateProvider
@@ -59,6 +60,8 @@ async def build_app(
         timeout_seconds=config.replicate.request_timeout_seconds,
         max_attempts=config.replicate.max_attempts,
     )
+    decoder = ImageDecoder(config.uploads)
+    await decoder.start()
     context = GenerationContext(
         sessions=create_sessionmaker(engine),
         readers=create_read_sessionmaker(engine),
@@ -70,6 +73,7 @@ async def build_app(
         private_bucket=settings.s3_private_bucket,
         public_bucket=settings.s3_public_bucket,
         webhook_base_url=settings.webhook_base_url,
+        decoder=decoder,
     )
     sweeper = Sweeper(context) if settings.sweep_enabled else None
     servicer = GenerationServicer(context)
@@ -80,6 +84,7 @@ async def build_app(
         await provider.aclose()
         await usage_channel.close()
         await engine.dispose()
+        await decoder.stop()
 
     server = GrpcServer(
         [
