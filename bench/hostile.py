@@ -1,9 +1,12 @@
 """Metrics 6 and 7: hostile uploads against other users' reads and generation's memory.
 
 One client reads a finished job (``GET /api/v1/generations/{id}``) again and again,
-first alone, then while 8 clients keep posting hostile images (the attacker's 9 MB
-JPEG of fill bytes and 1.6 KB lossless 6300x6300 WebP, and their cousins), each a new
-user. ``hostile_upload_get_p99_ratio`` is the GET's p99 under the uploads over its p99
+first alone, then while hostile images arrive: every ``WAVE_SECONDS`` a wave of 8
+uploads at once (the attacker's 9 MB JPEG of fill bytes and 1.6 KB lossless
+6300x6300 WebP, and their cousins), each from a new user; a wave that takes longer
+than the period is followed at once by the next. Before the fix one such wave cost
+minutes of CPU; the figure shows what it costs the other users now.
+``hostile_upload_get_p99_ratio`` is the GET's p99 under the uploads over its p99
 alone; ``hostile_upload_peak_rss_mb`` the peak of generation's summed RSS (the service,
 its forkserver and its decode workers) during the uploads, sampled every 50 ms.
 """
@@ -11,6 +14,7 @@ its forkserver and its decode workers) during the uploads, sampled every 50 ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import struct
 import time
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 import httpx
 from PIL import Image
 
+from bench.loadgen import _cpu_spent, _cpu_times
 from bench.memory import MIB, RssSampler
 from bench.payloads import CONTENT_TYPE, submission_body, user_token
 from bench.phases import API
@@ -27,6 +32,7 @@ from bench.stats import summarize
 from bench.system import BenchSystem
 
 UPLOADERS = 8
+WAVE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class HostileResult:
     idle_mb: float
     peak_mb: float
     peak_by_process_mb: dict[str, float]
+    # CPU seconds each part spent while the GETs ran under the uploads (whose cost is it).
+    cpu_seconds_under_uploads: dict[str, float]
 
 
 def hostile_images() -> list[bytes]:
@@ -79,14 +87,12 @@ async def hostile_phase(
         stop = asyncio.Event()
         statuses: dict[str, int] = {}
         with sampler:
-            uploaders = [
-                asyncio.create_task(_keep_uploading(client, system, bodies, i, stop, statuses))
-                for i in range(UPLOADERS)
-            ]
-            await asyncio.sleep(0.5)  # the uploads are under way
+            waves = asyncio.create_task(_waves(client, system, bodies, stop, statuses))
+            cpu_before = _cpu_times(system.processes())
             under = await _get_latencies(client, targets, samples)
+            cpu = _cpu_spent(cpu_before, _cpu_times(system.processes()))
             stop.set()
-            await asyncio.gather(*uploaders)
+            await waves
     p99_alone, p99_under = summarize(alone).p99, summarize(under).p99
     return HostileResult(
         uploaders=UPLOADERS,
@@ -99,6 +105,7 @@ async def hostile_phase(
         idle_mb=round(idle / MIB, 1),
         peak_mb=round(sampler.peak / MIB, 1),
         peak_by_process_mb={k: round(v / MIB, 1) for k, v in sampler.peak_by_name.items()},
+        cpu_seconds_under_uploads=cpu,
     )
 
 
@@ -118,21 +125,34 @@ async def _get_latencies(
     return latencies
 
 
-async def _keep_uploading(
+async def _waves(
     client: httpx.AsyncClient,
     system: BenchSystem,
     bodies: list[bytes],
-    offset: int,
     stop: asyncio.Event,
     statuses: dict[str, int],
 ) -> None:
-    """Post hostile images, one after another, each as a new user, until ``stop``."""
-    sent = offset
+    """A wave of ``UPLOADERS`` hostile uploads at once every ``WAVE_SECONDS``, until ``stop``."""
+    wave = 0
     while not stop.is_set():
-        headers = {
-            "Authorization": f"Bearer {user_token(system.jwt_secret)}",
-            "Content-Type": CONTENT_TYPE,
-        }
-        response = await client.post(API, content=bodies[sent % len(bodies)], headers=headers)
-        statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
-        sent += 1
+        began = time.monotonic()
+        replies = await asyncio.gather(
+            *[_upload(client, system, bodies[(wave + i) % len(bodies)]) for i in range(UPLOADERS)]
+        )
+        for status in replies:
+            statuses[status] = statuses.get(status, 0) + 1
+        wave += 1
+        remaining = WAVE_SECONDS - (time.monotonic() - began)
+        if remaining > 0:
+            # Wake at the next wave's time, or at once when the GETs are done.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), remaining)
+
+
+async def _upload(client: httpx.AsyncClient, system: BenchSystem, body: bytes) -> str:
+    headers = {
+        "Authorization": f"Bearer {user_token(system.jwt_secret)}",
+        "Content-Type": CONTENT_TYPE,
+    }
+    response = await client.post(API, content=body, headers=headers)
+    return str(response.status_code)

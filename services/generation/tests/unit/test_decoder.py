@@ -114,3 +114,18 @@ def test_the_cpu_budget_ends_a_runaway_decode_with_sigxcpu() -> None:
     process.start()
     process.join(timeout=60)
     assert process.exitcode == -signal.SIGXCPU
+
+
+@pytest.mark.parametrize(
+    "data",
+    [hostile.jpeg_with_fill(9_000_000), hostile.png_with_chunks(100_000)],
+    ids=["jpeg_fill", "png_chunks"],
+)
+async def test_a_file_refused_by_the_checks_never_reaches_a_worker(data: bytes) -> None:
+    decoder = ImageDecoder(Uploads(decode_workers=1))  # not started: no pool yet
+    try:
+        with pytest.raises(UnsupportedMediaType):
+            await decoder.clean(io.BytesIO(data), "input1")
+        assert decoder.worker_pids() == []  # no pool was ever needed
+    finally:
+        await decoder.stop()

@@ -72,7 +72,7 @@ def _jpeg_size(source: ByteSource) -> tuple[int, int] | None:
             return None
         marker = head[1]
         if marker == 0xFF:  # fill bytes
-            if source.skip_fill() > MAX_JPEG_FILL:
+            if source.skip_fill(MAX_JPEG_FILL) > MAX_JPEG_FILL:
                 return None
             continue
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
