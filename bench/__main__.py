@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         large_rows=large,
         profile=args.profile,
         hostile_only=args.only == "hostile",
-        get_samples=200 if args.quick else 400,
+        hostile_seconds=5.0 if args.quick else 10.0,
     )
     document = asyncio.run(run(options))
     default = "hostile.json" if options.hostile_only else "latest.json"

@@ -38,7 +38,9 @@ WAVE_SECONDS = 1.0
 @dataclass(frozen=True)
 class HostileResult:
     uploaders: int
-    get_samples: int
+    seconds: float
+    get_samples_alone: int
+    get_samples_under_uploads: int
     get_p99_alone_ms: float
     get_p99_under_uploads_ms: float
     get_p99_ratio: float
@@ -72,9 +74,9 @@ def hostile_images() -> list[bytes]:
 
 
 async def hostile_phase(
-    system: BenchSystem, targets: list[dict[str, str]], samples: int
+    system: BenchSystem, targets: list[dict[str, str]], seconds: float
 ) -> HostileResult:
-    """GET p99 alone, then under ``UPLOADERS`` clients posting hostile images."""
+    """GET p99 alone, then under waves of hostile uploads, ``seconds`` each."""
     bodies = [submission_body(image) for image in hostile_images()]
     sampler = RssSampler({"generation": system.processes()["generation"]})
     idle, _ = sampler.current()
@@ -82,21 +84,23 @@ async def hostile_phase(
     async with httpx.AsyncClient(
         base_url=system.public_url, timeout=120.0, limits=limits
     ) as client:
-        await _get_latencies(client, targets, samples // 4)  # warm-up
-        alone = await _get_latencies(client, targets, samples)
+        await _get_latencies(client, targets, 1.0)  # warm-up
+        alone = await _get_latencies(client, targets, seconds)
         stop = asyncio.Event()
         statuses: dict[str, int] = {}
         with sampler:
             waves = asyncio.create_task(_waves(client, system, bodies, stop, statuses))
             cpu_before = _cpu_times(system.processes())
-            under = await _get_latencies(client, targets, samples)
+            under = await _get_latencies(client, targets, seconds)
             cpu = _cpu_spent(cpu_before, _cpu_times(system.processes()))
             stop.set()
             await waves
     p99_alone, p99_under = summarize(alone).p99, summarize(under).p99
     return HostileResult(
         uploaders=UPLOADERS,
-        get_samples=samples,
+        seconds=seconds,
+        get_samples_alone=len(alone),
+        get_samples_under_uploads=len(under),
         get_p99_alone_ms=round(p99_alone, 2),
         get_p99_under_uploads_ms=round(p99_under, 2),
         get_p99_ratio=round(p99_under / p99_alone, 3),
@@ -110,12 +114,13 @@ async def hostile_phase(
 
 
 async def _get_latencies(
-    client: httpx.AsyncClient, targets: list[dict[str, str]], count: int
+    client: httpx.AsyncClient, targets: list[dict[str, str]], seconds: float
 ) -> list[float]:
-    """Milliseconds of ``count`` sequential GETs of finished jobs, by their owners."""
-    latencies = []
-    for index in range(count):
-        target = targets[index % len(targets)]
+    """Milliseconds of sequential GETs of finished jobs, by their owners, for ``seconds``."""
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        target = targets[len(latencies) % len(targets)]
         headers = {"Authorization": f"Bearer {target['token']}"}
         began = time.perf_counter()
         response = await client.get(target["path"], headers=headers)

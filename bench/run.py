@@ -49,7 +49,8 @@ class Options:
     profile: bool = False
     # Only the hostile-upload phase (metrics 6 and 7): a short run of its own.
     hostile_only: bool = False
-    get_samples: int = 400
+    # Seconds of GETs alone, then as long under the hostile uploads.
+    hostile_seconds: float = 10.0
 
 
 def say(text: str) -> None:
@@ -90,7 +91,7 @@ async def run(options: Options) -> dict[str, Any]:
             say(f"{options.upload_clients} clients upload {len(large) / MB:.1f} MB at once")
             memory = await upload_memory_phase(system, large, options.upload_clients)
             say(f"a finished job's GET while {UPLOADERS} clients post hostile images")
-            hostile = await hostile_phase(system, targets, options.get_samples)
+            hostile = await hostile_phase(system, targets, options.hostile_seconds)
         finally:
             await baselines.close()
     finally:
@@ -112,7 +113,7 @@ async def _hostile_only(
         say(f"finishing {options.status_targets} jobs through the whole system")
         targets = await finished_jobs(system, image, options.status_targets)
         say(f"a finished job's GET while {UPLOADERS} clients post hostile images")
-        hostile = await hostile_phase(system, targets, options.get_samples)
+        hostile = await hostile_phase(system, targets, options.hostile_seconds)
     finally:
         say("stopping the system")
         await asyncio.to_thread(system.stop)

@@ -5,8 +5,8 @@
 2. validation and moderation of the fields (nothing stored yet);
 3. one-in-flight pre-check (a refusal looks the key up again: a parallel
    request with the same key may hold the slot), then the quota check, both
-   finished before any image is decoded: a user who may not submit costs no decode;
-3b. the images checked and cleaned (``decoder``: budgeted worker processes);
+   finished before any image is decoded (a user who may not submit costs no
+   decode), then the images checked and cleaned (``decoder``: budgeted workers);
 4. inputs (metadata stripped) uploaded to ``private/<owner>/inputs/<uuid>.<ext>``;
 5. the job row, ``starting``: the partial unique index is the real in-flight
    guard (a violation is TOO_MANY_INFLIGHT; a duplicate key returns the winner);
