@@ -78,7 +78,8 @@ def inspect_and_clean(source: IO[bytes], uploads: Uploads, field: str) -> CleanI
     ``source`` is a seekable binary file (it stays open; the caller closes it).
     ``field`` names the upload in error messages (``input1``). Raises
     :class:`PayloadTooLarge`, :class:`UnsupportedMediaType` or, for too many
-    pixels, :class:`ValidationError`. The result's file is at position 0.
+    pixels or more memory than the process may use, :class:`ValidationError`.
+    The result's file is at position 0.
     """
     mime_type, width, height = check_before_decoding(source, uploads, field)
     limit = _pixel_limit(uploads)
