@@ -35,8 +35,8 @@ class Uploads(_Strict):
     signed_url_ttl_seconds: Positive = 300
     # Decodes run in this many worker processes, each limited to the budgets below;
     # a decode over its budget fails that upload only (415).
-    decode_workers: Annotated[int, Field(ge=1, le=16)] = 2
-    decode_memory_mib: Annotated[int, Field(ge=128)] = 384
+    decode_workers: Annotated[int, Field(ge=1, le=16)] = 1
+    decode_memory_mib: Annotated[int, Field(ge=128)] = 640
     decode_cpu_seconds: Positive = 10
 
     @model_validator(mode="after")
