@@ -24,11 +24,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", default=None, help="result file name under bench/results (default latest.json)"
     )
+    parser.add_argument(
+        "--only",
+        choices=["hostile"],
+        default=None,
+        help="run one phase alone (hostile: metrics 6 and 7, ~1 minute; writes hostile.json)",
+    )
     args = parser.parse_args(argv)
     large = args.large_rows or (10_000 if args.quick else 100_000)
-    options = Options(quick=args.quick, large_rows=large, profile=args.profile)
+    options = Options(
+        quick=args.quick,
+        large_rows=large,
+        profile=args.profile,
+        hostile_only=args.only == "hostile",
+        hostile_seconds=5.0 if args.quick else 10.0,
+    )
     document = asyncio.run(run(options))
-    name = args.out or ("quick.json" if args.quick else "latest.json")
+    default = "hostile.json" if options.hostile_only else "latest.json"
+    name = args.out or ("quick.json" if args.quick else default)
     path = report.write(document, name)
     print()
     print(report.table(table_rows(document)))

@@ -39,6 +39,8 @@ TARGETS = {
     "webhook_p50_ratio": Target("<=", 1.3),
     "scale_latency_ratio": Target("<=", 1.15),
     "upload_peak_rss_mb": Target("<=", 300),
+    "hostile_upload_get_p99_ratio": Target("<=", 1.5),
+    "hostile_upload_peak_rss_mb": Target("<=", 400),
 }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from bench import report
 from bench.baselines import Baselines
 from bench.explain import SubmitExtras, submit_extras
+from bench.hostile import UPLOADERS, HostileResult, hostile_phase
 from bench.loadgen import LoadResult
 from bench.memory import MemoryResult, upload_memory_phase
 from bench.payloads import MB, photo_jpeg
@@ -46,6 +47,10 @@ class Options:
     status_targets: int = 20
     # Sample the edge and generation with py-spy during the first round's load runs.
     profile: bool = False
+    # Only the hostile-upload phase (metrics 6 and 7): a short run of its own.
+    hostile_only: bool = False
+    # Seconds of GETs alone, then as long under the hostile uploads.
+    hostile_seconds: float = 10.0
 
 
 def say(text: str) -> None:
@@ -64,6 +69,8 @@ async def run(options: Options) -> dict[str, Any]:
     large = photo_jpeg(4032, 3024, 10 * MB)
     say("starting the system (launcher Stack, free ports, temporary data directory)")
     system = await asyncio.to_thread(BenchSystem.start)
+    if options.hostile_only:
+        return await _hostile_only(system, small, options, machine, began)
     try:
         config = load_runtime_config(system.config.runtime_config_file)
         baselines = Baselines(system, config)
@@ -83,16 +90,47 @@ async def run(options: Options) -> dict[str, Any]:
             plans = await query_plans(system.generation_dsn())
             say(f"{options.upload_clients} clients upload {len(large) / MB:.1f} MB at once")
             memory = await upload_memory_phase(system, large, options.upload_clients)
+            say(f"a finished job's GET while {UPLOADERS} clients post hostile images")
+            hostile = await hostile_phase(system, targets, options.hostile_seconds)
         finally:
             await baselines.close()
     finally:
         say("stopping the system")
         await asyncio.to_thread(system.stop)
     document = build_document(rounds[0], rounds[1], memory, machine, options, small, durations)
+    _add_hostile(document, hostile)
     document["machine"]["bench_seconds"] = round(time.monotonic() - began, 1)
     document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     document["details"]["query_plans_at_large_size"] = plans
     return document
+
+
+async def _hostile_only(
+    system: BenchSystem, image: bytes, options: Options, machine: dict[str, Any], began: float
+) -> dict[str, Any]:
+    """``--only hostile``: metrics 6 and 7 alone, on a few finished jobs."""
+    try:
+        say(f"finishing {options.status_targets} jobs through the whole system")
+        targets = await finished_jobs(system, image, options.status_targets)
+        say(f"a finished job's GET while {UPLOADERS} clients post hostile images")
+        hostile = await hostile_phase(system, targets, options.hostile_seconds)
+    finally:
+        say("stopping the system")
+        await asyncio.to_thread(system.stop)
+    document: dict[str, Any] = {"metrics": {}, "baselines": {}, "details": {}}
+    document["machine"] = {**machine, "quick": options.quick, "only": "hostile"}
+    _add_hostile(document, hostile)
+    document["machine"]["bench_seconds"] = round(time.monotonic() - began, 1)
+    document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return document
+
+
+def _add_hostile(document: dict[str, Any], hostile: HostileResult) -> None:
+    document["metrics"]["hostile_upload_get_p99_ratio"] = hostile.get_p99_ratio
+    document["metrics"]["hostile_upload_peak_rss_mb"] = hostile.peak_mb
+    document["baselines"]["hostile_get_p99_alone_ms"] = hostile.get_p99_alone_ms
+    document["baselines"]["hostile_idle_rss_mb"] = hostile.idle_mb
+    document["details"]["hostile"] = hostile.__dict__
 
 
 async def measure_round(
@@ -268,8 +306,22 @@ def build_document(
     }
 
 
+def hostile_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
+    """The table's rows for metrics 6 and 7."""
+    m, h = document["metrics"], document["details"]["hostile"]
+    return [
+        ("hostile_upload_get_p99_ratio",
+         f"p99 {h['get_p99_under_uploads_ms']:.1f} ms, {h['uploaders']} uploaders",
+         f"alone {h['get_p99_alone_ms']:.1f} ms", m["hostile_upload_get_p99_ratio"]),
+        ("hostile_upload_peak_rss_mb", f"{h['uploads']} uploads {h['upload_statuses']}",
+         f"idle {h['idle_mb']:.0f} MiB", m["hostile_upload_peak_rss_mb"]),
+    ]  # fmt: skip
+
+
 def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
     """The headline table: what was measured, against what, and the figure."""
+    if document["machine"].get("only") == "hostile":
+        return hostile_rows(document)
     m, b = document["metrics"], document["baselines"]
     small = document["details"]["rounds"][0]
     scale = b["scale_ratios"]
@@ -288,11 +340,14 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
          f"webhook {scale['webhook_p50']:.2f}", rows_note, m["scale_latency_ratio"]),
         ("upload_peak_rss_mb", f"{document['details']['memory']['clients']} x 10 MB",
          f"idle {b['upload_idle_rss_mb']:.0f} MiB", m["upload_peak_rss_mb"]),
+        *hostile_rows(document),
     ]  # fmt: skip
 
 
 def bounds_line(document: dict[str, Any]) -> str:
     """One line: the best each missed figure could reach on this machine (see ``bounds``)."""
+    if document["machine"].get("only") == "hostile":
+        return ""
     b = document["details"]["rounds"][0]["bounds"]
     return (
         f"bounds in this run: submit ratio >= {b['submit_explained_ratio']:.2f} (its steps alone), "

@@ -32,16 +32,20 @@ async def test_nothing_left_is_402_with_the_period_end(stack: Stack, user: User)
     await user.wait_for(again.json()["id"], {"succeeded"})
 
 
-async def test_a_bad_image_is_reported_before_an_exhausted_quota(stack: Stack, user: User) -> None:
-    """The quota is checked while the images are decoded, but errors keep their order:
-    the request's own problems first (415), then the one-in-flight rule and the quota."""
+async def test_an_exhausted_quota_is_reported_before_any_image_is_decoded(
+    stack: Stack, user: User
+) -> None:
+    """The one-in-flight rule and the quota are checked before any decode, so a user
+    who may not submit costs no decoding: with nothing left, even a bad image is a 402.
+    The request's own fields are still checked first (400)."""
     await stack.set_plan(user.id, "price_test_one")
     first = await user.submit("imagine", prompt="A sunlit attic")
     assert first.status_code == 202
     await user.wait_for(first.json()["id"], {"succeeded"})
 
     not_an_image = await user.submit("redesign", images=[b"GIF89a" + b"\x00" * 64])
-    assert not_an_image.status_code == 415
-    over = await user.submit("imagine", prompt="Another sunlit attic")
-    assert over.status_code == 402
+    assert not_an_image.status_code == 402
+    assert not_an_image.json()["error"]["code"] == "LIMIT_EXCEEDED"
+    bad_field = await user.submit("redesign", images=[b"GIF89a" + b"\x00" * 64], style="nope")
+    assert bad_field.status_code == 400
     assert (await user.usage())["used"] == 1

@@ -32,8 +32,15 @@ class Uploads(_Strict):
     max_bytes: Positive = 10 * 1024 * 1024
     accepted_mime_types: tuple[str, ...] = ("image/jpeg", "image/png", "image/webp")
     # Decompression-bomb guard: images with more pixels are refused before decoding.
-    max_pixels: Positive = 40_000_000
+    max_pixels: Positive = 25_000_000
+    # A file with more pixels per byte is refused before decoding (see runtime.toml).
+    max_pixels_per_byte: Positive = 2_000
     signed_url_ttl_seconds: Positive = 300
+    # Decodes run in this many worker processes, each limited to the budgets below;
+    # a decode over its budget fails that upload only (415).
+    decode_workers: Annotated[int, Field(ge=1, le=16)] = 1
+    decode_memory_mib: Annotated[int, Field(ge=128)] = 640
+    decode_cpu_seconds: Positive = 10
 
     @model_validator(mode="after")
     def _known_types(self) -> Uploads:

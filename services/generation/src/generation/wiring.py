@@ -8,6 +8,7 @@ from pathlib import Path
 from generation.api.servicer import ALLOWED_CALLERS, GenerationServicer
 from generation.clients.usage import GrpcUsageGateway
 from generation.domain.context import GenerationContext
+from generation.domain.decoder import ImageDecoder
 from generation.domain.provider import ImageProvider
 from generation.domain.sweep import Sweeper
 from generation.persistence.feed import ChangeFeed
@@ -66,6 +67,8 @@ async def build_app(
         # The provider adds the API's host:port when it is not Replicate's (an emulator).
         output_hosts=config.replicate.output_hosts,
     )
+    decoder = ImageDecoder(config.uploads)
+    await decoder.start()
     context = GenerationContext(
         sessions=create_sessionmaker(engine),
         readers=create_read_sessionmaker(engine),
@@ -77,6 +80,7 @@ async def build_app(
         private_bucket=settings.s3_private_bucket,
         public_bucket=settings.s3_public_bucket,
         webhook_base_url=settings.webhook_base_url,
+        decoder=decoder,
     )
     sweeper = Sweeper(context) if settings.sweep_enabled else None
     feed = ChangeFeed(database_url, context.readers)
@@ -89,6 +93,7 @@ async def build_app(
         await provider.aclose()
         await usage_channel.close()
         await engine.dispose()
+        await decoder.stop()
 
     server = GrpcServer(
         [

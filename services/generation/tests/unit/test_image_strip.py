@@ -318,4 +318,5 @@ def test_runs_of_fill_bytes_cost_no_per_byte_work() -> None:
     expected = reference_strip_jpeg(base)
     assert expected is not None
     assert result == expected[:-2] + run + b"\xff\xd9"
-    assert header == ("image/jpeg", 96, 64)
+    # The header walk skips the run as fast, then refuses it: Pillow would not.
+    assert header is None

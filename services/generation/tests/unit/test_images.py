@@ -281,7 +281,7 @@ def test_decompression_bombs_are_refused_from_the_header_without_decoding(
     error = refused(data)
     assert type(error) is ValidationError
     assert error.http_status == 400
-    assert error.message == "input1 has too many pixels (at most 40 megapixels)"
+    assert error.message == "input1 has too many pixels (at most 25 megapixels)"
 
 
 def test_pillow_bomb_limit_applies_when_it_is_lower_than_the_config(

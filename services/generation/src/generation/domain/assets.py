@@ -67,7 +67,7 @@ async def store_render_variants(
 async def _thumbnail(ctx: GenerationContext, data: bytes) -> Thumbnail | None:
     """The output's thumbnail (decoded off the event loop), or None when it is no image."""
     try:
-        async with ctx.image_slots:
+        async with ctx.thumbnail_slots:
             return await asyncio.to_thread(make_thumbnail, data)
     except NotAnImage as error:
         log.warning("assets.thumbnail_failed", error=str(error))

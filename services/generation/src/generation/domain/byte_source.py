@@ -54,20 +54,25 @@ class ByteSource:
         self._pos += count
         return piece
 
-    def skip_fill(self) -> None:
-        """Consume a run of 0xFF bytes up to (not including) its last one.
+    def skip_fill(self, limit: int | None = None) -> int:
+        """Consume a run of 0xFF bytes up to (not including) its last one; return its length.
 
         JPEG allows any number of 0xFF fill bytes before a marker. A run is
         skipped at C speed, so a file made of fill bytes costs no Python loop
-        per byte; what follows the last 0xFF decides what the marker is.
+        per byte; what follows the last 0xFF decides what the marker is. The
+        count lets a caller refuse runs that a slower parser would walk byte by
+        byte; past ``limit`` the walk stops there (the rest need not be read).
         """
+        skipped = 0
         while True:
+            start = self._pos
             self._pos = last_fill(self._buffer, self._pos)
-            if self._pos < len(self._buffer) - 1:
-                return
+            skipped += self._pos - start
+            if self._pos < len(self._buffer) - 1 or (limit is not None and skipped > limit):
+                return skipped
             # Everything buffered is 0xFF: the last one stays, read on.
             if not self.available(2):
-                return
+                return skipped
 
     def skip(self, count: int) -> bool:
         """Consume ``count`` bytes without keeping them; False when the file ends first."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from generation.domain.decoder import ImageDecoder
 from generation.domain.ports import UsageGateway
 from generation.domain.provider import ImageProvider
 from kit.clock import Clock
@@ -29,5 +30,8 @@ class GenerationContext:
     public_bucket: str
     # Public base URL reaching the webhook gateway; None: use the request's own base URL.
     webhook_base_url: str | None
-    # Decoding photos is CPU- and memory-heavy: at most this many at once per process.
-    image_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    # Checks and cleans uploads in budgeted worker processes (started and stopped by wiring).
+    decoder: ImageDecoder
+    # Thumbnails of stored outputs (from the delivery hosts only) are made in threads:
+    # at most this many at once per process.
+    thumbnail_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))

@@ -4,6 +4,13 @@ The magic signature names the type; the size comes from the PNG IHDR chunk, the
 WebP VP8/VP8L/VP8X header, or the largest JPEG frame declared before the image
 data. The JPEG walk reads the file forward in bounded pieces (segments are
 skipped, runs of fill bytes at C speed), so a hostile 10 MB header costs little.
+
+The JPEG walk also refuses (answers None) what Pillow's own header parser, a
+Python loop, would walk one byte or one segment at a time: a run of more than
+``MAX_JPEG_FILL`` fill bytes, more than ``MAX_JPEG_SEGMENTS`` segments or
+``MAX_JPEG_TABLES`` tables before the image data, and more than one frame header
+(Pillow keeps the last frame's size, libjpeg refuses a second one: a file whose
+size depends on who reads it is a lie).
 """
 
 from __future__ import annotations
@@ -17,6 +24,15 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HEADER_BYTES = 30
 # Start-of-frame markers (baseline, progressive, lossless, arithmetic); C4, C8, CC are not.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Tables: Huffman (DHT), quantization (DQT), restart interval (DRI), arithmetic (DAC).
+_JPEG_TABLES = frozenset({0xC4, 0xDB, 0xDD, 0xCC})
+# Encoders write a handful of fill bytes at most; Pillow walks each in a Python loop.
+MAX_JPEG_FILL = 64
+# A photo's header has about 10-20 segments (APPn, DQT, SOF, DHT); extended XMP or a
+# split ICC profile add a few dozen. Each costs Pillow a Python iteration.
+MAX_JPEG_SEGMENTS = 512
+# Baseline needs at most 4 DQT + 4 DHT (often merged into fewer segments).
+MAX_JPEG_TABLES = 32
 
 
 def read_header(source: IO[bytes]) -> tuple[str, int, int] | None:
@@ -45,8 +61,9 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _jpeg_size(source: ByteSource) -> tuple[int, int] | None:
-    """The largest frame declared before the image data starts (SOS)."""
-    largest: tuple[int, int] | None = None
+    """The one frame declared before the image data starts (SOS); None if refused."""
+    frame: tuple[int, int] | None = None
+    segments = tables = 0
     if not source.skip(2):
         return None
     while source.available(4):
@@ -55,7 +72,8 @@ def _jpeg_size(source: ByteSource) -> tuple[int, int] | None:
             return None
         marker = head[1]
         if marker == 0xFF:  # fill bytes
-            source.skip_fill()
+            if source.skip_fill(MAX_JPEG_FILL) > MAX_JPEG_FILL:
+                return None
             continue
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             source.skip(2)
@@ -63,29 +81,35 @@ def _jpeg_size(source: ByteSource) -> tuple[int, int] | None:
         if marker in {0xD9, 0xDA}:  # end of image, start of scan: headers are over
             break
         length = int.from_bytes(head[2:4], "big")
-        if length < 2:
+        segments += 1
+        tables += marker in _JPEG_TABLES
+        if length < 2 or segments > MAX_JPEG_SEGMENTS or tables > MAX_JPEG_TABLES:
             return None
         if marker in _JPEG_SOF and source.available(9):
+            if frame is not None:
+                return None
             head = source.peek(9)
-            height = int.from_bytes(head[5:7], "big")
-            width = int.from_bytes(head[7:9], "big")
-            if largest is None or width * height > largest[0] * largest[1]:
-                largest = (width, height)
+            frame = (int.from_bytes(head[7:9], "big"), int.from_bytes(head[5:7], "big"))
         if not source.skip(2 + length):
             break
-    return largest
+    return frame
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
     if len(data) < 30:
         return None
+    chunk = data[12:16]
     if chunk == b"VP8X":  # extended: 24-bit canvas width - 1 and height - 1
         return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
-    if chunk == b"VP8L" and data[20] == 0x2F:  # lossless: 14-bit width - 1, height - 1
-        bits = int.from_bytes(data[21:25], "little")
+    return vp8_size(chunk, data[20:30])
+
+
+def vp8_size(fourcc: bytes, payload: bytes) -> tuple[int, int] | None:
+    """The size in a VP8L or VP8 chunk, from the first 10 bytes of its payload."""
+    if fourcc == b"VP8L" and payload[:1] == b"\x2f" and len(payload) >= 5:
+        bits = int.from_bytes(payload[1:5], "little")  # 14-bit width - 1, height - 1
         return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
-    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":  # lossy key frame
-        width = int.from_bytes(data[26:28], "little") & 0x3FFF
-        return width, int.from_bytes(data[28:30], "little") & 0x3FFF
+    if fourcc == b"VP8 " and payload[3:6] == b"\x9d\x01\x2a" and len(payload) >= 10:
+        width = int.from_bytes(payload[6:8], "little") & 0x3FFF  # lossy key frame
+        return width, int.from_bytes(payload[8:10], "little") & 0x3FFF
     return None

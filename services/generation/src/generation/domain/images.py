@@ -4,7 +4,9 @@ The type is decided from the bytes alone (file names and declared content types
 are never trusted): the magic signature must name an accepted type AND Pillow must
 decode the whole image as that same format. The pixel count is read from the
 header (``image_header``) before Pillow sees the file, so a decompression bomb is
-never decoded. The limit is the lower of the config's ``max_pixels`` and Pillow's
+never decoded; nor is a file whose structure would make a decoder loop per byte
+or allocate far beyond the file's size (``image_structure``, refused with 415).
+The limit is the lower of the config's ``max_pixels`` and Pillow's
 ``MAX_IMAGE_PIXELS``, so Pillow does not reach its own bomb warning either (its
 size is checked again after it reads the header); no global Pillow setting is changed.
 
@@ -17,8 +19,10 @@ dropping it would shift colours. It is dropped only when the pixels leave their
 colour model (CMYK -> RGB), where it would no longer match.
 
 Refusals: too many bytes -> 413 PayloadTooLarge; not an accepted, fully decodable
-image -> 415 UnsupportedMediaType; too many pixels -> 400 ValidationError (the type
-is fine, the dimensions are not). CPU-bound: call it through ``asyncio.to_thread``.
+image -> 415 UnsupportedMediaType; too many pixels, or more memory to decode and
+re-encode than the worker's budget -> 400 ValidationError (the type is fine, the
+dimensions are not). CPU-bound: the service calls it in a worker
+process with a memory and CPU budget (``decoder``).
 
 Memory: the upload is read from a seekable file, never whole. The lossless path
 decodes a JPEG at 1/8 scale and copies the kept bytes file to file in bounded
@@ -35,6 +39,7 @@ from PIL import Image, ImageOps
 
 from generation.domain.image_header import read_header
 from generation.domain.image_strip import strip_jpeg, strip_png
+from generation.domain.image_structure import density_problem, structure_problem
 from generation.domain.spool import file_size, spooled_file
 from kit.errors import PayloadTooLarge, UnsupportedMediaType, ValidationError
 from kit.runtime_config import Uploads
@@ -73,36 +78,72 @@ def inspect_and_clean(source: IO[bytes], uploads: Uploads, field: str) -> CleanI
     ``source`` is a seekable binary file (it stays open; the caller closes it).
     ``field`` names the upload in error messages (``input1``). Raises
     :class:`PayloadTooLarge`, :class:`UnsupportedMediaType` or, for too many
-    pixels, :class:`ValidationError`. The result's file is at position 0.
+    pixels or more memory than the process may use, :class:`ValidationError`.
+    The result's file is at position 0.
+    """
+    mime_type, width, height = check_before_decoding(source, uploads, field)
+    limit = _pixel_limit(uploads)
+    lossless = _clean_losslessly(source, mime_type, limit, uploads, field)
+    if lossless is not None:
+        return _result(lossless, mime_type, width, height)
+    try:
+        image = _decode(source, _PILLOW_FORMATS[mime_type], limit)
+    except MemoryError as exc:
+        raise over_budget(field) from exc
+    except Exception as exc:
+        # Decoders raise many exception types on hostile input; all mean "not a valid image".
+        raise unsupported(uploads, field) from exc
+    with image:
+        return _reencode(image, mime_type, field)
+
+
+def check_before_decoding(source: IO[bytes], uploads: Uploads, field: str) -> tuple[str, int, int]:
+    """``(mime_type, width, height)`` of an upload that passes every check made without
+    decoding (size, type, pixel cap, density, structure); raises the refusal otherwise.
+
+    Milliseconds of C-speed scans, so a hostile file is refused before it is handed
+    to a decode worker.
     """
     if file_size(source) > uploads.max_bytes:
         raise too_large(uploads, field)
     header = read_header(source)
     if header is None or header[0] not in uploads.accepted_mime_types:
-        raise _unsupported(uploads, field)
+        raise unsupported(uploads, field)
     mime_type, width, height = header
     limit = _pixel_limit(uploads)
     if width * height > limit:
         raise ValidationError(
             f"{field} has too many pixels (at most {limit / 1_000_000:g} megapixels)"
         )
-    lossless = _clean_losslessly(source, mime_type, limit, uploads, field)
-    if lossless is not None:
-        return _result(lossless, mime_type, width, height)
-    try:
-        image = _decode(source, _PILLOW_FORMATS[mime_type], limit)
-    except Exception as exc:
-        # Decoders raise many exception types on hostile input; all mean "not a valid image".
-        raise _unsupported(uploads, field) from exc
-    with image:
-        clean = _strip(image, mime_type)
-    with clean:
-        return _result(_encode(clean, mime_type), mime_type, clean.width, clean.height)
+    size = file_size(source)
+    if density_problem(size, width, height, uploads.max_pixels_per_byte) or structure_problem(
+        source, mime_type, width, height
+    ):
+        raise unsupported(uploads, field)
+    return header
 
 
 def too_large(uploads: Uploads, field: str) -> PayloadTooLarge:
     """The refusal of an upload over ``uploads.max_bytes`` (one wording everywhere)."""
     return PayloadTooLarge(f"{field} is larger than {_human_size(uploads.max_bytes)}")
+
+
+def over_budget(field: str) -> ValidationError:
+    """The refusal of an image whose decoding needs more memory than a decode may use."""
+    return ValidationError(f"{field} is too large to process; please upload fewer megapixels")
+
+
+def _reencode(image: Image.Image, mime_type: str, field: str) -> CleanImage:
+    try:
+        clean = _strip(image, mime_type)
+        try:
+            return _result(_encode(clean, mime_type), mime_type, clean.width, clean.height)
+        finally:
+            if clean is not image:
+                clean.close()
+    except (MemoryError, ValueError, OSError) as exc:
+        # Out of the decode's memory budget: the encoders report it as ValueError/OSError.
+        raise over_budget(field) from exc
 
 
 def _result(file: IO[bytes], mime_type: str, width: int, height: int) -> CleanImage:
@@ -128,8 +169,10 @@ def _clean_losslessly(
             if mime_type == "image/jpeg":
                 image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
+    except MemoryError as exc:
+        raise over_budget(field) from exc
     except Exception as exc:
-        raise _unsupported(uploads, field) from exc
+        raise unsupported(uploads, field) from exc
     return _stripped_copy(source, mime_type)
 
 
@@ -189,20 +232,22 @@ def _decode(source: IO[bytes], formats: tuple[str, ...], limit: int) -> Image.Im
 
 
 def _strip(image: Image.Image, mime_type: str) -> Image.Image:
-    """A copy of ``image``, upright, in a mode its format stores, with no metadata."""
+    """``image`` turned upright in place, with no metadata; a copy only when its mode
+    must change to one its format stores (the caller then closes both)."""
     icc_profile = image.info.get("icc_profile")
     try:
-        upright = ImageOps.exif_transpose(image)
-    except Exception:
-        # Unreadable EXIF: keep the pixels as stored rather than refuse the photo.
-        upright = image.copy()
+        # In place: a 25 MP image is 100 MB of pixels, a copy would double the peak.
+        ImageOps.exif_transpose(image, in_place=True)
+    except MemoryError:
+        raise  # over the decode budget: refused by the caller
+    except Exception:  # noqa: S110 (unreadable EXIF: keep the pixels as stored, not refuse)
+        pass
+    upright = image
     target = _target_mode(upright, mime_type)
     if target != upright.mode:
         if upright.mode == "CMYK":
             icc_profile = None
-        converted = upright.convert(target)
-        upright.close()
-        upright = converted
+        upright = upright.convert(target)
     # Savers fall back to ``info`` for comments, transparency and profiles: start empty.
     upright.info = {"icc_profile": icc_profile} if icc_profile else {}
     return upright
@@ -241,7 +286,8 @@ def _pixel_limit(uploads: Uploads) -> int:
     return min(uploads.max_pixels, int(Image.MAX_IMAGE_PIXELS))
 
 
-def _unsupported(uploads: Uploads, field: str) -> UnsupportedMediaType:
+def unsupported(uploads: Uploads, field: str) -> UnsupportedMediaType:
+    """The refusal of a file that is not an accepted, decodable image (one wording)."""
     names = [_TYPE_NAMES[mime] for mime in uploads.accepted_mime_types]
     listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     return UnsupportedMediaType(f"{field} must be a {listed} image")

@@ -2,9 +2,11 @@
 
 1. idempotency lookup: the same key from the same owner returns the same job
    (a different request under the same key is refused);
-2. validation and moderation of fields and images (nothing stored yet);
+2. validation and moderation of the fields (nothing stored yet);
 3. one-in-flight pre-check (a refusal looks the key up again: a parallel
-   request with the same key may hold the slot), then the quota check;
+   request with the same key may hold the slot), then the quota check, both
+   finished before any image is decoded (a user who may not submit costs no
+   decode), then the images checked and cleaned (``decoder``: budgeted workers);
 4. inputs (metadata stripped) uploaded to ``private/<owner>/inputs/<uuid>.<ext>``;
 5. the job row, ``starting``: the partial unique index is the real in-flight
    guard (a violation is TOO_MANY_INFLIGHT; a duplicate key returns the winner);
@@ -37,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from generation import metrics
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
-from generation.domain.images import CleanImage, inspect_and_clean
+from generation.domain.images import CleanImage
 from generation.domain.modes import GenerationInput, validate_generation_input
 from generation.domain.prompts import compose_prompt
 from generation.domain.provider import PredictionRequest, ProviderError
@@ -115,19 +117,28 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
         len(command.inputs),
         ctx.config,
     )
-    # The pre-check (a read and a usage call) runs while the images are decoded; its
-    # outcome is still reported after theirs, in the documented order.
-    precheck = asyncio.create_task(_precheck(ctx, command.owner_id))
+    replay = await _precheck_or_replay(ctx, command, request_fingerprint)
+    if replay is not None:
+        return replay
+    images = await _clean_images(ctx, command)
     try:
-        images = await _clean_images(ctx, command)
-        try:
-            return await _submit_new(ctx, command, validated, images, request_fingerprint, precheck)
-        finally:
-            _close_all(images)
+        return await _submit_new(ctx, command, validated, images, request_fingerprint)
     finally:
-        if not precheck.done():
-            precheck.cancel()
-        await asyncio.gather(precheck, return_exceptions=True)
+        _close_all(images)
+
+
+async def _precheck_or_replay(
+    ctx: GenerationContext, command: SubmitCommand, request_fingerprint: str
+) -> SubmitResult | None:
+    """Step 3; a TOO_MANY_INFLIGHT may be a parallel request's under the same key."""
+    try:
+        await _precheck(ctx, command.owner_id)
+    except TooManyInflight:
+        replay = await _replay(ctx, command, request_fingerprint)
+        if replay is None:
+            raise
+        return replay
+    return None
 
 
 async def _submit_new(
@@ -136,18 +147,9 @@ async def _submit_new(
     validated: GenerationInput,
     images: list[CleanImage],
     request_fingerprint: str,
-    precheck: asyncio.Task[None],
 ) -> SubmitResult:
-    """Steps 3 to 7 for a request that is not a replay, with its cleaned images."""
+    """Steps 4 to 7 for a request that is not a replay, with its cleaned images."""
     webhook_url = _webhook_url(ctx, command)
-    try:
-        await precheck
-    except TooManyInflight:
-        # The job holding the slot may be a parallel request's under the same key.
-        replay = await _replay(ctx, command, request_fingerprint)
-        if replay is None:
-            raise
-        return replay
     input_keys = await _upload_inputs(ctx, command.owner_id, images)
     job = _new_job(ctx, command, validated, input_keys, request_fingerprint)
     inserted = await _insert_job(ctx, job, command)
@@ -200,15 +202,10 @@ async def _replay(
 
 
 async def _clean_images(ctx: GenerationContext, command: SubmitCommand) -> list[CleanImage]:
-    uploads = ctx.config.uploads
-    # CPU-bound decoding and re-encoding: off the event loop.
     cleaned: list[CleanImage] = []
     try:
         for item in command.inputs:
-            async with ctx.image_slots:
-                cleaned.append(
-                    await asyncio.to_thread(inspect_and_clean, item.file, uploads, item.field)
-                )
+            cleaned.append(await ctx.decoder.clean(item.file, item.field))
     except BaseException:
         _close_all(cleaned)
         raise

@@ -1,0 +1,163 @@
+"""Metrics 6 and 7: hostile uploads against other users' reads and generation's memory.
+
+One client reads a finished job (``GET /api/v1/generations/{id}``) again and again,
+first alone, then while hostile images arrive: every ``WAVE_SECONDS`` a wave of 8
+uploads at once (the attacker's 9 MB JPEG of fill bytes and 1.6 KB lossless
+6300x6300 WebP, and their cousins), each from a new user; a wave that takes longer
+than the period is followed at once by the next. Before the fix one such wave cost
+minutes of CPU; the figure shows what it costs the other users now.
+``hostile_upload_get_p99_ratio`` is the GET's p99 under the uploads over its p99
+alone; ``hostile_upload_peak_rss_mb`` the peak of generation's summed RSS (the service,
+its forkserver and its decode workers) during the uploads, sampled every 50 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import struct
+import time
+import zlib
+from dataclasses import dataclass
+
+import httpx
+from PIL import Image
+
+from bench.loadgen import _cpu_spent, _cpu_times
+from bench.memory import MIB, RssSampler
+from bench.payloads import CONTENT_TYPE, submission_body, user_token
+from bench.phases import API
+from bench.stats import summarize
+from bench.system import BenchSystem
+
+UPLOADERS = 8
+WAVE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class HostileResult:
+    uploaders: int
+    seconds: float
+    get_samples_alone: int
+    get_samples_under_uploads: int
+    get_p99_alone_ms: float
+    get_p99_under_uploads_ms: float
+    get_p99_ratio: float
+    uploads: int
+    upload_statuses: dict[str, int]
+    idle_mb: float
+    peak_mb: float
+    peak_by_process_mb: dict[str, float]
+    # CPU seconds each part spent while the GETs ran under the uploads (whose cost is it).
+    cpu_seconds_under_uploads: dict[str, float]
+
+
+def hostile_images() -> list[bytes]:
+    """The attacker's two files and two cousins (built the way tests/badinput does)."""
+    jpeg, webp, png = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (64, 48), (180, 120, 90)).save(jpeg, format="JPEG")
+    Image.new("RGB", (6300, 6300), (200, 200, 200)).save(webp, format="WEBP", lossless=True)
+    Image.new("RGB", (64, 48), (40, 90, 160)).save(png, format="PNG")
+    small_webp = io.BytesIO()
+    Image.new("RGB", (4900, 4900), (200, 200, 200)).save(small_webp, "WEBP", lossless=True)
+    head = jpeg.getvalue()
+    chunk = struct.pack(">I", 0) + b"prVt" + struct.pack(">I", zlib.crc32(b"prVt"))
+    idat = png.getvalue().index(b"IDAT") - 4
+    flood = png.getvalue()[:idat] + chunk * 100_000 + png.getvalue()[idat:]
+    return [
+        head[:2] + b"\xff" * 9_000_000 + head[2:],
+        webp.getvalue(),
+        small_webp.getvalue(),
+        flood,
+    ]
+
+
+async def hostile_phase(
+    system: BenchSystem, targets: list[dict[str, str]], seconds: float
+) -> HostileResult:
+    """GET p99 alone, then under waves of hostile uploads, ``seconds`` each."""
+    bodies = [submission_body(image) for image in hostile_images()]
+    sampler = RssSampler({"generation": system.processes()["generation"]})
+    idle, _ = sampler.current()
+    limits = httpx.Limits(max_connections=UPLOADERS + 10)
+    async with httpx.AsyncClient(
+        base_url=system.public_url, timeout=120.0, limits=limits
+    ) as client:
+        await _get_latencies(client, targets, 1.0)  # warm-up
+        alone = await _get_latencies(client, targets, seconds)
+        stop = asyncio.Event()
+        statuses: dict[str, int] = {}
+        with sampler:
+            waves = asyncio.create_task(_waves(client, system, bodies, stop, statuses))
+            cpu_before = _cpu_times(system.processes())
+            under = await _get_latencies(client, targets, seconds)
+            cpu = _cpu_spent(cpu_before, _cpu_times(system.processes()))
+            stop.set()
+            await waves
+    p99_alone, p99_under = summarize(alone).p99, summarize(under).p99
+    return HostileResult(
+        uploaders=UPLOADERS,
+        seconds=seconds,
+        get_samples_alone=len(alone),
+        get_samples_under_uploads=len(under),
+        get_p99_alone_ms=round(p99_alone, 2),
+        get_p99_under_uploads_ms=round(p99_under, 2),
+        get_p99_ratio=round(p99_under / p99_alone, 3),
+        uploads=sum(statuses.values()),
+        upload_statuses=statuses,
+        idle_mb=round(idle / MIB, 1),
+        peak_mb=round(sampler.peak / MIB, 1),
+        peak_by_process_mb={k: round(v / MIB, 1) for k, v in sampler.peak_by_name.items()},
+        cpu_seconds_under_uploads=cpu,
+    )
+
+
+async def _get_latencies(
+    client: httpx.AsyncClient, targets: list[dict[str, str]], seconds: float
+) -> list[float]:
+    """Milliseconds of sequential GETs of finished jobs, by their owners, for ``seconds``."""
+    latencies: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        target = targets[len(latencies) % len(targets)]
+        headers = {"Authorization": f"Bearer {target['token']}"}
+        began = time.perf_counter()
+        response = await client.get(target["path"], headers=headers)
+        latencies.append((time.perf_counter() - began) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"GET {target['path']}: {response.status_code}")
+    return latencies
+
+
+async def _waves(
+    client: httpx.AsyncClient,
+    system: BenchSystem,
+    bodies: list[bytes],
+    stop: asyncio.Event,
+    statuses: dict[str, int],
+) -> None:
+    """A wave of ``UPLOADERS`` hostile uploads at once every ``WAVE_SECONDS``, until ``stop``."""
+    wave = 0
+    while not stop.is_set():
+        began = time.monotonic()
+        replies = await asyncio.gather(
+            *[_upload(client, system, bodies[(wave + i) % len(bodies)]) for i in range(UPLOADERS)]
+        )
+        for status in replies:
+            statuses[status] = statuses.get(status, 0) + 1
+        wave += 1
+        remaining = WAVE_SECONDS - (time.monotonic() - began)
+        if remaining > 0:
+            # Wake at the next wave's time, or at once when the GETs are done.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), remaining)
+
+
+async def _upload(client: httpx.AsyncClient, system: BenchSystem, body: bytes) -> str:
+    headers = {
+        "Authorization": f"Bearer {user_token(system.jwt_secret)}",
+        "Content-Type": CONTENT_TYPE,
+    }
+    response = await client.post(API, content=body, headers=headers)
+    return str(response.status_code)

@@ -1,0 +1,114 @@
+"""Structural checks on an upload, decoding nothing: what would make a decoder
+loop per byte or allocate far beyond the file's size is refused before it runs.
+
+Each check is a C-speed scan (``bytes.count``) or a walk over at most a few
+thousand chunk headers, so it costs milliseconds on a 10 MB file:
+
+- density: a file orders of magnitude too small for its pixel count (see
+  ``Uploads.max_pixels_per_byte``) is a decompression bomb within the pixel cap;
+- PNG: IHDR first and only once (Pillow takes the size of the last IHDR it sees),
+  at most ``MAX_PNG_CHUNKS`` chunks up to IEND (Pillow reads each in Python);
+- WebP: at most ``MAX_WEBP_CHUNKS`` RIFF chunks (animation frames included), and a
+  still extended (VP8X) file's canvas must be its image's size (libwebp allocates
+  the canvas);
+- JPEG: at most ``MAX_JPEG_SCANS`` scans in the whole file (a progressive decoder
+  walks every block of the image once per scan). The header's own limits (fill
+  runs, segments, tables, one frame) are in ``image_header``.
+
+Every function answers a short reason (for logs and tests) or None when fine.
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+from generation.domain.image_header import vp8_size
+
+# libpng writes 8 KiB IDAT chunks (a 10 MB PNG has ~1,300); some encoders use 4 KiB.
+MAX_PNG_CHUNKS = 4096
+# A still WebP has 1-5 chunks (VP8X, ICCP, ALPH, VP8, EXIF, XMP); a short animation ~20.
+MAX_WEBP_CHUNKS = 64
+# libjpeg writes 10 scans for a progressive photo, mozjpeg up to ~15; thumbnails add a few.
+MAX_JPEG_SCANS = 64
+_PIECE = 1024 * 1024
+_ANIMATION_FLAG = 0x02
+
+
+def density_problem(size: int, width: int, height: int, max_pixels_per_byte: int) -> str | None:
+    """Too many pixels for so few bytes: it decodes to far more memory than it weighs."""
+    if width * height > size * max_pixels_per_byte:
+        return "implausibly small for its pixel count"
+    return None
+
+
+def structure_problem(source: IO[bytes], mime_type: str, width: int, height: int) -> str | None:
+    """The first structural reason to refuse ``source`` (of ``mime_type``), or None."""
+    source.seek(0)
+    try:
+        if mime_type == "image/png":
+            return _png_problem(source)
+        if mime_type == "image/webp":
+            return _webp_problem(source, width, height)
+        return _jpeg_problem(source)
+    finally:
+        source.seek(0)
+
+
+def _png_problem(source: IO[bytes]) -> str | None:
+    source.seek(8)  # after the signature (checked by the header reader)
+    for index in range(MAX_PNG_CHUNKS):
+        head = source.read(8)
+        if len(head) < 8:
+            return "truncated"
+        chunk_type = head[4:8]
+        if (chunk_type == b"IHDR") != (index == 0):
+            return "IHDR not first or repeated"
+        if chunk_type == b"IEND":
+            return None
+        # Data and CRC; a length past the end shows up as a short read next time.
+        source.seek(int.from_bytes(head[0:4], "big") + 4, 1)
+    return "too many chunks"
+
+
+def _webp_problem(source: IO[bytes], width: int, height: int) -> str | None:
+    riff = source.read(12)
+    end = 8 + int.from_bytes(riff[4:8], "little")
+    position, flags = 12, 0
+    frame: tuple[int, int] | None = None
+    for _ in range(MAX_WEBP_CHUNKS):
+        if position + 8 > end:
+            return _webp_canvas_problem(flags, frame, width, height)
+        source.seek(position)
+        head = source.read(18)
+        if len(head) < 8:
+            return "truncated"
+        fourcc, length = head[0:4], int.from_bytes(head[4:8], "little")
+        if fourcc == b"VP8X":
+            flags = head[8] if len(head) > 8 else 0
+        elif fourcc in {b"VP8 ", b"VP8L"} and frame is None:
+            frame = vp8_size(fourcc, head[8:])
+        position += 8 + length + (length & 1)
+    return "too many chunks"
+
+
+def _webp_canvas_problem(
+    flags: int, frame: tuple[int, int] | None, width: int, height: int
+) -> str | None:
+    if flags & _ANIMATION_FLAG:
+        return None  # frames are placed on the canvas; their count is bounded above
+    if frame is None:
+        return "no image data"
+    if frame != (width, height):
+        return "canvas and image sizes differ"
+    return None
+
+
+def _jpeg_problem(source: IO[bytes]) -> str | None:
+    scans, previous = 0, b""
+    while piece := source.read(_PIECE):
+        # A marker split across two pieces is counted once: carry the last byte over.
+        scans += (previous + piece).count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            return "too many scans"
+        previous = piece[-1:]
+    return None

@@ -1,0 +1,131 @@
+"""The decode pool: real worker processes, their budgets, and recovery when one dies."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import multiprocessing
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import psutil
+import pytest
+from PIL import Image
+
+from generation.domain.decoder import ImageDecoder, _init_worker, _limit_cpu
+from kit.errors import UnsupportedMediaType, ValidationError
+from kit.runtime_config import Uploads
+from tests.badinput import hostile
+
+SMALL_JPEG = hostile.jpeg()
+
+
+def gradient(width: int, height: int) -> Image.Image:
+    return Image.linear_gradient("L").resize((width, height)).convert("RGB")
+
+
+async def started(uploads: Uploads) -> AsyncIterator[ImageDecoder]:
+    pool = ImageDecoder(uploads)
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.stop()
+
+
+@pytest.fixture
+async def decoder() -> AsyncIterator[ImageDecoder]:
+    async for pool in started(Uploads(decode_workers=1)):
+        yield pool
+
+
+@pytest.fixture
+async def small_decoder() -> AsyncIterator[ImageDecoder]:
+    """The smallest budget the config allows: about 48 MiB above an idle worker."""
+    async for pool in started(Uploads(decode_workers=1, decode_memory_mib=128)):
+        yield pool
+
+
+async def clean_size(decoder: ImageDecoder, data: bytes) -> tuple[str, int, int]:
+    image = await decoder.clean(io.BytesIO(data), "input1")
+    try:
+        assert len(image.file.read()) == image.size > 0
+        return image.mime_type, image.width, image.height
+    finally:
+        image.close()
+
+
+async def test_a_decode_cleans_in_a_worker_not_in_this_process(decoder: ImageDecoder) -> None:
+    [pid] = decoder.worker_pids()
+    worker = psutil.Process(pid)
+    data = hostile.encode(gradient(1600, 1200), "WEBP", quality=90)  # re-encoded: real work
+    before, mine = sum(worker.cpu_times()[:2]), time.process_time()
+    assert await clean_size(decoder, data) == ("image/webp", 1600, 1200)
+    assert sum(worker.cpu_times()[:2]) > before
+    assert time.process_time() - mine < 0.05  # this side only copies a file
+    assert decoder.worker_pids() == [pid]
+
+
+async def test_over_the_memory_budget_is_a_400_and_the_worker_lives_on(
+    small_decoder: ImageDecoder,
+) -> None:
+    decoder = small_decoder
+    [pid] = decoder.worker_pids()
+    # 5000 x 4000 RGB: 80 MB of pixels (Pillow keeps 4 bytes a pixel), over the budget.
+    big = hostile.encode(gradient(5000, 4000), "PNG")
+    with pytest.raises(ValidationError) as caught:
+        await clean_size(decoder, big)
+    assert caught.value.http_status == 400
+    assert "too large to process" in caught.value.message
+    # The allocation failed in the worker, which survived it and serves the next upload.
+    assert decoder.worker_pids() == [pid]
+    assert await clean_size(decoder, SMALL_JPEG) == ("image/jpeg", 64, 48)
+
+
+async def test_a_killed_worker_is_a_415_and_the_pool_is_replaced(decoder: ImageDecoder) -> None:
+    [pid] = decoder.worker_pids()
+    worker = psutil.Process(pid)
+    # A re-encode long enough to be killed in the middle (about a second of CPU).
+    slow = hostile.encode(gradient(3000, 2000), "WEBP", quality=90)
+    start = sum(worker.cpu_times()[:2])
+    task = asyncio.create_task(clean_size(decoder, slow))
+    deadline = time.monotonic() + 30
+    while sum(worker.cpu_times()[:2]) - start < 0.05:  # the decode has started
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)
+    with pytest.raises(UnsupportedMediaType) as caught:
+        await task
+    assert caught.value.http_status == 415
+    assert await clean_size(decoder, SMALL_JPEG) == ("image/jpeg", 64, 48)
+    assert decoder.worker_pids() not in ([], [pid])
+
+
+def _burn_after_limit(seconds: int) -> None:
+    _init_worker(1 << 30)  # as a worker starts: also no core file when killed
+    _limit_cpu(seconds)
+    while True:
+        pass
+
+
+def test_the_cpu_budget_ends_a_runaway_decode_with_sigxcpu() -> None:
+    process = multiprocessing.get_context("forkserver").Process(target=_burn_after_limit, args=(1,))
+    process.start()
+    process.join(timeout=60)
+    assert process.exitcode == -signal.SIGXCPU
+
+
+@pytest.mark.parametrize(
+    "data",
+    [hostile.jpeg_with_fill(9_000_000), hostile.png_with_chunks(100_000)],
+    ids=["jpeg_fill", "png_chunks"],
+)
+async def test_a_file_refused_by_the_checks_never_reaches_a_worker(data: bytes) -> None:
+    decoder = ImageDecoder(Uploads(decode_workers=1))  # not started: no pool yet
+    try:
+        with pytest.raises(UnsupportedMediaType):
+            await decoder.clean(io.BytesIO(data), "input1")
+        assert decoder.worker_pids() == []  # no pool was ever needed
+    finally:
+        await decoder.stop()

@@ -1,0 +1,149 @@
+"""The structural pre-checks: hostile files refused before decoding, real ones kept.
+
+Each hostile case is checked twice: the check names it, and ``inspect_and_clean``
+refuses it with 415 without Pillow decoding a pixel (Pillow's decoders are
+forbidden from running while it is refused).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image, ImageFile
+
+from generation.domain.image_header import MAX_JPEG_FILL, MAX_JPEG_SEGMENTS, read_header
+from generation.domain.image_structure import (
+    MAX_JPEG_SCANS,
+    MAX_PNG_CHUNKS,
+    MAX_WEBP_CHUNKS,
+    density_problem,
+    structure_problem,
+)
+from generation.domain.images import inspect_and_clean
+from kit.errors import UnsupportedMediaType
+from kit.runtime_config import Uploads
+from tests.badinput import hostile
+
+UPLOADS = Uploads()
+
+
+def problem(data: bytes) -> str | None:
+    header = read_header(io.BytesIO(data))
+    assert header is not None
+    return structure_problem(io.BytesIO(data), *header)
+
+
+@pytest.fixture
+def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if Pillow starts decoding pixels (refusals must come first)."""
+
+    def forbidden(self: ImageFile.ImageFile) -> None:
+        raise AssertionError("decoded a file that should have been refused")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", forbidden)
+    monkeypatch.setattr(Image.Image, "load", forbidden)
+
+
+def assert_refused(data: bytes, uploads: Uploads = UPLOADS) -> None:
+    with pytest.raises(UnsupportedMediaType) as caught:
+        inspect_and_clean(io.BytesIO(data), uploads, "input1")
+    assert caught.value.http_status == 415
+    assert caught.value.__cause__ is None  # refused by a check, not by a decoder failing
+
+
+REAL = {
+    "jpeg": hostile.jpeg(),
+    "jpeg_progressive": hostile.jpeg(640, 480, progressive=True),
+    "jpeg_few_fill_bytes": hostile.jpeg_with_fill(MAX_JPEG_FILL),
+    "png": hostile.png(),
+    "png_some_chunks": hostile.png_with_chunks(100),
+    "webp_lossy": hostile.encode(hostile.noise(64, 48), "WEBP", quality=80),
+    "webp_lossless": hostile.encode(hostile.noise(64, 48), "WEBP", lossless=True),
+    "webp_vp8x_icc": hostile.encode(hostile.noise(64, 48), "WEBP", icc_profile=b"\0" * 64),
+    "webp_vp8x_true_canvas": hostile.webp_with_canvas(64, 48),
+    "webp_short_animation": hostile.webp_animation(4),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REAL))
+def test_real_images_pass_every_check(case: str) -> None:
+    data = REAL[case]
+    header = read_header(io.BytesIO(data))
+    assert header is not None
+    assert structure_problem(io.BytesIO(data), *header) is None
+    assert density_problem(len(data), header[1], header[2], UPLOADS.max_pixels_per_byte) is None
+    clean = inspect_and_clean(io.BytesIO(data), UPLOADS, "input1")
+    clean.close()
+
+
+HEADER_REFUSED = {
+    "jpeg_fill_before_dqt": hostile.jpeg_with_fill(MAX_JPEG_FILL + 2),
+    "jpeg_fill_before_sof": hostile.jpeg_with_fill(1_000_000, b"\xff\xc0"),
+    "jpeg_fill_before_sos": hostile.jpeg_with_fill(9_000_000, b"\xff\xda"),
+    "jpeg_comment_flood": hostile.jpeg_with_segments(MAX_JPEG_SEGMENTS + 1),
+    "jpeg_dqt_flood": hostile.jpeg_with_segments(40, 0xDB),
+    "jpeg_app1_flood": hostile.jpeg_with_segments(100_000, 0xE1),
+    "jpeg_two_frames": hostile.jpeg_with_two_frames(4000, 3000),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_REFUSED))
+def test_jpeg_headers_pillow_would_walk_byte_by_byte_are_refused(
+    case: str, no_decoding: None
+) -> None:
+    data = HEADER_REFUSED[case]
+    assert read_header(io.BytesIO(data)) is None
+    assert_refused(data)
+
+
+STRUCTURE_REFUSED = {
+    "jpeg_many_scans": (hostile.jpeg_with_scans(MAX_JPEG_SCANS + 1), "too many scans"),
+    "png_100k_chunks": (hostile.png_with_chunks(100_000), "too many chunks"),
+    "png_just_too_many_chunks": (hostile.png_with_chunks(MAX_PNG_CHUNKS), "too many chunks"),
+    "png_second_ihdr": (hostile.png_second_ihdr(4000, 3000), "IHDR not first or repeated"),
+    "webp_canvas_lies": (
+        hostile.webp_with_canvas(640, 480, hostile.encode(hostile.noise(320, 240), "WEBP")),
+        "canvas and image sizes differ",
+    ),
+    "webp_lossless_canvas_lies": (
+        hostile.webp_with_canvas(
+            640, 480, hostile.encode(hostile.noise(320, 240), "WEBP", lossless=True)
+        ),
+        "canvas and image sizes differ",
+    ),
+    "webp_many_frames": (hostile.webp_animation(MAX_WEBP_CHUNKS), "too many chunks"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRUCTURE_REFUSED))
+def test_floods_and_lying_sizes_are_refused(case: str, no_decoding: None) -> None:
+    data, reason = STRUCTURE_REFUSED[case]
+    assert problem(data) == reason
+    assert_refused(data)
+
+
+DENSITY_REFUSED = {
+    "webp_6300_square_lossless": hostile.flat_lossless_webp(6300, 6300),
+    "webp_4900_square_lossless": hostile.flat_lossless_webp(4900, 4900),
+    "png_lying_ihdr": hostile.png_lying_ihdr(4000, 3000),
+    "webp_vp8x_huge_canvas": hostile.webp_with_canvas(5000, 5000),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DENSITY_REFUSED))
+def test_files_far_too_small_for_their_pixels_are_refused(case: str, no_decoding: None) -> None:
+    data = DENSITY_REFUSED[case]
+    header = read_header(io.BytesIO(data))
+    assert header is not None
+    assert density_problem(len(data), header[1], header[2], UPLOADS.max_pixels_per_byte)
+    # Under a pixel cap that lets them through, the density check alone refuses them.
+    assert_refused(data, Uploads(max_pixels=40_000_000))
+
+
+def test_density_threshold_is_the_configured_ratio() -> None:
+    assert density_problem(1_000, 2_000, 1_000, 2_000) is None
+    assert density_problem(1_000, 2_001, 1_000, 2_000) is not None
+    # Photo-like and flat lossy images are far from it (calibration in runtime.toml).
+    flat = hostile.encode(Image.new("RGB", (4000, 3000), (200, 200, 200)), "WEBP", quality=92)
+    assert density_problem(len(flat), 4000, 3000, 2_000) is None

@@ -1,0 +1,116 @@
+"""Hostile uploads through the whole stack: refused with a 4xx at a bounded cost.
+
+Each file below cost the service seconds of CPU or a gigabyte of memory before the
+structural checks and the budgeted decode workers. Counted, not timed: the CPU
+seconds of this process (it hosts generation and the edge) and of the decode
+workers, and the peak RSS of both, around one upload.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+
+import psutil
+import pytest
+
+from tests.badinput import hostile
+from tests.badinput.checks import assert_error, assert_nothing_left
+from tests.e2e.harness import Stack, User
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Cost:
+    service_cpu: float
+    workers_cpu: float
+    service_peak_growth_mib: float
+    workers_peak_mib: float
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _peak_mib(pid: int) -> float:
+    """The process's lifetime peak RSS (VmHWM)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def _workers(stack: Stack) -> list[psutil.Process]:
+    return [psutil.Process(pid) for pid in stack.ctx.decoder.worker_pids()]
+
+
+async def _submit_measured(stack: Stack, user: User, data: bytes) -> tuple[int, Cost]:
+    workers = _workers(stack)
+    service = resource.getrusage(resource.RUSAGE_SELF)
+    workers_cpu = sum(_cpu(worker) for worker in workers)
+    response = await user.submit("redesign", images=[data])
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    # A worker replaced meanwhile would hide its cost: the pool must be the same.
+    assert [worker.pid for worker in _workers(stack)] == [worker.pid for worker in workers]
+    cost = Cost(
+        service_cpu=(after.ru_utime + after.ru_stime) - (service.ru_utime + service.ru_stime),
+        workers_cpu=sum(_cpu(worker) for worker in workers) - workers_cpu,
+        service_peak_growth_mib=(after.ru_maxrss - service.ru_maxrss) / 1024,
+        workers_peak_mib=max((_peak_mib(worker.pid) for worker in workers), default=0.0),
+    )
+    assert_error(response, {400, 415}, "VALIDATION_ERROR")
+    return response.status_code, cost
+
+
+HOSTILE = {
+    # The attacker's two files.
+    "webp_6300_square_lossless": (hostile.flat_lossless_webp(6300, 6300), 400),
+    "jpeg_9mb_fill_after_soi": (hostile.jpeg_with_fill(9_000_000), 415),
+    # Their cousins.
+    "webp_4900_square_lossless_under_the_cap": (hostile.flat_lossless_webp(4900, 4900), 415),
+    "jpeg_fill_before_sof": (hostile.jpeg_with_fill(4_000_000, b"\xff\xc0"), 415),
+    "jpeg_fill_before_sos": (hostile.jpeg_with_fill(4_000_000, b"\xff\xda"), 415),
+    "jpeg_app1_flood": (hostile.jpeg_with_segments(200_000, 0xE1), 415),
+    "jpeg_two_frames": (hostile.jpeg_with_two_frames(4000, 3000), 415),
+    "jpeg_many_scans": (hostile.jpeg_with_scans(500), 415),
+    "png_lying_ihdr": (hostile.png_lying_ihdr(5000, 5000), 415),
+    "png_second_ihdr": (hostile.png_second_ihdr(5000, 5000), 415),
+    "png_100k_chunks": (hostile.png_with_chunks(100_000), 415),
+    "webp_vp8x_huge_canvas": (hostile.webp_with_canvas(16383, 16383), 400),
+    "webp_vp8x_canvas_under_the_cap": (hostile.webp_with_canvas(5000, 5000), 415),
+    "webp_200_frames": (hostile.webp_animation(200), 415),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+async def test_hostile_uploads_are_refused_cheaply(stack: Stack, user: User, case: str) -> None:
+    data, expected = HOSTILE[case]
+    status, cost = await _submit_measured(stack, user, data)
+    assert status == expected, cost
+    # Before: up to 22 s of CPU and 1.2 GB of RSS. Now: the edge's multipart parsing
+    # and a file copy here, a few scans in a worker; no decode anywhere.
+    assert cost.service_cpu < 1.0, cost
+    assert cost.workers_cpu < 0.5, cost
+    # This process peaked at ~200 MiB building the files; decoding the 6300 x 6300
+    # WebP here took it to 1.2 GB, so a decode in this process would show.
+    assert cost.service_peak_growth_mib < 32, cost
+    # A worker's lifetime peak: ~40 MiB idle, plus this session's small decodes.
+    assert cost.workers_peak_mib < 128, cost
+    await assert_nothing_left(stack, user)
+
+
+async def test_a_user_with_a_job_in_flight_costs_no_decode(stack: Stack, user: User) -> None:
+    await stack.control("set_faults", hold=True)  # the first job stays in flight
+    first = await user.submit("imagine", prompt="A calm reading nook")
+    assert first.status_code == 202
+    workers = _workers(stack)
+    before = sum(_cpu(worker) for worker in workers)
+    photo = hostile.encode(hostile.noise(1600, 1200), "WEBP", quality=90)  # costly to re-encode
+    refused = await user.submit("redesign", images=[photo])
+    assert_error(refused, 409, "TOO_MANY_INFLIGHT")
+    # Not decoded: the workers did not run (a re-encode of it costs ~0.2 s).
+    assert sum(_cpu(worker) for worker in workers) - before < 0.02
+    await user.cancel(first.json()["id"])
