@@ -1,0 +1,81 @@
+// The history: GET /generations, newest first, one page at a time ("Load more").
+import { api } from "./api.js";
+import { byId, el, quiet, say } from "./dom.js";
+import { modeLabel, statusSentence } from "./messages.js";
+
+const PAGE_SIZE = 10;
+
+function when(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+}
+
+/** The history list; `onOpen(job)` shows a job in the panel. */
+export class HistoryView {
+  constructor(onOpen) {
+    this.onOpen = onOpen;
+    this.cursor = null;
+    this.list = byId("history");
+    byId("more").addEventListener("click", () => this.loadMore());
+  }
+
+  /** Reload from the newest. */
+  async reload() {
+    this.cursor = null;
+    this.list.replaceChildren();
+    await this.loadMore();
+  }
+
+  async loadMore() {
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (this.cursor) {
+      query.set("cursor", this.cursor);
+    }
+    const button = byId("more");
+    button.disabled = true;
+    try {
+      const page = await api(`/generations?${query}`);
+      quiet(byId("history-error"));
+      page.items.forEach((job) => this.list.append(this.row(job)));
+      this.cursor = page.nextCursor;
+      button.hidden = !this.cursor;
+      byId("history-empty").hidden = this.list.children.length > 0;
+    } catch (error) {
+      say(byId("history-error"), error.message);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  row(job) {
+    // EXTENSION POINT (variant.thumbnailUrl, not in the API yet): prefer the thumbnail.
+    const first = job.variants[0];
+    const picture = first
+      ? el("img", { src: first.url, alt: "", loading: "lazy" })
+      : el("span", { className: "thumb-none" });
+    const title = el("strong", {}, modeLabel(job.settings.mode));
+    const meta = el(
+      "span",
+      { className: "meta" },
+      title,
+      el("br"),
+      `${statusSentence(job.status)} ${when(job.createdAt)}`,
+    );
+    const open = el("button", { type: "button", className: "secondary" }, "Open");
+    open.setAttribute("aria-label", `Open the design of ${when(job.createdAt)}`);
+    open.addEventListener("click", () => this.onOpen(job));
+    const row = el("li", {}, picture, meta, open);
+    row.dataset.jobId = job.id;
+    return row;
+  }
+
+  /** Drop a deleted job from the list. */
+  forget(jobId) {
+    for (const row of this.list.children) {
+      if (row.dataset.jobId === jobId) {
+        row.remove();
+      }
+    }
+    byId("history-empty").hidden = this.list.children.length > 0;
+  }
+}

@@ -1,0 +1,66 @@
+// Every API error code as a sentence a person can act on. Codes this table does not
+// know (a newer server) fall back to the server's message, which is written to be shown.
+
+const SENTENCES = {
+  VALIDATION_ERROR: "Please check the form.",
+  UNAUTHORIZED:
+    "You are not signed in, or your sign-in has expired. Open the link printed by make run again.",
+  NOT_FOUND: "This design no longer exists.",
+  METHOD_NOT_ALLOWED: "The server does not allow this action. Please reload the page.",
+  TOO_MANY_INFLIGHT:
+    "You already have a design in progress. Wait for it to finish, or cancel it first.",
+  JOB_NOT_CANCELLABLE: "This design has already finished, so it can no longer be canceled.",
+  JOB_NOT_FINISHED: "This design is still being made. Cancel it before deleting it.",
+  IDEMPOTENCY_KEY_REUSED: "This submission clashed with an earlier one. Please submit again.",
+  LIMIT_EXCEEDED: "You have used all your designs for this month.",
+  UPSTREAM_ERROR: "The image service is unavailable right now. Please try again in a moment.",
+  INTERNAL_ERROR: "Something went wrong on our side. Please try again.",
+  // Codes of a job's own error (job.error.code).
+  PROVIDER_FAILED: "The image service could not make this design. Please try again.",
+  TIMED_OUT: "This design took too long and was stopped. Please try again.",
+  CANCELED: "This design was canceled.",
+  // The page's own.
+  NETWORK: "The server could not be reached. Check your connection and try again.",
+};
+
+// Codes whose server message says what to change (a field, the prompt policy):
+// the sentence is followed by it.
+const WITH_DETAIL = new Set(["VALIDATION_ERROR"]);
+const FALLBACK = "Something went wrong. Please try again.";
+
+/** The sentence shown for an error code and the server's (safe) message. */
+export function sentence(code, serverMessage) {
+  const known = Object.hasOwn(SENTENCES, code) ? SENTENCES[code] : undefined;
+  if (known === undefined) {
+    return serverMessage || FALLBACK;
+  }
+  if (WITH_DETAIL.has(code) && serverMessage) {
+    return `${known} ${serverMessage}`;
+  }
+  return known;
+}
+
+const STATUS = {
+  starting: "Starting your design…",
+  processing: "Working on your design…",
+  succeeded: "Done: your design is ready.",
+  failed: "This design failed.",
+  canceled: "This design was canceled.",
+};
+
+/** A job status as a sentence. */
+export function statusSentence(status) {
+  return Object.hasOwn(STATUS, status) ? STATUS[status] : `Status: ${status}`;
+}
+
+const MODES = {
+  redesign: "Redesign a room (one photo)",
+  staging: "Furnish an empty room (one photo)",
+  compose: "Combine a room with a reference (two photos)",
+  imagine: "Imagine a room from a description",
+};
+
+/** A mode's label in the form and the history. */
+export function modeLabel(key) {
+  return Object.hasOwn(MODES, key) ? MODES[key] : key;
+}

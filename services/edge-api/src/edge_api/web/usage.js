@@ -1,0 +1,16 @@
+// "N of M designs left this month" from GET /usage.
+import { api } from "./api.js";
+import { byId } from "./dom.js";
+
+/** Read the caller's usage and show it in the header. */
+export async function refreshUsage() {
+  const line = byId("usage");
+  try {
+    const usage = await api("/usage");
+    const ends = new Date(usage.periodEnd).toLocaleDateString();
+    line.textContent =
+      `${usage.remaining} of ${usage.monthlyGenerations} designs left (resets ${ends})`;
+  } catch (error) {
+    line.textContent = `Usage unavailable: ${error.message}`;
+  }
+}
