@@ -1,7 +1,7 @@
 // The history: GET /generations, newest first, one page at a time ("Load more").
 import { api } from "./api.js";
 import { byId, el, quiet, say } from "./dom.js";
-import { modeLabel, statusSentence } from "./messages.js";
+import { jobSentence, modeLabel } from "./messages.js";
 
 const PAGE_SIZE = 10;
 
@@ -15,12 +15,15 @@ export class HistoryView {
   constructor(onOpen) {
     this.onOpen = onOpen;
     this.cursor = null;
+    // Bumped by reload(): an answer for an older list is dropped, not appended twice.
+    this.run = 0;
     this.list = byId("history");
     byId("more").addEventListener("click", () => this.loadMore());
   }
 
   /** Reload from the newest. */
   async reload() {
+    this.run += 1;
     this.cursor = null;
     this.list.replaceChildren();
     await this.loadMore();
@@ -32,9 +35,13 @@ export class HistoryView {
       query.set("cursor", this.cursor);
     }
     const button = byId("more");
+    const run = this.run;
     button.disabled = true;
     try {
       const page = await api(`/generations?${query}`);
+      if (run !== this.run) {
+        return;
+      }
       quiet(byId("history-error"));
       page.items.forEach((job) => this.list.append(this.row(job)));
       this.cursor = page.nextCursor;
@@ -59,7 +66,7 @@ export class HistoryView {
       { className: "meta" },
       title,
       el("br"),
-      `${statusSentence(job.status)} ${when(job.createdAt)}`,
+      `${jobSentence(job)} ${when(job.createdAt)}`,
     );
     const open = el("button", { type: "button", className: "secondary" }, "Open");
     open.setAttribute("aria-label", `Open the design of ${when(job.createdAt)}`);
@@ -69,13 +76,12 @@ export class HistoryView {
     return row;
   }
 
-  /** Drop a deleted job from the list. */
-  forget(jobId) {
+  /** Show the new state of a job already in the list (after a delete). */
+  update(job) {
     for (const row of this.list.children) {
-      if (row.dataset.jobId === jobId) {
-        row.remove();
+      if (row.dataset.jobId === job.id) {
+        row.replaceWith(this.row(job));
       }
     }
-    byId("history-empty").hidden = this.list.children.length > 0;
   }
 }

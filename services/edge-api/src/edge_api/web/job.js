@@ -2,7 +2,7 @@
 // the cancel / delete buttons.
 import { api, eventsUrl } from "./api.js";
 import { byId, clear, el, quiet, say } from "./dom.js";
-import { sentence, statusSentence } from "./messages.js";
+import { jobSentence, sentence } from "./messages.js";
 
 const FINISHED = new Set(["succeeded", "failed", "canceled"]);
 
@@ -11,7 +11,7 @@ export function finished(job) {
   return FINISHED.has(job.status);
 }
 
-/** The job panel. `onFinished(job)` runs when a followed job ends; `onDeleted(id)` after a delete. */
+/** The job panel. `onFinished(job)` runs when a followed job ends; `onDeleted(job)` after a delete. */
 export class JobView {
   constructor({ onFinished, onDeleted }) {
     this.onFinished = onFinished;
@@ -53,7 +53,7 @@ export class JobView {
 
   render(job) {
     this.job = job;
-    byId("job-status").textContent = statusSentence(job.status);
+    byId("job-status").textContent = jobSentence(job);
     if (job.error) {
       say(byId("job-error"), sentence(job.error.code, job.error.message));
     }
@@ -66,7 +66,8 @@ export class JobView {
       after.append(el("figure", {}, image, el("figcaption", {}, `After (${variant.idx + 1})`)));
     }
     byId("cancel").hidden = finished(job);
-    byId("delete").hidden = !finished(job);
+    // DELETE removes a finished job's pictures (the job stays in the history).
+    byId("delete").hidden = !(finished(job) && job.variants.length > 0);
   }
 
   follow(jobId) {
@@ -119,20 +120,14 @@ export class JobView {
     const job = this.job;
     byId("delete").disabled = true;
     try {
-      await api(`/generations/${encodeURIComponent(job.id)}`, { method: "DELETE" });
-      this.close();
-      this.onDeleted(job.id);
+      const kept = await api(`/generations/${encodeURIComponent(job.id)}`, { method: "DELETE" });
+      this.setBefore(null);
+      this.render(kept);
+      this.onDeleted(kept);
     } catch (error) {
       say(byId("job-error"), error.message);
     } finally {
       byId("delete").disabled = false;
     }
-  }
-
-  close() {
-    this.stop();
-    this.setBefore(null);
-    this.job = null;
-    byId("job").hidden = true;
   }
 }

@@ -18,7 +18,7 @@ async function start() {
       refreshUsage();
       historyView.reload();
     },
-    onDeleted: (jobId) => historyView.forget(jobId),
+    onDeleted: (job) => historyView.update(job),
   });
 
   async function submit(data, files) {

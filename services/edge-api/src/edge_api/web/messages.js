@@ -64,3 +64,11 @@ const MODES = {
 export function modeLabel(key) {
   return Object.hasOwn(MODES, key) ? MODES[key] : key;
 }
+
+/** What a job's status line says (a succeeded job without pictures had them deleted). */
+export function jobSentence(job) {
+  if (job.status === "succeeded" && job.variants.length === 0) {
+    return "The pictures of this design were deleted.";
+  }
+  return statusSentence(job.status);
+}

@@ -1,0 +1,208 @@
+"""The reference web client in a real Chromium, against the real stack with the emulator."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from playwright.async_api import Page, expect
+
+from generation.persistence.models import GenerationJob
+from kit.db import session_scope
+from tests.browser.conftest import Visitor
+from tests.e2e.harness import Stack, jpeg_bytes
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+DONE = "Done: your design is ready."
+SETTLE_MS = 20_000
+
+
+async def _loaded(page: Page, selector: str) -> None:
+    """The image really loaded (decoded with a size), not just an <img> in the page."""
+    image = page.locator(selector)
+    await expect(image).to_be_visible()
+    await page.wait_for_function(
+        "(el) => el.complete && el.naturalWidth > 0", arg=await image.element_handle()
+    )
+
+
+async def _submit_imagine(visitor: Visitor, prompt: str) -> None:
+    page = visitor.page
+    await page.select_option("#mode", "imagine")
+    await page.fill("#prompt", prompt)
+    await page.click("#submit")
+
+
+async def test_imagine_is_followed_live_until_it_succeeds(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    assert "token" not in page.url  # taken out of the address bar
+    await expect(page.locator("#usage")).to_contain_text("designs left")
+    before = await page.text_content("#usage")
+    await visitor.shot("form")
+
+    await _submit_imagine(visitor, "A bright japandi living room with oak floors")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await _loaded(page, "#after img")
+    await expect(page.locator("#delete")).to_be_visible()
+    await expect(page.locator("#cancel")).to_be_hidden()
+    await expect(page.locator("#usage")).not_to_have_text(before or "")  # refreshed
+    await expect(page.locator("#history li")).to_have_count(1)
+    await visitor.shot("succeeded")
+    # The page followed the job through its event stream, with the token in the query.
+    events = [p for m, p in visitor.edge.recorder.seen if p.endswith("/events") and m == "GET"]
+    assert events
+
+
+async def test_redesign_shows_the_photo_before_and_the_result_after(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    await page.select_option("#mode", "redesign")
+    await page.select_option("#style", index=1)
+    await page.set_input_files(
+        "#input1",
+        {"name": "room.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes(320, 240)},
+    )
+    await visitor.shot("photo-chosen")
+    await page.click("#submit")
+
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await _loaded(page, "#before-img")
+    assert (await page.get_attribute("#before-img", "src") or "").startswith("blob:")
+    await _loaded(page, "#after img")
+    await visitor.shot("before-after")
+
+
+async def test_a_running_job_can_be_canceled(visitor: Visitor, stack: Stack) -> None:
+    await stack.control("set_faults", hold=True)
+    await visitor.open()
+    page = visitor.page
+    await _submit_imagine(visitor, "A reading nook under a window")
+    await expect(page.locator("#cancel")).to_be_visible(timeout=SETTLE_MS)
+    await visitor.shot("running")
+
+    await page.click("#cancel")
+    await expect(page.locator("#job-status")).to_have_text(
+        "This design was canceled.", timeout=SETTLE_MS
+    )
+    await expect(page.locator("#cancel")).to_be_hidden()
+    await expect(page.locator("#delete")).to_be_hidden()  # nothing to delete
+    await expect(page.locator("#history li")).to_contain_text("This design was canceled.")
+    await visitor.shot("canceled")
+
+
+async def test_deleting_removes_the_pictures_and_keeps_the_job(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    await _submit_imagine(visitor, "A calm bedroom in sage green")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await expect(page.locator("#history li img")).to_have_count(1)
+    job_id = await page.get_attribute("#history li", "data-job-id")
+
+    await page.click("#delete")
+    gone = "The pictures of this design were deleted."
+    await expect(page.locator("#job-status")).to_have_text(gone)
+    await expect(page.locator("#after img")).to_have_count(0)
+    await expect(page.locator("#delete")).to_be_hidden()
+    await expect(page.locator("#history li")).to_contain_text(gone)
+    await expect(page.locator("#history li img")).to_have_count(0)
+    await visitor.shot("deleted")
+    assert ("DELETE", f"/api/v1/generations/{job_id}") in visitor.edge.recorder.seen
+    await page.reload()  # the server says so too (the token survives in sessionStorage)
+    await page.wait_for_selector("body[data-ready='true']")
+    await expect(page.locator("#history li")).to_contain_text(gone)
+
+
+async def _insert_failed_jobs(stack: Stack, owner: uuid.UUID, count: int) -> None:
+    # Ended without a charge (as tests/e2e/test_history.py does): the ledger stays balanced.
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        GenerationJob(
+            id=uuid.uuid4(),
+            owner_id=owner,
+            request_fingerprint="f" * 64,
+            mode="imagine",
+            status="failed",
+            charge_state="none",
+            refund_state="none",
+            created_at=start + timedelta(minutes=i),
+            updated_at=start,
+        )
+        for i in range(count)
+    ]
+    async with session_scope(stack.ctx.sessions) as session:
+        session.add_all(rows)
+
+
+async def test_history_pages_with_load_more(visitor: Visitor, stack: Stack) -> None:
+    await _insert_failed_jobs(stack, visitor.id, 13)
+    await visitor.open()
+    page = visitor.page
+    rows = page.locator("#history li")
+    await expect(rows).to_have_count(10)
+    await expect(page.locator("#more")).to_be_visible()
+    await visitor.shot("first-page")
+
+    await page.click("#more")
+    await expect(rows).to_have_count(13)
+    await expect(page.locator("#more")).to_be_hidden()
+    await visitor.shot("all-pages")
+
+    await rows.first.get_by_role("button").click()
+    await expect(page.locator("#job-status")).to_have_text("This design failed.")
+
+
+async def test_an_oversize_or_foreign_file_is_refused_before_upload(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    limit = stack_limit = int(
+        await page.evaluate(
+            "fetch('/api/v1/catalog').then(r => r.json()).then(c => c.upload.maxBytes)"
+        )
+    )
+    await expect(page.locator("#upload-hint")).to_contain_text("MB each")
+    await page.select_option("#mode", "redesign")
+    oversize = jpeg_bytes() + b"\0" * (limit + 1 - len(jpeg_bytes()) + 1)
+    assert len(oversize) > stack_limit
+    await page.set_input_files(
+        "#input1", {"name": "big.jpg", "mimeType": "image/jpeg", "buffer": oversize}
+    )
+    await page.click("#submit")
+    await expect(page.locator("#form-error")).to_contain_text("the limit is")
+    await expect(page.locator("#input1")).to_be_focused()
+    await visitor.shot("too-large")
+
+    await page.set_input_files(
+        "#input1", {"name": "anim.gif", "mimeType": "image/gif", "buffer": b"GIF89a" + b"\0" * 64}
+    )
+    await page.click("#submit")
+    await expect(page.locator("#form-error")).to_contain_text("must be one of: JPEG")
+    await visitor.shot("wrong-type")
+    assert [p for m, p in visitor.edge.recorder.seen if m == "POST"] == []
+
+
+async def test_a_refused_prompt_is_a_sentence_and_the_form_works_by_keyboard(
+    visitor: Visitor,
+) -> None:
+    await visitor.open()
+    page = visitor.page
+    await page.select_option("#mode", "imagine")
+    await page.focus("#prompt")
+    await page.keyboard.type("Card 4111 1111 1111 1111 on the table")
+    for _ in range(10):  # Tab through the file inputs' hidden fields to the button
+        if await page.evaluate("document.activeElement.id") == "submit":
+            break
+        await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "submit"
+    await page.keyboard.press("Enter")
+
+    error = page.locator("#form-error")
+    await expect(error).to_have_text(
+        "Please check the form. This prompt can't be used. "
+        "Please describe the room and style you want."
+    )
+    await expect(error).to_have_attribute("role", "alert")
+    await visitor.shot("refused-prompt")
+    assert ("POST", "/api/v1/generations") in visitor.edge.recorder.seen
