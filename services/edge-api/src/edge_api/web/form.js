@@ -5,8 +5,11 @@ import { modeLabel } from "./messages.js";
 
 const TYPE_NAMES = { "image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP" };
 
-function megabytes(bytes) {
-  return `${Math.round((bytes / 1_000_000) * 10) / 10} MB`;
+// Sizes as people's tools show them (1 MB = 1024 * 1024 bytes), with enough digits that
+// a file just over the limit does not read as equal to it.
+function megabytes(bytes, digits = 1) {
+  const scale = 10 ** digits;
+  return `${Math.round((bytes / 1_048_576) * scale) / scale} MB`;
 }
 
 function fillSelect(select, choices, { optional }) {
@@ -61,6 +64,7 @@ export class SubmissionForm {
     const mode = this.mode();
     byId("input1-field").hidden = mode.images < 1;
     byId("input2-field").hidden = mode.images < 2;
+    byId("upload-hint").hidden = mode.images < 1;
     byId("input1-label").textContent =
       mode.images > 1 ? "Photo of the room (base)" : "Photo of the room";
     byId("prompt-label").textContent = mode.promptRequired ? "Prompt (required)" : "Prompt (optional)";
@@ -86,7 +90,7 @@ export class SubmissionForm {
       }
       if (file.size > maxBytes) {
         return {
-          problem: `“${name}” is ${megabytes(file.size)}; the limit is ${megabytes(maxBytes)}.`,
+          problem: `“${name}” is ${megabytes(file.size, 2)}; the limit is ${megabytes(maxBytes)}.`,
           input,
         };
       }

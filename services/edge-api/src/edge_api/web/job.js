@@ -30,6 +30,8 @@ export class JobView {
     byId("job").hidden = false;
     quiet(byId("job-error"));
     this.render(job);
+    // On a phone the panel is below the form: bring it into view.
+    byId("job").scrollIntoView({ block: "nearest" });
     if (!finished(job)) {
       this.follow(job.id);
     }
@@ -54,8 +56,11 @@ export class JobView {
   render(job) {
     this.job = job;
     byId("job-status").textContent = jobSentence(job);
-    if (job.error) {
+    // A canceled job's error (CANCELED) would only repeat its status line.
+    if (job.error && job.status !== "canceled") {
       say(byId("job-error"), sentence(job.error.code, job.error.message));
+    } else {
+      quiet(byId("job-error"));
     }
     const after = byId("after");
     clear(after);
