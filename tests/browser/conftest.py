@@ -9,6 +9,7 @@ downloads a browser. Screenshots of every step go to one folder, printed at the 
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from tests.e2e.harness import Stack, make_token
 
 __all__ = ["http", "reset_emulator", "stack"]
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--headless",
