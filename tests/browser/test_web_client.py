@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from playwright.async_api import Page, expect
 
+from edge_api.openapi import ERROR_CODES
 from generation.persistence.models import GenerationJob
 from kit.db import session_scope
 from tests.browser.conftest import Visitor
@@ -208,3 +209,34 @@ async def test_a_refused_prompt_is_a_sentence_and_the_form_works_by_keyboard(
     await expect(error).to_have_attribute("role", "alert")
     await visitor.shot("refused-prompt")
     assert ("POST", "/api/v1/generations") in visitor.edge.recorder.seen
+
+
+async def test_a_failed_job_says_why_in_a_sentence(visitor: Visitor, stack: Stack) -> None:
+    await stack.control("set_faults", fail_next=1)
+    await visitor.open()
+    page = visitor.page
+    await _submit_imagine(visitor, "A wine cellar with stone walls")
+    await expect(page.locator("#job-status")).to_have_text("This design failed.", timeout=SETTLE_MS)
+    await expect(page.locator("#job-error")).to_have_text(
+        "The image service could not make this design. Please try again."
+    )
+    await visitor.shot("failed")
+
+
+async def test_every_api_error_code_has_its_own_sentence(visitor: Visitor) -> None:
+    """The page's table covers the OpenAPI ErrorDetail enum; unknown codes show the server's."""
+    await visitor.open()
+    sentences = await visitor.page.evaluate(
+        """async (codes) => {
+            const { sentence } = await import("/app/messages.js");
+            return codes.map((code) => sentence(code, "SERVER-MESSAGE"));
+        }""",
+        [*ERROR_CODES, "PROVIDER_FAILED", "TIMED_OUT", "SOME_FUTURE_CODE"],
+    )
+    *known, unknown = sentences
+    for code, text in zip(ERROR_CODES, known[: len(ERROR_CODES)], strict=True):
+        assert text != "SERVER-MESSAGE", f"{code} has no sentence"
+        assert text.endswith((".", "SERVER-MESSAGE")), text
+    # Only validation errors carry the server's detail (which field, the prompt policy).
+    assert [t for t in known if "SERVER-MESSAGE" in t] == ["Please check the form. SERVER-MESSAGE"]
+    assert unknown == "SERVER-MESSAGE"
