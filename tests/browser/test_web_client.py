@@ -240,3 +240,14 @@ async def test_every_api_error_code_has_its_own_sentence(visitor: Visitor) -> No
     # Only validation errors carry the server's detail (which field, the prompt policy).
     assert [t for t in known if "SERVER-MESSAGE" in t] == ["Please check the form. SERVER-MESSAGE"]
     assert unknown == "SERVER-MESSAGE"
+
+
+async def test_without_a_token_the_page_says_how_to_sign_in(visitor: Visitor) -> None:
+    page = visitor.page
+    await page.goto(visitor.edge.url + "/")
+    await page.wait_for_selector("body[data-ready='true']")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#usage")).to_have_text("Sign in to see your designs left.")
+    await expect(page.locator("#history-error")).to_be_hidden()  # said once, by the notice
+    await expect(page.locator("#mode option")).not_to_have_count(0)  # the catalog is public
+    await visitor.shot("signed-out")

@@ -60,6 +60,10 @@ export async function api(path, { method = "GET", body, headers = {} } = {}) {
     throw new ApiError(0, "NETWORK", "");
   }
   if (!response.ok) {
+    if (response.status === 401) {
+      // The page shows how to sign in again, whichever part asked.
+      document.dispatchEvent(new CustomEvent("signed-out"));
+    }
     throw await failure(response);
   }
   const text = await response.text();

@@ -48,7 +48,9 @@ export class HistoryView {
       button.hidden = !this.cursor;
       byId("history-empty").hidden = this.list.children.length > 0;
     } catch (error) {
-      say(byId("history-error"), error.message);
+      if (error.status !== 401) {  // signed out: the sign-in notice says what to do
+        say(byId("history-error"), error.message);
+      }
     } finally {
       button.disabled = false;
     }

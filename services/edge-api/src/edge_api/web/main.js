@@ -8,6 +8,9 @@ import { JobView } from "./job.js";
 import { refreshUsage } from "./usage.js";
 
 async function start() {
+  document.addEventListener("signed-out", () => {
+    byId("signin").hidden = false;
+  });
   if (!signIn()) {
     byId("signin").hidden = false;
   }

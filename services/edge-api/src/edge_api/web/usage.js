@@ -11,6 +11,8 @@ export async function refreshUsage() {
     line.textContent =
       `${usage.remaining} of ${usage.monthlyGenerations} designs left (resets ${ends})`;
   } catch (error) {
-    line.textContent = `Usage unavailable: ${error.message}`;
+    // Signed out: the sign-in notice already says what to do.
+    line.textContent =
+      error.status === 401 ? "Sign in to see your designs left." : `Usage unavailable: ${error.message}`;
   }
 }
