@@ -25,6 +25,7 @@ from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.conftest import http, reset_emulator, stack
 from tests.e2e.harness import Stack, make_token
+from tests.security.proxy import Envoy, running_envoy
 
 __all__ = ["http", "reset_emulator", "stack"]
 
@@ -88,6 +89,17 @@ def web_edge(stack: Stack, s3_server: S3Endpoint) -> Iterator[WebEdge]:
 
 
 @pytest.fixture(scope="session")
+def envoy(
+    web_edge: WebEdge, stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Envoy]:
+    """The deployed Envoy config in front of the web edge, as `make run` serves the page."""
+    with running_envoy(
+        tmp_path_factory.mktemp("browser-envoy"), web_edge.server.port, stack.gateway.port
+    ) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     if not CHROMIUM.exists():
         # Never a silent skip: the suite is part of `make test`, which installs it.
@@ -128,8 +140,8 @@ class Visitor:
     errors: list[str] = field(default_factory=list)
     _step: int = 0
 
-    async def open(self) -> None:
-        await self.page.goto(f"{self.edge.url}/#token={self.token}")
+    async def open(self, base_url: str | None = None) -> None:
+        await self.page.goto(f"{base_url or self.edge.url}/#token={self.token}")
         await self.page.wait_for_selector("body[data-ready='true']")
 
     async def shot(self, label: str) -> None:

@@ -13,6 +13,7 @@ from generation.persistence.models import GenerationJob
 from kit.db import session_scope
 from tests.browser.conftest import Visitor
 from tests.e2e.harness import Stack, jpeg_bytes
+from tests.security.proxy import Envoy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -251,3 +252,16 @@ async def test_without_a_token_the_page_says_how_to_sign_in(visitor: Visitor) ->
     await expect(page.locator("#history-error")).to_be_hidden()  # said once, by the notice
     await expect(page.locator("#mode option")).not_to_have_count(0)  # the catalog is public
     await visitor.shot("signed-out")
+
+
+async def test_the_page_works_through_envoy(visitor: Visitor, envoy: Envoy) -> None:
+    """As `make run` serves it: page, modules, API, event stream and renders via Envoy."""
+    await visitor.open(envoy.url)
+    page = visitor.page
+    await _submit_imagine(visitor, "A sunlit attic studio with skylights")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await _loaded(page, "#after img")
+    src = await page.get_attribute("#after img", "src") or ""
+    assert src.startswith(f"{envoy.url}/public/renders/")
+    await visitor.shot("via-envoy")
+    assert ("GET", "/app/main.js") in visitor.edge.recorder.seen  # the edge served it
