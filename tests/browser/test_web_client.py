@@ -148,9 +148,11 @@ async def test_history_pages_with_load_more(visitor: Visitor, stack: Stack) -> N
     await expect(page.locator("#more")).to_be_visible()
     await visitor.shot("first-page")
 
-    await page.click("#more")
+    await page.focus("#more")
+    await page.keyboard.press("Enter")
     await expect(rows).to_have_count(13)
     await expect(page.locator("#more")).to_be_hidden()
+    await expect(rows.nth(10).get_by_role("button")).to_be_focused()  # focus not lost
     await visitor.shot("all-pages")
 
     await rows.first.get_by_role("button").click()

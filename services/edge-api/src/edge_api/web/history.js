@@ -7,7 +7,9 @@ const PAGE_SIZE = 10;
 
 function when(iso) {
   const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
+  return Number.isNaN(date.getTime())
+    ? iso
+    : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
 /** The history list; `onOpen(job)` shows a job in the panel. */
@@ -36,6 +38,7 @@ export class HistoryView {
     }
     const button = byId("more");
     const run = this.run;
+    const hadFocus = document.activeElement === button; // disabling it drops the focus
     button.disabled = true;
     try {
       const page = await api(`/generations?${query}`);
@@ -43,9 +46,13 @@ export class HistoryView {
         return;
       }
       quiet(byId("history-error"));
-      page.items.forEach((job) => this.list.append(this.row(job)));
+      const rows = page.items.map((job) => this.row(job));
+      this.list.append(...rows);
       this.cursor = page.nextCursor;
       button.hidden = !this.cursor;
+      if (hadFocus && button.hidden && rows.length > 0) {
+        rows[0].querySelector("button").focus(); // keyboard users keep their place
+      }
       byId("history-empty").hidden = this.list.children.length > 0;
     } catch (error) {
       if (error.status !== 401) {  // signed out: the sign-in notice says what to do
@@ -53,6 +60,9 @@ export class HistoryView {
       }
     } finally {
       button.disabled = false;
+      if (hadFocus && !button.hidden) {
+        button.focus();
+      }
     }
   }
 
@@ -62,13 +72,14 @@ export class HistoryView {
     const picture = first
       ? el("img", { src: first.url, alt: "", loading: "lazy" })
       : el("span", { className: "thumb-none" });
-    const title = el("strong", {}, modeLabel(job.settings.mode));
+    const title = el("strong", {}, modeLabel(job.settings.mode, { short: true }));
     const meta = el(
       "span",
       { className: "meta" },
       title,
+      ` · ${when(job.createdAt)}`,
       el("br"),
-      `${jobSentence(job)} ${when(job.createdAt)}`,
+      jobSentence(job),
     );
     const open = el("button", { type: "button", className: "secondary" }, "Open");
     open.setAttribute("aria-label", `Open the design of ${when(job.createdAt)}`);

@@ -60,9 +60,12 @@ const MODES = {
   imagine: "Imagine a room from a description",
 };
 
-/** A mode's label in the form and the history. */
-export function modeLabel(key) {
-  return Object.hasOwn(MODES, key) ? MODES[key] : key;
+const SHORT_MODES = { redesign: "Redesign", staging: "Staging", compose: "Compose", imagine: "Imagine" };
+
+/** A mode's label in the form (`short`: in the history, where a row is narrow). */
+export function modeLabel(key, { short = false } = {}) {
+  const table = short ? SHORT_MODES : MODES;
+  return Object.hasOwn(table, key) ? table[key] : key;
 }
 
 /** What a job's status line says (a succeeded job without pictures had them deleted). */
