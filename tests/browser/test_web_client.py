@@ -45,7 +45,15 @@ async def test_imagine_is_followed_live_until_it_succeeds(visitor: Visitor) -> N
     before = await page.text_content("#usage")
     await visitor.shot("form")
 
-    await _submit_imagine(visitor, "A bright japandi living room with oak floors")
+    stored = await page.evaluate("[sessionStorage.length, localStorage.length]")
+    assert stored == [1, 0]  # the tab's sessionStorage only
+
+    async with page.expect_request(
+        lambda r: r.method == "POST" and r.url.endswith("/api/v1/generations")
+    ) as submitted:
+        await _submit_imagine(visitor, "A bright japandi living room with oak floors")
+    key = (await submitted.value).headers.get("idempotency-key", "")
+    assert len(key) >= 32  # a fresh random key per submission
     await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
     await _loaded(page, "#after img")
     await expect(page.locator("#delete")).to_be_visible()
@@ -75,6 +83,30 @@ async def test_redesign_shows_the_photo_before_and_the_result_after(visitor: Vis
     assert (await page.get_attribute("#before-img", "src") or "").startswith("blob:")
     await _loaded(page, "#after img")
     await visitor.shot("before-after")
+
+
+async def test_compose_takes_two_photos(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    await page.select_option("#mode", "compose")
+    await expect(page.locator("#input2")).to_be_visible()
+    await page.set_input_files(
+        "#input1", {"name": "room.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes()}
+    )
+    await page.click("#submit")  # the reference photo is missing: said, not sent
+    await expect(page.locator("#form-error")).to_have_text(
+        "Please choose a file for “Reference photo”."
+    )
+    await expect(page.locator("#input2")).to_be_focused()
+    await page.set_input_files(
+        "#input2",
+        {"name": "ref.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes(color=(20, 90, 160))},
+    )
+    await page.click("#submit")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await _loaded(page, "#after img")
+    await visitor.shot("composed")
+    assert [p for m, p in visitor.edge.recorder.seen if m == "POST"] == ["/api/v1/generations"]
 
 
 async def test_a_running_job_can_be_canceled(visitor: Visitor, stack: Stack) -> None:
