@@ -53,11 +53,12 @@ export function statusSentence(status) {
   return Object.hasOwn(STATUS, status) ? STATUS[status] : `Status: ${status}`;
 }
 
+// Short enough for a 375 px select; the form shows each mode's photo fields.
 const MODES = {
-  redesign: "Redesign a room (one photo)",
-  staging: "Furnish an empty room (one photo)",
-  compose: "Combine a room with a reference (two photos)",
-  imagine: "Imagine a room from a description",
+  redesign: "Redesign a room",
+  staging: "Furnish an empty room",
+  compose: "Room + reference photo",
+  imagine: "Imagine from a description",
 };
 
 const SHORT_MODES = { redesign: "Redesign", staging: "Staging", compose: "Compose", imagine: "Imagine" };
