@@ -255,6 +255,8 @@ async def test_a_failed_job_says_why_in_a_sentence(visitor: Visitor, stack: Stac
     await expect(page.locator("#job-error")).to_have_text(
         "The image service could not make this design. Please try again."
     )
+    # Refunded: the line settles to the full allowance without a reload.
+    await expect(page.locator("#usage")).to_contain_text("10 of 10", timeout=SETTLE_MS)
     await visitor.shot("failed")
 
 

@@ -5,7 +5,7 @@ import { byId, say } from "./dom.js";
 import { SubmissionForm } from "./form.js";
 import { HistoryView } from "./history.js";
 import { JobView } from "./job.js";
-import { refreshUsage } from "./usage.js";
+import { refreshUsage, refreshUsageAfter } from "./usage.js";
 
 async function start() {
   document.addEventListener("signed-out", () => {
@@ -17,8 +17,8 @@ async function start() {
   let form = null;
   const historyView = new HistoryView((job) => jobs.open(job));
   const jobs = new JobView({
-    onFinished: () => {
-      refreshUsage();
+    onFinished: (job) => {
+      refreshUsageAfter(job);
       historyView.reload();
     },
     onDeleted: (job) => historyView.update(job),

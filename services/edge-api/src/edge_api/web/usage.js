@@ -16,3 +16,17 @@ export async function refreshUsage() {
       error.status === 401 ? "Sign in to see your designs left." : `Usage unavailable: ${error.message}`;
   }
 }
+
+// The ledger refunds a failed or canceled job shortly after the job ends: read again a
+// little later so the line settles without a reload.
+const SETTLE_DELAYS_MS = [1000, 3000];
+
+/** Refresh the usage line after a job ended (again later when a refund may follow). */
+export function refreshUsageAfter(job) {
+  refreshUsage();
+  if (job.status !== "succeeded") {
+    for (const delay of SETTLE_DELAYS_MS) {
+      setTimeout(refreshUsage, delay);
+    }
+  }
+}
