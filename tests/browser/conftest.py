@@ -172,6 +172,13 @@ async def visitor(
         "console",
         lambda message: person.errors.append(message.text) if _unexpected(message) else None,
     )
+    # No request of the page may miss (a 404 is only a console line otherwise).
+    page.on(
+        "response",
+        lambda answer: (
+            person.errors.append(f"{answer.status} {answer.url}") if answer.status == 404 else None
+        ),
+    )
     try:
         yield person
     finally:
