@@ -301,3 +301,20 @@ async def test_the_page_works_through_envoy(visitor: Visitor, envoy: Envoy) -> N
     assert src.startswith(f"{envoy.url}/public/renders/")
     await visitor.shot("via-envoy")
     assert ("GET", "/app/main.js") in visitor.edge.recorder.seen  # the edge served it
+
+
+async def test_the_policy_stops_inline_script_in_the_browser(visitor: Visitor) -> None:
+    """Even if something did put markup in the page, the CSP would refuse to run it."""
+    await visitor.open()
+    ran = await visitor.page.evaluate(
+        """() => {
+            const script = document.createElement("script");
+            script.textContent = "window.injected = true";
+            document.body.append(script);
+            return window.injected === true;
+        }"""
+    )
+    assert ran is False
+    refusals = [e for e in visitor.errors if "Content Security Policy" in e]
+    assert refusals, visitor.errors
+    visitor.errors.clear()  # the refusal above is the expected one
