@@ -9,7 +9,7 @@ SRC_DIRS := libs/kit libs/contracts services/generation/src services/usage/src \
 OUR_PACKAGES := -p kit -p generation -p usage -p webhook_gateway -p edge_api \
                 -p replicate_emulator -p launcher -p testkit
 
-.PHONY: run test lint fmt proto venv clean bench
+.PHONY: run test test-browser chromium lint fmt proto venv clean bench
 
 venv: $(STAMP)
 
@@ -24,8 +24,18 @@ $(STAMP): requirements.lock
 run: $(STAMP)
 	@$(BIN)/python -m launcher
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	@$(BIN)/python -m pytest
+
+# Only the reference web client's tests in a real browser (also part of `make test`).
+test-browser: $(STAMP) chromium
+	@$(BIN)/python -m pytest tests/browser
+
+# Debian's Chromium for tests/browser, installed when missing (Playwright never downloads
+# one). Without it the run fails here, with the command to run, rather than skip.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver) \
+	    || { echo "tests/browser need Chromium: apt-get install -y chromium chromium-driver" >&2; exit 1; }
 
 # The benchmarks (bench/README.md): the real system under locust, every figure a ratio
 # against its parts measured in the same run. Minutes long; never part of `make test`.

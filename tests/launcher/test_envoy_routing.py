@@ -119,6 +119,8 @@ def client(proxy: Proxy) -> Iterator[httpx.Client]:
         ("GET", "/public/renders/r1/0.jpg", "edge"),
         ("GET", "/healthz", "edge"),
         ("GET", "/readyz", "edge"),
+        ("GET", "/", "edge"),  # the web client (the edge serves it only when enabled)
+        ("GET", "/app/main.js", "edge"),
     ],
 )
 def test_routes_reach_their_cluster(
@@ -135,7 +137,9 @@ def test_routes_reach_their_cluster(
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/"),
+        ("GET", "/index.html"),
+        ("POST", "/"),  # the web client is read-only
+        ("DELETE", "/app/main.js"),
         ("GET", "/api/v2/usage"),
         ("GET", "/api/v1"),
         ("POST", "/webhooks/replicate"),

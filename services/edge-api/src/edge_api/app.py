@@ -25,6 +25,7 @@ from edge_api.routes import (
     history,
     public,
     usage,
+    web,
 )
 from edge_api.settings import EdgeSettings
 from edge_api.state import EdgeState
@@ -110,6 +111,8 @@ def create_app(
     app.include_router(health.router)
     if settings.s3_public_base_url is None:
         app.include_router(public.router)
+    if settings.web_client_enabled or settings.development:
+        app.include_router(web.router)
     install_openapi(app, runtime_config)
     return app
 

@@ -37,6 +37,8 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
     # A watched running job is read again this often (unset: the runtime config's stale
     # threshold), so generation's stale refresh applies while a client watches.
     sse_refresh_seconds: float | None = Field(default=None, gt=0, alias="SSE_REFRESH_SECONDS")
+    # Serve the reference web client at / and /app/ (always on with APP_ENV=development).
+    web_client_enabled: bool = Field(default=False, alias="WEB_CLIENT_ENABLED")
     # Browser origins allowed to call the API (comma-separated scheme://host[:port]);
     # empty: no CORS headers for anyone.
     cors_allowed_origins: str = Field(default="", alias="CORS_ALLOWED_ORIGINS")

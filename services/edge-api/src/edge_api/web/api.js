@@ -1,0 +1,92 @@
+// The API client: the dev token, requests, and errors turned into sentences.
+import { sentence } from "./messages.js";
+
+const BASE = "/api/v1";
+const TOKEN_KEY = "interior.token";
+
+/** An API (or network) failure with the sentence to show. */
+export class ApiError extends Error {
+  constructor(status, code, serverMessage) {
+    super(sentence(code, serverMessage));
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * Takes `#token=...` out of the address (so it is neither bookmarked nor shared) into
+ * sessionStorage, and returns the token of this tab, or null.
+ */
+export function signIn() {
+  const fragment = new URLSearchParams(window.location.hash.slice(1));
+  const given = fragment.get("token");
+  if (given) {
+    sessionStorage.setItem(TOKEN_KEY, given);
+    history.replaceState(null, "", window.location.pathname + window.location.search);
+  }
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+async function failure(response) {
+  let code = "INTERNAL_ERROR";
+  let message = "";
+  try {
+    const body = await response.json();
+    if (body && body.error && typeof body.error.code === "string") {
+      code = body.error.code;
+      message = typeof body.error.message === "string" ? body.error.message : "";
+    }
+  } catch {
+    // Not our JSON (a proxy's page): the code's sentence is all we can say.
+  }
+  return new ApiError(response.status, code, message);
+}
+
+/** Calls the API; resolves to the parsed JSON (null when empty), rejects with ApiError. */
+export async function api(path, { method = "GET", body, headers = {} } = {}) {
+  let response;
+  try {
+    response = await fetch(BASE + path, {
+      method,
+      body,
+      headers: { Authorization: `Bearer ${token()}`, ...headers },
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "NETWORK", "");
+  }
+  if (!response.ok) {
+    if (response.status === 401) {
+      // The page shows how to sign in again, whichever part asked.
+      document.dispatchEvent(new CustomEvent("signed-out"));
+    }
+    throw await failure(response);
+  }
+  const text = await response.text();
+  return text ? JSON.parse(text) : null;
+}
+
+/** The catalog (no sign-in needed). */
+export function catalog() {
+  return api("/catalog");
+}
+
+/** The Server-Sent Events address of a job (EventSource cannot send headers). */
+export function eventsUrl(jobId) {
+  const query = new URLSearchParams({ access_token: token() });
+  return `${BASE}/generations/${encodeURIComponent(jobId)}/events?${query}`;
+}
+
+/** A fresh key per submission: a retried request is then never run twice. */
+export function idempotencyKey() {
+  if (crypto.randomUUID) {
+    return crypto.randomUUID();
+  }
+  // randomUUID needs a secure context; 127.0.0.1 is one, a LAN address is not.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,100 @@
+// The history: GET /generations, newest first, one page at a time ("Load more").
+import { api } from "./api.js";
+import { byId, el, quiet, say } from "./dom.js";
+import { jobSentence, modeLabel } from "./messages.js";
+
+const PAGE_SIZE = 10;
+
+function when(iso) {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime())
+    ? iso
+    : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+/** The history list; `onOpen(job)` shows a job in the panel. */
+export class HistoryView {
+  constructor(onOpen) {
+    this.onOpen = onOpen;
+    this.cursor = null;
+    // Bumped by reload(): an answer for an older list is dropped, not appended twice.
+    this.run = 0;
+    this.list = byId("history");
+    byId("more").addEventListener("click", () => this.loadMore());
+  }
+
+  /** Reload from the newest. */
+  async reload() {
+    this.run += 1;
+    this.cursor = null;
+    this.list.replaceChildren();
+    await this.loadMore();
+  }
+
+  async loadMore() {
+    const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+    if (this.cursor) {
+      query.set("cursor", this.cursor);
+    }
+    const button = byId("more");
+    const run = this.run;
+    const hadFocus = document.activeElement === button; // disabling it drops the focus
+    button.disabled = true;
+    try {
+      const page = await api(`/generations?${query}`);
+      if (run !== this.run) {
+        return;
+      }
+      quiet(byId("history-error"));
+      const rows = page.items.map((job) => this.row(job));
+      this.list.append(...rows);
+      this.cursor = page.nextCursor;
+      button.hidden = !this.cursor;
+      if (hadFocus && button.hidden && rows.length > 0) {
+        rows[0].querySelector("button").focus(); // keyboard users keep their place
+      }
+      byId("history-empty").hidden = this.list.children.length > 0;
+    } catch (error) {
+      if (error.status !== 401) {  // signed out: the sign-in notice says what to do
+        say(byId("history-error"), error.message);
+      }
+    } finally {
+      button.disabled = false;
+      if (hadFocus && !button.hidden) {
+        button.focus();
+      }
+    }
+  }
+
+  row(job) {
+    // EXTENSION POINT (variant.thumbnailUrl, not in the API yet): prefer the thumbnail.
+    const first = job.variants[0];
+    const picture = first
+      ? el("img", { src: first.url, alt: "", loading: "lazy" })
+      : el("span", { className: "thumb-none" });
+    const title = el("strong", {}, modeLabel(job.settings.mode, { short: true }));
+    const meta = el(
+      "span",
+      { className: "meta" },
+      title,
+      ` · ${when(job.createdAt)}`,
+      el("br"),
+      jobSentence(job),
+    );
+    const open = el("button", { type: "button", className: "secondary" }, "Open");
+    open.setAttribute("aria-label", `Open the design of ${when(job.createdAt)}`);
+    open.addEventListener("click", () => this.onOpen(job));
+    const row = el("li", {}, picture, meta, open);
+    row.dataset.jobId = job.id;
+    return row;
+  }
+
+  /** Show the new state of a job already in the list (after a delete). */
+  update(job) {
+    for (const row of this.list.children) {
+      if (row.dataset.jobId === job.id) {
+        row.replaceWith(this.row(job));
+      }
+    }
+  }
+}

@@ -1,0 +1,118 @@
+"""The reference web client's routes: which files, content types, and security headers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge_api.app import create_app
+from edge_api.routes.web import WEB_DIR
+from edge_api.settings import EdgeSettings
+from kit.runtime_config import load_runtime_config
+from kit.service_keys import generate_key_pair, write_private_key
+from kit.settings import DEFAULT_RUNTIME_CONFIG
+
+# Not used by these routes, but the settings require them (and real ones in production).
+BASE_ENV = {
+    "S3_ENDPOINT": "127.0.0.1:9",
+    "S3_ACCESS_KEY": "web-test-access",
+    "S3_SECRET_KEY": "web-test-secret-not-published-0123456789",
+    "AUTH_JWT_SECRET": "web-test-jwt-secret-not-published-0123456789",
+}
+
+
+async def _client(**env: str) -> httpx.AsyncClient:
+    app = create_app(
+        EdgeSettings(**{**BASE_ENV, **env}), load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    )
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with await _client(APP_ENV="development") as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/", "text/html; charset=utf-8"),
+        ("/app/app.css", "text/css; charset=utf-8"),
+        ("/app/main.js", "text/javascript; charset=utf-8"),
+        ("/app/api.js", "text/javascript; charset=utf-8"),
+    ],
+)
+async def test_files_have_their_type_and_the_security_headers(
+    client: httpx.AsyncClient, path: str, content_type: str
+) -> None:
+    response = await client.get(path)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == content_type
+    assert response.headers["x-content-type-options"] == "nosniff"
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self';" in policy
+    assert "style-src 'self';" in policy
+    assert "default-src 'none'" in policy
+    assert "unsafe" not in policy
+
+
+async def test_head_answers_without_a_body(client: httpx.AsyncClient) -> None:
+    response = await client.head("/app/main.js")
+
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/app/index.html", "/app/missing.js", "/app/..%2fapp.py", "/app/../routes/web.py", "/app/"],
+)
+async def test_nothing_else_is_served(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.get(path)
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "NOT_FOUND"
+
+
+async def test_writes_are_not_allowed(client: httpx.AsyncClient) -> None:
+    response = await client.post("/", content=b"x")
+
+    assert response.status_code == 405
+
+
+async def test_production_serves_it_only_when_enabled(tmp_path: Path) -> None:
+    private, _ = generate_key_pair()
+    write_private_key(tmp_path / "service.key", private)
+    production = {"APP_ENV": "production", "SERVICE_KEY_FILE": str(tmp_path / "service.key")}
+    async with await _client(**production) as off:
+        assert (await off.get("/")).status_code == 404
+    async with await _client(**production, WEB_CLIENT_ENABLED="true") as on:
+        assert (await on.get("/")).status_code == 200
+
+
+async def test_images_may_come_from_the_public_render_origin() -> None:
+    async with await _client(
+        APP_ENV="development", S3_PUBLIC_BASE_URL="https://cdn.example.com/renders"
+    ) as client:
+        policy = (await client.get("/")).headers["content-security-policy"]
+
+    assert "img-src 'self' blob: https://cdn.example.com;" in policy
+    assert "connect-src 'self'" in policy
+
+
+def test_the_page_has_no_inline_script_or_style_and_no_html_injection() -> None:
+    """No inline code (the policy would block it), and data never goes in as HTML."""
+    page = (WEB_DIR / "index.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)", page)
+    assert "<style" not in page
+    assert not re.search(r"\son[a-z]+=", page)  # no inline event handlers
+    for module in WEB_DIR.glob("*.js"):
+        code = module.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in code, f"{module.name} uses {sink}"

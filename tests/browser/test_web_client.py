@@ -1,0 +1,320 @@
+"""The reference web client in a real Chromium, against the real stack with the emulator."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from playwright.async_api import Page, expect
+
+from edge_api.openapi import ERROR_CODES
+from generation.persistence.models import GenerationJob
+from kit.db import session_scope
+from tests.browser.conftest import Visitor
+from tests.e2e.harness import Stack, jpeg_bytes
+from tests.security.proxy import Envoy
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+DONE = "Done: your design is ready."
+SETTLE_MS = 20_000
+
+
+async def _loaded(page: Page, selector: str) -> None:
+    """The image really loaded (decoded with a size), not just an <img> in the page."""
+    image = page.locator(selector)
+    await expect(image).to_be_visible()
+    await page.wait_for_function(
+        "(el) => el.complete && el.naturalWidth > 0", arg=await image.element_handle()
+    )
+
+
+async def _submit_imagine(visitor: Visitor, prompt: str) -> None:
+    page = visitor.page
+    await page.select_option("#mode", "imagine")
+    await page.fill("#prompt", prompt)
+    await page.click("#submit")
+
+
+async def test_imagine_is_followed_live_until_it_succeeds(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    assert "token" not in page.url  # taken out of the address bar
+    await expect(page.locator("#usage")).to_contain_text("designs left")
+    before = await page.text_content("#usage")
+    await visitor.shot("form")
+
+    stored = await page.evaluate("[sessionStorage.length, localStorage.length]")
+    assert stored == [1, 0]  # the tab's sessionStorage only
+
+    async with page.expect_request(
+        lambda r: r.method == "POST" and r.url.endswith("/api/v1/generations")
+    ) as submitted:
+        await _submit_imagine(visitor, "A bright japandi living room with oak floors")
+    key = (await submitted.value).headers.get("idempotency-key", "")
+    assert len(key) >= 32  # a fresh random key per submission
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await _loaded(page, "#after img")
+    await expect(page.locator("#delete")).to_be_visible()
+    await expect(page.locator("#cancel")).to_be_hidden()
+    await expect(page.locator("#usage")).not_to_have_text(before or "")  # refreshed
+    await expect(page.locator("#history li")).to_have_count(1)
+    await visitor.shot("succeeded")
+    # The page followed the job through its event stream, with the token in the query.
+    events = [p for m, p in visitor.edge.recorder.seen if p.endswith("/events") and m == "GET"]
+    assert events
+
+
+async def test_redesign_shows_the_photo_before_and_the_result_after(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    await page.select_option("#mode", "redesign")
+    await page.select_option("#style", index=1)
+    await page.set_input_files(
+        "#input1",
+        {"name": "room.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes(320, 240)},
+    )
+    await visitor.shot("photo-chosen")
+    await page.click("#submit")
+
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await _loaded(page, "#before-img")
+    assert (await page.get_attribute("#before-img", "src") or "").startswith("blob:")
+    await _loaded(page, "#after img")
+    await visitor.shot("before-after")
+
+
+async def test_compose_takes_two_photos(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    await page.select_option("#mode", "compose")
+    await expect(page.locator("#input2")).to_be_visible()
+    await page.set_input_files(
+        "#input1", {"name": "room.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes()}
+    )
+    await page.click("#submit")  # the reference photo is missing: said, not sent
+    await expect(page.locator("#form-error")).to_have_text(
+        "Please choose a file for “Reference photo”."
+    )
+    await expect(page.locator("#input2")).to_be_focused()
+    await page.set_input_files(
+        "#input2",
+        {"name": "ref.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes(color=(20, 90, 160))},
+    )
+    await page.click("#submit")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await _loaded(page, "#after img")
+    await visitor.shot("composed")
+    assert [p for m, p in visitor.edge.recorder.seen if m == "POST"] == ["/api/v1/generations"]
+
+
+async def test_a_running_job_can_be_canceled(visitor: Visitor, stack: Stack) -> None:
+    await stack.control("set_faults", hold=True)
+    await visitor.open()
+    page = visitor.page
+    await _submit_imagine(visitor, "A reading nook under a window")
+    await expect(page.locator("#cancel")).to_be_visible(timeout=SETTLE_MS)
+    await visitor.shot("running")
+
+    await page.click("#cancel")
+    await expect(page.locator("#job-status")).to_have_text(
+        "This design was canceled.", timeout=SETTLE_MS
+    )
+    await expect(page.locator("#cancel")).to_be_hidden()
+    await expect(page.locator("#job-error")).to_be_hidden()  # said once, not twice
+    await expect(page.locator("#delete")).to_be_hidden()  # nothing to delete
+    await expect(page.locator("#history li")).to_contain_text("This design was canceled.")
+    await visitor.shot("canceled")
+
+
+async def test_deleting_removes_the_pictures_and_keeps_the_job(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    await _submit_imagine(visitor, "A calm bedroom in sage green")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await expect(page.locator("#history li img")).to_have_count(1)
+    job_id = await page.get_attribute("#history li", "data-job-id")
+
+    await page.click("#delete")
+    gone = "The pictures of this design were deleted."
+    await expect(page.locator("#job-status")).to_have_text(gone)
+    await expect(page.locator("#after img")).to_have_count(0)
+    await expect(page.locator("#delete")).to_be_hidden()
+    await expect(page.locator("#history li")).to_contain_text(gone)
+    await expect(page.locator("#history li img")).to_have_count(0)
+    await visitor.shot("deleted")
+    assert ("DELETE", f"/api/v1/generations/{job_id}") in visitor.edge.recorder.seen
+    await page.reload()  # the server says so too (the token survives in sessionStorage)
+    await page.wait_for_selector("body[data-ready='true']")
+    await expect(page.locator("#history li")).to_contain_text(gone)
+
+
+async def _insert_failed_jobs(stack: Stack, owner: uuid.UUID, count: int) -> None:
+    # Ended without a charge (as tests/e2e/test_history.py does): the ledger stays balanced.
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        GenerationJob(
+            id=uuid.uuid4(),
+            owner_id=owner,
+            request_fingerprint="f" * 64,
+            mode="imagine",
+            status="failed",
+            charge_state="none",
+            refund_state="none",
+            created_at=start + timedelta(minutes=i),
+            updated_at=start,
+        )
+        for i in range(count)
+    ]
+    async with session_scope(stack.ctx.sessions) as session:
+        session.add_all(rows)
+
+
+async def test_history_pages_with_load_more(visitor: Visitor, stack: Stack) -> None:
+    await _insert_failed_jobs(stack, visitor.id, 13)
+    await visitor.open()
+    page = visitor.page
+    rows = page.locator("#history li")
+    await expect(rows).to_have_count(10)
+    await expect(page.locator("#more")).to_be_visible()
+    await visitor.shot("first-page")
+
+    await page.focus("#more")
+    await page.keyboard.press("Enter")
+    await expect(rows).to_have_count(13)
+    await expect(page.locator("#more")).to_be_hidden()
+    await expect(rows.nth(10).get_by_role("button")).to_be_focused()  # focus not lost
+    await visitor.shot("all-pages")
+
+    await rows.first.get_by_role("button").click()
+    await expect(page.locator("#job-status")).to_have_text("This design failed.")
+
+
+async def test_an_oversize_or_foreign_file_is_refused_before_upload(
+    visitor: Visitor, stack: Stack
+) -> None:
+    await visitor.open()
+    page = visitor.page
+    limit = stack.generation.context.config.uploads.max_bytes
+    assert limit == 10 * 1024 * 1024  # the sentence below is written for it
+    await page.select_option("#mode", "redesign")
+    await expect(page.locator("#upload-hint")).to_have_text(
+        "Photos: JPEG, PNG, WebP, up to 10 MB each."
+    )
+    image = jpeg_bytes()
+    oversize = image + b"\0" * (limit + 10_000 - len(image))
+    await page.set_input_files(
+        "#input1", {"name": "big.jpg", "mimeType": "image/jpeg", "buffer": oversize}
+    )
+    await page.click("#submit")
+    await expect(page.locator("#form-error")).to_contain_text("is 10.01 MB; the limit is 10 MB.")
+    await expect(page.locator("#input1")).to_be_focused()
+    await visitor.shot("too-large")
+
+    await page.set_input_files(
+        "#input1", {"name": "anim.gif", "mimeType": "image/gif", "buffer": b"GIF89a" + b"\0" * 64}
+    )
+    await page.click("#submit")
+    await expect(page.locator("#form-error")).to_contain_text("must be one of: JPEG")
+    await visitor.shot("wrong-type")
+    assert [p for m, p in visitor.edge.recorder.seen if m == "POST"] == []
+
+
+async def test_a_refused_prompt_is_a_sentence_and_the_form_works_by_keyboard(
+    visitor: Visitor,
+) -> None:
+    await visitor.open()
+    page = visitor.page
+    await page.select_option("#mode", "imagine")
+    await page.focus("#prompt")
+    await page.keyboard.type("Card 4111 1111 1111 1111 on the table")
+    for _ in range(10):  # Tab through the file inputs' hidden fields to the button
+        if await page.evaluate("document.activeElement.id") == "submit":
+            break
+        await page.keyboard.press("Tab")
+    assert await page.evaluate("document.activeElement.id") == "submit"
+    await page.keyboard.press("Enter")
+
+    error = page.locator("#form-error")
+    await expect(error).to_have_text(
+        "Please check the form. This prompt can't be used. "
+        "Please describe the room and style you want."
+    )
+    await expect(error).to_have_attribute("role", "alert")
+    await visitor.shot("refused-prompt")
+    assert ("POST", "/api/v1/generations") in visitor.edge.recorder.seen
+
+
+async def test_a_failed_job_says_why_in_a_sentence(visitor: Visitor, stack: Stack) -> None:
+    await stack.control("set_faults", fail_next=1)
+    await visitor.open()
+    page = visitor.page
+    await _submit_imagine(visitor, "A wine cellar with stone walls")
+    await expect(page.locator("#job-status")).to_have_text("This design failed.", timeout=SETTLE_MS)
+    await expect(page.locator("#job-error")).to_have_text(
+        "The image service could not make this design. Please try again."
+    )
+    # Refunded: the line settles to the full allowance without a reload.
+    await expect(page.locator("#usage")).to_contain_text("10 of 10", timeout=SETTLE_MS)
+    await visitor.shot("failed")
+
+
+async def test_every_api_error_code_has_its_own_sentence(visitor: Visitor) -> None:
+    """The page's table covers the OpenAPI ErrorDetail enum; unknown codes show the server's."""
+    await visitor.open()
+    sentences = await visitor.page.evaluate(
+        """async (codes) => {
+            const { sentence } = await import("/app/messages.js");
+            return codes.map((code) => sentence(code, "SERVER-MESSAGE"));
+        }""",
+        [*ERROR_CODES, "PROVIDER_FAILED", "TIMED_OUT", "SOME_FUTURE_CODE"],
+    )
+    *known, unknown = sentences
+    for code, text in zip(ERROR_CODES, known[: len(ERROR_CODES)], strict=True):
+        assert text != "SERVER-MESSAGE", f"{code} has no sentence"
+        assert text.endswith((".", "SERVER-MESSAGE")), text
+    # Only validation errors carry the server's detail (which field, the prompt policy).
+    assert [t for t in known if "SERVER-MESSAGE" in t] == ["Please check the form. SERVER-MESSAGE"]
+    assert unknown == "SERVER-MESSAGE"
+
+
+async def test_without_a_token_the_page_says_how_to_sign_in(visitor: Visitor) -> None:
+    page = visitor.page
+    await page.goto(visitor.edge.url + "/")
+    await page.wait_for_selector("body[data-ready='true']")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#usage")).to_have_text("Sign in to see your designs left.")
+    await expect(page.locator("#history-error")).to_be_hidden()  # said once, by the notice
+    await expect(page.locator("#mode option")).not_to_have_count(0)  # the catalog is public
+    await visitor.shot("signed-out")
+
+
+async def test_the_page_works_through_envoy(visitor: Visitor, envoy: Envoy) -> None:
+    """As `make run` serves it: page, modules, API, event stream and renders via Envoy."""
+    await visitor.open(envoy.url)
+    page = visitor.page
+    await _submit_imagine(visitor, "A sunlit attic studio with skylights")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await _loaded(page, "#after img")
+    src = await page.get_attribute("#after img", "src") or ""
+    assert src.startswith(f"{envoy.url}/public/renders/")
+    await visitor.shot("via-envoy")
+    assert ("GET", "/app/main.js") in visitor.edge.recorder.seen  # the edge served it
+
+
+async def test_the_policy_stops_inline_script_in_the_browser(visitor: Visitor) -> None:
+    """Even if something did put markup in the page, the CSP would refuse to run it."""
+    await visitor.open()
+    ran = await visitor.page.evaluate(
+        """() => {
+            const script = document.createElement("script");
+            script.textContent = "window.injected = true";
+            document.body.append(script);
+            return window.injected === true;
+        }"""
+    )
+    assert ran is False
+    refusals = [e for e in visitor.errors if "Content Security Policy" in e]
+    assert refusals, visitor.errors
+    visitor.errors.clear()  # the refusal above is the expected one
