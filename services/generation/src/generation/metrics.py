@@ -11,9 +11,10 @@ import itertools
 
 from prometheus_client import Counter, Histogram
 
+from generation.domain.states import JobStatus
 from kit.metrics import LATENCY_BUCKETS
 
-JOB_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
+JOB_STATUSES = tuple(status.value for status in JobStatus)
 # Where a transition came from: the submission, a provider webhook, a GET refresh,
 # the sweep, a user's cancel request (and a cancel that found the job succeeded).
 TRANSITION_SOURCES = ("submit", "webhook", "refresh", "sweep", "user", "cancel")

@@ -13,17 +13,18 @@ from generation.domain.events import Outcome
 from generation.domain.jobs import JobView
 from generation.domain.presentation import SignedInput
 from generation.domain.refine import SourceRef
+from generation.domain.states import JobStatus
 from generation.domain.submission import SubmitCommand
 from generation.persistence.feed import JobChange
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import NotFound, ValidationError
 
-_STATUS = {
-    "starting": pb.JOB_STATUS_STARTING,
-    "processing": pb.JOB_STATUS_PROCESSING,
-    "succeeded": pb.JOB_STATUS_SUCCEEDED,
-    "failed": pb.JOB_STATUS_FAILED,
-    "canceled": pb.JOB_STATUS_CANCELED,
+_STATUS: dict[str, pb.JobStatus.ValueType] = {
+    JobStatus.STARTING: pb.JOB_STATUS_STARTING,
+    JobStatus.PROCESSING: pb.JOB_STATUS_PROCESSING,
+    JobStatus.SUCCEEDED: pb.JOB_STATUS_SUCCEEDED,
+    JobStatus.FAILED: pb.JOB_STATUS_FAILED,
+    JobStatus.CANCELED: pb.JOB_STATUS_CANCELED,
 }
 _STATUS_NAMES = {value: name for name, value in _STATUS.items()}
 _OUTCOME = {

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from generation.domain.context import GenerationContext
+from generation.domain.states import ChargeState, RefundState
 from generation.persistence.repositories import JobRepository, RenderRepository
 from kit.db import session_scope
 
@@ -39,8 +40,8 @@ async def list_job_outcomes(
             status=row.status,
             created_at=row.created_at,
             has_output=row.id in with_output,
-            charged=row.charge_state == "charged",
-            refunded=row.refund_state == "done",
+            charged=row.charge_state == ChargeState.CHARGED,
+            refunded=row.refund_state == RefundState.DONE,
         )
         for row in rows
     ]

@@ -37,15 +37,6 @@ class Outcome(enum.Enum):
     STALE = "stale"
 
 
-def _fields(job: jobs.JobRef, status: str) -> dict[str, str | None]:
-    return {
-        "ownerId": str(job.owner_id),
-        "jobId": str(job.id),
-        "predictionId": job.prediction_id,
-        "status": status,
-    }
-
-
 async def apply_prediction(
     ctx: GenerationContext, prediction: Prediction, source: str
 ) -> tuple[Outcome, GenerationJob | None]:
@@ -57,7 +48,9 @@ async def apply_prediction(
         return Outcome.UNKNOWN_PREDICTION, None
     target = jobs.job_status_for(prediction.status)
     if not jobs.moves_forward(job.status, target):
-        log.info("job.event_stale", **_fields(job, job.status), source=source, eventStatus=target)
+        log.info(
+            "job.event_stale", **jobs.log_fields(job, job.status), source=source, eventStatus=target
+        )
         return Outcome.STALE, job
     if target == jobs.PROCESSING:
         changed = await _mark_processing(ctx, job, prediction)
@@ -66,7 +59,7 @@ async def apply_prediction(
     else:
         changed = await end_without_output(ctx, job, _error_for(prediction), target)
     if changed:
-        log.info("job.transition", **_fields(job, target), source=source)
+        log.info("job.transition", **jobs.log_fields(job, target), source=source)
         metrics.job_transition(target, source)
     async with ctx.readers() as session:
         current = await JobRepository(session).get(job.id)
@@ -116,13 +109,15 @@ async def _finish_with_output(
     except OutputRefused:
         # Permanent: no retry or refresh makes a foreign host a delivery host. The
         # provider logged the host; the job ends failed and is refunded once.
-        log.warning("job.output_refused", **_fields(job, job.status))
+        log.warning("job.output_refused", **jobs.log_fields(job, job.status))
         metrics.asset("refused")
         return await end_without_output(ctx, job, jobs.OUTPUT_REFUSED, jobs.FAILED)
     except (ProviderError, StorageError) as error:
         # Left in flight: a retried webhook, a refresh or the sweep will try again
         # (the overall timeout ends it if the output never becomes reachable).
-        log.warning("job.assets_deferred", **_fields(job, job.status), error=type(error).__name__)
+        log.warning(
+            "job.assets_deferred", **jobs.log_fields(job, job.status), error=type(error).__name__
+        )
         metrics.asset("deferred")
         raise
     now = ctx.clock.now()
@@ -172,7 +167,9 @@ async def _remove_stray_files(
     except StorageError as error:
         # Recorded as due already: the sweep removes them.
         log.warning(
-            "job.stray_outputs_deferred", **_fields(job, job.status), error=type(error).__name__
+            "job.stray_outputs_deferred",
+            **jobs.log_fields(job, job.status),
+            error=type(error).__name__,
         )
         return
-    log.info("job.stray_outputs_removed", **_fields(job, job.status))
+    log.info("job.stray_outputs_removed", **jobs.log_fields(job, job.status))

@@ -8,18 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from generation.domain import states
 from generation.domain.provider import ProviderStatus
+from generation.domain.states import JobStatus
 from generation.persistence.models import GenerationJob
 
-STARTING = "starting"
-PROCESSING = "processing"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELED = "canceled"
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+STARTING = JobStatus.STARTING
+PROCESSING = JobStatus.PROCESSING
+SUCCEEDED = JobStatus.SUCCEEDED
+FAILED = JobStatus.FAILED
+CANCELED = JobStatus.CANCELED
+TERMINAL = frozenset(states.TERMINAL)
 
 # Statuses only move forward: an event whose status ranks at or below the job's is stale.
-_RANK = {STARTING: 0, PROCESSING: 1, SUCCEEDED: 2, FAILED: 2, CANCELED: 2}
+_RANK: dict[str, int] = {STARTING: 0, PROCESSING: 1, SUCCEEDED: 2, FAILED: 2, CANCELED: 2}
 
 # Stable namespace so every instance derives the same render id from a job id.
 _RENDER_NAMESPACE = uuid.UUID("0b6d6f0e-3c55-4d43-9a53-6f1f0c2e6b7a")
@@ -43,6 +45,20 @@ UPSTREAM = JobError("UPSTREAM_ERROR", "The image service is unavailable. Please 
 INTERRUPTED = JobError("INTERRUPTED", "The submission was interrupted. Please try again.")
 OVER_LIMIT = JobError("LIMIT_EXCEEDED", "You have no generations left this month.")
 STORAGE = JobError("STORAGE_ERROR", "The result could not be stored. Please try again.")
+
+
+def log_fields(job: JobRef, status: str | None = None) -> dict[str, str | None]:
+    """The fields every log line about a job carries: owner, job, prediction and status.
+
+    ``status`` defaults to the job's own; the prediction id is None until the provider
+    accepted the job (the key is always there).
+    """
+    return {
+        "ownerId": str(job.owner_id),
+        "jobId": str(job.id),
+        "predictionId": job.prediction_id,
+        "status": status if status is not None else job.status,
+    }
 
 
 def is_terminal(status: str) -> bool:

@@ -67,7 +67,7 @@ async def refresh_if_stale(ctx: GenerationContext, view: jobs.JobView) -> bool:
 async def poll_and_apply(ctx: GenerationContext, job: jobs.JobRef, source: str) -> bool:
     """Fetch the prediction and apply it; True when the job changed."""
     assert job.prediction_id is not None
-    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": job.prediction_id}
+    fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
     try:
         prediction = await ctx.provider.get_prediction(job.prediction_id)
     except PredictionNotFound:

@@ -9,6 +9,7 @@ sweep to finish.
 from __future__ import annotations
 
 from generation import metrics
+from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.persistence.models import GenerationJob
 from generation.persistence.repositories import JobRepository
@@ -26,10 +27,7 @@ async def refund(ctx: GenerationContext, job: GenerationJob) -> bool:
     except DomainError as error:
         log.warning(
             "ledger.refund_deferred",
-            ownerId=str(job.owner_id),
-            jobId=str(job.id),
-            predictionId=job.prediction_id,
-            status=job.status,
+            **jobs.log_fields(job, job.status),
             code=error.code,
         )
         metrics.settlement("refund", "deferred")
@@ -38,10 +36,7 @@ async def refund(ctx: GenerationContext, job: GenerationJob) -> bool:
         await JobRepository(session).mark_refunded(job.id)
     log.info(
         "ledger.refunded",
-        ownerId=str(job.owner_id),
-        jobId=str(job.id),
-        predictionId=job.prediction_id,
-        status=job.status,
+        **jobs.log_fields(job, job.status),
     )
     metrics.settlement("refund", "done")
     return True
@@ -49,7 +44,7 @@ async def refund(ctx: GenerationContext, job: GenerationJob) -> bool:
 
 async def charge(ctx: GenerationContext, job: GenerationJob) -> None:
     """Debit the job. Raises LimitExceeded; other failures are left for the sweep."""
-    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": job.prediction_id}
+    fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
     try:
         await ctx.usage.debit(job.owner_id, job.id)
     except LimitExceeded:

@@ -46,6 +46,7 @@ from generation.domain.prompts import compose_prompt
 from generation.domain.provider import PredictionRequest, ProviderError
 from generation.domain.refine import SourceRef, copy_source_input
 from generation.domain.settlement import charge
+from generation.domain.states import ChargeState, RefundState
 from generation.persistence.models import GenerationJob
 from generation.persistence.repositories import JobRepository, violated_constraint
 from kit.db import session_scope
@@ -200,10 +201,7 @@ async def _replay(
         raise IdempotencyKeyReused()
     log.info(
         "job.replayed",
-        ownerId=str(existing.owner_id),
-        jobId=str(existing.id),
-        predictionId=existing.prediction_id,
-        status=existing.status,
+        **jobs.log_fields(existing, existing.status),
     )
     return SubmitResult(existing, replayed=True)
 
@@ -304,8 +302,8 @@ def _new_job(
         source_job_id=command.source.job_id if command.source else None,
         source_variant_idx=command.source.variant_idx if command.source else None,
         status=jobs.STARTING,
-        charge_state="none",
-        refund_state="none",
+        charge_state=ChargeState.NONE,
+        refund_state=RefundState.NONE,
         created_at=now,
         updated_at=now,
     )

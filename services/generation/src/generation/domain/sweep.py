@@ -33,6 +33,7 @@ from generation.domain.events import end_without_output
 from generation.domain.provider import ProviderError
 from generation.domain.queries import poll_and_apply
 from generation.domain.settlement import charge, refund
+from generation.domain.states import RefundState
 from generation.persistence.models import GenerationJob
 from generation.persistence.repositories import JobRepository
 from kit.db import session_scope
@@ -100,10 +101,7 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
             ended += 1
             log.warning(
                 "job.transition",
-                ownerId=str(job.owner_id),
-                jobId=str(job.id),
-                predictionId=job.prediction_id,
-                status=jobs.FAILED,
+                **jobs.log_fields(job, jobs.FAILED),
                 source="sweep",
                 reason=error.code,
             )
@@ -133,7 +131,7 @@ async def _settle(ctx: GenerationContext) -> int:
         )
     settled = 0
     for job in candidates:
-        if job.refund_state == "pending":
+        if job.refund_state == RefundState.PENDING:
             settled += int(await refund(ctx, job))
             continue
         try:
@@ -146,10 +144,7 @@ async def _settle(ctx: GenerationContext) -> int:
                 await JobRepository(session).mark_charge_waived(job.id, ctx.clock.now())
             log.warning(
                 "ledger.charge_waived",
-                ownerId=str(job.owner_id),
-                jobId=str(job.id),
-                predictionId=job.prediction_id,
-                status=job.status,
+                **jobs.log_fields(job, job.status),
             )
             metrics.settlement("debit", "waived")
     return settled

@@ -17,6 +17,7 @@ from sqlalchemy import and_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from generation.domain.jobs import VIEW_COLUMNS, JobView, VariantRef
+from generation.domain.states import JobStatus
 from generation.persistence.models import GenerationJob, Render, RenderVariant
 
 _JOB = GenerationJob.__table__.c
@@ -43,7 +44,7 @@ async def load_job_page(
     connection = await session.connection()
     rows = (await connection.execute(query)).all()
     jobs = [{name: row._mapping[name] for name in VIEW_COLUMNS} for row in rows]
-    succeeded = [job["id"] for job in jobs if job["status"] == "succeeded"]
+    succeeded = [job["id"] for job in jobs if job["status"] == JobStatus.SUCCEEDED]
     renders = await _live_renders(session, succeeded)
     return [
         JobView(

@@ -26,14 +26,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from generation.domain.states import INFLIGHT, ChargeState, JobStatus, RefundState, sql_list
 from kit.db import naming_metadata
 
-JOB_STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
-INFLIGHT_STATUSES = ("starting", "processing")
+JOB_STATUSES = tuple(JobStatus)
+INFLIGHT_STATUSES = INFLIGHT
 # Whether the job's generation was debited (or, refused by a plan change, waived) and
 # given back at the usage service.
-CHARGE_STATES = ("none", "charged", "waived")
-REFUND_STATES = ("none", "pending", "done")
+CHARGE_STATES = tuple(ChargeState)
+REFUND_STATES = tuple(RefundState)
 # Deleted jobs whose inputs, and jobs whose render files, are still to be removed.
 INPUTS_PENDING = "deleted_at IS NOT NULL AND inputs_removed_at IS NULL"
 FILES_PENDING = "files_due_at IS NOT NULL AND files_removed_at IS NULL"
@@ -61,8 +62,8 @@ class GenerationJob(Base):
     status: Mapped[str] = mapped_column(String(16))
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_message: Mapped[str | None] = mapped_column(Text)
-    charge_state: Mapped[str] = mapped_column(String(8), server_default="none")
-    refund_state: Mapped[str] = mapped_column(String(8), server_default="none")
+    charge_state: Mapped[str] = mapped_column(String(8), server_default=ChargeState.NONE.value)
+    refund_state: Mapped[str] = mapped_column(String(8), server_default=RefundState.NONE.value)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -91,16 +92,16 @@ class GenerationJob(Base):
     files_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
-        CheckConstraint(f"status IN {JOB_STATUSES!r}", name="status_known"),
-        CheckConstraint(f"charge_state IN {CHARGE_STATES!r}", name="charge_state_known"),
-        CheckConstraint(f"refund_state IN {REFUND_STATES!r}", name="refund_state_known"),
+        CheckConstraint(f"status IN {sql_list(JOB_STATUSES)}", name="status_known"),
+        CheckConstraint(f"charge_state IN {sql_list(CHARGE_STATES)}", name="charge_state_known"),
+        CheckConstraint(f"refund_state IN {sql_list(REFUND_STATES)}", name="refund_state_known"),
         UniqueConstraint("owner_id", "idempotency_key", name="uq_generation_jobs_owner_key"),
         UniqueConstraint("prediction_id", name="uq_generation_jobs_prediction_id"),
         Index(
             "uq_generation_jobs_one_inflight_per_owner",
             "owner_id",
             unique=True,
-            postgresql_where=text("status IN ('starting', 'processing')"),
+            postgresql_where=text(f"status IN {sql_list(INFLIGHT)}"),
         ),
         # Keyset pages of one owner's history, newest first (with and without a status).
         Index(
@@ -119,12 +120,12 @@ class GenerationJob(Base):
         Index(
             "ix_generation_jobs_inflight_updated",
             "updated_at",
-            postgresql_where=text("status IN ('starting', 'processing')"),
+            postgresql_where=text(f"status IN {sql_list(INFLIGHT)}"),
         ),
         Index(
             "ix_generation_jobs_refund_pending",
             "updated_at",
-            postgresql_where=text("refund_state = 'pending'"),
+            postgresql_where=text(f"refund_state = '{RefundState.PENDING.value}'"),
         ),
         Index(
             "ix_generation_jobs_inputs_pending",

@@ -14,12 +14,13 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from generation.domain.states import TERMINAL
 from generation.persistence.models import GenerationJob, Render
 
 # One helper for every conditional update of this package (repositories.py owns it).
 from generation.persistence.repositories import _changed as changed
 
-TERMINAL_STATUSES = ("succeeded", "failed", "canceled")
+TERMINAL_STATUSES = TERMINAL
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from generation.domain.jobs import VIEW_COLUMNS, JobView, VariantRef
+from generation.domain.states import (
+    ENDED_WITHOUT_OUTPUT,
+    INFLIGHT,
+    ChargeState,
+    JobStatus,
+    RefundState,
+)
 from generation.persistence.models import (
     INFLIGHT_STATUSES,
     GenerationJob,
@@ -106,7 +113,7 @@ class JobRepository:
         return await _changed(
             self._session,
             update(GenerationJob)
-            .where(GenerationJob.id == job_id, GenerationJob.status == "starting")
+            .where(GenerationJob.id == job_id, GenerationJob.status == JobStatus.STARTING)
             .values(prediction_id=prediction_id, updated_at=now),
         )
 
@@ -114,8 +121,8 @@ class JobRepository:
         return await _changed(
             self._session,
             update(GenerationJob)
-            .where(GenerationJob.id == job_id, GenerationJob.status == "starting")
-            .values(status="processing", started_at=started_at, updated_at=now),
+            .where(GenerationJob.id == job_id, GenerationJob.status == JobStatus.STARTING)
+            .values(status=JobStatus.PROCESSING, started_at=started_at, updated_at=now),
         )
 
     async def mark_succeeded(
@@ -125,7 +132,7 @@ class JobRepository:
             self._session,
             update(GenerationJob)
             .where(GenerationJob.id == job_id, GenerationJob.status.in_(INFLIGHT_STATUSES))
-            .values(status="succeeded", completed_at=completed_at, updated_at=now),
+            .values(status=JobStatus.SUCCEEDED, completed_at=completed_at, updated_at=now),
         )
 
     async def mark_ended_without_output(
@@ -164,16 +171,16 @@ class JobRepository:
         """Record the debit; answers True when the job already ended and needs a refund."""
         await self._session.execute(
             update(GenerationJob)
-            .where(GenerationJob.id == job_id, GenerationJob.charge_state == "none")
-            .values(charge_state="charged", updated_at=now)
+            .where(GenerationJob.id == job_id, GenerationJob.charge_state == ChargeState.NONE)
+            .values(charge_state=ChargeState.CHARGED, updated_at=now)
         )
         return await self._request_refund_if_charged(job_id, now)
 
     async def mark_charge_waived(self, job_id: uuid.UUID, now: datetime) -> None:
         await self._session.execute(
             update(GenerationJob)
-            .where(GenerationJob.id == job_id, GenerationJob.charge_state == "none")
-            .values(charge_state="waived", updated_at=now)
+            .where(GenerationJob.id == job_id, GenerationJob.charge_state == ChargeState.NONE)
+            .values(charge_state=ChargeState.WAIVED, updated_at=now)
         )
 
     async def _request_refund_if_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
@@ -182,18 +189,18 @@ class JobRepository:
             update(GenerationJob)
             .where(
                 GenerationJob.id == job_id,
-                GenerationJob.status.in_(("failed", "canceled")),
-                GenerationJob.charge_state == "charged",
-                GenerationJob.refund_state == "none",
+                GenerationJob.status.in_(ENDED_WITHOUT_OUTPUT),
+                GenerationJob.charge_state == ChargeState.CHARGED,
+                GenerationJob.refund_state == RefundState.NONE,
             )
-            .values(refund_state="pending", updated_at=now),
+            .values(refund_state=RefundState.PENDING, updated_at=now),
         )
 
     async def mark_refunded(self, job_id: uuid.UUID) -> None:
         await self._session.execute(
             update(GenerationJob)
-            .where(GenerationJob.id == job_id, GenerationJob.refund_state == "pending")
-            .values(refund_state="done")
+            .where(GenerationJob.id == job_id, GenerationJob.refund_state == RefundState.PENDING)
+            .values(refund_state=RefundState.DONE)
         )
 
     async def claim_poll(self, job_id: uuid.UUID, now: datetime, throttle: timedelta) -> bool:
@@ -264,11 +271,11 @@ class JobRepository:
             .where(
                 GenerationJob.updated_at <= older_than,
                 or_(
-                    GenerationJob.refund_state == "pending",
+                    GenerationJob.refund_state == RefundState.PENDING,
                     and_(
-                        GenerationJob.charge_state == "none",
+                        GenerationJob.charge_state == ChargeState.NONE,
                         GenerationJob.prediction_id.is_not(None),
-                        GenerationJob.status.in_(("starting", "processing", "succeeded")),
+                        GenerationJob.status.in_((*INFLIGHT, JobStatus.SUCCEEDED)),
                     ),
                 ),
             )
@@ -300,7 +307,9 @@ def _job_view_statement() -> Select[Any]:
     job, render, variant = GenerationJob.__table__.c, Render.__table__.c, RenderVariant.__table__.c
     joined = GenerationJob.__table__.outerjoin(
         Render.__table__,
-        and_(render.job_id == job.id, job.status == "succeeded", render.deleted_at.is_(None)),
+        and_(
+            render.job_id == job.id, job.status == JobStatus.SUCCEEDED, render.deleted_at.is_(None)
+        ),
     ).outerjoin(RenderVariant.__table__, variant.render_id == render.id)
     return (
         select(
