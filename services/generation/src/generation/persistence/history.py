@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from generation.domain.jobs import VIEW_COLUMNS, JobView, VariantRef
 from generation.domain.states import JobStatus
 from generation.persistence.models import GenerationJob, Render, RenderVariant
+from generation.persistence.repositories import variant_columns, variant_ref
 
 _JOB = GenerationJob.__table__.c
 
@@ -65,15 +66,7 @@ async def _live_renders(
     render, variant = Render.__table__.c, RenderVariant.__table__.c
     joined = Render.__table__.outerjoin(RenderVariant.__table__, variant.render_id == render.id)
     query = (
-        select(
-            render.job_id,
-            render.id,
-            variant.idx,
-            variant.object_key,
-            variant.thumbnail_key,
-            variant.width,
-            variant.height,
-        )
+        select(render.job_id, render.id, *variant_columns())
         .select_from(joined)
         .where(and_(render.job_id.in_(job_ids), render.deleted_at.is_(None)))
         .order_by(render.job_id, variant.idx)
@@ -84,7 +77,5 @@ async def _live_renders(
     for row in (await connection.execute(query)).all():
         found[row.job_id] = row.id
         if row.object_key is not None:
-            variants[row.job_id].append(
-                VariantRef(row.idx, row.object_key, row.thumbnail_key, row.width, row.height)
-            )
+            variants[row.job_id].append(variant_ref(row))
     return {job_id: (render_id, tuple(variants[job_id])) for job_id, render_id in found.items()}

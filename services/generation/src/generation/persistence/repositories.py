@@ -297,6 +297,17 @@ class JobRepository:
         return result.all()
 
 
+def variant_columns() -> tuple[Any, ...]:
+    """The columns a VariantRef is read from (``variant_ref`` builds it from a row)."""
+    variant = RenderVariant.__table__.c
+    return (variant.idx, variant.object_key, variant.thumbnail_key, variant.width, variant.height)
+
+
+def variant_ref(row: Any) -> VariantRef:
+    """A VariantRef from a row that selected ``variant_columns()``."""
+    return VariantRef(row.idx, row.object_key, row.thumbnail_key, row.width, row.height)
+
+
 def _job_view_statement() -> Select[Any]:
     """The owner's job, its live render and that render's variants: one SELECT.
 
@@ -315,11 +326,7 @@ def _job_view_statement() -> Select[Any]:
         select(
             *(job[name] for name in VIEW_COLUMNS),
             render.id.label("render_id"),
-            variant.idx,
-            variant.object_key,
-            variant.thumbnail_key,
-            variant.width,
-            variant.height,
+            *variant_columns(),
         )
         .select_from(joined)
         .where(job.id == bindparam("job_id"), job.owner_id == bindparam("owner_id"))
@@ -342,11 +349,7 @@ async def load_job_view(
     return JobView(
         **{name: first[name] for name in VIEW_COLUMNS},
         render_id=first["render_id"],
-        variants=tuple(
-            VariantRef(row.idx, row.object_key, row.thumbnail_key, row.width, row.height)
-            for row in rows
-            if row.object_key is not None
-        ),
+        variants=tuple(variant_ref(row) for row in rows if row.object_key is not None),
     )
 
 
