@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from edge_api.openapi import ERROR_CODES
 from generation.persistence.models import GenerationJob
 from kit.db import session_scope
+from testkit.plugin import S3Endpoint
 from tests.browser.conftest import Visitor
 from tests.e2e.harness import Stack, jpeg_bytes
 from tests.security.proxy import Envoy
@@ -41,6 +44,7 @@ async def test_imagine_is_followed_live_until_it_succeeds(visitor: Visitor) -> N
     await visitor.open()
     page = visitor.page
     assert "token" not in page.url  # taken out of the address bar
+    await expect(page.locator("#refine")).to_be_hidden()  # no refine until one is asked for
     await expect(page.locator("#usage")).to_contain_text("designs left")
     before = await page.text_content("#usage")
     await visitor.shot("form")
@@ -318,3 +322,113 @@ async def test_the_policy_stops_inline_script_in_the_browser(visitor: Visitor) -
     refusals = [e for e in visitor.errors if "Content Security Policy" in e]
     assert refusals, visitor.errors
     visitor.errors.clear()  # the refusal above is the expected one
+
+
+async def _redesign(visitor: Visitor) -> None:
+    page = visitor.page
+    await page.select_option("#mode", "redesign")
+    await page.set_input_files(
+        "#input1",
+        {"name": "room.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes(320, 240)},
+    )
+    await page.click("#submit")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+
+
+async def test_a_job_opened_from_history_shows_its_stored_before_and_thumbnail(
+    visitor: Visitor, s3_server: S3Endpoint
+) -> None:
+    """The "before" is the job's own signed input, read again on open (links expire)."""
+    await visitor.open()
+    page = visitor.page
+    await _redesign(visitor)
+    thumb = page.locator("#history li img")
+    await expect(thumb).to_have_attribute("src", re.compile(r"/public/renders/.+/0\.thumb\.jpg$"))
+    await _loaded(page, "#history li img")
+
+    await page.reload()  # the photo chosen in this tab is gone: only the API has it now
+    await page.wait_for_selector("body[data-ready='true']")
+    job_id = await page.get_attribute("#history li", "data-job-id")
+    visitor.edge.recorder.seen.clear()
+    await page.locator("#history li button").click()
+    await _loaded(page, "#before-img")  # the CSP let the S3 origin through
+    src = await page.get_attribute("#before-img", "src") or ""
+    assert src.startswith(f"http://{s3_server.endpoint}/"), src
+    assert ("GET", f"/api/v1/generations/{job_id}") in visitor.edge.recorder.seen
+    await _loaded(page, "#after img")
+    await visitor.shot("opened-from-history")
+
+
+async def test_the_result_keeps_its_shape_while_it_loads(visitor: Visitor) -> None:
+    """width/height from the API reserve the picture's box: nothing jumps when it arrives."""
+    page = visitor.page
+    release = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route(re.compile(r"/public/renders/"), hold)
+    await visitor.open()
+    await _submit_imagine(visitor, "A music room with a grand piano")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    image = page.locator("#after img")
+    assert await image.evaluate("(el) => el.naturalWidth") == 0  # still held back
+    width = int(await image.get_attribute("width") or 0)
+    height = int(await image.get_attribute("height") or 0)
+    assert width > 0
+    assert height > 0
+    box = await image.bounding_box()
+    assert box is not None
+    assert abs(box["height"] - box["width"] * height / width) <= 1, box
+
+    release.set()
+    await _loaded(page, "#after img")
+    natural = await image.evaluate("(el) => [el.naturalWidth, el.naturalHeight]")
+    loaded = await image.bounding_box()
+    assert loaded is not None
+    assert abs(loaded["height"] - box["height"]) <= 1  # no jump
+    # The reserved shape is the picture's own (a thumbnail has the same proportions).
+    assert abs(natural[1] / natural[0] - height / width) < 0.01, (natural, width, height)
+    await page.unroute(re.compile(r"/public/renders/"))
+    await visitor.shot("sized-result")
+
+
+async def test_pictures_fall_back_and_refine_needs_a_server_that_knows_it(
+    visitor: Visitor,
+) -> None:
+    """Old renders (no thumbnail or size) still show; Refine only with sourceGenerationId."""
+    await visitor.open()
+    checks = await visitor.page.evaluate(
+        """async () => {
+            const { canRefine, variantSrcset } = await import("/app/job.js");
+            const { HistoryView } = await import("/app/history.js");
+            const job = (settings, status, variant) => ({
+                id: "j", status, settings, variants: variant ? [variant] : [],
+                createdAt: "2026-01-01T00:00:00Z", inputs: [],
+            });
+            const refinable = { mode: "redesign", sourceGenerationId: null };
+            const old = { idx: 0, url: "/u.jpg", thumbnailUrl: null, width: null, height: null };
+            const row = new HistoryView(() => {}).row(job({ mode: "redesign" }, "succeeded", old));
+            return {
+                fallback: row.querySelector("img").getAttribute("src"),
+                refineOld: canRefine(job({ mode: "redesign" }, "succeeded")),
+                refineNew: canRefine(job(refinable, "succeeded")),
+                refineFailed: canRefine(job(refinable, "failed")),
+                srcset: variantSrcset(
+                    { idx: 0, url: "/u.jpg", thumbnailUrl: "/t.jpg", width: 1024, height: 768 }),
+                srcsetOld: variantSrcset(old),
+                srcsetSmall: variantSrcset(
+                    { idx: 0, url: "/u.jpg", thumbnailUrl: "/t.jpg", width: 400, height: 300 }),
+            };
+        }"""
+    )
+    assert checks == {
+        "fallback": "/u.jpg",
+        "refineOld": False,
+        "refineNew": True,
+        "refineFailed": False,
+        "srcset": "/t.jpg 512w, /u.jpg 1024w",
+        "srcsetOld": "",
+        "srcsetSmall": "",
+    }
