@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 
-from bench import report
+from bench import history, report
 from bench.run import Options, bounds_line, run, table_rows
 
 
@@ -26,12 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["hostile"],
+        choices=["hostile", "history"],
         default=None,
-        help="run one phase alone (hostile: metrics 6 and 7, ~1 minute; writes hostile.json)",
+        help="run one phase alone (hostile: metrics 6 and 7, ~1 minute; writes hostile.json; "
+        "history: the history read at 1k vs 100k rows, ~2 minutes; prints it)",
     )
     args = parser.parse_args(argv)
     large = args.large_rows or (10_000 if args.quick else 100_000)
+    if args.only == "history":
+        print(json.dumps(asyncio.run(history.measure(large)), indent=2))
+        return 0
     options = Options(
         quick=args.quick,
         large_rows=large,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -234,6 +235,38 @@ class ObjectStorage:
                 bucket, key, expires=timedelta(seconds=ttl_seconds)
             )
         )
+
+    async def copy(
+        self, source: tuple[str, str], target: tuple[str, str], content_type: str, max_bytes: int
+    ) -> bool:
+        """Copy ``(bucket, key)`` to ``(bucket, key)`` through a spooled file (bounded
+        memory, any S3 server); False when the source does not exist."""
+
+        def _copy() -> bool:
+            try:
+                response = self._client.get_object(*source)
+            except S3Error as exc:
+                if exc.code in _MISSING_CODES:
+                    return False
+                raise
+            with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as spool:
+                try:
+                    size = 0
+                    for chunk in response.stream(64 * 1024):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise StorageError(f"object {source[1]} is larger than {max_bytes}")
+                        spool.write(chunk)
+                finally:
+                    response.close()
+                    response.release_conn()
+                spool.seek(0)
+                self._client.put_object(
+                    *target, cast(BinaryIO, spool), size, content_type=content_type
+                )
+            return True
+
+        return await self._call(_copy)
 
     def sign_get_url(self, bucket: str, key: str, ttl_seconds: int) -> str:
         """A signed GET URL that expires after ``ttl_seconds``, computed locally.

@@ -50,7 +50,12 @@ async def test_succeeded_job_has_the_documented_shape(
         "id": job.id,
         "predictionId": "pred-123",
         "status": "succeeded",
-        "settings": {"mode": "staging", "roomType": "bedroom", "style": "japandi"},
+        "settings": {
+            "mode": "staging",
+            "roomType": "bedroom",
+            "style": "japandi",
+            "sourceGenerationId": None,
+        },
         "error": None,
         "createdAt": "2026-11-05T09:30:00.000Z",
         "updatedAt": "2026-11-05T09:32:10.250Z",
@@ -86,7 +91,12 @@ async def test_running_job_has_nulls_and_no_variants(
 
     assert body["status"] == "starting"
     assert body["predictionId"] is None
-    assert body["settings"] == {"mode": "redesign", "roomType": None, "style": None}
+    assert body["settings"] == {
+        "mode": "redesign",
+        "roomType": None,
+        "style": None,
+        "sourceGenerationId": None,
+    }
     assert body["completedAt"] is None
     assert body["error"] is None
     assert body["variants"] == []

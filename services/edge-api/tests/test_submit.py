@@ -56,7 +56,12 @@ async def test_multipart_submission_forwards_exact_bytes_and_fields(
     assert response.headers["Location"] == f"/api/v1/generations/{body['id']}"
     assert "Idempotent-Replayed" not in response.headers
     assert body["status"] == "starting"
-    assert body["settings"] == {"mode": "compose", "roomType": "bedroom", "style": "japandi"}
+    assert body["settings"] == {
+        "mode": "compose",
+        "roomType": "bedroom",
+        "style": "japandi",
+        "sourceGenerationId": None,
+    }
     assert body["predictionId"].startswith("pred-")
     (call,) = backends.generation.recorder.named("SubmitGeneration")
     sent = call.request

@@ -57,4 +57,6 @@ class ApiCorsMiddleware(CORSMiddleware):
             )
             refused.headers[REQUEST_ID_HEADER] = request_ids(None)["requestId"]
             return refused
-        return Response(status_code=204, headers=dict(answer.headers))
+        # Only the CORS headers: the "OK" body's length and type do not belong on a 204.
+        headers = {k: v for k, v in answer.headers.items() if k.startswith("access-control-")}
+        return Response(status_code=204, headers=headers)

@@ -67,6 +67,7 @@ def job_to_json(job: generation_pb2.Job, public_base_url: str) -> JobOut:
             mode=job.settings.mode,
             room_type=job.settings.room_type or None,
             style=job.settings.style or None,
+            source_generation_id=job.settings.source_generation_id or None,
         ),
         error=error,
         created_at=iso_utc(job.created_at),

@@ -83,6 +83,27 @@ _TEXT_PROPERTIES: dict[str, Any] = {
         "and different is a 400).",
     },
 }
+# Refine an earlier result: multipart's flat fields, JSON's `source` object.
+_SOURCE_FIELDS: dict[str, Any] = {
+    "sourceGenerationId": {
+        "type": "string",
+        "description": "Refine: one of your own succeeded jobs; its variant becomes input1 "
+        "(upload input2 only for compose). Not yours, not succeeded or deleted: 404.",
+    },
+    "sourceVariantIdx": {"type": "integer", "minimum": 0, "maximum": 999, "default": 0},
+}
+_SOURCE_OBJECT: dict[str, Any] = {
+    "source": {
+        "type": "object",
+        "description": "Refine: one of your own succeeded jobs whose variant becomes input1.",
+        "properties": {
+            "generationId": {"type": "string"},
+            "variantIdx": {"type": "integer", "minimum": 0, "maximum": 999, "default": 0},
+        },
+        "required": ["generationId"],
+        "additionalProperties": False,
+    }
+}
 _FILE = {"type": "string", "format": "binary", "description": "JPEG, PNG or WebP image."}
 
 SUBMIT_BODY: dict[str, Any] = {
@@ -92,7 +113,12 @@ SUBMIT_BODY: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {**_TEXT_PROPERTIES, "input1": _FILE, "input2": _FILE},
+                    "properties": {
+                        **_TEXT_PROPERTIES,
+                        **_SOURCE_FIELDS,
+                        "input1": _FILE,
+                        "input2": _FILE,
+                    },
                     "required": ["mode"],
                     "additionalProperties": False,
                 }
@@ -100,10 +126,11 @@ SUBMIT_BODY: dict[str, Any] = {
             "application/json": {
                 "schema": {
                     "type": "object",
-                    "properties": _TEXT_PROPERTIES,
+                    "properties": {**_TEXT_PROPERTIES, **_SOURCE_OBJECT},
                     "required": ["mode"],
                     "additionalProperties": False,
-                    "description": "Only for modes that need no image (imagine).",
+                    "description": "For modes that need no uploaded image: imagine, or a "
+                    "refine (`source`) of redesign or staging.",
                 }
             },
         },

@@ -18,6 +18,17 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
 
+class SourceIn(ApiModel):
+    """Refine: one of the caller's own succeeded jobs and which variant becomes input1."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=False, frozen=True, extra="forbid"
+    )
+
+    generation_id: str = Field(max_length=64)
+    variant_idx: int = Field(default=0, ge=0, le=999)
+
+
 class SubmissionFields(ApiModel):
     """The text fields of a submission (multipart fields or the JSON body)."""
 
@@ -30,6 +41,26 @@ class SubmissionFields(ApiModel):
     room_type: str | None = Field(default=None, max_length=64)
     style: str | None = Field(default=None, max_length=64)
     idempotency_key: str | None = Field(default=None, pattern=IDEMPOTENCY_KEY_PATTERN)
+    # Refine, in JSON: {"generationId", "variantIdx"}; in multipart: the two flat fields.
+    source: SourceIn | None = None
+    source_generation_id: str | None = Field(default=None, max_length=64)
+    source_variant_idx: int | None = Field(default=None, ge=0, le=999)
+
+    def source_ref(self) -> SourceIn | None:
+        """The refine source, from whichever form the client used (never both)."""
+        if self.source is not None and (
+            self.source_generation_id is not None or self.source_variant_idx is not None
+        ):
+            raise ValueError("give source, or sourceGenerationId/sourceVariantIdx, not both")
+        if self.source is not None:
+            return self.source
+        if self.source_generation_id is None:
+            if self.source_variant_idx is not None:
+                raise ValueError("sourceVariantIdx needs sourceGenerationId")
+            return None
+        return SourceIn(
+            generationId=self.source_generation_id, variantIdx=self.source_variant_idx or 0
+        )
 
 
 class CancelRequest(ApiModel):
@@ -44,6 +75,9 @@ class JobSettingsOut(ApiModel):
     mode: Mode
     room_type: str | None
     style: str | None
+    source_generation_id: str | None = Field(
+        description="Refine: the caller's earlier job whose result became input1; else null."
+    )
 
 
 class JobErrorOut(ApiModel):

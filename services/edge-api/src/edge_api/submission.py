@@ -50,7 +50,17 @@ class Submission:
                 for name, upload in self.files()
             ],
             request_base_url=base_url,
+            source=self._source(),
         )
+
+    def _source(self) -> pb.SourceVariant | None:
+        try:
+            source = self.fields.source_ref()
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+        if source is None:
+            return None
+        return pb.SourceVariant(job_id=source.generation_id, variant_idx=source.variant_idx)
 
     def close(self) -> None:
         """Delete the spooled files (idempotent)."""

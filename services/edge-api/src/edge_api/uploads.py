@@ -39,6 +39,9 @@ TEXT_FIELD_LIMITS = {
     "roomType": 128,
     "style": 128,
     "idempotencyKey": 256,
+    # Refine: an earlier job of the caller's and which of its variants becomes input1.
+    "sourceGenerationId": 64,
+    "sourceVariantIdx": 8,
 }
 MAX_BOUNDARY_CHARS = 200
 # A JSON body only carries short text fields.
@@ -266,8 +269,11 @@ async def _parse(
         raise ValidationError(_MALFORMED) from None
     if not collector.finished:
         raise ValidationError("The multipart body is truncated.")
-    if "input2" in collector.form.files and "input1" not in collector.form.files:
+    refines = "sourceGenerationId" in collector.form.fields  # the source stands for input1
+    if "input2" in collector.form.files and "input1" not in collector.form.files and not refines:
         raise ValidationError("input2 needs input1: send the base room first.")
+    if refines and "input1" in collector.form.files:
+        raise ValidationError("Send input1 or sourceGenerationId, not both.")
     return collector.form
 
 

@@ -118,6 +118,7 @@ class SubmitGenerationRequest(_message.Message):
     STYLE_FIELD_NUMBER: _builtins.int
     REQUEST_BASE_URL_FIELD_NUMBER: _builtins.int
     INPUTS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
     owner_id: _builtins.str
     """Verified user id (the JWT `sub`), a UUID."""
     idempotency_key: _builtins.str
@@ -137,6 +138,13 @@ class SubmitGenerationRequest(_message.Message):
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeclaredInput]:
         """In order: the base room first, then (compose) the reference. At most 8."""
 
+    @_builtins.property
+    def source(self) -> Global___SourceVariant:
+        """Refine: one of the owner's own succeeded, undeleted jobs whose variant becomes
+        input1 (the declared inputs follow it). Unset: a plain submission. A source that
+        is not the owner's, not succeeded, deleted or has no such variant is NOT_FOUND.
+        """
+
     def __init__(
         self,
         *,
@@ -148,14 +156,37 @@ class SubmitGenerationRequest(_message.Message):
         style: _builtins.str = ...,
         request_base_url: _builtins.str = ...,
         inputs: _abc.Iterable[Global___DeclaredInput] | None = ...,
+        source: Global___SourceVariant | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "inputs", b"inputs", "mode", b"mode", "owner_id", b"owner_id", "prompt", b"prompt", "request_base_url", b"request_base_url", "room_type", b"room_type", "style", b"style"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idempotency_key", b"idempotency_key", "inputs", b"inputs", "mode", b"mode", "owner_id", b"owner_id", "prompt", b"prompt", "request_base_url", b"request_base_url", "room_type", b"room_type", "source", b"source", "style", b"style"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitGenerationRequest: _TypeAlias = SubmitGenerationRequest  # noqa: Y015
+
+@_typing.final
+class SourceVariant(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    VARIANT_IDX_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    variant_idx: _builtins.int
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        variant_idx: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "variant_idx", b"variant_idx"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceVariant: _TypeAlias = SourceVariant  # noqa: Y015
 
 @_typing.final
 class InputChunk(_message.Message):
@@ -229,19 +260,23 @@ class JobSettings(_message.Message):
     MODE_FIELD_NUMBER: _builtins.int
     ROOM_TYPE_FIELD_NUMBER: _builtins.int
     STYLE_FIELD_NUMBER: _builtins.int
+    SOURCE_GENERATION_ID_FIELD_NUMBER: _builtins.int
     mode: _builtins.str
     room_type: _builtins.str
     style: _builtins.str
+    source_generation_id: _builtins.str
+    """Refine: the job whose result became input1; empty otherwise."""
     def __init__(
         self,
         *,
         mode: _builtins.str = ...,
         room_type: _builtins.str = ...,
         style: _builtins.str = ...,
+        source_generation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "room_type", b"room_type", "style", b"style"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "room_type", b"room_type", "source_generation_id", b"source_generation_id", "style", b"style"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,6 +12,7 @@ from generation.domain.audit import JobOutcome
 from generation.domain.events import Outcome
 from generation.domain.jobs import JobView
 from generation.domain.presentation import SignedInput
+from generation.domain.refine import SourceRef
 from generation.domain.submission import SubmitCommand
 from generation.persistence.feed import JobChange
 from interior.generation.v1 import generation_pb2 as pb
@@ -69,7 +70,20 @@ def submit_command(request: pb.SubmitGenerationRequest) -> SubmitCommand:
         style=request.style or None,
         inputs=(),
         request_base_url=request.request_base_url or None,
+        source=_source_from(request),
     )
+
+
+def _source_from(request: pb.SubmitGenerationRequest) -> SourceRef | None:
+    if not request.HasField("source"):
+        return None
+    try:
+        job_id = uuid.UUID(request.source.job_id)
+    except ValueError:
+        raise NotFound("The generation to refine was not found.") from None
+    if not 0 <= request.source.variant_idx <= 999:
+        raise NotFound("The generation to refine was not found.")
+    return SourceRef(job_id, request.source.variant_idx)
 
 
 def input_field(request: pb.SubmitGenerationRequest, index: int) -> str:
@@ -92,7 +106,10 @@ def job_message(job: JobView, inputs: Sequence[SignedInput] = ()) -> pb.Job:
         prediction_id=job.prediction_id or "",
         status=_STATUS[job.status],
         settings=pb.JobSettings(
-            mode=job.mode, room_type=job.room_type or "", style=job.style or ""
+            mode=job.mode,
+            room_type=job.room_type or "",
+            style=job.style or "",
+            source_generation_id=str(job.source_job_id) if job.source_job_id else "",
         ),
         created_at=_timestamp(job.created_at),
         updated_at=_timestamp(job.updated_at),

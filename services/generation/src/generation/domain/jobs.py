@@ -132,6 +132,8 @@ class JobView:
     version: int
     # Object keys of the job's inputs in the private bucket, in input order.
     input_keys: Sequence[str] = ()
+    # Refine: the owner's earlier job whose result became input1.
+    source_job_id: uuid.UUID | None = None
     render_id: uuid.UUID | None = None
     variants: tuple[VariantRef, ...] = ()
 
@@ -157,4 +159,5 @@ VIEW_COLUMNS = (
     "completed_at",
     "version",
     "input_keys",
+    "source_job_id",
 )

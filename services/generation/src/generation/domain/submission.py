@@ -7,7 +7,8 @@
    request with the same key may hold the slot), then the quota check, both
    finished before any image is decoded (a user who may not submit costs no
    decode), then the images checked and cleaned (``decoder``: budgeted workers);
-4. inputs (metadata stripped) uploaded to ``private/<owner>/inputs/<uuid>.<ext>``;
+4. inputs (metadata stripped) uploaded to ``private/<owner>/inputs/<uuid>.<ext>``
+   (a refine's source variant copied there first, as input1);
 5. the job row, ``starting``: the partial unique index is the real in-flight
    guard (a violation is TOO_MANY_INFLIGHT; a duplicate key returns the winner);
 6. provider create with signed input URLs and the absolute webhook URL;
@@ -43,6 +44,7 @@ from generation.domain.images import CleanImage
 from generation.domain.modes import GenerationInput, validate_generation_input
 from generation.domain.prompts import compose_prompt
 from generation.domain.provider import PredictionRequest, ProviderError
+from generation.domain.refine import SourceRef, copy_source_input
 from generation.domain.settlement import charge
 from generation.persistence.models import GenerationJob
 from generation.persistence.repositories import JobRepository, violated_constraint
@@ -85,6 +87,8 @@ class SubmitCommand:
     style: str | None
     inputs: tuple[RawInput, ...]
     request_base_url: str | None
+    # Refine: an earlier result of the owner's that becomes input1 (see domain.refine).
+    source: SourceRef | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ def fingerprint(command: SubmitCommand) -> str:
         digest.update(part.encode() + b"\x00")
     for item in command.inputs:
         digest.update(item.sha256)
+    if command.source is not None:  # absent from plain submissions: old digests still match
+        digest.update(f"source:{command.source.job_id}:{command.source.variant_idx}".encode())
     return digest.hexdigest()
 
 
@@ -114,7 +120,7 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
         command.prompt,
         command.room_type,
         command.style,
-        len(command.inputs),
+        len(command.inputs) + (1 if command.source is not None else 0),
         ctx.config,
     )
     replay = await _precheck_or_replay(ctx, command, request_fingerprint)
@@ -150,8 +156,15 @@ async def _submit_new(
 ) -> SubmitResult:
     """Steps 4 to 7 for a request that is not a replay, with its cleaned images."""
     webhook_url = _webhook_url(ctx, command)
-    input_keys = await _upload_inputs(ctx, command.owner_id, images)
+    input_keys = await _input_keys(ctx, command, images)
+    prompt = compose_prompt(
+        validated.mode,
+        validated.prompt,
+        ctx.config.styles.get(validated.style or ""),
+        ctx.config.room_types.get(validated.room_type or ""),
+    )
     job = _new_job(ctx, command, validated, input_keys, request_fingerprint)
+    job.composed_prompt = prompt  # for support only: never logged nor answered
     inserted = await _insert_job(ctx, job, command)
     if inserted is not job:
         return SubmitResult(inserted, replayed=True)
@@ -165,12 +178,6 @@ async def _submit_new(
         inputs=len(input_keys),
     )
     metrics.job_transition(jobs.STARTING, "submit")
-    prompt = compose_prompt(
-        validated.mode,
-        validated.prompt,
-        ctx.config.styles.get(validated.style or ""),
-        ctx.config.room_types.get(validated.room_type or ""),
-    )
     await _create_prediction(ctx, job, prompt, input_keys, webhook_url)
     async with ctx.readers() as session:
         current = await JobRepository(session).get(job.id)
@@ -233,6 +240,20 @@ async def _precheck(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
         raise LimitExceeded(periodEnd=iso_utc(quota.period_end))
 
 
+async def _input_keys(
+    ctx: GenerationContext, command: SubmitCommand, images: list[CleanImage]
+) -> list[str]:
+    """Step 4: the refined variant (copied) first, then the uploads."""
+    if command.source is None:
+        return await _upload_inputs(ctx, command.owner_id, images)
+    source_key = await copy_source_input(ctx, command.owner_id, command.source)
+    try:
+        return [source_key, *await _upload_inputs(ctx, command.owner_id, images)]
+    except BaseException:
+        await _discard_inputs(ctx, [source_key])
+        raise
+
+
 async def _upload_inputs(
     ctx: GenerationContext, owner_id: uuid.UUID, images: list[CleanImage]
 ) -> list[str]:
@@ -280,6 +301,8 @@ def _new_job(
         style=validated.style,
         prompt=validated.prompt,
         input_keys=input_keys,
+        source_job_id=command.source.job_id if command.source else None,
+        source_variant_idx=command.source.variant_idx if command.source else None,
         status=jobs.STARTING,
         charge_state="none",
         refund_state="none",

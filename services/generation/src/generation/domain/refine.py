@@ -1,0 +1,62 @@
+"""Refine: an earlier result of the owner's becomes input1 of a new submission.
+
+People iterate with an editing model ("now make the sofa green"). The source must
+be one of the owner's own succeeded jobs whose render is not deleted, and name one
+of its variants; anything else is NOT_FOUND (someone else's job looks exactly like a
+missing one). The variant is copied into the owner's private inputs under a new key,
+so the new job owns its input: deleting either job never takes the other's away.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from generation.domain import jobs
+from generation.domain.context import GenerationContext
+from generation.persistence.repositories import load_job_view
+from kit.errors import NotFound, UpstreamError
+from kit.storage import StorageError
+
+_CONTENT_TYPE = "image/jpeg"
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """The earlier job and which of its variants to refine."""
+
+    job_id: uuid.UUID
+    variant_idx: int
+
+
+async def copy_source_input(ctx: GenerationContext, owner_id: uuid.UUID, source: SourceRef) -> str:
+    """The source variant copied to ``private/<owner>/inputs/<uuid>.jpg``: its key."""
+    async with ctx.readers() as session:
+        view = await load_job_view(session, owner_id, source.job_id)
+    variant = _variant_of(view, source.variant_idx)
+    key = f"{owner_id}/inputs/{uuid.uuid4()}.jpg"
+    try:
+        copied = await ctx.storage.copy(
+            (ctx.public_bucket, variant.object_key),
+            (ctx.private_bucket, key),
+            _CONTENT_TYPE,
+            ctx.config.replicate.output_max_bytes,
+        )
+    except StorageError as error:
+        raise UpstreamError("Your images could not be stored. Please try again.") from error
+    if not copied:  # deleted meanwhile
+        raise _not_found()
+    return key
+
+
+def _variant_of(view: jobs.JobView | None, idx: int) -> jobs.VariantRef:
+    if view is None or view.status != jobs.SUCCEEDED:
+        raise _not_found()
+    for variant in view.variants:
+        if variant.idx == idx:
+            return variant
+    raise _not_found()
+
+
+def _not_found() -> NotFound:
+    return NotFound("The generation to refine was not found.")

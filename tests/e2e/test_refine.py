@@ -1,0 +1,128 @@
+"""Refine: an earlier result of the caller's becomes input1 of a new submission."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from generation.persistence.models import GenerationJob
+from kit.db import session_scope
+from tests.e2e.harness import Stack, User, jpeg_bytes
+
+
+async def _finished(user: User, **fields: Any) -> dict[str, Any]:
+    response = await user.submit("redesign", images=[jpeg_bytes()], **fields)
+    assert response.status_code == 202, response.text
+    return await user.wait_for(response.json()["id"], {"succeeded"})
+
+
+async def _refine(user: User, source: dict[str, Any], **fields: Any) -> httpx.Response:
+    return await user.client.post(
+        f"{user.stack.api}/generations",
+        json={"mode": "redesign", "source": source, **fields},
+        headers=user.headers,
+    )
+
+
+async def _row(stack: Stack, job_id: str) -> GenerationJob:
+    async with session_scope(stack.ctx.sessions) as session:
+        row = await session.scalar(
+            select(GenerationJob).where(GenerationJob.id == uuid.UUID(job_id))
+        )
+    assert row is not None
+    return row
+
+
+async def test_a_result_is_refined_with_a_new_prompt(stack: Stack, user: User) -> None:
+    first = await _finished(user, style="japandi")
+
+    response = await _refine(
+        user, {"generationId": first["id"], "variantIdx": 0}, prompt="Now make the sofa green"
+    )
+
+    assert response.status_code == 202, response.text
+    refined = await user.wait_for(response.json()["id"], {"succeeded"})
+    assert refined["settings"]["sourceGenerationId"] == first["id"]
+    assert first["settings"]["sourceGenerationId"] is None
+    assert len(refined["inputs"]) == 1
+    row, source_row = await _row(stack, refined["id"]), await _row(stack, first["id"])
+    # The variant was copied into the caller's own inputs: a key of the new job alone.
+    assert row.input_keys[0].startswith(f"{user.id}/inputs/")
+    assert row.input_keys[0] not in source_row.input_keys
+    assert (row.source_job_id, row.source_variant_idx) == (uuid.UUID(first["id"]), 0)
+    # What the model was sent is kept for support, and never answered.
+    assert row.composed_prompt is not None
+    assert row.composed_prompt.endswith("Now make the sofa green.")
+    assert "Now make the sofa green" not in response.text
+
+
+async def test_compose_refines_with_an_uploaded_reference(stack: Stack, user: User) -> None:
+    first = await _finished(user)
+
+    response = await user.client.post(
+        f"{stack.api}/generations",
+        data={"mode": "compose", "sourceGenerationId": first["id"], "sourceVariantIdx": "0"},
+        files={"input2": ("reference.jpg", jpeg_bytes(40, 40, (1, 2, 3)), "image/jpeg")},
+        headers=user.headers,
+    )
+
+    assert response.status_code == 202, response.text
+    refined = await user.wait_for(response.json()["id"], {"succeeded"})
+    assert [item["idx"] for item in refined["inputs"]] == [0, 1]
+
+
+async def test_someone_elses_or_a_gone_source_is_not_found(
+    stack: Stack, user: User, other_user: User
+) -> None:
+    mine = await _finished(user)
+    theirs = await _finished(other_user)
+    deleted = await _finished(user)
+    assert (await user.delete(deleted["id"])).status_code == 200
+
+    for source in (
+        {"generationId": theirs["id"]},
+        {"generationId": deleted["id"]},
+        {"generationId": mine["id"], "variantIdx": 7},
+        {"generationId": str(uuid.uuid4())},
+        {"generationId": "not-a-uuid"},
+    ):
+        response = await _refine(user, source, prompt="Brighter")
+        assert response.status_code == 404, (source, response.text)
+        assert response.json()["error"]["code"] == "NOT_FOUND"
+    assert (await user.usage())["used"] == 2  # nothing charged for the refusals
+
+
+async def test_refine_keeps_the_usual_rules(stack: Stack, user: User) -> None:
+    first = await _finished(user)
+    source = {"generationId": first["id"]}
+
+    imagine = await user.client.post(
+        f"{stack.api}/generations",
+        json={"mode": "imagine", "prompt": "A loft", "source": source},
+        headers=user.headers,
+    )
+    both = await user.client.post(
+        f"{stack.api}/generations",
+        json={"mode": "redesign", "source": source, "sourceGenerationId": first["id"]},
+        headers=user.headers,
+    )
+    once = await _refine(user, source, prompt="Warmer light", idempotencyKey="refine-key-1")
+    again = await _refine(user, source, prompt="Warmer light", idempotencyKey="refine-key-1")
+    other = await _refine(
+        user,
+        {"generationId": first["id"], "variantIdx": 0},
+        prompt="Cooler",
+        idempotencyKey="refine-key-1",
+    )
+
+    assert imagine.status_code == 400  # imagine takes no image, a refined one included
+    assert both.status_code == 400
+    assert once.status_code == again.status_code == 202
+    assert again.json()["id"] == once.json()["id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert other.status_code == 422
+    await user.wait_for(once.json()["id"], {"succeeded"})
+    assert (await user.usage())["used"] == 2
