@@ -119,7 +119,7 @@ export class SubmissionForm {
       return;
     }
     const first = this.source ? 2 : 1; // a refine's result stands in for input1
-    byId("input1-field").hidden = mode.images < first;
+    byId("input1-field").hidden = mode.images < 1 || Boolean(this.source);
     byId("input2-field").hidden = mode.images < 2;
     byId("upload-hint").hidden = mode.images < first;
     byId("input1-label").textContent =

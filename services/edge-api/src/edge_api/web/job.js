@@ -135,6 +135,7 @@ export class JobView {
 
   render(job) {
     this.job = job;
+    byId("job").dataset.jobId = job.id; // which job the panel shows (for tests and styles)
     byId("job-status").textContent = jobSentence(job);
     // A canceled job's error (CANCELED) would only repeat its status line.
     if (job.error && job.status !== "canceled") {
