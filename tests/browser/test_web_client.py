@@ -61,6 +61,7 @@ async def test_imagine_is_followed_live_until_it_succeeds(visitor: Visitor) -> N
     assert len(key) >= 32  # a fresh random key per submission
     await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
     await _loaded(page, "#after img")
+    await expect(page.locator("#job-source")).to_be_hidden()  # not a refinement
     await expect(page.locator("#delete")).to_be_visible()
     await expect(page.locator("#cancel")).to_be_hidden()
     await expect(page.locator("#usage")).not_to_have_text(before or "")  # refreshed
@@ -496,6 +497,7 @@ async def test_a_result_is_refined_with_a_new_prompt(
     refined = await _read_job(page, refined_id)
     assert refined["status"] == "succeeded"
     assert refined["settings"]["sourceGenerationId"] == first_id
+    await expect(page.locator("#job-source")).to_be_visible()
     # Its "before" is its own input (the earlier result), signed by S3.
     await _loaded(page, "#before-img")
     assert (await page.get_attribute("#before-img", "src") or "").startswith(

@@ -137,6 +137,7 @@ export class JobView {
     this.job = job;
     byId("job").dataset.jobId = job.id; // which job the panel shows (for tests and styles)
     byId("job-status").textContent = jobSentence(job);
+    byId("job-source").hidden = !job.settings.sourceGenerationId;
     // A canceled job's error (CANCELED) would only repeat its status line.
     if (job.error && job.status !== "canceled") {
       say(byId("job-error"), sentence(job.error.code, job.error.message));
