@@ -550,3 +550,13 @@ async def test_leaving_a_refine_brings_the_photo_back(visitor: Visitor) -> None:
     await page.select_option("#mode", "imagine")  # no photo to stand in for
     await expect(page.locator("#refine")).to_be_hidden()
     await expect(page.locator("#new-heading")).to_have_text("New design")
+
+    await page.get_by_role("button", name="Refine result 1 with a new prompt").click()
+    await page.click("#delete")  # the result to refine is gone: so is the refine
+    await expect(page.locator("#job-status")).to_have_text(
+        "The pictures of this design were deleted."
+    )
+    await expect(page.locator("#refine")).to_be_hidden()
+    await expect(
+        page.get_by_role("button", name="Refine result 1 with a new prompt")
+    ).to_have_count(0)

@@ -21,7 +21,12 @@ async function start() {
       refreshUsageAfter(job);
       historyView.reload();
     },
-    onDeleted: (job) => historyView.update(job),
+    onDeleted: (job) => {
+      historyView.update(job);
+      if (form && form.source && form.source.generationId === job.id) {
+        form.stopRefining(); // its pictures are gone: the refine would only be refused
+      }
+    },
     onRefine: (job, variant) => {
       if (form) {
         form.refine(job, variant, `result ${variant.idx + 1} of this design`);
