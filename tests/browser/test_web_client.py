@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Request, Route, expect
 
 from edge_api.openapi import ERROR_CODES
 from generation.persistence.models import GenerationJob
 from kit.db import session_scope
+from testkit.plugin import S3Endpoint
 from tests.browser.conftest import Visitor
 from tests.e2e.harness import Stack, jpeg_bytes
 from tests.security.proxy import Envoy
@@ -41,6 +45,7 @@ async def test_imagine_is_followed_live_until_it_succeeds(visitor: Visitor) -> N
     await visitor.open()
     page = visitor.page
     assert "token" not in page.url  # taken out of the address bar
+    await expect(page.locator("#refine")).to_be_hidden()  # no refine until one is asked for
     await expect(page.locator("#usage")).to_contain_text("designs left")
     before = await page.text_content("#usage")
     await visitor.shot("form")
@@ -56,6 +61,7 @@ async def test_imagine_is_followed_live_until_it_succeeds(visitor: Visitor) -> N
     assert len(key) >= 32  # a fresh random key per submission
     await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
     await _loaded(page, "#after img")
+    await expect(page.locator("#job-source")).to_be_hidden()  # not a refinement
     await expect(page.locator("#delete")).to_be_visible()
     await expect(page.locator("#cancel")).to_be_hidden()
     await expect(page.locator("#usage")).not_to_have_text(before or "")  # refreshed
@@ -318,3 +324,239 @@ async def test_the_policy_stops_inline_script_in_the_browser(visitor: Visitor) -
     refusals = [e for e in visitor.errors if "Content Security Policy" in e]
     assert refusals, visitor.errors
     visitor.errors.clear()  # the refusal above is the expected one
+
+
+async def _redesign(visitor: Visitor) -> None:
+    page = visitor.page
+    await page.select_option("#mode", "redesign")
+    await page.set_input_files(
+        "#input1",
+        {"name": "room.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes(320, 240)},
+    )
+    await page.click("#submit")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+
+
+async def test_a_job_opened_from_history_shows_its_stored_before_and_thumbnail(
+    visitor: Visitor, s3_server: S3Endpoint
+) -> None:
+    """The "before" is the job's own signed input, read again on open (links expire)."""
+    await visitor.open()
+    page = visitor.page
+    await _redesign(visitor)
+    thumb = page.locator("#history li img")
+    await expect(thumb).to_have_attribute("src", re.compile(r"/public/renders/.+/0\.thumb\.jpg$"))
+    await _loaded(page, "#history li img")
+
+    await page.reload()  # the photo chosen in this tab is gone: only the API has it now
+    await page.wait_for_selector("body[data-ready='true']")
+    job_id = await page.get_attribute("#history li", "data-job-id")
+    visitor.edge.recorder.seen.clear()
+    await page.locator("#history li button").click()
+    await _loaded(page, "#before-img")  # the CSP let the S3 origin through
+    src = await page.get_attribute("#before-img", "src") or ""
+    assert src.startswith(f"http://{s3_server.endpoint}/"), src
+    assert ("GET", f"/api/v1/generations/{job_id}") in visitor.edge.recorder.seen
+    await _loaded(page, "#after img")
+    await visitor.shot("opened-from-history")
+
+
+async def test_the_result_keeps_its_shape_while_it_loads(visitor: Visitor) -> None:
+    """width/height from the API reserve the picture's box: nothing jumps when it arrives."""
+    page = visitor.page
+    release = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await page.route(re.compile(r"/public/renders/"), hold)
+    await visitor.open()
+    await _submit_imagine(visitor, "A music room with a grand piano")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    image = page.locator("#after img")
+    assert await image.evaluate("(el) => el.naturalWidth") == 0  # still held back
+    width = int(await image.get_attribute("width") or 0)
+    height = int(await image.get_attribute("height") or 0)
+    assert width > 0
+    assert height > 0
+    box = await image.bounding_box()
+    assert box is not None
+    assert abs(box["height"] - box["width"] * height / width) <= 1, box
+
+    release.set()
+    await _loaded(page, "#after img")
+    natural = await image.evaluate("(el) => [el.naturalWidth, el.naturalHeight]")
+    loaded = await image.bounding_box()
+    assert loaded is not None
+    assert abs(loaded["height"] - box["height"]) <= 1  # no jump
+    # The reserved shape is the picture's own (a thumbnail has the same proportions).
+    assert abs(natural[1] / natural[0] - height / width) < 0.01, (natural, width, height)
+    await page.unroute(re.compile(r"/public/renders/"))
+    await visitor.shot("sized-result")
+
+
+async def test_pictures_fall_back_and_refine_needs_a_server_that_knows_it(
+    visitor: Visitor,
+) -> None:
+    """Old renders (no thumbnail or size) still show; Refine only with sourceGenerationId."""
+    await visitor.open()
+    checks = await visitor.page.evaluate(
+        """async () => {
+            const { canRefine, variantSrcset } = await import("/app/job.js");
+            const { HistoryView } = await import("/app/history.js");
+            const job = (settings, status, variant) => ({
+                id: "j", status, settings, variants: variant ? [variant] : [],
+                createdAt: "2026-01-01T00:00:00Z", inputs: [],
+            });
+            const refinable = { mode: "redesign", sourceGenerationId: null };
+            const old = { idx: 0, url: "/u.jpg", thumbnailUrl: null, width: null, height: null };
+            const row = new HistoryView(() => {}).row(job({ mode: "redesign" }, "succeeded", old));
+            return {
+                fallback: row.querySelector("img").getAttribute("src"),
+                refineOld: canRefine(job({ mode: "redesign" }, "succeeded")),
+                refineNew: canRefine(job(refinable, "succeeded")),
+                refineFailed: canRefine(job(refinable, "failed")),
+                srcset: variantSrcset(
+                    { idx: 0, url: "/u.jpg", thumbnailUrl: "/t.jpg", width: 1024, height: 768 }),
+                srcsetOld: variantSrcset(old),
+                srcsetSmall: variantSrcset(
+                    { idx: 0, url: "/u.jpg", thumbnailUrl: "/t.jpg", width: 400, height: 300 }),
+            };
+        }"""
+    )
+    assert checks == {
+        "fallback": "/u.jpg",
+        "refineOld": False,
+        "refineNew": True,
+        "refineFailed": False,
+        "srcset": "/t.jpg 512w, /u.jpg 1024w",
+        "srcsetOld": "",
+        "srcsetSmall": "",
+    }
+
+
+async def _read_job(page: Page, job_id: str) -> dict[str, Any]:
+    """The job as the API answers it now, read with the page's own token."""
+    job: dict[str, Any] = await page.evaluate(
+        """async (id) => {
+            const { api } = await import("/app/api.js");
+            return api(`/generations/${encodeURIComponent(id)}`);
+        }""",
+        job_id,
+    )
+    return job
+
+
+async def _submitted(page: Page) -> tuple[str, Request]:
+    """Click Generate; the id of the job the API accepted, and the request that did it."""
+    async with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/api/v1/generations")
+    ) as answer:
+        await page.click("#submit")
+    response = await answer.value
+    assert response.status == 202, await response.text()
+    job_id: str = (await response.json())["id"]
+    return job_id, response.request
+
+
+async def _shows_done(page: Page, job_id: str) -> None:
+    """The panel shows this job (not the previous one), succeeded."""
+    await expect(page.locator("#job")).to_have_attribute("data-job-id", job_id)
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+
+
+async def test_a_result_is_refined_with_a_new_prompt(
+    visitor: Visitor, s3_server: S3Endpoint
+) -> None:
+    await visitor.open()
+    page = visitor.page
+    await _redesign(visitor)
+    first_id = await page.get_attribute("#history li", "data-job-id")
+    assert first_id
+
+    await page.get_by_role("button", name="Refine result 1 with a new prompt").click()
+    await expect(page.locator("#refine")).to_be_visible()
+    await expect(page.locator("#new-heading")).to_have_text("Refine a design")
+    await expect(page.locator("#mode")).to_have_value("redesign")
+    await expect(page.locator("#input1-field")).to_be_hidden()  # the result is the photo
+    await expect(page.locator("#prompt")).to_be_focused()
+    await _loaded(page, "#refine-img")
+    await visitor.shot("refine-asked")
+    await page.click("#submit")  # a refine without a new prompt is said, not sent
+    await expect(page.locator("#form-error")).to_have_text(
+        "Please say in the prompt what to change."
+    )
+
+    await page.fill("#prompt", "Now make the sofa green")
+    refined_id, request = await _submitted(page)
+    assert request.post_data_json["source"] == {"generationId": first_id, "variantIdx": 0}
+    assert refined_id != first_id
+    await _shows_done(page, refined_id)
+    await expect(page.locator("#history li")).to_have_count(2)
+    refined = await _read_job(page, refined_id)
+    assert refined["status"] == "succeeded"
+    assert refined["settings"]["sourceGenerationId"] == first_id
+    await expect(page.locator("#job-source")).to_be_visible()
+    # Its "before" is its own input (the earlier result), signed by S3.
+    await _loaded(page, "#before-img")
+    assert (await page.get_attribute("#before-img", "src") or "").startswith(
+        f"http://{s3_server.endpoint}/"
+    )
+    await _loaded(page, "#after img")
+    await expect(page.locator("#refine")).to_be_hidden()  # the next submission starts afresh
+    await expect(page.locator("#input1-field")).to_be_visible()
+    await visitor.shot("refined")
+
+
+async def test_a_compose_refine_uploads_only_the_reference_photo(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    await _redesign(visitor)
+    first_id = await page.get_attribute("#history li", "data-job-id")
+    assert first_id
+
+    await page.get_by_role("button", name="Refine result 1 with a new prompt").click()
+    await page.select_option("#mode", "compose")
+    await expect(page.locator("#input1-field")).to_be_hidden()
+    await expect(page.locator("#input2-field")).to_be_visible()
+    await page.fill("#prompt", "Use the armchair of the reference photo")
+    await page.set_input_files(
+        "#input2",
+        {"name": "ref.jpg", "mimeType": "image/jpeg", "buffer": jpeg_bytes(color=(20, 90, 160))},
+    )
+    refined_id, request = await _submitted(page)
+    # Multipart (a file goes up); Chromium does not hand its body to the test, so the
+    # job below proves the source fields went with it.
+    assert request.headers["content-type"].startswith("multipart/form-data")
+    await _shows_done(page, refined_id)
+    refined = await _read_job(page, refined_id)
+    assert refined["status"] == "succeeded"
+    assert refined["settings"]["mode"] == "compose"
+    assert refined["settings"]["sourceGenerationId"] == first_id
+    assert len(refined["inputs"]) == 2
+    await visitor.shot("compose-refined")
+
+
+async def test_leaving_a_refine_brings_the_photo_back(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+    await _redesign(visitor)
+    await page.get_by_role("button", name="Refine result 1 with a new prompt").click()
+    await page.click("#refine-stop")
+    await expect(page.locator("#refine")).to_be_hidden()
+    await expect(page.locator("#input1")).to_be_focused()
+    await page.get_by_role("button", name="Refine result 1 with a new prompt").click()
+    await page.select_option("#mode", "imagine")  # no photo to stand in for
+    await expect(page.locator("#refine")).to_be_hidden()
+    await expect(page.locator("#new-heading")).to_have_text("New design")
+
+    await page.get_by_role("button", name="Refine result 1 with a new prompt").click()
+    await page.click("#delete")  # the result to refine is gone: so is the refine
+    await expect(page.locator("#job-status")).to_have_text(
+        "The pictures of this design were deleted."
+    )
+    await expect(page.locator("#refine")).to_be_hidden()
+    await expect(
+        page.get_by_role("button", name="Refine result 1 with a new prompt")
+    ).to_have_count(0)

@@ -102,8 +102,35 @@ async def test_images_may_come_from_the_public_render_origin() -> None:
     ) as client:
         policy = (await client.get("/")).headers["content-security-policy"]
 
-    assert "img-src 'self' blob: https://cdn.example.com;" in policy
+    assert "img-src 'self' blob: https://cdn.example.com http://127.0.0.1:9;" in policy
     assert "connect-src 'self'" in policy
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "secure", "origin"),
+    [
+        ("127.0.0.1:9", "false", "http://127.0.0.1:9"),
+        ("s3.example.com", "true", "https://s3.example.com"),
+        ("[::1]:9000", "false", "http://[::1]:9000"),
+    ],
+)
+async def test_images_may_come_from_the_s3_endpoint_and_nowhere_else(
+    endpoint: str, secure: str, origin: str
+) -> None:
+    """The signed "before" photos point at S3_ENDPOINT: its one origin, no wildcard."""
+    async with await _client(
+        APP_ENV="development", S3_ENDPOINT=endpoint, S3_SECURE=secure
+    ) as client:
+        policy = (await client.get("/")).headers["content-security-policy"]
+
+    assert f"img-src 'self' blob: {origin};" in policy
+    assert "*" not in policy
+
+
+@pytest.mark.parametrize("endpoint", ["s3.example.com; script-src *", "s3 example.com", "*:9000"])
+async def test_an_endpoint_that_would_bend_the_policy_stops_the_start(endpoint: str) -> None:
+    with pytest.raises(ValueError, match="S3_ENDPOINT"):
+        await _client(APP_ENV="development", S3_ENDPOINT=endpoint)
 
 
 def test_the_page_has_no_inline_script_or_style_and_no_html_injection() -> None:

@@ -112,6 +112,7 @@ def create_app(
     if settings.s3_public_base_url is None:
         app.include_router(public.router)
     if settings.web_client_enabled or settings.development:
+        web.content_security_policy(settings)  # a bad S3_ENDPOINT stops the start, not the page
         app.include_router(web.router)
     install_openapi(app, runtime_config)
     return app

@@ -5,17 +5,20 @@ shipped in ``edge_api/web`` with a known extension are served (names are matched
 against a listing taken at start, so no traversal can reach anything else).
 Every answer carries a Content-Security-Policy allowing scripts and styles from
 this origin only, API calls to this origin, and images from here, the public
-render origin and local ``blob:`` previews.
+render origin, the S3 endpoint (the signed URLs of the user's own input photos)
+and local ``blob:`` previews.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Response
 
+from edge_api.settings import EdgeSettings
 from edge_api.state import State
 from kit.errors import NotFound
 
@@ -30,6 +33,8 @@ CONTENT_TYPES: Final = {
 }
 # Files change with a deploy; revalidation is cheap and avoids a stale mix of modules.
 CACHE_CONTROL: Final = "no-cache"
+# host[:port] (a name, IPv4 or [IPv6]): nothing that could end or extend a CSP directive.
+_HOST_PORT: Final = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 def _shipped_files() -> dict[str, Path]:
@@ -44,18 +49,33 @@ def _shipped_files() -> dict[str, Path]:
 _FILES: Final = _shipped_files()
 
 
-def content_security_policy(public_base_url: str | None) -> str:
-    """The page's policy: 'self' for code and API calls; images also from the render origin."""
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def s3_origin(settings: EdgeSettings) -> str:
+    """The origin of the S3 endpoint, where the signed input URLs point (minio SDK style)."""
+    # S3_ENDPOINT is host[:port] (the minio SDK refuses a scheme); S3_SECURE picks it.
+    if not _HOST_PORT.fullmatch(settings.s3_endpoint):
+        raise ValueError(f"S3_ENDPOINT {settings.s3_endpoint!r} is not host[:port]")
+    scheme = "https" if settings.s3_secure else "http"
+    return f"{scheme}://{settings.s3_endpoint}"
+
+
+def content_security_policy(settings: EdgeSettings) -> str:
+    """The page's policy: 'self' for code and API calls; images also from renders and S3."""
     images = ["'self'", "blob:"]
-    if public_base_url:
-        parts = urlsplit(public_base_url)
-        images.append(f"{parts.scheme}://{parts.netloc}")
+    if settings.s3_public_base_url:
+        images.append(_origin(settings.s3_public_base_url))
+    # Exactly the one S3 origin, never a wildcard: the signed "before" photos come from it.
+    images.append(s3_origin(settings))
     return "; ".join(
         [
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
-            f"img-src {' '.join(images)}",
+            f"img-src {' '.join(dict.fromkeys(images))}",
             "connect-src 'self'",
             "base-uri 'none'",
             "form-action 'none'",
@@ -69,7 +89,7 @@ def _file_response(name: str, state: State) -> Response:
     if path is None:
         raise NotFound()
     headers = {
-        "Content-Security-Policy": content_security_policy(state.settings.s3_public_base_url),
+        "Content-Security-Policy": content_security_policy(state.settings),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "Cache-Control": CACHE_CONTROL,

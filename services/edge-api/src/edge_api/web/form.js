@@ -21,7 +21,18 @@ function fillSelect(select, choices, { optional }) {
   }
 }
 
-/** The form of one catalog; `onSubmit(formData, files)` gets a checked submission. */
+// A key the catalog no longer offers falls back to "No preference".
+function choose(select, key) {
+  select.value = key || "";
+  if (select.value !== (key || "")) {
+    select.value = "";
+  }
+}
+
+/**
+ * The form of one catalog; `onSubmit(body, files, contentType)` gets a checked submission
+ * (a FormData with the files, or JSON text when a refine uploads nothing).
+ */
 export class SubmissionForm {
   constructor(catalog, onSubmit) {
     this.catalog = catalog;
@@ -29,6 +40,8 @@ export class SubmissionForm {
     this.form = byId("form");
     this.error = byId("form-error");
     this.modes = new Map(catalog.modes.map((mode) => [mode.key, mode]));
+    // The earlier result being refined ({generationId, variantIdx}), or null.
+    this.source = null;
     fillSelect(
       byId("mode"),
       catalog.modes.map((m) => ({ key: m.key, label: modeLabel(m.key) })),
@@ -38,6 +51,10 @@ export class SubmissionForm {
     fillSelect(byId("style"), catalog.styles, { optional: true });
     this.describeLimits();
     byId("mode").addEventListener("change", () => this.showModeFields());
+    byId("refine-stop").addEventListener("click", () => {
+      this.stopRefining();
+      byId("input1").focus();
+    });
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.submit();
@@ -60,15 +77,57 @@ export class SubmissionForm {
     return this.modes.get(byId("mode").value);
   }
 
+  /**
+   * Refine a result: redesign it (its style and room type kept) with a new prompt; the
+   * result stands in for the first photo.
+   */
+  refine(job, variant, label) {
+    this.source = { generationId: job.id, variantIdx: variant.idx };
+    byId("mode").value = this.modes.has("redesign") ? "redesign" : byId("mode").value;
+    choose(byId("roomType"), job.settings.roomType);
+    choose(byId("style"), job.settings.style);
+    byId("refine-img").src = variant.thumbnailUrl || variant.url;
+    byId("refine-text").textContent = `Refining ${label}. Say what to change.`;
+    byId("new-heading").textContent = "Refine a design";
+    byId("refine").hidden = false;
+    byId("prompt").value = "";
+    this.showModeFields();
+    byId("form").scrollIntoView({ block: "nearest" });
+    byId("prompt").focus();
+  }
+
+  /** Back to uploading a photo. */
+  stopRefining() {
+    this.source = null;
+    byId("refine").hidden = true;
+    byId("refine-img").removeAttribute("src");
+    byId("new-heading").textContent = "New design";
+    this.showModeFields();
+  }
+
+  /** The submission went through: the next one starts afresh. */
+  submitted() {
+    if (this.source) {
+      this.stopRefining();
+    }
+  }
+
   showModeFields() {
     const mode = this.mode();
-    byId("input1-field").hidden = mode.images < 1;
+    if (this.source && mode.images < 1) {
+      this.stopRefining(); // a mode without photos has nothing to refine
+      return;
+    }
+    const first = this.source ? 2 : 1; // a refine's result stands in for input1
+    byId("input1-field").hidden = mode.images < 1 || Boolean(this.source);
     byId("input2-field").hidden = mode.images < 2;
-    byId("upload-hint").hidden = mode.images < 1;
+    byId("upload-hint").hidden = mode.images < first;
     byId("input1-label").textContent =
       mode.images > 1 ? "Photo of the room (base)" : "Photo of the room";
-    byId("prompt-label").textContent = mode.promptRequired ? "Prompt (required)" : "Prompt (optional)";
-    byId("prompt").required = mode.promptRequired;
+    // A refine is its new prompt: without one it would only draw the same room again.
+    const required = mode.promptRequired || Boolean(this.source);
+    byId("prompt-label").textContent = required ? "Prompt (required)" : "Prompt (optional)";
+    byId("prompt").required = required;
     byId("prompt-hint").textContent = `Up to ${this.catalog.prompt.maxLength} characters.`;
     quiet(this.error);
   }
@@ -77,7 +136,7 @@ export class SubmissionForm {
   files() {
     const mode = this.mode();
     const files = [];
-    for (let index = 1; index <= mode.images; index += 1) {
+    for (let index = this.source ? 2 : 1; index <= mode.images; index += 1) {
       const input = byId(`input${index}`);
       const file = input.files[0];
       const name = input.labels[0].textContent;
@@ -108,6 +167,10 @@ export class SubmissionForm {
     quiet(this.error);
     const mode = this.mode();
     const prompt = byId("prompt").value.trim();
+    if (this.source && !prompt) {
+      this.problem("Please say in the prompt what to change.", byId("prompt"));
+      return;
+    }
     if (mode.promptRequired && !prompt) {
       this.problem("Please describe the room you want in the prompt.", byId("prompt"));
       return;
@@ -117,18 +180,35 @@ export class SubmissionForm {
       this.problem(checked.problem, checked.input);
       return;
     }
-    const data = new FormData();
-    data.append("mode", mode.key);
+    const fields = { mode: mode.key };
     for (const field of ["roomType", "style"]) {
       if (byId(field).value) {
-        data.append(field, byId(field).value);
+        fields[field] = byId(field).value;
       }
     }
     if (prompt) {
-      data.append("prompt", prompt);
+      fields.prompt = prompt;
     }
-    checked.files.forEach((file, index) => data.append(`input${index + 1}`, file));
-    this.onSubmit(data, checked.files);
+    if (this.source && checked.files.length === 0) {
+      // Nothing to upload: the API's JSON form, with the source as one object.
+      this.onSubmit(JSON.stringify({ ...fields, source: this.source }), [], "application/json");
+      return;
+    }
+    this.onSubmit(this.multipart(fields, checked.files), checked.files, null);
+  }
+
+  multipart(fields, files) {
+    const data = new FormData();
+    for (const [name, value] of Object.entries(fields)) {
+      data.append(name, value);
+    }
+    if (this.source) {
+      data.append("sourceGenerationId", this.source.generationId);
+      data.append("sourceVariantIdx", String(this.source.variantIdx));
+    }
+    const first = this.source ? 2 : 1;
+    files.forEach((file, index) => data.append(`input${index + first}`, file));
+    return data;
   }
 
   /** Disable the button while a submission is on its way. */

@@ -67,10 +67,10 @@ export class HistoryView {
   }
 
   row(job) {
-    // EXTENSION POINT (variant.thumbnailUrl, not in the API yet): prefer the thumbnail.
+    // The small JPEG when there is one; renders older than thumbnails have only the full one.
     const first = job.variants[0];
     const picture = first
-      ? el("img", { src: first.url, alt: "", loading: "lazy" })
+      ? el("img", { src: first.thumbnailUrl || first.url, alt: "", loading: "lazy" })
       : el("span", { className: "thumb-none" });
     const title = el("strong", {}, modeLabel(job.settings.mode, { short: true }));
     const meta = el(

@@ -11,22 +11,54 @@ export function finished(job) {
   return FINISHED.has(job.status);
 }
 
-/** The job panel. `onFinished(job)` runs when a followed job ends; `onDeleted(job)` after a delete. */
+/** True when the server knows refine (its job settings carry `sourceGenerationId`). */
+export function canRefine(job) {
+  return job.status === "succeeded" && Object.hasOwn(job.settings, "sourceGenerationId");
+}
+
+// A thumbnail is at most this wide or tall (the API's contract).
+const THUMBNAIL_MAX = 512;
+
+/** The `srcset` of a variant: its thumbnail for small screens, or "" when unknown. */
+export function variantSrcset(variant) {
+  const { thumbnailUrl, url, width, height } = variant;
+  if (!thumbnailUrl || !width || !height) {
+    return "";
+  }
+  const thumbWidth = Math.round(width * Math.min(1, THUMBNAIL_MAX / Math.max(width, height)));
+  // A render no larger than a thumbnail has nothing to save.
+  return thumbWidth < width ? `${thumbnailUrl} ${thumbWidth}w, ${url} ${width}w` : "";
+}
+
+// The picture column: the whole card on a phone (page and card padding taken off).
+const PICTURE_SIZES = "(max-width: 40rem) calc(100vw - 3.5rem), 28rem";
+
+/**
+ * The job panel. `onFinished(job)` runs when a followed job ends; `onDeleted(job)` after a
+ * delete; `onRefine(job, variant)` when the person asks to refine a result.
+ */
 export class JobView {
-  constructor({ onFinished, onDeleted }) {
+  constructor({ onFinished, onDeleted, onRefine }) {
     this.onFinished = onFinished;
     this.onDeleted = onDeleted;
+    this.onRefine = onRefine;
     this.job = null;
     this.events = null;
     this.beforeUrl = null;
+    // Bumped by each open: a slow read of an older choice does not replace a newer one.
+    this.opening = 0;
     byId("cancel").addEventListener("click", () => this.cancel());
     byId("delete").addEventListener("click", () => this.remove());
   }
 
-  /** Show a job; `beforeFile` is the photo just uploaded (the "before"), if any. */
+  /**
+   * Show a job; `beforeFile` is the photo just uploaded (shown at once, without a
+   * download), else the job's own first input is the "before".
+   */
   open(job, beforeFile = null) {
+    this.opening += 1;
     this.stop();
-    this.setBefore(beforeFile);
+    this.setBefore(beforeFile, job);
     byId("job").hidden = false;
     quiet(byId("job-error"));
     this.render(job);
@@ -37,25 +69,75 @@ export class JobView {
     }
   }
 
-  // EXTENSION POINT (job.inputs, not in the API yet): show the stored "before" of any
-  // job instead of only the photo uploaded from this tab.
-  setBefore(file) {
+  /**
+   * Show a job from the history. Its input links are signed for a few minutes only, so
+   * the job is read again first (the list may be older than that).
+   */
+  async reopen(listed) {
+    const opening = this.opening + 1;
+    this.opening = opening;
+    let job = listed;
+    let problem = null;
+    try {
+      job = await api(`/generations/${encodeURIComponent(listed.id)}`);
+    } catch (error) {
+      problem = error;
+      job = { ...listed, inputs: [] }; // its links may have expired: no broken "before"
+    }
+    if (opening !== this.opening) {
+      return;
+    }
+    this.open(job);
+    if (problem) {
+      say(byId("job-error"), problem.message);
+    }
+  }
+
+  setBefore(file, job = null) {
     if (this.beforeUrl) {
       URL.revokeObjectURL(this.beforeUrl);
       this.beforeUrl = null;
     }
-    byId("before").hidden = !file;
+    const stored = job && Array.isArray(job.inputs) && job.inputs.length > 0 ? job.inputs[0] : null;
+    const image = byId("before-img");
     if (file) {
       this.beforeUrl = URL.createObjectURL(file);
-      byId("before-img").src = this.beforeUrl;
+      image.src = this.beforeUrl;
+    } else if (stored) {
+      image.src = stored.url;
     } else {
-      byId("before-img").removeAttribute("src");
+      image.removeAttribute("src");
     }
+    byId("before").hidden = !(file || stored);
+  }
+
+  picture(job, variant) {
+    const image = el("img", { src: variant.url, alt: `Design result ${variant.idx + 1}` });
+    if (variant.width && variant.height) {
+      // The size before the bytes arrive: the page keeps its place while it loads.
+      image.width = variant.width;
+      image.height = variant.height;
+    }
+    const srcset = variantSrcset(variant);
+    if (srcset) {
+      image.sizes = PICTURE_SIZES;
+      image.srcset = srcset;
+    }
+    const caption = el("figcaption", {}, `After (${variant.idx + 1})`);
+    if (canRefine(job)) {
+      const refine = el("button", { type: "button", className: "secondary refine" }, "Refine");
+      refine.setAttribute("aria-label", `Refine result ${variant.idx + 1} with a new prompt`);
+      refine.addEventListener("click", () => this.onRefine(job, variant));
+      caption.append(" ", refine);
+    }
+    return el("figure", {}, image, caption);
   }
 
   render(job) {
     this.job = job;
+    byId("job").dataset.jobId = job.id; // which job the panel shows (for tests and styles)
     byId("job-status").textContent = jobSentence(job);
+    byId("job-source").hidden = !job.settings.sourceGenerationId;
     // A canceled job's error (CANCELED) would only repeat its status line.
     if (job.error && job.status !== "canceled") {
       say(byId("job-error"), sentence(job.error.code, job.error.message));
@@ -64,11 +146,8 @@ export class JobView {
     }
     const after = byId("after");
     clear(after);
-    // EXTENSION POINT (variant.width/height/thumbnailUrl, not in the API yet): set the
-    // image's size to avoid layout shift, and use the thumbnail in srcset.
     for (const variant of job.variants) {
-      const image = el("img", { src: variant.url, alt: `Design result ${variant.idx + 1}` });
-      after.append(el("figure", {}, image, el("figcaption", {}, `After (${variant.idx + 1})`)));
+      after.append(this.picture(job, variant));
     }
     byId("cancel").hidden = finished(job);
     // DELETE removes a finished job's pictures (the job stays in the history).

@@ -15,24 +15,37 @@ async function start() {
     byId("signin").hidden = false;
   }
   let form = null;
-  const historyView = new HistoryView((job) => jobs.open(job));
+  const historyView = new HistoryView((job) => jobs.reopen(job));
   const jobs = new JobView({
     onFinished: (job) => {
       refreshUsageAfter(job);
       historyView.reload();
     },
-    onDeleted: (job) => historyView.update(job),
+    onDeleted: (job) => {
+      historyView.update(job);
+      if (form && form.source && form.source.generationId === job.id) {
+        form.stopRefining(); // its pictures are gone: the refine would only be refused
+      }
+    },
+    onRefine: (job, variant) => {
+      if (form) {
+        form.refine(job, variant, `result ${variant.idx + 1} of this design`);
+      }
+    },
   });
 
-  async function submit(data, files) {
+  async function submit(body, files, contentType) {
     form.busy(true);
+    const headers = { "Idempotency-Key": idempotencyKey() };
+    if (contentType) {
+      headers["Content-Type"] = contentType;
+    }
+    const refining = form.source !== null;
     try {
-      const job = await api("/generations", {
-        method: "POST",
-        body: data,
-        headers: { "Idempotency-Key": idempotencyKey() },
-      });
-      jobs.open(job, files[0] || null);
+      const job = await api("/generations", { method: "POST", body, headers });
+      // A refine's first picture is the earlier result: the job's own input shows it.
+      jobs.open(job, refining ? null : files[0] || null);
+      form.submitted();
       historyView.reload();
     } catch (error) {
       form.fail(error.message);
