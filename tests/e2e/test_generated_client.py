@@ -1,0 +1,195 @@
+"""A typed client generated from the served OpenAPI document drives the real stack.
+
+The document is fetched from the running edge, ``openapi-python-client`` turns it
+into a package in a fresh temporary directory (a subprocess, nothing cached
+between runs), and the tests call the API only through that package: if the
+document stops being good enough for a generated client, these fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import resource
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+from edge_api.openapi import OPERATION_IDS
+from tests.e2e.harness import Stack, User, make_token
+
+PACKAGE = "interior_client"
+# The generator's own documented escape hatch: it has no response type for image/*, and
+# the document must keep saying image/jpeg (that is what the server sends).
+# post_hooks: none, so the run neither needs ruff on PATH nor warns about it.
+GENERATOR_CONFIG = f"""\
+project_name_override: {PACKAGE}
+package_name_override: {PACKAGE}
+post_hooks: []
+content_type_overrides:
+  image/jpeg: application/octet-stream
+"""
+# Generating is a subprocess of about a CPU second; this bound is far above it.
+MAX_GENERATOR_CPU_SECONDS = 20.0
+# A hang (not a slow machine) is what this catches; the CPU bound is the real check.
+GENERATOR_TIMEOUT_SECONDS = 120.0
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _snake(operation_id: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation_id)
+
+
+async def _generate(document: bytes, root: Path) -> str:
+    """Run the generator on ``document`` into ``root/PACKAGE``; its combined output."""
+    (root / "openapi.json").write_bytes(document)
+    (root / "config.yaml").write_text(GENERATOR_CONFIG)
+    # The generator refuses to write into an existing directory: a fresh one each run.
+    command = [
+        sys.executable, "-m", "openapi_python_client", "generate",
+        "--path", str(root / "openapi.json"),
+        "--config", str(root / "config.yaml"),
+        "--output-path", str(root / "src" / PACKAGE),
+        "--meta", "none",
+        "--fail-on-warning",
+    ]  # fmt: skip
+    before = _children_cpu_seconds()
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), GENERATOR_TIMEOUT_SECONDS)
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert _children_cpu_seconds() - before < MAX_GENERATOR_CPU_SECONDS
+    return text
+
+
+@pytest.fixture(scope="module")
+async def client_package(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Callable[[str], ModuleType]]:
+    """A loader of the generated package's modules (by dotted name under it)."""
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        response = await http.get(f"{stack.api}/openapi.json")
+    assert response.status_code == 200, response.text
+    root = tmp_path_factory.mktemp("generated-client")
+    output = await _generate(response.content, root)
+    assert "warning" not in output.lower(), output
+    sys.path.insert(0, str(root / "src"))
+    try:
+        yield lambda name: importlib.import_module(f"{PACKAGE}.{name}")
+    finally:
+        sys.path.remove(str(root / "src"))
+        for name in [m for m in sys.modules if m == PACKAGE or m.startswith(f"{PACKAGE}.")]:
+            del sys.modules[name]
+
+
+@pytest.fixture
+async def api(
+    client_package: Callable[[str], ModuleType], stack: Stack, user: User
+) -> AsyncIterator[Any]:
+    """The generated AuthenticatedClient, signed in as ``user``."""
+    client_module = client_package("client")
+    client = client_module.AuthenticatedClient(
+        base_url=stack.edge.base_url,
+        token=make_token(user.id),
+        raise_on_unexpected_status=True,
+        timeout=httpx.Timeout(30.0),
+    )
+    async with client:
+        yield client
+
+
+def test_every_operation_id_is_a_generated_function(
+    client_package: Callable[[str], ModuleType],
+) -> None:
+    generated = {
+        path.stem
+        for path in Path(client_package("api").__path__[0]).glob("*/*.py")
+        if path.stem != "__init__"
+    }
+
+    assert generated == {_snake(name) for name in OPERATION_IDS.values()}
+    assert {"submit_generation", "get_generation", "list_generations", "delete_generation"} <= (
+        generated
+    )
+
+
+async def _wait_until_succeeded(
+    load: Callable[[str], ModuleType], api: Any, job_id: str, timeout: float = 15.0
+) -> Any:
+    get_generation = load("api.generations.get_generation")
+    succeeded = load("models.job_out_status").JobOutStatus.SUCCEEDED
+    deadline = time.monotonic() + timeout
+    job = None
+    while time.monotonic() < deadline:
+        job = await get_generation.asyncio(job_id=job_id, client=api)
+        if job.status == succeeded:
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out; last state {job}")
+
+
+async def test_a_job_lives_and_is_deleted_through_the_generated_client(
+    client_package: Callable[[str], ModuleType], api: Any
+) -> None:
+    load = client_package
+    submit = load("api.generations.submit_generation")
+    body_module = load("models.submit_generation_json_body")
+    job_out = load("models.job_out").JobOut
+    body = body_module.SubmitGenerationJsonBody(
+        mode=load("models.submit_generation_json_body_mode").SubmitGenerationJsonBodyMode.IMAGINE,
+        prompt="A calm reading nook",
+        style=load("models.submit_generation_json_body_style").SubmitGenerationJsonBodyStyle(
+            "japandi"
+        ),
+    )
+
+    submitted = await submit.asyncio_detailed(client=api, body=body)
+    assert submitted.status_code == 202, submitted.content
+    assert isinstance(submitted.parsed, job_out)
+    job_id = submitted.parsed.id
+
+    finished = await _wait_until_succeeded(load, api, job_id)
+    assert finished.variants
+    assert finished.settings.style.value == "japandi"
+
+    page = await load("api.generations.list_generations").asyncio(client=api, limit=1)
+    assert isinstance(page, load("models.job_page_out").JobPageOut)
+    assert [item.id for item in page.items] == [job_id]
+    assert page.next_cursor is None
+
+    deleted = await load("api.generations.delete_generation").asyncio_detailed(
+        job_id=job_id, client=api
+    )
+    assert deleted.status_code == 200, deleted.content
+    assert isinstance(deleted.parsed, job_out)
+
+    after = await load("api.generations.get_generation").asyncio(job_id=job_id, client=api)
+    assert isinstance(after, job_out)
+    assert after.variants == []
+
+
+async def test_an_unknown_job_decodes_as_the_error_body(
+    client_package: Callable[[str], ModuleType], api: Any
+) -> None:
+    get_generation = client_package("api.generations.get_generation")
+
+    answer = await get_generation.asyncio_detailed(job_id=str(uuid.uuid4()), client=api)
+
+    assert answer.status_code == 404
+    assert isinstance(answer.parsed, client_package("models.error_body").ErrorBody)
+    code = client_package("models.error_detail_code").ErrorDetailCode
+    assert answer.parsed.error.code == code.NOT_FOUND
+    assert answer.parsed.error.message
