@@ -37,11 +37,38 @@ post_hooks: []
 content_type_overrides:
   image/jpeg: application/octet-stream
 """
-# Generating takes about a CPU second; the bound leaves room and still keeps the
-# suite from paying ~20 s for it (CPU seconds, which a busy machine does not inflate).
-MAX_GENERATOR_CPU_SECONDS = 10.0
+# Generating and type-checking take about four CPU seconds together; the bound leaves
+# room and still keeps the suite from paying ~20 s for it (CPU seconds, which a busy
+# machine does not inflate the way it does wall time).
+MAX_CHILD_CPU_SECONDS = 15.0
 # A hang (not a slow machine) is what this catches; the CPU bound is the real check.
-GENERATOR_TIMEOUT_SECONDS = 120.0
+SUBPROCESS_TIMEOUT_SECONDS = 120.0
+# Calls as an application would write them: mypy --strict fails if any of these
+# results were Any (warn_return_any) or of another type than the document promises.
+TYPED_USAGE = f"""\
+from {PACKAGE}.api.generations import get_generation, list_generations, submit_generation
+from {PACKAGE}.client import AuthenticatedClient
+from {PACKAGE}.models.error_body import ErrorBody
+from {PACKAGE}.models.job_out import JobOut
+from {PACKAGE}.models.job_out_status import JobOutStatus
+from {PACKAGE}.models.job_page_out import JobPageOut
+from {PACKAGE}.models.submit_generation_json_body import SubmitGenerationJsonBody
+from {PACKAGE}.models.submit_generation_json_body_mode import SubmitGenerationJsonBodyMode
+
+
+async def submit(client: AuthenticatedClient) -> JobOut | ErrorBody | None:
+    body = SubmitGenerationJsonBody(mode=SubmitGenerationJsonBodyMode.IMAGINE, prompt="p")
+    return await submit_generation.asyncio(client=client, body=body)
+
+
+async def status(client: AuthenticatedClient, job_id: str) -> JobOutStatus | None:
+    job = await get_generation.asyncio(job_id=job_id, client=client)
+    return job.status if isinstance(job, JobOut) else None
+
+
+async def page(client: AuthenticatedClient) -> JobPageOut | ErrorBody | None:
+    return await list_generations.asyncio(client=client, limit=5)
+"""
 
 
 def _children_cpu_seconds() -> float:
@@ -53,28 +80,48 @@ def _snake(operation_id: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in operation_id)
 
 
-async def _generate(document: bytes, root: Path) -> str:
-    """Run the generator on ``document`` into ``root/PACKAGE``; its combined output."""
-    (root / "openapi.json").write_bytes(document)
-    (root / "config.yaml").write_text(GENERATOR_CONFIG)
-    # The generator refuses to write into an existing directory: a fresh one each run.
-    command = [
-        sys.executable, "-m", "openapi_python_client", "generate",
-        "--path", str(root / "openapi.json"),
-        "--config", str(root / "config.yaml"),
-        "--output-path", str(root / "src" / PACKAGE),
-        "--meta", "none",
-        "--fail-on-warning",
-    ]  # fmt: skip
-    before = _children_cpu_seconds()
+async def _run(*args: str, cwd: Path) -> str:
+    """Run ``python -m <args>`` in ``cwd``; its combined output (it must succeed)."""
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), GENERATOR_TIMEOUT_SECONDS)
+        sys.executable, "-m", *args,
+        cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), SUBPROCESS_TIMEOUT_SECONDS)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
     text = output.decode(errors="replace")
     assert process.returncode == 0, text
-    assert _children_cpu_seconds() - before < MAX_GENERATOR_CPU_SECONDS
     return text
+
+
+async def _generate(document: bytes, root: Path) -> None:
+    """Generate the package into ``root/src``, failing on any generator warning."""
+    (root / "openapi.json").write_bytes(document)
+    (root / "config.yaml").write_text(GENERATOR_CONFIG)
+    output = await _run(
+        "openapi_python_client", "generate",
+        "--path", "openapi.json",
+        "--config", "config.yaml",
+        # The generator refuses to write into an existing directory: a fresh one each run.
+        "--output-path", f"src/{PACKAGE}",
+        "--meta", "none",
+        "--fail-on-warning",
+        cwd=root,
+    )  # fmt: skip
+    assert "warning" not in output.lower(), output
+
+
+async def _type_check(src: Path) -> None:
+    """mypy --strict on the generated package and on typed calls into it (no cache kept)."""
+    (src / "typed_usage.py").write_text(TYPED_USAGE)
+    await _run(
+        "mypy", "--strict", "--no-incremental", "--cache-dir", "/dev/null",
+        PACKAGE, "typed_usage.py",
+        cwd=src,
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +133,10 @@ async def client_package(
         response = await http.get(f"{stack.api}/openapi.json")
     assert response.status_code == 200, response.text
     root = tmp_path_factory.mktemp("generated-client")
-    output = await _generate(response.content, root)
-    assert "warning" not in output.lower(), output
+    before = _children_cpu_seconds()
+    await _generate(response.content, root)
+    await _type_check(root / "src")
+    assert _children_cpu_seconds() - before < MAX_CHILD_CPU_SECONDS
     sys.path.insert(0, str(root / "src"))
     try:
         yield lambda name: importlib.import_module(f"{PACKAGE}.{name}")
