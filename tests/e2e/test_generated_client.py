@@ -50,18 +50,27 @@ from {PACKAGE}.api.generations import get_generation, list_generations, submit_g
 from {PACKAGE}.client import AuthenticatedClient
 from {PACKAGE}.models.error_body import ErrorBody
 from {PACKAGE}.models.job_out import JobOut
-from {PACKAGE}.models.job_out_status import JobOutStatus
 from {PACKAGE}.models.job_page_out import JobPageOut
+from {PACKAGE}.models.job_status import JobStatus
+from {PACKAGE}.models.mode import Mode
 from {PACKAGE}.models.submit_generation_json_body import SubmitGenerationJsonBody
-from {PACKAGE}.models.submit_generation_json_body_mode import SubmitGenerationJsonBodyMode
+from {PACKAGE}.types import UNSET
 
 
 async def submit(client: AuthenticatedClient) -> JobOut | ErrorBody | None:
-    body = SubmitGenerationJsonBody(mode=SubmitGenerationJsonBodyMode.IMAGINE, prompt="p")
+    body = SubmitGenerationJsonBody(mode=Mode.IMAGINE, prompt="p")
     return await submit_generation.asyncio(client=client, body=body)
 
 
-async def status(client: AuthenticatedClient, job_id: str) -> JobOutStatus | None:
+def again(job: JobOut) -> SubmitGenerationJsonBody:
+    # A job's settings are the very types a submission takes (shared enums).
+    settings = job.settings
+    return SubmitGenerationJsonBody(
+        mode=settings.mode, style=settings.style or UNSET, room_type=settings.room_type or UNSET
+    )
+
+
+async def status(client: AuthenticatedClient, job_id: str) -> JobStatus | None:
     job = await get_generation.asyncio(job_id=job_id, client=client)
     return job.status if isinstance(job, JobOut) else None
 
@@ -181,7 +190,7 @@ async def _wait_until_succeeded(
     load: Callable[[str], ModuleType], api: Any, job_id: str, timeout: float = 15.0
 ) -> Any:
     get_generation = load("api.generations.get_generation")
-    succeeded = load("models.job_out_status").JobOutStatus.SUCCEEDED
+    succeeded = load("models.job_status").JobStatus.SUCCEEDED
     deadline = time.monotonic() + timeout
     job = None
     while time.monotonic() < deadline:
@@ -199,12 +208,9 @@ async def test_a_job_lives_and_is_deleted_through_the_generated_client(
     submit = load("api.generations.submit_generation")
     body_module = load("models.submit_generation_json_body")
     job_out = load("models.job_out").JobOut
+    style = load("models.style").Style("japandi")
     body = body_module.SubmitGenerationJsonBody(
-        mode=load("models.submit_generation_json_body_mode").SubmitGenerationJsonBodyMode.IMAGINE,
-        prompt="A calm reading nook",
-        style=load("models.submit_generation_json_body_style").SubmitGenerationJsonBodyStyle(
-            "japandi"
-        ),
+        mode=load("models.mode").Mode.IMAGINE, prompt="A calm reading nook", style=style
     )
 
     submitted = await submit.asyncio_detailed(client=api, body=body)
@@ -214,7 +220,7 @@ async def test_a_job_lives_and_is_deleted_through_the_generated_client(
 
     finished = await _wait_until_succeeded(load, api, job_id)
     assert finished.variants
-    assert finished.settings.style.value == "japandi"
+    assert finished.settings.style is style  # the job's settings use the submit's enum
 
     page = await load("api.generations.list_generations").asyncio(client=api, limit=1)
     assert isinstance(page, load("models.job_page_out").JobPageOut)
@@ -237,15 +243,9 @@ async def test_a_photo_upload_and_its_render_go_through_the_generated_client(
 ) -> None:
     load = client_package
     body = load("models.submit_generation_files_body").SubmitGenerationFilesBody(
-        mode=load("models.submit_generation_files_body_mode").SubmitGenerationFilesBodyMode(
-            "redesign"
-        ),
-        room_type=load(
-            "models.submit_generation_files_body_room_type"
-        ).SubmitGenerationFilesBodyRoomType("living_room"),
-        style=load("models.submit_generation_files_body_style").SubmitGenerationFilesBodyStyle(
-            "coastal_au"
-        ),
+        mode=load("models.mode").Mode("redesign"),
+        room_type=load("models.room_type").RoomType("living_room"),
+        style=load("models.style").Style("coastal_au"),
         input1=load("types").File(
             payload=io.BytesIO(jpeg_bytes()), file_name="room.jpg", mime_type="image/jpeg"
         ),
