@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
@@ -12,6 +14,13 @@ from kit.runtime_config import RuntimeConfig
 
 BOUNDARY = "catalog-test-boundary"
 ALLOWED = "http://localhost:3000"
+
+
+def _enum(document: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """The values of an enum schema, written inline or as a shared component."""
+    if "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return list(schema["enum"])
 
 
 def _multipart(fields: dict[str, str], files: dict[str, bytes]) -> bytes:
@@ -87,20 +96,50 @@ async def test_enums_come_from_the_config_and_the_error_types(
     submit = document["paths"]["/api/v1/generations"]["post"]["requestBody"]["content"]
     form = submit["multipart/form-data"]["schema"]["properties"]
 
-    assert form["mode"]["enum"] == list(MODE_KEYS)
-    assert form["style"]["enum"] == sorted(runtime_config.styles)
-    assert form["roomType"]["enum"] == sorted(runtime_config.room_types)
-    assert schemas["JobOut"]["properties"]["status"]["enum"] == [
+    assert _enum(document, form["mode"]) == list(MODE_KEYS)
+    assert _enum(document, form["style"]) == sorted(runtime_config.styles)
+    assert _enum(document, form["roomType"]) == sorted(runtime_config.room_types)
+    assert _enum(document, schemas["JobOut"]["properties"]["status"]) == [
         "starting",
         "processing",
         "succeeded",
         "failed",
         "canceled",
     ]
-    assert schemas["JobSettingsOut"]["properties"]["mode"]["enum"] == list(MODE_KEYS)
+    assert _enum(document, schemas["JobSettingsOut"]["properties"]["mode"]) == list(MODE_KEYS)
     codes = schemas["ErrorDetail"]["properties"]["code"]["enum"]
     assert codes == list(ERROR_CODES)
     assert {error.code for error in ALL_ERRORS} <= set(codes)
+
+
+def _inline_enums(node: Any) -> list[frozenset[str]]:
+    """The value sets of every enum written inline below ``node``."""
+    found: list[frozenset[str]] = []
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    if isinstance(node, dict) and "enum" in node:
+        found.append(frozenset(node["enum"]))
+    for child in children:
+        found.extend(_inline_enums(child))
+    return found
+
+
+async def test_each_kind_of_choice_is_one_shared_enum(
+    client: httpx.AsyncClient, runtime_config: RuntimeConfig
+) -> None:
+    document = (await client.get("/api/v1/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    shared = {name: schemas.pop(name) for name in ("Mode", "RoomType", "Style", "JobStatus")}
+    form = document["paths"]["/api/v1/generations"]["post"]["requestBody"]["content"][
+        "multipart/form-data"
+    ]["schema"]["properties"]
+    settings = schemas["JobSettingsOut"]["properties"]
+
+    assert shared["Style"]["enum"] == sorted(runtime_config.styles)
+    # A generated client gets one class each: no inline copy is left anywhere.
+    assert not {frozenset(s["enum"]) for s in shared.values()} & set(_inline_enums(document))
+    assert form["style"]["$ref"] == "#/components/schemas/Style"
+    assert {"$ref": "#/components/schemas/RoomType"} in settings["roomType"]["anyOf"]
+    assert schemas["CatalogModeOut"]["properties"]["key"]["$ref"] == "#/components/schemas/Mode"
 
 
 async def test_published_limits_are_the_enforced_limits(

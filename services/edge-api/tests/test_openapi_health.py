@@ -39,7 +39,8 @@ async def test_openapi_document_lists_routes_and_errors(client: httpx.AsyncClien
     }
     multipart = submit["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert multipart["properties"]["input1"]["format"] == "binary"
-    assert "japandi" in multipart["properties"]["style"]["enum"]
+    assert multipart["properties"]["style"]["$ref"] == "#/components/schemas/Style"
+    assert "japandi" in document["components"]["schemas"]["Style"]["enum"]
     assert "application/json" in submit["requestBody"]["content"]
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert submit["security"] == [{"HTTPBearer": []}]

@@ -1,4 +1,4 @@
-"""The OpenAPI document: error responses, hand-read request bodies, final touches.
+"""The OpenAPI document: error responses, hand-read request bodies, shared enums, final touches.
 
 Request bodies of POST and PATCH are read by our own streaming code (not by
 FastAPI), so their schemas are declared here. FastAPI's default 422 responses
@@ -8,12 +8,13 @@ are removed: request validation errors are answered as 400 VALIDATION_ERROR.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from edge_api.schemas import IDEMPOTENCY_KEY_PATTERN, ErrorBody
+from edge_api.openapi_enums import share_enums
+from edge_api.schemas import IDEMPOTENCY_KEY_PATTERN, ErrorBody, JobStatusName
 from kit.errors import ALL_ERRORS
 from kit.modes import MODE_KEYS
 from kit.runtime_config import RuntimeConfig
@@ -218,6 +219,19 @@ def _add_choices(document: dict[str, Any], runtime_config: RuntimeConfig) -> Non
     schemas["ErrorDetail"]["properties"]["code"]["enum"] = list(ERROR_CODES)
 
 
+def _share_enums(document: dict[str, Any], runtime_config: RuntimeConfig) -> None:
+    """One named type per kind of choice, so a generated client has one class for each."""
+    share_enums(
+        document,
+        {
+            "Mode": list(MODE_KEYS),
+            "RoomType": sorted(runtime_config.room_types),
+            "Style": sorted(runtime_config.styles),
+            "JobStatus": list(get_args(JobStatusName)),
+        },
+    )
+
+
 def _add_operation_ids(document: dict[str, Any]) -> None:
     for path, path_item in document.get("paths", {}).items():
         for method, operation in path_item.items():
@@ -242,6 +256,7 @@ def install_openapi(app: FastAPI, runtime_config: RuntimeConfig) -> None:
             )
             _strip_default_422(document)
             _add_choices(document, runtime_config)
+            _share_enums(document, runtime_config)
             _add_headers(document)
             _add_operation_ids(document)
             app.openapi_schema = document
