@@ -68,8 +68,10 @@ def _watcher(config: LauncherConfig, stack: Stack) -> SourceWatcher | None:
     """With LAUNCHER_RELOAD, what tells the supervisor which services to restart."""
     if not config.reload:
         return None
+    watcher = SourceWatcher(config.reload_root, [unit.name for unit in stack.units])
+    # Only now: an edit made after this line is seen (the snapshot is taken).
     print(f"==> reload on: services restart when their source under {config.reload_root} changes")
-    return SourceWatcher(config.reload_root, [unit.name for unit in stack.units])
+    return watcher
 
 
 def _stop(stack: Stack, code: int) -> int:
