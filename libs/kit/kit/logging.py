@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import uuid
 from collections.abc import Callable, MutableMapping
 from types import TracebackType
@@ -150,7 +151,18 @@ def _log_uncaught(
     if issubclass(kind, KeyboardInterrupt):
         sys.__excepthook__(kind, error, trace)
         return
-    logging.getLogger("uncaught").critical("process.crashed", exc_info=(kind, error, trace))
+    get_logger("uncaught").critical("process.crashed", exc_info=(kind, error, trace))
+
+
+def _log_thread_crash(crash: threading.ExceptHookArgs) -> None:
+    """The same for an exception that ends a thread (a driver's, grpc's, ours)."""
+    if crash.exc_type is SystemExit:
+        return
+    get_logger("uncaught").critical(
+        "thread.crashed",
+        thread=crash.thread.name if crash.thread else None,
+        exc_info=(crash.exc_type, crash.exc_value, crash.exc_traceback),
+    )
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -159,6 +171,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # Python's warnings go to the "py.warnings" logger instead of plain text on stderr.
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_crash
     # Third-party loggers are noisy at INFO and may print URLs with signatures.
     for noisy in ("httpx", "httpcore", "uvicorn.access", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -145,7 +145,7 @@ def test_stdlib_records_are_json_with_our_fields_and_context(
     assert thread_line["level"] == "error"
 
 
-def test_an_uncaught_exception_is_one_redacted_json_line(
+def test_an_uncaught_exception_is_one_redacted_json_line_in_any_thread(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     configure_logging("test-service")
@@ -154,7 +154,17 @@ def test_an_uncaught_exception_is_one_redacted_json_line(
     except RuntimeError as error:
         sys.excepthook(type(error), error, error.__traceback__)
 
-    (line,) = _lines(capsys.readouterr().out)
+    worker = threading.Thread(target=_explode, name="crasher")
+    worker.start()
+    worker.join()
+
+    line, thread_line = _lines(capsys.readouterr().out)
+    assert thread_line["event"] == "thread.crashed"
+    assert thread_line["thread"] == "crasher"
+    assert thread_line["service"] == "test-service"
+    assert "_explode" in str(thread_line["exception"])
+    for secret in NEVER:
+        assert secret not in json.dumps(thread_line)
     assert line["event"] == "process.crashed"
     assert line["level"] == "critical"
     assert "_explode" in str(line["exception"])
@@ -193,4 +203,5 @@ def _restore_structlog() -> Iterator[None]:
     yield
     structlog.contextvars.clear_contextvars()
     sys.excepthook = sys.__excepthook__
+    threading.excepthook = threading.__excepthook__
     configure_logging("tests")  # as the test kit configured it for the whole run
