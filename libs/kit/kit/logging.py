@@ -179,7 +179,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         processors=[*_processors(service), *_renderers()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         # No file argument: each logger writes to the sys.stdout of its time of creation.
-        logger_factory=structlog.PrintLoggerFactory(),
+        # One write a line (print() makes two): a stdlib record from another thread
+        # cannot land between a line and its newline.
+        logger_factory=structlog.WriteLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -172,6 +172,36 @@ def test_an_uncaught_exception_is_one_redacted_json_line_in_any_thread(
         assert secret not in json.dumps(line)
 
 
+def test_lines_from_concurrent_threads_never_mix(capsys: pytest.CaptureFixture[str]) -> None:
+    """Our lines and stdlib records written at once from several threads stay whole
+    lines (a tiny switch interval makes the threads interleave inside a write)."""
+    configure_logging("test-service")
+
+    def ours() -> None:
+        log = get_logger("ours")
+        for i in range(1000):
+            log.info("ours", i=i)
+
+    def theirs() -> None:
+        for i in range(1000):
+            logging.getLogger("theirs").warning("theirs %s", i)
+
+    threads = [threading.Thread(target=target) for target in (ours, theirs, ours, theirs)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+    lines = _lines(capsys.readouterr().out)
+    assert len(lines) == 4000
+    assert {line["component"] for line in lines} == {"ours", "theirs"}
+
+
 def test_redaction_stays_linear_on_hostile_text() -> None:
     """Exception text can be huge and attacker-shaped: scrubbing must not backtrack
     its way into seconds of CPU (bounded in CPU time, not wall time)."""
