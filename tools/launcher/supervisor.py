@@ -71,7 +71,10 @@ class Supervisor:
                 return
             except UnitError as exc:
                 self._broken.add(name)
-                self._say(f"!! {unit.description} did not start: {exc}; waiting for an edit")
+                self._say(
+                    f"!! {unit.description} did not start: {exc}; waiting for the next edit "
+                    f"(log: {unit.log_path})"
+                )
                 continue
             self._broken.discard(name)
             self._say(f"==> {unit.description} reloaded")
