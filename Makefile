@@ -21,8 +21,9 @@ $(STAMP): requirements.lock
 	@$(BIN)/python -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "interior-backend.pth").write_text("\n".join(sys.argv[1:]) + "\n")' $(addprefix $(CURDIR)/,$(SRC_DIRS))
 	@touch $(STAMP)
 
+# `make run RELOAD=1` restarts a service when its source changes (LAUNCHER_RELOAD=1 too).
 run: $(STAMP)
-	@$(BIN)/python -m launcher
+	@LAUNCHER_RELOAD=$${LAUNCHER_RELOAD:-$(RELOAD)} $(BIN)/python -m launcher
 
 test: $(STAMP) chromium
 	@$(BIN)/python -m pytest

@@ -27,6 +27,7 @@ import pytest
 
 from launcher.components import port_is_free
 from launcher.config import Ports
+from launcher.reload import SERVICE_SOURCES, SHARED_SOURCES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -96,10 +97,17 @@ class Launcher:
 VIA_PARENT = "import subprocess, sys; sys.exit(subprocess.call([sys.executable, '-m', 'launcher']))"
 
 
-def start_launcher(data_dir: Path, ports: Ports, *, via_parent: bool = False) -> Launcher:
+def start_launcher(
+    data_dir: Path,
+    ports: Ports,
+    *,
+    via_parent: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> Launcher:
     """The launcher, or (``via_parent``) a parent process running it, as ``process``."""
     env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_VARIABLES}
     env.update(ports.env())
+    env.update(extra_env or {})
     env["LAUNCHER_DATA_DIR"] = str(data_dir)
     command = ["-c", VIA_PARENT] if via_parent else ["-m", "launcher"]
     process = subprocess.Popen(
@@ -341,3 +349,45 @@ def test_the_launcher_stops_when_the_process_that_started_it_dies(data_dir: Path
         for pid, _ in filter(_running, started):  # only after a failed assertion
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_reload_restarts_only_the_service_whose_source_changed(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """`make run RELOAD=1`, watching a copy of the source layout (the repo stays as is)."""
+    root = tmp_path / "repo"
+    edge_source = root / SERVICE_SOURCES["edge-api"] / "edge_api" / "app.py"
+    for directory in [*SERVICE_SOURCES.values(), *SHARED_SOURCES]:
+        (root / directory).mkdir(parents=True)
+    edge_source.parent.mkdir()
+    edge_source.write_text("VALUE = 1\n")
+    launcher = start_launcher(
+        data_dir,
+        Ports.free(),
+        extra_env={"LAUNCHER_RELOAD": "1", "LAUNCHER_RELOAD_ROOT": str(root)},
+    )
+    try:
+        launcher.wait_for(READY_MARKER, START_BOUND_SECONDS)
+        launcher.wait_for("==> reload on", 10)
+        before = launcher.unit_pids()
+
+        edge_source.write_text("VALUE = 2\n")
+        launcher.wait_for("reloaded", 60)
+
+        after = launcher.unit_pids()
+        assert after["edge-api"] not in ([], before["edge-api"])
+        assert {k: v for k, v in after.items() if k != "edge-api"} == {
+            k: v for k, v in before.items() if k != "edge-api"
+        }
+        assert [line for line in launcher.lines if "changed: restarting" in line] == [
+            next(line for line in launcher.lines if "edge API" in line and "changed" in line)
+        ]
+        with httpx.Client(trust_env=False, timeout=15) as http:
+            found = http.get(
+                f"{launcher.api}/generations/{uuid.uuid4()}",
+                headers={"authorization": f"Bearer {launcher.token}"},
+            )
+        assert found.status_code == 404  # the new edge serves through Envoy
+        stop_and_check(launcher, signal.SIGTERM)
+    finally:
+        _kill_leftovers(launcher)

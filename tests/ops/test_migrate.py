@@ -41,7 +41,7 @@ async def test_migrate_brings_a_fresh_database_to_head_and_is_idempotent(
 
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
-    assert "is at head" in first.stdout
+    assert '"event": "migrate.at_head"' in first.stdout
     assert OWNED_TABLES[service] <= tables
     assert len(head) == 1
     assert await _tables_and_head(url, service) == (tables, head)
@@ -61,7 +61,7 @@ def test_an_unreachable_database_fails_without_printing_the_password() -> None:
     result = run_service("generation", "migrate", env={"GENERATION_DATABASE_URL": url})
 
     assert result.returncode == 1
-    assert "generation migrate: failed" in result.stderr
+    assert '"event": "migrate.failed"' in result.stdout
     assert "s3cret-pw" not in result.stderr + result.stdout
 
 

@@ -19,6 +19,7 @@ from types import FrameType
 
 from launcher import banner
 from launcher.config import ConfigError, LauncherConfig
+from launcher.reload import SourceWatcher
 from launcher.stack import LauncherError, Stack
 from launcher.supervisor import GaveUp, Supervisor
 from launcher.units import StopRequested, UnitError
@@ -63,6 +64,16 @@ def _watch_parent(stack: Stack) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _watcher(config: LauncherConfig, stack: Stack) -> SourceWatcher | None:
+    """With LAUNCHER_RELOAD, what tells the supervisor which services to restart."""
+    if not config.reload:
+        return None
+    watcher = SourceWatcher(config.reload_root, [unit.name for unit in stack.units])
+    # Only now: an edit made after this line is seen (the snapshot is taken).
+    print(f"==> reload on: services restart when their source under {config.reload_root} changes")
+    return watcher
+
+
 def _stop(stack: Stack, code: int) -> int:
     began = time.monotonic()
     stack.stop()
@@ -99,7 +110,7 @@ def main() -> int:
         return 1
     print(banner.render(config, stack.dev_token), flush=True)
     try:
-        Supervisor(stack).run()
+        Supervisor(stack, watcher=_watcher(config, stack)).run()
     except GaveUp as exc:
         print(f"!! {exc}", flush=True)
         return _stop(stack, 1)

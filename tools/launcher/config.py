@@ -116,6 +116,10 @@ class LauncherConfig:
     runtime_config_file: Path
     # The caller's whole environment; children inherit it under the resolved values.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # LAUNCHER_RELOAD: restart a service when its source changes (local iteration only).
+    reload: bool = False
+    # Where the watched services/*/src and libs/* live (a test points it elsewhere).
+    reload_root: Path = REPO_ROOT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LauncherConfig:
@@ -145,6 +149,8 @@ class LauncherConfig:
                 _get(env, "RUNTIME_CONFIG_FILE") or REPO_ROOT / "config" / "runtime.toml"
             ),
             environ=dict(env),
+            reload=_flag(env, "LAUNCHER_RELOAD"),
+            reload_root=Path(_get(env, "LAUNCHER_RELOAD_ROOT") or REPO_ROOT).resolve(),
         )
 
     def with_ports(self, ports: Ports) -> LauncherConfig:
@@ -233,6 +239,11 @@ class LauncherConfig:
             "EMULATOR_WEBHOOK_SECRET": self.replicate_webhook_secret or DEV_WEBHOOK_SECRET,
             "PYTHONUNBUFFERED": "1",
         }
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no variable: 1, true or yes (any case) mean yes; anything else no."""
+    return (_get(env, name) or "").lower() in {"1", "true", "yes"}
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:

@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from launcher.reload import SourceWatcher
 from launcher.stack import Stack, log_tail
 from launcher.units import ProcessUnit, StopRequested, Unit, UnitError
 
@@ -35,21 +36,48 @@ class Supervisor:
         stack: Stack,
         policy: RestartPolicy | None = None,
         say: Callable[[str], None] | None = None,
+        watcher: SourceWatcher | None = None,
     ) -> None:
         self.stack = stack
         self.policy = policy or RestartPolicy()
         self._say = say or (lambda line: print(line, flush=True))
         self._restarts: dict[str, deque[float]] = {}
+        self._watcher = watcher
+        # Reloaded parts whose new code did not start: they wait for the next edit
+        # instead of being restarted until the supervisor gives up on the whole system.
+        self._broken: set[str] = set()
 
     def run(self) -> None:
         """Block until asked to stop (returns) or a part keeps dying (raises GaveUp)."""
         cancel = self.stack.cancel
         while not cancel.wait(POLL_SECONDS):
+            self._reload_changed()
             for unit in list(self.stack.units):
                 if cancel.is_set():
                     return
-                if not unit.alive():
+                if not unit.alive() and unit.name not in self._broken:
                     self._recover(unit)
+
+    def _reload_changed(self) -> None:
+        """Restart each service whose source changed since the last poll."""
+        for name in self._watcher.changed() if self._watcher else []:
+            if self.stack.cancel.is_set():
+                return
+            unit = self.stack.part(name)
+            self._say(f"==> source of {unit.description} changed: restarting")
+            try:
+                self.stack.restart(unit)
+            except StopRequested:
+                return
+            except UnitError as exc:
+                self._broken.add(name)
+                self._say(
+                    f"!! {unit.description} did not start: {exc}; waiting for the next edit "
+                    f"(log: {unit.log_path})"
+                )
+                continue
+            self._broken.discard(name)
+            self._say(f"==> {unit.description} reloaded")
 
     def _recover(self, unit: Unit) -> None:
         while True:

@@ -5,7 +5,8 @@ request id is bound with :func:`bind_context` (contextvars, so it follows the
 asyncio task). A redaction step drops fields that must never be logged (prompts,
 tokens, signed URLs) even if a caller passes them by mistake, and scrubs the same
 from free text: messages, exception text and tracebacks, and the records of the
-stdlib loggers (uvicorn, grpc, SQLAlchemy) that reach our handler.
+stdlib loggers (uvicorn, grpc, SQLAlchemy, Alembic), which the root handler renders
+through the same processors, so every line is one JSON object with the same fields.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import uuid
 from collections.abc import Callable, MutableMapping
+from types import TracebackType
 from typing import Any
 
 import structlog
+from structlog.typing import Processor
 
 # Keys whose values are never written, whoever logs them.
 _FORBIDDEN_KEYS = frozenset(
@@ -84,33 +88,100 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
-class RedactingFormatter(logging.Formatter):
-    """Scrubs the whole formatted stdlib record: message, arguments and traceback."""
+def _component(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A stdlib record's logger name (``uvicorn.error``, ``sqlalchemy.engine``) becomes
+    its ``component``, the field our own loggers use for the same thing."""
+    record = event.get("_record")
+    if record is not None and "component" not in event:
+        event["component"] = record.name
+    return event
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
+
+class _Service:
+    """Names the service on every line, also those of threads (grpc's, a driver's)
+    that never saw the context bound at start."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __call__(
+        self, _: Any, __: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event.setdefault("service", self.service)
+        return event
+
+
+def _processors(service: str) -> list[Processor]:
+    """The chain every line goes through, ours and the stdlib's alike."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        _Service(service),
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    ]
+
+
+def _renderers() -> list[Processor]:
+    """Tracebacks become text before redaction, so they are scrubbed too."""
+    return [
+        structlog.processors.format_exc_info,
+        _redact,
+        structlog.processors.JSONRenderer(),
+    ]
+
+
+def _stdlib_handler(service: str) -> logging.Handler:
+    """The root handler: stdlib records (uvicorn, asyncio, SQLAlchemy, Alembic, grpc,
+    warnings) rendered as the same JSON lines as ours."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*_processors(service), _component],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderers()],
+        )
+    )
+    return handler
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    """An exception that ends the process is one more JSON line, not a bare traceback
+    on stderr."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    get_logger("uncaught").critical("process.crashed", exc_info=(kind, error, trace))
+
+
+def _log_thread_crash(crash: threading.ExceptHookArgs) -> None:
+    """The same for an exception that ends a thread (a driver's, grpc's, ours)."""
+    if crash.exc_type is SystemExit:
+        return
+    get_logger("uncaught").critical(
+        "thread.crashed",
+        thread=crash.thread.name if crash.thread else None,
+        exc_info=(crash.exc_type, crash.exc_value, crash.exc_traceback),
+    )
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
-    """JSON logs on stdout for ``service``; idempotent."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(RedactingFormatter("%(message)s"))
-    logging.basicConfig(handlers=[handler], level=level.upper(), force=True)
+    """JSON logs on stdout for ``service``, stdlib loggers included; idempotent."""
+    logging.basicConfig(handlers=[_stdlib_handler(service)], level=level.upper(), force=True)
+    # Python's warnings go to the "py.warnings" logger instead of plain text on stderr.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_crash
     # Third-party loggers are noisy at INFO and may print URLs with signatures.
     for noisy in ("httpx", "httpcore", "uvicorn.access", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            structlog.processors.format_exc_info,
-            _redact,
-            structlog.processors.JSONRenderer(),
-        ],
+        processors=[*_processors(service), *_renderers()],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         # No file argument: each logger writes to the sys.stdout of its time of creation.
-        logger_factory=structlog.PrintLoggerFactory(),
+        # One write a line (print() makes two): a stdlib record from another thread
+        # cannot land between a line and its newline.
+        logger_factory=structlog.WriteLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -26,6 +26,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kit.db import run_migrations
+from kit.logging import configure_logging, get_logger
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import ServiceSettings
 
@@ -198,18 +199,21 @@ def _redacted(error: BaseException, url: str) -> str:
 def migrate(service: str, settings_cls: type[BaseSettings], migrations: Path) -> int:
     """``migrate``: ``alembic upgrade head`` under the advisory lock; the exit code.
 
-    0 at head, 2 no usable database URL, 1 the migration failed (message without
-    the DSN or its password).
+    0 at head (a ``migrate.at_head`` log line), 2 no usable database URL (on stderr),
+    1 the migration failed (a ``migrate.failed`` line without the DSN or its password).
     """
     try:
         url = database_url(settings_cls)
     except pydantic.ValidationError as error:
         print(f"{service} migrate: {validation_problems(error)}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    # Alembic's and SQLAlchemy's records too: a Job's output is collected like a pod's.
+    configure_logging(service)
+    log = get_logger("migrate")
     try:
         asyncio.run(run_migrations(migrations, url))
     except Exception as error:  # any failure is reported, never a traceback
-        print(f"{service} migrate: failed: {_redacted(error, url)}", file=sys.stderr)
+        log.error("migrate.failed", error=_redacted(error, url))
         return EXIT_FAILED
-    print(f"{service} migrate: {mask_url(url)} is at head")
+    log.info("migrate.at_head", database=mask_url(url))
     return 0

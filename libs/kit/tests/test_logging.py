@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -111,6 +113,95 @@ def test_stdlib_records_and_their_tracebacks_are_redacted(
         assert secret not in out
 
 
+def _lines(out: str) -> list[dict[str, object]]:
+    """Every line of ``out``, each of which must be one JSON object."""
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_stdlib_records_are_json_with_our_fields_and_context(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("test-service")
+    bind_context(requestId="r-2", clientRequestId="c-2")
+    logging.getLogger("uvicorn.error").warning("Invalid HTTP request: %s", f"Bearer {JWT}")
+    clear_context("requestId", "clientRequestId")
+    # A thread that never saw the bound context (grpc's, a driver's) still names the service.
+    worker = threading.Thread(target=logging.getLogger("sqlalchemy.pool").error, args=("gone",))
+    worker.start()
+    worker.join()
+
+    uvicorn_line, thread_line = _lines(capsys.readouterr().out)
+    assert uvicorn_line == {
+        "event": "Invalid HTTP request: Bearer [redacted]",
+        "level": "warning",
+        "ts": uvicorn_line["ts"],
+        "service": "test-service",
+        "component": "uvicorn.error",
+        "requestId": "r-2",
+        "clientRequestId": "c-2",
+    }
+    assert thread_line["service"] == "test-service"
+    assert thread_line["component"] == "sqlalchemy.pool"
+    assert thread_line["level"] == "error"
+
+
+def test_an_uncaught_exception_is_one_redacted_json_line_in_any_thread(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("test-service")
+    try:
+        _explode()
+    except RuntimeError as error:
+        sys.excepthook(type(error), error, error.__traceback__)
+
+    worker = threading.Thread(target=_explode, name="crasher")
+    worker.start()
+    worker.join()
+
+    line, thread_line = _lines(capsys.readouterr().out)
+    assert thread_line["event"] == "thread.crashed"
+    assert thread_line["thread"] == "crasher"
+    assert thread_line["service"] == "test-service"
+    assert "_explode" in str(thread_line["exception"])
+    for secret in NEVER:
+        assert secret not in json.dumps(thread_line)
+    assert line["event"] == "process.crashed"
+    assert line["level"] == "critical"
+    assert "_explode" in str(line["exception"])
+    for secret in NEVER:
+        assert secret not in json.dumps(line)
+
+
+def test_lines_from_concurrent_threads_never_mix(capsys: pytest.CaptureFixture[str]) -> None:
+    """Our lines and stdlib records written at once from several threads stay whole
+    lines (a tiny switch interval makes the threads interleave inside a write)."""
+    configure_logging("test-service")
+
+    def ours() -> None:
+        log = get_logger("ours")
+        for i in range(1000):
+            log.info("ours", i=i)
+
+    def theirs() -> None:
+        for i in range(1000):
+            logging.getLogger("theirs").warning("theirs %s", i)
+
+    threads = [threading.Thread(target=target) for target in (ours, theirs, ours, theirs)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+
+    lines = _lines(capsys.readouterr().out)
+    assert len(lines) == 4000
+    assert {line["component"] for line in lines} == {"ours", "theirs"}
+
+
 def test_redaction_stays_linear_on_hostile_text() -> None:
     """Exception text can be huge and attacker-shaped: scrubbing must not backtrack
     its way into seconds of CPU (bounded in CPU time, not wall time)."""
@@ -141,4 +232,6 @@ def test_redaction_stays_linear_on_hostile_text() -> None:
 def _restore_structlog() -> Iterator[None]:
     yield
     structlog.contextvars.clear_contextvars()
+    sys.excepthook = sys.__excepthook__
+    threading.excepthook = threading.__excepthook__
     configure_logging("tests")  # as the test kit configured it for the whole run

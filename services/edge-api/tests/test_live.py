@@ -237,3 +237,48 @@ async def test_sigterm_stops_gracefully(
         assert '"event": "edge.stopped"' in log
     finally:
         child.stop(grace=5)
+
+
+async def _raw_send(port: int, request: bytes) -> bytes:
+    """Bytes as given on a fresh connection, read until the server closes it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_every_line_of_stdout_and_stderr_is_json_without_the_token(
+    backends, identity, small_runtime_config: Path, tmp_path: Path
+) -> None:
+    """uvicorn's own records (a malformed request, start and stop), our access log and
+    an authentication failure all come out as JSON objects with the same fields."""
+    log_path = tmp_path / "edge.log"  # stdout and stderr both
+    token = identity.token()
+    child, port = _start_edge(backends, identity, small_runtime_config, log_path)
+    try:
+        await _wait_healthy(child, port)
+        # Not HTTP: uvicorn answers 400 and logs a warning of its own.
+        garbage = f"GET / HTTP/1.1\r\nAuthorization: Bearer {token}\r\n\0\r\n\r\n"
+        await _raw_send(port, garbage.encode())
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            refused = await client.get(
+                "/api/v1/generations", headers=identity.headers(token + "tampered")
+            )
+        child.stop(grace=10)
+    finally:
+        child.stop(grace=5)
+
+    text = log_path.read_text(encoding="utf-8")
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert refused.status_code == 401
+    for line in lines:
+        assert {"event", "level", "ts", "service"} <= line.keys(), line
+        assert line["service"] == "edge-api"
+    uvicorn_levels = {line["level"] for line in lines if line.get("component") == "uvicorn.error"}
+    assert uvicorn_levels == {"info", "warning"}  # start/stop, and the malformed request
+    assert any(line["event"] == "http.request" and line["status"] == 401 for line in lines)
+    assert token not in text

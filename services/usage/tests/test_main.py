@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -48,3 +49,25 @@ async def test_the_service_refuses_to_start_without_a_database() -> None:
 
     assert result.returncode != 0
     assert b"USAGE_DATABASE_URL" in result.stderr or b"DATABASE_URL" in result.stderr
+
+
+async def test_a_migration_writes_only_json_lines(
+    database_factory: Callable[[str], str],
+) -> None:
+    """Alembic and SQLAlchemy records, on stdout or stderr, are JSON like ours."""
+    env = {**os.environ, "USAGE_DATABASE_URL": database_factory("usage_migrate_logs")}
+
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "usage", "migrate"],
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in (result.stdout + result.stderr).decode().splitlines()]
+    for line in lines:
+        assert {"event", "level", "ts"} <= line.keys(), line
+        assert line["service"] == "usage"
+    assert "migrate.at_head" in [line["event"] for line in lines]

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -25,8 +24,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config("edge_api", EdgeSettings)
     settings = load_settings(EdgeSettings)
     configure_logging("edge-api", settings.log_level)
-    # uvicorn's own lines are plain text: keep only its warnings and errors.
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     log = get_logger("edge_api")
     try:
         runtime_config = load_runtime_config(settings.runtime_config_file)
