@@ -6,18 +6,24 @@ once and sends what changed. A quiet watcher waits on an ``asyncio.Event``: no
 CPU, no call. When the stream breaks, every watcher is woken (so nothing that
 happened meanwhile is missed: each reads its job again) and the stream is
 resumed from the last version seen, on whichever generation instance answers.
+
+The feed also keeps the edge's cache of settled job views honest (edge_api.settled):
+each change drops older views, and a disconnect or a resume drops them all. It runs
+from the first watcher or the first GET, whichever comes first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import grpc
 
+from edge_api.settled import SettledJobs
 from interior.generation.v1 import generation_pb2
 from kit.logging import get_logger
 
@@ -36,8 +42,11 @@ _BACKOFF_MAX = 5.0
 class JobFeed:
     """Wakes the watchers of a job whenever generation reports a change of it."""
 
-    def __init__(self, stub: Callable[[], GenerationServiceAsyncStub]) -> None:
+    def __init__(
+        self, stub: Callable[[], GenerationServiceAsyncStub], settled: SettledJobs
+    ) -> None:
         self._stub = stub
+        self.settled = settled
         self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._version = 0
         self._task: asyncio.Task[None] | None = None
@@ -49,8 +58,7 @@ class JobFeed:
         """An event set on each change of ``job_id`` (and when the feed was interrupted)."""
         signal = asyncio.Event()
         self._watchers[job_id].add(signal)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._follow_forever(), name="edge-job-feed")
+        self.ensure_running()
         try:
             yield signal
         finally:
@@ -59,6 +67,15 @@ class JobFeed:
                 watchers.discard(signal)
                 if not watchers:
                     del self._watchers[job_id]
+
+    def ensure_running(self) -> None:
+        """Start following (once) if not running yet."""
+        if self._task is None or self._task.done():
+            # A fresh context: the request that happens to start the feed must not lend
+            # it its log context (request id, caller) for the life of the process.
+            self._task = asyncio.create_task(
+                self._follow_forever(), name="edge-job-feed", context=contextvars.Context()
+            )
 
     @property
     def watcher_count(self) -> int:
@@ -75,13 +92,18 @@ class JobFeed:
     async def _follow_forever(self) -> None:
         delay = _BACKOFF_FIRST
         while True:
+            worked = False
             try:
                 await self._follow_once()
             except grpc.aio.AioRpcError as error:
                 log.warning("feed.interrupted", grpcCode=error.code().name)
-            if self.caught_up:  # it worked until now: retry soon
+            finally:
+                # However it ended (even cancelled or crashed), nothing cached is trusted.
+                worked = self.caught_up
+                self.caught_up = False
+                self.settled.suspend()
+            if worked:  # it worked until now: retry soon
                 delay = _BACKOFF_FIRST
-            self.caught_up = False
             self._wake_all()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
@@ -93,10 +115,12 @@ class JobFeed:
             if item.WhichOneof("item") == "caught_up":
                 self._version = max(self._version, item.caught_up)
                 self.caught_up = True
+                self.settled.resume()
                 self._wake_all()  # whatever happened while we were away is read again
                 continue
             change = item.change
             self._version = max(self._version, change.version)
+            self.settled.changed(change.job_id, change.version)
             for signal in self._watchers.get(change.job_id, ()):
                 signal.set()
 
