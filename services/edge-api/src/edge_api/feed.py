@@ -47,7 +47,8 @@ class JobFeed:
     ) -> None:
         self._stub = stub
         self.settled = settled
-        self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        # Insertion-ordered (a dict as an ordered set): the first watcher leads the refresh.
+        self._watchers: defaultdict[str, dict[asyncio.Event, None]] = defaultdict(dict)
         self._version = 0
         self._task: asyncio.Task[None] | None = None
         # True while the upstream stream is open and replayed what was recorded.
@@ -57,14 +58,14 @@ class JobFeed:
     def watch(self, job_id: str) -> Iterator[asyncio.Event]:
         """An event set on each change of ``job_id`` (and when the feed was interrupted)."""
         signal = asyncio.Event()
-        self._watchers[job_id].add(signal)
+        self._watchers[job_id][signal] = None
         self.ensure_running()
         try:
             yield signal
         finally:
             watchers = self._watchers.get(job_id)
             if watchers is not None:
-                watchers.discard(signal)
+                watchers.pop(signal, None)
                 if not watchers:
                     del self._watchers[job_id]
 
@@ -76,6 +77,15 @@ class JobFeed:
             self._task = asyncio.create_task(
                 self._follow_forever(), name="edge-job-feed", context=contextvars.Context()
             )
+
+    def leads(self, job_id: str, signal: asyncio.Event) -> bool:
+        """Whether ``signal``'s watcher is the one that refreshes ``job_id`` on a timer.
+
+        A timed read exists to let generation's stale refresh poll the provider; what it
+        finds is a change the feed then reports to every watcher. One reader per job is
+        enough, so a thousand idle streams of one job cost one read per interval.
+        """
+        return next(iter(self._watchers.get(job_id, ())), None) is signal
 
     @property
     def watcher_count(self) -> int:

@@ -137,8 +137,10 @@ async def _messages(
             if now >= next_beat:
                 yield _KEEPALIVE
                 next_beat = now + heartbeat
-            if woken or now >= next_read:
+            due = now >= next_read
+            if due:
                 next_read = now + refresh
+            if woken or (due and state.feed.leads(job_id, changed)):
                 job = await _read_again(state, owner_id, job_id, job)
 
 
