@@ -27,10 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["hostile", "history"],
+        choices=["hostile", "history", "sse"],
         default=None,
         help="run one phase alone (hostile: metrics 6 and 7, ~1 minute; writes hostile.json; "
-        "history: the history read at 1k vs 100k rows, ~2 minutes; prints it)",
+        "history: the history read at 1k vs 100k rows, ~2 minutes; prints it; "
+        "sse: the Server-Sent Events figures; writes sse.json)",
     )
     args = parser.parse_args(argv)
     large = args.large_rows or (10_000 if args.quick else 100_000)
@@ -42,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         large_rows=large,
         profile=args.profile,
         hostile_only=args.only == "hostile",
+        sse_only=args.only == "sse",
         hostile_seconds=5.0 if args.quick else 10.0,
     )
     document = asyncio.run(run(options))
-    default = "hostile.json" if options.hostile_only else "latest.json"
-    name = args.out or ("quick.json" if args.quick else default)
+    default = "quick.json" if args.quick else "latest.json"
+    name = args.out or (f"{args.only}.json" if args.only else default)
     path = report.write(document, name)
     print()
     print(report.table(table_rows(document)))

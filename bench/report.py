@@ -41,6 +41,11 @@ TARGETS = {
     "upload_peak_rss_mb": Target("<=", 300),
     "hostile_upload_get_p99_ratio": Target("<=", 1.5),
     "hostile_upload_peak_rss_mb": Target("<=", 400),
+    "sse_event_p50_ratio": Target("<=", 1.3),
+    "sse_watchers": Target(">=", 2000),
+    "sse_kib_per_stream": Target("<=", 32),
+    # "No CPU while idle": the edge's CPU over the idle interval, in percent of one core.
+    "sse_idle_cpu_percent": Target("<=", 1.0),
 }
 
 

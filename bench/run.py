@@ -26,6 +26,7 @@ from bench.phases import (
     webhook_phase,
 )
 from bench.seed import count_jobs, query_plans, top_up
+from bench.sse import SseEventResult, WatcherResult, sse_event_phase, watchers_phase
 from bench.system import BenchSystem
 from kit.logging import configure_logging
 from kit.runtime_config import load_runtime_config
@@ -51,6 +52,12 @@ class Options:
     hostile_only: bool = False
     # Seconds of GETs alone, then as long under the hostile uploads.
     hostile_seconds: float = 10.0
+    # Only the Server-Sent Events figures: a short run of its own.
+    sse_only: bool = False
+    sse_streams: int = 2_000
+    sse_jobs: int = 20
+    # Longer than the stale interval (5 s), so the running jobs' refresh reads count.
+    sse_idle_seconds: float = 8.0
 
 
 def say(text: str) -> None:
@@ -71,6 +78,8 @@ async def run(options: Options) -> dict[str, Any]:
     system = await asyncio.to_thread(BenchSystem.start)
     if options.hostile_only:
         return await _hostile_only(system, small, options, machine, began)
+    if options.sse_only:
+        return await _sse_only(system, small, options, durations, machine, began)
     try:
         config = load_runtime_config(system.config.runtime_config_file)
         baselines = Baselines(system, config)
@@ -92,6 +101,7 @@ async def run(options: Options) -> dict[str, Any]:
             memory = await upload_memory_phase(system, large, options.upload_clients)
             say(f"a finished job's GET while {UPLOADERS} clients post hostile images")
             hostile = await hostile_phase(system, targets, options.hostile_seconds)
+            events, watchers = await _sse_phases(system, baselines, small, options, durations)
         finally:
             await baselines.close()
     finally:
@@ -99,6 +109,7 @@ async def run(options: Options) -> dict[str, Any]:
         await asyncio.to_thread(system.stop)
     document = build_document(rounds[0], rounds[1], memory, machine, options, small, durations)
     _add_hostile(document, hostile)
+    _add_sse(document, events, watchers)
     document["machine"]["bench_seconds"] = round(time.monotonic() - began, 1)
     document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     document["details"]["query_plans_at_large_size"] = plans
@@ -123,6 +134,58 @@ async def _hostile_only(
     document["machine"]["bench_seconds"] = round(time.monotonic() - began, 1)
     document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return document
+
+
+async def _sse_phases(
+    system: BenchSystem, baselines: Baselines, image: bytes, options: Options, durations: Durations
+) -> tuple[SseEventResult, WatcherResult]:
+    say("SSE: terminal webhook posted to Envoy until the SSE client has it")
+    events = await sse_event_phase(system, baselines, image, durations.webhook_samples)
+    say(f"SSE: {options.sse_streams} idle streams on one edge process")
+    watchers = await watchers_phase(
+        system, options.sse_streams, options.sse_jobs, options.sse_idle_seconds
+    )
+    return events, watchers
+
+
+async def _sse_only(
+    system: BenchSystem,
+    image: bytes,
+    options: Options,
+    durations: Durations,
+    machine: dict[str, Any],
+    began: float,
+) -> dict[str, Any]:
+    """``--only sse``: the Server-Sent Events figures alone."""
+    try:
+        config = load_runtime_config(system.config.runtime_config_file)
+        baselines = Baselines(system, config)
+        await baselines.open()
+        try:
+            events, watchers = await _sse_phases(system, baselines, image, options, durations)
+        finally:
+            await baselines.close()
+    finally:
+        say("stopping the system")
+        await asyncio.to_thread(system.stop)
+    document: dict[str, Any] = {"metrics": {}, "baselines": {}, "details": {}}
+    document["machine"] = {**machine, "quick": options.quick, "only": "sse"}
+    _add_sse(document, events, watchers)
+    document["machine"]["bench_seconds"] = round(time.monotonic() - began, 1)
+    document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return document
+
+
+def _add_sse(document: dict[str, Any], events: SseEventResult, watchers: WatcherResult) -> None:
+    event = events.as_dict()
+    document["metrics"]["sse_event_p50_ratio"] = event["ratio"]
+    document["metrics"]["sse_watchers"] = watchers.streams
+    details = watchers.as_dict()
+    document["metrics"]["sse_kib_per_stream"] = details["kib_per_stream"]
+    document["metrics"]["sse_idle_cpu_percent"] = details["idle_cpu_percent"]
+    document["baselines"]["sse_download_put_p50_ms"] = event["download_put_p50_ms"]
+    document["details"]["sse_event"] = event
+    document["details"]["sse_watchers"] = watchers.as_dict()
 
 
 def _add_hostile(document: dict[str, Any], hostile: HostileResult) -> None:
@@ -318,10 +381,30 @@ def hostile_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
     ]  # fmt: skip
 
 
+def sse_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
+    """The Server-Sent Events rows of the table."""
+    m, e, w = (
+        document["metrics"],
+        document["details"]["sse_event"],
+        document["details"]["sse_watchers"],
+    )
+    return [
+        ("sse_event_p50_ratio", f"p50 {e['webhook_to_sse_p50_ms']:.1f} ms",
+         f"download+PUT {e['download_put_p50_ms']:.1f} ms", m["sse_event_p50_ratio"]),
+        ("sse_watchers", f"{w['jobs']} running jobs", "-", m["sse_watchers"]),
+        ("sse_kib_per_stream", "edge RSS growth / stream",
+         f"idle {w['rss_before_mb']:.0f} MiB", m["sse_kib_per_stream"]),
+        ("sse_idle_cpu_percent", f"{w['idle_cpu_seconds']:.2f} CPU s",
+         f"in {w['idle_seconds']:.0f} s idle", m["sse_idle_cpu_percent"]),
+    ]  # fmt: skip
+
+
 def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
     """The headline table: what was measured, against what, and the figure."""
     if document["machine"].get("only") == "hostile":
         return hostile_rows(document)
+    if document["machine"].get("only") == "sse":
+        return sse_rows(document)
     m, b = document["metrics"], document["baselines"]
     small = document["details"]["rounds"][0]
     scale = b["scale_ratios"]
@@ -341,12 +424,13 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
         ("upload_peak_rss_mb", f"{document['details']['memory']['clients']} x 10 MB",
          f"idle {b['upload_idle_rss_mb']:.0f} MiB", m["upload_peak_rss_mb"]),
         *hostile_rows(document),
+        *sse_rows(document),
     ]  # fmt: skip
 
 
 def bounds_line(document: dict[str, Any]) -> str:
     """One line: the best each missed figure could reach on this machine (see ``bounds``)."""
-    if document["machine"].get("only") == "hostile":
+    if document["machine"].get("only") in {"hostile", "sse"}:
         return ""
     b = document["details"]["rounds"][0]["bounds"]
     return (

@@ -49,6 +49,28 @@ class Cluster:
     second: GenerationApp
     usage_database_url: str
     generation_database_url: str
+    # Where instance A listens (the edge's target).
+    first_port: int = 0
+    # Where instance B listens (a second edge may follow it; it may be restarted there).
+    second_port: int = 0
+    s3_server: S3Endpoint | None = None
+
+    async def restart_second(self) -> None:
+        """Stop instance B and start a new one on the same port (as a deploy would)."""
+        await self.second.server.stop(0)
+        if self.second.sweeper is not None:
+            await self.second.sweeper.stop()
+        assert self.s3_server is not None
+        stack = self.stack
+        self.second = await _generation(
+            _config(),
+            self.generation_database_url,
+            stack.usage_target,
+            stack.gateway,
+            stack.emulator,
+            self.s3_server,
+            self.second_port,
+        )
 
 
 def _config() -> RuntimeConfig:
@@ -127,6 +149,7 @@ async def running_cluster(
         ),
         name="gateway",
     ).start()
+    cluster: Cluster | None = None
     generation_url = database_factory("generation")
     parts = (config, generation_url, usage_target, gateway, emulator, s3_server)
     first_port = free_port()
@@ -161,11 +184,14 @@ async def running_cluster(
         clock=MovableClock(),
     )
     try:
-        yield Cluster(stack, second, usage_url, generation_url)
+        cluster = Cluster(
+            stack, second, usage_url, generation_url, first_port, second_port, s3_server
+        )
+        yield cluster
     finally:
         edge.stop()
         gateway.stop()
-        for app in (first, second):
+        for app in (first, second if cluster is None else cluster.second):
             await app.server.stop(0)
         await usage_server.stop(0)
         emulator.stop()

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from edge_api.app import create_app as create_edge_app
 from edge_api.settings import EdgeSettings
@@ -273,3 +274,39 @@ async def _until(done: Any, timeout: float = WAIT) -> None:
 async def _faults_off(stack: Stack) -> AsyncIterator[None]:
     yield
     await stack.control("set_faults", hold=False, drop_webhooks=0)
+
+
+def _get_generation_calls() -> float:
+    """GetGeneration calls the generation service answered (its RPC metric)."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        for sample in metric.samples
+        if sample.name == "grpc_server_handled_total"
+        and sample.labels.get("grpc_method") == "GetGeneration"
+    )
+
+
+async def test_idle_watchers_of_one_job_share_one_timed_read(
+    stack: Stack, user: User, s3_server: S3Endpoint
+) -> None:
+    await stack.control("set_faults", hold=True)
+    held = (await user.submit("imagine", prompt="A sunroom")).json()
+    streams = [Stream() for _ in range(20)]
+    refresh, quiet = 0.1, 1.0
+
+    async with _quick_edge(stack, s3_server, SSE_REFRESH_SECONDS=refresh) as api:
+        url = f"{api}/generations/{held['id']}/events"
+        watchers = [
+            asyncio.create_task(follow(user.client, url, user.headers, stream))
+            for stream in streams
+        ]
+        await _until(lambda: all(stream.statuses for stream in streams))
+        before = _get_generation_calls()
+        await asyncio.sleep(quiet)  # the measured quiet interval itself
+        reads = _get_generation_calls() - before
+        assert (await user.cancel(held["id"])).status_code == 200
+        await asyncio.wait_for(asyncio.gather(*watchers), WAIT)
+    # One reader per interval (about 10), not one per stream (about 200).
+    assert 1 <= reads <= 2 * quiet / refresh
+    assert all(stream.statuses[-1] == "canceled" for stream in streams)

@@ -28,6 +28,7 @@ from edge_api.routes import (
     web,
 )
 from edge_api.settings import EdgeSettings
+from edge_api.settled import SettledJobs
 from edge_api.state import EdgeState
 from kit.logging import get_logger
 from kit.metrics import install_http_metrics
@@ -62,7 +63,14 @@ def create_app(
             retry_after_seconds=settings.upload_retry_after_seconds,
         ),
         catalog=catalog.CatalogAnswer(runtime_config),
-        feed=JobFeed(lambda: state.connected().generation),
+        feed=JobFeed(
+            lambda: state.connected().generation,
+            SettledJobs(
+                settings.settled_cache_entries,
+                # A kept view's signed input URLs keep at least half their lifetime.
+                max_age=runtime_config.uploads.signed_url_ttl_seconds / 2,
+            ),
+        ),
     )
 
     @asynccontextmanager

@@ -6,18 +6,24 @@ once and sends what changed. A quiet watcher waits on an ``asyncio.Event``: no
 CPU, no call. When the stream breaks, every watcher is woken (so nothing that
 happened meanwhile is missed: each reads its job again) and the stream is
 resumed from the last version seen, on whichever generation instance answers.
+
+The feed also keeps the edge's cache of settled job views honest (edge_api.settled):
+each change drops older views, and a disconnect or a resume drops them all. It runs
+from the first watcher or the first GET, whichever comes first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import grpc
 
+from edge_api.settled import SettledJobs
 from interior.generation.v1 import generation_pb2
 from kit.logging import get_logger
 
@@ -36,9 +42,13 @@ _BACKOFF_MAX = 5.0
 class JobFeed:
     """Wakes the watchers of a job whenever generation reports a change of it."""
 
-    def __init__(self, stub: Callable[[], GenerationServiceAsyncStub]) -> None:
+    def __init__(
+        self, stub: Callable[[], GenerationServiceAsyncStub], settled: SettledJobs
+    ) -> None:
         self._stub = stub
-        self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self.settled = settled
+        # Insertion-ordered (a dict as an ordered set): the first watcher leads the refresh.
+        self._watchers: defaultdict[str, dict[asyncio.Event, None]] = defaultdict(dict)
         self._version = 0
         self._task: asyncio.Task[None] | None = None
         # True while the upstream stream is open and replayed what was recorded.
@@ -48,17 +58,34 @@ class JobFeed:
     def watch(self, job_id: str) -> Iterator[asyncio.Event]:
         """An event set on each change of ``job_id`` (and when the feed was interrupted)."""
         signal = asyncio.Event()
-        self._watchers[job_id].add(signal)
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._follow_forever(), name="edge-job-feed")
+        self._watchers[job_id][signal] = None
+        self.ensure_running()
         try:
             yield signal
         finally:
             watchers = self._watchers.get(job_id)
             if watchers is not None:
-                watchers.discard(signal)
+                watchers.pop(signal, None)
                 if not watchers:
                     del self._watchers[job_id]
+
+    def ensure_running(self) -> None:
+        """Start following (once) if not running yet."""
+        if self._task is None or self._task.done():
+            # A fresh context: the request that happens to start the feed must not lend
+            # it its log context (request id, caller) for the life of the process.
+            self._task = asyncio.create_task(
+                self._follow_forever(), name="edge-job-feed", context=contextvars.Context()
+            )
+
+    def leads(self, job_id: str, signal: asyncio.Event) -> bool:
+        """Whether ``signal``'s watcher is the one that refreshes ``job_id`` on a timer.
+
+        A timed read exists to let generation's stale refresh poll the provider; what it
+        finds is a change the feed then reports to every watcher. One reader per job is
+        enough, so a thousand idle streams of one job cost one read per interval.
+        """
+        return next(iter(self._watchers.get(job_id, ())), None) is signal
 
     @property
     def watcher_count(self) -> int:
@@ -75,13 +102,18 @@ class JobFeed:
     async def _follow_forever(self) -> None:
         delay = _BACKOFF_FIRST
         while True:
+            worked = False
             try:
                 await self._follow_once()
             except grpc.aio.AioRpcError as error:
                 log.warning("feed.interrupted", grpcCode=error.code().name)
-            if self.caught_up:  # it worked until now: retry soon
+            finally:
+                # However it ended (even cancelled or crashed), nothing cached is trusted.
+                worked = self.caught_up
+                self.caught_up = False
+                self.settled.suspend()
+            if worked:  # it worked until now: retry soon
                 delay = _BACKOFF_FIRST
-            self.caught_up = False
             self._wake_all()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
@@ -93,10 +125,12 @@ class JobFeed:
             if item.WhichOneof("item") == "caught_up":
                 self._version = max(self._version, item.caught_up)
                 self.caught_up = True
+                self.settled.resume()
                 self._wake_all()  # whatever happened while we were away is read again
                 continue
             change = item.change
             self._version = max(self._version, change.version)
+            self.settled.changed(change.job_id, change.version)
             for signal in self._watchers.get(change.job_id, ()):
                 signal.set()
 

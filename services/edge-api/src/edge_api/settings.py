@@ -95,6 +95,8 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
     upload_read_timeout_seconds: float = Field(
         default=120.0, gt=0, alias="UPLOAD_READ_TIMEOUT_SECONDS"
     )
+    # Views of settled jobs answered from memory while the change feed is live (0: off).
+    settled_cache_entries: int = Field(default=10_000, ge=0, alias="SETTLED_CACHE_ENTRIES")
     # Unset: 2 * uploads.max_bytes + REQUEST_OVERHEAD_BYTES from the runtime config.
     max_request_bytes: int | None = Field(default=None, gt=0, alias="MAX_REQUEST_BYTES")
 

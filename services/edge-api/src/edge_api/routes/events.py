@@ -132,13 +132,19 @@ async def _messages(
                 sent = job.version
             if job.status in _TERMINAL:
                 return
-            woken = await _wait(changed, min(next_beat, next_read) - loop.time())
+            # Only the job's leading watcher wakes for the timed read (JobFeed.leads); the
+            # others sleep until their heartbeat, so an idle stream wakes once per beat.
+            leads = state.feed.leads(job_id, changed)
+            deadline = min(next_beat, next_read) if leads else next_beat
+            woken = await _wait(changed, deadline - loop.time())
             now = loop.time()
             if now >= next_beat:
                 yield _KEEPALIVE
                 next_beat = now + heartbeat
-            if woken or now >= next_read:
+            due = now >= next_read
+            if due:
                 next_read = now + refresh
+            if woken or (due and state.feed.leads(job_id, changed)):
                 job = await _read_again(state, owner_id, job_id, job)
 
 

@@ -163,13 +163,25 @@ async def submit_generation(
     responses=errors(401, 404, 500, 502, 503),
 )
 async def get_generation(job_id: JobId, request: Request, owner_id: Owner, state: State) -> JobOut:
-    """The job; a stale running job is refreshed from the provider first."""
-    reply = await state.connected().generation.GetGeneration(
-        generation_pb2.GetGenerationRequest(owner_id=owner_id, job_id=_job_id(job_id)),
-        timeout=state.rpc_timeout(),
-        metadata=outgoing_metadata(),
-    )
-    return job_to_json(reply.job, public_base(state, request))
+    """The job; a stale running job is refreshed from the provider first.
+
+    A settled job this edge already served is answered from memory while the change
+    feed is live (edge_api.settled); anything else, or someone else's job, is asked.
+    """
+    job_id = _job_id(job_id)
+    state.feed.ensure_running()
+    settled = state.feed.settled
+    job = settled.lookup(job_id, owner_id)
+    if job is None:
+        with settled.reading(job_id) as read:
+            reply = await state.connected().generation.GetGeneration(
+                generation_pb2.GetGenerationRequest(owner_id=owner_id, job_id=job_id),
+                timeout=state.rpc_timeout(),
+                metadata=outgoing_metadata(),
+            )
+            settled.keep(read, reply.job, owner_id)
+        job = reply.job
+    return job_to_json(job, public_base(state, request))
 
 
 @router.patch(
@@ -205,10 +217,24 @@ async def cancel_generation(
 async def delete_generation(
     job_id: JobId, request: Request, owner_id: Owner, state: State
 ) -> JobOut:
-    """Soft-delete a finished job's render."""
-    reply = await state.connected().generation.DeleteGeneration(
-        generation_pb2.DeleteGenerationRequest(owner_id=owner_id, job_id=_job_id(job_id)),
-        timeout=state.rpc_timeout(),
-        metadata=outgoing_metadata(),
-    )
+    """Soft-delete a finished job's render.
+
+    The reply counts as a change of the job here and now: this edge never answers
+    an older view (with the deleted variants) again, whatever the feed's delay.
+    """
+    job_id = _job_id(job_id)
+    state.feed.ensure_running()
+    settled = state.feed.settled
+    with settled.reading(job_id) as read:
+        try:
+            reply = await state.connected().generation.DeleteGeneration(
+                generation_pb2.DeleteGenerationRequest(owner_id=owner_id, job_id=job_id),
+                timeout=state.rpc_timeout(),
+                metadata=outgoing_metadata(),
+            )
+        except BaseException:
+            settled.forget(job_id)  # it may have happened all the same
+            raise
+        settled.changed(job_id, reply.job.version)
+        settled.keep(read, reply.job, owner_id)
     return job_to_json(reply.job, public_base(state, request))

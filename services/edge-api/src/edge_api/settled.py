@@ -1,0 +1,145 @@
+"""Views of settled jobs this edge served, answered from memory while the feed is live.
+
+A succeeded / failed / canceled job rarely changes again (a deletion of its render
+does), so GET answers it from a bounded LRU instead of calling generation. That is
+safe only while the change feed is connected and caught up: every change it reports
+drops an older view, and when it disconnects or resumes everything is dropped (what
+happened meanwhile is unknown). A read that raced a change is not kept: each read
+registers a ticket, a change of that job seen meanwhile marks the ticket, and a view
+older than a change seen is discarded. The protobuf Job is kept (not its JSON): the
+variant URLs are built per request. Its signed input URLs expire, so a view is
+served for at most ``max_age`` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from interior.generation.v1 import generation_pb2
+
+SETTLED = frozenset(
+    {
+        generation_pb2.JOB_STATUS_SUCCEEDED,
+        generation_pb2.JOB_STATUS_FAILED,
+        generation_pb2.JOB_STATUS_CANCELED,
+    }
+)
+# Newer than any version: what forget() reports.
+_UNKNOWN = 2**63
+
+
+@dataclass
+class _Entry:
+    job: generation_pb2.Job
+    owner_id: str
+    stored_at: float
+
+
+@dataclass(eq=False)
+class Read:
+    """One read of a job from generation whose answer may be kept."""
+
+    job_id: str
+    epoch: int
+    # The newest change of this job reported while the read was in flight.
+    newest_change: int = field(default=0)
+
+
+class SettledJobs:
+    """A bounded LRU of settled job views, keyed by job id, with their owner."""
+
+    def __init__(
+        self,
+        capacity: int,
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._capacity = capacity
+        self._max_age = max_age
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._reads: dict[str, set[Read]] = {}
+        # Bumped on every suspend / resume: reads begun before are not kept.
+        self._epoch = 0
+        # True only while the feed is connected and caught up.
+        self._live = False
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def live(self) -> bool:
+        """Whether views are answered (the feed is connected and caught up)."""
+        return self._live
+
+    def lookup(self, job_id: str, owner_id: str) -> generation_pb2.Job | None:
+        """The kept view of the owner's job, or None (ask generation)."""
+        entry = self._entries.get(job_id)
+        if entry is None or not self._live or entry.owner_id != owner_id:
+            return None
+        if self._clock() - entry.stored_at > self._max_age:
+            del self._entries[job_id]
+            return None
+        self._entries.move_to_end(job_id)
+        self.hits += 1
+        return entry.job
+
+    @contextlib.contextmanager
+    def reading(self, job_id: str) -> Iterator[Read]:
+        """Register a read of ``job_id`` for as long as it is in flight."""
+        read = Read(job_id, self._epoch)
+        self._reads.setdefault(job_id, set()).add(read)
+        try:
+            yield read
+        finally:
+            reads = self._reads.get(job_id)
+            if reads is not None:
+                reads.discard(read)
+                if not reads:
+                    del self._reads[job_id]
+
+    def keep(self, read: Read, job: generation_pb2.Job, owner_id: str) -> None:
+        """Keep ``job`` (the answer of ``read``) if it is settled and nothing newer was seen."""
+        if self._capacity <= 0 or not self._live or read.epoch != self._epoch:
+            return
+        if job.status not in SETTLED or job.version < read.newest_change:
+            self._entries.pop(read.job_id, None)
+            return
+        current = self._entries.get(read.job_id)
+        if current is not None and current.job.version > job.version:
+            return
+        self._entries[read.job_id] = _Entry(job, owner_id, self._clock())
+        self._entries.move_to_end(read.job_id)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    def changed(self, job_id: str, version: int) -> None:
+        """A change of ``job_id`` at ``version``: drop older views, mark reads in flight."""
+        entry = self._entries.get(job_id)
+        if entry is not None and entry.job.version < version:
+            del self._entries[job_id]
+        for read in self._reads.get(job_id, ()):
+            read.newest_change = max(read.newest_change, version)
+
+    def forget(self, job_id: str) -> None:
+        """Drop ``job_id``'s view and every read of it in flight (its state is unknown)."""
+        self.changed(job_id, _UNKNOWN)
+
+    def suspend(self) -> None:
+        """The feed disconnected: forget everything, answer nothing."""
+        self._live = False
+        self._forget()
+
+    def resume(self) -> None:
+        """The feed caught up again: start over from an empty cache."""
+        self._forget()
+        self._live = True
+
+    def _forget(self) -> None:
+        self._entries.clear()
+        self._epoch += 1

@@ -1,0 +1,124 @@
+"""The settled-job cache's rules, on its own (the cluster proof is in tests/concurrency)."""
+
+from __future__ import annotations
+
+from edge_api.settled import SettledJobs
+from interior.generation.v1 import generation_pb2
+
+JOB = "00000000-0000-4000-8000-000000000001"
+OWNER = "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
+OTHER = "0e5f2a1c-3d4b-4c6e-8f7a-9b0c1d2e3f4a"
+
+
+def _job(version: int, status: int = generation_pb2.JOB_STATUS_SUCCEEDED, job_id: str = JOB):
+    return generation_pb2.Job(id=job_id, owner_id=OWNER, status=status, version=version)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _live(capacity: int = 10, clock: Clock | None = None) -> SettledJobs:
+    cache = SettledJobs(capacity, max_age=150.0, clock=clock or Clock())
+    cache.resume()
+    return cache
+
+
+def _served(cache: SettledJobs, job: generation_pb2.Job, owner: str = OWNER) -> None:
+    with cache.reading(job.id) as read:
+        cache.keep(read, job, owner)
+
+
+def test_a_settled_view_is_answered_to_its_owner_only() -> None:
+    cache = _live()
+    _served(cache, _job(5))
+    assert cache.lookup(JOB, OWNER) == _job(5)
+    assert cache.lookup(JOB, OTHER) is None
+
+
+def test_running_jobs_are_not_kept() -> None:
+    cache = _live()
+    _served(cache, _job(5, generation_pb2.JOB_STATUS_PROCESSING))
+    assert cache.lookup(JOB, OWNER) is None
+
+
+def test_a_newer_change_drops_the_view_and_an_equal_one_does_not() -> None:
+    cache = _live()
+    _served(cache, _job(5))
+    cache.changed(JOB, 5)
+    assert cache.lookup(JOB, OWNER) is not None
+    cache.changed(JOB, 6)
+    assert cache.lookup(JOB, OWNER) is None
+
+
+def test_a_read_that_raced_a_change_is_not_kept() -> None:
+    cache = _live()
+    with cache.reading(JOB) as read:
+        cache.changed(JOB, 7)  # reported while generation's answer (version 5) travels
+        cache.keep(read, _job(5), OWNER)
+    assert cache.lookup(JOB, OWNER) is None
+
+
+def test_forget_refuses_reads_in_flight() -> None:
+    cache = _live()
+    with cache.reading(JOB) as read:
+        cache.forget(JOB)
+        cache.keep(read, _job(5), OWNER)
+    assert cache.lookup(JOB, OWNER) is None
+
+
+def test_nothing_is_answered_or_kept_while_the_feed_is_down() -> None:
+    cache = _live()
+    _served(cache, _job(5))
+    cache.suspend()
+    assert cache.lookup(JOB, OWNER) is None
+    _served(cache, _job(5))
+    cache.resume()
+    assert cache.lookup(JOB, OWNER) is None  # dropped on the way down, not kept meanwhile
+
+
+def test_a_read_begun_before_a_resume_is_not_kept() -> None:
+    cache = _live()
+    with cache.reading(JOB) as read:
+        cache.suspend()
+        cache.resume()
+        cache.keep(read, _job(5), OWNER)
+    assert len(cache) == 0
+
+
+def test_the_least_recently_used_view_goes_first() -> None:
+    cache = _live(capacity=2)
+    first, second, third = (_job(1, job_id=f"{JOB[:-1]}{n}") for n in (1, 2, 3))
+    _served(cache, first)
+    _served(cache, second)
+    assert cache.lookup(first.id, OWNER) is not None  # first is now the most recent
+    _served(cache, third)
+    assert len(cache) == 2
+    assert cache.lookup(second.id, OWNER) is None
+    assert cache.lookup(first.id, OWNER) is not None
+
+
+def test_an_older_view_never_replaces_a_newer_one() -> None:
+    cache = _live()
+    _served(cache, _job(9))
+    _served(cache, _job(5))
+    assert cache.lookup(JOB, OWNER) == _job(9)
+
+
+def test_views_expire_before_their_signed_urls() -> None:
+    clock = Clock()
+    cache = _live(clock=clock)
+    _served(cache, _job(5))
+    clock.now = 151.0
+    assert cache.lookup(JOB, OWNER) is None
+    assert len(cache) == 0
+
+
+def test_capacity_zero_turns_it_off() -> None:
+    cache = _live(capacity=0)
+    _served(cache, _job(5))
+    assert cache.lookup(JOB, OWNER) is None
