@@ -107,6 +107,10 @@ class JobFeed:
                 await self._follow_once()
             except grpc.aio.AioRpcError as error:
                 log.warning("feed.interrupted", grpcCode=error.code().name)
+            except Exception as error:  # the channel was closed (shutdown): stop following
+                log.info("feed.stopped", reason=type(error).__name__)
+                self._wake_all()
+                return
             finally:
                 # However it ended (even cancelled or crashed), nothing cached is trusted.
                 worked = self.caught_up

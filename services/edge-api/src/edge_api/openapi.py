@@ -41,7 +41,8 @@ _ERROR_CODES = {
     "file, moderation rejection, malformed multipart.",
     401: "UNAUTHORIZED: missing, malformed or expired bearer token.",
     402: "LIMIT_EXCEEDED: no generations left this month (`periodEnd` says when it resets).",
-    404: "NOT_FOUND: unknown id, or a job of another user.",
+    404: "NOT_FOUND: unknown id, or a job of another user (for a refine: a source that is "
+    "not yours, not succeeded, deleted or without that variant).",
     405: "METHOD_NOT_ALLOWED.",
     408: "REQUEST_TIMEOUT: the upload arrived slower than the minimum rate (averaged over a "
     "sliding window after a grace period) or not within the total read timeout; the "
@@ -91,7 +92,12 @@ _SOURCE_FIELDS: dict[str, Any] = {
         "description": "Refine: one of your own succeeded jobs; its variant becomes input1 "
         "(upload input2 only for compose). Not yours, not succeeded or deleted: 404.",
     },
-    "sourceVariantIdx": {"type": "integer", "minimum": 0, "maximum": 999, "default": 0},
+    "sourceVariantIdx": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 999,
+        "description": "With sourceGenerationId: which variant (0 when left out).",
+    },
 }
 _SOURCE_OBJECT: dict[str, Any] = {
     "source": {

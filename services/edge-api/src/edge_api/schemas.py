@@ -55,7 +55,8 @@ class SubmissionFields(ApiModel):
         if self.source is not None:
             return self.source
         if self.source_generation_id is None:
-            if self.source_variant_idx is not None:
+            # 0 is what clients send by default; another index names a source that is missing.
+            if self.source_variant_idx:
                 raise ValueError("sourceVariantIdx needs sourceGenerationId")
             return None
         return SourceIn(

@@ -110,7 +110,7 @@ def _idempotency_key(header: str | None, field: str | None) -> str:
             "description": "Accepted. `Location` names the job; a replay of an earlier "
             "submission with the same idempotency key carries `Idempotent-Replayed: true`."
         },
-        **errors(400, 401, 402, 408, 409, 413, 415, 422, 429, 500, 502, 503),
+        **errors(400, 401, 402, 404, 408, 409, 413, 415, 422, 429, 500, 502, 503),
     },
     openapi_extra=SUBMIT_BODY,
 )
