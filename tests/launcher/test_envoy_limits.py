@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,46 +20,11 @@ import yaml
 
 from launcher.components import ChildProcess, free_port, wait_http_ok
 from launcher.envoy import envoy_argv, load_config, validate, write_local_config
+from tests.launcher.upstreams import Recorder
 
 RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 H2_SETTINGS, H2_ACK, H2_MAX_CONCURRENT_STREAMS = 0x4, 0x1, 0x3
-
-
-@dataclass
-class Upstream:
-    """Answers 200 to everything and counts what reached it, by method and path."""
-
-    seen: list[tuple[str, str]] = field(default_factory=list)
-    server: ThreadingHTTPServer | None = None
-
-    def start(self) -> int:
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                self.rfile.read(length)
-                upstream.seen.append((self.command, self.path))
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            do_GET = do_POST = do_PATCH = _handle  # noqa: N815 (http.server names)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self.server.server_address[1]
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def _route(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -84,13 +47,13 @@ def _with_small_upload_bucket(path: Path) -> Path:
 class Proxy:
     url: str
     port: int
-    edge: Upstream
+    edge: Recorder
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp("envoy-limits")
-    edge, gateway = Upstream(), Upstream()
+    edge, gateway = Recorder("edge"), Recorder("gateway")
     edge_port, gateway_port = edge.start(), gateway.start()
     public, admin = free_port(), free_port()
     config = write_local_config(
@@ -143,7 +106,7 @@ def test_uploads_over_the_bucket_get_a_json_429_and_other_routes_keep_working(
         }
     }
     assert [r.status_code for r in others] == [200, 200, 200, 200]
-    assert proxy.edge.seen.count(("POST", "/api/v1/generations")) == 2
+    assert proxy.edge.calls.count(("POST", "/api/v1/generations")) == 2
 
 
 def test_http2_connections_are_told_at_most_100_concurrent_streams(proxy: Proxy) -> None:
