@@ -1,11 +1,15 @@
-# The two commands: `make run` and `make test`. Everything installs into .venv
-# from requirements.lock (hash-checked), so a fresh machine needs only Python 3.11.
+# The two commands: `make run` and `make test`. Everything installs into .venv from
+# uv.lock (hash-checked, never re-resolved), so a fresh machine needs only Python 3.11.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SRC_DIRS := libs/kit libs/contracts services/generation/src services/usage/src \
             services/webhook-gateway/src services/edge-api/src tools
+UV_VERSION := 0.13.8
+# --locked: fail, never re-resolve, when uv.lock does not match pyproject.toml.
+UV_SYNC := UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync --quiet --locked --no-python-downloads \
+           --python $(BIN)/python
 OUR_PACKAGES := -p kit -p generation -p usage -p webhook_gateway -p edge_api \
                 -p replicate_emulator -p launcher -p testkit
 
@@ -13,11 +17,13 @@ OUR_PACKAGES := -p kit -p generation -p usage -p webhook_gateway -p edge_api \
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock
-	@echo "==> creating the virtual environment in $(VENV) from requirements.lock"
+# pip brings only the pinned uv; `uv sync` then installs the lock's default groups
+# (runtime, dev, local: pyproject.toml) exactly, uv itself included, so the lock keeps it.
+$(STAMP): pyproject.toml uv.lock
+	@echo "==> creating the virtual environment in $(VENV) from uv.lock"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	@$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@$(UV_SYNC)
 	@$(BIN)/python -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "interior-backend.pth").write_text("\n".join(sys.argv[1:]) + "\n")' $(addprefix $(CURDIR)/,$(SRC_DIRS))
 	@touch $(STAMP)
 
@@ -41,6 +47,7 @@ chromium:
 # The benchmarks (bench/README.md): the real system under locust, every figure a ratio
 # against its parts measured in the same run. Minutes long; never part of `make test`.
 bench: $(STAMP)
+	@$(UV_SYNC) --group bench
 	@$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
@@ -60,10 +67,9 @@ fmt: $(STAMP)
 proto: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/gen_protos.py libs/contracts
 
-# Refreshes requirements.lock from pyproject.toml (needs the registry).
+# Refreshes uv.lock from pyproject.toml (needs the registry); `make venv` then syncs it.
 lock: $(STAMP)
-	@$(BIN)/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
-	    --generate-hashes -o requirements.lock
+	@$(BIN)/uv lock
 
 clean:
 	rm -rf $(VENV) .var .pytest_cache .mypy_cache .ruff_cache

