@@ -160,7 +160,8 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
 
 
 def _rss_mb(processes: list[psutil.Process]) -> float:
-    return sum(process.memory_info().rss for process in processes) / 2**20
+    rss: float = sum(process.memory_info().rss for process in processes) / 2**20
+    return rss
 
 
 async def watchers_phase(

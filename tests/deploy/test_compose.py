@@ -153,9 +153,9 @@ def test_each_service_environment_builds_its_settings(
     cls = SETTINGS[name]
     for variable in settings_variables(cls):  # only the compose values count
         monkeypatch.delenv(variable, raising=False)
-    environment = with_identity_files(_services()[name]["environment"], tmp_path)
+    environment: dict[str, Any] = with_identity_files(_services()[name]["environment"], tmp_path)
 
-    settings = cls(**environment)
+    settings: Any = cls(**environment)
 
     assert settings.development is False  # built in production: every secret passed
     host_field, port_field = LISTEN_FIELDS[name]

@@ -270,7 +270,8 @@ def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
     given = {v["name"]: secrets[v["name"]] for v in _container(name)["env"]}
     environment = with_identity_files({**_config_env(), **given}, tmp_path)
 
-    settings = cls(**{k: v for k, v in environment.items() if k in settings_variables(cls)})
+    values: dict[str, Any] = {k: v for k, v in environment.items() if k in settings_variables(cls)}
+    settings = cls(**values)
 
     assert set(given) <= settings_variables(cls), "a secret the service never reads"
     dumped = settings.model_dump()

@@ -49,7 +49,8 @@ def _ports(name: str) -> set[int]:
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     assert set(selector) <= {"matchLabels"}, "only matchLabels is evaluated here"
-    return selector.get("matchLabels", {}).items() <= labels.items()
+    selected: bool = selector.get("matchLabels", {}).items() <= labels.items()
+    return selected
 
 
 def _peer_matches(peer: dict[str, Any], labels: dict[str, str], namespace: dict[str, str]) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import httpx
 import pytest
@@ -73,14 +74,14 @@ def test_generation_killed_with_jobs_in_flight_recovers_them(quiet: System) -> N
         _assert_clean_5xx(users[1].submit(image=False))
         quiet.control.set_faults(hold=False)  # the results arrive while it is down
         for prediction in predictions:
-            eventually(lambda p=prediction: _completed_statuses(quiet, p), bool, timeout=10)
+            eventually(partial(_completed_statuses, quiet, prediction), bool, timeout=10)
     finally:
         quiet.stack.start_part("generation")
     for user, job in zip(users, jobs, strict=True):
         user.wait_for(job["id"], {"succeeded"})
     for prediction in predictions:
         statuses = eventually(
-            lambda p=prediction: _completed_statuses(quiet, p),
+            partial(_completed_statuses, quiet, prediction),
             lambda statuses: 200 in statuses,
             timeout=40,  # the emulator's next retry (exponential backoff from 0.3 s)
         )

@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,7 +31,12 @@ DASHBOARD = OBSERVABILITY / "dashboard.json"
 ALERTS = OBSERVABILITY / "alerts.yml"
 ALERTS_TEST = OBSERVABILITY / "alerts.test.yml"
 RUNBOOK = REPO / "deploy" / "RUNBOOK.md"
-METRICS_MODULES = (kit.metrics, generation.metrics, usage.metrics, edge_api.metrics)
+METRICS_MODULES: tuple[ModuleType, ...] = (
+    kit.metrics,
+    generation.metrics,
+    usage.metrics,
+    edge_api.metrics,
+)
 METRICS_MODULES += (webhook_gateway.metrics,)
 
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
@@ -52,7 +58,8 @@ def exported() -> dict[str, set[str]]:
 
 
 def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
 
 
 def alert_rules() -> list[dict[str, Any]]:
