@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.exc import OperationalError
 
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
+from kit.db import UNAVAILABLE_ERRORS
 from kit.errors import LimitExceeded, NotFound
 from kit.grpc_client import create_channel
 from kit.grpc_errors import from_rpc_error
@@ -55,6 +56,7 @@ async def served() -> AsyncIterator[tuple[GrpcServer, _Servicer, grpc.aio.Channe
         host="127.0.0.1",
         port=0,
         max_message_bytes=1024 * 1024,
+        unavailable_errors=UNAVAILABLE_ERRORS,
     )
     port = await server.start()
     channel = create_channel(f"127.0.0.1:{port}")

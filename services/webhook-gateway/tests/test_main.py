@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from launcher.components import free_port
+from testkit.imports import DATABASE_PACKAGES, packages_loaded_by
 from webhook_gateway.__main__ import main
 
 if TYPE_CHECKING:
@@ -103,3 +104,8 @@ def test_a_malformed_secret_stops_the_start_without_printing_it(
     captured = capsys.readouterr()
     assert "REPLICATE_WEBHOOK_SECRET" in captured.err
     assert "not*base64" not in captured.out + captured.err
+
+
+def test_the_entry_point_loads_no_database_library() -> None:
+    # The gateway has no database; kit must not drag SQLAlchemy in.
+    assert packages_loaded_by(["webhook_gateway.__main__"]) & DATABASE_PACKAGES == set()
