@@ -26,7 +26,6 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 def _env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "WEBHOOK_"))}
     env.pop("REPLICATE_WEBHOOK_SECRET", None)
-    env.pop("RUNTIME_CONFIG_FILE", None)
     return {**env, **values}
 
 
