@@ -16,10 +16,10 @@ from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
 from generation.wiring import GenerationApp, build_app
 from kit.runtime_config import RuntimeConfig, Timings, load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
 from launcher.components import free_port
 from replicate_emulator.config import EmulatorConfig
 from replicate_emulator.server import EmulatorServer
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.providers import emulator_provider
 from testkit.servers import MovableClock, ThreadedUvicorn
@@ -74,7 +74,7 @@ class Cluster:
 
 
 def _config() -> RuntimeConfig:
-    base = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    base = load_runtime_config(REPO_RUNTIME_CONFIG)
     return base.model_copy(update={"timings": TIMINGS})
 
 

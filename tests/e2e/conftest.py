@@ -13,11 +13,11 @@ from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
 from generation.wiring import build_app
 from kit.runtime_config import Plan, load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
 from launcher.components import free_port
 from launcher.keys import ensure_key_dir
 from replicate_emulator.config import EmulatorConfig
 from replicate_emulator.server import EmulatorServer
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.providers import emulator_provider
 from testkit.servers import MovableClock, ThreadedUvicorn
@@ -44,7 +44,7 @@ async def stack(
 ) -> AsyncIterator[Stack]:
     keys = tmp_path_factory.mktemp("service-keys")
     ensure_key_dir(keys)
-    base = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    base = load_runtime_config(REPO_RUNTIME_CONFIG)
     # A tiny plan so quota tests do not need many generations.
     config = base.model_copy(
         update={"plans": {**base.plans, "price_test_one": Plan(name="one", monthly_generations=1)}}

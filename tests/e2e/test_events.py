@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from edge_api.app import create_app as create_edge_app
 from edge_api.settings import EdgeSettings
 from kit.runtime_config import load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.harness import Stack, User, jpeg_bytes, make_token
@@ -217,7 +217,7 @@ async def _quick_edge(stack: Stack, s3_server: S3Endpoint, **settings: Any) -> A
                 **s3_server.env(),
                 **stack.identity_env("edge-api"),
             ),
-            load_runtime_config(DEFAULT_RUNTIME_CONFIG),
+            load_runtime_config(REPO_RUNTIME_CONFIG),
         ),
         name="quick-edge",
     ).start()

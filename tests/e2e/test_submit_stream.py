@@ -98,7 +98,7 @@ async def test_a_stream_breaking_the_rules_is_refused_and_stores_nothing(
     stack: Stack, user: User, stub: generation_pb2_grpc.GenerationServiceAsyncStub, case: str
 ) -> None:
     error = await refusal(stub, broken_streams(user)[case])
-    assert (error.code, error.http_status) == ("VALIDATION_ERROR", 400)
+    assert (error.code, error.reason) == ("VALIDATION_ERROR", "VALIDATION_ERROR")
     await assert_nothing_left(stack, user)
 
 
@@ -124,7 +124,7 @@ async def test_an_oversize_input_is_refused_before_its_chunks_are_stored(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.SubmitGeneration(stream(), timeout=20)
         error = from_rpc_error(caught.value)
-        assert (error.code, error.http_status) == ("VALIDATION_ERROR", 413)
+        assert (error.code, error.reason) == ("VALIDATION_ERROR", "PAYLOAD_TOO_LARGE")
         assert error.message == "input1 is larger than 10 MB"
     assert spools == []  # not one chunk was written anywhere
     await assert_nothing_left(stack, user)

@@ -12,8 +12,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from kit.runtime_config import load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
 from launcher.components import free_port
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.harness import Stack
 from tests.metrics.helpers import Scrape, http_scrape
@@ -107,7 +107,7 @@ async def orphan_gateway(stack: Stack) -> AsyncIterator[ThreadedUvicorn]:
         GRPC_DEADLINE_SECONDS=1,
     )
     server = ThreadedUvicorn(
-        create_app(settings, runtime_config=load_runtime_config(DEFAULT_RUNTIME_CONFIG)),
+        create_app(settings, runtime_config=load_runtime_config(REPO_RUNTIME_CONFIG)),
         name="orphan-gateway",
     ).start()
     yield server

@@ -18,7 +18,7 @@ import yaml
 
 from generation import metrics as generation_metrics
 from kit.metrics import HTTP_METHODS, UNMATCHED_ROUTE
-from kit.settings import REPO_ROOT
+from launcher.config import REPO_ROOT
 from tests.e2e.harness import Stack, User
 from tests.metrics.helpers import Scrape, http_scrape
 from usage import metrics as usage_metrics

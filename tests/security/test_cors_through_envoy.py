@@ -11,7 +11,7 @@ import pytest
 from edge_api.app import create_app as create_edge_app
 from edge_api.settings import EdgeSettings
 from kit.runtime_config import load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.harness import Stack, User
@@ -32,7 +32,7 @@ async def entry_points(
         **s3_server.env(),
         **stack.identity_env("edge-api"),
     )
-    app = create_edge_app(settings, load_runtime_config(DEFAULT_RUNTIME_CONFIG))
+    app = create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG))
     with (
         ThreadedUvicorn(app, name="cors-edge") as edge,
         running_envoy(tmp_path, edge.port, stack.gateway.port) as proxy,

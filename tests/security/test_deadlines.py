@@ -20,7 +20,7 @@ from edge_api.settings import EdgeSettings
 from interior.generation.v1 import generation_pb2
 from interior.usage.v1 import usage_pb2
 from kit.runtime_config import load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.harness import make_token
@@ -49,7 +49,7 @@ async def test_the_edge_sends_its_deadlines(
         GRPC_SUBMIT_DEADLINE_SECONDS=23,
         **s3_server.env(),
     )
-    app = create_edge_app(settings, load_runtime_config(DEFAULT_RUNTIME_CONFIG))
+    app = create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG))
     job_id = str(uuid.uuid4())
     with ThreadedUvicorn(app, name="deadline-edge") as edge:
         async with httpx.AsyncClient(

@@ -25,7 +25,7 @@ from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.runtime_config import load_runtime_config
 from kit.service_identity import EDGE_API, GENERATION
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.badinput.checks import assert_error, assert_nothing_left
@@ -107,7 +107,7 @@ async def test_envoy_refuses_huge_headers_with_431(envoy_client: httpx.AsyncClie
 
 async def test_the_edge_refuses_a_declared_body_over_its_cap(stack: Stack, user: User) -> None:
     limit = EdgeSettings(S3_ENDPOINT="x", S3_ACCESS_KEY="x", S3_SECRET_KEY="x").request_limit(
-        load_runtime_config(DEFAULT_RUNTIME_CONFIG).uploads.max_bytes
+        load_runtime_config(REPO_RUNTIME_CONFIG).uploads.max_bytes
     )
     token = user.headers["Authorization"].removeprefix("Bearer ")
     status, headers, body = await raw_exchange(
@@ -129,7 +129,7 @@ async def small_edge(stack: Stack, s3_server: S3Endpoint) -> AsyncIterator[str]:
         **s3_server.env(),
     )
     server = ThreadedUvicorn(
-        create_edge_app(settings, load_runtime_config(DEFAULT_RUNTIME_CONFIG)), name="small-edge"
+        create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG)), name="small-edge"
     ).start()
     try:
         yield server.base_url
@@ -165,7 +165,7 @@ def test_the_size_limits_are_chained_consistently() -> None:
     Uploads travel in chunks, so the largest messages are a chunk (plus its
     framing) from the edge and a provider event forwarded by the gateway.
     """
-    uploads = load_runtime_config(DEFAULT_RUNTIME_CONFIG).uploads
+    uploads = load_runtime_config(REPO_RUNTIME_CONFIG).uploads
     edge = EdgeSettings(S3_ENDPOINT="x", S3_ACCESS_KEY="x", S3_SECRET_KEY="x")
     generation = GenerationSettings(
         GENERATION_DATABASE_URL="postgresql+asyncpg://x/y", S3_ENDPOINT="x",
@@ -233,7 +233,7 @@ async def fair_envoy(
         **s3_server.env(),
         **stack.identity_env("edge-api"),
     )
-    app = create_edge_app(settings, load_runtime_config(DEFAULT_RUNTIME_CONFIG))
+    app = create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG))
     with (
         ThreadedUvicorn(app, name="fair-edge") as edge,
         running_envoy(tmp_path, edge.port, stack.gateway.port) as proxy,

@@ -21,7 +21,7 @@ from edge_api.clients import STORAGE_POOL_SIZE
 from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
 from kit.runtime_config import load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.harness import Stack, make_token
@@ -66,7 +66,7 @@ async def test_the_edge_bounds_submissions_in_flight(s3_server: S3Endpoint) -> N
             UPLOAD_SLOT_WAIT_SECONDS=30,
             **s3_server.env(),
         )
-        app = create_edge_app(settings, load_runtime_config(DEFAULT_RUNTIME_CONFIG))
+        app = create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG))
         with ThreadedUvicorn(app, name="pool-edge") as edge:
             async with httpx.AsyncClient(
                 headers={"Authorization": f"Bearer {make_token(OWNER)}"}, timeout=30

@@ -18,6 +18,7 @@ import pytest
 
 from kit.logging import configure_logging
 from launcher.components import PostgresServer, S3Server, free_port
+from testkit.config import REPO_RUNTIME_CONFIG
 
 S3_ACCESS_KEY = "test-access-key"
 S3_SECRET_KEY = "test-secret-key-0123456789"  # noqa: S105 - test-only credential
@@ -29,8 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
     The harnesses run on the published dev values, so they ask for development, as
     ``make run`` does; a test of production behaviour passes ``APP_ENV=production``.
+    ``RUNTIME_CONFIG_FILE`` names the repository's config, as ``make run`` does.
     """
     os.environ["APP_ENV"] = "development"
+    # The services the tests start read the repository's config wherever pytest runs.
+    os.environ["RUNTIME_CONFIG_FILE"] = str(REPO_RUNTIME_CONFIG)
     configure_logging("tests", "INFO")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -34,6 +35,15 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from kit.settings import DatabaseSettings
+
+# The database cannot be reached now (connection refused or lost, pool timeout):
+# a retryable UNAVAILABLE, not a bug. Passed to kit.grpc_server.GrpcServer by the
+# services with a database, so the services without one never import SQLAlchemy.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+)
 
 # Stable constraint names, so migrations can refer to them.
 NAMING_CONVENTION = {

@@ -1,13 +1,15 @@
 """Domain error types and their normalized codes.
 
 Domain code raises these; one gRPC interceptor turns them into a status (with the
-normalized code in the status details) and the edge turns that into an HTTP
-status and the JSON error body. Messages are safe to show a user: never put
-provider text, prompts or internal details in them.
+reason in the status details) and the edge turns that into an HTTP status and the
+JSON error body (edge_api.statuses): nothing here knows HTTP. Messages are safe
+to show a user: never put provider text, prompts or internal details in them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import ClassVar
 
 import grpc
@@ -18,7 +20,10 @@ class DomainError(Exception):
 
     code: ClassVar[str] = "INTERNAL_ERROR"
     grpc_status: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
-    http_status: ClassVar[int] = 500
+    # What went wrong, as it crosses the wire (ErrorInfo.reason): the code, or a
+    # finer reason where a client must be told apart (PAYLOAD_TOO_LARGE is a
+    # VALIDATION_ERROR to the client). The edge alone turns it into an HTTP status.
+    reason: ClassVar[str] = "INTERNAL_ERROR"
     default_message: ClassVar[str] = "Something went wrong. Please try again."
 
     def __init__(self, message: str | None = None, **details: str) -> None:
@@ -31,17 +36,17 @@ class DomainError(Exception):
 class ValidationError(DomainError):
     code = "VALIDATION_ERROR"
     grpc_status = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
+    reason = "VALIDATION_ERROR"
     default_message = "The request is not valid."
 
 
 class PayloadTooLarge(ValidationError):
-    http_status = 413
+    reason = "PAYLOAD_TOO_LARGE"
     default_message = "The upload is too large."
 
 
 class UnsupportedMediaType(ValidationError):
-    http_status = 415
+    reason = "UNSUPPORTED_MEDIA_TYPE"
     default_message = "The file is not a supported image."
 
 
@@ -50,7 +55,7 @@ class RequestTimeout(DomainError):
 
     code = "REQUEST_TIMEOUT"
     grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
-    http_status = 408
+    reason = "REQUEST_TIMEOUT"
     default_message = "The upload was too slow. Please try again."
 
 
@@ -59,7 +64,7 @@ class TooManyRequests(DomainError):
 
     code = "TOO_MANY_REQUESTS"
     grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 429
+    reason = "TOO_MANY_REQUESTS"
     default_message = "Too many uploads at once. Please try again shortly."
 
     def __init__(self, message: str | None = None, *, retry_after_seconds: int = 1) -> None:
@@ -71,56 +76,56 @@ class TooManyRequests(DomainError):
 class Unauthorized(DomainError):
     code = "UNAUTHORIZED"
     grpc_status = grpc.StatusCode.UNAUTHENTICATED
-    http_status = 401
+    reason = "UNAUTHORIZED"
     default_message = "Authentication required."
 
 
 class NotFound(DomainError):
     code = "NOT_FOUND"
     grpc_status = grpc.StatusCode.NOT_FOUND
-    http_status = 404
+    reason = "NOT_FOUND"
     default_message = "Not found."
 
 
 class TooManyInflight(DomainError):
     code = "TOO_MANY_INFLIGHT"
     grpc_status = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 409
+    reason = "TOO_MANY_INFLIGHT"
     default_message = "You already have a generation in progress."
 
 
 class JobNotCancellable(DomainError):
     code = "JOB_NOT_CANCELLABLE"
     grpc_status = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 409
+    reason = "JOB_NOT_CANCELLABLE"
     default_message = "This generation has already finished and cannot be canceled."
 
 
 class JobNotFinished(DomainError):
     code = "JOB_NOT_FINISHED"
     grpc_status = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 409
+    reason = "JOB_NOT_FINISHED"
     default_message = "This generation is still running; cancel it first."
 
 
 class IdempotencyKeyReused(DomainError):
     code = "IDEMPOTENCY_KEY_REUSED"
     grpc_status = grpc.StatusCode.ALREADY_EXISTS
-    http_status = 422
+    reason = "IDEMPOTENCY_KEY_REUSED"
     default_message = "This idempotency key was already used for a different request."
 
 
 class LimitExceeded(DomainError):
     code = "LIMIT_EXCEEDED"
     grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 402
+    reason = "LIMIT_EXCEEDED"
     default_message = "You have no generations left this month."
 
 
 class UpstreamError(DomainError):
     code = "UPSTREAM_ERROR"
     grpc_status = grpc.StatusCode.UNAVAILABLE
-    http_status = 502
+    reason = "UPSTREAM_ERROR"
     default_message = "The image service is unavailable. Please try again."
 
 
@@ -129,7 +134,7 @@ class ServiceUnavailable(DomainError):
 
     code = "UPSTREAM_ERROR"
     grpc_status = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
+    reason = "SERVICE_UNAVAILABLE"
     default_message = "The service is temporarily unavailable. Please try again."
 
 
@@ -154,3 +159,7 @@ ALL_ERRORS: tuple[type[DomainError], ...] = (
     ServiceUnavailable,
     InternalError,
 )
+
+
+# The client-facing code of each reason (several reasons share one code).
+CODE_BY_REASON: Mapping[str, str] = MappingProxyType({cls.reason: cls.code for cls in ALL_ERRORS})

@@ -1,8 +1,8 @@
 """Domain errors across the gRPC boundary, both directions.
 
 The server side packs a :class:`~kit.errors.DomainError` into a
-``google.rpc.Status`` whose ``ErrorInfo`` carries the normalized code (``reason``),
-the HTTP status the edge should answer and any safe details. The client side
+``google.rpc.Status`` whose ``ErrorInfo`` carries the error's ``reason`` and any
+safe details, nothing else: which HTTP status that is, is the edge's business. The client side
 turns a failed call back into a :class:`RemoteError` without ever exposing the
 remote's internal text for unexpected failures.
 """
@@ -16,19 +16,18 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from kit.errors import DomainError, InternalError, UpstreamError
+from kit.errors import CODE_BY_REASON, DomainError, InternalError, ServiceUnavailable
 
 ERROR_DOMAIN = "interior"
-_HTTP_STATUS_KEY = "httpStatus"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def to_grpc_status(error: DomainError) -> grpc.Status:
     """A rich gRPC status for a domain error."""
     info = error_details_pb2.ErrorInfo(
-        reason=error.code,
+        reason=error.reason,
         domain=ERROR_DOMAIN,
-        metadata={_HTTP_STATUS_KEY: str(error.http_status), **error.details},
+        metadata=error.details,
     )
     detail = any_pb2.Any()
     detail.Pack(info)
@@ -41,11 +40,16 @@ def to_grpc_status(error: DomainError) -> grpc.Status:
 
 @dataclass(frozen=True)
 class RemoteError(Exception):
-    """A failed gRPC call, normalized for the caller."""
+    """A failed gRPC call, normalized for the caller.
 
+    ``reason`` is the remote's ErrorInfo.reason (a reason this version does not
+    know is kept as sent); ``code`` is the client-facing code of a known reason,
+    ``INTERNAL_ERROR`` for any other.
+    """
+
+    reason: str
     code: str
     message: str
-    http_status: int
     grpc_code: grpc.StatusCode
     details: dict[str, str] = field(default_factory=dict)
 
@@ -66,24 +70,22 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> RemoteError:
     """Decode a failed call; anything without our ErrorInfo becomes generic."""
     info = _error_info(error)
     if info is not None:
-        details = dict(info.metadata)
-        http_status = int(details.pop(_HTTP_STATUS_KEY, "500"))
         return RemoteError(
-            code=info.reason,
+            reason=info.reason,
+            code=CODE_BY_REASON.get(info.reason, InternalError.code),
             message=error.details() or "",
-            http_status=http_status,
             grpc_code=error.code(),
-            details=details,
+            details=dict(info.metadata),
         )
     fallback: DomainError = (
-        UpstreamError("A backend service is unavailable. Please try again.")
+        ServiceUnavailable("A backend service is unavailable. Please try again.")
         if error.code() in _TRANSPORT_CODES
         else InternalError()
     )
     return RemoteError(
+        reason=fallback.reason,
         code=fallback.code,
         message=fallback.message,
-        http_status=503 if error.code() in _TRANSPORT_CODES else 500,
         grpc_code=error.code(),
     )
 

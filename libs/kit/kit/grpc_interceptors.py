@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeAlias, cast
 
 import grpc
-from sqlalchemy import exc as sa_exc
 
 from kit.errors import DomainError, InternalError, ServiceUnavailable
 from kit.grpc_errors import to_grpc_status
@@ -21,15 +20,9 @@ from kit.service_identity import TokenVerifier, Unauthenticated
 log = get_logger("kit.grpc")
 
 REQUEST_ID_KEY = "x-request-id"
-# Failures to reach a dependency: the database (connection refused or lost, pool
-# timeout) or the network.
-_UNAVAILABLE = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-)
+# Failures to reach a dependency over the network. A service with a database adds
+# its driver's (kit.db.UNAVAILABLE_ERRORS), so kit itself never imports SQLAlchemy.
+NETWORK_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
 _PASSTHROUGH_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -111,7 +104,14 @@ class RequestContextInterceptor(_WrappingInterceptor):
 
 
 class DomainErrorInterceptor(_WrappingInterceptor):
-    """Maps domain errors to rich statuses; anything unexpected to INTERNAL_ERROR."""
+    """Maps domain errors to rich statuses; anything unexpected to INTERNAL_ERROR.
+
+    ``unavailable`` names the exception types that mean a dependency cannot be
+    reached now (retryable UNAVAILABLE, not a bug), besides network failures.
+    """
+
+    def __init__(self, unavailable: tuple[type[BaseException], ...] = ()) -> None:
+        self._unavailable = NETWORK_UNAVAILABLE_ERRORS + unavailable
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -122,7 +122,7 @@ class DomainErrorInterceptor(_WrappingInterceptor):
             except DomainError as error:
                 log.info("rpc.domain_error", code=error.code)
                 await context.abort_with_status(to_grpc_status(error))
-            except _UNAVAILABLE as error:
+            except self._unavailable as error:
                 # A database outage or a pool exhausted: retryable, not a bug.
                 log.warning("rpc.dependency_unavailable", error=type(error).__name__)
                 await context.abort_with_status(to_grpc_status(ServiceUnavailable()))

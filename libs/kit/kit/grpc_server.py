@@ -60,7 +60,9 @@ class GrpcServer:
 
     With a ``verifier`` every call but health needs a service token of a caller its
     binding allows (UNAUTHENTICATED / PERMISSION_DENIED otherwise). Reflection lists
-    every method to anyone who can connect: development only.
+    every method to anyone who can connect: development only. ``unavailable_errors``:
+    exception types of this service's dependencies that mean "unreachable, retry"
+    (a service with a database passes ``kit.db.UNAVAILABLE_ERRORS``).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class GrpcServer:
         on_stop: Callable[[], Awaitable[None]] | None = None,
         verifier: TokenVerifier | None = None,
         reflection: bool = False,
+        unavailable_errors: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._bindings = bindings
         self._address = f"{host}:{port}"
@@ -85,7 +88,7 @@ class GrpcServer:
         ]
         if verifier is not None:
             interceptors.append(ServiceAuthInterceptor(verifier, access_policy(bindings)))
-        interceptors.append(DomainErrorInterceptor())
+        interceptors.append(DomainErrorInterceptor(unavailable_errors))
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[

@@ -1,32 +1,27 @@
-"""Operator commands every service shares: ``--check-config`` and ``migrate``.
+"""Operator commands every service shares: ``--check-config`` (``migrate``: kit.migrate_command).
 
 ``python -m <service> --check-config`` builds the settings exactly as a start
 would (production checks included) and reads the runtime config file, then
 prints what would be used as JSON with every secret masked, or names the
-problem on stderr and exits 2. ``python -m generation|usage migrate`` applies
-the service's migrations and exits: it needs only the database URL, so a
-one-shot step or init container gets no other secret.
+problem on stderr and exits 2. The ``migrate`` command lives apart because it
+needs SQLAlchemy and Alembic, which the services without a database never import.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pydantic
 from pydantic import AliasChoices, SecretStr
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from kit.db import run_migrations
-from kit.logging import configure_logging, get_logger
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import ServiceSettings
 
@@ -165,55 +160,4 @@ def check_config(service: str, settings_cls: type[ServiceSettings]) -> int:
         "runtimeConfig": masked(runtime_config.model_dump(mode="json")),
     }
     print(json.dumps(report, indent=2, sort_keys=True))
-    return 0
-
-
-class _DatabaseOnly(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
-
-
-def database_url(settings_cls: type[BaseSettings]) -> str:
-    """The service's database URL, read as its settings read it (same variables, fallback).
-
-    Only this field is read, so a migration step needs no other variable.
-    """
-    field = settings_cls.model_fields["database_url"]
-    model = pydantic.create_model(
-        f"{settings_cls.__name__}Database", __base__=_DatabaseOnly, database_url=(SecretStr, field)
-    )
-    value = getattr(model(), "database_url")  # noqa: B009 - a dynamic model's field
-    assert isinstance(value, SecretStr)
-    return value.get_secret_value()
-
-
-def _redacted(error: BaseException, url: str) -> str:
-    """The error's first line, without the DSN or its password."""
-    text = (str(error).splitlines() or [""])[0]
-    password = urlsplit(url).password
-    for secret in (url, password):
-        if secret:
-            text = text.replace(secret, MASK)
-    return f"{type(error).__name__}: {text}"
-
-
-def migrate(service: str, settings_cls: type[BaseSettings], migrations: Path) -> int:
-    """``migrate``: ``alembic upgrade head`` under the advisory lock; the exit code.
-
-    0 at head (a ``migrate.at_head`` log line), 2 no usable database URL (on stderr),
-    1 the migration failed (a ``migrate.failed`` line without the DSN or its password).
-    """
-    try:
-        url = database_url(settings_cls)
-    except pydantic.ValidationError as error:
-        print(f"{service} migrate: {validation_problems(error)}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
-    # Alembic's and SQLAlchemy's records too: a Job's output is collected like a pod's.
-    configure_logging(service)
-    log = get_logger("migrate")
-    try:
-        asyncio.run(run_migrations(migrations, url))
-    except Exception as error:  # any failure is reported, never a traceback
-        log.error("migrate.failed", error=_redacted(error, url))
-        return EXIT_FAILED
-    log.info("migrate.at_head", database=mask_url(url))
     return 0

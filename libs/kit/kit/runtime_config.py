@@ -120,7 +120,11 @@ def load_runtime_config(path: Path) -> RuntimeConfig:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise RuntimeConfigError(f"runtime config {path}: cannot read: {exc.strerror}") from exc
+        # The absolute path: a relative default is read from the working directory.
+        raise RuntimeConfigError(
+            f"runtime config {path.absolute()}: cannot read: {exc.strerror}"
+            " (set RUNTIME_CONFIG_FILE, or start in the directory holding config/)"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise RuntimeConfigError(f"runtime config {path}: not valid TOML: {exc}") from exc
     try:

@@ -18,8 +18,11 @@ from kit.dev_values import secret_problem
 from kit.service_identity import ServiceIdentity
 from kit.service_keys import key_file_problem, trust_dir_problem
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_RUNTIME_CONFIG = REPO_ROOT / "config" / "runtime.toml"
+# Relative to the working directory, so kit never depends on where it is installed:
+# the repository root in development, /app in the image; compose and Kubernetes
+# set RUNTIME_CONFIG_FILE to the mounted file. The file is product configuration
+# owned by the deployment, so it is not shipped inside kit.
+DEFAULT_RUNTIME_CONFIG_FILE = Path("config") / "runtime.toml"
 
 
 class AppEnv(enum.StrEnum):
@@ -41,7 +44,9 @@ class ServiceSettings(BaseSettings):
 
     app_env: AppEnv = Field(default=AppEnv.PRODUCTION, alias="APP_ENV")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
-    runtime_config_file: Path = Field(default=DEFAULT_RUNTIME_CONFIG, alias="RUNTIME_CONFIG_FILE")
+    runtime_config_file: Path = Field(
+        default=DEFAULT_RUNTIME_CONFIG_FILE, alias="RUNTIME_CONFIG_FILE"
+    )
     # Seconds in-flight calls get to finish after SIGTERM.
     shutdown_grace_seconds: float = Field(default=10.0, alias="SHUTDOWN_GRACE_SECONDS")
 

@@ -9,10 +9,13 @@ from typing import Any
 import grpc
 import pytest
 import structlog
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from sqlalchemy.exc import OperationalError
 
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
+from kit.db import UNAVAILABLE_ERRORS
 from kit.errors import LimitExceeded, NotFound
 from kit.grpc_client import create_channel
 from kit.grpc_errors import from_rpc_error
@@ -55,6 +58,7 @@ async def served() -> AsyncIterator[tuple[GrpcServer, _Servicer, grpc.aio.Channe
         host="127.0.0.1",
         port=0,
         max_message_bytes=1024 * 1024,
+        unavailable_errors=UNAVAILABLE_ERRORS,
     )
     port = await server.start()
     channel = create_channel(f"127.0.0.1:{port}")
@@ -70,12 +74,34 @@ async def test_domain_errors_carry_the_normalized_code(served: Any) -> None:
         await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="empty"), timeout=5)
     remote = from_rpc_error(caught.value)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert (remote.code, remote.http_status) == ("LIMIT_EXCEEDED", 402)
+    assert (remote.code, remote.reason) == ("LIMIT_EXCEEDED", "LIMIT_EXCEEDED")
     assert remote.details == {"periodEnd": "2026-12-01T00:00:00Z"}
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="missing"), timeout=5)
     assert from_rpc_error(caught.value).code == "NOT_FOUND"
+
+
+async def test_the_wire_carries_the_reason_and_details_only(served: Any) -> None:
+    # The HTTP status is the edge's business: no httpStatus (or any other key of ours).
+    _, _, channel = served
+    stub = usage_pb2_grpc.UsageServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="empty"), timeout=5)
+    infos = _error_infos(caught.value)
+    assert [(info.reason, info.domain) for info in infos] == [("LIMIT_EXCEEDED", "interior")]
+    assert dict(infos[0].metadata) == {"periodEnd": "2026-12-01T00:00:00Z"}
+
+
+def _error_infos(error: grpc.aio.AioRpcError) -> list[error_details_pb2.ErrorInfo]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    infos = []
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        assert detail.Unpack(info)
+        infos.append(info)
+    return infos
 
 
 async def test_unexpected_errors_become_internal_without_details(served: Any) -> None:
@@ -84,7 +110,7 @@ async def test_unexpected_errors_become_internal_without_details(served: Any) ->
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="boom"), timeout=5)
     remote = from_rpc_error(caught.value)
-    assert (remote.code, remote.http_status) == ("INTERNAL_ERROR", 500)
+    assert (remote.code, remote.reason) == ("INTERNAL_ERROR", "INTERNAL_ERROR")
     assert "secret" not in (caught.value.details() or "")
 
 
@@ -141,7 +167,7 @@ async def test_unreachable_service_is_a_generic_upstream_error() -> None:
     await channel.close()
     remote = from_rpc_error(caught.value)
     assert remote.code == "UPSTREAM_ERROR"
-    assert remote.http_status == 503
+    assert remote.reason == "SERVICE_UNAVAILABLE"
 
 
 async def test_an_unreachable_database_is_a_retryable_503(served: Any) -> None:
@@ -151,5 +177,5 @@ async def test_an_unreachable_database_is_a_retryable_503(served: Any) -> None:
         await stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id="db-down"), timeout=5)
     remote = from_rpc_error(caught.value)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert (remote.code, remote.http_status) == ("UPSTREAM_ERROR", 503)
+    assert (remote.code, remote.reason) == ("UPSTREAM_ERROR", "SERVICE_UNAVAILABLE")
     assert "SELECT" not in (caught.value.details() or "")

@@ -81,9 +81,9 @@ async def test_a_domain_error_in_a_stream_carries_its_normalized_code(channel: A
         await chan.stream_unary(METHOD)(iter([b"12345", b"67890"]), timeout=5)
     remote = from_rpc_error(caught.value)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (remote.code, remote.http_status, remote.message) == (
+    assert (remote.code, remote.reason, remote.message) == (
         "VALIDATION_ERROR",
-        413,
+        "PAYLOAD_TOO_LARGE",
         "Too much.",
     )
     assert _handled("INVALID_ARGUMENT") == before + 1

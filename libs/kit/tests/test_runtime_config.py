@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 
 
 def test_repository_file_loads_with_the_seed_styles() -> None:
-    config = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    config = load_runtime_config(REPO_RUNTIME_CONFIG)
     assert set(config.styles) >= {
         "coastal_au",
         "contemporary_au",
@@ -31,7 +31,7 @@ def test_repository_file_loads_with_the_seed_styles() -> None:
 
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "runtime.toml"
-    path.write_text(DEFAULT_RUNTIME_CONFIG.read_text() + "\n" + text)
+    path.write_text(REPO_RUNTIME_CONFIG.read_text() + "\n" + text)
     return path
 
 
@@ -52,7 +52,7 @@ def test_bad_file_names_the_key(tmp_path: Path, extra: str, named: str) -> None:
 
 
 def test_bad_value_in_known_table_is_named(tmp_path: Path) -> None:
-    text = DEFAULT_RUNTIME_CONFIG.read_text().replace("max_bytes = 10485760", "max_bytes = 0")
+    text = REPO_RUNTIME_CONFIG.read_text().replace("max_bytes = 10485760", "max_bytes = 0")
     path = tmp_path / "runtime.toml"
     path.write_text(text)
     with pytest.raises(RuntimeConfigError, match=r"uploads\.max_bytes"):
@@ -60,7 +60,7 @@ def test_bad_value_in_known_table_is_named(tmp_path: Path) -> None:
 
 
 def test_missing_free_plan_is_refused(tmp_path: Path) -> None:
-    text = DEFAULT_RUNTIME_CONFIG.read_text().replace("[plans.free]", "[plans.gratis]")
+    text = REPO_RUNTIME_CONFIG.read_text().replace("[plans.free]", "[plans.gratis]")
     path = tmp_path / "runtime.toml"
     path.write_text(text)
     with pytest.raises(RuntimeConfigError, match="free"):
@@ -86,7 +86,7 @@ def test_empty_public_base_url_means_unset() -> None:
 
 
 def test_output_hosts_default_to_replicates_delivery_hosts() -> None:
-    config = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    config = load_runtime_config(REPO_RUNTIME_CONFIG)
     assert config.replicate.output_hosts == ("replicate.delivery", "*.replicate.delivery")
 
 
@@ -95,7 +95,7 @@ def test_output_hosts_default_to_replicates_delivery_hosts() -> None:
     ["127.0.0.1", "[::1]", "cdn.example:8080", "*", "*.*.example.com", "Replicate.Delivery", ""],
 )
 def test_output_hosts_are_names_never_addresses_or_ports(tmp_path: Path, host: str) -> None:
-    text = DEFAULT_RUNTIME_CONFIG.read_text().replace(
+    text = REPO_RUNTIME_CONFIG.read_text().replace(
         'output_hosts = ["replicate.delivery", "*.replicate.delivery"]',
         f'output_hosts = ["replicate.delivery", "{host}"]',
     )

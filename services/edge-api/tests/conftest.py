@@ -31,7 +31,7 @@ from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.errors import DomainError, JobNotCancellable, JobNotFinished, NotFound
 from kit.grpc_server import GrpcServer
 from kit.runtime_config import RuntimeConfig, Uploads, load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.standins import standin_server
 
 SECRET = "edge-test-secret-0123456789abcdef-0123456789"
@@ -295,7 +295,7 @@ def _fresh_backends(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="session")
 def runtime_config() -> RuntimeConfig:
-    config = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    config = load_runtime_config(REPO_RUNTIME_CONFIG)
     return config.model_copy(update={"uploads": Uploads(max_bytes=MAX_UPLOAD_BYTES)})
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kit.settings import DEFAULT_RUNTIME_CONFIG
 from launcher.components import ChildProcess, free_port
+from testkit.config import REPO_RUNTIME_CONFIG
 
 MAX_UPLOAD_BYTES = 64 * 1024
 PROMPT = "a very private prompt about my bedroom"
@@ -41,7 +41,7 @@ class LiveEdge:
 
 @pytest.fixture(scope="module")
 def small_runtime_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    text = DEFAULT_RUNTIME_CONFIG.read_text(encoding="utf-8")
+    text = REPO_RUNTIME_CONFIG.read_text(encoding="utf-8")
     assert "max_bytes = 10485760" in text
     path = tmp_path_factory.mktemp("edge-config") / "runtime.toml"
     path.write_text(text.replace("max_bytes = 10485760", f"max_bytes = {MAX_UPLOAD_BYTES}"))

@@ -14,7 +14,7 @@ from edge_api.routes.web import WEB_DIR
 from edge_api.settings import EdgeSettings
 from kit.runtime_config import load_runtime_config
 from kit.service_keys import generate_key_pair, write_private_key
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 
 # Not used by these routes, but the settings require them (and real ones in production).
 BASE_ENV = {
@@ -26,9 +26,7 @@ BASE_ENV = {
 
 
 async def _client(**env: str) -> httpx.AsyncClient:
-    app = create_app(
-        EdgeSettings(**{**BASE_ENV, **env}), load_runtime_config(DEFAULT_RUNTIME_CONFIG)
-    )
+    app = create_app(EdgeSettings(**{**BASE_ENV, **env}), load_runtime_config(REPO_RUNTIME_CONFIG))
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge")
 
 

@@ -55,7 +55,7 @@ async def test_a_key_reused_for_another_job_is_refused(
 
     error = await usage.error_of(usage.debit(owner, other_job, key="reused-key-" + job))
 
-    assert (error.code, error.http_status) == ("IDEMPOTENCY_KEY_REUSED", 422)
+    assert (error.code, error.reason) == ("IDEMPOTENCY_KEY_REUSED", "IDEMPOTENCY_KEY_REUSED")
     assert await count_entries(usage_sql, other_job, "debit") == 0
 
 

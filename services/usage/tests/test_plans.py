@@ -59,7 +59,7 @@ async def test_an_unknown_price_is_refused_and_changes_nothing(
 
     error = await usage.error_of(usage.set_plan(owner, price_id))
 
-    assert (error.code, error.http_status) == ("VALIDATION_ERROR", 400)
+    assert (error.code, error.reason) == ("VALIDATION_ERROR", "VALIDATION_ERROR")
     assert (await usage.quota(owner)).plan == "basic"
 
 

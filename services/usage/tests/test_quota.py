@@ -41,7 +41,7 @@ async def test_free_plan_limit_is_enforced(
 
     error = await usage.error_of(usage.debit(owner, new_id()))
 
-    assert (error.code, error.http_status) == ("LIMIT_EXCEEDED", 402)
+    assert (error.code, error.reason) == ("LIMIT_EXCEEDED", "LIMIT_EXCEEDED")
     assert error.details == {"periodEnd": "2026-11-01T00:00:00.000Z"}
     quota = await usage.quota(owner)
     assert (quota.used, quota.remaining) == (monthly, 0)
@@ -134,7 +134,7 @@ async def test_bad_debits_are_refused_and_write_nothing(
 
     error = await usage.error_of(usage.stub.Debit(request, timeout=10))
 
-    assert (error.code, error.http_status) == ("VALIDATION_ERROR", 400)
+    assert (error.code, error.reason) == ("VALIDATION_ERROR", "VALIDATION_ERROR")
     assert error.details.get("field") == field
     if job is None:
         assert await count_entries(usage_sql, job_id, "debit") == 0

@@ -27,7 +27,7 @@ from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.errors import InternalError, ValidationError
 from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.runtime_config import RuntimeConfig, load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.servers import MovableClock
 from webhook_gateway.app import create_app
 from webhook_gateway.settings import GatewaySettings
@@ -145,7 +145,7 @@ GatewayFactory = Callable[..., contextlib.AbstractAsyncContextManager[RunningGat
 
 @pytest.fixture
 def runtime_config() -> RuntimeConfig:
-    return load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    return load_runtime_config(REPO_RUNTIME_CONFIG)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 
 if TYPE_CHECKING:
     from conftest import GatewayFactory, GenerationDouble
@@ -52,7 +52,7 @@ async def test_readyz_follows_the_generation_health_check(
 async def test_the_webhook_path_comes_from_the_runtime_config(
     start_gateway: GatewayFactory, generation: GenerationDouble, tmp_path: Path
 ) -> None:
-    text = DEFAULT_RUNTIME_CONFIG.read_text(encoding="utf-8")
+    text = REPO_RUNTIME_CONFIG.read_text(encoding="utf-8")
     assert f'webhook_path = "{PATH}"' in text
     config_file = tmp_path / "runtime.toml"
     config_file.write_text(

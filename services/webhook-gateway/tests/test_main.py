@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from launcher.components import free_port
+from testkit.imports import DATABASE_PACKAGES, packages_loaded_by
 from webhook_gateway.__main__ import main
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 def _env(**values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "WEBHOOK_"))}
     env.pop("REPLICATE_WEBHOOK_SECRET", None)
-    env.pop("RUNTIME_CONFIG_FILE", None)
     return {**env, **values}
 
 
@@ -103,3 +103,8 @@ def test_a_malformed_secret_stops_the_start_without_printing_it(
     captured = capsys.readouterr()
     assert "REPLICATE_WEBHOOK_SECRET" in captured.err
     assert "not*base64" not in captured.out + captured.err
+
+
+def test_the_entry_point_loads_no_database_library() -> None:
+    # The gateway has no database; kit must not drag SQLAlchemy in.
+    assert packages_loaded_by(["webhook_gateway.__main__"]) & DATABASE_PACKAGES == set()

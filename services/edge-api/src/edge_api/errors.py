@@ -18,13 +18,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edge_api.statuses import http_status
 from kit.errors import (
     DomainError,
     InternalError,
     RequestTimeout,
+    ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
-    UpstreamError,
 )
 from kit.grpc_errors import RemoteError, from_rpc_error
 from kit.logging import get_logger
@@ -73,7 +74,7 @@ def error_response(
 def internal_error_response() -> JSONResponse:
     """The generic 500 answer for anything unexpected."""
     error = InternalError()
-    return error_response(error.http_status, error.code, error.message)
+    return error_response(http_status(error.reason), error.code, error.message)
 
 
 def domain_error_response(error: DomainError) -> JSONResponse:
@@ -81,7 +82,7 @@ def domain_error_response(error: DomainError) -> JSONResponse:
     if isinstance(error, InternalError):
         return internal_error_response()
     return error_response(
-        error.http_status, error.code, error.message, error.details, _error_headers(error)
+        http_status(error.reason), error.code, error.message, error.details, _error_headers(error)
     )
 
 
@@ -95,10 +96,16 @@ def _error_headers(error: DomainError) -> dict[str, str]:
 
 
 def remote_error_response(error: RemoteError) -> JSONResponse:
-    """The answer for a failed gRPC call, as normalized by the remote service."""
-    status = error.http_status if 400 <= error.http_status <= 599 else 500
+    """The answer for a failed gRPC call: its reason decides the status (edge_api.statuses)."""
+    status = http_status(error.reason)
     if status >= 500:
-        log.warning("upstream.error", code=error.code, grpcCode=error.grpc_code.name, status=status)
+        log.warning(
+            "upstream.error",
+            code=error.code,
+            reason=error.reason,
+            grpcCode=error.grpc_code.name,
+            status=status,
+        )
     if error.code == InternalError.code:
         return internal_error_response()
     return error_response(status, error.code, error.message, error.details)
@@ -121,8 +128,9 @@ async def _on_rpc_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _on_storage_error(_: Request, exc: Exception) -> JSONResponse:
     log.warning("storage.error", error=str(exc))
-    error = UpstreamError("File storage is unavailable. Please try again.")
-    return error_response(503, error.code, error.message)
+    return domain_error_response(
+        ServiceUnavailable("File storage is unavailable. Please try again.")
+    )
 
 
 async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:

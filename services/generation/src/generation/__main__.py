@@ -14,7 +14,8 @@ from generation.settings import GenerationSettings
 from generation.wiring import MIGRATIONS, build_app
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
-from kit.opscli import check_config, migrate, parse_command
+from kit.migrate_command import migrate
+from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError
 from kit.settings import load_settings
 

@@ -16,7 +16,13 @@ from generation.providers.replicate import ReplicateProvider
 from generation.settings import GenerationSettings
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.clock import Clock, SystemClock
-from kit.db import create_engine, create_read_sessionmaker, create_sessionmaker, run_migrations
+from kit.db import (
+    UNAVAILABLE_ERRORS,
+    create_engine,
+    create_read_sessionmaker,
+    create_sessionmaker,
+    run_migrations,
+)
 from kit.grpc_client import create_channel
 from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.logging import get_logger
@@ -109,5 +115,6 @@ async def build_app(
         on_stop=on_stop,
         verifier=identity.verifier,
         reflection=settings.development,
+        unavailable_errors=UNAVAILABLE_ERRORS,
     )
     return GenerationApp(server=server, context=context, sweeper=sweeper)

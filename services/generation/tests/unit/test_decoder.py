@@ -76,7 +76,7 @@ async def test_over_the_memory_budget_is_a_400_and_the_worker_lives_on(
     big = hostile.encode(gradient(5000, 4000), "PNG")
     with pytest.raises(ValidationError) as caught:
         await clean_size(decoder, big)
-    assert caught.value.http_status == 400
+    assert caught.value.reason == "VALIDATION_ERROR"
     assert "too large to process" in caught.value.message
     # The allocation failed in the worker, which survived it and serves the next upload.
     assert decoder.worker_pids() == [pid]
@@ -97,7 +97,7 @@ async def test_a_killed_worker_is_a_415_and_the_pool_is_replaced(decoder: ImageD
     worker.send_signal(signal.SIGKILL)
     with pytest.raises(UnsupportedMediaType) as caught:
         await task
-    assert caught.value.http_status == 415
+    assert caught.value.reason == "UNSUPPORTED_MEDIA_TYPE"
     assert await clean_size(decoder, SMALL_JPEG) == ("image/jpeg", 64, 48)
     assert decoder.worker_pids() not in ([], [pid])
 

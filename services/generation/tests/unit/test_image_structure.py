@@ -48,7 +48,7 @@ def no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
 def assert_refused(data: bytes, uploads: Uploads = UPLOADS) -> None:
     with pytest.raises(UnsupportedMediaType) as caught:
         inspect_and_clean(io.BytesIO(data), uploads, "input1")
-    assert caught.value.http_status == 415
+    assert caught.value.reason == "UNSUPPORTED_MEDIA_TYPE"
     assert caught.value.__cause__ is None  # refused by a check, not by a decoder failing
 
 

@@ -206,7 +206,7 @@ NOT_ACCEPTED = {
 def test_anything_but_a_whole_accepted_image_is_refused_with_415(data: bytes) -> None:
     error = refused(data)
     assert type(error) is UnsupportedMediaType
-    assert error.http_status == 415
+    assert error.reason == "UNSUPPORTED_MEDIA_TYPE"
     assert error.code == "VALIDATION_ERROR"
     assert error.message == ACCEPTED_MESSAGE
 
@@ -222,7 +222,7 @@ def test_narrowed_accepted_types_refuse_webp() -> None:
 def test_too_many_bytes_is_413_naming_the_configured_limit() -> None:
     error = refused(b"\xff\xd8\xff" + b"\x00" * UPLOADS.max_bytes)
     assert type(error) is PayloadTooLarge
-    assert error.http_status == 413
+    assert error.reason == "PAYLOAD_TOO_LARGE"
     assert error.message == "input1 is larger than 10 MB"
     small = Uploads(max_bytes=2048)
     assert refused(jpeg_bytes(), small).message == "input1 is larger than 2 KB"
@@ -239,7 +239,7 @@ def test_pixel_limit_from_the_config_is_enforced() -> None:
     assert clean_bytes(encode(two_tone(), "PNG"), uploads, "input1").height == 20
     error = refused(encode(two_tone(41, 20), "PNG"), uploads)
     assert type(error) is ValidationError
-    assert error.http_status == 400
+    assert error.reason == "VALIDATION_ERROR"
     assert error.message == "input1 has too many pixels (at most 0.0008 megapixels)"
 
 
@@ -280,7 +280,7 @@ def test_decompression_bombs_are_refused_from_the_header_without_decoding(
     monkeypatch.setattr(Image, "open", no_decoding)
     error = refused(data)
     assert type(error) is ValidationError
-    assert error.http_status == 400
+    assert error.reason == "VALIDATION_ERROR"
     assert error.message == "input1 has too many pixels (at most 25 megapixels)"
 
 

@@ -169,7 +169,7 @@ async def test_streams_breaking_the_rules_are_validation_errors(
     with pytest.raises(ValidationError) as caught:
         await receive(parts)
     assert type(caught.value) is ValidationError
-    assert (caught.value.code, caught.value.http_status) == ("VALIDATION_ERROR", 400)
+    assert (caught.value.code, caught.value.reason) == ("VALIDATION_ERROR", "VALIDATION_ERROR")
     assert caught.value.message == message
     assert all(spool.closed for spool in spools)
 
@@ -183,7 +183,7 @@ async def test_an_input_declared_over_the_limit_is_refused_before_any_chunk_is_s
     with pytest.raises(PayloadTooLarge) as caught:
         async with received_submission(stream.__aiter__(), UPLOADS):
             pass
-    assert caught.value.http_status == 413
+    assert caught.value.reason == "PAYLOAD_TOO_LARGE"
     assert caught.value.message == "input1 is larger than 10 MB"
     # Refused at the declaration; the rest is read and dropped, so the sender gets
     # the refusal itself rather than a transport error for writing to a closed call.

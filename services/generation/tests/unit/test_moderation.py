@@ -158,7 +158,7 @@ def test_rejection_is_generic_and_never_echoes_the_prompt(prompt: str) -> None:
     assert error.message == REJECTION_MESSAGE
     assert str(error) == REJECTION_MESSAGE
     assert error.details == {}
-    assert error.http_status == 400
+    assert error.reason == "VALIDATION_ERROR"
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ def test_parse_mode_refuses_unknown_modes(raw: str) -> None:
         parse_mode(raw)
     assert caught.value.message == "mode must be one of redesign, staging, compose, imagine"
     assert caught.value.code == "VALIDATION_ERROR"
-    assert caught.value.http_status == 400
+    assert caught.value.reason == "VALIDATION_ERROR"
 
 
 def test_valid_submission_is_normalized(config: RuntimeConfig) -> None:

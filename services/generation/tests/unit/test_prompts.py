@@ -198,7 +198,7 @@ def test_length_is_measured_after_normalization() -> None:
     with pytest.raises(ValidationError) as caught:
         normalize_prompt("x" * 41, Mode.STAGING, PROMPTS)
     assert caught.value.message == "prompt must be at most 40 characters"
-    assert caught.value.http_status == 400
+    assert caught.value.reason == "VALIDATION_ERROR"
 
 
 def test_a_huge_raw_prompt_is_refused_without_scanning_it(

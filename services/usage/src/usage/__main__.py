@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
-from kit.opscli import check_config, migrate, parse_command
+from kit.migrate_command import migrate
+from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
 from usage.settings import UsageSettings

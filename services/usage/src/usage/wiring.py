@@ -12,7 +12,13 @@ from pathlib import Path
 
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.clock import Clock, SystemClock
-from kit.db import create_engine, create_read_sessionmaker, create_sessionmaker, run_migrations
+from kit.db import (
+    UNAVAILABLE_ERRORS,
+    create_engine,
+    create_read_sessionmaker,
+    create_sessionmaker,
+    run_migrations,
+)
 from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.runtime_config import RuntimeConfig, load_runtime_config
 from kit.service_identity import USAGE
@@ -85,5 +91,6 @@ def build_server(
         on_stop=cleanup,
         verifier=identity.verifier,
         reflection=settings.development,
+        unavailable_errors=UNAVAILABLE_ERRORS,
     )
     return server, cleanup

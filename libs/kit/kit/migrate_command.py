@@ -1,0 +1,72 @@
+"""``python -m generation|usage migrate``: apply the service's migrations and exit.
+
+It needs only the database URL, so a one-shot step or init container gets no
+other secret. Only the services with a database import this module (it pulls in
+SQLAlchemy and Alembic through kit.db).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pydantic
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kit.db import run_migrations
+from kit.logging import configure_logging, get_logger
+from kit.opscli import EXIT_BAD_CONFIG, EXIT_FAILED, MASK, mask_url, validation_problems
+
+
+class _DatabaseOnly(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+
+def database_url(settings_cls: type[BaseSettings]) -> str:
+    """The service's database URL, read as its settings read it (same variables, fallback).
+
+    Only this field is read, so a migration step needs no other variable.
+    """
+    field = settings_cls.model_fields["database_url"]
+    model = pydantic.create_model(
+        f"{settings_cls.__name__}Database", __base__=_DatabaseOnly, database_url=(SecretStr, field)
+    )
+    value = getattr(model(), "database_url")  # noqa: B009 - a dynamic model's field
+    assert isinstance(value, SecretStr)
+    return value.get_secret_value()
+
+
+def _redacted(error: BaseException, url: str) -> str:
+    """The error's first line, without the DSN or its password."""
+    text = (str(error).splitlines() or [""])[0]
+    password = urlsplit(url).password
+    for secret in (url, password):
+        if secret:
+            text = text.replace(secret, MASK)
+    return f"{type(error).__name__}: {text}"
+
+
+def migrate(service: str, settings_cls: type[BaseSettings], migrations: Path) -> int:
+    """``migrate``: ``alembic upgrade head`` under the advisory lock; the exit code.
+
+    0 at head (a ``migrate.at_head`` log line), 2 no usable database URL (on stderr),
+    1 the migration failed (a ``migrate.failed`` line without the DSN or its password).
+    """
+    try:
+        url = database_url(settings_cls)
+    except pydantic.ValidationError as error:
+        print(f"{service} migrate: {validation_problems(error)}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    # Alembic's and SQLAlchemy's records too: a Job's output is collected like a pod's.
+    configure_logging(service)
+    log = get_logger("migrate")
+    try:
+        asyncio.run(run_migrations(migrations, url))
+    except Exception as error:  # any failure is reported, never a traceback
+        log.error("migrate.failed", error=_redacted(error, url))
+        return EXIT_FAILED
+    log.info("migrate.at_head", database=mask_url(url))
+    return 0
