@@ -78,7 +78,10 @@ proto: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/gen_protos.py libs/contracts
 
 # Refreshes uv.lock from pyproject.toml (needs the registry); `make venv` then syncs it.
-lock: $(STAMP)
+# Needs only the pinned uv, not a synced venv: a stale lock is what it mends.
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@$(BIN)/uv lock
 
 clean:

@@ -18,7 +18,7 @@ import httpx
 from sqlalchemy import select
 
 from generation.domain.cleanup import AT_ONCE_SECONDS, sweep_deleted_files
-from generation.domain.queries import delete_generation
+from generation.domain.commands import delete_generation
 from generation.domain.sweep import sweep_once
 from generation.persistence.models import GenerationJob, Render
 from kit.db import session_scope

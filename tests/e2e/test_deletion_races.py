@@ -17,10 +17,10 @@ import httpx
 from sqlalchemy import select
 
 from generation.domain import jobs
+from generation.domain.commands import delete_generation
 from generation.domain.context import GenerationContext
 from generation.domain.events import Outcome, apply_prediction, end_without_output
 from generation.domain.provider import Prediction
-from generation.domain.queries import delete_generation
 from generation.domain.sweep import sweep_once
 from generation.persistence.models import GenerationJob, Render
 from kit.db import session_scope

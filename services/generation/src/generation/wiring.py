@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from generation.api.servicer import ALLOWED_CALLERS, GenerationServicer
 from generation.clients.usage import GrpcUsageGateway
 from generation.domain.context import GenerationContext
@@ -12,6 +14,8 @@ from generation.domain.decoder import ImageDecoder
 from generation.domain.provider import ImageProvider
 from generation.domain.sweep import Sweeper
 from generation.persistence.feed import ChangeFeed
+from generation.persistence.feed_port import FeedPort
+from generation.persistence.store import sql_reads, sql_transactions
 from generation.providers.replicate import ReplicateProvider
 from generation.settings import GenerationSettings
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
@@ -36,10 +40,22 @@ MIGRATIONS = Path(__file__).parent / "persistence" / "alembic"
 SERVICE_NAME = generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name
 
 
+@dataclass(frozen=True, kw_only=True)
+class WiredContext(GenerationContext):
+    """The domain's context plus the session factories its stores were built on.
+
+    The domain never reads these two (it sees the stores only); tests and operator
+    tools that look at the tables directly do.
+    """
+
+    sessions: async_sessionmaker[AsyncSession]
+    readers: async_sessionmaker[AsyncSession]
+
+
 @dataclass
 class GenerationApp:
     server: GrpcServer
-    context: GenerationContext
+    context: WiredContext
     sweeper: Sweeper | None
 
 
@@ -75,9 +91,13 @@ async def build_app(
     )
     decoder = ImageDecoder(config.uploads)
     await decoder.start()
-    context = GenerationContext(
-        sessions=create_sessionmaker(engine),
-        readers=create_read_sessionmaker(engine),
+    sessions = create_sessionmaker(engine)
+    readers = create_read_sessionmaker(engine)
+    context = WiredContext(
+        transactions=sql_transactions(sessions),
+        reads=sql_reads(readers),
+        sessions=sessions,
+        readers=readers,
         provider=provider,
         storage=storage,
         usage=GrpcUsageGateway(usage_channel),
@@ -89,8 +109,8 @@ async def build_app(
         decoder=decoder,
     )
     sweeper = Sweeper(context) if settings.sweep_enabled else None
-    feed = ChangeFeed(database_url, context.readers)
-    servicer = GenerationServicer(context, feed)
+    feed = ChangeFeed(database_url, readers)
+    servicer = GenerationServicer(context, FeedPort(feed))
 
     async def on_stop() -> None:
         if sweeper is not None:

@@ -11,7 +11,7 @@ import pytest
 
 from generation.api import intake
 from generation.api.intake import received_submission
-from generation.domain.submission import SubmitCommand, fingerprint
+from generation.domain.submit_request import SubmitCommand, fingerprint
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import PayloadTooLarge, ValidationError
 from kit.runtime_config import Uploads

@@ -26,7 +26,7 @@ from typing import IO
 from generation.api import mappers
 from generation.domain.images import too_large
 from generation.domain.spool import spooled_file
-from generation.domain.submission import RawInput, SubmitCommand
+from generation.domain.submit_request import RawInput, SubmitCommand
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import DomainError, ValidationError
 from kit.logging import bind_context

@@ -9,13 +9,13 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from generation.domain.audit import JobOutcome
+from generation.domain.changes import JobChangeRef
 from generation.domain.events import Outcome
 from generation.domain.jobs import JobView
 from generation.domain.presentation import SignedInput
 from generation.domain.refine import SourceRef
 from generation.domain.states import JobStatus
-from generation.domain.submission import SubmitCommand
-from generation.persistence.feed import JobChange
+from generation.domain.submit_request import SubmitCommand
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import NotFound, ValidationError
 
@@ -134,7 +134,7 @@ def job_message(job: JobView, inputs: Sequence[SignedInput] = ()) -> pb.Job:
     return message
 
 
-def change_message(change: JobChange) -> pb.JobChange:
+def change_message(change: JobChangeRef) -> pb.JobChange:
     return pb.JobChange(
         version=change.version, job_id=str(change.job_id), owner_id=str(change.owner_id)
     )

@@ -10,14 +10,14 @@ import grpc
 
 from generation.api import mappers
 from generation.api.intake import received_submission
-from generation.domain import audit, history, queries
+from generation.domain import audit, commands, history, queries
+from generation.domain.changes import FeedLost, JobFeed, SubscriberTooSlow
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction
 from generation.domain.jobs import JobView
 from generation.domain.presentation import signed_inputs
 from generation.domain.provider import Deadline, InvalidProviderPayload, provider_deadline
 from generation.domain.submission import submit_generation
-from generation.persistence.feed import ChangeFeed, FeedLost, JobChange, SubscriberTooSlow
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit.errors import ValidationError
@@ -54,7 +54,7 @@ ALLOWED_CALLERS: dict[str, frozenset[str]] = {
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
-    def __init__(self, ctx: GenerationContext, feed: ChangeFeed) -> None:
+    def __init__(self, ctx: GenerationContext, feed: JobFeed) -> None:
         self._ctx = ctx
         self._feed = feed
 
@@ -68,7 +68,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         async with received_submission(request_iterator, self._ctx.config.uploads) as command:
             with provider_deadline(_provider_deadline_of(context)):
                 result = await submit_generation(self._ctx, command)
-        job = self._shown(JobView.of(result.job))
+        job = self._shown(result.job.view())
         return pb.SubmitGenerationResponse(job=job, replayed=result.replayed)
 
     async def GetGeneration(
@@ -86,7 +86,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     ) -> pb.CancelGenerationResponse:
         owner_id = mappers.owner_id_from(request.owner_id)
         with provider_deadline(_provider_deadline_of(context)):
-            view = await queries.cancel_generation(
+            view = await commands.cancel_generation(
                 self._ctx, owner_id, mappers.job_id_from(request.job_id)
             )
         return pb.CancelGenerationResponse(job=self._shown(view))
@@ -96,7 +96,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     ) -> pb.DeleteGenerationResponse:
         owner_id = mappers.owner_id_from(request.owner_id)
         with provider_deadline(_provider_deadline_of(context)):
-            view = await queries.delete_generation(
+            view = await commands.delete_generation(
                 self._ctx, owner_id, mappers.job_id_from(request.job_id)
             )
         return pb.DeleteGenerationResponse(job=self._shown(view))
@@ -122,10 +122,10 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         owner_id = mappers.owner_id_from(request.owner_id) if request.owner_id else None
         try:
             async for item in self._feed.follow(owner_id, request.from_version):
-                if isinstance(item, JobChange):
-                    yield pb.WatchJobsResponse(change=mappers.change_message(item))
-                else:
+                if isinstance(item, int):
                     yield pb.WatchJobsResponse(caught_up=item)
+                else:
+                    yield pb.WatchJobsResponse(change=mappers.change_message(item))
         except FeedLost:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "The change feed was interrupted.")
         except SubscriberTooSlow:

@@ -8,8 +8,6 @@ from datetime import datetime
 
 from generation.domain.context import GenerationContext
 from generation.domain.states import ChargeState, RefundState
-from generation.persistence.repositories import JobRepository, RenderRepository
-from kit.db import session_scope
 
 MAX_PAGE = 500
 
@@ -30,9 +28,9 @@ async def list_job_outcomes(
 ) -> tuple[list[JobOutcome], uuid.UUID | None]:
     """One page ordered by job id, and the id to continue after (None at the end)."""
     size = max(1, min(page_size or 100, MAX_PAGE))
-    async with session_scope(ctx.sessions) as session:
-        rows = await JobRepository(session).page(owner_id, after, size)
-        with_output = await RenderRepository(session).outputs_of([row.id for row in rows])
+    async with ctx.transactions() as tx:
+        rows = await tx.jobs.page(owner_id, after, size)
+        with_output = await tx.renders.outputs_of([row.id for row in rows])
     outcomes = [
         JobOutcome(
             job_id=row.id,

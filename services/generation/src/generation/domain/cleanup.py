@@ -23,9 +23,7 @@ from collections.abc import Sequence
 
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import render_id_for
-from generation.persistence.models import GenerationJob
-from generation.persistence.removals import PendingFiles, RemovalRepository
-from kit.db import session_scope
+from generation.domain.records import Job, PendingFiles
 from kit.logging import get_logger
 from kit.storage import StorageError
 
@@ -53,8 +51,8 @@ async def remove_render_files(ctx: GenerationContext, pending: PendingFiles) -> 
     """
     prefix = render_prefix(render_id_for(pending.job_id))
     await ctx.storage.remove_prefix(ctx.public_bucket, prefix)
-    async with session_scope(ctx.sessions) as session:
-        marked = await RemovalRepository(session).mark_files_removed(pending, ctx.clock.now())
+    async with ctx.transactions() as tx:
+        marked = await tx.removals.mark_files_removed(pending, ctx.clock.now())
     log.info(
         "render.files_removed",
         ownerId=str(pending.owner_id),
@@ -64,18 +62,18 @@ async def remove_render_files(ctx: GenerationContext, pending: PendingFiles) -> 
     return marked
 
 
-async def remove_job_inputs(ctx: GenerationContext, job: GenerationJob) -> bool:
+async def remove_job_inputs(ctx: GenerationContext, job: Job) -> bool:
     """Remove a deleted job's inputs that no other undeleted job of its owner names.
 
     Raises StorageError; the inputs then stay due for removal.
     """
-    async with ctx.readers() as session:
-        in_use = await RemovalRepository(session).keys_in_use(job.owner_id, job.id, job.input_keys)
+    async with ctx.reads() as stores:
+        in_use = await stores.removals.keys_in_use(job.owner_id, job.id, job.input_keys)
     unshared = [key for key in job.input_keys if key not in in_use]
     if unshared:
         await ctx.storage.remove(ctx.private_bucket, unshared)
-    async with session_scope(ctx.sessions) as session:
-        await RemovalRepository(session).mark_inputs_removed(job.id, ctx.clock.now())
+    async with ctx.transactions() as tx:
+        await tx.removals.mark_inputs_removed(job.id, ctx.clock.now())
     log.info(
         "job.inputs_removed",
         ownerId=str(job.owner_id),
@@ -88,9 +86,9 @@ async def remove_job_inputs(ctx: GenerationContext, job: GenerationJob) -> bool:
 
 async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) -> None:
     """Right after a DELETE commits: one bounded attempt; the rest is left to the sweep."""
-    async with ctx.readers() as session:
-        files = await RemovalRepository(session).files_pending_removal(job_id, 1)
-        inputs = await RemovalRepository(session).inputs_pending_removal([job_id], 1)
+    async with ctx.reads() as stores:
+        files = await stores.removals.files_pending_removal(job_id, 1)
+        inputs = await stores.removals.inputs_pending_removal([job_id], 1)
     try:
         async with asyncio.timeout(AT_ONCE_SECONDS):
             await _remove_all(ctx, files, inputs)
@@ -100,14 +98,14 @@ async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) ->
 
 async def sweep_deleted_files(ctx: GenerationContext) -> int:
     """One sweep step: retry every pending removal (a batch); returns how many finished."""
-    async with ctx.readers() as session:
-        files = await RemovalRepository(session).files_pending_removal(None, _BATCH)
-        inputs = await RemovalRepository(session).inputs_pending_removal(None, _BATCH)
+    async with ctx.reads() as stores:
+        files = await stores.removals.files_pending_removal(None, _BATCH)
+        inputs = await stores.removals.inputs_pending_removal(None, _BATCH)
     return await _remove_all(ctx, files, inputs)
 
 
 async def _remove_all(
-    ctx: GenerationContext, files: Sequence[PendingFiles], inputs: Sequence[GenerationJob]
+    ctx: GenerationContext, files: Sequence[PendingFiles], inputs: Sequence[Job]
 ) -> int:
     done = 0
     try:

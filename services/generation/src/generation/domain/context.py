@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from generation.domain.decoder import ImageDecoder
-from generation.domain.ports import UsageGateway
+from generation.domain.ports import Transactions, UsageGateway
 from generation.domain.provider import ImageProvider
 from kit.clock import Clock
 from kit.runtime_config import RuntimeConfig
@@ -18,9 +16,9 @@ from kit.storage import ObjectStorage
 @dataclass(frozen=True)
 class GenerationContext:
     # Transactions (every write goes through these).
-    sessions: async_sessionmaker[AsyncSession]
-    # Autocommit sessions on the same pool, for reads that need no snapshot.
-    readers: async_sessionmaker[AsyncSession]
+    transactions: Transactions
+    # Stores on autocommit connections of the same pool, for reads that need no snapshot.
+    reads: Transactions
     provider: ImageProvider
     storage: ObjectStorage
     usage: UsageGateway

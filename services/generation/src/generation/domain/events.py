@@ -19,12 +19,10 @@ from generation.domain.assets import store_render_variants
 from generation.domain.cleanup import remove_render_files
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import VariantRef
+from generation.domain.ports import RenderStore
 from generation.domain.provider import OutputRefused, Prediction, ProviderError, ProviderStatus
+from generation.domain.records import Job, NewRender, PendingFiles
 from generation.domain.settlement import refund
-from generation.persistence.models import GenerationJob, Render
-from generation.persistence.removals import PendingFiles, RemovalRepository
-from generation.persistence.repositories import JobRepository, RenderRepository
-from kit.db import session_scope
 from kit.logging import get_logger
 from kit.storage import StorageError
 
@@ -39,10 +37,10 @@ class Outcome(enum.Enum):
 
 async def apply_prediction(
     ctx: GenerationContext, prediction: Prediction, source: str
-) -> tuple[Outcome, GenerationJob | None]:
+) -> tuple[Outcome, Job | None]:
     """Move the job of ``prediction`` forward to the provider's state."""
-    async with ctx.readers() as session:
-        job = await JobRepository(session).get_by_prediction_id(prediction.id)
+    async with ctx.reads() as stores:
+        job = await stores.jobs.get_by_prediction_id(prediction.id)
     if job is None:
         log.info("provider.unknown_prediction", predictionId=prediction.id, source=source)
         return Outcome.UNKNOWN_PREDICTION, None
@@ -61,8 +59,8 @@ async def apply_prediction(
     if changed:
         log.info("job.transition", **jobs.log_fields(job, target), source=source)
         metrics.job_transition(target, source)
-    async with ctx.readers() as session:
-        current = await JobRepository(session).get(job.id)
+    async with ctx.reads() as stores:
+        current = await stores.jobs.get(job.id)
     return (Outcome.APPLIED if changed else Outcome.STALE), current
 
 
@@ -74,33 +72,27 @@ def _error_for(prediction: Prediction) -> jobs.JobError:
     return jobs.PROVIDER_FAILED
 
 
-async def _mark_processing(
-    ctx: GenerationContext, job: GenerationJob, prediction: Prediction
-) -> bool:
+async def _mark_processing(ctx: GenerationContext, job: Job, prediction: Prediction) -> bool:
     now = ctx.clock.now()
-    async with session_scope(ctx.sessions) as session:
-        return await JobRepository(session).mark_processing(
-            job.id, prediction.started_at or now, now
-        )
+    async with ctx.transactions() as tx:
+        return await tx.jobs.mark_processing(job.id, prediction.started_at or now, now)
 
 
 async def end_without_output(
     ctx: GenerationContext, job: jobs.JobRef, error: jobs.JobError, status: str
 ) -> bool:
     """End the job failed/canceled and give its generation back (exactly once)."""
-    async with session_scope(ctx.sessions) as session:
-        update = await JobRepository(session).mark_ended_without_output(
+    async with ctx.transactions() as tx:
+        update = await tx.jobs.mark_ended_without_output(
             job.id, status, error.code, error.message, ctx.clock.now()
         )
-        current = await JobRepository(session).get(job.id)
+        current = await tx.jobs.get(job.id)
     if update.refund_due and current is not None:
         await refund(ctx, current)
     return update.changed
 
 
-async def _finish_with_output(
-    ctx: GenerationContext, job: GenerationJob, prediction: Prediction
-) -> bool:
+async def _finish_with_output(ctx: GenerationContext, job: Job, prediction: Prediction) -> bool:
     if not prediction.output_urls:
         return await end_without_output(ctx, job, jobs.NO_OUTPUT, jobs.FAILED)
     render_id = jobs.render_id_for(job.id)
@@ -121,32 +113,30 @@ async def _finish_with_output(
         metrics.asset("deferred")
         raise
     now = ctx.clock.now()
-    async with session_scope(ctx.sessions) as session:
+    async with ctx.transactions() as tx:
         # The conditional update comes first: it locks the row and checks the job is
         # still in flight in one round trip; the render rows commit with it or not at all.
-        succeeded = await JobRepository(session).mark_succeeded(
-            job.id, prediction.completed_at or now, now
-        )
+        succeeded = await tx.jobs.mark_succeeded(job.id, prediction.completed_at or now, now)
         if succeeded:
-            await _insert_render(RenderRepository(session), job, render_id, variants)
+            await _insert_render(tx.renders, job, render_id, variants)
             stray = None
         else:
             # Someone ended the job while we copied: our files must not outlive a
             # deleted render or belong to a job that ended failed/canceled.
-            stray = await RemovalRepository(session).claim_stray_files(job.id, now)
+            stray = await tx.removals.claim_stray_files(job.id, now)
     if stray is not None:
         await _remove_stray_files(ctx, job, stray)
     return succeeded
 
 
 async def _insert_render(
-    renders: RenderRepository,
-    job: GenerationJob,
+    renders: RenderStore,
+    job: Job,
     render_id: uuid.UUID,
     variants: list[VariantRef],
 ) -> None:
     await renders.insert_once(
-        Render(
+        NewRender(
             id=render_id,
             job_id=job.id,
             owner_id=job.owner_id,
@@ -158,9 +148,7 @@ async def _insert_render(
     await renders.insert_variants_once(render_id, variants)
 
 
-async def _remove_stray_files(
-    ctx: GenerationContext, job: GenerationJob, stray: PendingFiles
-) -> None:
+async def _remove_stray_files(ctx: GenerationContext, job: Job, stray: PendingFiles) -> None:
     """Remove what this applier wrote for a job that ended without it (best effort)."""
     try:
         await remove_render_files(ctx, stray)

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
-from generation.persistence.history import load_job_page
 from kit.errors import ValidationError
 
 DEFAULT_PAGE_SIZE = 20
@@ -43,8 +42,8 @@ async def list_generations(
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}.")
     before = decode_token(token, owner_id, status) if token else None
-    async with ctx.readers() as session:
-        page = await load_job_page(session, owner_id, status, before, size + 1)
+    async with ctx.reads() as stores:
+        page = await stores.reads.page(owner_id, status, before, size + 1)
     if len(page) <= size:
         return HistoryPage(page, "")
     last = page[size - 1]

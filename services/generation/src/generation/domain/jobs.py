@@ -11,7 +11,6 @@ from typing import Protocol
 from generation.domain import states
 from generation.domain.provider import ProviderStatus
 from generation.domain.states import JobStatus
-from generation.persistence.models import GenerationJob
 
 STARTING = JobStatus.STARTING
 PROCESSING = JobStatus.PROCESSING
@@ -152,28 +151,3 @@ class JobView:
     source_job_id: uuid.UUID | None = None
     render_id: uuid.UUID | None = None
     variants: tuple[VariantRef, ...] = ()
-
-    @classmethod
-    def of(cls, job: GenerationJob) -> JobView:
-        """The snapshot of a loaded row, without variants."""
-        return cls(**{name: getattr(job, name) for name in VIEW_COLUMNS})
-
-
-# The row's columns a JobView carries, by name (the rest is its render and variants).
-VIEW_COLUMNS = (
-    "id",
-    "owner_id",
-    "prediction_id",
-    "status",
-    "mode",
-    "room_type",
-    "style",
-    "error_code",
-    "error_message",
-    "created_at",
-    "updated_at",
-    "completed_at",
-    "version",
-    "input_keys",
-    "source_job_id",
-)

@@ -1,11 +1,28 @@
-"""The other collaborators the domain needs, as protocols (no transport here)."""
+"""Everything the domain needs from outside, as protocols: the stores and the usage service.
+
+``persistence`` implements the stores over SQL and returns the values of
+``domain.records``; the domain sees no SQL, no ORM row and no transport.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
+
+from generation.domain.jobs import JobView, VariantRef
+from generation.domain.records import (
+    InsertOutcome,
+    Job,
+    NewJob,
+    NewRender,
+    PendingFiles,
+    StoredVariant,
+    TerminalUpdate,
+)
 
 
 @dataclass(frozen=True)
@@ -32,3 +49,192 @@ class UsageGateway(Protocol):
     async def credit(self, owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> None:
         """Give the job's generation back; idempotent per job."""
         ...
+
+
+class JobStore(Protocol):
+    """Jobs: lookups and conditional writes (a write that finds nothing to change says so)."""
+
+    async def get(self, job_id: uuid.UUID) -> Job | None:
+        """The job, whoever owns it."""
+        ...
+
+    async def get_by_idempotency_key(self, owner_id: uuid.UUID, key: str) -> Job | None:
+        """The owner's job submitted under ``key``."""
+        ...
+
+    async def get_by_prediction_id(self, prediction_id: str) -> Job | None:
+        """The job the provider's prediction belongs to."""
+        ...
+
+    async def has_inflight(self, owner_id: uuid.UUID) -> bool:
+        """Whether the owner has a ``starting`` or ``processing`` job."""
+        ...
+
+    async def insert(self, job: NewJob) -> InsertOutcome:
+        """Write the job ``starting``, unless its key or the owner's in-flight slot is taken."""
+        ...
+
+    async def attach_prediction(self, job_id: uuid.UUID, prediction_id: str, now: datetime) -> bool:
+        """Record the provider's id, only while the job is still ``starting``."""
+        ...
+
+    async def mark_processing(self, job_id: uuid.UUID, started_at: datetime, now: datetime) -> bool:
+        """``starting`` to ``processing``."""
+        ...
+
+    async def mark_succeeded(
+        self, job_id: uuid.UUID, completed_at: datetime, now: datetime
+    ) -> bool:
+        """An in-flight job to ``succeeded``."""
+        ...
+
+    async def mark_ended_without_output(
+        self, job_id: uuid.UUID, status: str, error_code: str, error_message: str, now: datetime
+    ) -> TerminalUpdate:
+        """End an in-flight job failed/canceled; a charged one becomes refund-pending."""
+        ...
+
+    async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
+        """Record the debit; True when the job already ended and needs a refund."""
+        ...
+
+    async def mark_charge_waived(self, job_id: uuid.UUID, now: datetime) -> None:
+        """Record that the job is never to be charged (the plan shrank after its run)."""
+        ...
+
+    async def mark_refunded(self, job_id: uuid.UUID) -> None:
+        """Record a pending refund as done."""
+        ...
+
+    async def claim_poll(self, job_id: uuid.UUID, now: datetime, throttle: timedelta) -> bool:
+        """Take the right to poll the job's prediction now (False while a poll is recent)."""
+        ...
+
+    async def inflight_needing_poll(
+        self, older_than: datetime, poll_before: datetime, limit: int
+    ) -> Sequence[Job]:
+        """In-flight jobs with a prediction whose state has not moved for a while."""
+        ...
+
+    async def overdue_inflight(
+        self, created_before: datetime, unsubmitted_before: datetime, limit: int
+    ) -> Sequence[Job]:
+        """In-flight jobs past the overall timeout, or stuck without a prediction id."""
+        ...
+
+    async def needing_settlement(self, older_than: datetime, limit: int) -> Sequence[Job]:
+        """Jobs whose refund is pending, or that reached the provider but were never charged."""
+        ...
+
+    async def page(
+        self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
+    ) -> Sequence[Job]:
+        """Jobs ordered by id, for the usage audit."""
+        ...
+
+
+class RenderStore(Protocol):
+    """Renders and their variants: inserted once, never duplicated."""
+
+    async def insert_once(self, render: NewRender) -> None:
+        """Insert the render unless its job has one."""
+        ...
+
+    async def insert_variants_once(
+        self, render_id: uuid.UUID, variants: Sequence[VariantRef]
+    ) -> None:
+        """Insert the variants the render does not have yet."""
+        ...
+
+    async def variants_without_thumbnail(self, limit: int) -> Sequence[StoredVariant]:
+        """Variants of live renders stored before thumbnails existed (oldest first)."""
+        ...
+
+    async def set_thumbnail(self, variant: VariantRef, render_id: uuid.UUID) -> bool:
+        """Record a variant's thumbnail and size, unless another run already did."""
+        ...
+
+    async def soft_delete(self, job_id: uuid.UUID, now: datetime) -> bool:
+        """Hide the job's render from now on."""
+        ...
+
+    async def outputs_of(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these jobs have at least one stored variant."""
+        ...
+
+
+class RemovalStore(Protocol):
+    """What is still to remove from storage for each job (see domain/cleanup.py)."""
+
+    async def mark_deleted(self, job_id: uuid.UUID, now: datetime) -> bool:
+        """Record a finished job's deletion (once): its inputs and render files become due."""
+        ...
+
+    async def files_pending_removal(
+        self, job_id: uuid.UUID | None, limit: int
+    ) -> Sequence[PendingFiles]:
+        """Jobs whose render files are due for removal and not yet known to be gone."""
+        ...
+
+    async def mark_files_removed(self, pending: PendingFiles, now: datetime) -> bool:
+        """Record the removal, unless a late writer stored files after it was read."""
+        ...
+
+    async def claim_stray_files(self, job_id: uuid.UUID, now: datetime) -> PendingFiles | None:
+        """A late writer's files for an ended job without a live render: due again."""
+        ...
+
+    async def inputs_pending_removal(
+        self, job_ids: Sequence[uuid.UUID] | None, limit: int
+    ) -> Sequence[Job]:
+        """Deleted jobs whose inputs are not yet known to be removed (oldest first)."""
+        ...
+
+    async def keys_in_use(
+        self, owner_id: uuid.UUID, job_id: uuid.UUID, keys: Sequence[str]
+    ) -> set[str]:
+        """Which of ``keys`` another undeleted job of the same owner still names as input."""
+        ...
+
+    async def mark_inputs_removed(self, job_id: uuid.UUID, now: datetime) -> None:
+        """Record that a deleted job's inputs are gone."""
+        ...
+
+
+class JobReads(Protocol):
+    """What clients are shown: jobs with their visible render and variants."""
+
+    async def view(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> JobView | None:
+        """The owner's job, or None (missing, or someone else's)."""
+        ...
+
+    async def page(
+        self,
+        owner_id: uuid.UUID,
+        status: str | None,
+        before: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[JobView]:
+        """Up to ``limit`` of the owner's jobs older than ``before``, newest first."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction's stores."""
+
+    @property
+    def jobs(self) -> JobStore: ...
+
+    @property
+    def renders(self) -> RenderStore: ...
+
+    @property
+    def removals(self) -> RemovalStore: ...
+
+    @property
+    def reads(self) -> JobReads: ...
+
+
+# Opens one transaction: commits when the block succeeds, rolls back when it raises.
+# The context's ``reads`` opener gives stores for reading only, in autocommit.
+Transactions = Callable[[], AbstractAsyncContextManager[UnitOfWork]]

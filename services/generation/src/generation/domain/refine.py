@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
-from generation.persistence.repositories import load_job_view
 from kit.errors import NotFound, UpstreamError
 from kit.storage import StorageError
 
@@ -31,8 +30,8 @@ class SourceRef:
 
 async def copy_source_input(ctx: GenerationContext, owner_id: uuid.UUID, source: SourceRef) -> str:
     """The source variant copied to ``private/<owner>/inputs/<uuid>.jpg``: its key."""
-    async with ctx.readers() as session:
-        view = await load_job_view(session, owner_id, source.job_id)
+    async with ctx.reads() as stores:
+        view = await stores.reads.view(owner_id, source.job_id)
     variant = _variant_of(view, source.variant_idx)
     key = f"{owner_id}/inputs/{uuid.uuid4()}.jpg"
     try:

@@ -11,16 +11,14 @@ from __future__ import annotations
 from generation import metrics
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
-from generation.persistence.models import GenerationJob
-from generation.persistence.repositories import JobRepository
-from kit.db import session_scope
+from generation.domain.records import Job
 from kit.errors import DomainError, LimitExceeded
 from kit.logging import get_logger
 
 log = get_logger("generation.settlement")
 
 
-async def refund(ctx: GenerationContext, job: GenerationJob) -> bool:
+async def refund(ctx: GenerationContext, job: Job) -> bool:
     """Give the job's generation back; True once recorded at the usage service."""
     try:
         await ctx.usage.credit(job.owner_id, job.id, reason=f"job_{job.status}")
@@ -32,8 +30,8 @@ async def refund(ctx: GenerationContext, job: GenerationJob) -> bool:
         )
         metrics.settlement("refund", "deferred")
         return False
-    async with session_scope(ctx.sessions) as session:
-        await JobRepository(session).mark_refunded(job.id)
+    async with ctx.transactions() as tx:
+        await tx.jobs.mark_refunded(job.id)
     log.info(
         "ledger.refunded",
         **jobs.log_fields(job, job.status),
@@ -42,7 +40,7 @@ async def refund(ctx: GenerationContext, job: GenerationJob) -> bool:
     return True
 
 
-async def charge(ctx: GenerationContext, job: GenerationJob) -> None:
+async def charge(ctx: GenerationContext, job: jobs.JobRef) -> None:
     """Debit the job. Raises LimitExceeded; other failures are left for the sweep."""
     fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
     try:
@@ -53,9 +51,9 @@ async def charge(ctx: GenerationContext, job: GenerationJob) -> None:
         log.warning("ledger.debit_deferred", **fields, code=error.code)
         metrics.settlement("debit", "deferred")
         return
-    async with session_scope(ctx.sessions) as session:
-        refund_due = await JobRepository(session).mark_charged(job.id, ctx.clock.now())
-        current = await JobRepository(session).get(job.id)
+    async with ctx.transactions() as tx:
+        refund_due = await tx.jobs.mark_charged(job.id, ctx.clock.now())
+        current = await tx.jobs.get(job.id)
     log.info("ledger.debited", **fields, status=current.status if current else None)
     metrics.settlement("debit", "done")
     if refund_due and current is not None:

@@ -31,12 +31,10 @@ from generation.domain.cleanup import sweep_deleted_files
 from generation.domain.context import GenerationContext
 from generation.domain.events import end_without_output
 from generation.domain.provider import ProviderError
-from generation.domain.queries import poll_and_apply
+from generation.domain.records import Job
+from generation.domain.refresh import poll_and_apply
 from generation.domain.settlement import charge, refund
 from generation.domain.states import RefundState
-from generation.persistence.models import GenerationJob
-from generation.persistence.repositories import JobRepository
-from kit.db import session_scope
 from kit.errors import LimitExceeded
 from kit.logging import get_logger
 
@@ -67,18 +65,20 @@ async def _poll_quiet_jobs(ctx: GenerationContext) -> int:
     timings = ctx.config.timings
     now = ctx.clock.now()
     throttle = timedelta(milliseconds=timings.poll_throttle_ms)
-    async with session_scope(ctx.sessions) as session:
-        candidates = await JobRepository(session).inflight_needing_poll(
+    async with ctx.transactions() as tx:
+        candidates = await tx.jobs.inflight_needing_poll(
             older_than=now - timedelta(milliseconds=timings.sweep_min_age_ms),
             poll_before=now - throttle,
             limit=_BATCH,
         )
     recovered = 0
     for job in candidates:
-        async with session_scope(ctx.sessions) as session:
-            if not await JobRepository(session).claim_poll(job.id, now, throttle):
+        if job.prediction_id is None:
+            continue  # never: the query asks for a prediction id (the type cannot say so)
+        async with ctx.transactions() as tx:
+            if not await tx.jobs.claim_poll(job.id, now, throttle):
                 continue  # another instance (or a GET) is polling it
-        if await poll_and_apply(ctx, job, source="sweep"):
+        if await poll_and_apply(ctx, job, job.prediction_id, source="sweep"):
             recovered += 1
     return recovered
 
@@ -86,8 +86,8 @@ async def _poll_quiet_jobs(ctx: GenerationContext) -> int:
 async def _end_overdue_jobs(ctx: GenerationContext) -> int:
     now = ctx.clock.now()
     overall = timedelta(milliseconds=ctx.config.timings.overall_timeout_ms)
-    async with session_scope(ctx.sessions) as session:
-        candidates = await JobRepository(session).overdue_inflight(
+    async with ctx.transactions() as tx:
+        candidates = await tx.jobs.overdue_inflight(
             created_before=now - overall,
             unsubmitted_before=now - _UNSUBMITTED_GRACE,
             limit=_BATCH,
@@ -96,7 +96,7 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
     for job in candidates:
         error = jobs.INTERRUPTED if job.prediction_id is None else jobs.TIMED_OUT
         if job.prediction_id is not None:
-            await _cancel_at_provider(ctx, job)
+            await _cancel_at_provider(ctx, job, job.prediction_id)
         if await end_without_output(ctx, job, error, jobs.FAILED):
             ended += 1
             log.warning(
@@ -109,26 +109,23 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
     return ended
 
 
-async def _cancel_at_provider(ctx: GenerationContext, job: GenerationJob) -> None:
+async def _cancel_at_provider(ctx: GenerationContext, job: Job, prediction_id: str) -> None:
     """Best effort: stop the provider's run so it does not finish after we gave up."""
-    assert job.prediction_id is not None
     try:
-        await ctx.provider.cancel_prediction(job.prediction_id)
+        await ctx.provider.cancel_prediction(prediction_id)
     except ProviderError as error:
         log.warning(
             "provider.cancel_failed",
             ownerId=str(job.owner_id),
             jobId=str(job.id),
-            predictionId=job.prediction_id,
+            predictionId=prediction_id,
             error=type(error).__name__,
         )
 
 
 async def _settle(ctx: GenerationContext) -> int:
-    async with session_scope(ctx.sessions) as session:
-        candidates = await JobRepository(session).needing_settlement(
-            ctx.clock.now() - _SETTLE_AFTER, _BATCH
-        )
+    async with ctx.transactions() as tx:
+        candidates = await tx.jobs.needing_settlement(ctx.clock.now() - _SETTLE_AFTER, _BATCH)
     settled = 0
     for job in candidates:
         if job.refund_state == RefundState.PENDING:
@@ -140,8 +137,8 @@ async def _settle(ctx: GenerationContext) -> int:
         except LimitExceeded:
             # The plan shrank after submission: the run already happened; do not
             # charge beyond the plan, and never ask again.
-            async with session_scope(ctx.sessions) as session:
-                await JobRepository(session).mark_charge_waived(job.id, ctx.clock.now())
+            async with ctx.transactions() as tx:
+                await tx.jobs.mark_charge_waived(job.id, ctx.clock.now())
             log.warning(
                 "ledger.charge_waived",
                 **jobs.log_fields(job, job.status),

@@ -16,8 +16,6 @@ from generation.domain.assets import OUTPUT_CONTENT_TYPE
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import VariantRef, thumbnail_key
 from generation.domain.thumbnails import NotAnImage, make_thumbnail
-from generation.persistence.repositories import RenderRepository
-from kit.db import session_scope
 from kit.logging import get_logger
 
 log = get_logger("generation.thumbnail_backfill")
@@ -36,10 +34,10 @@ async def backfill_thumbnails(ctx: GenerationContext) -> BackfillReport:
     """Make every missing thumbnail; returns what was done."""
     report = BackfillReport()
     while True:
-        async with session_scope(ctx.sessions) as session:
+        async with ctx.transactions() as tx:
             pending = [
                 row
-                for row in await RenderRepository(session).variants_without_thumbnail(
+                for row in await tx.renders.variants_without_thumbnail(
                     BATCH + len(report.unreadable)
                 )
                 if (row.render_id, row.idx) not in report.unreadable
@@ -52,8 +50,8 @@ async def backfill_thumbnails(ctx: GenerationContext) -> BackfillReport:
                 report.unreadable.add((row.render_id, row.idx))
                 report.skipped += 1
                 continue
-            async with session_scope(ctx.sessions) as session:
-                if await RenderRepository(session).set_thumbnail(variant, row.render_id):
+            async with ctx.transactions() as tx:
+                if await tx.renders.set_thumbnail(variant, row.render_id):
                     report.made += 1
 
 

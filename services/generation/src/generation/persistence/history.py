@@ -16,10 +16,10 @@ from datetime import datetime
 from sqlalchemy import and_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from generation.domain.jobs import VIEW_COLUMNS, JobView, VariantRef
+from generation.domain.jobs import JobView, VariantRef
 from generation.domain.states import JobStatus
 from generation.persistence.models import GenerationJob, Render, RenderVariant
-from generation.persistence.repositories import variant_columns, variant_ref
+from generation.persistence.repositories import VIEW_COLUMNS, variant_columns, variant_ref
 
 _JOB = GenerationJob.__table__.c
 

@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from generation.domain.records import Job, PendingFiles
 from generation.domain.states import TERMINAL
 from generation.persistence.models import GenerationJob, Render
 
 # One helper for every conditional update of this package (repositories.py owns it).
 from generation.persistence.repositories import _changed as changed
+from generation.persistence.repositories import to_job
 
 TERMINAL_STATUSES = TERMINAL
-
-
-@dataclass(frozen=True)
-class PendingFiles:
-    """A job whose render files (if any) are to be removed from storage.
-
-    ``files_round`` is read before the files are listed: marking them removed
-    succeeds only if no late writer stored files since (it bumps the round).
-    """
-
-    job_id: uuid.UUID
-    owner_id: uuid.UUID
-    files_round: int
 
 
 class RemovalRepository:
@@ -114,7 +102,7 @@ class RemovalRepository:
 
     async def inputs_pending_removal(
         self, job_ids: Sequence[uuid.UUID] | None, limit: int
-    ) -> Sequence[GenerationJob]:
+    ) -> Sequence[Job]:
         """Deleted jobs whose inputs are not yet known to be removed (oldest first)."""
         query = (
             select(GenerationJob)
@@ -125,7 +113,7 @@ class RemovalRepository:
         if job_ids is not None:
             query = query.where(GenerationJob.id.in_(job_ids))
         result = await self._session.scalars(query)
-        return result.all()
+        return [to_job(row) for row in result.all()]
 
     async def keys_in_use(
         self, owner_id: uuid.UUID, job_id: uuid.UUID, keys: Sequence[str]

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Select, Update, and_, bindparam, case, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from generation.domain.jobs import VIEW_COLUMNS, JobView, VariantRef
+from generation.domain.jobs import JobView, VariantRef
+from generation.domain.records import (
+    Inserted,
+    InsertOutcome,
+    Job,
+    KeyTaken,
+    NewJob,
+    NewRender,
+    SlotTaken,
+    StoredVariant,
+    TerminalUpdate,
+)
 from generation.domain.states import (
     ENDED_WITHOUT_OUTPUT,
     INFLIGHT,
@@ -35,12 +44,52 @@ from generation.persistence.models import (
     RenderVariant,
 )
 
+# The row's columns a JobView carries, by name (the rest is its render and variants).
+VIEW_COLUMNS = (
+    "id",
+    "owner_id",
+    "prediction_id",
+    "status",
+    "mode",
+    "room_type",
+    "style",
+    "error_code",
+    "error_message",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "version",
+    "input_keys",
+    "source_job_id",
+)
 
-def violated_constraint(error: IntegrityError) -> str | None:
-    """The name of the constraint an IntegrityError is about (asyncpg)."""
-    cause = getattr(error.orig, "__cause__", None)
-    name = getattr(cause, "constraint_name", None)
-    return name if isinstance(name, str) else None
+
+def to_job(row: GenerationJob) -> Job:
+    """The domain's snapshot of a loaded row."""
+    return Job(
+        id=row.id,
+        owner_id=row.owner_id,
+        prediction_id=row.prediction_id,
+        status=row.status,
+        mode=row.mode,
+        room_type=row.room_type,
+        style=row.style,
+        error_code=row.error_code,
+        error_message=row.error_message,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        completed_at=row.completed_at,
+        version=row.version,
+        input_keys=tuple(row.input_keys),
+        source_job_id=row.source_job_id,
+        request_fingerprint=row.request_fingerprint,
+        charge_state=row.charge_state,
+        refund_state=row.refund_state,
+    )
+
+
+def _jobs(rows: Sequence[GenerationJob]) -> list[Job]:
+    return [to_job(row) for row in rows]
 
 
 async def _changed(session: AsyncSession, statement: Update) -> bool:
@@ -49,48 +98,30 @@ async def _changed(session: AsyncSession, statement: Update) -> bool:
     return result.rowcount > 0
 
 
-@dataclass(frozen=True)
-class TerminalUpdate:
-    """The outcome of ending a job: whether it changed and whether a refund is due."""
-
-    changed: bool
-    refund_due: bool
-
-
 class JobRepository:
     """Reads and conditional writes of ``generation_jobs``."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def get(self, job_id: uuid.UUID, *, for_update: bool = False) -> GenerationJob | None:
-        query = select(GenerationJob).where(GenerationJob.id == job_id)
-        if for_update:
-            query = query.with_for_update()
-        result: GenerationJob | None = await self._session.scalar(query)
-        return result
+    async def _one(self, query: Select[GenerationJob]) -> Job | None:
+        row: GenerationJob | None = await self._session.scalar(query)
+        return None if row is None else to_job(row)
 
-    async def get_for_owner(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> GenerationJob | None:
-        result: GenerationJob | None = await self._session.scalar(
-            select(GenerationJob).where(
-                GenerationJob.id == job_id, GenerationJob.owner_id == owner_id
-            )
-        )
-        return result
+    async def get(self, job_id: uuid.UUID) -> Job | None:
+        return await self._one(select(GenerationJob).where(GenerationJob.id == job_id))
 
-    async def get_by_idempotency_key(self, owner_id: uuid.UUID, key: str) -> GenerationJob | None:
-        result: GenerationJob | None = await self._session.scalar(
+    async def get_by_idempotency_key(self, owner_id: uuid.UUID, key: str) -> Job | None:
+        return await self._one(
             select(GenerationJob).where(
                 GenerationJob.owner_id == owner_id, GenerationJob.idempotency_key == key
             )
         )
-        return result
 
-    async def get_by_prediction_id(self, prediction_id: str) -> GenerationJob | None:
-        result: GenerationJob | None = await self._session.scalar(
+    async def get_by_prediction_id(self, prediction_id: str) -> Job | None:
+        return await self._one(
             select(GenerationJob).where(GenerationJob.prediction_id == prediction_id)
         )
-        return result
 
     async def has_inflight(self, owner_id: uuid.UUID) -> bool:
         found = await self._session.scalar(
@@ -103,10 +134,44 @@ class JobRepository:
         )
         return found is not None
 
-    async def insert(self, job: GenerationJob) -> None:
-        """Insert and flush, so constraint violations surface here (IntegrityError)."""
-        self._session.add(job)
-        await self._session.flush()
+    async def insert(self, job: NewJob) -> InsertOutcome:
+        """Write the job ``starting``; the database decides races no pre-check can see.
+
+        ``ON CONFLICT DO NOTHING`` (no target) covers the owner's key and the partial
+        unique index of one in-flight job per owner, and leaves the transaction usable;
+        a refused row is then told apart by looking the key up.
+        """
+        written = await self._session.execute(
+            insert(GenerationJob)
+            .values(
+                id=job.id,
+                owner_id=job.owner_id,
+                idempotency_key=job.idempotency_key,
+                request_fingerprint=job.request_fingerprint,
+                mode=job.mode,
+                room_type=job.room_type,
+                style=job.style,
+                prompt=job.prompt,
+                composed_prompt=job.composed_prompt,
+                input_keys=list(job.input_keys),
+                source_job_id=job.source_job_id,
+                source_variant_idx=job.source_variant_idx,
+                status=JobStatus.STARTING,
+                charge_state=ChargeState.NONE,
+                refund_state=RefundState.NONE,
+                created_at=job.created_at,
+                updated_at=job.created_at,
+            )
+            .on_conflict_do_nothing()
+            .returning(GenerationJob.id)
+        )
+        if written.first() is not None:
+            return Inserted()
+        if job.idempotency_key is not None:
+            taken = await self.get_by_idempotency_key(job.owner_id, job.idempotency_key)
+            if taken is not None:
+                return KeyTaken()
+        return SlotTaken()
 
     async def attach_prediction(self, job_id: uuid.UUID, prediction_id: str, now: datetime) -> bool:
         """Record the provider's id, only while the job is still ``starting``."""
@@ -225,7 +290,7 @@ class JobRepository:
 
     async def inflight_needing_poll(
         self, older_than: datetime, poll_before: datetime, limit: int
-    ) -> Sequence[GenerationJob]:
+    ) -> Sequence[Job]:
         """In-flight jobs with a prediction whose state has not moved for a while."""
         result = await self._session.scalars(
             select(GenerationJob)
@@ -241,11 +306,11 @@ class JobRepository:
             .order_by(GenerationJob.updated_at)
             .limit(limit)
         )
-        return result.all()
+        return _jobs(result.all())
 
     async def overdue_inflight(
         self, created_before: datetime, unsubmitted_before: datetime, limit: int
-    ) -> Sequence[GenerationJob]:
+    ) -> Sequence[Job]:
         """In-flight jobs past the overall timeout, or stuck without a prediction id."""
         result = await self._session.scalars(
             select(GenerationJob)
@@ -262,9 +327,9 @@ class JobRepository:
             .order_by(GenerationJob.created_at)
             .limit(limit)
         )
-        return result.all()
+        return _jobs(result.all())
 
-    async def needing_settlement(self, older_than: datetime, limit: int) -> Sequence[GenerationJob]:
+    async def needing_settlement(self, older_than: datetime, limit: int) -> Sequence[Job]:
         """Jobs whose refund is pending, or that reached the provider but were never charged."""
         result = await self._session.scalars(
             select(GenerationJob)
@@ -282,11 +347,11 @@ class JobRepository:
             .order_by(GenerationJob.updated_at)
             .limit(limit)
         )
-        return result.all()
+        return _jobs(result.all())
 
     async def page(
         self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
-    ) -> Sequence[GenerationJob]:
+    ) -> Sequence[Job]:
         """Jobs ordered by id, for the usage audit."""
         query = select(GenerationJob).order_by(GenerationJob.id).limit(limit)
         if owner_id is not None:
@@ -294,7 +359,7 @@ class JobRepository:
         if after is not None:
             query = query.where(GenerationJob.id > after)
         result = await self._session.scalars(query)
-        return result.all()
+        return _jobs(result.all())
 
 
 def variant_columns() -> tuple[Any, ...]:
@@ -359,7 +424,7 @@ class RenderRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def insert_once(self, render: Render) -> None:
+    async def insert_once(self, render: NewRender) -> None:
         await self._session.execute(
             insert(Render)
             .values(
@@ -397,16 +462,17 @@ class RenderRepository:
             .on_conflict_do_nothing(index_elements=[RenderVariant.render_id, RenderVariant.idx])
         )
 
-    async def variants_without_thumbnail(self, limit: int) -> Sequence[RenderVariant]:
+    async def variants_without_thumbnail(self, limit: int) -> Sequence[StoredVariant]:
         """Variants of live renders stored before thumbnails existed (oldest first)."""
-        result = await self._session.scalars(
-            select(RenderVariant)
+        variant = RenderVariant.__table__.c
+        result = await self._session.execute(
+            select(variant.render_id, variant.idx, variant.object_key)
             .join(Render, Render.id == RenderVariant.render_id)
             .where(RenderVariant.thumbnail_key.is_(None), Render.deleted_at.is_(None))
             .order_by(RenderVariant.created_at, RenderVariant.id)
             .limit(limit)
         )
-        return result.all()
+        return [StoredVariant(row.render_id, row.idx, row.object_key) for row in result.all()]
 
     async def set_thumbnail(self, variant: VariantRef, render_id: uuid.UUID) -> bool:
         """Record a variant's thumbnail and size, unless another run already did."""
@@ -422,20 +488,6 @@ class RenderRepository:
                 thumbnail_key=variant.thumbnail_key, width=variant.width, height=variant.height
             ),
         )
-
-    async def for_job(self, job_id: uuid.UUID) -> Render | None:
-        result: Render | None = await self._session.scalar(
-            select(Render).where(Render.job_id == job_id)
-        )
-        return result
-
-    async def variants(self, render_id: uuid.UUID) -> Sequence[RenderVariant]:
-        result = await self._session.scalars(
-            select(RenderVariant)
-            .where(RenderVariant.render_id == render_id)
-            .order_by(RenderVariant.idx)
-        )
-        return result.all()
 
     async def soft_delete(self, job_id: uuid.UUID, now: datetime) -> bool:
         return await _changed(

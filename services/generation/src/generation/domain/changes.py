@@ -1,0 +1,42 @@
+"""The change feed as the transport follows it: a port, implemented over LISTEN/NOTIFY.
+
+``persistence.feed_port`` adapts ``persistence.feed.ChangeFeed`` to it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+
+class JobChangeRef(Protocol):
+    """One visible change of a job: its new version."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def job_id(self) -> uuid.UUID: ...
+
+    @property
+    def owner_id(self) -> uuid.UUID: ...
+
+
+class FeedLost(Exception):
+    """The feed's connection ended; resume from the last version received."""
+
+
+class SubscriberTooSlow(Exception):
+    """The follower fell behind; resume from the last version received."""
+
+
+class JobFeed(Protocol):
+    def follow(
+        self, owner_id: uuid.UUID | None, from_version: int
+    ) -> AsyncIterator[JobChangeRef | int]:
+        """Changes after ``from_version`` and one ``int`` (the caught-up version), then live.
+
+        Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
+        """
+        ...

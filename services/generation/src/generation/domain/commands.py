@@ -1,0 +1,81 @@
+"""What an owner does to one of their jobs: cancel it, delete it."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+
+from generation import metrics
+from generation.domain import jobs
+from generation.domain.cleanup import remove_deleted_job_files
+from generation.domain.context import GenerationContext
+from generation.domain.events import apply_prediction, end_without_output
+from generation.domain.provider import Prediction, ProviderError
+from generation.domain.queries import load_view
+from kit.errors import JobNotCancellable, JobNotFinished
+from kit.logging import get_logger
+from kit.storage import StorageError
+
+log = get_logger("generation.commands")
+
+
+async def cancel_generation(
+    ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID
+) -> jobs.JobView:
+    """Cancel a starting/processing job at the provider, end it canceled, refund it."""
+    job = await load_view(ctx, owner_id, job_id)
+    if jobs.is_terminal(job.status):
+        if job.status == jobs.CANCELED:
+            return job  # canceling twice is harmless
+        raise JobNotCancellable()
+    if job.prediction_id is not None:
+        await _cancel_at_provider(ctx, job, job.prediction_id)
+    await end_without_output(ctx, job, jobs.USER_CANCELED, jobs.CANCELED)
+    view = await load_view(ctx, owner_id, job_id)
+    if view.status != jobs.CANCELED:
+        raise JobNotCancellable()
+    log.info("job.canceled", **jobs.log_fields(job, jobs.CANCELED))
+    metrics.job_transition(jobs.CANCELED, "user")
+    return view
+
+
+async def _cancel_at_provider(
+    ctx: GenerationContext, job: jobs.JobView, prediction_id: str
+) -> None:
+    """Stop the provider's run; a result that won the race is applied first."""
+    try:
+        prediction = await ctx.provider.cancel_prediction(prediction_id)
+    except ProviderError as error:
+        # The user's intent wins: end the job here; a late provider event is ignored.
+        fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
+        log.warning("provider.cancel_failed", **fields, error=type(error).__name__)
+        return
+    if jobs.job_status_for(prediction.status) == jobs.SUCCEEDED:
+        await _apply_quietly(ctx, prediction)
+
+
+async def _apply_quietly(ctx: GenerationContext, prediction: Prediction) -> None:
+    with contextlib.suppress(ProviderError, StorageError):
+        await apply_prediction(ctx, prediction, source="cancel")
+
+
+async def delete_generation(
+    ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID
+) -> jobs.JobView:
+    """Soft-delete a finished job's render and remove its files and inputs from storage.
+
+    The deletion commits first and records what is left to remove; the removal is
+    then tried once here, and a storage failure does not fail the DELETE: the
+    sweep retries it until done. Deleting again is harmless (and retries too).
+    """
+    view = await load_view(ctx, owner_id, job_id)
+    if not jobs.is_terminal(view.status):
+        raise JobNotFinished()
+    now = ctx.clock.now()
+    async with ctx.transactions() as tx:
+        await tx.removals.mark_deleted(view.id, now)
+        deleted = await tx.renders.soft_delete(view.id, now)
+    log.info("render.deleted", **jobs.log_fields(view), changed=deleted)
+    await remove_deleted_job_files(ctx, view.id)
+    return dataclasses.replace(view, render_id=None, variants=())

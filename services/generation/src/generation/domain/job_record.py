@@ -1,0 +1,66 @@
+"""Writing a submission's job row, ``starting``.
+
+The database is the real one-in-flight guard (the admission check cannot see a
+parallel request): a refused row removes the uploaded inputs, and a parallel
+request with the same key, which can trip either guard, answers with its job.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from generation.domain.admission import find_replay
+from generation.domain.context import GenerationContext
+from generation.domain.input_storage import discard_inputs
+from generation.domain.modes import GenerationInput
+from generation.domain.records import Inserted, KeyTaken, NewJob
+from generation.domain.submit_request import SubmitCommand, SubmitResult
+from kit.errors import IdempotencyKeyReused, TooManyInflight
+
+
+def new_job(
+    ctx: GenerationContext,
+    command: SubmitCommand,
+    validated: GenerationInput,
+    input_keys: list[str],
+    request_fingerprint: str,
+    composed_prompt: str,
+) -> NewJob:
+    """The row to write for a validated request whose inputs are stored."""
+    return NewJob(
+        id=uuid.uuid4(),
+        owner_id=command.owner_id,
+        idempotency_key=command.idempotency_key or None,
+        request_fingerprint=request_fingerprint,
+        mode=validated.mode.value,
+        room_type=validated.room_type,
+        style=validated.style,
+        prompt=validated.prompt,
+        composed_prompt=composed_prompt,
+        input_keys=tuple(input_keys),
+        source_job_id=command.source.job_id if command.source else None,
+        source_variant_idx=command.source.variant_idx if command.source else None,
+        created_at=ctx.clock.now(),
+    )
+
+
+async def record_job(
+    ctx: GenerationContext, job: NewJob, command: SubmitCommand
+) -> SubmitResult | None:
+    """None once the row is written; else the winner of a race under the same key.
+
+    Raises TooManyInflight when another job holds the owner's slot, and
+    IdempotencyKeyReused when the key is taken by a different request.
+    """
+    async with ctx.transactions() as tx:
+        outcome = await tx.jobs.insert(job)
+    if isinstance(outcome, Inserted):
+        return None
+    await discard_inputs(ctx, list(job.input_keys))
+    if command.idempotency_key:
+        replay = await find_replay(ctx, command, job.request_fingerprint)
+        if replay is not None:
+            return replay
+    if isinstance(outcome, KeyTaken):
+        raise IdempotencyKeyReused()
+    raise TooManyInflight()

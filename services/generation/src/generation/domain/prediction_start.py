@@ -1,0 +1,128 @@
+"""Starting a recorded job at the provider, then charging it.
+
+The provider is asked with signed input URLs and the absolute webhook URL; its
+prediction id is attached, then the usage debit (idempotent per job) follows.
+
+Unwinding: a provider failure ends the job ``failed`` (nothing was charged yet,
+the slot is freed, the inputs stay referenced by the failed job) and answers
+UPSTREAM_ERROR; a job canceled while being submitted is canceled at the provider
+and never charged; a debit refused (the plan changed meanwhile) cancels the
+prediction and fails the job with LIMIT_EXCEEDED; a debit that cannot reach the
+usage service is finished later by the sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+
+from generation import metrics
+from generation.domain import jobs
+from generation.domain.context import GenerationContext
+from generation.domain.provider import PredictionRequest, ProviderError
+from generation.domain.settlement import charge
+from kit.errors import LimitExceeded, UpstreamError
+from kit.logging import get_logger
+from kit.storage import StorageError
+
+log = get_logger("generation.submission")
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    """The job being submitted, as the settlement and the logs need it."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    prediction_id: str | None = None
+    status: str = jobs.STARTING
+
+
+async def start_prediction(
+    ctx: GenerationContext, job: StartedJob, prompt: str, input_keys: list[str], webhook_url: str
+) -> None:
+    """Create the prediction, attach it and charge the job (see the module docstring)."""
+    ttl = ctx.config.uploads.signed_url_ttl_seconds
+    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id)}
+    try:
+        urls = [
+            await ctx.storage.presigned_get_url(ctx.private_bucket, key, ttl) for key in input_keys
+        ]
+        prediction = await ctx.provider.create_prediction(
+            PredictionRequest(
+                prompt=prompt,
+                image_urls=tuple(urls),
+                webhook_url=webhook_url,
+                webhook_events=ctx.config.replicate.webhook_events,
+                output_format=ctx.config.replicate.output_format,
+            )
+        )
+    except (ProviderError, StorageError) as error:
+        await _fail_unsubmitted(ctx, job, jobs.UPSTREAM)
+        log.error(
+            "job.provider_create_failed", **fields, status=jobs.FAILED, error=type(error).__name__
+        )
+        metrics.job_transition(jobs.FAILED, "submit")
+        raise UpstreamError() from error
+    except BaseException:
+        # Cancelled or crashed mid-call: never leave the in-flight slot held.
+        await asyncio.shield(_fail_unsubmitted(ctx, job, jobs.INTERRUPTED))
+        raise
+    await _attach_and_charge(ctx, job, prediction.id)
+
+
+async def _fail_unsubmitted(ctx: GenerationContext, job: StartedJob, error: jobs.JobError) -> None:
+    async with ctx.transactions() as tx:
+        await tx.jobs.mark_ended_without_output(
+            job.id, jobs.FAILED, error.code, error.message, ctx.clock.now()
+        )
+
+
+async def _attach_and_charge(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
+    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": prediction_id}
+    try:
+        async with ctx.transactions() as tx:
+            attached = await tx.jobs.attach_prediction(job.id, prediction_id, ctx.clock.now())
+    except Exception:
+        # The database failed right after the provider accepted: do not leave a run
+        # nobody will follow. Failing the job may fail too; the sweep then ends it.
+        await asyncio.shield(_abandon_prediction(ctx, job, prediction_id))
+        raise
+    if not attached:
+        # Canceled (or ended) while we were submitting: stop the provider's run too.
+        await _cancel_quietly(ctx, prediction_id)
+        log.info("job.canceled_during_submit", **fields)
+        return
+    log.info("job.provider_accepted", **fields, status=jobs.STARTING)
+    try:
+        await charge(ctx, StartedJob(job.id, job.owner_id, prediction_id))
+    except LimitExceeded:
+        await _cancel_quietly(ctx, prediction_id)
+        await _fail_unsubmitted(ctx, job, jobs.OVER_LIMIT)
+        log.warning("job.debit_refused", **fields, status=jobs.FAILED)
+        metrics.job_transition(jobs.FAILED, "submit")
+        raise
+
+
+async def _abandon_prediction(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
+    await _cancel_quietly(ctx, prediction_id)
+    try:
+        await _fail_unsubmitted(ctx, job, jobs.INTERRUPTED)
+    except Exception:
+        log.warning(
+            "job.fail_deferred",
+            ownerId=str(job.owner_id),
+            jobId=str(job.id),
+            predictionId=prediction_id,
+            status=jobs.STARTING,
+        )
+
+
+async def _cancel_quietly(ctx: GenerationContext, prediction_id: str) -> None:
+    try:
+        await ctx.provider.cancel_prediction(prediction_id)
+    except ProviderError as error:
+        log.warning(
+            "provider.cancel_failed", predictionId=prediction_id, error=type(error).__name__
+        )

@@ -1,0 +1,54 @@
+"""What a submission asks for, as the transport hands it over, and what it answers."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import IO
+
+from generation.domain.records import Job
+from generation.domain.refine import SourceRef
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """One upload as received: a seekable file the caller owns (and closes)."""
+
+    field: str
+    file: IO[bytes]
+    size: int
+    # SHA-256 of the bytes, computed while they arrived (for the fingerprint).
+    sha256: bytes
+
+
+@dataclass(frozen=True)
+class SubmitCommand:
+    owner_id: uuid.UUID
+    idempotency_key: str | None
+    mode: str
+    prompt: str | None
+    room_type: str | None
+    style: str | None
+    inputs: tuple[RawInput, ...]
+    request_base_url: str | None
+    # Refine: an earlier result of the owner's that becomes input1 (see domain.refine).
+    source: SourceRef | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job: Job
+    replayed: bool
+
+
+def fingerprint(command: SubmitCommand) -> str:
+    """A digest of everything the request asks for, to detect a reused key."""
+    digest = hashlib.sha256()
+    for part in (command.mode, command.prompt or "", command.room_type or "", command.style or ""):
+        digest.update(part.encode() + b"\x00")
+    for item in command.inputs:
+        digest.update(item.sha256)
+    if command.source is not None:  # absent from plain submissions: old digests still match
+        digest.update(f"source:{command.source.job_id}:{command.source.variant_idx}".encode())
+    return digest.hexdigest()

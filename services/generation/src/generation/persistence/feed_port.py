@@ -1,0 +1,36 @@
+"""``ChangeFeed`` behind the domain's ``JobFeed`` port: its errors become the domain's."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import cast
+
+from generation.domain import changes
+from generation.persistence import feed
+
+
+class FeedPort:
+    """A thin adapter: the feed's items pass through unchanged."""
+
+    def __init__(self, change_feed: feed.ChangeFeed) -> None:
+        self._feed = change_feed
+
+    async def follow(
+        self, owner_id: uuid.UUID | None, from_version: int
+    ) -> AsyncIterator[changes.JobChangeRef | int]:
+        """See ``ChangeFeed.follow``; closing this closes the subscription at once."""
+        # follow is an async generator (typed as an iterator): closed here, its
+        # subscription ends now rather than whenever the collector runs.
+        items = cast(
+            "AsyncGenerator[feed.JobChange | int, None]", self._feed.follow(owner_id, from_version)
+        )
+        try:
+            async with aclosing(items):
+                async for item in items:
+                    yield item
+        except feed.FeedLost:
+            raise changes.FeedLost from None
+        except feed.SubscriberTooSlow:
+            raise changes.SubscriberTooSlow from None
