@@ -17,7 +17,7 @@ from kit.settings import DEFAULT_RUNTIME_CONFIG
 from launcher.components import free_port
 from launcher.keys import ensure_key_dir
 from replicate_emulator.config import EmulatorConfig
-from replicate_emulator.server import EmulatorServer
+from testkit.emulator import EmulatorServer
 from testkit.plugin import S3Endpoint
 from testkit.providers import emulator_provider
 from testkit.servers import MovableClock, ThreadedUvicorn

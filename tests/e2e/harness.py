@@ -30,7 +30,7 @@ from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.grpc_server import GrpcServer
 from kit.service_identity import OPERATOR, USAGE, TokenSigner
-from replicate_emulator.server import EmulatorServer
+from testkit.emulator import EmulatorServer
 from testkit.servers import MovableClock, ThreadedUvicorn
 
 

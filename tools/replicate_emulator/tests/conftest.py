@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from replicate_emulator import EmulatorConfig, EmulatorServer
+from replicate_emulator import EmulatorConfig
 from replicate_emulator.testing import WebhookReceiver
 from replicate_emulator.tls import client_tls_context
+from testkit.emulator import EmulatorServer
 
 FAST = EmulatorConfig(
     port=0,

@@ -9,8 +9,9 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from replicate_emulator import AsyncControlClient, ControlError, EmulatorServer
+from replicate_emulator import AsyncControlClient, ControlError
 from replicate_emulator.testing import WebhookReceiver
+from testkit.emulator import EmulatorServer
 
 MODEL_PATH = "/v1/models/google/nano-banana/predictions"
 EVENTS = ["completed"]

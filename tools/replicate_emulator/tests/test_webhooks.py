@@ -13,9 +13,10 @@ import pytest
 from replicate.webhook import InvalidSignatureError, Webhooks, WebhookSigningSecret
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from replicate_emulator import EmulatorConfig, EmulatorServer
+from replicate_emulator import EmulatorConfig
 from replicate_emulator.signing import sign
 from replicate_emulator.testing import WebhookReceiver
+from testkit.emulator import EmulatorServer
 
 MODEL_PATH = "/v1/models/google/nano-banana/predictions"
 ALL_EVENTS = ["start", "output", "logs", "completed"]

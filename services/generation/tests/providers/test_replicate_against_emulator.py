@@ -16,8 +16,9 @@ from generation.domain.provider import (
     ProviderUnavailable,
 )
 from generation.providers.replicate import ReplicateProvider
-from replicate_emulator import EmulatorConfig, EmulatorServer
+from replicate_emulator import EmulatorConfig
 from replicate_emulator.testing import WebhookReceiver
+from testkit.emulator import EmulatorServer
 
 pytestmark = pytest.mark.integration
 
