@@ -52,6 +52,8 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         try:
             await super().startup(sockets)
+        except SystemExit:  # uvicorn's answer to a failed lifespan: the caller raises
+            self.should_exit = True
         finally:
             self._settled()
 
@@ -78,6 +80,7 @@ class ThreadedUvicorn:
     ) -> None:
         # ``factory`` builds the app once the port is known (an app that names its own URL).
         self._factory = factory or (lambda _port: app)
+        self._app = app
         self._host = host
         self._requested_port = port
         self._name = name
@@ -94,7 +97,8 @@ class ThreadedUvicorn:
         sock = _bind(self._host, self._requested_port)
         self.port = sock.getsockname()[1]
         settled = threading.Event()
-        server = self._server = _Server(_config(self._factory(self.port)), settled.set)
+        self._app = self._factory(self.port)
+        server = self._server = _Server(_config(self._app), settled.set)
         self._thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name=self._name, daemon=True
         )
