@@ -35,21 +35,10 @@ class Cluster:
     """The testkit's Stack with two generation instances (A: the edge's, B: the rest's)."""
 
     stack: Stack
-    s3_server: S3Endpoint
 
     @property
     def second(self) -> GenerationApp:
         return self.stack.generations[1]
-
-    @property
-    def first_port(self) -> int:
-        """Where instance A listens (the edge's target)."""
-        return self.stack.generations[0].server.port
-
-    @property
-    def second_port(self) -> int:
-        """Where instance B listens (a second edge may follow it; it may be restarted there)."""
-        return self.second.server.port
 
     @property
     def usage_database_url(self) -> str:
@@ -99,4 +88,4 @@ async def running_cluster(
 ) -> AsyncIterator[Cluster]:
     """Start every part; stop them all on the way out."""
     async with in_process_stack(OPTIONS, database_factory, s3_server) as stack:
-        yield Cluster(stack, s3_server)
+        yield Cluster(stack)

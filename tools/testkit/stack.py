@@ -77,6 +77,7 @@ class Stack:
     clock: MovableClock
     # Service identity keys (launcher.keys layout): direct gRPC calls sign with them.
     keys: Path | None = None
+    s3: S3Endpoint | None = None
     usage_database_url: str = ""
     generation_database_url: str = ""
     _restart: Callable[[int], Awaitable[GenerationApp]] | None = None
@@ -98,6 +99,19 @@ class Stack:
     def identity_env(self, name: str) -> dict[str, str]:
         """The settings a further client service (e.g. a second edge) signs with as ``name``."""
         return {} if self.keys is None else {"SERVICE_KEY_FILE": str(self.keys / f"{name}.key")}
+
+    def edge_settings(self, instance: int = 0, **overrides: Any) -> EdgeSettings:
+        """Settings of a further edge on this stack, talking to generation ``instance``."""
+        port = self.generations[instance].server.port
+        return EdgeSettings.model_validate(
+            {
+                "GENERATION_GRPC_TARGET": f"127.0.0.1:{port}",
+                "USAGE_GRPC_TARGET": self.usage_target,
+                **overrides,
+                **(self.s3.env() if self.s3 is not None else {}),
+                **self.identity_env("edge-api"),
+            }
+        )
 
     def signer(self, name: str) -> TokenSigner | None:
         """A signer for calls made as the service identity ``name``."""
@@ -273,6 +287,7 @@ async def in_process_stack(
             usage_target=usage_target,
             clock=clock,
             keys=keys,
+            s3=s3,
             usage_database_url=usage_url,
             generation_database_url=generation_url,
             _restart=start_generation,
