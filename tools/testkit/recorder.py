@@ -75,11 +75,15 @@ class RecordingServer:
         return self._answer(status)
 
     def _answer(self, status: int) -> Response:
+        # One connection a request, as the http.server this replaced did: a proxy in front
+        # never reuses a connection uvicorn's keep-alive timer is closing (and retries).
+        headers = {"Connection": "close"}
         if 300 <= status < 400:
-            return Response(status_code=status, headers={"Location": "/redirected"})
+            return Response(status_code=status, headers={**headers, "Location": "/redirected"})
         if self._body is None or status >= 300:
-            return Response(status_code=status)
-        return Response(json.dumps(self._body), status, media_type="application/json")
+            return Response(status_code=status, headers=headers)
+        body = json.dumps(self._body)
+        return Response(body, status, headers=headers, media_type="application/json")
 
     def snapshot(self) -> list[Received]:
         """Everything received so far."""
