@@ -1,4 +1,5 @@
-"""The system under test: the launcher's Stack on free ports in a temporary directory.
+"""The system under test: testkit's process stack (the launcher's Stack, as ``make run``
+starts it) on free ports in a temporary directory.
 
 The emulator answers instantly (start and run delays 0). Everything else runs on
 the launcher's embedded defaults, exactly as ``make run`` starts it.
@@ -6,18 +7,17 @@ the launcher's embedded defaults, exactly as ``make run`` starts it.
 
 from __future__ import annotations
 
-import os
-import tempfile
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 
 import psutil
 
 from kit.settings import S3Settings
-from launcher.config import LauncherConfig, Ports
+from launcher.config import LauncherConfig
 from launcher.stack import Stack, s3_settings
 from replicate_emulator.control import ControlClient
+from testkit.stack import process_stack
 
 PUBLIC_BUCKET_ENV = "S3_PUBLIC_BUCKET"
 
@@ -41,48 +41,25 @@ class BenchSystem:
     """A running Stack plus the addresses and handles the phases need."""
 
     stack: Stack
-    tempdir: tempfile.TemporaryDirectory[str]
+    parts: ExitStack
     control: ControlClient = field(init=False)
 
     def __post_init__(self) -> None:
-        self.control = ControlClient(self.config.replicate_url())
+        self.control = self.parts.enter_context(closing(ControlClient(self.replicate_url)))
 
     @classmethod
     def start(cls) -> BenchSystem:
         """Bring every part up; raises (after stopping what started) on failure."""
-        tempdir = tempfile.TemporaryDirectory(prefix="interior-bench-")
-        env = {
-            **os.environ,
-            "LAUNCHER_DATA_DIR": str(Path(tempdir.name) / "var"),
-            "EMULATOR_START_DELAY_MS": "0",
-            "EMULATOR_RUN_DELAY_MS": "0",
-        }
-        # Whatever the caller's shell points at, the bench runs its own embedded parts.
-        for name in (
-            "DATABASE_URL",
-            "GENERATION_DATABASE_URL",
-            "USAGE_DATABASE_URL",
-            "S3_ENDPOINT",
-            "REPLICATE_API_BASE_URL",
-            "WEBHOOK_BASE_URL",
-        ):
-            env.pop(name, None)
-        config = LauncherConfig.from_env(env).with_ports(Ports.free())
-        stack = Stack(config, say=_Progress())
-        try:
-            stack.start()
-        except BaseException:
-            tempdir.cleanup()
-            raise
-        return cls(stack, tempdir)
+        env = {"EMULATOR_START_DELAY_MS": "0", "EMULATOR_RUN_DELAY_MS": "0"}
+        with ExitStack() as parts:
+            stack = parts.enter_context(
+                process_stack(env, say=_Progress(), prefix="interior-bench-")
+            )
+            return cls(stack, parts.pop_all())
 
     def stop(self) -> None:
         """Stop every part and remove the temporary directory."""
-        self.control.close()
-        try:
-            self.stack.stop()
-        finally:
-            self.tempdir.cleanup()
+        self.parts.close()
 
     def __enter__(self) -> BenchSystem:
         return self

@@ -21,11 +21,11 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 
 from edge_api.app import create_app
 from edge_api.settings import EdgeSettings
+from testkit.envoy import Envoy, running_envoy
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.conftest import books_balance_at_the_end, http, reset_emulator, stack
 from tests.e2e.harness import Stack, make_token
-from tests.security.proxy import Envoy, running_envoy
 
 __all__ = ["books_balance_at_the_end", "http", "reset_emulator", "stack"]
 

@@ -14,10 +14,10 @@ from playwright.async_api import Page, Request, Route, expect
 from edge_api.openapi import ERROR_CODES
 from generation.persistence.models import GenerationJob
 from kit.db import session_scope
+from testkit.envoy import Envoy
 from testkit.plugin import S3Endpoint
 from tests.browser.conftest import Visitor
 from tests.e2e.harness import Stack, jpeg_bytes
-from tests.security.proxy import Envoy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

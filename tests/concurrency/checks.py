@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from generation.domain.context import GenerationContext
 from generation.domain.sweep import sweep_once
 from generation.persistence.models import (
     INFLIGHT_STATUSES,
@@ -18,6 +17,7 @@ from generation.persistence.models import (
     Render,
     RenderVariant,
 )
+from generation.wiring import WiredContext
 from kit.db import session_scope
 
 
@@ -59,7 +59,7 @@ async def inflight_counts(sessions: async_sessionmaker[AsyncSession]) -> dict[uu
     return {owner: count for owner, count in rows}
 
 
-async def extra_sweeps(contexts: Iterable[GenerationContext], stop: asyncio.Event) -> int:
+async def extra_sweeps(contexts: Iterable[WiredContext], stop: asyncio.Event) -> int:
     """More sweep passes on every instance, racing the services' own sweepers."""
     passes = 0
     while not stop.is_set():
@@ -70,7 +70,7 @@ async def extra_sweeps(contexts: Iterable[GenerationContext], stop: asyncio.Even
     return passes
 
 
-async def jobs_of(ctx: GenerationContext, owners: Iterable[uuid.UUID]) -> list[GenerationJob]:
+async def jobs_of(ctx: WiredContext, owners: Iterable[uuid.UUID]) -> list[GenerationJob]:
     async with session_scope(ctx.sessions) as session:
         result = await session.scalars(
             select(GenerationJob).where(GenerationJob.owner_id.in_(list(owners)))
@@ -78,7 +78,7 @@ async def jobs_of(ctx: GenerationContext, owners: Iterable[uuid.UUID]) -> list[G
         return list(result.all())
 
 
-async def render_counts(ctx: GenerationContext, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+async def render_counts(ctx: WiredContext, job_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
     """Renders per job (every job listed, 0 when none)."""
     async with session_scope(ctx.sessions) as session:
         rows = (
@@ -93,7 +93,7 @@ async def render_counts(ctx: GenerationContext, job_ids: list[uuid.UUID]) -> dic
     return counts
 
 
-async def variant_keys(ctx: GenerationContext, job_id: uuid.UUID) -> list[str]:
+async def variant_keys(ctx: WiredContext, job_id: uuid.UUID) -> list[str]:
     async with session_scope(ctx.sessions) as session:
         result = await session.scalars(
             select(RenderVariant.object_key)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from generation.domain import jobs
+from testkit.stack import Stack
 from tests.concurrency.checks import (
     InflightSampler,
     extra_sweeps,
@@ -27,7 +28,7 @@ from tests.concurrency.checks import (
     variant_keys,
 )
 from tests.concurrency.cluster import Cluster
-from tests.e2e.harness import Stack, User, jpeg_bytes
+from tests.e2e.harness import User, jpeg_bytes
 
 SOAK = os.environ.get("SOAK") == "1"
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800 if SOAK else 180)]

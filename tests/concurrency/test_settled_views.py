@@ -26,7 +26,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from edge_api.app import create_app as create_edge_app
-from edge_api.settings import EdgeSettings
 from edge_api.state import EdgeState
 from interior.generation.v1 import generation_pb2_grpc
 from kit.db import session_scope
@@ -55,17 +54,8 @@ class Edge:
         return self.state.feed.settled.hits
 
 
-def _edge(cluster: Cluster, port: int, name: str) -> Edge:
-    assert cluster.s3_server is not None
-    settings = EdgeSettings.model_validate(
-        {
-            "GENERATION_GRPC_TARGET": f"127.0.0.1:{port}",
-            "USAGE_GRPC_TARGET": cluster.stack.usage_target,
-            "GRPC_DEADLINE_SECONDS": EDGE_DEADLINE_SECONDS,
-            **cluster.s3_server.env(),
-            **cluster.stack.identity_env("edge-api"),
-        }
-    )
+def _edge(cluster: Cluster, instance: int, name: str) -> Edge:
+    settings = cluster.stack.edge_settings(instance, GRPC_DEADLINE_SECONDS=EDGE_DEADLINE_SECONDS)
     app = create_edge_app(settings, _config())
     return Edge(ThreadedUvicorn(app, name=name).start(), app.state.edge)
 
@@ -73,8 +63,8 @@ def _edge(cluster: Cluster, port: int, name: str) -> Edge:
 @pytest.fixture(scope="module")
 async def edges(cluster: Cluster) -> AsyncIterator[tuple[Edge, Edge]]:
     pair = (
-        _edge(cluster, cluster.first_port, "edge-a"),
-        _edge(cluster, cluster.second_port, "edge-b"),
+        _edge(cluster, 0, "edge-a"),
+        _edge(cluster, 1, "edge-b"),
     )
     try:
         yield pair

@@ -1,4 +1,4 @@
-"""The real system in one process for end-to-end tests.
+"""What end-to-end tests drive the in-process system with (testkit.stack builds it).
 
 PostgreSQL and the S3 server are real child processes (session fixtures);
 the usage and generation gRPC servers run in the test's event loop on real
@@ -13,25 +13,15 @@ import io
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
 import jwt
 from PIL import Image
 
 from edge_api.settings import DEV_JWT_SECRET
-from generation.domain.context import GenerationContext
-from generation.wiring import GenerationApp
-from interior.usage.v1 import usage_pb2, usage_pb2_grpc
-from kit.grpc_client import create_channel
-from kit.grpc_server import GrpcServer
-from kit.service_identity import OPERATOR, USAGE, TokenSigner
-from replicate_emulator.server import EmulatorServer
-from testkit.servers import MovableClock, ThreadedUvicorn
+from testkit.stack import Stack
 
 
 def make_token(user_id: uuid.UUID, *, secret: str = DEV_JWT_SECRET, **overrides: Any) -> str:
@@ -54,59 +44,6 @@ def jpeg_bytes(
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
-
-
-@dataclass
-class Stack:
-    edge: ThreadedUvicorn
-    gateway: ThreadedUvicorn
-    emulator: EmulatorServer
-    generation: GenerationApp
-    usage_server: GrpcServer
-    usage_target: str
-    clock: MovableClock
-    # Service identity keys (launcher.keys layout): direct gRPC calls sign with them.
-    keys: Path | None = None
-    _usage_channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
-
-    def identity_env(self, name: str) -> dict[str, str]:
-        """The settings a further client service (e.g. a second edge) signs with as ``name``."""
-        return {} if self.keys is None else {"SERVICE_KEY_FILE": str(self.keys / f"{name}.key")}
-
-    @property
-    def ctx(self) -> GenerationContext:
-        return self.generation.context
-
-    @property
-    def api(self) -> str:
-        return f"{self.edge.base_url}/api/v1"
-
-    def signer(self, name: str) -> TokenSigner | None:
-        """A signer for calls made as the service identity ``name``."""
-        return None if self.keys is None else TokenSigner(name, self.keys / f"{name}.key")
-
-    async def usage_stub(self, caller: str = OPERATOR) -> usage_pb2_grpc.UsageServiceStub:
-        """Usage, called as ``caller`` (plans and the audit are the operator's calls)."""
-        if caller not in self._usage_channels:
-            self._usage_channels[caller] = create_channel(
-                self.usage_target, signer=self.signer(caller), audience=USAGE
-            )
-        return usage_pb2_grpc.UsageServiceStub(self._usage_channels[caller])
-
-    async def set_plan(self, owner_id: uuid.UUID, price_id: str) -> None:
-        stub = await self.usage_stub()
-        await stub.SetPlan(
-            usage_pb2.SetPlanRequest(owner_id=str(owner_id), price_id=price_id), timeout=5
-        )
-
-    async def audit(self) -> list[usage_pb2.Discrepancy]:
-        stub = await self.usage_stub()
-        response = await stub.AuditLedger(usage_pb2.AuditLedgerRequest(), timeout=30)
-        return list(response.discrepancies)
-
-    async def control(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the emulator's (synchronous) control client without blocking the loop."""
-        return await asyncio.to_thread(getattr(self.emulator.control, method), *args, **kwargs)
 
 
 class User:

@@ -15,10 +15,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from edge_api.app import create_app as create_edge_app
-from edge_api.settings import EdgeSettings
 from kit.runtime_config import load_runtime_config
 from testkit.config import REPO_RUNTIME_CONFIG
-from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.harness import Stack, User, jpeg_bytes, make_token
 
@@ -206,19 +204,10 @@ async def test_a_slow_reader_does_not_hold_up_others(
 
 
 @asynccontextmanager
-async def _quick_edge(stack: Stack, s3_server: S3Endpoint, **settings: Any) -> AsyncIterator[str]:
+async def _quick_edge(stack: Stack, **settings: Any) -> AsyncIterator[str]:
     """A second edge on the same services, with short SSE timings."""
     edge = ThreadedUvicorn(
-        create_edge_app(
-            EdgeSettings(
-                GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
-                USAGE_GRPC_TARGET=stack.usage_target,
-                **settings,
-                **s3_server.env(),
-                **stack.identity_env("edge-api"),
-            ),
-            load_runtime_config(REPO_RUNTIME_CONFIG),
-        ),
+        create_edge_app(stack.edge_settings(**settings), load_runtime_config(REPO_RUNTIME_CONFIG)),
         name="quick-edge",
     ).start()
     try:
@@ -227,9 +216,7 @@ async def _quick_edge(stack: Stack, s3_server: S3Endpoint, **settings: Any) -> A
         edge.stop()
 
 
-async def test_a_lost_webhook_still_shows_while_watched(
-    stack: Stack, user: User, s3_server: S3Endpoint
-) -> None:
+async def test_a_lost_webhook_still_shows_while_watched(stack: Stack, user: User) -> None:
     await stack.control("set_faults", drop_webhooks="all")
     job_id = (await user.submit("imagine", prompt="A tiled bathroom")).json()["id"]
     await stack.control(
@@ -238,7 +225,7 @@ async def test_a_lost_webhook_still_shows_while_watched(
     stack.clock.advance(timedelta(minutes=1))  # generation now sees the job's state as stale
     stream = Stream()
 
-    async with _quick_edge(stack, s3_server, SSE_REFRESH_SECONDS=0.2) as api:
+    async with _quick_edge(stack, SSE_REFRESH_SECONDS=0.2) as api:
         await asyncio.wait_for(
             follow(user.client, f"{api}/generations/{job_id}/events", user.headers, stream), WAIT
         )
@@ -246,12 +233,12 @@ async def test_a_lost_webhook_still_shows_while_watched(
     assert stream.statuses[-1] == "succeeded"  # found by the refresh: no webhook came
 
 
-async def test_idle_streams_get_heartbeats(stack: Stack, user: User, s3_server: S3Endpoint) -> None:
+async def test_idle_streams_get_heartbeats(stack: Stack, user: User) -> None:
     await stack.control("set_faults", hold=True)
     held = (await user.submit("imagine", prompt="A mudroom")).json()
     stream = Stream()
 
-    async with _quick_edge(stack, s3_server, SSE_HEARTBEAT_SECONDS=0.1) as api:
+    async with _quick_edge(stack, SSE_HEARTBEAT_SECONDS=0.1) as api:
         watcher = asyncio.create_task(
             follow(user.client, f"{api}/generations/{held['id']}/events", user.headers, stream)
         )
@@ -287,15 +274,13 @@ def _get_generation_calls() -> float:
     )
 
 
-async def test_idle_watchers_of_one_job_share_one_timed_read(
-    stack: Stack, user: User, s3_server: S3Endpoint
-) -> None:
+async def test_idle_watchers_of_one_job_share_one_timed_read(stack: Stack, user: User) -> None:
     await stack.control("set_faults", hold=True)
     held = (await user.submit("imagine", prompt="A sunroom")).json()
     streams = [Stream() for _ in range(20)]
     refresh, quiet = 0.1, 1.0
 
-    async with _quick_edge(stack, s3_server, SSE_REFRESH_SECONDS=refresh) as api:
+    async with _quick_edge(stack, SSE_REFRESH_SECONDS=refresh) as api:
         url = f"{api}/generations/{held['id']}/events"
         watchers = [
             asyncio.create_task(follow(user.client, url, user.headers, stream))

@@ -9,11 +9,9 @@ import httpx
 import pytest
 
 from edge_api.app import create_app as create_edge_app
-from edge_api.settings import EdgeSettings
 from generation.api.servicer import PROVIDER_DEADLINE_MARGIN_SECONDS
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.grpc_client import create_channel
-from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.harness import Stack, User, jpeg_bytes
 
@@ -40,15 +38,9 @@ async def _left(stack: Stack, queue: str) -> int:
 
 
 @pytest.fixture
-def impatient_edge(stack: Stack, s3_server: S3Endpoint) -> Iterator[str]:
+def impatient_edge(stack: Stack) -> Iterator[str]:
     """A second edge whose submit deadline leaves the provider two seconds."""
-    settings = EdgeSettings(
-        GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
-        USAGE_GRPC_TARGET=stack.usage_target,
-        GRPC_SUBMIT_DEADLINE_SECONDS=SHORT_SUBMIT_DEADLINE,
-        **s3_server.env(),
-        **stack.identity_env("edge-api"),
-    )
+    settings = stack.edge_settings(GRPC_SUBMIT_DEADLINE_SECONDS=SHORT_SUBMIT_DEADLINE)
     edge = ThreadedUvicorn(create_edge_app(settings, stack.ctx.config), name="edge-impatient")
     edge.start()
     try:

@@ -1,4 +1,4 @@
-"""The whole system as real processes (the launcher's Stack) with short timings.
+"""The whole system as real processes (testkit.stack.process_stack) with short timings.
 
 Every part runs as in ``make run``: PostgreSQL, the S3 server, the Replicate
 emulator, the four services and Envoy, on free ports, with data in a temporary
@@ -9,13 +9,12 @@ emulator's ``EMULATOR_*`` variables, so faults resolve in seconds.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,12 @@ import httpx
 from kit.runtime_config import load_runtime_config
 from kit.service_identity import OPERATOR
 from launcher.components import PostgresServer
-from launcher.config import REPO_ROOT, LauncherConfig, Ports
+from launcher.config import REPO_ROOT, Ports
 from launcher.keys import key_file
 from launcher.stack import Stack
 from launcher.units import PostgresUnit
 from replicate_emulator.control import ControlClient
+from testkit.stack import process_stack
 
 # The runtime knobs the fault suites shorten (the rest is the repo's config).
 TIMINGS: dict[str, str] = {
@@ -49,12 +49,6 @@ EMULATOR_ENV = {
     "EMULATOR_WEBHOOK_MAX_ATTEMPTS": "8",
     "EMULATOR_WEBHOOK_TIMEOUT_SECONDS": "3",
 }
-# Variables that would swap an embedded part for an external one.
-EXTERNAL_VARIABLES = (
-    "DATABASE_URL", "GENERATION_DATABASE_URL", "USAGE_DATABASE_URL", "S3_ENDPOINT",
-    "S3_PUBLIC_BASE_URL", "REPLICATE_API_BASE_URL", "WEBHOOK_BASE_URL",
-    "GENERATION_GRPC_TARGET", "USAGE_GRPC_TARGET", "RUNTIME_CONFIG_FILE",
-)  # fmt: skip
 
 
 def write_runtime_config(target: Path) -> Path:
@@ -123,22 +117,15 @@ class System:
 @contextmanager
 def running_system() -> Iterator[System]:
     """Start everything in a temporary directory; stop and remove it afterwards."""
-    # Not pytest's tmp_path: PostgreSQL runs as another user when the tests run as root.
-    with tempfile.TemporaryDirectory(prefix="interior-faults-") as raw:
-        root = Path(raw)
-        env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_VARIABLES}
-        env.update(EMULATOR_ENV)
-        env["LAUNCHER_DATA_DIR"] = str(root / "data")
-        env["RUNTIME_CONFIG_FILE"] = str(write_runtime_config(root / "runtime.toml"))
-        env["LOG_LEVEL"] = "INFO"
-        config = LauncherConfig.from_env(env).with_ports(Ports.free())
-        stack = Stack(config, say=lambda _line, _end: None)
-        stack.start()
-        http = httpx.Client(timeout=30.0, trust_env=False)
-        control = ControlClient(f"http://127.0.0.1:{config.ports.emulator}")
-        try:
+    with tempfile.TemporaryDirectory(prefix="interior-faults-config-") as raw:
+        env = {
+            **EMULATOR_ENV,
+            "RUNTIME_CONFIG_FILE": str(write_runtime_config(Path(raw) / "runtime.toml")),
+            "LOG_LEVEL": "INFO",
+        }
+        with (
+            process_stack(env, prefix="interior-faults-") as stack,
+            httpx.Client(timeout=30.0, trust_env=False) as http,
+            closing(ControlClient(f"http://127.0.0.1:{stack.config.ports.emulator}")) as control,
+        ):
             yield System(stack, http, control)
-        finally:
-            http.close()
-            control.close()
-            stack.stop()

@@ -18,9 +18,9 @@ import httpx
 import pytest
 import yaml
 
-from launcher.components import ChildProcess, free_port, wait_http_ok
-from launcher.envoy import envoy_argv, load_config, validate, write_local_config
-from tests.launcher.upstreams import Recorder
+from launcher.envoy import load_config, validate
+from testkit.envoy import running_envoy
+from testkit.recorder import RecordingServer
 
 RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -47,30 +47,20 @@ def _with_small_upload_bucket(path: Path) -> Path:
 class Proxy:
     url: str
     port: int
-    edge: Recorder
+    edge: RecordingServer
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp("envoy-limits")
-    edge, gateway = Recorder("edge"), Recorder("gateway")
-    edge_port, gateway_port = edge.start(), gateway.start()
-    public, admin = free_port(), free_port()
-    config = write_local_config(
-        directory / "envoy.yaml", listener_port=public, admin_port=admin, edge_port=edge_port,
-        gateway_port=gateway_port,
-    )  # fmt: skip
-    envoy = ChildProcess(
-        "envoy", envoy_argv(_with_small_upload_bucket(config)), log_path=directory / "envoy.log"
-    )
-    envoy.start()
-    try:
-        wait_http_ok(f"http://127.0.0.1:{admin}/ready", 20, envoy)
-        yield Proxy(f"http://127.0.0.1:{public}", public, edge)
-    finally:
-        envoy.stop(grace=5)
-        edge.stop()
-        gateway.stop()
+    with (
+        RecordingServer("edge", body={"upstream": "edge"}) as edge,
+        RecordingServer("gateway", body={"upstream": "gateway"}) as gateway,
+        running_envoy(
+            directory, edge.port, gateway.port, rewrite=_with_small_upload_bucket
+        ) as envoy,
+    ):
+        yield Proxy(envoy.url, envoy.port, edge)
 
 
 def test_the_shipped_upload_bucket_is_10_per_second_with_a_burst_of_20() -> None:

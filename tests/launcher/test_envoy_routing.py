@@ -16,44 +16,34 @@ from pathlib import Path
 import httpx
 import pytest
 
-from launcher.components import ChildProcess, free_port, wait_http_ok
-from launcher.envoy import envoy_argv, write_local_config
-from tests.launcher.upstreams import Recorder
+from launcher.components import free_port
+from testkit.envoy import running_envoy
+from testkit.recorder import RecordingServer
 
 
 @dataclass
 class Proxy:
     url: str
-    edge: Recorder
-    gateway: Recorder
+    edge: RecordingServer
+    gateway: RecordingServer
     log_path: Path
 
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
     directory = tmp_path_factory.mktemp("envoy")
-    edge, gateway = Recorder("edge"), Recorder("gateway")
-    edge_port, gateway_port = edge.start(), gateway.start()
-    public, admin = free_port(), free_port()
-    config = write_local_config(
-        directory / "envoy.yaml", listener_port=public, admin_port=admin, edge_port=edge_port,
-        gateway_port=gateway_port,
-    )  # fmt: skip
-    envoy = ChildProcess("envoy", envoy_argv(config), log_path=directory / "envoy.log")
-    envoy.start()
-    try:
-        wait_http_ok(f"http://127.0.0.1:{admin}/ready", 20, envoy)
-        yield Proxy(f"http://127.0.0.1:{public}", edge, gateway, directory / "envoy.log")
-    finally:
-        envoy.stop(grace=5)
-        edge.stop()
-        gateway.stop()
+    with (
+        RecordingServer("edge", body={"upstream": "edge"}) as edge,
+        RecordingServer("gateway", body={"upstream": "gateway"}) as gateway,
+        running_envoy(directory, edge.port, gateway.port) as envoy,
+    ):
+        yield Proxy(envoy.url, edge, gateway, envoy.log_path)
 
 
 @pytest.fixture(autouse=True)
 def _forget_earlier_requests(proxy: Proxy) -> None:
-    proxy.edge.seen.clear()
-    proxy.gateway.seen.clear()
+    proxy.edge.clear()
+    proxy.gateway.clear()
 
 
 @pytest.fixture
@@ -88,7 +78,7 @@ def test_routes_reach_their_cluster(
     assert response.status_code == 200
     assert response.json() == {"upstream": upstream}
     recorder = proxy.gateway if upstream == "gateway" else proxy.edge
-    assert [r["path"] for r in recorder.seen] == [path]
+    assert [r.path for r in recorder.snapshot()] == [path]
 
 
 @pytest.mark.parametrize(
@@ -111,8 +101,8 @@ def test_everything_else_is_a_json_404(
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"error": {"code": "NOT_FOUND", "message": "Not found."}}
-    assert proxy.edge.seen == []
-    assert proxy.gateway.seen == []
+    assert proxy.edge.snapshot() == []
+    assert proxy.gateway.snapshot() == []
 
 
 def test_request_ids_are_generated_kept_and_echoed(client: httpx.Client, proxy: Proxy) -> None:
@@ -120,9 +110,9 @@ def test_request_ids_are_generated_kept_and_echoed(client: httpx.Client, proxy: 
     kept = client.get("/api/v1/usage", headers={"x-request-id": "client-chosen-id"})
 
     assert generated.headers["x-request-id"]
-    assert proxy.edge.seen[0]["headers"]["x-request-id"] == generated.headers["x-request-id"]
+    assert proxy.edge.snapshot()[0].headers["x-request-id"] == generated.headers["x-request-id"]
     assert kept.headers["x-request-id"] == "client-chosen-id"
-    assert proxy.edge.seen[1]["headers"]["x-request-id"] == "client-chosen-id"
+    assert proxy.edge.snapshot()[1].headers["x-request-id"] == "client-chosen-id"
 
 
 def test_a_declared_upload_over_21_mib_is_refused_before_the_body(proxy: Proxy) -> None:
@@ -139,14 +129,14 @@ def test_a_declared_upload_over_21_mib_is_refused_before_the_body(proxy: Proxy) 
     assert answer.startswith("HTTP/1.1 413")
     assert "application/json" in answer
     assert '{"error":{"code":"VALIDATION_ERROR","message":"The upload is too large."}}' in answer
-    assert proxy.edge.seen == []
+    assert proxy.edge.snapshot() == []
 
 
 def test_an_upload_under_the_cap_streams_through(client: httpx.Client, proxy: Proxy) -> None:
     response = client.post("/api/v1/generations", files={"input1": ("a.jpg", b"x" * 3_000_000)})
 
     assert response.status_code == 200
-    assert proxy.edge.seen[0]["bytes"] > 3_000_000
+    assert len(proxy.edge.snapshot()[0].body) > 3_000_000
 
 
 def test_a_webhook_over_1_mib_is_refused_with_json(client: httpx.Client, proxy: Proxy) -> None:
@@ -156,7 +146,7 @@ def test_a_webhook_over_1_mib_is_refused_with_json(client: httpx.Client, proxy: 
     assert small.status_code == 200
     assert large.status_code == 413
     assert large.json()["error"]["code"] == "VALIDATION_ERROR"
-    assert [r["bytes"] for r in proxy.gateway.seen] == [500_000]
+    assert [len(r.body) for r in proxy.gateway.snapshot()] == [500_000]
 
 
 def test_access_logs_are_json_without_query_or_credentials(
@@ -188,22 +178,15 @@ def _wait_for_log_line(path: Path, needle: str, timeout: float = 5.0) -> str:
 
 
 def test_with_the_edge_down_gets_are_retried_and_envoy_answers_json_503(tmp_path: Path) -> None:
-    public, admin = free_port(), free_port()
-    config = write_local_config(
-        tmp_path / "envoy.yaml", listener_port=public, admin_port=admin,
-        edge_port=free_port(), gateway_port=free_port(),  # nothing listens there
-    )  # fmt: skip
-    envoy = ChildProcess("envoy", envoy_argv(config), log_path=tmp_path / "envoy.log")
-    envoy.start()
-    try:
-        wait_http_ok(f"http://127.0.0.1:{admin}/ready", 20, envoy)
-        with httpx.Client(base_url=f"http://127.0.0.1:{public}", trust_env=False) as client:
-            read = client.get("/api/v1/usage")
-            retries_after_get = _retry_count(client, admin)
-            write = client.post("/api/v1/generations", json={"mode": "imagine"})
-            retries_after_post = _retry_count(client, admin)
-    finally:
-        envoy.stop(grace=5)
+    # Nothing listens on the upstream ports.
+    with (
+        running_envoy(tmp_path, free_port(), free_port()) as envoy,
+        httpx.Client(base_url=envoy.url, trust_env=False) as client,
+    ):
+        read = client.get("/api/v1/usage")
+        retries_after_get = _retry_count(client, envoy.admin_port)
+        write = client.post("/api/v1/generations", json={"mode": "imagine"})
+        retries_after_post = _retry_count(client, envoy.admin_port)
 
     for response in (read, write):
         assert response.status_code == 503
@@ -282,8 +265,8 @@ def test_client_sent_forwarding_headers_never_reach_a_service(
 
     assert response.status_code == 200
     recorder = proxy.gateway if upstream == "gateway" else proxy.edge
-    (seen,) = recorder.seen
-    forwarded = seen["headers"]
+    (seen,) = recorder.snapshot()
+    forwarded = seen.headers
     assert not set(SPOOFED_FORWARDING) & set(forwarded), forwarded
     # Envoy's own: the scheme the client really used (overwritten, not appended), and
     # the peer Envoy saw appended last: the only entry the services read.

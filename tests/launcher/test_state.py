@@ -42,6 +42,15 @@ def _spawn(
     return process
 
 
+def _wait_exec(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Until the child runs SLEEPER (its /proc cmdline is no longer the parent's)."""
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    deadline = time.monotonic() + timeout
+    while cmdline.read_bytes().split(b"\0")[:3] != [arg.encode() for arg in SLEEPER]:
+        assert time.monotonic() < deadline, "the child did not exec"
+        time.sleep(0.01)
+
+
 def _wait_exit(process: subprocess.Popen[bytes], timeout: float = 10) -> int | None:
     deadline = time.monotonic() + timeout
     while process.poll() is None and time.monotonic() < deadline:
@@ -55,7 +64,8 @@ def test_parts_left_by_a_killed_launcher_are_stopped_and_strangers_are_not(
     ours = _spawn(processes, {"LAUNCHER_DATA_DIR": str(config.data_dir)})
     other_dir = _spawn(processes, {"LAUNCHER_DATA_DIR": str(config.data_dir) + "-other"})
     untagged = _spawn(processes, {})
-    time.sleep(0.3)  # let each exec, so /proc shows the child's own environment
+    for process in (ours, other_dir, untagged):
+        _wait_exec(process)  # /proc shows the child's own environment from then on
     state_path(config).write_text(
         json.dumps(
             {"pid": 999_999_999, "units": {

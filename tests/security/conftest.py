@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
+from testkit.envoy import Envoy, running_envoy
 from tests.e2e.conftest import http, other_user, reset_emulator, stack, user
 from tests.e2e.harness import Stack
-from tests.security.proxy import Envoy, running_envoy
 
 __all__ = ["envoy", "envoy_client", "http", "other_user", "reset_emulator", "stack", "user"]
 

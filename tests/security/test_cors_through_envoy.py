@@ -12,10 +12,10 @@ from edge_api.app import create_app as create_edge_app
 from edge_api.settings import EdgeSettings
 from kit.runtime_config import load_runtime_config
 from testkit.config import REPO_RUNTIME_CONFIG
+from testkit.envoy import running_envoy
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.e2e.harness import Stack, User
-from tests.security.proxy import running_envoy
 
 ALLOWED = "http://localhost:3000"
 EVIL = "https://evil.example"

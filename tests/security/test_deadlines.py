@@ -23,25 +23,23 @@ from kit.runtime_config import load_runtime_config
 from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
+from testkit.standins import Backends, serving_backends
 from tests.e2e.harness import make_token
-from tests.security.standins import OWNER, Recorder, StandInGeneration, serving
 from webhook_gateway.app import create_app as create_gateway_app
 from webhook_gateway.settings import GatewaySettings
 
 REPO = Path(__file__).resolve().parents[2]
+OWNER = uuid.uuid4()
 
 
 @pytest.fixture
-async def stand_ins() -> AsyncIterator[tuple[str, Recorder]]:
-    recorder = Recorder()
-    async with serving(StandInGeneration(recorder), recorder) as target:
-        yield target, recorder
+async def stand_ins() -> AsyncIterator[Backends]:
+    async with serving_backends() as backends:
+        yield backends
 
 
-async def test_the_edge_sends_its_deadlines(
-    stand_ins: tuple[str, Recorder], s3_server: S3Endpoint
-) -> None:
-    target, recorder = stand_ins
+async def test_the_edge_sends_its_deadlines(stand_ins: Backends, s3_server: S3Endpoint) -> None:
+    target, recorder = stand_ins.target, stand_ins
     settings = EdgeSettings(
         GENERATION_GRPC_TARGET=target,
         USAGE_GRPC_TARGET=target,
@@ -50,7 +48,7 @@ async def test_the_edge_sends_its_deadlines(
         **s3_server.env(),
     )
     app = create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG))
-    job_id = str(uuid.uuid4())
+    job_id = stand_ins.generation.add_job(str(OWNER)).id
     with ThreadedUvicorn(app, name="deadline-edge") as edge:
         async with httpx.AsyncClient(
             base_url=f"{edge.base_url}/api/v1",
@@ -82,8 +80,8 @@ async def test_the_edge_sends_its_deadlines(
         assert deadline - 2 < remaining <= deadline + 0.1, (method, remaining)
 
 
-async def test_the_gateway_sends_its_deadline(stand_ins: tuple[str, Recorder]) -> None:
-    target, recorder = stand_ins
+async def test_the_gateway_sends_its_deadline(stand_ins: Backends) -> None:
+    target, recorder = stand_ins.target, stand_ins
     settings = GatewaySettings(GENERATION_GRPC_TARGET=target, GRPC_DEADLINE_SECONDS=4)
     with ThreadedUvicorn(create_gateway_app(settings), name="deadline-gateway") as gateway:
         async with httpx.AsyncClient(timeout=30) as client:

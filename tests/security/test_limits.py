@@ -26,11 +26,11 @@ from kit.grpc_client import create_channel
 from kit.runtime_config import load_runtime_config
 from kit.service_identity import EDGE_API, GENERATION
 from testkit.config import REPO_RUNTIME_CONFIG
+from testkit.envoy import Envoy, running_envoy
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from tests.badinput.checks import assert_error, assert_nothing_left
 from tests.e2e.harness import Stack, User, jpeg_bytes
-from tests.security.proxy import Envoy, running_envoy
 from webhook_gateway.settings import GatewaySettings
 
 # deploy/envoy/envoy.yaml: declared lengths from 21 MiB + 1 are refused on the upload route.

@@ -12,6 +12,7 @@ What is checked, and how:
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import httpx
@@ -24,18 +25,19 @@ from kit.runtime_config import load_runtime_config
 from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
+from testkit.standins import GenerationBackend, serving_backends
 from tests.e2e.harness import Stack, make_token
-from tests.security.standins import OWNER, Recorder, StandInGeneration, serving
 
+OWNER = uuid.uuid4()
 LIMIT = 2
 REQUESTS = 5
 
 
-class HoldingGeneration(StandInGeneration):
+class HoldingGeneration(GenerationBackend):
     """Holds every submission until released; counts how many run at once."""
 
-    def __init__(self, recorder: Recorder) -> None:
-        super().__init__(recorder)
+    def __init__(self) -> None:
+        super().__init__()
         self.release = asyncio.Event()
         self.running = 0
         self.most = 0
@@ -54,8 +56,9 @@ class HoldingGeneration(StandInGeneration):
 
 
 async def test_the_edge_bounds_submissions_in_flight(s3_server: S3Endpoint) -> None:
-    generation = HoldingGeneration(Recorder())
-    async with serving(generation, generation.recorder) as target:
+    generation = HoldingGeneration()
+    async with serving_backends(generation) as backends:
+        target = backends.target
         settings = EdgeSettings(
             GENERATION_GRPC_TARGET=target,
             USAGE_GRPC_TARGET=target,

@@ -16,8 +16,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 import pytest
 
+from testkit.envoy import Envoy
 from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
-from tests.security.proxy import Envoy
 
 
 @dataclass(frozen=True)

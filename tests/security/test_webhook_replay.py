@@ -15,9 +15,9 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
+from testkit.envoy import Envoy
 from tests.badinput.checks import assert_error
 from tests.e2e.harness import Stack, User
-from tests.security.proxy import Envoy
 
 WEBHOOK_PATH = "/api/v1/webhooks/replicate"
 

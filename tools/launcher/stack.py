@@ -2,8 +2,8 @@
 
 ``Stack(config).start()`` brings up every part the configuration does not
 replace with an external one, waiting for each to be ready; ``.stop()`` stops
-them in reverse order. The launcher uses it, and so can end-to-end tests
-(``Stack(LauncherConfig.from_env(env).with_ports(Ports.free()))``).
+them in reverse order. The launcher uses it; tests and the bench get it through
+``testkit.stack.process_stack`` (free ports, a temporary directory).
 """
 
 from __future__ import annotations

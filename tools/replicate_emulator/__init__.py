@@ -11,14 +11,12 @@ from replicate_emulator.app import create_app
 from replicate_emulator.config import EmulatorConfig, config_from_env
 from replicate_emulator.control import ControlClient, ControlError, FaultKnobs
 from replicate_emulator.control_async import AsyncControlClient
-from replicate_emulator.server import EmulatorServer
 
 __all__ = [
     "AsyncControlClient",
     "ControlClient",
     "ControlError",
     "EmulatorConfig",
-    "EmulatorServer",
     "FaultKnobs",
     "config_from_env",
     "create_app",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from generation.providers.replicate import ReplicateProvider
-from replicate_emulator import EmulatorServer
+from testkit.emulator import EmulatorServer
 
 
 def emulator_provider(

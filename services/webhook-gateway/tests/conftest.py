@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any, Literal
 import grpc
 import httpx
 import pytest
-import uvicorn
 from standardwebhooks import Webhook
 from structlog.testing import capture_logs
 
@@ -28,7 +26,7 @@ from kit.errors import InternalError, ValidationError
 from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.runtime_config import RuntimeConfig, load_runtime_config
 from testkit.config import REPO_RUNTIME_CONFIG
-from testkit.servers import MovableClock
+from testkit.servers import MovableClock, serve_in_loop
 from webhook_gateway.app import create_app
 from webhook_gateway.settings import GatewaySettings
 
@@ -121,14 +119,6 @@ def clock() -> MovableClock:
     return MovableClock()
 
 
-class _InLoopServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the test runner owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @dataclass
 class RunningGateway:
     base_url: str
@@ -175,25 +165,12 @@ def start_gateway(generation: GenerationDouble, runtime_config: RuntimeConfig) -
             # With a file given, the app reads it itself (as in production).
             loaded = None if runtime_config_file is not None else runtime_config
             app = create_app(settings, runtime_config=loaded, clock=clock)
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            server = _InLoopServer(
-                uvicorn.Config(app, lifespan="on", log_config=None, access_log=False)
-            )
-            task = asyncio.create_task(server.serve(sockets=[sock]))
-            try:
-                while not server.started:
-                    if task.done():
-                        raise RuntimeError("the gateway did not start")
-                    await asyncio.sleep(0.005)
-                base_url = f"http://127.0.0.1:{port}"
-                async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as client:
-                    yield RunningGateway(base_url, port, client, logs)
-            finally:
-                server.should_exit = True
-                await task
-                sock.close()
+            async with (
+                serve_in_loop(app) as base_url,
+                httpx.AsyncClient(base_url=base_url, timeout=10.0) as client,
+            ):
+                port = int(base_url.rsplit(":", 1)[1])
+                yield RunningGateway(base_url, port, client, logs)
 
     return start
 

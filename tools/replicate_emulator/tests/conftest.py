@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from replicate_emulator import EmulatorConfig, EmulatorServer
-from replicate_emulator.testing import WebhookReceiver
+from replicate_emulator import EmulatorConfig
 from replicate_emulator.tls import client_tls_context
+from testkit.emulator import EmulatorServer
+from testkit.recorder import RecordingServer
 
 FAST = EmulatorConfig(
     port=0,
@@ -55,8 +56,8 @@ def api(emulator: EmulatorServer) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def receiver() -> Iterator[WebhookReceiver]:
-    server = WebhookReceiver()
+def receiver() -> Iterator[RecordingServer]:
+    server = RecordingServer("webhook-receiver", path="/hooks/replicate")
     server.start()
     try:
         yield server

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from replicate_emulator import EmulatorServer
+from testkit.emulator import EmulatorServer
 
 MODEL_PATH = "/v1/models/google/nano-banana/predictions"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.(\d{1,9}))?Z$")

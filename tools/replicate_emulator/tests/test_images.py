@@ -13,7 +13,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageStat
 
 from kit.settings import S3Settings
 from kit.storage import ObjectStorage
-from replicate_emulator import EmulatorServer
+from testkit.emulator import EmulatorServer
 from testkit.plugin import S3Endpoint
 
 MODEL_PATH = "/v1/models/google/nano-banana/predictions"

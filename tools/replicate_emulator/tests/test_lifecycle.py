@@ -9,8 +9,9 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from replicate_emulator import AsyncControlClient, ControlError, EmulatorServer
-from replicate_emulator.testing import WebhookReceiver
+from replicate_emulator import AsyncControlClient, ControlError
+from testkit.emulator import EmulatorServer
+from testkit.recorder import RecordingServer
 
 MODEL_PATH = "/v1/models/google/nano-banana/predictions"
 EVENTS = ["completed"]
@@ -24,7 +25,7 @@ def create(api: httpx.Client, body: dict[str, Any] | None = None, **headers: str
 
 
 def test_cancel_after_passing_before_the_start_aborts(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
     emulator.control.set_faults(start_delay_ms=5000)
     body = {

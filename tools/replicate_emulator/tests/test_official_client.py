@@ -11,8 +11,8 @@ from PIL import Image
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
-from replicate_emulator import EmulatorServer
 from replicate_emulator.tls import client_tls_context
+from testkit.emulator import EmulatorServer
 
 
 @pytest.fixture

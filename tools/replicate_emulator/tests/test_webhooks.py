@@ -13,9 +13,10 @@ import pytest
 from replicate.webhook import InvalidSignatureError, Webhooks, WebhookSigningSecret
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from replicate_emulator import EmulatorConfig, EmulatorServer
+from replicate_emulator import EmulatorConfig
 from replicate_emulator.signing import sign
-from replicate_emulator.testing import WebhookReceiver
+from testkit.emulator import EmulatorServer
+from testkit.recorder import RecordingServer
 
 MODEL_PATH = "/v1/models/google/nano-banana/predictions"
 ALL_EVENTS = ["start", "output", "logs", "completed"]
@@ -56,7 +57,7 @@ def test_signing_matches_the_published_test_vector() -> None:
 
 
 def test_signatures_verify_with_both_libraries(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
     pid = create(api, receiver.url, ["completed"])
     [delivery] = receiver.wait_for(1)
@@ -88,7 +89,7 @@ def test_signatures_verify_with_both_libraries(
 def test_all_four_events_by_default(
     emulator: EmulatorServer,
     api: httpx.Client,
-    receiver: WebhookReceiver,
+    receiver: RecordingServer,
 ) -> None:
     pid = create(api, receiver.url)
     deliveries = receiver.wait_for(5)  # start, logs, logs, output, completed
@@ -103,7 +104,7 @@ def test_all_four_events_by_default(
 
 
 def test_events_filter_is_honoured(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
     pid = create(api, receiver.url, ["start", "completed"])
     emulator.control.wait_for_status(pid, ["succeeded"])
@@ -114,7 +115,7 @@ def test_events_filter_is_honoured(
 
 
 def test_terminal_webhook_is_retried_with_the_same_id(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
     receiver.statuses = [500, 404]
     pid = create(api, receiver.url, ["completed"])
@@ -130,7 +131,7 @@ def test_terminal_webhook_is_retried_with_the_same_id(
 def test_terminal_retries_stop_after_max_attempts(
     emulator: EmulatorServer,
     api: httpx.Client,
-    receiver: WebhookReceiver,
+    receiver: RecordingServer,
     fast_config: EmulatorConfig,
 ) -> None:
     receiver.statuses = [503] * 10
@@ -142,7 +143,7 @@ def test_terminal_retries_stop_after_max_attempts(
 
 
 def test_intermediate_webhooks_are_not_retried(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
     receiver.statuses = [500, 302]  # start fails, completed is redirected
     pid = create(api, receiver.url, ["start", "completed"])
@@ -168,7 +169,7 @@ def test_unreachable_receiver_is_retried_then_given_up(
 
 
 def test_dropped_terminal_webhook_is_lost_not_retried(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
     emulator.control.set_faults(drop_webhooks=1)
     lost = create(api, receiver.url, ["completed"])
@@ -182,7 +183,7 @@ def test_dropped_terminal_webhook_is_lost_not_retried(
 def test_drop_all(
     emulator: EmulatorServer,
     api: httpx.Client,
-    receiver: WebhookReceiver,
+    receiver: RecordingServer,
     wait_until: Callable[..., None],
 ) -> None:
     emulator.control.set_faults(drop_webhooks="all")
@@ -193,7 +194,7 @@ def test_drop_all(
 
 
 def test_duplicates_carry_the_same_id(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
     emulator.control.set_faults(duplicate_webhooks=2)
     create(api, receiver.url, ["completed"])
@@ -203,7 +204,7 @@ def test_duplicates_carry_the_same_id(
 
 
 def test_reorder_sends_the_terminal_one_first(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
     emulator.control.set_faults(reorder_webhooks=True)
     pid = create(api, receiver.url, ["start", "completed"])
@@ -213,7 +214,7 @@ def test_reorder_sends_the_terminal_one_first(
 
 
 def test_redeliver_replays_identical_headers(
-    emulator: EmulatorServer, api: httpx.Client, receiver: WebhookReceiver
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
     pid = create(api, receiver.url, ["completed"])
     [original] = receiver.wait_for(1)

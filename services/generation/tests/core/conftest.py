@@ -17,11 +17,11 @@ from generation.wiring import build_app
 from interior.generation.v1 import generation_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.runtime_config import load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
 from replicate_emulator.config import EmulatorConfig
 from replicate_emulator.server import EmulatorServer
 from replicate_emulator.testing import WebhookReceiver
 from services.generation.tests.core.stack import Core
+from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.providers import emulator_provider
 from usage.settings import UsageSettings
@@ -32,7 +32,7 @@ from usage.wiring import build_server, migrate
 async def core(
     database_factory: Callable[[str], str], s3_server: S3Endpoint
 ) -> AsyncIterator[Core]:
-    config = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    config = load_runtime_config(REPO_RUNTIME_CONFIG)
     # Predictions move only when a test advances them (the run takes a minute).
     emulator = EmulatorServer(
         EmulatorConfig(port=0, start_delay_seconds=0.01, run_delay_seconds=60, log_level="WARNING")

@@ -16,8 +16,9 @@ from generation.domain.provider import (
     ProviderUnavailable,
 )
 from generation.providers.replicate import ReplicateProvider
-from replicate_emulator import EmulatorConfig, EmulatorServer
-from replicate_emulator.testing import WebhookReceiver
+from replicate_emulator import EmulatorConfig
+from testkit.emulator import EmulatorServer
+from testkit.recorder import RecordingServer
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +33,8 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture(scope="module")
-def receiver() -> Iterator[WebhookReceiver]:
-    with WebhookReceiver() as webhook_receiver:
+def receiver() -> Iterator[RecordingServer]:
+    with RecordingServer("webhook-receiver", path="/hooks/replicate") as webhook_receiver:
         yield webhook_receiver
 
 
@@ -67,7 +68,7 @@ async def provider(
     await adapter.aclose()
 
 
-def request_for(receiver: WebhookReceiver, **changes: object) -> PredictionRequest:
+def request_for(receiver: RecordingServer, **changes: object) -> PredictionRequest:
     fields: dict[str, object] = {
         "prompt": "Generate a photoreal interior concept for a Home Office in Minimal AU",
         "image_urls": (),
@@ -89,7 +90,7 @@ async def settle(provider: ReplicateProvider, prediction_id: str) -> Prediction:
 
 
 async def test_create_get_succeed_and_download(
-    provider: ReplicateProvider, receiver: WebhookReceiver
+    provider: ReplicateProvider, receiver: RecordingServer
 ) -> None:
     created = await provider.create_prediction(request_for(receiver))
     assert created.status is ProviderStatus.STARTING
@@ -110,7 +111,7 @@ async def test_create_get_succeed_and_download(
         await provider.download_output(url, max_bytes=10)
 
 
-async def test_webhook_bodies_parse(provider: ReplicateProvider, receiver: WebhookReceiver) -> None:
+async def test_webhook_bodies_parse(provider: ReplicateProvider, receiver: RecordingServer) -> None:
     created = await provider.create_prediction(request_for(receiver))
     await settle(provider, created.id)
 
@@ -133,7 +134,7 @@ async def test_webhook_bodies_parse(provider: ReplicateProvider, receiver: Webho
 
 
 async def test_cancel_a_running_prediction(
-    provider: ReplicateProvider, emulator: EmulatorServer, receiver: WebhookReceiver
+    provider: ReplicateProvider, emulator: EmulatorServer, receiver: RecordingServer
 ) -> None:
     emulator.control.set_faults(hold=True)
     created = await provider.create_prediction(request_for(receiver))
@@ -147,7 +148,7 @@ async def test_cancel_a_running_prediction(
 
 
 async def test_list_and_null_outputs_are_normalized(
-    provider: ReplicateProvider, emulator: EmulatorServer, receiver: WebhookReceiver
+    provider: ReplicateProvider, emulator: EmulatorServer, receiver: RecordingServer
 ) -> None:
     emulator.control.set_faults(output_shape="list")
     as_list = await settle(provider, (await provider.create_prediction(request_for(receiver))).id)
@@ -160,7 +161,7 @@ async def test_list_and_null_outputs_are_normalized(
 
 
 async def test_bad_input_is_rejected_with_422(
-    provider: ReplicateProvider, emulator: EmulatorServer, receiver: WebhookReceiver
+    provider: ReplicateProvider, emulator: EmulatorServer, receiver: RecordingServer
 ) -> None:
     with pytest.raises(ProviderRejected, match="422"):
         await provider.create_prediction(request_for(receiver, output_format="webp"))
@@ -172,7 +173,7 @@ async def test_bad_input_is_rejected_with_422(
 async def test_transient_errors_are_retried_with_retry_after(
     provider: ReplicateProvider,
     emulator: EmulatorServer,
-    receiver: WebhookReceiver,
+    receiver: RecordingServer,
     sleeps: list[float],
 ) -> None:
     # The emulator sends Retry-After (whole seconds) on 429 only.

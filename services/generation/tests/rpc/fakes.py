@@ -26,7 +26,7 @@ from generation.domain.states import JobStatus
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import DomainError
 from kit.runtime_config import load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
+from testkit.config import REPO_RUNTIME_CONFIG
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 SERVICE = pb.DESCRIPTOR.services_by_name["GenerationService"]
@@ -148,7 +148,7 @@ def fake_context(stores: FakeStores) -> GenerationContext:
         provider=FakeProvider(),  # type: ignore[arg-type]
         storage=FakeStorage(),  # type: ignore[arg-type]
         usage=unused,
-        config=load_runtime_config(DEFAULT_RUNTIME_CONFIG),
+        config=load_runtime_config(REPO_RUNTIME_CONFIG),
         clock=FixedClock(),
         private_bucket="private",
         public_bucket="public",
