@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from kit.settings import DatabaseSettings
+from kit.tracing import instrument_engine
 
 # Stable constraint names, so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -76,6 +77,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkin", _on_checkin)
     event.listen(engine.sync_engine, "checkout", _on_checkout)
+    instrument_engine(engine.sync_engine)
     return engine
 
 

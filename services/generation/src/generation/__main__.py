@@ -17,11 +17,13 @@ from kit.metrics import start_metrics_server
 from kit.opscli import check_config, migrate, parse_command
 from kit.runtime_config import RuntimeConfigError
 from kit.settings import load_settings
+from kit.tracing import setup_tracing
 
 
 async def main() -> None:
     settings = load_settings(GenerationSettings)
     configure_logging("generation", settings.log_level)
+    setup_tracing("generation")
     log = get_logger("generation")
     if not settings.replicate_api_base_url.startswith(("http://127.", "http://localhost")):
         log.info("provider.remote", baseUrl=settings.replicate_api_base_url)

@@ -15,6 +15,7 @@ from kit.metrics import start_metrics_server
 from kit.opscli import check_config, migrate, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
+from kit.tracing import setup_tracing
 from usage.settings import UsageSettings
 from usage.wiring import MIGRATIONS_DIR, build_server
 from usage.wiring import migrate as migrate_database
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return migrate("usage", UsageSettings, MIGRATIONS_DIR)
     settings = load_settings(UsageSettings)
     configure_logging("usage", settings.log_level)
+    setup_tracing("usage")
     try:
         asyncio.run(serve(settings))
     except RuntimeConfigError as error:

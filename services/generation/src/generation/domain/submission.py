@@ -60,6 +60,7 @@ from kit.errors import (
 from kit.logging import get_logger
 from kit.storage import StorageError
 from kit.timefmt import iso_utc
+from kit.tracing import current_traceparent
 
 log = get_logger("generation.submission")
 
@@ -306,6 +307,7 @@ def _new_job(
         refund_state=RefundState.NONE,
         created_at=now,
         updated_at=now,
+        traceparent=current_traceparent(),
     )
 
 
