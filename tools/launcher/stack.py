@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -88,6 +89,8 @@ class Stack:
                 admin_port=config.ports.envoy_admin,
                 edge_port=config.ports.edge_http,
                 gateway_port=config.ports.gateway_http,
+                # The services trace when it is set (kit/tracing.py), Envoy with them.
+                otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             ),
         )
         storage = [plan.s3(config)] if config.embedded_s3 else []
