@@ -41,6 +41,20 @@ from kit.logging import redact_text
 from kit.tracing_grpc import client_interceptors
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# The OTel SDK's own settings the deploy files may give every service (read by the SDK,
+# not by our settings classes).
+TRACING_VARIABLES = frozenset(
+    {
+        *ENDPOINT_VARIABLES,
+        "OTEL_SDK_DISABLED",
+        "OTEL_SERVICE_NAME",
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+    }
+)
 _REDACTED = "[redacted]"
 # Attribute keys whose value is (or ends in) a query string: dropped or cut off, since
 # a presigned URL's signature or an SSE access token rides there.
