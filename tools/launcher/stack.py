@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -90,7 +89,7 @@ class Stack:
                 edge_port=config.ports.edge_http,
                 gateway_port=config.ports.gateway_http,
                 # The services trace when it is set (kit/tracing.py), Envoy with them.
-                otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+                otlp_endpoint=config.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             ),
         )
         storage = [plan.s3(config)] if config.embedded_s3 else []
