@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 
 import httpx
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from generation.domain.sweep import sweep_once
 from kit import tracing
 from tests.e2e.harness import User, jpeg_bytes, make_token
 
@@ -160,3 +162,25 @@ def test_without_an_endpoint_nothing_is_installed() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+async def test_the_sweep_links_to_the_submission_trace(
+    traced_user: User, spans: InMemorySpanExporter
+) -> None:
+    stack = traced_user.stack
+    await stack.control("set_faults", drop_webhooks="all")
+    try:
+        spans.clear()
+        response = await traced_user.submit("imagine", prompt="A mudroom with hooks")
+        assert response.status_code == 202, response.text
+        await stack.control("wait_for_status", response.json()["predictionId"], ["succeeded"])
+        stack.clock.advance(timedelta(seconds=30))
+        assert (await sweep_once(stack.ctx))["recovered"] == 1
+    finally:
+        await stack.control("reset")
+    finished = _finished(spans)
+    edge = _one([s for s in finished if s.name == "POST /api/v1/generations"])
+    assert edge.context is not None
+    recovered = _one([s for s in finished if s.name == "generation.sweep.recover"])
+    assert [link.context.trace_id for link in recovered.links] == [edge.context.trace_id]
+    assert (recovered.attributes or {}).get("jobId") == response.json()["id"]
