@@ -8,7 +8,10 @@ import json
 import sys
 
 from bench import history, report
-from bench.run import Options, bounds_line, run, table_rows
+from bench.payloads import MB, photo_jpeg
+from bench.run import FULL, QUICK, Options, bounds_line, run, say, table_rows
+from bench.tracing import tracing_phase
+from kit.logging import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,17 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["hostile", "history", "sse"],
+        choices=["hostile", "history", "sse", "tracing"],
         default=None,
         help="run one phase alone (hostile: metrics 6 and 7, ~1 minute; writes hostile.json; "
         "history: the history read at 1k vs 100k rows, ~2 minutes; prints it; "
-        "sse: the Server-Sent Events figures; writes sse.json)",
+        "sse: the Server-Sent Events figures; writes sse.json; "
+        "tracing: submit and status figures with tracing off and on; writes tracing.json)",
     )
     args = parser.parse_args(argv)
     large = args.large_rows or (10_000 if args.quick else 100_000)
     if args.only == "history":
         print(json.dumps(asyncio.run(history.measure(large)), indent=2))
         return 0
+    if args.only == "tracing":
+        return _tracing(args.quick)
     options = Options(
         quick=args.quick,
         large_rows=large,
@@ -54,6 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(table_rows(document)))
     print(bounds_line(document))
     print(f"\nwritten to {path} ({document['machine']['bench_seconds']:.0f} s)")
+    return 0
+
+
+def _tracing(quick: bool) -> int:
+    """``--only tracing``: prints and writes results/tracing.json."""
+    configure_logging("bench", "WARNING")
+    image = photo_jpeg(2048, 1536, MB)
+    figures = asyncio.run(tracing_phase(image, QUICK if quick else FULL, say))
+    document = {"machine": {**report.machine(), "quick": quick, "only": "tracing"}, **figures}
+    print(json.dumps(figures, indent=2))
+    print(f"written to {report.write(document, 'tracing.json')}")
     return 0
 
 

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings
 
 from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
+from kit.tracing import TRACING_VARIABLES
 from launcher.keys import ensure_key_dir
 from replicate_emulator import config as emulator_config
 from usage.settings import UsageSettings
@@ -169,13 +170,13 @@ def emulator_variables() -> set[str]:
 
 @cache
 def known_variables() -> frozenset[str]:
-    """Names some service's settings class reads, plus the third-party images' own and
-    the S3 users' that compose's minio-setup reads."""
+    """Names some service's settings class reads, plus the third-party images' own,
+    the S3 users' that compose's minio-setup reads and the OTel SDK's (kit/tracing.py)."""
     names: set[str] = set()
     for cls in SETTINGS.values():
         names |= settings_variables(cls)
     s3_users = {name for pair in S3_USER_VARIABLES.values() for name in pair}
-    return frozenset(names | INFRA_VARIABLES | s3_users)
+    return frozenset(names | INFRA_VARIABLES | s3_users | TRACING_VARIABLES)
 
 
 @cache

@@ -88,6 +88,8 @@ class Stack:
                 admin_port=config.ports.envoy_admin,
                 edge_port=config.ports.edge_http,
                 gateway_port=config.ports.gateway_http,
+                # The services trace when it is set (kit/tracing.py), Envoy with them.
+                otlp_endpoint=config.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             ),
         )
         storage = [plan.s3(config)] if config.embedded_s3 else []

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from kit.settings import DatabaseSettings
+from kit.tracing import instrument_engine
 
 # The database cannot be reached now (connection refused or lost, pool timeout):
 # a retryable UNAVAILABLE, not a bug. Passed to kit.grpc_server.GrpcServer by the
@@ -86,6 +87,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkin", _on_checkin)
     event.listen(engine.sync_engine, "checkout", _on_checkout)
+    instrument_engine(engine.sync_engine)
     return engine
 
 

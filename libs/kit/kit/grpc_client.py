@@ -10,6 +10,7 @@ import structlog
 
 from kit.grpc_interceptors import AUTHORIZATION_KEY, REQUEST_ID_KEY
 from kit.service_identity import TokenSigner
+from kit.tracing import grpc_client_interceptors
 
 Continuation = Callable[[grpc.aio.ClientCallDetails, Any], Any]
 
@@ -26,11 +27,13 @@ def create_channel(
     With a ``signer`` every call carries ``authorization: Bearer <token>`` addressed to
     ``audience`` (the target service's identity name).
     """
-    interceptors: list[grpc.aio.ClientInterceptor] | None = None
+    # Tracing first (outermost), so its span covers the signing; no list at all when
+    # neither is on, as before.
+    interceptors: list[grpc.aio.ClientInterceptor] = grpc_client_interceptors()
     if signer is not None:
         if audience is None:
             raise ValueError("a signed channel needs the audience (the target's identity)")
-        interceptors = [
+        interceptors += [
             _SignUnaryUnary(signer, audience),
             _SignStreamUnary(signer, audience),
             _SignUnaryStream(signer, audience),
@@ -48,7 +51,7 @@ def create_channel(
             # behind a headless Service / dns:/// target), not just the first one.
             ("grpc.lb_policy_name", "round_robin"),
         ],
-        interceptors=interceptors,
+        interceptors=interceptors or None,
     )
 
 

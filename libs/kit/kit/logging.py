@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 from structlog.typing import Processor
 
 # Keys whose values are never written, whoever logs them.
@@ -111,11 +112,24 @@ class _Service:
         return event
 
 
+def _trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The ids of the active span (kit/tracing.py), so a line leads to its trace.
+
+    With tracing off there is never a valid span: one context lookup, no fields.
+    """
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
 def _processors(service: str) -> list[Processor]:
     """The chain every line goes through, ours and the stdlib's alike."""
     return [
         structlog.contextvars.merge_contextvars,
         _Service(service),
+        _trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
     ]

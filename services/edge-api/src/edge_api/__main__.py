@@ -16,6 +16,7 @@ from kit.logging import configure_logging, get_logger
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
+from kit.tracing import setup_tracing
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config("edge_api", EdgeSettings)
     settings = load_settings(EdgeSettings)
     configure_logging("edge-api", settings.log_level)
+    setup_tracing("edge-api")
     log = get_logger("edge_api")
     try:
         runtime_config = load_runtime_config(settings.runtime_config_file)

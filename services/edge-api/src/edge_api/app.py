@@ -33,6 +33,7 @@ from edge_api.state import EdgeState
 from kit.logging import get_logger
 from kit.metrics import install_http_metrics
 from kit.runtime_config import RuntimeConfig
+from kit.tracing import instrument_asgi
 
 log = get_logger("edge_api.app")
 
@@ -123,6 +124,7 @@ def create_app(
         web.content_security_policy(settings)  # a bad S3_ENDPOINT stops the start, not the page
         app.include_router(web.router)
     install_openapi(app, runtime_config)
+    instrument_asgi(app)  # outermost: the span covers the whole request
     return app
 
 

@@ -18,11 +18,13 @@ from kit.migrate_command import migrate
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError
 from kit.settings import load_settings
+from kit.tracing import setup_tracing
 
 
 async def main() -> None:
     settings = load_settings(GenerationSettings)
     configure_logging("generation", settings.log_level)
+    setup_tracing("generation")
     log = get_logger("generation")
     if not settings.replicate_api_base_url.startswith(("http://127.", "http://localhost")):
         log.info("provider.remote", baseUrl=settings.replicate_api_base_url)

@@ -16,6 +16,7 @@ from kit.migrate_command import migrate
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
+from kit.tracing import setup_tracing
 from usage.settings import UsageSettings
 from usage.wiring import MIGRATIONS_DIR, build_server
 from usage.wiring import migrate as migrate_database
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return migrate("usage", UsageSettings, MIGRATIONS_DIR)
     settings = load_settings(UsageSettings)
     configure_logging("usage", settings.log_level)
+    setup_tracing("usage")
     try:
         asyncio.run(serve(settings))
     except RuntimeConfigError as error:

@@ -17,6 +17,7 @@ import uvicorn
 from kit.logging import configure_logging, get_logger
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError
+from kit.tracing import setup_tracing
 from webhook_gateway.app import create_app
 from webhook_gateway.settings import GatewaySettings
 
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{SERVICE_NAME}: invalid settings: {_settings_problems(error)}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(SERVICE_NAME, settings.log_level)
+    setup_tracing(SERVICE_NAME)
     log = get_logger("webhook_gateway")
     try:
         app = create_app(settings)

@@ -15,6 +15,7 @@ from kit.logging import get_logger
 from kit.metrics import install_http_metrics
 from kit.runtime_config import RuntimeConfig, load_runtime_config
 from kit.service_identity import WEBHOOK_GATEWAY
+from kit.tracing import instrument_asgi
 from webhook_gateway.forwarder import GenerationForwarder
 from webhook_gateway.middleware import RequestIdMiddleware
 from webhook_gateway.responses import http_exception_handler, internal_error_handler
@@ -87,4 +88,5 @@ def create_app(
     app.router.redirect_slashes = False
     # GET /metrics on the gateway's own port; Envoy routes only the webhook path here.
     install_http_metrics(app)
+    instrument_asgi(app)  # outermost: the span covers the whole request
     return app

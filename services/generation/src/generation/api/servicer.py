@@ -20,6 +20,7 @@ from generation.domain.provider import Deadline, InvalidProviderPayload, provide
 from generation.domain.submission import submit_generation
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
+from kit import tracing
 from kit.errors import ValidationError
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
 
@@ -140,12 +141,23 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             prediction = self._ctx.provider.parse_event(request.payload)
         except InvalidProviderPayload:
             raise ValidationError("The event is not a prediction.") from None
-        outcome, job = await apply_prediction(self._ctx, prediction, source="webhook")
+        with tracing.linked_span(
+            "generation.apply_webhook", await self._submission_trace(prediction.id)
+        ):
+            outcome, job = await apply_prediction(self._ctx, prediction, source="webhook")
         return pb.ApplyProviderEventResponse(
             outcome=mappers.outcome_message(outcome),
             job_id=str(job.id) if job else "",
             status=mappers.status_message(job.status) if job else pb.JOB_STATUS_UNSPECIFIED,
         )
+
+    async def _submission_trace(self, prediction_id: str) -> str | None:
+        """The traceparent stored with the prediction's job; read only when tracing."""
+        if not tracing.enabled():
+            return None
+        async with self._ctx.reads() as tx:
+            job = await tx.jobs.get_by_prediction_id(prediction_id)
+        return job.traceparent if job else None
 
     async def ListJobOutcomes(
         self, request: pb.ListJobOutcomesRequest, context: Context

@@ -16,6 +16,7 @@ from generation.domain.modes import GenerationInput
 from generation.domain.records import Inserted, KeyTaken, NewJob
 from generation.domain.submit_request import SubmitCommand, SubmitResult
 from kit.errors import IdempotencyKeyReused, TooManyInflight
+from kit.tracing import current_traceparent
 
 
 def new_job(
@@ -41,6 +42,7 @@ def new_job(
         source_job_id=command.source.job_id if command.source else None,
         source_variant_idx=command.source.variant_idx if command.source else None,
         created_at=ctx.clock.now(),
+        traceparent=current_traceparent(),
     )
 
 

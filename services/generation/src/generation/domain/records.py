@@ -36,6 +36,8 @@ class Job:
     request_fingerprint: str
     charge_state: str
     refund_state: str
+    # The W3C traceparent of the submission (tracing on only; kit/tracing.py).
+    traceparent: str | None = None
 
     def view(self) -> JobView:
         """The job as clients see it, without its render (see JobReads.view for that)."""
@@ -76,6 +78,8 @@ class NewJob:
     source_job_id: uuid.UUID | None
     source_variant_idx: int | None
     created_at: datetime
+    # The submission's W3C traceparent when tracing is on: later spans link to it.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from generation.domain.records import Job
 from generation.domain.refresh import poll_and_apply
 from generation.domain.settlement import charge, refund
 from generation.domain.states import RefundState
+from kit import tracing
 from kit.errors import LimitExceeded
 from kit.logging import get_logger
 
@@ -78,8 +79,9 @@ async def _poll_quiet_jobs(ctx: GenerationContext) -> int:
         async with ctx.transactions() as tx:
             if not await tx.jobs.claim_poll(job.id, now, throttle):
                 continue  # another instance (or a GET) is polling it
-        if await poll_and_apply(ctx, job, job.prediction_id, source="sweep"):
-            recovered += 1
+        with tracing.linked_span("generation.sweep.recover", job.traceparent, jobId=str(job.id)):
+            if await poll_and_apply(ctx, job, job.prediction_id, source="sweep"):
+                recovered += 1
     return recovered
 
 
@@ -94,19 +96,26 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
         )
     ended = 0
     for job in candidates:
-        error = jobs.INTERRUPTED if job.prediction_id is None else jobs.TIMED_OUT
-        if job.prediction_id is not None:
-            await _cancel_at_provider(ctx, job, job.prediction_id)
-        if await end_without_output(ctx, job, error, jobs.FAILED):
-            ended += 1
-            log.warning(
-                "job.transition",
-                **jobs.log_fields(job, jobs.FAILED),
-                source="sweep",
-                reason=error.code,
-            )
-            metrics.job_transition(jobs.FAILED, "sweep")
+        with tracing.linked_span("generation.sweep.time_out", job.traceparent, jobId=str(job.id)):
+            ended += await _end_overdue(ctx, job)
     return ended
+
+
+async def _end_overdue(ctx: GenerationContext, job: Job) -> int:
+    """1 when this pass failed the overdue ``job``, 0 when another writer got there first."""
+    error = jobs.INTERRUPTED if job.prediction_id is None else jobs.TIMED_OUT
+    if job.prediction_id is not None:
+        await _cancel_at_provider(ctx, job, job.prediction_id)
+    if not await end_without_output(ctx, job, error, jobs.FAILED):
+        return 0
+    log.warning(
+        "job.transition",
+        **jobs.log_fields(job, jobs.FAILED),
+        source="sweep",
+        reason=error.code,
+    )
+    metrics.job_transition(jobs.FAILED, "sweep")
+    return 1
 
 
 async def _cancel_at_provider(ctx: GenerationContext, job: Job, prediction_id: str) -> None:

@@ -90,6 +90,9 @@ class GenerationJob(Base):
     files_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     files_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     files_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The W3C traceparent of the submission (tracing on only): the webhook's and the
+    # sweep's spans link to it (kit/tracing.py).
+    traceparent: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         CheckConstraint(f"status IN {sql_list(JOB_STATUSES)}", name="status_known"),

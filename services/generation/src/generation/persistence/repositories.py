@@ -85,6 +85,7 @@ def to_job(row: GenerationJob) -> Job:
         request_fingerprint=row.request_fingerprint,
         charge_state=row.charge_state,
         refund_state=row.refund_state,
+        traceparent=row.traceparent,
     )
 
 
@@ -161,6 +162,7 @@ class JobRepository:
                 refund_state=RefundState.NONE,
                 created_at=job.created_at,
                 updated_at=job.created_at,
+                traceparent=job.traceparent,
             )
             .on_conflict_do_nothing()
             .returning(GenerationJob.id)
