@@ -163,7 +163,7 @@ class JobFeed:
             delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _follow_once(self) -> None:
-        request = generation_pb2.WatchJobsRequest(from_version=self._version)
+        request = generation_pb2.WatchJobsRequest(from_version=self._version, with_jobs=True)
         call = self._stub().WatchJobs(request, timeout=STREAM_SECONDS)
         async for item in call:
             if item.WhichOneof("item") == "caught_up":
@@ -175,10 +175,15 @@ class JobFeed:
             change = item.change
             self._version = max(self._version, change.version)
             self.settled.changed(change.job_id, change.version)
+            # The job as its owner sees it came along (with_jobs): no read needed.
+            news = change.job if change.HasField("job") else None
             for signal in self._watchers.get(change.job_id, ()):
+                signal.news = news
                 signal.wake(CHANGED)
 
     def _wake_all(self, reason: int = CHANGED) -> None:
         for signals in self._watchers.values():
             for signal in signals:
+                if reason & CHANGED:
+                    signal.news = None  # interrupted: what was carried may be outdated
                 signal.wake(reason)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -29,11 +30,13 @@ Write = Callable[[bytes], Awaitable[None]]
 class Watch:
     """What one stream waits on: reasons accumulate until the stream takes them."""
 
-    __slots__ = ("_reasons", "_waiter")
+    __slots__ = ("_reasons", "_waiter", "news")
 
     def __init__(self) -> None:
         self._reasons = 0
         self._waiter: asyncio.Future[None] | None = None
+        # What the waker brought along (the feed: the job's newest view), if anything.
+        self.news: Any = None
 
     def wake(self, reason: int) -> None:
         """Record ``reason`` and wake the stream if it sleeps."""

@@ -137,8 +137,11 @@ def _producer(
                 return
             if reasons & BEAT:
                 await write(_KEEPALIVE)
-            if reasons & (CHANGED | REFRESH):
-                job = await _read_again(state, owner_id, job_id, job)
+            news, watch.news = watch.news, None
+            if reasons & REFRESH or (reasons & CHANGED and news is None):
+                job = await _read_again(state, owner_id, job_id, job)  # the timed read
+            elif news is not None and news.version > job.version:
+                job = news  # carried by the feed: exactly what GetGeneration answers
 
     return produce
 

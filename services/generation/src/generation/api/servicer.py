@@ -20,7 +20,7 @@ from generation.domain.submission import submit_generation
 from generation.persistence.feed import ChangeFeed, FeedLost, JobChange, SubscriberTooSlow
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
-from kit.errors import ValidationError
+from kit.errors import NotFound, ValidationError
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -123,13 +123,25 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         try:
             async for item in self._feed.follow(owner_id, request.from_version):
                 if isinstance(item, JobChange):
-                    yield pb.WatchJobsResponse(change=mappers.change_message(item))
+                    change = mappers.change_message(item)
+                    if request.with_jobs:
+                        await self._carry_job(change, item)
+                    yield pb.WatchJobsResponse(change=change)
                 else:
                     yield pb.WatchJobsResponse(caught_up=item)
         except FeedLost:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "The change feed was interrupted.")
         except SubscriberTooSlow:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "The reader fell behind.")
+
+    async def _carry_job(self, message: pb.JobChange, change: JobChange) -> None:
+        """Put the job's view as GetGeneration shows it into ``message`` (read now, once
+        for every watcher the follower serves); left unset when the job is gone."""
+        try:
+            view = await queries.load_view(self._ctx, change.owner_id, change.job_id)
+        except NotFound:
+            return
+        message.job.CopyFrom(self._shown(view))
 
     async def ApplyProviderEvent(
         self, request: pb.ApplyProviderEventRequest, context: Context
