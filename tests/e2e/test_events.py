@@ -295,3 +295,34 @@ async def test_idle_watchers_of_one_job_share_one_timed_read(stack: Stack, user:
     # One reader per interval (about 10), not one per stream (about 200).
     assert 1 <= reads <= 2 * quiet / refresh
     assert all(stream.statuses[-1] == "canceled" for stream in streams)
+
+
+async def _watch_until_canceled(user: User, url: str, job_id: str, count: int) -> float:
+    """``count`` streams on a held job, which is then canceled: GetGeneration calls meanwhile."""
+    streams = [Stream() for _ in range(count)]
+    watchers = [
+        asyncio.create_task(follow(user.client, url, user.headers, stream)) for stream in streams
+    ]
+    await _until(lambda: all(stream.statuses[-1:] == ["processing"] for stream in streams))
+    before = _get_generation_calls()
+    assert (await user.cancel(job_id)).status_code == 200
+    await asyncio.wait_for(asyncio.gather(*watchers), WAIT)
+    reads = _get_generation_calls() - before
+    final = (await user.get(job_id)).json()
+    assert all(stream.messages[-1] == final for stream in streams)  # exactly GET's JSON
+    return reads
+
+
+async def test_a_change_reaches_every_watcher_without_a_read_each(stack: Stack, user: User) -> None:
+    await stack.control("set_faults", hold=True)
+    # A first job, seen to its end, proves the edge's feed is connected and caught up (its
+    # catch-up makes every watcher read once, which would blur the count below).
+    warm = (await user.submit("imagine", prompt="A wine cellar")).json()["id"]
+    await _watch_until_canceled(user, _events_url(stack, warm), warm, 1)
+    held = (await user.submit("imagine", prompt="A wine cellar")).json()["id"]
+
+    reads = await _watch_until_canceled(user, _events_url(stack, held), held, 10)
+
+    # The job came along with its change (WatchJobs with_jobs): not one read per watcher
+    # (10); at most the leader's timed read if one fell due meanwhile.
+    assert reads <= 1

@@ -12,7 +12,7 @@ from edge_api.auth import TokenVerifier
 from edge_api.clients import Clients, open_clients
 from edge_api.cors import ApiCorsMiddleware
 from edge_api.errors import install_error_handlers
-from edge_api.feed import JobFeed
+from edge_api.feed import JobFeed, Timings
 from edge_api.jwks import JwksKeys
 from edge_api.middleware import RequestContextMiddleware
 from edge_api.openapi import install_openapi
@@ -70,6 +70,11 @@ def create_app(
                 settings.settled_cache_entries,
                 # A kept view's signed input URLs keep at least half their lifetime.
                 max_age=runtime_config.uploads.signed_url_ttl_seconds / 2,
+            ),
+            Timings(
+                heartbeat=settings.sse_heartbeat_seconds,
+                refresh=settings.sse_refresh_seconds
+                or runtime_config.timings.stale_after_ms / 1000,
             ),
         ),
     )

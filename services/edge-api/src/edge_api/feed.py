@@ -2,10 +2,12 @@
 
 The edge follows generation's ``WatchJobs`` stream (every owner's changes) and
 wakes the watchers of the job each change names; a watcher then reads the job
-once and sends what changed. A quiet watcher waits on an ``asyncio.Event``: no
-CPU, no call. When the stream breaks, every watcher is woken (so nothing that
-happened meanwhile is missed: each reads its job again) and the stream is
-resumed from the last version seen, on whichever generation instance answers.
+once and sends what changed. A quiet watcher sleeps on its ``Watch`` (edge_api.sse):
+no CPU, no call, no timer of its own. One ticker per process wakes every watcher
+when a heartbeat is due and each job's leading watcher when its timed read is due,
+so idle streams cost one timer in all. When the stream breaks, every watcher is
+woken (so nothing that happened meanwhile is missed: each reads its job again) and
+the stream is resumed from the last version seen, on whichever generation instance answers.
 
 The feed also keeps the edge's cache of settled job views honest (edge_api.settled):
 each change drops older views, and a disconnect or a resume drops them all. It runs
@@ -19,11 +21,13 @@ import contextlib
 import contextvars
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import grpc
 
 from edge_api.settled import SettledJobs
+from edge_api.sse import BEAT, CHANGED, REFRESH, Watch
 from interior.generation.v1 import generation_pb2
 from kit.logging import get_logger
 
@@ -39,27 +43,45 @@ STREAM_SECONDS = 600.0
 _BACKOFF_MAX = 5.0
 
 
+@dataclass(frozen=True)
+class Timings:
+    """How often watched streams get a heartbeat and their job a timed read (seconds)."""
+
+    heartbeat: float = 15.0
+    refresh: float = 5.0
+
+
 class JobFeed:
     """Wakes the watchers of a job whenever generation reports a change of it."""
 
     def __init__(
-        self, stub: Callable[[], GenerationServiceAsyncStub], settled: SettledJobs
+        self,
+        stub: Callable[[], GenerationServiceAsyncStub],
+        settled: SettledJobs,
+        timings: Timings | None = None,
     ) -> None:
         self._stub = stub
         self.settled = settled
+        self.timings = timings or Timings()
         # Insertion-ordered (a dict as an ordered set): the first watcher leads the refresh.
-        self._watchers: defaultdict[str, dict[asyncio.Event, None]] = defaultdict(dict)
+        self._watchers: defaultdict[str, dict[Watch, None]] = defaultdict(dict)
         self._version = 0
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         # True while the upstream stream is open and replayed what was recorded.
         self.caught_up = False
 
     @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
-        """An event set on each change of ``job_id`` (and when the feed was interrupted)."""
-        signal = asyncio.Event()
+    def watch(self, job_id: str) -> Iterator[Watch]:
+        """A watch woken on each change of ``job_id`` (and when the feed was interrupted),
+        on each heartbeat, and for the job's timed read while it leads (see ``leads``)."""
+        signal = Watch()
         self._watchers[job_id][signal] = None
         self.ensure_running()
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(
+                self._tick(), name="edge-sse-ticker", context=contextvars.Context()
+            )
         try:
             yield signal
         finally:
@@ -78,7 +100,7 @@ class JobFeed:
                 self._follow_forever(), name="edge-job-feed", context=contextvars.Context()
             )
 
-    def leads(self, job_id: str, signal: asyncio.Event) -> bool:
+    def leads(self, job_id: str, signal: Watch) -> bool:
         """Whether ``signal``'s watcher is the one that refreshes ``job_id`` on a timer.
 
         A timed read exists to let generation's stale refresh poll the provider; what it
@@ -93,11 +115,29 @@ class JobFeed:
         return sum(len(signals) for signals in self._watchers.values())
 
     async def close(self) -> None:
-        """Stop following."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop following (and ticking)."""
+        for task in (self._task, self._ticker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _tick(self) -> None:
+        """Heartbeats for every watcher, timed reads for each job's leader; ends (to be
+        started again by the next watcher) when nobody watches."""
+        loop = asyncio.get_running_loop()
+        heartbeat, refresh = self.timings.heartbeat, self.timings.refresh
+        next_beat, next_read = loop.time() + heartbeat, loop.time() + refresh
+        while self._watchers:
+            await asyncio.sleep(max(0.0, min(next_beat, next_read) - loop.time()))
+            now = loop.time()
+            if now >= next_beat:
+                next_beat = now + heartbeat
+                self._wake_all(BEAT)
+            if now >= next_read:
+                next_read = now + refresh
+                for signals in list(self._watchers.values()):
+                    next(iter(signals)).wake(REFRESH)
 
     async def _follow_forever(self) -> None:
         delay = _BACKOFF_FIRST
@@ -123,7 +163,7 @@ class JobFeed:
             delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _follow_once(self) -> None:
-        request = generation_pb2.WatchJobsRequest(from_version=self._version)
+        request = generation_pb2.WatchJobsRequest(from_version=self._version, with_jobs=True)
         call = self._stub().WatchJobs(request, timeout=STREAM_SECONDS)
         async for item in call:
             if item.WhichOneof("item") == "caught_up":
@@ -135,10 +175,15 @@ class JobFeed:
             change = item.change
             self._version = max(self._version, change.version)
             self.settled.changed(change.job_id, change.version)
+            # The job as its owner sees it came along (with_jobs): no read needed.
+            news = change.job if change.HasField("job") else None
             for signal in self._watchers.get(change.job_id, ()):
-                signal.set()
+                signal.news = news
+                signal.wake(CHANGED)
 
-    def _wake_all(self) -> None:
+    def _wake_all(self, reason: int = CHANGED) -> None:
         for signals in self._watchers.values():
             for signal in signals:
-                signal.set()
+                if reason & CHANGED:
+                    signal.news = None  # interrupted: what was carried may be outdated
+                signal.wake(reason)

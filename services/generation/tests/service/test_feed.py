@@ -81,9 +81,16 @@ async def _set(instance: Instance, job_id: uuid.UUID, **values: object) -> None:
 class Follower:
     """One WatchJobs stream, read in the background into a list."""
 
-    def __init__(self, instance: Instance, owner: uuid.UUID | None, from_version: int = 0):
+    def __init__(
+        self,
+        instance: Instance,
+        owner: uuid.UUID | None,
+        from_version: int = 0,
+        *,
+        with_jobs: bool = False,
+    ):
         request = pb.WatchJobsRequest(
-            owner_id=str(owner) if owner else "", from_version=from_version
+            owner_id=str(owner) if owner else "", from_version=from_version, with_jobs=with_jobs
         )
         self.call = instance.stub.WatchJobs(request)
         self.changes: list[pb.JobChange] = []
@@ -141,6 +148,31 @@ async def test_every_visible_change_reaches_followers_on_every_instance(
         assert len(set(versions)) == 5  # insert, processing, succeeded, render, deletion
         assert {c.owner_id for c in follower.changes} == {str(owner)}
         follower.cancel()
+
+
+async def test_a_change_carries_the_job_exactly_as_get_generation_shows_it(
+    instances: list[Instance],
+) -> None:
+    owner = uuid.uuid4()
+    carrying = Follower(instances[0], None, with_jobs=True)
+    plain = Follower(instances[1], None)
+    await asyncio.gather(carrying.caught_up.wait(), plain.caught_up.wait())
+
+    job_id = await _insert_job(instances[1], owner)
+    await _set(instances[1], job_id, status="processing")
+    await carrying.until(lambda _: len(carrying.versions_of(job_id)) == 2)
+    await plain.until(lambda _: len(plain.versions_of(job_id)) == 2)
+    answer = await instances[0].stub.GetGeneration(
+        pb.GetGenerationRequest(owner_id=str(owner), job_id=str(job_id))
+    )
+
+    last = carrying.changes[-1]
+    assert last.HasField("job")
+    assert last.job == answer.job  # no second round trip needed to show the change
+    assert last.job.version >= last.version
+    assert not any(change.HasField("job") for change in plain.changes)  # only when asked
+    carrying.cancel()
+    plain.cancel()
 
 
 async def test_an_owner_filter_sees_only_that_owner(instances: list[Instance]) -> None:

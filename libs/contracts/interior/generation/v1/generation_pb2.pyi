@@ -652,19 +652,25 @@ class WatchJobsRequest(_message.Message):
 
     OWNER_ID_FIELD_NUMBER: _builtins.int
     FROM_VERSION_FIELD_NUMBER: _builtins.int
+    WITH_JOBS_FIELD_NUMBER: _builtins.int
     owner_id: _builtins.str
     """Only this owner's changes; empty for every owner."""
     from_version: _builtins.int
     """Resume after this version (0: from now on)."""
+    with_jobs: _builtins.bool
+    """Carry each changed job's view in its change (JobChange.job), so the
+    follower needs no GetGeneration round trip to show it.
+    """
     def __init__(
         self,
         *,
         owner_id: _builtins.str = ...,
         from_version: _builtins.int = ...,
+        with_jobs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_version", b"from_version", "owner_id", b"owner_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_version", b"from_version", "owner_id", b"owner_id", "with_jobs", b"with_jobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -672,26 +678,35 @@ Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
 
 @_typing.final
 class JobChange(_message.Message):
-    """One committed change of a job: read the job for its new state."""
+    """One committed change of a job: read the job for its new state (or take job)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     VERSION_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     OWNER_ID_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
     version: _builtins.int
     job_id: _builtins.str
     owner_id: _builtins.str
+    @_builtins.property
+    def job(self) -> Global___Job:
+        """With WatchJobsRequest.with_jobs: the job as GetGeneration answers its owner,
+        read when generation received the change (its version is at least this
+        change's). Unset when the job is gone (deleted) or could not be read.
+        """
+
     def __init__(
         self,
         *,
         version: _builtins.int = ...,
         job_id: _builtins.str = ...,
         owner_id: _builtins.str = ...,
+        job: Global___Job | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "owner_id", b"owner_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "job_id", b"job_id", "owner_id", b"owner_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

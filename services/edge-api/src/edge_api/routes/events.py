@@ -3,17 +3,18 @@
 Each message is ``id: <version>``, ``event: job`` and ``data: <the job JSON as GET
 returns it>``. The first comes at once (unless ``Last-Event-ID`` already names the
 current version), then one per change, woken by the edge's shared feed; after a
-terminal status the stream ends. While the job runs it is read again every stale
-interval, so generation's stale refresh applies and a lost webhook still shows. A
-comment line goes out at least every ``SSE_HEARTBEAT_SECONDS``. Browsers'
-``EventSource`` cannot send headers: ``access_token`` in the query works too (it is
-never logged: the access log has no query string).
+terminal status the stream ends. Written by edge_api.sse's lean response: a quiet
+stream holds no timer and no task of its own beyond its disconnect listener.
+While the job runs it is read again every stale interval, so generation's stale
+refresh applies and a lost webhook still shows. A comment line goes out at least
+every ``SSE_HEARTBEAT_SECONDS``. Browsers' ``EventSource`` cannot send headers:
+``access_token`` in the query works too (it is never logged: the access log has no
+query string).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
@@ -23,6 +24,7 @@ from edge_api.mappers import job_to_json
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
 from edge_api.routes.generations import JobId, _job_id, public_base
+from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
 from edge_api.state import EdgeState, State
 from interior.generation.v1 import generation_pb2
 from kit.errors import Unauthorized
@@ -64,6 +66,7 @@ def _already_sent(last_event_id: str | None, current: int) -> int:
 @router.get(
     "/{job_id}/events",
     summary="Follow a generation live (Server-Sent Events)",
+    # For the OpenAPI document only (the media type); the route returns its own response.
     response_class=StreamingResponse,
     responses={
         200: {
@@ -85,7 +88,7 @@ async def watch_generation(
         str | None,
         Query(description="The bearer token, for EventSource (which cannot send headers)."),
     ] = None,
-) -> StreamingResponse:
+) -> EventStreamResponse:
     """The job now, then each change, until it is finished."""
     owner_id = (await state.token_verifier.caller(_token(request, access_token))).owner_id
     request.state.owner_id = owner_id
@@ -93,8 +96,8 @@ async def watch_generation(
     job_key = _job_id(job_id)
     first = await _read(state, owner_id, job_key)  # 401/404 answered as JSON, before the stream
     sent = _already_sent(last_event_id, first.version)
-    stream = _messages(state, owner_id, job_key, first, sent, public_base(state, request))
-    return StreamingResponse(stream, media_type="text/event-stream", headers=_STREAM_HEADERS)
+    produce = _producer(state, owner_id, job_key, first, sent, public_base(state, request))
+    return EventStreamResponse(lambda: state.feed.watch(job_key), produce, _STREAM_HEADERS)
 
 
 async def _read(state: EdgeState, owner_id: str, job_id: str) -> generation_pb2.Job:
@@ -111,52 +114,36 @@ def _message(job: generation_pb2.Job, base_url: str) -> bytes:
     return f"id: {job.version}\nevent: job\ndata: {data}\n\n".encode()
 
 
-async def _messages(
+def _producer(
     state: EdgeState,
     owner_id: str,
     job_id: str,
     job: generation_pb2.Job,
     sent: int,
     base_url: str,
-) -> AsyncIterator[bytes]:
-    loop = asyncio.get_running_loop()
-    heartbeat = state.settings.sse_heartbeat_seconds
-    refresh = (
-        state.settings.sse_refresh_seconds or state.runtime_config.timings.stale_after_ms / 1000
-    )
-    next_beat, next_read = loop.time() + heartbeat, loop.time() + refresh
-    with state.feed.watch(job_id) as changed:
+) -> Callable[[Watch, Write], Awaitable[None]]:
+    async def produce(watch: Watch, write: Write) -> None:
+        nonlocal job, sent
         while True:
             if job.version > sent:
-                yield _message(job, base_url)
+                await write(_message(job, base_url))
                 sent = job.version
             if job.status in _TERMINAL:
                 return
-            # Only the job's leading watcher wakes for the timed read (JobFeed.leads); the
-            # others sleep until their heartbeat, so an idle stream wakes once per beat.
-            leads = state.feed.leads(job_id, changed)
-            deadline = min(next_beat, next_read) if leads else next_beat
-            woken = await _wait(changed, deadline - loop.time())
-            now = loop.time()
-            if now >= next_beat:
-                yield _KEEPALIVE
-                next_beat = now + heartbeat
-            due = now >= next_read
-            if due:
-                next_read = now + refresh
-            if woken or (due and state.feed.leads(job_id, changed)):
-                job = await _read_again(state, owner_id, job_id, job)
+            # The feed's ticker wakes every stream for its heartbeat and only the job's
+            # leading watcher for the timed read (JobFeed.leads): one read per job.
+            reasons = await watch.wait()
+            if reasons & GONE:
+                return
+            if reasons & BEAT:
+                await write(_KEEPALIVE)
+            news, watch.news = watch.news, None
+            if reasons & REFRESH or (reasons & CHANGED and news is None):
+                job = await _read_again(state, owner_id, job_id, job)  # the timed read
+            elif news is not None and news.version > job.version:
+                job = news  # carried by the feed: exactly what GetGeneration answers
 
-
-async def _wait(signal: asyncio.Event, seconds: float) -> bool:
-    """True when ``signal`` was set within ``seconds`` (and clears it)."""
-    try:
-        async with asyncio.timeout(max(0.0, seconds)):
-            await signal.wait()
-    except TimeoutError:
-        return False
-    signal.clear()
-    return True
+    return produce
 
 
 async def _read_again(

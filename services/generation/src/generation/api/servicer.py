@@ -11,7 +11,7 @@ import grpc
 from generation.api import mappers
 from generation.api.intake import received_submission
 from generation.domain import audit, commands, history, queries
-from generation.domain.changes import FeedLost, JobFeed, SubscriberTooSlow
+from generation.domain.changes import FeedLost, JobChangeRef, JobFeed, SubscriberTooSlow
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction
 from generation.domain.jobs import JobView
@@ -21,7 +21,7 @@ from generation.domain.submission import submit_generation
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit import tracing
-from kit.errors import ValidationError
+from kit.errors import NotFound, ValidationError
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -126,11 +126,23 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
                 if isinstance(item, int):
                     yield pb.WatchJobsResponse(caught_up=item)
                 else:
-                    yield pb.WatchJobsResponse(change=mappers.change_message(item))
+                    change = mappers.change_message(item)
+                    if request.with_jobs:
+                        await self._carry_job(change, item)
+                    yield pb.WatchJobsResponse(change=change)
         except FeedLost:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "The change feed was interrupted.")
         except SubscriberTooSlow:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "The reader fell behind.")
+
+    async def _carry_job(self, message: pb.JobChange, change: JobChangeRef) -> None:
+        """Put the job's view as GetGeneration shows it into ``message`` (read now, once
+        for every watcher the follower serves); left unset when the job is gone."""
+        try:
+            view = await queries.load_view(self._ctx, change.owner_id, change.job_id)
+        except NotFound:
+            return
+        message.job.CopyFrom(self._shown(view))
 
     async def ApplyProviderEvent(
         self, request: pb.ApplyProviderEventRequest, context: Context

@@ -1,0 +1,105 @@
+"""The lean SSE response and the feed's shared ticker (edge_api.sse, edge_api.feed)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+
+from edge_api.feed import JobFeed, Timings
+from edge_api.settled import SettledJobs
+from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
+from testkit.servers import ThreadedUvicorn
+
+WAIT = 10.0
+
+
+async def _until(done: object, timeout: float = WAIT) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():  # type: ignore[operator]
+            await asyncio.sleep(0.01)
+
+
+def _unreachable_generation() -> object:
+    raise ConnectionError("no generation in this test")  # the feed stops; the ticker goes on
+
+
+async def test_a_watch_collects_reasons_until_taken() -> None:
+    watch = Watch()
+    watch.wake(BEAT)
+    watch.wake(CHANGED)
+    assert await watch.wait() == BEAT | CHANGED
+
+    sleeper = asyncio.create_task(watch.wait())
+    await asyncio.sleep(0.01)
+    assert not sleeper.done()  # nothing new: it sleeps
+    watch.wake(GONE)
+    assert await asyncio.wait_for(sleeper, WAIT) == GONE
+
+
+async def test_one_ticker_beats_every_stream_and_refreshes_one_per_job() -> None:
+    feed = JobFeed(_unreachable_generation, SettledJobs(10, 60.0), Timings(0.05, 0.05))  # type: ignore[arg-type]
+    beats: Counter[Watch] = Counter()
+    refreshes: Counter[Watch] = Counter()
+
+    async def count(watch: Watch) -> None:
+        while True:
+            reasons = await watch.wait()
+            beats[watch] += bool(reasons & BEAT)
+            refreshes[watch] += bool(reasons & REFRESH)
+
+    with ExitStack() as held:
+        watches = [held.enter_context(feed.watch(f"job-{i % 10}")) for i in range(300)]
+        counters = [asyncio.create_task(count(watch)) for watch in watches]
+        await _until(lambda: all(beats[watch] >= 3 for watch in watches))
+        tickers = [t for t in asyncio.all_tasks() if t.get_name() == "edge-sse-ticker"]
+        for counter in counters:
+            counter.cancel()
+    leaders = watches[:10]  # the first watcher of each job
+    assert len(tickers) == 1  # one timer for all 300 streams
+    assert all(refreshes[watch] >= 1 for watch in leaders)
+    assert sum(refreshes[watch] for watch in watches[10:]) == 0
+    await feed.close()
+
+
+@contextmanager
+def _server(ended: threading.Event) -> Iterator[str]:
+    async def endless(watch: Watch, write: Write) -> None:
+        await write(b": hello\n\n")
+        while not await watch.wait() & GONE:
+            pass
+        ended.set()
+
+    async def route(_: Request) -> EventStreamResponse:
+        return EventStreamResponse(lambda: _watching(), endless)
+
+    @contextmanager
+    def _watching() -> Iterator[Watch]:
+        yield Watch()
+
+    server = ThreadedUvicorn(Starlette(routes=[Route("/s", route)]), name="sse-test").start()
+    try:
+        yield server.base_url
+    finally:
+        server.stop()
+
+
+async def test_a_stream_ends_when_its_client_goes_away() -> None:
+    ended = threading.Event()
+    with _server(ended) as base_url:
+        async with (
+            httpx.AsyncClient(base_url=base_url, timeout=WAIT) as client,
+            client.stream("GET", "/s") as answer,
+        ):
+            assert answer.headers["content-type"].startswith("text/event-stream")
+            assert await anext(answer.aiter_lines()) == ": hello"
+            assert not ended.is_set()
+        # The client left: the stream's task is woken (no heartbeat needed) and ends.
+        await _until(ended.is_set)
