@@ -124,7 +124,8 @@ async def _hostile_only(
         say(f"finishing {options.status_targets} jobs through the whole system")
         targets = await finished_jobs(system, image, options.status_targets)
         say(f"a finished job's GET while {UPLOADERS} clients post hostile images")
-        hostile = await hostile_phase(system, targets, options.hostile_seconds)
+        profile_dir = report.RESULTS / "profile" if options.profile else None
+        hostile = await hostile_phase(system, targets, options.hostile_seconds, profile_dir)
     finally:
         say("stopping the system")
         await asyncio.to_thread(system.stop)
