@@ -30,10 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["hostile", "history", "sse", "tracing"],
+        choices=["hostile", "history", "memory", "sse", "tracing"],
         default=None,
         help="run one phase alone (hostile: metrics 6 and 7, ~1 minute; writes hostile.json; "
         "history: the history read at 1k vs 100k rows, ~2 minutes; prints it; "
+        "memory: upload_peak_rss_mb alone, ~1 minute; writes memory.json; "
         "sse: the Server-Sent Events figures; writes sse.json; "
         "tracing: submit and status figures with tracing off and on; writes tracing.json)",
     )
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         hostile_only=args.only == "hostile",
         sse_only=args.only == "sse",
+        memory_only=args.only == "memory",
         hostile_seconds=5.0 if args.quick else 10.0,
     )
     document = asyncio.run(run(options))

@@ -17,14 +17,17 @@ import asyncio
 import contextlib
 import io
 import struct
+import subprocess
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from PIL import Image
 
-from bench.loadgen import _cpu_spent, _cpu_times
+from bench import profiling
+from bench.loadgen import PROFILED, _cpu_spent, _cpu_times
 from bench.memory import MIB, RssSampler
 from bench.payloads import CONTENT_TYPE, submission_body, user_token
 from bench.phases import API
@@ -74,9 +77,13 @@ def hostile_images() -> list[bytes]:
 
 
 async def hostile_phase(
-    system: BenchSystem, targets: list[dict[str, str]], seconds: float
+    system: BenchSystem,
+    targets: list[dict[str, str]],
+    seconds: float,
+    profile_dir: Path | None = None,
 ) -> HostileResult:
-    """GET p99 alone, then under waves of hostile uploads, ``seconds`` each."""
+    """GET p99 alone, then under waves of hostile uploads, ``seconds`` each; with
+    ``profile_dir``, py-spy samples the edge and generation while the uploads arrive."""
     bodies = [submission_body(image) for image in hostile_images()]
     sampler = RssSampler({"generation": system.processes()["generation"]})
     idle, _ = sampler.current()
@@ -91,8 +98,10 @@ async def hostile_phase(
         with sampler:
             waves = asyncio.create_task(_waves(client, system, bodies, stop, statuses))
             cpu_before = _cpu_times(system.processes())
+            profilers = _profile(system, profile_dir, seconds)
             under = await _get_latencies(client, targets, seconds)
             cpu = _cpu_spent(cpu_before, _cpu_times(system.processes()))
+            await asyncio.to_thread(_summarize, profilers)
             stop.set()
             await waves
     p99_alone, p99_under = summarize(alone).p99, summarize(under).p99
@@ -111,6 +120,32 @@ async def hostile_phase(
         peak_by_process_mb={k: round(v / MIB, 1) for k, v in sampler.peak_by_name.items()},
         cpu_seconds_under_uploads=cpu,
     )
+
+
+def _profile(
+    system: BenchSystem, profile_dir: Path | None, seconds: float
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    """py-spy on the edge and generation for the phase (sampling costs CPU: the
+    profiled run's ratio is distorted, read it for where the time goes)."""
+    if profile_dir is None:
+        return []
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        (profiling.record(pid, seconds, out), out)
+        for name, pid in system.pids(*PROFILED).items()
+        for out in [profile_dir / f"hostile-{name}.raw"]
+    ]
+
+
+def _summarize(profilers: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+    for recorder, out in profilers:
+        try:
+            recorder.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            recorder.kill()
+            recorder.wait()
+        if out.exists():
+            out.with_suffix(".txt").write_text(profiling.summarize(out) + "\n")
 
 
 async def _get_latencies(

@@ -54,6 +54,7 @@ class Options:
     hostile_seconds: float = 10.0
     # Only the Server-Sent Events figures: a short run of its own.
     sse_only: bool = False
+    memory_only: bool = False
     sse_streams: int = 2_000
     sse_jobs: int = 20
     # Longer than the stale interval (5 s), so the running jobs' refresh reads count.
@@ -80,6 +81,8 @@ async def run(options: Options) -> dict[str, Any]:
         return await _hostile_only(system, small, options, machine, began)
     if options.sse_only:
         return await _sse_only(system, small, options, durations, machine, began)
+    if options.memory_only:
+        return await _memory_only(system, large, options, machine, began)
     try:
         config = load_runtime_config(system.config.runtime_config_file)
         baselines = Baselines(system, config)
@@ -124,7 +127,8 @@ async def _hostile_only(
         say(f"finishing {options.status_targets} jobs through the whole system")
         targets = await finished_jobs(system, image, options.status_targets)
         say(f"a finished job's GET while {UPLOADERS} clients post hostile images")
-        hostile = await hostile_phase(system, targets, options.hostile_seconds)
+        profile_dir = report.RESULTS / "profile" if options.profile else None
+        hostile = await hostile_phase(system, targets, options.hostile_seconds, profile_dir)
     finally:
         say("stopping the system")
         await asyncio.to_thread(system.stop)
@@ -134,6 +138,37 @@ async def _hostile_only(
     document["machine"]["bench_seconds"] = round(time.monotonic() - began, 1)
     document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return document
+
+
+async def _memory_only(
+    system: BenchSystem, image: bytes, options: Options, machine: dict[str, Any], began: float
+) -> dict[str, Any]:
+    """``--only memory``: ``upload_peak_rss_mb`` alone, on a fresh system."""
+    try:
+        say(f"{options.upload_clients} clients upload {len(image) / MB:.1f} MB at once")
+        memory = await upload_memory_phase(system, image, options.upload_clients)
+    finally:
+        say("stopping the system")
+        await asyncio.to_thread(system.stop)
+    document: dict[str, Any] = {
+        "metrics": {"upload_peak_rss_mb": memory.peak_mb},
+        "baselines": {"upload_idle_rss_mb": memory.idle_mb},
+        "details": {"memory": memory.__dict__},
+    }
+    document["machine"] = {**machine, "quick": options.quick, "only": "memory"}
+    document["machine"]["bench_seconds"] = round(time.monotonic() - began, 1)
+    document["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return document
+
+
+def _memory_row(document: dict[str, Any]) -> tuple[str, str, str, float]:
+    m, b = document["metrics"], document["baselines"]
+    return (
+        "upload_peak_rss_mb",
+        f"{document['details']['memory']['clients']} x 10 MB",
+        f"idle {b['upload_idle_rss_mb']:.0f} MiB",
+        m["upload_peak_rss_mb"],
+    )
 
 
 async def _sse_phases(
@@ -405,6 +440,8 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
         return hostile_rows(document)
     if document["machine"].get("only") == "sse":
         return sse_rows(document)
+    if document["machine"].get("only") == "memory":
+        return [_memory_row(document)]
     m, b = document["metrics"], document["baselines"]
     small = document["details"]["rounds"][0]
     scale = b["scale_ratios"]
@@ -421,8 +458,7 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
         ("scale_latency_ratio",
          f"submit {scale['submit_p50']:.2f} status {scale['status_rps']:.2f} "
          f"webhook {scale['webhook_p50']:.2f}", rows_note, m["scale_latency_ratio"]),
-        ("upload_peak_rss_mb", f"{document['details']['memory']['clients']} x 10 MB",
-         f"idle {b['upload_idle_rss_mb']:.0f} MiB", m["upload_peak_rss_mb"]),
+        _memory_row(document),
         *hostile_rows(document),
         *sse_rows(document),
     ]  # fmt: skip
@@ -430,7 +466,7 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
 
 def bounds_line(document: dict[str, Any]) -> str:
     """One line: the best each missed figure could reach on this machine (see ``bounds``)."""
-    if document["machine"].get("only") in {"hostile", "sse"}:
+    if document["machine"].get("only") in {"hostile", "sse", "memory"}:
         return ""
     b = document["details"]["rounds"][0]["bounds"]
     return (

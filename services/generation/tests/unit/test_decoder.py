@@ -13,7 +13,8 @@ import psutil
 import pytest
 from PIL import Image
 
-from generation.domain.decoder import ImageDecoder, _init_worker, _limit_cpu
+from generation.domain.decoder import ImageDecoder
+from generation.domain.image_worker import init_worker, limit_cpu
 from kit.errors import UnsupportedMediaType, ValidationError
 from kit.runtime_config import Uploads
 from tests.badinput import hostile
@@ -42,7 +43,7 @@ async def decoder() -> AsyncIterator[ImageDecoder]:
 
 @pytest.fixture
 async def small_decoder() -> AsyncIterator[ImageDecoder]:
-    """The smallest budget the config allows: about 48 MiB above an idle worker."""
+    """The smallest budget the config allows: about 95 MiB above an idle (lean) worker."""
     async for pool in started(Uploads(decode_workers=1, decode_memory_mib=128)):
         yield pool
 
@@ -67,13 +68,23 @@ async def test_a_decode_cleans_in_a_worker_not_in_this_process(decoder: ImageDec
     assert decoder.worker_pids() == [pid]
 
 
+async def test_a_worker_imports_pillow_but_not_the_services_stack(decoder: ImageDecoder) -> None:
+    # Every module a worker holds is memory for the life of the pool (grpc alone ~29 MB).
+    loop = asyncio.get_running_loop()
+    modules = await loop.run_in_executor(decoder._pool(), eval, "sorted(__import__('sys').modules)")
+    roots = {name.partition(".")[0] for name in modules}
+    assert "PIL" in roots
+    assert roots.isdisjoint({"grpc", "pydantic", "pydantic_core", "sqlalchemy", "kit", "google"})
+
+
 async def test_over_the_memory_budget_is_a_400_and_the_worker_lives_on(
     small_decoder: ImageDecoder,
 ) -> None:
     decoder = small_decoder
     [pid] = decoder.worker_pids()
-    # 5000 x 4000 RGB: 80 MB of pixels (Pillow keeps 4 bytes a pixel), over the budget.
-    big = hostile.encode(gradient(5000, 4000), "PNG")
+    # A 25 MP palette PNG (the cap) is decoded (25 MB) and converted to RGB for its
+    # re-encode (100 MB more: Pillow keeps 4 bytes a pixel): over the budget.
+    big = hostile.encode(gradient(5000, 5000).convert("P"), "PNG")
     with pytest.raises(ValidationError) as caught:
         await clean_size(decoder, big)
     assert caught.value.reason == "VALIDATION_ERROR"
@@ -103,8 +114,8 @@ async def test_a_killed_worker_is_a_415_and_the_pool_is_replaced(decoder: ImageD
 
 
 def _burn_after_limit(seconds: int) -> None:
-    _init_worker(1 << 30)  # as a worker starts: also no core file when killed
-    _limit_cpu(seconds)
+    init_worker(1 << 30)  # as a worker starts: also no core file when killed
+    limit_cpu(seconds)
     while True:
         pass
 

@@ -4,7 +4,8 @@ Decoding a hostile image can take seconds of CPU or a gigabyte of memory. In the
 service's own process that would stall the event loop (every other request waits)
 or get the pod killed. So ``inspect_and_clean`` runs in a small
 ``ProcessPoolExecutor`` (``Uploads.decode_workers`` processes, started from a
-forkserver that has already imported Pillow). Each worker limits its address
+forkserver that has already imported the lean ``image_worker``: Pillow and the
+checks, no grpc, pydantic or SQLAlchemy). Each worker limits its address
 space to ``decode_memory_mib`` (an allocation past it fails: the upload is
 refused with 400, "too large to process") and each decode to ``decode_cpu_seconds`` of
 CPU (past it the kernel kills the worker with SIGXCPU). A worker that dies breaks
@@ -23,20 +24,15 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import resource
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import IO
 
-from generation.domain.images import (
-    CleanImage,
-    check_before_decoding,
-    inspect_and_clean,
-    over_budget,
-    unsupported,
-)
+from generation.domain import image_worker
+from generation.domain.image_clean import CleanImage, ImageLimits, ImageRefused
+from generation.domain.images import check_before_decoding, domain_error, over_budget, unsupported
 from kit.logging import get_logger
 from kit.runtime_config import Uploads
 
@@ -50,6 +46,7 @@ class ImageDecoder:
 
     def __init__(self, uploads: Uploads) -> None:
         self._uploads = uploads
+        self._limits = ImageLimits.of(uploads)
         self._executor: ProcessPoolExecutor | None = None
         # One decode per worker at a time; more would only queue inside the pool.
         self._slots = asyncio.Semaphore(uploads.decode_workers)
@@ -90,8 +87,17 @@ class ImageDecoder:
         loop = asyncio.get_running_loop()
         try:
             kind, extension, width, height, size = await loop.run_in_executor(
-                executor, _clean_in_worker, path, out.name, self._uploads, field
+                executor,
+                image_worker.clean_in_worker,
+                path,
+                out.name,
+                self._limits,
+                self._uploads.decode_cpu_seconds,
+                field,
             )
+        except ImageRefused as refused:
+            out.close()
+            raise domain_error(refused) from None
         except BrokenProcessPool as exc:
             out.close()
             self._replace(executor)
@@ -111,11 +117,12 @@ class ImageDecoder:
         if self._executor is None:
             context = multiprocessing.get_context("forkserver")
             # Workers fork from a server that imported Pillow once: a new worker is cheap.
-            context.set_forkserver_preload([__name__])
+            # Only the lean module: the forkserver never imports this service's stack.
+            context.set_forkserver_preload([image_worker.__name__])
             self._executor = ProcessPoolExecutor(
                 max_workers=self._uploads.decode_workers,
                 mp_context=context,
-                initializer=_init_worker,
+                initializer=image_worker.init_worker,
                 initargs=(self._uploads.decode_memory_mib * _MIB,),
             )
         return self._executor
@@ -137,32 +144,3 @@ def _named_copy(source: IO[bytes]) -> IO[bytes]:
         copy.close()
         raise
     return copy
-
-
-def _init_worker(memory_bytes: int) -> None:
-    """In each worker: the address-space budget, and no core file when it is killed."""
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _clean_in_worker(
-    path: str, out_path: str, uploads: Uploads, field: str
-) -> tuple[str, str, int, int, int]:
-    """Check and clean the upload at ``path`` into ``out_path`` (which must exist)."""
-    _limit_cpu(uploads.decode_cpu_seconds)
-    with open(path, "rb") as source:
-        clean = inspect_and_clean(source, uploads, field)
-    try:
-        # "r+b": never recreate a file the service already deleted (a canceled request).
-        with open(out_path, "r+b") as out:
-            shutil.copyfileobj(clean.file, out)
-    finally:
-        clean.close()
-    return clean.mime_type, clean.extension, clean.width, clean.height, clean.size
-
-
-def _limit_cpu(seconds: int) -> None:
-    """Let this decode use ``seconds`` more CPU; past that SIGXCPU ends the worker."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    spent = int(usage.ru_utime + usage.ru_stime) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (spent + seconds, resource.RLIM_INFINITY))

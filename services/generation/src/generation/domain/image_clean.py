@@ -1,0 +1,347 @@
+"""Inspecting and cleaning uploaded images before they are stored.
+
+The type is decided from the bytes alone (file names and declared content types
+are never trusted): the magic signature must name an accepted type AND Pillow must
+decode the whole image as that same format. The pixel count is read from the
+header (``image_header``) before Pillow sees the file, so a decompression bomb is
+never decoded; nor is a file whose structure would make a decoder loop per byte
+or allocate far beyond the file's size (``image_structure``, refused with 415).
+The limit is the lower of the config's ``max_pixels`` and Pillow's
+``MAX_IMAGE_PIXELS``, so Pillow does not reach its own bomb warning either (its
+size is checked again after it reads the header); no global Pillow setting is changed.
+
+Cleaning drops EXIF (GPS, camera serials), XMP, comments and PNG text chunks. A
+JPEG or PNG that needs no rotation keeps its compressed pixels: the metadata is
+cut out losslessly (``image_strip``) after the image was decoded for validation.
+Anything else is re-encoded after the EXIF orientation has been applied, so the
+photo stays upright. The ICC profile is kept: it is colour data, not personal data, and
+dropping it would shift colours. It is dropped only when the pixels leave their
+colour model (CMYK -> RGB), where it would no longer match.
+
+Refusals are ``ImageRefused`` with the HTTP status they stand for: too many bytes
+-> 413; not an accepted, fully decodable image -> 415; too many pixels, or more
+memory to decode and re-encode than the worker's budget -> 400 (the type is fine,
+the dimensions are not). ``images`` turns them into the service's domain errors.
+CPU-bound: the service calls it in a worker process with a memory and CPU budget
+(``decoder``).
+
+This module runs in the decode workers, so it imports Pillow and the image checks
+only: no kit (grpc, pydantic), no SQLAlchemy. A worker that imported those would
+carry ~35 MiB more of its own memory for nothing (``image_worker``).
+
+Memory: the upload is read from a seekable file, never whole. The lossless path
+decodes a JPEG at 1/8 scale and copies the kept bytes file to file in bounded
+pieces; only the re-encode path holds the decoded pixels (it has to). The output
+is always a spooled temporary file (see ``spool``), owned by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+from PIL import Image, ImageOps
+
+from generation.domain.image_header import read_header
+from generation.domain.image_strip import strip_jpeg, strip_png
+from generation.domain.image_structure import density_problem, structure_problem
+from generation.domain.spool import file_size, spooled_file
+
+JPEG_QUALITY = 92
+WEBP_QUALITY = 92
+
+_TYPE_NAMES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP"}
+_EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
+# Pillow formats accepted for each signature (phones write some JPEGs as MPO).
+_PILLOW_FORMATS = {"image/jpeg": ("JPEG", "MPO"), "image/png": ("PNG",), "image/webp": ("WEBP",)}
+_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "RGB", "RGBA"})
+# Modes stored as they are; others (CMYK JPEG, palette PNG) are converted by re-encoding.
+_LOSSLESS_MODES = {"image/jpeg": frozenset({"L", "RGB"}), "image/png": _PNG_MODES}
+
+
+class Limits(Protocol):
+    """What the checks read of the upload settings (``kit.runtime_config.Uploads`` has it)."""
+
+    @property
+    def max_bytes(self) -> int: ...
+    @property
+    def accepted_mime_types(self) -> tuple[str, ...]: ...
+    @property
+    def max_pixels(self) -> int: ...
+    @property
+    def max_pixels_per_byte(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """The upload limits as a plain value: what crosses to a decode worker (pickling
+    the pydantic settings would import pydantic and kit there)."""
+
+    max_bytes: int
+    accepted_mime_types: tuple[str, ...]
+    max_pixels: int
+    max_pixels_per_byte: int
+
+    @classmethod
+    def of(cls, limits: Limits) -> ImageLimits:
+        """A plain copy of ``limits``."""
+        return cls(
+            limits.max_bytes,
+            tuple(limits.accepted_mime_types),
+            limits.max_pixels,
+            limits.max_pixels_per_byte,
+        )
+
+
+class ImageRefused(Exception):
+    """An upload refused, with the HTTP status it stands for and a message safe to show."""
+
+    def __init__(self, status: int, message: str) -> None:
+        # Both in ``args``: the exception is pickled back from a worker as it was raised.
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CleanImage:
+    """An accepted upload without metadata, in a temporary file the owner must close."""
+
+    file: IO[bytes]
+    size: int
+    mime_type: str
+    extension: str
+    width: int
+    height: int
+
+    def close(self) -> None:
+        """Release the temporary file (idempotent)."""
+        self.file.close()
+
+
+def inspect_and_clean(source: IO[bytes], uploads: Limits, field: str) -> CleanImage:
+    """Check that ``source`` holds an accepted image; return it cleaned of metadata.
+
+    ``source`` is a seekable binary file (it stays open; the caller closes it).
+    ``field`` names the upload in error messages (``input1``). Raises
+    :class:`ImageRefused`: 413, 415 or, for too many pixels or more memory than
+    the process may use, 400.
+    The result's file is at position 0.
+    """
+    mime_type, width, height = check_before_decoding(source, uploads, field)
+    limit = _pixel_limit(uploads)
+    lossless = _clean_losslessly(source, mime_type, limit, uploads, field)
+    if lossless is not None:
+        return _result(lossless, mime_type, width, height)
+    try:
+        image = _decode(source, _PILLOW_FORMATS[mime_type], limit)
+    except MemoryError as exc:
+        raise over_budget(field) from exc
+    except Exception as exc:
+        # Decoders raise many exception types on hostile input; all mean "not a valid image".
+        raise unsupported(uploads, field) from exc
+    with image:
+        return _reencode(image, mime_type, field)
+
+
+def check_before_decoding(source: IO[bytes], uploads: Limits, field: str) -> tuple[str, int, int]:
+    """``(mime_type, width, height)`` of an upload that passes every check made without
+    decoding (size, type, pixel cap, density, structure); raises the refusal otherwise.
+
+    Milliseconds of C-speed scans, so a hostile file is refused before it is handed
+    to a decode worker.
+    """
+    if file_size(source) > uploads.max_bytes:
+        raise too_large(uploads, field)
+    header = read_header(source)
+    if header is None or header[0] not in uploads.accepted_mime_types:
+        raise unsupported(uploads, field)
+    mime_type, width, height = header
+    limit = _pixel_limit(uploads)
+    if width * height > limit:
+        raise ImageRefused(
+            400, f"{field} has too many pixels (at most {limit / 1_000_000:g} megapixels)"
+        )
+    size = file_size(source)
+    if density_problem(size, width, height, uploads.max_pixels_per_byte) or structure_problem(
+        source, mime_type, width, height
+    ):
+        raise unsupported(uploads, field)
+    return header
+
+
+def too_large(uploads: Limits, field: str) -> ImageRefused:
+    """The refusal of an upload over ``uploads.max_bytes`` (one wording everywhere)."""
+    return ImageRefused(413, f"{field} is larger than {_human_size(uploads.max_bytes)}")
+
+
+def over_budget(field: str) -> ImageRefused:
+    """The refusal of an image whose decoding needs more memory than a decode may use."""
+    return ImageRefused(400, f"{field} is too large to process; please upload fewer megapixels")
+
+
+def _reencode(image: Image.Image, mime_type: str, field: str) -> CleanImage:
+    try:
+        clean = _strip(image, mime_type)
+        try:
+            return _result(_encode(clean, mime_type), mime_type, clean.width, clean.height)
+        finally:
+            if clean is not image:
+                clean.close()
+    except (MemoryError, ValueError, OSError) as exc:
+        # Out of the decode's memory budget: the encoders report it as ValueError/OSError.
+        raise over_budget(field) from exc
+
+
+def _result(file: IO[bytes], mime_type: str, width: int, height: int) -> CleanImage:
+    return CleanImage(file, file_size(file), mime_type, _EXTENSIONS[mime_type], width, height)
+
+
+def _clean_losslessly(
+    source: IO[bytes], mime_type: str, limit: int, uploads: Limits, field: str
+) -> IO[bytes] | None:
+    """JPEG/PNG that need no rotation: validated by decoding, metadata cut out.
+
+    A JPEG is decoded at 1/8 scale: every block of the entropy-coded data is still
+    read (a truncated or corrupt file fails), without the full-size pixels.
+    Answers None when the image must be re-encoded instead.
+    """
+    if mime_type not in {"image/jpeg", "image/png"}:
+        return None
+    try:
+        image = _open(source, _PILLOW_FORMATS[mime_type], limit)
+        with image:
+            if _orientation(image) != 1 or image.mode not in _LOSSLESS_MODES[mime_type]:
+                return None
+            if mime_type == "image/jpeg":
+                image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+    except MemoryError as exc:
+        raise over_budget(field) from exc
+    except Exception as exc:
+        raise unsupported(uploads, field) from exc
+    return _stripped_copy(source, mime_type)
+
+
+def _stripped_copy(source: IO[bytes], mime_type: str) -> IO[bytes] | None:
+    """The metadata-free copy in a new spool; None when the stream cannot be walked."""
+    out = spooled_file()
+    try:
+        source.seek(0)
+        strip = strip_jpeg if mime_type == "image/jpeg" else strip_png
+        if strip(source, out):
+            return out
+    except BaseException:
+        out.close()
+        raise
+    out.close()
+    return None
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation (1 = upright); None when the EXIF cannot be read."""
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:
+        return None
+
+
+def _open(source: IO[bytes], formats: tuple[str, ...], limit: int) -> Image.Image:
+    """The image, opened but not decoded; raises when Pillow disagrees with the signature.
+
+    Pillow reads ``source`` from the start each time and leaves it open (a
+    ``with`` block never closes a file Pillow did not open itself).
+    """
+    with Image.open(source, formats=formats[:1]) as probe:
+        probe.verify()
+    image = Image.open(source, formats=formats[:1])
+    try:
+        if image.format not in formats:
+            raise ValueError("decoded format differs from the signature")
+        # Pillow's size is what it will allocate; a header crafted to disagree is refused.
+        if image.width * image.height > limit:
+            raise ValueError("decoded size differs from the header")
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def _decode(source: IO[bytes], formats: tuple[str, ...], limit: int) -> Image.Image:
+    """The fully decoded image."""
+    image = _open(source, formats, limit)
+    try:
+        image.load()
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def _strip(image: Image.Image, mime_type: str) -> Image.Image:
+    """``image`` turned upright in place, with no metadata; a copy only when its mode
+    must change to one its format stores (the caller then closes both)."""
+    icc_profile = image.info.get("icc_profile")
+    try:
+        # In place: a 25 MP image is 100 MB of pixels, a copy would double the peak.
+        ImageOps.exif_transpose(image, in_place=True)
+    except MemoryError:
+        raise  # over the decode budget: refused by the caller
+    except Exception:  # noqa: S110 (unreadable EXIF: keep the pixels as stored, not refuse)
+        pass
+    upright = image
+    target = _target_mode(upright, mime_type)
+    if target != upright.mode:
+        if upright.mode == "CMYK":
+            icc_profile = None
+        upright = upright.convert(target)
+    # Savers fall back to ``info`` for comments, transparency and profiles: start empty.
+    upright.info = {"icc_profile": icc_profile} if icc_profile else {}
+    return upright
+
+
+def _target_mode(image: Image.Image, mime_type: str) -> str:
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    if mime_type == "image/jpeg":
+        return image.mode if image.mode in {"L", "RGB"} else "RGB"
+    if mime_type == "image/png" and image.mode in _PNG_MODES:
+        return image.mode
+    # Palettes and other modes become RGB(A): no palette transparency to carry over.
+    return "RGBA" if has_alpha else "RGB"
+
+
+def _encode(image: Image.Image, mime_type: str) -> IO[bytes]:
+    options: dict[str, object] = {}
+    if icc_profile := image.info.get("icc_profile"):
+        options["icc_profile"] = icc_profile
+    if mime_type == "image/jpeg":
+        options["quality"] = JPEG_QUALITY
+    elif mime_type == "image/webp":
+        options["quality"] = WEBP_QUALITY
+    out = spooled_file()
+    try:
+        image.save(out, format=_PILLOW_FORMATS[mime_type][0], **options)
+    except BaseException:
+        out.close()
+        raise
+    return out
+
+
+def _pixel_limit(uploads: Limits) -> int:
+    if Image.MAX_IMAGE_PIXELS is None:
+        return uploads.max_pixels
+    return min(uploads.max_pixels, int(Image.MAX_IMAGE_PIXELS))
+
+
+def unsupported(uploads: Limits, field: str) -> ImageRefused:
+    """The refusal of a file that is not an accepted, decodable image (one wording)."""
+    names = [_TYPE_NAMES[mime] for mime in uploads.accepted_mime_types]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    return ImageRefused(415, f"{field} must be a {listed} image")
+
+
+def _human_size(size: int) -> str:
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"

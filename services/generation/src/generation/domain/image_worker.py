@@ -1,0 +1,47 @@
+"""What runs inside a decode worker process: its budgets and one check-and-clean.
+
+The workers (and the forkserver they fork from) import this module and what it
+imports: Pillow and the image checks, nothing else. Every page a worker imports is
+memory it holds for the life of the pool; grpc, pydantic and SQLAlchemy (via kit)
+cost ~35 MiB per process that no decode uses. ``decoder`` keeps the service's side;
+``tests/unit/test_decoder.py`` checks that a worker's ``sys.modules`` stays lean.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+
+from generation.domain.image_clean import ImageLimits, inspect_and_clean
+
+
+def init_worker(memory_bytes: int) -> None:
+    """In each worker: the address-space budget, and no core file when it is killed."""
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def clean_in_worker(
+    path: str, out_path: str, limits: ImageLimits, cpu_seconds: int, field: str
+) -> tuple[str, str, int, int, int]:
+    """Check and clean the upload at ``path`` into ``out_path`` (which must exist).
+
+    Refusals are raised as ``ImageRefused`` (pickled back to the service as raised).
+    """
+    limit_cpu(cpu_seconds)
+    with open(path, "rb") as source:
+        clean = inspect_and_clean(source, limits, field)
+    try:
+        # "r+b": never recreate a file the service already deleted (a canceled request).
+        with open(out_path, "r+b") as out:
+            shutil.copyfileobj(clean.file, out)
+    finally:
+        clean.close()
+    return clean.mime_type, clean.extension, clean.width, clean.height, clean.size
+
+
+def limit_cpu(seconds: int) -> None:
+    """Let this decode use ``seconds`` more CPU; past that SIGXCPU ends the worker."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    spent = int(usage.ru_utime + usage.ru_stime) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (spent + seconds, resource.RLIM_INFINITY))
