@@ -20,18 +20,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the edge and generation during the first round (bench/results/profile/)",
+        help="py-spy the edge, generation and usage in the first round (bench/results/profile/)",
     )
     parser.add_argument(
         "--out", default=None, help="result file name under bench/results (default latest.json)"
     )
     parser.add_argument(
         "--only",
-        choices=["hostile", "history", "sse"],
+        choices=["hostile", "history", "sse", "submit"],
         default=None,
         help="run one phase alone (hostile: metrics 6 and 7, ~1 minute; writes hostile.json; "
         "history: the history read at 1k vs 100k rows, ~2 minutes; prints it; "
-        "sse: the Server-Sent Events figures; writes sse.json)",
+        "sse: the Server-Sent Events figures; writes sse.json; "
+        "submit: the submit ratio, rate and CPU per submission, ~1 minute; writes submit.json)",
     )
     args = parser.parse_args(argv)
     large = args.large_rows or (10_000 if args.quick else 100_000)
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         hostile_only=args.only == "hostile",
         sse_only=args.only == "sse",
+        submit_only=args.only == "submit",
         hostile_seconds=5.0 if args.quick else 10.0,
     )
     document = asyncio.run(run(options))
