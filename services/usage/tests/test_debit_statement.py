@@ -1,4 +1,4 @@
-"""The debit as one statement (``usage_debit``): one round trip, and still atomic.
+"""The debit and the quota as one statement each: one round trip, and still atomic.
 
 The round trips are counted on the service's own wiring of the ledger over a real
 PostgreSQL; the concurrency goes through the real gRPC server.
@@ -122,3 +122,19 @@ async def test_simultaneous_debits_and_their_retries_never_pass_a_paid_quota(
     assert outcomes["RECORDED"] + outcomes["REPLAYED"] + outcomes["LIMIT_EXCEEDED"] == 2 * len(jobs)
     assert await _debits_of(usage_sql, owner) == monthly
     assert (await usage.quota(owner)).remaining == 0
+
+
+async def test_a_quota_is_one_statement(
+    counted: tuple[AsyncEngine, list[str]], plans: dict[str, Plan]
+) -> None:
+    engine, sent = counted
+    ledger, owner = _ledger(engine, plans), uuid.uuid4()
+    await ledger.debit(_command(owner))
+    sent.clear()
+
+    quota = await ledger.get_quota(owner)
+    unknown = await ledger.get_quota(uuid.uuid4())
+
+    assert (quota.used, unknown.used, unknown.plan) == (1, 0, "free")
+    assert quota.remaining == plans["free"].monthly_generations - 1
+    assert len(sent) == 2, sent

@@ -79,9 +79,10 @@ class LedgerService:
 
     async def get_quota(self, owner_id: uuid.UUID) -> Quota:
         """The user's plan and the current period's figures."""
+        now = self._clock.now()
         async with self._reads() as uow:
-            price_id = await uow.profiles.price_id(owner_id)
-            return await self._quota(uow, owner_id, price_id, self._clock.now())
+            price_id, used = await uow.ledger.quota_facts(owner_id, month_of(now))
+        return self._quota_of(price_id, now, used)
 
     async def set_plan(self, owner_id: uuid.UUID, price_id: str) -> Quota:
         """Puts the user on the plan of ``price_id`` (empty: free)."""

@@ -57,6 +57,10 @@ class EntryStore(Protocol):
         """Debits in ``period`` minus the credits of those same debits."""
         ...
 
+    async def quota_facts(self, owner_id: uuid.UUID, period: Period) -> tuple[str | None, int]:
+        """The profile's price_id and ``used_in(period)``, in one round trip."""
+        ...
+
     async def debit(
         self, entry: LedgerEntry, period: Period, limits: Mapping[str, int], free_limit: int
     ) -> DebitOutcome:

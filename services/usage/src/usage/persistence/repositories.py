@@ -74,6 +74,12 @@ _DEBIT = text(
     "CAST(:price_ids AS text[]), CAST(:limits AS integer[]), :free_limit)"
 )
 
+# A quota's two facts in one round trip, from one snapshot.
+_QUOTA_FACTS = text(
+    "SELECT (SELECT price_id FROM profiles WHERE owner_id = :owner) AS price_id, "
+    "usage_used_in(:owner, :start, :end) AS used"
+)
+
 
 def _debit_outcome(row: Any) -> DebitOutcome:
     entry = None
@@ -235,6 +241,14 @@ class LedgerRepository:
             },
         )
         return _debit_outcome(result.one())
+
+    async def quota_facts(self, owner_id: uuid.UUID, period: Period) -> tuple[str | None, int]:
+        """The profile's price_id (None without one) and ``used_in``, in one statement."""
+        result = await self._session.execute(
+            _QUOTA_FACTS, {"owner": owner_id, "start": period.start, "end": period.end}
+        )
+        row = result.one()
+        return row.price_id, row.used
 
     async def all_entries(self) -> list[LedgerEntry]:
         """The whole ledger, oldest first."""
