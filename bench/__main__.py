@@ -23,19 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the edge and generation during the first round (bench/results/profile/)",
+        help="py-spy the edge, generation and usage in the first round (bench/results/profile/)",
     )
     parser.add_argument(
         "--out", default=None, help="result file name under bench/results (default latest.json)"
     )
     parser.add_argument(
         "--only",
-        choices=["hostile", "history", "memory", "sse", "tracing"],
+        choices=["hostile", "history", "memory", "sse", "submit", "tracing"],
         default=None,
         help="run one phase alone (hostile: metrics 6 and 7, ~1 minute; writes hostile.json; "
         "history: the history read at 1k vs 100k rows, ~2 minutes; prints it; "
         "memory: upload_peak_rss_mb alone, ~1 minute; writes memory.json; "
         "sse: the Server-Sent Events figures; writes sse.json; "
+        "submit: the submit ratio, rate and CPU per submission, ~1 minute; writes submit.json; "
         "tracing: submit and status figures with tracing off and on; writes tracing.json)",
     )
     args = parser.parse_args(argv)
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         hostile_only=args.only == "hostile",
         sse_only=args.only == "sse",
         memory_only=args.only == "memory",
+        submit_only=args.only == "submit",
         hostile_seconds=5.0 if args.quick else 10.0,
     )
     document = asyncio.run(run(options))

@@ -38,6 +38,9 @@ class LoadResult:
     statuses: dict[str, int]
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    # Successful requests that ended while the CPU was being measured: the divisor of
+    # a per-request CPU figure (the measured window above starts after a warm-up).
+    cpu_window_requests: int = 0
     # Durations (ms) of the successful requests in the measured window.
     samples: tuple[float, ...] = field(default=(), repr=False)
 
@@ -60,12 +63,27 @@ def merge(first: LoadResult, second: LoadResult) -> LoadResult:
         statuses=statuses,
         cpu_seconds=cpu,
         wall_seconds=round(first.wall_seconds + second.wall_seconds, 2),
+        cpu_window_requests=first.cpu_window_requests + second.cpu_window_requests,
         samples=samples,
     )
 
 
-def _cpu_times(groups: Mapping[str, list[psutil.Process]]) -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) so far of every process, by pid, with its part's name."""
+@dataclass(frozen=True)
+class CpuReading:
+    """CPU seconds so far of every process, by pid with its part's name, and when."""
+
+    at: float
+    by_pid: dict[int, tuple[str, float]]
+
+
+def _cpu_times(groups: Mapping[str, list[psutil.Process]]) -> CpuReading:
+    """User + system CPU seconds of every process, its reaped children's included.
+
+    A process that ends between two readings (a PostgreSQL backend, a decode worker)
+    is gone from the second one, but its parent has reaped it by then and the kernel
+    has added its whole CPU to the parent's children times: counting those, part by
+    part, keeps its work.
+    """
     times: dict[int, tuple[str, float]] = {}
     for name, procs in groups.items():
         for proc in procs:
@@ -73,19 +91,22 @@ def _cpu_times(groups: Mapping[str, list[psutil.Process]]) -> dict[int, tuple[st
                 spent = proc.cpu_times()
             except psutil.Error:
                 continue
-            times[proc.pid] = (name, spent.user + spent.system)
-    return times
+            total = spent.user + spent.system + spent.children_user + spent.children_system
+            times[proc.pid] = (name, total)
+    return CpuReading(time.time(), times)
 
 
-def _cpu_spent(
-    before: Mapping[int, tuple[str, float]], after: Mapping[int, tuple[str, float]]
-) -> dict[str, float]:
-    """CPU seconds each part spent between two readings (processes born since count whole)."""
+def _cpu_spent(before: CpuReading, after: CpuReading) -> dict[str, float]:
+    """CPU seconds each part spent between two readings.
+
+    Per part, the sum after minus the sum before: a process born since counts whole,
+    and one that ended counts through its parent's children times (see ``_cpu_times``).
+    """
     spent: dict[str, float] = {}
-    for pid, (name, total) in after.items():
-        earlier = before.get(pid, (name, 0.0))[1]
-        spent[name] = spent.get(name, 0.0) + max(0.0, total - earlier)
-    return {name: round(value, 2) for name, value in spent.items()}
+    for sign, reading in ((1.0, after), (-1.0, before)):
+        for name, total in reading.by_pid.values():
+            spent[name] = spent.get(name, 0.0) + sign * total
+    return {name: round(max(0.0, value), 2) for name, value in spent.items()}
 
 
 def run_locust(
@@ -100,7 +121,7 @@ def run_locust(
 ) -> LoadResult:
     """Run ``scenario`` (a user class of bench/locustfile.py) against Envoy.
 
-    With ``profile_dir``, the edge and generation processes are sampled by py-spy
+    With ``profile_dir``, the edge, generation and usage processes are sampled by py-spy
     during the run and a text summary per process is written there.
     """
     with tempfile.TemporaryDirectory(prefix="bench-locust-") as scratch:
@@ -142,8 +163,8 @@ def _result(
     users: int,
     raw: list[list[float]],
     warmup: float,
-    before: Mapping[int, tuple[str, float]],
-    after: Mapping[int, tuple[str, float]],
+    before: CpuReading,
+    after: CpuReading,
     wall: float,
 ) -> LoadResult:
     if not raw:
@@ -162,6 +183,8 @@ def _result(
     window_end = max(s[0] + s[1] / 1000.0 for s in ok)
     rps = len(ok) / max(1e-6, window_end - window_start)
     cpu = _cpu_spent(before, after)
+    ended = [s[0] + s[1] / 1000.0 for s in raw if s[2]]
+    cpu_window_requests = sum(1 for end in ended if before.at <= end <= after.at)
     return LoadResult(
         scenario=scenario,
         users=users,
@@ -171,11 +194,12 @@ def _result(
         statuses=statuses,
         cpu_seconds=cpu,
         wall_seconds=round(wall, 2),
+        cpu_window_requests=cpu_window_requests,
         samples=tuple(s[1] for s in ok),
     )
 
 
-PROFILED = ("edge-api", "generation")
+PROFILED = ("edge-api", "generation", "usage")
 
 
 def _start_profilers(

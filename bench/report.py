@@ -35,6 +35,7 @@ class Target:
 TARGETS = {
     "submit_p50_ratio": Target("<=", 1.5),
     "submit_rps": Target(">=", 100),
+    "cpu_ms_per_submission": Target("<=", 40),
     "status_rps_ratio": Target(">=", 0.5),
     "webhook_p50_ratio": Target("<=", 1.3),
     "scale_latency_ratio": Target("<=", 1.15),

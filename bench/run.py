@@ -27,6 +27,7 @@ from bench.phases import (
 )
 from bench.seed import count_jobs, query_plans, top_up
 from bench.sse import SseEventResult, WatcherResult, sse_event_phase, watchers_phase
+from bench.submit_only import submission_cpu, submit_only, submit_rows
 from bench.system import BenchSystem
 from kit.logging import configure_logging
 from kit.runtime_config import load_runtime_config
@@ -55,6 +56,8 @@ class Options:
     # Only the Server-Sent Events figures: a short run of its own.
     sse_only: bool = False
     memory_only: bool = False
+    # Only the submissions (ratio, rps, CPU per submission), at the starting table size.
+    submit_only: bool = False
     sse_streams: int = 2_000
     sse_jobs: int = 20
     # Longer than the stale interval (5 s), so the running jobs' refresh reads count.
@@ -83,6 +86,9 @@ async def run(options: Options) -> dict[str, Any]:
         return await _sse_only(system, small, options, durations, machine, began)
     if options.memory_only:
         return await _memory_only(system, large, options, machine, began)
+    if options.submit_only:
+        profile_dir = report.RESULTS / "profile" if options.profile else None
+        return await submit_only(system, small, durations, profile_dir, machine, began)
     try:
         config = load_runtime_config(system.config.runtime_config_file)
         baselines = Baselines(system, config)
@@ -278,7 +284,7 @@ def _load(result: LoadResult) -> dict[str, Any]:
 
 def _cpu_per_request(result: LoadResult) -> dict[str, float]:
     """CPU milliseconds each part spent per answered request (locust included)."""
-    count = max(1, result.summary.count)
+    count = max(1, result.cpu_window_requests or result.summary.count)
     return {
         part: round(1000 * seconds / count, 3)
         for part, seconds in result.cpu_seconds.items()
@@ -319,6 +325,7 @@ def _round(result: RoundResult) -> dict[str, Any]:
             "webhook_p50_ratio": round(result.webhook_ratio, 3),
         },
         "bounds": bounds(result, explained),
+        "cpu_ms_per_submission": submission_cpu(result.submit_latency, result.submit_throughput),
     }
 
 
@@ -374,6 +381,9 @@ def build_document(
         "submit_p50_ratio": round(small.submit_ratio, 3),
         "submit_rps": round(small.submit_throughput.rps, 1),
         "submit_p99_ms": round(small.submit_throughput.summary.p99, 1),
+        "cpu_ms_per_submission": submission_cpu(small.submit_latency, small.submit_throughput)[
+            "total"
+        ],
         "status_rps_ratio": round(small.status_ratio, 3),
         "webhook_p50_ratio": round(small.webhook_ratio, 3),
         "scale_latency_ratio": round(max(scale.values()), 3),
@@ -442,6 +452,8 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
         return sse_rows(document)
     if document["machine"].get("only") == "memory":
         return [_memory_row(document)]
+    if document["machine"].get("only") == "submit":
+        return submit_rows(document)
     m, b = document["metrics"], document["baselines"]
     small = document["details"]["rounds"][0]
     scale = b["scale_ratios"]
@@ -451,6 +463,8 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
          f"S3+create+insert {b['submit_unavoidable_p50_ms']:.1f} ms", m["submit_p50_ratio"]),
         ("submit_rps", f"{small['submit_throughput']['users']} users", "-", m["submit_rps"]),
         ("submit_p99_ms", f"{small['submit_throughput']['users']} users", "-", m["submit_p99_ms"]),
+        ("cpu_ms_per_submission", f"{small['cpu_ms_per_submission']['submissions']} submissions",
+         "our processes", m["cpu_ms_per_submission"]),
         ("status_rps_ratio", f"{b['status_rps']:.0f} rps", f"/healthz {b['health_rps']:.0f} rps",
          m["status_rps_ratio"]),
         ("webhook_p50_ratio", f"p50 {b['webhook_p50_ms']:.1f} ms",
@@ -466,7 +480,7 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
 
 def bounds_line(document: dict[str, Any]) -> str:
     """One line: the best each missed figure could reach on this machine (see ``bounds``)."""
-    if document["machine"].get("only") in {"hostile", "sse", "memory"}:
+    if document["machine"].get("only") in {"hostile", "sse", "memory", "submit"}:
         return ""
     b = document["details"]["rounds"][0]["bounds"]
     return (

@@ -235,3 +235,35 @@ def _restore_structlog() -> Iterator[None]:
     sys.excepthook = sys.__excepthook__
     threading.excepthook = threading.__excepthook__
     configure_logging("tests")  # as the test kit configured it for the whole run
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "[redacted]"),
+        ("r8_abcDEF123", "r8_[redacted]"),
+        ("whsec_abc-def", "whsec_[redacted]"),
+        ("ledger.debited", "ledger.debited"),
+        ("7d1c0f5e-3a2b-4c1d-9e8f-0a1b2c3d4e5f", "7d1c0f5e-3a2b-4c1d-9e8f-0a1b2c3d4e5f"),
+    ],
+)
+def test_plain_values_take_the_short_path_and_bare_tokens_are_still_redacted(
+    text: str, expected: str
+) -> None:
+    from kit import logging as kit_logging
+
+    # Ids and event names (most field values) run only the bare-token patterns...
+    assert kit_logging._patterns_for(text) == kit_logging._BARE_TOKENS
+    assert {p.pattern for p, _ in kit_logging._BARE_TOKENS} == {
+        r"\beyJ[\w-]*(?:\.[\w-]*){0,2}",
+        r"\b(r8|whsec)_[\w+/=-]+",
+    }
+    # ...and those still catch a token logged bare.
+    assert redact_text(text) == expected
+
+
+def test_text_with_any_separator_runs_every_pattern() -> None:
+    from kit import logging as kit_logging
+
+    for text in ("a b", "token=x", "https://h/p?q", "Key (a)=(b)", "$1", "a:b", "'x'"):
+        assert kit_logging._patterns_for(text) is kit_logging._TEXT_SECRETS

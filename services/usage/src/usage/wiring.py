@@ -27,7 +27,7 @@ from usage.clients.generation_jobs import GenerationJobOutcomes
 from usage.domain.audit import LedgerAuditor
 from usage.domain.ledger import LedgerService
 from usage.domain.plans import PlanCatalog
-from usage.persistence.store import sql_reads, sql_transactions
+from usage.persistence.store import sql_reads, sql_statements, sql_transactions
 from usage.settings import UsageSettings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "persistence" / "alembic"
@@ -64,7 +64,11 @@ def build_server(
     )
     servicer = UsageServicer(
         LedgerService(
-            transactions, plans, clock, reads=sql_reads(create_read_sessionmaker(engine))
+            transactions,
+            plans,
+            clock,
+            reads=sql_reads(create_read_sessionmaker(engine)),
+            statements=sql_statements(engine),
         ),
         LedgerAuditor(transactions, plans, jobs, clock),
     )

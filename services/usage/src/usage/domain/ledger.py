@@ -13,7 +13,8 @@ restores October's quota, not November's. This keeps a month's quota from being
 inflated by refunds of another month, and makes ``used`` the number of paid
 jobs of the period that were not refunded.
 
-Debit. One transaction: create the user's profile row if missing and lock it
+Debit. One statement (the database function ``usage_debit``), so one round trip
+and one transaction: create the user's profile row if missing and lock it
 (an upsert that takes the row lock), so debits of one user are serialized; look for an earlier
 debit with the same idempotency key or for the same job (a replay: answer
 ``replayed = true``, write nothing); refuse with LIMIT_EXCEEDED when nothing is
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import NoReturn
 
 from kit.clock import Clock
 from kit.errors import IdempotencyKeyReused, InternalError, LimitExceeded
@@ -46,7 +48,7 @@ from kit.logging import get_logger
 from kit.timefmt import iso_utc
 from usage import metrics
 from usage.domain.model import EntryKind, LedgerCommand, LedgerEntry, LedgerResult, Quota
-from usage.domain.periods import month_of
+from usage.domain.periods import Period, month_of
 from usage.domain.plans import PlanCatalog
 from usage.domain.ports import Transactions, UnitOfWork
 
@@ -65,8 +67,11 @@ class LedgerService:
         plans: PlanCatalog,
         clock: Clock,
         reads: Transactions | None = None,
+        statements: Transactions | None = None,
     ) -> None:
         self._transactions = transactions
+        # The debit is one statement; ``statements`` opens autocommit stores for it.
+        self._statements = statements or transactions
         # Quota answers need no transaction; ``reads`` opens autocommit stores.
         self._reads = reads or transactions
         self._plans = plans
@@ -74,9 +79,10 @@ class LedgerService:
 
     async def get_quota(self, owner_id: uuid.UUID) -> Quota:
         """The user's plan and the current period's figures."""
+        now = self._clock.now()
         async with self._reads() as uow:
-            price_id = await uow.profiles.price_id(owner_id)
-            return await self._quota(uow, owner_id, price_id, self._clock.now())
+            price_id, used = await uow.ledger.quota_facts(owner_id, month_of(now))
+        return self._quota_of(price_id, now, used)
 
     async def set_plan(self, owner_id: uuid.UUID, price_id: str) -> Quota:
         """Puts the user on the plan of ``price_id`` (empty: free)."""
@@ -90,24 +96,28 @@ class LedgerService:
         return quota
 
     async def debit(self, command: LedgerCommand) -> LedgerResult:
-        """Atomic check-and-debit of one job (see the module docstring)."""
+        """Atomic check-and-debit of one job (see the module docstring).
+
+        One statement in autocommit, its own transaction: the store's ``debit`` locks
+        the profile, looks for an earlier entry, checks what is left and appends, in
+        one round trip.
+        """
         now = self._clock.now()
-        async with self._transactions() as uow:
-            price_id = await uow.profiles.lock(command.owner_id, now)
-            earlier = await self._earlier(uow, EntryKind.DEBIT, command)
-            if earlier is not None:
-                quota = await self._quota(uow, command.owner_id, price_id, now)
-            else:
-                used = await self._ensure_left(uow, command, price_id, now)
-                written = await uow.ledger.insert(
-                    command.entry(EntryKind.DEBIT, GENERATION_COST, now)
-                )
-                if written:
-                    # The profile lock held since ``used`` was read: nothing else changed it.
-                    quota = self._quota_of(price_id, now, used + GENERATION_COST)
-                else:
-                    earlier = await self._twin(uow, EntryKind.DEBIT, command)
-                    quota = await self._quota(uow, command.owner_id, price_id, now)
+        period = month_of(now)
+        entry = command.entry(EntryKind.DEBIT, GENERATION_COST, now)
+        async with self._statements() as uow:
+            done = await uow.ledger.debit(
+                entry, period, self._plans.paid_limits(), self._plans.free.monthly_generations
+            )
+        earlier = None
+        if done.outcome in {"earlier", "twin"}:
+            if done.entry is None:
+                # ON CONFLICT waited for the other writer; its row must be visible now.
+                raise InternalError("a ledger insert collided with an entry that cannot be found")
+            earlier = self._same_command(EntryKind.DEBIT, command, done.entry)
+        elif done.outcome == "refused":
+            self._refuse(command, done.price_id, done.used, period)
+        quota = self._quota_of(done.price_id, now, done.used)
         return self._answer(EntryKind.DEBIT, command, quota, replayed=earlier is not None)
 
     async def credit(self, command: LedgerCommand) -> LedgerResult:
@@ -149,6 +159,11 @@ class LedgerService:
         found = await uow.ledger.find_earlier(kind, command.idempotency_key, command.job_id)
         if found is None:
             return None
+        return self._same_command(kind, command, found)
+
+    @staticmethod
+    def _same_command(kind: EntryKind, command: LedgerCommand, found: LedgerEntry) -> LedgerEntry:
+        """``found`` if it is this command's entry; refuses a key or job used otherwise."""
         if (found.kind, found.owner_id, found.job_id) != (kind, command.owner_id, command.job_id):
             log.warning(
                 "ledger.key_conflict",
@@ -170,15 +185,11 @@ class LedgerService:
             raise InternalError("a ledger insert collided with an entry that cannot be found")
         return twin
 
-    async def _ensure_left(
-        self, uow: UnitOfWork, command: LedgerCommand, price_id: str | None, now: datetime
-    ) -> int:
-        """The generations used this period; LimitExceeded when none is left."""
+    def _refuse(
+        self, command: LedgerCommand, price_id: str | None, used: int, period: Period
+    ) -> NoReturn:
+        """LimitExceeded: nothing is left of the period's generations."""
         plan = self._plans.resolve(price_id)
-        period = month_of(now)
-        used = await uow.ledger.used_in(command.owner_id, period)
-        if plan.monthly_generations - used >= GENERATION_COST:
-            return used
         log.info(
             "ledger.debit_refused",
             ownerId=str(command.owner_id),

@@ -33,6 +33,22 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
+class DebitOutcome:
+    """What the one-statement debit did.
+
+    ``outcome`` is ``earlier`` (an entry with the key, or the job's debit, existed:
+    ``entry``), ``refused`` (nothing left), ``written``, or ``twin`` (the insert met a
+    concurrent entry: ``entry``, None if it cannot be found). ``used`` is the period's
+    used count after the debit, and ``price_id`` the profile's, read under its lock.
+    """
+
+    outcome: str
+    price_id: str | None
+    used: int
+    entry: LedgerEntry | None
+
+
+@dataclass(frozen=True)
 class Quota:
     """A user's plan and figures for one period."""
 

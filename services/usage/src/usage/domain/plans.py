@@ -45,6 +45,12 @@ class PlanCatalog:
         plan = self._plans[FREE_KEY]
         return ResolvedPlan(plan.name, "", plan.monthly_generations)
 
+    def paid_limits(self) -> dict[str, int]:
+        """Monthly generations by price_id of every plan but the free fallback."""
+        return {
+            key: plan.monthly_generations for key, plan in self._plans.items() if key != FREE_KEY
+        }
+
     def resolve(self, price_id: str | None) -> ResolvedPlan:
         """The plan for a stored ``price_id``; free when it is unset or unknown."""
         if not price_id or price_id == FREE_KEY or price_id not in self._plans:

@@ -7,12 +7,12 @@ these protocols, so no SQL (and no protobuf) leaks into the rules.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
-from usage.domain.model import EntryKind, JobFacts, LedgerEntry
+from usage.domain.model import DebitOutcome, EntryKind, JobFacts, LedgerEntry
 from usage.domain.periods import Period
 
 
@@ -55,6 +55,16 @@ class EntryStore(Protocol):
 
     async def used_in(self, owner_id: uuid.UUID, period: Period) -> int:
         """Debits in ``period`` minus the credits of those same debits."""
+        ...
+
+    async def quota_facts(self, owner_id: uuid.UUID, period: Period) -> tuple[str | None, int]:
+        """The profile's price_id and ``used_in(period)``, in one round trip."""
+        ...
+
+    async def debit(
+        self, entry: LedgerEntry, period: Period, limits: Mapping[str, int], free_limit: int
+    ) -> DebitOutcome:
+        """One statement: lock the profile, find an earlier entry, check, append."""
         ...
 
     async def all_entries(self) -> list[LedgerEntry]:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select
+from sqlalchemy import Select, and_, bindparam, func, or_, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from usage.domain.model import EntryKind, LedgerEntry
+from usage.domain.model import DebitOutcome, EntryKind, LedgerEntry
 from usage.domain.periods import Period
 from usage.persistence.models import LedgerRow, ProfileRow
 
@@ -66,6 +67,33 @@ def _used_in_statement() -> Select[int]:
 
 
 _USED_IN = _used_in_statement()
+
+# The function of migration 20261204_0001: the whole debit in one round trip.
+_DEBIT = text(
+    "SELECT * FROM usage_debit(:owner, :job, :key, :reason, :amount, :at, :start, :end, "
+    "CAST(:price_ids AS text[]), CAST(:limits AS integer[]), :free_limit)"
+)
+
+# A quota's two facts in one round trip, from one snapshot.
+_QUOTA_FACTS = text(
+    "SELECT (SELECT price_id FROM profiles WHERE owner_id = :owner) AS price_id, "
+    "usage_used_in(:owner, :start, :end) AS used"
+)
+
+
+def _debit_outcome(row: Any) -> DebitOutcome:
+    entry = None
+    if row.e_kind is not None:
+        entry = LedgerEntry(
+            owner_id=row.e_owner,
+            kind=EntryKind(row.e_kind),
+            amount=row.e_amount,
+            job_id=row.e_job,
+            idempotency_key=row.e_key,
+            reason=row.e_reason,
+            created_at=row.e_created,
+        )
+    return DebitOutcome(outcome=row.outcome, price_id=row.price_id, used=row.used, entry=entry)
 
 
 class ProfileRepository:
@@ -187,6 +215,40 @@ class LedgerRepository:
         )
         used: int = result.scalar_one()
         return used
+
+    async def debit(
+        self, entry: LedgerEntry, period: Period, limits: Mapping[str, int], free_limit: int
+    ) -> DebitOutcome:
+        """The whole debit in one statement (``usage_debit``; run it in autocommit).
+
+        ``limits`` maps each paid plan's price_id to its monthly generations; any
+        other price_id is on ``free_limit``.
+        """
+        result = await self._session.execute(
+            _DEBIT,
+            {
+                "owner": entry.owner_id,
+                "job": entry.job_id,
+                "key": entry.idempotency_key,
+                "reason": entry.reason,
+                "amount": entry.amount,
+                "at": entry.created_at,
+                "start": period.start,
+                "end": period.end,
+                "price_ids": list(limits),
+                "limits": list(limits.values()),
+                "free_limit": free_limit,
+            },
+        )
+        return _debit_outcome(result.one())
+
+    async def quota_facts(self, owner_id: uuid.UUID, period: Period) -> tuple[str | None, int]:
+        """The profile's price_id (None without one) and ``used_in``, in one statement."""
+        result = await self._session.execute(
+            _QUOTA_FACTS, {"owner": owner_id, "start": period.start, "end": period.end}
+        )
+        row = result.one()
+        return row.price_id, row.used
 
     async def all_entries(self) -> list[LedgerEntry]:
         """The whole ledger, oldest first."""

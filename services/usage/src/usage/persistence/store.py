@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kit.db import session_scope
 from usage.domain.ports import Transactions, UnitOfWork
@@ -49,4 +49,22 @@ def sql_reads(readers: async_sessionmaker[AsyncSession]) -> Transactions:
             yield SqlUnitOfWork(session)
 
     opener: Transactions = reads
+    return opener
+
+
+def sql_statements(engine: AsyncEngine) -> Transactions:
+    """Stores in autocommit for a write that is one statement, so its own transaction.
+
+    The debit (``usage_debit``) needs no BEGIN and no COMMIT: one round trip.
+    """
+    sessions = async_sessionmaker(
+        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+    )
+
+    @asynccontextmanager
+    async def statement() -> AsyncIterator[UnitOfWork]:
+        async with sessions() as session:
+            yield SqlUnitOfWork(session)
+
+    opener: Transactions = statement
     return opener
