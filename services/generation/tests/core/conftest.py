@@ -18,12 +18,12 @@ from interior.generation.v1 import generation_pb2_grpc
 from kit.grpc_client import create_channel
 from kit.runtime_config import load_runtime_config
 from replicate_emulator.config import EmulatorConfig
-from replicate_emulator.server import EmulatorServer
-from replicate_emulator.testing import WebhookReceiver
 from services.generation.tests.core.stack import Core
 from testkit.config import REPO_RUNTIME_CONFIG
+from testkit.emulator import EmulatorServer
 from testkit.plugin import S3Endpoint
 from testkit.providers import emulator_provider
+from testkit.recorder import RecordingServer
 from usage.settings import UsageSettings
 from usage.wiring import build_server, migrate
 
@@ -38,7 +38,7 @@ async def core(
         EmulatorConfig(port=0, start_delay_seconds=0.01, run_delay_seconds=60, log_level="WARNING")
     )
     emulator.start()
-    webhooks = WebhookReceiver()
+    webhooks = RecordingServer("webhooks", path="/hooks/replicate")
     webhooks.start()
     usage_url = database_factory("core_usage")
     await migrate(usage_url)
