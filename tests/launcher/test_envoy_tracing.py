@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from launcher.envoy import ENVOY_CONFIG, load_config, write_local_config
-from launcher.envoy_tracing import COLLECTOR_CLUSTER, TracingConfigError, with_tracing
+from launcher.envoy_tracing import (
+    COLLECTOR_CLUSTER,
+    UNTRACED_ROUTES,
+    TracingConfigError,
+    with_tracing,
+)
+from testkit.envoy import running_envoy
+from testkit.recorder import RecordingServer
 
 PORTS = {"listener_port": 18180, "admin_port": 19911, "edge_port": 18181, "gateway_port": 18182}
 
@@ -47,3 +57,34 @@ def test_with_a_collector_the_tracer_and_its_cluster_pass_envoy_validate(
 def test_an_endpoint_envoy_cannot_use_is_refused(endpoint: str) -> None:
     with pytest.raises(TracingConfigError):
         with_tracing(load_config(), endpoint)
+
+
+def test_the_events_route_is_never_sampled_when_tracing_is_on() -> None:
+    manager = _manager(with_tracing(load_config(), "http://collector.local:4318"))
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]  # type: ignore[index]
+    untraced = {route["name"] for route in routes if "tracing" in route}
+    assert untraced == set(UNTRACED_ROUTES) == {"job_events"}
+
+
+def test_envoy_exports_urls_but_never_the_events_routes_token(tmp_path: Path) -> None:
+    """A real Envoy exporting to a recording collector: an ordinary request's URL reaches
+    the collector (so URLs are exported at all), the SSE token never does."""
+    token, marker = "sse-token-must-not-leave", "exported-marker"
+    with (
+        RecordingServer("edge") as edge,
+        RecordingServer("gateway") as gateway,
+        RecordingServer("collector") as collector,
+        running_envoy(tmp_path, edge.port, gateway.port, otlp_endpoint=collector.url) as envoy,
+    ):
+        job = uuid.uuid4()
+        events = httpx.get(
+            f"{envoy.url}/api/v1/generations/{job}/events?access_token={token}", timeout=10
+        )
+        assert events.status_code == 200
+        assert httpx.get(f"{envoy.url}/api/v1/usage?{marker}=1", timeout=10).status_code == 200
+        deadline = time.monotonic() + 20.0  # Envoy flushes its spans every 5 s
+        while not any(marker.encode() in r.body for r in collector.snapshot()):
+            assert time.monotonic() < deadline, "Envoy exported no span"
+            time.sleep(0.1)
+        assert all(token.encode() not in r.body for r in collector.snapshot())
+        assert any(r.path.startswith("/api/v1/generations/") for r in edge.snapshot())

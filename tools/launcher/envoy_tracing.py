@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 COLLECTOR_CLUSTER = "otel_collector"
+# Routes whose URLs carry a credential (EventSource cannot send headers).
+UNTRACED_ROUTES = frozenset({"job_events"})
 _HCM = "envoy.filters.network.http_connection_manager"
 
 
@@ -48,8 +50,18 @@ def with_tracing(
             },
         }
     }
+    _untraced(manager, UNTRACED_ROUTES)
     traced["static_resources"]["clusters"].append(_collector_cluster(parts.hostname, port))
     return traced
+
+
+def _untraced(manager: dict[str, Any], names: frozenset[str]) -> None:
+    """Sample none of the named routes: Envoy tags its spans with the whole URL, query
+    included, and the SSE route is the one that carries ``access_token`` there."""
+    for host in manager["route_config"]["virtual_hosts"]:
+        for route in host["routes"]:
+            if route.get("name") in names:
+                route["tracing"] = {"overall_sampling": {"numerator": 0, "denominator": "HUNDRED"}}
 
 
 def _connection_manager(config: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ def running_envoy(
     gateway_port: int,
     *,
     rewrite: Callable[[Path], Path] | None = None,
+    otlp_endpoint: str | None = None,
 ) -> Iterator[Envoy]:
     """deploy/envoy/envoy.yaml with only ports and upstreams rewritten (as the launcher
     does), then ``rewrite`` (a test's own change to the written file), if any."""
@@ -40,6 +41,7 @@ def running_envoy(
         admin_port=admin,
         edge_port=edge_port,
         gateway_port=gateway_port,
+        otlp_endpoint=otlp_endpoint,
     )
     if rewrite is not None:
         config = rewrite(config)
