@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import jwt
@@ -33,7 +35,7 @@ def _hand_made(algorithm: str, key: bytes | None, digest: str = "sha256") -> str
 
 
 # Each case: how to build the Authorization header from the identity fixture.
-BAD_AUTHORIZATION = {
+BAD_AUTHORIZATION: dict[str, Callable[[Any], str | None]] = {
     "missing": lambda ident: None,
     "not bearer": lambda ident: "Basic dXNlcjpwYXNz",
     "bearer without token": lambda ident: "Bearer ",

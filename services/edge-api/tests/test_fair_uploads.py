@@ -253,7 +253,8 @@ async def test_a_too_slow_body_gets_408_its_spool_deleted_and_its_slot_back_at_o
     # Released before the answer was written, not at some later clean-up.
     assert edge.counts() == ({}, 0)
     assert len(spools) == 1
-    assert spools[0]._rolled  # it had gone to disk
+    # _rolled is private to SpooledTemporaryFile, so typeshed leaves it out.
+    assert spools[0]._rolled  # type: ignore[attr-defined]  # it had gone to disk
     assert spools[0].closed
     assert backends.generation.recorder.calls == []
     await upload.disconnect()

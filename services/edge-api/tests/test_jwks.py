@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import jwt
@@ -164,7 +164,8 @@ def open_edge(edge_clients, make_settings, jwks_server: JwksServer, clock: Clock
             )
             state.token_verifier = token_verifier(settings, state.jwks)
 
-        return await edge_clients.open(settings, prepare=with_test_clock)
+        client = await edge_clients.open(settings, prepare=with_test_clock)
+        return cast(httpx.AsyncClient, client)
 
     return open_edge
 
@@ -296,9 +297,10 @@ def _b64(data: bytes) -> str:
 
 
 def _public_pem(key: SigningKey) -> bytes:
-    return key.private.public_key().public_bytes(
+    pem = key.private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return cast(bytes, pem)  # private is Any (RSA or EC), so mypy cannot see bytes
 
 
 CONFUSED: dict[str, Callable[[SigningKey, SigningKey], str]] = {

@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -205,7 +206,7 @@ async def test_access_log_is_structured_and_holds_no_secrets(live: LiveEdge, ide
     lines = live.log_lines()
     (entry,) = [line for line in lines if line.get("clientRequestId") == "log-1"]
     assert entry["event"] == "http.request"
-    assert len(entry["requestId"]) == 32  # ours, beside the caller's
+    assert len(cast(str, entry["requestId"])) == 32  # ours, beside the caller's
     assert entry["method"] == "GET"
     assert entry["route"] == "/api/v1/generations/{job_id}"
     assert entry["status"] == 404

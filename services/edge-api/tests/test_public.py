@@ -7,7 +7,8 @@ import contextlib
 import os
 import tracemalloc
 import uuid
-from typing import Any
+from collections.abc import MutableMapping
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -35,7 +36,8 @@ async def stored_render(s3_server) -> str:
 
 @pytest.fixture
 async def public_client(edge_clients, s3_server, stored_render) -> httpx.AsyncClient:
-    return await edge_clients.open(edge_clients.make_settings(**s3_server.env()))
+    settings = edge_clients.make_settings(**s3_server.env())
+    return cast(httpx.AsyncClient, await edge_clients.open(settings))
 
 
 async def test_serves_a_stored_render_without_auth(public_client: httpx.AsyncClient) -> None:
@@ -176,7 +178,7 @@ async def _get_raw(
     parts: list[int] = []
     status = 0
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]

@@ -10,7 +10,11 @@ OWNER = "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
 OTHER = "0e5f2a1c-3d4b-4c6e-8f7a-9b0c1d2e3f4a"
 
 
-def _job(version: int, status: int = generation_pb2.JOB_STATUS_SUCCEEDED, job_id: str = JOB):
+def _job(
+    version: int,
+    status: generation_pb2.JobStatus.ValueType = generation_pb2.JOB_STATUS_SUCCEEDED,
+    job_id: str = JOB,
+):
     return generation_pb2.Job(id=job_id, owner_id=OWNER, status=status, version=version)
 
 

@@ -10,7 +10,7 @@ import asyncio
 import math
 import os
 import time
-from typing import IO
+from typing import IO, cast
 
 import httpx
 import pytest
@@ -55,7 +55,7 @@ async def big_client(runtime_config, edge_clients) -> httpx.AsyncClient:
     """An edge whose upload limit is 2 MiB: files larger than a spool's memory part."""
     uploads_config = Uploads(max_bytes=BIG_MAX_BYTES)
     edge_clients.runtime_config = runtime_config.model_copy(update={"uploads": uploads_config})
-    return await edge_clients.open()
+    return cast(httpx.AsyncClient, await edge_clients.open())
 
 
 async def test_a_big_file_is_forwarded_in_chunks_and_its_spool_closed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from kit.service_keys import generate_key_pair, write_private_key
 from testkit.config import REPO_RUNTIME_CONFIG
 
 # Not used by these routes, but the settings require them (and real ones in production).
-BASE_ENV = {
+BASE_ENV: dict[str, Any] = {
     "S3_ENDPOINT": "127.0.0.1:9",
     "S3_ACCESS_KEY": "web-test-access",
     "S3_SECRET_KEY": "web-test-secret-not-published-0123456789",
