@@ -21,15 +21,16 @@ from generation.settings import GenerationSettings
 from generation.wiring import build_app
 from kit import tracing
 from kit.runtime_config import load_runtime_config
-from kit.settings import DEFAULT_RUNTIME_CONFIG
 from launcher.components import free_port
 from launcher.keys import ensure_key_dir
 from replicate_emulator.config import EmulatorConfig
-from replicate_emulator.server import EmulatorServer
+from testkit.config import REPO_RUNTIME_CONFIG
+from testkit.emulator import EmulatorServer
 from testkit.plugin import S3Endpoint
 from testkit.providers import emulator_provider
 from testkit.servers import MovableClock, ThreadedUvicorn
-from tests.e2e.harness import Stack, User
+from testkit.stack import Stack
+from tests.e2e.harness import User
 from usage.settings import UsageSettings
 from usage.wiring import build_server, migrate
 from webhook_gateway.app import create_app as create_gateway_app
@@ -64,7 +65,7 @@ async def traced_stack(
 ) -> AsyncIterator[Stack]:
     keys = tmp_path_factory.mktemp("traced-keys")
     ensure_key_dir(keys)
-    config = load_runtime_config(DEFAULT_RUNTIME_CONFIG)
+    config = load_runtime_config(REPO_RUNTIME_CONFIG)
     clock = MovableClock()
     emulator = EmulatorServer(
         EmulatorConfig(
@@ -81,11 +82,13 @@ async def traced_stack(
     usage_url = database_factory("traced_usage")
     await migrate(usage_url)
     usage_server, _ = build_server(
-        UsageSettings(
-            USAGE_DATABASE_URL=usage_url,
-            USAGE_GRPC_PORT=usage_port,
-            GENERATION_GRPC_TARGET=generation_target,
-            **_identity(keys, "usage", serves=True),
+        UsageSettings.model_validate(
+            dict(
+                USAGE_DATABASE_URL=usage_url,
+                USAGE_GRPC_PORT=usage_port,
+                GENERATION_GRPC_TARGET=generation_target,
+                **_identity(keys, "usage", serves=True),
+            )
         ),
         clock=clock,
         runtime_config=config,
@@ -93,23 +96,27 @@ async def traced_stack(
     await usage_server.start()
     gateway = ThreadedUvicorn(
         create_gateway_app(
-            GatewaySettings(
-                GENERATION_GRPC_TARGET=generation_target,
-                REPLICATE_WEBHOOK_SECRET=emulator.webhook_secret,
-                **_identity(keys, "webhook-gateway", serves=False),
+            GatewaySettings.model_validate(
+                dict(
+                    GENERATION_GRPC_TARGET=generation_target,
+                    REPLICATE_WEBHOOK_SECRET=emulator.webhook_secret,
+                    **_identity(keys, "webhook-gateway", serves=False),
+                )
             ),
             runtime_config=config,
         ),
         name="traced-gateway",
     ).start()
     generation = await build_app(
-        GenerationSettings(
-            GENERATION_DATABASE_URL=database_factory("traced_generation"),
-            USAGE_GRPC_TARGET=f"127.0.0.1:{usage_port}",
-            WEBHOOK_BASE_URL=gateway.base_url,
-            SWEEP_ENABLED=False,
-            **s3_server.env(),
-            **_identity(keys, "generation", serves=True),
+        GenerationSettings.model_validate(
+            dict(
+                GENERATION_DATABASE_URL=database_factory("traced_generation"),
+                USAGE_GRPC_TARGET=f"127.0.0.1:{usage_port}",
+                WEBHOOK_BASE_URL=gateway.base_url,
+                SWEEP_ENABLED=False,
+                **s3_server.env(),
+                **_identity(keys, "generation", serves=True),
+            )
         ),
         runtime_config=config,
         clock=clock,
@@ -119,11 +126,13 @@ async def traced_stack(
     await generation.server.start()
     edge = ThreadedUvicorn(
         create_edge_app(
-            EdgeSettings(
-                GENERATION_GRPC_TARGET=generation_target,
-                USAGE_GRPC_TARGET=f"127.0.0.1:{usage_port}",
-                **s3_server.env(),
-                **_identity(keys, "edge-api", serves=False),
+            EdgeSettings.model_validate(
+                dict(
+                    GENERATION_GRPC_TARGET=generation_target,
+                    USAGE_GRPC_TARGET=f"127.0.0.1:{usage_port}",
+                    **s3_server.env(),
+                    **_identity(keys, "edge-api", serves=False),
+                )
             ),
             config,
         ),
@@ -133,11 +142,12 @@ async def traced_stack(
         edge=edge,
         gateway=gateway,
         emulator=emulator,
-        generation=generation,
+        generations=[generation],
         usage_server=usage_server,
         usage_target=f"127.0.0.1:{usage_port}",
         clock=clock,
         keys=keys,
+        s3=s3_server,
     )
     try:
         yield stack
