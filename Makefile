@@ -16,7 +16,8 @@ OUR_PACKAGES := -p kit -p generation -p usage -p webhook_gateway -p edge_api \
 # directories that are type-clean so far; the rest join as they get clean (issue 10).
 # bench/locustfile.py imports locust, which only `make bench` installs.
 TYPED_TESTS := tests/concurrency tests/contracts tests/deploy tests/faults tests/launcher \
-               tests/ops bench --exclude bench/locustfile.py
+               tests/ops tests/security tests/metrics tests/browser tests/tracing \
+               bench --exclude bench/locustfile.py
 # Test dirs without __init__.py, one mypy run each: every one has its own `conftest`.
 TYPED_TEST_DIRS := services/webhook-gateway/tests tools/replicate_emulator/tests
 # Test dirs without __init__.py that no module-pattern override can match (their modules

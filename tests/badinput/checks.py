@@ -6,7 +6,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.harness import Stack, User, job_count, objects_under
+from testkit.stack import Stack
+from tests.e2e.harness import User, job_count, objects_under
 
 
 def assert_error(

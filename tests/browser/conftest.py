@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize, async_playwright
 
 from edge_api.app import create_app
 from edge_api.settings import EdgeSettings
 from testkit.envoy import Envoy, running_envoy
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
+from testkit.stack import Stack
 from tests.e2e.conftest import books_balance_at_the_end, http, reset_emulator, stack
-from tests.e2e.harness import Stack, make_token
+from tests.e2e.harness import make_token
 
 __all__ = ["books_balance_at_the_end", "http", "reset_emulator", "stack"]
 
@@ -41,7 +42,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 # The narrowest phone the page must work on.
-VIEWPORT = {"width": 375, "height": 812}
+VIEWPORT: ViewportSize = {"width": 375, "height": 812}
 _SHOTS: list[Path] = []
 
 Scope = MutableMapping[str, Any]
@@ -74,12 +75,14 @@ class WebEdge:
 
 @pytest.fixture(scope="session")
 def web_edge(stack: Stack, s3_server: S3Endpoint) -> Iterator[WebEdge]:
-    settings = EdgeSettings(
-        GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
-        USAGE_GRPC_TARGET=stack.usage_target,
-        WEB_CLIENT_ENABLED="true",
-        **s3_server.env(),
-        **stack.identity_env("edge-api"),
+    settings = EdgeSettings.model_validate(
+        dict(
+            GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
+            USAGE_GRPC_TARGET=stack.usage_target,
+            WEB_CLIENT_ENABLED="true",
+            **s3_server.env(),
+            **stack.identity_env("edge-api"),
+        )
     )
     recorder = Recorder(create_app(settings, stack.generation.context.config))
     server = ThreadedUvicorn(recorder, name="web-edge").start()

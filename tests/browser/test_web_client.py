@@ -16,8 +16,9 @@ from generation.persistence.models import GenerationJob
 from kit.db import session_scope
 from testkit.envoy import Envoy
 from testkit.plugin import S3Endpoint
+from testkit.stack import Stack
 from tests.browser.conftest import Visitor
-from tests.e2e.harness import Stack, jpeg_bytes
+from tests.e2e.harness import jpeg_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -490,6 +491,7 @@ async def test_a_result_is_refined_with_a_new_prompt(
 
     await page.fill("#prompt", "Now make the sofa green")
     refined_id, request = await _submitted(page)
+    assert request.post_data_json is not None
     assert request.post_data_json["source"] == {"generationId": first_id, "variantIdx": 0}
     assert refined_id != first_id
     await _shows_done(page, refined_id)

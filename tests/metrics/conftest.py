@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from testkit.stack import Stack
 from tests.e2e.conftest import http, reset_emulator, stack, user
-from tests.e2e.harness import Stack
 from tests.metrics.helpers import http_scrape
 from tests.metrics.test_labels_are_bounded import assert_labels_bounded
 

@@ -6,7 +6,8 @@ import uuid
 
 import httpx
 
-from tests.e2e.harness import Stack, User, jpeg_bytes
+from testkit.stack import Stack
+from tests.e2e.harness import User, jpeg_bytes
 from tests.metrics.helpers import Scrape, eventually, http_scrape
 
 REQUESTS = "http_server_requests_total"

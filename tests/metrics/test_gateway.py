@@ -15,7 +15,7 @@ from kit.runtime_config import load_runtime_config
 from launcher.components import free_port
 from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.servers import ThreadedUvicorn
-from tests.e2e.harness import Stack
+from testkit.stack import Stack
 from tests.metrics.helpers import Scrape, http_scrape
 from webhook_gateway.app import create_app
 from webhook_gateway.settings import GatewaySettings

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from generation.domain.sweep import sweep_once
-from tests.e2e.harness import Stack, User, jpeg_bytes
+from testkit.stack import Stack
+from tests.e2e.harness import User, jpeg_bytes
 from tests.metrics.helpers import Scrape, local_scrape, local_scrape_until
 
 TRANSITIONS = "generation_job_transitions_total"

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kit.metrics import install_http_metrics
 from tests.metrics.helpers import Scrape, eventually, http_scrape
@@ -29,7 +29,7 @@ async def _item(request: Request) -> Response:
 class _RefuseLargeBodies:
     """Answers 413 before routing, like the edge's body cap."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

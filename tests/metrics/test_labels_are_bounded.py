@@ -19,7 +19,8 @@ import yaml
 from generation import metrics as generation_metrics
 from kit.metrics import HTTP_METHODS, UNMATCHED_ROUTE
 from launcher.config import REPO_ROOT
-from tests.e2e.harness import Stack, User
+from testkit.stack import Stack
+from tests.e2e.harness import User
 from tests.metrics.helpers import Scrape, http_scrape
 from usage import metrics as usage_metrics
 from webhook_gateway import metrics as gateway_metrics

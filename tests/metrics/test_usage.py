@@ -9,7 +9,7 @@ import pytest
 
 from interior.usage.v1 import usage_pb2
 from kit.service_identity import GENERATION
-from tests.e2e.harness import Stack
+from testkit.stack import Stack
 from tests.metrics.helpers import Scrape, local_scrape, local_scrape_until
 
 DEBITS = "usage_ledger_debits_total"

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from testkit.envoy import Envoy, running_envoy
+from testkit.stack import Stack
 from tests.e2e.conftest import http, other_user, reset_emulator, stack, user
-from tests.e2e.harness import Stack
 
 __all__ = ["envoy", "envoy_client", "http", "other_user", "reset_emulator", "stack", "user"]
 

@@ -15,7 +15,8 @@ from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.envoy import running_envoy
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
-from tests.e2e.harness import Stack, User
+from testkit.stack import Stack
+from tests.e2e.harness import User
 
 ALLOWED = "http://localhost:3000"
 EVIL = "https://evil.example"
@@ -25,12 +26,14 @@ EVIL = "https://evil.example"
 async def entry_points(
     stack: Stack, s3_server: S3Endpoint, tmp_path: Path
 ) -> AsyncIterator[dict[str, str]]:
-    settings = EdgeSettings(
-        GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
-        USAGE_GRPC_TARGET=stack.usage_target,
-        CORS_ALLOWED_ORIGINS=ALLOWED,
-        **s3_server.env(),
-        **stack.identity_env("edge-api"),
+    settings = EdgeSettings.model_validate(
+        dict(
+            GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
+            USAGE_GRPC_TARGET=stack.usage_target,
+            CORS_ALLOWED_ORIGINS=ALLOWED,
+            **s3_server.env(),
+            **stack.identity_env("edge-api"),
+        )
     )
     app = create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG))
     with (

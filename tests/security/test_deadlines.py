@@ -40,12 +40,14 @@ async def stand_ins() -> AsyncIterator[Backends]:
 
 async def test_the_edge_sends_its_deadlines(stand_ins: Backends, s3_server: S3Endpoint) -> None:
     target, recorder = stand_ins.target, stand_ins
-    settings = EdgeSettings(
-        GENERATION_GRPC_TARGET=target,
-        USAGE_GRPC_TARGET=target,
-        GRPC_DEADLINE_SECONDS=7,
-        GRPC_SUBMIT_DEADLINE_SECONDS=23,
-        **s3_server.env(),
+    settings = EdgeSettings.model_validate(
+        dict(
+            GENERATION_GRPC_TARGET=target,
+            USAGE_GRPC_TARGET=target,
+            GRPC_DEADLINE_SECONDS=7,
+            GRPC_SUBMIT_DEADLINE_SECONDS=23,
+            **s3_server.env(),
+        )
     )
     app = create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG))
     job_id = stand_ins.generation.add_job(str(OWNER)).id

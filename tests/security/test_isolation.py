@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.harness import Stack, User, make_token
+from testkit.stack import Stack
+from tests.e2e.harness import User, make_token
 
 
 def _comparable(response: httpx.Response) -> tuple[int, Any]:

@@ -29,8 +29,9 @@ from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.envoy import Envoy, running_envoy
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
+from testkit.stack import Stack
 from tests.badinput.checks import assert_error, assert_nothing_left
-from tests.e2e.harness import Stack, User, jpeg_bytes
+from tests.e2e.harness import User, jpeg_bytes
 from webhook_gateway.settings import GatewaySettings
 
 # deploy/envoy/envoy.yaml: declared lengths from 21 MiB + 1 are refused on the upload route.
@@ -122,11 +123,13 @@ async def test_the_edge_refuses_a_declared_body_over_its_cap(stack: Stack, user:
 @pytest.fixture
 async def small_edge(stack: Stack, s3_server: S3Endpoint) -> AsyncIterator[str]:
     """An edge with MAX_REQUEST_BYTES = 64 KiB in front of the same backends."""
-    settings = EdgeSettings(
-        GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
-        USAGE_GRPC_TARGET=stack.usage_target,
-        MAX_REQUEST_BYTES=64 * 1024,
-        **s3_server.env(),
+    settings = EdgeSettings.model_validate(
+        dict(
+            GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
+            USAGE_GRPC_TARGET=stack.usage_target,
+            MAX_REQUEST_BYTES=64 * 1024,
+            **s3_server.env(),
+        )
     )
     server = ThreadedUvicorn(
         create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG)), name="small-edge"
@@ -227,11 +230,13 @@ async def fair_envoy(
 
     (The shared stack's edge lifts the per-user limit for the parallel-submit suites.)
     """
-    settings = EdgeSettings(
-        GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
-        USAGE_GRPC_TARGET=stack.usage_target,
-        **s3_server.env(),
-        **stack.identity_env("edge-api"),
+    settings = EdgeSettings.model_validate(
+        dict(
+            GENERATION_GRPC_TARGET=f"127.0.0.1:{stack.generation.server.port}",
+            USAGE_GRPC_TARGET=stack.usage_target,
+            **s3_server.env(),
+            **stack.identity_env("edge-api"),
+        )
     )
     app = create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG))
     with (

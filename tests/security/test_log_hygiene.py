@@ -38,7 +38,8 @@ from kit.logging import configure_logging
 from launcher.components import ChildProcess
 from launcher.config import Ports
 from replicate_emulator.control import ControlClient
-from tests.e2e.harness import Stack, User, jpeg_bytes
+from testkit.stack import Stack
+from tests.e2e.harness import User, jpeg_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -25,8 +25,9 @@ from kit.runtime_config import load_runtime_config
 from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
+from testkit.stack import Stack
 from testkit.standins import GenerationBackend, serving_backends
-from tests.e2e.harness import Stack, make_token
+from tests.e2e.harness import make_token
 
 OWNER = uuid.uuid4()
 LIMIT = 2
@@ -56,18 +57,21 @@ class HoldingGeneration(GenerationBackend):
 
 
 async def test_the_edge_bounds_submissions_in_flight(s3_server: S3Endpoint) -> None:
-    generation = HoldingGeneration()
+    # The servicer stubs mark every RPC abstract; grpc's base class answers UNIMPLEMENTED.
+    generation = HoldingGeneration()  # type: ignore[abstract]
     async with serving_backends(generation) as backends:
         target = backends.target
-        settings = EdgeSettings(
-            GENERATION_GRPC_TARGET=target,
-            USAGE_GRPC_TARGET=target,
-            MAX_CONCURRENT_SUBMISSIONS=LIMIT,
-            # One owner sends them all: the per-user upload limit must not refuse them,
-            # and the ones over LIMIT wait for a slot (longer than the 0.3 s below).
-            MAX_UPLOADS_PER_USER=REQUESTS,
-            UPLOAD_SLOT_WAIT_SECONDS=30,
-            **s3_server.env(),
+        settings = EdgeSettings.model_validate(
+            dict(
+                GENERATION_GRPC_TARGET=target,
+                USAGE_GRPC_TARGET=target,
+                MAX_CONCURRENT_SUBMISSIONS=LIMIT,
+                # One owner sends them all: the per-user upload limit must not refuse them,
+                # and the ones over LIMIT wait for a slot (longer than the 0.3 s below).
+                MAX_UPLOADS_PER_USER=REQUESTS,
+                UPLOAD_SLOT_WAIT_SECONDS=30,
+                **s3_server.env(),
+            )
         )
         app = create_edge_app(settings, load_runtime_config(REPO_RUNTIME_CONFIG))
         with ThreadedUvicorn(app, name="pool-edge") as edge:

@@ -14,7 +14,8 @@ import pytest
 
 from kit.storage import ObjectStorage
 from testkit.plugin import S3Endpoint
-from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
+from testkit.stack import Stack
+from tests.e2e.harness import User, jpeg_bytes, objects_under
 
 
 @pytest.fixture

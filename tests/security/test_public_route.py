@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from testkit.envoy import Envoy
-from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
+from testkit.stack import Stack
+from tests.e2e.harness import User, jpeg_bytes, objects_under
 
 
 @dataclass(frozen=True)

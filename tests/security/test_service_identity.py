@@ -100,14 +100,14 @@ class System:
             self.usage_target, signer=self.keys.signer(caller, key), audience=USAGE
         )
         self.channels.append(channel)
-        return usage_pb2_grpc.UsageServiceStub(channel)  # type: ignore[no-any-return]
+        return usage_pb2_grpc.UsageServiceStub(channel)
 
     def generation_stub(self, caller: str) -> generation_pb2_grpc.GenerationServiceAsyncStub:
         channel = create_channel(
             self.generation_target, signer=self.keys.signer(caller), audience=GENERATION
         )
         self.channels.append(channel)
-        return generation_pb2_grpc.GenerationServiceStub(channel)  # type: ignore[no-any-return]
+        return generation_pb2_grpc.GenerationServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -135,15 +135,17 @@ async def system(
     )
     await usage_server.start()
     generation = await build_app(
-        GenerationSettings(
-            GENERATION_DATABASE_URL=database_factory("identity_generation"),
-            USAGE_GRPC_TARGET=usage_target,
-            WEBHOOK_BASE_URL="http://127.0.0.1:9",
-            SWEEP_ENABLED=False,
-            SERVICE_KEY_FILE=str(keys.private(GENERATION)),
-            SERVICE_TRUST_DIR=str(keys.trust_dir),
-            SERVICE_TRUST_RECHECK_SECONDS=0,
-            **s3_server.env(),
+        GenerationSettings.model_validate(
+            dict(
+                GENERATION_DATABASE_URL=database_factory("identity_generation"),
+                USAGE_GRPC_TARGET=usage_target,
+                WEBHOOK_BASE_URL="http://127.0.0.1:9",
+                SWEEP_ENABLED=False,
+                SERVICE_KEY_FILE=str(keys.private(GENERATION)),
+                SERVICE_TRUST_DIR=str(keys.trust_dir),
+                SERVICE_TRUST_RECHECK_SECONDS=0,
+                **s3_server.env(),
+            )
         ),
         port=generation_port,
     )
@@ -186,7 +188,7 @@ def _owner() -> str:
 async def test_usage_methods_answer_only_their_declared_callers(system: System) -> None:
     owner = _owner()
     job = str(uuid.uuid4())
-    calls = {
+    calls: dict[str, Callable[[Any], Any]] = {
         "GetQuota": lambda s: s.GetQuota(upb.GetQuotaRequest(owner_id=owner), timeout=10),
         "Debit": lambda s: s.Debit(
             upb.DebitRequest(owner_id=owner, job_id=job, idempotency_key=f"d:{job}", reason="t"),

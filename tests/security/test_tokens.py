@@ -24,8 +24,9 @@ from Crypto.PublicKey import RSA
 from Crypto.Signature import pkcs1_15
 
 from edge_api.settings import DEV_JWT_SECRET
+from testkit.stack import Stack
 from tests.badinput.checks import assert_error, assert_nothing_left
-from tests.e2e.harness import Stack, User
+from tests.e2e.harness import User
 
 RSA_KEY = RSA.generate(2048)
 PUBLIC_PEM = RSA_KEY.public_key().export_key("PEM")

@@ -16,8 +16,9 @@ import pytest
 from standardwebhooks import Webhook
 
 from testkit.envoy import Envoy
+from testkit.stack import Stack
 from tests.badinput.checks import assert_error
-from tests.e2e.harness import Stack, User
+from tests.e2e.harness import User
 
 WEBHOOK_PATH = "/api/v1/webhooks/replicate"
 
