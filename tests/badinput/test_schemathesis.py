@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -81,6 +82,8 @@ def _fuzz_all(base_url: str, token: str) -> dict[str, int]:
     headers = {"Authorization": f"Bearer {token}"}
     counts: dict[str, int] = {}
     for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
         operation = result.ok()
         for mode in MODES:
             counts[f"{operation.label} {mode.value}"] = _fuzz_operation(

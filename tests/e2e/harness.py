@@ -21,7 +21,9 @@ import jwt
 from PIL import Image
 
 from edge_api.settings import DEV_JWT_SECRET
-from testkit.stack import Stack
+
+# Re-exported: the e2e and badinput tests import Stack from here.
+from testkit.stack import Stack as Stack
 
 
 def make_token(user_id: uuid.UUID, *, secret: str = DEV_JWT_SECRET, **overrides: Any) -> str:

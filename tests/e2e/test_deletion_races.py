@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from sqlalchemy import select
@@ -21,10 +21,11 @@ from generation.domain.commands import delete_generation
 from generation.domain.context import GenerationContext
 from generation.domain.events import Outcome, apply_prediction, end_without_output
 from generation.domain.provider import Prediction
+from generation.domain.records import Job
 from generation.domain.sweep import sweep_once
 from generation.persistence.models import GenerationJob, Render
 from kit.db import session_scope
-from kit.storage import StorageError
+from kit.storage import ObjectStorage, StorageError
 from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
 
 _WAIT = 10.0
@@ -76,7 +77,7 @@ class Race:
     prediction: Prediction
     render_prefix: str
     late: GatedProvider
-    late_applier: asyncio.Task[tuple[Outcome, GenerationJob | None]]
+    late_applier: asyncio.Task[tuple[Outcome, Job | None]]
 
     async def let_the_late_applier_finish(self) -> Outcome:
         self.late.gate.set()
@@ -209,7 +210,10 @@ async def test_a_removal_that_listed_before_a_late_write_does_not_mark_it_done(
     await win(stack, race)
     held = RemovalStorage(stack.ctx.storage)
     held.gate.clear()
-    delete_ctx: GenerationContext = dataclasses.replace(stack.ctx, storage=held)
+    # RemovalStorage delegates the rest through __getattr__, which mypy cannot see.
+    delete_ctx: GenerationContext = dataclasses.replace(
+        stack.ctx, storage=cast(ObjectStorage, held)
+    )
     deleting = asyncio.create_task(delete_generation(delete_ctx, user.id, uuid.UUID(race.job_id)))
     await asyncio.wait_for(held.removed.wait(), _WAIT)
 
