@@ -15,8 +15,8 @@ from generation.wiring import GenerationApp
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit.grpc_errors import RemoteError, from_rpc_error
-from replicate_emulator.server import EmulatorServer
-from replicate_emulator.testing import WebhookReceiver
+from testkit.emulator import EmulatorServer
+from testkit.recorder import RecordingServer
 
 PROMPT = "a bright scandinavian living room with oak floors"
 CALL_TIMEOUT = 30.0
@@ -25,9 +25,9 @@ CALL_TIMEOUT = 30.0
 @dataclass
 class Core:
     app: GenerationApp
-    stub: generation_pb2_grpc.GenerationServiceStub
+    stub: generation_pb2_grpc.GenerationServiceAsyncStub
     emulator: EmulatorServer
-    webhooks: WebhookReceiver
+    webhooks: RecordingServer
 
     async def submit(
         self, owner: uuid.UUID, *, key: str = "", prompt: str = PROMPT
