@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -88,7 +89,7 @@ async def test_a_long_idle_connection_is_pinged_and_replaced_when_dead(
     assert pinged, "an idle connection must be pinged before use"
 
 
-async def _raw(engine: AsyncEngine) -> object:
+async def _raw(engine: AsyncEngine) -> Any:
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         return raw.dbapi_connection

@@ -32,7 +32,7 @@ async def _bidi(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[b
 
 
 def _register(server: grpc.aio.Server) -> None:
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Stream": grpc.unary_stream_rpc_method_handler(_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
         "Undeclared": grpc.unary_stream_rpc_method_handler(_stream),
@@ -69,9 +69,14 @@ async def _collect(channel: grpc.aio.Channel, method: str) -> tuple[grpc.StatusC
             async def requests() -> AsyncIterator[bytes]:
                 yield b"hi"
 
-            call: Any = channel.stream_stream(f"/{SERVICE}/Bidi")(requests(), timeout=5)
+            # Raw bytes both ways (no serializers): the stubs cannot infer that.
+            bidi: grpc.aio.StreamStreamMultiCallable[bytes, bytes]
+            bidi = channel.stream_stream(f"/{SERVICE}/Bidi")
+            call: Any = bidi(requests(), timeout=5)
         else:
-            call = channel.unary_stream(f"/{SERVICE}/{method}")(b"hi", timeout=5)
+            stream: grpc.aio.UnaryStreamMultiCallable[bytes, bytes]
+            stream = channel.unary_stream(f"/{SERVICE}/{method}")
+            call = stream(b"hi", timeout=5)
         async for message in call:
             received.append(message)
     except grpc.aio.AioRpcError as error:

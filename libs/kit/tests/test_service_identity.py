@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import jwt
 import pytest
@@ -49,7 +50,8 @@ def _pair(directory: Path, name: str, trust: Path | None = None) -> Path:
 
 
 def _production_usage(**env: str) -> _ServerSettings:
-    return _ServerSettings(APP_ENV="production", **env)
+    # cast: pydantic's __init__ signature types every field; the env names are strings.
+    return _ServerSettings(APP_ENV="production", **cast(dict[str, Any], env))
 
 
 def test_production_refuses_to_start_without_key_material(tmp_path: Path) -> None:
@@ -189,7 +191,7 @@ def test_a_key_file_caught_mid_rewrite_keeps_the_previous_key(tmp_path: Path) ->
     renewed = signer.token(USAGE)
 
     assert renewed != first
-    options = {"verify_exp": False, "verify_iat": False}
+    options: jwt.types.Options = {"verify_exp": False, "verify_iat": False}
     claims = jwt.decode(renewed, public, algorithms=["EdDSA"], audience=USAGE, options=options)
     assert claims["iss"] == EDGE_API
 
@@ -202,7 +204,7 @@ def test_a_verified_token_is_checked_once_until_the_trust_changes(
     _pair(tmp_path, OPERATOR, trust=trust)
     verifier = TokenVerifier(USAGE, TrustStore(trust, recheck_seconds=0))
     token = f"Bearer {TokenSigner(EDGE_API, key).token(USAGE)}"
-    checks = record_results(monkeypatch, service_identity.jwt, "decode")
+    checks = record_results(monkeypatch, service_identity.jwt, "decode")  # type: ignore[attr-defined]  # the module kit uses, not re-exported
 
     for _ in range(50):
         assert verifier.caller(token) == EDGE_API

@@ -47,7 +47,14 @@ class JobOutcomesStandIn(generation_pb2_grpc.GenerationServiceServicer):
             jobs=self.jobs[start:end], next_page_token=str(end) if end < len(self.jobs) else ""
         )
 
-    def add(self, owner: str, status: int, *, has_output: bool = False, **flags: bool) -> str:
+    def add(
+        self,
+        owner: str,
+        status: generation_pb2.JobStatus.ValueType,
+        *,
+        has_output: bool = False,
+        **flags: bool,
+    ) -> str:
         job = str(uuid.uuid4())
         created = Timestamp()
         created.FromDatetime(OCTOBER)
@@ -66,7 +73,7 @@ class JobOutcomesStandIn(generation_pb2_grpc.GenerationServiceServicer):
 
 @pytest.fixture(scope="module")
 async def generation() -> AsyncIterator[tuple[JobOutcomesStandIn, str]]:
-    standin = JobOutcomesStandIn()
+    standin = JobOutcomesStandIn()  # type: ignore[abstract]  # only ListJobOutcomes is served
     binding = ServiceBinding(
         generation_pb2.DESCRIPTOR.services_by_name["GenerationService"].full_name,
         lambda server: generation_pb2_grpc.add_GenerationServiceServicer_to_server(standin, server),
@@ -111,7 +118,10 @@ async def _insert(
 
 
 async def _audit(client: Any) -> usage_pb2.AuditLedgerResponse:
-    return await client.stub.AuditLedger(usage_pb2.AuditLedgerRequest(), timeout=20)
+    response: usage_pb2.AuditLedgerResponse = await client.stub.AuditLedger(
+        usage_pb2.AuditLedgerRequest(), timeout=20
+    )
+    return response
 
 
 async def _run_cli(client: Any) -> tuple[int, dict[str, Any]]:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -14,8 +15,8 @@ from interior.usage.v1 import usage_pb2
 from kit.runtime_config import Plan
 
 
-def _at(quota_stamp: object) -> datetime:
-    return quota_stamp.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
+def _at(quota_stamp: Timestamp) -> datetime:
+    return quota_stamp.ToDatetime(tzinfo=UTC)
 
 
 async def test_a_new_user_is_on_free_with_the_whole_month_left(

@@ -9,6 +9,7 @@ One stack serves the module; each test uses a fresh owner.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
 import pytest
 
@@ -38,7 +39,7 @@ async def core(
         EmulatorConfig(port=0, start_delay_seconds=0.01, run_delay_seconds=60, log_level="WARNING")
     )
     emulator.start()
-    webhooks = RecordingServer("webhooks", path="/hooks/replicate")
+    webhooks = RecordingServer("webhook-receiver", path="/hooks/replicate")
     webhooks.start()
     usage_url = database_factory("core_usage")
     await migrate(usage_url)
@@ -50,7 +51,8 @@ async def core(
             USAGE_GRPC_TARGET=f"127.0.0.1:{usage_port}",
             WEBHOOK_BASE_URL=webhooks.url.removesuffix("/hooks/replicate"),
             SWEEP_ENABLED=False,
-            **s3_server.env(),
+            # cast: pydantic types each field; the S3 env names are all strings.
+            **cast(dict[str, Any], s3_server.env()),
         ),
         runtime_config=config,
         provider=emulator_provider(emulator, config.replicate.model, timeout_seconds=5.0),

@@ -25,7 +25,7 @@ CALL_TIMEOUT = 30.0
 @dataclass
 class Core:
     app: GenerationApp
-    stub: generation_pb2_grpc.GenerationServiceStub
+    stub: generation_pb2_grpc.GenerationServiceAsyncStub
     emulator: EmulatorServer
     webhooks: RecordingServer
 

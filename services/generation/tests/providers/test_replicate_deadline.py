@@ -54,7 +54,7 @@ def _harness(make_harness: Any, clock: FakeClock, handler: Any, **options: Any) 
 
 
 async def test_create_retries_stop_within_the_deadline(make_harness: Any) -> None:
-    clock, attempts = FakeClock(), []
+    clock, attempts = FakeClock(), list[float]()
     harness = _harness(
         make_harness,
         clock,
@@ -115,7 +115,7 @@ async def test_each_attempt_timeout_is_clipped_to_what_remains(
 async def test_without_a_deadline_the_retry_policy_alone_applies(
     make_harness: Any, answers: Any
 ) -> None:
-    clock, attempts = FakeClock(), []
+    clock, attempts = FakeClock(), list[float]()
     harness = _harness(make_harness, clock, hanging_until_timeout(clock, attempts), max_attempts=3)
 
     with pytest.raises(ProviderUnavailable):

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-import grpc_testing
+import grpc_testing  # type: ignore[import-untyped]  # it ships no type hints
 
 from generation.api.servicer import GenerationServicer
 from generation.domain.context import GenerationContext

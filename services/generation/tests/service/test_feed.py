@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -30,7 +31,7 @@ class Instance:
     channel: grpc.aio.Channel
 
     @property
-    def stub(self) -> generation_pb2_grpc.GenerationServiceStub:
+    def stub(self) -> generation_pb2_grpc.GenerationServiceAsyncStub:
         return generation_pb2_grpc.GenerationServiceStub(self.channel)
 
 
@@ -42,7 +43,12 @@ async def instances(
     started: list[Instance] = []
     for _ in range(2):
         app = await build_app(
-            GenerationSettings(GENERATION_DATABASE_URL=url, SWEEP_ENABLED=False, **s3_server.env()),
+            GenerationSettings(
+                GENERATION_DATABASE_URL=url,
+                SWEEP_ENABLED=False,
+                # cast: pydantic types each field; the S3 env names are all strings.
+                **cast(dict[str, Any], s3_server.env()),
+            ),
             port=0,
         )
         port = await app.server.start()
@@ -142,7 +148,11 @@ async def test_every_visible_change_reaches_followers_on_every_instance(
         )
 
     for follower in followers:
-        await follower.until(lambda _, f=follower: len(f.versions_of(job_id)) == 5)
+        # A def, not a lambda: mypy cannot infer a lambda with a default argument.
+        def five_versions(_: list[pb.JobChange], f: Follower = follower) -> bool:
+            return len(f.versions_of(job_id)) == 5
+
+        await follower.until(five_versions)
         versions = follower.versions_of(job_id)
         assert versions == sorted(versions)
         assert len(set(versions)) == 5  # insert, processing, succeeded, render, deletion

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from alembic import command
@@ -151,7 +152,7 @@ async def test_renders_deleted_before_0003_get_their_files_removed(
         await run_migrations(MIGRATIONS, url)
 
         async with engine.connect() as connection:
-            due = dict(
+            due: dict[Any, Any] = dict(
                 (
                     await connection.execute(
                         text(

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
 import pytest
 from PIL import Image, ImageChops, PngImagePlugin
@@ -301,7 +301,7 @@ def test_runs_of_fill_bytes_cost_no_per_byte_work() -> None:
     # never with the bytes (a loop over 8 million fill bytes would run millions).
     lines = 0
 
-    def tracer(frame: FrameType, event: str, arg: object) -> object:
+    def tracer(frame: FrameType, event: str, arg: object) -> Any:
         nonlocal lines
         if event == "line" and frame.f_code.co_filename.startswith(DOMAIN_DIR):
             lines += 1
