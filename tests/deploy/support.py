@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 import sysconfig
 from functools import cache
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
@@ -67,17 +64,6 @@ S3_USER_VARIABLES = {
     "generation": ("GENERATION_S3_ACCESS_KEY", "GENERATION_S3_SECRET_KEY"),
     "edge-api": ("EDGE_S3_ACCESS_KEY", "EDGE_S3_SECRET_KEY"),
 }
-
-
-def load_script(path: Path) -> ModuleType:
-    """A script of deploy/docker (not a package module) loaded as a module."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def compose_binary() -> Path:

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from launcher.components import free_port
+from testkit.servers import ThreadedUvicorn
 from tests.deploy.support import DEPLOY
 
 HEALTHCHECK = DEPLOY / "docker" / "healthcheck.py"
@@ -49,27 +52,18 @@ def health_server() -> Iterator[tuple[str, health.HealthServicer]]:
         server.stop(grace=None)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        status = 200 if self.path == "/ok" else 503
-        self.send_response(status)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *_: object) -> None:
-        pass
+def _answer(request: Request) -> Response:
+    return Response(status_code=200 if request.url.path == "/ok" else 503)
 
 
 @pytest.fixture(scope="module")
 def http_base() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    app = Starlette(routes=[Route("/{rest:path}", _answer)])
+    server = ThreadedUvicorn(app, name="healthcheck-target").start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server.base_url
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def test_grpc_check_follows_the_serving_status(
