@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -36,6 +36,9 @@ from sqlalchemy.ext.asyncio import (
 
 from kit.settings import DatabaseSettings
 from kit.tracing import instrument_engine
+
+# A service's unit of work: the stores of one session (see store_opener).
+StoresT = TypeVar("StoresT")
 
 # The database cannot be reached now (connection refused or lost, pool timeout):
 # a retryable UNAVAILABLE, not a bug. Passed to kit.grpc_server.GrpcServer by the
@@ -120,11 +123,37 @@ async def session_scope(sessions: async_sessionmaker[AsyncSession]) -> AsyncIter
         yield session
 
 
+def store_opener(
+    sessions: async_sessionmaker[AsyncSession],
+    stores: Callable[[AsyncSession], StoresT],
+    *,
+    transaction: bool,
+) -> Callable[[], AbstractAsyncContextManager[StoresT]]:
+    """Opens ``stores(session)`` for a domain's unit of work.
+
+    ``transaction``: in one transaction (commit on success, roll back on error, as
+    :func:`session_scope`); otherwise on a bare session, for autocommit sessionmakers
+    (:func:`create_read_sessionmaker`) whose statements are each their own transaction.
+    """
+
+    @asynccontextmanager
+    async def open_stores() -> AsyncIterator[StoresT]:
+        if transaction:
+            async with session_scope(sessions) as session:
+                yield stores(session)
+        else:
+            async with sessions() as session:
+                yield stores(session)
+
+    return open_stores
+
+
 def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions in autocommit on the same pool: no BEGIN/COMMIT round trips.
 
     For reads whose statements need no common snapshot (one SELECT, or several whose
-    answers may come from different moments). Never write through them.
+    answers may come from different moments), and for a write that is one statement
+    (usage's debit). Never for several writes that must commit together.
     """
     return async_sessionmaker(
         engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False

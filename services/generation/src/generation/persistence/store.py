@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from generation.domain.jobs import JobView
-from generation.domain.ports import Transactions, UnitOfWork
+from generation.domain.ports import Transactions
 from generation.persistence.history import load_job_page
 from generation.persistence.removals import RemovalRepository
 from generation.persistence.repositories import JobRepository, RenderRepository, load_job_view
-from kit.db import session_scope
+from kit.db import store_opener
 
 
 class SqlJobReads:
@@ -66,23 +64,9 @@ class SqlUnitOfWork:
 
 def sql_transactions(sessions: async_sessionmaker[AsyncSession]) -> Transactions:
     """Opens transactions for the domain: commit on success, roll back on error."""
-
-    @asynccontextmanager
-    async def transaction() -> AsyncIterator[UnitOfWork]:
-        async with session_scope(sessions) as session:
-            yield SqlUnitOfWork(session)
-
-    opener: Transactions = transaction
-    return opener
+    return store_opener(sessions, SqlUnitOfWork, transaction=True)
 
 
 def sql_reads(readers: async_sessionmaker[AsyncSession]) -> Transactions:
     """Opens stores on autocommit sessions (``kit.db.create_read_sessionmaker``): reads only."""
-
-    @asynccontextmanager
-    async def reads() -> AsyncIterator[UnitOfWork]:
-        async with readers() as session:
-            yield SqlUnitOfWork(session)
-
-    opener: Transactions = reads
-    return opener
+    return store_opener(readers, SqlUnitOfWork, transaction=False)

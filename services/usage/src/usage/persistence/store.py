@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from kit.db import session_scope
-from usage.domain.ports import Transactions, UnitOfWork
+from kit.db import create_read_sessionmaker, store_opener
+from usage.domain.ports import Transactions
 from usage.persistence.repositories import LedgerRepository, ProfileRepository
 
 
@@ -30,26 +27,12 @@ class SqlUnitOfWork:
 
 def sql_transactions(sessions: async_sessionmaker[AsyncSession]) -> Transactions:
     """Opens transactions for the domain: commit on success, roll back on error."""
-
-    @asynccontextmanager
-    async def transaction() -> AsyncIterator[UnitOfWork]:
-        async with session_scope(sessions) as session:
-            yield SqlUnitOfWork(session)
-
-    opener: Transactions = transaction
-    return opener
+    return store_opener(sessions, SqlUnitOfWork, transaction=True)
 
 
 def sql_reads(readers: async_sessionmaker[AsyncSession]) -> Transactions:
     """Opens read-only stores on autocommit sessions (``kit.db.create_read_sessionmaker``)."""
-
-    @asynccontextmanager
-    async def reads() -> AsyncIterator[UnitOfWork]:
-        async with readers() as session:
-            yield SqlUnitOfWork(session)
-
-    opener: Transactions = reads
-    return opener
+    return store_opener(readers, SqlUnitOfWork, transaction=False)
 
 
 def sql_statements(engine: AsyncEngine) -> Transactions:
@@ -57,14 +40,4 @@ def sql_statements(engine: AsyncEngine) -> Transactions:
 
     The debit (``usage_debit``) needs no BEGIN and no COMMIT: one round trip.
     """
-    sessions = async_sessionmaker(
-        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-    )
-
-    @asynccontextmanager
-    async def statement() -> AsyncIterator[UnitOfWork]:
-        async with sessions() as session:
-            yield SqlUnitOfWork(session)
-
-    opener: Transactions = statement
-    return opener
+    return store_opener(create_read_sessionmaker(engine), SqlUnitOfWork, transaction=False)
