@@ -179,6 +179,10 @@ def _result(
         statuses[str(int(sample[3]))] = statuses.get(str(int(sample[3])), 0) + 1
     if not ok:
         raise RuntimeError(f"locust {scenario}: every request failed: {statuses}")
+    if len(window) - len(ok) > len(window) // 100:
+        # A figure over the answered requests alone would measure a different load
+        # (e.g. a rate limit turning most of it away): refuse to report one.
+        raise RuntimeError(f"locust {scenario}: more than 1% of requests failed: {statuses}")
     window_start = first_start + warmup
     window_end = max(s[0] + s[1] / 1000.0 for s in ok)
     rps = len(ok) / max(1e-6, window_end - window_start)

@@ -99,6 +99,33 @@ def test_uploads_over_the_bucket_get_a_json_429_and_other_routes_keep_working(
     assert proxy.edge.calls.count(("POST", "/api/v1/generations")) == 2
 
 
+def test_report_only_rate_limits_count_without_refusing(tmp_path: Path) -> None:
+    # The bench's setting (ENVOY_RATE_LIMITS=report-only): the same small bucket, but
+    # the third upload goes through and Envoy counts it as one it would have refused.
+    with (
+        RecordingServer("edge", body={"upstream": "edge"}) as edge,
+        RecordingServer("gateway", body={"upstream": "gateway"}) as gateway,
+        running_envoy(
+            tmp_path,
+            edge.port,
+            gateway.port,
+            rewrite=_with_small_upload_bucket,
+            rate_limits_enforced=False,
+        ) as envoy,
+        httpx.Client(base_url=envoy.url, trust_env=False, timeout=10) as client,
+    ):
+        uploads = [client.post("/api/v1/generations", content=b"{}") for _ in range(3)]
+        stats = httpx.get(
+            f"http://127.0.0.1:{envoy.admin_port}/stats",
+            params={"filter": "upload_rate_limit"},
+            trust_env=False,
+        ).text
+    assert [r.status_code for r in uploads] == [200, 200, 200]
+    assert edge.calls.count(("POST", "/api/v1/generations")) == 3
+    assert "upload_rate_limit.http_local_rate_limit.rate_limited: 1" in stats
+    assert "upload_rate_limit.http_local_rate_limit.enforced: 0" in stats
+
+
 def test_http2_connections_are_told_at_most_100_concurrent_streams(proxy: Proxy) -> None:
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
         # An empty SETTINGS frame: length 0, type, no flags, stream 0.

@@ -90,6 +90,8 @@ class Stack:
                 gateway_port=config.ports.gateway_http,
                 # The services trace when it is set (kit/tracing.py), Envoy with them.
                 otlp_endpoint=config.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+                # The bench measures the system's cost, not Envoy's token buckets.
+                rate_limits_enforced=config.environ.get("ENVOY_RATE_LIMITS") != "report-only",
             ),
         )
         storage = [plan.s3(config)] if config.embedded_s3 else []

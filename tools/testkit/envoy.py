@@ -31,6 +31,7 @@ def running_envoy(
     *,
     rewrite: Callable[[Path], Path] | None = None,
     otlp_endpoint: str | None = None,
+    rate_limits_enforced: bool = True,
 ) -> Iterator[Envoy]:
     """deploy/envoy/envoy.yaml with only ports and upstreams rewritten (as the launcher
     does), then ``rewrite`` (a test's own change to the written file), if any."""
@@ -42,6 +43,7 @@ def running_envoy(
         edge_port=edge_port,
         gateway_port=gateway_port,
         otlp_endpoint=otlp_endpoint,
+        rate_limits_enforced=rate_limits_enforced,
     )
     if rewrite is not None:
         config = rewrite(config)
