@@ -73,7 +73,9 @@ def rewrite_for_local(
     return local
 
 
-_LOCAL_RATE_LIMIT = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+_LOCAL_RATE_LIMIT = (
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+)
 
 
 def rate_limits_report_only(config: dict[str, Any]) -> dict[str, Any]:
