@@ -38,7 +38,12 @@ def test_with_a_collector_the_tracer_and_its_cluster_pass_envoy_validate(
     tmp_path: Path,
 ) -> None:
     written = write_local_config(
-        tmp_path / "envoy.yaml", otlp_endpoint="http://collector.local:4318", **PORTS
+        tmp_path / "envoy.yaml",
+        otlp_endpoint="http://collector.local:4318",
+        listener_port=PORTS["listener_port"],
+        admin_port=PORTS["admin_port"],
+        edge_port=PORTS["edge_port"],
+        gateway_port=PORTS["gateway_port"],
     )
     config = yaml.safe_load(written.read_text())
     provider = _manager(config)["tracing"]["provider"]  # type: ignore[index]
