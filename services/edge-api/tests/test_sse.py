@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
 
 import httpx
@@ -16,6 +16,7 @@ from starlette.routing import Route
 from edge_api.feed import JobFeed, Timings
 from edge_api.settled import SettledJobs
 from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
+from interior.generation.v1 import generation_pb2
 from testkit.servers import ThreadedUvicorn
 
 WAIT = 10.0
@@ -103,3 +104,80 @@ async def test_a_stream_ends_when_its_client_goes_away() -> None:
             assert not ended.is_set()
         # The client left: the stream's task is woken (no heartbeat needed) and ends.
         await _until(ended.is_set)
+
+
+class _Upstream:
+    """A WatchJobs stub: caught up at 6, then ``changes`` (of ``job-a`` at version 7),
+    then an open, quiet stream."""
+
+    def __init__(self, changes: int) -> None:
+        self.changes = changes
+        self.delivered = asyncio.Event()
+
+    def WatchJobs(self, request: generation_pb2.WatchJobsRequest, timeout: float) -> object:
+        return self._items()
+
+    async def _items(self) -> AsyncIterator[generation_pb2.WatchJobsResponse]:
+        yield generation_pb2.WatchJobsResponse(caught_up=6)
+        if not self.changes:
+            self.delivered.set()
+            await asyncio.Event().wait()
+        job = generation_pb2.Job(id="job-a", status=generation_pb2.JOB_STATUS_PROCESSING, version=7)
+        change = generation_pb2.JobChange(version=7, job_id="job-a", owner_id="o", job=job)
+        yield generation_pb2.WatchJobsResponse(change=change)
+        self.delivered.set()
+        await asyncio.Event().wait()  # the stream stays open and quiet
+
+
+async def test_a_watch_registered_after_a_change_it_did_not_read_is_woken_with_it() -> None:
+    # A stream reads the job (version 6), then registers its watch; a change committed
+    # in between reached the feed before the watch existed. Without the feed's memory
+    # of recent changes that stream would never learn of it (only the job's leading
+    # watcher reads on a timer).
+    upstream = _Upstream(changes=1)
+    feed = JobFeed(lambda: upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0))  # type: ignore[arg-type,return-value]
+    feed.ensure_running()
+    try:
+        await asyncio.wait_for(upstream.delivered.wait(), WAIT)
+        await asyncio.sleep(0)
+        with (
+            feed.watch("job-a", known_version=6) as behind,
+            feed.watch("job-a", known_version=7) as current,
+            feed.watch("job-b", known_version=0) as other,
+        ):
+            assert await asyncio.wait_for(behind.wait(), WAIT) == CHANGED
+            assert behind.news is not None
+            assert behind.news.version == 7
+            for quiet in (current, other):
+                waiting = asyncio.create_task(quiet.wait())
+                await asyncio.sleep(0.05)
+                assert not waiting.done()
+                waiting.cancel()
+    finally:
+        await feed.close()
+
+
+async def test_what_the_leaders_timed_read_found_reaches_the_jobs_other_watchers() -> None:
+    upstream = _Upstream(changes=0)
+    feed = JobFeed(lambda: upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0))  # type: ignore[arg-type,return-value]
+    feed.ensure_running()
+    await asyncio.wait_for(upstream.delivered.wait(), WAIT)
+    try:
+        with (
+            feed.watch("job-a") as leader,
+            feed.watch("job-a") as follower,
+            feed.watch("job-b") as elsewhere,
+        ):
+            found = generation_pb2.Job(
+                id="job-a", status=generation_pb2.JOB_STATUS_SUCCEEDED, version=9
+            )
+            feed.share("job-a", found, leader)
+            assert await asyncio.wait_for(follower.wait(), WAIT) == CHANGED
+            assert follower.news is found
+            for untouched in (leader, elsewhere):
+                waiting = asyncio.create_task(untouched.wait())
+                await asyncio.sleep(0.05)
+                assert not waiting.done()
+                waiting.cancel()
+    finally:
+        await feed.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -41,6 +41,9 @@ _BACKOFF_FIRST = 0.2
 # like every call, and a new stream lands on whichever generation replica is there now.
 STREAM_SECONDS = 600.0
 _BACKOFF_MAX = 5.0
+# The newest change of this many jobs is remembered, for a watcher that registers just
+# after a change it did not read yet (see JobFeed.watch).
+RECENT_CHANGES = 1024
 
 
 @dataclass(frozen=True)
@@ -66,17 +69,28 @@ class JobFeed:
         # Insertion-ordered (a dict as an ordered set): the first watcher leads the refresh.
         self._watchers: defaultdict[str, dict[Watch, None]] = defaultdict(dict)
         self._version = 0
+        # job id -> (version, the carried view or None) of its latest change, newest last.
+        self._recent: OrderedDict[str, tuple[int, generation_pb2.Job | None]] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         # True while the upstream stream is open and replayed what was recorded.
         self.caught_up = False
 
     @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[Watch]:
+    def watch(self, job_id: str, known_version: int = 0) -> Iterator[Watch]:
         """A watch woken on each change of ``job_id`` (and when the feed was interrupted),
-        on each heartbeat, and for the job's timed read while it leads (see ``leads``)."""
+        on each heartbeat, and for the job's timed read while it leads (see ``leads``).
+
+        ``known_version``: the version the watcher read before registering. A change the
+        feed reported in between would otherwise be missed until the next interruption
+        (only the leader reads on a timer): it wakes the new watch at once.
+        """
         signal = Watch()
         self._watchers[job_id][signal] = None
+        recent = self._recent.get(job_id)
+        if recent is not None and recent[0] > known_version:
+            signal.news = recent[1]
+            signal.wake(CHANGED)
         self.ensure_running()
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(
@@ -108,6 +122,18 @@ class JobFeed:
         enough, so a thousand idle streams of one job cost one read per interval.
         """
         return next(iter(self._watchers.get(job_id, ())), None) is signal
+
+    def share(self, job_id: str, job: generation_pb2.Job, reader: Watch) -> None:
+        """``reader``'s timed read found ``job`` newer: the job's other watchers get it too.
+
+        While the feed is connected it reports the same change moments later (and a
+        watcher ignores what is not newer than what it sent); while it is not, this is
+        how the job's other watchers learn what the leader's read found.
+        """
+        for signal in self._watchers.get(job_id, ()):
+            if signal is not reader:
+                signal.news = job
+                signal.wake(CHANGED)
 
     @property
     def watcher_count(self) -> int:
@@ -177,9 +203,16 @@ class JobFeed:
             self.settled.changed(change.job_id, change.version)
             # The job as its owner sees it came along (with_jobs): no read needed.
             news = change.job if change.HasField("job") else None
+            self._remember(change.job_id, change.version, news)
             for signal in self._watchers.get(change.job_id, ()):
                 signal.news = news
                 signal.wake(CHANGED)
+
+    def _remember(self, job_id: str, version: int, news: generation_pb2.Job | None) -> None:
+        self._recent[job_id] = (version, news)
+        self._recent.move_to_end(job_id)
+        if len(self._recent) > RECENT_CHANGES:
+            self._recent.popitem(last=False)
 
     def _wake_all(self, reason: int = CHANGED) -> None:
         for signals in self._watchers.values():

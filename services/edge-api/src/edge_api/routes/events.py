@@ -97,7 +97,9 @@ async def watch_generation(
     first = await _read(state, owner_id, job_key)  # 401/404 answered as JSON, before the stream
     sent = _already_sent(last_event_id, first.version)
     produce = _producer(state, owner_id, job_key, first, sent, public_base(state, request))
-    return EventStreamResponse(lambda: state.feed.watch(job_key), produce, _STREAM_HEADERS)
+    return EventStreamResponse(
+        lambda: state.feed.watch(job_key, first.version), produce, _STREAM_HEADERS
+    )
 
 
 async def _read(state: EdgeState, owner_id: str, job_id: str) -> generation_pb2.Job:
@@ -139,7 +141,10 @@ def _producer(
                 await write(_KEEPALIVE)
             news, watch.news = watch.news, None
             if reasons & REFRESH or (reasons & CHANGED and news is None):
+                known = job.version
                 job = await _read_again(state, owner_id, job_id, job)  # the timed read
+                if reasons & REFRESH and job.version > known:
+                    state.feed.share(job_id, job, watch)
             elif news is not None and news.version > job.version:
                 job = news  # carried by the feed: exactly what GetGeneration answers
 
