@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import uuid
 
 from generation import metrics
 from generation.domain import jobs
 from generation.domain.assets import store_render_variants
 from generation.domain.cleanup import remove_render_files
 from generation.domain.context import GenerationContext
-from generation.domain.jobs import VariantRef
-from generation.domain.ports import RenderStore
 from generation.domain.provider import OutputRefused, Prediction, ProviderError, ProviderStatus
-from generation.domain.records import Job, NewRender, PendingFiles
+from generation.domain.records import Job, PendingFiles
 from generation.domain.settlement import refund
 from kit.logging import get_logger
 from kit.storage import StorageError
@@ -127,16 +124,17 @@ async def _finish_with_output(
         metrics.asset("deferred")
         raise
     now = ctx.clock.now()
-    async with ctx.transactions() as tx:
-        # The conditional update comes first: it locks the row and checks the job is
-        # still in flight in one round trip; the render rows commit with it or not at all.
-        succeeded = await tx.jobs.mark_succeeded(job.id, prediction.completed_at or now, now)
-        if succeeded:
-            await _insert_render(tx.renders, job, render_id, variants)
-            stray = None
-        else:
-            # Someone ended the job while we copied: our files must not outlive a
-            # deleted render or belong to a job that ended failed/canceled.
+    completed_at = prediction.completed_at or now
+    async with ctx.reads() as stores:
+        # One statement (see JobStore.mark_succeeded): the conditional update locks the
+        # row and checks the job is still in flight; the render rows commit with it or
+        # not at all. On an autocommit connection: no BEGIN/COMMIT round trips.
+        succeeded = await stores.jobs.mark_succeeded(job.id, render_id, variants, completed_at, now)
+    stray = None
+    if not succeeded:
+        # Someone ended the job while we copied: our files must not outlive a
+        # deleted render or belong to a job that ended failed/canceled.
+        async with ctx.transactions() as tx:
             stray = await tx.removals.claim_stray_files(job.id, now)
     if stray is not None:
         await _remove_stray_files(ctx, job, stray)
@@ -145,25 +143,6 @@ async def _finish_with_output(
 
 async def _fail(ctx: GenerationContext, job: Job, error: jobs.JobError) -> str | None:
     return jobs.FAILED if await end_without_output(ctx, job, error, jobs.FAILED) else None
-
-
-async def _insert_render(
-    renders: RenderStore,
-    job: Job,
-    render_id: uuid.UUID,
-    variants: list[VariantRef],
-) -> None:
-    await renders.insert_once(
-        NewRender(
-            id=render_id,
-            job_id=job.id,
-            owner_id=job.owner_id,
-            mode=job.mode,
-            room_type=job.room_type,
-            style=job.style,
-        )
-    )
-    await renders.insert_variants_once(render_id, variants)
 
 
 async def _remove_stray_files(ctx: GenerationContext, job: Job, stray: PendingFiles) -> None:
