@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
 
 import httpx
@@ -16,6 +16,7 @@ from starlette.routing import Route
 from edge_api.feed import JobFeed, Timings
 from edge_api.settled import SettledJobs
 from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
+from interior.generation.v1 import generation_pb2
 from testkit.servers import ThreadedUvicorn
 
 WAIT = 10.0
@@ -103,3 +104,37 @@ async def test_a_stream_ends_when_its_client_goes_away() -> None:
             assert not ended.is_set()
         # The client left: the stream's task is woken (no heartbeat needed) and ends.
         await _until(ended.is_set)
+
+
+class _Upstream:
+    """A generation whose WatchJobs reports ``items``, then stays open."""
+
+    def __init__(self, *items: object) -> None:
+        self._items = items
+
+    def __call__(self) -> _Upstream:
+        return self
+
+    async def _stream(self) -> AsyncIterator[object]:
+        for item in self._items:
+            yield item
+        await asyncio.Event().wait()
+
+    def WatchJobs(self, request: object, timeout: float) -> AsyncIterator[object]:
+        return self._stream()
+
+
+async def test_the_job_a_change_carries_answers_the_next_get_when_it_is_settled() -> None:
+    job_id, owner = "00000000-0000-4000-8000-00000000000a", "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
+    done = generation_pb2.Job(id=job_id, status=generation_pb2.JOB_STATUS_SUCCEEDED, version=8)
+    upstream = _Upstream(
+        generation_pb2.WatchJobsResponse(caught_up=6),
+        generation_pb2.WatchJobsResponse(
+            change=generation_pb2.JobChange(version=7, job_id=job_id, owner_id=owner, job=done)
+        ),
+    )
+    feed = JobFeed(upstream, SettledJobs(10, 60.0))  # type: ignore[arg-type]
+    feed.ensure_running()
+    await _until(lambda: feed.settled.lookup(job_id, owner) is not None)
+    assert feed.settled.lookup(job_id, owner) == done
+    await feed.close()
