@@ -30,14 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["hostile", "history", "memory", "sse", "submit", "tracing"],
+        choices=["hostile", "history", "memory", "sse", "submit", "tracing", "webhook"],
         default=None,
         help="run one phase alone (hostile: metrics 6 and 7, ~1 minute; writes hostile.json; "
         "history: the history read at 1k vs 100k rows, ~2 minutes; prints it; "
         "memory: upload_peak_rss_mb alone, ~1 minute; writes memory.json; "
         "sse: the Server-Sent Events figures; writes sse.json; "
         "submit: the submit ratio, rate and CPU per submission, ~1 minute; writes submit.json; "
-        "tracing: submit and status figures with tracing off and on; writes tracing.json)",
+        "tracing: submit and status figures with tracing off and on; writes tracing.json; "
+        "webhook: webhook_p50_ratio as round 1 measures it, ~1 minute; writes webhook.json)",
     )
     args = parser.parse_args(argv)
     large = args.large_rows or (10_000 if args.quick else 100_000)
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         sse_only=args.only == "sse",
         memory_only=args.only == "memory",
         submit_only=args.only == "submit",
+        webhook_only=args.only == "webhook",
         hostile_seconds=5.0 if args.quick else 10.0,
     )
     document = asyncio.run(run(options))

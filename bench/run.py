@@ -29,6 +29,7 @@ from bench.seed import count_jobs, query_plans, top_up
 from bench.sse import SseEventResult, WatcherResult, sse_event_phase, watchers_phase
 from bench.submit_only import submission_cpu, submit_only, submit_rows
 from bench.system import BenchSystem
+from bench.webhook_only import webhook_only, webhook_rows
 from kit.logging import configure_logging
 from kit.runtime_config import load_runtime_config
 
@@ -58,6 +59,8 @@ class Options:
     memory_only: bool = False
     # Only the submissions (ratio, rps, CPU per submission), at the starting table size.
     submit_only: bool = False
+    # Only the webhook figure, as round 1 measures it (at ``small_rows``).
+    webhook_only: bool = False
     sse_streams: int = 2_000
     sse_jobs: int = 20
     # Longer than the stale interval (5 s), so the running jobs' refresh reads count.
@@ -89,6 +92,8 @@ async def run(options: Options) -> dict[str, Any]:
     if options.submit_only:
         profile_dir = report.RESULTS / "profile" if options.profile else None
         return await submit_only(system, small, durations, profile_dir, machine, began)
+    if options.webhook_only:
+        return await webhook_only(system, small, durations, options.small_rows, machine, began)
     try:
         config = load_runtime_config(system.config.runtime_config_file)
         baselines = Baselines(system, config)
@@ -454,6 +459,8 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
         return [_memory_row(document)]
     if document["machine"].get("only") == "submit":
         return submit_rows(document)
+    if document["machine"].get("only") == "webhook":
+        return webhook_rows(document)
     m, b = document["metrics"], document["baselines"]
     small = document["details"]["rounds"][0]
     scale = b["scale_ratios"]
@@ -480,7 +487,7 @@ def table_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
 
 def bounds_line(document: dict[str, Any]) -> str:
     """One line: the best each missed figure could reach on this machine (see ``bounds``)."""
-    if document["machine"].get("only") in {"hostile", "sse", "memory", "submit"}:
+    if document["machine"].get("only") in {"hostile", "sse", "memory", "submit", "webhook"}:
         return ""
     b = document["details"]["rounds"][0]["bounds"]
     return (

@@ -126,3 +126,39 @@ def test_capacity_zero_turns_it_off() -> None:
     cache = _live(capacity=0)
     _served(cache, _job(5))
     assert cache.lookup(JOB, OWNER) is None
+
+
+def test_a_settled_view_the_feed_carried_is_answered_to_its_owner_only() -> None:
+    cache = _live()
+    cache.changed(JOB, 5)
+    cache.carried(JOB, _job(6), OWNER)  # read after the change: version 6 >= 5
+    assert cache.lookup(JOB, OWNER) == _job(6)
+    assert cache.lookup(JOB, OTHER) is None
+
+
+def test_a_carried_view_is_not_kept_running_down_or_older() -> None:
+    cache = _live()
+    cache.carried(JOB, _job(5, generation_pb2.JOB_STATUS_PROCESSING), OWNER)
+    assert cache.lookup(JOB, OWNER) is None
+    _served(cache, _job(9))
+    cache.carried(JOB, _job(7), OWNER)
+    assert cache.lookup(JOB, OWNER) == _job(9)
+    cache.suspend()
+    cache.carried(JOB, _job(10), OWNER)
+    cache.resume()
+    assert cache.lookup(JOB, OWNER) is None
+    off = _live(capacity=0)
+    off.carried(JOB, _job(5), OWNER)
+    assert off.lookup(JOB, OWNER) is None
+
+
+def test_a_later_change_drops_a_carried_view_and_a_read_in_flight_never_replaces_it() -> None:
+    cache = _live()
+    with cache.reading(JOB) as read:  # a GET asks generation while the job settles
+        cache.changed(JOB, 6)
+        cache.carried(JOB, _job(6), OWNER)
+        cache.keep(read, _job(4, generation_pb2.JOB_STATUS_PROCESSING), OWNER)
+    assert cache.lookup(JOB, OWNER) is None  # the raced read dropped what it could not trust
+    cache.carried(JOB, _job(6), OWNER)
+    cache.changed(JOB, 7)  # e.g. its render was deleted
+    assert cache.lookup(JOB, OWNER) is None

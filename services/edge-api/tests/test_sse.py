@@ -181,3 +181,37 @@ async def test_what_the_leaders_timed_read_found_reaches_the_jobs_other_watchers
                 waiting.cancel()
     finally:
         await feed.close()
+
+
+class _ReplayUpstream:
+    """A generation whose WatchJobs reports ``items``, then stays open."""
+
+    def __init__(self, *items: object) -> None:
+        self._items = items
+
+    def __call__(self) -> _ReplayUpstream:
+        return self
+
+    async def _stream(self) -> AsyncIterator[object]:
+        for item in self._items:
+            yield item
+        await asyncio.Event().wait()
+
+    def WatchJobs(self, request: object, timeout: float) -> AsyncIterator[object]:
+        return self._stream()
+
+
+async def test_the_job_a_change_carries_answers_the_next_get_when_it_is_settled() -> None:
+    job_id, owner = "00000000-0000-4000-8000-00000000000a", "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
+    done = generation_pb2.Job(id=job_id, status=generation_pb2.JOB_STATUS_SUCCEEDED, version=8)
+    upstream = _ReplayUpstream(
+        generation_pb2.WatchJobsResponse(caught_up=6),
+        generation_pb2.WatchJobsResponse(
+            change=generation_pb2.JobChange(version=7, job_id=job_id, owner_id=owner, job=done)
+        ),
+    )
+    feed = JobFeed(upstream, SettledJobs(10, 60.0))  # type: ignore[arg-type]
+    feed.ensure_running()
+    await _until(lambda: feed.settled.lookup(job_id, owner) is not None)
+    assert feed.settled.lookup(job_id, owner) == done
+    await feed.close()

@@ -201,9 +201,12 @@ class JobFeed:
             change = item.change
             self._version = max(self._version, change.version)
             self.settled.changed(change.job_id, change.version)
-            # The job as its owner sees it came along (with_jobs): no read needed.
+            # The job as its owner sees it came along (with_jobs): no read needed, by the
+            # watchers or by the GET that follows (a settled view is kept for it).
             news = change.job if change.HasField("job") else None
             self._remember(change.job_id, change.version, news)
+            if news is not None:
+                self.settled.carried(change.job_id, news, change.owner_id)
             for signal in self._watchers.get(change.job_id, ()):
                 signal.news = news
                 signal.wake(CHANGED)

@@ -8,7 +8,9 @@ happened meanwhile is unknown). A read that raced a change is not kept: each rea
 registers a ticket, a change of that job seen meanwhile marks the ticket, and a view
 older than a change seen is discarded. The protobuf Job is kept (not its JSON): the
 variant URLs are built per request. Its signed input URLs expire, so a view is
-served for at most ``max_age`` seconds.
+served for at most ``max_age`` seconds. Views come from two places: a GET's own read,
+and the job the feed carries with each change (``carried``), so the first GET after a
+job settles is usually answered here too.
 """
 
 from __future__ import annotations
@@ -113,10 +115,28 @@ class SettledJobs:
         current = self._entries.get(read.job_id)
         if current is not None and current.job.version > job.version:
             return
-        self._entries[read.job_id] = _Entry(job, owner_id, self._clock())
-        self._entries.move_to_end(read.job_id)
+        self._store(read.job_id, job, owner_id)
+
+    def _store(self, job_id: str, job: generation_pb2.Job, owner_id: str) -> None:
+        self._entries[job_id] = _Entry(job, owner_id, self._clock())
+        self._entries.move_to_end(job_id)
         while len(self._entries) > self._capacity:
             self._entries.popitem(last=False)
+
+    def carried(self, job_id: str, job: generation_pb2.Job, owner_id: str) -> None:
+        """Keep ``job``, the view the feed carried with a change of it, if it is settled.
+
+        Generation read it after the change was committed, as GetGeneration answers its
+        owner, and the feed reports its changes in order: any later change comes after
+        it and drops it. So the GET that follows a webhook is answered here once the
+        feed has passed the change on, without a call of its own.
+        """
+        if self._capacity <= 0 or not self._live or job.status not in SETTLED:
+            return
+        current = self._entries.get(job_id)
+        if current is not None and current.job.version >= job.version:
+            return
+        self._store(job_id, job, owner_id)
 
     def changed(self, job_id: str, version: int) -> None:
         """A change of ``job_id`` at ``version``: drop older views, mark reads in flight."""

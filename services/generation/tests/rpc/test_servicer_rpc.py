@@ -7,6 +7,7 @@ import uuid
 
 import grpc
 
+from generation.domain.records import Job
 from generation.domain.states import JobStatus
 from interior.generation.v1 import generation_pb2 as pb
 from services.generation.tests.rpc.fakes import FakeStores, make_job, rpc_server, unary
@@ -166,3 +167,34 @@ def test_an_event_for_an_unknown_prediction_is_answered_as_such() -> None:
         "",
         pb.JOB_STATUS_UNSPECIFIED,
     )
+
+
+class CountingStores(FakeStores):
+    """Counts the reads of one job by id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    async def get(self, job_id: uuid.UUID) -> Job | None:
+        self.gets += 1
+        return await super().get(job_id)
+
+
+def test_an_applied_event_answers_the_status_it_set_without_reading_the_job_again() -> None:
+    stores = CountingStores()
+    job = stores.add(make_job(uuid.uuid4(), JobStatus.PROCESSING, prediction_id="p-applied"))
+    # FakeProvider reads it as succeeded without outputs: the job ends failed.
+    request = pb.ApplyProviderEventRequest(payload=b"p-applied")
+
+    response, code, _ = unary(rpc_server(stores), "ApplyProviderEvent", request)
+
+    assert code == grpc.StatusCode.OK
+    assert (response.outcome, response.job_id, response.status) == (
+        pb.EVENT_OUTCOME_APPLIED,
+        str(job.id),
+        pb.JOB_STATUS_FAILED,
+    )
+    # The one read is the end's own (in its transaction, for the refund); no second
+    # read after the change just to answer.
+    assert stores.gets == 1

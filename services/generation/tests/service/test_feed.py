@@ -13,6 +13,7 @@ import grpc
 import pytest
 from sqlalchemy import text, update
 
+from generation.domain import queries
 from generation.persistence.models import GenerationJob, Render
 from generation.settings import GenerationSettings
 from generation.wiring import GenerationApp, build_app
@@ -246,3 +247,40 @@ async def test_a_lost_database_feed_ends_the_stream_and_a_resume_recovers(
     resumed = Follower(instances[0], owner, from_version=follower.changes[-1].version)
     await resumed.until(lambda seen: any(c.version > follower.changes[-1].version for c in seen))
     resumed.cancel()
+
+
+async def test_changes_of_one_commit_carry_the_job_read_once(
+    instances: list[Instance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[uuid.UUID] = []
+    load_view = queries.load_view
+
+    async def counted(ctx: Any, owner_id: uuid.UUID, job_id: uuid.UUID) -> Any:
+        reads.append(job_id)
+        return await load_view(ctx, owner_id, job_id)
+
+    monkeypatch.setattr(queries, "load_view", counted)
+    owner = uuid.uuid4()
+    carrying = Follower(instances[0], None, with_jobs=True)
+    await carrying.caught_up.wait()
+    job_id = await _insert_job(instances[1], owner)
+    await carrying.until(lambda _: len(carrying.versions_of(job_id)) == 1)
+    reads.clear()
+
+    # A success: the job's update and its render's insert (which bumps the version
+    # again) commit together, so their two changes arrive together.
+    async with session_scope(instances[1].app.context.sessions) as session:
+        await session.execute(
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id)
+            .values(status="succeeded", completed_at=datetime.now(UTC))
+        )
+        session.add(Render(id=uuid.uuid4(), job_id=job_id, owner_id=owner, mode="imagine"))
+    await carrying.until(lambda _: len(carrying.versions_of(job_id)) == 3)
+
+    succeeded, rendered = carrying.changes[-2:]
+    assert reads == [job_id]
+    assert succeeded.job == rendered.job
+    assert succeeded.job.version == rendered.version
+    assert succeeded.job.status == pb.JOB_STATUS_SUCCEEDED
+    carrying.cancel()

@@ -121,28 +121,41 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         self, request: pb.WatchJobsRequest, context: Context
     ) -> AsyncIterator[pb.WatchJobsResponse]:
         owner_id = mappers.owner_id_from(request.owner_id) if request.owner_id else None
+        carried: pb.Job | None = None  # the last job this stream carried
         try:
             async for item in self._feed.follow(owner_id, request.from_version):
                 if isinstance(item, int):
                     yield pb.WatchJobsResponse(caught_up=item)
-                else:
-                    change = mappers.change_message(item)
-                    if request.with_jobs:
-                        await self._carry_job(change, item)
-                    yield pb.WatchJobsResponse(change=change)
+                    continue
+                change = mappers.change_message(item)
+                if request.with_jobs:
+                    carried = await self._carry_job(change, item, carried)
+                yield pb.WatchJobsResponse(change=change)
         except FeedLost:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "The change feed was interrupted.")
         except SubscriberTooSlow:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "The reader fell behind.")
 
-    async def _carry_job(self, message: pb.JobChange, change: JobChangeRef) -> None:
+    async def _carry_job(
+        self, message: pb.JobChange, change: JobChangeRef, last: pb.Job | None
+    ) -> pb.Job | None:
         """Put the job's view as GetGeneration shows it into ``message`` (read now, once
-        for every watcher the follower serves); left unset when the job is gone."""
+        for every watcher the follower serves); left unset when the job is gone.
+
+        One commit often makes several changes of a job (a success also inserts its
+        render, which bumps the version again), and they arrive together: the view read
+        for the first already shows the later ones, so it is carried again instead of
+        read again (``last``, the view carried before). Returns the view carried.
+        """
+        if last is not None and last.id == message.job_id and last.version >= change.version:
+            message.job.CopyFrom(last)
+            return last
         try:
             view = await queries.load_view(self._ctx, change.owner_id, change.job_id)
         except NotFound:
-            return
+            return None
         message.job.CopyFrom(self._shown(view))
+        return message.job
 
     async def ApplyProviderEvent(
         self, request: pb.ApplyProviderEventRequest, context: Context

@@ -37,20 +37,31 @@ async def store_render_variants(
     slots = asyncio.Semaphore(PARALLEL_COPIES)
     max_bytes = ctx.config.replicate.output_max_bytes
 
+    async def store_thumbnail(idx: int, data: bytes) -> VariantRef | None:
+        thumbnail = await _thumbnail(ctx, data)
+        if thumbnail is None:
+            return None
+        key, small = variant_key(render_id, idx), thumbnail_key(render_id, idx)
+        await ctx.storage.put_bytes(ctx.public_bucket, small, thumbnail.jpeg, OUTPUT_CONTENT_TYPE)
+        return VariantRef(idx, key, small, thumbnail.width, thumbnail.height)
+
     async def copy(idx: int, url: str) -> VariantRef:
         key = variant_key(render_id, idx)
         async with slots:
             data = await ctx.provider.download_output(url, max_bytes)
-            await ctx.storage.put_bytes(ctx.public_bucket, key, data, OUTPUT_CONTENT_TYPE)
-            thumbnail = await _thumbnail(ctx, data)
-            if thumbnail is None:
-                return VariantRef(idx, key)
-            small = thumbnail_key(render_id, idx)
-            await ctx.storage.put_bytes(
-                ctx.public_bucket, small, thumbnail.jpeg, OUTPUT_CONTENT_TYPE
+            # The original's PUT and the thumbnail (decode, scale, encode, PUT) come from
+            # the same bytes, so they run at once: a success waits for the longer of the
+            # two, not their sum. Both run to their end before any failure is raised.
+            original, small = await asyncio.gather(
+                ctx.storage.put_bytes(ctx.public_bucket, key, data, OUTPUT_CONTENT_TYPE),
+                store_thumbnail(idx, data),
+                return_exceptions=True,
             )
+        for outcome in (original, small):
+            if isinstance(outcome, BaseException):
+                raise outcome
         metrics.asset("stored")
-        return VariantRef(idx, key, small, thumbnail.width, thumbnail.height)
+        return small if isinstance(small, VariantRef) else VariantRef(idx, key)
 
     # Every copy runs to its end, then the first failure (if any) is raised; a
     # refused output first of all, since it ends the job for good.

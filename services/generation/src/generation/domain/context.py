@@ -17,7 +17,8 @@ from kit.storage import ObjectStorage
 class GenerationContext:
     # Transactions (every write goes through these).
     transactions: Transactions
-    # Stores on autocommit connections of the same pool, for reads that need no snapshot.
+    # Stores on autocommit connections of the same pool, for reads that need no snapshot
+    # and for a write that is one statement (a job's success: JobStore.mark_succeeded).
     reads: Transactions
     provider: ImageProvider
     storage: ObjectStorage

@@ -10,18 +10,16 @@ again unless the job has a live render (see domain/cleanup.py).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-import uuid
 
 from generation import metrics
 from generation.domain import jobs
 from generation.domain.assets import store_render_variants
 from generation.domain.cleanup import remove_render_files
 from generation.domain.context import GenerationContext
-from generation.domain.jobs import VariantRef
-from generation.domain.ports import RenderStore
 from generation.domain.provider import OutputRefused, Prediction, ProviderError, ProviderStatus
-from generation.domain.records import Job, NewRender, PendingFiles
+from generation.domain.records import Job, PendingFiles
 from generation.domain.settlement import refund
 from kit.logging import get_logger
 from kit.storage import StorageError
@@ -38,7 +36,11 @@ class Outcome(enum.Enum):
 async def apply_prediction(
     ctx: GenerationContext, prediction: Prediction, source: str
 ) -> tuple[Outcome, Job | None]:
-    """Move the job of ``prediction`` forward to the provider's state."""
+    """Move the job of ``prediction`` forward to the provider's state.
+
+    Returns the outcome and the job with the status it has now (the rest of the
+    snapshot as read before the change).
+    """
     async with ctx.reads() as stores:
         job = await stores.jobs.get_by_prediction_id(prediction.id)
     if job is None:
@@ -50,18 +52,24 @@ async def apply_prediction(
             "job.event_stale", **jobs.log_fields(job, job.status), source=source, eventStatus=target
         )
         return Outcome.STALE, job
+    # The status this applier set, or None when another write got there first.
     if target == jobs.PROCESSING:
         changed = await _mark_processing(ctx, job, prediction)
+        status = target if changed else None
     elif target == jobs.SUCCEEDED:
-        changed = await _finish_with_output(ctx, job, prediction)
+        status = await _finish_with_output(ctx, job, prediction)
     else:
         changed = await end_without_output(ctx, job, _error_for(prediction), target)
-    if changed:
-        log.info("job.transition", **jobs.log_fields(job, target), source=source)
-        metrics.job_transition(target, source)
+        status = target if changed else None
+    if status is not None:
+        log.info("job.transition", **jobs.log_fields(job, status), source=source)
+        metrics.job_transition(status, source)
+        # This applier set the status itself: the caller (the webhook's answer) needs
+        # no read of the job to tell it. Only a write that lost a race reads what won.
+        return Outcome.APPLIED, dataclasses.replace(job, status=status)
     async with ctx.reads() as stores:
         current = await stores.jobs.get(job.id)
-    return (Outcome.APPLIED if changed else Outcome.STALE), current
+    return Outcome.STALE, current
 
 
 def _error_for(prediction: Prediction) -> jobs.JobError:
@@ -92,9 +100,12 @@ async def end_without_output(
     return update.changed
 
 
-async def _finish_with_output(ctx: GenerationContext, job: Job, prediction: Prediction) -> bool:
+async def _finish_with_output(
+    ctx: GenerationContext, job: Job, prediction: Prediction
+) -> str | None:
+    """The status set: succeeded with the outputs stored, or failed without them."""
     if not prediction.output_urls:
-        return await end_without_output(ctx, job, jobs.NO_OUTPUT, jobs.FAILED)
+        return await _fail(ctx, job, jobs.NO_OUTPUT)
     render_id = jobs.render_id_for(job.id)
     try:
         variants = await store_render_variants(ctx, render_id, prediction.output_urls)
@@ -103,7 +114,7 @@ async def _finish_with_output(ctx: GenerationContext, job: Job, prediction: Pred
         # provider logged the host; the job ends failed and is refunded once.
         log.warning("job.output_refused", **jobs.log_fields(job, job.status))
         metrics.asset("refused")
-        return await end_without_output(ctx, job, jobs.OUTPUT_REFUSED, jobs.FAILED)
+        return await _fail(ctx, job, jobs.OUTPUT_REFUSED)
     except (ProviderError, StorageError) as error:
         # Left in flight: a retried webhook, a refresh or the sweep will try again
         # (the overall timeout ends it if the output never becomes reachable).
@@ -113,39 +124,25 @@ async def _finish_with_output(ctx: GenerationContext, job: Job, prediction: Pred
         metrics.asset("deferred")
         raise
     now = ctx.clock.now()
-    async with ctx.transactions() as tx:
-        # The conditional update comes first: it locks the row and checks the job is
-        # still in flight in one round trip; the render rows commit with it or not at all.
-        succeeded = await tx.jobs.mark_succeeded(job.id, prediction.completed_at or now, now)
-        if succeeded:
-            await _insert_render(tx.renders, job, render_id, variants)
-            stray = None
-        else:
-            # Someone ended the job while we copied: our files must not outlive a
-            # deleted render or belong to a job that ended failed/canceled.
+    completed_at = prediction.completed_at or now
+    async with ctx.reads() as stores:
+        # One statement (see JobStore.mark_succeeded): the conditional update locks the
+        # row and checks the job is still in flight; the render rows commit with it or
+        # not at all. On an autocommit connection: no BEGIN/COMMIT round trips.
+        succeeded = await stores.jobs.mark_succeeded(job.id, render_id, variants, completed_at, now)
+    stray = None
+    if not succeeded:
+        # Someone ended the job while we copied: our files must not outlive a
+        # deleted render or belong to a job that ended failed/canceled.
+        async with ctx.transactions() as tx:
             stray = await tx.removals.claim_stray_files(job.id, now)
     if stray is not None:
         await _remove_stray_files(ctx, job, stray)
-    return succeeded
+    return jobs.SUCCEEDED if succeeded else None
 
 
-async def _insert_render(
-    renders: RenderStore,
-    job: Job,
-    render_id: uuid.UUID,
-    variants: list[VariantRef],
-) -> None:
-    await renders.insert_once(
-        NewRender(
-            id=render_id,
-            job_id=job.id,
-            owner_id=job.owner_id,
-            mode=job.mode,
-            room_type=job.room_type,
-            style=job.style,
-        )
-    )
-    await renders.insert_variants_once(render_id, variants)
+async def _fail(ctx: GenerationContext, job: Job, error: jobs.JobError) -> str | None:
+    return jobs.FAILED if await end_without_output(ctx, job, error, jobs.FAILED) else None
 
 
 async def _remove_stray_files(ctx: GenerationContext, job: Job, stray: PendingFiles) -> None:

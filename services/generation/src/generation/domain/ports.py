@@ -18,7 +18,6 @@ from generation.domain.records import (
     InsertOutcome,
     Job,
     NewJob,
-    NewRender,
     PendingFiles,
     StoredVariant,
     TerminalUpdate,
@@ -83,9 +82,15 @@ class JobStore(Protocol):
         ...
 
     async def mark_succeeded(
-        self, job_id: uuid.UUID, completed_at: datetime, now: datetime
+        self,
+        job_id: uuid.UUID,
+        render_id: uuid.UUID,
+        variants: Sequence[VariantRef],
+        completed_at: datetime,
+        now: datetime,
     ) -> bool:
-        """An in-flight job to ``succeeded``."""
+        """An in-flight job to ``succeeded`` with its render and variants, all or nothing
+        (one statement: it needs no transaction around it); False when no longer in flight."""
         ...
 
     async def mark_ended_without_output(
@@ -135,16 +140,6 @@ class JobStore(Protocol):
 
 class RenderStore(Protocol):
     """Renders and their variants: inserted once, never duplicated."""
-
-    async def insert_once(self, render: NewRender) -> None:
-        """Insert the render unless its job has one."""
-        ...
-
-    async def insert_variants_once(
-        self, render_id: uuid.UUID, variants: Sequence[VariantRef]
-    ) -> None:
-        """Insert the variants the render does not have yet."""
-        ...
 
     async def variants_without_thumbnail(self, limit: int) -> Sequence[StoredVariant]:
         """Variants of live renders stored before thumbnails existed (oldest first)."""

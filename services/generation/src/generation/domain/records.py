@@ -109,18 +109,6 @@ class TerminalUpdate:
 
 
 @dataclass(frozen=True)
-class NewRender:
-    """The render of a succeeded job (its id is derived from the job's)."""
-
-    id: uuid.UUID
-    job_id: uuid.UUID
-    owner_id: uuid.UUID
-    mode: str
-    room_type: str | None
-    style: str | None
-
-
-@dataclass(frozen=True)
 class StoredVariant:
     """A stored variant, where it is (for the thumbnail backfill)."""
 

@@ -2,12 +2,16 @@
 
 Galleries load these instead of full renders. A JPEG output is decoded at reduced
 scale (``draft``: the decoder skips the detail a 512 px image cannot show), so a
-thumbnail of a 1 MP render costs a few milliseconds. CPU-bound: run it in a thread.
+thumbnail of a 1 MP render costs a few milliseconds. It is made while the render is
+settled (a webhook waits on it), so it is encoded without ``optimize``: an extra pass
+over the Huffman tables that cost about as much as the reduced decode for ~5% fewer
+bytes. CPU-bound: run it in a thread.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 from PIL import Image
@@ -30,6 +34,18 @@ class NotAnImage(Exception):
     """The bytes are not an image Pillow can decode within the limits."""
 
 
+def draft_box(width: int, height: int) -> tuple[int, int]:
+    """The thumbnail's own size for a ``width`` x ``height`` image (at least 1 px a side).
+
+    ``draft`` only scales down while BOTH sides stay at or above the box it is given,
+    so a square 512 box would keep a 1024x768 render at full scale (768 / 2 < 512).
+    """
+    scale = THUMBNAIL_EDGE / max(width, height, 1)
+    if scale >= 1:
+        return width, height
+    return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
+
+
 def make_thumbnail(data: bytes) -> Thumbnail:
     """The thumbnail of an encoded image and the image's own size."""
     try:
@@ -37,11 +53,11 @@ def make_thumbnail(data: bytes) -> Thumbnail:
             width, height = image.size
             if width * height > MAX_OUTPUT_PIXELS:
                 raise NotAnImage("too many pixels")
-            image.draft("RGB", (THUMBNAIL_EDGE, THUMBNAIL_EDGE))
+            image.draft("RGB", draft_box(width, height))
             small = image.convert("RGB")
             small.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE), Image.Resampling.LANCZOS)
             out = io.BytesIO()
-            small.save(out, format="JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+            small.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
     except NotAnImage:
         raise
     except Exception as error:  # decoders raise many types on bad input

@@ -8,12 +8,26 @@ or finish it twice.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Update, and_, bindparam, case, or_, select, update
+from sqlalchemy import (
+    DateTime,
+    Select,
+    String,
+    Update,
+    and_,
+    bindparam,
+    case,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +39,6 @@ from generation.domain.records import (
     Job,
     KeyTaken,
     NewJob,
-    NewRender,
     SlotTaken,
     StoredVariant,
     TerminalUpdate,
@@ -36,6 +49,7 @@ from generation.domain.states import (
     ChargeState,
     JobStatus,
     RefundState,
+    sql_list,
 )
 from generation.persistence.models import (
     INFLIGHT_STATUSES,
@@ -61,6 +75,39 @@ VIEW_COLUMNS = (
     "version",
     "input_keys",
     "source_job_id",
+)
+
+
+# A job's success: the conditional update, then its render and variants from the row it
+# returned (so nothing is inserted when the job was no longer in flight). The renders
+# trigger bumps the job's version after the statement, as it does for any render insert.
+_SUCCEEDED_WITH_RENDER = text(
+    f"""
+WITH job AS (
+    UPDATE generation_jobs
+       SET status = '{JobStatus.SUCCEEDED.value}', completed_at = :completed_at, updated_at = :now
+     WHERE id = :job_id AND status IN {sql_list(INFLIGHT)}
+ RETURNING id, owner_id, mode, room_type, style
+), render AS (
+    INSERT INTO renders (id, job_id, owner_id, mode, room_type, style)
+    SELECT :render_id, id, owner_id, mode, room_type, style FROM job
+    ON CONFLICT (job_id) DO NOTHING
+), variants AS (
+    INSERT INTO render_variants (id, render_id, idx, object_key, thumbnail_key, width, height)
+    SELECT v.id, :render_id, v.idx, v.object_key, v.thumbnail_key, v.width, v.height
+      FROM job CROSS JOIN jsonb_to_recordset(CAST(:variants AS jsonb)) AS v(
+           id uuid, idx integer, object_key text, thumbnail_key text, width integer,
+           height integer)
+    ON CONFLICT (render_id, idx) DO NOTHING
+)
+SELECT count(*) FROM job
+"""  # noqa: S608 (only our own status constants are formatted in)
+).bindparams(
+    bindparam("job_id", type_=PG_UUID(as_uuid=True)),
+    bindparam("render_id", type_=PG_UUID(as_uuid=True)),
+    bindparam("completed_at", type_=DateTime(timezone=True)),
+    bindparam("now", type_=DateTime(timezone=True)),
+    bindparam("variants", type_=String()),
 )
 
 
@@ -193,14 +240,43 @@ class JobRepository:
         )
 
     async def mark_succeeded(
-        self, job_id: uuid.UUID, completed_at: datetime, now: datetime
+        self,
+        job_id: uuid.UUID,
+        render_id: uuid.UUID,
+        variants: Sequence[VariantRef],
+        completed_at: datetime,
+        now: datetime,
     ) -> bool:
-        return await _changed(
-            self._session,
-            update(GenerationJob)
-            .where(GenerationJob.id == job_id, GenerationJob.status.in_(INFLIGHT_STATUSES))
-            .values(status=JobStatus.SUCCEEDED, completed_at=completed_at, updated_at=now),
+        """An in-flight job to ``succeeded`` with its render and variants, in ONE statement.
+
+        The conditional update takes the row lock and checks the job is still in flight;
+        the render and its variants are inserted only from its returned row, so they
+        commit with it or not at all, and duplicates are ignored. One statement is one
+        round trip, and atomic even on an autocommit connection: no BEGIN or COMMIT.
+        """
+        rows = [
+            {
+                "id": str(uuid.uuid4()),
+                "idx": variant.idx,
+                "object_key": variant.object_key,
+                "thumbnail_key": variant.thumbnail_key,
+                "width": variant.width,
+                "height": variant.height,
+            }
+            for variant in variants
+        ]
+        result = await self._session.execute(
+            _SUCCEEDED_WITH_RENDER,
+            {
+                "job_id": job_id,
+                "render_id": render_id,
+                "completed_at": completed_at,
+                "now": now,
+                "variants": json.dumps(rows),
+            },
         )
+        changed: int = result.scalar_one()
+        return changed > 0
 
     async def mark_ended_without_output(
         self,
@@ -425,44 +501,6 @@ class RenderRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
-
-    async def insert_once(self, render: NewRender) -> None:
-        await self._session.execute(
-            insert(Render)
-            .values(
-                id=render.id,
-                job_id=render.job_id,
-                owner_id=render.owner_id,
-                mode=render.mode,
-                room_type=render.room_type,
-                style=render.style,
-            )
-            .on_conflict_do_nothing(index_elements=[Render.job_id])
-        )
-
-    async def insert_variants_once(
-        self, render_id: uuid.UUID, variants: Sequence[VariantRef]
-    ) -> None:
-        if not variants:
-            return
-        await self._session.execute(
-            insert(RenderVariant)
-            .values(
-                [
-                    {
-                        "id": uuid.uuid4(),
-                        "render_id": render_id,
-                        "idx": variant.idx,
-                        "object_key": variant.object_key,
-                        "thumbnail_key": variant.thumbnail_key,
-                        "width": variant.width,
-                        "height": variant.height,
-                    }
-                    for variant in variants
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=[RenderVariant.render_id, RenderVariant.idx])
-        )
 
     async def variants_without_thumbnail(self, limit: int) -> Sequence[StoredVariant]:
         """Variants of live renders stored before thumbnails existed (oldest first)."""
