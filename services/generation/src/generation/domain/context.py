@@ -19,6 +19,9 @@ class GenerationContext:
     transactions: Transactions
     # Stores on autocommit connections of the same pool, for reads that need no snapshot.
     reads: Transactions
+    # The same autocommit stores, for a write that is one statement (its own
+    # transaction: no BEGIN and COMMIT round trips), such as the submission's.
+    statements: Transactions
     provider: ImageProvider
     storage: ObjectStorage
     usage: UsageGateway

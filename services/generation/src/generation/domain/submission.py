@@ -92,9 +92,12 @@ async def _submit_new(
         inputs=len(input_keys),
     )
     metrics.job_transition(jobs.STARTING, "submit")
-    await start_prediction(ctx, StartedJob(job.id, job.owner_id), prompt, input_keys, webhook_url)
-    async with ctx.reads() as stores:
-        current = await stores.jobs.get(job.id)
+    current = await start_prediction(
+        ctx, StartedJob(job.id, job.owner_id), prompt, input_keys, webhook_url
+    )
+    if current is None:  # canceled meanwhile: the row as it is now
+        async with ctx.reads() as stores:
+            current = await stores.jobs.get(job.id)
     if current is None:  # jobs are never removed: a missing row is a broken database
         raise LookupError(f"job {job.id} vanished after it was written")
     return SubmitResult(current, replayed=False)
