@@ -130,9 +130,10 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
         .returning(*returned)
     )
     ended = job.status.in_(ENDED_WITHOUT_OUTPUT)
-    # The debit recorded and, for a job that ended meanwhile, the refund requested, as
-    # ``charged`` then ``_request_refund_if_charged`` would in two statements: a job
-    # already charged matches only while its refund is still to request.
+    # The debit recorded and, for a job that ended meanwhile, the refund requested: what
+    # setting ``charged`` then ``_request_refund_if_charged`` did in two statements (a
+    # job already charged matches only while its refund is still to be requested). A
+    # refund is pending only once charged, so PENDING returned here was set here.
     charged = (
         update(table)
         .where(
