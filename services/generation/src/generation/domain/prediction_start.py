@@ -50,9 +50,8 @@ async def start_prediction(
     ttl = ctx.config.uploads.signed_url_ttl_seconds
     fields = {"ownerId": str(job.owner_id), "jobId": str(job.id)}
     try:
-        urls = [
-            await ctx.storage.presigned_get_url(ctx.private_bucket, key, ttl) for key in input_keys
-        ]
+        # Signed locally (an HMAC): no thread hop, as the answer's own links are signed.
+        urls = [ctx.storage.sign_get_url(ctx.private_bucket, key, ttl) for key in input_keys]
         prediction = await ctx.provider.create_prediction(
             PredictionRequest(
                 prompt=prompt,
