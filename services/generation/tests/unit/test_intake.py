@@ -68,7 +68,7 @@ class Stream:
 
 @pytest.fixture
 def spools(monkeypatch: pytest.MonkeyPatch) -> list[IO[bytes]]:
-    return record_results(monkeypatch, intake, "spooled_file")
+    return record_results(monkeypatch, intake, "named_spool")
 
 
 async def receive(parts: Sequence[pb.SubmitGenerationPart]) -> SubmitCommand:
@@ -93,6 +93,15 @@ async def test_chunks_are_reassembled_in_spools_that_close_with_the_block(
         assert not any(spool.closed for spool in spools)
     assert len(spools) == 2
     assert all(spool.closed for spool in spools)
+
+
+async def test_inputs_are_named_files_a_decode_worker_can_open_without_a_copy() -> None:
+    async with received_submission(Stream(both_inputs()).__aiter__(), UPLOADS) as command:
+        for item, expected in zip(command.inputs, (ROOM, REFERENCE), strict=True):
+            item.file.flush()
+            with open(item.file.name, "rb") as reopened:  # as the worker opens it
+                assert reopened.read() == expected
+            assert item.file.tell() == 0
 
 
 async def test_the_fingerprint_is_the_one_of_whole_bytes() -> None:

@@ -119,16 +119,25 @@ class CleanImage:
         self.file.close()
 
 
-def inspect_and_clean(source: IO[bytes], uploads: Limits, field: str) -> CleanImage:
+def inspect_and_clean(
+    source: IO[bytes],
+    uploads: Limits,
+    field: str,
+    checked: tuple[str, int, int] | None = None,
+) -> CleanImage:
     """Check that ``source`` holds an accepted image; return it cleaned of metadata.
 
     ``source`` is a seekable binary file (it stays open; the caller closes it).
-    ``field`` names the upload in error messages (``input1``). Raises
-    :class:`ImageRefused`: 413, 415 or, for too many pixels or more memory than
-    the process may use, 400.
+    ``field`` names the upload in error messages (``input1``). ``checked``: what
+    :func:`check_before_decoding` answered for these very bytes, when the caller
+    already ran it (the decode workers' caller does, before handing the file over);
+    the checks then are not run twice. Raises :class:`ImageRefused`: 413, 415 or,
+    for too many pixels or more memory than the process may use, 400.
     The result's file is at position 0.
     """
-    mime_type, width, height = check_before_decoding(source, uploads, field)
+    if checked is None:
+        checked = check_before_decoding(source, uploads, field)
+    mime_type, width, height = checked
     limit = _pixel_limit(uploads)
     lossless = _clean_losslessly(source, mime_type, limit, uploads, field)
     if lossless is not None:

@@ -22,15 +22,22 @@ def init_worker(memory_bytes: int) -> None:
 
 
 def clean_in_worker(
-    path: str, out_path: str, limits: ImageLimits, cpu_seconds: int, field: str
+    path: str,
+    out_path: str,
+    limits: ImageLimits,
+    cpu_seconds: int,
+    field: str,
+    checked: tuple[str, int, int] | None = None,
 ) -> tuple[str, str, int, int, int]:
     """Check and clean the upload at ``path`` into ``out_path`` (which must exist).
 
-    Refusals are raised as ``ImageRefused`` (pickled back to the service as raised).
+    ``checked``: the service's ``check_before_decoding`` answer for this file, so the
+    scans are not repeated here (see ``inspect_and_clean``). Refusals are raised as
+    ``ImageRefused`` (pickled back to the service as raised).
     """
     limit_cpu(cpu_seconds)
     with open(path, "rb") as source:
-        clean = inspect_and_clean(source, limits, field)
+        clean = inspect_and_clean(source, limits, field, checked)
     try:
         # "r+b": never recreate a file the service already deleted (a canceled request).
         with open(out_path, "r+b") as out:
