@@ -68,7 +68,7 @@ class Stream:
 
 @pytest.fixture
 def spools(monkeypatch: pytest.MonkeyPatch) -> list[IO[bytes]]:
-    return record_results(monkeypatch, intake, "named_spool")
+    return record_results(monkeypatch, intake, "spooled_file")
 
 
 async def receive(parts: Sequence[pb.SubmitGenerationPart]) -> SubmitCommand:

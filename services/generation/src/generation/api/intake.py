@@ -25,7 +25,7 @@ from typing import IO
 
 from generation.api import mappers
 from generation.domain.images import too_large
-from generation.domain.spool import named_spool
+from generation.domain.spool import spooled_file
 from generation.domain.submit_request import RawInput, SubmitCommand
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import DomainError, ValidationError
@@ -121,7 +121,7 @@ def _declared(request: pb.SubmitGenerationRequest, uploads: Uploads) -> list[_In
         if item.size_bytes > uploads.max_bytes:
             raise too_large(uploads, field)
     return [
-        _Input(field, item.size_bytes, named_spool())
+        _Input(field, item.size_bytes, spooled_file())
         for field, item in zip(fields, request.inputs, strict=True)
     ]
 

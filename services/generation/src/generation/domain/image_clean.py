@@ -32,7 +32,7 @@ carry ~35 MiB more of its own memory for nothing (``image_worker``).
 Memory: the upload is read from a seekable file, never whole. The lossless path
 decodes a JPEG at 1/8 scale and copies the kept bytes file to file in bounded
 pieces; only the re-encode path holds the decoded pixels (it has to). The output
-is always a spooled temporary file (see ``spool``), owned by the caller.
+is always a spooled temporary file (``spool.memory_spool``), owned by the caller.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from PIL import Image, ImageOps
 from generation.domain.image_header import read_header
 from generation.domain.image_strip import strip_jpeg, strip_png
 from generation.domain.image_structure import density_problem, structure_problem
-from generation.domain.spool import file_size, spooled_file
+from generation.domain.spool import file_size, memory_spool
 
 JPEG_QUALITY = 92
 WEBP_QUALITY = 92
@@ -234,7 +234,7 @@ def _clean_losslessly(
 
 def _stripped_copy(source: IO[bytes], mime_type: str) -> IO[bytes] | None:
     """The metadata-free copy in a new spool; None when the stream cannot be walked."""
-    out = spooled_file()
+    out = memory_spool()
     try:
         source.seek(0)
         strip = strip_jpeg if mime_type == "image/jpeg" else strip_png
@@ -327,7 +327,7 @@ def _encode(image: Image.Image, mime_type: str) -> IO[bytes]:
         options["quality"] = JPEG_QUALITY
     elif mime_type == "image/webp":
         options["quality"] = WEBP_QUALITY
-    out = spooled_file()
+    out = memory_spool()
     try:
         image.save(out, format=_PILLOW_FORMATS[mime_type][0], **options)
     except BaseException:
