@@ -163,30 +163,35 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
 _HAS_INFLIGHT, _INSERT_JOB, _ATTACH_PREDICTION, _MARK_CHARGED = _job_statements()
 
 
+_JOBS = GenerationJob.__table__.c
+
+
+def _job_lookup(*conditions: Any) -> Any:
+    """One job's JOB_COLUMNS by ``conditions``: Core, built once (no ORM load per read)."""
+    return select(*(_JOBS[name] for name in JOB_COLUMNS)).where(*conditions)
+
+
+_JOB_BY_ID = _job_lookup(_JOBS.id == bindparam("job_id"))
+_JOB_BY_KEY = _job_lookup(
+    _JOBS.owner_id == bindparam("owner_id"), _JOBS.idempotency_key == bindparam("key")
+)
+_JOB_BY_PREDICTION = _job_lookup(_JOBS.prediction_id == bindparam("prediction_id"))
+
+
 class JobRepository:
     """Reads and conditional writes of ``generation_jobs``."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def _one(self, query: Select[GenerationJob]) -> Job | None:
-        row: GenerationJob | None = await self._session.scalar(query)
-        return None if row is None else to_job(row)
-
     async def get(self, job_id: uuid.UUID) -> Job | None:
-        return await self._one(select(GenerationJob).where(GenerationJob.id == job_id))
+        return await self._returned(_JOB_BY_ID, {"job_id": job_id})
 
     async def get_by_idempotency_key(self, owner_id: uuid.UUID, key: str) -> Job | None:
-        return await self._one(
-            select(GenerationJob).where(
-                GenerationJob.owner_id == owner_id, GenerationJob.idempotency_key == key
-            )
-        )
+        return await self._returned(_JOB_BY_KEY, {"owner_id": owner_id, "key": key})
 
     async def get_by_prediction_id(self, prediction_id: str) -> Job | None:
-        return await self._one(
-            select(GenerationJob).where(GenerationJob.prediction_id == prediction_id)
-        )
+        return await self._returned(_JOB_BY_PREDICTION, {"prediction_id": prediction_id})
 
     async def has_inflight(self, owner_id: uuid.UUID) -> bool:
         connection = await self._session.connection()
