@@ -6,8 +6,10 @@ import io
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 import pytest
+from PIL import Image
 
 from generation.domain import decoder as decoder_module
 from generation.domain import image_clean
@@ -66,3 +68,30 @@ def test_a_worker_given_the_checks_answer_does_not_scan_the_file_again(
     )
     assert (kind, width, height) == ("image/jpeg", 64, 48)
     assert out.stat().st_size == size > 0
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (SMALL_JPEG, "image/jpeg"),  # stripped losslessly
+        (hostile.encode(Image.new("RGB", (40, 30), "teal"), "WEBP"), "image/webp"),  # re-encoded
+    ],
+    ids=["lossless", "reencoded"],
+)
+def test_a_worker_writes_the_cleaned_image_straight_into_the_services_file(
+    data: bytes, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_copy_first() -> IO[bytes]:
+        raise AssertionError("the cleaned image went through a spool of the worker's own")
+
+    monkeypatch.setattr(image_clean, "memory_spool", no_copy_first)
+    source = tmp_path / "upload"
+    source.write_bytes(data)
+    out = tmp_path / "clean"
+    out.write_bytes(b"stale bytes of an earlier attempt, longer than nothing")
+    result = clean_in_worker(str(source), str(out), ImageLimits.of(Uploads()), 5, "input1")
+    assert result[0] == kind
+    assert out.stat().st_size == result[4]
+    with Image.open(out) as cleaned:
+        cleaned.load()
+        assert not cleaned.getexif()

@@ -10,7 +10,8 @@ cost ~35 MiB per process that no decode uses. ``decoder`` keeps the service's si
 from __future__ import annotations
 
 import resource
-import shutil
+from collections.abc import Callable
+from typing import IO
 
 from generation.domain.image_clean import ImageLimits, inspect_and_clean
 
@@ -37,14 +38,26 @@ def clean_in_worker(
     """
     limit_cpu(cpu_seconds)
     with open(path, "rb") as source:
-        clean = inspect_and_clean(source, limits, field, checked)
-    try:
-        # "r+b": never recreate a file the service already deleted (a canceled request).
-        with open(out_path, "r+b") as out:
-            shutil.copyfileobj(clean.file, out)
-    finally:
-        clean.close()
+        clean = inspect_and_clean(source, limits, field, checked, _rewritten(out_path))
+    clean.close()
     return clean.mime_type, clean.extension, clean.width, clean.height, clean.size
+
+
+def _rewritten(out_path: str) -> Callable[[], IO[bytes]]:
+    """Opens the service's output file, emptied: the cleaned image is written there
+    directly, with no copy of it in this process first."""
+
+    def open_out() -> IO[bytes]:
+        # "r+b": never recreate a file the service already deleted (a canceled request).
+        out = open(out_path, "r+b")  # noqa: SIM115 (the CleanImage closes it)
+        try:
+            out.truncate(0)
+        except BaseException:
+            out.close()
+            raise
+        return out
+
+    return open_out
 
 
 def limit_cpu(seconds: int) -> None:
