@@ -15,7 +15,7 @@ from generation.domain.provider import ImageProvider
 from generation.domain.sweep import Sweeper
 from generation.persistence.feed import ChangeFeed
 from generation.persistence.feed_port import FeedPort
-from generation.persistence.store import sql_reads, sql_transactions
+from generation.persistence.store import sql_reads, sql_statements, sql_transactions
 from generation.providers.replicate import ReplicateProvider
 from generation.settings import GenerationSettings
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
@@ -96,6 +96,7 @@ async def build_app(
     context = WiredContext(
         transactions=sql_transactions(sessions),
         reads=sql_reads(readers),
+        statements=sql_statements(readers),
         sessions=sessions,
         readers=readers,
         provider=provider,

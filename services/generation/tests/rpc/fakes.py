@@ -145,6 +145,7 @@ def fake_context(stores: FakeStores) -> GenerationContext:
     return GenerationContext(
         transactions=transaction,  # type: ignore[arg-type]
         reads=transaction,  # type: ignore[arg-type]
+        statements=transaction,  # type: ignore[arg-type]
         provider=FakeProvider(),  # type: ignore[arg-type]
         storage=FakeStorage(),  # type: ignore[arg-type]
         usage=unused,

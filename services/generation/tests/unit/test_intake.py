@@ -95,6 +95,15 @@ async def test_chunks_are_reassembled_in_spools_that_close_with_the_block(
     assert all(spool.closed for spool in spools)
 
 
+async def test_inputs_are_named_files_a_decode_worker_can_open_without_a_copy() -> None:
+    async with received_submission(Stream(both_inputs()).__aiter__(), UPLOADS) as command:
+        for item, expected in zip(command.inputs, (ROOM, REFERENCE), strict=True):
+            item.file.flush()
+            with open(item.file.name, "rb") as reopened:  # as the worker opens it
+                assert reopened.read() == expected
+            assert item.file.tell() == 0
+
+
 async def test_the_fingerprint_is_the_one_of_whole_bytes() -> None:
     """Rows stored before streaming (whole-bytes hashing) must still replay."""
     command = await receive(both_inputs())

@@ -7,8 +7,8 @@ been stored by then. An input declared over the upload limit is refused before
 a single chunk is stored. A refusal is answered once the sender has finished (the
 rest of its stream is read and dropped), so it reaches the sender as sent.
 
-Each input is written to a spooled temporary file as it arrives (memory holds
-one chunk, plus at most the spool's in-memory threshold), and its SHA-256 is
+Each input is written to a named temporary file as it arrives (memory holds one
+chunk; the decode worker later reads the file by its name), and its SHA-256 is
 computed on the way for the idempotency fingerprint: the same value as hashing
 the whole bytes. The files live as long as the ``received_submission`` block
 and are closed when it ends, however it ends.
@@ -62,7 +62,7 @@ class _Input:
 async def received_submission(
     parts: AsyncIterator[pb.SubmitGenerationPart], uploads: Uploads
 ) -> AsyncIterator[SubmitCommand]:
-    """The whole stream as a command whose inputs are open spooled files."""
+    """The whole stream as a command whose inputs are open named temporary files."""
     files: list[IO[bytes]] = []
     try:
         try:
@@ -148,7 +148,7 @@ async def _receive_chunks(
 def _append(item: _Input, data: bytes) -> None:
     if item.received + len(data) > item.size:
         raise ValidationError(f"{item.field} has more bytes than declared.")
-    # Local writes of one chunk: a spool in memory, or the page cache once on disk.
+    # A local write of one chunk, to the page cache.
     item.file.write(data)
     item.digest.update(data)
     item.received += len(data)

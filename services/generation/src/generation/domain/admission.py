@@ -6,6 +6,7 @@ costs no decode.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from generation.domain import jobs
@@ -52,9 +53,22 @@ async def admit_or_replay(
 
 
 async def _admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
-    async with ctx.reads() as stores:
-        if await stores.jobs.has_inflight(owner_id):
-            raise TooManyInflight()
-    quota = await ctx.usage.quota(owner_id)
+    """The in-flight slot and the quota, asked at once (the submission waits for the
+    slower of the two, not for both in turn); the answers are read in the documented
+    order, so an owner with a job in flight is told 409 whatever the usage service says."""
+    inflight, quota = await asyncio.gather(
+        _has_inflight(ctx, owner_id), ctx.usage.quota(owner_id), return_exceptions=True
+    )
+    if isinstance(inflight, BaseException):
+        raise inflight
+    if inflight:
+        raise TooManyInflight()
+    if isinstance(quota, BaseException):
+        raise quota
     if quota.remaining <= 0:
         raise LimitExceeded(periodEnd=iso_utc(quota.period_end))
+
+
+async def _has_inflight(ctx: GenerationContext, owner_id: uuid.UUID) -> bool:
+    async with ctx.reads() as stores:
+        return await stores.jobs.has_inflight(owner_id)

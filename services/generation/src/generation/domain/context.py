@@ -20,6 +20,9 @@ class GenerationContext:
     # Stores on autocommit connections of the same pool, for reads that need no snapshot
     # and for a write that is one statement (a job's success: JobStore.mark_succeeded).
     reads: Transactions
+    # The same autocommit stores, for a write that is one statement (its own
+    # transaction: no BEGIN and COMMIT round trips), such as the submission's.
+    statements: Transactions
     provider: ImageProvider
     storage: ObjectStorage
     usage: UsageGateway

@@ -13,10 +13,11 @@ the pool: the upload being decoded gets 415, the pool is replaced, later uploads
 are served by the new one.
 
 The checks that need no decode (``check_before_decoding``) run first on this side,
-so a file they refuse is never copied nor sent to a worker. Files, not bytes, cross
-the process boundary: the upload is copied to a named
-temporary file the worker reads, and the worker writes the cleaned image into a
-named temporary file this side owns (and deletes on close).
+so a file they refuse is never sent to a worker; the worker is handed their answer
+and does not scan the file again. Files, not bytes, cross the process boundary: the
+worker reads the upload by its name (the intake spools uploads to named files; any
+other file is first copied to one), and writes the cleaned image into a named
+temporary file this side owns (and deletes on close).
 """
 
 from __future__ import annotations
@@ -73,15 +74,18 @@ class ImageDecoder:
         """``inspect_and_clean`` in a worker; the same refusals, plus 415 when it dies."""
         # The checks that need no decode first, here: a hostile file costs no copy and
         # no worker (milliseconds of C-speed scans, in a thread).
-        await asyncio.to_thread(check_before_decoding, source, self._uploads, field)
+        checked = await asyncio.to_thread(check_before_decoding, source, self._uploads, field)
         async with self._slots:
+            path = _path_of(source)
+            if path is not None:
+                return await self._clean_file(path, checked, field)
             upload = await asyncio.to_thread(_named_copy, source)
             try:
-                return await self._clean_file(upload.name, field)
+                return await self._clean_file(upload.name, checked, field)
             finally:
                 upload.close()
 
-    async def _clean_file(self, path: str, field: str) -> CleanImage:
+    async def _clean_file(self, path: str, checked: tuple[str, int, int], field: str) -> CleanImage:
         out = tempfile.NamedTemporaryFile(prefix="clean-")  # noqa: SIM115 (CleanImage owns it)
         executor = self._pool()
         loop = asyncio.get_running_loop()
@@ -94,6 +98,7 @@ class ImageDecoder:
                 self._limits,
                 self._uploads.decode_cpu_seconds,
                 field,
+                checked,
             )
         except ImageRefused as refused:
             out.close()
@@ -132,6 +137,16 @@ class ImageDecoder:
         if self._executor is broken:
             self._executor = None
         broken.shutdown(wait=False, cancel_futures=True)
+
+
+def _path_of(source: IO[bytes]) -> str | None:
+    """The name a worker can open ``source`` by (its writes flushed), or None when it
+    has none: an in-memory file, or a temporary file without a name."""
+    name = getattr(source, "name", None)
+    if not isinstance(name, str) or not os.path.isfile(name):
+        return None
+    source.flush()
+    return name
 
 
 def _named_copy(source: IO[bytes]) -> IO[bytes]:

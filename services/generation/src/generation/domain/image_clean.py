@@ -32,11 +32,14 @@ carry ~35 MiB more of its own memory for nothing (``image_worker``).
 Memory: the upload is read from a seekable file, never whole. The lossless path
 decodes a JPEG at 1/8 scale and copies the kept bytes file to file in bounded
 pieces; only the re-encode path holds the decoded pixels (it has to). The output
-is always a spooled temporary file (see ``spool``), owned by the caller.
+is a new file from ``output`` (by default a spooled temporary file,
+``spool.memory_spool``; a decode worker writes straight into the service's file),
+owned by the caller.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -45,7 +48,7 @@ from PIL import Image, ImageOps
 from generation.domain.image_header import read_header
 from generation.domain.image_strip import strip_jpeg, strip_png
 from generation.domain.image_structure import density_problem, structure_problem
-from generation.domain.spool import file_size, spooled_file
+from generation.domain.spool import file_size, memory_spool
 
 JPEG_QUALITY = 92
 WEBP_QUALITY = 92
@@ -119,18 +122,30 @@ class CleanImage:
         self.file.close()
 
 
-def inspect_and_clean(source: IO[bytes], uploads: Limits, field: str) -> CleanImage:
+def inspect_and_clean(
+    source: IO[bytes],
+    uploads: Limits,
+    field: str,
+    checked: tuple[str, int, int] | None = None,
+    output: Callable[[], IO[bytes]] = memory_spool,
+) -> CleanImage:
     """Check that ``source`` holds an accepted image; return it cleaned of metadata.
 
     ``source`` is a seekable binary file (it stays open; the caller closes it).
-    ``field`` names the upload in error messages (``input1``). Raises
-    :class:`ImageRefused`: 413, 415 or, for too many pixels or more memory than
-    the process may use, 400.
+    ``field`` names the upload in error messages (``input1``). ``checked``: what
+    :func:`check_before_decoding` answered for these very bytes, when the caller
+    already ran it (the decode workers' caller does, before handing the file over);
+    the checks then are not run twice. ``output`` opens the empty file the cleaned
+    image is written to (called again, it must start that file afresh). Raises
+    :class:`ImageRefused`: 413, 415 or, for too many pixels or more memory than the
+    process may use, 400.
     The result's file is at position 0.
     """
-    mime_type, width, height = check_before_decoding(source, uploads, field)
+    if checked is None:
+        checked = check_before_decoding(source, uploads, field)
+    mime_type, width, height = checked
     limit = _pixel_limit(uploads)
-    lossless = _clean_losslessly(source, mime_type, limit, uploads, field)
+    lossless = _clean_losslessly(source, mime_type, limit, uploads, field, output)
     if lossless is not None:
         return _result(lossless, mime_type, width, height)
     try:
@@ -141,7 +156,7 @@ def inspect_and_clean(source: IO[bytes], uploads: Limits, field: str) -> CleanIm
         # Decoders raise many exception types on hostile input; all mean "not a valid image".
         raise unsupported(uploads, field) from exc
     with image:
-        return _reencode(image, mime_type, field)
+        return _reencode(image, mime_type, field, output)
 
 
 def check_before_decoding(source: IO[bytes], uploads: Limits, field: str) -> tuple[str, int, int]:
@@ -180,11 +195,14 @@ def over_budget(field: str) -> ImageRefused:
     return ImageRefused(400, f"{field} is too large to process; please upload fewer megapixels")
 
 
-def _reencode(image: Image.Image, mime_type: str, field: str) -> CleanImage:
+def _reencode(
+    image: Image.Image, mime_type: str, field: str, output: Callable[[], IO[bytes]]
+) -> CleanImage:
     try:
         clean = _strip(image, mime_type)
         try:
-            return _result(_encode(clean, mime_type), mime_type, clean.width, clean.height)
+            encoded = _encode(clean, mime_type, output)
+            return _result(encoded, mime_type, clean.width, clean.height)
         finally:
             if clean is not image:
                 clean.close()
@@ -198,7 +216,12 @@ def _result(file: IO[bytes], mime_type: str, width: int, height: int) -> CleanIm
 
 
 def _clean_losslessly(
-    source: IO[bytes], mime_type: str, limit: int, uploads: Limits, field: str
+    source: IO[bytes],
+    mime_type: str,
+    limit: int,
+    uploads: Limits,
+    field: str,
+    output: Callable[[], IO[bytes]],
 ) -> IO[bytes] | None:
     """JPEG/PNG that need no rotation: validated by decoding, metadata cut out.
 
@@ -220,12 +243,14 @@ def _clean_losslessly(
         raise over_budget(field) from exc
     except Exception as exc:
         raise unsupported(uploads, field) from exc
-    return _stripped_copy(source, mime_type)
+    return _stripped_copy(source, mime_type, output)
 
 
-def _stripped_copy(source: IO[bytes], mime_type: str) -> IO[bytes] | None:
+def _stripped_copy(
+    source: IO[bytes], mime_type: str, output: Callable[[], IO[bytes]]
+) -> IO[bytes] | None:
     """The metadata-free copy in a new spool; None when the stream cannot be walked."""
-    out = spooled_file()
+    out = output()
     try:
         source.seek(0)
         strip = strip_jpeg if mime_type == "image/jpeg" else strip_png
@@ -310,7 +335,7 @@ def _target_mode(image: Image.Image, mime_type: str) -> str:
     return "RGBA" if has_alpha else "RGB"
 
 
-def _encode(image: Image.Image, mime_type: str) -> IO[bytes]:
+def _encode(image: Image.Image, mime_type: str, output: Callable[[], IO[bytes]]) -> IO[bytes]:
     options: dict[str, object] = {}
     if icc_profile := image.info.get("icc_profile"):
         options["icc_profile"] = icc_profile
@@ -318,7 +343,7 @@ def _encode(image: Image.Image, mime_type: str) -> IO[bytes]:
         options["quality"] = JPEG_QUALITY
     elif mime_type == "image/webp":
         options["quality"] = WEBP_QUALITY
-    out = spooled_file()
+    out = output()
     try:
         image.save(out, format=_PILLOW_FORMATS[mime_type][0], **options)
     except BaseException:

@@ -10,7 +10,8 @@ cost ~35 MiB per process that no decode uses. ``decoder`` keeps the service's si
 from __future__ import annotations
 
 import resource
-import shutil
+from collections.abc import Callable
+from typing import IO
 
 from generation.domain.image_clean import ImageLimits, inspect_and_clean
 
@@ -22,22 +23,41 @@ def init_worker(memory_bytes: int) -> None:
 
 
 def clean_in_worker(
-    path: str, out_path: str, limits: ImageLimits, cpu_seconds: int, field: str
+    path: str,
+    out_path: str,
+    limits: ImageLimits,
+    cpu_seconds: int,
+    field: str,
+    checked: tuple[str, int, int] | None = None,
 ) -> tuple[str, str, int, int, int]:
     """Check and clean the upload at ``path`` into ``out_path`` (which must exist).
 
-    Refusals are raised as ``ImageRefused`` (pickled back to the service as raised).
+    ``checked``: the service's ``check_before_decoding`` answer for this file, so the
+    scans are not repeated here (see ``inspect_and_clean``). Refusals are raised as
+    ``ImageRefused`` (pickled back to the service as raised).
     """
     limit_cpu(cpu_seconds)
     with open(path, "rb") as source:
-        clean = inspect_and_clean(source, limits, field)
-    try:
-        # "r+b": never recreate a file the service already deleted (a canceled request).
-        with open(out_path, "r+b") as out:
-            shutil.copyfileobj(clean.file, out)
-    finally:
-        clean.close()
+        clean = inspect_and_clean(source, limits, field, checked, _rewritten(out_path))
+    clean.close()
     return clean.mime_type, clean.extension, clean.width, clean.height, clean.size
+
+
+def _rewritten(out_path: str) -> Callable[[], IO[bytes]]:
+    """Opens the service's output file, emptied: the cleaned image is written there
+    directly, with no copy of it in this process first."""
+
+    def open_out() -> IO[bytes]:
+        # "r+b": never recreate a file the service already deleted (a canceled request).
+        out = open(out_path, "r+b")  # noqa: SIM115 (the CleanImage closes it)
+        try:
+            out.truncate(0)
+        except BaseException:
+            out.close()
+            raise
+        return out
+
+    return open_out
 
 
 def limit_cpu(seconds: int) -> None:

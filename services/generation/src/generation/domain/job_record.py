@@ -54,8 +54,9 @@ async def record_job(
     Raises TooManyInflight when another job holds the owner's slot, and
     IdempotencyKeyReused when the key is taken by a different request.
     """
-    async with ctx.transactions() as tx:
-        outcome = await tx.jobs.insert(job)
+    # One statement (the lookup after a refusal is a plain read): no transaction needed.
+    async with ctx.statements() as stores:
+        outcome = await stores.jobs.insert(job)
     if isinstance(outcome, Inserted):
         return None
     await discard_inputs(ctx, list(job.input_keys))

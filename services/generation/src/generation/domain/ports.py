@@ -15,6 +15,7 @@ from typing import Protocol
 
 from generation.domain.jobs import JobView, VariantRef
 from generation.domain.records import (
+    ChargeUpdate,
     InsertOutcome,
     Job,
     NewJob,
@@ -73,8 +74,11 @@ class JobStore(Protocol):
         """Write the job ``starting``, unless its key or the owner's in-flight slot is taken."""
         ...
 
-    async def attach_prediction(self, job_id: uuid.UUID, prediction_id: str, now: datetime) -> bool:
-        """Record the provider's id, only while the job is still ``starting``."""
+    async def attach_prediction(
+        self, job_id: uuid.UUID, prediction_id: str, now: datetime
+    ) -> Job | None:
+        """Record the provider's id, only while the job is still ``starting``: the job as
+        written, or None when it had left ``starting``."""
         ...
 
     async def mark_processing(self, job_id: uuid.UUID, started_at: datetime, now: datetime) -> bool:
@@ -99,8 +103,9 @@ class JobStore(Protocol):
         """End an in-flight job failed/canceled; a charged one becomes refund-pending."""
         ...
 
-    async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
-        """Record the debit; True when the job already ended and needs a refund."""
+    async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> ChargeUpdate:
+        """Record the debit: the job as written, and whether it already ended and needs
+        a refund."""
         ...
 
     async def mark_charge_waived(self, job_id: uuid.UUID, now: datetime) -> None:

@@ -21,6 +21,7 @@ from generation import metrics
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.domain.provider import PredictionRequest, ProviderError
+from generation.domain.records import Job
 from generation.domain.settlement import charge
 from kit.errors import LimitExceeded, UpstreamError
 from kit.logging import get_logger
@@ -41,14 +42,16 @@ class StartedJob:
 
 async def start_prediction(
     ctx: GenerationContext, job: StartedJob, prompt: str, input_keys: list[str], webhook_url: str
-) -> None:
-    """Create the prediction, attach it and charge the job (see the module docstring)."""
+) -> Job | None:
+    """Create the prediction, attach it and charge the job (see the module docstring).
+
+    Answers the job as last written here, or None when it was canceled meanwhile.
+    """
     ttl = ctx.config.uploads.signed_url_ttl_seconds
     fields = {"ownerId": str(job.owner_id), "jobId": str(job.id)}
     try:
-        urls = [
-            await ctx.storage.presigned_get_url(ctx.private_bucket, key, ttl) for key in input_keys
-        ]
+        # Signed locally (an HMAC): no thread hop, as the answer's own links are signed.
+        urls = [ctx.storage.sign_get_url(ctx.private_bucket, key, ttl) for key in input_keys]
         prediction = await ctx.provider.create_prediction(
             PredictionRequest(
                 prompt=prompt,
@@ -69,7 +72,7 @@ async def start_prediction(
         # Cancelled or crashed mid-call: never leave the in-flight slot held.
         await asyncio.shield(_fail_unsubmitted(ctx, job, jobs.INTERRUPTED))
         raise
-    await _attach_and_charge(ctx, job, prediction.id)
+    return await _attach_and_charge(ctx, job, prediction.id)
 
 
 async def _fail_unsubmitted(ctx: GenerationContext, job: StartedJob, error: jobs.JobError) -> None:
@@ -79,30 +82,33 @@ async def _fail_unsubmitted(ctx: GenerationContext, job: StartedJob, error: jobs
         )
 
 
-async def _attach_and_charge(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
+async def _attach_and_charge(
+    ctx: GenerationContext, job: StartedJob, prediction_id: str
+) -> Job | None:
     fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": prediction_id}
     try:
-        async with ctx.transactions() as tx:
-            attached = await tx.jobs.attach_prediction(job.id, prediction_id, ctx.clock.now())
+        async with ctx.statements() as stores:
+            attached = await stores.jobs.attach_prediction(job.id, prediction_id, ctx.clock.now())
     except Exception:
         # The database failed right after the provider accepted: do not leave a run
         # nobody will follow. Failing the job may fail too; the sweep then ends it.
         await asyncio.shield(_abandon_prediction(ctx, job, prediction_id))
         raise
-    if not attached:
+    if attached is None:
         # Canceled (or ended) while we were submitting: stop the provider's run too.
         await _cancel_quietly(ctx, prediction_id)
         log.info("job.canceled_during_submit", **fields)
-        return
+        return None
     log.info("job.provider_accepted", **fields, status=jobs.STARTING)
     try:
-        await charge(ctx, StartedJob(job.id, job.owner_id, prediction_id))
+        charged = await charge(ctx, StartedJob(job.id, job.owner_id, prediction_id))
     except LimitExceeded:
         await _cancel_quietly(ctx, prediction_id)
         await _fail_unsubmitted(ctx, job, jobs.OVER_LIMIT)
         log.warning("job.debit_refused", **fields, status=jobs.FAILED)
         metrics.job_transition(jobs.FAILED, "submit")
         raise
+    return charged or attached
 
 
 async def _abandon_prediction(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:

@@ -109,6 +109,15 @@ class TerminalUpdate:
 
 
 @dataclass(frozen=True)
+class ChargeUpdate:
+    """The outcome of recording a debit: the job as written (None when it was already
+    recorded) and whether the job had ended meanwhile, so its refund is due now."""
+
+    job: Job | None
+    refund_due: bool
+
+
+@dataclass(frozen=True)
 class StoredVariant:
     """A stored variant, where it is (for the thumbnail backfill)."""
 

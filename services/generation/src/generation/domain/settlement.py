@@ -40,8 +40,9 @@ async def refund(ctx: GenerationContext, job: Job) -> bool:
     return True
 
 
-async def charge(ctx: GenerationContext, job: jobs.JobRef) -> None:
-    """Debit the job. Raises LimitExceeded; other failures are left for the sweep."""
+async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
+    """Debit the job: the job as recorded charged, or None when the debit was deferred
+    (left for the sweep) or already recorded. Raises LimitExceeded."""
     fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
     try:
         await ctx.usage.debit(job.owner_id, job.id)
@@ -50,12 +51,13 @@ async def charge(ctx: GenerationContext, job: jobs.JobRef) -> None:
     except DomainError as error:
         log.warning("ledger.debit_deferred", **fields, code=error.code)
         metrics.settlement("debit", "deferred")
-        return
-    async with ctx.transactions() as tx:
-        refund_due = await tx.jobs.mark_charged(job.id, ctx.clock.now())
-        current = await tx.jobs.get(job.id)
+        return None
+    async with ctx.statements() as stores:
+        update = await stores.jobs.mark_charged(job.id, ctx.clock.now())
+    current = update.job
     log.info("ledger.debited", **fields, status=current.status if current else None)
     metrics.settlement("debit", "done")
-    if refund_due and current is not None:
+    if update.refund_due and current is not None:
         # The job ended while the debit was in flight: give it straight back.
         await refund(ctx, current)
+    return current

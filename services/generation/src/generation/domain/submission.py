@@ -4,9 +4,9 @@
    (a different request under the same key is refused) (``admission``);
 2. validation and moderation of the fields (nothing stored yet) (``modes``);
 3. one-in-flight pre-check (a refusal looks the key up again: a parallel
-   request with the same key may hold the slot), then the quota check, both
-   finished before any image is decoded (``admission``), then the images checked
-   and cleaned (``input_storage``);
+   request with the same key may hold the slot) and the quota check, asked at
+   once and answered in that order, both finished before any image is decoded
+   (``admission``), then the images checked and cleaned (``input_storage``);
 4. inputs (metadata stripped) uploaded to ``private/<owner>/inputs/<uuid>.<ext>``
    (a refine's source variant copied there first, as input1) (``input_storage``);
 5. the job row, ``starting``: the partial unique index is the real in-flight
@@ -14,6 +14,9 @@
 6. provider create with signed input URLs and the absolute webhook URL;
 7. prediction id attached, then the usage debit (``prediction_start``, which
    also says how each failure unwinds).
+
+The job's writes (insert, attach, charge) are one statement each, sent in
+autocommit, and the last one returns the row the answer shows: nothing is read back.
 
 The cleaned copies of the inputs are closed here when the submission ends,
 whatever happens.
@@ -92,9 +95,12 @@ async def _submit_new(
         inputs=len(input_keys),
     )
     metrics.job_transition(jobs.STARTING, "submit")
-    await start_prediction(ctx, StartedJob(job.id, job.owner_id), prompt, input_keys, webhook_url)
-    async with ctx.reads() as stores:
-        current = await stores.jobs.get(job.id)
+    current = await start_prediction(
+        ctx, StartedJob(job.id, job.owner_id), prompt, input_keys, webhook_url
+    )
+    if current is None:  # canceled meanwhile: the row as it is now
+        async with ctx.reads() as stores:
+            current = await stores.jobs.get(job.id)
     if current is None:  # jobs are never removed: a missing row is a broken database
         raise LookupError(f"job {job.id} vanished after it was written")
     return SubmitResult(current, replayed=False)

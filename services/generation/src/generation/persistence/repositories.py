@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Select,
     String,
+    Table,
     Update,
     and_,
     bindparam,
@@ -29,11 +30,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.engine import CursorResult
+from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from generation.domain.jobs import JobView, VariantRef
 from generation.domain.records import (
+    ChargeUpdate,
     Inserted,
     InsertOutcome,
     Job,
@@ -111,8 +113,18 @@ SELECT count(*) FROM job
 )
 
 
-def to_job(row: GenerationJob) -> Job:
-    """The domain's snapshot of a loaded row."""
+# The row's columns a Job carries (``to_job``), for statements that return the row.
+JOB_COLUMNS = (
+    *VIEW_COLUMNS,
+    "request_fingerprint",
+    "charge_state",
+    "refund_state",
+    "traceparent",
+)
+
+
+def to_job(row: GenerationJob | Row[Any]) -> Job:
+    """The domain's snapshot of a loaded row (an ORM object or a Core row of JOB_COLUMNS)."""
     return Job(
         id=row.id,
         owner_id=row.owner_id,
@@ -146,40 +158,92 @@ async def _changed(session: AsyncSession, statement: Update) -> bool:
     return result.rowcount > 0
 
 
+def _job_statements() -> tuple[Any, Any, Any, Any]:
+    """The submission's statements, built once as Core (no ORM execution, no statement
+    building or cache-key walk per call): the in-flight pre-check, the insert, the
+    attach and the charge. The writes return the row, so nobody reads it back."""
+    table = cast("Table", GenerationJob.__table__)
+    job = table.c
+    returned = [job[name] for name in JOB_COLUMNS]
+    has_inflight = (
+        select(job.id)
+        .where(job.owner_id == bindparam("owner_id"), job.status.in_(INFLIGHT_STATUSES))
+        .limit(1)
+    )
+    insert_job = insert(table).on_conflict_do_nothing().returning(job.id)
+    attach = (
+        update(table)
+        .where(job.id == bindparam("job_id"), job.status == JobStatus.STARTING)
+        .values(prediction_id=bindparam("new_prediction_id"), updated_at=bindparam("now"))
+        .returning(*returned)
+    )
+    ended = job.status.in_(ENDED_WITHOUT_OUTPUT)
+    # The debit recorded and, for a job that ended meanwhile, the refund requested: what
+    # setting ``charged`` then ``_request_refund_if_charged`` did in two statements (a
+    # job already charged matches only while its refund is still to be requested). A
+    # refund is pending only once charged, so PENDING returned here was set here.
+    charged = (
+        update(table)
+        .where(
+            job.id == bindparam("job_id"),
+            or_(
+                job.charge_state == ChargeState.NONE,
+                and_(
+                    job.charge_state == ChargeState.CHARGED,
+                    ended,
+                    job.refund_state == RefundState.NONE,
+                ),
+            ),
+        )
+        .values(
+            charge_state=ChargeState.CHARGED,
+            refund_state=case(
+                (and_(ended, job.refund_state == RefundState.NONE), RefundState.PENDING),
+                else_=job.refund_state,
+            ),
+            updated_at=bindparam("now"),
+        )
+        .returning(*returned)
+    )
+    return has_inflight, insert_job, attach, charged
+
+
+_HAS_INFLIGHT, _INSERT_JOB, _ATTACH_PREDICTION, _MARK_CHARGED = _job_statements()
+
+
+_JOBS = GenerationJob.__table__.c
+
+
+def _job_lookup(*conditions: Any) -> Any:
+    """One job's JOB_COLUMNS by ``conditions``: Core, built once (no ORM load per read)."""
+    return select(*(_JOBS[name] for name in JOB_COLUMNS)).where(*conditions)
+
+
+_JOB_BY_ID = _job_lookup(_JOBS.id == bindparam("job_id"))
+_JOB_BY_KEY = _job_lookup(
+    _JOBS.owner_id == bindparam("owner_id"), _JOBS.idempotency_key == bindparam("key")
+)
+_JOB_BY_PREDICTION = _job_lookup(_JOBS.prediction_id == bindparam("prediction_id"))
+
+
 class JobRepository:
     """Reads and conditional writes of ``generation_jobs``."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def _one(self, query: Select[GenerationJob]) -> Job | None:
-        row: GenerationJob | None = await self._session.scalar(query)
-        return None if row is None else to_job(row)
-
     async def get(self, job_id: uuid.UUID) -> Job | None:
-        return await self._one(select(GenerationJob).where(GenerationJob.id == job_id))
+        return await self._returned(_JOB_BY_ID, {"job_id": job_id})
 
     async def get_by_idempotency_key(self, owner_id: uuid.UUID, key: str) -> Job | None:
-        return await self._one(
-            select(GenerationJob).where(
-                GenerationJob.owner_id == owner_id, GenerationJob.idempotency_key == key
-            )
-        )
+        return await self._returned(_JOB_BY_KEY, {"owner_id": owner_id, "key": key})
 
     async def get_by_prediction_id(self, prediction_id: str) -> Job | None:
-        return await self._one(
-            select(GenerationJob).where(GenerationJob.prediction_id == prediction_id)
-        )
+        return await self._returned(_JOB_BY_PREDICTION, {"prediction_id": prediction_id})
 
     async def has_inflight(self, owner_id: uuid.UUID) -> bool:
-        found = await self._session.scalar(
-            select(GenerationJob.id)
-            .where(
-                GenerationJob.owner_id == owner_id,
-                GenerationJob.status.in_(INFLIGHT_STATUSES),
-            )
-            .limit(1)
-        )
+        connection = await self._session.connection()
+        found = await connection.scalar(_HAS_INFLIGHT, {"owner_id": owner_id})
         return found is not None
 
     async def insert(self, job: NewJob) -> InsertOutcome:
@@ -189,30 +253,29 @@ class JobRepository:
         unique index of one in-flight job per owner, and leaves the transaction usable;
         a refused row is then told apart by looking the key up.
         """
-        written = await self._session.execute(
-            insert(GenerationJob)
-            .values(
-                id=job.id,
-                owner_id=job.owner_id,
-                idempotency_key=job.idempotency_key,
-                request_fingerprint=job.request_fingerprint,
-                mode=job.mode,
-                room_type=job.room_type,
-                style=job.style,
-                prompt=job.prompt,
-                composed_prompt=job.composed_prompt,
-                input_keys=list(job.input_keys),
-                source_job_id=job.source_job_id,
-                source_variant_idx=job.source_variant_idx,
-                status=JobStatus.STARTING,
-                charge_state=ChargeState.NONE,
-                refund_state=RefundState.NONE,
-                created_at=job.created_at,
-                updated_at=job.created_at,
-                traceparent=job.traceparent,
-            )
-            .on_conflict_do_nothing()
-            .returning(GenerationJob.id)
+        connection = await self._session.connection()
+        written = await connection.execute(
+            _INSERT_JOB,
+            {
+                "id": job.id,
+                "owner_id": job.owner_id,
+                "idempotency_key": job.idempotency_key,
+                "request_fingerprint": job.request_fingerprint,
+                "mode": job.mode,
+                "room_type": job.room_type,
+                "style": job.style,
+                "prompt": job.prompt,
+                "composed_prompt": job.composed_prompt,
+                "input_keys": list(job.input_keys),
+                "source_job_id": job.source_job_id,
+                "source_variant_idx": job.source_variant_idx,
+                "status": JobStatus.STARTING,
+                "charge_state": ChargeState.NONE,
+                "refund_state": RefundState.NONE,
+                "created_at": job.created_at,
+                "updated_at": job.created_at,
+                "traceparent": job.traceparent,
+            },
         )
         if written.first() is not None:
             return Inserted()
@@ -222,14 +285,20 @@ class JobRepository:
                 return KeyTaken()
         return SlotTaken()
 
-    async def attach_prediction(self, job_id: uuid.UUID, prediction_id: str, now: datetime) -> bool:
-        """Record the provider's id, only while the job is still ``starting``."""
-        return await _changed(
-            self._session,
-            update(GenerationJob)
-            .where(GenerationJob.id == job_id, GenerationJob.status == JobStatus.STARTING)
-            .values(prediction_id=prediction_id, updated_at=now),
+    async def attach_prediction(
+        self, job_id: uuid.UUID, prediction_id: str, now: datetime
+    ) -> Job | None:
+        """Record the provider's id, only while the job is still ``starting``; the job
+        as written (one statement), or None when it had left ``starting``."""
+        return await self._returned(
+            _ATTACH_PREDICTION, {"job_id": job_id, "new_prediction_id": prediction_id, "now": now}
         )
+
+    async def _returned(self, statement: Any, params: dict[str, Any]) -> Job | None:
+        """Run a prebuilt Core statement that returns JOB_COLUMNS of at most one row."""
+        connection = await self._session.connection()
+        row = (await connection.execute(statement, params)).first()
+        return None if row is None else to_job(row)
 
     async def mark_processing(self, job_id: uuid.UUID, started_at: datetime, now: datetime) -> bool:
         return await _changed(
@@ -310,14 +379,16 @@ class JobRepository:
         refund_due = await self._request_refund_if_charged(job_id, now)
         return TerminalUpdate(changed=True, refund_due=refund_due)
 
-    async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
-        """Record the debit; answers True when the job already ended and needs a refund."""
-        await self._session.execute(
-            update(GenerationJob)
-            .where(GenerationJob.id == job_id, GenerationJob.charge_state == ChargeState.NONE)
-            .values(charge_state=ChargeState.CHARGED, updated_at=now)
+    async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> ChargeUpdate:
+        """Record the debit, and request the refund of a job that already ended: one
+        statement (``_MARK_CHARGED``)."""
+        job = await self._returned(_MARK_CHARGED, {"job_id": job_id, "now": now})
+        refund_due = (
+            job is not None
+            and job.status in ENDED_WITHOUT_OUTPUT
+            and job.refund_state == RefundState.PENDING
         )
-        return await self._request_refund_if_charged(job_id, now)
+        return ChargeUpdate(job=job, refund_due=refund_due)
 
     async def mark_charge_waived(self, job_id: uuid.UUID, now: datetime) -> None:
         await self._session.execute(

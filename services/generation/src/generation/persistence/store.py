@@ -70,3 +70,9 @@ def sql_transactions(sessions: async_sessionmaker[AsyncSession]) -> Transactions
 def sql_reads(readers: async_sessionmaker[AsyncSession]) -> Transactions:
     """Opens stores on autocommit sessions (``kit.db.create_read_sessionmaker``): reads only."""
     return store_opener(readers, SqlUnitOfWork, transaction=False)
+
+
+def sql_statements(readers: async_sessionmaker[AsyncSession]) -> Transactions:
+    """Opens stores on autocommit sessions for a write that is one statement, so its own
+    transaction (the job's insert, attach and charge): one round trip, no BEGIN/COMMIT."""
+    return store_opener(readers, SqlUnitOfWork, transaction=False)

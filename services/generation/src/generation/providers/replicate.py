@@ -41,6 +41,7 @@ from generation.domain.provider import (
     ProviderUnavailable,
     current_deadline,
 )
+from generation.providers.async_library import settle_absent_sniffio
 from generation.providers.output_addresses import Resolver, guarded_transport, resolve_host
 from generation.providers.output_hosts import OutputHosts
 from generation.providers.replicate_download import download_capped
@@ -57,6 +58,9 @@ from generation.providers.retries import (
 )
 from kit.logging import get_logger
 from kit.runtime_config import Replicate as ReplicateConfig
+
+# Before any client is used: httpcore's per-request `import sniffio` must not search.
+settle_absent_sniffio()
 
 _log = get_logger("generation.providers.replicate")
 _ACCEPTED = frozenset({200, 201, 202})

@@ -1,0 +1,95 @@
+"""Admission asks the in-flight slot and the quota at once, and answers in the documented
+order: 409 (a job in flight) before 402 (no quota) or an unreachable usage service."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from generation.domain.admission import admit_or_replay
+from generation.domain.context import GenerationContext
+from generation.domain.ports import QuotaSnapshot
+from generation.domain.submit_request import SubmitCommand
+from kit.errors import LimitExceeded, TooManyInflight, UpstreamError
+from services.generation.tests.rpc.fakes import FakeStores, fake_context
+
+PERIOD_END = datetime(2027, 1, 1, tzinfo=UTC)
+# Far longer than either step takes; a step that waits for the other one in turn
+# (asked one after the other) never sees it start.
+OVERLAP_TIMEOUT = 5.0
+
+
+class Slot(FakeStores):
+    """The in-flight lookup; with ``other`` it answers only once that step has started."""
+
+    def __init__(self, inflight: bool, other: asyncio.Event | None = None) -> None:
+        super().__init__()
+        self.inflight = inflight
+        self.other = other
+        self.started = asyncio.Event()
+
+    async def has_inflight(self, owner_id: uuid.UUID) -> bool:
+        self.started.set()
+        if self.other is not None:
+            await asyncio.wait_for(self.other.wait(), OVERLAP_TIMEOUT)
+        return self.inflight
+
+
+class Usage:
+    """The quota (None: the usage service cannot be reached); with ``other`` it answers
+    only once that step has started."""
+
+    def __init__(self, remaining: int | None, other: asyncio.Event | None = None) -> None:
+        self.remaining = remaining
+        self.other = other
+        self.started = asyncio.Event()
+
+    async def quota(self, owner_id: uuid.UUID) -> QuotaSnapshot:
+        self.started.set()
+        if self.other is not None:
+            await asyncio.wait_for(self.other.wait(), OVERLAP_TIMEOUT)
+        if self.remaining is None:
+            raise UpstreamError()
+        return QuotaSnapshot(remaining=self.remaining, period_end=PERIOD_END)
+
+
+def _context(stores: FakeStores, usage: Usage) -> GenerationContext:
+    return dataclasses.replace(fake_context(stores), usage=usage)  # type: ignore[arg-type]
+
+
+def _command() -> SubmitCommand:
+    return SubmitCommand(
+        owner_id=uuid.uuid4(),
+        idempotency_key=None,
+        mode="imagine",
+        prompt="a den",
+        room_type=None,
+        style=None,
+        inputs=(),
+        request_base_url=None,
+    )
+
+
+async def test_the_slot_and_the_quota_are_asked_at_once() -> None:
+    usage = Usage(remaining=3)
+    slot = Slot(inflight=False, other=usage.started)
+    usage.other = slot.started
+    # Each step waits for the other to have started: asked in turn, neither would.
+    assert await admit_or_replay(_context(slot, usage), _command(), "f" * 64) is None
+
+
+@pytest.mark.parametrize("remaining", [0, None])
+async def test_a_job_in_flight_is_409_whatever_the_quota_says(remaining: int | None) -> None:
+    with pytest.raises(TooManyInflight):
+        await admit_or_replay(_context(Slot(inflight=True), Usage(remaining)), _command(), "f")
+
+
+async def test_no_quota_left_is_402_and_an_unreachable_usage_is_upstream() -> None:
+    with pytest.raises(LimitExceeded):
+        await admit_or_replay(_context(Slot(inflight=False), Usage(0)), _command(), "f")
+    with pytest.raises(UpstreamError):
+        await admit_or_replay(_context(Slot(inflight=False), Usage(None)), _command(), "f")
