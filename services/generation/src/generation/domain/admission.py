@@ -36,13 +36,24 @@ async def find_replay(
     return SubmitResult(existing, replayed=True)
 
 
+async def key_is_used(ctx: GenerationContext, command: SubmitCommand) -> bool:
+    """Whether an earlier request of the owner under the command's key created a job."""
+    if not command.idempotency_key:
+        return False
+    async with ctx.reads() as stores:
+        existing = await stores.jobs.get_by_idempotency_key(
+            command.owner_id, command.idempotency_key
+        )
+    return existing is not None
+
+
 async def admit_or_replay(
     ctx: GenerationContext, command: SubmitCommand, request_fingerprint: str
 ) -> SubmitResult | None:
     """None when the owner may submit; a TOO_MANY_INFLIGHT may be a parallel request's
     under the same key, whose job is then the answer."""
     try:
-        await _admit(ctx, command.owner_id)
+        await admit(ctx, command.owner_id)
     except TooManyInflight:
         replay = await find_replay(ctx, command, request_fingerprint)
         if replay is None:
@@ -51,7 +62,8 @@ async def admit_or_replay(
     return None
 
 
-async def _admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
+async def admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
+    """Refuse an owner who has a job in flight (409) or no generations left (402)."""
     async with ctx.reads() as stores:
         if await stores.jobs.has_inflight(owner_id):
             raise TooManyInflight()
