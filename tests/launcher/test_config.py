@@ -37,8 +37,6 @@ def test_embedded_defaults() -> None:
     assert env["WEBHOOK_BASE_URL"] == "http://127.0.0.1:8080"
     assert env["AUTH_JWT_SECRET"] == DEV_JWT_SECRET
     assert env["MALLOC_ARENA_MAX"] == "2"  # bounded RSS under upload bursts
-    # Freed upload pieces go back to the OS (no dynamic mmap threshold).
-    assert env["MALLOC_MMAP_THRESHOLD_"] == env["MALLOC_TRIM_THRESHOLD_"] == "131072"
     assert env["GENERATION_GRPC_TARGET"] == "127.0.0.1:50051"
     assert env["USAGE_GRPC_TARGET"] == "127.0.0.1:50052"
     assert Path(env["RUNTIME_CONFIG_FILE"]).name == "runtime.toml"

@@ -36,8 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 DATABASES = ("generation", "usage")
 DEV_CORS_ORIGINS = "http://localhost:3000,http://127.0.0.1:3000,http://localhost:5173"
-# glibc: allocations from 128 KiB are mmapped, and freed heap tops past it are trimmed.
-MALLOC_THRESHOLD = str(128 * 1024)
 
 
 class ConfigError(Exception):
@@ -225,11 +223,6 @@ class LauncherConfig:
             # Worker threads (storage calls, image work) would each get a glibc arena
             # that keeps freed memory; two arenas bound RSS under upload bursts.
             "MALLOC_ARENA_MAX": self.environ.get("MALLOC_ARENA_MAX", "2"),
-            # Upload pieces (256 KiB) are mmapped and unmapped when freed: glibc's dynamic
-            # threshold would otherwise move them onto the heap after the first free, where
-            # a burst's buffers stay resident (upload_peak_rss_mb 330 -> 317 MiB).
-            "MALLOC_MMAP_THRESHOLD_": self.environ.get("MALLOC_MMAP_THRESHOLD_", MALLOC_THRESHOLD),
-            "MALLOC_TRIM_THRESHOLD_": self.environ.get("MALLOC_TRIM_THRESHOLD_", MALLOC_THRESHOLD),
         }
         if self.replicate_token is not None:
             env["REPLICATE_API_TOKEN"] = self.replicate_token
