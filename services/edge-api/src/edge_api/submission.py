@@ -89,7 +89,7 @@ async def send_submission(
         await call.write(pb.SubmitGenerationPart(request=request))
         for index, (_, upload) in enumerate(files):
             for piece in upload.chunks():
-                if stop.done() and stop.result():
+                if _asked_to_stop(stop):
                     break
                 chunk = pb.InputChunk(input_index=index, data=piece)
                 await call.write(pb.SubmitGenerationPart(chunk=chunk))
@@ -105,6 +105,13 @@ async def send_submission(
     finally:
         stop.cancel()
     return await call
+
+
+def _asked_to_stop(stop: asyncio.Future[bool]) -> bool:
+    """Whether the watch on the initial metadata ended with a request to stop."""
+    if not stop.done() or stop.cancelled() or stop.exception() is not None:
+        return False  # a failed call shows in the next write or in its status
+    return stop.result()
 
 
 async def _stop_requested(call: SubmitCall) -> bool:
