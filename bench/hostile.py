@@ -8,7 +8,7 @@ than the period is followed at once by the next. Before the fix one such wave co
 minutes of CPU; the figure shows what it costs the other users now.
 ``hostile_upload_get_p99_ratio`` is the GET's p99 under the uploads over its p99
 alone; ``hostile_upload_peak_rss_mb`` the peak of generation's summed RSS (the service,
-its forkserver and its decode workers) during the uploads, sampled every 50 ms.
+its resource tracker and its decode workers) during the uploads, sampled every 50 ms.
 """
 
 from __future__ import annotations

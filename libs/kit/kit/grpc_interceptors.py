@@ -20,6 +20,10 @@ from kit.service_identity import TokenVerifier, Unauthenticated
 log = get_logger("kit.grpc")
 
 REQUEST_ID_KEY = "x-request-id"
+# Initial metadata of a client-streaming call whose answer is decided: the sender may
+# stop writing and half-close; the status follows (SubmitGeneration's contract).
+STOP_SENDING_KEY = "x-stop-sending"
+STOP_SENDING = ((STOP_SENDING_KEY, "1"),)
 # Failures to reach a dependency over the network. A service with a database adds
 # its driver's (kit.db.UNAVAILABLE_ERRORS), so kit itself never imports SQLAlchemy.
 NETWORK_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)

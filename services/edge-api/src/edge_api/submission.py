@@ -17,6 +17,7 @@ from edge_api.schemas import SubmissionFields
 from edge_api.uploads import MultipartForm, UploadedFile
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import ValidationError
+from kit.grpc_interceptors import STOP_SENDING_KEY
 from kit.runtime_config import RuntimeConfig
 
 SubmitCall = grpc.aio.StreamUnaryCall[pb.SubmitGenerationPart, pb.SubmitGenerationResponse]
@@ -76,11 +77,20 @@ class Submission:
 async def send_submission(
     call: SubmitCall, request: pb.SubmitGenerationRequest, files: list[tuple[str, UploadedFile]]
 ) -> pb.SubmitGenerationResponse:
-    """Write the whole stream and answer the reply; a failed call raises its AioRpcError."""
+    """Write the whole stream and answer the reply; a failed call raises its AioRpcError.
+
+    When the service says its answer is decided (``x-stop-sending`` in its initial
+    metadata: a refusal before the last byte), the rest of the files is not sent: the
+    stream is half-closed at once and the answer awaited. The service answers only
+    after the half-close, so no write races its status (grpc/grpc#36066).
+    """
+    stop = asyncio.ensure_future(_stop_requested(call))
     try:
         await call.write(pb.SubmitGenerationPart(request=request))
         for index, (_, upload) in enumerate(files):
             for piece in upload.chunks():
+                if _asked_to_stop(stop):
+                    break
                 chunk = pb.InputChunk(input_index=index, data=piece)
                 await call.write(pb.SubmitGenerationPart(chunk=chunk))
         await call.done_writing()
@@ -92,4 +102,23 @@ async def send_submission(
         # Cancelled (the client went away) or the spool failed: end the call too.
         call.cancel()
         raise
+    finally:
+        stop.cancel()
     return await call
+
+
+def _asked_to_stop(stop: asyncio.Future[bool]) -> bool:
+    """Whether the watch on the initial metadata ended with a request to stop."""
+    if not stop.done() or stop.cancelled() or stop.exception() is not None:
+        return False  # a failed call shows in the next write or in its status
+    return stop.result()
+
+
+async def _stop_requested(call: SubmitCall) -> bool:
+    """Whether the service's initial metadata asks for no more bytes (it comes with the
+    answer otherwise; a call that failed first asks nothing)."""
+    try:
+        metadata = await call.initial_metadata()
+    except grpc.aio.AioRpcError:
+        return False
+    return metadata is not None and metadata.get(STOP_SENDING_KEY) is not None

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from generation.domain import decoder as decoder_module
-from generation.domain import image_clean
+from generation.domain import image_clean, image_worker
 from generation.domain.decoder import ImageDecoder
 from generation.domain.image_clean import ImageLimits
 from generation.domain.image_worker import clean_in_worker
@@ -21,6 +21,14 @@ from testkit.recording import record_results
 from tests.badinput import hostile
 
 SMALL_JPEG = hostile.jpeg()
+
+
+@pytest.fixture(autouse=True)
+def _no_cpu_limit_on_pytest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``clean_in_worker`` called here runs in pytest's own process: its CPU budget
+    (RLIMIT_CPU, meant for a worker) would end the whole test run with SIGXCPU a few
+    CPU seconds later."""
+    monkeypatch.setattr(image_worker, "limit_cpu", lambda seconds: None)
 
 
 @pytest.fixture

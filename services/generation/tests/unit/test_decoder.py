@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -75,6 +76,15 @@ async def test_a_worker_imports_pillow_but_not_the_services_stack(decoder: Image
     roots = {name.partition(".")[0] for name in modules}
     assert "PIL" in roots
     assert roots.isdisjoint({"grpc", "pydantic", "pydantic_core", "sqlalchemy", "kit", "google"})
+
+
+async def test_a_worker_is_spawned_by_the_service_with_no_forkserver_resident(
+    decoder: ImageDecoder,
+) -> None:
+    # A forkserver would be one more interpreter with Pillow imported, resident for the
+    # life of the pool (24 MiB of RSS) and the workers' parent instead of the service.
+    [pid] = decoder.worker_pids()
+    assert psutil.Process(pid).ppid() == os.getpid()
 
 
 async def test_over_the_memory_budget_is_a_400_and_the_worker_lives_on(

@@ -18,9 +18,10 @@ from generation.domain.image_structure import (
     MAX_PNG_CHUNKS,
     MAX_WEBP_CHUNKS,
     density_problem,
+    prefix_problem,
     structure_problem,
 )
-from generation.domain.images import inspect_and_clean
+from generation.domain.images import check_before_decoding, inspect_and_clean
 from kit.errors import UnsupportedMediaType
 from kit.runtime_config import Uploads
 from tests.badinput import hostile
@@ -147,3 +148,49 @@ def test_density_threshold_is_the_configured_ratio() -> None:
     # Photo-like and flat lossy images are far from it (calibration in runtime.toml).
     flat = hostile.encode(Image.new("RGB", (4000, 3000), (200, 200, 200)), "WEBP", quality=92)
     assert density_problem(len(flat), 4000, 3000, 2_000) is None
+
+
+PREFIX = 64 * 1024
+
+
+def prefix_of(data: bytes) -> str | None:
+    return prefix_problem(io.BytesIO(data[:PREFIX]), UPLOADS.max_pixels)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        hostile.jpeg_with_fill(9_000_000),
+        hostile.jpeg_with_fill(4_000_000, b"\xff\xc0"),
+        hostile.jpeg_with_segments(200_000, 0xE1),
+        hostile.jpeg_with_two_frames(4000, 3000),
+        hostile.png_with_chunks(100_000),
+        hostile.png_second_ihdr(5000, 5000),
+    ],
+    ids=[
+        "jpeg_fill",
+        "jpeg_fill_before_sof",
+        "jpeg_app1_flood",
+        "jpeg_two_frames",
+        "png_chunks",
+        "png_second_ihdr",
+    ],
+)
+def test_a_prefix_proves_what_the_whole_file_check_refuses(data: bytes) -> None:
+    assert prefix_of(data) is not None
+    with pytest.raises(UnsupportedMediaType):
+        check_before_decoding(io.BytesIO(data), UPLOADS, "input1")
+
+
+@pytest.mark.parametrize("cut", [3, 100, 2000, PREFIX])
+def test_a_prefix_of_a_real_photo_or_png_proves_nothing(cut: int) -> None:
+    photo = hostile.encode(hostile.noise(1200, 900), "JPEG", quality=95)
+    png = hostile.encode(hostile.noise(600, 400), "PNG")
+    assert prefix_problem(io.BytesIO(photo[:cut]), UPLOADS.max_pixels) is None
+    assert prefix_problem(io.BytesIO(png[:cut]), UPLOADS.max_pixels) is None
+
+
+def test_a_png_over_the_pixel_cap_is_left_to_the_whole_check() -> None:
+    # Its whole-file answer is the 400 for too many pixels, which comes before a 415.
+    data = hostile.png_with_chunks(100_000)
+    assert prefix_problem(io.BytesIO(data[:PREFIX]), max_pixels=10) is None

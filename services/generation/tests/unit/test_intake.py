@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import IO
 
 import pytest
 
 from generation.api import intake
-from generation.api.intake import received_submission
+from generation.api.intake import EarlyRefusal, received_submission
 from generation.domain.submit_request import SubmitCommand, fingerprint
 from interior.generation.v1 import generation_pb2 as pb
-from kit.errors import PayloadTooLarge, ValidationError
+from kit.errors import (
+    DomainError,
+    PayloadTooLarge,
+    TooManyInflight,
+    UnsupportedMediaType,
+    ValidationError,
+)
 from kit.runtime_config import Uploads
 from testkit.recording import record_results
+from tests.badinput import hostile
 
 UPLOADS = Uploads()
 OWNER = str(uuid.uuid4())
@@ -212,3 +219,88 @@ async def test_a_refused_sender_is_not_waited_for_past_the_drain_budget(
             pass
     assert stream.read < len(parts) // 2
     assert spools == []
+
+
+class Early:
+    """The servicer's side of an early refusal, recorded: what was asked, and when."""
+
+    def __init__(self, stream: Stream, answer: DomainError | None = None) -> None:
+        self.stream = stream
+        self.answer_with = answer
+        self.asked: list[tuple[SubmitCommand, int, DomainError]] = []
+        # How many parts the sender had written when it was told to stop.
+        self.stopped_at: list[int] = []
+
+    async def answer(
+        self,
+        command: SubmitCommand,
+        inputs: int,
+        refusal: DomainError,
+        decided: Callable[[], Awaitable[None]],
+    ) -> DomainError | None:
+        self.asked.append((command, inputs, refusal))
+        if self.answer_with is None:
+            return None
+        await decided()
+        return self.answer_with
+
+    async def stop_sending(self) -> None:
+        self.stopped_at.append(self.stream.read)
+
+    def refusal(self) -> EarlyRefusal:
+        return EarlyRefusal(self.answer, self.stop_sending)
+
+
+def fill_jpeg_stream(size: int = 1024 * 1024) -> list[pb.SubmitGenerationPart]:
+    data = hostile.jpeg_with_fill(size)
+    return [request(("input1", len(data))), *chunks(0, data, 64 * 1024)]
+
+
+async def test_an_input_its_first_bytes_refuse_is_answered_before_the_rest_is_stored(
+    spools: list[IO[bytes]],
+) -> None:
+    parts = fill_jpeg_stream()
+    stream = Stream(parts)
+    early = Early(stream, answer=TooManyInflight())  # the answer's order is the domain's
+    with pytest.raises(TooManyInflight):
+        async with received_submission(stream.__aiter__(), UPLOADS, early.refusal()):
+            pass
+    ((command, inputs, refusal),) = early.asked
+    assert (command.owner_id, command.inputs, inputs) == (uuid.UUID(OWNER), (), 1)
+    assert isinstance(refusal, UnsupportedMediaType)
+    # Told to stop once, after the request and the first 64 KiB; the rest is drained
+    # (not stored), so the status still follows the sender's end of stream.
+    assert early.stopped_at == [2]
+    assert stream.read == len(parts)
+    assert spools[0].closed
+
+
+async def test_an_early_refusal_that_needs_the_whole_request_receives_it(
+    spools: list[IO[bytes]],
+) -> None:
+    parts = fill_jpeg_stream()
+    stream = Stream(parts)
+    early = Early(stream, answer=None)  # e.g. its idempotency key names a job
+    async with received_submission(stream.__aiter__(), UPLOADS, early.refusal()) as command:
+        assert command.inputs[0].size == sum(len(part.chunk.data) for part in parts[1:])
+    assert len(early.asked) == 1
+    assert early.stopped_at == []
+
+
+async def test_a_photo_is_not_refused_early() -> None:
+    data = hostile.jpeg(1200, 900)
+    stream = Stream([request(("input1", len(data))), *chunks(0, data, 64 * 1024)])
+    early = Early(stream, answer=TooManyInflight())
+    async with received_submission(stream.__aiter__(), UPLOADS, early.refusal()) as command:
+        assert command.inputs[0].sha256 == hashlib.sha256(data).digest()
+    assert (early.asked, early.stopped_at) == ([], [])
+
+
+async def test_any_refusal_tells_the_sender_to_stop_once(spools: list[IO[bytes]]) -> None:
+    size = UPLOADS.max_bytes + 1
+    stream = Stream([request(("input1", size)), *chunks(0, b"z" * size, 256 * 1024)])
+    early = Early(stream)
+    with pytest.raises(PayloadTooLarge):
+        async with received_submission(stream.__aiter__(), UPLOADS, early.refusal()):
+            pass
+    assert early.stopped_at == [1]

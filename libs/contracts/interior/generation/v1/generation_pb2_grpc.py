@@ -92,7 +92,11 @@ class GenerationServiceServicer:
         part is the request (with the declared size of every input), then the
         inputs' bytes follow in chunks, input after input, in declared order (see
         SubmitGenerationPart for the rules). The service spools the chunks and
-        answers once, after the last part.
+        answers once, after the last part. When its answer is decided before then
+        (any refusal, e.g. an input whose first bytes prove it is not an accepted
+        image, answered after the field, in-flight and quota checks), it sends initial
+        metadata `x-stop-sending: 1`: the sender may stop writing and half-close, and
+        the status follows. The service never answers before the sender's half-close.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

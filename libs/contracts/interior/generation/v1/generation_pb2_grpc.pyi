@@ -47,7 +47,11 @@ class GenerationServiceStub:
     part is the request (with the declared size of every input), then the
     inputs' bytes follow in chunks, input after input, in declared order (see
     SubmitGenerationPart for the rules). The service spools the chunks and
-    answers once, after the last part.
+    answers once, after the last part. When its answer is decided before then
+    (any refusal, e.g. an input whose first bytes prove it is not an accepted
+    image, answered after the field, in-flight and quota checks), it sends initial
+    metadata `x-stop-sending: 1`: the sender may stop writing and half-close, and
+    the status follows. The service never answers before the sender's half-close.
     """
     GetGeneration: _grpc.UnaryUnaryMultiCallable[_generation_pb2.GetGenerationRequest, _generation_pb2.GetGenerationResponse]
     """Returns one job of the owner. A non-terminal job whose state is older than
@@ -106,7 +110,11 @@ class GenerationServiceAsyncStub(GenerationServiceStub):
     part is the request (with the declared size of every input), then the
     inputs' bytes follow in chunks, input after input, in declared order (see
     SubmitGenerationPart for the rules). The service spools the chunks and
-    answers once, after the last part.
+    answers once, after the last part. When its answer is decided before then
+    (any refusal, e.g. an input whose first bytes prove it is not an accepted
+    image, answered after the field, in-flight and quota checks), it sends initial
+    metadata `x-stop-sending: 1`: the sender may stop writing and half-close, and
+    the status follows. The service never answers before the sender's half-close.
     """
     GetGeneration: _aio.UnaryUnaryMultiCallable[_generation_pb2.GetGenerationRequest, _generation_pb2.GetGenerationResponse]  # type: ignore[assignment]
     """Returns one job of the owner. A non-terminal job whose state is older than
@@ -168,7 +176,11 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         part is the request (with the declared size of every input), then the
         inputs' bytes follow in chunks, input after input, in declared order (see
         SubmitGenerationPart for the rules). The service spools the chunks and
-        answers once, after the last part.
+        answers once, after the last part. When its answer is decided before then
+        (any refusal, e.g. an input whose first bytes prove it is not an accepted
+        image, answered after the field, in-flight and quota checks), it sends initial
+        metadata `x-stop-sending: 1`: the sender may stop writing and half-close, and
+        the status follows. The service never answers before the sender's half-close.
         """
 
     @_abc_1.abstractmethod

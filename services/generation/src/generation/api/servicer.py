@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import grpc
 
 from generation.api import mappers
-from generation.api.intake import received_submission
+from generation.api.intake import EarlyRefusal, received_submission
 from generation.domain import audit, commands, history, queries
 from generation.domain.changes import FeedLost, JobChangeRef, JobFeed, SubscriberTooSlow
 from generation.domain.context import GenerationContext
@@ -17,11 +18,12 @@ from generation.domain.events import apply_prediction
 from generation.domain.jobs import JobView
 from generation.domain.presentation import signed_inputs
 from generation.domain.provider import Deadline, InvalidProviderPayload, provider_deadline
-from generation.domain.submission import submit_generation
+from generation.domain.submission import early_answer, submit_generation
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit import tracing
 from kit.errors import NotFound, ValidationError
+from kit.grpc_interceptors import STOP_SENDING
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -66,7 +68,12 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     async def SubmitGeneration(
         self, request_iterator: AsyncIterator[pb.SubmitGenerationPart], context: Context
     ) -> pb.SubmitGenerationResponse:
-        async with received_submission(request_iterator, self._ctx.config.uploads) as command:
+        early = EarlyRefusal(
+            answer=functools.partial(early_answer, self._ctx),
+            stop_sending=functools.partial(context.send_initial_metadata, STOP_SENDING),
+        )
+        uploads = self._ctx.config.uploads
+        async with received_submission(request_iterator, uploads, early) as command:
             with provider_deadline(_provider_deadline_of(context)):
                 result = await submit_generation(self._ctx, command)
         job = self._shown(result.job.view())

@@ -37,13 +37,24 @@ async def find_replay(
     return SubmitResult(existing, replayed=True)
 
 
+async def key_is_used(ctx: GenerationContext, command: SubmitCommand) -> bool:
+    """Whether an earlier request of the owner under the command's key created a job."""
+    if not command.idempotency_key:
+        return False
+    async with ctx.reads() as stores:
+        existing = await stores.jobs.get_by_idempotency_key(
+            command.owner_id, command.idempotency_key
+        )
+    return existing is not None
+
+
 async def admit_or_replay(
     ctx: GenerationContext, command: SubmitCommand, request_fingerprint: str
 ) -> SubmitResult | None:
     """None when the owner may submit; a TOO_MANY_INFLIGHT may be a parallel request's
     under the same key, whose job is then the answer."""
     try:
-        await _admit(ctx, command.owner_id)
+        await admit(ctx, command.owner_id)
     except TooManyInflight:
         replay = await find_replay(ctx, command, request_fingerprint)
         if replay is None:
@@ -52,8 +63,10 @@ async def admit_or_replay(
     return None
 
 
-async def _admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
-    """The in-flight slot and the quota, asked at once (the submission waits for the
+async def admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
+    """Refuse an owner who has a job in flight (409) or no generations left (402).
+
+    The in-flight slot and the quota are asked at once (the submission waits for the
     slower of the two, not for both in turn); the answers are read in the documented
     order, so an owner with a job in flight is told 409 whatever the usage service says."""
     inflight, quota = await asyncio.gather(

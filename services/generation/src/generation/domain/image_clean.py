@@ -144,7 +144,7 @@ def inspect_and_clean(
     if checked is None:
         checked = check_before_decoding(source, uploads, field)
     mime_type, width, height = checked
-    limit = _pixel_limit(uploads)
+    limit = pixel_limit(uploads)
     lossless = _clean_losslessly(source, mime_type, limit, uploads, field, output)
     if lossless is not None:
         return _result(lossless, mime_type, width, height)
@@ -172,7 +172,7 @@ def check_before_decoding(source: IO[bytes], uploads: Limits, field: str) -> tup
     if header is None or header[0] not in uploads.accepted_mime_types:
         raise unsupported(uploads, field)
     mime_type, width, height = header
-    limit = _pixel_limit(uploads)
+    limit = pixel_limit(uploads)
     if width * height > limit:
         raise ImageRefused(
             400, f"{field} has too many pixels (at most {limit / 1_000_000:g} megapixels)"
@@ -352,7 +352,8 @@ def _encode(image: Image.Image, mime_type: str, output: Callable[[], IO[bytes]])
     return out
 
 
-def _pixel_limit(uploads: Limits) -> int:
+def pixel_limit(uploads: Limits) -> int:
+    """The most pixels an upload may have: the config's, or Pillow's own limit if lower."""
     if Image.MAX_IMAGE_PIXELS is None:
         return uploads.max_pixels
     return min(uploads.max_pixels, int(Image.MAX_IMAGE_PIXELS))

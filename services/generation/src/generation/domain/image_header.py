@@ -15,6 +15,7 @@ size depends on who reads it is a lie).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import IO
 
 from generation.domain.byte_source import ByteSource
@@ -62,37 +63,65 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 
 def _jpeg_size(source: ByteSource) -> tuple[int, int] | None:
     """The one frame declared before the image data starts (SOS); None if refused."""
+    walk = _walk_jpeg_header(source)
+    return None if walk.problem else walk.frame
+
+
+def jpeg_header_problem(source: ByteSource) -> str | None:
+    """Why the header walk refuses these bytes, or None: fine so far, or too few bytes to
+    tell. The walk reads forward only, so bytes it refuses refuse any longer file too."""
+    walk = _walk_jpeg_header(source)
+    if walk.problem is None and walk.ended and walk.frame is None:
+        return "no frame before the image data"
+    return walk.problem
+
+
+@dataclass
+class _JpegWalk:
     frame: tuple[int, int] | None = None
+    # Why the walk stopped refusing the file; None when it did not.
+    problem: str | None = None
+    # Whether the walk reached the image data or the end of image (not the bytes' end).
+    ended: bool = False
+
+
+def _walk_jpeg_header(source: ByteSource) -> _JpegWalk:
+    walk = _JpegWalk()
     segments = tables = 0
     if not source.skip(2):
-        return None
+        return walk
     while source.available(4):
         head = source.peek(4)
         if head[0] != 0xFF:
-            return None
+            walk.problem = "no marker where one must be"
+            return walk
         marker = head[1]
         if marker == 0xFF:  # fill bytes
             if source.skip_fill(MAX_JPEG_FILL) > MAX_JPEG_FILL:
-                return None
+                walk.problem = "a run of fill bytes"
+                return walk
             continue
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             source.skip(2)
             continue
         if marker in {0xD9, 0xDA}:  # end of image, start of scan: headers are over
-            break
+            walk.ended = True
+            return walk
         length = int.from_bytes(head[2:4], "big")
         segments += 1
         tables += marker in _JPEG_TABLES
         if length < 2 or segments > MAX_JPEG_SEGMENTS or tables > MAX_JPEG_TABLES:
-            return None
+            walk.problem = "a bad length, or too many segments or tables"
+            return walk
         if marker in _JPEG_SOF and source.available(9):
-            if frame is not None:
-                return None
+            if walk.frame is not None:
+                walk.problem = "a second frame header"
+                return walk
             head = source.peek(9)
-            frame = (int.from_bytes(head[7:9], "big"), int.from_bytes(head[5:7], "big"))
+            walk.frame = (int.from_bytes(head[7:9], "big"), int.from_bytes(head[5:7], "big"))
         if not source.skip(2 + length):
             break
-    return frame
+    return walk
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

@@ -16,13 +16,16 @@ thousand chunk headers, so it costs milliseconds on a 10 MB file:
   runs, segments, tables, one frame) are in ``image_header``.
 
 Every function answers a short reason (for logs and tests) or None when fine.
+``prefix_problem`` answers from an upload's first bytes, while the rest is still
+on its way: only what those bytes already prove (see there).
 """
 
 from __future__ import annotations
 
 from typing import IO
 
-from generation.domain.image_header import vp8_size
+from generation.domain.byte_source import ByteSource
+from generation.domain.image_header import jpeg_header_problem, read_header, vp8_size
 
 # libpng writes 8 KiB IDAT chunks (a 10 MB PNG has ~1,300); some encoders use 4 KiB.
 MAX_PNG_CHUNKS = 4096
@@ -31,6 +34,7 @@ MAX_WEBP_CHUNKS = 64
 # libjpeg writes 10 scans for a progressive photo, mozjpeg up to ~15; thumbnails add a few.
 MAX_JPEG_SCANS = 64
 _PIECE = 1024 * 1024
+_PNG_START = b"\x89PNG\r\n\x1a\n"
 _ANIMATION_FLAG = 0x02
 
 
@@ -38,6 +42,28 @@ def density_problem(size: int, width: int, height: int, max_pixels_per_byte: int
     """Too many pixels for so few bytes: it decodes to far more memory than it weighs."""
     if width * height > size * max_pixels_per_byte:
         return "implausibly small for its pixel count"
+    return None
+
+
+def prefix_problem(prefix: IO[bytes], max_pixels: int) -> str | None:
+    """A reason to refuse (415) that the first bytes of an upload already prove, or None.
+
+    Only refusals no later byte can change: the JPEG header walk and the PNG chunk walk
+    read forward, so what they refuse in a prefix they refuse in the whole file. A PNG
+    over ``max_pixels`` is left to the whole file's check (it is a 400, which comes
+    first); WebP files are judged whole (their checks need the file's size).
+    """
+    prefix.seek(0)
+    start = prefix.read(len(_PNG_START))
+    prefix.seek(0)
+    if start.startswith(b"\xff\xd8\xff"):
+        return jpeg_header_problem(ByteSource(prefix))
+    if start == _PNG_START:
+        header = read_header(prefix)
+        if header is not None and header[1] * header[2] > max_pixels:
+            return None
+        problem = "no readable IHDR" if header is None else _png_problem(prefix)
+        return None if problem == "truncated" else problem
     return None
 
 

@@ -1,6 +1,6 @@
 """What runs inside a decode worker process: its budgets and one check-and-clean.
 
-The workers (and the forkserver they fork from) import this module and what it
+The workers (spawned: fresh interpreters) import this module and what it
 imports: Pillow and the image checks, nothing else. Every page a worker imports is
 memory it holds for the life of the pool; grpc, pydantic and SQLAlchemy (via kit)
 cost ~35 MiB per process that no decode uses. ``decoder`` keeps the service's side;

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import IO
 
 from generation.domain import image_clean
-from generation.domain.image_clean import CleanImage, ImageRefused, Limits
+from generation.domain.image_clean import CleanImage, ImageRefused, Limits, pixel_limit
+from generation.domain.image_structure import prefix_problem
 from kit.errors import DomainError, PayloadTooLarge, UnsupportedMediaType, ValidationError
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "domain_error",
     "inspect_and_clean",
     "over_budget",
+    "prefix_refusal",
     "too_large",
     "unsupported",
 ]
@@ -49,6 +51,17 @@ def check_before_decoding(source: IO[bytes], uploads: Limits, field: str) -> tup
         return image_clean.check_before_decoding(source, uploads, field)
     except ImageRefused as refused:
         raise domain_error(refused) from None
+
+
+def prefix_refusal(prefix: IO[bytes], uploads: Limits, field: str) -> DomainError | None:
+    """The 415 the whole upload will get, when its first bytes already prove it; else None.
+
+    What ``check_before_decoding`` would answer for the whole file, decided early so
+    the rest of a refused upload need not be received (see ``prefix_problem``).
+    """
+    if prefix_problem(prefix, pixel_limit(uploads)) is None:
+        return None
+    return unsupported(uploads, field)
 
 
 def too_large(uploads: Limits, field: str) -> DomainError:

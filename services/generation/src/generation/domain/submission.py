@@ -20,13 +20,19 @@ autocommit, and the last one returns the row the answer shows: nothing is read b
 
 The cleaned copies of the inputs are closed here when the submission ends,
 whatever happens.
+
+An upload whose first bytes already prove it will be refused (``images.prefix_refusal``)
+is answered by ``early_answer`` before the rest arrives, with what steps 1 to 3 would
+answer for it: the same order, without receiving (or hashing) megabytes first.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from generation import metrics
 from generation.domain import jobs
-from generation.domain.admission import admit_or_replay, find_replay
+from generation.domain.admission import admit, admit_or_replay, find_replay, key_is_used
 from generation.domain.context import GenerationContext
 from generation.domain.images import CleanImage
 from generation.domain.input_storage import clean_images, close_all, store_inputs
@@ -35,7 +41,7 @@ from generation.domain.modes import GenerationInput, validate_generation_input
 from generation.domain.prediction_start import StartedJob, start_prediction
 from generation.domain.prompts import compose_prompt
 from generation.domain.submit_request import SubmitCommand, SubmitResult, fingerprint
-from kit.errors import ValidationError
+from kit.errors import DomainError, TooManyInflight, ValidationError
 from kit.logging import get_logger
 
 log = get_logger("generation.submission")
@@ -63,6 +69,42 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
         return await _submit_new(ctx, command, validated, images, request_fingerprint)
     finally:
         close_all(images)
+
+
+async def early_answer(
+    ctx: GenerationContext,
+    command: SubmitCommand,
+    inputs: int,
+    refusal: DomainError,
+    decided: Callable[[], Awaitable[None]],
+) -> DomainError | None:
+    """The answer to a submission of ``inputs`` uploads, one of which is already refused
+    with ``refusal`` (its bytes are still arriving): the field, in-flight or quota error
+    first, as ``submit_generation`` would answer, else ``refusal``.
+
+    None when the answer needs the whole request: its idempotency key names a job (a
+    replay or a reused key is decided on the fingerprint of every byte). ``decided`` is
+    awaited as soon as it is certain the answer is a refusal, before the checks run.
+    """
+    if await key_is_used(ctx, command):
+        return None
+    await decided()
+    try:
+        validate_generation_input(
+            command.mode,
+            command.prompt,
+            command.room_type,
+            command.style,
+            inputs + (1 if command.source is not None else 0),
+            ctx.config,
+        )
+        await admit(ctx, command.owner_id)
+    except TooManyInflight as error:
+        # A parallel request under the same key may hold the slot (``admit_or_replay``).
+        return None if await key_is_used(ctx, command) else error
+    except DomainError as error:
+        return error
+    return refusal
 
 
 async def _submit_new(
