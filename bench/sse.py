@@ -17,6 +17,7 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,17 +139,29 @@ async def _one_event(
         first = await anext(messages)
         if first["status"] in TERMINAL:
             raise RuntimeError(f"job {job_id} settled before the webhook: {first['status']}")
+        # The terminal message is timed when it arrives, which may be before the webhook's
+        # own answer (generation commits, and the feed carries the change, before it
+        # answers the gateway): read the stream while the webhook is posted.
+        arrival = asyncio.create_task(_terminal_arrival(messages))
         began = time.perf_counter()
-        delivered = await client.post(system.webhook_url, content=body, headers=headers)
-        if delivered.status_code != 200:
-            raise RuntimeError(f"webhook refused: {delivered.status_code} {delivered.text}")
-        async for message in messages:
-            if message["status"] in TERMINAL:
-                break
-        total = (time.perf_counter() - began) * 1000.0
+        try:
+            delivered = await client.post(system.webhook_url, content=body, headers=headers)
+            if delivered.status_code != 200:
+                raise RuntimeError(f"webhook refused: {delivered.status_code} {delivered.text}")
+            total = (await arrival - began) * 1000.0
+        finally:
+            arrival.cancel()
     if index % 2 == 1:
         baseline, _ = await baselines.download_and_put(prediction["output"])
     return total, baseline
+
+
+async def _terminal_arrival(messages: AsyncIterator[Any]) -> float:
+    """When (``perf_counter``) the stream's terminal message arrived."""
+    async for message in messages:
+        if message["status"] in TERMINAL:
+            return time.perf_counter()
+    raise RuntimeError("the stream ended before its terminal message")
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:

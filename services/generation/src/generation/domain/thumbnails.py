@@ -5,7 +5,10 @@ scale (``draft``: the decoder skips the detail a 512 px image cannot show), so a
 thumbnail of a 1 MP render costs a few milliseconds. It is made while the render is
 settled (a webhook waits on it), so it is encoded without ``optimize``: an extra pass
 over the Huffman tables that cost about as much as the reduced decode for ~5% fewer
-bytes. CPU-bound: run it in a thread.
+bytes; and the last step from the reduced decode (a 1184x864 render decodes at
+592x432) to 512 px is bicubic, not Lanczos: for a step that small the two look the
+same, and Lanczos took longer than the decode itself (5.0 against 3.5 ms, measured).
+CPU-bound: run it in a thread.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def make_thumbnail(data: bytes) -> Thumbnail:
                 raise NotAnImage("too many pixels")
             image.draft("RGB", draft_box(width, height))
             small = image.convert("RGB")
-            small.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE), Image.Resampling.LANCZOS)
+            small.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE), Image.Resampling.BICUBIC)
             out = io.BytesIO()
             small.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
     except NotAnImage:
