@@ -8,6 +8,7 @@ from interior.generation.v1 import generation_pb2
 JOB = "00000000-0000-4000-8000-000000000001"
 OWNER = "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
 OTHER = "0e5f2a1c-3d4b-4c6e-8f7a-9b0c1d2e3f4a"
+OTHER_JOB = "00000000-0000-4000-8000-000000000002"
 
 
 def _job(
@@ -161,4 +162,37 @@ def test_a_later_change_drops_a_carried_view_and_a_read_in_flight_never_replaces
     assert cache.lookup(JOB, OWNER) is None  # the raced read dropped what it could not trust
     cache.carried(JOB, _job(6), OWNER)
     cache.changed(JOB, 7)  # e.g. its render was deleted
+    assert cache.lookup(JOB, OWNER) is None
+
+
+def _deleted(version: int):
+    return _job(version)  # still succeeded: a deletion empties its variants
+
+
+def test_a_delete_this_edge_answered_outlives_its_evicted_view() -> None:
+    # The DELETE's reply (v12) is kept, then evicted by other jobs; the feed then brings
+    # the older change v10 with the view it carried from before the deletion.
+    cache = _live(capacity=1)
+    with cache.reading(JOB) as read:
+        cache.answered(JOB, 12)
+        cache.keep(read, _deleted(12), OWNER)
+    _served(cache, _job(3, job_id=OTHER_JOB))  # evicts the DELETE's view
+    cache.changed(JOB, 10)
+    cache.carried(JOB, _job(10), OWNER)
+    assert cache.lookup(JOB, OWNER) is None
+    _served(cache, _job(11))  # a read older than the DELETE is not kept either
+    assert cache.lookup(JOB, OWNER) is None
+    # The feed reports the deletion itself: from then on it is the feed's order again.
+    cache.changed(JOB, 12)
+    cache.carried(JOB, _deleted(12), OWNER)
+    assert cache.lookup(JOB, OWNER) == _deleted(12)
+
+
+def test_after_a_failed_delete_call_no_view_of_the_job_is_kept() -> None:
+    cache = _live()
+    _served(cache, _job(10))
+    cache.forget(JOB)  # the DELETE call failed: it may have happened all the same
+    cache.changed(JOB, 10)
+    cache.carried(JOB, _job(10), OWNER)
+    _served(cache, _job(11))
     assert cache.lookup(JOB, OWNER) is None

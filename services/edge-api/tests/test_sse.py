@@ -183,6 +183,36 @@ async def test_what_the_leaders_timed_read_found_reaches_the_jobs_other_watchers
         await feed.close()
 
 
+async def test_an_older_timed_read_never_replaces_newer_news_or_a_due_re_read() -> None:
+    upstream = _Upstream(changes=0)
+    feed = JobFeed(lambda: upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0))  # type: ignore[arg-type,return-value]
+    feed.ensure_running()
+    await asyncio.wait_for(upstream.delivered.wait(), WAIT)
+    try:
+        with (
+            feed.watch("job-a") as leader,
+            feed.watch("job-a") as ahead,
+            feed.watch("job-a") as rereading,
+        ):
+            newer = generation_pb2.Job(
+                id="job-a", status=generation_pb2.JOB_STATUS_SUCCEEDED, version=12
+            )
+            ahead.news = newer  # the feed's change v12 reached it, not yet sent
+            ahead.wake(CHANGED)
+            rereading.news = None  # interrupted: it must read the job again
+            rereading.wake(CHANGED)
+            older = generation_pb2.Job(
+                id="job-a", status=generation_pb2.JOB_STATUS_PROCESSING, version=11
+            )
+            feed.share("job-a", older, leader)
+            assert await asyncio.wait_for(ahead.wait(), WAIT) == CHANGED
+            assert ahead.news is newer
+            assert await asyncio.wait_for(rereading.wait(), WAIT) == CHANGED
+            assert rereading.news is None
+    finally:
+        await feed.close()
+
+
 class _ReplayUpstream:
     """A generation whose WatchJobs reports ``items``, then stays open."""
 

@@ -128,12 +128,18 @@ class JobFeed:
 
         While the feed is connected it reports the same change moments later (and a
         watcher ignores what is not newer than what it sent); while it is not, this is
-        how the job's other watchers learn what the leader's read found.
+        how the job's other watchers learn what the leader's read found. A watcher that
+        already has newer news waiting, or a re-read due, keeps it.
         """
         for signal in self._watchers.get(job_id, ()):
-            if signal is not reader:
-                signal.news = job
-                signal.wake(CHANGED)
+            if signal is reader:
+                continue
+            if signal.pending(CHANGED) and (
+                signal.news is None or signal.news.version >= job.version
+            ):
+                continue  # a re-read is due, or newer news waits: neither is replaced
+            signal.news = job
+            signal.wake(CHANGED)
 
     @property
     def watcher_count(self) -> int:

@@ -32,6 +32,8 @@ SETTLED = frozenset(
 )
 # Newer than any version: what forget() reports.
 _UNKNOWN = 2**63
+# How many jobs' floors (see SettledJobs.answered) are remembered; a DELETE is rare.
+FLOORS = 10_000
 
 
 @dataclass
@@ -65,6 +67,10 @@ class SettledJobs:
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._reads: dict[str, set[Read]] = {}
+        # The oldest version this edge may still answer, per job, for jobs whose change
+        # this edge answered itself (a DELETE) before the feed reported it: the view
+        # stored with it can be evicted, and the feed may still carry an older one.
+        self._floors: OrderedDict[str, int] = OrderedDict()
         # Bumped on every suspend / resume: reads begun before are not kept.
         self._epoch = 0
         # True only while the feed is connected and caught up.
@@ -112,6 +118,8 @@ class SettledJobs:
         if job.status not in SETTLED or job.version < read.newest_change:
             self._entries.pop(read.job_id, None)
             return
+        if job.version < self._floors.get(read.job_id, 0):
+            return
         current = self._entries.get(read.job_id)
         if current is not None and current.job.version > job.version:
             return
@@ -133,22 +141,47 @@ class SettledJobs:
         """
         if self._capacity <= 0 or not self._live or job.status not in SETTLED:
             return
+        if job.version < self._floors.get(job_id, 0):
+            return  # older than a change this edge answered (a DELETE): never again
         current = self._entries.get(job_id)
         if current is not None and current.job.version >= job.version:
             return
         self._store(job_id, job, owner_id)
 
     def changed(self, job_id: str, version: int) -> None:
-        """A change of ``job_id`` at ``version``: drop older views, mark reads in flight."""
+        """A change of ``job_id`` at ``version``: drop older views, mark reads in flight.
+
+        Once the feed reports a change at or past a job's floor, the floor has done its
+        work: the feed reports in order, so what it carries later is newer still.
+        """
         entry = self._entries.get(job_id)
         if entry is not None and entry.job.version < version:
             del self._entries[job_id]
         for read in self._reads.get(job_id, ()):
             read.newest_change = max(read.newest_change, version)
+        floor = self._floors.get(job_id)
+        if floor is not None and floor <= version:
+            del self._floors[job_id]
+
+    def answered(self, job_id: str, version: int) -> None:
+        """This edge answered a change of ``job_id`` at ``version`` (a DELETE's reply):
+        drop older views, and never keep a view older than it again, whether read or
+        carried by the feed, until the feed itself reports that change."""
+        self.changed(job_id, version)
+        self._raise_floor(job_id, version)
 
     def forget(self, job_id: str) -> None:
-        """Drop ``job_id``'s view and every read of it in flight (its state is unknown)."""
+        """Drop ``job_id``'s view and every read of it in flight (its state is unknown):
+        no view of it is kept again here (its GETs go to generation; this follows only a
+        DELETE call that failed, which may have been done all the same)."""
         self.changed(job_id, _UNKNOWN)
+        self._raise_floor(job_id, _UNKNOWN)
+
+    def _raise_floor(self, job_id: str, version: int) -> None:
+        self._floors[job_id] = max(version, self._floors.get(job_id, 0))
+        self._floors.move_to_end(job_id)
+        while len(self._floors) > FLOORS:
+            self._floors.popitem(last=False)
 
     def suspend(self) -> None:
         """The feed disconnected: forget everything, answer nothing."""

@@ -45,6 +45,10 @@ class Watch:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def pending(self, reason: int) -> bool:
+        """Whether ``reason`` is recorded and not yet taken by the stream."""
+        return bool(self._reasons & reason)
+
     async def wait(self) -> int:
         """The reasons recorded since the last call, sleeping until there is one."""
         if not self._reasons:

@@ -10,11 +10,18 @@ from datetime import UTC, datetime
 
 import pytest
 
+from generation.domain import submission
 from generation.domain.admission import admit_or_replay
 from generation.domain.context import GenerationContext
 from generation.domain.ports import QuotaSnapshot
 from generation.domain.submit_request import SubmitCommand
-from kit.errors import LimitExceeded, TooManyInflight, UpstreamError
+from kit.errors import (
+    IdempotencyKeyReused,
+    LimitExceeded,
+    TooManyInflight,
+    UnsupportedMediaType,
+    UpstreamError,
+)
 from services.generation.tests.rpc.fakes import FakeStores, fake_context
 
 PERIOD_END = datetime(2027, 1, 1, tzinfo=UTC)
@@ -93,3 +100,26 @@ async def test_no_quota_left_is_402_and_an_unreachable_usage_is_upstream() -> No
         await admit_or_replay(_context(Slot(inflight=False), Usage(0)), _command(), "f")
     with pytest.raises(UpstreamError):
         await admit_or_replay(_context(Slot(inflight=False), Usage(None)), _command(), "f")
+
+
+async def test_a_key_used_meanwhile_after_the_sender_was_told_to_stop_is_a_reused_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The early answer found the key unused and told the edge to stop sending; then the
+    # slot is taken by a parallel request under the same key. This request will not
+    # come whole, so it cannot wait for it: it is answered as the whole request would.
+    used = iter([False, True])
+    told: list[bool] = []
+
+    async def key_is_used(ctx: object, command: object) -> bool:
+        return next(used)
+
+    async def decided() -> None:
+        told.append(True)
+
+    monkeypatch.setattr(submission, "key_is_used", key_is_used)
+    command = dataclasses.replace(_command(), idempotency_key="k-1")
+    context = _context(Slot(inflight=True), Usage(remaining=3))
+    answer = await submission.early_answer(context, command, 0, UnsupportedMediaType(), decided)
+    assert isinstance(answer, IdempotencyKeyReused)
+    assert told == [True]

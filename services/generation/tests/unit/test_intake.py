@@ -287,6 +287,23 @@ async def test_an_early_refusal_that_needs_the_whole_request_receives_it(
     assert early.stopped_at == []
 
 
+async def test_a_later_upload_is_not_answered_early(spools: list[IO[bytes]]) -> None:
+    # input1 may still be refused by its full check (a PNG over the pixel cap is left to
+    # its 400) or its decode: the whole submission answers input1's refusal first.
+    hostile_input = hostile.jpeg_with_fill(256 * 1024)
+    stream = Stream(
+        [
+            request(("input1", len(ROOM)), ("input2", len(hostile_input))),
+            *chunks(0, ROOM, 1024),
+            *chunks(1, hostile_input, 64 * 1024),
+        ]
+    )
+    early = Early(stream, answer=TooManyInflight())
+    async with received_submission(stream.__aiter__(), UPLOADS, early.refusal()) as command:
+        assert [item.size for item in command.inputs] == [len(ROOM), len(hostile_input)]
+    assert (early.asked, early.stopped_at) == ([], [])
+
+
 async def test_a_photo_is_not_refused_early() -> None:
     data = hostile.jpeg(1200, 900)
     stream = Stream([request(("input1", len(data))), *chunks(0, data, 64 * 1024)])

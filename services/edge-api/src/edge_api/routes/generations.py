@@ -235,6 +235,6 @@ async def delete_generation(
         except BaseException:
             settled.forget(job_id)  # it may have happened all the same
             raise
-        settled.changed(job_id, reply.job.version)
+        settled.answered(job_id, reply.job.version)
         settled.keep(read, reply.job, owner_id)
     return job_to_json(reply.job, public_base(state, request))

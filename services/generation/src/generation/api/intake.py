@@ -7,9 +7,11 @@ been stored by then. An input declared over the upload limit is refused before
 a single chunk is stored. A refusal is answered once the sender has finished (the
 rest of its stream is read and dropped), so it reaches the sender as sent.
 
-With an ``EarlyRefusal``, each input's first ``SCREEN_BYTES`` are screened as they
-arrive (``images.prefix_refusal``): an upload they prove refused gets its answer
+With an ``EarlyRefusal``, the first upload's first ``SCREEN_BYTES`` are screened as
+they arrive (``images.prefix_refusal``): an upload they prove refused gets its answer
 (``EarlyRefusal.answer``: the same order as the whole submission) without the rest.
+A later upload is not answered early: the whole submission would answer an earlier
+upload's refusal first, and that one's full check or decode is still to come.
 Any refusal also asks the sender to stop sending (``EarlyRefusal.stop_sending``:
 initial metadata, see the contract) before the rest is drained: the status still
 follows the sender's end of stream, as grpc/grpc#36066 requires.
@@ -166,7 +168,9 @@ async def _receive(
         files.append(item.file)
 
     async def screen(item: _Input) -> None:
-        if early is None:
+        # Only the first upload: the whole submission answers the first refused input,
+        # and an earlier one may still be refused by its full check or its decode.
+        if early is None or item is not declared[0]:
             return
         # On the loop (64 KiB: 0.01 ms for a photo, at most ~1.5 ms for 4096 PNG chunk
         # headers): a thread hop would let the sender write megabytes more meanwhile.

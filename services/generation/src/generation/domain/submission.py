@@ -41,7 +41,7 @@ from generation.domain.modes import GenerationInput, validate_generation_input
 from generation.domain.prediction_start import StartedJob, start_prediction
 from generation.domain.prompts import compose_prompt
 from generation.domain.submit_request import SubmitCommand, SubmitResult, fingerprint
-from kit.errors import DomainError, TooManyInflight, ValidationError
+from kit.errors import DomainError, IdempotencyKeyReused, TooManyInflight, ValidationError
 from kit.logging import get_logger
 
 log = get_logger("generation.submission")
@@ -101,7 +101,10 @@ async def early_answer(
         await admit(ctx, command.owner_id)
     except TooManyInflight as error:
         # A parallel request under the same key may hold the slot (``admit_or_replay``).
-        return None if await key_is_used(ctx, command) else error
+        # The sender was told to stop, so this request will not come whole; and a job
+        # under its key came from other bytes (these are refused: the same bytes would
+        # have been too), which the whole request would be answered as a reused key.
+        return IdempotencyKeyReused() if await key_is_used(ctx, command) else error
     except DomainError as error:
         return error
     return refusal
