@@ -304,6 +304,24 @@ async def test_a_later_upload_is_not_answered_early(spools: list[IO[bytes]]) -> 
     assert (early.asked, early.stopped_at) == ([], [])
 
 
+async def test_a_failure_while_answering_early_still_drains_the_sender(
+    spools: list[IO[bytes]],
+) -> None:
+    parts = fill_jpeg_stream()
+    stream = Stream(parts)
+
+    async def database_down(*args: object) -> DomainError | None:
+        raise ConnectionResetError("the database went away")
+
+    early = EarlyRefusal(database_down, Early(stream).stop_sending)
+    with pytest.raises(ConnectionResetError):
+        async with received_submission(stream.__aiter__(), UPLOADS, early):
+            pass
+    # Read to its end before the status: no write of the sender races it.
+    assert stream.read == len(parts)
+    assert spools[0].closed
+
+
 async def test_a_photo_is_not_refused_early() -> None:
     data = hostile.jpeg(1200, 900)
     stream = Stream([request(("input1", len(data))), *chunks(0, data, 64 * 1024)])

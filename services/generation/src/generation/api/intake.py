@@ -121,7 +121,9 @@ async def received_submission(
     try:
         try:
             command = await _receive(parts, uploads, files, early)
-        except DomainError:
+        except Exception:
+            # A refusal, or a failure of what answering it asks (the database, the usage
+            # service): either way the status waits for the sender's end of stream.
             for file in files:
                 file.close()  # nothing of a refused stream is kept, even while draining
             if early is not None:

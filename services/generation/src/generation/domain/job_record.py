@@ -7,16 +7,22 @@ request with the same key, which can trip either guard, answers with its job.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
+from generation.domain import jobs
 from generation.domain.admission import find_replay
 from generation.domain.context import GenerationContext
 from generation.domain.input_storage import discard_inputs
 from generation.domain.modes import GenerationInput
-from generation.domain.records import Inserted, KeyTaken, NewJob
+from generation.domain.prediction_start import fail_interrupted
+from generation.domain.records import Inserted, InsertOutcome, KeyTaken, NewJob
 from generation.domain.submit_request import SubmitCommand, SubmitResult
 from kit.errors import IdempotencyKeyReused, TooManyInflight
+from kit.logging import get_logger
 from kit.tracing import current_traceparent
+
+log = get_logger("generation.submission")
 
 
 def new_job(
@@ -55,8 +61,15 @@ async def record_job(
     IdempotencyKeyReused when the key is taken by a different request.
     """
     # One statement (the lookup after a refusal is a plain read): no transaction needed.
-    async with ctx.statements() as stores:
-        outcome = await stores.jobs.insert(job)
+    written = asyncio.ensure_future(_insert(ctx, job))
+    try:
+        outcome = await asyncio.shield(written)
+    except asyncio.CancelledError:
+        # Cancelled (the caller left) while the row was being written: in autocommit it
+        # may commit all the same and hold the owner's slot, so the write is let finish
+        # and a written job ends as any submission interrupted before the provider.
+        await asyncio.shield(_end_if_written(ctx, job, written))
+        raise
     if isinstance(outcome, Inserted):
         return None
     await discard_inputs(ctx, list(job.input_keys))
@@ -67,3 +80,27 @@ async def record_job(
     if isinstance(outcome, KeyTaken):
         raise IdempotencyKeyReused()
     raise TooManyInflight()
+
+
+async def _insert(ctx: GenerationContext, job: NewJob) -> InsertOutcome:
+    async with ctx.statements() as stores:
+        return await stores.jobs.insert(job)
+
+
+async def _end_if_written(
+    ctx: GenerationContext, job: NewJob, written: asyncio.Future[InsertOutcome]
+) -> None:
+    try:
+        if isinstance(await written, Inserted):
+            await fail_interrupted(ctx, job.id, job.owner_id)
+            log.warning(
+                "job.submit_interrupted",
+                ownerId=str(job.owner_id),
+                jobId=str(job.id),
+                predictionId=None,
+                status=jobs.FAILED,
+            )
+    except Exception as error:  # the sweep ends a job left starting
+        log.warning(
+            "job.interrupted_insert_unresolved", jobId=str(job.id), error=type(error).__name__
+        )

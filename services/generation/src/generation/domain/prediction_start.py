@@ -75,6 +75,11 @@ async def start_prediction(
     return await _attach_and_charge(ctx, job, prediction.id)
 
 
+async def fail_interrupted(ctx: GenerationContext, job_id: uuid.UUID, owner_id: uuid.UUID) -> None:
+    """End a job whose submission was cancelled before the provider was asked."""
+    await _fail_unsubmitted(ctx, StartedJob(job_id, owner_id), jobs.INTERRUPTED)
+
+
 async def _fail_unsubmitted(ctx: GenerationContext, job: StartedJob, error: jobs.JobError) -> None:
     async with ctx.transactions() as tx:
         await tx.jobs.mark_ended_without_output(

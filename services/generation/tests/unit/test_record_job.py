@@ -1,0 +1,82 @@
+"""Writing the job row: a caller that leaves mid-write never leaves the slot held."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from generation.domain import jobs
+from generation.domain.job_record import record_job
+from generation.domain.records import Inserted, NewJob, TerminalUpdate
+from generation.domain.submit_request import SubmitCommand
+from services.generation.tests.rpc.fakes import FakeStores, fake_context
+
+
+class SlowInsert(FakeStores):
+    """An insert that commits only when released (an autocommit statement in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.failed: list[tuple[uuid.UUID, str, str]] = []
+
+    async def insert(self, job: NewJob) -> Inserted:
+        self.started.set()
+        await self.release.wait()
+        return Inserted()
+
+    async def mark_ended_without_output(
+        self, job_id: uuid.UUID, status: str, error_code: str, error_message: str, now: datetime
+    ) -> TerminalUpdate:
+        self.failed.append((job_id, status, error_code))
+        return TerminalUpdate(changed=True, refund_due=False)
+
+
+def _job(owner_id: uuid.UUID) -> NewJob:
+    return NewJob(
+        id=uuid.uuid4(),
+        owner_id=owner_id,
+        idempotency_key=None,
+        request_fingerprint="f" * 64,
+        mode="imagine",
+        room_type=None,
+        style=None,
+        prompt="a den",
+        composed_prompt="a den",
+        input_keys=(),
+        source_job_id=None,
+        source_variant_idx=None,
+        created_at=datetime(2026, 12, 5, tzinfo=UTC),
+    )
+
+
+async def test_a_submission_cancelled_while_its_row_is_written_ends_the_job() -> None:
+    stores = SlowInsert()
+    owner = uuid.uuid4()
+    job = _job(owner)
+    command = SubmitCommand(
+        owner_id=owner,
+        idempotency_key=None,
+        mode="imagine",
+        prompt="a den",
+        room_type=None,
+        style=None,
+        inputs=(),
+        request_base_url=None,
+    )
+    submitting = asyncio.create_task(record_job(fake_context(stores), job, command))
+    await stores.started.wait()
+    submitting.cancel()  # the client went away while the INSERT was in flight
+    await asyncio.sleep(0)
+    stores.release.set()  # ...and the row commits all the same
+    with pytest.raises(asyncio.CancelledError):
+        await submitting
+    for _ in range(10):
+        if stores.failed:
+            break
+        await asyncio.sleep(0.01)
+    assert stores.failed == [(job.id, jobs.FAILED, jobs.INTERRUPTED.code)]
