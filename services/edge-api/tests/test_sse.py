@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 
 import httpx
 from starlette.applications import Starlette
@@ -157,12 +157,21 @@ async def test_a_watch_registered_after_a_change_it_did_not_read_is_woken_with_i
         await feed.close()
 
 
-async def test_what_the_leaders_timed_read_found_reaches_the_jobs_other_watchers() -> None:
+@asynccontextmanager
+async def _caught_up_feed() -> AsyncIterator[JobFeed]:
+    """A feed following a caught-up, quiet upstream."""
     upstream = _Upstream(changes=0)
     feed = JobFeed(lambda: upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0))  # type: ignore[arg-type,return-value]
     feed.ensure_running()
-    await asyncio.wait_for(upstream.delivered.wait(), WAIT)
     try:
+        await asyncio.wait_for(upstream.delivered.wait(), WAIT)
+        yield feed
+    finally:
+        await feed.close()
+
+
+async def test_what_the_leaders_timed_read_found_reaches_the_jobs_other_watchers() -> None:
+    async with _caught_up_feed() as feed:
         with (
             feed.watch("job-a") as leader,
             feed.watch("job-a") as follower,
@@ -179,16 +188,10 @@ async def test_what_the_leaders_timed_read_found_reaches_the_jobs_other_watchers
                 await asyncio.sleep(0.05)
                 assert not waiting.done()
                 waiting.cancel()
-    finally:
-        await feed.close()
 
 
 async def test_an_older_timed_read_never_replaces_newer_news_or_a_due_re_read() -> None:
-    upstream = _Upstream(changes=0)
-    feed = JobFeed(lambda: upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0))  # type: ignore[arg-type,return-value]
-    feed.ensure_running()
-    await asyncio.wait_for(upstream.delivered.wait(), WAIT)
-    try:
+    async with _caught_up_feed() as feed:
         with (
             feed.watch("job-a") as leader,
             feed.watch("job-a") as ahead,
@@ -209,8 +212,6 @@ async def test_an_older_timed_read_never_replaces_newer_news_or_a_due_re_read() 
             assert ahead.news is newer
             assert await asyncio.wait_for(rereading.wait(), WAIT) == CHANGED
             assert rereading.news is None
-    finally:
-        await feed.close()
 
 
 class _ReplayUpstream:

@@ -23,6 +23,7 @@ from generation.domain.jobs import JobView
 from generation.domain.provider import Prediction, ProviderStatus
 from generation.domain.records import Job, TerminalUpdate
 from generation.domain.states import JobStatus
+from generation.domain.submit_request import SubmitCommand
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import DomainError
 from kit.runtime_config import load_runtime_config
@@ -196,3 +197,17 @@ def unary(
     rpc = server.invoke_unary_unary(SERVICE.methods_by_name[method], (), request, None)
     response, _, code, details = rpc.termination()
     return response, code, details
+
+
+def imagine_command() -> SubmitCommand:
+    """A valid submission of a new owner's that needs no upload."""
+    return SubmitCommand(
+        owner_id=uuid.uuid4(),
+        idempotency_key=None,
+        mode="imagine",
+        prompt="a den",
+        room_type=None,
+        style=None,
+        inputs=(),
+        request_base_url=None,
+    )

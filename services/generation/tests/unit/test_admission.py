@@ -14,7 +14,6 @@ from generation.domain import submission
 from generation.domain.admission import admit_or_replay
 from generation.domain.context import GenerationContext
 from generation.domain.ports import QuotaSnapshot
-from generation.domain.submit_request import SubmitCommand
 from kit.errors import (
     IdempotencyKeyReused,
     LimitExceeded,
@@ -22,7 +21,7 @@ from kit.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
-from services.generation.tests.rpc.fakes import FakeStores, fake_context
+from services.generation.tests.rpc.fakes import FakeStores, fake_context, imagine_command
 
 PERIOD_END = datetime(2027, 1, 1, tzinfo=UTC)
 # Far longer than either step takes; a step that waits for the other one in turn
@@ -68,38 +67,27 @@ def _context(stores: FakeStores, usage: Usage) -> GenerationContext:
     return dataclasses.replace(fake_context(stores), usage=usage)  # type: ignore[arg-type]
 
 
-def _command() -> SubmitCommand:
-    return SubmitCommand(
-        owner_id=uuid.uuid4(),
-        idempotency_key=None,
-        mode="imagine",
-        prompt="a den",
-        room_type=None,
-        style=None,
-        inputs=(),
-        request_base_url=None,
-    )
-
-
 async def test_the_slot_and_the_quota_are_asked_at_once() -> None:
     usage = Usage(remaining=3)
     slot = Slot(inflight=False, other=usage.started)
     usage.other = slot.started
     # Each step waits for the other to have started: asked in turn, neither would.
-    assert await admit_or_replay(_context(slot, usage), _command(), "f" * 64) is None
+    assert await admit_or_replay(_context(slot, usage), imagine_command(), "f" * 64) is None
 
 
 @pytest.mark.parametrize("remaining", [0, None])
 async def test_a_job_in_flight_is_409_whatever_the_quota_says(remaining: int | None) -> None:
     with pytest.raises(TooManyInflight):
-        await admit_or_replay(_context(Slot(inflight=True), Usage(remaining)), _command(), "f")
+        await admit_or_replay(
+            _context(Slot(inflight=True), Usage(remaining)), imagine_command(), "f"
+        )
 
 
 async def test_no_quota_left_is_402_and_an_unreachable_usage_is_upstream() -> None:
     with pytest.raises(LimitExceeded):
-        await admit_or_replay(_context(Slot(inflight=False), Usage(0)), _command(), "f")
+        await admit_or_replay(_context(Slot(inflight=False), Usage(0)), imagine_command(), "f")
     with pytest.raises(UpstreamError):
-        await admit_or_replay(_context(Slot(inflight=False), Usage(None)), _command(), "f")
+        await admit_or_replay(_context(Slot(inflight=False), Usage(None)), imagine_command(), "f")
 
 
 async def test_a_key_used_meanwhile_after_the_sender_was_told_to_stop_is_a_reused_key(
@@ -118,7 +106,7 @@ async def test_a_key_used_meanwhile_after_the_sender_was_told_to_stop_is_a_reuse
         told.append(True)
 
     monkeypatch.setattr(submission, "key_is_used", key_is_used)
-    command = dataclasses.replace(_command(), idempotency_key="k-1")
+    command = dataclasses.replace(imagine_command(), idempotency_key="k-1")
     context = _context(Slot(inflight=True), Usage(remaining=3))
     answer = await submission.early_answer(context, command, 0, UnsupportedMediaType(), decided)
     assert isinstance(answer, IdempotencyKeyReused)

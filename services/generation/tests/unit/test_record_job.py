@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -11,8 +12,7 @@ import pytest
 from generation.domain import jobs
 from generation.domain.job_record import record_job
 from generation.domain.records import Inserted, NewJob, TerminalUpdate
-from generation.domain.submit_request import SubmitCommand
-from services.generation.tests.rpc.fakes import FakeStores, fake_context
+from services.generation.tests.rpc.fakes import FakeStores, fake_context, imagine_command
 
 
 class SlowInsert(FakeStores):
@@ -58,16 +58,7 @@ async def test_a_submission_cancelled_while_its_row_is_written_ends_the_job() ->
     stores = SlowInsert()
     owner = uuid.uuid4()
     job = _job(owner)
-    command = SubmitCommand(
-        owner_id=owner,
-        idempotency_key=None,
-        mode="imagine",
-        prompt="a den",
-        room_type=None,
-        style=None,
-        inputs=(),
-        request_base_url=None,
-    )
+    command = dataclasses.replace(imagine_command(), owner_id=owner)
     submitting = asyncio.create_task(record_job(fake_context(stores), job, command))
     await stores.started.wait()
     submitting.cancel()  # the client went away while the INSERT was in flight
