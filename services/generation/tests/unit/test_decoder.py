@@ -123,6 +123,37 @@ async def test_a_killed_worker_is_a_415_and_the_pool_is_replaced(decoder: ImageD
     assert decoder.worker_pids() not in ([], [pid])
 
 
+async def _decode_started(worker: psutil.Process, task: asyncio.Task[object]) -> None:
+    start = sum(worker.cpu_times()[:2])
+    deadline = time.monotonic() + 30
+    while sum(worker.cpu_times()[:2]) - start < 0.05:  # the decode has started
+        assert time.monotonic() < deadline
+        assert not task.done()
+        await asyncio.sleep(0.01)
+
+
+async def test_a_killed_worker_fails_only_the_upload_it_was_decoding() -> None:
+    # Two workers, two users' uploads decoding at once; one worker dies (its decode ran
+    # away). In one pool of two workers that broke the pool, and the other user's
+    # upload failed with 415 too.
+    slow = hostile.encode(gradient(3000, 2000), "WEBP", quality=90)
+    async for decoder in started(Uploads(decode_workers=2)):
+        uploads = [asyncio.create_task(clean_size(decoder, slow)) for _ in range(2)]
+        deadline = time.monotonic() + 30
+        while len(decoder.worker_pids()) < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        pids = decoder.worker_pids()
+        for pid, upload in zip(pids, uploads, strict=True):
+            await _decode_started(psutil.Process(pid), upload)
+        psutil.Process(pids[0]).send_signal(signal.SIGKILL)
+        outcomes = await asyncio.gather(*uploads, return_exceptions=True)
+        assert sum(isinstance(o, UnsupportedMediaType) for o in outcomes) == 1, outcomes
+        assert ("image/webp", 3000, 2000) in outcomes
+        assert pids[1] in decoder.worker_pids()
+        assert await clean_size(decoder, SMALL_JPEG) == ("image/jpeg", 64, 48)
+
+
 def _burn_after_limit(seconds: int) -> None:
     init_worker(1 << 30)  # as a worker starts: also no core file when killed
     limit_cpu(seconds)

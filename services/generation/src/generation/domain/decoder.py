@@ -2,15 +2,16 @@
 
 Decoding a hostile image can take seconds of CPU or a gigabyte of memory. In the
 service's own process that would stall the event loop (every other request waits)
-or get the pod killed. So ``inspect_and_clean`` runs in a small
-``ProcessPoolExecutor`` (``Uploads.decode_workers`` processes, each a fresh
-interpreter that imports only the lean ``image_worker``: Pillow and the checks, no
-grpc, pydantic or SQLAlchemy). Each worker limits its address
-space to ``decode_memory_mib`` (an allocation past it fails: the upload is
-refused with 400, "too large to process") and each decode to ``decode_cpu_seconds`` of
-CPU (past it the kernel kills the worker with SIGXCPU). A worker that dies breaks
-the pool: the upload being decoded gets 415, the pool is replaced, later uploads
-are served by the new one.
+or get the pod killed. So ``inspect_and_clean`` runs in a budgeted
+worker process (``Uploads.decode_workers`` of them, each a fresh interpreter that
+imports only the lean ``image_worker``: Pillow and the checks, no grpc, pydantic or
+SQLAlchemy). Each worker limits its address space to ``decode_memory_mib`` (an
+allocation past it fails: the upload is refused with 400, "too large to process") and
+each decode to ``decode_cpu_seconds`` of CPU (past it the kernel kills the worker with
+SIGXCPU). Each worker is a single-process ``ProcessPoolExecutor`` of its own, taking
+one decode at a time: a worker that dies breaks only its own pool, so only the upload
+it was decoding gets 415 (one pool of N workers would fail every decode running in
+it, other users' too); that pool is replaced, later uploads are served by the new one.
 
 The checks that need no decode (``check_before_decoding``) run first on this side,
 so a file they refuse is never sent to a worker; the worker is handed their answer
@@ -48,46 +49,62 @@ class ImageDecoder:
     def __init__(self, uploads: Uploads) -> None:
         self._uploads = uploads
         self._limits = ImageLimits.of(uploads)
-        self._executor: ProcessPoolExecutor | None = None
-        # One decode per worker at a time; more would only queue inside the pool.
-        self._slots = asyncio.Semaphore(uploads.decode_workers)
+        # One single-worker pool per worker (started when first needed).
+        self._executors: list[ProcessPoolExecutor | None] = [None] * uploads.decode_workers
+        # The workers free to take a decode: one decode per worker at a time.
+        self._free: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(uploads.decode_workers):
+            self._free.put_nowait(index)
 
     async def start(self) -> None:
-        """Start the pool and wait until a worker answers (the first upload pays nothing)."""
+        """Start the workers and wait until each answers (the first upload pays nothing)."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool(), os.getpid)
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool(index), os.getpid)
+                for index in range(len(self._executors))
+            )
+        )
 
     async def stop(self) -> None:
-        """Shut the pool down, waiting for running decodes (each bounded by its CPU budget)."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
+        """Shut the workers down, waiting for running decodes (each bounded by its CPU
+        budget)."""
+        executors = [executor for executor in self._executors if executor is not None]
+        self._executors = [None] * len(self._executors)
+        for executor in executors:
             await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
 
     def worker_pids(self) -> list[int]:
         """The worker processes' ids (for measuring what decodes cost)."""
-        executor = self._executor
-        # No public accessor exists; the mapping is stable across 3.9-3.13.
-        processes = getattr(executor, "_processes", None) or {}
-        return list(processes)
+        pids: list[int] = []
+        for executor in self._executors:
+            # No public accessor exists; the mapping is stable across 3.9-3.13.
+            pids.extend(getattr(executor, "_processes", None) or {})
+        return pids
 
     async def clean(self, source: IO[bytes], field: str) -> CleanImage:
         """``inspect_and_clean`` in a worker; the same refusals, plus 415 when it dies."""
         # The checks that need no decode first, here: a hostile file costs no copy and
         # no worker (milliseconds of C-speed scans, in a thread).
         checked = await asyncio.to_thread(check_before_decoding, source, self._uploads, field)
-        async with self._slots:
+        index = await self._free.get()
+        try:
             path = _path_of(source)
             if path is not None:
-                return await self._clean_file(path, checked, field)
+                return await self._clean_file(index, path, checked, field)
             upload = await asyncio.to_thread(_named_copy, source)
             try:
-                return await self._clean_file(upload.name, checked, field)
+                return await self._clean_file(index, upload.name, checked, field)
             finally:
                 upload.close()
+        finally:
+            self._free.put_nowait(index)
 
-    async def _clean_file(self, path: str, checked: tuple[str, int, int], field: str) -> CleanImage:
+    async def _clean_file(
+        self, index: int, path: str, checked: tuple[str, int, int], field: str
+    ) -> CleanImage:
         out = tempfile.NamedTemporaryFile(prefix="clean-")  # noqa: SIM115 (CleanImage owns it)
-        executor = self._pool()
+        executor = self._pool(index)
         loop = asyncio.get_running_loop()
         try:
             kind, extension, width, height, size = await loop.run_in_executor(
@@ -105,7 +122,7 @@ class ImageDecoder:
             raise domain_error(refused) from None
         except BrokenProcessPool as exc:
             out.close()
-            self._replace(executor)
+            self._replace(index, executor)
             log.warning("upload.decode_killed", field=field)
             raise unsupported(self._uploads, field) from exc
         except MemoryError as exc:
@@ -118,25 +135,27 @@ class ImageDecoder:
         out.seek(0)
         return CleanImage(out, size, kind, extension, width, height)
 
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
+    def _pool(self, index: int = 0) -> ProcessPoolExecutor:
+        executor = self._executors[index]
+        if executor is None:
             # Spawned, not forked from a forkserver: a forkserver is one more resident
             # interpreter with Pillow imported (24 MiB RSS) to save ~0.3 s when a killed
             # worker is replaced, which only a runaway decode causes. Spawning imports
             # only what the pickled initializer names, never this service's stack.
             context = multiprocessing.get_context("spawn")
-            self._executor = ProcessPoolExecutor(
-                max_workers=self._uploads.decode_workers,
+            executor = ProcessPoolExecutor(
+                max_workers=1,
                 mp_context=context,
                 initializer=image_worker.init_worker,
                 initargs=(self._uploads.decode_memory_mib * _MIB,),
             )
-        return self._executor
+            self._executors[index] = executor
+        return executor
 
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
-        """Drop a broken pool (once, however many decodes saw it break)."""
-        if self._executor is broken:
-            self._executor = None
+    def _replace(self, index: int, broken: ProcessPoolExecutor) -> None:
+        """Drop worker ``index``'s broken pool; the next decode there starts a new one."""
+        if self._executors[index] is broken:
+            self._executors[index] = None
         broken.shutdown(wait=False, cancel_futures=True)
 
 
