@@ -16,7 +16,8 @@ import io
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,7 +28,7 @@ from bench.stats import Summary, summarize
 from bench.system import BenchSystem
 from generation.domain.provider import PredictionRequest
 from generation.providers.replicate import ReplicateProvider
-from kit.runtime_config import RuntimeConfig
+from kit.runtime_config import RuntimeConfig, load_runtime_config
 from kit.storage import ObjectStorage
 
 SCRATCH_TABLE = "bench_scratch_jobs"
@@ -154,3 +155,14 @@ class Baselines:
         key = f"bench/outputs/{uuid.uuid4()}.jpg"
         await self.storage.put_bytes(self.public_bucket, key, data, "image/jpeg")
         return (time.perf_counter() - began) * 1000.0, len(data)
+
+
+@asynccontextmanager
+async def opened_baselines(system: BenchSystem) -> AsyncIterator[Baselines]:
+    """:class:`Baselines` on the system's own runtime config, open for the block."""
+    baselines = Baselines(system, load_runtime_config(system.config.runtime_config_file))
+    await baselines.open()
+    try:
+        yield baselines
+    finally:
+        await baselines.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.baselines import Baselines
+from bench.baselines import Baselines, opened_baselines
 from bench.explain import SubmitExtras, submit_extras
 from bench.hostile import UPLOADERS, HostileResult, hostile_phase
 from bench.loadgen import LoadResult
@@ -31,7 +31,6 @@ from bench.submit_only import submission_cpu, submit_only, submit_rows
 from bench.system import BenchSystem
 from bench.webhook_only import webhook_only, webhook_rows
 from kit.logging import configure_logging
-from kit.runtime_config import load_runtime_config
 
 FULL = Durations(
     submit_latency=15, submit_throughput=20, status=12, baseline_rounds=40, webhook_samples=40
@@ -95,10 +94,7 @@ async def run(options: Options) -> dict[str, Any]:
     if options.webhook_only:
         return await webhook_only(system, small, durations, options.small_rows, machine, began)
     try:
-        config = load_runtime_config(system.config.runtime_config_file)
-        baselines = Baselines(system, config)
-        await baselines.open()
-        try:
+        async with opened_baselines(system) as baselines:
             say(f"finishing {options.status_targets} jobs through the whole system")
             targets = await finished_jobs(system, small, options.status_targets)
             rounds = []
@@ -116,8 +112,6 @@ async def run(options: Options) -> dict[str, Any]:
             say(f"a finished job's GET while {UPLOADERS} clients post hostile images")
             hostile = await hostile_phase(system, targets, options.hostile_seconds)
             events, watchers = await _sse_phases(system, baselines, small, options, durations)
-        finally:
-            await baselines.close()
     finally:
         say("stopping the system")
         await asyncio.to_thread(system.stop)
@@ -204,13 +198,8 @@ async def _sse_only(
 ) -> dict[str, Any]:
     """``--only sse``: the Server-Sent Events figures alone."""
     try:
-        config = load_runtime_config(system.config.runtime_config_file)
-        baselines = Baselines(system, config)
-        await baselines.open()
-        try:
+        async with opened_baselines(system) as baselines:
             events, watchers = await _sse_phases(system, baselines, image, options, durations)
-        finally:
-            await baselines.close()
     finally:
         say("stopping the system")
         await asyncio.to_thread(system.stop)

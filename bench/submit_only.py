@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.baselines import Baselines
+from bench.baselines import opened_baselines
 from bench.loadgen import LoadResult, merge
 from bench.phases import Durations, submit_phase
 from bench.system import BenchSystem
-from kit.runtime_config import load_runtime_config
 
 # Parts whose CPU is not the submission's cost: the load generator, the provider's
 # stand-in and the proxy in front (reported in ``parts`` all the same).
@@ -45,14 +44,10 @@ async def submit_only(
 ) -> dict[str, Any]:
     """``--only submit``: the submit ratio, rate and CPU alone, on a fresh system."""
     try:
-        baselines = Baselines(system, load_runtime_config(system.config.runtime_config_file))
-        await baselines.open()
-        try:
+        async with opened_baselines(system) as baselines:
             parts, latency, throughput = await submit_phase(
                 system, baselines, image, durations, profile_dir
             )
-        finally:
-            await baselines.close()
     finally:
         await asyncio.to_thread(system.stop)
     cpu = submission_cpu(latency, throughput)

@@ -18,10 +18,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from bench.baselines import Baselines
+from bench.baselines import opened_baselines
 from bench.phases import finished_jobs, status_phase, submit_phase
 from bench.system import BenchSystem
-from kit.runtime_config import load_runtime_config
 
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
@@ -61,16 +60,12 @@ def otlp_sink() -> Iterator[str]:
 async def _measure(image: bytes, durations: Any, say: Any, label: str) -> dict[str, float]:
     system = await asyncio.to_thread(BenchSystem.start)
     try:
-        baselines = Baselines(system, load_runtime_config(system.config.runtime_config_file))
-        await baselines.open()
-        try:
+        async with opened_baselines(system) as baselines:
             targets = await finished_jobs(system, image, 10)
             say(f"tracing {label}: submissions")
             parts, latency, throughput = await submit_phase(system, baselines, image, durations)
             say(f"tracing {label}: status reads")
             health, status, _ = await status_phase(system, targets, durations)
-        finally:
-            await baselines.close()
     finally:
         await asyncio.to_thread(system.stop)
     return {

@@ -14,11 +14,10 @@ import os
 import time
 from typing import Any
 
-from bench.baselines import Baselines
+from bench.baselines import opened_baselines
 from bench.phases import Durations, summarize_webhooks, webhook_phase
 from bench.seed import top_up
 from bench.system import BenchSystem
-from kit.runtime_config import load_runtime_config
 
 
 async def webhook_only(
@@ -31,13 +30,9 @@ async def webhook_only(
 ) -> dict[str, Any]:
     """The webhook figure and its parts on a fresh system with ``rows`` jobs."""
     try:
-        baselines = Baselines(system, load_runtime_config(system.config.runtime_config_file))
-        await baselines.open()
-        try:
+        async with opened_baselines(system) as baselines:
             await top_up(system.generation_dsn(), rows)
             samples = await webhook_phase(system, baselines, image, durations.webhook_samples)
-        finally:
-            await baselines.close()
     finally:
         await asyncio.to_thread(system.stop)
     total, post, baseline = summarize_webhooks(samples)

@@ -18,10 +18,10 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from generation.domain.records import NewJob
 from generation.domain.states import ChargeState, JobStatus, RefundState
 from interior.generation.v1 import generation_pb2 as pb
 from services.generation.tests.core.stack import Core
+from services.generation.tests.rpc.fakes import imagine_job
 
 
 @contextmanager
@@ -75,27 +75,9 @@ async def test_a_submission_writes_in_three_statements_and_reads_nothing_back(
     assert (outcome.charged, outcome.refunded) == (True, False)
 
 
-def _new_job(owner: uuid.UUID) -> NewJob:
-    return NewJob(
-        id=uuid.uuid4(),
-        owner_id=owner,
-        idempotency_key=None,
-        request_fingerprint="f" * 64,
-        mode="imagine",
-        room_type=None,
-        style=None,
-        prompt="a quiet study",
-        composed_prompt="a quiet study",
-        input_keys=(),
-        source_job_id=None,
-        source_variant_idx=None,
-        created_at=datetime.now(UTC),
-    )
-
-
 async def test_charging_a_job_that_ended_meanwhile_requests_its_refund_once(core: Core) -> None:
     ctx = core.app.context
-    job = _new_job(uuid.uuid4())
+    job = imagine_job(uuid.uuid4())
     now = datetime.now(UTC)
     async with ctx.statements() as stores:
         await stores.jobs.insert(job)
@@ -119,13 +101,13 @@ async def test_charging_a_job_that_ended_meanwhile_requests_its_refund_once(core
 
 async def test_charging_a_running_job_records_it_and_asks_no_refund(core: Core) -> None:
     ctx = core.app.context
-    job = _new_job(uuid.uuid4())
+    job = imagine_job(uuid.uuid4())
     now = datetime.now(UTC)
     async with ctx.statements() as stores:
         await stores.jobs.insert(job)
         charged = await stores.jobs.mark_charged(job.id, now)
         again = await stores.jobs.mark_charged(job.id, now)
-        waived_job = _new_job(uuid.uuid4())
+        waived_job = imagine_job(uuid.uuid4())
         await stores.jobs.insert(waived_job)
         await stores.jobs.mark_charge_waived(waived_job.id, now)
         waived = await stores.jobs.mark_charged(waived_job.id, now)

@@ -21,7 +21,7 @@ from generation.api.servicer import GenerationServicer
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import JobView
 from generation.domain.provider import Prediction, ProviderStatus
-from generation.domain.records import Job, TerminalUpdate
+from generation.domain.records import Job, NewJob, TerminalUpdate
 from generation.domain.states import JobStatus
 from generation.domain.submit_request import SubmitCommand
 from interior.generation.v1 import generation_pb2 as pb
@@ -210,4 +210,23 @@ def imagine_command() -> SubmitCommand:
         style=None,
         inputs=(),
         request_base_url=None,
+    )
+
+
+def imagine_job(owner_id: uuid.UUID) -> NewJob:
+    """The row a new imagine submission of ``owner_id``'s writes, created now."""
+    return NewJob(
+        id=uuid.uuid4(),
+        owner_id=owner_id,
+        idempotency_key=None,
+        request_fingerprint="f" * 64,
+        mode="imagine",
+        room_type=None,
+        style=None,
+        prompt="a den",
+        composed_prompt="a den",
+        input_keys=(),
+        source_job_id=None,
+        source_variant_idx=None,
+        created_at=datetime.now(UTC),
     )

@@ -5,14 +5,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 
 from generation.domain import jobs
 from generation.domain.job_record import record_job
 from generation.domain.records import Inserted, NewJob, TerminalUpdate
-from services.generation.tests.rpc.fakes import FakeStores, fake_context, imagine_command
+from services.generation.tests.rpc.fakes import (
+    FakeStores,
+    fake_context,
+    imagine_command,
+    imagine_job,
+)
 
 
 class SlowInsert(FakeStores):
@@ -36,28 +41,10 @@ class SlowInsert(FakeStores):
         return TerminalUpdate(changed=True, refund_due=False)
 
 
-def _job(owner_id: uuid.UUID) -> NewJob:
-    return NewJob(
-        id=uuid.uuid4(),
-        owner_id=owner_id,
-        idempotency_key=None,
-        request_fingerprint="f" * 64,
-        mode="imagine",
-        room_type=None,
-        style=None,
-        prompt="a den",
-        composed_prompt="a den",
-        input_keys=(),
-        source_job_id=None,
-        source_variant_idx=None,
-        created_at=datetime(2026, 12, 5, tzinfo=UTC),
-    )
-
-
 async def test_a_submission_cancelled_while_its_row_is_written_ends_the_job() -> None:
     stores = SlowInsert()
     owner = uuid.uuid4()
-    job = _job(owner)
+    job = imagine_job(owner)
     command = dataclasses.replace(imagine_command(), owner_id=owner)
     submitting = asyncio.create_task(record_job(fake_context(stores), job, command))
     await stores.started.wait()
