@@ -217,9 +217,10 @@ async def _receive_chunks(
             current += 1
         if chunk.input_index != current or current >= len(declared):
             raise ValidationError(_OUT_OF_ORDER)
-        if not chunk.data:
+        data = chunk.data  # each read of the field is a copy
+        if not data:
             raise ValidationError("A chunk must not be empty.")
-        _append(declared[current], chunk.data)
+        _append(declared[current], data)
         if declared[current].screen_due():
             await screen(declared[current])
     if not all(item.complete for item in declared):
