@@ -12,6 +12,7 @@ import io
 import pytest
 from PIL import Image, ImageFile
 
+from generation.domain import image_structure
 from generation.domain.image_header import MAX_JPEG_FILL, MAX_JPEG_SEGMENTS, read_header
 from generation.domain.image_structure import (
     MAX_JPEG_SCANS,
@@ -148,6 +149,20 @@ def test_density_threshold_is_the_configured_ratio() -> None:
     # Photo-like and flat lossy images are far from it (calibration in runtime.toml).
     flat = hostile.encode(Image.new("RGB", (4000, 3000), (200, 200, 200)), "WEBP", quality=92)
     assert density_problem(len(flat), 4000, 3000, 2_000) is None
+
+
+def test_jpeg_scans_are_counted_to_the_limit_and_across_read_pieces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert problem(hostile.jpeg_with_scans(MAX_JPEG_SCANS)) is None
+    assert problem(hostile.jpeg_with_scans(MAX_JPEG_SCANS + 1)) == "too many scans"
+    # Read in pieces of every small size, a marker is split across two pieces somewhere:
+    # it is still counted, and once.
+    data = hostile.jpeg_with_scans(MAX_JPEG_SCANS + 1)
+    for piece in (2, 3, 7, 64):
+        monkeypatch.setattr(image_structure, "_PIECE", piece)
+        assert problem(data) == "too many scans"
+        assert problem(hostile.jpeg_with_scans(MAX_JPEG_SCANS)) is None
 
 
 PREFIX = 64 * 1024
