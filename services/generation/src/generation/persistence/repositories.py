@@ -158,52 +158,54 @@ async def _changed(session: AsyncSession, statement: Update) -> bool:
     return result.rowcount > 0
 
 
+_TABLE = cast("Table", GenerationJob.__table__)
+_JOBS = _TABLE.c
+_RETURNED = [_JOBS[name] for name in JOB_COLUMNS]
+
+
 def _job_statements() -> tuple[Any, Any, Any, Any]:
     """The submission's statements, built once as Core (no ORM execution, no statement
     building or cache-key walk per call): the in-flight pre-check, the insert, the
     attach and the charge. The writes return the row, so nobody reads it back."""
-    table = cast("Table", GenerationJob.__table__)
-    job = table.c
-    returned = [job[name] for name in JOB_COLUMNS]
     has_inflight = (
-        select(job.id)
-        .where(job.owner_id == bindparam("owner_id"), job.status.in_(INFLIGHT_STATUSES))
+        select(_JOBS.id)
+        .where(_JOBS.owner_id == bindparam("owner_id"), _JOBS.status.in_(INFLIGHT_STATUSES))
         .limit(1)
     )
-    insert_job = insert(table).on_conflict_do_nothing().returning(job.id)
+    insert_job = insert(_TABLE).on_conflict_do_nothing().returning(_JOBS.id)
     attach = (
-        update(table)
-        .where(job.id == bindparam("job_id"), job.status == JobStatus.STARTING)
+        update(_TABLE)
+        .where(_JOBS.id == bindparam("job_id"), _JOBS.status == JobStatus.STARTING)
         .values(prediction_id=bindparam("new_prediction_id"), updated_at=bindparam("now"))
-        .returning(*returned)
+        .returning(*_RETURNED)
     )
-    ended = job.status.in_(ENDED_WITHOUT_OUTPUT)
+    ended = _JOBS.status.in_(ENDED_WITHOUT_OUTPUT)
     # The debit recorded and, for a job that ended meanwhile, the refund requested: what
     # setting ``charged`` then ``_request_refund_if_charged`` did in two statements (a
     # job already charged matches only while its refund is still to be requested). A
     # refund is pending only once charged, so PENDING returned here was set here.
     charged = (
-        update(table)
+        update(_TABLE)
         .where(
-            job.id == bindparam("job_id"),
+            _JOBS.id == bindparam("job_id"),
             or_(
-                job.charge_state == ChargeState.NONE,
+                _JOBS.charge_state == ChargeState.NONE,
                 and_(
-                    job.charge_state == ChargeState.CHARGED,
+                    _JOBS.charge_state == ChargeState.CHARGED,
                     ended,
-                    job.refund_state == RefundState.NONE,
+                    _JOBS.refund_state == RefundState.NONE,
                 ),
             ),
         )
         .values(
             charge_state=ChargeState.CHARGED,
             refund_state=case(
-                (and_(ended, job.refund_state == RefundState.NONE), RefundState.PENDING),
-                else_=job.refund_state,
+                (and_(ended, _JOBS.refund_state == RefundState.NONE), RefundState.PENDING),
+                else_=_JOBS.refund_state,
             ),
             updated_at=bindparam("now"),
         )
-        .returning(*returned)
+        .returning(*_RETURNED)
     )
     return has_inflight, insert_job, attach, charged
 
@@ -211,12 +213,9 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
 _HAS_INFLIGHT, _INSERT_JOB, _ATTACH_PREDICTION, _MARK_CHARGED = _job_statements()
 
 
-_JOBS = GenerationJob.__table__.c
-
-
 def _job_lookup(*conditions: Any) -> Any:
     """One job's JOB_COLUMNS by ``conditions``: Core, built once (no ORM load per read)."""
-    return select(*(_JOBS[name] for name in JOB_COLUMNS)).where(*conditions)
+    return select(*_RETURNED).where(*conditions)
 
 
 _JOB_BY_ID = _job_lookup(_JOBS.id == bindparam("job_id"))
