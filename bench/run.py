@@ -288,7 +288,7 @@ def _cpu_per_request(result: LoadResult) -> dict[str, float]:
 
 def _round(result: RoundResult) -> dict[str, Any]:
     extras: SubmitExtras = result.extra["submit_extras"]
-    explained = extras.explained_p50(result.parts.total_p50)
+    explained = extras.explained_p50(result.parts.total_p50, result.parts.s3_put.p50)
     return {
         "rows_at_start": result.rows,
         "submit_parts": result.parts.as_dict(),

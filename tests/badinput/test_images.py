@@ -76,6 +76,21 @@ TRUNCATED = {
     "png_without_idat": png_declaring(64, 48)[:33] + _chunk(b"IEND", b""),
 }
 
+
+def jpeg_patched(marker: bytes, offset: int, value: int) -> bytes:
+    """The real JPEG with one byte of its first ``marker`` segment replaced."""
+    data = bytearray(JPEG)
+    data[data.index(marker) + offset] = value
+    return bytes(data)
+
+
+# Whole in structure (the metadata strip walks them to the end, so they are stored
+# while a worker decodes them), but libjpeg cannot decode them.
+UNDECODABLE = {
+    "jpeg_bogus_huffman_table": jpeg_patched(b"\xff\xc4", 5, 0xFF),
+    "jpeg_undefined_quant_table": jpeg_patched(b"\xff\xc0", 12, 9),
+}
+
 DISGUISED = {
     "png_signature_then_html": b"\x89PNG\r\n\x1a\n" + HTML,
     "jpeg_signature_then_zip": b"\xff\xd8\xff\xe0" + zip_bytes(),
@@ -105,6 +120,15 @@ async def _submit(user: User, data: bytes) -> int:
 @pytest.mark.parametrize("case", sorted(TRUNCATED))
 async def test_truncated_images_are_415(stack: Stack, user: User, case: str) -> None:
     status = await _submit(user, TRUNCATED[case])
+    assert status == 415
+    await assert_nothing_left(stack, user)
+
+
+@pytest.mark.parametrize("case", sorted(UNDECODABLE))
+async def test_undecodable_jpegs_are_415_and_what_was_stored_meanwhile_is_removed(
+    stack: Stack, user: User, case: str
+) -> None:
+    status = await _submit(user, UNDECODABLE[case])
     assert status == 415
     await assert_nothing_left(stack, user)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
 
@@ -29,16 +28,6 @@ def _no_cpu_limit_on_pytest(monkeypatch: pytest.MonkeyPatch) -> None:
     (RLIMIT_CPU, meant for a worker) would end the whole test run with SIGXCPU a few
     CPU seconds later."""
     monkeypatch.setattr(image_worker, "limit_cpu", lambda seconds: None)
-
-
-@pytest.fixture
-async def decoder() -> AsyncIterator[ImageDecoder]:
-    pool = ImageDecoder(Uploads(decode_workers=1))
-    await pool.start()
-    try:
-        yield pool
-    finally:
-        await pool.stop()
 
 
 async def test_a_named_upload_is_read_by_the_worker_in_place_others_are_copied(

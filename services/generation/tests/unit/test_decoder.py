@@ -8,7 +8,6 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
 
 import psutil
 import pytest
@@ -25,28 +24,6 @@ SMALL_JPEG = hostile.jpeg()
 
 def gradient(width: int, height: int) -> Image.Image:
     return Image.linear_gradient("L").resize((width, height)).convert("RGB")
-
-
-async def started(uploads: Uploads) -> AsyncIterator[ImageDecoder]:
-    pool = ImageDecoder(uploads)
-    await pool.start()
-    try:
-        yield pool
-    finally:
-        await pool.stop()
-
-
-@pytest.fixture
-async def decoder() -> AsyncIterator[ImageDecoder]:
-    async for pool in started(Uploads(decode_workers=1)):
-        yield pool
-
-
-@pytest.fixture
-async def small_decoder() -> AsyncIterator[ImageDecoder]:
-    """The smallest budget the config allows: about 95 MiB above an idle (lean) worker."""
-    async for pool in started(Uploads(decode_workers=1, decode_memory_mib=128)):
-        yield pool
 
 
 async def clean_size(decoder: ImageDecoder, data: bytes) -> tuple[str, int, int]:
@@ -132,26 +109,28 @@ async def _decode_started(worker: psutil.Process, task: asyncio.Task[object]) ->
         await asyncio.sleep(0.01)
 
 
-async def test_a_killed_worker_fails_only_the_upload_it_was_decoding() -> None:
+async def test_a_killed_worker_fails_only_the_upload_it_was_decoding(
+    two_worker_decoder: ImageDecoder,
+) -> None:
     # Two workers, two users' uploads decoding at once; one worker dies (its decode ran
     # away). In one pool of two workers that broke the pool, and the other user's
     # upload failed with 415 too.
     slow = hostile.encode(gradient(3000, 2000), "WEBP", quality=90)
-    async for decoder in started(Uploads(decode_workers=2)):
-        uploads = [asyncio.create_task(clean_size(decoder, slow)) for _ in range(2)]
-        deadline = time.monotonic() + 30
-        while len(decoder.worker_pids()) < 2:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
-        pids = decoder.worker_pids()
-        for pid, upload in zip(pids, uploads, strict=True):
-            await _decode_started(psutil.Process(pid), upload)
-        psutil.Process(pids[0]).send_signal(signal.SIGKILL)
-        outcomes = await asyncio.gather(*uploads, return_exceptions=True)
-        assert sum(isinstance(o, UnsupportedMediaType) for o in outcomes) == 1, outcomes
-        assert ("image/webp", 3000, 2000) in outcomes
-        assert pids[1] in decoder.worker_pids()
-        assert await clean_size(decoder, SMALL_JPEG) == ("image/jpeg", 64, 48)
+    decoder = two_worker_decoder
+    uploads = [asyncio.create_task(clean_size(decoder, slow)) for _ in range(2)]
+    deadline = time.monotonic() + 30
+    while len(decoder.worker_pids()) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    pids = decoder.worker_pids()
+    for pid, upload in zip(pids, uploads, strict=True):
+        await _decode_started(psutil.Process(pid), upload)
+    psutil.Process(pids[0]).send_signal(signal.SIGKILL)
+    outcomes = await asyncio.gather(*uploads, return_exceptions=True)
+    assert sum(isinstance(o, UnsupportedMediaType) for o in outcomes) == 1, outcomes
+    assert ("image/webp", 3000, 2000) in outcomes
+    assert pids[1] in decoder.worker_pids()
+    assert await clean_size(decoder, SMALL_JPEG) == ("image/jpeg", 64, 48)
 
 
 def _burn_after_limit(seconds: int) -> None:

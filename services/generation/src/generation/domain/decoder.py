@@ -18,7 +18,9 @@ so a file they refuse is never sent to a worker; the worker is handed their answ
 and does not scan the file again. Files, not bytes, cross the process boundary: the
 worker reads the upload by its name (the intake spools uploads to named files; any
 other file is first copied to one), and writes the cleaned image into a named
-temporary file this side owns (and deletes on close).
+temporary file this side owns (and deletes on close). ``strip`` and ``prove`` split
+``clean`` in two for a JPEG that keeps its pixels (its metadata cut out first, its
+decode after), so the caller can store the stripped copy while the decode runs.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import IO
+from dataclasses import dataclass
+from functools import partial
+from typing import IO, TypeVar
 
 from generation.domain import image_worker
 from generation.domain.image_clean import CleanImage, ImageLimits, ImageRefused
@@ -41,6 +46,19 @@ from kit.runtime_config import Uploads
 log = get_logger("generation.decoder")
 
 _MIB = 1024 * 1024
+T = TypeVar("T")
+# ``check_before_decoding``'s answer: (mime_type, width, height).
+Checked = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class Stripped:
+    """An upload's metadata-free copy (``ImageDecoder.strip``), not yet proven whole."""
+
+    image: CleanImage
+    # The upload's own file, which the proof decodes.
+    path: str
+    checked: Checked
 
 
 class ImageDecoder:
@@ -100,40 +118,96 @@ class ImageDecoder:
         finally:
             self._free.put_nowait(index)
 
+    async def strip(self, source: IO[bytes], field: str) -> Stripped | None:
+        """The first half of ``clean``, for an upload that can be cleaned before it is
+        decoded (a JPEG or PNG that needs no re-encoding): its metadata cut out, in a
+        worker. None when it needs ``clean`` instead. The same refusals as ``clean``
+        for what the pre-decode checks and the header refuse; the decode itself is
+        :meth:`prove`, which the caller must await before the result is used (it may
+        store the result meanwhile, and remove it when the proof refuses).
+        """
+        checked = await asyncio.to_thread(check_before_decoding, source, self._uploads, field)
+        path = _path_of(source)
+        if path is None:
+            return None  # no name for a worker to open: ``clean`` copies it first
+        out = tempfile.NamedTemporaryFile(prefix="clean-")  # noqa: SIM115 (CleanImage owns it)
+        try:
+            facts = await self._in_worker(
+                field, image_worker.strip_in_worker, path, out.name, checked=checked
+            )
+        except BaseException:
+            out.close()
+            raise
+        if facts is None:
+            out.close()
+            return None
+        kind, extension, width, height, size = facts
+        out.seek(0)
+        return Stripped(CleanImage(out, size, kind, extension, width, height), path, checked)
+
+    async def prove(self, stripped: Stripped, field: str) -> None:
+        """Decode the upload ``stripped`` came from, in a worker: returns when it is a
+        whole image; the refusals of ``clean`` otherwise."""
+        await self._in_worker(
+            field, image_worker.prove_in_worker, stripped.path, checked=stripped.checked
+        )
+
     async def _clean_file(
         self, index: int, path: str, checked: tuple[str, int, int], field: str
     ) -> CleanImage:
         out = tempfile.NamedTemporaryFile(prefix="clean-")  # noqa: SIM115 (CleanImage owns it)
-        executor = self._pool(index)
-        loop = asyncio.get_running_loop()
         try:
-            kind, extension, width, height, size = await loop.run_in_executor(
-                executor,
-                image_worker.clean_in_worker,
-                path,
-                out.name,
-                self._limits,
-                self._uploads.decode_cpu_seconds,
-                field,
-                checked,
+            kind, extension, width, height, size = await self._run(
+                index, field, image_worker.clean_in_worker, path, out.name, checked=checked
             )
-        except ImageRefused as refused:
-            out.close()
-            raise domain_error(refused) from None
-        except BrokenProcessPool as exc:
-            out.close()
-            self._replace(index, executor)
-            log.warning("upload.decode_killed", field=field)
-            raise unsupported(self._uploads, field) from exc
-        except MemoryError as exc:
-            out.close()
-            log.warning("upload.decode_over_memory", field=field)
-            raise over_budget(field) from exc
         except BaseException:
             out.close()
             raise
         out.seek(0)
         return CleanImage(out, size, kind, extension, width, height)
+
+    async def _in_worker(
+        self, field: str, function: Callable[..., T], *args: object, checked: Checked
+    ) -> T:
+        """``function`` in the first free worker (see ``_run``)."""
+        index = await self._free.get()
+        try:
+            return await self._run(index, field, function, *args, checked=checked)
+        finally:
+            self._free.put_nowait(index)
+
+    async def _run(
+        self,
+        index: int,
+        field: str,
+        function: Callable[..., T],
+        *args: object,
+        checked: Checked,
+    ) -> T:
+        """``function(*args, limits, cpu_seconds, field, checked)`` in worker ``index``;
+        a refusal it raises becomes the domain's error, a killed worker a 415 (and a
+        new pool), a memory error the 400 over the budget."""
+        executor = self._pool(index)
+        loop = asyncio.get_running_loop()
+        try:
+            call = partial(
+                function,
+                *args,
+                self._limits,
+                self._uploads.decode_cpu_seconds,
+                field,
+                checked,
+            )
+            return await loop.run_in_executor(executor, call)
+        except ImageRefused as refused:
+            raise domain_error(refused) from None
+        except BrokenProcessPool as exc:
+            self._replace(index, executor)
+            log.warning("upload.decode_killed", field=field)
+            raise unsupported(self._uploads, field) from exc
+        except MemoryError as exc:
+            log.warning("upload.decode_over_memory", field=field)
+            raise over_budget(field) from exc
 
     def _pool(self, index: int = 0) -> ProcessPoolExecutor:
         executor = self._executors[index]

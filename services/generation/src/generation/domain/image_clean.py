@@ -13,6 +13,8 @@ size is checked again after it reads the header); no global Pillow setting is ch
 Cleaning drops EXIF (GPS, camera serials), XMP, comments and PNG text chunks. A
 JPEG or PNG that needs no rotation keeps its compressed pixels: the metadata is
 cut out losslessly (``image_strip``) after the image was decoded for validation.
+For a JPEG the two halves can also run apart (``strip_unproven``, then
+``prove_whole``), so the caller can store the stripped copy while the decode runs.
 Anything else is re-encoded after the EXIF orientation has been applied, so the
 photo stays upright. The ICC profile is kept: it is colour data, not personal data, and
 dropping it would shift colours. It is dropped only when the pixels leave their
@@ -143,11 +145,11 @@ def inspect_and_clean(
     """
     if checked is None:
         checked = check_before_decoding(source, uploads, field)
-    mime_type, width, height = checked
+    mime_type = checked[0]
     limit = pixel_limit(uploads)
-    lossless = _clean_losslessly(source, mime_type, limit, uploads, field, output)
+    lossless = _clean_losslessly(source, checked, uploads, field, output)
     if lossless is not None:
-        return _result(lossless, mime_type, width, height)
+        return lossless
     try:
         image = _decode(source, _PILLOW_FORMATS[mime_type], limit)
     except MemoryError as exc:
@@ -217,33 +219,95 @@ def _result(file: IO[bytes], mime_type: str, width: int, height: int) -> CleanIm
 
 def _clean_losslessly(
     source: IO[bytes],
-    mime_type: str,
-    limit: int,
+    checked: tuple[str, int, int],
     uploads: Limits,
     field: str,
     output: Callable[[], IO[bytes]],
-) -> IO[bytes] | None:
-    """JPEG/PNG that need no rotation: validated by decoding, metadata cut out.
-
-    A JPEG is decoded at 1/8 scale: every block of the entropy-coded data is still
-    read (a truncated or corrupt file fails), without the full-size pixels.
-    Answers None when the image must be re-encoded instead.
+) -> CleanImage | None:
+    """JPEG/PNG that need no rotation: validated by decoding (``_load``), metadata cut
+    out. Answers None when the image must be re-encoded instead.
     """
-    if mime_type not in {"image/jpeg", "image/png"}:
+    if checked[0] not in _LOSSLESS_MODES:
         return None
+    return _lossless_copy(source, uploads, field, checked, output, decode=True)
+
+
+def strip_unproven(
+    source: IO[bytes],
+    uploads: Limits,
+    field: str,
+    checked: tuple[str, int, int],
+    output: Callable[[], IO[bytes]] = memory_spool,
+) -> CleanImage | None:
+    """A JPEG without its metadata, before its pixels are proven whole: for one that
+    needs no rotation and no change of mode, its bytes with the metadata segments cut
+    out (``image_strip``). None for anything else (``inspect_and_clean`` cleans it)
+    or when its stream cannot be walked.
+
+    Pillow reads only the header here (a PNG's EXIF may follow its pixels, so reading
+    its orientation decodes it: PNGs are left to ``inspect_and_clean``, which decodes
+    once). The caller must still :func:`prove_whole` the upload before anything uses
+    the result; it may store the result meanwhile, and must remove it when the proof
+    refuses. ``checked`` is ``check_before_decoding``'s answer for these bytes. Raises
+    :class:`ImageRefused` (415; 400 over the memory budget).
+    """
+    if checked[0] != "image/jpeg":
+        return None
+    return _lossless_copy(source, uploads, field, checked, output, decode=False)
+
+
+def _lossless_copy(
+    source: IO[bytes],
+    uploads: Limits,
+    field: str,
+    checked: tuple[str, int, int],
+    output: Callable[[], IO[bytes]],
+    *,
+    decode: bool,
+) -> CleanImage | None:
+    """The upload's bytes without metadata when it keeps its pixels (decoded first when
+    ``decode``); None when it must be re-encoded or cannot be walked."""
+    mime_type, width, height = checked
     try:
-        image = _open(source, _PILLOW_FORMATS[mime_type], limit)
-        with image:
-            if _orientation(image) != 1 or image.mode not in _LOSSLESS_MODES[mime_type]:
+        with _open(source, _PILLOW_FORMATS[mime_type], pixel_limit(uploads)) as image:
+            if not _keeps_pixels(image, mime_type):
                 return None
-            if mime_type == "image/jpeg":
-                image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
+            if decode:
+                _load(image, mime_type)
     except MemoryError as exc:
         raise over_budget(field) from exc
     except Exception as exc:
         raise unsupported(uploads, field) from exc
-    return _stripped_copy(source, mime_type, output)
+    stripped = _stripped_copy(source, mime_type, output)
+    return None if stripped is None else _result(stripped, mime_type, width, height)
+
+
+def prove_whole(
+    source: IO[bytes], uploads: Limits, field: str, checked: tuple[str, int, int]
+) -> None:
+    """Decode the whole image, or refuse it: 415 when it does not decode, 400 over the
+    memory budget."""
+    mime_type = checked[0]
+    try:
+        with _open(source, _PILLOW_FORMATS[mime_type], pixel_limit(uploads)) as image:
+            _load(image, mime_type)
+    except MemoryError as exc:
+        raise over_budget(field) from exc
+    except Exception as exc:
+        raise unsupported(uploads, field) from exc
+
+
+def _keeps_pixels(image: Image.Image, mime_type: str) -> bool:
+    """True when the cleaned image can be the upload's own bytes without metadata."""
+    return _orientation(image) == 1 and image.mode in _LOSSLESS_MODES[mime_type]
+
+
+def _load(image: Image.Image, mime_type: str) -> None:
+    """Decode every pixel; a JPEG at 1/8 scale (every block of its entropy-coded data
+    is still read, so a truncated or corrupt file fails, without the full-size pixels)."""
+    if mime_type == "image/jpeg":
+        image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
+    image.load()
 
 
 def _stripped_copy(

@@ -13,7 +13,12 @@ import resource
 from collections.abc import Callable
 from typing import IO
 
-from generation.domain.image_clean import ImageLimits, inspect_and_clean
+from generation.domain.image_clean import (
+    ImageLimits,
+    inspect_and_clean,
+    prove_whole,
+    strip_unproven,
+)
 
 
 def init_worker(memory_bytes: int) -> None:
@@ -41,6 +46,35 @@ def clean_in_worker(
         clean = inspect_and_clean(source, limits, field, checked, _rewritten(out_path))
     clean.close()
     return clean.mime_type, clean.extension, clean.width, clean.height, clean.size
+
+
+def strip_in_worker(
+    path: str,
+    out_path: str,
+    limits: ImageLimits,
+    cpu_seconds: int,
+    field: str,
+    checked: tuple[str, int, int],
+) -> tuple[str, str, int, int, int] | None:
+    """``strip_unproven`` of the upload at ``path`` into ``out_path`` (which must
+    exist): its facts as ``clean_in_worker`` answers them, or None when it must be
+    cleaned whole instead. The upload is not proven yet (``prove_in_worker``)."""
+    limit_cpu(cpu_seconds)
+    with open(path, "rb") as source:
+        clean = strip_unproven(source, limits, field, checked, _rewritten(out_path))
+    if clean is None:
+        return None
+    clean.close()
+    return clean.mime_type, clean.extension, clean.width, clean.height, clean.size
+
+
+def prove_in_worker(
+    path: str, limits: ImageLimits, cpu_seconds: int, field: str, checked: tuple[str, int, int]
+) -> None:
+    """``prove_whole`` of the upload at ``path``: returns, or raises ``ImageRefused``."""
+    limit_cpu(cpu_seconds)
+    with open(path, "rb") as source:
+        prove_whole(source, limits, field, checked)
 
 
 def _rewritten(out_path: str) -> Callable[[], IO[bytes]]:

@@ -1,13 +1,15 @@
 """A submission's images: checked and cleaned, then stored in the private bucket.
 
 Inputs arrive as files (spooled by the caller, who closes them); the cleaned
-copies are temporary files too, closed by whoever asked for them. No step
-holds a whole upload in memory.
+copies are temporary files too, closed here once stored. No step holds a whole
+upload in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import IO
 
 from generation.domain.context import GenerationContext
 from generation.domain.images import CleanImage
@@ -20,55 +22,77 @@ from kit.storage import StorageError
 log = get_logger("generation.submission")
 
 
-async def clean_images(ctx: GenerationContext, command: SubmitCommand) -> list[CleanImage]:
-    """Every upload checked and stripped (``decoder``: budgeted workers); close them after."""
-    cleaned: list[CleanImage] = []
-    try:
-        for item in command.inputs:
-            cleaned.append(await ctx.decoder.clean(item.file, item.field))
-    except BaseException:
-        close_all(cleaned)
-        raise
-    return cleaned
+async def upload_inputs(ctx: GenerationContext, command: SubmitCommand) -> list[str]:
+    """Every upload checked, stripped and stored, in order; their keys.
 
-
-def close_all(images: list[CleanImage]) -> None:
-    """Close the cleaned copies (temporary files)."""
-    for image in images:
-        image.close()
-
-
-async def store_inputs(
-    ctx: GenerationContext, command: SubmitCommand, images: list[CleanImage]
-) -> list[str]:
-    """The inputs' keys: the refined variant (copied) first, then the uploads."""
-    if command.source is None:
-        return await _upload_inputs(ctx, command.owner_id, images)
-    source_key = await copy_source_input(ctx, command.owner_id, command.source)
-    try:
-        return [source_key, *await _upload_inputs(ctx, command.owner_id, images)]
-    except BaseException:
-        await discard_inputs(ctx, [source_key])
-        raise
-
-
-async def _upload_inputs(
-    ctx: GenerationContext, owner_id: uuid.UUID, images: list[CleanImage]
-) -> list[str]:
+    An upload that can be stripped before it is decoded (a JPEG or PNG that keeps its
+    pixels, ``ImageDecoder.strip``) is stored while a worker proves it whole: the
+    submission waits for the longer of the two, not their sum. A refusal removes what
+    was stored (this upload's and the earlier ones'), and answers as ``clean`` would.
+    The cleaned copies are closed here once stored.
+    """
     keys: list[str] = []
     try:
-        for image in images:
-            key = f"{owner_id}/inputs/{uuid.uuid4()}.{image.extension}"
-            image.file.seek(0)
-            await ctx.storage.put_file(
-                ctx.private_bucket, key, image.file, image.size, image.mime_type
-            )
-            keys.append(key)
-    except StorageError as error:
+        for item in command.inputs:
+            keys.append(await _upload_one(ctx, command.owner_id, item.file, item.field))
+    except BaseException:
         await discard_inputs(ctx, keys)
+        raise
+    return keys
+
+
+async def _upload_one(
+    ctx: GenerationContext, owner_id: uuid.UUID, file: IO[bytes], field: str
+) -> str:
+    stripped = await ctx.decoder.strip(file, field)
+    if stripped is None:
+        image = await ctx.decoder.clean(file, field)
+        try:
+            return await _store(ctx, owner_id, image)
+        finally:
+            image.close()
+    try:
+        stored, proof = await asyncio.gather(
+            _store(ctx, owner_id, stripped.image),
+            ctx.decoder.prove(stripped, field),
+            return_exceptions=True,
+        )
+    finally:
+        stripped.image.close()
+    if isinstance(proof, BaseException):
+        if isinstance(stored, str):
+            await discard_inputs(ctx, [stored])
+        raise proof
+    if isinstance(stored, BaseException):
+        raise stored
+    return stored
+
+
+async def _store(ctx: GenerationContext, owner_id: uuid.UUID, image: CleanImage) -> str:
+    key = f"{owner_id}/inputs/{uuid.uuid4()}.{image.extension}"
+    image.file.seek(0)
+    try:
+        await ctx.storage.put_file(ctx.private_bucket, key, image.file, image.size, image.mime_type)
+    except StorageError as error:
         log.error("inputs.upload_failed", ownerId=str(owner_id), error=type(error).__name__)
         raise UpstreamError("Your images could not be stored. Please try again.") from error
-    return keys
+    return key
+
+
+async def with_source(
+    ctx: GenerationContext, command: SubmitCommand, upload_keys: list[str]
+) -> list[str]:
+    """The inputs' keys: the refined variant (copied) first, then the uploads' keys.
+
+    When the copy fails, the uploads are removed too."""
+    if command.source is None:
+        return upload_keys
+    try:
+        source_key = await copy_source_input(ctx, command.owner_id, command.source)
+    except BaseException:
+        await discard_inputs(ctx, upload_keys)
+        raise
+    return [source_key, *upload_keys]
 
 
 async def discard_inputs(ctx: GenerationContext, keys: list[str]) -> None:

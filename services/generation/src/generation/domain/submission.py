@@ -8,7 +8,10 @@
    once and answered in that order, both finished before any image is decoded
    (``admission``), then the images checked and cleaned (``input_storage``);
 4. inputs (metadata stripped) uploaded to ``private/<owner>/inputs/<uuid>.<ext>``
-   (a refine's source variant copied there first, as input1) (``input_storage``);
+   (a refine's source variant copied there too, as input1) (``input_storage``). A
+   JPEG or PNG that keeps its pixels is stripped first and uploaded while a decode
+   worker proves it whole; a refusal then removes what was uploaded, so the answer
+   and what is left behind are those of checking first;
 5. the job row, ``starting``: the partial unique index is the real in-flight
    guard (``job_record``);
 6. provider create with signed input URLs and the absolute webhook URL;
@@ -18,8 +21,8 @@
 The job's writes (insert, attach, charge) are one statement each, sent in
 autocommit, and the last one returns the row the answer shows: nothing is read back.
 
-The cleaned copies of the inputs are closed here when the submission ends,
-whatever happens.
+The cleaned copies of the inputs are closed as soon as they are stored, whatever
+happens.
 
 An upload whose first bytes already prove it will be refused (``images.prefix_refusal``)
 is answered by ``early_answer`` before the rest arrives, with what steps 1 to 3 would
@@ -34,8 +37,7 @@ from generation import metrics
 from generation.domain import jobs
 from generation.domain.admission import admit, admit_or_replay, find_replay, key_is_used
 from generation.domain.context import GenerationContext
-from generation.domain.images import CleanImage
-from generation.domain.input_storage import clean_images, close_all, store_inputs
+from generation.domain.input_storage import upload_inputs, with_source
 from generation.domain.job_record import new_job, record_job
 from generation.domain.modes import GenerationInput, validate_generation_input
 from generation.domain.prediction_start import StartedJob, start_prediction
@@ -64,11 +66,9 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
     replay = await admit_or_replay(ctx, command, request_fingerprint)
     if replay is not None:
         return replay
-    images = await clean_images(ctx, command)
-    try:
-        return await _submit_new(ctx, command, validated, images, request_fingerprint)
-    finally:
-        close_all(images)
+    webhook_url = _webhook_url(ctx, command)
+    upload_keys = await upload_inputs(ctx, command)
+    return await _submit_new(ctx, command, validated, upload_keys, request_fingerprint, webhook_url)
 
 
 async def early_answer(
@@ -114,12 +114,13 @@ async def _submit_new(
     ctx: GenerationContext,
     command: SubmitCommand,
     validated: GenerationInput,
-    images: list[CleanImage],
+    upload_keys: list[str],
     request_fingerprint: str,
+    webhook_url: str,
 ) -> SubmitResult:
-    """Steps 4 to 7 for a request that is not a replay, with its cleaned images."""
-    webhook_url = _webhook_url(ctx, command)
-    input_keys = await store_inputs(ctx, command, images)
+    """Steps 4 (the refined source) to 7 for a request that is not a replay, its
+    uploads stored."""
+    input_keys = await with_source(ctx, command, upload_keys)
     prompt = compose_prompt(
         validated.mode,
         validated.prompt,
