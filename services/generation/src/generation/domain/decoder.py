@@ -120,16 +120,18 @@ class ImageDecoder:
 
     async def strip(self, source: IO[bytes], field: str) -> Stripped | None:
         """The first half of ``clean``, for an upload that can be cleaned before it is
-        decoded (a JPEG or PNG that needs no re-encoding): its metadata cut out, in a
-        worker. None when it needs ``clean`` instead. The same refusals as ``clean``
-        for what the pre-decode checks and the header refuse; the decode itself is
-        :meth:`prove`, which the caller must await before the result is used (it may
-        store the result meanwhile, and remove it when the proof refuses).
+        decoded (a JPEG that needs no re-encoding): its metadata cut out, in a worker.
+        None when it needs ``clean`` instead (which then runs the pre-decode checks
+        again: milliseconds). The same refusals as ``clean`` for what the pre-decode
+        checks and the header refuse; the decode itself is :meth:`prove`, which the
+        caller must await before the result is used (it may store the result
+        meanwhile, and remove it when the proof refuses).
         """
         checked = await asyncio.to_thread(check_before_decoding, source, self._uploads, field)
         path = _path_of(source)
-        if path is None:
-            return None  # no name for a worker to open: ``clean`` copies it first
+        if path is None or checked[0] != "image/jpeg":
+            # No name for a worker to open (``clean`` copies it first), or not a JPEG.
+            return None
         out = tempfile.NamedTemporaryFile(prefix="clean-")  # noqa: SIM115 (CleanImage owns it)
         try:
             facts = await self._in_worker(
