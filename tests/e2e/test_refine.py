@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from generation.persistence.models import GenerationJob
 from kit.db import session_scope
-from tests.e2e.harness import Stack, User, jpeg_bytes
+from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
 
 
 async def _finished(user: User, **fields: Any) -> dict[str, Any]:
@@ -93,6 +93,22 @@ async def test_someone_elses_or_a_gone_source_is_not_found(
         assert response.status_code == 404, (source, response.text)
         assert response.json()["error"]["code"] == "NOT_FOUND"
     assert (await user.usage())["used"] == 2  # nothing charged for the refusals
+
+
+async def test_an_upload_stored_before_a_missing_source_is_found_is_removed(
+    stack: Stack, user: User
+) -> None:
+    # input2 is stored as soon as it is cleaned; the source is copied after it.
+    await _finished(user)
+    inputs_before = await objects_under(stack, "private", f"{user.id}/inputs/")
+    response = await user.client.post(
+        f"{stack.api}/generations",
+        data={"mode": "compose", "sourceGenerationId": str(uuid.uuid4()), "sourceVariantIdx": "0"},
+        files={"input2": ("reference.jpg", jpeg_bytes(40, 40, (1, 2, 3)), "image/jpeg")},
+        headers=user.headers,
+    )
+    assert response.status_code == 404, response.text
+    assert await objects_under(stack, "private", f"{user.id}/inputs/") == inputs_before
 
 
 async def test_refine_keeps_the_usual_rules(stack: Stack, user: User) -> None:

@@ -25,8 +25,8 @@ log = get_logger("generation.submission")
 async def upload_inputs(ctx: GenerationContext, command: SubmitCommand) -> list[str]:
     """Every upload checked, stripped and stored, in order; their keys.
 
-    An upload that can be stripped before it is decoded (a JPEG or PNG that keeps its
-    pixels, ``ImageDecoder.strip``) is stored while a worker proves it whole: the
+    An upload that can be stripped before it is decoded (a JPEG that keeps its pixels,
+    ``ImageDecoder.strip``) is stored while a worker proves it whole: the
     submission waits for the longer of the two, not their sum. A refusal removes what
     was stored (this upload's and the earlier ones'), and answers as ``clean`` would.
     The cleaned copies are closed here once stored.
