@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,12 +28,61 @@ _PG_SYSTEM_USER = "embedded_postgres"
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
 
 
+# Ports below this are left to the machine's own services.
+_LOWEST_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Linux's default ephemeral range, when the machine does not say.
+_DEFAULT_EPHEMERAL = (32_768, 60_999)
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def ephemeral_ports() -> range:
+    """The ports the kernel gives outgoing connections (``ip_local_port_range``)."""
+    try:
+        low, high = (int(word) for word in _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = _DEFAULT_EPHEMERAL
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port that nothing uses now and that no outgoing connection will take.
+
+    The port is picked at random outside the kernel's ephemeral range: a port the
+    kernel hands out for ``bind(0)`` comes from that range, so any client connection
+    opened before the server binds (a test suite opens thousands) could take it and
+    the server would fail with "Address already in use". A port is never handed out
+    twice by one process, and it must be bindable on every address (0.0.0.0, as
+    Envoy's listener binds it) without SO_REUSEADDR, so not even a closing
+    connection uses it. Only on a machine whose ephemeral range covers every port
+    does the kernel pick.
+    """
+    ephemeral = ephemeral_ports()
+    candidates = [
+        port
+        for span in (range(_LOWEST_PORT, ephemeral.start), range(ephemeral.stop, 65_536))
+        for port in random.sample(span, min(len(span), 64))
+    ]
+    random.shuffle(candidates)
+    with _handed_out_lock:
+        for port in candidates:
+            if port not in _handed_out and _unused(port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
+
+
+def _unused(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
