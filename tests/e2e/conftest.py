@@ -13,10 +13,10 @@ from replicate_emulator.config import EmulatorConfig
 from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.plugin import S3Endpoint
 from testkit.stack import InProcessOptions, Stack, in_process_stack
-from tests.e2e.harness import User
+from tests.e2e.harness import User, signed_base_url
 
 
-def _options(keys: Path) -> InProcessOptions:
+def _options(keys: Path, s3: S3Endpoint) -> InProcessOptions:
     base = load_runtime_config(REPO_RUNTIME_CONFIG)
     # A tiny plan so quota tests do not need many generations.
     plans = {**base.plans, "price_test_one": Plan(name="one", monthly_generations=1)}
@@ -35,6 +35,10 @@ def _options(keys: Path) -> InProcessOptions:
         # database's one-job-in-flight rule; the edge's per-user upload limit
         # (tested on its own) would refuse most of them before they got there.
         edge={"MAX_UPLOADS_PER_USER": 64},
+        # Signed input URLs name the S3 server as localhost while the services reach
+        # it as 127.0.0.1, as a deployment's public name and in-network name differ:
+        # the provider (the emulator) and callers fetch every input through them.
+        generation={"S3_SIGNED_BASE_URL": signed_base_url(s3)},
     )
 
 
@@ -44,7 +48,7 @@ async def stack(
     s3_server: S3Endpoint,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Stack]:
-    options = _options(tmp_path_factory.mktemp("service-keys"))
+    options = _options(tmp_path_factory.mktemp("service-keys"), s3_server)
     async with in_process_stack(options, database_factory, s3_server) as started:
         yield started
 

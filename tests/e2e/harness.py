@@ -23,6 +23,7 @@ from PIL import Image
 from edge_api.settings import DEV_JWT_SECRET
 
 # Re-exported: the e2e and badinput tests import Stack from here.
+from testkit.plugin import S3Endpoint
 from testkit.stack import Stack as Stack
 
 
@@ -157,3 +158,8 @@ async def job_count(stack: Stack, owner_id: uuid.UUID) -> int:
             .where(GenerationJob.owner_id == owner_id)
         )
     return int(count or 0)
+
+
+def signed_base_url(s3: S3Endpoint) -> str:
+    """The S3 server under the name callers use (the services use 127.0.0.1)."""
+    return f"http://localhost:{s3.endpoint.rpartition(':')[2]}"

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from tests.e2e.harness import Stack, User, jpeg_bytes
+from tests.e2e.harness import Stack, User, jpeg_bytes, signed_base_url
 
 
 async def test_the_owner_gets_signed_links_to_their_inputs(
@@ -24,8 +24,14 @@ async def test_the_owner_gets_signed_links_to_their_inputs(
 
     for shown in (submitted, job, listed):
         assert [item["idx"] for item in shown["inputs"]] == [0, 1]
+    # S3_SIGNED_BASE_URL names the host callers and the provider reach (localhost here,
+    # 127.0.0.1 for the services): the job succeeded, so the provider fetched its
+    # inputs through these links, and the caller fetches them below.
+    assert stack.s3 is not None
+    public = urlsplit(signed_base_url(stack.s3)).netloc
     for item in job["inputs"]:
         url = urlsplit(item["url"])
+        assert url.netloc == public
         assert url.path.startswith(f"/private/{user.id}/inputs/")
         assert int(parse_qs(url.query)["X-Amz-Expires"][0]) <= 300
         image = await http.get(item["url"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def test_a_port_in_use_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     components._handed_out.discard(taken)
     with socket.create_server(("127.0.0.1", taken)):
         # The taken port is the first candidate every time.
-        monkeypatch.setattr(components.random, "shuffle", lambda items: items.insert(0, taken))
+        monkeypatch.setattr(random, "shuffle", lambda items: items.insert(0, taken))
         assert free_port() != taken
 
 

@@ -165,6 +165,8 @@ class InProcessOptions:
     provider_timeout_seconds: float = 5.0
     # Settings of the edge beyond its targets, storage and identity.
     edge: Mapping[str, Any] = field(default_factory=dict)
+    # Settings of generation beyond its database, targets, storage and identity.
+    generation: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _identity(keys: Path | None, name: str, *, serves: bool) -> dict[str, str]:
@@ -242,6 +244,7 @@ async def in_process_stack(
                     "SWEEP_ENABLED": options.sweep,
                     **s3.env(),
                     **_identity(keys, "generation", serves=True),
+                    **options.generation,
                 }
             )
             app = await build_app(

@@ -7,9 +7,11 @@ needs. Settings are built once at start and passed down through constructors.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -155,6 +157,12 @@ class DatabaseSettings(BaseSettings):
     db_statement_timeout_ms: int = Field(default=15_000, alias="DB_STATEMENT_TIMEOUT_MS")
 
 
+# host[:port] of an origin: a DNS name or IPv4 address, or a bracketed IPv6 address.
+HOST_PORT = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?"
+)
+
+
 class S3Settings(BaseSettings):
     """S3-compatible object storage through the minio SDK."""
 
@@ -170,12 +178,36 @@ class S3Settings(BaseSettings):
     # Base for public render URLs (bucket with anonymous read, or a CDN). Unset:
     # the edge serves `public/...` objects itself.
     s3_public_base_url: str | None = Field(default=None, alias="S3_PUBLIC_BASE_URL")
+    # Where the signed input URLs handed to the provider and to callers point:
+    # ``scheme://host[:port]`` of the same S3 service under a name they can reach
+    # (the services keep talking to S3_ENDPOINT). Unset: S3_ENDPOINT itself.
+    s3_signed_base_url: str | None = Field(default=None, alias="S3_SIGNED_BASE_URL")
 
-    @field_validator("s3_public_base_url")
+    @field_validator("s3_public_base_url", "s3_signed_base_url")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         # An empty variable means "not configured", as everywhere else.
         return value.strip() or None if value is not None else None
+
+    @field_validator("s3_signed_base_url")
+    @classmethod
+    def _an_origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = urlsplit(value)
+        if (
+            url.scheme not in ("http", "https")
+            or not HOST_PORT.fullmatch(url.netloc)
+            or url.path not in ("", "/")
+            or url.query
+            or url.fragment
+        ):
+            raise ValueError("must be scheme://host[:port] (http or https, no path)")
+        try:
+            url.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError:
+            raise ValueError("must be scheme://host[:port] with a valid port") from None
+        return f"{url.scheme}://{url.netloc}"
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, BinaryIO, TypeVar, cast
+from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
@@ -100,6 +101,18 @@ class ObjectStorage:
             region=settings.s3_region,
             http_client=_http_pool(pool_size, timeout_seconds),
         )
+        # Signed URLs name the host a provider or a browser reaches; with the region
+        # set, signing asks no server anything, so this client never connects.
+        self._signer = self._client
+        if settings.s3_signed_base_url is not None:
+            base = urlsplit(settings.s3_signed_base_url)
+            self._signer = Minio(
+                base.netloc,
+                access_key=settings.s3_access_key.get_secret_value(),
+                secret_key=settings.s3_secret_key.get_secret_value(),
+                secure=base.scheme == "https",
+                region=settings.s3_region,
+            )
 
     async def ensure_bucket(self, bucket: str) -> None:
         """Create ``bucket`` unless it exists."""
@@ -231,7 +244,7 @@ class ObjectStorage:
     async def presigned_get_url(self, bucket: str, key: str, ttl_seconds: int) -> str:
         """A signed GET URL that expires after ``ttl_seconds``."""
         return await self._call(
-            lambda: self._client.presigned_get_object(
+            lambda: self._signer.presigned_get_object(
                 bucket, key, expires=timedelta(seconds=ttl_seconds)
             )
         )
@@ -274,7 +287,7 @@ class ObjectStorage:
         With the region configured the SDK asks the server nothing: signing is an
         HMAC, cheaper than the thread hop :meth:`presigned_get_url` pays.
         """
-        return self._client.presigned_get_object(
+        return self._signer.presigned_get_object(
             bucket, key, expires=timedelta(seconds=ttl_seconds)
         )
 

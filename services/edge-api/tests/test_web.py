@@ -126,6 +126,34 @@ async def test_images_may_come_from_the_s3_endpoint_and_nowhere_else(
     assert "*" not in policy
 
 
+async def test_images_come_from_the_signed_base_url_when_one_is_set() -> None:
+    """With S3_SIGNED_BASE_URL the "before" photos point there, not at the endpoint."""
+    async with await _client(
+        APP_ENV="development", S3_SIGNED_BASE_URL="https://files.example.com/"
+    ) as client:
+        policy = (await client.get("/")).headers["content-security-policy"]
+
+    assert "img-src 'self' blob: https://files.example.com;" in policy
+    assert "127.0.0.1:9" not in policy
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "files.example.com",
+        "ftp://files.example.com",
+        "https://files.example.com/bucket",
+        "https://files.example.com?x=1",
+        "https://user:pw@files.example.com",
+        "https://files.example.com:99999",
+        "https://files.example.com; script-src *",
+    ],
+)
+async def test_a_signed_base_url_that_is_not_an_origin_stops_the_start(base: str) -> None:
+    with pytest.raises(ValueError, match="S3_SIGNED_BASE_URL"):
+        await _client(APP_ENV="development", S3_SIGNED_BASE_URL=base)
+
+
 @pytest.mark.parametrize("endpoint", ["s3.example.com; script-src *", "s3 example.com", "*:9000"])
 async def test_an_endpoint_that_would_bend_the_policy_stops_the_start(endpoint: str) -> None:
     with pytest.raises(ValueError, match="S3_ENDPOINT"):

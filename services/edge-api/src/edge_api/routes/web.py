@@ -11,7 +11,6 @@ and local ``blob:`` previews.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
@@ -21,6 +20,7 @@ from fastapi import APIRouter, Response
 from edge_api.settings import EdgeSettings
 from edge_api.state import State
 from kit.errors import NotFound
+from kit.settings import HOST_PORT
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,8 +33,6 @@ CONTENT_TYPES: Final = {
 }
 # Files change with a deploy; revalidation is cheap and avoids a stale mix of modules.
 CACHE_CONTROL: Final = "no-cache"
-# host[:port] (a name, IPv4 or [IPv6]): nothing that could end or extend a CSP directive.
-_HOST_PORT: Final = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 def _shipped_files() -> dict[str, Path]:
@@ -55,9 +53,13 @@ def _origin(url: str) -> str:
 
 
 def s3_origin(settings: EdgeSettings) -> str:
-    """The origin of the S3 endpoint, where the signed input URLs point (minio SDK style)."""
+    """The origin the signed input URLs point at: S3_SIGNED_BASE_URL, else the S3
+    endpoint (minio SDK style)."""
+    if settings.s3_signed_base_url is not None:
+        return settings.s3_signed_base_url
     # S3_ENDPOINT is host[:port] (the minio SDK refuses a scheme); S3_SECURE picks it.
-    if not _HOST_PORT.fullmatch(settings.s3_endpoint):
+    # host[:port] only: nothing that could end or extend a CSP directive.
+    if not HOST_PORT.fullmatch(settings.s3_endpoint):
         raise ValueError(f"S3_ENDPOINT {settings.s3_endpoint!r} is not host[:port]")
     scheme = "https" if settings.s3_secure else "http"
     return f"{scheme}://{settings.s3_endpoint}"
