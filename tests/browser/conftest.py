@@ -26,7 +26,7 @@ from testkit.plugin import S3Endpoint
 from testkit.servers import ThreadedUvicorn
 from testkit.stack import Stack
 from tests.e2e.conftest import books_balance_at_the_end, http, reset_emulator, stack
-from tests.e2e.harness import make_token
+from tests.e2e.harness import make_token, signed_base_url
 
 __all__ = ["books_balance_at_the_end", "http", "reset_emulator", "stack"]
 
@@ -81,6 +81,9 @@ def web_edge(stack: Stack, s3_server: S3Endpoint) -> Iterator[WebEdge]:
             USAGE_GRPC_TARGET=stack.usage_target,
             WEB_CLIENT_ENABLED="true",
             **s3_server.env(),
+            # As generation signs the input links (tests/e2e/conftest.py): the page's
+            # img-src must name the same origin, or the browser blocks the photos.
+            S3_SIGNED_BASE_URL=signed_base_url(s3_server),
             **stack.identity_env("edge-api"),
         )
     )

@@ -18,7 +18,7 @@ from testkit.envoy import Envoy
 from testkit.plugin import S3Endpoint
 from testkit.stack import Stack
 from tests.browser.conftest import Visitor
-from tests.e2e.harness import jpeg_bytes
+from tests.e2e.harness import jpeg_bytes, signed_base_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -354,9 +354,10 @@ async def test_a_job_opened_from_history_shows_its_stored_before_and_thumbnail(
     job_id = await page.get_attribute("#history li", "data-job-id")
     visitor.edge.recorder.seen.clear()
     await page.locator("#history li button").click()
-    await _loaded(page, "#before-img")  # the CSP let the S3 origin through
+    # The CSP let the links' origin through: S3_SIGNED_BASE_URL's, not the endpoint's.
+    await _loaded(page, "#before-img")
     src = await page.get_attribute("#before-img", "src") or ""
-    assert src.startswith(f"http://{s3_server.endpoint}/"), src
+    assert src.startswith(f"{signed_base_url(s3_server)}/"), src
     assert ("GET", f"/api/v1/generations/{job_id}") in visitor.edge.recorder.seen
     await _loaded(page, "#after img")
     await visitor.shot("opened-from-history")
@@ -503,7 +504,7 @@ async def test_a_result_is_refined_with_a_new_prompt(
     # Its "before" is its own input (the earlier result), signed by S3.
     await _loaded(page, "#before-img")
     assert (await page.get_attribute("#before-img", "src") or "").startswith(
-        f"http://{s3_server.endpoint}/"
+        f"{signed_base_url(s3_server)}/"
     )
     await _loaded(page, "#after img")
     await expect(page.locator("#refine")).to_be_hidden()  # the next submission starts afresh

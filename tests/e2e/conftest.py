@@ -34,7 +34,7 @@ def _options(keys: Path, s3: S3Endpoint) -> InProcessOptions:
         # These suites fire many parallel submits by one user to prove the
         # database's one-job-in-flight rule; the edge's per-user upload limit
         # (tested on its own) would refuse most of them before they got there.
-        edge={"MAX_UPLOADS_PER_USER": 64},
+        edge={"MAX_UPLOADS_PER_USER": 64, "S3_SIGNED_BASE_URL": signed_base_url(s3)},
         # Signed input URLs name the S3 server as localhost while the services reach
         # it as 127.0.0.1, as a deployment's public name and in-network name differ:
         # the provider (the emulator) and callers fetch every input through them.
