@@ -89,30 +89,37 @@ class ObjectStream:
         self._response.release_conn()
 
 
+def _minio(
+    settings: S3Settings,
+    endpoint: str,
+    secure: bool,
+    http_client: urllib3.PoolManager | None = None,
+) -> Minio:
+    """A client of ``endpoint`` with the settings' credentials and region."""
+    return Minio(
+        endpoint,
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=secure,
+        region=settings.s3_region,
+        http_client=http_client,
+    )
+
+
 class ObjectStorage:
     """Buckets and objects; all methods are coroutines."""
 
     def __init__(self, settings: S3Settings, *, pool_size: int = 16, timeout_seconds: float = 15.0):
-        self._client = Minio(
-            settings.s3_endpoint,
-            access_key=settings.s3_access_key.get_secret_value(),
-            secret_key=settings.s3_secret_key.get_secret_value(),
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-            http_client=_http_pool(pool_size, timeout_seconds),
-        )
+        self._client = _minio(
+            settings, settings.s3_endpoint, settings.s3_secure,
+            _http_pool(pool_size, timeout_seconds),
+        )  # fmt: skip
         # Signed URLs name the host a provider or a browser reaches; with the region
         # set, signing asks no server anything, so this client never connects.
         self._signer = self._client
         if settings.s3_signed_base_url is not None:
             base = urlsplit(settings.s3_signed_base_url)
-            self._signer = Minio(
-                base.netloc,
-                access_key=settings.s3_access_key.get_secret_value(),
-                secret_key=settings.s3_secret_key.get_secret_value(),
-                secure=base.scheme == "https",
-                region=settings.s3_region,
-            )
+            self._signer = _minio(settings, base.netloc, base.scheme == "https")
 
     async def ensure_bucket(self, bucket: str) -> None:
         """Create ``bucket`` unless it exists."""

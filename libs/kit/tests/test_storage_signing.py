@@ -61,6 +61,17 @@ async def test_urls_name_the_signed_base_url_and_are_signed_for_it(s3_server: S3
             assert swapped.status_code == 403
 
 
+def _settings(signed_base_url: str) -> S3Settings:
+    return S3Settings.model_validate(
+        {
+            "S3_ENDPOINT": "s3:9000",
+            "S3_ACCESS_KEY": "a",
+            "S3_SECRET_KEY": "b",
+            "S3_SIGNED_BASE_URL": signed_base_url,
+        }
+    )
+
+
 @pytest.mark.parametrize(
     ("given", "kept"),
     [
@@ -71,14 +82,7 @@ async def test_urls_name_the_signed_base_url_and_are_signed_for_it(s3_server: S3
     ],
 )
 def test_a_signed_base_url_is_kept_as_its_origin(given: str, kept: str | None) -> None:
-    settings = S3Settings.model_validate(
-        {
-            "S3_ENDPOINT": "s3:9000",
-            "S3_ACCESS_KEY": "a",
-            "S3_SECRET_KEY": "b",
-            "S3_SIGNED_BASE_URL": given,
-        }
-    )
+    settings = _settings(given)
     assert settings.s3_signed_base_url == kept
 
 
@@ -88,11 +92,4 @@ def test_a_signed_base_url_is_kept_as_its_origin(given: str, kept: str | None) -
 )
 def test_a_signed_base_url_with_more_than_an_origin_is_refused(given: str) -> None:
     with pytest.raises(ValidationError, match="S3_SIGNED_BASE_URL"):
-        S3Settings.model_validate(
-            {
-                "S3_ENDPOINT": "s3:9000",
-                "S3_ACCESS_KEY": "a",
-                "S3_SECRET_KEY": "b",
-                "S3_SIGNED_BASE_URL": given,
-            }
-        )
+        _settings(given)
