@@ -58,8 +58,8 @@ class GrpcUsageGateway:
             ),
         )
 
-    async def credit(self, owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> None:
-        await self._call(
+    async def credit(self, owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> bool:
+        response = await self._call(
             "Credit",
             usage_pb2.CreditRequest(
                 owner_id=str(owner_id),
@@ -68,6 +68,9 @@ class GrpcUsageGateway:
                 reason=reason,
             ),
         )
+        assert isinstance(response, usage_pb2.LedgerResult)
+        # Not recorded and not replayed: the job was never debited.
+        return response.recorded or response.replayed
 
     async def _call(self, method: str, request: object) -> object:
         rpc = getattr(self._stub, method)

@@ -46,8 +46,10 @@ class UsageGateway(Protocol):
         """
         ...
 
-    async def credit(self, owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> None:
-        """Give the job's generation back; idempotent per job."""
+    async def credit(self, owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> bool:
+        """Give the job's generation back; idempotent per job. True when the job was
+        debited (its generation is back, now or by an earlier call), False when it never
+        was (nothing to give back)."""
         ...
 
 
@@ -112,6 +114,14 @@ class JobStore(Protocol):
         """Record that the job is never to be charged (the plan shrank after its run)."""
         ...
 
+    async def settle_unanswered_debit(
+        self, job_id: uuid.UUID, debited: bool, now: datetime
+    ) -> None:
+        """Record what a credit found for a job that ended without output while its
+        debit went unanswered: charged and refunded when a debit had been recorded,
+        never to be charged otherwise."""
+        ...
+
     async def mark_refunded(self, job_id: uuid.UUID) -> None:
         """Record a pending refund as done."""
         ...
@@ -133,7 +143,9 @@ class JobStore(Protocol):
         ...
 
     async def needing_settlement(self, older_than: datetime, limit: int) -> Sequence[Job]:
-        """Jobs whose refund is pending, or that reached the provider but were never charged."""
+        """Jobs whose refund is pending, or that reached the provider but were never
+        recorded as charged (in flight or succeeded: to charge; ended without output:
+        to give back a debit whose answer was lost)."""
         ...
 
     async def page(

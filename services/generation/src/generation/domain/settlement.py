@@ -40,6 +40,28 @@ async def refund(ctx: GenerationContext, job: Job) -> bool:
     return True
 
 
+async def settle_unanswered_debit(ctx: GenerationContext, job: Job) -> bool:
+    """Give back whatever was debited for a job that ended without output while its
+    debit went unanswered (the call failed or was cut off after the usage service may
+    have recorded it); True once settled. The credit answers whether a debit existed,
+    and the job records it: charged and refunded, or never to be charged."""
+    try:
+        debited = await ctx.usage.credit(job.owner_id, job.id, reason=f"job_{job.status}")
+    except DomainError as error:
+        log.warning("ledger.refund_deferred", **jobs.log_fields(job, job.status), code=error.code)
+        metrics.settlement("refund", "deferred")
+        return False
+    async with ctx.transactions() as tx:
+        await tx.jobs.settle_unanswered_debit(job.id, debited, ctx.clock.now())
+    if debited:
+        log.info("ledger.refunded", **jobs.log_fields(job, job.status))
+        metrics.settlement("refund", "done")
+    else:
+        log.info("ledger.charge_waived", **jobs.log_fields(job, job.status), cause="never_debited")
+        metrics.settlement("debit", "waived")
+    return True
+
+
 async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
     """Debit the job: the job as recorded charged, or None when the debit was deferred
     (left for the sweep) or already recorded. Raises LimitExceeded."""

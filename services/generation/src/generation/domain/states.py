@@ -29,7 +29,9 @@ class ChargeState(enum.StrEnum):
 
     NONE = "none"
     CHARGED = "charged"
-    # Refused by a plan change after the run happened: never asked for again.
+    # Not charged, and never asked for again: refused by a plan change after the run
+    # happened, or found never debited once the job ended without output (its debit's
+    # answer was lost; a debit that lands after all is recorded and given back).
     WAIVED = "waived"
 
 

@@ -8,7 +8,8 @@ Each pass, on every instance:
    (the process died mid-submission) cannot move forward, so it is failed with
    INTERRUPTED after ``_UNSUBMITTED_GRACE``;
 3. settles charges: retries pending refunds and debits that could not reach the
-   usage service at the time;
+   usage service at the time, and gives back the debit of a job that ended without
+   output while its debit went unanswered (the usage service may have recorded it);
 4. removes what must leave storage and has not yet (see domain/cleanup.py): a
    deleted job's render files and inputs when the attempt right after the DELETE
    failed, files a late applier could not remove, and any outputs of a job that
@@ -33,8 +34,8 @@ from generation.domain.events import end_without_output
 from generation.domain.provider import ProviderError
 from generation.domain.records import Job
 from generation.domain.refresh import poll_and_apply
-from generation.domain.settlement import charge, refund
-from generation.domain.states import RefundState
+from generation.domain.settlement import charge, refund, settle_unanswered_debit
+from generation.domain.states import ENDED_WITHOUT_OUTPUT, RefundState
 from kit import tracing
 from kit.errors import LimitExceeded
 from kit.logging import get_logger
@@ -139,6 +140,9 @@ async def _settle(ctx: GenerationContext) -> int:
     for job in candidates:
         if job.refund_state == RefundState.PENDING:
             settled += int(await refund(ctx, job))
+            continue
+        if job.status in ENDED_WITHOUT_OUTPUT:
+            settled += int(await settle_unanswered_debit(ctx, job))
             continue
         try:
             await charge(ctx, job)

@@ -190,6 +190,9 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
             _JOBS.id == bindparam("job_id"),
             or_(
                 _JOBS.charge_state == ChargeState.NONE,
+                # Waived as never debited after it ended, and its late debit landed
+                # after all: recorded, and given back like any ended job's.
+                and_(_JOBS.charge_state == ChargeState.WAIVED, ended),
                 and_(
                     _JOBS.charge_state == ChargeState.CHARGED,
                     ended,
@@ -396,6 +399,20 @@ class JobRepository:
             .values(charge_state=ChargeState.WAIVED, updated_at=now)
         )
 
+    async def settle_unanswered_debit(
+        self, job_id: uuid.UUID, debited: bool, now: datetime
+    ) -> None:
+        settled = (
+            {"charge_state": ChargeState.CHARGED, "refund_state": RefundState.DONE}
+            if debited
+            else {"charge_state": ChargeState.WAIVED}
+        )
+        await self._session.execute(
+            update(GenerationJob)
+            .where(GenerationJob.id == job_id, GenerationJob.charge_state == ChargeState.NONE)
+            .values(**settled, updated_at=now)
+        )
+
     async def _request_refund_if_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
         return await _changed(
             self._session,
@@ -485,10 +502,12 @@ class JobRepository:
                 GenerationJob.updated_at <= older_than,
                 or_(
                     GenerationJob.refund_state == RefundState.PENDING,
+                    # Reached the provider, so a debit may have been recorded whose
+                    # answer never came back (in flight or succeeded: charge it; ended
+                    # without output: give back whatever was debited).
                     and_(
                         GenerationJob.charge_state == ChargeState.NONE,
                         GenerationJob.prediction_id.is_not(None),
-                        GenerationJob.status.in_((*INFLIGHT, JobStatus.SUCCEEDED)),
                     ),
                 ),
             )

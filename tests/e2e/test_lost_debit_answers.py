@@ -1,0 +1,111 @@
+"""A debit whose answer never came back, for a job that then ends without output.
+
+The usage service may have recorded the debit (the call timed out or was cut off after
+it committed) or not (it never arrived). Either way the job was not recorded as
+charged, so its end asked for no refund. The sweep settles it: a credit gives back
+whatever was debited, and the job records what the credit found, so the books balance
+and the user has their generation back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from generation.domain.settlement import charge
+from generation.domain.states import ChargeState, RefundState
+from generation.domain.sweep import sweep_once
+from generation.persistence.models import GenerationJob
+from kit.db import session_scope
+from kit.errors import UpstreamError
+from tests.e2e.harness import Stack, User
+
+
+async def _states(stack: Stack, job_id: str) -> tuple[str, str, str]:
+    async with session_scope(stack.ctx.sessions) as session:
+        job = await session.get(GenerationJob, uuid.UUID(job_id))
+    assert job is not None
+    return job.status, job.charge_state, job.refund_state
+
+
+async def _submit_with_the_debit_answer_lost(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch, *, debit_lands: bool
+) -> str:
+    """Submit while the debit call fails after (or instead of) reaching the usage service."""
+    usage = stack.ctx.usage
+    real_debit = usage.debit
+
+    async def debit_without_answer(owner_id: uuid.UUID, job_id: uuid.UUID) -> None:
+        if debit_lands:
+            await real_debit(owner_id, job_id)
+        raise UpstreamError("injected: the debit's answer was lost")
+
+    monkeypatch.setattr(usage, "debit", debit_without_answer)
+    response = await user.submit("imagine", prompt="A reading corner under the stairs")
+    monkeypatch.undo()
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def _settle(stack: Stack) -> int:
+    stack.clock.advance(timedelta(seconds=30))
+    counts = await sweep_once(stack.ctx)
+    return int(counts["settled"])
+
+
+async def _books_of(stack: Stack, job_id: str) -> list[str]:
+    return [d.kind for d in await stack.audit() if d.job_id == job_id]
+
+
+async def test_a_landed_debit_of_a_failed_job_is_given_back_by_the_sweep(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await stack.control("set_faults", fail_next=1)
+    job_id = await _submit_with_the_debit_answer_lost(stack, user, monkeypatch, debit_lands=True)
+    assert (await user.wait_for(job_id, {"failed", "succeeded"}))["status"] == "failed"
+    # The debit is in the ledger, and nothing on the job says so.
+    assert (await user.usage())["used"] == 1
+    assert await _states(stack, job_id) == ("failed", ChargeState.NONE, RefundState.NONE)
+
+    assert await _settle(stack) >= 1
+    assert (await user.usage())["used"] == 0
+    assert await _states(stack, job_id) == ("failed", ChargeState.CHARGED, RefundState.DONE)
+    assert await _books_of(stack, job_id) == []
+    assert await _settle(stack) == 0  # settled once: never asked again
+
+
+async def test_a_canceled_job_whose_debit_never_arrived_is_waived(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await stack.control("set_faults", hold=True)
+    job_id = await _submit_with_the_debit_answer_lost(stack, user, monkeypatch, debit_lands=False)
+    assert (await user.cancel(job_id)).status_code == 200
+    assert (await user.usage())["used"] == 0
+
+    assert await _settle(stack) >= 1
+    assert (await user.usage())["used"] == 0  # nothing was debited, nothing is credited
+    assert await _states(stack, job_id) == ("canceled", ChargeState.WAIVED, RefundState.NONE)
+    assert await _books_of(stack, job_id) == []
+    assert await _settle(stack) == 0
+
+
+async def test_a_debit_landing_after_the_job_was_waived_is_recorded_and_given_back(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep found no debit; the unanswered call's retry lands after all."""
+    await stack.control("set_faults", hold=True)
+    job_id = await _submit_with_the_debit_answer_lost(stack, user, monkeypatch, debit_lands=False)
+    assert (await user.cancel(job_id)).status_code == 200
+    assert await _settle(stack) >= 1
+    assert await _states(stack, job_id) == ("canceled", ChargeState.WAIVED, RefundState.NONE)
+
+    async with session_scope(stack.ctx.sessions) as session:
+        row = await session.get(GenerationJob, uuid.UUID(job_id))
+    assert row is not None
+    await charge(stack.ctx, row)
+    assert await _states(stack, job_id) == ("canceled", ChargeState.CHARGED, RefundState.DONE)
+    assert (await user.usage())["used"] == 0
+    assert await _books_of(stack, job_id) == []
