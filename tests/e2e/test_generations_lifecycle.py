@@ -13,8 +13,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from generation.domain.records import Job
+from generation.domain.refresh import poll_and_apply
 from generation.domain.sweep import sweep_once
 from generation.persistence.models import GenerationJob, Render, RenderVariant
+from generation.wiring import WiredContext
 from kit.db import session_scope
 from tests.e2e.harness import Stack, User, jpeg_bytes
 
@@ -183,6 +186,34 @@ async def test_lost_webhook_is_recovered_by_the_sweep_alone(stack: Stack, user: 
     job = await _job(stack, job_id)
     assert job.status == "succeeded"
     assert await _render_rows(stack, job_id) == (1, 1)
+
+
+async def test_a_job_that_breaks_a_sweep_step_does_not_stop_the_pass_for_the_others(
+    stack: Stack, user: User, other_user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await stack.control("set_faults", drop_webhooks="all")
+    broken = (await user.submit("imagine", prompt="A sunroom with wicker chairs")).json()
+    fine = (await other_user.submit("imagine", prompt="A boot room with a bench")).json()
+    for job in (broken, fine):
+        await stack.control("wait_for_status", job["predictionId"], ["succeeded"])
+
+    async def fails_for_one_job(
+        ctx: WiredContext, job: Job, prediction_id: str, *, source: str
+    ) -> bool:
+        if str(job.id) == broken["id"]:
+            raise RuntimeError("injected: a fault no step expects")
+        return await poll_and_apply(ctx, job, prediction_id, source=source)
+
+    monkeypatch.setattr("generation.domain.sweep.poll_and_apply", fails_for_one_job)
+    stack.clock.advance(timedelta(seconds=30))
+    counts = await sweep_once(stack.ctx)
+    assert counts["recovered"] >= 1
+    assert (await _job(stack, fine["id"])).status == "succeeded"
+    assert (await _job(stack, broken["id"])).status == "starting"
+    monkeypatch.undo()
+    stack.clock.advance(timedelta(seconds=30))
+    await sweep_once(stack.ctx)  # the next pass tries it again
+    assert (await _job(stack, broken["id"])).status == "succeeded"
 
 
 async def test_provider_503s_then_success(stack: Stack, user: User) -> None:

@@ -56,7 +56,10 @@ PROVIDER_UNAVAILABLE = Counter(
     ["operation"],
 )
 SWEEP_PASSES = Counter("generation_sweep_passes_total", "Sweep passes completed.")
-SWEEP_FAILURES = Counter("generation_sweep_failures_total", "Sweep passes that failed.")
+SWEEP_FAILURES = Counter(
+    "generation_sweep_failures_total",
+    "Sweep passes that failed, and single jobs a pass skipped after an unexpected fault.",
+)
 SWEEP_JOBS = Counter(
     "generation_sweep_jobs_total",
     "Jobs the sweep acted on: recovered (lost webhook), timed_out, settled (charge/refund).",

@@ -70,6 +70,9 @@ def test_timestamp_forms(text: str, expected: datetime) -> None:
         "2025-01-01",
         1735689600,
         ["2025-01-01T00:00:00Z"],
+        # Valid forms whose offset moves them outside datetime's years 1-9999.
+        "0001-01-01T00:00:00+01:00",
+        "9999-12-31T23:59:59-01:00",
     ],
 )
 def test_unreadable_timestamps_become_absent(value: object) -> None:

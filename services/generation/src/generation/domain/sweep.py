@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
 
 from generation import metrics
@@ -80,7 +81,10 @@ async def _poll_quiet_jobs(ctx: GenerationContext) -> int:
         async with ctx.transactions() as tx:
             if not await tx.jobs.claim_poll(job.id, now, throttle):
                 continue  # another instance (or a GET) is polling it
-        with tracing.linked_span("generation.sweep.recover", job.traceparent, jobId=str(job.id)):
+        with (
+            _isolated(job, "recover"),
+            tracing.linked_span("generation.sweep.recover", job.traceparent, jobId=str(job.id)),
+        ):
             if await poll_and_apply(ctx, job, job.prediction_id, source="sweep"):
                 recovered += 1
     return recovered
@@ -97,7 +101,10 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
         )
     ended = 0
     for job in candidates:
-        with tracing.linked_span("generation.sweep.time_out", job.traceparent, jobId=str(job.id)):
+        with (
+            _isolated(job, "time_out"),
+            tracing.linked_span("generation.sweep.time_out", job.traceparent, jobId=str(job.id)),
+        ):
             ended += await _end_overdue(ctx, job)
     return ended
 
@@ -138,26 +145,39 @@ async def _settle(ctx: GenerationContext) -> int:
         candidates = await tx.jobs.needing_settlement(ctx.clock.now() - _SETTLE_AFTER, _BATCH)
     settled = 0
     for job in candidates:
-        if job.refund_state == RefundState.PENDING:
-            settled += int(await refund(ctx, job))
-            continue
-        if job.status in ENDED_WITHOUT_OUTPUT:
-            settled += int(await settle_unanswered_debit(ctx, job))
-            continue
-        try:
-            await charge(ctx, job)
-            settled += 1
-        except LimitExceeded:
-            # The plan shrank after submission: the run already happened; do not
-            # charge beyond the plan, and never ask again.
-            async with ctx.transactions() as tx:
-                await tx.jobs.mark_charge_waived(job.id, ctx.clock.now())
-            log.warning(
-                "ledger.charge_waived",
-                **jobs.log_fields(job, job.status),
-            )
-            metrics.settlement("debit", "waived")
+        with _isolated(job, "settle"):
+            settled += await _settle_one(ctx, job)
     return settled
+
+
+async def _settle_one(ctx: GenerationContext, job: Job) -> int:
+    """1 when the job's charge or refund is settled now."""
+    if job.refund_state == RefundState.PENDING:
+        return int(await refund(ctx, job))
+    if job.status in ENDED_WITHOUT_OUTPUT:
+        return int(await settle_unanswered_debit(ctx, job))
+    try:
+        await charge(ctx, job)
+    except LimitExceeded:
+        # The plan shrank after submission: the run already happened; do not
+        # charge beyond the plan, and never ask again.
+        async with ctx.transactions() as tx:
+            await tx.jobs.mark_charge_waived(job.id, ctx.clock.now())
+        log.warning("ledger.charge_waived", **jobs.log_fields(job, job.status))
+        metrics.settlement("debit", "waived")
+        return 0
+    return 1
+
+
+@contextlib.contextmanager
+def _isolated(job: Job, step: str) -> Iterator[None]:
+    """A fault no step expects, in one job, is logged and skipped: the pass goes on with
+    the other jobs (the job is tried again by the next pass)."""
+    try:
+        yield
+    except Exception as error:
+        log.error("sweep.job_failed", **jobs.log_fields(job), step=step, error=type(error).__name__)
+        metrics.SWEEP_FAILURES.inc()
 
 
 class Sweeper:

@@ -52,10 +52,10 @@ def parse_timestamp(value: object) -> datetime | None:
     micros = (fraction or "").ljust(6, "0")[:6]
     zone = "+00:00" if offset in (None, "Z", "z") else f"{offset[:3]}:{offset[-2:]}"
     try:
-        moment = datetime.fromisoformat(f"{date}T{time}.{micros}{zone}")
-    except ValueError:
+        # Near year 1 or 9999 an offset moves the moment out of datetime's range.
+        return datetime.fromisoformat(f"{date}T{time}.{micros}{zone}").astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment.astimezone(UTC)
 
 
 def output_urls(value: object) -> tuple[str, ...]:
