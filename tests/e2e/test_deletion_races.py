@@ -14,6 +14,7 @@ import uuid
 from typing import Any, cast
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from generation.domain import jobs
@@ -66,6 +67,21 @@ class RemovalStorage:
         self.removed.set()
         await self.gate.wait()
         return count
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class ThumbnailFailingStorage:
+    """The real storage, except that thumbnails cannot be stored (originals can)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        if key.endswith(".thumb.jpg"):
+            raise StorageError("injected: the thumbnail's PUT failed")
+        await self._inner.put_bytes(bucket, key, data, content_type)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -139,6 +155,28 @@ async def test_a_late_applier_after_delete_leaves_no_files(
     assert job_row.files_removed_at is not None
     assert job_row.files_round == 1
     assert (await user.get(race.job_id)).json()["variants"] == []
+
+
+async def test_a_late_applier_that_stored_only_some_files_after_delete_leaves_none(
+    stack: Stack, user: User, http: httpx.AsyncClient
+) -> None:
+    """Its original is stored, its thumbnail's PUT fails: the copy raises (the job is
+    no longer in flight, so no retry comes), and what it stored must go all the same."""
+    race = await start_race(stack, user, late_storage=ThumbnailFailingStorage(stack.ctx.storage))
+    await win(stack, race)
+    job = await user.wait_for(race.job_id, {"succeeded"})
+    url = job["variants"][0]["url"]
+    assert (await user.delete(race.job_id)).status_code == 200
+    assert await objects_under(stack, "public", race.render_prefix) == []
+
+    with pytest.raises(StorageError):
+        await race.let_the_late_applier_finish()
+
+    assert await objects_under(stack, "public", race.render_prefix) == []
+    assert (await http.get(url)).status_code == 404
+    job_row, _ = await rows(stack, race.job_id)
+    assert job_row.files_removed_at is not None
+    assert job_row.files_round == 1
 
 
 async def test_a_duplicate_applier_keeps_the_files_of_a_live_render(

@@ -21,6 +21,7 @@ from generation.domain.context import GenerationContext
 from generation.domain.provider import OutputRefused, Prediction, ProviderError, ProviderStatus
 from generation.domain.records import Job, PendingFiles
 from generation.domain.settlement import refund
+from generation.domain.states import INFLIGHT
 from kit.logging import get_logger
 from kit.storage import StorageError
 
@@ -114,7 +115,10 @@ async def _finish_with_output(
         # provider logged the host; the job ends failed and is refunded once.
         log.warning("job.output_refused", **jobs.log_fields(job, job.status))
         metrics.asset("refused")
-        return await _fail(ctx, job, jobs.OUTPUT_REFUSED)
+        failed = await _fail(ctx, job, jobs.OUTPUT_REFUSED)
+        if failed is None:
+            await _remove_if_ended(ctx, job)
+        return failed
     except (ProviderError, StorageError) as error:
         # Left in flight: a retried webhook, a refresh or the sweep will try again
         # (the overall timeout ends it if the output never becomes reachable).
@@ -122,6 +126,7 @@ async def _finish_with_output(
             "job.assets_deferred", **jobs.log_fields(job, job.status), error=type(error).__name__
         )
         metrics.asset("deferred")
+        await _remove_if_ended(ctx, job)
         raise
     now = ctx.clock.now()
     completed_at = prediction.completed_at or now
@@ -139,6 +144,21 @@ async def _finish_with_output(
     if stray is not None:
         await _remove_stray_files(ctx, job, stray)
     return jobs.SUCCEEDED if succeeded else None
+
+
+async def _remove_if_ended(ctx: GenerationContext, job: Job) -> None:
+    """After a copy that stored only some files (every copy runs to its end before the
+    first failure is raised): if the job ended meanwhile, a DELETE or the end's own
+    removal may have emptied its prefix before these files arrived, so they are made
+    due again. A job still in flight keeps them: its next applier overwrites them, and
+    an end without output makes the prefix due after they were written."""
+    async with ctx.transactions() as tx:
+        current = await tx.jobs.get(job.id)
+        stray = None
+        if current is not None and current.status not in INFLIGHT:
+            stray = await tx.removals.claim_stray_files(job.id, ctx.clock.now())
+    if stray is not None:
+        await _remove_stray_files(ctx, job, stray)
 
 
 async def _fail(ctx: GenerationContext, job: Job, error: jobs.JobError) -> str | None:
