@@ -72,6 +72,21 @@ REFUSED: dict[str, tuple[type[BaseSettings], dict[str, str], str]] = {
         {"REPLICATE_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET},
         "REPLICATE_WEBHOOK_SECRET",
     ),
+    "gateway with the dev webhook secret unpadded": (
+        GatewaySettings,
+        {"REPLICATE_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET.rstrip("=")},
+        "REPLICATE_WEBHOOK_SECRET",
+    ),
+    "gateway with the published test vector padded": (
+        GatewaySettings,
+        {"REPLICATE_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw=="},
+        "REPLICATE_WEBHOOK_SECRET",
+    ),
+    "gateway with a one-byte webhook key": (
+        GatewaySettings,
+        {"REPLICATE_WEBHOOK_SECRET": "whsec_AA=="},
+        "REPLICATE_WEBHOOK_SECRET",
+    ),
     "gateway with the template's placeholder": (
         GatewaySettings,
         {"REPLICATE_WEBHOOK_SECRET": "whsec_REPLACE_ME"},

@@ -9,9 +9,13 @@ from collections.abc import Iterable
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from kit.dev_values import PUBLISHED_VALUES, secret_problem
 from kit.settings import ServiceIdentitySettings, ServiceSettings
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
+# A shorter HMAC key could be searched for offline from one signed webhook; 128 bits is
+# the usual floor (Standard Webhooks asks for 24 to 64 bytes).
+MIN_KEY_BYTES = 16
 
 
 def decode_webhook_secret(secret: str) -> bytes:
@@ -73,8 +77,32 @@ class GatewaySettings(ServiceSettings, ServiceIdentitySettings):
     def production_secrets(self) -> Iterable[tuple[str, str | None]]:
         yield "REPLICATE_WEBHOOK_SECRET", self.webhook_secret()
 
+    def production_problems(self) -> Iterable[str]:
+        # The same key can be written several ways (padding is optional), so what is
+        # compared with the published secrets is the key, not its spelling.
+        secret = self.webhook_secret()
+        if secret is None or secret_problem(secret) is not None:
+            return  # refused already, by production_secrets
+        key = decode_webhook_secret(secret)
+        if key in _published_keys():
+            yield "REPLICATE_WEBHOOK_SECRET holds the key of a secret published in this repository"
+        elif len(key) < MIN_KEY_BYTES:
+            yield (
+                f"REPLICATE_WEBHOOK_SECRET holds a {len(key)}-byte key "
+                f"(at least {MIN_KEY_BYTES} are needed)"
+            )
+
     def webhook_secret(self) -> str | None:
         """The configured secret in clear, or None when signatures are not checked."""
         if self.replicate_webhook_secret is None:
             return None
         return self.replicate_webhook_secret.get_secret_value().strip()
+
+
+def _published_keys() -> frozenset[bytes]:
+    """The keys of the webhook secrets this repository publishes (dev-only values)."""
+    return frozenset(
+        decode_webhook_secret(value)
+        for value in PUBLISHED_VALUES
+        if value.startswith(SECRET_PREFIX)
+    )
