@@ -4,6 +4,7 @@ and provider trouble: the state machine and the ledger stay right."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -13,6 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from generation.domain import commands
+from generation.domain.context import GenerationContext
+from generation.domain.jobs import JobView
+from generation.domain.queries import load_view
 from generation.domain.records import Job
 from generation.domain.refresh import poll_and_apply
 from generation.domain.sweep import sweep_once
@@ -81,6 +86,29 @@ async def test_cancel_refunds_and_a_finished_job_cannot_be_canceled(
     refused = await user.cancel(done.json()["id"])
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "JOB_NOT_CANCELLABLE"
+
+
+async def test_a_cancel_that_read_the_job_before_its_prediction_was_attached_stops_the_run(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel reads the job while the submission is still asking the provider, and
+    the submission attaches the prediction before the cancel ends the job."""
+    job = await _held_job(stack, user)
+    reads = 0
+
+    async def read_before_the_attach(
+        ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UUID
+    ) -> JobView:
+        nonlocal reads
+        reads += 1
+        view = await load_view(ctx, owner_id, job_id)
+        return dataclasses.replace(view, prediction_id=None) if reads == 1 else view
+
+    monkeypatch.setattr(commands, "load_view", read_before_the_attach)
+    view = await commands.cancel_generation(stack.ctx, user.id, uuid.UUID(str(job["id"])))
+    assert view.status == "canceled"
+    prediction = await stack.control("prediction", job["predictionId"])
+    assert prediction["status"] == "canceled"
 
 
 async def test_bad_patch_bodies_are_400(user: User) -> None:

@@ -35,6 +35,10 @@ async def cancel_generation(
     view = await load_view(ctx, owner_id, job_id)
     if view.status != jobs.CANCELED:
         raise JobNotCancellable()
+    if job.prediction_id is None and view.prediction_id is not None:
+        # The submission attached its prediction between our read and the end: it saw
+        # the job still starting, so nobody else stops the provider's run.
+        await _cancel_at_provider(ctx, view, view.prediction_id)
     log.info("job.canceled", **jobs.log_fields(job, jobs.CANCELED))
     metrics.job_transition(jobs.CANCELED, "user")
     return view
