@@ -18,13 +18,13 @@ from generation.domain import commands
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import JobView
 from generation.domain.queries import load_view
-from generation.domain.records import Job
+from generation.domain.records import InsertOutcome, Job, NewJob
 from generation.domain.refresh import poll_and_apply
 from generation.domain.sweep import sweep_once
 from generation.persistence.models import GenerationJob, Render, RenderVariant
 from generation.wiring import WiredContext
 from kit.db import session_scope
-from tests.e2e.harness import Stack, User, jpeg_bytes
+from tests.e2e.harness import Stack, User, job_count, jpeg_bytes, objects_under
 
 
 async def _job(stack: Stack, job_id: str) -> GenerationJob:
@@ -311,3 +311,47 @@ async def test_database_failure_after_provider_accepted_abandons_the_run(
     assert retry.status_code == 202, retry.text  # the slot was freed at once
     await stack.control("advance", retry.json()["predictionId"], "succeeded")
     await user.wait_for(retry.json()["id"], {"succeeded"})
+
+
+async def test_a_job_row_that_could_not_be_written_leaves_no_inputs(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from generation.persistence.repositories import JobRepository
+
+    async def broken_insert(*args: object, **kwargs: object) -> None:
+        raise OperationalError("INSERT", {}, ConnectionResetError("server closed"))
+
+    monkeypatch.setattr(JobRepository, "insert", broken_insert)
+    response = await user.submit("redesign", images=[jpeg_bytes()], style="japandi")
+    monkeypatch.undo()
+    assert response.status_code == 503
+    assert await objects_under(stack, "private", f"{user.id}/inputs/") == []
+    assert await job_count(stack, user.id) == 0
+
+
+async def test_a_job_row_written_before_its_answer_was_lost_keeps_its_inputs(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from generation.persistence.repositories import JobRepository
+
+    insert = JobRepository.insert
+
+    async def answer_lost(self: JobRepository, job: NewJob) -> InsertOutcome:
+        await insert(self, job)
+        raise OperationalError("INSERT", {}, ConnectionResetError("server closed"))
+
+    monkeypatch.setattr(JobRepository, "insert", answer_lost)
+    response = await user.submit("redesign", images=[jpeg_bytes()], style="japandi")
+    monkeypatch.undo()
+    assert response.status_code == 503
+    assert await job_count(stack, user.id) == 1
+    inputs = await objects_under(stack, "private", f"{user.id}/inputs/")
+    assert len(inputs) == 1  # the written row names it
+    # The row never reached the provider: the sweep ends it, and it keeps its input.
+    stack.clock.advance(timedelta(minutes=11))
+    assert (await sweep_once(stack.ctx))["timedOut"] >= 1
+    assert await objects_under(stack, "private", f"{user.id}/inputs/") == inputs

@@ -70,6 +70,11 @@ async def record_job(
         # and a written job ends as any submission interrupted before the provider.
         await asyncio.shield(_end_if_written(ctx, job, written))
         raise
+    except Exception:
+        # The write failed (the database went away); it may have committed all the
+        # same, its answer lost. Inputs no row references must not stay behind.
+        await asyncio.shield(_discard_unless_written(ctx, job))
+        raise
     if isinstance(outcome, Inserted):
         return None
     await discard_inputs(ctx, list(job.input_keys))
@@ -91,16 +96,42 @@ async def _end_if_written(
     ctx: GenerationContext, job: NewJob, written: asyncio.Future[InsertOutcome]
 ) -> None:
     try:
-        if isinstance(await written, Inserted):
-            await fail_interrupted(ctx, job.id, job.owner_id)
-            log.warning(
-                "job.submit_interrupted",
-                ownerId=str(job.owner_id),
-                jobId=str(job.id),
-                predictionId=None,
-                status=jobs.FAILED,
-            )
+        outcome = await written
+    except Exception:
+        await _discard_unless_written(ctx, job)
+        return
+    if not isinstance(outcome, Inserted):
+        await discard_inputs(ctx, list(job.input_keys))
+        return
+    try:
+        await fail_interrupted(ctx, job.id, job.owner_id)
+        log.warning(
+            "job.submit_interrupted",
+            ownerId=str(job.owner_id),
+            jobId=str(job.id),
+            predictionId=None,
+            status=jobs.FAILED,
+        )
     except Exception as error:  # the sweep ends a job left starting
         log.warning(
             "job.interrupted_insert_unresolved", jobId=str(job.id), error=type(error).__name__
         )
+
+
+async def _discard_unless_written(ctx: GenerationContext, job: NewJob) -> None:
+    """Remove the job's inputs unless its row was written after all (then they are its)."""
+    try:
+        async with ctx.transactions() as tx:
+            written = await tx.jobs.get(job.id) is not None
+    except Exception as error:
+        # Unknown: removing them could take a written job's inputs. Left, and said.
+        log.error(
+            "inputs.orphaned",
+            jobId=str(job.id),
+            bucket=ctx.private_bucket,
+            keys=list(job.input_keys),
+            error=type(error).__name__,
+        )
+        return
+    if not written:
+        await discard_inputs(ctx, list(job.input_keys))
