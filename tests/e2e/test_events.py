@@ -41,7 +41,7 @@ class Stream:
 async def follow(
     client: httpx.AsyncClient,
     url: str,
-    headers: dict[str, str],
+    headers: dict[str, Any],
     stream: Stream,
     *,
     params: dict[str, str] | None = None,
@@ -139,6 +139,24 @@ async def test_last_event_id_resumes_without_repeating(stack: Stack, user: User)
     assert current.messages == []
     assert older.ids == [first.ids[-1]]
     assert foreign.ids == [first.ids[-1]]
+
+
+@pytest.mark.parametrize(
+    "unusable", [b"\xb2", b"\xb9", b"-1", b"1e3", b"0x10", b"1" * 30, b"\xef\xbc\x91"]
+)
+async def test_an_unusable_last_event_id_counts_as_none(
+    stack: Stack, user: User, unusable: bytes
+) -> None:
+    """Superscript digits (Latin-1 bytes), full-width ones, signs and overlong numbers:
+    the stream starts with the current state, as with no Last-Event-ID at all."""
+    job_id = (await user.submit("imagine", prompt="A quiet study")).json()["id"]
+    await user.wait_for(job_id, TERMINAL)
+    stream = Stream()
+    headers: dict[str, Any] = {**user.headers, "Last-Event-ID": unusable}
+    await asyncio.wait_for(follow(user.client, _events_url(stack, job_id), headers, stream), WAIT)
+    assert stream.ended
+    assert len(stream.messages) == 1
+    assert stream.statuses[-1] in TERMINAL
 
 
 async def test_errors_come_before_the_stream_as_json(

@@ -283,6 +283,28 @@ async def test_a_failing_jwks_keeps_cached_keys(
     assert await usage(client, rs_key.token()) == 200
 
 
+MALFORMED_KEYS = [
+    {"kty": "RSA", "kid": "no-modulus", "e": "AQAB"},
+    {"kty": "RSA", "kid": "bad-modulus", "n": "!!", "e": "AQAB"},
+    {"kty": "EC", "crv": "P-256", "kid": "no-y", "x": "AAAA"},
+]
+
+
+@pytest.mark.parametrize("bad", MALFORMED_KEYS, ids=[key["kid"] for key in MALFORMED_KEYS])
+async def test_a_malformed_key_beside_good_ones_is_skipped(
+    open_edge: Opener, backends, jwks_server: JwksServer, rs_key, clock: Clock, bad: Any
+) -> None:
+    """At start and on every refetch: the good keys still verify, the bad one never."""
+    jwks_server.documents.append(bad)
+    client = await open_edge()
+    assert await usage(client, rs_key.token()) == 200
+    assert await usage(client, rs_key.token(kid=bad["kid"])) == 401
+
+    clock.now += MAX_AGE_SECONDS  # stale: the next request refetches the same document
+    assert await usage(client, rs_key.token()) == 200
+    assert jwks_server.hits == 2
+
+
 def _hs256(secret: bytes | str, kid: str) -> str:
     """Made by hand: PyJWT itself refuses to HMAC with a PEM key."""
     key = secret.encode() if isinstance(secret, str) else secret

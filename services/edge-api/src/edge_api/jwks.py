@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from jwt import PyJWK, PyJWKError
+from jwt import PyJWK
+from jwt.exceptions import PyJWTError
 
 from kit.logging import get_logger
 
@@ -141,5 +142,7 @@ def _signing_key(entry: Any) -> PyJWK | None:
         return None  # ES256 is P-256 only
     try:
         return PyJWK(entry, algorithm)
-    except (PyJWKError, ValueError, TypeError):
-        return None  # malformed: skipped, never trusted
+    except (PyJWTError, ValueError, TypeError):
+        # Malformed (PyJWT says so with InvalidKeyError, which is no PyJWKError):
+        # skipped, never trusted; the document's other keys still count.
+        return None

@@ -42,7 +42,7 @@ def _declared_length(headers: Headers) -> int | None:
     value = headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ValidationError("The Content-Length header is not valid.")
     return int(value)
 

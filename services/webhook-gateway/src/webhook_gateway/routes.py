@@ -109,7 +109,12 @@ class WebhookEndpoint:
 async def read_capped_body(request: Request, max_bytes: int) -> bytes:
     """The body, refusing more than ``max_bytes`` without reading the rest."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes
+    ):
         raise BodyTooLarge
     chunks: list[bytes] = []
     received = 0

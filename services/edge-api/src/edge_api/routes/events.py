@@ -58,7 +58,8 @@ def _already_sent(last_event_id: str | None, current: int) -> int:
     """The version the client has: its Last-Event-ID when it names one of this job's
     versions so far, else -1 (nothing: the current state goes out first)."""
     value = (last_event_id or "").strip()
-    if value.isdigit() and len(value) < 19 and int(value) <= current:
+    # isdigit alone admits superscripts and other scripts' digits, which int() refuses.
+    if value.isascii() and value.isdigit() and len(value) < 19 and int(value) <= current:
         return int(value)
     return -1
 
