@@ -245,6 +245,19 @@ async def test_other_origins_get_no_cors_headers(edge_clients, identity) -> None
     assert actual.status_code == 200
 
 
+async def test_cacheable_answers_vary_on_origin_whatever_the_origin(edge_clients) -> None:
+    """A shared cache must keep an answer without CORS headers (an <img> load sends no
+    Origin) apart from the one an allowed origin gets."""
+    client = await edge_clients.open(edge_clients.make_settings(CORS_ALLOWED_ORIGINS=ALLOWED))
+    for origin in (None, "https://evil.example", ALLOWED):
+        headers = {} if origin is None else {"Origin": origin}
+        response = await client.get("/api/v1/catalog", headers=headers)
+        assert response.status_code == 200
+        assert response.headers["cache-control"].startswith("public")
+        varies = {v.strip().lower() for v in response.headers.get("vary", "").split(",")}
+        assert "origin" in varies, (origin, response.headers.get("vary"))
+
+
 async def test_without_configured_origins_nobody_gets_cors(client: httpx.AsyncClient) -> None:
     response = await client.options(
         "/api/v1/usage",

@@ -8,10 +8,12 @@ an accepted one with 204.
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
+import functools
+
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge_api.errors import error_response
 from edge_api.middleware import REQUEST_ID_HEADER
@@ -40,9 +42,15 @@ class ApiCorsMiddleware(CORSMiddleware):
     async def simple_response(
         self, scope: Scope, receive: Receive, send: Send, request_headers: Headers
     ) -> None:
-        """Other origins get the answer untouched (Starlette would add expose headers)."""
+        """Other origins (and requests with none) get the answer without CORS headers
+        (Starlette would add expose headers), but with ``Vary: Origin`` while any origin
+        is allowed: a cached copy of an answer to an ``<img>`` load (no Origin) must not
+        be handed to an allowed origin's ``fetch``, which needs the CORS headers."""
+        if not self.allow_origins:
+            await self.app(scope, receive, send)  # nobody gets CORS: nothing varies
+            return
         if not self.is_allowed_origin(origin=request_headers.get("origin", "")):
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, functools.partial(_vary_on_origin, send=send))
             return
         await super().simple_response(scope, receive, send, request_headers)
 
@@ -60,3 +68,11 @@ class ApiCorsMiddleware(CORSMiddleware):
         # Only the CORS headers: the "OK" body's length and type do not belong on a 204.
         headers = {k: v for k, v in answer.headers.items() if k.startswith("access-control-")}
         return Response(status_code=204, headers=headers)
+
+
+async def _vary_on_origin(message: Message, send: Send) -> None:
+    if message["type"] == "http.response.start":
+        message.setdefault("headers", [])
+        headers = MutableHeaders(scope=message)
+        headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
+    await send(message)
