@@ -184,6 +184,25 @@ async def test_settled_views_come_from_memory_for_their_owner_only(
     assert edge.hits == hits + 5
 
 
+async def test_a_refused_delete_leaves_the_job_to_memory(
+    cluster: Cluster, edges: tuple[Edge, Edge], client: httpx.AsyncClient
+) -> None:
+    """A DELETE answered 404 (someone else's job) changed nothing: unlike a DELETE call
+    that failed on the way, it must not turn the job's caching off on this edge."""
+    edge, _ = edges
+    owner, stranger = Owner(client), Owner(client)
+    job_id = await owner.finished(edge, "A sunlit hallway with a runner")
+    await _caught_up(edge)
+    refused = await client.delete(f"{edge.api}/generations/{job_id}", headers=stranger.headers)
+    assert refused.status_code == 404
+    first = await owner.get(edge, job_id)  # may be the one that fills the cache
+    assert first.json()["variants"] != []
+    hits = edge.hits
+    for _ in range(3):
+        await owner.get(edge, job_id)
+    assert edge.hits == hits + 3
+
+
 async def test_with_the_feed_down_every_get_asks_generation(
     cluster: Cluster, edges: tuple[Edge, Edge], client: httpx.AsyncClient
 ) -> None:

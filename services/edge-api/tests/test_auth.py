@@ -184,6 +184,8 @@ async def test_zero_plan_anonymous_user_cannot_submit(
 
     assert response.status_code == 402
     assert response.json()["error"]["code"] == "LIMIT_EXCEEDED"
+    usage = await client.get("/api/v1/usage", headers=headers)
+    assert response.json()["error"]["periodEnd"] == usage.json()["periodEnd"]
     assert backends.generation.recorder.calls == []
     assert backends.usage.recorder.calls == []
 

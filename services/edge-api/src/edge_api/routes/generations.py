@@ -6,9 +6,11 @@ import asyncio
 import re
 from typing import Annotated
 
+import grpc
 from fastapi import APIRouter, Header, Path, Request, Response
 from python_multipart.multipart import parse_options_header
 
+from edge_api.anonymous import zero_plan
 from edge_api.auth import Authenticated, Owner
 from edge_api.base_url import request_base_url
 from edge_api.mappers import job_to_json
@@ -101,6 +103,19 @@ def _idempotency_key(header: str | None, field: str | None) -> str:
     return header or field or ""
 
 
+# Answers that say the DELETE did nothing (someone else's job, one not finished, a bad
+# id): the job's views stay as they were. Any other failure may hide a deletion.
+_REFUSED = frozenset(
+    {
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    }
+)
+
+
 @router.post(
     "",
     status_code=202,
@@ -130,7 +145,7 @@ async def submit_generation(
 ) -> JobOut:
     """Validate and stream the upload, then hand it to the generation service."""
     if caller.anonymous:  # a zero plan: refused before a byte of the upload is read
-        raise LimitExceeded()
+        raise LimitExceeded(periodEnd=zero_plan().period_end)
     owner_id = caller.owner_id
     clients = state.connected()
     # Authenticated first (owner_id), so the per-user limit applies before a slot is taken.
@@ -232,8 +247,12 @@ async def delete_generation(
                 timeout=state.rpc_timeout(),
                 metadata=outgoing_metadata(),
             )
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in _REFUSED:
+                settled.forget(job_id)  # it may have happened all the same
+            raise
         except BaseException:
-            settled.forget(job_id)  # it may have happened all the same
+            settled.forget(job_id)
             raise
         settled.answered(job_id, reply.job.version)
         settled.keep(read, reply.job, owner_id)
