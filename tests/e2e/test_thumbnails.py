@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -9,17 +10,19 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from PIL import Image
 from sqlalchemy import select, update
 
+from generation.domain.commands import delete_generation
 from generation.domain.thumbnail_backfill import backfill_thumbnails
 from generation.persistence.models import RenderVariant
 from kit.db import session_scope
+from kit.storage import ObjectStorage
 from testkit.plugin import S3Endpoint
-from tests.e2e.harness import Stack, User, jpeg_bytes
+from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
 
 
 def _size(data: bytes) -> tuple[int, int]:
@@ -68,16 +71,7 @@ async def test_the_backfill_makes_missing_thumbnails_once(
 ) -> None:
     job = await _succeeded(user)
     [variant] = job["variants"]
-    render_id = uuid.UUID(variant["url"].rsplit("/", 2)[-2])
-    # As if stored before thumbnails existed.
-    await stack.ctx.storage.remove(stack.ctx.public_bucket, [f"renders/{render_id}/0.thumb.jpg"])
-    async with session_scope(stack.ctx.sessions) as session:
-        await session.execute(
-            update(RenderVariant)
-            .where(RenderVariant.render_id == render_id)
-            .values(thumbnail_key=None, width=None, height=None)
-        )
-    assert await _thumbnail_row(stack, render_id) == (None, None, None)
+    render_id = await _without_thumbnail(stack, variant)
 
     first = await backfill_thumbnails(stack.ctx)
     again = await backfill_thumbnails(stack.ctx)
@@ -89,6 +83,53 @@ async def test_the_backfill_makes_missing_thumbnails_once(
     assert (await http.get(variant["thumbnailUrl"])).status_code == 200
     assert first.made >= 1
     assert again.made == 0
+
+
+class DeletedWhileRead:
+    """The real storage; the render is deleted (files removed) once the backfill has read
+    its source, before the thumbnail is stored."""
+
+    def __init__(self, stack: Stack, user: User, job_id: str) -> None:
+        self._stack, self._user, self._job_id = stack, user, job_id
+        self._inner = stack.ctx.storage
+
+    async def get_bytes(self, bucket: str, key: str, max_bytes: int) -> bytes | None:
+        data: bytes | None = await self._inner.get_bytes(bucket, key, max_bytes)
+        await delete_generation(self._stack.ctx, self._user.id, uuid.UUID(self._job_id))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def test_a_thumbnail_backfilled_while_its_render_is_deleted_does_not_stay(
+    stack: Stack, user: User, http: httpx.AsyncClient
+) -> None:
+    job = await _succeeded(user)
+    [variant] = job["variants"]
+    render_id = await _without_thumbnail(stack, variant)
+    storage = cast(ObjectStorage, DeletedWhileRead(stack, user, str(job["id"])))
+
+    report = await backfill_thumbnails(dataclasses.replace(stack.ctx, storage=storage))
+
+    assert report.made == 0
+    assert await objects_under(stack, "public", f"renders/{render_id}/") == []
+    assert (await http.get(variant["thumbnailUrl"])).status_code == 404
+    assert await _thumbnail_row(stack, render_id) == (None, None, None)
+
+
+async def _without_thumbnail(stack: Stack, variant: dict[str, Any]) -> uuid.UUID:
+    """As if the variant was stored before thumbnails existed: its render's id."""
+    render_id = uuid.UUID(variant["url"].rsplit("/", 2)[-2])
+    await stack.ctx.storage.remove(stack.ctx.public_bucket, [f"renders/{render_id}/0.thumb.jpg"])
+    async with session_scope(stack.ctx.sessions) as session:
+        await session.execute(
+            update(RenderVariant)
+            .where(RenderVariant.render_id == render_id)
+            .values(thumbnail_key=None, width=None, height=None)
+        )
+    assert await _thumbnail_row(stack, render_id) == (None, None, None)
+    return render_id
 
 
 async def _thumbnail_row(stack: Stack, render_id: uuid.UUID) -> tuple[object, ...]:

@@ -163,7 +163,8 @@ class RenderStore(Protocol):
         ...
 
     async def set_thumbnail(self, variant: VariantRef, render_id: uuid.UUID) -> bool:
-        """Record a variant's thumbnail and size, unless another run already did."""
+        """Record a variant's thumbnail and size, unless another run already did or the
+        render was deleted meanwhile (False)."""
         ...
 
     async def soft_delete(self, job_id: uuid.UUID, now: datetime) -> bool:

@@ -124,6 +124,7 @@ class StoredVariant:
     render_id: uuid.UUID
     idx: int
     object_key: str
+    job_id: uuid.UUID
 
 
 @dataclass(frozen=True)

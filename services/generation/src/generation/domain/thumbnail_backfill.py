@@ -13,10 +13,13 @@ import uuid
 from dataclasses import dataclass, field
 
 from generation.domain.assets import OUTPUT_CONTENT_TYPE
+from generation.domain.cleanup import remove_render_files
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import VariantRef, thumbnail_key
+from generation.domain.records import PendingFiles
 from generation.domain.thumbnails import NotAnImage, make_thumbnail
 from kit.logging import get_logger
+from kit.storage import StorageError
 
 log = get_logger("generation.thumbnail_backfill")
 
@@ -51,8 +54,23 @@ async def backfill_thumbnails(ctx: GenerationContext) -> BackfillReport:
                 report.skipped += 1
                 continue
             async with ctx.transactions() as tx:
-                if await tx.renders.set_thumbnail(variant, row.render_id):
-                    report.made += 1
+                recorded = await tx.renders.set_thumbnail(variant, row.render_id)
+                # Not recorded: another run did it (the render is live, nothing to
+                # claim), or the render was deleted while its thumbnail was made, perhaps
+                # after its files were removed: the thumbnail must go too.
+                stray = None
+                if not recorded:
+                    stray = await tx.removals.claim_stray_files(row.job_id, ctx.clock.now())
+            report.made += int(recorded)
+            if stray is not None:
+                await _remove(ctx, stray)
+
+
+async def _remove(ctx: GenerationContext, stray: PendingFiles) -> None:
+    try:
+        await remove_render_files(ctx, stray)
+    except StorageError as error:  # due already: the sweep removes them
+        log.warning("thumbnail.stray_deferred", jobId=str(stray.job_id), error=type(error).__name__)
 
 
 async def _thumbnail_of(

@@ -595,16 +595,21 @@ class RenderRepository:
         """Variants of live renders stored before thumbnails existed (oldest first)."""
         variant = RenderVariant.__table__.c
         result = await self._session.execute(
-            select(variant.render_id, variant.idx, variant.object_key)
+            select(variant.render_id, variant.idx, variant.object_key, Render.job_id)
             .join(Render, Render.id == RenderVariant.render_id)
             .where(RenderVariant.thumbnail_key.is_(None), Render.deleted_at.is_(None))
             .order_by(RenderVariant.created_at, RenderVariant.id)
             .limit(limit)
         )
-        return [StoredVariant(row.render_id, row.idx, row.object_key) for row in result.all()]
+        return [
+            StoredVariant(row.render_id, row.idx, row.object_key, row.job_id)
+            for row in result.all()
+        ]
 
     async def set_thumbnail(self, variant: VariantRef, render_id: uuid.UUID) -> bool:
-        """Record a variant's thumbnail and size, unless another run already did."""
+        """Record a variant's thumbnail and size, unless another run already did or the
+        render was deleted meanwhile."""
+        live = select(Render.id).where(Render.id == render_id, Render.deleted_at.is_(None))
         return await _changed(
             self._session,
             update(RenderVariant)
@@ -612,6 +617,7 @@ class RenderRepository:
                 RenderVariant.render_id == render_id,
                 RenderVariant.idx == variant.idx,
                 RenderVariant.thumbnail_key.is_(None),
+                RenderVariant.render_id.in_(live),
             )
             .values(
                 thumbnail_key=variant.thumbnail_key, width=variant.width, height=variant.height
