@@ -265,7 +265,7 @@ def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
         "S3_SECRET_KEY": "an-operators-s3-secret",
         "AUTH_JWT_SECRET": "an-operators-own-jwt-secret-0f3a9c2b7d1e",
         "REPLICATE_API_TOKEN": "r8_an_operators_token",
-        "REPLICATE_WEBHOOK_SECRET": "whsec_c2VjcmV0",
+        "REPLICATE_WEBHOOK_SECRET": "whsec_YW4tb3BlcmF0b3JzLXdlYmhvb2sta2V5",
     }
     given = {v["name"]: secrets[v["name"]] for v in _container(name)["env"]}
     environment = with_identity_files({**_config_env(), **given}, tmp_path)
