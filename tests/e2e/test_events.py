@@ -235,20 +235,22 @@ async def _quick_edge(stack: Stack, **settings: Any) -> AsyncIterator[str]:
 
 
 async def test_a_lost_webhook_still_shows_while_watched(stack: Stack, user: User) -> None:
-    await stack.control("set_faults", drop_webhooks="all")
-    job_id = (await user.submit("imagine", prompt="A tiled bathroom")).json()["id"]
-    await stack.control(
-        "wait_for_status", (await user.get(job_id)).json()["predictionId"], ["succeeded"]
-    )
-    stack.clock.advance(timedelta(minutes=1))  # generation now sees the job's state as stale
+    """Nothing but the open stream asks: its timed read finds what no webhook told."""
+    await stack.control("set_faults", hold=True, drop_webhooks="all")
+    held = (await user.submit("imagine", prompt="A tiled bathroom")).json()
     stream = Stream()
 
     async with _quick_edge(stack, SSE_REFRESH_SECONDS=0.2) as api:
-        await asyncio.wait_for(
-            follow(user.client, f"{api}/generations/{job_id}/events", user.headers, stream), WAIT
-        )
+        url = f"{api}/generations/{held['id']}/events"
+        watcher = asyncio.create_task(follow(user.client, url, user.headers, stream))
+        await _until(lambda: stream.statuses != [])
+        assert stream.statuses[-1] in {"starting", "processing"}
+        await stack.control("advance", held["predictionId"], "succeeded")  # webhook dropped
+        stack.clock.advance(timedelta(minutes=1))  # generation now sees the job as stale
+        await asyncio.wait_for(watcher, WAIT)
 
-    assert stream.statuses[-1] == "succeeded"  # found by the refresh: no webhook came
+    assert stream.statuses[-1] == "succeeded"
+    assert stream.ended
 
 
 async def test_idle_streams_get_heartbeats(stack: Stack, user: User) -> None:

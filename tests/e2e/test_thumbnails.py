@@ -60,10 +60,13 @@ async def test_deleting_a_render_removes_its_thumbnails_too(
 ) -> None:
     job = await _succeeded(user)
     [variant] = job["variants"]
+    render_id = uuid.UUID(variant["url"].rsplit("/", 2)[-2])
+    assert (await http.get(variant["thumbnailUrl"])).status_code == 200
 
     assert (await user.delete(str(job["id"]))).status_code == 200
 
     assert (await http.get(variant["thumbnailUrl"])).status_code == 404
+    assert await objects_under(stack, "public", f"renders/{render_id}/") == []
 
 
 async def test_the_backfill_makes_missing_thumbnails_once(
