@@ -8,62 +8,17 @@ workers, and the peak RSS of both, around one upload.
 
 from __future__ import annotations
 
-import resource
-from dataclasses import dataclass
-
-import psutil
 import pytest
 
 from tests.badinput import hostile
-from tests.badinput.checks import assert_error, assert_nothing_left
+from tests.badinput.checks import (
+    assert_error,
+    assert_nothing_left,
+    cpu_seconds,
+    submit_measured,
+    workers,
+)
 from tests.e2e.harness import Stack, User
-
-MIB = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Cost:
-    service_cpu: float
-    workers_cpu: float
-    service_peak_growth_mib: float
-    workers_peak_mib: float
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
-def _peak_mib(pid: int) -> float:
-    """The process's lifetime peak RSS (VmHWM)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
-def _workers(stack: Stack) -> list[psutil.Process]:
-    return [psutil.Process(pid) for pid in stack.ctx.decoder.worker_pids()]
-
-
-async def _submit_measured(stack: Stack, user: User, data: bytes) -> tuple[int, Cost]:
-    workers = _workers(stack)
-    service = resource.getrusage(resource.RUSAGE_SELF)
-    workers_cpu = sum(_cpu(worker) for worker in workers)
-    response = await user.submit("redesign", images=[data])
-    after = resource.getrusage(resource.RUSAGE_SELF)
-    # A worker replaced meanwhile would hide its cost: the pool must be the same.
-    assert [worker.pid for worker in _workers(stack)] == [worker.pid for worker in workers]
-    cost = Cost(
-        service_cpu=(after.ru_utime + after.ru_stime) - (service.ru_utime + service.ru_stime),
-        workers_cpu=sum(_cpu(worker) for worker in workers) - workers_cpu,
-        service_peak_growth_mib=(after.ru_maxrss - service.ru_maxrss) / 1024,
-        workers_peak_mib=max((_peak_mib(worker.pid) for worker in workers), default=0.0),
-    )
-    assert_error(response, {400, 415}, "VALIDATION_ERROR")
-    return response.status_code, cost
-
 
 HOSTILE = {
     # The attacker's two files.
@@ -88,8 +43,8 @@ HOSTILE = {
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 async def test_hostile_uploads_are_refused_cheaply(stack: Stack, user: User, case: str) -> None:
     data, expected = HOSTILE[case]
-    status, cost = await _submit_measured(stack, user, data)
-    assert status == expected, cost
+    response, cost = await submit_measured(stack, user, data)
+    assert_error(response, expected, "VALIDATION_ERROR")
     # Before: up to 22 s of CPU and 1.2 GB of RSS. Now: the edge's multipart parsing
     # and a file copy here, a few scans in a worker; no decode anywhere.
     assert cost.service_cpu < 1.0, cost
@@ -106,11 +61,11 @@ async def test_a_user_with_a_job_in_flight_costs_no_decode(stack: Stack, user: U
     await stack.control("set_faults", hold=True)  # the first job stays in flight
     first = await user.submit("imagine", prompt="A calm reading nook")
     assert first.status_code == 202
-    workers = _workers(stack)
-    before = sum(_cpu(worker) for worker in workers)
+    pool = workers(stack)
+    before = sum(cpu_seconds(worker) for worker in pool)
     photo = hostile.encode(hostile.noise(1600, 1200), "WEBP", quality=90)  # costly to re-encode
     refused = await user.submit("redesign", images=[photo])
     assert_error(refused, 409, "TOO_MANY_INFLIGHT")
     # Not decoded: the workers did not run (a re-encode of it costs ~0.2 s).
-    assert sum(_cpu(worker) for worker in workers) - before < 0.02
+    assert sum(cpu_seconds(worker) for worker in pool) - before < 0.02
     await user.cancel(first.json()["id"])

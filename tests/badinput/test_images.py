@@ -9,15 +9,15 @@ as the image alone (see the polyglot test for why).
 from __future__ import annotations
 
 import io
-import resource
 import struct
 import zipfile
 import zlib
+from typing import Any
 
 import pytest
 from PIL import Image
 
-from tests.badinput.checks import assert_error, assert_nothing_left
+from tests.badinput.checks import assert_error, assert_nothing_left, submit_measured
 from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
 
 JPEG = jpeg_bytes()
@@ -101,13 +101,15 @@ DISGUISED = {
     "gif_named_jpeg": b"GIF89a" + b"\x00" * 64,
 }
 
+# (file, status): over the pixel cap is 400 ("too large to process"), dimensions no
+# image can have are 415.
 BOMBS = {
-    "png_60000_square": png_declaring(60000, 60000),
-    "png_1_by_max": png_declaring(1, 2**31 - 1),
-    "png_zero_width": png_declaring(0, 48),
-    "jpeg_65535_square": jpeg_declaring(65535, 65535),
-    "jpeg_zero_height": jpeg_declaring(64, 0),
-    "webp_16k_square": webp_declaring(16383, 16383),
+    "png_60000_square": (png_declaring(60000, 60000), 400),
+    "png_1_by_max": (png_declaring(1, 2**31 - 1), 400),
+    "png_zero_width": (png_declaring(0, 48), 415),
+    "jpeg_65535_square": (jpeg_declaring(65535, 65535), 400),
+    "jpeg_zero_height": (jpeg_declaring(64, 0), 415),
+    "webp_16k_square": (webp_declaring(16383, 16383), 400),
 }
 
 
@@ -142,13 +144,25 @@ async def test_disguised_files_are_415(stack: Stack, user: User, case: str) -> N
 
 @pytest.mark.parametrize("case", sorted(BOMBS))
 async def test_huge_dimensions_are_refused_without_decoding(
-    stack: Stack, user: User, case: str
+    stack: Stack, user: User, case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    await _submit(user, BOMBS[case])
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    # Decoding 60000 x 60000 RGB would need ~10 GiB; the refusal costs next to nothing.
-    assert grown_mib < 64, grown_mib
+    decoder = stack.ctx.decoder
+    asked: list[object] = []
+    run = decoder._run  # counted: a worker's memory budget would refuse it too, as 400
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        asked.append(args[2])
+        return await run(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "_run", counted)
+    data, status = BOMBS[case]
+    response, cost = await submit_measured(stack, user, data)
+    assert_error(response, status, "VALIDATION_ERROR")
+    # Decoding 60000 x 60000 RGB would need ~10 GiB: refused from the header, in this
+    # process, before any worker is asked.
+    assert asked == [], asked
+    assert cost.workers_cpu < 0.05, cost
+    assert cost.service_peak_growth_mib < 64, cost
     await assert_nothing_left(stack, user)
 
 
