@@ -11,7 +11,7 @@ from datetime import timedelta
 import httpx
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from generation.domain.sweep import sweep_once
 from kit import tracing
@@ -131,6 +131,25 @@ async def test_no_span_holds_a_prompt_a_token_or_a_signed_url(
         traced_user.stack.emulator.token,
     ):
         assert secret not in dumped, secret
+
+
+def test_a_span_status_is_scrubbed_too(spans: InMemorySpanExporter) -> None:
+    """An error status's description is exception text, which can echo anything."""
+    spans.clear()
+    signed = "https://s3.local/private/in.jpg?X-Amz-Signature=feedface"
+    with tracing.tracer("tests").start_as_current_span("failing") as span:
+        span.set_status(
+            Status(
+                StatusCode.ERROR,
+                f"fetching {signed} failed; DETAIL:  Failing row contains (7d1c, {PROMPT})",
+            )
+        )
+    exported = _one([s for s in _finished(spans) if s.name == "failing"])
+    assert exported.status.status_code is StatusCode.ERROR
+    description = exported.status.description or ""
+    assert "[redacted]" in description
+    for secret in ("feedface", "X-Amz-Signature", "zebra"):
+        assert secret not in description, description
 
 
 def _everything(span: ReadableSpan) -> dict[str, object]:

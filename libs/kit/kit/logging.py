@@ -59,15 +59,18 @@ _TEXT_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]
         r"\1" + _REDACTED,
     ),
     # Values the database or the driver echo in their own messages: PostgreSQL's
-    # "Key (column)=(value)" and "invalid input syntax for type integer: \"value\"",
-    # asyncpg's "invalid input for query argument $1: 'value' (...)". The value runs
-    # to the end of the line when its closing bracket or quote is not found.
+    # "Key (column)=(value)", "Failing row contains (...)" (last) and "invalid input
+    # syntax for type integer: \"value\"", asyncpg's "invalid input for query argument
+    # $1: 'value' (...)". The value runs to the end of the line when its closing
+    # bracket or quote is not found.
     (re.compile(r"(Key \([^)\n]{0,200}\)=\()[^\n]*"), r"\1" + _REDACTED + ")"),
     (re.compile(r"(for type [\w ]{1,64}: )\"[^\"\n]*\"?"), r"\1" + _REDACTED),
     (
         re.compile(r"(query argument \$\d{1,5}: )('[^'\n]*'?|\"[^\"\n]*\"?|\S+)"),
         r"\1" + _REDACTED,
     ),
+    # PostgreSQL's DETAIL of a NOT NULL or CHECK violation: the whole row, prompts too.
+    (re.compile(r"(Failing row contains \()[^\n]*"), r"\1" + _REDACTED + ")"),
 )
 
 
@@ -91,6 +94,7 @@ _NEEDS: tuple[Callable[[str], bool], ...] = (
     lambda text: "Key (" in text,
     lambda text: "for type " in text,
     lambda text: "query argument $" in text,
+    lambda text: "Failing row contains (" in text,
 )
 _CHECKED_PATTERNS = tuple(zip(_NEEDS, _TEXT_SECRETS, strict=True))
 

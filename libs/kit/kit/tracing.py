@@ -34,6 +34,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Status
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
@@ -259,7 +260,11 @@ def _scrubbed(span: ReadableSpan) -> ReadableSpan:
         ],
         links=[trace.Link(link.context, scrub_attributes(link.attributes)) for link in span.links],
         kind=span.kind,
-        status=span.status,
+        # The description is exception text (the SDK's "Type: message", the database
+        # instrumentation's str(error)): a signed URL or a row's values can be in it.
+        status=Status(span.status.status_code, redact_text(span.status.description))
+        if span.status.description
+        else span.status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,

@@ -69,9 +69,10 @@ LEAKY = (
     "request(prompt='a Quokka reading room', api_token=r8_abc123) "
     "DETAIL: Key (idempotency_key)=(jane@example.com) already exists; "
     'invalid input syntax for type uuid: "Quokka2"; '
-    "invalid input for query argument $1: 'Quokka3' (expected int)"
+    "invalid input for query argument $1: 'Quokka3' (expected int)\n"
+    "DETAIL:  Failing row contains (7d1c, starting, a room for Mia Quokka4 at 12 Oak St)."
 )
-NEVER = ("Quokka", JWT, "feedface", "r8_abc123", "jane@example.com")
+NEVER = ("Quokka", JWT, "feedface", "r8_abc123", "jane@example.com", "Oak St")
 
 
 def _explode() -> None:
@@ -222,6 +223,7 @@ def test_redaction_stays_linear_on_hostile_text() -> None:
         "for type " * 30_000,
         'for type a: "' * 20_000,
         "query argument $1: '" * 20_000,
+        "Failing row contains (" * 20_000,
         "bearer " * 30_000,
     ]
     started = time.process_time()
@@ -280,6 +282,7 @@ _FRAGMENTS = [
     "whsec_y",
     'for type integer: "v"',
     "query argument $1: 'v' (x)",
+    "Failing row contains (a, b)",
     "http://x?sig=1",
     "authorization=",
     "\u017fecret: s",
