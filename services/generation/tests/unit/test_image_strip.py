@@ -26,7 +26,7 @@ from generation.domain.image_strip import (
     _PNG_SIGNATURE,
     _SOI,
     _SOS,
-    _STANDALONE,
+    STANDALONE,
     _keep_jpeg_segment,
     strip_jpeg,
     strip_png,
@@ -100,7 +100,7 @@ def reference_strip_jpeg(data: bytes) -> bytes | None:
         if marker == _EOI:
             out += b"\xff\xd9"
             return bytes(out)
-        if marker in _STANDALONE or marker == _SOI:
+        if marker in STANDALONE or marker == _SOI:
             return None  # not where a header may be
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         end = pos + 2 + length

@@ -7,15 +7,19 @@ forbidden from running while it is refused).
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 
 import pytest
 from PIL import Image, ImageFile
 
 from generation.domain import image_structure
+from generation.domain.byte_source import ByteSource
 from generation.domain.image_header import MAX_JPEG_FILL, MAX_JPEG_SEGMENTS, read_header
 from generation.domain.image_structure import (
     MAX_JPEG_SCANS,
+    MAX_JPEG_WALKED_SEGMENTS,
     MAX_PNG_CHUNKS,
     MAX_WEBP_CHUNKS,
     density_problem,
@@ -160,9 +164,58 @@ def test_jpeg_scans_are_counted_to_the_limit_and_across_read_pieces(
     # it is still counted, and once.
     data = hostile.jpeg_with_scans(MAX_JPEG_SCANS + 1)
     for piece in (2, 3, 7, 64):
-        monkeypatch.setattr(image_structure, "_PIECE", piece)
+        monkeypatch.setattr(
+            image_structure, "ByteSource", functools.partial(ByteSource, chunk_bytes=piece)
+        )
         assert problem(data) == "too many scans"
         assert problem(hostile.jpeg_with_scans(MAX_JPEG_SCANS)) is None
+
+
+def _noise_jpeg() -> bytes:
+    return hostile.encode(hostile.noise(640, 480), "JPEG", quality=85)
+
+
+def test_what_follows_the_end_of_a_jpeg_is_not_counted() -> None:
+    """A phone's motion photo: the video after the end marker holds ~16 start-of-scan
+    byte pairs per MB of compressed data, which a decoder never reads."""
+    trailer = (b"\x00\xff\xda\x00" * 64 + os.urandom(1024)) * 40
+    assert trailer.count(b"\xff\xda") > MAX_JPEG_SCANS
+    photo = _noise_jpeg() + trailer
+    assert problem(photo) is None
+    inspect_and_clean(io.BytesIO(photo), UPLOADS, "input1").close()
+
+
+def test_scans_inside_a_segment_are_not_the_images() -> None:
+    """An EXIF thumbnail (or any segment's payload) may hold start-of-scan byte pairs."""
+    payload = b"Exif\x00\x00" + b"\xff\xda\x00\x08" * 1000
+    data = _noise_jpeg()
+    with_app1 = data[:2] + b"\xff\xe1" + (2 + len(payload)).to_bytes(2, "big") + payload + data[2:]
+    assert problem(with_app1) is None
+
+
+def test_an_end_marker_inside_a_segment_does_not_end_the_count() -> None:
+    """A comment between scans holding FF D9 must not hide the scans after it."""
+    data = hostile.jpeg_with_scans(MAX_JPEG_SCANS + 1)
+    first = data.index(b"\xff\xda")
+    second = data.index(b"\xff\xda", first + 2)
+    comment = b"\xff\xd9" * 8
+    com = b"\xff\xfe" + (2 + len(comment)).to_bytes(2, "big") + comment
+    assert problem(data[:second] + com + data[second:]) == "too many scans"
+
+
+def test_scans_after_bytes_that_are_no_marker_are_counted() -> None:
+    """libjpeg skips stray bytes to the next marker and reads on: so does the count."""
+    data = hostile.jpeg_with_scans(MAX_JPEG_SCANS + 1)
+    first = data.index(b"\xff\xda")
+    second = data.index(b"\xff\xda", first + 2)
+    assert problem(data[:second] + b"\x00\x01garbage\x02" + data[second:]) == "too many scans"
+
+
+def test_a_flood_of_segments_between_scans_is_refused() -> None:
+    data = _noise_jpeg()
+    end = data.index(b"\xff\xd9")
+    flood = b"\xff\xfe\x00\x02" * (MAX_JPEG_WALKED_SEGMENTS + 1)
+    assert problem(data[:end] + flood + data[end:]) == "too many segments"
 
 
 PREFIX = 64 * 1024

@@ -22,7 +22,7 @@ from typing import IO
 from generation.domain.byte_source import CHUNK_BYTES, ByteSource
 
 _SOI, _EOI, _SOS, _COM = 0xD8, 0xD9, 0xDA, 0xFE
-_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Chunks about the pixels and their colours; text, EXIF, time and private chunks go.
 _PNG_KEEP = frozenset(
@@ -71,17 +71,22 @@ def _marker_at(data: bytes, start: int) -> int | None:
     return found.start() if found is not None else None
 
 
-def _copy_scan(source: ByteSource, out: IO[bytes]) -> bool:
-    """Copy entropy-coded data up to (not including) the marker that ends it."""
+def copy_scan(source: ByteSource, out: IO[bytes] | None) -> bool:
+    """Copy (None: skip) entropy-coded data, or any bytes that are not a marker, up to
+    (not including) the next marker; False when the file ends first."""
     while source.available(2):
         data, start = source.window()
         end = _marker_at(data, start)
         if end is not None:
-            out.write(source.take(end - start))
+            piece = source.take(end - start)
+            if out is not None:
+                out.write(piece)
             return True
         # Keep a trailing 0xFF: whether it starts a marker depends on the next byte.
         keep = 1 if data.endswith(b"\xff") else 0
-        out.write(source.take(len(data) - start - keep))
+        piece = source.take(len(data) - start - keep)
+        if out is not None:
+            out.write(piece)
     return False  # the file ends inside the scan
 
 
@@ -102,7 +107,7 @@ def strip_jpeg(src: IO[bytes], dst: IO[bytes], chunk_bytes: int = CHUNK_BYTES) -
         if marker == _EOI:
             dst.write(b"\xff\xd9")
             return True
-        if marker in _STANDALONE or marker == _SOI:
+        if marker in STANDALONE or marker == _SOI:
             return False  # not where a header may be
         if not source.available(4):
             return False
@@ -112,7 +117,7 @@ def strip_jpeg(src: IO[bytes], dst: IO[bytes], chunk_bytes: int = CHUNK_BYTES) -
         segment = source.take(2 + length)
         if marker == _SOS:
             dst.write(segment)
-            if not _copy_scan(source, dst):
+            if not copy_scan(source, dst):
                 return False
         elif _keep_jpeg_segment(marker, segment):
             dst.write(segment)
