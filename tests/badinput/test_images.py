@@ -148,13 +148,14 @@ async def test_huge_dimensions_are_refused_without_decoding(
 ) -> None:
     decoder = stack.ctx.decoder
     asked: list[object] = []
-    run = decoder._run  # counted: a worker's memory budget would refuse it too, as 400
+    # Counted: a worker's memory budget would refuse it too, as 400.
+    in_worker = decoder._in_worker
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
-        asked.append(args[2])
-        return await run(*args, **kwargs)
+        asked.append(args[1])
+        return await in_worker(*args, **kwargs)
 
-    monkeypatch.setattr(decoder, "_run", counted)
+    monkeypatch.setattr(decoder, "_in_worker", counted)
     data, status = BOMBS[case]
     response, cost = await submit_measured(stack, user, data)
     assert_error(response, status, "VALIDATION_ERROR")

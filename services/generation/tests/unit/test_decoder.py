@@ -133,6 +133,29 @@ async def test_a_killed_worker_fails_only_the_upload_it_was_decoding(
     assert await clean_size(decoder, SMALL_JPEG) == ("image/jpeg", 64, 48)
 
 
+async def test_a_worker_left_decoding_by_a_cancelled_upload_is_not_handed_on(
+    decoder: ImageDecoder,
+) -> None:
+    """The submission that waited for a decode is cancelled (its deadline, its client
+    gone) while the worker goes on decoding. The next upload waits for that worker to
+    be done; when the abandoned decode runs away and its worker is killed, the next
+    upload gets a new worker, not the 415 of a decode that was not its own."""
+    [pid] = decoder.worker_pids()
+    # A re-encode of several seconds of CPU: still running when the worker is killed.
+    slow = hostile.encode(gradient(6000, 4000), "WEBP", quality=90)
+    abandoned = asyncio.create_task(clean_size(decoder, slow))
+    await _decode_started(psutil.Process(pid), abandoned)
+    abandoned.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    following = asyncio.create_task(clean_size(decoder, SMALL_JPEG))
+    await asyncio.sleep(0.2)  # queued behind the abandoned decode, or waiting for a worker
+    assert not following.done()
+    psutil.Process(pid).send_signal(signal.SIGKILL)  # the abandoned decode ran away
+    assert await asyncio.wait_for(following, 30) == ("image/jpeg", 64, 48)
+    assert decoder.worker_pids() not in ([], [pid])
+
+
 def _burn_after_limit(seconds: int) -> None:
     init_worker(1 << 30)  # as a worker starts: also no core file when killed
     limit_cpu(seconds)

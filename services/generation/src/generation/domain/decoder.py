@@ -26,12 +26,13 @@ decode after), so the caller can store the stripped copy while the decode runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
@@ -105,18 +106,14 @@ class ImageDecoder:
         # The checks that need no decode first, here: a hostile file costs no copy and
         # no worker (milliseconds of C-speed scans, in a thread).
         checked = await asyncio.to_thread(check_before_decoding, source, self._uploads, field)
-        index = await self._free.get()
+        path = _path_of(source)
+        if path is not None:
+            return await self._clean_file(path, checked, field)
+        upload = await asyncio.to_thread(_named_copy, source)
         try:
-            path = _path_of(source)
-            if path is not None:
-                return await self._clean_file(index, path, checked, field)
-            upload = await asyncio.to_thread(_named_copy, source)
-            try:
-                return await self._clean_file(index, upload.name, checked, field)
-            finally:
-                upload.close()
+            return await self._clean_file(upload.name, checked, field)
         finally:
-            self._free.put_nowait(index)
+            upload.close()
 
     async def strip(self, source: IO[bytes], field: str) -> Stripped | None:
         """The first half of ``clean``, for an upload that can be cleaned before it is
@@ -154,13 +151,11 @@ class ImageDecoder:
             field, image_worker.prove_in_worker, stripped.path, checked=stripped.checked
         )
 
-    async def _clean_file(
-        self, index: int, path: str, checked: tuple[str, int, int], field: str
-    ) -> CleanImage:
+    async def _clean_file(self, path: str, checked: tuple[str, int, int], field: str) -> CleanImage:
         out = tempfile.NamedTemporaryFile(prefix="clean-")  # noqa: SIM115 (CleanImage owns it)
         try:
-            kind, extension, width, height, size = await self._run(
-                index, field, image_worker.clean_in_worker, path, out.name, checked=checked
+            kind, extension, width, height, size = await self._in_worker(
+                field, image_worker.clean_in_worker, path, out.name, checked=checked
             )
         except BaseException:
             out.close()
@@ -171,45 +166,58 @@ class ImageDecoder:
     async def _in_worker(
         self, field: str, function: Callable[..., T], *args: object, checked: Checked
     ) -> T:
-        """``function`` in the first free worker (see ``_run``)."""
-        index = await self._free.get()
-        try:
-            return await self._run(index, field, function, *args, checked=checked)
-        finally:
-            self._free.put_nowait(index)
+        """``function(*args, limits, cpu_seconds, field, checked)`` in the first free
+        worker; a refusal it raises becomes the domain's error, a killed worker a 415
+        (and a new pool), a memory error the 400 over the budget.
 
-    async def _run(
-        self,
-        index: int,
-        field: str,
-        function: Callable[..., T],
-        *args: object,
-        checked: Checked,
-    ) -> T:
-        """``function(*args, limits, cpu_seconds, field, checked)`` in worker ``index``;
-        a refusal it raises becomes the domain's error, a killed worker a 415 (and a
-        new pool), a memory error the 400 over the budget."""
-        executor = self._pool(index)
+        The worker is free again when its call has ended, not when this caller stops
+        waiting: a caller cancelled mid-decode (its deadline, the client gone) leaves
+        the decode running in the worker, and the next upload handed that worker would
+        queue behind it, and fail with it if it ran past its CPU budget."""
+        index = await self._free.get()
         loop = asyncio.get_running_loop()
+        executor = self._pool(index)
+        call = partial(
+            function, *args, self._limits, self._uploads.decode_cpu_seconds, field, checked
+        )
         try:
-            call = partial(
-                function,
-                *args,
-                self._limits,
-                self._uploads.decode_cpu_seconds,
-                field,
-                checked,
-            )
-            return await loop.run_in_executor(executor, call)
+            future = executor.submit(call)
+        except BaseException as exc:
+            self._free.put_nowait(index)
+            if isinstance(exc, BrokenProcessPool):
+                self._replace(index, executor)
+                log.warning("upload.decode_killed", field=field)
+                raise unsupported(self._uploads, field) from exc
+            raise
+        future.add_done_callback(partial(self._ended, loop, index, executor))
+        try:
+            return await asyncio.wrap_future(future)
         except ImageRefused as refused:
             raise domain_error(refused) from None
         except BrokenProcessPool as exc:
-            self._replace(index, executor)
             log.warning("upload.decode_killed", field=field)
             raise unsupported(self._uploads, field) from exc
         except MemoryError as exc:
             log.warning("upload.decode_over_memory", field=field)
             raise over_budget(field) from exc
+
+    def _ended(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        index: int,
+        executor: ProcessPoolExecutor,
+        future: Future[object],
+    ) -> None:
+        """Worker ``index``'s call ended (in the pool's thread): free it, on the loop."""
+        broken = not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
+
+        def free() -> None:
+            if broken:
+                self._replace(index, executor)
+            self._free.put_nowait(index)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(free)
 
     def _pool(self, index: int = 0) -> ProcessPoolExecutor:
         executor = self._executors[index]
