@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -138,3 +139,45 @@ async def test_a_refusal_wins_over_a_storage_failure_and_nothing_stays(
     with pytest.raises(UnsupportedMediaType):
         await upload_inputs(context(decoder, storage), command(upload))
     assert storage.stored == {}
+
+
+class ThreadedStorage(Storage):
+    """PUTs in a thread, as the S3 client's are: each held until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.writing = threading.Event()
+        self.finished = threading.Event()
+
+    async def put_file(
+        self, bucket: str, key: str, fileobj: IO[bytes], length: int, content_type: str
+    ) -> None:
+        self.put_started.set()
+        data = fileobj.read(length)
+
+        def put() -> None:
+            self.writing.set()
+            self.release.wait(10)
+            self.stored[key] = data
+            self.finished.set()
+
+        await asyncio.to_thread(put)
+
+
+async def test_a_submission_cancelled_during_its_put_leaves_nothing(
+    decoder: ImageDecoder, upload: IO[bytes]
+) -> None:
+    """The cancellation does not stop the PUT's thread: what it stores afterwards goes."""
+    storage = ThreadedStorage()
+    task = asyncio.create_task(upload_inputs(context(decoder, storage), command(upload)))
+    assert await asyncio.to_thread(storage.writing.wait, 10)  # the thread is writing
+    task.cancel()
+    await asyncio.sleep(0.05)
+    storage.release.set()  # the PUT completes after the cancellation
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(storage.finished.wait, 10)
+    await asyncio.sleep(0.05)
+    assert storage.stored == {}
+    assert len(storage.removed) == 1

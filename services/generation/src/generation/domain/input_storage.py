@@ -8,8 +8,10 @@ upload in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from typing import IO
+from collections.abc import Awaitable
+from typing import IO, TypeVar
 
 from generation.domain.context import GenerationContext
 from generation.domain.images import CleanImage
@@ -20,6 +22,7 @@ from kit.logging import get_logger
 from kit.storage import StorageError
 
 log = get_logger("generation.submission")
+T = TypeVar("T")
 
 
 async def upload_inputs(ctx: GenerationContext, command: SubmitCommand) -> list[str]:
@@ -69,10 +72,14 @@ async def _upload_one(
 
 
 async def _store(ctx: GenerationContext, owner_id: uuid.UUID, image: CleanImage) -> str:
-    key = f"{owner_id}/inputs/{uuid.uuid4()}.{image.extension}"
+    key = input_key(owner_id, image.extension)
     image.file.seek(0)
     try:
-        await ctx.storage.put_file(ctx.private_bucket, key, image.file, image.size, image.mime_type)
+        await _written(
+            ctx,
+            key,
+            ctx.storage.put_file(ctx.private_bucket, key, image.file, image.size, image.mime_type),
+        )
     except StorageError as error:
         log.error("inputs.upload_failed", ownerId=str(owner_id), error=type(error).__name__)
         raise UpstreamError("Your images could not be stored. Please try again.") from error
@@ -87,12 +94,39 @@ async def with_source(
     When the copy fails, the uploads are removed too."""
     if command.source is None:
         return upload_keys
+    source_key = input_key(command.owner_id, "jpg")
     try:
-        source_key = await copy_source_input(ctx, command.owner_id, command.source)
+        await _written(
+            ctx, source_key, copy_source_input(ctx, command.owner_id, command.source, source_key)
+        )
     except BaseException:
         await discard_inputs(ctx, upload_keys)
         raise
     return [source_key, *upload_keys]
+
+
+def input_key(owner_id: uuid.UUID, extension: str) -> str:
+    """A new key in the owner's private inputs."""
+    return f"{owner_id}/inputs/{uuid.uuid4()}.{extension}"
+
+
+async def _written(ctx: GenerationContext, key: str, write: Awaitable[T]) -> T:
+    """``write``, which stores ``key``, awaited. The storage client writes in a thread,
+    which a cancellation (the submission's deadline, its client gone) does not stop:
+    the object may be stored after the submission gave up. So a cancelled caller waits
+    for the write to end and removes what it stored before it lets the cancellation on."""
+    task = asyncio.ensure_future(write)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.shield(_remove_once_written(ctx, task, key))
+        raise
+
+
+async def _remove_once_written(ctx: GenerationContext, task: asyncio.Future[T], key: str) -> None:
+    with contextlib.suppress(Exception):  # failed: nothing stored (removing it is harmless)
+        await task
+    await discard_inputs(ctx, [key])
 
 
 async def discard_inputs(ctx: GenerationContext, keys: list[str]) -> None:

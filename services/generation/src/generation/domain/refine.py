@@ -28,12 +28,13 @@ class SourceRef:
     variant_idx: int
 
 
-async def copy_source_input(ctx: GenerationContext, owner_id: uuid.UUID, source: SourceRef) -> str:
-    """The source variant copied to ``private/<owner>/inputs/<uuid>.jpg``: its key."""
+async def copy_source_input(
+    ctx: GenerationContext, owner_id: uuid.UUID, source: SourceRef, key: str
+) -> None:
+    """The source variant copied to the owner's private input ``key``."""
     async with ctx.reads() as stores:
         view = await stores.reads.view(owner_id, source.job_id)
     variant = _variant_of(view, source.variant_idx)
-    key = f"{owner_id}/inputs/{uuid.uuid4()}.jpg"
     try:
         copied = await ctx.storage.copy(
             (ctx.public_bucket, variant.object_key),
@@ -45,7 +46,6 @@ async def copy_source_input(ctx: GenerationContext, owner_id: uuid.UUID, source:
         raise UpstreamError("Your images could not be stored. Please try again.") from error
     if not copied:  # deleted meanwhile
         raise _not_found()
-    return key
 
 
 def _variant_of(view: jobs.JobView | None, idx: int) -> jobs.VariantRef:
