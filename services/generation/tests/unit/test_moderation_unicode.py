@@ -22,6 +22,14 @@ BYPASSES = [
     "a r\u03bfom for a c\u03bfcaine party",  # Greek omicron
     "N\u0391Z\u0399 flags on the wall",  # Greek capital alpha and iota
     "\u0455wastika rug",  # Cyrillic dze
+    # Capital look-alikes, which case folding alone would turn into other letters.
+    "\u039aILL HIM",  # Greek capital kappa
+    "\u041cURDER SCENE",  # Cyrillic capital em
+    "SE\u03a7 TOYS",  # Greek capital chi
+    "NA\u0396I FLAG",  # Greek capital zeta
+    "\u039dAZI memorabilia",  # Greek capital nu
+    "\u03f2ocaine on the table",  # Greek lunate sigma (folds to sigma, like "o")
+    "sui\u03f2ide note",
     # Hangul fillers, alone, in runs and their half-width and jamo forms.
     f"s{HANGUL_FILLER}e{HANGUL_FILLER}x room",
     f"a p{HANGUL_FILLER}o{HANGUL_FILLER}r{HANGUL_FILLER}n set",
@@ -53,6 +61,10 @@ BYPASSES = [
     f"\u0455{HANGUL_FILLER}\u0435{HANGUL_FILLER}\u0445 swing",
 ]
 
+PERSONAL_DATA = [
+    "call me on \uff10\uff14\uff11\uff12 \uff13\uff14\uff15 \uff16\uff17\uff18",  # full width
+]
+
 BENIGN = [
     "café corner with bistro chairs",
     "Küche im Landhausstil mit Eichenholz",
@@ -81,6 +93,12 @@ def test_obfuscated_banned_words_are_refused(prompt: str) -> None:
     assert is_flagged(prompt) is not None
     with pytest.raises(ValidationError):
         moderate_prompt(prompt)
+
+
+@pytest.mark.parametrize("prompt", PERSONAL_DATA)
+def test_personal_data_in_compatibility_digits_is_refused(prompt: str) -> None:
+    assert is_flagged(prompt) == "pii"
+    assert is_flagged(prompt.translate({c: c - 0xFF10 + 0x30 for c in range(0xFF10, 0xFF1A)}))
 
 
 @pytest.mark.parametrize("prompt", BENIGN)

@@ -5,7 +5,7 @@ personal data, spam) in microseconds without hurting ordinary interior prompts,
 which are full of numbers (sizes, years, counts). Word lists run on the text as
 typed and on a folded copy that undoes cheap obfuscation: invisible characters,
 look-alike letters from other scripts, accents and full-width letters
-(:func:`generation.domain.moderation_skeleton.skeleton`), spaced-out letters
+(:func:`generation.domain.moderation_skeleton.skeletons`), spaced-out letters
 ("s.e.x", "s_e_x") and digits for letters ("k1ll"); and on that copy once more
 with punctuation and underscores read as spaces ("kill_him").
 
@@ -26,9 +26,10 @@ Deliberate choices, pinned by the tests:
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 
-from generation.domain.moderation_skeleton import skeleton
+from generation.domain.moderation_skeleton import skeletons
 from kit.errors import ValidationError
 
 REJECTION_MESSAGE = "This prompt can't be used. Please describe the room and style you want."
@@ -206,22 +207,23 @@ def is_flagged(text: str) -> str | None:
     One of ``explicit``, ``hate``, ``violence``, ``illegal``, ``pii``, ``spam``; for
     logs (``moderationCategory``), never shown to the user with the matched text.
     """
-    folded = _fold(text)
+    folded = [_fold(reading) for reading in skeletons(text)]
+    separated = [_SEPARATING_PUNCTUATION.sub(" ", reading) for reading in folded]
     # Each distinct copy once: most prompts need no folding or separating at all.
-    variants = tuple(dict.fromkeys((text, folded, _SEPARATING_PUNCTUATION.sub(" ", folded))))
+    variants = tuple(dict.fromkeys((text, *folded, *separated)))
     for category, pattern in _WORD_PATTERNS:
         if any(pattern.search(variant) for variant in variants):
             return category
-    if _has_personal_data(text):
+    # Full-width or other compatibility digits spell the same phone number.
+    if _has_personal_data(text) or _has_personal_data(unicodedata.normalize("NFKC", text)):
         return "pii"
     if _is_spam(text):
         return "spam"
     return None
 
 
-def _fold(text: str) -> str:
-    """The skeleton of ``text`` without spaced-out letters or look-alike digits."""
-    plain = skeleton(text)
+def _fold(plain: str) -> str:
+    """A skeleton (``skeletons``) without spaced-out letters or look-alike digits."""
     glued = _SPACED_LETTERS.sub(lambda match: _SEPARATORS.sub("", match.group()), plain)
     return _LEET_WORD.sub(_unleet, glued)
 

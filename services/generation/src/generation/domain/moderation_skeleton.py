@@ -9,10 +9,10 @@ Word lists are written in plain ASCII, so a prompt is reduced to a comparable
   are dropped; the Hangul fillers, which render as blanks, become underscores, a
   separator kept apart from real spaces so that "p\u3164o\u3164r\u3164n" glues into
   one word without pulling in its neighbours;
-- NFKC folds compatibility forms (full-width, ligatures, mathematical letters),
-  then case folding;
+- NFKC folds compatibility forms (full-width, ligatures, mathematical letters);
 - Unicode TR39 confusables (Cyrillic "\\u0430", Greek "\\u03bf", ...) become the ASCII letter
-  they imitate, from the Unicode data shipped by ``confusable-homoglyphs``;
+  they imitate, from the Unicode data shipped by ``confusable-homoglyphs``: before case
+  folding (capital look-alikes) and after it;
 - accents are stripped (NFKD without combining marks).
 
 Only letters that imitate ASCII are mapped, so text in other scripts keeps its
@@ -54,9 +54,25 @@ _PROTOTYPES = _ascii_prototypes()
 
 
 def skeleton(text: str) -> str:
-    """``text`` without invisible characters, folded, look-alikes and accents undone."""
+    """``text`` without invisible characters, folded, look-alikes and accents undone:
+    its look-alikes read as small letters (see :func:`skeletons`)."""
+    return skeletons(text)[0]
+
+
+def skeletons(text: str) -> tuple[str, ...]:
+    """The readings of ``text`` a person may see, each distinct one once: look-alikes
+    read after case folding (a Greek capital Iota folds to an iota, which looks like
+    "i"), and read before it, since folding turns some capitals that imitate a Latin
+    letter into small letters that imitate nothing or something else (Greek Kappa,
+    Cyrillic Em; the lunate sigma folds to a sigma, which looks like "o")."""
     visible = _BLANKS.sub("_", _INVISIBLE.sub("", text))
-    folded = unicodedata.normalize("NFKC", visible).casefold()
-    latin = folded.translate(_PROTOTYPES)
-    decomposed = unicodedata.normalize("NFKD", latin)
+    small = unicodedata.normalize("NFKC", visible).casefold().translate(_PROTOTYPES)
+    # Mapped before NFKC too: NFKC itself turns the lunate sigma symbol into a sigma.
+    mapped = unicodedata.normalize("NFKC", visible.translate(_PROTOTYPES))
+    capital = mapped.translate(_PROTOTYPES).casefold().translate(_PROTOTYPES)
+    return tuple(dict.fromkeys(_unaccented(reading) for reading in (small, capital)))
+
+
+def _unaccented(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
     return "".join(char for char in decomposed if not unicodedata.combining(char))
