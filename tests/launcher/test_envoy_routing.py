@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,14 +106,17 @@ def test_everything_else_is_a_json_404(
     assert proxy.gateway.snapshot() == []
 
 
-def test_request_ids_are_generated_kept_and_echoed(client: httpx.Client, proxy: Proxy) -> None:
+def test_request_ids_are_envoys_and_echoed(client: httpx.Client, proxy: Proxy) -> None:
+    """Every request gets an id Envoy made, handed to the edge and echoed to the client;
+    one a client sends is replaced, so nobody can choose or reuse the id in our logs."""
     generated = client.get("/api/v1/usage")
-    kept = client.get("/api/v1/usage", headers={"x-request-id": "client-chosen-id"})
+    chosen = client.get("/api/v1/usage", headers={"x-request-id": 'client "chosen" id'})
 
-    assert generated.headers["x-request-id"]
-    assert proxy.edge.snapshot()[0].headers["x-request-id"] == generated.headers["x-request-id"]
-    assert kept.headers["x-request-id"] == "client-chosen-id"
-    assert proxy.edge.snapshot()[1].headers["x-request-id"] == "client-chosen-id"
+    ids = [generated.headers["x-request-id"], chosen.headers["x-request-id"]]
+    for answer_id, forwarded in zip(ids, proxy.edge.snapshot(), strict=True):
+        assert uuid.UUID(answer_id)
+        assert forwarded.headers["x-request-id"] == answer_id
+    assert len(set(ids)) == 2
 
 
 def test_a_declared_upload_over_21_mib_is_refused_before_the_body(proxy: Proxy) -> None:
@@ -152,13 +156,15 @@ def test_a_webhook_over_1_mib_is_refused_with_json(client: httpx.Client, proxy: 
 def test_access_logs_are_json_without_query_or_credentials(
     client: httpx.Client, proxy: Proxy
 ) -> None:
-    client.get(
+    answer = client.get(
         "/api/v1/usage?X-Amz-Signature=topsecret",
         headers={"authorization": "Bearer very-secret-token", "x-request-id": "log-check-1"},
     )
-    line = _wait_for_log_line(proxy.log_path, "log-check-1")
+    line = _wait_for_log_line(proxy.log_path, answer.headers["x-request-id"])
 
     entry = json.loads(line)
+    assert entry["requestId"] == answer.headers["x-request-id"]  # the id the client got
+    assert "log-check-1" not in line
     assert entry["path"] == "/api/v1/usage"
     assert entry["method"] == "GET"
     assert entry["status"] == 200
