@@ -17,8 +17,14 @@ from pydantic_settings import BaseSettings
 
 from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
-from kit.dev_values import DEV_JWT_SECRET, DEV_REPLICATE_TOKEN, DEV_WEBHOOK_SECRET
+from kit.dev_values import (
+    DEV_JWT_SECRET,
+    DEV_POSTGRES_PASSWORD,
+    DEV_REPLICATE_TOKEN,
+    DEV_WEBHOOK_SECRET,
+)
 from kit.service_keys import generate_key_pair, write_private_key
+from usage.settings import UsageSettings
 from webhook_gateway.settings import GatewaySettings
 
 JWKS = "https://project.supabase.co/auth/v1/.well-known/jwks.json"
@@ -39,6 +45,7 @@ ALL_VARIABLES = {
     "DATABASE_URL",
     "SERVICE_KEY_FILE",
     "SERVICE_TRUST_DIR",
+    "USAGE_DATABASE_URL",
     *GENERATION,
 }
 
@@ -65,6 +72,33 @@ REFUSED: dict[str, tuple[type[BaseSettings], dict[str, str], str]] = {
         EdgeSettings,
         S3 | {"AUTH_JWKS_URL": "http://auth.example/jwks.json"},
         "AUTH_JWKS_URL",
+    ),
+    "generation with the dev database password": (
+        GenerationSettings,
+        {
+            **GENERATION,
+            "GENERATION_DATABASE_URL": (
+                f"postgresql+asyncpg://interior:{DEV_POSTGRES_PASSWORD}@db.example/generation"
+            ),
+        },
+        "GENERATION_DATABASE_URL",
+    ),
+    "generation with the template's database password": (
+        GenerationSettings,
+        {
+            **GENERATION,
+            "GENERATION_DATABASE_URL": "postgresql+asyncpg://generation:REPLACE_ME@db/generation",
+        },
+        "GENERATION_DATABASE_URL",
+    ),
+    "usage with the dev database password, percent-encoded": (
+        UsageSettings,
+        {
+            "USAGE_DATABASE_URL": "postgresql+asyncpg://interior:"
+            + DEV_POSTGRES_PASSWORD.replace("-", "%2D")
+            + "@db.example/usage"
+        },
+        "USAGE_DATABASE_URL",
     ),
     "gateway without a webhook secret": (GatewaySettings, {}, "REPLICATE_WEBHOOK_SECRET"),
     "gateway with the dev webhook secret": (

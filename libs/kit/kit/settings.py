@@ -11,9 +11,16 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kit.dev_values import secret_problem
@@ -75,6 +82,8 @@ class ServiceSettings(BaseSettings):
             if (problem := secret_problem(value)) is not None
         ]
         problems += list(self.production_problems())
+        if isinstance(self, DatabaseSettings):
+            problems += list(self.database_problems())
         if isinstance(self, ServiceIdentitySettings):
             problems += list(self.identity_problems())
         if problems:
@@ -155,6 +164,20 @@ class DatabaseSettings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=5.0, alias="DB_POOL_TIMEOUT_SECONDS")
     # Upper bound for any one statement; keeps a stuck query from holding a request.
     db_statement_timeout_ms: int = Field(default=15_000, alias="DB_STATEMENT_TIMEOUT_MS")
+
+    def database_problems(self) -> Iterable[str]:
+        """In production: the URL's password may not be one this repository publishes
+        or a template's placeholder (no password at all is left to the server: peer
+        authentication, certificates or a passfile)."""
+        password = unquote(urlsplit(self.database_url.get_secret_value()).password or "")
+        if password and (problem := secret_problem(password)) is not None:
+            yield f"the password in {self._database_url_variables()} {problem}"
+
+    def _database_url_variables(self) -> str:
+        field = type(self).model_fields["database_url"]
+        alias = field.validation_alias or field.alias or "DATABASE_URL"
+        names = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        return " or ".join(str(name) for name in names)
 
 
 # host[:port] of an origin: a DNS name or IPv4 address, or a bracketed IPv6 address.
