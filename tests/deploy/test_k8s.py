@@ -157,6 +157,15 @@ def test_envoy_readiness_asks_the_local_admin_port() -> None:
     assert objects("Service")["envoy"]["spec"]["type"] == "LoadBalancer"
 
 
+def test_envoys_workers_fit_its_cpu_limit() -> None:
+    """Each worker is a thread busy on its own core: more workers than the limit's cores
+    share one core's quota and are throttled together."""
+    container = _container("envoy")
+    command = container["command"]
+    workers = int(command[command.index("--concurrency") + 1])
+    assert workers <= float(container["resources"]["limits"]["cpu"])
+
+
 def test_envoy_upstreams_are_headless_services_on_the_right_ports() -> None:
     services = objects("Service")
     for host, port in envoy_upstreams().values():
