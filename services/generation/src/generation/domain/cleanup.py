@@ -21,6 +21,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
+from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import render_id_for
 from generation.domain.records import Job, PendingFiles
@@ -74,13 +75,7 @@ async def remove_job_inputs(ctx: GenerationContext, job: Job) -> bool:
         await ctx.storage.remove(ctx.private_bucket, unshared)
     async with ctx.transactions() as tx:
         await tx.removals.mark_inputs_removed(job.id, ctx.clock.now())
-    log.info(
-        "job.inputs_removed",
-        ownerId=str(job.owner_id),
-        jobId=str(job.id),
-        removed=len(unshared),
-        kept=len(in_use),
-    )
+    log.info("job.inputs_removed", **jobs.log_fields(job), removed=len(unshared), kept=len(in_use))
     return True
 
 

@@ -114,7 +114,12 @@ async def _end_if_written(
         )
     except Exception as error:  # the sweep ends a job left starting
         log.warning(
-            "job.interrupted_insert_unresolved", jobId=str(job.id), error=type(error).__name__
+            "job.interrupted_insert_unresolved",
+            ownerId=str(job.owner_id),
+            jobId=str(job.id),
+            predictionId=None,
+            status=None,  # unknown: the row may or may not have been written
+            error=type(error).__name__,
         )
 
 
