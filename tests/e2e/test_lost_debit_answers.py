@@ -77,17 +77,22 @@ async def test_a_landed_debit_of_a_failed_job_is_given_back_by_the_sweep(
     assert await _settle(stack) == 0  # settled once: never asked again
 
 
-async def test_a_canceled_job_whose_debit_never_arrived_is_waived(
-    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _waived(stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A job whose debit never arrived, canceled, then settled by the sweep: waived."""
     await stack.control("set_faults", hold=True)
     job_id = await _submit_with_the_debit_answer_lost(stack, user, monkeypatch, debit_lands=False)
     assert (await user.cancel(job_id)).status_code == 200
     assert (await user.usage())["used"] == 0
-
     assert await _settle(stack) >= 1
-    assert (await user.usage())["used"] == 0  # nothing was debited, nothing is credited
     assert await _states(stack, job_id) == ("canceled", ChargeState.WAIVED, RefundState.NONE)
+    return job_id
+
+
+async def test_a_canceled_job_whose_debit_never_arrived_is_waived(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = await _waived(stack, user, monkeypatch)
+    assert (await user.usage())["used"] == 0  # nothing was debited, nothing is credited
     assert await _books_of(stack, job_id) == []
     assert await _settle(stack) == 0
 
@@ -96,11 +101,7 @@ async def test_a_debit_landing_after_the_job_was_waived_is_recorded_and_given_ba
     stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The sweep found no debit; the unanswered call's retry lands after all."""
-    await stack.control("set_faults", hold=True)
-    job_id = await _submit_with_the_debit_answer_lost(stack, user, monkeypatch, debit_lands=False)
-    assert (await user.cancel(job_id)).status_code == 200
-    assert await _settle(stack) >= 1
-    assert await _states(stack, job_id) == ("canceled", ChargeState.WAIVED, RefundState.NONE)
+    job_id = await _waived(stack, user, monkeypatch)
 
     async with session_scope(stack.ctx.sessions) as session:
         row = await session.get(GenerationJob, uuid.UUID(job_id))
