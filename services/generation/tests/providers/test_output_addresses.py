@@ -17,7 +17,15 @@ from generation.providers.replicate import ReplicateProvider
 
 
 @pytest.mark.parametrize(
-    "address", ["8.8.8.8", "1.1.1.1", "54.230.10.1", "2606:4700:4700::1111", "2a00:1450::1"]
+    "address",
+    [
+        "8.8.8.8",
+        "1.1.1.1",
+        "54.230.10.1",
+        "2606:4700:4700::1111",
+        "2a00:1450::1",
+        "64:ff9b::808:808",  # 8.8.8.8 through an IPv6-only network's NAT64 (DNS64)
+    ],
 )
 def test_public_addresses_pass(address: str) -> None:
     assert is_public_address(address)

@@ -66,6 +66,23 @@ async def test_oversized_stream_is_abandoned_early(make_harness: Any, answers: A
     assert len(harness.requests) == 1
 
 
+async def test_outputs_are_asked_for_uncompressed_and_a_compressed_one_is_refused(
+    make_harness: Any, answers: Any
+) -> None:
+    """A few KB of brotli unpack to gigabytes a network chunk at a time, before any cap
+    could see them: the answer must come as is, or not at all."""
+    stream = CountingStream(chunks=4)
+    packed = httpx.Response(200, stream=stream, headers={"content-encoding": "br"})
+    harness = make_harness(answers.script(packed))
+
+    with pytest.raises(ProviderRejected, match="compressed"):
+        await harness.provider.download_output(OUTPUT_URL, max_bytes=1024 * 1024)
+
+    assert stream.yielded == 0
+    [request] = harness.requests
+    assert request.headers["accept-encoding"] == "identity"
+
+
 async def test_declared_oversize_is_refused_before_reading(make_harness: Any, answers: Any) -> None:
     stream = CountingStream(chunks=100)
     response = httpx.Response(200, stream=stream, headers={"content-length": str(100 * 1024)})

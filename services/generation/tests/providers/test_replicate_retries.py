@@ -90,10 +90,26 @@ async def test_429_retry_after_http_date_is_honoured(make_harness: Any, answers:
     assert 2.0 <= slept <= 4.0
 
 
-async def test_retry_after_is_capped_by_the_backoff_maximum(
+async def test_a_retry_after_longer_than_the_longest_wait_ends_the_retries(
     make_harness: Any, answers: Any
 ) -> None:
+    """Retrying sooner than the server said would only be refused again."""
     throttled = answers.problem(429, "slow down", **{"retry-after": "3600"})
+    harness = make_harness(
+        answers.script(throttled, answers.prediction(201)), backoff_max_seconds=8
+    )
+
+    with pytest.raises(ProviderUnavailable, match="429"):
+        await harness.provider.create_prediction(REQUEST)
+
+    assert harness.sleeps == []
+    assert len(harness.requests) == 1
+
+
+async def test_a_retry_after_within_the_longest_wait_is_waited_in_full(
+    make_harness: Any, answers: Any
+) -> None:
+    throttled = answers.problem(429, "slow down", **{"retry-after": "8"})
     harness = make_harness(
         answers.script(throttled, answers.prediction(201)), backoff_max_seconds=8
     )

@@ -63,6 +63,10 @@ def is_public_address(text: str) -> bool:
         embedded = _embedded_ipv4(address)
         if embedded is not None and not is_public_address(str(embedded)):
             return False
+        if embedded is not None and address in _NAT64:
+            # How an IPv6-only network (DNS64) reaches that public IPv4 address; the
+            # prefix itself counts as reserved, which would refuse every output there.
+            return True
     if address in _METADATA or address.is_multicast:
         return False
     return address.is_global and not address.is_reserved

@@ -37,10 +37,16 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    # Asked for as is (identity): a compressed answer would be unpacked a whole network
+    # chunk at a time before the cap could see it (a few KB of brotli: gigabytes).
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in {"", "identity"}:
+        raise ProviderRejected("the output file came compressed")
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
+    if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise ProviderRejected("the output file is larger than allowed")
     received = bytearray()
+    # Identity only (checked above), so these are the bytes as they came: no decoder runs.
     async for chunk in response.aiter_bytes():
         received += chunk
         if len(received) > max_bytes:
@@ -60,7 +66,9 @@ async def _open_checked(
     the delivery hosts and :class:`ProviderRejected` for too many redirects.
     """
     for _ in range(MAX_REDIRECTS + 1):
-        request = client.build_request("GET", url, timeout=http_timeout)
+        request = client.build_request(
+            "GET", url, timeout=http_timeout, headers={"Accept-Encoding": "identity"}
+        )
         response = await client.send(request, stream=True, follow_redirects=False)
         location = response.headers.get("location")
         if response.status_code not in _REDIRECTS or location is None:

@@ -21,7 +21,13 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+)
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
@@ -96,8 +102,26 @@ class wait_retry_after_or_jitter(wait_base):  # noqa: N801 - tenacity's naming
         outcome = retry_state.outcome
         failure = outcome.exception() if outcome is not None else None
         if isinstance(failure, TransientStatus) and failure.retry_after is not None:
+            # Longer than the cap: ``stop_when_told_to_wait_longer`` gives up instead.
             return min(failure.retry_after, self._max)
         return float(self._jitter(retry_state))
+
+
+class stop_when_told_to_wait_longer(stop_base):  # noqa: N801 - tenacity's naming
+    """Stop when the server's ``Retry-After`` asks for more than the longest wait: a
+    retry sooner than it said would only be refused again."""
+
+    def __init__(self, max_seconds: float) -> None:
+        self._max = max_seconds
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        failure = outcome.exception() if outcome is not None else None
+        return (
+            isinstance(failure, TransientStatus)
+            and failure.retry_after is not None
+            and failure.retry_after > self._max
+        )
 
 
 @dataclass(frozen=True)
@@ -176,8 +200,8 @@ async def call_with_retries(
         sleep=policy.sleep,
         stop=(
             stop_after_attempt(policy.max_attempts)
-            if deadline is None
-            else stop_after_attempt(policy.max_attempts) | stop_before_deadline(deadline)
+            | stop_when_told_to_wait_longer(policy.backoff_max_seconds)
+            | (stop_never if deadline is None else stop_before_deadline(deadline))
         ),
         wait=wait_retry_after_or_jitter(policy.backoff_base_seconds, policy.backoff_max_seconds),
         retry=retry_if_exception_type(TRANSIENT_ERRORS),
