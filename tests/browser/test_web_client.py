@@ -135,6 +135,91 @@ async def test_a_running_job_can_be_canceled(visitor: Visitor, stack: Stack) -> 
     await visitor.shot("canceled")
 
 
+_DOWN = '{"error": {"code": "UPSTREAM_ERROR", "message": "down"}}'
+
+
+async def _prediction_of(stack: Stack, job_id: str) -> str:
+    async with session_scope(stack.ctx.sessions) as session:
+        job = await session.get(GenerationJob, uuid.UUID(job_id))
+    assert job is not None
+    assert job.prediction_id is not None
+    return job.prediction_id
+
+
+async def test_a_stream_the_browser_gave_up_on_is_followed_again(
+    visitor: Visitor, stack: Stack
+) -> None:
+    """An answer that is not a stream (a restarting edge's 503) closes an EventSource for
+    good; the page reads the job and follows it again, pausing longer each time."""
+    await stack.control("set_faults", hold=True)
+    await visitor.open()
+    page = visitor.page
+    refused = 0
+
+    async def refuse_twice(route: Route) -> None:
+        nonlocal refused
+        if refused < 2:
+            refused += 1
+            await route.fulfill(status=503, content_type="application/json", body=_DOWN)
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(r".*/events\?.*"), refuse_twice)
+    await _submit_imagine(visitor, "A quiet loft under a skylight")
+    await expect(page.locator("#cancel")).to_be_visible(timeout=SETTLE_MS)
+    job_id = await page.get_attribute("#job", "data-job-id")
+    assert job_id
+    for _ in range(100):  # both refusals answered (the second after a pause of 1 s)
+        if refused == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert refused == 2
+    # The page follows the job again (2 s later): the stream begins with its state.
+    await stack.control("advance", await _prediction_of(stack, job_id), "succeeded")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await expect(page.locator("#job-error")).to_be_hidden()
+    # The keyboard focus went to the panel with the submission, and stays there.
+    assert await page.evaluate("document.activeElement.id") == "job-heading"
+    await visitor.shot("followed-again")
+
+
+async def test_a_submission_sent_again_after_no_answer_keeps_its_key(visitor: Visitor) -> None:
+    """The first answer is lost (a 503 after the job may have been made): sending the same
+    form again reuses its key, so the server can answer with that job instead of a
+    second one; a changed form is a new submission with a new key."""
+    await visitor.open()
+    page = visitor.page
+    keys: list[str] = []
+
+    async def lose_the_first_answer(route: Route) -> None:
+        if route.request.method != "POST":
+            await route.continue_()
+            return
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        if len(keys) == 1:
+            await route.fulfill(
+                status=429,
+                content_type="application/json",
+                headers={"Retry-After": "2"},
+                body='{"error": {"code": "TOO_MANY_REQUESTS", "message": "later"}}',
+            )
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(r".*/api/v1/generations$"), lose_the_first_answer)
+    await _submit_imagine(visitor, "A sunny kitchen with a long table")
+    await expect(page.locator("#form-error")).to_contain_text("try again in 2 s")
+    await expect(page.locator("#submit")).to_be_disabled()  # as long as the server asked
+    await expect(page.locator("#submit")).to_be_enabled(timeout=5_000)
+    await page.click("#submit")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await page.fill("#prompt", "A sunny kitchen with a round table")
+    await page.click("#submit")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    assert len(keys) == 3
+    assert keys[0] == keys[1] != keys[2]
+
+
 async def test_deleting_removes_the_pictures_and_keeps_the_job(visitor: Visitor) -> None:
     await visitor.open()
     page = visitor.page

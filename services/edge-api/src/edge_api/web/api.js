@@ -6,11 +6,23 @@ const TOKEN_KEY = "interior.token";
 
 /** An API (or network) failure with the sentence to show. */
 export class ApiError extends Error {
-  constructor(status, code, serverMessage) {
+  constructor(status, code, serverMessage, retryAfter = null) {
     super(sentence(code, serverMessage));
     this.status = status;
     this.code = code;
+    // Seconds the server asked to wait before trying again (429, 503), or null.
+    this.retryAfter = retryAfter;
   }
+
+  /** Whether the same request may be sent again as it is (it may not have been done). */
+  get retryable() {
+    return this.status === 0 || this.status === 408 || this.status === 429 || this.status >= 500;
+  }
+}
+
+function retryAfterSeconds(response) {
+  const value = response.headers.get("Retry-After");
+  return value && /^\d{1,5}$/.test(value.trim()) ? Number(value.trim()) : null;
 }
 
 /**
@@ -43,7 +55,7 @@ async function failure(response) {
   } catch {
     // Not our JSON (a proxy's page): the code's sentence is all we can say.
   }
-  return new ApiError(response.status, code, message);
+  return new ApiError(response.status, code, message, retryAfterSeconds(response));
 }
 
 /** Calls the API; resolves to the parsed JSON (null when empty), rejects with ApiError. */
@@ -81,7 +93,7 @@ export function eventsUrl(jobId) {
   return `${BASE}/generations/${encodeURIComponent(jobId)}/events?${query}`;
 }
 
-/** A fresh key per submission: a retried request is then never run twice. */
+/** A fresh key for a new submission (a retry of the same one reuses its key). */
 export function idempotencyKey() {
   if (crypto.randomUUID) {
     return crypto.randomUUID();

@@ -44,6 +44,9 @@ export class JobView {
     this.onRefine = onRefine;
     this.job = null;
     this.events = null;
+    // A stream the browser gave up on is followed again after a pause (see recover).
+    this.resume = null;
+    this.failures = 0;
     this.beforeUrl = null;
     // Bumped by each open: a slow read of an older choice does not replace a newer one.
     this.opening = 0;
@@ -159,18 +162,62 @@ export class JobView {
     this.events = source;
     source.addEventListener("job", (event) => {
       const job = JSON.parse(event.data);
+      this.failures = 0;
+      quiet(byId("job-error"));
       this.render(job);
       if (finished(job)) {
         this.stop();
         this.onFinished(job);
       }
     });
-    // EventSource reconnects by itself; once the browser gives up, say so.
+    // EventSource reconnects by itself after a dropped connection (with Last-Event-ID);
+    // an answer that is not a stream (a restart's 503, an expired sign-in's 401) makes
+    // the browser give up for good: the page then takes over.
     source.addEventListener("error", () => {
       if (source.readyState === EventSource.CLOSED && this.events === source) {
-        say(byId("job-error"), sentence("NETWORK", ""));
+        this.events = null;
+        this.recover(jobId);
       }
     });
+  }
+
+  /**
+   * Read the job (a 401 shows the sign-in notice), show it, and while it runs follow it
+   * again after a pause that doubles up to half a minute; a new stream starts with the
+   * job's current state, so nothing is missed.
+   */
+  async recover(jobId) {
+    const opening = this.opening;
+    this.failures += 1;
+    let job = null;
+    try {
+      job = await api(`/generations/${encodeURIComponent(jobId)}`);
+    } catch (error) {
+      if (opening === this.opening) {
+        say(byId("job-error"), error.message);
+      }
+      const lasting = error.status >= 400 && error.status < 500 && error.status !== 429;
+      if (lasting) {
+        return; // signed out, or the job is gone: retrying cannot help
+      }
+    }
+    if (opening !== this.opening) {
+      return;
+    }
+    if (job) {
+      this.render(job);
+      if (finished(job)) {
+        this.onFinished(job);
+        return;
+      }
+    }
+    const pause = Math.min(30_000, 1000 * 2 ** (this.failures - 1));
+    this.resume = setTimeout(() => {
+      this.resume = null;
+      if (opening === this.opening) {
+        this.follow(jobId);
+      }
+    }, pause);
   }
 
   stop() {
@@ -178,23 +225,37 @@ export class JobView {
       this.events.close();
       this.events = null;
     }
+    if (this.resume !== null) {
+      clearTimeout(this.resume);
+      this.resume = null;
+    }
+    this.failures = 0;
   }
 
   async cancel() {
     const job = this.job;
+    const opening = this.opening;
     byId("cancel").disabled = true;
     try {
-      this.render(await api(`/generations/${encodeURIComponent(job.id)}`, {
+      const answer = await api(`/generations/${encodeURIComponent(job.id)}`, {
         method: "PATCH",
         body: JSON.stringify({ action: "cancel" }),
         headers: { "Content-Type": "application/json" },
-      }));
-      if (finished(this.job)) {
+      });
+      if (opening !== this.opening) {
+        this.onFinished(answer); // another job is on screen now: only the lists learn
+        return;
+      }
+      this.render(answer);
+      if (finished(answer)) {
         this.stop();
-        this.onFinished(this.job);
+        this.onFinished(answer);
+        this.focusPanel(); // the button that had the focus is gone
       }
     } catch (error) {
-      say(byId("job-error"), error.message);
+      if (opening === this.opening) {
+        say(byId("job-error"), error.message);
+      }
     } finally {
       byId("cancel").disabled = false;
     }
@@ -202,16 +263,27 @@ export class JobView {
 
   async remove() {
     const job = this.job;
+    const opening = this.opening;
     byId("delete").disabled = true;
     try {
       const kept = await api(`/generations/${encodeURIComponent(job.id)}`, { method: "DELETE" });
-      this.setBefore(null);
-      this.render(kept);
       this.onDeleted(kept);
+      if (opening === this.opening) {
+        this.setBefore(null);
+        this.render(kept);
+        this.focusPanel();
+      }
     } catch (error) {
-      say(byId("job-error"), error.message);
+      if (opening === this.opening) {
+        say(byId("job-error"), error.message);
+      }
     } finally {
       byId("delete").disabled = false;
     }
+  }
+
+  /** Move the keyboard focus to the panel's heading (its buttons may have gone). */
+  focusPanel() {
+    byId("job-heading").focus();
   }
 }

@@ -34,23 +34,49 @@ async function start() {
     },
   });
 
+  // One key per submission, kept while the same form is sent again after an answer
+  // that may hide a job (no answer, 5xx, 408, 429): the server then answers with the
+  // job it made instead of making a second. Any change to the form starts a new one.
+  let retryKey = null;
+  const forget = () => {
+    retryKey = null;
+  };
+  byId("form").addEventListener("input", forget);
+  byId("form").addEventListener("change", forget);
+
   async function submit(body, files, contentType) {
     form.busy(true);
-    const headers = { "Idempotency-Key": idempotencyKey() };
+    const key = retryKey || idempotencyKey();
+    const headers = { "Idempotency-Key": key };
     if (contentType) {
       headers["Content-Type"] = contentType;
     }
     const refining = form.source !== null;
+    let wait = 0;
     try {
       const job = await api("/generations", { method: "POST", body, headers });
+      retryKey = null;
       // A refine's first picture is the earlier result: the job's own input shows it.
       jobs.open(job, refining ? null : files[0] || null);
+      jobs.focusPanel();
       form.submitted();
       historyView.reload();
+      refreshUsage(); // debited now, not when it ends
     } catch (error) {
-      form.fail(error.message);
+      retryKey = error.retryable ? key : null;
+      wait = error.retryAfter || 0;
+      form.fail(wait ? `${error.message} (try again in ${wait} s)` : error.message);
+      if (error.code === "LIMIT_EXCEEDED" || error.code === "TOO_MANY_INFLIGHT") {
+        refreshUsage();
+        historyView.reload(); // the running job is there to open
+      }
     } finally {
-      form.busy(false);
+      if (wait) {
+        // Sending it sooner would only be refused again.
+        setTimeout(() => form.busy(false), wait * 1000);
+      } else {
+        form.busy(false);
+      }
     }
   }
 
