@@ -253,6 +253,18 @@ class PostgresServer:
         self._prepare()
         if (self.data_dir / "postmaster.pid").exists():
             self._stop_stale()
+        try:
+            self._pg_ctl_start()
+        except subprocess.CalledProcessError as error:
+            if error.returncode >= 0:
+                raise
+            # pg_ctl killed by a signal (seen once as SIGSEGV, forked from a test process
+            # full of threads) says nothing about the server: stop what may have started
+            # and try once more.
+            self._stop_stale()
+            self._pg_ctl_start()
+
+    def _pg_ctl_start(self) -> None:
         options = (
             f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} "
             "-c max_connections=300 -c fsync=off -c synchronous_commit=off"
