@@ -282,6 +282,15 @@ async def test_history_pages_with_load_more(visitor: Visitor, stack: Stack) -> N
     await rows.first.get_by_role("button").click()
     await expect(page.locator("#job-status")).to_have_text("This design failed.")
 
+    # A new job joins the list first and takes its place there as it ends: the pages
+    # already loaded stay (the list used to be reloaded from its first page).
+    await _submit_imagine(visitor, "A hallway with a long runner")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await expect(rows).to_have_count(14)
+    await expect(rows.first).to_contain_text(DONE)
+    await expect(page.locator("#more")).to_be_hidden()
+    await visitor.shot("new-job-first")
+
 
 async def test_an_oversize_or_foreign_file_is_refused_before_upload(
     visitor: Visitor, stack: Stack

@@ -89,12 +89,22 @@ export class HistoryView {
     return row;
   }
 
-  /** Show the new state of a job already in the list (after a delete). */
-  update(job) {
-    for (const row of this.list.children) {
-      if (row.dataset.jobId === job.id) {
-        row.replaceWith(this.row(job));
-      }
+  /**
+   * Show a job's new state: in its row when listed (the focus stays on its button), else
+   * first, as the newest. The pages already loaded stay as they are.
+   */
+  show(job) {
+    const fresh = this.row(job);
+    const listed = [...this.list.children].find((row) => row.dataset.jobId === job.id);
+    if (!listed) {
+      this.list.prepend(fresh);
+      byId("history-empty").hidden = true;
+      return;
+    }
+    const focused = listed.contains(document.activeElement);
+    listed.replaceWith(fresh);
+    if (focused) {
+      fresh.querySelector("button").focus();
     }
   }
 }

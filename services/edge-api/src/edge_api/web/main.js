@@ -19,10 +19,10 @@ async function start() {
   const jobs = new JobView({
     onFinished: (job) => {
       refreshUsageAfter(job);
-      historyView.reload();
+      historyView.show(job);
     },
     onDeleted: (job) => {
-      historyView.update(job);
+      historyView.show(job);
       if (form && form.source && form.source.generationId === job.id) {
         form.stopRefining(); // its pictures are gone: the refine would only be refused
       }
@@ -60,7 +60,7 @@ async function start() {
       jobs.open(job, refining ? null : files[0] || null);
       jobs.focusPanel();
       form.submitted();
-      historyView.reload();
+      historyView.show(job);
       refreshUsage(); // debited now, not when it ends
     } catch (error) {
       retryKey = error.retryable ? key : null;
