@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -82,19 +83,42 @@ async def test_a_declared_length_over_the_cap_is_refused_before_reading(
     assert generation.servicer.received == []
 
 
+def _chunked_head(signed: bool) -> bytes:
+    """A chunked POST's head; ``signed``: with signature headers that pass the checks
+    that need no body (present, timestamp in the window)."""
+    signature = (
+        f"webhook-id: msg_1\r\nwebhook-timestamp: {int(time.time())}\r\n"
+        "webhook-signature: v1,c2lnbmF0dXJl\r\n"
+        if signed
+        else ""
+    )
+    return (
+        f"POST {PATH} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        f"{signature}Transfer-Encoding: chunked\r\n\r\n"
+    ).encode()
+
+
+# Four times the cap, and never the terminating zero-length chunk.
+_ENDLESS = [b"400\r\n" + b"a" * 1024 + b"\r\n" for _ in range(8)]
+
+
 async def test_a_chunked_stream_that_never_ends_is_cut_off_at_the_cap(
     start_gateway: GatewayFactory, generation: GenerationDouble
 ) -> None:
-    head = (
-        f"POST {PATH} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n"
-    ).encode()
-    # Four times the cap, and never the terminating zero-length chunk.
-    chunks = [b"400\r\n" + b"a" * 1024 + b"\r\n" for _ in range(8)]
     async with start_gateway(max_body_bytes=CAP) as gw:
-        answer = await _raw_exchange(gw, head, chunks)
+        answer = await _raw_exchange(gw, _chunked_head(signed=True), _ENDLESS)
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert b'"code":"VALIDATION_ERROR"' in answer
+    assert generation.servicer.received == []
+
+
+async def test_an_unsigned_delivery_is_refused_before_its_body(
+    start_gateway: GatewayFactory, generation: GenerationDouble
+) -> None:
+    """Nothing without signature headers can be authentic: 401 without reading on."""
+    async with start_gateway(max_body_bytes=CAP) as gw:
+        answer = await _raw_exchange(gw, _chunked_head(signed=False), _ENDLESS)
+    assert answer.startswith(b"HTTP/1.1 401 ")
     assert generation.servicer.received == []
 
 

@@ -52,6 +52,15 @@ class WebhookEndpoint:
         """The whole webhook flow; answers are fixed texts, never provider content."""
         delivery_id = _delivery_id(request)
         metrics.RECEIVED.inc()
+        if self._verifier is not None and not _declared_too_large(request, self._max_body_bytes):
+            # A delivery without its signature headers, or outside the timestamp window,
+            # cannot be authentic: refused before its body is read.
+            try:
+                self._verifier.check_headers(request.headers)
+            except SignatureRejected as rejected:
+                response = self._rejected(401, rejected.reason, delivery_id)
+                response.headers["connection"] = "close"  # the body is never read
+                return response
         try:
             body = await read_capped_body(request, self._max_body_bytes)
         except BodyTooLarge:
@@ -106,15 +115,19 @@ class WebhookEndpoint:
         return error_response(status, code, message)
 
 
-async def read_capped_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refusing more than ``max_bytes`` without reading the rest."""
+def _declared_too_large(request: Request, max_bytes: int) -> bool:
     declared = request.headers.get("content-length")
-    if (
+    return (
         declared is not None
         and declared.isascii()
         and declared.isdigit()
         and int(declared) > max_bytes
-    ):
+    )
+
+
+async def read_capped_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refusing more than ``max_bytes`` without reading the rest."""
+    if _declared_too_large(request, max_bytes):
         raise BodyTooLarge
     chunks: list[bytes] = []
     received = 0

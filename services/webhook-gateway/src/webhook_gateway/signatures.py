@@ -52,14 +52,24 @@ class WebhookVerifier:
         self._tolerance = tolerance_seconds
         self._clock = clock
 
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        """What needs no body: the three headers present and the timestamp in its window
+        (so a delivery that cannot be authentic is refused before its body is read).
+        Raises :class:`SignatureRejected`."""
+        if not (
+            headers.get(ID_HEADER, "")
+            and headers.get(TIMESTAMP_HEADER, "").strip()
+            and headers.get(SIGNATURE_HEADER, "").strip()
+        ):
+            raise SignatureRejected("missing_signature")
+        self._checked_timestamp(headers.get(TIMESTAMP_HEADER, "").strip())
+
     def verify(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Return when authentic; raise :class:`SignatureRejected` otherwise."""
+        self.check_headers(headers)
         msg_id = headers.get(ID_HEADER, "")
-        raw_timestamp = headers.get(TIMESTAMP_HEADER, "").strip()
         raw_signatures = headers.get(SIGNATURE_HEADER, "")
-        if not (msg_id and raw_timestamp and raw_signatures.strip()):
-            raise SignatureRejected("missing_signature")
-        timestamp = self._checked_timestamp(raw_timestamp)
+        timestamp = self._checked_timestamp(headers.get(TIMESTAMP_HEADER, "").strip())
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
