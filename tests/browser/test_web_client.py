@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, Request, Route, expect
+from playwright.async_api import Dialog, Page, Request, Route, expect
 
 from edge_api.openapi import ERROR_CODES
 from generation.persistence.models import GenerationJob
@@ -18,7 +18,7 @@ from testkit.envoy import Envoy
 from testkit.plugin import S3Endpoint
 from testkit.stack import Stack
 from tests.browser.conftest import Visitor
-from tests.e2e.harness import jpeg_bytes, signed_base_url
+from tests.e2e.harness import jpeg_bytes, make_token, signed_base_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -389,6 +389,39 @@ async def test_without_a_token_the_page_says_how_to_sign_in(visitor: Visitor) ->
     await expect(page.locator("#history-error")).to_be_hidden()  # said once, by the notice
     await expect(page.locator("#mode option")).not_to_have_count(0)  # the catalog is public
     await visitor.shot("signed-out")
+
+
+async def test_a_link_with_another_accounts_token_asks_before_switching(
+    visitor: Visitor,
+) -> None:
+    """A link can carry anyone's token: the page says who is signed in and asks before a
+    link signs the tab in as someone else."""
+    await visitor.open()
+    page = visitor.page
+    await expect(page.locator("#account")).to_have_text(f"Signed in as {visitor.id}")
+    someone = uuid.uuid4()
+    questions: list[str] = []
+
+    async def refuse(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        await dialog.dismiss()
+
+    page.once("dialog", refuse)
+    await page.goto(f"{visitor.edge.url}/?link=1#token={make_token(someone)}")
+    await page.wait_for_selector("body[data-ready='true']")
+    assert len(questions) == 1
+    assert f"Sign in as {someone} instead of {visitor.id}?" == questions[0]
+    assert "token" not in page.url
+    await expect(page.locator("#account")).to_have_text(f"Signed in as {visitor.id}")
+
+    async def agree(dialog: Dialog) -> None:
+        await dialog.accept()
+
+    page.once("dialog", agree)
+    await page.goto(f"{visitor.edge.url}/#token={make_token(someone)}")
+    await page.wait_for_selector("body[data-ready='true']")
+    await expect(page.locator("#account")).to_have_text(f"Signed in as {someone}")
+    await visitor.shot("switched")
 
 
 async def test_the_page_works_through_envoy(visitor: Visitor, envoy: Envoy) -> None:

@@ -33,10 +33,33 @@ export function signIn() {
   const fragment = new URLSearchParams(window.location.hash.slice(1));
   const given = fragment.get("token");
   if (given) {
-    sessionStorage.setItem(TOKEN_KEY, given);
     history.replaceState(null, "", window.location.pathname + window.location.search);
+    const current = sessionStorage.getItem(TOKEN_KEY);
+    // A link can carry anyone's token: never switch accounts without asking.
+    const other = current && accountOf(current) !== accountOf(given);
+    if (!other || window.confirm(`Sign in as ${accountOf(given)} instead of ${accountOf(current)}?`)) {
+      sessionStorage.setItem(TOKEN_KEY, given);
+    }
   }
   return sessionStorage.getItem(TOKEN_KEY);
+}
+
+/** Who a token signs in (its e-mail, else its user id), as the page shows it. */
+export function accountOf(jwt) {
+  try {
+    const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
+    const name = typeof claims.email === "string" && claims.email ? claims.email : claims.sub;
+    return typeof name === "string" && name ? name : "an unknown account";
+  } catch {
+    return "an unknown account";
+  }
+}
+
+/** The signed-in account of this tab, or null. */
+export function signedInAs() {
+  const current = sessionStorage.getItem(TOKEN_KEY);
+  return current ? accountOf(current) : null;
 }
 
 function token() {

@@ -1,6 +1,6 @@
 // The page's start: sign in from the fragment, build the form from the catalog, and
 // wire the form, the job panel, the history and the usage line together.
-import { api, catalog, idempotencyKey, signIn } from "./api.js";
+import { api, catalog, idempotencyKey, signedInAs, signIn } from "./api.js";
 import { byId, say } from "./dom.js";
 import { SubmissionForm } from "./form.js";
 import { HistoryView } from "./history.js";
@@ -13,6 +13,10 @@ async function start() {
   });
   if (!signIn()) {
     byId("signin").hidden = false;
+  } else {
+    const account = byId("account");
+    account.textContent = `Signed in as ${signedInAs()}`;
+    account.hidden = false;
   }
   let form = null;
   const historyView = new HistoryView((job) => jobs.reopen(job));
