@@ -222,3 +222,27 @@ async def test_a_hanging_storage_does_not_hold_the_delete_past_its_bound(
     assert await objects_under(stack, "public", f"renders/{render_id}/") != []
     await sweep_deleted_files(stack.ctx)
     assert await objects_under(stack, "public", f"renders/{render_id}/") == []
+
+
+async def test_the_delete_answer_carries_the_version_the_deletion_made(
+    stack: Stack, user: User
+) -> None:
+    """An edge keeps the answer's version as a floor no older view may cross: the version
+    read before the delete equals that of the view with variants, so it would let that
+    view back in."""
+    response = await user.submit("imagine", prompt="A study with a green desk lamp")
+    job_id = uuid.UUID((await user.wait_for(response.json()["id"], {"succeeded"}))["id"])
+    async with session_scope(stack.ctx.sessions) as session:
+        before = await session.get(GenerationJob, job_id)
+        assert before is not None
+        version_before = before.version
+
+    answer = await delete_generation(stack.ctx, user.id, job_id)
+
+    async with session_scope(stack.ctx.sessions) as session:
+        after = await session.get(GenerationJob, job_id)
+        assert after is not None
+        version_after = after.version
+    assert version_after > version_before
+    assert answer.version == version_after
+    assert answer.variants == ()

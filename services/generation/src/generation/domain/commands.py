@@ -80,6 +80,10 @@ async def delete_generation(
     async with ctx.transactions() as tx:
         await tx.removals.mark_deleted(view.id, now)
         deleted = await tx.renders.soft_delete(view.id, now)
+        # Read in the same transaction: the render's deletion gave the job a new
+        # version, which the answer must carry (an edge keeps it as the floor no older
+        # view may cross; the version read before would equal the view with variants).
+        after = await tx.reads.view(owner_id, view.id)
     log.info("render.deleted", **jobs.log_fields(view), changed=deleted)
     await remove_deleted_job_files(ctx, view.id)
-    return dataclasses.replace(view, render_id=None, variants=())
+    return after or dataclasses.replace(view, render_id=None, variants=())
