@@ -52,24 +52,24 @@ class WebhookVerifier:
         self._tolerance = tolerance_seconds
         self._clock = clock
 
-    def check_headers(self, headers: Mapping[str, str]) -> None:
+    def check_headers(self, headers: Mapping[str, str]) -> datetime:
         """What needs no body: the three headers present and the timestamp in its window
-        (so a delivery that cannot be authentic is refused before its body is read).
-        Raises :class:`SignatureRejected`."""
+        (so a delivery that cannot be authentic is refused before its body is read); the
+        timestamp. Raises :class:`SignatureRejected`."""
+        raw_timestamp = headers.get(TIMESTAMP_HEADER, "").strip()
         if not (
             headers.get(ID_HEADER, "")
-            and headers.get(TIMESTAMP_HEADER, "").strip()
+            and raw_timestamp
             and headers.get(SIGNATURE_HEADER, "").strip()
         ):
             raise SignatureRejected("missing_signature")
-        self._checked_timestamp(headers.get(TIMESTAMP_HEADER, "").strip())
+        return self._checked_timestamp(raw_timestamp)
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Return when authentic; raise :class:`SignatureRejected` otherwise."""
-        self.check_headers(headers)
+        timestamp = self.check_headers(headers)
         msg_id = headers.get(ID_HEADER, "")
         raw_signatures = headers.get(SIGNATURE_HEADER, "")
-        timestamp = self._checked_timestamp(headers.get(TIMESTAMP_HEADER, "").strip())
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
