@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import statistics
 import time
 import uuid
@@ -55,7 +57,9 @@ class Edge:
 
 
 def _edge(cluster: Cluster, instance: int, name: str) -> Edge:
-    settings = cluster.stack.edge_settings(instance, GRPC_DEADLINE_SECONDS=EDGE_DEADLINE_SECONDS)
+    settings = cluster.stack.edge_settings(
+        instance, GRPC_DEADLINE_SECONDS=EDGE_DEADLINE_SECONDS, FEED_SILENCE_SECONDS=1.0
+    )
     app = create_edge_app(settings, _config())
     return Edge(ThreadedUvicorn(app, name=name).start(), app.state.edge)
 
@@ -151,7 +155,7 @@ async def _kill_listeners(cluster: Cluster) -> None:
         await session.execute(
             text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+                " WHERE application_name = 'generation-feed' AND datname = current_database()"
             )
         )
 
@@ -354,3 +358,41 @@ async def test_a_restarted_instance_resumes_and_empties_the_cache(
     outcome = await _delete_and_watch(owner, job_id, edge_a, edge_b)
     assert outcome.stale_after_delete == 0
     assert outcome.delay <= PROPAGATION_SECONDS
+
+
+async def test_a_deaf_listening_connection_stops_the_views_it_vouched_for(
+    cluster: Cluster, edges: tuple[Edge, Edge], client: httpx.AsyncClient
+) -> None:
+    """A LISTEN connection can die without closing (a NAT's idle timeout, a failover
+    without a reset): no change reaches its instance's followers, and an edge would
+    answer a deleted render from memory for as long as its stream stays open. Here
+    every instance's listening server process is stopped: sockets open, nothing heard."""
+    edge_a, edge_b = edges
+    owner = Owner(client)
+    job_id = await owner.finished(edge_a, "A study with a green lamp")
+    await _caught_up(*edges)
+    assert (await owner.get(edge_b, job_id)).json()["variants"]
+    hits = edge_b.hits
+    assert (await owner.get(edge_b, job_id)).json()["variants"]
+    assert edge_b.hits == hits + 1  # answered from memory
+
+    async with session_scope(cluster.stack.generation.context.sessions) as session:
+        rows = await session.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'generation-feed'"
+                " AND datname = current_database() AND state = 'idle'"
+            )
+        )
+        pids = [int(pid) for pid in rows.scalars()]
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        response = await owner.delete(edge_a, job_id)
+        assert response.status_code == 200, response.text
+        body = await _until(lambda: owner.get(edge_b, job_id), lambda body: body["variants"] == [])
+        assert body["status"] == "succeeded"
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    await _caught_up(*edges)

@@ -106,6 +106,20 @@ async def test_a_stream_ends_when_its_client_goes_away() -> None:
         await _until(ended.is_set)
 
 
+class _Call:
+    """A WatchJobs call as the feed uses it: iterated, then cancelled."""
+
+    def __init__(self, items: AsyncIterator[object]) -> None:
+        self._items = items
+        self.cancelled = False
+
+    def __aiter__(self) -> AsyncIterator[object]:
+        return self._items
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class _Upstream:
     """A WatchJobs stub: caught up at 6, then ``changes`` (of ``job-a`` at version 7),
     then an open, quiet stream."""
@@ -115,7 +129,7 @@ class _Upstream:
         self.delivered = asyncio.Event()
 
     def WatchJobs(self, request: generation_pb2.WatchJobsRequest, timeout: float) -> object:
-        return self._items()
+        return _Call(self._items())
 
     async def _items(self) -> AsyncIterator[generation_pb2.WatchJobsResponse]:
         yield generation_pb2.WatchJobsResponse(caught_up=6)
@@ -228,8 +242,8 @@ class _ReplayUpstream:
             yield item
         await asyncio.Event().wait()
 
-    def WatchJobs(self, request: object, timeout: float) -> AsyncIterator[object]:
-        return self._stream()
+    def WatchJobs(self, request: object, timeout: float) -> _Call:
+        return _Call(self._stream())
 
 
 async def test_the_job_a_change_carries_answers_the_next_get_when_it_is_settled() -> None:
@@ -246,3 +260,60 @@ async def test_the_job_a_change_carries_answers_the_next_get_when_it_is_settled(
     await _until(lambda: feed.settled.lookup(job_id, owner) is not None)
     assert feed.settled.lookup(job_id, owner) == done
     await feed.close()
+
+
+class _Beating:
+    """Generation's side of WatchJobs: caught up at 6, a settled job at 7 on the first
+    stream, then a heartbeat mark every 50 ms while ``beating``."""
+
+    def __init__(self, job: generation_pb2.Job, owner: str) -> None:
+        self.job, self.owner = job, owner
+        self.beating = True
+        self.calls: list[tuple[generation_pb2.WatchJobsRequest, _Call]] = []
+
+    def __call__(self) -> _Beating:
+        return self
+
+    def WatchJobs(self, request: generation_pb2.WatchJobsRequest, timeout: float) -> _Call:
+        call = _Call(self._stream(first=not self.calls))
+        self.calls.append((request, call))
+        return call
+
+    async def _stream(self, first: bool) -> AsyncIterator[object]:
+        yield generation_pb2.WatchJobsResponse(caught_up=6)
+        if first:
+            change = generation_pb2.JobChange(
+                version=7, job_id=self.job.id, owner_id=self.owner, job=self.job
+            )
+            yield generation_pb2.WatchJobsResponse(change=change)
+        while True:
+            await asyncio.sleep(0.05)
+            if self.beating:
+                yield generation_pb2.WatchJobsResponse(caught_up=7)
+
+
+async def test_a_silent_upstream_is_given_up_with_the_views_it_vouched_for() -> None:
+    # A stream can die without closing (a half-open connection, a frozen instance):
+    # nothing arrives, and views of jobs deleted meanwhile would be answered forever.
+    job_id, owner = "00000000-0000-4000-8000-00000000000b", "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
+    done = generation_pb2.Job(id=job_id, status=generation_pb2.JOB_STATUS_SUCCEEDED, version=7)
+    upstream = _Beating(done, owner)
+    feed = JobFeed(upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0, silence=0.3))  # type: ignore[arg-type]
+    feed.ensure_running()
+    try:
+        await _until(lambda: feed.settled.lookup(job_id, owner) is not None)
+        await asyncio.sleep(1.0)  # marks every 50 ms keep the stream, and keep its views
+        assert len(upstream.calls) == 1
+        assert feed.caught_up
+        assert feed.settled.lookup(job_id, owner) == done
+
+        upstream.beating = False
+        await _until(lambda: not feed.caught_up)
+        assert feed.settled.lookup(job_id, owner) is None
+        assert upstream.calls[0][1].cancelled
+        upstream.beating = True
+        # Resumed from the last version seen.
+        await _until(lambda: len(upstream.calls) == 2 and feed.caught_up)
+        assert upstream.calls[1][0].from_version == 7
+    finally:
+        await feed.close()

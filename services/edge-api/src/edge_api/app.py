@@ -75,6 +75,7 @@ def create_app(
                 heartbeat=settings.sse_heartbeat_seconds,
                 refresh=settings.sse_refresh_seconds
                 or runtime_config.timings.stale_after_ms / 1000,
+                silence=settings.feed_silence_seconds,
             ),
         ),
     )

@@ -8,6 +8,10 @@ when a heartbeat is due and each job's leading watcher when its timed read is du
 so idle streams cost one timer in all. When the stream breaks, every watcher is
 woken (so nothing that happened meanwhile is missed: each reads its job again) and
 the stream is resumed from the last version seen, on whichever generation instance answers.
+Generation marks the stream every heartbeat (a ``caught_up`` after every change
+committed before it); a stream silent for ``Timings.silence`` is treated as broken,
+so a connection that died without closing (or a frozen instance, or a LISTEN
+connection gone deaf) stops settled views from being answered within that time.
 
 The feed also keeps the edge's cache of settled job views honest (edge_api.settled):
 each change drops older views, and a disconnect or a resume drops them all. It runs
@@ -52,6 +56,9 @@ class Timings:
 
     heartbeat: float = 15.0
     refresh: float = 5.0
+    # The upstream stream is given up when nothing (not even generation's heartbeat
+    # mark, every 2 s by default) arrived for this long.
+    silence: float = 6.0
 
 
 class JobFeed:
@@ -197,25 +204,41 @@ class JobFeed:
     async def _follow_once(self) -> None:
         request = generation_pb2.WatchJobsRequest(from_version=self._version, with_jobs=True)
         call = self._stub().WatchJobs(request, timeout=STREAM_SECONDS)
-        async for item in call:
-            if item.WhichOneof("item") == "caught_up":
-                self._version = max(self._version, item.caught_up)
+        items = aiter(call)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.timings.silence):
+                        item = await anext(items)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    log.warning("feed.silent", seconds=self.timings.silence)
+                    return
+                self._take(item)
+        finally:
+            call.cancel()
+
+    def _take(self, item: generation_pb2.WatchJobsResponse) -> None:
+        if item.WhichOneof("item") == "caught_up":
+            self._version = max(self._version, item.caught_up)
+            if not self.caught_up:  # the first mark ends the replay; later ones are beats
                 self.caught_up = True
                 self.settled.resume()
                 self._wake_all()  # whatever happened while we were away is read again
-                continue
-            change = item.change
-            self._version = max(self._version, change.version)
-            self.settled.changed(change.job_id, change.version)
-            # The job as its owner sees it came along (with_jobs): no read needed, by the
-            # watchers or by the GET that follows (a settled view is kept for it).
-            news = change.job if change.HasField("job") else None
-            self._remember(change.job_id, change.version, news)
-            if news is not None:
-                self.settled.carried(change.job_id, news, change.owner_id)
-            for signal in self._watchers.get(change.job_id, ()):
-                signal.news = news
-                signal.wake(CHANGED)
+            return
+        change = item.change
+        self._version = max(self._version, change.version)
+        self.settled.changed(change.job_id, change.version)
+        # The job as its owner sees it came along (with_jobs): no read needed, by the
+        # watchers or by the GET that follows (a settled view is kept for it).
+        news = change.job if change.HasField("job") else None
+        self._remember(change.job_id, change.version, news)
+        if news is not None:
+            self.settled.carried(change.job_id, news, change.owner_id)
+        for signal in self._watchers.get(change.job_id, ()):
+            signal.news = news
+            signal.wake(CHANGED)
 
     def _remember(self, job_id: str, version: int, news: generation_pb2.Job | None) -> None:
         self._recent[job_id] = (version, news)

@@ -37,6 +37,10 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
     # A watched running job is read again this often (unset: the runtime config's stale
     # threshold), so generation's stale refresh applies while a client watches.
     sse_refresh_seconds: float | None = Field(default=None, gt=0, alias="SSE_REFRESH_SECONDS")
+    # The change feed from generation is given up (settled views stop being answered
+    # from memory, the stream is resumed) when nothing, not even generation's heartbeat
+    # mark (FEED_HEARTBEAT_SECONDS, 2 s), arrived for this long.
+    feed_silence_seconds: float = Field(default=6.0, gt=0, alias="FEED_SILENCE_SECONDS")
     # Serve the reference web client at / and /app/ (always on with APP_ENV=development).
     web_client_enabled: bool = Field(default=False, alias="WEB_CLIENT_ENABLED")
     # Browser origins allowed to call the API (comma-separated scheme://host[:port]);

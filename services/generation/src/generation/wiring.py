@@ -110,7 +110,7 @@ async def build_app(
         decoder=decoder,
     )
     sweeper = Sweeper(context) if settings.sweep_enabled else None
-    feed = ChangeFeed(database_url, readers)
+    feed = ChangeFeed(database_url, readers, settings.feed_heartbeat_seconds)
     servicer = GenerationServicer(context, FeedPort(feed))
 
     async def on_stop() -> None:

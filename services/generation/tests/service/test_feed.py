@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from kit.grpc_client import create_channel
 from testkit.plugin import S3Endpoint
 
 WAIT = 10.0
+HEARTBEAT = 0.2
 
 
 @dataclass
@@ -47,6 +50,7 @@ async def instances(
             GenerationSettings(
                 GENERATION_DATABASE_URL=url,
                 SWEEP_ENABLED=False,
+                FEED_HEARTBEAT_SECONDS=HEARTBEAT,
                 # cast: pydantic types each field; the S3 env names are all strings.
                 **cast(dict[str, Any], s3_server.env()),
             ),
@@ -102,6 +106,7 @@ class Follower:
         self.call = instance.stub.WatchJobs(request)
         self.changes: list[pb.JobChange] = []
         self.caught_up = asyncio.Event()
+        self.marks = 0
         self.ended: grpc.aio.AioRpcError | None = None
         self._task = asyncio.create_task(self._read())
 
@@ -109,6 +114,7 @@ class Follower:
         try:
             async for item in self.call:
                 if item.WhichOneof("item") == "caught_up":
+                    self.marks += 1
                     self.caught_up.set()
                 else:
                     self.changes.append(item.change)
@@ -235,7 +241,7 @@ async def test_a_lost_database_feed_ends_the_stream_and_a_resume_recovers(
         await session.execute(
             text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()"
+                " WHERE application_name = 'generation-feed' AND datname = current_database()"
             )
         )
     async with asyncio.timeout(WAIT):
@@ -284,3 +290,54 @@ async def test_changes_of_one_commit_carry_the_job_read_once(
     assert succeeded.job.version == rendered.version
     assert succeeded.job.status == pb.JOB_STATUS_SUCCEEDED
     carrying.cancel()
+
+
+async def _listener_pids(instance: Instance) -> list[int]:
+    async with session_scope(instance.app.context.sessions) as session:
+        rows = await session.execute(
+            text(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE application_name = 'generation-feed' AND datname = current_database()"
+            )
+        )
+        return [int(pid) for pid in rows.scalars()]
+
+
+async def test_a_followed_stream_is_marked_every_heartbeat(instances: list[Instance]) -> None:
+    follower = Follower(instances[0], None)
+    await follower.caught_up.wait()
+    first = follower.marks
+    await asyncio.sleep(HEARTBEAT * 6)
+    # One mark per heartbeat (the first after the replay): a follower can time out on them.
+    assert follower.marks - first >= 3
+    follower.cancel()
+
+
+async def test_a_listening_connection_gone_deaf_ends_the_stream(
+    instances: list[Instance],
+) -> None:
+    """A LISTEN connection that dies without closing (a NAT's idle timeout, a failover
+    without a reset) delivers nothing, and its followers would believe nothing changed.
+    Here its server process is stopped: the socket stays open, nothing arrives."""
+    owner = uuid.uuid4()
+    follower = Follower(instances[0], owner)
+    other = Follower(instances[1], owner)
+    await asyncio.gather(follower.caught_up.wait(), other.caught_up.wait())
+    pids = await _listener_pids(instances[0])
+    assert len(pids) == 2  # one per instance; freeze both
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        async with asyncio.timeout(WAIT):
+            while follower.ended is None or other.ended is None:
+                await asyncio.sleep(0.01)
+        await _insert_job(instances[1], owner)  # while both are deaf
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    assert follower.ended.code() is grpc.StatusCode.UNAVAILABLE
+    assert other.ended.code() is grpc.StatusCode.UNAVAILABLE
+    # A resume opens a new connection and misses nothing.
+    resumed = Follower(instances[0], owner, from_version=1)
+    await resumed.until(lambda seen: len(seen) == 1)
+    resumed.cancel()

@@ -719,8 +719,11 @@ class WatchJobsResponse(_message.Message):
     CHANGE_FIELD_NUMBER: _builtins.int
     CAUGHT_UP_FIELD_NUMBER: _builtins.int
     caught_up: _builtins.int
-    """Sent once, after the recorded changes were replayed: from here on the
-    stream is live. The value is the newest version known at that moment.
+    """Sent after the recorded changes were replayed (from here on the stream is
+    live), then again every heartbeat (FEED_HEARTBEAT_SECONDS, 2 s by default),
+    after every change committed before it: a receiver that hears nothing for
+    a few heartbeats treats the stream as lost. The value is the newest
+    version known at that moment.
     """
     @_builtins.property
     def change(self) -> Global___JobChange: ...

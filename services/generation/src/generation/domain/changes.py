@@ -35,7 +35,8 @@ class JobFeed(Protocol):
     def follow(
         self, owner_id: uuid.UUID | None, from_version: int
     ) -> AsyncIterator[JobChangeRef | int]:
-        """Changes after ``from_version`` and one ``int`` (the caught-up version), then live.
+        """Changes after ``from_version``, an ``int`` mark (the caught-up version), then live
+        changes and a mark each heartbeat (every change committed before it came first).
 
         Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
         """

@@ -11,7 +11,15 @@ notifications arrive when transactions commit, so the replay reaches back
 
 When the listening connection is lost every subscription ends (its follower
 resumes from the table, here or on another instance) and the next subscriber
-opens a new connection.
+opens a new connection. A connection can also die without closing (a NAT's idle
+timeout, a failover without a reset, a frozen server): nothing arrives and every
+follower would believe nothing changed. So while anyone follows, the connection
+proves itself each ``heartbeat``: it sends itself a notification on a channel of its
+own and waits for it. Notifications arrive in commit order, so once the probe is back
+every change committed before it has been handed out, and each subscriber gets a mark
+(the newest version seen, the same ``int`` as the caught-up one) that a follower can
+time out on. A probe not back within two heartbeats ends the connection, and with it
+every subscription.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from kit.logging import get_logger
 log = get_logger("generation.feed")
 
 CHANNEL = "job_events"
+# The listening connection's name in pg_stat_activity.
+APPLICATION_NAME = "generation-feed"
 # How far before the resume point the replay reaches (out-of-commit-order versions).
 REPLAY_SLACK = 1000
 # A subscriber this far behind is ended; its follower resumes from the table.
@@ -43,6 +53,8 @@ QUEUE_LIMIT = 10_000
 # Recorded changes are kept this long for followers to resume from.
 RETENTION = timedelta(hours=24)
 _PRUNE_EVERY_SECONDS = 3600.0
+# How often a followed feed proves its connection and marks every subscriber's stream.
+HEARTBEAT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -84,18 +96,32 @@ class _Subscriber:
 class ChangeFeed:
     """One LISTEN connection per process, shared by every follower."""
 
-    def __init__(self, database_url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        sessions: async_sessionmaker[AsyncSession],
+        heartbeat: float = HEARTBEAT_SECONDS,
+    ) -> None:
         self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
         self._sessions = sessions
+        self._heartbeat = heartbeat
         self._subscribers: set[_Subscriber] = set()
         self._connection: asyncpg.Connection | None = None
         self._opening = asyncio.Lock()
         self._pruner: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        # The probe in flight (resolved when its notification is back), if any.
+        self._probe: asyncio.Future[None] | None = None
+        # The newest version a notification carried: what a heartbeat's mark says.
+        self._newest = 0
 
     async def follow(
         self, owner_id: uuid.UUID | None, from_version: int
     ) -> AsyncIterator[JobChange | int]:
-        """Changes (and one ``int``: the caught-up version) for ``owner_id`` or everyone.
+        """Changes and marks (``int``) for ``owner_id`` or everyone.
+
+        The first mark, the newest version recorded, follows the replay (caught up);
+        then one comes each heartbeat, after every change committed before it.
 
         Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
         """
@@ -104,6 +130,7 @@ class ChangeFeed:
         self._subscribers.add(subscriber)  # live first, so nothing falls between
         try:
             replayed, head = await self._recorded(owner_id, from_version)
+            self._newest = max(self._newest, head)
             for change in replayed:
                 yield change
             yield head
@@ -119,8 +146,9 @@ class ChangeFeed:
 
     async def close(self) -> None:
         """Stop listening and end every subscription."""
-        if self._pruner is not None:
-            self._pruner.cancel()
+        for task in (self._pruner, self._prober):
+            if task is not None:
+                task.cancel()
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
@@ -131,12 +159,22 @@ class ChangeFeed:
         async with self._opening:
             if self._connection is not None and not self._connection.is_closed():
                 return
-            connection = await asyncpg.connect(self._dsn, timeout=10)
+            connection = await asyncpg.connect(
+                self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME}
+            )
             connection.add_termination_listener(self._on_terminated)
             await connection.add_listener(CHANNEL, self._on_notify)
+            # A channel only this connection listens on: nobody else hears its probes.
+            probes = f"{CHANNEL}_probe_{uuid.uuid4().hex}"
+            await connection.add_listener(probes, self._on_probe)
             self._connection = connection
             if self._pruner is None or self._pruner.done():
                 self._pruner = asyncio.create_task(self._prune_forever(), name="feed-prune")
+            if self._prober is not None:
+                self._prober.cancel()
+            self._prober = asyncio.create_task(
+                self._probe_forever(connection, probes), name="feed-probe"
+            )
             log.info("feed.listening")
 
     def _on_notify(self, _: Any, __: int, ___: str, payload: str) -> None:
@@ -146,14 +184,45 @@ class ChangeFeed:
         except ValueError:
             log.warning("feed.bad_notification")
             return
+        self._newest = max(self._newest, change.version)
         for subscriber in list(self._subscribers):
             if subscriber.owner_id in (None, change.owner_id) and not subscriber.offer(change):
                 self._subscribers.discard(subscriber)
 
-    def _on_terminated(self, _: Any) -> None:
+    def _on_probe(self, *_: Any) -> None:
+        if self._probe is not None and not self._probe.done():
+            self._probe.set_result(None)
+
+    def _on_terminated(self, connection: Any) -> None:
+        if connection is not self._connection:
+            return  # an earlier connection, already replaced
         log.warning("feed.connection_lost", subscribers=len(self._subscribers))
         self._connection = None
         self._end_all()
+
+    async def _probe_forever(self, connection: asyncpg.Connection, channel: str) -> None:
+        """Each heartbeat while anyone follows: prove ``connection`` alive and mark every
+        subscriber's stream, or end the connection (and every subscription) when the
+        probe is not back within two heartbeats."""
+        loop = asyncio.get_running_loop()
+        while not connection.is_closed():
+            await asyncio.sleep(self._heartbeat)
+            if not self._subscribers or connection.is_closed():
+                continue
+            self._probe = probe = loop.create_future()
+            try:
+                async with asyncio.timeout(2 * self._heartbeat):
+                    await connection.execute("SELECT pg_notify($1, '')", channel)
+                    await probe
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                log.warning("feed.probe_failed", subscribers=len(self._subscribers))
+                connection.terminate()  # its termination listener ends the subscriptions
+                return
+            finally:
+                self._probe = None
+            for subscriber in list(self._subscribers):
+                if not subscriber.offer(self._newest):
+                    self._subscribers.discard(subscriber)
 
     def _end_all(self) -> None:
         for subscriber in list(self._subscribers):
