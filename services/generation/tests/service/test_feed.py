@@ -341,3 +341,36 @@ async def test_a_listening_connection_gone_deaf_ends_the_stream(
     resumed = Follower(instances[0], owner, from_version=1)
     await resumed.until(lambda seen: len(seen) == 1)
     resumed.cancel()
+
+
+async def test_a_resume_replays_changes_without_reading_their_jobs(
+    instances: list[Instance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A resuming follower drops what it kept and reads what it needs once caught up:
+    # a job read for each replayed change (up to 1000 per resume) would be wasted.
+    owners = [uuid.uuid4() for _ in range(3)]
+    follower = Follower(instances[0], None)
+    await follower.caught_up.wait()
+    job_ids = [await _insert_job(instances[0], owner) for owner in owners]
+    await follower.until(lambda seen: len(seen) >= 3)
+    follower.cancel()
+
+    reads: list[uuid.UUID] = []
+    load_view = queries.load_view
+
+    async def counted(ctx: Any, owner_id: uuid.UUID, job_id: uuid.UUID) -> Any:
+        reads.append(job_id)
+        return await load_view(ctx, owner_id, job_id)
+
+    monkeypatch.setattr(queries, "load_view", counted)
+    resumed = Follower(instances[1], None, from_version=1, with_jobs=True)
+    await resumed.caught_up.wait()
+    assert set(job_ids) <= {uuid.UUID(c.job_id) for c in resumed.changes}
+    assert not any(c.HasField("job") for c in resumed.changes)
+    assert reads == []
+    replayed = len(resumed.changes)
+    await _set(instances[0], job_ids[0], status="processing")  # live: carried
+    await resumed.until(lambda seen: len(seen) == replayed + 1)
+    assert resumed.changes[-1].job.status == pb.JOB_STATUS_PROCESSING
+    assert reads == [job_ids[0]]
+    resumed.cancel()

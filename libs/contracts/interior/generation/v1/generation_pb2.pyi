@@ -693,7 +693,9 @@ class JobChange(_message.Message):
     def job(self) -> Global___Job:
         """With WatchJobsRequest.with_jobs: the job as GetGeneration answers its owner,
         read when generation received the change (its version is at least this
-        change's). Unset when the job is gone (deleted) or could not be read.
+        change's). Unset when the job is gone (deleted) or could not be read, and
+        on the changes replayed before the first `caught_up` (a resuming follower
+        reads what it needs once caught up).
         """
 
     def __init__(

@@ -129,13 +129,18 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     ) -> AsyncIterator[pb.WatchJobsResponse]:
         owner_id = mappers.owner_id_from(request.owner_id) if request.owner_id else None
         carried: pb.Job | None = None  # the last job this stream carried
+        # Replayed changes carry no job: a follower that resumes cannot trust what it
+        # kept and reads what it needs once caught up, so up to REPLAY_SLACK reads per
+        # resume would be thrown away.
+        live = False
         try:
             async for item in self._feed.follow(owner_id, request.from_version):
                 if isinstance(item, int):
+                    live = True
                     yield pb.WatchJobsResponse(caught_up=item)
                     continue
                 change = mappers.change_message(item)
-                if request.with_jobs:
+                if request.with_jobs and live:
                     carried = await self._carry_job(change, item, carried)
                 yield pb.WatchJobsResponse(change=change)
         except FeedLost:
