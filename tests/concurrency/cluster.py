@@ -70,7 +70,7 @@ OPTIONS = InProcessOptions(
     ),
     generation_instances=2,
     # The feed proves its LISTEN connection this often (a deaf one is noticed soon).
-    generation={"FEED_HEARTBEAT_SECONDS": 0.2},
+    generation={"FEED_HEARTBEAT_SECONDS": 0.5},
     sweep=True,
     provider_timeout_seconds=10.0,
     edge={

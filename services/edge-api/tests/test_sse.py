@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 
+import grpc
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from edge_api.feed import JobFeed, Timings
 from edge_api.settled import SettledJobs
 from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
 from interior.generation.v1 import generation_pb2
+from kit.wire import FEED_MARKS_WITHIN
 from testkit.servers import ThreadedUvicorn
 
 WAIT = 10.0
@@ -107,11 +109,19 @@ async def test_a_stream_ends_when_its_client_goes_away() -> None:
 
 
 class _Call:
-    """A WatchJobs call as the feed uses it: iterated, then cancelled."""
+    """A WatchJobs call as the feed uses it: its initial metadata read, iterated, then
+    cancelled. ``marks_within``: what generation announces (None: an older generation,
+    no heartbeats)."""
 
-    def __init__(self, items: AsyncIterator[object]) -> None:
+    def __init__(self, items: AsyncIterator[object], marks_within: str | None = None) -> None:
         self._items = items
+        self._marks_within = marks_within
         self.cancelled = False
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        if self._marks_within is None:
+            return grpc.aio.Metadata()
+        return grpc.aio.Metadata((FEED_MARKS_WITHIN, self._marks_within))
 
     def __aiter__(self) -> AsyncIterator[object]:
         return self._items
@@ -275,7 +285,7 @@ class _Beating:
         return self
 
     def WatchJobs(self, request: generation_pb2.WatchJobsRequest, timeout: float) -> _Call:
-        call = _Call(self._stream(first=not self.calls))
+        call = _Call(self._stream(first=not self.calls), marks_within="0.05")
         self.calls.append((request, call))
         return call
 
@@ -315,5 +325,27 @@ async def test_a_silent_upstream_is_given_up_with_the_views_it_vouched_for() -> 
         # Resumed from the last version seen.
         await _until(lambda: len(upstream.calls) == 2 and feed.caught_up)
         assert upstream.calls[1][0].from_version == 7
+    finally:
+        await feed.close()
+
+
+async def test_an_upstream_that_announces_no_heartbeat_is_never_given_up_for_silence() -> None:
+    # An older generation (a rolling deploy) marks nothing after the replay: its quiet
+    # stream must not be taken for dead, resumed and its views dropped every few seconds.
+    job_id, owner = "00000000-0000-4000-8000-00000000000c", "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
+    done = generation_pb2.Job(id=job_id, status=generation_pb2.JOB_STATUS_SUCCEEDED, version=7)
+    upstream = _ReplayUpstream(
+        generation_pb2.WatchJobsResponse(caught_up=6),
+        generation_pb2.WatchJobsResponse(
+            change=generation_pb2.JobChange(version=7, job_id=job_id, owner_id=owner, job=done)
+        ),
+    )
+    feed = JobFeed(upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0, silence=0.1))  # type: ignore[arg-type]
+    feed.ensure_running()
+    try:
+        await _until(lambda: feed.settled.lookup(job_id, owner) is not None)
+        await asyncio.sleep(0.5)
+        assert feed.caught_up
+        assert feed.settled.lookup(job_id, owner) == done
     finally:
         await feed.close()

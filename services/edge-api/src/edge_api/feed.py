@@ -9,9 +9,13 @@ so idle streams cost one timer in all. When the stream breaks, every watcher is
 woken (so nothing that happened meanwhile is missed: each reads its job again) and
 the stream is resumed from the last version seen, on whichever generation instance answers.
 Generation marks the stream every heartbeat (a ``caught_up`` after every change
-committed before it); a stream silent for ``Timings.silence`` is treated as broken,
-so a connection that died without closing (or a frozen instance, or a LISTEN
-connection gone deaf) stops settled views from being answered within that time.
+committed before it) and says in its initial metadata how long a healthy stream goes
+without a mark; a stream silent for longer (and for ``Timings.silence``) is treated as
+broken, so a connection that died without closing or a frozen instance stops settled
+views from being answered within seconds. (A LISTEN connection gone deaf is
+generation's to notice: it ends the stream.) A generation that announces nothing
+sends no heartbeats (an older version, during a rolling deploy): its stream is
+trusted until it ends, as before.
 
 The feed also keeps the edge's cache of settled job views honest (edge_api.settled):
 each change drops older views, and a disconnect or a resume drops them all. It runs
@@ -23,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +39,7 @@ from edge_api.settled import SettledJobs
 from edge_api.sse import BEAT, CHANGED, REFRESH, Watch
 from interior.generation.v1 import generation_pb2
 from kit.logging import get_logger
+from kit.wire import FEED_MARKS_WITHIN
 
 if TYPE_CHECKING:
     from interior.generation.v1.generation_pb2_grpc import GenerationServiceAsyncStub
@@ -45,6 +51,10 @@ _BACKOFF_FIRST = 0.2
 # like every call, and a new stream lands on whichever generation replica is there now.
 STREAM_SECONDS = 600.0
 _BACKOFF_MAX = 5.0
+# Generation answers a new stream (its initial metadata, then the replay and the first
+# caught_up) within this much beyond the silence allowed between items: it may have to
+# connect to its database first.
+_STARTUP_SECONDS = 30.0
 # The newest change of this many jobs is remembered, for a watcher that registers just
 # after a change it did not read yet (see JobFeed.watch).
 RECENT_CHANGES = 1024
@@ -57,8 +67,9 @@ class Timings:
     heartbeat: float = 15.0
     refresh: float = 5.0
     # The upstream stream is given up when nothing (not even generation's heartbeat
-    # mark, every 2 s by default) arrived for this long.
-    silence: float = 6.0
+    # mark) arrived for this long, or for 1.5 times what generation announced as its
+    # longest gap between marks, whichever is longer.
+    silence: float = 8.0
 
 
 class JobFeed:
@@ -204,20 +215,44 @@ class JobFeed:
     async def _follow_once(self) -> None:
         request = generation_pb2.WatchJobsRequest(from_version=self._version, with_jobs=True)
         call = self._stub().WatchJobs(request, timeout=STREAM_SECONDS)
-        items = aiter(call)
         try:
+            startup = self.timings.silence + _STARTUP_SECONDS
+            try:
+                async with asyncio.timeout(startup):
+                    metadata = await call.initial_metadata()
+            except TimeoutError:
+                log.warning("feed.silent", seconds=startup)
+                return
+            silence = self._silence(metadata)
+            items = aiter(call)
             while True:
+                # Until caught up, the replay (and generation's connection to its
+                # database) may take a while; after it, a mark comes every heartbeat.
+                limit = silence if silence is None or self.caught_up else silence + startup
                 try:
-                    async with asyncio.timeout(self.timings.silence):
+                    async with asyncio.timeout(limit):
                         item = await anext(items)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
-                    log.warning("feed.silent", seconds=self.timings.silence)
+                    log.warning("feed.silent", seconds=limit)
                     return
                 self._take(item)
         finally:
             call.cancel()
+
+    def _silence(self, metadata: grpc.aio.Metadata | None) -> float | None:
+        """How long the stream may stay silent, from what generation announced (None:
+        it sends no heartbeats, so silence proves nothing)."""
+        announced = metadata.get(FEED_MARKS_WITHIN) if metadata is not None else None
+        try:
+            marks_within = float(announced) if isinstance(announced, str) else math.nan
+        except ValueError:
+            marks_within = math.nan
+        if not math.isfinite(marks_within) or marks_within <= 0:
+            log.info("feed.unmarked")
+            return None
+        return max(self.timings.silence, 1.5 * marks_within)
 
     def _take(self, item: generation_pb2.WatchJobsResponse) -> None:
         if item.WhichOneof("item") == "caught_up":

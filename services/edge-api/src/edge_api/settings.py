@@ -39,8 +39,9 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
     sse_refresh_seconds: float | None = Field(default=None, gt=0, alias="SSE_REFRESH_SECONDS")
     # The change feed from generation is given up (settled views stop being answered
     # from memory, the stream is resumed) when nothing, not even generation's heartbeat
-    # mark (FEED_HEARTBEAT_SECONDS, 2 s), arrived for this long.
-    feed_silence_seconds: float = Field(default=6.0, gt=0, alias="FEED_SILENCE_SECONDS")
+    # mark, arrived for this long, nor for 1.5 times the longest gap between marks
+    # generation announces (its heartbeat plus its probe's timeout: 6 s by default).
+    feed_silence_seconds: float = Field(default=8.0, gt=0, alias="FEED_SILENCE_SECONDS")
     # Serve the reference web client at / and /app/ (always on with APP_ENV=development).
     web_client_enabled: bool = Field(default=False, alias="WEB_CLIENT_ENABLED")
     # Browser origins allowed to call the API (comma-separated scheme://host[:port]);

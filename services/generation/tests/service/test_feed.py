@@ -23,6 +23,7 @@ from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit.db import session_scope
 from kit.grpc_client import create_channel
+from kit.wire import FEED_MARKS_WITHIN
 from testkit.plugin import S3Endpoint
 
 WAIT = 10.0
@@ -306,6 +307,9 @@ async def _listener_pids(instance: Instance) -> list[int]:
 async def test_a_followed_stream_is_marked_every_heartbeat(instances: list[Instance]) -> None:
     follower = Follower(instances[0], None)
     await follower.caught_up.wait()
+    # Announced before anything else: a heartbeat plus the probe's timeout (1 s at least).
+    metadata = await follower.call.initial_metadata()
+    assert metadata.get(FEED_MARKS_WITHIN) == f"{HEARTBEAT + 1.0:g}"
     first = follower.marks
     await asyncio.sleep(HEARTBEAT * 6)
     # One mark per heartbeat (the first after the replay): a follower can time out on them.
@@ -328,10 +332,11 @@ async def test_a_listening_connection_gone_deaf_ends_the_stream(
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
+        # Bounded: a server process stopped while it held a lock would stall others.
         async with asyncio.timeout(WAIT):
             while follower.ended is None or other.ended is None:
                 await asyncio.sleep(0.01)
-        await _insert_job(instances[1], owner)  # while both are deaf
+            await _insert_job(instances[1], owner)  # while both are deaf
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
@@ -374,3 +379,29 @@ async def test_a_resume_replays_changes_without_reading_their_jobs(
     assert resumed.changes[-1].job.status == pb.JOB_STATUS_PROCESSING
     assert reads == [job_ids[0]]
     resumed.cancel()
+
+
+async def test_a_connection_that_went_deaf_while_nobody_followed_is_not_handed_on(
+    instances: list[Instance],
+) -> None:
+    """An idle connection is what a NAT's idle timeout drops: it is probed all the same,
+    so the next follower gets a connection that hears."""
+    follower = Follower(instances[0], None)
+    await follower.caught_up.wait()
+    follower.cancel()  # nobody follows now; the connection stays open
+    pids = await _listener_pids(instances[0])
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    owner = uuid.uuid4()
+    try:
+        await asyncio.sleep(HEARTBEAT + 1.0 + 0.5)  # a heartbeat, a probe's timeout, slack
+        # Still frozen: a follower handed the old connection would hear nothing.
+        again = Follower(instances[0], owner)
+        async with asyncio.timeout(WAIT):
+            await again.caught_up.wait()
+            job_id = await _insert_job(instances[1], owner)
+        await again.until(lambda _: len(again.versions_of(job_id)) == 1)
+        again.cancel()
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)

@@ -25,6 +25,7 @@ from kit import tracing
 from kit.errors import NotFound, ValidationError
 from kit.grpc_interceptors import STOP_SENDING
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
+from kit.wire import FEED_MARKS_WITHIN
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _MAX_EVENT_BYTES = 1024 * 1024
@@ -133,6 +134,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         # kept and reads what it needs once caught up, so up to REPLAY_SLACK reads per
         # resume would be thrown away.
         live = False
+        # Said before the database is asked anything: a follower that hears nothing,
+        # not even a mark, for longer than this may take the stream for dead.
+        await context.send_initial_metadata(((FEED_MARKS_WITHIN, f"{self._feed.marks_within:g}"),))
         try:
             async for item in self._feed.follow(owner_id, request.from_version):
                 if isinstance(item, int):

@@ -32,6 +32,11 @@ class SubscriberTooSlow(Exception):
 
 
 class JobFeed(Protocol):
+    @property
+    def marks_within(self) -> float:
+        """The longest a follower of a healthy feed waits between two marks (seconds)."""
+        ...
+
     def follow(
         self, owner_id: uuid.UUID | None, from_version: int
     ) -> AsyncIterator[JobChangeRef | int]:

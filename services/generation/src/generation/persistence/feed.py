@@ -13,13 +13,15 @@ When the listening connection is lost every subscription ends (its follower
 resumes from the table, here or on another instance) and the next subscriber
 opens a new connection. A connection can also die without closing (a NAT's idle
 timeout, a failover without a reset, a frozen server): nothing arrives and every
-follower would believe nothing changed. So while anyone follows, the connection
-proves itself each ``heartbeat``: it sends itself a notification on a channel of its
-own and waits for it. Notifications arrive in commit order, so once the probe is back
-every change committed before it has been handed out, and each subscriber gets a mark
-(the newest version seen, the same ``int`` as the caught-up one) that a follower can
-time out on. A probe not back within two heartbeats ends the connection, and with it
-every subscription.
+follower would believe nothing changed. So while it is open (followed or not: a
+connection that went deaf while idle must not be handed to the next follower), the
+connection proves itself each ``heartbeat``: it sends itself a notification on a
+channel of its own and waits for it. Notifications arrive in commit order, so once the
+probe is back every change committed before it has been handed out, and each
+subscriber gets a mark (the newest version notified, the same ``int`` as the caught-up
+one) that a follower can time out on: ``marks_within`` is the longest a healthy feed
+goes without one. A probe not back within ``probe_timeout`` ends the connection, and
+with it every subscription.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ RETENTION = timedelta(hours=24)
 _PRUNE_EVERY_SECONDS = 3600.0
 # How often a followed feed proves its connection and marks every subscriber's stream.
 HEARTBEAT_SECONDS = 2.0
+# A probe is given two heartbeats, and never less than this: a busy database or event
+# loop must not end every stream of the cluster at once.
+_PROBE_TIMEOUT_MIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,7 @@ class ChangeFeed:
         self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
         self._sessions = sessions
         self._heartbeat = heartbeat
+        self.probe_timeout = max(2 * heartbeat, _PROBE_TIMEOUT_MIN_SECONDS)
         self._subscribers: set[_Subscriber] = set()
         self._connection: asyncpg.Connection | None = None
         self._opening = asyncio.Lock()
@@ -113,7 +119,12 @@ class ChangeFeed:
         # The probe in flight (resolved when its notification is back), if any.
         self._probe: asyncio.Future[None] | None = None
         # The newest version a notification carried: what a heartbeat's mark says.
-        self._newest = 0
+        self._notified = 0
+
+    @property
+    def marks_within(self) -> float:
+        """The longest a follower of a healthy feed waits between two marks (seconds)."""
+        return self._heartbeat + self.probe_timeout
 
     async def follow(
         self, owner_id: uuid.UUID | None, from_version: int
@@ -130,7 +141,6 @@ class ChangeFeed:
         self._subscribers.add(subscriber)  # live first, so nothing falls between
         try:
             replayed, head = await self._recorded(owner_id, from_version)
-            self._newest = max(self._newest, head)
             for change in replayed:
                 yield change
             yield head
@@ -184,7 +194,7 @@ class ChangeFeed:
         except ValueError:
             log.warning("feed.bad_notification")
             return
-        self._newest = max(self._newest, change.version)
+        self._notified = max(self._notified, change.version)
         for subscriber in list(self._subscribers):
             if subscriber.owner_id in (None, change.owner_id) and not subscriber.offer(change):
                 self._subscribers.discard(subscriber)
@@ -198,30 +208,33 @@ class ChangeFeed:
             return  # an earlier connection, already replaced
         log.warning("feed.connection_lost", subscribers=len(self._subscribers))
         self._connection = None
+        if self._prober is not None:
+            self._prober.cancel()
         self._end_all()
 
     async def _probe_forever(self, connection: asyncpg.Connection, channel: str) -> None:
-        """Each heartbeat while anyone follows: prove ``connection`` alive and mark every
-        subscriber's stream, or end the connection (and every subscription) when the
-        probe is not back within two heartbeats."""
+        """Each heartbeat: prove ``connection`` alive and mark every subscriber's stream,
+        or end the connection (and every subscription) when the probe is not back within
+        ``probe_timeout``."""
         loop = asyncio.get_running_loop()
-        while not connection.is_closed():
+        while True:
             await asyncio.sleep(self._heartbeat)
-            if not self._subscribers or connection.is_closed():
-                continue
+            if connection.is_closed():
+                return
             self._probe = probe = loop.create_future()
             try:
-                async with asyncio.timeout(2 * self._heartbeat):
+                async with asyncio.timeout(self.probe_timeout):
                     await connection.execute("SELECT pg_notify($1, '')", channel)
                     await probe
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                log.warning("feed.probe_failed", subscribers=len(self._subscribers))
-                connection.terminate()  # its termination listener ends the subscriptions
+                if not connection.is_closed():  # else its loss is logged already
+                    log.warning("feed.probe_failed", subscribers=len(self._subscribers))
+                    connection.terminate()  # its termination listener ends the subscriptions
                 return
             finally:
                 self._probe = None
             for subscriber in list(self._subscribers):
-                if not subscriber.offer(self._newest):
+                if not subscriber.offer(self._notified):
                     self._subscribers.discard(subscriber)
 
     def _end_all(self) -> None:

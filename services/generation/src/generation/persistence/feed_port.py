@@ -17,6 +17,11 @@ class FeedPort:
     def __init__(self, change_feed: feed.ChangeFeed) -> None:
         self._feed = change_feed
 
+    @property
+    def marks_within(self) -> float:
+        """See ``ChangeFeed.marks_within``."""
+        return self._feed.marks_within
+
     async def follow(
         self, owner_id: uuid.UUID | None, from_version: int
     ) -> AsyncIterator[changes.JobChangeRef | int]:
