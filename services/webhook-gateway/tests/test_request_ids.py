@@ -47,3 +47,22 @@ async def test_our_id_is_bound_and_echoed_and_a_sane_callers_id_is_kept_beside_i
     assert bound.get("clientRequestId") == kept
     # Unbound afterwards: the next request in this task starts clean.
     assert "requestId" not in structlog.contextvars.get_contextvars()
+
+
+async def test_an_unexpected_error_is_the_generic_500_with_our_id_and_not_raised_on() -> None:
+    # Raised on, the server would log a traceback and drop the connection Envoy pooled
+    # (the next delivery on it then failed with 503); answered outside this middleware,
+    # the 500 would carry no request id.
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("a bug")
+
+    transport = httpx.ASGITransport(app=RequestIdMiddleware(broken))  # raises what the app raises
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        response = await client.post("/api/v1/webhooks/replicate")
+
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"code": "INTERNAL_ERROR", "message": "Something went wrong. Please try again."}
+    }
+    assert len(response.headers["x-request-id"]) == 32
+    assert "a bug" not in response.text

@@ -87,6 +87,8 @@ def test_any_one_matching_v1_entry_is_enough() -> None:
         "v1,",
         "v1,!!!!",
         ",,,",
+        "v1,é",  # non-ASCII: b64decode raises a plain ValueError, not binascii.Error
+        "v1,\xff",  # a raw 0xFF header byte, as Starlette decodes it (latin-1)
     ],
 )
 def test_non_matching_or_malformed_signatures_are_bad(header: str) -> None:

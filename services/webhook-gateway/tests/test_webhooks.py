@@ -57,6 +57,18 @@ async def test_several_signatures_where_only_the_second_matches_are_accepted(
     assert len(generation.servicer.received) == 1
 
 
+async def test_a_signature_of_non_ascii_bytes_is_a_401_not_a_500(
+    start_gateway: GatewayFactory, generation: GenerationDouble, signer: Signer
+) -> None:
+    headers = {k.encode(): v.encode() for k, v in signer(BODY).items()}
+    headers[b"webhook-signature"] = b"v1,\xc3\xa9 v1,\xff"
+    async with start_gateway() as gw:
+        response = await gw.client.post(PATH, content=BODY, headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "UNAUTHORIZED"
+    assert generation.servicer.received == []
+
+
 def _tamper(headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
     return BODY.replace(b"succeeded", b"processing"), headers
 

@@ -2,14 +2,20 @@
 line carries it and the outgoing gRPC metadata propagates it) and echoed in the
 response header. A caller's well-formed ``x-request-id`` (Envoy's, the provider's) is
 logged beside it as ``clientRequestId``, never used in its place.
+
+Anything unexpected below is answered here, as the generic 500 with that id, and not
+raised on: Starlette's own last-resort handler sits outside this middleware (no id)
+and re-raises to the server, which then drops the connection Envoy pooled.
 """
 
 from __future__ import annotations
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kit.logging import bind_context, clear_context, request_ids
+from webhook_gateway.responses import internal_error_handler
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -26,13 +32,21 @@ class RequestIdMiddleware:
             return
         ids = request_ids(Headers(scope=scope).get(REQUEST_ID_HEADER))
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = ids["requestId"]
             await send(message)
 
         bind_context(**ids)
         try:
             await self._app(scope, receive, send_with_id)
+        except Exception as error:
+            answer = await internal_error_handler(Request(scope), error)
+            if not started:
+                await answer(scope, receive, send_with_id)
         finally:
             clear_context(*ids)

@@ -14,7 +14,6 @@ are injected and every failure has a reason the logs can name.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -103,6 +102,6 @@ def _v1_digests(header: str) -> list[bytes]:
             continue
         try:
             digests.append(base64.b64decode(encoded, validate=True))
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a plain ValueError for non-ASCII text
             continue
     return digests
