@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from edge_api.errors import validation_message
+
 MAX_UPLOAD_BYTES = 64 * 1024  # the suite's runtime config (see conftest)
 BOUNDARY = "edge-test-boundary-7f3a"
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
@@ -213,6 +215,26 @@ async def test_bad_json_bodies_are_400(
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "VALIDATION_ERROR"
     assert backends.generation.recorder.calls == []
+
+
+@pytest.mark.parametrize("key", ["k" * 60_000, "\u0000\u001b[31m", "mode\u202e", "ok-key"])
+async def test_an_unknown_fields_name_is_never_echoed_unless_it_could_be_ours(
+    client: httpx.AsyncClient, backends, identity, key: str
+) -> None:
+    body = {"mode": "imagine", "prompt": "a room", key: 1}
+    response = await client.post("/api/v1/generations", headers=identity.headers(), json=body)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "VALIDATION_ERROR"
+    assert key not in error["message"]
+    assert len(error["message"]) < 200
+    assert backends.generation.recorder.calls == []
+
+
+def test_a_named_field_is_still_named() -> None:
+    errors = [{"loc": ("body", "source", "variantIdx"), "msg": "Input should be an integer"}]
+    assert validation_message(errors) == "source.variantIdx: Input should be an integer"
 
 
 async def test_a_file_over_the_limit_is_413_and_nothing_is_forwarded(

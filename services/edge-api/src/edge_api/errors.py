@@ -10,7 +10,8 @@ failures, and anything unexpected (a generic 500, never a stack trace).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
@@ -150,13 +151,25 @@ async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _validation_message(exc: RequestValidationError) -> str:
-    """A short safe text naming the first bad input (never echoing its value)."""
-    errors = exc.errors()
+    return validation_message(exc.errors())
+
+
+# A location part shown as it is: an index, or a name that could be one of our fields.
+_SHOWN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """A short safe text naming the first bad input, never echoing what the client wrote:
+    not its value, and not a key of its own (an unknown field's name can be 60 KB of
+    anything, control characters included), only names that could be ours."""
     if not errors:
         return "The request is not valid."
     first = errors[0]
-    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     text = str(first.get("msg", "is not valid"))
+    parts = [part for part in first.get("loc", ()) if part != "body"]
+    if not all(isinstance(part, int) or _SHOWN_NAME.fullmatch(str(part)) for part in parts):
+        return f"A field: {text}"
+    location = ".".join(str(part) for part in parts)
     return f"{location}: {text}" if location else text
 
 

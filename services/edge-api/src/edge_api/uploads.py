@@ -28,6 +28,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
+from edge_api.errors import validation_message
 from edge_api.pace import UploadPace
 from kit.errors import PayloadTooLarge, RequestTimeout, ValidationError
 
@@ -298,7 +299,4 @@ def parse_model(model: type[M], data: object) -> M:
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        location = ".".join(str(part) for part in first["loc"])
-        message = f"{location}: {first['msg']}" if location else first["msg"]
-        raise ValidationError(message) from None
+        raise ValidationError(validation_message(exc.errors())) from None
