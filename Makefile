@@ -1,5 +1,7 @@
 # The two commands: `make run` and `make test`. Everything installs into .venv from
-# uv.lock (hash-checked, never re-resolved), so a fresh machine needs only Python 3.11.
+# uv.lock (hash-checked, never re-resolved), so a fresh machine needs only Python 3.11
+# (and, for `make test`'s browser tests, Debian's Chromium: installed with apt-get when
+# missing, which needs root; see the chromium target).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -26,7 +28,7 @@ TYPED_TEST_DIRS := services/webhook-gateway/tests tools/replicate_emulator/tests
 RELAXED_TEST_DIRS := services/edge-api/tests services/usage/tests services/generation/tests \
                      libs/kit/tests tools/testkit/tests
 
-.PHONY: run test test-browser chromium lint fmt proto venv clean bench
+.PHONY: run test test-browser chromium lint fmt proto venv clean bench lock
 
 venv: $(STAMP)
 
@@ -44,8 +46,11 @@ $(STAMP): pyproject.toml uv.lock
 run: $(STAMP)
 	@LAUNCHER_RELOAD=$${LAUNCHER_RELOAD:-$(RELOAD)} $(BIN)/python -m launcher
 
+# pytest's 5 (no tests collected) would reach CI as make's 2 like any failure: say it here.
 test: $(STAMP) chromium
-	@$(BIN)/python -m pytest
+	@$(BIN)/python -m pytest; status=$$?; \
+	    if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing the run" >&2; fi; \
+	    exit $$status
 
 # Only the reference web client's tests in a real browser (also part of `make test`).
 test-browser: $(STAMP) chromium

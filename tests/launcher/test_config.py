@@ -129,3 +129,38 @@ def test_the_malloc_arena_cap_can_be_overridden() -> None:
     assert (
         LauncherConfig.from_env({"MALLOC_ARENA_MAX": "8"}).service_env()["MALLOC_ARENA_MAX"] == "8"
     )
+
+
+def test_envoy_listens_on_loopback_unless_asked() -> None:
+    assert LauncherConfig.from_env({}).public_host == "127.0.0.1"
+    own = {"AUTH_JWT_SECRET": "s" * 40}
+    assert LauncherConfig.from_env({**own, "PUBLIC_HOST": "0.0.0.0"}).public_host == "0.0.0.0"
+    assert LauncherConfig.from_env({"PUBLIC_HOST": "::1"}).public_host == "::1"
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"PUBLIC_HOST": "0.0.0.0"}, "AUTH_JWT_SECRET"),
+        ({"PUBLIC_HOST": "192.168.1.4", "AUTH_JWT_SECRET": DEV_JWT_SECRET}, "AUTH_JWT_SECRET"),
+        ({"PUBLIC_HOST": "example.com"}, "PUBLIC_HOST='example.com' is not an IP address"),
+    ],
+)
+def test_off_loopback_needs_a_jwt_secret_of_ones_own(env: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        LauncherConfig.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        (
+            {"EMULATOR_PORT": "47123", "S3_PORT": "47123"},
+            "EMULATOR_PORT and S3_PORT are both 47123",
+        ),
+        ({"PG_PORT": "8080"}, "PUBLIC_PORT and PG_PORT are both 8080"),
+    ],
+)
+def test_two_parts_on_one_port_are_refused_by_name(env: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        LauncherConfig.from_env(env)

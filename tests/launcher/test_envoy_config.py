@@ -62,11 +62,16 @@ def test_the_local_rewrite_passes_validate_and_changes_only_ports_and_upstreams(
     assert _leaf_differences(original, local) == {
         ".admin.address.socket_address.port_value",
         ".static_resources.listeners[0].address.socket_address.port_value",
+        # Loopback: development accepts tokens signed with the published dev secret.
+        ".static_resources.listeners[0].address.socket_address.address",
         f".static_resources.clusters[0].{endpoint}.address",
         f".static_resources.clusters[0].{endpoint}.port_value",
         f".static_resources.clusters[1].{endpoint}.address",
         f".static_resources.clusters[1].{endpoint}.port_value",
     }
+    assert local["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] == (
+        "127.0.0.1"
+    )
     clusters = {c["name"]: c for c in local["static_resources"]["clusters"]}
     edge = clusters["edge_api"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     assert edge["endpoint"]["address"]["socket_address"] == {

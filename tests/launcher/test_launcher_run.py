@@ -310,6 +310,21 @@ def test_a_port_in_use_is_refused_with_the_variable_to_set(data_dir: Path) -> No
     assert not (data_dir / "postgres").exists()  # nothing was started
 
 
+def test_a_data_dir_that_cannot_be_made_is_refused_by_name(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    launcher = start_launcher(not_a_dir / "data", Ports.free())
+    code = launcher.process.wait(timeout=30)
+    launcher.wait_for("cannot be used", 5)
+    assert launcher.pumped.wait(5)
+
+    assert code == 2
+    assert launcher.lines[-1].startswith(
+        f"!! LAUNCHER_DATA_DIR={not_a_dir / 'data'} cannot be used"
+    )
+    assert not any("Traceback" in line for line in launcher.lines)
+
+
 def _kill_leftovers(launcher: Launcher) -> None:
     """Only after a failed assertion: leave no process behind for the next tests."""
     if launcher.process.poll() is not None:

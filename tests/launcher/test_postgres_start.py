@@ -11,6 +11,7 @@ import pytest
 
 from launcher import components
 from launcher.components import PostgresServer, free_port
+from launcher.units import PostgresUnit, UnitError
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -65,3 +66,20 @@ def test_a_pg_ctl_that_fails_on_its_own_is_not_run_again(
     with pytest.raises(subprocess.CalledProcessError):
         PostgresServer(tmp_path / "pg", free_port()).start()
     assert calls.count("start") == 1
+
+
+def test_a_server_whose_databases_cannot_be_made_is_stopped_again(tmp_path: Path) -> None:
+    """The unit is not launched then, so nothing else would ever stop the server."""
+    server = PostgresServer(tmp_path / "pg", free_port(), tmp_path / "pg.log")
+
+    def refuse(name: str) -> None:
+        raise RuntimeError(f"createdb {name}: refused")
+
+    server.create_database = refuse  # type: ignore[method-assign]
+    unit = PostgresUnit(server, ["generation"])
+    try:
+        with pytest.raises(UnitError, match="createdb generation: refused"):
+            unit.launch()
+        assert server.postmaster_pid() is None
+    finally:
+        server.stop()

@@ -482,6 +482,17 @@ def test_the_operator_cli_refuses_a_bad_key_file(
     assert "BAD_KEY_FILE" in capsys.readouterr().err
 
 
+def test_the_operator_cli_names_the_server_it_could_not_reach(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    target = f"127.0.0.1:{free_port()}"
+    code = usage_cli(["--target", target, "--timeout", "2", "audit"])
+    error = json.loads(capsys.readouterr().err)["error"]
+    assert code == 2
+    assert error["code"] in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+    assert f"The usage service at {target} did not answer" in error["message"]
+
+
 async def test_the_operator_cli_signs_as_the_operator(system: System) -> None:
     target = ["--target", system.usage_target]
     out, err = io.StringIO(), io.StringIO()

@@ -20,7 +20,7 @@ from types import FrameType
 from launcher import banner
 from launcher.config import ConfigError, LauncherConfig
 from launcher.reload import SourceWatcher
-from launcher.stack import LauncherError, Stack
+from launcher.stack import LauncherError, Stack, terminal_say
 from launcher.supervisor import GaveUp, Supervisor
 from launcher.units import StopRequested, UnitError
 
@@ -29,9 +29,11 @@ def _install_signal_handlers(stack: Stack) -> None:
     """SIGINT/SIGTERM/SIGHUP ask the stack to stop; the main loop does the stopping."""
 
     def handle(signum: int, _frame: FrameType | None) -> None:
-        if not stack.cancel.is_set():
-            print(f"\n==> {signal.Signals(signum).name} received: stopping", flush=True)
+        # First: after SIGHUP the terminal is gone, and printing to it raises EIO.
+        first = not stack.cancel.is_set()
         stack.cancel.set()
+        if first:
+            terminal_say(f"\n==> {signal.Signals(signum).name} received: stopping")
 
     # SIGHUP: the terminal was closed; stop cleanly rather than orphan the children.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -54,11 +56,9 @@ def _watch_parent(stack: Stack) -> None:
     def watch() -> None:
         while not stack.cancel.wait(PARENT_POLL_SECONDS):
             if os.getppid() != parent:
-                try:
-                    print("\n==> the process that started the launcher is gone: stopping")
-                except OSError:  # its terminal or pipe may be gone with it
-                    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as we do
                 stack.cancel.set()
+                # Its terminal or pipe may be gone with it: terminal_say copes.
+                terminal_say("\n==> the process that started the launcher is gone: stopping")
                 return
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
@@ -70,14 +70,16 @@ def _watcher(config: LauncherConfig, stack: Stack) -> SourceWatcher | None:
         return None
     watcher = SourceWatcher(config.reload_root, [unit.name for unit in stack.units])
     # Only now: an edit made after this line is seen (the snapshot is taken).
-    print(f"==> reload on: services restart when their source under {config.reload_root} changes")
+    terminal_say(
+        f"==> reload on: services restart when their source under {config.reload_root} changes"
+    )
     return watcher
 
 
 def _stop(stack: Stack, code: int) -> int:
     began = time.monotonic()
     stack.stop()
-    print(f"==> stopped in {time.monotonic() - began:.1f} s", flush=True)
+    terminal_say(f"==> stopped in {time.monotonic() - began:.1f} s")
     return code
 
 
@@ -91,29 +93,33 @@ def main() -> int:
     try:
         config = LauncherConfig.from_env(os.environ)
     except ConfigError as exc:
-        print(f"!! {exc}", flush=True)
+        terminal_say(f"!! {exc}")
         return 2
     stack = Stack(config)
     _install_signal_handlers(stack)
     _watch_parent(stack)
-    print(f"==> data in {config.data_dir}", flush=True)
+    terminal_say(f"==> data in {config.data_dir}")
     try:
         stack.start()  # on failure it stops what it started before raising
     except StopRequested:
-        print("==> stopped before everything was up", flush=True)
+        terminal_say("==> stopped before everything was up")
         return 0
     except LauncherError as exc:
-        print(f"!! {exc}", flush=True)
+        terminal_say(f"!! {exc}")
         return 2
     except UnitError:
-        print("!! the system did not start (the reason is above)", flush=True)
+        terminal_say("!! the system did not start (the reason is above)")
         return 1
-    print(banner.render(config, stack.dev_token), flush=True)
     try:
+        terminal_say(banner.render(config, stack.dev_token))
         Supervisor(stack, watcher=_watcher(config, stack)).run()
     except GaveUp as exc:
-        print(f"!! {exc}", flush=True)
+        terminal_say(f"!! {exc}")
         return _stop(stack, 1)
+    except BaseException:
+        # Whatever went wrong, the parts run in sessions of their own: stop them.
+        stack.stop()
+        raise
     return _stop(stack, 0)
 
 

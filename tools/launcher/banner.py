@@ -91,7 +91,8 @@ def render(config: LauncherConfig, token: str) -> str:
         f"  {grpcurl} -plaintext {config.grpc_target('generation')} list",
         "  # operator commands sign as `operator` with this key (service identity):",
         f"  OPERATOR_KEY_FILE={_shown_path(key_file(config, OPERATOR))} "
-        f"{_shown_path(Path(sys.executable))} -m usage.cli audit",
+        f"{_shown_path(Path(sys.executable))} -m usage.cli"
+        f" --target {config.grpc_target('usage')} audit",
         "",
         "Ctrl-C stops everything.",
     ]

@@ -8,6 +8,7 @@ the embedded part it names; the services receive the resolved values.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,16 @@ class Ports:
             if not raw.isdigit() or not 0 < int(raw) < 65536:
                 raise ConfigError(f"{variable}={raw!r} is not a TCP port")
             values[name] = int(raw)
-        return cls(**values)
+        ports = cls(**values)
+        owners: dict[int, str] = {}
+        for name, variable in PORT_VARIABLES.items():
+            port = getattr(ports, name)
+            if port in owners:
+                # Two parts on one port: the second would fail to bind while the first
+                # answered its readiness probe for it.
+                raise ConfigError(f"{owners[port]} and {variable} are both {port}")
+            owners[port] = variable
+        return ports
 
     @classmethod
     def free(cls) -> Ports:
@@ -120,6 +130,9 @@ class LauncherConfig:
     reload: bool = False
     # Where the watched services/*/src and libs/* live (a test points it elsewhere).
     reload_root: Path = REPO_ROOT
+    # PUBLIC_HOST: the address Envoy listens on. Loopback unless asked: development
+    # accepts tokens signed with the published dev secret.
+    public_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LauncherConfig:
@@ -151,6 +164,7 @@ class LauncherConfig:
             environ=dict(env),
             reload=_flag(env, "LAUNCHER_RELOAD"),
             reload_root=Path(_get(env, "LAUNCHER_RELOAD_ROOT") or REPO_ROOT).resolve(),
+            public_host=_public_host(env),
         )
 
     def with_ports(self, ports: Ports) -> LauncherConfig:
@@ -250,3 +264,19 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     """A variable's value; empty counts as unset."""
     value = env.get(name, "").strip()
     return value or None
+
+
+def _public_host(env: Mapping[str, str]) -> str:
+    """PUBLIC_HOST, an IP address; off loopback only with a JWT secret of one's own."""
+    raw = _get(env, "PUBLIC_HOST") or "127.0.0.1"
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        raise ConfigError(f"PUBLIC_HOST={raw!r} is not an IP address") from None
+    secret = _get(env, "AUTH_JWT_SECRET")
+    if not address.is_loopback and (secret is None or secret == DEV_JWT_SECRET):
+        raise ConfigError(
+            f"PUBLIC_HOST={raw} would let anyone who can reach this machine mint tokens"
+            " with the published dev secret: set AUTH_JWT_SECRET to a secret of your own"
+        )
+    return str(address)

@@ -1,8 +1,8 @@
 """The deployed Envoy config, adapted to the local ports, and Envoy itself.
 
-There is one Envoy config (deploy/envoy/envoy.yaml). Locally only the listener
-port, the admin port and the two clusters' endpoints change; routes, limits,
-timeouts and logs stay exactly as deployed, so the two cannot drift.
+There is one Envoy config (deploy/envoy/envoy.yaml). Locally only the listener's
+address and port, the admin port and the two clusters' endpoints change; routes,
+limits, timeouts and logs stay exactly as deployed, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ def rewrite_for_local(
     listener_port: int,
     admin_port: int,
     upstreams: dict[str, tuple[str, int]],
+    listener_host: str = "127.0.0.1",
 ) -> dict[str, Any]:
-    """A copy of ``config`` with only the ports and upstream addresses replaced.
+    """A copy of ``config`` with only the listener's address, the ports and the upstream
+    addresses replaced (the deployed listener is on every interface; a local one is on
+    loopback unless asked).
 
     ``upstreams`` maps each cluster name (edge_api, webhook_gateway) to the
     (host, port) it should reach. STRICT_DNS resolves an IP literal just as well.
@@ -60,6 +63,7 @@ def rewrite_for_local(
         if len(listeners) != 1:
             raise EnvoyConfigError(f"expected one listener, found {len(listeners)}")
         listeners[0]["address"]["socket_address"]["port_value"] = listener_port
+        listeners[0]["address"]["socket_address"]["address"] = listener_host
         clusters = {c["name"]: c for c in local["static_resources"]["clusters"]}
         for name, (host, port) in upstreams.items():
             endpoints = clusters[name]["load_assignment"]["endpoints"]
@@ -132,6 +136,7 @@ def write_local_config(
     gateway_port: int,
     otlp_endpoint: str | None = None,
     rate_limits_enforced: bool = True,
+    listener_host: str = "127.0.0.1",
 ) -> Path:
     """Write the locally rewritten config to ``target``, validate it, return the path.
 
@@ -147,6 +152,7 @@ def write_local_config(
             "edge_api": ("127.0.0.1", edge_port),
             "webhook_gateway": ("127.0.0.1", gateway_port),
         },
+        listener_host=listener_host,
     )
     if otlp_endpoint:
         config = with_tracing(config, otlp_endpoint)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,8 +35,13 @@ class LauncherError(Exception):
     """The system cannot be started as configured (a port taken, a module missing)."""
 
 
-def _print(line: str, end: str = "\n") -> None:
-    print(line, end=end, flush=True)
+def terminal_say(line: str, end: str = "\n") -> None:
+    """Print to the terminal, which may be gone (closed, its pipe broken): then to
+    nowhere, so that stopping what was started never fails on a message."""
+    try:
+        print(line, end=end, flush=True)
+    except OSError:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as we do
 
 
 class Stack:
@@ -49,7 +56,7 @@ class Stack:
         self.config = config
         self.cancel = threading.Event()
         self.units: list[Unit] = []  # started, in start order
-        self._say = say or _print
+        self._say = say or terminal_say
         self._lock_file: IO[str] | None = None
 
     def __enter__(self) -> Stack:
@@ -92,6 +99,7 @@ class Stack:
                 otlp_endpoint=config.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
                 # The bench measures the system's cost, not Envoy's token buckets.
                 rate_limits_enforced=config.environ.get("ENVOY_RATE_LIMITS") != "report-only",
+                listener_host=config.public_host,
             ),
         )
         storage = [plan.s3(config)] if config.embedded_s3 else []
@@ -227,8 +235,13 @@ class Stack:
             raise LauncherError(
                 "cannot start: no entry point for " + ", ".join(f"`python -m {m}`" for m in missing)
             )
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LauncherError(
+                f"LAUNCHER_DATA_DIR={self.config.data_dir} cannot be used: {exc.strerror}"
+            ) from None
         self._take_lock()
         try:
             orphans = state.reap_orphans(self.config)

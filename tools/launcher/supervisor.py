@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from launcher.reload import SourceWatcher
-from launcher.stack import Stack, log_tail
+from launcher.stack import Stack, log_tail, terminal_say
 from launcher.units import ProcessUnit, StopRequested, Unit, UnitError
 
 POLL_SECONDS = 0.5
@@ -40,7 +40,7 @@ class Supervisor:
     ) -> None:
         self.stack = stack
         self.policy = policy or RestartPolicy()
-        self._say = say or (lambda line: print(line, flush=True))
+        self._say = say or terminal_say
         self._restarts: dict[str, deque[float]] = {}
         self._watcher = watcher
         # Reloaded parts whose new code did not start: they wait for the next edit

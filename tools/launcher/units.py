@@ -8,6 +8,7 @@ part's process dies or when the launcher is asked to stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -186,9 +187,15 @@ class PostgresUnit(Unit):
         # pg_ctl -w returns once the server accepts connections.
         try:
             self.server.start()
+        except Exception as exc:
+            raise UnitError(f"PostgreSQL did not start: {exc}") from exc
+        try:
             for database in self.databases:
                 self.server.create_database(database)
         except Exception as exc:
+            # Started but not launched: nothing else would ever stop this server.
+            with contextlib.suppress(Exception):
+                self.server.stop()
             raise UnitError(f"PostgreSQL did not start: {exc}") from exc
 
     def wait_ready(self, timeout: float, cancel: threading.Event) -> None:

@@ -86,20 +86,28 @@ async def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 return EXIT_OK
             report = await stub.AuditLedger(usage_pb2.AuditLedgerRequest(), timeout=args.timeout)
         except grpc.aio.AioRpcError as error:
-            print(json.dumps({"error": _failure(error)}), file=err)
+            print(json.dumps({"error": _failure(error, args.target)}), file=err)
             return EXIT_FAILED
     print(json.dumps(_as_json(report), indent=2), file=out)
     return EXIT_DISCREPANCIES if report.discrepancies else EXIT_OK
 
 
 _REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+_UNREACHED = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
-def _failure(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    """The error to print: a refusal of the service identity says how to sign."""
+def _failure(error: grpc.aio.AioRpcError, target: str) -> dict[str, str]:
+    """The error to print: a refusal of the service identity says how to sign, and a
+    server not reached says which address was tried."""
     if error.code() in _REFUSED:
         hint = "Sign as the operator: --key-file or OPERATOR_KEY_FILE (make run prints it)."
         return {"code": error.code().name, "message": f"{error.details()} {hint}"}
+    if error.code() in _UNREACHED:
+        return {
+            "code": error.code().name,
+            "message": f"The usage service at {target} did not answer"
+            " (--target or USAGE_GRPC_TARGET).",
+        }
     remote = from_rpc_error(error)
     return {"code": remote.code, "message": remote.message}
 
