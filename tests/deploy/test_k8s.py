@@ -174,13 +174,15 @@ def test_envoy_upstreams_are_headless_services_on_the_right_ports() -> None:
         assert [p["port"] for p in spec["ports"]] == [port]
 
 
-def test_grpc_targets_name_services_and_their_ports() -> None:
+def test_grpc_targets_name_headless_services_and_their_ports() -> None:
     env = _config_env()
     services = objects("Service")
     for variable in ("GENERATION_GRPC_TARGET", "USAGE_GRPC_TARGET"):
         host, port = env[variable].rsplit(":", 1)
         assert [p["port"] for p in services[host]["spec"]["ports"]] == [int(port)]
         assert int(port) == PORTS[host]
+        # One virtual IP would keep each caller's HTTP/2 connection on one pod.
+        assert services[host]["spec"]["clusterIP"] == "None", variable
 
 
 def test_every_container_has_requests_limits_and_a_locked_down_security_context() -> None:
