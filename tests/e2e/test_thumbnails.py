@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -76,16 +77,35 @@ async def test_the_backfill_makes_missing_thumbnails_once(
     [variant] = job["variants"]
     render_id = await _without_thumbnail(stack, variant)
 
+    # The edge answers this settled job from memory; it must learn of the change.
+    await _until_shown(user, job["id"], lambda shown: shown.get("thumbnailUrl") is None)
+
     first = await backfill_thumbnails(stack.ctx)
     again = await backfill_thumbnails(stack.ctx)
 
-    # Read from the database: the edge may answer this settled job from its memory.
     key, width, height = await _thumbnail_row(stack, render_id)
     assert key == f"renders/{render_id}/0.thumb.jpg"
     assert (width, height) == (variant["width"], variant["height"])
     assert (await http.get(variant["thumbnailUrl"])).status_code == 200
     assert first.made >= 1
     assert again.made == 0
+    # A thumbnail recorded later is a change of the job: the edge shows it.
+    shown = await _until_shown(user, job["id"], lambda shown: shown.get("thumbnailUrl"))
+    assert shown["thumbnailUrl"] == variant["thumbnailUrl"]
+
+
+async def _until_shown(
+    user: User, job_id: str, done: Callable[[dict[str, Any]], object]
+) -> dict[str, Any]:
+    """The job's first variant as GET shows it, once ``done`` holds for it."""
+    async with asyncio.timeout(10):
+        while True:
+            response = await user.get(job_id)
+            assert response.status_code == 200, response.text
+            [shown] = response.json()["variants"]
+            if done(shown):
+                return dict(shown)
+            await asyncio.sleep(0.02)
 
 
 class DeletedWhileRead:
