@@ -104,6 +104,11 @@ async def hostile_phase(
             cpu = _cpu_spent(cpu_before, _cpu_times(system.processes()))
             await asyncio.to_thread(_summarize, profilers)
             statuses = await asyncio.to_thread(attacker.stop)
+    # The uploads must have gone on for the whole measured interval (a wave may take
+    # longer than its period under load, so half of the periods is the floor).
+    waves = sum(statuses.values()) // UPLOADERS
+    if waves < seconds / WAVE_SECONDS / 2:
+        raise RuntimeError(f"only {waves} waves of hostile uploads in {seconds} s: {statuses}")
     p99_alone, p99_under = summarize(alone).p99, summarize(under).p99
     return HostileResult(
         uploaders=UPLOADERS,
@@ -250,9 +255,14 @@ async def _waves(
 
 
 async def _upload(client: httpx.AsyncClient, jwt_secret: str, body: bytes) -> str:
+    """The answer's status code, or the name of the transport error (e.g. a reset): one
+    failed upload must not end the attacker while the reader goes on measuring."""
     headers = {
         "Authorization": f"Bearer {user_token(jwt_secret)}",
         "Content-Type": CONTENT_TYPE,
     }
-    response = await client.post(API, content=body, headers=headers)
+    try:
+        response = await client.post(API, content=body, headers=headers)
+    except httpx.HTTPError as error:
+        return type(error).__name__
     return str(response.status_code)

@@ -62,8 +62,10 @@ class Options:
     webhook_only: bool = False
     sse_streams: int = 2_000
     sse_jobs: int = 20
-    # Longer than the stale interval (5 s), so the running jobs' refresh reads count.
-    sse_idle_seconds: float = 8.0
+    # Two whole heartbeat intervals (15 s: one ticker beats every stream at once, so a
+    # shorter window catches that burst or not by chance), and longer than the stale
+    # interval (5 s), so the running jobs' timed reads count.
+    sse_idle_seconds: float = 30.0
 
 
 def say(text: str) -> None:
@@ -214,7 +216,7 @@ async def _sse_only(
 def _add_sse(document: dict[str, Any], events: SseEventResult, watchers: WatcherResult) -> None:
     event = events.as_dict()
     document["metrics"]["sse_event_p50_ratio"] = event["ratio"]
-    document["metrics"]["sse_watchers"] = watchers.streams
+    document["metrics"]["sse_watchers"] = watchers.delivered
     details = watchers.as_dict()
     document["metrics"]["sse_kib_per_stream"] = details["kib_per_stream"]
     document["metrics"]["sse_idle_cpu_percent"] = details["idle_cpu_percent"]
@@ -430,7 +432,8 @@ def sse_rows(document: dict[str, Any]) -> list[tuple[str, str, str, float]]:
     return [
         ("sse_event_p50_ratio", f"p50 {e['webhook_to_sse_p50_ms']:.1f} ms",
          f"download+PUT {e['download_put_p50_ms']:.1f} ms", m["sse_event_p50_ratio"]),
-        ("sse_watchers", f"{w['jobs']} running jobs", "-", m["sse_watchers"]),
+        ("sse_watchers", f"{w['streams']} opened on {w['jobs']} running jobs",
+         "still delivering after idle", m["sse_watchers"]),
         ("sse_kib_per_stream", "edge RSS growth / stream",
          f"idle {w['rss_before_mb']:.0f} MiB", m["sse_kib_per_stream"]),
         ("sse_idle_cpu_percent", f"{w['idle_cpu_seconds']:.2f} CPU s",

@@ -7,7 +7,9 @@ message. Divided by one download of the output plus one S3 PUT of its bytes.
 
 ``sse_watchers``: how many idle streams one edge process holds open (straight to its
 port: the edge's own cost), its RSS growth per stream, and the CPU seconds it spends
-over an idle interval once every stream got its first message.
+over an idle interval once every stream got its first message. Held open is counted,
+not assumed: after the idle interval every job is ended and only the streams that
+then deliver their terminal message count.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class WatcherResult:
     rss_after_mb: float
     idle_seconds: float
     idle_cpu_seconds: float
+    # Streams that, after the idle interval, still delivered their job's terminal message.
+    delivered: int = 0
     edge_tcp_connections: int = 0
     edge_pids: list[int] = field(default_factory=list)
 
@@ -93,10 +97,15 @@ async def sse_event_phase(
     system.control.set_faults(drop_webhooks="all")
     database = await asyncpg.connect(system.generation_dsn())
     try:
-        async with httpx.AsyncClient(base_url=system.public_url, timeout=60.0) as client:
+        # The stream gets a client of its own: closed mid-body, its connection is not
+        # reused, and the webhook's POST would otherwise open a new one every time.
+        async with (
+            httpx.AsyncClient(base_url=system.public_url, timeout=60.0) as client,
+            httpx.AsyncClient(base_url=system.public_url, timeout=60.0) as streams,
+        ):
             for index in range(samples + 2):
                 total, baseline = await _one_event(
-                    system, client, database, image, baselines, index
+                    system, (client, streams), database, image, baselines, index
                 )
                 if index >= 2:
                     result.total_ms.append(total)
@@ -109,12 +118,13 @@ async def sse_event_phase(
 
 async def _one_event(
     system: BenchSystem,
-    client: httpx.AsyncClient,
+    clients: tuple[httpx.AsyncClient, httpx.AsyncClient],
     database: asyncpg.Connection,
     image: bytes,
     baselines: Baselines,
     index: int,
 ) -> tuple[float, float]:
+    client, streams = clients
     token = user_token(system.jwt_secret)
     auth = {"Authorization": f"Bearer {token}"}
     response = await client.post(
@@ -134,7 +144,7 @@ async def _one_event(
     baseline = 0.0
     if index % 2 == 0:  # alternate which goes first, so neither always meets a cold cache
         baseline, _ = await baselines.download_and_put(prediction["output"])
-    async with client.stream("GET", f"{API}/{job_id}/events", headers=auth) as stream:
+    async with streams.stream("GET", f"{API}/{job_id}/events", headers=auth) as stream:
         messages = _messages(stream)
         first = await anext(messages)
         if first["status"] in TERMINAL:
@@ -162,6 +172,22 @@ async def _terminal_arrival(messages: AsyncIterator[Any]) -> float:
         if message["status"] in TERMINAL:
             return time.perf_counter()
     raise RuntimeError("the stream ended before its terminal message")
+
+
+# How long the streams get, all at once, to deliver their terminal message.
+DELIVERY_SECONDS = 30.0
+
+
+async def _delivers_terminal(messages: AsyncIterator[Any], seconds: float) -> bool:
+    """Whether the stream delivers its job's terminal message within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            async for message in messages:
+                if message["status"] in TERMINAL:
+                    return True
+    except (TimeoutError, httpx.HTTPError):
+        return False
+    return False
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -212,6 +238,12 @@ async def watchers_phase(
                 cpu_before = _cpu_seconds(edge)
                 await asyncio.sleep(idle_seconds)  # the measured idle interval itself
                 idle_cpu = _cpu_seconds(edge) - cpu_before
+                # Still open? End every job: each live stream delivers its terminal message.
+                await end_parked_jobs(system.generation_dsn())
+                arrived = await asyncio.gather(
+                    *(_delivers_terminal(reader, DELIVERY_SECONDS) for reader in readers)
+                )
+                delivered = sum(arrived)
     finally:
         system.control.reset()
         await end_parked_jobs(system.generation_dsn())
@@ -222,6 +254,7 @@ async def watchers_phase(
         rss_after_mb=round(rss_after, 1),
         idle_seconds=idle_seconds,
         idle_cpu_seconds=round(idle_cpu, 3),
+        delivered=delivered,
         edge_tcp_connections=held_open,
         edge_pids=[p.pid for p in edge],
     )

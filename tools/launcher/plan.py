@@ -149,7 +149,7 @@ def envoy(config: LauncherConfig, config_path: Path) -> Unit:
     child = ChildProcess("envoy", envoy_argv(config_path), env=_marker(config), log_path=log_path)
     return ProcessUnit(
         child,
-        f"Envoy on 0.0.0.0:{ports.public} (admin 127.0.0.1:{ports.envoy_admin})",
+        f"Envoy on {config.public_host}:{ports.public} (admin 127.0.0.1:{ports.envoy_admin})",
         http_probe(f"http://127.0.0.1:{ports.envoy_admin}/ready"),
         grace=5.0,
     )
