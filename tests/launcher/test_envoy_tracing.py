@@ -93,3 +93,34 @@ def test_envoy_exports_urls_but_never_the_events_routes_token(tmp_path: Path) ->
             time.sleep(0.1)
         assert all(token.encode() not in r.body for r in collector.snapshot())
         assert any(r.path.startswith("/api/v1/generations/") for r in edge.snapshot())
+
+
+CLIENT_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_CONTEXT = {
+    "traceparent": f"00-{CLIENT_TRACE_ID}-00f067aa0ba902b7-01",
+    "tracestate": "vendor=client",
+    "baggage": "userEmail=alice%40example.com",
+}
+
+
+@pytest.mark.parametrize("tracing", [False, True])
+def test_a_clients_trace_context_never_reaches_the_services(tmp_path: Path, tracing: bool) -> None:
+    """Adopted, a client's sampled flag would choose what we trace (and pay for) and its
+    baggage would ride our calls out, to Replicate too. A tracing Envoy starts a trace
+    of its own instead of continuing the client's."""
+    with (
+        RecordingServer("edge") as edge,
+        RecordingServer("gateway") as gateway,
+        RecordingServer("collector") as collector,
+        running_envoy(
+            tmp_path, edge.port, gateway.port, otlp_endpoint=collector.url if tracing else None
+        ) as envoy,
+    ):
+        answer = httpx.get(f"{envoy.url}/api/v1/usage", headers=CLIENT_CONTEXT, timeout=10)
+        assert answer.status_code == 200
+        [forwarded] = [r for r in edge.snapshot() if r.path == "/api/v1/usage"]
+    headers = {name.lower(): value for name, value in forwarded.headers.items()}
+    assert "baggage" not in headers
+    assert "vendor=client" not in headers.get("tracestate", "")
+    assert CLIENT_TRACE_ID not in headers.get("traceparent", "")
+    assert ("traceparent" in headers) is tracing  # Envoy's own, when it traces

@@ -9,6 +9,8 @@ import sys
 from datetime import timedelta
 
 import httpx
+from opentelemetry import baggage, propagate
+from opentelemetry import context as context_api
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -203,3 +205,17 @@ async def test_the_sweep_links_to_the_submission_trace(
     recovered = _one([s for s in finished if s.name == "generation.sweep.recover"])
     assert [link.context.trace_id for link in recovered.links] == [edge.context.trace_id]
     assert (recovered.attributes or {}).get("jobId") == response.json()["id"]
+
+
+def test_baggage_never_rides_our_calls_out(spans: InMemorySpanExporter) -> None:
+    # The SDK's default propagators (OTEL_PROPAGATORS) add baggage: whatever a caller or
+    # a library put there would reach Replicate with every call.
+    token = context_api.attach(baggage.set_baggage("userEmail", "alice@example.com"))
+    carrier: dict[str, str] = {}
+    try:
+        with tracing.tracer("tests").start_as_current_span("outgoing"):
+            propagate.inject(carrier)
+    finally:
+        context_api.detach(token)
+    assert "traceparent" in carrier
+    assert "baggage" not in carrier

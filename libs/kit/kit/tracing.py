@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
 )
@@ -109,6 +109,9 @@ def setup_tracing(
         return _active
     if exporter is None and not _configured(env):
         return None
+    # W3C trace context only: baggage (a caller's, or a library's) never rides our calls
+    # out, to Replicate or anywhere else (OTEL_PROPAGATORS' default adds it).
+    propagate.set_global_textmap(TraceContextTextMapPropagator())
     provider = TracerProvider(resource=_resource(service, env))
     provider.add_span_processor(BatchSpanProcessor(RedactingExporter(exporter or _otlp())))
     if exporter is None:
