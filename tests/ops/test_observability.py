@@ -42,10 +42,15 @@ METRICS_MODULES += (webhook_gateway.metrics,)
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
 
 
+# Series Prometheus makes itself for every target it scrapes.
+PROMETHEUS_SERIES = {"up": {"job", "instance"}}
+
+
 @cache
 def exported() -> dict[str, set[str]]:
-    """Every series name our services export -> the label names it carries."""
-    names: dict[str, set[str]] = {}
+    """Every series name our services export (and Prometheus' own per target) -> the
+    label names it carries."""
+    names: dict[str, set[str]] = dict(PROMETHEUS_SERIES)
     for module in METRICS_MODULES:
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):

@@ -27,7 +27,7 @@ SETTLEMENT_OUTCOMES = {
     "debit": ("done", "deferred", "waived"),
     "refund": ("done", "deferred"),
 }
-ASSET_OUTCOMES = ("stored", "deferred")
+ASSET_OUTCOMES = ("stored", "deferred", "refused")
 
 JOB_TRANSITIONS = Counter(
     "generation_job_transitions_total",
@@ -72,7 +72,8 @@ SETTLEMENTS = Counter(
 )
 ASSETS = Counter(
     "generation_assets_total",
-    "Output files: stored (downloaded and saved) or deferred (failed, tried again later).",
+    "Output files: stored (downloaded and saved), deferred (failed, tried again later) or"
+    " refused (not from the provider's delivery hosts: the job fails).",
     ["outcome"],
 )
 
