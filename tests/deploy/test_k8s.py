@@ -133,10 +133,17 @@ def test_grpc_services_are_probed_with_native_grpc_health(name: str) -> None:
         assert container[probe]["grpc"] == {"port": PORTS[name]}
 
 
+# The edge is ready on its own health: on its backends', one backend outage would take
+# every edge pod out at once, and Envoy would answer 503 for what the edge still serves
+# (the catalog, public renders, settled jobs). The gateway serves nothing without
+# generation, so its readiness follows generation's.
+READINESS = {"edge-api": "/healthz", "webhook-gateway": "/readyz"}
+
+
 @pytest.mark.parametrize("name", HTTP)
-def test_http_services_are_probed_on_healthz_and_readyz(name: str) -> None:
+def test_http_services_are_probed_for_liveness_and_readiness(name: str) -> None:
     container = _container(name)
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": READINESS[name], "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
 
 
