@@ -158,7 +158,11 @@ def test_access_logs_are_json_without_query_or_credentials(
 ) -> None:
     answer = client.get(
         "/api/v1/usage?X-Amz-Signature=topsecret",
-        headers={"authorization": "Bearer very-secret-token", "x-request-id": "log-check-1"},
+        headers={
+            "authorization": "Bearer very-secret-token",
+            "x-request-id": "log-check-1",
+            "user-agent": "Mozilla/5.0 (a personal device) DistinctAgent/9",
+        },
     )
     line = _wait_for_log_line(proxy.log_path, answer.headers["x-request-id"])
 
@@ -171,6 +175,9 @@ def test_access_logs_are_json_without_query_or_credentials(
     assert entry["upstreamCluster"] == "edge_api"
     assert "topsecret" not in line
     assert "very-secret-token" not in line
+    # Personal data: neither the client's address nor its User-Agent.
+    assert "DistinctAgent" not in line
+    assert "127.0.0.1" not in line.replace(entry["upstreamHost"], "")
 
 
 def _wait_for_log_line(path: Path, needle: str, timeout: float = 5.0) -> str:
