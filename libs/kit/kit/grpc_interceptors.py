@@ -1,7 +1,9 @@
 """Server interceptors: request context + logs, service identity, domain errors -> status.
 
 ``grpc.aio`` interceptors see handlers, not calls, so each one wraps the
-handler's behaviour function. Health and reflection calls pass untouched.
+handler's behaviour function: ``wrap`` for a single response (unary or
+client-streaming), ``wrap_streaming`` for a streamed one (WatchJobs). Health and
+reflection calls pass untouched.
 """
 
 from __future__ import annotations
@@ -31,34 +33,16 @@ _PASSTHROUGH_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-Wrapper = Callable[[Behaviour, str], Behaviour]
 StreamingBehaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
-
-
-def _wrap_unary(handler: Handler, method: str, wrap: Wrapper) -> Handler:
-    """Wrap handlers with a single response; their behaviour has one shape for both.
-
-    A client-streaming behaviour takes the request iterator where a unary one
-    takes the request, and both return one awaited response, so the same wrappers
-    apply. Server-streaming methods are not used by our contracts: left as they are.
-    """
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            wrap(cast(Behaviour, handler.unary_unary), method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            wrap(cast(Behaviour, handler.stream_unary), method),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    return handler
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
+        """The behaviour of a method with one response."""
+        raise NotImplementedError
+
+    def wrap_streaming(self, behaviour: StreamingBehaviour, method: str) -> StreamingBehaviour:
+        """The behaviour of a method that streams its responses (it yields them)."""
         raise NotImplementedError
 
     async def intercept_service(
@@ -70,7 +54,41 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(_PASSTHROUGH_PREFIXES):
             return handler
-        return _wrap_unary(handler, method, self.wrap)
+        return _wrapped(handler, method, self)
+
+
+def _wrapped(handler: Handler, method: str, interceptor: _WrappingInterceptor) -> Handler:
+    """``handler`` with its behaviour wrapped by ``interceptor``, whatever its shape.
+
+    A client-streaming behaviour takes the request iterator where a unary one takes the
+    request, and both return one awaited response, so ``wrap`` serves both; the two
+    server-streaming shapes yield their responses, so ``wrap_streaming`` serves those.
+    """
+    build: Any
+    if handler.unary_unary is not None or handler.stream_unary is not None:
+        build, single = (
+            (grpc.unary_unary_rpc_method_handler, handler.unary_unary)
+            if handler.unary_unary is not None
+            else (grpc.stream_unary_rpc_method_handler, handler.stream_unary)
+        )
+        behaviour: Any = interceptor.wrap(cast(Behaviour, single), method)
+    elif handler.unary_stream is not None or handler.stream_stream is not None:
+        build, streaming = (
+            (grpc.unary_stream_rpc_method_handler, handler.unary_stream)
+            if handler.unary_stream is not None
+            else (grpc.stream_stream_rpc_method_handler, handler.stream_stream)
+        )
+        behaviour = interceptor.wrap_streaming(cast(StreamingBehaviour, streaming), method)
+    else:
+        return handler
+    return cast(
+        Handler,
+        build(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        ),
+    )
 
 
 def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
@@ -92,6 +110,31 @@ class RequestContextInterceptor(_WrappingInterceptor):
             outcome = "OK"
             try:
                 return await behaviour(request, context)
+            except BaseException:
+                outcome = "ERROR"
+                raise
+            finally:
+                code = context.code()
+                log.info(
+                    "rpc.finished",
+                    outcome=code.name if isinstance(code, grpc.StatusCode) else outcome,
+                    durationMs=round((time.perf_counter() - started) * 1000, 2),
+                )
+                clear_context(*ids, "rpc")
+
+        return handle
+
+    def wrap_streaming(self, behaviour: StreamingBehaviour, method: str) -> StreamingBehaviour:
+        async def handle(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            ids = request_ids(_metadata_value(context, REQUEST_ID_KEY))
+            bind_context(**ids, rpc=method)
+            started = time.perf_counter()
+            outcome = "OK"
+            try:
+                async for response in behaviour(request, context):
+                    yield response
             except BaseException:
                 outcome = "ERROR"
                 raise
@@ -137,6 +180,29 @@ class DomainErrorInterceptor(_WrappingInterceptor):
 
         return handle
 
+    def wrap_streaming(self, behaviour: StreamingBehaviour, method: str) -> StreamingBehaviour:
+        async def handle(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+                return
+            except grpc.aio.AbortError:
+                raise
+            except DomainError as error:
+                log.info("rpc.domain_error", code=error.code)
+                await context.abort_with_status(to_grpc_status(error))
+            except self._unavailable as error:
+                log.warning("rpc.dependency_unavailable", error=type(error).__name__)
+                await context.abort_with_status(to_grpc_status(ServiceUnavailable()))
+            except Exception:
+                log.exception("rpc.unexpected_error")
+                await context.abort_with_status(to_grpc_status(InternalError()))
+            raise AssertionError("unreachable: abort_with_status raises")
+
+        return handle
+
 
 AUTHORIZATION_KEY = "authorization"
 Policy = Mapping[str, frozenset[str]]
@@ -164,9 +230,7 @@ class ServiceAuthInterceptor(_WrappingInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(_PASSTHROUGH_PREFIXES):
             return handler
-        if handler.unary_stream is not None or handler.stream_stream is not None:
-            return self._wrap_streaming(handler, method)
-        return _wrap_unary(handler, method, self.wrap)
+        return _wrapped(handler, method, self)
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         allowed = self._policy.get(method, frozenset())
@@ -181,28 +245,21 @@ class ServiceAuthInterceptor(_WrappingInterceptor):
 
         return handle
 
-    def _wrap_streaming(self, handler: Handler, method: str) -> Handler:
+    def wrap_streaming(self, behaviour: StreamingBehaviour, method: str) -> StreamingBehaviour:
         allowed = self._policy.get(method, frozenset())
-        # A behaviour that yields its responses (grpc.aio's async generator shape).
-        streaming = cast(StreamingBehaviour, handler.unary_stream or handler.stream_stream)
 
         async def handle(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            await self._authorize(context, allowed)
-            async for response in streaming(request, context):
-                yield response
+            caller = await self._authorize(context, allowed)
+            bind_context(caller=caller)
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            finally:
+                clear_context("caller")
 
-        build = (
-            grpc.unary_stream_rpc_method_handler
-            if handler.unary_stream is not None
-            else grpc.stream_stream_rpc_method_handler
-        )
-        return build(
-            handle,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return handle
 
     async def _authorize(
         self, context: grpc.aio.ServicerContext[Any, Any], allowed: frozenset[str]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kit.grpc_interceptors import Behaviour, _WrappingInterceptor
+from kit.grpc_interceptors import Behaviour, StreamingBehaviour, _WrappingInterceptor
 from kit.logging import get_logger
 
 log = get_logger("kit.metrics")
@@ -95,6 +95,25 @@ class MetricsInterceptor(_WrappingInterceptor):
                 return result
             finally:
                 latency.observe(time.perf_counter() - started)
+                code = _grpc_code_name(context, failed)
+                GRPC_HANDLED.labels(grpc_service=service, grpc_method=name, grpc_code=code).inc()
+
+        return handle
+
+    def wrap_streaming(self, behaviour: StreamingBehaviour, method: str) -> StreamingBehaviour:
+        """Counted like the others; not timed (a stream lasts minutes by design, and its
+        duration would only fill the latency histogram's last bucket)."""
+        service, name = _split_method(method)
+
+        async def handle(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            failed = True
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+                failed = False
+            finally:
                 code = _grpc_code_name(context, failed)
                 GRPC_HANDLED.labels(grpc_service=service, grpc_method=name, grpc_code=code).inc()
 

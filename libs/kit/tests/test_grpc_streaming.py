@@ -1,7 +1,7 @@
-"""Client-streaming methods get the same interceptors as unary ones.
+"""Streaming methods get the same interceptors as unary ones.
 
-A raw-bytes stream-unary method behind kit's GrpcServer: domain errors become
-rich statuses, the request id is bound, and every call is counted.
+Raw-bytes stream-unary and unary-stream methods behind kit's GrpcServer: domain
+errors become rich statuses, the request id is bound, and every call is counted.
 """
 
 from __future__ import annotations
@@ -27,6 +27,17 @@ class _Collector:
     def __init__(self) -> None:
         self.request_ids: list[str] = []
 
+    async def count(
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        """Streams ``request``'s bytes one by one; a too-long request fails midway."""
+        bound = structlog.contextvars.get_contextvars()
+        self.request_ids.append(str(bound.get("clientRequestId")))
+        for index, byte in enumerate(request):
+            if index >= 3:
+                raise PayloadTooLarge("Too long.")
+            yield bytes([byte])
+
     async def collect(
         self, parts: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
@@ -44,7 +55,11 @@ class _Collector:
 async def channel() -> AsyncIterator[tuple[_Collector, grpc.aio.Channel]]:
     collector = _Collector()
     handler = grpc.method_handlers_generic_handler(
-        SERVICE, {"Collect": grpc.stream_unary_rpc_method_handler(collector.collect)}
+        SERVICE,
+        {
+            "Collect": grpc.stream_unary_rpc_method_handler(collector.collect),
+            "Count": grpc.unary_stream_rpc_method_handler(collector.count),
+        },
     )
     server = GrpcServer(
         [ServiceBinding(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))],
@@ -59,8 +74,8 @@ async def channel() -> AsyncIterator[tuple[_Collector, grpc.aio.Channel]]:
     await server.stop(0)
 
 
-def _handled(code: str) -> float:
-    labels = {"grpc_service": SERVICE, "grpc_method": "Collect", "grpc_code": code}
+def _handled(code: str, method: str = "Collect") -> float:
+    labels = {"grpc_service": SERVICE, "grpc_method": method, "grpc_code": code}
     return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
 
 
@@ -87,3 +102,32 @@ async def test_a_domain_error_in_a_stream_carries_its_normalized_code(channel: A
         "Too much.",
     )
     assert _handled("INVALID_ARGUMENT") == before + 1
+
+
+async def test_a_streamed_answer_is_counted_with_its_request_id(channel: Any) -> None:
+    # WatchJobs' shape: without the wrappers it was neither counted nor logged, and an
+    # unexpected error in it was not mapped.
+    collector, chan = channel
+    before = _handled("OK", "Count")
+    call = chan.unary_stream(f"/{SERVICE}/Count")
+    replies = [r async for r in call(b"abc", timeout=5, metadata=(("x-request-id", "rid-8"),))]
+    assert replies == [b"a", b"b", b"c"]
+    assert collector.request_ids == ["rid-8"]
+    assert _handled("OK", "Count") == before + 1
+
+
+async def test_a_domain_error_midway_through_a_stream_carries_its_code(channel: Any) -> None:
+    _, chan = channel
+    before = _handled("INVALID_ARGUMENT", "Count")
+    received = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for reply in chan.unary_stream(f"/{SERVICE}/Count")(b"abcdef", timeout=5):
+            received.append(reply)
+    assert received == [b"a", b"b", b"c"]
+    remote = from_rpc_error(caught.value)
+    assert (remote.code, remote.reason, remote.message) == (
+        "VALIDATION_ERROR",
+        "PAYLOAD_TOO_LARGE",
+        "Too long.",
+    )
+    assert _handled("INVALID_ARGUMENT", "Count") == before + 1
