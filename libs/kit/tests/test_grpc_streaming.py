@@ -119,10 +119,14 @@ async def test_a_streamed_answer_is_counted_with_its_request_id(channel: Any) ->
 async def test_a_domain_error_midway_through_a_stream_carries_its_code(channel: Any) -> None:
     _, chan = channel
     before = _handled("INVALID_ARGUMENT", "Count")
-    received = []
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    received: list[bytes] = []
+
+    async def read_all() -> None:
         async for reply in chan.unary_stream(f"/{SERVICE}/Count")(b"abcdef", timeout=5):
             received.append(reply)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await read_all()
     assert received == [b"a", b"b", b"c"]
     remote = from_rpc_error(caught.value)
     assert (remote.code, remote.reason, remote.message) == (
