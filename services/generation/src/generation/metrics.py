@@ -129,12 +129,14 @@ def provider_unavailable(operation: str) -> None:
     PROVIDER_UNAVAILABLE.labels(operation=operation).inc()
 
 
-def sweep_pass(counts: dict[str, int]) -> None:
-    """One sweep pass finished with these counts (keys as :func:`sweep_once` returns)."""
+def sweep_pass() -> None:
+    """One sweep pass finished (the jobs it acted on are counted as they happen)."""
     SWEEP_PASSES.inc()
-    SWEEP_JOBS.labels(action="recovered").inc(counts.get("recovered", 0))
-    SWEEP_JOBS.labels(action="timed_out").inc(counts.get("timedOut", 0))
-    SWEEP_JOBS.labels(action="settled").inc(counts.get("settled", 0))
+
+
+def sweep_acted(action: str) -> None:
+    """The sweep acted on one job: recovered (lost webhook), timed_out or settled."""
+    SWEEP_JOBS.labels(action=action).inc()
 
 
 def settlement(operation: str, outcome: str) -> None:

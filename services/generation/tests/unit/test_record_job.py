@@ -8,6 +8,8 @@ import uuid
 from datetime import datetime
 
 import pytest
+from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from generation.domain import jobs
 from generation.domain.job_record import record_job
@@ -58,3 +60,34 @@ async def test_a_submission_cancelled_while_its_row_is_written_ends_the_job() ->
             break
         await asyncio.sleep(0.01)
     assert stores.failed == [(job.id, jobs.FAILED, jobs.INTERRUPTED.code)]
+
+
+def _failed_by_submit() -> float:
+    labels = {"status": "failed", "source": "submit"}
+    return REGISTRY.get_sample_value("generation_job_transitions_total", labels) or 0.0
+
+
+async def test_the_interrupted_insert_s_failure_is_logged_and_counted_once() -> None:
+    stores = SlowInsert()
+    owner = uuid.uuid4()
+    job = imagine_job(owner)
+    command = dataclasses.replace(imagine_command(), owner_id=owner)
+    before = _failed_by_submit()
+    with capture_logs() as logs:
+        submitting = asyncio.create_task(record_job(fake_context(stores), job, command))
+        await stores.started.wait()
+        submitting.cancel()
+        await asyncio.sleep(0)
+        stores.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await submitting
+        for _ in range(10):
+            if any(entry["event"] == "job.submit_interrupted" for entry in logs):
+                break
+            await asyncio.sleep(0.01)
+    lines = [entry for entry in logs if entry["event"] == "job.submit_interrupted"]
+    assert [(line["jobId"], line["predictionId"], line["status"]) for line in lines] == [
+        (str(job.id), None, "failed")
+    ]
+    assert lines[0]["ownerId"] == str(owner)
+    assert _failed_by_submit() - before == 1

@@ -31,7 +31,7 @@ async def cancel_generation(
         raise JobNotCancellable()
     if job.prediction_id is not None:
         await _cancel_at_provider(ctx, job, job.prediction_id)
-    await end_without_output(ctx, job, jobs.USER_CANCELED, jobs.CANCELED)
+    ended = await end_without_output(ctx, job, jobs.USER_CANCELED, jobs.CANCELED)
     view = await load_view(ctx, owner_id, job_id)
     if view.status != jobs.CANCELED:
         raise JobNotCancellable()
@@ -39,8 +39,11 @@ async def cancel_generation(
         # The submission attached its prediction between our read and the end: it saw
         # the job still starting, so nobody else stops the provider's run.
         await _cancel_at_provider(ctx, view, view.prediction_id)
-    log.info("job.canceled", **jobs.log_fields(job, jobs.CANCELED))
-    metrics.job_transition(jobs.CANCELED, "user")
+    if ended:
+        # Only the write that ended the job tells it: a second click, or the provider's
+        # ``canceled`` webhook that got there first, already did (and was counted).
+        log.info("job.canceled", **jobs.log_fields(view))
+        metrics.job_transition(jobs.CANCELED, "user")
     return view
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from generation.domain import jobs
 from generation.domain.admission import find_replay
 from generation.domain.context import GenerationContext
 from generation.domain.input_storage import discard_inputs
@@ -104,14 +103,8 @@ async def _end_if_written(
         await discard_inputs(ctx, list(job.input_keys))
         return
     try:
+        # Logged and counted there, when it is this write that ends the job.
         await fail_interrupted(ctx, job.id, job.owner_id)
-        log.warning(
-            "job.submit_interrupted",
-            ownerId=str(job.owner_id),
-            jobId=str(job.id),
-            predictionId=None,
-            status=jobs.FAILED,
-        )
     except Exception as error:  # the sweep ends a job left starting
         log.warning(
             "job.interrupted_insert_unresolved",

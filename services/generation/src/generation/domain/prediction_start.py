@@ -14,6 +14,7 @@ usage service is finished later by the sweep.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
@@ -40,6 +41,15 @@ class StartedJob:
     status: str = jobs.STARTING
 
 
+@dataclass(frozen=True)
+class _Ending:
+    """What failing the job here did: whether this write ended it (only then is the
+    transition logged and counted), and the job's log fields as it is now."""
+
+    changed: bool
+    fields: dict[str, str | None]
+
+
 async def start_prediction(
     ctx: GenerationContext, job: StartedJob, prompt: str, input_keys: list[str], webhook_url: str
 ) -> Job | None:
@@ -48,7 +58,6 @@ async def start_prediction(
     Answers the job as last written here, or None when it was canceled meanwhile.
     """
     ttl = ctx.config.uploads.signed_url_ttl_seconds
-    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id)}
     try:
         # Signed locally (an HMAC): no thread hop, as the answer's own links are signed.
         urls = [ctx.storage.sign_get_url(ctx.private_bucket, key, ttl) for key in input_keys]
@@ -62,29 +71,52 @@ async def start_prediction(
             )
         )
     except (ProviderError, StorageError) as error:
-        await _fail_unsubmitted(ctx, job, jobs.UPSTREAM)
-        log.error(
-            "job.provider_create_failed", **fields, status=jobs.FAILED, error=type(error).__name__
-        )
-        metrics.job_transition(jobs.FAILED, "submit")
+        # A job the user canceled meanwhile stays canceled: logged as it is, not counted.
+        ending = await _fail_unsubmitted(ctx, job, jobs.UPSTREAM)
+        log.error("job.provider_create_failed", **ending.fields, error=type(error).__name__)
+        if ending.changed:
+            metrics.job_transition(jobs.FAILED, "submit")
         raise UpstreamError() from error
     except BaseException:
         # Cancelled or crashed mid-call: never leave the in-flight slot held.
-        await asyncio.shield(_fail_unsubmitted(ctx, job, jobs.INTERRUPTED))
+        await asyncio.shield(_end_interrupted(ctx, job))
         raise
     return await _attach_and_charge(ctx, job, prediction.id)
 
 
 async def fail_interrupted(ctx: GenerationContext, job_id: uuid.UUID, owner_id: uuid.UUID) -> None:
     """End a job whose submission was cancelled before the provider was asked."""
-    await _fail_unsubmitted(ctx, StartedJob(job_id, owner_id), jobs.INTERRUPTED)
+    await _end_interrupted(ctx, StartedJob(job_id, owner_id))
 
 
-async def _fail_unsubmitted(ctx: GenerationContext, job: StartedJob, error: jobs.JobError) -> None:
+async def _end_interrupted(ctx: GenerationContext, job: StartedJob) -> None:
+    """Fail an interrupted submission's job; logged and counted when this write ended it."""
+    ending = await _fail_unsubmitted(ctx, job, jobs.INTERRUPTED)
+    if ending.changed:
+        log.warning("job.submit_interrupted", **ending.fields)
+        metrics.job_transition(jobs.FAILED, "submit")
+
+
+async def _fail_unsubmitted(
+    ctx: GenerationContext, job: StartedJob, error: jobs.JobError
+) -> _Ending:
+    """End the job failed unless it already ended; the row is read back in the same
+    transaction, so the log says what the job is now (canceled, when the user won)."""
     async with ctx.transactions() as tx:
-        await tx.jobs.mark_ended_without_output(
+        update = await tx.jobs.mark_ended_without_output(
             job.id, jobs.FAILED, error.code, error.message, ctx.clock.now()
         )
+        current = await tx.jobs.get(job.id)
+    if current is None:  # never: jobs are not removed; the write's own answer then
+        status = jobs.FAILED if update.changed else job.status
+        current_ref: jobs.JobRef = dataclasses.replace(job, status=status)
+    else:
+        current_ref = current
+    fields = jobs.log_fields(current_ref)
+    # The provider's run this submission asked for is named even when its id could
+    # not be attached (the attach failed): it is the run that was canceled.
+    fields["predictionId"] = fields["predictionId"] or job.prediction_id
+    return _Ending(update.changed, fields)
 
 
 async def _attach_and_charge(
@@ -105,13 +137,15 @@ async def _attach_and_charge(
         log.info("job.canceled_during_submit", **fields)
         return None
     log.info("job.provider_accepted", **fields, status=jobs.STARTING)
+    submitted = StartedJob(job.id, job.owner_id, prediction_id)
     try:
-        charged = await charge(ctx, StartedJob(job.id, job.owner_id, prediction_id))
+        charged = await charge(ctx, submitted)
     except LimitExceeded:
         await _cancel_quietly(ctx, prediction_id)
-        await _fail_unsubmitted(ctx, job, jobs.OVER_LIMIT)
-        log.warning("job.debit_refused", **fields, status=jobs.FAILED)
-        metrics.job_transition(jobs.FAILED, "submit")
+        ending = await _fail_unsubmitted(ctx, submitted, jobs.OVER_LIMIT)
+        log.warning("job.debit_refused", **ending.fields)
+        if ending.changed:
+            metrics.job_transition(jobs.FAILED, "submit")
         raise
     return charged or attached
 
@@ -119,7 +153,7 @@ async def _attach_and_charge(
 async def _abandon_prediction(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
     await _cancel_quietly(ctx, prediction_id)
     try:
-        await _fail_unsubmitted(ctx, job, jobs.INTERRUPTED)
+        await _end_interrupted(ctx, StartedJob(job.id, job.owner_id, prediction_id))
     except Exception:
         log.warning(
             "job.fail_deferred",

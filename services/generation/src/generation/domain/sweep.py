@@ -60,7 +60,9 @@ async def sweep_once(ctx: GenerationContext) -> dict[str, int]:
     }
     if any(counts.values()):
         log.info("sweep.pass", **counts)
-    metrics.sweep_pass(counts)
+    # Each job the pass acted on was counted as it happened (metrics.sweep_acted): a step that
+    # raises later must not take the earlier steps' work out of the metric.
+    metrics.sweep_pass()
     return counts
 
 
@@ -87,6 +89,7 @@ async def _poll_quiet_jobs(ctx: GenerationContext) -> int:
         ):
             if await poll_and_apply(ctx, job, job.prediction_id, source="sweep"):
                 recovered += 1
+                metrics.sweep_acted("recovered")
     return recovered
 
 
@@ -123,6 +126,7 @@ async def _end_overdue(ctx: GenerationContext, job: Job) -> int:
         reason=error.code,
     )
     metrics.job_transition(jobs.FAILED, "sweep")
+    metrics.sweep_acted("timed_out")
     return 1
 
 
@@ -146,18 +150,22 @@ async def _settle(ctx: GenerationContext) -> int:
     settled = 0
     for job in candidates:
         with _isolated(job, "settle"):
-            settled += await _settle_one(ctx, job)
+            if await _settle_one(ctx, job):
+                settled += 1
+                metrics.sweep_acted("settled")
     return settled
 
 
 async def _settle_one(ctx: GenerationContext, job: Job) -> int:
-    """1 when the job's charge or refund is settled now."""
+    """1 when the job's charge or refund is settled now (not when it was deferred again)."""
     if job.refund_state == RefundState.PENDING:
         return int(await refund(ctx, job))
     if job.status in ENDED_WITHOUT_OUTPUT:
         return int(await settle_unanswered_debit(ctx, job))
     try:
-        await charge(ctx, job)
+        # None: the usage service could not be reached (deferred to the next pass), or
+        # the debit was recorded already; either way this pass settled nothing.
+        charged = await charge(ctx, job)
     except LimitExceeded:
         # The plan shrank after submission: the run already happened; do not
         # charge beyond the plan, and never ask again.
@@ -166,7 +174,7 @@ async def _settle_one(ctx: GenerationContext, job: Job) -> int:
         log.warning("ledger.charge_waived", **jobs.log_fields(job, job.status))
         metrics.settlement("debit", "waived")
         return 0
-    return 1
+    return int(charged is not None)
 
 
 @contextlib.contextmanager
