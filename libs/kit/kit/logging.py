@@ -31,9 +31,16 @@ _FORBIDDEN_KEYS = frozenset(
 _REDACTED = "[redacted]"
 
 
-def _strip_query(match: re.Match[str]) -> str:
-    url, question, _ = match.group(0).partition("?")
-    return url + question + _REDACTED if question else url
+def _scrub_url(match: re.Match[str]) -> str:
+    """A URL of any scheme without the password of its userinfo (``user:password@``,
+    up to the last ``@``: a password may hold a raw ``/`` or ``@``) or its query."""
+    scheme, _, rest = match.group(0).partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if at and colon:
+        rest = user + colon + _REDACTED + at + host
+    rest, question, _ = rest.partition("?")
+    return scheme + "://" + rest + (question + _REDACTED if question else "")
 
 
 # Patterns of secrets inside free text (an exception message, a traceback, a repr),
@@ -42,8 +49,13 @@ def _strip_query(match: re.Match[str]) -> str:
 # a match (optional closing quotes, values up to the end of the line) or is bounded,
 # which keeps redaction linear in the text.
 _TEXT_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]], ...] = (
-    # Query strings carry presigned signatures and tokens: strip them from any URL.
-    (re.compile(r"https?://[^\s\"']*"), _strip_query),
+    # Query strings carry presigned signatures and tokens, userinfo a password (a DSN's
+    # postgresql+asyncpg://user:password@host): strip both from a URL of any scheme, in
+    # any case (HTTPS://). The scheme is bounded, so each start scans at most 31 chars.
+    (re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s\"']*"), _scrub_url),
+    # A signature or credential outside a full URL (a bare path /k?X-Amz-Signature=...,
+    # a form): S3's X-Amz-Signature and X-Amz-Credential, CloudFront's Signature.
+    (re.compile(r"(?ai:(signature|credential)=)[^\s&\"'#]*"), r"\1=" + _REDACTED),
     (re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+"), r"\1 " + _REDACTED),
     # JWTs, Replicate tokens, webhook secrets: wherever they show up.
     (re.compile(r"\beyJ[\w-]*(?:\.[\w-]*){0,2}"), _REDACTED),
@@ -71,37 +83,57 @@ _TEXT_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]
     ),
     # PostgreSQL's DETAIL of a NOT NULL or CHECK violation: the whole row, prompts too.
     (re.compile(r"(Failing row contains \()[^\n]*"), r"\1" + _REDACTED + ")"),
+    # pydantic's ValidationError echoes the input: "[type=..., input_value='...',
+    # input_type=str]". Up to the last ", input_type=...]" of the next 200 chars (the
+    # value's repr is cut to about 50, and may itself hold ", input_type=x]"), else to
+    # the end of the line.
+    (
+        re.compile(r"(input_value=)(?:[^\n]{0,200}(?=, input_type=\w{1,64}\])|[^\n]*)"),
+        r"\1" + _REDACTED,
+    ),
 )
 
 
 _SECRET_WORDS = ("prompt", "token", "secret", "password", "authorization")
+
+
+def _may_name_a_secret(text: str) -> bool:
+    """The pre-check of the secret-named field pattern (lower() once, not per word)."""
+    if "=" not in text and ":" not in text:
+        return False
+    if not text.isascii():
+        return True
+    low = text.lower()
+    return any(word in low for word in _SECRET_WORDS)
+
 
 # What each pattern above cannot match without: a substring test (tens of nanoseconds)
 # lets most values skip the regular expressions, which were most of a log line's cost
 # (every line of every request: ids, event names, timestamps). Checked on the text as
 # it is when the pattern's turn comes, so the result is the same as running them all.
 _NEEDS: tuple[Callable[[str], bool], ...] = (
-    lambda text: "http" in text,
-    # The two case-insensitive patterns also run on any non-ASCII text: Unicode case
-    # folding lets letters such as U+017F or U+212A match 's' and 'k'.
-    lambda text: not text.isascii() or "bearer" in text.lower() or "basic" in text.lower(),
+    lambda text: "://" in text,
+    # ASCII-only case folding ((?a)), so lower() finds every match, non-ASCII text too.
+    lambda text: "=" in text and ("signature=" in (low := text.lower()) or "credential=" in low),
+    # The two patterns with Unicode case folding also run on any non-ASCII text: it
+    # lets letters such as U+017F or U+212A match 's' and 'k'.
+    lambda text: not text.isascii() or "bearer" in (low := text.lower()) or "basic" in low,
     lambda text: "eyJ" in text,
     lambda text: "r8_" in text or "whsec_" in text,
-    lambda text: (
-        ("=" in text or ":" in text)
-        and (not text.isascii() or any(word in text.lower() for word in _SECRET_WORDS))
-    ),
+    _may_name_a_secret,
     lambda text: "Key (" in text,
     lambda text: "for type " in text,
     lambda text: "query argument $" in text,
     lambda text: "Failing row contains (" in text,
+    lambda text: "input_value=" in text,
 )
 _CHECKED_PATTERNS = tuple(zip(_NEEDS, _TEXT_SECRETS, strict=True))
 
 
 def redact_text(text: str) -> str:
-    """``text`` with URL query strings, bearer values, tokens and secret-named fields
-    replaced by ``[redacted]``."""
+    """``text`` with URL query strings and passwords, signatures, bearer values, tokens,
+    secret-named fields and input echoed by the database or pydantic replaced by
+    ``[redacted]``."""
     for needs, (pattern, replacement) in _CHECKED_PATTERNS:
         if needs(text):
             text = pattern.sub(replacement, text)

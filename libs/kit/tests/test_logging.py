@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import pydantic
 import pytest
 import structlog
 from hypothesis import given, settings
@@ -225,6 +226,15 @@ def test_redaction_stays_linear_on_hostile_text() -> None:
         "query argument $1: '" * 20_000,
         "Failing row contains (" * 20_000,
         "bearer " * 30_000,
+        "a" * 200_000 + "://",
+        "a." * 100_000 + "://",
+        "a://b:" * 30_000,
+        "x://" + "u:" * 100_000,
+        "signature=" * 20_000,
+        "X-Amz-Credential=" + "c" * 200_000,
+        "input_value=" * 20_000,
+        "input_value=" + "x" * 200_000,
+        ("input_value=" + "x" * 190 + "\n") * 1_000,
     ]
     started = time.process_time()
     for text in hostile:
@@ -253,6 +263,77 @@ def _restore_structlog() -> Iterator[None]:
 )
 def test_bare_tokens_are_redacted_and_plain_values_left_alone(text: str, expected: str) -> None:
     assert redact_text(text) == expected
+
+
+def _pydantic_error() -> str:
+    class Job(pydantic.BaseModel):
+        width: int
+
+    try:
+        Job.model_validate({"width": "Quokka, input_type=str] Quokka"})
+    except pydantic.ValidationError as error:
+        return str(error)
+    raise AssertionError("the input was accepted")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The password of a URL's userinfo, whatever the scheme (a DSN's has a "+").
+        ("postgresql+asyncpg://u:pw@db/x", "postgresql+asyncpg://u:[redacted]@db/x"),
+        ("dsn=postgresql://app:s3cr/t@db:5432/x;", "dsn=postgresql://app:[redacted]@db:5432/x;"),
+        ("redis://:pw@cache:6379/0", "redis://:[redacted]@cache:6379/0"),
+        ("https://u:p@ss?w@h/k?a=1", "https://u:[redacted]@h/k?[redacted]"),
+        # The scheme in any case.
+        ("HTTPS://host/k?X-Amz-Signature=abc", "HTTPS://host/k?[redacted]"),
+        ("Http://host/k?token=abc", "Http://host/k?[redacted]"),
+        # Signatures and credentials outside a full URL.
+        (
+            "GET /k?X-Amz-Credential=AKIA%2F1&X-Amz-Date=1&X-Amz-Signature=abc 403",
+            "GET /k?X-Amz-Credential=[redacted]&X-Amz-Date=1&X-Amz-Signature=[redacted] 403",
+        ),
+        ("'/private/a.jpg?Signature=abc'", "'/private/a.jpg?Signature=[redacted]'"),
+        ("x-amz-signature=abc#f", "x-amz-signature=[redacted]#f"),
+        # pydantic echoing the input, even one that mimics the closing of the field.
+        (
+            "[type=int_parsing, input_value='a, input_type=str] b', input_type=str]",
+            "[type=int_parsing, input_value=[redacted], input_type=str]",
+        ),
+        ("input_value={'name': 'Mia'}\nnext line", "input_value=[redacted]\nnext line"),
+    ],
+)
+def test_credentials_signatures_and_echoed_input_are_redacted(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+def test_a_pydantic_validation_error_keeps_no_input() -> None:
+    text = _pydantic_error()
+    assert "input_value='Quokka" in text
+    redacted = redact_text(text)
+    assert "Quokka" not in redacted
+    assert "input_value=[redacted], input_type=str]" in redacted
+    assert "width" in redacted  # which field failed, and how, stays
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "7d1c0f5e-3a2b-4c1d-9e8f-0a1b2c3d4e5f",
+        "0af7651916cd43dd8448eb211c80319c",
+        "job.provider_accepted",
+        "2024-05-01T12:34:56.789012+00:00",
+        "https://api.replicate.com/v1/predictions/abc",
+        "HTTPS://Example.com:8443/a/b.jpg#top",
+        "postgresql+asyncpg://app@db:5432/generation",
+        "ssh://git@github.com/org/repo.git",
+        "https://medium.com/@someone/post",
+        "/private/a.jpg",
+        "status=succeeded attempt=2",
+        "signatures verified: 2",
+    ],
+)
+def test_ordinary_text_is_left_unchanged(text: str) -> None:
+    assert redact_text(text) == text
 
 
 def _every_pattern(text: str) -> str:
@@ -288,6 +369,17 @@ _FRAGMENTS = [
     "\u017fecret: s",
     "\u00e9t\u00e9",
     "7d1c0f5e-3a2b",
+    "://",
+    "pg+asyncpg://u:pw@db/x",
+    "HTTPS://H/k?s=1",
+    "u:p@",
+    "@",
+    "/k?X-Amz-Signature=s&",
+    "CREDENTIAL=",
+    "\u017fignature=",
+    "=",
+    "input_value='v', input_type=str]",
+    "input_value=",
 ]
 
 
