@@ -255,6 +255,27 @@ async def test_a_create_failure_after_the_user_canceled_is_logged_as_it_is_and_n
     assert moved[(jobs.FAILED, "submit")] == 0
 
 
+async def test_a_job_canceled_while_its_prediction_was_created_says_its_status() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+
+    async def canceled_meanwhile() -> Prediction:
+        stores.set_status(job.id, jobs.CANCELED)  # the user's cancel commits first
+        return _prediction("pred-late", ProviderStatus.STARTING)
+
+    provider.on_create = canceled_meanwhile
+    with capture_logs() as logs:
+        started = await start_prediction(
+            _context(stores, provider), StartedJob(job.id, job.owner_id), "p", [], "https://w"
+        )
+
+    assert started is None
+    assert provider.canceled == ["pred-late"]
+    [line] = _events(logs, "job.canceled_during_submit")
+    _assert_context(line)
+    assert (line["predictionId"], line["status"]) == ("pred-late", "canceled")
+
+
 async def test_a_refused_debit_after_the_user_canceled_is_not_counted_as_a_failure() -> None:
     stores, provider, usage = Stores(), Provider(), Usage()
     job = _starting(stores)

@@ -134,7 +134,10 @@ async def _attach_and_charge(
     if attached is None:
         # Canceled (or ended) while we were submitting: stop the provider's run too.
         await _cancel_quietly(ctx, prediction_id)
-        log.info("job.canceled_during_submit", **fields)
+        async with ctx.reads() as tx:
+            current = await tx.jobs.get(job.id)
+        status = current.status if current is not None else jobs.CANCELED
+        log.info("job.canceled_during_submit", **fields, status=status)
         return None
     log.info("job.provider_accepted", **fields, status=jobs.STARTING)
     submitted = StartedJob(job.id, job.owner_id, prediction_id)

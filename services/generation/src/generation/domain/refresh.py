@@ -49,8 +49,10 @@ async def poll_and_apply(
     try:
         prediction = await ctx.provider.get_prediction(prediction_id)
     except PredictionNotFound:
-        log.warning("job.prediction_missing", **fields, status=jobs.FAILED, source=source)
         ended = await end_without_output(ctx, job, jobs.PROVIDER_FAILED, jobs.FAILED)
+        # Failed by this write, or left as it was (another path ended it first).
+        status = jobs.FAILED if ended else job.status
+        log.warning("job.prediction_missing", **fields, status=status, source=source)
         if ended:
             metrics.job_transition(jobs.FAILED, source)
         return ended
