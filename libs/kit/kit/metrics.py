@@ -13,9 +13,10 @@ codes. Ids (jobs, owners, predictions) never become label values.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -107,11 +108,12 @@ class MetricsInterceptor(_WrappingInterceptor):
 
         async def handle(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
+        ) -> AsyncGenerator[Any, None]:
             failed = True
             try:
-                async for response in behaviour(request, context):
-                    yield response
+                async with contextlib.aclosing(behaviour(request, context)) as responses:
+                    async for response in responses:
+                        yield response
                 failed = False
             finally:
                 code = _grpc_code_name(context, failed)

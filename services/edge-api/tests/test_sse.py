@@ -243,6 +243,7 @@ class _ReplayUpstream:
 
     def __init__(self, *items: object) -> None:
         self._items = items
+        self.calls = 0
 
     def __call__(self) -> _ReplayUpstream:
         return self
@@ -253,6 +254,7 @@ class _ReplayUpstream:
         await asyncio.Event().wait()
 
     def WatchJobs(self, request: object, timeout: float) -> _Call:
+        self.calls += 1
         return _Call(self._stream())
 
 
@@ -314,6 +316,7 @@ async def test_a_silent_upstream_is_given_up_with_the_views_it_vouched_for() -> 
         await _until(lambda: feed.settled.lookup(job_id, owner) is not None)
         await asyncio.sleep(1.0)  # marks every 50 ms keep the stream, and keep its views
         assert len(upstream.calls) == 1
+        assert upstream.calls[0][0].heartbeats  # asked for: older followers never get marks
         assert feed.caught_up
         assert feed.settled.lookup(job_id, owner) == done
 
@@ -345,6 +348,7 @@ async def test_an_upstream_that_announces_no_heartbeat_is_never_given_up_for_sil
     try:
         await _until(lambda: feed.settled.lookup(job_id, owner) is not None)
         await asyncio.sleep(0.5)
+        assert upstream.calls == 1  # never given up, never resumed
         assert feed.caught_up
         assert feed.settled.lookup(job_id, owner) == done
     finally:

@@ -213,7 +213,9 @@ class JobFeed:
             delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _follow_once(self) -> None:
-        request = generation_pb2.WatchJobsRequest(from_version=self._version, with_jobs=True)
+        request = generation_pb2.WatchJobsRequest(
+            from_version=self._version, with_jobs=True, heartbeats=True
+        )
         call = self._stub().WatchJobs(request, timeout=STREAM_SECONDS)
         try:
             startup = self.timings.silence + _STARTUP_SECONDS

@@ -13,9 +13,11 @@ from typing import Any, cast
 
 import grpc
 import pytest
+import structlog
 from sqlalchemy import text, update
 
 from generation.domain import queries
+from generation.persistence.feed import ChangeFeed
 from generation.persistence.models import GenerationJob, Render
 from generation.settings import GenerationSettings
 from generation.wiring import GenerationApp, build_app
@@ -100,9 +102,13 @@ class Follower:
         from_version: int = 0,
         *,
         with_jobs: bool = False,
+        heartbeats: bool = False,
     ):
         request = pb.WatchJobsRequest(
-            owner_id=str(owner) if owner else "", from_version=from_version, with_jobs=with_jobs
+            owner_id=str(owner) if owner else "",
+            from_version=from_version,
+            with_jobs=with_jobs,
+            heartbeats=heartbeats,
         )
         self.call = instance.stub.WatchJobs(request)
         self.changes: list[pb.JobChange] = []
@@ -304,9 +310,12 @@ async def _listener_pids(instance: Instance) -> list[int]:
         return [int(pid) for pid in rows.scalars()]
 
 
-async def test_a_followed_stream_is_marked_every_heartbeat(instances: list[Instance]) -> None:
-    follower = Follower(instances[0], None)
-    await follower.caught_up.wait()
+async def test_a_followed_stream_is_marked_every_heartbeat_when_it_asks(
+    instances: list[Instance],
+) -> None:
+    follower = Follower(instances[0], None, heartbeats=True)
+    unasked = Follower(instances[0], None)  # an older follower reads each one as a resume
+    await asyncio.gather(follower.caught_up.wait(), unasked.caught_up.wait())
     # Announced before anything else: a heartbeat plus the probe's timeout (1 s at least).
     metadata = await follower.call.initial_metadata()
     assert metadata.get(FEED_MARKS_WITHIN) == f"{HEARTBEAT + 1.0:g}"
@@ -314,7 +323,10 @@ async def test_a_followed_stream_is_marked_every_heartbeat(instances: list[Insta
     await asyncio.sleep(HEARTBEAT * 6)
     # One mark per heartbeat (the first after the replay): a follower can time out on them.
     assert follower.marks - first >= 3
+    assert unasked.marks == 1  # the caught-up one only, and no announcement
+    assert (await unasked.call.initial_metadata()).get(FEED_MARKS_WITHIN) is None
     follower.cancel()
+    unasked.cancel()
 
 
 async def test_a_listening_connection_gone_deaf_ends_the_stream(
@@ -405,3 +417,30 @@ async def test_a_connection_that_went_deaf_while_nobody_followed_is_not_handed_o
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
+
+
+async def test_the_listening_connection_keeps_no_callers_log_context(
+    instances: list[Instance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WatchJobs call that opens the connection has its request id and rpc bound:
+    lent to the connection's callbacks and tasks, they would tag unrelated lines
+    (feed.connection_lost, feed.probe_failed) for the life of the process."""
+    seen: list[dict[str, Any]] = []
+    on_notify = ChangeFeed._on_notify
+
+    def spy(self: ChangeFeed, *args: Any) -> None:
+        seen.append(dict(structlog.contextvars.get_contextvars()))
+        on_notify(self, *args)
+
+    monkeypatch.setattr(ChangeFeed, "_on_notify", spy)
+    owner = uuid.uuid4()
+    request = pb.WatchJobsRequest(owner_id=str(owner))
+    call = instances[0].stub.WatchJobs(request, metadata=(("x-request-id", "opener-1"),))
+    first: Any = await call.read()
+    assert first.WhichOneof("item") == "caught_up"
+    await _insert_job(instances[1], owner)
+    second: Any = await call.read()
+    assert second.WhichOneof("item") == "change"
+    call.cancel()
+    assert seen
+    assert not any({"requestId", "clientRequestId", "rpc", "caller"} & set(ctx) for ctx in seen)

@@ -653,6 +653,7 @@ class WatchJobsRequest(_message.Message):
     OWNER_ID_FIELD_NUMBER: _builtins.int
     FROM_VERSION_FIELD_NUMBER: _builtins.int
     WITH_JOBS_FIELD_NUMBER: _builtins.int
+    HEARTBEATS_FIELD_NUMBER: _builtins.int
     owner_id: _builtins.str
     """Only this owner's changes; empty for every owner."""
     from_version: _builtins.int
@@ -661,16 +662,23 @@ class WatchJobsRequest(_message.Message):
     """Carry each changed job's view in its change (JobChange.job), so the
     follower needs no GetGeneration round trip to show it.
     """
+    heartbeats: _builtins.bool
+    """Mark the stream every heartbeat (a `caught_up` after every change committed
+    before it) and announce in the initial metadata (x-feed-marks-within) the
+    longest a healthy stream goes without one. Asked for: a follower that reads
+    every `caught_up` as the end of a replay must never get them.
+    """
     def __init__(
         self,
         *,
         owner_id: _builtins.str = ...,
         from_version: _builtins.int = ...,
         with_jobs: _builtins.bool = ...,
+        heartbeats: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_version", b"from_version", "owner_id", b"owner_id", "with_jobs", b"with_jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_version", b"from_version", "heartbeats", b"heartbeats", "owner_id", b"owner_id", "with_jobs", b"with_jobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -722,10 +730,10 @@ class WatchJobsResponse(_message.Message):
     CAUGHT_UP_FIELD_NUMBER: _builtins.int
     caught_up: _builtins.int
     """Sent after the recorded changes were replayed (from here on the stream is
-    live), then again every heartbeat (FEED_HEARTBEAT_SECONDS, 2 s by default),
-    after every change committed before it: a receiver that hears nothing for
-    a few heartbeats treats the stream as lost. The value is the newest
-    version known at that moment.
+    live), then, with WatchJobsRequest.heartbeats, again every heartbeat
+    (FEED_HEARTBEAT_SECONDS, 2 s by default), after every change committed
+    before it: a receiver that hears nothing for longer than announced treats
+    the stream as lost. The value is the newest version known at that moment.
     """
     @_builtins.property
     def change(self) -> Global___JobChange: ...

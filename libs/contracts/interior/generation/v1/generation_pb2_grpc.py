@@ -145,8 +145,8 @@ class GenerationServiceServicer:
         of one, as they happen, in a stream that never ends on its own. With
         `from_version` > 0 the changes recorded after that version are sent first
         (possibly some already seen: a change is identified by its version, so
-        receivers ignore repeats), then `caught_up`, then live changes and a
-        `caught_up` mark each heartbeat. A
+        receivers ignore repeats), then `caught_up`, then live changes (and, when
+        asked, a `caught_up` mark each heartbeat). A
         stream ends with UNAVAILABLE when this instance loses its database feed and
         with RESOURCE_EXHAUSTED when the receiver falls too far behind: resume from
         the last version received, on any instance.

@@ -134,11 +134,13 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         # kept and reads what it needs once caught up, so up to REPLAY_SLACK reads per
         # resume would be thrown away.
         live = False
-        # Said before the database is asked anything: a follower that hears nothing,
-        # not even a mark, for longer than this may take the stream for dead.
-        await context.send_initial_metadata(((FEED_MARKS_WITHIN, f"{self._feed.marks_within:g}"),))
+        if request.heartbeats:
+            # Said before the database is asked anything: a follower that hears
+            # nothing, not even a mark, for longer than this may take the stream for dead.
+            marks_within = f"{self._feed.marks_within:g}"
+            await context.send_initial_metadata(((FEED_MARKS_WITHIN, marks_within),))
         try:
-            async for item in self._feed.follow(owner_id, request.from_version):
+            async for item in self._feed.follow(owner_id, request.from_version, request.heartbeats):
                 if isinstance(item, int):
                     live = True
                     yield pb.WatchJobsResponse(caught_up=item)

@@ -38,10 +38,11 @@ class JobFeed(Protocol):
         ...
 
     def follow(
-        self, owner_id: uuid.UUID | None, from_version: int
+        self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
     ) -> AsyncIterator[JobChangeRef | int]:
         """Changes after ``from_version``, an ``int`` mark (the caught-up version), then live
-        changes and a mark each heartbeat (every change committed before it came first).
+        changes and, with ``marks``, a mark each heartbeat (every change committed before
+        it came first).
 
         Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
         """

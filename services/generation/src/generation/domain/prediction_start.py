@@ -14,6 +14,7 @@ usage service is finished later by the sweep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
 from dataclasses import dataclass
@@ -134,9 +135,11 @@ async def _attach_and_charge(
     if attached is None:
         # Canceled (or ended) while we were submitting: stop the provider's run too.
         await _cancel_quietly(ctx, prediction_id)
-        async with ctx.reads() as tx:
-            current = await tx.jobs.get(job.id)
-        status = current.status if current is not None else jobs.CANCELED
+        status: str = jobs.CANCELED  # what ends a job in this window, nearly always
+        with contextlib.suppress(Exception):  # a log line's detail: never fails the call
+            async with ctx.reads() as tx:
+                current = await tx.jobs.get(job.id)
+            status = current.status if current is not None else status
         log.info("job.canceled_during_submit", **fields, status=status)
         return None
     log.info("job.provider_accepted", **fields, status=jobs.STARTING)

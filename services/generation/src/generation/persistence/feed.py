@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ _OVERFLOW = object()
 @dataclass(eq=False)
 class _Subscriber:
     owner_id: uuid.UUID | None
+    # Whether it asked for a mark each heartbeat (WatchJobsRequest.heartbeats).
+    marks: bool = False
     queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
 
     def offer(self, item: Any) -> bool:
@@ -127,16 +130,17 @@ class ChangeFeed:
         return self._heartbeat + self.probe_timeout
 
     async def follow(
-        self, owner_id: uuid.UUID | None, from_version: int
+        self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
     ) -> AsyncIterator[JobChange | int]:
         """Changes and marks (``int``) for ``owner_id`` or everyone.
 
         The first mark, the newest version recorded, follows the replay (caught up);
-        then one comes each heartbeat, after every change committed before it.
+        then, with ``marks``, one comes each heartbeat, after every change committed
+        before it.
 
         Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
         """
-        subscriber = _Subscriber(owner_id)
+        subscriber = _Subscriber(owner_id, marks)
         await self._ensure_listening()
         self._subscribers.add(subscriber)  # live first, so nothing falls between
         try:
@@ -169,23 +173,29 @@ class ChangeFeed:
         async with self._opening:
             if self._connection is not None and not self._connection.is_closed():
                 return
-            connection = await asyncpg.connect(
-                self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME}
-            )
-            connection.add_termination_listener(self._on_terminated)
-            await connection.add_listener(CHANNEL, self._on_notify)
-            # A channel only this connection listens on: nobody else hears its probes.
-            probes = f"{CHANNEL}_probe_{uuid.uuid4().hex}"
-            await connection.add_listener(probes, self._on_probe)
-            self._connection = connection
-            if self._pruner is None or self._pruner.done():
-                self._pruner = asyncio.create_task(self._prune_forever(), name="feed-prune")
-            if self._prober is not None:
-                self._prober.cancel()
-            self._prober = asyncio.create_task(
-                self._probe_forever(connection, probes), name="feed-probe"
-            )
-            log.info("feed.listening")
+            # Opened, and its tasks started, in an empty context: the WatchJobs call that
+            # happens to open it must not lend its log context (request id, caller) to
+            # the connection's callbacks and tasks for the life of the process.
+            await asyncio.create_task(self._listen(), context=contextvars.Context())
+
+    async def _listen(self) -> None:
+        connection = await asyncpg.connect(
+            self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME}
+        )
+        connection.add_termination_listener(self._on_terminated)
+        await connection.add_listener(CHANNEL, self._on_notify)
+        # A channel only this connection listens on: nobody else hears its probes.
+        probes = f"{CHANNEL}_probe_{uuid.uuid4().hex}"
+        await connection.add_listener(probes, self._on_probe)
+        self._connection = connection
+        if self._pruner is None or self._pruner.done():
+            self._pruner = asyncio.create_task(self._prune_forever(), name="feed-prune")
+        if self._prober is not None:
+            self._prober.cancel()
+        self._prober = asyncio.create_task(
+            self._probe_forever(connection, probes), name="feed-probe"
+        )
+        log.info("feed.listening")
 
     def _on_notify(self, _: Any, __: int, ___: str, payload: str) -> None:
         try:
@@ -234,7 +244,7 @@ class ChangeFeed:
             finally:
                 self._probe = None
             for subscriber in list(self._subscribers):
-                if not subscriber.offer(self._notified):
+                if subscriber.marks and not subscriber.offer(self._notified):
                     self._subscribers.discard(subscriber)
 
     def _end_all(self) -> None:

@@ -23,14 +23,13 @@ class FeedPort:
         return self._feed.marks_within
 
     async def follow(
-        self, owner_id: uuid.UUID | None, from_version: int
+        self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
     ) -> AsyncIterator[changes.JobChangeRef | int]:
         """See ``ChangeFeed.follow``; closing this closes the subscription at once."""
         # follow is an async generator (typed as an iterator): closed here, its
         # subscription ends now rather than whenever the collector runs.
-        items = cast(
-            "AsyncGenerator[feed.JobChange | int, None]", self._feed.follow(owner_id, from_version)
-        )
+        followed = self._feed.follow(owner_id, from_version, marks)
+        items = cast("AsyncGenerator[feed.JobChange | int, None]", followed)
         try:
             async with aclosing(items):
                 async for item in items:
