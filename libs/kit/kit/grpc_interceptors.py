@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Any, TypeAlias, cast
+from typing import Any, NoReturn, TypeAlias, cast
 
 import grpc
 
@@ -169,17 +169,8 @@ class DomainErrorInterceptor(_WrappingInterceptor):
                 return await behaviour(request, context)
             except grpc.aio.AbortError:
                 raise
-            except DomainError as error:
-                log.info("rpc.domain_error", code=error.code)
-                await context.abort_with_status(to_grpc_status(error))
-            except self._unavailable as error:
-                # A database outage or a pool exhausted: retryable, not a bug.
-                log.warning("rpc.dependency_unavailable", error=type(error).__name__)
-                await context.abort_with_status(to_grpc_status(ServiceUnavailable()))
-            except Exception:
-                log.exception("rpc.unexpected_error")
-                await context.abort_with_status(to_grpc_status(InternalError()))
-            raise AssertionError("unreachable: abort_with_status raises")
+            except Exception as error:
+                await self._abort(error, context)
 
         return handle
 
@@ -191,21 +182,28 @@ class DomainErrorInterceptor(_WrappingInterceptor):
                 async with contextlib.aclosing(behaviour(request, context)) as responses:
                     async for response in responses:
                         yield response
-                return
             except grpc.aio.AbortError:
                 raise
-            except DomainError as error:
-                log.info("rpc.domain_error", code=error.code)
-                await context.abort_with_status(to_grpc_status(error))
-            except self._unavailable as error:
-                log.warning("rpc.dependency_unavailable", error=type(error).__name__)
-                await context.abort_with_status(to_grpc_status(ServiceUnavailable()))
-            except Exception:
-                log.exception("rpc.unexpected_error")
-                await context.abort_with_status(to_grpc_status(InternalError()))
-            raise AssertionError("unreachable: abort_with_status raises")
+            except Exception as error:
+                await self._abort(error, context)
 
         return handle
+
+    async def _abort(
+        self, error: Exception, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> NoReturn:
+        """End the call with ``error``'s status (called while it is being handled)."""
+        if isinstance(error, DomainError):
+            log.info("rpc.domain_error", code=error.code)
+            await context.abort_with_status(to_grpc_status(error))
+        elif isinstance(error, self._unavailable):
+            # A database outage or a pool exhausted: retryable, not a bug.
+            log.warning("rpc.dependency_unavailable", error=type(error).__name__)
+            await context.abort_with_status(to_grpc_status(ServiceUnavailable()))
+        else:
+            log.exception("rpc.unexpected_error")
+            await context.abort_with_status(to_grpc_status(InternalError()))
+        raise AssertionError("unreachable: abort_with_status raises")
 
 
 AUTHORIZATION_KEY = "authorization"

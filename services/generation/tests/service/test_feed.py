@@ -262,9 +262,8 @@ async def test_a_lost_database_feed_ends_the_stream_and_a_resume_recovers(
     resumed.cancel()
 
 
-async def test_changes_of_one_commit_carry_the_job_read_once(
-    instances: list[Instance], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[uuid.UUID]:
+    """The ids of the jobs read for a carried view from now on, in order."""
     reads: list[uuid.UUID] = []
     load_view = queries.load_view
 
@@ -273,6 +272,13 @@ async def test_changes_of_one_commit_carry_the_job_read_once(
         return await load_view(ctx, owner_id, job_id)
 
     monkeypatch.setattr(queries, "load_view", counted)
+    return reads
+
+
+async def test_changes_of_one_commit_carry_the_job_read_once(
+    instances: list[Instance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = _counted_reads(monkeypatch)
     owner = uuid.uuid4()
     carrying = Follower(instances[0], None, with_jobs=True)
     await carrying.caught_up.wait()
@@ -372,14 +378,7 @@ async def test_a_resume_replays_changes_without_reading_their_jobs(
     await follower.until(lambda seen: len(seen) >= 3)
     follower.cancel()
 
-    reads: list[uuid.UUID] = []
-    load_view = queries.load_view
-
-    async def counted(ctx: Any, owner_id: uuid.UUID, job_id: uuid.UUID) -> Any:
-        reads.append(job_id)
-        return await load_view(ctx, owner_id, job_id)
-
-    monkeypatch.setattr(queries, "load_view", counted)
+    reads = _counted_reads(monkeypatch)
     resumed = Follower(instances[1], None, from_version=1, with_jobs=True)
     await resumed.caught_up.wait()
     assert set(job_ids) <= {uuid.UUID(c.job_id) for c in resumed.changes}
