@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeAlias, cast
 
 import grpc
@@ -106,23 +106,8 @@ class RequestContextInterceptor(_WrappingInterceptor):
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            ids = request_ids(_metadata_value(context, REQUEST_ID_KEY))
-            bind_context(**ids, rpc=method)
-            started = time.perf_counter()
-            outcome = "OK"
-            try:
+            with _logged_call(context, method):
                 return await behaviour(request, context)
-            except BaseException:
-                outcome = "ERROR"
-                raise
-            finally:
-                code = context.code()
-                log.info(
-                    "rpc.finished",
-                    outcome=code.name if isinstance(code, grpc.StatusCode) else outcome,
-                    durationMs=round((time.perf_counter() - started) * 1000, 2),
-                )
-                clear_context(*ids, "rpc")
 
         return handle
 
@@ -130,27 +115,34 @@ class RequestContextInterceptor(_WrappingInterceptor):
         async def handle(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncGenerator[Any, None]:
-            ids = request_ids(_metadata_value(context, REQUEST_ID_KEY))
-            bind_context(**ids, rpc=method)
-            started = time.perf_counter()
-            outcome = "OK"
-            try:
+            with _logged_call(context, method):
                 async with contextlib.aclosing(behaviour(request, context)) as responses:
                     async for response in responses:
                         yield response
-            except BaseException:
-                outcome = "ERROR"
-                raise
-            finally:
-                code = context.code()
-                log.info(
-                    "rpc.finished",
-                    outcome=code.name if isinstance(code, grpc.StatusCode) else outcome,
-                    durationMs=round((time.perf_counter() - started) * 1000, 2),
-                )
-                clear_context(*ids, "rpc")
 
         return handle
+
+
+@contextlib.contextmanager
+def _logged_call(context: grpc.aio.ServicerContext[Any, Any], method: str) -> Iterator[None]:
+    """The call's request ids bound while it runs, and ``rpc.finished`` logged at its end."""
+    ids = request_ids(_metadata_value(context, REQUEST_ID_KEY))
+    bind_context(**ids, rpc=method)
+    started = time.perf_counter()
+    outcome = "OK"
+    try:
+        yield
+    except BaseException:
+        outcome = "ERROR"
+        raise
+    finally:
+        code = context.code()
+        log.info(
+            "rpc.finished",
+            outcome=code.name if isinstance(code, grpc.StatusCode) else outcome,
+            durationMs=round((time.perf_counter() - started) * 1000, 2),
+        )
+        clear_context(*ids, "rpc")
 
 
 class DomainErrorInterceptor(_WrappingInterceptor):
