@@ -8,14 +8,14 @@ when a heartbeat is due and each job's leading watcher when its timed read is du
 so idle streams cost one timer in all. When the stream breaks, every watcher is
 woken (so nothing that happened meanwhile is missed: each reads its job again) and
 the stream is resumed from the last version seen, on whichever generation instance answers.
-Generation marks the stream every heartbeat (a ``caught_up`` after every change
-committed before it) and says in its initial metadata how long a healthy stream goes
-without a mark; a stream silent for longer (and for ``Timings.silence``) is treated as
-broken, so a connection that died without closing or a frozen instance stops settled
-views from being answered within seconds. (A LISTEN connection gone deaf is
-generation's to notice: it ends the stream.) A generation that announces nothing
-sends no heartbeats (an older version, during a rolling deploy): its stream is
-trusted until it ends, as before.
+The edge asks generation to mark the stream every heartbeat (a ``caught_up`` after
+every change committed before it), and generation says in its initial metadata how
+long a healthy stream goes without a mark; a stream silent for longer (and for
+``Timings.silence``) is treated as broken, so a connection that died without closing
+or a frozen instance stops settled views from being answered within seconds. (A
+LISTEN connection gone deaf is generation's to notice: it ends the stream.) A
+generation that announces nothing sends no heartbeats (an older version, during a
+rolling deploy): its stream is trusted until it ends, as before.
 
 The feed also keeps the edge's cache of settled job views honest (edge_api.settled):
 each change drops older views, and a disconnect or a resume drops them all. It runs

@@ -56,7 +56,8 @@ QUEUE_LIMIT = 10_000
 # Recorded changes are kept this long for followers to resume from.
 RETENTION = timedelta(hours=24)
 _PRUNE_EVERY_SECONDS = 3600.0
-# How often a followed feed proves its connection and marks every subscriber's stream.
+# How often the open LISTEN connection proves itself (followed or idle) and marks the
+# streams that asked for it.
 HEARTBEAT_SECONDS = 2.0
 # A probe is given two heartbeats, and never less than this: a busy database or event
 # loop must not end every stream of the cluster at once.
