@@ -17,7 +17,8 @@ from fastapi import FastAPI
 from kit.settings import S3Settings
 from kit.storage import STREAM_CHUNK_BYTES, ObjectStorage, ObjectStream
 
-RENDER_ID = str(uuid.uuid4())
+# Fixed, not random: test ids name it, and they must be the same at every collection.
+RENDER_ID = "534c5cc5-a8cc-474c-88ff-4de0e1045b84"
 IMAGE = b"\xff\xd8\xff\xe0" + b"rendered-pixels" * 500
 
 
