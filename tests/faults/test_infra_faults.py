@@ -96,13 +96,14 @@ def test_generation_killed_during_a_provider_create_fails_the_job_cleanly(
     quiet: System,
 ) -> None:
     user = ApiUser(quiet)
-    quiet.control.set_faults(latency_ms=2000)  # every create attempt times out, slowly
+    # Every create attempt answers 503, slowly: retried, the create lasts over 2.4 s.
+    quiet.control.set_faults(latency_ms=800, create_errors=[503] * 3)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(user.submit, image=True)
         eventually(lambda: job_rows(quiet, [user]), bool, timeout=10)
         quiet.stack.kill("generation")
         _assert_clean_5xx(pending.result(timeout=30))
-    quiet.control.set_faults(latency_ms=0)
+    quiet.control.set_faults(latency_ms=0, create_errors=[])
     quiet.stack.start_part("generation")
     # Stuck `starting` without a prediction: the sweep ends it at the overall timeout.
     rows = assert_invariants(quiet, [user])

@@ -39,11 +39,15 @@ def test_create_failing_for_good_is_502_without_charge_or_held_slot(quiet: Syste
 
 def test_create_timing_out_is_502_and_the_next_one_works(quiet: System) -> None:
     user = ApiUser(quiet)
-    quiet.control.set_faults(latency_ms=TIMES_OUT_MS)
+    runs_before = len(quiet.control.predictions())
+    # The create reaches the provider and starts a run; its answer comes too late.
+    quiet.control.set_faults(create_answer_delay_ms=TIMES_OUT_MS)
     began = time.monotonic()
     assert_error(user.submit(image=False), {502}, "UPSTREAM_ERROR")
     assert time.monotonic() - began < 10  # retries are bounded
-    quiet.control.set_faults(latency_ms=0)
+    quiet.control.set_faults(create_answer_delay_ms=0)
+    # It was not sent again: a retry would have started a second run on our account.
+    assert len(quiet.control.predictions()) == runs_before + 1
     job = user.submit_ok(image=False)
     user.wait_for(job["id"], {"succeeded"})
     rows = assert_invariants(quiet, [user])

@@ -84,6 +84,10 @@ async def _create(request: Request, body: Any, allowed: frozenset[str]) -> Respo
     if create.problems:
         return validation_failed(create.problems)
     prediction = emulator.engine.create(create, cancel_after)
+    late = emulator.faults.faults.create_answer_delay_ms
+    if late:
+        # The run has started whether or not the caller waits for this answer.
+        await asyncio.sleep(late / 1000.0)
     wait = _PREFER_WAIT.match(request.headers.get("prefer", ""))
     if wait:
         seconds = min(float(wait.group(1) or 60), emulator.config.prefer_wait_max_seconds)

@@ -20,6 +20,7 @@ class FaultKnobs(TypedDict, total=False):
     """The knobs of ``POST /_emulator/faults``; keys not given keep their value."""
 
     latency_ms: int
+    create_answer_delay_ms: int
     create_errors: list[int]
     get_errors: list[int]
     cancel_errors: list[int]

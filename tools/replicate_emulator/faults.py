@@ -23,6 +23,9 @@ class Faults(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     latency_ms: int = Field(default=0, ge=0)
+    # A create carried out (its run started) whose answer is this late: what a client
+    # that times out sees when its request did reach the provider.
+    create_answer_delay_ms: int = Field(default=0, ge=0)
     create_errors: list[ErrorStatus] = Field(default_factory=list)
     get_errors: list[ErrorStatus] = Field(default_factory=list)
     cancel_errors: list[ErrorStatus] = Field(default_factory=list)

@@ -166,6 +166,16 @@ def test_latency_is_added(emulator: EmulatorServer, api: httpx.Client) -> None:
     assert time.monotonic() - started >= 0.2
 
 
+def test_a_late_create_answer_still_starts_its_run(
+    emulator: EmulatorServer, api: httpx.Client
+) -> None:
+    emulator.control.set_faults(create_answer_delay_ms=1000)
+    before = len(emulator.control.predictions())
+    with pytest.raises(httpx.ReadTimeout):
+        api.post(MODEL_PATH, json={"input": {"prompt": "x"}}, timeout=0.2)
+    assert len(emulator.control.predictions()) == before + 1
+
+
 def test_prefer_wait_holds_the_create_call(api: httpx.Client) -> None:
     response = create(api, {"input": {"prompt": "x"}}, Prefer="wait=5")
     assert response.status_code == 201

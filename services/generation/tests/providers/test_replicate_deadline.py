@@ -29,13 +29,14 @@ class FakeClock:
 
 
 def hanging_until_timeout(clock: FakeClock, attempts: list[float]) -> Any:
-    """A provider that never answers: each attempt lasts exactly its read timeout."""
+    """A provider that never accepts a connection: each attempt lasts exactly its
+    connect timeout (a failure after which creates are retried too)."""
 
     def handle(request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions["timeout"]["read"]
+        timeout = request.extensions["timeout"]["connect"]
         attempts.append(timeout)
         clock.now += timeout
-        raise httpx.ReadTimeout("no answer", request=request)
+        raise httpx.ConnectTimeout("no connection", request=request)
 
     return handle
 

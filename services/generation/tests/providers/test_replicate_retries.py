@@ -131,17 +131,20 @@ async def test_other_4xx_are_rejected_without_retry(
     assert harness.sleeps == []
 
 
-@pytest.mark.parametrize(
-    "failure",
-    [
-        httpx.ConnectError("refused"),
-        httpx.ReadTimeout("slow"),
-        httpx.ConnectTimeout("slow"),
-        httpx.RemoteProtocolError("peer closed"),
-        httpx.ReadError("reset"),
-    ],
-)
-async def test_connection_errors_and_timeouts_are_retried(
+# Failures after which the request was never sent: retried for every call.
+UNSENT = [httpx.ConnectError("refused"), httpx.ConnectTimeout("slow"), httpx.PoolTimeout("full")]
+# Failures after which the request may have reached Replicate.
+MAYBE_RECEIVED = [
+    httpx.ReadTimeout("slow"),
+    httpx.WriteTimeout("slow"),
+    httpx.RemoteProtocolError("peer closed"),
+    httpx.ReadError("reset"),
+    httpx.WriteError("broken pipe"),
+]
+
+
+@pytest.mark.parametrize("failure", UNSENT)
+async def test_connections_never_made_are_retried_for_creates(
     make_harness: Any, answers: Any, failure: Exception
 ) -> None:
     harness = make_harness(answers.script(failure, answers.prediction(201)))
@@ -150,6 +153,35 @@ async def test_connection_errors_and_timeouts_are_retried(
 
     assert prediction.id == answers.prediction_id
     assert len(harness.requests) == 2
+
+
+@pytest.mark.parametrize("failure", MAYBE_RECEIVED)
+async def test_a_create_that_may_have_reached_replicate_is_not_retried(
+    make_harness: Any, answers: Any, failure: Exception
+) -> None:
+    # A retry could start a second, paid run that no job would ever claim.
+    harness = make_harness(answers.script(failure, answers.prediction(201)))
+
+    with pytest.raises(ProviderUnavailable, match=type(failure).__name__):
+        await harness.provider.create_prediction(REQUEST)
+    assert len(harness.requests) == 1
+    assert harness.sleeps == []
+
+
+@pytest.mark.parametrize("failure", UNSENT + MAYBE_RECEIVED)
+async def test_reads_and_cancels_are_retried_after_any_transport_failure(
+    make_harness: Any, answers: Any, failure: Exception
+) -> None:
+    # Asking again changes nothing at Replicate: a get reads, a cancel of a
+    # canceled prediction answers it as it is.
+    harness = make_harness(
+        answers.script(failure, answers.prediction(200), failure, answers.prediction(200))
+    )
+
+    await harness.provider.get_prediction(answers.prediction_id)
+    await harness.provider.cancel_prediction(answers.prediction_id)
+
+    assert len(harness.requests) == 4
 
 
 async def test_connection_errors_that_persist_become_unavailable(

@@ -2,18 +2,18 @@
 
 Calls go through one pooled ``httpx.AsyncClient`` with timeouts on every call and
 are retried on 429, 5xx, timeouts and connection errors (full-jitter exponential
-backoff, honouring ``Retry-After``), never on other 4xx. Inside an RPC the caller's
+backoff, honouring ``Retry-After``), never on other 4xx; creates only on 429, 5xx and
+connections never made (below). Inside an RPC the caller's
 deadline (:func:`generation.domain.provider.current_deadline`) bounds the attempts
 and their waits. Output files are fetched by a second client that reaches only the
 delivery hosts at public addresses (``replicate_download``, ``output_hosts``,
 ``output_addresses``).
 
-Trade-off on creates: a create retried after a connection error or timeout may
-have reached Replicate the first time, so a duplicate prediction can exist. The
-seed asks for retries on transient errors and the duplicate is harmless: its
-webhooks name a prediction id no job references, so they are ignored, and it is
-not billed to the user (usage is debited per job, not per prediction); the cost
-is one extra run on our own Replicate account.
+Creates are not retried after a read or write failure (a timeout included): the
+request may have reached Replicate and started a run, and a retry would start a
+second one on our account, whose webhooks no job would claim. Such a create fails
+the job (UPSTREAM_ERROR, refunded) instead; a 429, a 5xx or a connection that was
+never made cannot have started anything and is retried, as REPLICATE.md advises.
 
 Provider text (``detail``, ``title``, ``error``, ``logs``) never goes into
 exception messages; only statuses and our own words do. It is logged at debug.
@@ -47,6 +47,8 @@ from generation.providers.output_hosts import OutputHosts
 from generation.providers.replicate_download import download_capped
 from generation.providers.replicate_parsing import is_prediction_id, parse_prediction
 from generation.providers.retries import (
+    CREATE_RETRIED_ERRORS,
+    TRANSIENT_ERRORS,
     UNAVAILABLE_ERRORS,
     RetryPolicy,
     TransientStatus,
@@ -155,7 +157,14 @@ class ReplicateProvider:
         if request.webhook_url:
             body["webhook"] = request.webhook_url
             body["webhook_events_filter"] = list(request.webhook_events)
-        return await self._call("POST", self._create_path, _CREATE_TEMPLATE, "create", body=body)
+        return await self._call(
+            "POST",
+            self._create_path,
+            _CREATE_TEMPLATE,
+            "create",
+            body=body,
+            retried=CREATE_RETRIED_ERRORS,
+        )
 
     async def get_prediction(self, prediction_id: str) -> Prediction:
         """The prediction's current state (404 -> :class:`PredictionNotFound`)."""
@@ -210,6 +219,7 @@ class ReplicateProvider:
         *,
         body: dict[str, Any] | None = None,
         prediction_id: str | None = None,
+        retried: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
     ) -> Prediction:
         context = {
             "operation": operation,
@@ -252,7 +262,7 @@ class ReplicateProvider:
             return response
 
         try:
-            response = await call_with_retries(attempt, self._policy, operation, deadline)
+            response = await call_with_retries(attempt, self._policy, operation, deadline, retried)
         except UNAVAILABLE_ERRORS as exc:
             reason = describe_failure(exc)
             _log.warning("provider.unavailable", **context, reason=reason)

@@ -61,6 +61,16 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     httpx.RemoteProtocolError,
     TimeoutError,
 )
+# What a create is retried on: a 429 or 5xx answer, or a connection that was never
+# made. After a read or write failure the request may have reached Replicate and
+# started a run, which a retry would start a second time (REPLICATE.md: "retry creates
+# only on 429, 5xx and connection errors").
+CREATE_RETRIED_ERRORS: tuple[type[BaseException], ...] = (
+    TransientStatus,
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
 # What "the provider could not be reached" means once retries are over: the
 # transient failures plus any other transport or protocol error.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, httpx.HTTPError)
@@ -177,12 +187,13 @@ async def call_with_retries(
     policy: RetryPolicy,
     operation: str,
     deadline: Deadline | None = None,
+    retried: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
 ) -> T:
     """Run ``attempt(number)`` until it succeeds, fails for good or runs out of attempts.
 
-    With a ``deadline``, also until too little time is left for another attempt.
-    Transient failures that outlast the attempts are re-raised as they are; the
-    caller maps them to its own error.
+    Only the ``retried`` failures are tried again. With a ``deadline``, also until too
+    little time is left for another attempt. Failures that outlast the attempts are
+    re-raised as they are; the caller maps them to its own error.
     """
 
     def before_sleep(state: RetryCallState) -> None:
@@ -204,7 +215,7 @@ async def call_with_retries(
             | (stop_never if deadline is None else stop_before_deadline(deadline))
         ),
         wait=wait_retry_after_or_jitter(policy.backoff_base_seconds, policy.backoff_max_seconds),
-        retry=retry_if_exception_type(TRANSIENT_ERRORS),
+        retry=retry_if_exception_type(retried),
         before_sleep=before_sleep,
         reraise=True,
     )
