@@ -99,6 +99,59 @@ def test_uploads_over_the_bucket_get_a_json_429_and_other_routes_keep_working(
     assert proxy.edge.calls.count(("POST", "/api/v1/generations")) == 2
 
 
+def _with_small_address_buckets(path: Path) -> Path:
+    """The instance's bucket at 4 uploads and each address's at 2, refilled hourly."""
+    config = yaml.safe_load(path.read_text())
+    limit = _route(config, "upload")["typed_per_filter_config"][RATE_LIMIT]
+    limit["token_bucket"] = {"max_tokens": 4, "tokens_per_fill": 1, "fill_interval": "3600s"}
+    (per_address,) = limit["descriptors"]
+    per_address["token_bucket"] = {"max_tokens": 2, "tokens_per_fill": 1, "fill_interval": "3600s"}
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    validate(path)
+    return path
+
+
+def _uploads_from(url: str, address: str, count: int) -> list[int]:
+    """The statuses of ``count`` uploads sent from the loopback ``address``."""
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(base_url=url, transport=transport, trust_env=False, timeout=10) as client:
+        return [client.post("/api/v1/generations", content=b"{}").status_code for _ in range(count)]
+
+
+def test_the_shipped_per_address_bucket_is_half_the_instances() -> None:
+    limit = _route(load_config(), "upload")["typed_per_filter_config"][RATE_LIMIT]
+    assert limit["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+    (per_address,) = limit["descriptors"]
+    assert per_address["entries"] == [{"key": "remote_address", "value": ""}]
+    assert per_address["token_bucket"] == {
+        "max_tokens": 10,
+        "tokens_per_fill": 5,
+        "fill_interval": "1s",
+    }
+    assert limit["always_consume_default_token_bucket"] is True
+    assert limit["max_dynamic_descriptors"] == 10000
+
+
+def test_one_address_cannot_take_every_upload_and_the_instance_bucket_still_holds(
+    tmp_path: Path,
+) -> None:
+    with (
+        RecordingServer("edge", body={"upstream": "edge"}) as edge,
+        RecordingServer("gateway", body={"upstream": "gateway"}) as gateway,
+        running_envoy(
+            tmp_path, edge.port, gateway.port, rewrite=_with_small_address_buckets
+        ) as envoy,
+    ):
+        greedy = _uploads_from(envoy.url, "127.0.0.2", 4)
+        other = _uploads_from(envoy.url, "127.0.0.3", 2)
+        third = _uploads_from(envoy.url, "127.0.0.4", 1)
+
+    assert greedy == [200, 200, 429, 429]  # its own bucket is empty
+    assert other == [200, 200]  # another address still gets its share
+    assert third == [429]  # the instance's bucket (4) is spent
+    assert edge.calls.count(("POST", "/api/v1/generations")) == 4
+
+
 def test_report_only_rate_limits_count_without_refusing(tmp_path: Path) -> None:
     # The bench's setting (ENVOY_RATE_LIMITS=report-only): the same small bucket, but
     # the third upload goes through and Envoy counts it as one it would have refused.
