@@ -28,6 +28,10 @@ _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NotFound", "ResourceNotFound"}
 # Bytes handed over per read of a streamed object: small enough to keep memory flat,
 # large enough that the thread hop per chunk is cheap next to the copy.
 STREAM_CHUNK_BYTES = 64 * 1024
+# Bytes of a file sent per socket write by put_file.
+PUT_BLOCK_BYTES = 256 * 1024
+# How long put_file's presigned URL is valid: it is used at once, retries included.
+_PUT_URL_TTL = timedelta(minutes=5)
 # S3's DeleteObjects takes at most 1000 keys per request.
 _DELETE_BATCH = 1000
 
@@ -47,9 +51,35 @@ class StoredObject:
 def _http_pool(pool_size: int, timeout_seconds: float) -> urllib3.PoolManager:
     return urllib3.PoolManager(
         maxsize=pool_size,
+        # A streamed body (put_file) is sent this many bytes per write.
+        blocksize=PUT_BLOCK_BYTES,
         timeout=urllib3.Timeout(connect=min(3.0, timeout_seconds), read=timeout_seconds),
         retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
     )
+
+
+class _BodyWindow:
+    """``length`` bytes of ``file`` from its position now, as a request body urllib3
+    streams (``read``) and rewinds for a retry (``tell`` / ``seek``, relative)."""
+
+    def __init__(self, file: IO[bytes], length: int) -> None:
+        self._file = file
+        self._start = file.tell()
+        self._end = self._start + length
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._end - self._file.tell()
+        if left <= 0:
+            return b""
+        return self._file.read(left if size < 0 else min(size, left))
+
+    def tell(self) -> int:
+        return self._file.tell() - self._start
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("only absolute seeks")
+        return self._file.seek(self._start + offset) - self._start
 
 
 class ObjectStream:
@@ -110,10 +140,8 @@ class ObjectStorage:
     """Buckets and objects; all methods are coroutines."""
 
     def __init__(self, settings: S3Settings, *, pool_size: int = 16, timeout_seconds: float = 15.0):
-        self._client = _minio(
-            settings, settings.s3_endpoint, settings.s3_secure,
-            _http_pool(pool_size, timeout_seconds),
-        )  # fmt: skip
+        self._http = _http_pool(pool_size, timeout_seconds)
+        self._client = _minio(settings, settings.s3_endpoint, settings.s3_secure, self._http)
         # Signed URLs name the host a provider or a browser reaches; with the region
         # set, signing asks no server anything, so this client never connects.
         self._signer = self._client
@@ -147,19 +175,26 @@ class ObjectStorage:
     ) -> None:
         """Write ``length`` bytes read from ``fileobj`` (from its current position).
 
-        The SDK reads the file part by part; one part upload at a time, so at most
-        one part (5 MiB) of it is in memory, whatever the object's size.
+        One PUT to a presigned URL, its body streamed from the file ``PUT_BLOCK_BYTES``
+        at a time: memory holds one block, whatever the object's size, and the body is
+        sent as UNSIGNED-PAYLOAD, so it is not hashed here. (The SDK's ``put_object``
+        reads 5 MiB parts into memory, hashes each over plain HTTP, and splits a file
+        over 5 MiB into a multipart upload of four or more requests.) 5xx answers and
+        connection errors are retried by the pool, the body rewound.
         """
-        await self._call(
-            lambda: self._client.put_object(
-                bucket,
-                key,
-                cast(BinaryIO, fileobj),
-                length,
-                content_type=content_type,
-                num_parallel_uploads=1,
+        url = self._client.presigned_put_object(bucket, key, expires=_PUT_URL_TTL)
+
+        def _put() -> None:
+            response = self._http.request(
+                "PUT",
+                url,
+                body=_BodyWindow(fileobj, length),
+                headers={"Content-Type": content_type, "Content-Length": str(length)},
             )
-        )
+            if response.status != 200:
+                raise StorageError(f"object storage answered {response.status} to a PUT")
+
+        await self._call(_put)
 
     async def stat(self, bucket: str, key: str) -> StoredObject | None:
         """The object's facts, or None when it does not exist."""
