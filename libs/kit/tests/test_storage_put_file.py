@@ -36,7 +36,7 @@ def _recorded_storage(recorder: RecordingServer) -> ObjectStorage:
     settings = S3Settings(
         S3_ENDPOINT=f"127.0.0.1:{recorder.port}",
         S3_ACCESS_KEY="recorder-access",
-        S3_SECRET_KEY="recorder-secret",  # noqa: S106 (a test server's)
+        S3_SECRET_KEY="recorder-secret",
     )
     return ObjectStorage(settings)
 

@@ -26,7 +26,6 @@ import json
 import re
 import unicodedata
 
-
 # Default_Ignorable_Code_Point (Unicode DerivedCoreProperties) without the Hangul
 # fillers, which are handled as blanks below.
 _INVISIBLE = re.compile(
