@@ -188,7 +188,8 @@ class ObjectStorage:
             response = self._http.request(
                 "PUT",
                 url,
-                body=_BodyWindow(fileobj, length),
+                # Read, tell and seek: all urllib3 asks of a file body.
+                body=cast(IO[bytes], _BodyWindow(fileobj, length)),
                 headers={"Content-Type": content_type, "Content-Length": str(length)},
             )
             if response.status != 200:
