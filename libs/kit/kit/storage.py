@@ -163,12 +163,8 @@ class ObjectStorage:
         await self._call(_ensure)
 
     async def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
-        """Write an object (overwriting any previous one)."""
-        await self._call(
-            lambda: self._client.put_object(
-                bucket, key, io.BytesIO(data), len(data), content_type=content_type
-            )
-        )
+        """Write an object (overwriting any previous one), as :meth:`put_file` does."""
+        await self.put_file(bucket, key, io.BytesIO(data), len(data), content_type)
 
     async def put_file(
         self, bucket: str, key: str, fileobj: IO[bytes], length: int, content_type: str
