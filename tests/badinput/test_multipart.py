@@ -140,6 +140,23 @@ async def test_malformed_multipart_is_refused(stack: Stack, user: User, case: st
     await assert_nothing_left(stack, user)
 
 
+@pytest.mark.parametrize("length", [4100, 20_000, 200_000])
+async def test_a_file_name_too_long_is_named_as_the_problem(
+    stack: Stack, user: User, length: int
+) -> None:
+    body = field("mode", b"redesign") + file_part("input1", JPEG, "r" * length + ".jpg") + closing()
+    response = await user.client.post(
+        f"{stack.api}/generations",
+        content=body,
+        headers={**user.headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert_error(response, 400, "VALIDATION_ERROR")
+    message = response.json()["error"]["message"]
+    if length < 64 * 1024:
+        assert "shorten the file name" in message
+    await assert_nothing_left(stack, user)
+
+
 @pytest.mark.parametrize(
     "content_type",
     [
@@ -178,6 +195,17 @@ async def test_a_well_formed_body_still_works(stack: Stack, user: User) -> None:
     response = await user.client.post(
         f"{stack.api}/generations",
         content=VALID,
+        headers={**user.headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    assert response.status_code == 202, response.text
+    await user.wait_for(response.json()["id"], {"succeeded"})
+
+
+async def test_a_long_file_name_under_the_limit_is_accepted(stack: Stack, user: User) -> None:
+    body = field("mode", b"redesign") + file_part("input1", JPEG, "r" * 3900 + ".jpg") + closing()
+    response = await user.client.post(
+        f"{stack.api}/generations",
+        content=body,
         headers={**user.headers, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
     )
     assert response.status_code == 202, response.text

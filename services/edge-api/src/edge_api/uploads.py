@@ -52,6 +52,14 @@ SPOOL_MEMORY_BYTES = 1024 * 1024
 # The piece size in which a spooled file is read back (one gRPC message each).
 READ_CHUNK_BYTES = 256 * 1024
 _MALFORMED = "The multipart body is malformed."
+# A part's header line (a file name is most of a Content-Disposition) is refused past
+# this with a message saying so; the parser's own limit, past which a body is only
+# "malformed", is set well above it.
+MAX_PART_HEADER_BYTES = 4096
+_PARSER_MAX_HEADER_BYTES = 64 * 1024
+_HEADER_TOO_LONG = (
+    f"A part's header is longer than {MAX_PART_HEADER_BYTES} bytes: shorten the file name."
+)
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -124,9 +132,16 @@ class _FormCollector:
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._part.header_name += data[start:end]
+        self._check_header_length()
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._part.header_value += data[start:end]
+        self._check_header_length()
+
+    def _check_header_length(self) -> None:
+        part = self._part
+        if len(part.header_name) + len(part.header_value) > MAX_PART_HEADER_BYTES:
+            raise ValidationError(_HEADER_TOO_LONG)
 
     def on_header_end(self) -> None:
         part = self._part
@@ -248,6 +263,7 @@ async def _parse(
 ) -> MultipartForm:
     parser = MultipartParser(
         boundary,
+        max_header_size=_PARSER_MAX_HEADER_BYTES,
         callbacks={
             "on_part_begin": collector.on_part_begin,
             "on_part_data": collector.on_part_data,
