@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,17 +51,21 @@ class Proxy:
     edge: RecordingServer
 
 
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    directory = tmp_path_factory.mktemp("envoy-limits")
+@contextmanager
+def _proxy(directory: Path, rewrite: Callable[[Path], Path]) -> Iterator[Proxy]:
+    """Envoy on the deployed config changed by ``rewrite``, before recording upstreams."""
     with (
         RecordingServer("edge", body={"upstream": "edge"}) as edge,
         RecordingServer("gateway", body={"upstream": "gateway"}) as gateway,
-        running_envoy(
-            directory, edge.port, gateway.port, rewrite=_with_small_upload_bucket
-        ) as envoy,
+        running_envoy(directory, edge.port, gateway.port, rewrite=rewrite) as envoy,
     ):
         yield Proxy(envoy.url, envoy.port, edge)
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    with _proxy(tmp_path_factory.mktemp("envoy-limits"), _with_small_upload_bucket) as proxy:
+        yield proxy
 
 
 def test_the_shipped_upload_bucket_is_10_per_second_with_a_burst_of_20() -> None:
@@ -135,21 +140,15 @@ def test_the_shipped_per_address_bucket_is_half_the_instances() -> None:
 def test_one_address_cannot_take_every_upload_and_the_instance_bucket_still_holds(
     tmp_path: Path,
 ) -> None:
-    with (
-        RecordingServer("edge", body={"upstream": "edge"}) as edge,
-        RecordingServer("gateway", body={"upstream": "gateway"}) as gateway,
-        running_envoy(
-            tmp_path, edge.port, gateway.port, rewrite=_with_small_address_buckets
-        ) as envoy,
-    ):
-        greedy = _uploads_from(envoy.url, "127.0.0.2", 4)
-        other = _uploads_from(envoy.url, "127.0.0.3", 2)
-        third = _uploads_from(envoy.url, "127.0.0.4", 1)
+    with _proxy(tmp_path, _with_small_address_buckets) as proxy:
+        greedy = _uploads_from(proxy.url, "127.0.0.2", 4)
+        other = _uploads_from(proxy.url, "127.0.0.3", 2)
+        third = _uploads_from(proxy.url, "127.0.0.4", 1)
 
     assert greedy == [200, 200, 429, 429]  # its own bucket is empty
     assert other == [200, 200]  # another address still gets its share
     assert third == [429]  # the instance's bucket (4) is spent
-    assert edge.calls.count(("POST", "/api/v1/generations")) == 4
+    assert proxy.edge.calls.count(("POST", "/api/v1/generations")) == 4
 
 
 def test_report_only_rate_limits_count_without_refusing(tmp_path: Path) -> None:
