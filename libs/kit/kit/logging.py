@@ -53,6 +53,11 @@ _TEXT_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]
     # postgresql+asyncpg://user:password@host): strip both from a URL of any scheme, in
     # any case (HTTPS://). The scheme is bounded, so each start scans at most 31 chars.
     (re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s\"']*"), _scrub_url),
+    # A bare path's query string, dropped as a full URL's is: urllib3 logs a request as
+    # 'http://host:port "PUT /bucket/key?X-Amz-Signature=... HTTP/1.1"'. The path starts
+    # after a space, quote or bracket (not inside a URL, already scrubbed) and is
+    # bounded, so each start scans at most 2 KiB.
+    (re.compile(r"(?<![\w/:.%-])(/[^\s?\"'#]{0,2048})\?[^\s\"'#]*"), r"\1?" + _REDACTED),
     # A signature or credential outside a full URL (a bare path /k?X-Amz-Signature=...,
     # a form): S3's X-Amz-Signature and X-Amz-Credential, CloudFront's Signature.
     (re.compile(r"(?ai:(signature|credential)=)[^\s&\"'#]*"), r"\1=" + _REDACTED),
@@ -113,6 +118,7 @@ def _may_name_a_secret(text: str) -> bool:
 # it is when the pattern's turn comes, so the result is the same as running them all.
 _NEEDS: tuple[Callable[[str], bool], ...] = (
     lambda text: "://" in text,
+    lambda text: "?" in text and "/" in text,
     # ASCII-only case folding ((?a)), so lower() finds every match, non-ASCII text too.
     lambda text: "=" in text and ("signature=" in (low := text.lower()) or "credential=" in low),
     # The two patterns with Unicode case folding also run on any non-ASCII text: it
