@@ -66,6 +66,11 @@ class _BodyWindow:
         self._file = file
         self._start = file.tell()
         self._end = self._start + length
+        # A body shorter than its Content-Length would hang the PUT until its timeout.
+        available = file.seek(0, io.SEEK_END) - self._start
+        file.seek(self._start)
+        if available < length:
+            raise ValueError(f"the file holds {available} bytes from its position, not {length}")
 
     def read(self, size: int = -1) -> bytes:
         left = self._end - self._file.tell()
@@ -178,6 +183,7 @@ class ObjectStorage:
         over 5 MiB into a multipart upload of four or more requests.) 5xx answers and
         connection errors are retried by the pool, the body rewound.
         """
+        body = _BodyWindow(fileobj, length)
         url = self._client.presigned_put_object(bucket, key, expires=_PUT_URL_TTL)
 
         def _put() -> None:
@@ -185,7 +191,7 @@ class ObjectStorage:
                 "PUT",
                 url,
                 # Read, tell and seek: all urllib3 asks of a file body.
-                body=cast(IO[bytes], _BodyWindow(fileobj, length)),
+                body=cast(IO[bytes], body),
                 headers={"Content-Type": content_type, "Content-Length": str(length)},
             )
             if response.status != 200:

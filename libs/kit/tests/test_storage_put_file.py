@@ -75,3 +75,12 @@ async def test_a_refused_put_is_a_storage_error() -> None:
         file.seek(0)
         with pytest.raises(StorageError, match="403"):
             await _recorded_storage(recorder).put_file(BUCKET, "k.png", file, 10, "image/png")
+
+
+async def test_a_file_shorter_than_its_length_is_refused_before_sending() -> None:
+    with RecordingServer("s3") as recorder, tempfile.TemporaryFile() as file:
+        file.write(b"x" * 10)
+        file.seek(2)
+        with pytest.raises(ValueError, match="8 bytes"):
+            await _recorded_storage(recorder).put_file(BUCKET, "k.png", file, 10, "image/png")
+        assert recorder.snapshot() == []
