@@ -286,6 +286,37 @@ async def test_overall_timeout_cancels_fails_and_refunds(stack: Stack, user: Use
     await _usage_settles(user, used=0)
 
 
+async def test_the_providers_canceled_webhook_cannot_beat_the_time_out(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The provider answers the sweep's cancel with a "canceled" webhook, which may reach
+    # generation before the sweep records the time-out: the job must still end
+    # failed / TIMED_OUT (the user canceled nothing), refunded once.
+    job = await _held_job(stack, user)
+    prediction_id = str(job["predictionId"])
+    cancel = stack.ctx.provider.cancel_prediction
+
+    async def cancel_then_wait_for_its_webhook(asked: str) -> object:
+        answer = await cancel(asked)
+        for _ in range(200):
+            deliveries = await stack.control("webhooks", prediction_id)
+            if any(d["event"] == "completed" and d["status_code"] == 200 for d in deliveries):
+                break
+            await asyncio.sleep(0.025)
+        return answer
+
+    monkeypatch.setattr(stack.ctx.provider, "cancel_prediction", cancel_then_wait_for_its_webhook)
+    stack.clock.advance(timedelta(minutes=11))
+    counts = await sweep_once(stack.ctx)
+    monkeypatch.undo()
+
+    assert counts["timedOut"] == 1
+    body = (await user.get(str(job["id"]))).json()
+    assert (body["status"], body["error"]["code"]) == ("failed", "TIMED_OUT")
+    assert (await stack.control("prediction", prediction_id))["status"] == "canceled"
+    await _usage_settles(user, used=0)
+
+
 async def test_database_failure_after_provider_accepted_abandons_the_run(
     stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,10 +3,11 @@
 Each pass, on every instance:
 1. polls in-flight jobs whose state has not moved for ``sweep_min_age_ms`` (a lost
    webhook), through the same per-prediction throttle as GET refreshes;
-2. ends jobs past ``overall_timeout_ms``: canceled at the provider, ``failed``
-   with TIMED_OUT, refunded; a job stuck ``starting`` without a prediction id
-   (the process died mid-submission) cannot move forward, so it is failed with
-   INTERRUPTED after ``_UNSUBMITTED_GRACE``;
+2. ends jobs past ``overall_timeout_ms``: ``failed`` with TIMED_OUT, refunded, then
+   canceled at the provider (in that order: its "canceled" webhook finds the job
+   ended); a job stuck ``starting`` without a prediction id (the process died
+   mid-submission) cannot move forward, so it is failed with INTERRUPTED after
+   ``_UNSUBMITTED_GRACE``;
 3. settles charges: retries pending refunds and debits that could not reach the
    usage service at the time, and gives back the debit of a job that ended without
    output while its debit went unanswered (the usage service may have recorded it);
@@ -115,8 +116,6 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
 async def _end_overdue(ctx: GenerationContext, job: Job) -> int:
     """1 when this pass failed the overdue ``job``, 0 when another writer got there first."""
     error = jobs.INTERRUPTED if job.prediction_id is None else jobs.TIMED_OUT
-    if job.prediction_id is not None:
-        await _cancel_at_provider(ctx, job, job.prediction_id)
     if not await end_without_output(ctx, job, error, jobs.FAILED):
         return 0
     log.warning(
@@ -127,6 +126,10 @@ async def _end_overdue(ctx: GenerationContext, job: Job) -> int:
     )
     metrics.job_transition(jobs.FAILED, "sweep")
     metrics.sweep_acted("timed_out")
+    if job.prediction_id is not None:
+        # Only once the job has ended: the provider answers a cancel with a "canceled"
+        # webhook, which would otherwise reach the job first and end it canceled.
+        await _cancel_at_provider(ctx, job, job.prediction_id)
     return 1
 
 
