@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.errors import DomainError, JobNotCancellable, JobNotFinished, NotFound
+from kit.grpc_interceptors import STOP_SENDING
 from kit.grpc_server import GrpcServer, ServiceBinding
 
 DEFAULT_OWNER = "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
@@ -158,6 +159,11 @@ class GenerationBackend(generation_pb2_grpc.GenerationServiceServicer):
     ) -> generation_pb2.SubmitGenerationResponse:
         if self.refuse_request is not None:
             await anext(request_iterator)
+            # As generation does (api/intake.py): ask the sender to stop, read what it still
+            # sends, then answer, so the status never races a write (grpc/grpc#36066).
+            await context.send_initial_metadata(STOP_SENDING)
+            async for _ in request_iterator:
+                pass
             raise self.refuse_request
         received = await read_submission_stream(request_iterator)
         request = received.request
