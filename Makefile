@@ -48,7 +48,7 @@ run: $(STAMP)
 
 # One worker per core, at most 4 (each starts its own PostgreSQL and S3 server), and each
 # test file whole on one worker, so module fixtures start once: on 2 cores the suite takes
-# 4:39 instead of 10:01 serially. TEST_ARGS= (empty) runs it serially.
+# 4:24-5:09 instead of 10:01 serially. TEST_ARGS= (empty) runs it serially.
 TEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 # pytest's 5 (no tests collected) would reach CI as make's 2 like any failure: say it here.
 test: $(STAMP) chromium

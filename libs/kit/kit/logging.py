@@ -58,8 +58,8 @@ _TEXT_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]
     # after a space, quote or bracket (not inside a URL, already scrubbed) and is
     # bounded, so each start scans at most 2 KiB.
     (re.compile(r"(?<![\w/:.%-])(/[^\s?\"'#]{0,2048})\?[^\s\"'#]*"), r"\1?" + _REDACTED),
-    # A signature or credential outside a full URL (a bare path /k?X-Amz-Signature=...,
-    # a form): S3's X-Amz-Signature and X-Amz-Credential, CloudFront's Signature.
+    # A signature or credential outside a URL or a path (a form, a path glued to other
+    # text): S3's X-Amz-Signature and X-Amz-Credential, CloudFront's Signature.
     (re.compile(r"(?ai:(signature|credential)=)[^\s&\"'#]*"), r"\1=" + _REDACTED),
     (re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+"), r"\1 " + _REDACTED),
     # JWTs, Replicate tokens, webhook secrets: wherever they show up.

@@ -3,9 +3,9 @@
 Calls go through one pooled ``httpx.AsyncClient`` with timeouts on every call and
 are retried on 429, 5xx, timeouts and connection errors (full-jitter exponential
 backoff, honouring ``Retry-After``), never on other 4xx; creates only on 429, 5xx and
-connections never made (below). Inside an RPC the caller's
-deadline (:func:`generation.domain.provider.current_deadline`) bounds the attempts
-and their waits. Output files are fetched by a second client that reaches only the
+connections never made (below). Inside an RPC the caller's deadline
+(:func:`generation.domain.provider.current_deadline`) bounds the attempts and their
+waits. Output files are fetched by a second client that reaches only the
 delivery hosts at public addresses (``replicate_download``, ``output_hosts``,
 ``output_addresses``).
 
