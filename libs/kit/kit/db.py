@@ -20,10 +20,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import MetaData, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import DisconnectionError
@@ -36,6 +34,9 @@ from sqlalchemy.ext.asyncio import (
 
 from kit.settings import DatabaseSettings
 from kit.tracing import instrument_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 # A service's unit of work: the stores of one session (see store_opener).
 StoresT = TypeVar("StoresT")
@@ -161,6 +162,8 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
 
 
 def _alembic_config(script_location: Path, database_url: str) -> Config:
+    from alembic.config import Config  # imported when used: see run_migrations
+
     config = Config()
     config.set_main_option("script_location", str(script_location))
     # ConfigParser interpolation treats % specially.
@@ -173,6 +176,13 @@ async def run_migrations(script_location: Path, database_url: str) -> None:
 
     The migration environment takes a PostgreSQL advisory lock so that two
     instances starting at once do not race.
+
+    Alembic is imported here, not with this module: it (with Mako and its
+    autogenerate machinery) is 11 MiB of memory a process holds for its whole life,
+    and a service that does not migrate at start (``RUN_MIGRATIONS=false``, as
+    deployed: a one-shot ``migrate`` step runs first) never needs it.
     """
+    from alembic import command
+
     config = _alembic_config(script_location, database_url)
     await asyncio.to_thread(command.upgrade, config, "head")

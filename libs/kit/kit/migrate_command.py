@@ -2,7 +2,12 @@
 
 It needs only the database URL, so a one-shot step or init container gets no
 other secret. Only the services with a database import this module (it pulls in
-SQLAlchemy and Alembic through kit.db).
+SQLAlchemy through kit.db; Alembic only when a migration runs).
+
+A service that migrates at start (``make run``, the test stacks; deployments run the
+one-shot step instead) runs this same command as a child process and waits for it
+(:func:`migrate_in_child`): Alembic, with Mako and its autogenerate machinery, is
+about 11 MiB that a server importing it would hold for its whole life.
 """
 
 from __future__ import annotations
@@ -19,6 +24,34 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from kit.db import run_migrations
 from kit.logging import configure_logging, get_logger
 from kit.opscli import EXIT_BAD_CONFIG, EXIT_FAILED, MASK, mask_url, validation_problems
+
+
+class MigrationFailed(Exception):
+    """The migration child ended without reaching head (its own lines say why)."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__(f"the migration ended with exit code {exit_code}")
+        self.exit_code = exit_code
+
+
+async def migrate_in_child(module: str) -> None:
+    """``python -m <module> migrate`` in a child process, waited for.
+
+    The child reads the same environment as this process and writes its JSON lines
+    to the same stdout and stderr. Cancelled (the service stopped while it
+    migrates), the child is killed: PostgreSQL rolls its transaction back and
+    releases the advisory lock. Raises MigrationFailed.
+    """
+    child = await asyncio.create_subprocess_exec(sys.executable, "-m", module, "migrate")
+    try:
+        code = await child.wait()
+    except BaseException:
+        if child.returncode is None:
+            child.kill()
+            await asyncio.shield(child.wait())
+        raise
+    if code != 0:
+        raise MigrationFailed(code)
 
 
 class _DatabaseOnly(BaseSettings):

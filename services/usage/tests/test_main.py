@@ -71,3 +71,18 @@ async def test_a_migration_writes_only_json_lines(
         assert {"event", "level", "ts"} <= line.keys(), line
         assert line["service"] == "usage"
     assert "migrate.at_head" in [line["event"] for line in lines]
+
+
+async def test_a_failed_migration_stops_the_start_with_a_clear_message() -> None:
+    # Migrations run in a child process (`python -m usage migrate`); its failure is
+    # its own JSON line, and the service exits without serving and without a traceback.
+    env = {**os.environ, "USAGE_DATABASE_URL": "postgresql+asyncpg://u:p@127.0.0.1:9/none"}
+
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "usage"], env=env, capture_output=True, timeout=60
+    )
+
+    assert result.returncode == 1
+    assert b"usage: not started: the migration ended with exit code 1" in result.stderr
+    assert b"Traceback" not in result.stdout + result.stderr
+    assert b'"event": "migrate.failed"' in result.stdout

@@ -14,7 +14,7 @@ from generation.settings import GenerationSettings
 from generation.wiring import MIGRATIONS, build_app
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
-from kit.migrate_command import migrate
+from kit.migrate_command import MigrationFailed, migrate, migrate_in_child
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError
 from kit.settings import load_settings
@@ -28,6 +28,10 @@ async def main() -> None:
     log = get_logger("generation")
     if not settings.replicate_api_base_url.startswith(("http://127.", "http://localhost")):
         log.info("provider.remote", baseUrl=settings.replicate_api_base_url)
+    if settings.run_migrations:
+        # In a child process: this one never imports Alembic (kit.migrate_command).
+        await migrate_in_child("generation")
+        settings = settings.model_copy(update={"run_migrations": False})
     app = await build_app(settings)
     if app.sweeper is not None:
         app.sweeper.start()
@@ -47,6 +51,9 @@ def run(argv: Sequence[str] | None = None) -> None:
     except RuntimeConfigError as error:
         print(f"generation: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except MigrationFailed as error:
+        print(f"generation: not started: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

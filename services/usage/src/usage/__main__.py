@@ -12,14 +12,13 @@ from collections.abc import Sequence
 
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
-from kit.migrate_command import migrate
+from kit.migrate_command import MigrationFailed, migrate, migrate_in_child
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
 from kit.tracing import setup_tracing
 from usage.settings import UsageSettings
 from usage.wiring import MIGRATIONS_DIR, build_server
-from usage.wiring import migrate as migrate_database
 
 log = get_logger("usage")
 
@@ -27,7 +26,8 @@ log = get_logger("usage")
 async def serve(settings: UsageSettings) -> None:
     """Migrate, start, and run until SIGTERM/SIGINT; then stop gracefully."""
     config = load_runtime_config(settings.runtime_config_file)
-    await migrate_database(settings.database_url.get_secret_value())
+    # In a child process: this one never imports Alembic (kit.migrate_command).
+    await migrate_in_child("usage")
     log.info("usage.migrated")
     server, _ = build_server(settings, runtime_config=config)
     start_metrics_server(settings.metrics_port, settings.metrics_host)
@@ -49,6 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeConfigError as error:
         log.error("usage.bad_runtime_config", error=str(error))
         return 2
+    except MigrationFailed as error:
+        print(f"usage: not started: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
