@@ -11,8 +11,8 @@ and it runs at the lowest CPU priority, standing for a client on another machine
 Before the fix one such wave cost minutes of CPU; the figure shows what it costs the
 other users now.
 ``hostile_upload_get_p99_ratio`` is the GET's p99 under the uploads over its p99
-alone; ``hostile_upload_peak_rss_mb`` the peak of generation's summed RSS (the service,
-its resource tracker and its decode workers) during the uploads, sampled every 50 ms.
+alone; ``hostile_upload_peak_rss_mb`` the peak of generation's summed RSS (the service
+and its decode workers) during the uploads, sampled every 50 ms.
 """
 
 from __future__ import annotations

@@ -8,10 +8,9 @@ imports only the lean ``image_worker``: Pillow and the checks, no grpc, pydantic
 SQLAlchemy). Each worker limits its address space to ``decode_memory_mib`` (an
 allocation past it fails: the upload is refused with 400, "too large to process") and
 each decode to ``decode_cpu_seconds`` of CPU (past it the kernel kills the worker with
-SIGXCPU). Each worker is a single-process ``ProcessPoolExecutor`` of its own, taking
-one decode at a time: a worker that dies breaks only its own pool, so only the upload
-it was decoding gets 415 (one pool of N workers would fail every decode running in
-it, other users' too); that pool is replaced, later uploads are served by the new one.
+SIGXCPU). Each worker is a child process of its own, taking one decode at a time over
+a pipe: a worker that dies fails only the upload it was decoding (415); it is replaced,
+later uploads are served by the new one.
 
 The checks that need no decode (``check_before_decoding``) run first on this side,
 so a file they refuse is never sent to a worker; the worker is handed their answer
@@ -27,16 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
+import dataclasses
+import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from functools import partial
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 from generation.domain import image_worker
 from generation.domain.image_clean import CleanImage, ImageLimits, ImageRefused
@@ -67,39 +66,34 @@ class ImageDecoder:
 
     def __init__(self, uploads: Uploads) -> None:
         self._uploads = uploads
-        self._limits = ImageLimits.of(uploads)
-        # One single-worker pool per worker (started when first needed).
-        self._executors: list[ProcessPoolExecutor | None] = [None] * uploads.decode_workers
+        # What crosses to a worker with every call, as plain JSON values.
+        self._limits = dataclasses.asdict(ImageLimits.of(uploads))
+        # One process per worker (started when first needed, or by start()).
+        self._workers: list[_Worker | None] = [None] * uploads.decode_workers
         # The workers free to take a decode: one decode per worker at a time.
         self._free: asyncio.Queue[int] = asyncio.Queue()
         for index in range(uploads.decode_workers):
             self._free.put_nowait(index)
+        # A worker's decode is bounded by its CPU budget: how long a stop waits for it.
+        self._stop_seconds = float(uploads.decode_cpu_seconds + 5)
+        # Calls running in a worker (kept whether or not their caller still waits) and
+        # the stops of workers that died: both awaited by stop().
+        self._running: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:
-        """Start the workers and wait until each answers (the first upload pays nothing)."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(
-                loop.run_in_executor(self._pool(index), os.getpid)
-                for index in range(len(self._executors))
-            )
-        )
+        """Start the workers and wait until each is ready (the first upload pays nothing)."""
+        await asyncio.gather(*(self._worker(index) for index in range(len(self._workers))))
 
     async def stop(self) -> None:
-        """Shut the workers down, waiting for running decodes (each bounded by its CPU
-        budget)."""
-        executors = [executor for executor in self._executors if executor is not None]
-        self._executors = [None] * len(self._executors)
-        for executor in executors:
-            await asyncio.to_thread(executor.shutdown, True, cancel_futures=True)
+        """Stop the workers, waiting for running decodes (each bounded by its CPU budget)."""
+        workers = [worker for worker in self._workers if worker is not None]
+        self._workers = [None] * len(self._workers)
+        await asyncio.gather(*(worker.stop(self._stop_seconds) for worker in workers))
+        await asyncio.gather(*self._running, return_exceptions=True)
 
     def worker_pids(self) -> list[int]:
         """The worker processes' ids (for measuring what decodes cost)."""
-        pids: list[int] = []
-        for executor in self._executors:
-            # No public accessor exists; the mapping is stable across 3.9-3.13.
-            pids.extend(getattr(executor, "_processes", None) or {})
-        return pids
+        return [worker.pid for worker in self._workers if worker is not None]
 
     async def clean(self, source: IO[bytes], field: str) -> CleanImage:
         """``inspect_and_clean`` in a worker; the same refusals, plus 415 when it dies."""
@@ -131,9 +125,7 @@ class ImageDecoder:
             return None
         out = tempfile.NamedTemporaryFile(prefix="clean-")  # noqa: SIM115 (CleanImage owns it)
         try:
-            facts = await self._in_worker(
-                field, image_worker.strip_in_worker, path, out.name, checked=checked
-            )
+            facts = await self._in_worker(field, "strip", path, out.name, checked=checked)
         except BaseException:
             out.close()
             raise
@@ -147,15 +139,13 @@ class ImageDecoder:
     async def prove(self, stripped: Stripped, field: str) -> None:
         """Decode the upload ``stripped`` came from, in a worker: returns when it is a
         whole image; the refusals of ``clean`` otherwise."""
-        await self._in_worker(
-            field, image_worker.prove_in_worker, stripped.path, checked=stripped.checked
-        )
+        await self._in_worker(field, "prove", stripped.path, checked=stripped.checked)
 
     async def _clean_file(self, path: str, checked: tuple[str, int, int], field: str) -> CleanImage:
         out = tempfile.NamedTemporaryFile(prefix="clean-")  # noqa: SIM115 (CleanImage owns it)
         try:
             kind, extension, width, height, size = await self._in_worker(
-                field, image_worker.clean_in_worker, path, out.name, checked=checked
+                field, "clean", path, out.name, checked=checked
             )
         except BaseException:
             out.close()
@@ -163,84 +153,136 @@ class ImageDecoder:
         out.seek(0)
         return CleanImage(out, size, kind, extension, width, height)
 
-    async def _in_worker(
-        self, field: str, function: Callable[..., T], *args: object, checked: Checked
-    ) -> T:
-        """``function(*args, limits, cpu_seconds, field, checked)`` in the first free
-        worker; a refusal it raises becomes the domain's error, a killed worker a 415
-        (and a new pool), a memory error the 400 over the budget.
+    async def _in_worker(self, field: str, call: str, *args: object, checked: Checked) -> Any:
+        """Worker call ``call`` with ``(*args, limits, cpu_seconds, field, checked)`` in
+        the first free worker; a refusal it answers becomes the domain's error, a
+        worker that died a 415 (and a new worker), a memory error the 400 over the
+        budget.
 
         The worker is free again when its call has ended, not when this caller stops
         waiting: a caller cancelled mid-decode (its deadline, the client gone) leaves
         the decode running in the worker, and the next upload handed that worker would
         queue behind it, and fail with it if it ran past its CPU budget."""
         index = await self._free.get()
-        loop = asyncio.get_running_loop()
-        executor = self._pool(index)
-        call = partial(
-            function, *args, self._limits, self._uploads.decode_cpu_seconds, field, checked
-        )
         try:
-            future = executor.submit(call)
-        except BaseException as exc:
+            worker = await self._worker(index)
+        except BaseException:
             self._free.put_nowait(index)
-            if isinstance(exc, BrokenProcessPool):
-                self._replace(index, executor)
-                log.warning("upload.decode_killed", field=field)
-                raise unsupported(self._uploads, field) from exc
             raise
-        future.add_done_callback(partial(self._ended, loop, index, executor))
-        try:
-            return await asyncio.wrap_future(future)
-        except ImageRefused as refused:
-            raise domain_error(refused) from None
-        except BrokenProcessPool as exc:
-            log.warning("upload.decode_killed", field=field)
-            raise unsupported(self._uploads, field) from exc
-        except MemoryError as exc:
+        request = {
+            "call": call,
+            "args": [*args, self._limits, self._uploads.decode_cpu_seconds, field, checked],
+        }
+        running = self._track(worker.call(request))
+        running.add_done_callback(partial(self._ended, index, worker))
+        answer = await asyncio.shield(running)
+        if "ok" in answer:
+            return answer["ok"]
+        if "refused" in answer:
+            status, message = answer["refused"]
+            raise domain_error(ImageRefused(status, message))
+        if "over_memory" in answer:
             log.warning("upload.decode_over_memory", field=field)
-            raise over_budget(field) from exc
+            raise over_budget(field)
+        if "died" in answer:
+            log.warning("upload.decode_killed", field=field, exitCode=answer["died"])
+            raise unsupported(self._uploads, field)
+        raise DecodeFailed(str(answer.get("error")))
 
-    def _ended(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        index: int,
-        executor: ProcessPoolExecutor,
-        future: Future[object],
-    ) -> None:
-        """Worker ``index``'s call ended (in the pool's thread): free it, on the loop."""
-        broken = not future.cancelled() and isinstance(future.exception(), BrokenProcessPool)
+    def _ended(self, index: int, worker: _Worker, running: asyncio.Future[Answer]) -> None:
+        """Worker ``index``'s call ended: a worker that died is replaced on next use."""
+        if running.cancelled() or running.exception() is not None or "died" in running.result():
+            if self._workers[index] is worker:
+                self._workers[index] = None
+            self._track(worker.stop(self._stop_seconds))
+        self._free.put_nowait(index)
 
-        def free() -> None:
-            if broken:
-                self._replace(index, executor)
-            self._free.put_nowait(index)
+    def _track(self, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        future = asyncio.ensure_future(work)
+        self._running.add(future)
+        future.add_done_callback(self._running.discard)
+        return future
 
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(free)
+    async def _worker(self, index: int) -> _Worker:
+        worker = self._workers[index]
+        if worker is None:
+            worker = await _Worker.spawn(self._uploads.decode_memory_mib * _MIB)
+            self._workers[index] = worker
+        return worker
 
-    def _pool(self, index: int = 0) -> ProcessPoolExecutor:
-        executor = self._executors[index]
-        if executor is None:
-            # Spawned, not forked from a forkserver: a forkserver is one more resident
-            # interpreter with Pillow imported (24 MiB RSS) to save ~0.3 s when a killed
-            # worker is replaced, which only a runaway decode causes. Spawning imports
-            # only what the pickled initializer names, never this service's stack.
-            context = multiprocessing.get_context("spawn")
-            executor = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=context,
-                initializer=image_worker.init_worker,
-                initargs=(self._uploads.decode_memory_mib * _MIB,),
-            )
-            self._executors[index] = executor
-        return executor
 
-    def _replace(self, index: int, broken: ProcessPoolExecutor) -> None:
-        """Drop worker ``index``'s broken pool; the next decode there starts a new one."""
-        if self._executors[index] is broken:
-            self._executors[index] = None
-        broken.shutdown(wait=False, cancel_futures=True)
+Answer = dict[str, Any]
+
+
+class DecodeFailed(Exception):
+    """A worker's call failed in a way that is no refusal (a bug, not the upload)."""
+
+
+class _Worker:
+    """One decode worker process (``image_worker.serve``), one call at a time over its
+    stdin and stdout, a JSON line each way.
+
+    Spawned, not forked from the service (a threaded gRPC process) nor from a
+    forkserver (one more resident interpreter with Pillow imported, 24 MiB), and not
+    through multiprocessing, whose resource tracker is one more resident interpreter
+    (12 MiB) for semaphores these pipes do not need. It exits when its stdin closes,
+    so it never outlives the service.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        if process.stdin is None or process.stdout is None:
+            raise ValueError("a decode worker needs pipes on its stdin and stdout")
+        self._process = process
+        self._requests: asyncio.StreamWriter = process.stdin
+        self._answers: asyncio.StreamReader = process.stdout
+        self.pid = process.pid
+
+    @classmethod
+    async def spawn(cls, memory_bytes: int) -> _Worker:
+        """A new worker, once it has imported what it needs and set its budget."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            image_worker.__name__,
+            str(memory_bytes),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        worker = cls(process)
+        try:
+            ready = await worker._answers.readline()
+            if not ready:
+                raise DecodeFailed(f"the decode worker exited at start ({await process.wait()})")
+        except BaseException:
+            await worker.stop(0)
+            raise
+        return worker
+
+    async def call(self, request: Answer) -> Answer:
+        """The worker's answer line to ``request``; ``{"died": exit code}`` when it
+        ended instead (killed over its CPU budget, or by anyone)."""
+        try:
+            self._requests.write(json.dumps(request).encode() + b"\n")
+            await self._requests.drain()
+            line = await self._answers.readline()
+        except (BrokenPipeError, ConnectionResetError):
+            line = b""
+        if not line:
+            return {"died": await self._process.wait()}
+        answer: Answer = json.loads(line)
+        return answer
+
+    async def stop(self, grace_seconds: float) -> None:
+        """Close its stdin (it exits after the call it runs), then kill it if it has
+        not exited within ``grace_seconds``."""
+        if not self._requests.is_closing():
+            self._requests.close()
+        try:
+            await asyncio.wait_for(self._process.wait(), grace_seconds)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()
 
 
 def _path_of(source: IO[bytes]) -> str | None:

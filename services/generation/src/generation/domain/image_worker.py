@@ -1,20 +1,29 @@
 """What runs inside a decode worker process: its budgets and one check-and-clean.
 
-The workers (spawned: fresh interpreters) import this module and what it
-imports: Pillow and the image checks, nothing else. Every page a worker imports is
-memory it holds for the life of the pool; grpc, pydantic and SQLAlchemy (via kit)
-cost ~35 MiB per process that no decode uses. ``decoder`` keeps the service's side;
-``tests/unit/test_decoder.py`` checks that a worker's ``sys.modules`` stays lean.
+A worker is ``python -m generation.domain.image_worker <memory bytes>``: a fresh
+interpreter that imports this module and what it imports, Pillow and the image
+checks, nothing else. Every page a worker imports is memory it holds for its life;
+grpc, pydantic and SQLAlchemy (via kit) cost ~35 MiB per process that no decode uses.
+``decoder`` keeps the service's side; ``tests/unit/test_decoder.py`` checks what a
+worker has mapped.
+
+It takes one call at a time on stdin and answers on stdout, one JSON line each
+(:func:`serve`): plain data both ways, so the service never unpickles what a
+process that parses hostile files sends it. Stray prints go to stderr.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import resource
+import sys
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 from generation.domain.image_clean import (
     ImageLimits,
+    ImageRefused,
     inspect_and_clean,
     prove_whole,
     strip_unproven,
@@ -99,3 +108,68 @@ def limit_cpu(seconds: int) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     spent = int(usage.ru_utime + usage.ru_stime) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (spent + seconds, resource.RLIM_INFINITY))
+
+
+def _limits(plain: dict[str, Any]) -> ImageLimits:
+    return ImageLimits(
+        plain["max_bytes"],
+        tuple(plain["accepted_mime_types"]),
+        plain["max_pixels"],
+        plain["max_pixels_per_byte"],
+    )
+
+
+def _checked(value: list[Any]) -> tuple[str, int, int]:
+    kind, width, height = value
+    return str(kind), int(width), int(height)
+
+
+def _call(name: str, args: list[Any]) -> object:
+    """One call of a request line, its arguments as plain JSON values: ``[path,
+    out_path, limits, cpu_seconds, field, checked]`` (``prove``: no ``out_path``)."""
+    if name == "prove":
+        path, limits, cpu_seconds, field, checked = args
+        prove_in_worker(path, _limits(limits), cpu_seconds, field, _checked(checked))
+        return None
+    path, out_path, limits, cpu_seconds, field, checked = args
+    if name == "clean":
+        return clean_in_worker(
+            path, out_path, _limits(limits), cpu_seconds, field, _checked(checked)
+        )
+    if name == "strip":
+        return strip_in_worker(
+            path, out_path, _limits(limits), cpu_seconds, field, _checked(checked)
+        )
+    raise ValueError(f"no call {name!r}")
+
+
+def answer(request: bytes) -> dict[str, Any]:
+    """The answer line to one request line: ``ok`` (the call's value), ``refused``
+    (status, message), ``over_memory`` (the address-space budget was hit), or
+    ``error`` (anything else, by type name only)."""
+    try:
+        message = json.loads(request)
+        return {"ok": _call(message["call"], message["args"])}
+    except ImageRefused as refused:
+        return {"refused": [refused.status, refused.message]}
+    except MemoryError:
+        return {"over_memory": True}
+    except Exception as error:  # reported, never a traceback on the service's side
+        return {"error": type(error).__name__}
+
+
+def serve(memory_bytes: int) -> None:
+    """Answer request lines on stdin until it closes (the service stopped or died)."""
+    init_worker(memory_bytes)
+    requests = sys.stdin.buffer
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print must not corrupt the answers
+    answers.write(json.dumps({"ready": os.getpid()}).encode() + b"\n")
+    answers.flush()
+    for request in requests:
+        answers.write(json.dumps(answer(request)).encode() + b"\n")
+        answers.flush()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
