@@ -16,7 +16,7 @@ from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
 from kit.migrate_command import MigrationFailed, migrate, migrate_in_child
 from kit.opscli import check_config, parse_command
-from kit.runtime_config import RuntimeConfigError
+from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
 from kit.tracing import setup_tracing
 
@@ -28,11 +28,13 @@ async def main() -> None:
     log = get_logger("generation")
     if not settings.replicate_api_base_url.startswith(("http://127.", "http://localhost")):
         log.info("provider.remote", baseUrl=settings.replicate_api_base_url)
+    # A bad runtime config stops the start before anything else is done (exit 2).
+    config = load_runtime_config(settings.runtime_config_file)
     if settings.run_migrations:
         # In a child process: this one never imports Alembic (kit.migrate_command).
         await migrate_in_child("generation")
         settings = settings.model_copy(update={"run_migrations": False})
-    app = await build_app(settings)
+    app = await build_app(settings, runtime_config=config)
     if app.sweeper is not None:
         app.sweeper.start()
     start_metrics_server(settings.metrics_port, settings.metrics_host)
