@@ -286,6 +286,27 @@ async def test_overall_timeout_cancels_fails_and_refunds(stack: Stack, user: Use
     await _usage_settles(user, used=0)
 
 
+async def test_a_recovery_that_cannot_download_never_delays_the_time_out(
+    stack: Stack, user: User
+) -> None:
+    # The webhook was lost and the output does not download: polling the job would
+    # hold the pass for as long as the download's retries (minutes with the default
+    # timeouts). Past the overall timeout the pass ends the job without that attempt.
+    await stack.control("set_faults", drop_webhooks="all", output_delay_ms=600_000)
+    response = await user.submit("imagine", prompt="A loft with a reading net")
+    job = response.json()
+    await stack.control("wait_for_status", job["predictionId"], ["succeeded"])
+    stack.clock.advance(timedelta(minutes=11))
+    try:
+        counts = await asyncio.wait_for(sweep_once(stack.ctx), timeout=15)
+    finally:
+        await stack.control("reset")
+    assert (counts["timedOut"], counts["recovered"]) == (1, 0)
+    body = (await user.get(str(job["id"]))).json()
+    assert (body["status"], body["error"]["code"]) == ("failed", "TIMED_OUT")
+    await _usage_settles(user, used=0)
+
+
 async def test_the_providers_canceled_webhook_cannot_beat_the_time_out(
     stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:

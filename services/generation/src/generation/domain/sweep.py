@@ -1,13 +1,15 @@
 """The background sweep: recovers lost webhooks and finishes what was left half-done.
 
 Each pass, on every instance:
-1. polls in-flight jobs whose state has not moved for ``sweep_min_age_ms`` (a lost
-   webhook), through the same per-prediction throttle as GET refreshes;
-2. ends jobs past ``overall_timeout_ms``: ``failed`` with TIMED_OUT, refunded, then
+1. ends jobs past ``overall_timeout_ms``: ``failed`` with TIMED_OUT, refunded, then
    canceled at the provider (in that order: its "canceled" webhook finds the job
    ended); a job stuck ``starting`` without a prediction id (the process died
    mid-submission) cannot move forward, so it is failed with INTERRUPTED after
-   ``_UNSUBMITTED_GRACE``;
+   ``_UNSUBMITTED_GRACE``. First, so that no recovery attempt delays it: a poll whose
+   output will not download takes as long as the download's retries;
+2. polls in-flight jobs whose state has not moved for ``sweep_min_age_ms`` (a lost
+   webhook), through the same per-prediction throttle as GET refreshes (every pass
+   since has tried the jobs step 1 ended);
 3. settles charges: retries pending refunds and debits that could not reach the
    usage service at the time, and gives back the debit of a job that ended without
    output while its debit went unanswered (the usage service may have recorded it);
@@ -54,8 +56,8 @@ _SETTLE_AFTER = timedelta(seconds=10)
 async def sweep_once(ctx: GenerationContext) -> dict[str, int]:
     """One pass; returns counts for logs and tests."""
     counts = {
-        "recovered": await _poll_quiet_jobs(ctx),
         "timedOut": await _end_overdue_jobs(ctx),
+        "recovered": await _poll_quiet_jobs(ctx),
         "settled": await _settle(ctx),
         "filesRemoved": await sweep_deleted_files(ctx),
     }
