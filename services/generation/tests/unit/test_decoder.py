@@ -110,6 +110,35 @@ async def test_the_workers_are_the_only_processes_a_decoder_starts() -> None:
     assert all("generation.domain.image_worker" in command for command in commands)
 
 
+_SERVICE_PROBE = """
+import asyncio, sys, time
+from generation.domain.decoder import ImageDecoder
+from kit.runtime_config import Uploads
+
+async def main():
+    pool = ImageDecoder(Uploads(decode_workers=1))
+    await pool.start()
+    print(pool.worker_pids()[0], flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_worker_exits_when_its_service_is_killed() -> None:
+    # No stop, no signal handler: the service dies at once (SIGKILL, the OOM killer),
+    # its end of the worker's pipe closes, and the worker exits instead of lingering.
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SERVICE_PROBE, stdout=asyncio.subprocess.PIPE
+    )
+    assert service.stdout is not None
+    worker = psutil.Process(int(await asyncio.wait_for(service.stdout.readline(), 30)))
+    service.kill()
+    await service.wait()
+    gone, alive = await asyncio.to_thread(psutil.wait_procs, [worker], 10)
+    assert [process.pid for process in gone] == [worker.pid], alive
+
+
 async def test_a_stopped_decoder_leaves_no_worker_behind(decoder: ImageDecoder) -> None:
     [pid] = decoder.worker_pids()
     await decoder.stop()
