@@ -245,8 +245,9 @@ def test_one_shot_steps_do_not_restart_and_migrate_their_own_database() -> None:
         assert url == services[service]["environment"][f"{service.upper()}_DATABASE_URL"]
         assert url.startswith("postgresql+asyncpg://")
         assert url.endswith(f"@postgres:5432/{service}")
-    # Migrated before start: generation does not migrate again.
+    # Migrated before start: neither server migrates again.
     assert services["generation"]["environment"]["RUN_MIGRATIONS"] == "false"
+    assert services["usage"]["environment"]["RUN_MIGRATIONS"] == "false"
     init_sql = (DEPLOY / "postgres" / "init-databases.sql").read_text()
     assert re.findall(r"CREATE DATABASE (\w+);", init_sql) == ["generation", "usage"]
 

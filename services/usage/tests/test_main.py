@@ -86,3 +86,26 @@ async def test_a_failed_migration_stops_the_start_with_a_clear_message() -> None
     assert b"usage: not started: the migration ended with exit code 1" in result.stderr
     assert b"Traceback" not in result.stdout + result.stderr
     assert b'"event": "migrate.failed"' in result.stdout
+
+
+async def test_run_migrations_false_serves_without_migrating(
+    database_factory: Callable[[str], str], tmp_path: Path
+) -> None:
+    # As deployed: a one-shot step (compose) or an init container (Kubernetes) migrated.
+    url, port = database_factory("usage_no_migrate"), free_port()
+    env = {
+        **os.environ,
+        "USAGE_DATABASE_URL": url,
+        "USAGE_GRPC_PORT": str(port),
+        "GRPC_HOST": "127.0.0.1",
+        "SHUTDOWN_GRACE_SECONDS": "2",
+        "RUN_MIGRATIONS": "false",
+    }
+    code, output = await serve_until_sigterm("usage", env, port, SERVICE_NAME, tmp_path / "u.log")
+    assert code == 0, output
+    assert "usage.migrated" not in output
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+        table = await connection.scalar(text("SELECT to_regclass('alembic_version_usage')"))
+    await engine.dispose()
+    assert table is None

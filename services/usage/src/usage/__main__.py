@@ -26,9 +26,10 @@ log = get_logger("usage")
 async def serve(settings: UsageSettings) -> None:
     """Migrate, start, and run until SIGTERM/SIGINT; then stop gracefully."""
     config = load_runtime_config(settings.runtime_config_file)
-    # In a child process: this one never imports Alembic (kit.migrate_command).
-    await migrate_in_child("usage")
-    log.info("usage.migrated")
+    if settings.run_migrations:
+        # In a child process: this one never imports Alembic (kit.migrate_command).
+        await migrate_in_child("usage")
+        log.info("usage.migrated")
     server, _ = build_server(settings, runtime_config=config)
     start_metrics_server(settings.metrics_port, settings.metrics_host)
     await server.serve_until_signal(settings.shutdown_grace_seconds)

@@ -22,6 +22,9 @@ class UsageSettings(GrpcServerSettings, DatabaseSettings):
     database_url: SecretStr = Field(
         validation_alias=AliasChoices("USAGE_DATABASE_URL", "DATABASE_URL")
     )
+    # Migrate at start (in a child process); false where a one-shot step or an init
+    # container already did, as deployed.
+    run_migrations: bool = Field(default=True, alias="RUN_MIGRATIONS")
     generation_grpc_target: str = Field(default="127.0.0.1:50051", alias="GENERATION_GRPC_TARGET")
     # Deadline of each ListJobOutcomes page call made by the audit.
     audit_call_timeout_seconds: float = Field(
