@@ -87,6 +87,28 @@ class ThumbnailFailingStorage:
         return getattr(self._inner, name)
 
 
+class DetachedWrites:
+    """The real storage, whose PUTs run as the real client's do, in threads that a
+    cancellation of their caller does not stop; held until the test opens ``gate``."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.gate = asyncio.Event()
+        self.writes: list[asyncio.Future[None]] = []
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        async def write() -> None:
+            await self.gate.wait()
+            await self._inner.put_bytes(bucket, key, data, content_type)
+
+        task = asyncio.ensure_future(write())
+        self.writes.append(task)
+        await asyncio.shield(task)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 @dataclasses.dataclass
 class Race:
     job_id: str
@@ -155,6 +177,34 @@ async def test_a_late_applier_after_delete_leaves_no_files(
     assert job_row.files_removed_at is not None
     assert job_row.files_round == 1
     assert (await user.get(race.job_id)).json()["variants"] == []
+
+
+async def test_a_late_applier_cancelled_while_it_writes_after_delete_leaves_no_files(
+    stack: Stack, user: User
+) -> None:
+    """A webhook's RPC cut off (its deadline, the gateway gone) while its PUTs run: the
+    writes land all the same, so the applier finishes its copy (here: finds the render
+    deleted and removes what it wrote) before it lets the cancellation on."""
+    storage = DetachedWrites(stack.ctx.storage)
+    race = await start_race(stack, user, late_storage=storage)
+    await win(stack, race)
+    await user.wait_for(race.job_id, {"succeeded"})
+    assert (await user.delete(race.job_id)).status_code == 200
+    assert await objects_under(stack, "public", race.render_prefix) == []
+
+    race.late.gate.set()
+    async with asyncio.timeout(_WAIT):
+        while len(storage.writes) < 2:  # the original and its thumbnail
+            await asyncio.sleep(0.01)
+    race.late_applier.cancel()
+    storage.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(race.late_applier, _WAIT)
+    await asyncio.gather(*storage.writes)
+
+    assert await objects_under(stack, "public", race.render_prefix) == []
+    job_row, _ = await rows(stack, race.job_id)
+    assert job_row.files_removed_at is not None
 
 
 async def test_a_late_applier_that_stored_only_some_files_after_delete_leaves_none(

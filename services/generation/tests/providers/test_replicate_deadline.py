@@ -1,7 +1,10 @@
-"""Provider calls end within the caller's deadline, retries included (on a fake clock)."""
+"""Provider calls and output downloads end within the caller's deadline, retries
+included (on a fake clock)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,6 +18,7 @@ from generation.domain.provider import (
 )
 from generation.providers.retries import MIN_ATTEMPT_SECONDS
 
+OUTPUT_URL = "https://replicate.delivery/xezq/abc123/tmpq1w2e3r4.jpg"
 REQUEST = PredictionRequest("a calm room", (), "https://hooks.test/replicate", ("completed",))
 
 
@@ -132,5 +136,36 @@ async def test_the_deadline_does_not_outlive_its_block(make_harness: Any, answer
     with provider_deadline(Deadline.after(-1.0, clock)):
         pass
     await harness.provider.get_prediction(answers.prediction_id)
+
+    assert len(harness.requests) == 1
+
+
+class Drip(httpx.AsyncByteStream):
+    """An output host that sends a byte now and then, for ever."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            await asyncio.sleep(0.01)
+            yield b"x"
+
+
+async def test_an_output_download_ends_within_the_callers_deadline(
+    make_harness: Any, answers: Any
+) -> None:
+    """A webhook's or a GET's copy of a slow output gives up in the caller's time (the
+    copy is deferred to the next applier), not after its own 120 s per attempt and
+    retries: the RPC would be cancelled first, a GET then answered 503."""
+    clock = FakeClock()
+    harness = make_harness(
+        answers.script(*[httpx.Response(200, stream=Drip()) for _ in range(3)]),
+        max_attempts=3,
+        download_deadline_seconds=120.0,
+    )
+
+    # 0.2 s left on a clock that stands still: one clipped attempt, then no time for
+    # another (MIN_ATTEMPT_SECONDS), whatever the retry policy allows.
+    with pytest.raises(ProviderUnavailable), provider_deadline(Deadline.after(0.2, clock)):
+        async with asyncio.timeout(30):
+            await harness.provider.download_output(OUTPUT_URL, max_bytes=10_000)
 
     assert len(harness.requests) == 1

@@ -17,14 +17,20 @@ from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction
 from generation.domain.jobs import JobView
 from generation.domain.presentation import signed_inputs
-from generation.domain.provider import Deadline, InvalidProviderPayload, provider_deadline
+from generation.domain.provider import (
+    Deadline,
+    InvalidProviderPayload,
+    ProviderError,
+    provider_deadline,
+)
 from generation.domain.submission import early_answer, submit_generation
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit import tracing
-from kit.errors import NotFound, ValidationError
+from kit.errors import NotFound, ServiceUnavailable, ValidationError
 from kit.grpc_interceptors import STOP_SENDING
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
+from kit.storage import StorageError
 from kit.wire import FEED_MARKS_WITHIN
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -184,10 +190,18 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             prediction = self._ctx.provider.parse_event(request.payload)
         except InvalidProviderPayload:
             raise ValidationError("The event is not a prediction.") from None
-        with tracing.linked_span(
-            "generation.apply_webhook", await self._submission_trace(prediction.id)
+        with (
+            tracing.linked_span(
+                "generation.apply_webhook", await self._submission_trace(prediction.id)
+            ),
+            provider_deadline(_provider_deadline_of(context)),
         ):
-            outcome, job = await apply_prediction(self._ctx, prediction, source="webhook")
+            try:
+                outcome, job = await apply_prediction(self._ctx, prediction, source="webhook")
+            except (ProviderError, StorageError):
+                # The outputs could not be copied now (logged as job.assets_deferred):
+                # retryable, not a bug, so the provider's retry of the webhook comes.
+                raise ServiceUnavailable() from None
         return pb.ApplyProviderEventResponse(
             outcome=mappers.outcome_message(outcome),
             job_id=str(job.id) if job else "",

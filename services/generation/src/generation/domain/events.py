@@ -10,6 +10,8 @@ again unless the job has a live render (see domain/cleanup.py).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import enum
 
@@ -58,7 +60,7 @@ async def apply_prediction(
         changed = await _mark_processing(ctx, job, prediction)
         status = target if changed else None
     elif target == jobs.SUCCEEDED:
-        status = await _finish_with_output(ctx, job, prediction)
+        status = await _to_its_end(ctx, job, prediction)
     else:
         changed = await end_without_output(ctx, job, _error_for(prediction), target)
         status = target if changed else None
@@ -99,6 +101,25 @@ async def end_without_output(
     if update.refund_due and current is not None:
         await refund(ctx, current)
     return update.changed
+
+
+async def _to_its_end(ctx: GenerationContext, job: Job, prediction: Prediction) -> str | None:
+    """:func:`_finish_with_output`, which a cancelled caller (its RPC's deadline, the
+    gateway gone) still waits for before the cancellation goes on.
+
+    The storage client writes in threads that a cancellation does not stop, and only
+    the copy's own end makes its files safe: the commit of the render, or, for a job
+    ended meanwhile (deleted, canceled, timed out), the claim that has them removed.
+    Cut short in between, a file could land after a DELETE emptied the render's prefix
+    and be served again for good.
+    """
+    task = asyncio.ensure_future(_finish_with_output(ctx, job, prediction))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(task)
+        raise
 
 
 async def _finish_with_output(

@@ -185,6 +185,7 @@ class ReplicateProvider:
         """Fetch one output file from a delivery host: no credentials, a size cap, retries.
 
         Raises :class:`OutputRefused` (never retried) for any other host or address.
+        The caller's deadline (:func:`current_deadline`) bounds the attempts.
         """
         return await download_capped(
             self._download_client,
@@ -194,6 +195,7 @@ class ReplicateProvider:
             policy=self._policy,
             http_timeout=self._timeout,
             deadline_seconds=self._download_deadline,
+            deadline=current_deadline(),
         )
 
     async def aclose(self) -> None:

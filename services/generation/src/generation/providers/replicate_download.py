@@ -6,7 +6,10 @@ checked against :class:`OutputHosts` before it is requested (redirects are
 followed here, a few at most, never by httpx), and the client's connections check
 the resolved addresses (:mod:`generation.providers.output_addresses`). The body is
 streamed and abandoned as soon as it grows past the cap; each attempt also has an
-overall deadline so a server that drips bytes cannot hold a worker forever.
+overall deadline so a server that drips bytes cannot hold a worker forever. A caller
+that waits (a webhook's or a GET's RPC) bounds the attempts and the retries with its
+own deadline, as the API calls do: a slow delivery host then defers the copy (the
+next webhook, refresh or sweep tries again) instead of outlasting the caller.
 """
 
 from __future__ import annotations
@@ -18,12 +21,18 @@ from typing import NoReturn
 import httpx
 
 from generation import metrics
-from generation.domain.provider import OutputRefused, ProviderRejected, ProviderUnavailable
+from generation.domain.provider import (
+    Deadline,
+    OutputRefused,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from generation.providers.output_hosts import OutputHosts
 from generation.providers.retries import (
     UNAVAILABLE_ERRORS,
     RetryPolicy,
     TransientStatus,
+    attempt_seconds,
     call_with_retries,
     describe_failure,
     is_transient_status,
@@ -96,8 +105,12 @@ async def download_capped(
     policy: RetryPolicy,
     http_timeout: httpx.Timeout,
     deadline_seconds: float,
+    deadline: Deadline | None = None,
 ) -> bytes:
     """GET ``url`` into memory, at most ``max_bytes``; retries transient failures.
+
+    ``deadline_seconds`` bounds each attempt; ``deadline``, the caller's, bounds the
+    attempts and the retries together (None: no caller waits, the policy alone).
 
     Raises :class:`OutputRefused` for a URL (or redirect) outside the delivery
     hosts, :class:`ProviderRejected` for files over the cap and 4xx answers,
@@ -116,7 +129,7 @@ async def download_capped(
         started = time.perf_counter()
         status: int | None = None
         try:
-            async with asyncio.timeout(deadline_seconds):
+            async with asyncio.timeout(attempt_seconds(deadline_seconds, deadline)):
                 response = await _open_checked(client, checked, hosts, http_timeout)
                 try:
                     status = response.status_code
@@ -139,7 +152,7 @@ async def download_capped(
             )
 
     try:
-        return await call_with_retries(attempt, policy, "download")
+        return await call_with_retries(attempt, policy, "download", deadline)
     except OutputRefused as refusal:
         _refused(refusal)
     except UNAVAILABLE_ERRORS as exc:
