@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from types import TracebackType
 from typing import Any
 
@@ -146,13 +146,42 @@ def redact_text(text: str) -> str:
     return text
 
 
+# How deep redaction follows nested values (a dict in a list in a dict...); anything
+# deeper is not written at all.
+_MAX_NESTING = 6
+_PLAIN = (int, float, bool, type(None))
+
+
+def _scrubbed(value: Any, depth: int = 0) -> Any:
+    """``value`` as it may be written: strings redacted, forbidden keys of nested
+    mappings dropped, containers followed, anything else rendered (``repr``, as the
+    JSON renderer would) and redacted."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, _PLAIN):
+        return value
+    if depth >= _MAX_NESTING:
+        return _REDACTED
+    if isinstance(value, Mapping):
+        return {
+            str(key): _REDACTED
+            if str(key).lower() in _FORBIDDEN_KEYS
+            else _scrubbed(item, depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrubbed(item, depth + 1) for item in value]
+    return redact_text(repr(value))
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Runs after ``format_exc_info``, so the ``exception`` text is scrubbed too."""
+    """Runs after ``format_exc_info``, so the ``exception`` text is scrubbed too. Nested
+    values are scrubbed as top-level ones are: a dict passed by mistake keeps no prompt."""
     for key in list(event):
         if key.lower() in _FORBIDDEN_KEYS:
             event[key] = _REDACTED
-        elif isinstance(event[key], str):
-            event[key] = redact_text(event[key])
+        elif not isinstance(event[key], _PLAIN):
+            event[key] = _scrubbed(event[key])
     return event
 
 

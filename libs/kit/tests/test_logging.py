@@ -47,6 +47,50 @@ def test_json_lines_with_context_and_redaction(capsys: pytest.CaptureFixture[str
     assert "abcdef" not in line
 
 
+def test_nested_values_are_redacted_as_top_level_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    """A dict or list passed by mistake keeps no prompt, token or signature."""
+
+    class Holder:
+        def __repr__(self) -> str:
+            return "Holder(authorization='Bearer eyJhbGciOi.x.y')"
+
+    configure_logging("test-service")
+    get_logger("t").info(
+        "call",
+        details={"prompt": "my secret prompt", "url": "http://s3/a.jpg?X-Amz-Signature=abc"},
+        items=["Bearer eyJhbGciOi.x.y", ("whsec_c2VjcmV0",), {"inner": {"Token": "t0k"}}],
+        holder=Holder(),
+        count=3,
+        ratio=0.5,
+        flag=True,
+        nothing=None,
+    )
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    event = json.loads(line)
+    assert event["details"] == {"prompt": "[redacted]", "url": "http://s3/a.jpg?[redacted]"}
+    assert event["items"] == [
+        "Bearer [redacted]",
+        ["whsec_[redacted]"],
+        {"inner": {"Token": "[redacted]"}},
+    ]
+    assert "eyJ" not in event["holder"]
+    assert "Holder(" in event["holder"]
+    assert (event["count"], event["ratio"], event["flag"], event["nothing"]) == (3, 0.5, True, None)
+    for secret in ("secret prompt", "abc", "eyJ", "c2VjcmV0", "t0k"):
+        assert secret not in line
+
+
+def test_redaction_of_nesting_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    deep: list[object] = ["Bearer eyJhbGciOi.x.y"]
+    for _ in range(50):
+        deep = [deep]
+    configure_logging("test-service")
+    get_logger("t").info("deep", value=deep)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "eyJ" not in line
+    assert "[redacted]" in json.loads(line)["value"][0][0][0][0][0]
+
+
 def test_loggers_made_before_configuration_still_write_json(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
