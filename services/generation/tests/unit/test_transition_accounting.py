@@ -75,6 +75,9 @@ class Stores(FakeStores):
     def __init__(self) -> None:
         super().__init__()
         self.attach_fails = False
+        # Set: attaches wait for it (a statement under way when the caller gives up).
+        self.attach_gate: asyncio.Event | None = None
+        self.attaching = asyncio.Event()
         self.overdue: list[Job] = []
         self.to_settle: list[Job] = []
         self.settle_query_fails = False
@@ -87,6 +90,9 @@ class Stores(FakeStores):
     async def attach_prediction(
         self, job_id: uuid.UUID, prediction_id: str, now: datetime
     ) -> Job | None:
+        self.attaching.set()
+        if self.attach_gate is not None:
+            await self.attach_gate.wait()
         if self.attach_fails:
             raise ConnectionError("the database went away")
         job = self.jobs_by_id[job_id]
@@ -226,6 +232,66 @@ async def test_a_prediction_that_cannot_be_attached_ends_the_job_logged_and_coun
     _assert_context(line)
     assert (line["predictionId"], line["status"]) == ("pred-lost", "failed")
     assert moved[(jobs.FAILED, "submit")] == 1
+
+
+async def _cancelled_while_attaching(stores: Stores, provider: Provider, job: Job) -> None:
+    """A submission whose caller gives up while the accepted run is being attached."""
+
+    async def accepted() -> Prediction:
+        return _prediction("pred-mid-attach", ProviderStatus.STARTING)
+
+    provider.on_create = accepted
+    stores.attach_gate = asyncio.Event()
+    submitting = asyncio.create_task(
+        start_prediction(
+            _context(stores, provider), StartedJob(job.id, job.owner_id), "p", [], "https://w"
+        )
+    )
+    await stores.attaching.wait()
+    submitting.cancel()
+    await asyncio.sleep(0)
+    stores.attach_gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await submitting
+
+
+async def test_a_submission_cancelled_while_attaching_leaves_its_run_attached() -> None:
+    """The client left as the run was being attached: the attach still ends, so the run
+    is followed (webhooks, the sweep that charges it), not left for nobody while the
+    owner's slot stays held until the sweep gives the job up."""
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+
+    await _cancelled_while_attaching(stores, provider, job)
+
+    assert stores.jobs_by_id[job.id].prediction_id == "pred-mid-attach"
+    assert stores.jobs_by_id[job.id].status == jobs.STARTING
+    assert provider.canceled == []
+
+
+async def test_a_submission_cancelled_while_attaching_to_a_canceled_job_stops_the_run() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+    stores.set_status(job.id, jobs.CANCELED)  # the user's cancel committed first
+
+    with capture_logs() as logs:
+        await _cancelled_while_attaching(stores, provider, job)
+
+    assert provider.canceled == ["pred-mid-attach"]
+    [line] = _events(logs, "job.canceled_during_submit")
+    _assert_context(line)
+    assert line["status"] == "canceled"
+
+
+async def test_a_submission_cancelled_while_an_attach_fails_ends_the_job() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+    stores.attach_fails = True
+
+    await _cancelled_while_attaching(stores, provider, job)
+
+    assert provider.canceled == ["pred-mid-attach"]
+    assert stores.jobs_by_id[job.id].status == jobs.FAILED
 
 
 async def test_a_create_failure_after_the_user_canceled_is_logged_as_it_is_and_not_counted() -> (

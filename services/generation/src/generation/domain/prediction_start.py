@@ -124,23 +124,21 @@ async def _attach_and_charge(
     ctx: GenerationContext, job: StartedJob, prediction_id: str
 ) -> Job | None:
     fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": prediction_id}
+    attach = asyncio.ensure_future(_attach(ctx, job, prediction_id))
     try:
-        async with ctx.statements() as stores:
-            attached = await stores.jobs.attach_prediction(job.id, prediction_id, ctx.clock.now())
+        attached = await asyncio.shield(attach)
+    except asyncio.CancelledError:
+        # The caller is gone (its client left, its deadline passed) while the run it
+        # started was being attached: the run must still be followed or stopped.
+        await asyncio.shield(_after_interrupted_attach(ctx, job, prediction_id, attach))
+        raise
     except Exception:
         # The database failed right after the provider accepted: do not leave a run
         # nobody will follow. Failing the job may fail too; the sweep then ends it.
         await asyncio.shield(_abandon_prediction(ctx, job, prediction_id))
         raise
     if attached is None:
-        # Canceled (or ended) while we were submitting: stop the provider's run too.
-        await _cancel_quietly(ctx, prediction_id)
-        status: str = jobs.CANCELED  # what ends a job in this window, nearly always
-        with contextlib.suppress(Exception):  # a log line's detail: never fails the call
-            async with ctx.reads() as tx:
-                current = await tx.jobs.get(job.id)
-            status = current.status if current is not None else status
-        log.info("job.canceled_during_submit", **fields, status=status)
+        await _stop_unattached(ctx, job, prediction_id)
         return None
     log.info("job.provider_accepted", **fields, status=jobs.STARTING)
     submitted = StartedJob(job.id, job.owner_id, prediction_id)
@@ -154,6 +152,44 @@ async def _attach_and_charge(
             metrics.job_transition(jobs.FAILED, "submit")
         raise
     return charged or attached
+
+
+async def _attach(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> Job | None:
+    async with ctx.statements() as stores:
+        return await stores.jobs.attach_prediction(job.id, prediction_id, ctx.clock.now())
+
+
+async def _after_interrupted_attach(
+    ctx: GenerationContext, job: StartedJob, prediction_id: str, attach: asyncio.Future[Job | None]
+) -> None:
+    """Once the attach ends: a run attached is followed as any other (its webhooks, the
+    sweep, which also charges it); one that could not be attached is stopped (its job
+    failed, or canceled by its user meanwhile), as an uninterrupted submission does."""
+    try:
+        attached = await attach
+    except Exception:
+        await _abandon_prediction(ctx, job, prediction_id)
+        return
+    if attached is None:
+        await _stop_unattached(ctx, job, prediction_id)
+
+
+async def _stop_unattached(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
+    """The job was canceled (or ended) while we were submitting: stop the provider's run
+    too, and say so with the job's status as it is now."""
+    await _cancel_quietly(ctx, prediction_id)
+    status: str = jobs.CANCELED  # what ends a job in this window, nearly always
+    with contextlib.suppress(Exception):  # a log line's detail: never fails the call
+        async with ctx.reads() as tx:
+            current = await tx.jobs.get(job.id)
+        status = current.status if current is not None else status
+    log.info(
+        "job.canceled_during_submit",
+        ownerId=str(job.owner_id),
+        jobId=str(job.id),
+        predictionId=prediction_id,
+        status=status,
+    )
 
 
 async def _abandon_prediction(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
