@@ -89,6 +89,8 @@ class JwksServer:
     documents: list[dict[str, Any]] = field(default_factory=list)
     hits: int = 0
     server: ThreadedUvicorn | None = None
+    # Set: each answer waits for it (a host that is slow or black-holed).
+    release: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -97,6 +99,8 @@ class JwksServer:
 
     async def _serve(self, _: Request) -> JSONResponse:
         self.hits += 1
+        if self.release is not None:
+            await self.release.wait()
         return JSONResponse({"keys": list(self.documents)})
 
     def start(self) -> JwksServer:
@@ -146,7 +150,15 @@ Opener = Callable[..., Any]
 
 
 @pytest.fixture
-def open_edge(edge_clients, make_settings, jwks_server: JwksServer, clock: Clock) -> Opener:
+def made_keys() -> list[JwksKeys]:
+    """The key caches of the edges ``open_edge`` opened, in order."""
+    return []
+
+
+@pytest.fixture
+def open_edge(
+    edge_clients, make_settings, jwks_server: JwksServer, clock: Clock, made_keys: list[JwksKeys]
+) -> Opener:
     """An edge that trusts the JWKS server (and, unless told, no HS256 secret)."""
 
     async def open_edge(**overrides: Any) -> httpx.AsyncClient:
@@ -162,6 +174,7 @@ def open_edge(edge_clients, make_settings, jwks_server: JwksServer, clock: Clock
                 max_age_seconds=MAX_AGE_SECONDS,
                 clock=clock,
             )
+            made_keys.append(state.jwks)
             state.token_verifier = token_verifier(settings, state.jwks)
 
         client = await edge_clients.open(settings, prepare=with_test_clock)
@@ -224,7 +237,13 @@ async def test_unknown_kid_floods_refetch_at_most_once_per_interval(
 
 
 async def test_a_key_removed_from_the_jwks_stops_working_once_the_cache_is_old(
-    open_edge: Opener, backends, jwks_server: JwksServer, rs_key, es_key, clock: Clock
+    open_edge: Opener,
+    backends,
+    jwks_server: JwksServer,
+    rs_key,
+    es_key,
+    clock: Clock,
+    made_keys: list[JwksKeys],
 ) -> None:
     client = await open_edge()
     assert await usage(client, rs_key.token()) == 200
@@ -234,10 +253,41 @@ async def test_a_key_removed_from_the_jwks_stops_working_once_the_cache_is_old(
     assert await usage(client, rs_key.token()) == 200  # still fresh: no fetch
     assert jwks_server.hits == 1
     clock.now += 1
-    assert await usage(client, rs_key.token()) == 401
+    # Old: answered from the cache while the keys are fetched again behind it.
+    assert await usage(client, rs_key.token()) == 200
+    await made_keys[-1].revalidated()
 
     assert jwks_server.hits == 2
+    assert await usage(client, rs_key.token()) == 401
     assert await usage(client, es_key.token()) == 200
+
+
+async def test_a_slow_jwks_host_holds_no_request_whose_key_is_cached(
+    open_edge: Opener,
+    backends,
+    jwks_server: JwksServer,
+    rs_key,
+    es_key,
+    clock: Clock,
+    made_keys: list[JwksKeys],
+) -> None:
+    """Keys past their age are fetched again behind the requests: while the host hangs,
+    tokens whose keys are cached are answered at once, and one fetch is under way."""
+    client = await open_edge()
+    assert await usage(client, rs_key.token()) == 200
+    jwks_server.release = asyncio.Event()  # the host stops answering (it still accepts)
+    clock.now += MAX_AGE_SECONDS
+
+    async with asyncio.timeout(1.5):  # the fetch's own timeout is 2 s
+        statuses = await asyncio.gather(
+            *(usage(client, key.token()) for key in [rs_key, es_key] * 10)
+        )
+
+    assert set(statuses) == {200}
+    assert jwks_server.hits == 2
+    jwks_server.release.set()
+    await made_keys[-1].revalidated()
+    assert jwks_server.hits == 2
 
 
 async def test_an_outage_keeps_even_old_cached_keys(
@@ -292,7 +342,13 @@ MALFORMED_KEYS = [
 
 @pytest.mark.parametrize("bad", MALFORMED_KEYS, ids=[key["kid"] for key in MALFORMED_KEYS])
 async def test_a_malformed_key_beside_good_ones_is_skipped(
-    open_edge: Opener, backends, jwks_server: JwksServer, rs_key, clock: Clock, bad: Any
+    open_edge: Opener,
+    backends,
+    jwks_server: JwksServer,
+    rs_key,
+    clock: Clock,
+    bad: Any,
+    made_keys: list[JwksKeys],
 ) -> None:
     """At start and on every refetch: the good keys still verify, the bad one never."""
     jwks_server.documents.append(bad)
@@ -302,7 +358,10 @@ async def test_a_malformed_key_beside_good_ones_is_skipped(
 
     clock.now += MAX_AGE_SECONDS  # stale: the next request refetches the same document
     assert await usage(client, rs_key.token()) == 200
+    await made_keys[-1].revalidated()
     assert jwks_server.hits == 2
+    assert await usage(client, rs_key.token()) == 200
+    assert await usage(client, rs_key.token(kid=bad["kid"])) == 401
 
 
 def _hs256(secret: bytes | str, kid: str) -> str:

@@ -92,6 +92,8 @@ def create_app(
         try:
             yield
         finally:
+            if jwks is not None:
+                await jwks.aclose()
             await state.feed.close()
             if owned and state.clients is not None:
                 await state.clients.close()

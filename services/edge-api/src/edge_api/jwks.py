@@ -3,14 +3,18 @@
 Keys are fetched with ``httpx.AsyncClient`` (never blocking the event loop), cached
 by ``kid`` and refetched when a token names a ``kid`` the cache lacks, at most once
 per ``min_refetch_seconds``: a flood of made-up kids costs the JWKS host one request
-per interval. Keys older than ``max_age_seconds`` are refetched on their next use, so
-a key the provider revoked stops working. A failed fetch keeps the cached keys, so an
+per interval. Keys older than ``max_age_seconds`` are refetched when next used, so a
+key the provider revoked stops working: in the background, while the cached key still
+answers (stale-while-revalidate), so no request waits on the JWKS host for a key it
+has; a slow or unreachable host would otherwise hold every request for up to the
+fetch timeout, once per refetch interval. A failed fetch keeps the cached keys, so an
 outage neither admits a bad token nor refuses a good one whose key is cached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -55,6 +59,7 @@ class JwksKeys:
         self._last_attempt: float | None = None
         self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
+        self._revalidating: asyncio.Task[bool] | None = None
 
     @property
     def kids(self) -> frozenset[str]:
@@ -67,14 +72,35 @@ class JwksKeys:
             return await self._fetch()
 
     async def key(self, kid: str) -> PyJWK | None:
-        """The key named ``kid``: cached, or refetched once if the rate limit allows."""
-        if (cached := self._keys.get(kid)) is not None and not self._stale():
+        """The key named ``kid``: cached (refetched in the background once old), or
+        refetched now if the rate limit allows."""
+        if (cached := self._keys.get(kid)) is not None:
+            if self._stale() and self._may_refetch():
+                self._revalidate()
             return cached
         async with self._lock:
             # Another request may have refetched while this one waited for the lock.
-            if (kid not in self._keys or self._stale()) and self._may_refetch():
+            if kid not in self._keys and self._may_refetch():
                 await self._fetch()
             return self._keys.get(kid)
+
+    async def revalidated(self) -> None:
+        """Wait for the background refetch under way, if any."""
+        if self._revalidating is not None:
+            await asyncio.shield(self._revalidating)
+
+    async def aclose(self) -> None:
+        """Stop a background refetch under way (the app is stopping)."""
+        if self._revalidating is not None:
+            self._revalidating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._revalidating
+
+    def _revalidate(self) -> None:
+        if self._revalidating is None or self._revalidating.done():
+            # Counted as an attempt now: the requests until it ends start no other.
+            self._last_attempt = self._clock()
+            self._revalidating = asyncio.get_running_loop().create_task(self.refresh())
 
     def _stale(self) -> bool:
         fetched = self._fetched_at
