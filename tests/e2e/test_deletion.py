@@ -12,6 +12,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -72,10 +73,19 @@ async def test_delete_removes_the_render_files_and_the_inputs(
         "public", f"renders/{render_id}/0_thumb.jpg", jpeg_bytes(8, 6), "image/jpeg"
     )
 
+    assert len(job["inputs"]) == 1
+    stack.clock.advance(timedelta(seconds=1))
+
     deleted = await user.delete(job_id)
 
     assert deleted.status_code == 200, deleted.text
     assert deleted.json()["variants"] == []
+    # The inputs are removed too: no links to them, here, in GET or in the history.
+    assert deleted.json()["inputs"] == []
+    assert (await user.get(job_id)).json()["inputs"] == []
+    listed = await http.get(f"{stack.api}/generations", headers=user.headers)
+    assert [(j["id"], j["inputs"]) for j in listed.json()["items"]] == [(job_id, [])]
+    assert deleted.json()["updatedAt"] > job["updatedAt"]
     gone = await http.get(url)
     assert gone.status_code == 404
     assert gone.headers["x-content-type-options"] == "nosniff"

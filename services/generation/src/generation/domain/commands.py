@@ -89,4 +89,4 @@ async def delete_generation(
         after = await tx.reads.view(owner_id, view.id)
     log.info("render.deleted", **jobs.log_fields(view), changed=deleted)
     await remove_deleted_job_files(ctx, view.id)
-    return after or dataclasses.replace(view, render_id=None, variants=())
+    return after or dataclasses.replace(view, render_id=None, variants=(), input_keys=())

@@ -19,7 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from generation.domain.jobs import JobView, VariantRef
 from generation.domain.states import JobStatus
 from generation.persistence.models import GenerationJob, Render, RenderVariant
-from generation.persistence.repositories import VIEW_COLUMNS, variant_columns, variant_ref
+from generation.persistence.repositories import (
+    VIEW_COLUMNS,
+    variant_columns,
+    variant_ref,
+    view_columns,
+)
 
 _JOB = GenerationJob.__table__.c
 
@@ -33,7 +38,7 @@ async def load_job_page(
 ) -> list[JobView]:
     """Up to ``limit`` of the owner's jobs older than ``before``, newest first."""
     query = (
-        select(*(_JOB[name] for name in VIEW_COLUMNS))
+        select(*view_columns(_JOB))
         .where(_JOB.owner_id == owner_id)
         .order_by(_JOB.created_at.desc(), _JOB.id.desc())
         .limit(limit)

@@ -40,7 +40,12 @@ class RemovalRepository:
                 GenerationJob.status.in_(TERMINAL_STATUSES),
                 GenerationJob.deleted_at.is_(None),
             )
-            .values(deleted_at=now, files_due_at=func.coalesce(GenerationJob.files_due_at, now)),
+            .values(
+                deleted_at=now,
+                # The job as shown changed (no variants, no inputs): so says updatedAt.
+                updated_at=now,
+                files_due_at=func.coalesce(GenerationJob.files_due_at, now),
+            ),
         )
 
     async def files_pending_removal(

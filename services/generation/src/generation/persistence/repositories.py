@@ -23,13 +23,14 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    literal,
     or_,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,6 +79,16 @@ VIEW_COLUMNS = (
     "input_keys",
     "source_job_id",
 )
+
+
+def view_columns(table: Any) -> list[Any]:
+    """VIEW_COLUMNS of ``table`` (the jobs table's columns) as a view shows them: a
+    deleted job's inputs are gone (or going) from storage, so it shows none."""
+    columns = [table[name] for name in VIEW_COLUMNS]
+    columns[VIEW_COLUMNS.index("input_keys")] = case(
+        (table.deleted_at.is_(None), table.input_keys), else_=literal([], JSONB)
+    ).label("input_keys")
+    return columns
 
 
 # A job's success: the conditional update, then its render and variants from the row it
@@ -556,7 +567,7 @@ def _job_view_statement() -> Select[Any]:
     ).outerjoin(RenderVariant.__table__, variant.render_id == render.id)
     return (
         select(
-            *(job[name] for name in VIEW_COLUMNS),
+            *view_columns(job),
             render.id.label("render_id"),
             *variant_columns(),
         )
