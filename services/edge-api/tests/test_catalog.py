@@ -70,11 +70,14 @@ async def test_the_catalog_answers_304_to_its_etag(client: httpx.AsyncClient) ->
 
     again = await client.get("/api/v1/catalog", headers={"If-None-Match": etag})
     other = await client.get("/api/v1/catalog", headers={"If-None-Match": '"stale"'})
+    # Weak comparison (RFC 9110 13.1.2): a compressing proxy or CDN sends the tag weak.
+    weak = await client.get("/api/v1/catalog", headers={"If-None-Match": f'"x", W/{etag}'})
 
     assert again.status_code == 304
     assert again.content == b""
     assert again.headers["etag"] == etag
     assert other.status_code == 200
+    assert weak.status_code == 304
 
 
 async def test_every_operation_has_a_person_made_operation_id(client: httpx.AsyncClient) -> None:
@@ -198,6 +201,9 @@ async def test_a_preflight_from_an_allowed_origin_is_answered(edge_clients, path
 
     assert response.status_code == 204
     assert response.headers["access-control-allow-origin"] == ALLOWED
+    # What every answer carries, though a preflight never reaches the request context.
+    assert response.headers["x-request-id"]
+    assert response.headers["vary"] == "Origin"
     assert set(response.headers["access-control-allow-methods"].split(", ")) == {
         "GET",
         "POST",
@@ -240,6 +246,8 @@ async def test_other_origins_get_no_cors_headers(edge_clients, identity) -> None
     assert preflight.status_code == 400
     assert preflight.json()["error"]["code"] == "VALIDATION_ERROR"
     assert "x-request-id" in preflight.headers
+    assert preflight.headers["cache-control"] == "no-store"
+    assert preflight.headers["vary"] == "Origin"
     for answer in (preflight, actual):
         assert not [name for name in answer.headers if name.startswith("access-control-")]
     assert actual.status_code == 200

@@ -55,7 +55,10 @@ class ApiCorsMiddleware(CORSMiddleware):
         await super().simple_response(scope, receive, send, request_headers)
 
     def preflight_response(self, request_headers: Headers) -> Response:
-        """204 with the CORS headers, or a 400 JSON error with none of them."""
+        """204 with the CORS headers, or a 400 JSON error with none of them. Either
+        way with what every answer carries (this one never reaches the request
+        context): a request id, ``Vary: Origin`` (the answer depends on it) and, for
+        the error, ``Cache-Control: no-store``."""
         answer = super().preflight_response(request_headers)
         if answer.status_code != 200:
             refused = error_response(
@@ -63,11 +66,17 @@ class ApiCorsMiddleware(CORSMiddleware):
                 "VALIDATION_ERROR",
                 "This origin, method or header is not allowed for cross-origin requests.",
             )
-            refused.headers[REQUEST_ID_HEADER] = request_ids(None)["requestId"]
-            return refused
+            refused.headers["Cache-Control"] = "no-store"
+            return _as_every_answer(refused)
         # Only the CORS headers: the "OK" body's length and type do not belong on a 204.
         headers = {k: v for k, v in answer.headers.items() if k.startswith("access-control-")}
-        return Response(status_code=204, headers=headers)
+        return _as_every_answer(Response(status_code=204, headers=headers))
+
+
+def _as_every_answer(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = request_ids(None)["requestId"]
+    response.headers["Vary"] = "Origin"
+    return response
 
 
 async def _vary_on_origin(message: Message, send: Send) -> None:
