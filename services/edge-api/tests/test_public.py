@@ -61,6 +61,7 @@ async def test_head_and_conditional_get(public_client: httpx.AsyncClient) -> Non
 
     head = await public_client.head(path)
     again = await public_client.get(path, headers={"If-None-Match": full.headers["etag"]})
+    weak = await public_client.get(path, headers={"If-None-Match": "W/" + full.headers["etag"]})
 
     assert head.status_code == 200
     assert head.content == b""
@@ -68,6 +69,7 @@ async def test_head_and_conditional_get(public_client: httpx.AsyncClient) -> Non
     assert head.headers["content-length"] == str(len(IMAGE))
     assert again.status_code == 304
     assert again.content == b""
+    assert weak.status_code == 304
     assert again.headers["etag"] == full.headers["etag"]
     assert again.headers["cache-control"] == "public, max-age=60"
     for answer in (head, again):

@@ -12,6 +12,7 @@ import hashlib
 
 from fastapi import APIRouter, Request, Response
 
+from edge_api.conditional import not_modified
 from edge_api.routes import API_PREFIX
 from edge_api.schemas import (
     CatalogChoiceOut,
@@ -57,8 +58,7 @@ class CatalogAnswer:
     def answer(self, request: Request) -> Response:
         """200 with the body, or 304 when the client's copy is current."""
         headers = {"ETag": self.etag, "Cache-Control": CACHE_CONTROL}
-        candidates = request.headers.get("if-none-match", "")
-        if any(tag.strip() in (self.etag, "*") for tag in candidates.split(",")):
+        if not_modified(request, self.etag):
             return Response(status_code=304, headers=headers)
         return Response(self.body, media_type="application/json", headers=headers)
 

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Path, Request, Response
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from edge_api.conditional import not_modified
 from edge_api.errors import domain_error_response
 from edge_api.openapi import errors
 from edge_api.state import EdgeState, State
@@ -45,11 +46,6 @@ def _object_key(render_id: str, file_name: str) -> str:
 def _etag(key: str, size: int) -> str:
     # A key is only ever (re)written with the same bytes, so key + size identify them.
     return '"' + hashlib.sha256(f"{key}:{size}".encode()).hexdigest()[:32] + '"'
-
-
-def _not_modified(request: Request, etag: str) -> bool:
-    candidates = request.headers.get("if-none-match", "")
-    return any(tag.strip() in (etag, "*") for tag in candidates.split(","))
 
 
 _PATH = "/public/renders/{render_id}/{file_name}"
@@ -91,7 +87,7 @@ async def get_render(
         if request.headers.get("if-none-match"):
             # A revalidation usually ends in a 304: ask for the facts, not the body.
             stored = await storage.stat(bucket, key)
-            if stored is not None and _not_modified(request, _etag(key, stored.size)):
+            if stored is not None and not_modified(request, _etag(key, stored.size)):
                 return _answer(request, key, stored.size, b"")
         stream = await storage.open_stream(bucket, key)
         if stream is None:
@@ -133,7 +129,7 @@ def _headers(key: str, size: int) -> dict[str, str]:
 
 def _answer(request: Request, key: str, size: int, body: bytes) -> Response:
     headers = _headers(key, size)
-    if _not_modified(request, headers["ETag"]):
+    if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     headers["Content-Length"] = str(size)
     return Response(body, media_type=_JPEG, headers=headers)
