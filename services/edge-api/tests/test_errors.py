@@ -202,6 +202,24 @@ async def test_wrong_method_is_json_405(client: httpx.AsyncClient, identity) -> 
     assert response.headers["Allow"] == "GET"
 
 
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/api/v1/generations", "GET, POST"),
+        ("/api/v1/generations/7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69", "DELETE, GET, PATCH"),
+    ],
+)
+async def test_a_405_names_every_method_of_its_path(
+    client: httpx.AsyncClient, identity, path: str, allowed: str
+) -> None:
+    """Routes of one path are declared apart (a GET, a POST): the Allow header lists
+    them all (RFC 9110 15.5.6), not the first route's alone."""
+    response = await client.put(path, headers=identity.headers())
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == allowed
+
+
 async def test_our_request_id_is_echoed_and_propagated_never_the_callers(
     client: httpx.AsyncClient, backends, identity
 ) -> None:

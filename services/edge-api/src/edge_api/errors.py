@@ -9,6 +9,7 @@ failures, and anything unexpected (a generic 500, never a stack trace).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -139,7 +140,7 @@ async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "VALIDATION_ERROR", _validation_message(exc))
 
 
-async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code)
     if code is None:
@@ -147,7 +148,37 @@ async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 401:
         return domain_error_response(Unauthorized())
     message = _HTTP_MESSAGES.get(exc.status_code, "The request is not valid.")
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405 and (allowed := _documented_methods(request)):
+        headers = {**(headers or {}), "Allow": allowed}
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_PATH_PARAMETER = re.compile(r"\\\{[^/]+?\\\}")
+
+
+@functools.cache
+def _path_patterns(paths: tuple[tuple[str, tuple[str, ...]], ...]) -> list[tuple[Any, str]]:
+    """(a path template's pattern, its methods) for each documented path."""
+    return [
+        (re.compile(_PATH_PARAMETER.sub("[^/]+", re.escape(template)) + "$"), ", ".join(methods))
+        for template, methods in paths
+    ]
+
+
+def _documented_methods(request: Request) -> str | None:
+    """Every method the OpenAPI document gives the request's path (RFC 9110 15.5.6):
+    Starlette's own 405 names only the first route that matched the path, and a path's
+    methods are often routes of their own (GET and POST of /generations)."""
+    paths = tuple(
+        (template, tuple(sorted(m.upper() for m in operations if m.upper() in _METHODS)))
+        for template, operations in request.app.openapi().get("paths", {}).items()
+    )
+    for pattern, methods in _path_patterns(paths):
+        if pattern.match(request.url.path):
+            return methods
+    return None
 
 
 def _validation_message(exc: RequestValidationError) -> str:
