@@ -37,7 +37,7 @@ async def _submit_with_the_debit_answer_lost(
     usage = stack.ctx.usage
     real_debit = usage.debit
 
-    async def debit_without_answer(owner_id: uuid.UUID, job_id: uuid.UUID) -> None:
+    async def debit_without_answer(owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:
         if debit_lands:
             await real_debit(owner_id, job_id)
         raise UpstreamError("injected: the debit's answer was lost")
@@ -77,10 +77,13 @@ async def test_a_landed_debit_of_a_failed_job_is_given_back_by_the_sweep(
     assert await _settle(stack) == 0  # settled once: never asked again
 
 
-async def _waived(stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch) -> str:
+async def _waived(stack: Stack, user: User) -> str:
     """A job whose debit never arrived, canceled, then settled by the sweep: waived."""
     await stack.control("set_faults", hold=True)
-    job_id = await _submit_with_the_debit_answer_lost(stack, user, monkeypatch, debit_lands=False)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        job_id = await _submit_with_the_debit_answer_lost(
+            stack, user, monkeypatch, debit_lands=False
+        )
     assert (await user.cancel(job_id)).status_code == 200
     assert (await user.usage())["used"] == 0
     assert await _settle(stack) >= 1
@@ -88,25 +91,39 @@ async def _waived(stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch) -> 
     return job_id
 
 
-async def test_a_canceled_job_whose_debit_never_arrived_is_waived(
-    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job_id = await _waived(stack, user, monkeypatch)
+async def test_a_canceled_job_whose_debit_never_arrived_is_waived(stack: Stack, user: User) -> None:
+    job_id = await _waived(stack, user)
     assert (await user.usage())["used"] == 0  # nothing was debited, nothing is credited
     assert await _books_of(stack, job_id) == []
     assert await _settle(stack) == 0
 
 
-async def test_a_debit_landing_after_the_job_was_waived_is_recorded_and_given_back(
-    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+async def test_a_debit_arriving_after_the_job_was_waived_is_never_recorded(
+    stack: Stack, user: User
 ) -> None:
-    """The sweep found no debit; the unanswered call's retry lands after all."""
-    job_id = await _waived(stack, user, monkeypatch)
+    """The sweep's credit found no debit and the job was waived; the unanswered call's
+    retry arrives after all. The usage service writes nothing for it (the credit
+    settled the job without a charge), and the job stays waived."""
+    job_id = await _waived(stack, user)
 
     async with session_scope(stack.ctx.sessions) as session:
         row = await session.get(GenerationJob, uuid.UUID(job_id))
     assert row is not None
-    await charge(stack.ctx, row)
-    assert await _states(stack, job_id) == ("canceled", ChargeState.CHARGED, RefundState.DONE)
+    assert await charge(stack.ctx, row) is None
+    assert await _states(stack, job_id) == ("canceled", ChargeState.WAIVED, RefundState.NONE)
     assert (await user.usage())["used"] == 0
     assert await _books_of(stack, job_id) == []
+
+
+async def test_a_late_debit_whose_answer_is_lost_too_leaves_no_charge(
+    stack: Stack, user: User
+) -> None:
+    """The same late debit, its answer lost as well (cut off after it was sent): nothing
+    would give a recorded debit back (the job is waived for good), so none is recorded."""
+    job_id = await _waived(stack, user)
+
+    assert await stack.ctx.usage.debit(user.id, uuid.UUID(job_id)) is False
+
+    assert (await user.usage())["used"] == 0
+    assert await _books_of(stack, job_id) == []
+    assert await _settle(stack) == 0

@@ -99,7 +99,7 @@ def test_documented_reason_and_outcome_sets_are_closed() -> None:
         "too_large",
         "not_json",
     }
-    assert set(usage_metrics.DEBIT_OUTCOMES) == {"recorded", "replayed", "refused"}
+    assert set(usage_metrics.DEBIT_OUTCOMES) == {"recorded", "replayed", "refused", "voided"}
     assert set(usage_metrics.CREDIT_OUTCOMES) == {"recorded", "replayed", "not_debited"}
 
 

@@ -101,3 +101,28 @@ async def test_one_key_raced_by_several_users_is_used_once(
 
     assert Counter(_outcome(r) for r in results) == {"RECORDED": 1, "IDEMPOTENCY_KEY_REUSED": 9}
     assert sum([await _debits_of(usage_sql, owner) for owner in owners]) == 1
+
+
+async def test_a_debit_racing_the_credit_of_its_job_ends_charged_and_refunded_or_neither(
+    usage, usage_sql: AsyncEngine, count_entries, new_id: Callable[[], str]
+) -> None:
+    """Generation's sweep credits a job whose debit went unanswered while that debit is
+    still on its way: whichever comes second sees the other (both lock the owner's
+    profile), so no debit is left that nothing gives back."""
+    owner = new_id()
+    jobs = [new_id() for _ in range(10)]
+
+    results = await asyncio.gather(
+        *(call for job in jobs for call in (usage.debit(owner, job), usage.credit(owner, job)))
+    )
+
+    for job, (debit, credit) in zip(
+        jobs, zip(results[::2], results[1::2], strict=True), strict=True
+    ):
+        debits = await count_entries(usage_sql, job, "debit")
+        credits = await count_entries(usage_sql, job, "credit")
+        if credit.recorded:
+            assert (debit.recorded, debits, credits) == (True, 1, 1)
+        else:
+            assert (debit.recorded, debits, credits) == (False, 0, 0)
+    assert (await usage.quota(owner)).used == 0

@@ -86,6 +86,24 @@ async def test_a_credit_for_a_job_never_debited_writes_nothing(
     assert await count_entries(usage_sql, job, "credit") == 0
 
 
+async def test_a_debit_after_a_credit_found_no_debit_writes_nothing(
+    usage, usage_sql: AsyncEngine, count_entries, new_id: Callable[[], str]
+) -> None:
+    """The credit settled the job without a charge (generation records it waived); a
+    debit of it arriving later (a call cut off after it was sent) would be a charge
+    nothing gives back, so it is refused, quietly, however often it comes."""
+    owner, job = new_id(), new_id()
+    assert (await usage.credit(owner, job)).recorded is False
+
+    late = await usage.debit(owner, job)
+    again = await usage.debit(owner, job, key="another-key")
+
+    for answer in (late, again):
+        assert (answer.recorded, answer.replayed, answer.quota.used) == (False, False, 0)
+    assert await count_entries(usage_sql, job, "debit") == 0
+    assert (await usage.credit(owner, job)).recorded is False
+
+
 async def test_nobody_refunds_another_users_job(
     usage, usage_sql: AsyncEngine, count_entries, new_id: Callable[[], str]
 ) -> None:

@@ -156,9 +156,10 @@ class Usage:
     def __init__(self) -> None:
         self.on_debit: Any = None
 
-    async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> None:
+    async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:
         if self.on_debit is not None:
             await self.on_debit()
+        return True
 
     async def credit(self, owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> bool:
         return True

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-DEBIT_OUTCOMES = ("recorded", "replayed", "refused")
+DEBIT_OUTCOMES = ("recorded", "replayed", "refused", "voided")
 CREDIT_OUTCOMES = ("recorded", "replayed", "not_debited")
 ENTRY_KINDS = ("debit", "credit")
 
 DEBITS = Counter(
     "usage_ledger_debits_total",
-    "Debit requests: recorded, replayed (an earlier debit of the job), refused (no quota left).",
+    "Debit requests: recorded, replayed (an earlier debit of the job), refused (no quota"
+    " left), voided (the job was settled without a charge).",
     ["outcome"],
 )
 CREDITS = Counter(
@@ -51,6 +52,11 @@ def ledger_answer(kind: str, *, replayed: bool) -> None:
 def debit_refused() -> None:
     """A debit was refused: the user has nothing left this period."""
     DEBITS.labels(outcome="refused").inc()
+
+
+def debit_voided() -> None:
+    """A debit of a job settled without a charge was refused (nothing written)."""
+    DEBITS.labels(outcome="voided").inc()
 
 
 def credit_not_debited() -> None:

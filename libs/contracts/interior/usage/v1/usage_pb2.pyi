@@ -153,7 +153,9 @@ class LedgerResult(_message.Message):
     REPLAYED_FIELD_NUMBER: _builtins.int
     QUOTA_FIELD_NUMBER: _builtins.int
     recorded: _builtins.bool
-    """False when nothing was written (a credit for a job never debited)."""
+    """False when nothing was written (a credit for a job never debited, a debit
+    of a job settled without a charge).
+    """
     replayed: _builtins.bool
     """True when an earlier call with the same key (or for the same job) was found."""
     @_builtins.property

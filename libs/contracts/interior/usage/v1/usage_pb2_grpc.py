@@ -77,6 +77,8 @@ class UsageServiceServicer:
         serialized, so none can take a generation that is not left.
         Idempotent on `idempotency_key`: a retry returns the original result and
         writes nothing. LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when nothing is left.
+        A job a credit already settled without a charge (see Credit) is never
+        debited: nothing is written and the answer says `recorded = false`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,7 +87,9 @@ class UsageServiceServicer:
     def Credit(self, request, context):
         """Gives one job's generation back (a refund). At most once per job and only
         for a job that was debited; a credit for a job never debited records
-        nothing and answers `recorded = false`. Idempotent on `idempotency_key`.
+        nothing and answers `recorded = false`, and the job is settled without a
+        charge from then on (a later Debit of it writes nothing). Idempotent on
+        `idempotency_key`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,11 +43,15 @@ class UsageServiceStub:
     serialized, so none can take a generation that is not left.
     Idempotent on `idempotency_key`: a retry returns the original result and
     writes nothing. LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when nothing is left.
+    A job a credit already settled without a charge (see Credit) is never
+    debited: nothing is written and the answer says `recorded = false`.
     """
     Credit: _grpc.UnaryUnaryMultiCallable[_usage_pb2.CreditRequest, _usage_pb2.LedgerResult]
     """Gives one job's generation back (a refund). At most once per job and only
     for a job that was debited; a credit for a job never debited records
-    nothing and answers `recorded = false`. Idempotent on `idempotency_key`.
+    nothing and answers `recorded = false`, and the job is settled without a
+    charge from then on (a later Debit of it writes nothing). Idempotent on
+    `idempotency_key`.
     """
     SetPlan: _grpc.UnaryUnaryMultiCallable[_usage_pb2.SetPlanRequest, _usage_pb2.Quota]
     """Sets the owner's plan (what a billing integration calls). Takes effect at
@@ -71,11 +75,15 @@ class UsageServiceAsyncStub(UsageServiceStub):
     serialized, so none can take a generation that is not left.
     Idempotent on `idempotency_key`: a retry returns the original result and
     writes nothing. LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when nothing is left.
+    A job a credit already settled without a charge (see Credit) is never
+    debited: nothing is written and the answer says `recorded = false`.
     """
     Credit: _aio.UnaryUnaryMultiCallable[_usage_pb2.CreditRequest, _usage_pb2.LedgerResult]  # type: ignore[assignment]
     """Gives one job's generation back (a refund). At most once per job and only
     for a job that was debited; a credit for a job never debited records
-    nothing and answers `recorded = false`. Idempotent on `idempotency_key`.
+    nothing and answers `recorded = false`, and the job is settled without a
+    charge from then on (a later Debit of it writes nothing). Idempotent on
+    `idempotency_key`.
     """
     SetPlan: _aio.UnaryUnaryMultiCallable[_usage_pb2.SetPlanRequest, _usage_pb2.Quota]  # type: ignore[assignment]
     """Sets the owner's plan (what a billing integration calls). Takes effect at
@@ -108,6 +116,8 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         serialized, so none can take a generation that is not left.
         Idempotent on `idempotency_key`: a retry returns the original result and
         writes nothing. LIMIT_EXCEEDED (RESOURCE_EXHAUSTED) when nothing is left.
+        A job a credit already settled without a charge (see Credit) is never
+        debited: nothing is written and the answer says `recorded = false`.
         """
 
     @_abc_1.abstractmethod
@@ -118,7 +128,9 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_usage_pb2.LedgerResult, _abc.Awaitable[_usage_pb2.LedgerResult]]:
         """Gives one job's generation back (a refund). At most once per job and only
         for a job that was debited; a credit for a job never debited records
-        nothing and answers `recorded = false`. Idempotent on `idempotency_key`.
+        nothing and answers `recorded = false`, and the job is settled without a
+        charge from then on (a later Debit of it writes nothing). Idempotent on
+        `idempotency_key`.
         """
 
     @_abc_1.abstractmethod

@@ -47,8 +47,8 @@ class GrpcUsageGateway:
             period_end=response.period_end.ToDatetime(tzinfo=UTC),
         )
 
-    async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> None:
-        await self._call(
+    async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+        response = await self._call(
             "Debit",
             usage_pb2.DebitRequest(
                 owner_id=str(owner_id),
@@ -57,6 +57,9 @@ class GrpcUsageGateway:
                 reason="generation",
             ),
         )
+        assert isinstance(response, usage_pb2.LedgerResult)
+        # Not recorded and not replayed: the job was settled without a charge.
+        return response.recorded or response.replayed
 
     async def credit(self, owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> bool:
         response = await self._call(

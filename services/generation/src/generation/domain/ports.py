@@ -38,8 +38,10 @@ class UsageGateway(Protocol):
         """Remaining generations this period (raises UpstreamError when unreachable)."""
         ...
 
-    async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> None:
-        """Charge one generation for the job; idempotent per job.
+    async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+        """Charge one generation for the job; idempotent per job. True when the job is
+        charged; False when it never will be: a credit already settled it without a
+        charge (the job's debit arrived after the job was waived).
 
         Raises kit.errors.LimitExceeded when nothing is left, UpstreamError when
         the usage service cannot be reached.

@@ -67,12 +67,18 @@ async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
     (left for the sweep) or already recorded. Raises LimitExceeded."""
     fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
     try:
-        await ctx.usage.debit(job.owner_id, job.id)
+        charged = await ctx.usage.debit(job.owner_id, job.id)
     except LimitExceeded:
         raise
     except DomainError as error:
         log.warning("ledger.debit_deferred", **fields, code=error.code)
         metrics.settlement("debit", "deferred")
+        return None
+    if not charged:
+        # The job ended and was settled without a charge before this debit came: the
+        # usage service wrote nothing, and the job already says waived.
+        log.info("ledger.charge_waived", **fields, status=job.status, cause="debit_voided")
+        metrics.settlement("debit", "waived")
         return None
     async with ctx.statements() as stores:
         update = await stores.jobs.mark_charged(job.id, ctx.clock.now())

@@ -26,6 +26,13 @@ Credit. At most once per job and only for a job that was debited (to the same
 user): otherwise nothing is written and ``recorded = false``. Idempotent on the
 key and on the job. The credit's amount is the debit's amount.
 
+Voided jobs. A credit that finds no debit of its job records the job as voided:
+the job was settled without a charge (generation records it waived), so a debit of
+it still on its way (its call cut off after it was sent) must not land afterwards,
+with nothing left to give it back. ``usage_debit`` answers ``voided`` for such a job
+and writes nothing: ``recorded = false`` (the credit and the debit both take the
+owner's profile lock first, so whichever comes second sees the other).
+
 A key, or a job, already used for a *different* entry (another user, another
 kind) is refused with IDEMPOTENCY_KEY_REUSED rather than silently replayed.
 
@@ -118,6 +125,15 @@ class LedgerService:
         elif done.outcome == "refused":
             self._refuse(command, done.price_id, done.used, period)
         quota = self._quota_of(done.price_id, now, done.used)
+        if done.outcome == "voided":
+            log.info(
+                "ledger.debit_voided",
+                ownerId=str(command.owner_id),
+                jobId=str(command.job_id),
+                cause="settled_without_charge",
+            )
+            metrics.debit_voided()
+            return LedgerResult(recorded=False, replayed=False, quota=quota)
         return self._answer(EntryKind.DEBIT, command, quota, replayed=earlier is not None)
 
     async def credit(self, command: LedgerCommand) -> LedgerResult:
@@ -146,7 +162,10 @@ class LedgerService:
     ) -> tuple[bool, LedgerEntry | None]:
         """Refunds the user's debit of the job: (recorded, the twin a collision found)."""
         debit = await uow.ledger.find_by_job(EntryKind.DEBIT, command.job_id)
-        if debit is None or debit.owner_id != command.owner_id:
+        if debit is None:
+            await uow.ledger.void(command.owner_id, command.job_id, now)
+            return False, None
+        if debit.owner_id != command.owner_id:
             return False, None
         if await uow.ledger.insert(command.entry(EntryKind.CREDIT, debit.amount, now)):
             return True, None

@@ -37,8 +37,9 @@ class DebitOutcome:
     """What the one-statement debit did.
 
     ``outcome`` is ``earlier`` (an entry with the key, or the job's debit, existed:
-    ``entry``), ``refused`` (nothing left), ``written``, or ``twin`` (the insert met a
-    concurrent entry: ``entry``, None if it cannot be found). ``used`` is the period's
+    ``entry``), ``voided`` (the job was settled without a charge: nothing written),
+    ``refused`` (nothing left), ``written``, or ``twin`` (the insert met a concurrent
+    entry: ``entry``, None if it cannot be found). ``used`` is the period's
     used count after the debit, and ``price_id`` the profile's, read under its lock.
     """
 

@@ -53,6 +53,10 @@ class EntryStore(Protocol):
         """Appends ``entry``; False (nothing written) when its key or job already has one."""
         ...
 
+    async def void(self, owner_id: uuid.UUID, job_id: uuid.UUID, at: datetime) -> None:
+        """Record the job as settled without a charge: a later debit of it is refused."""
+        ...
+
     async def used_in(self, owner_id: uuid.UUID, period: Period) -> int:
         """Debits in ``period`` minus the credits of those same debits."""
         ...

@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 
 from usage.domain.model import DebitOutcome, EntryKind, LedgerEntry
 from usage.domain.periods import Period
-from usage.persistence.models import LedgerRow, ProfileRow
+from usage.persistence.models import LedgerRow, ProfileRow, VoidedJobRow
 
 _ENTRY_COLUMNS = (
     LedgerRow.owner_id,
@@ -68,7 +68,8 @@ def _used_in_statement() -> Select[int]:
 
 _USED_IN = _used_in_statement()
 
-# The function of migration 20261204_0001: the whole debit in one round trip.
+# The function of migrations 20261204_0001 and 20261207_0001 (voided jobs): the whole
+# debit in one round trip.
 _DEBIT = text(
     "SELECT * FROM usage_debit(:owner, :job, :key, :reason, :amount, :at, :start, :end, "
     "CAST(:price_ids AS text[]), CAST(:limits AS integer[]), :free_limit)"
@@ -207,6 +208,14 @@ class LedgerRepository:
             .returning(LedgerRow.id)
         )
         return result.scalar_one_or_none() is not None
+
+    async def void(self, owner_id: uuid.UUID, job_id: uuid.UUID, at: datetime) -> None:
+        """Record the job as settled without a charge (``usage_debit`` then refuses it)."""
+        await self._session.execute(
+            insert(VoidedJobRow)
+            .values(job_id=job_id, owner_id=owner_id, created_at=at)
+            .on_conflict_do_nothing()
+        )
 
     async def used_in(self, owner_id: uuid.UUID, period: Period) -> int:
         """Debits recorded in ``period`` minus the credits of those debits."""
