@@ -111,3 +111,10 @@ def test_the_rewrite_refuses_a_config_of_another_shape() -> None:
         rewrite_for_local(
             {"admin": {}}, listener_port=1, admin_port=2, upstreams={"edge_api": ("h", 3)}
         )
+
+
+def test_envoys_cors_exposes_what_the_edge_does() -> None:
+    from edge_api.cors import EXPOSED_HEADERS
+    from launcher.envoy import CORS_EXPOSED_HEADERS
+
+    assert CORS_EXPOSED_HEADERS == EXPOSED_HEADERS

@@ -11,6 +11,7 @@ import pytest
 from edge_api.app import create_app as create_edge_app
 from edge_api.settings import EdgeSettings
 from kit.runtime_config import load_runtime_config
+from launcher.components import free_port
 from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.envoy import running_envoy
 from testkit.plugin import S3Endpoint
@@ -77,3 +78,28 @@ async def test_preflights_and_answers_carry_the_same_cors_either_way(
     assert allowed_get[0] == 200
     assert allowed_get[1]["access-control-allow-origin"] == ALLOWED
     assert evil_get == (200, {})
+
+
+async def test_envoys_own_answers_carry_cors_no_store_and_a_request_id(
+    tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    """Envoy's local replies (here its 503 for a backend that is down; its 413 and 429
+    alike) are read by the same pages as the edge's answers: the allowed origin gets the
+    CORS headers (else a browser shows a network error, not the JSON), every origin
+    gets no-store and the request id Envoy's access log names."""
+    dead = free_port()
+    with running_envoy(tmp_path, dead, dead, cors_origins=(ALLOWED,)) as proxy:
+        allowed = await http.get(f"{proxy.url}/api/v1/usage", headers={"Origin": ALLOWED})
+        evil = await http.get(f"{proxy.url}/api/v1/usage", headers={"Origin": EVIL})
+
+    for answer in (allowed, evil):
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "UPSTREAM_ERROR"
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["x-request-id"]
+    assert allowed.headers["access-control-allow-origin"] == ALLOWED
+    assert allowed.headers["vary"] == "Origin"
+    assert allowed.headers["access-control-expose-headers"] == (
+        "Location,X-Request-ID,Idempotent-Replayed"
+    )
+    assert _cors(evil) == {}

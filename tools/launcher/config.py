@@ -216,6 +216,11 @@ class LauncherConfig:
         port = self.ports.generation_grpc if service == "generation" else self.ports.usage_grpc
         return _get(self.environ, variable) or f"127.0.0.1:{port}"
 
+    def cors_origins(self) -> tuple[str, ...]:
+        """The browser origins the edge allows (CORS_ALLOWED_ORIGINS, as it reads them)."""
+        value = _get(self.environ, "CORS_ALLOWED_ORIGINS") or DEV_CORS_ORIGINS
+        return tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
+
     def service_env(self) -> dict[str, str]:
         """The variables every service process gets (on top of the inherited ones)."""
         env = {

@@ -100,6 +100,8 @@ class Stack:
                 # The bench measures the system's cost, not Envoy's token buckets.
                 rate_limits_enforced=config.environ.get("ENVOY_RATE_LIMITS") != "report-only",
                 listener_host=config.public_host,
+                # Envoy's own answers (429, 413, 503) reach the same pages the edge's do.
+                cors_origins=config.cors_origins(),
             ),
         )
         storage = [plan.s3(config)] if config.embedded_s3 else []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ def running_envoy(
     rewrite: Callable[[Path], Path] | None = None,
     otlp_endpoint: str | None = None,
     rate_limits_enforced: bool = True,
+    cors_origins: Sequence[str] = (),
 ) -> Iterator[Envoy]:
     """deploy/envoy/envoy.yaml with only ports and upstreams rewritten (as the launcher
     does), then ``rewrite`` (a test's own change to the written file), if any."""
@@ -44,6 +45,7 @@ def running_envoy(
         gateway_port=gateway_port,
         otlp_endpoint=otlp_endpoint,
         rate_limits_enforced=rate_limits_enforced,
+        cors_origins=cors_origins,
     )
     if rewrite is not None:
         config = rewrite(config)
