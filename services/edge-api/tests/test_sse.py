@@ -72,6 +72,26 @@ async def test_one_ticker_beats_every_stream_and_refreshes_one_per_job() -> None
     await feed.close()
 
 
+async def test_the_timed_read_goes_to_an_idle_watcher_not_one_stuck_writing() -> None:
+    """A client that stops reading holds its stream's write for as long as it likes; the
+    job's timed read (the stale refresh that shows a lost webhook) must not wait on it."""
+    feed = JobFeed(_unreachable_generation, SettledJobs(10, 60.0), Timings(0.05, 0.05))  # type: ignore[arg-type]
+    refreshed = asyncio.Event()
+
+    async def idle(watch: Watch) -> None:
+        while True:
+            if await watch.wait() & REFRESH:
+                refreshed.set()
+
+    with feed.watch("job-1") as stuck, feed.watch("job-1") as other:
+        stuck.wake(CHANGED)  # it never takes this: it is busy writing to its client
+        listener = asyncio.create_task(idle(other))
+        await asyncio.wait_for(refreshed.wait(), WAIT)
+        listener.cancel()
+    assert not stuck.pending(REFRESH)
+    await feed.close()
+
+
 @contextmanager
 def _server(ended: threading.Event) -> Iterator[str]:
     async def endless(watch: Watch, write: Write) -> None:

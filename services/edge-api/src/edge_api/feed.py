@@ -29,7 +29,7 @@ import contextlib
 import contextvars
 import math
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -187,7 +187,7 @@ class JobFeed:
             if now >= next_read:
                 next_read = now + refresh
                 for signals in list(self._watchers.values()):
-                    next(iter(signals)).wake(REFRESH)
+                    _reader_of(signals).wake(REFRESH)
 
     async def _follow_forever(self) -> None:
         delay = _BACKOFF_FIRST
@@ -289,3 +289,17 @@ class JobFeed:
                 if reason & CHANGED:
                     signal.news = None  # interrupted: what was carried may be outdated
                 signal.wake(reason)
+
+
+def _reader_of(signals: Iterable[Watch]) -> Watch:
+    """Who makes a job's timed read: its first watcher that is idle. A stream busy
+    writing (a client that stopped reading holds its write, for as long as it likes)
+    would never get to it, and the job's other watchers would lose the stale refresh
+    that shows a lost webhook; the first watcher when all are busy."""
+    first: Watch | None = None
+    for signal in signals:
+        if signal.idle:
+            return signal
+        first = first or signal
+    assert first is not None  # a job is only listed while it has watchers
+    return first

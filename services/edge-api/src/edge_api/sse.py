@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 # Why a watcher was woken (bit flags: several may be pending at once).
 CHANGED = 1  # its job changed, or the feed was interrupted: read it again
 BEAT = 2  # a heartbeat is due
-REFRESH = 4  # the job's timed read is due (only the job's leading watcher gets it)
+REFRESH = 4  # the job's timed read is due (only one watcher of the job gets it)
 GONE = 8  # the client disconnected
 
 Write = Callable[[bytes], Awaitable[None]]
@@ -44,6 +44,12 @@ class Watch:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    @property
+    def idle(self) -> bool:
+        """Whether the stream sleeps in :meth:`wait` (or was just woken from it), not
+        busy writing to its client."""
+        return self._waiter is not None
 
     def pending(self, reason: int) -> bool:
         """Whether ``reason`` is recorded and not yet taken by the stream."""
