@@ -356,6 +356,29 @@ async def test_idempotency_header_wins_and_replays_are_marked(
     assert keys == ["same-key", "same-key"]
 
 
+async def test_two_idempotency_key_headers_are_refused(
+    client: httpx.AsyncClient, backends, identity
+) -> None:
+    headers = [*identity.headers().items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+
+    response = await client.post("/api/v1/generations", headers=headers, json={"mode": "imagine"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Send one Idempotency-Key header."
+    assert backends.generation.recorder.calls == []
+
+
+async def test_a_bad_idempotency_key_header_is_named_in_the_error(
+    client: httpx.AsyncClient, backends, identity
+) -> None:
+    headers = {**identity.headers(), "Idempotency-Key": "k" * 201}
+
+    response = await client.post("/api/v1/generations", headers=headers, json={"mode": "imagine"})
+
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("The Idempotency-Key header: ")
+
+
 async def test_idempotency_field_in_multipart_is_forwarded(
     client: httpx.AsyncClient, backends, identity
 ) -> None:

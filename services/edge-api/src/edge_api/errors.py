@@ -198,6 +198,9 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
     first = errors[0]
     text = str(first.get("msg", "is not valid"))
     parts = [part for part in first.get("loc", ()) if part != "body"]
+    if parts[:1] == ["header"] and len(parts) == 2:
+        # Only declared headers are validated: the name is ours (Idempotency-Key).
+        return f"The {parts[1]} header: {text}"
     if not all(isinstance(part, int) or _SHOWN_NAME.fullmatch(str(part)) for part in parts):
         return f"A field: {text}"
     location = ".".join(str(part) for part in parts)

@@ -146,6 +146,9 @@ async def submit_generation(
     """Validate and stream the upload, then hand it to the generation service."""
     if caller.anonymous:  # a zero plan: refused before a byte of the upload is read
         raise LimitExceeded(periodEnd=zero_plan().period_end)
+    if len(request.headers.getlist("idempotency-key")) > 1:
+        # Which one would be the key? Two answers for one submission could follow.
+        raise ValidationError("Send one Idempotency-Key header.")
     owner_id = caller.owner_id
     clients = state.connected()
     # Authenticated first (owner_id), so the per-user limit applies before a slot is taken.
