@@ -24,6 +24,14 @@ async def test_unknown_paths_get_a_json_404_and_no_redirect(
     assert response.status_code == 404
     assert response.json() == {"error": {"code": "NOT_FOUND", "message": "Not found."}}
     assert response.headers["x-request-id"]
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_a_refused_webhook_is_never_stored(start_gateway: GatewayFactory) -> None:
+    async with start_gateway() as gw:
+        response = await gw.client.post(PATH, content=b"{}")
+    assert response.status_code == 401
+    assert response.headers["cache-control"] == "no-store"
 
 
 async def test_healthz_answers_even_when_generation_is_down(

@@ -1,7 +1,8 @@
 """A request id of our own for every HTTP request, bound to the log context (so every
 line carries it and the outgoing gRPC metadata propagates it) and echoed in the
 response header. A caller's well-formed ``x-request-id`` (Envoy's, the provider's) is
-logged beside it as ``clientRequestId``, never used in its place.
+logged beside it as ``clientRequestId``, never used in its place. Every answer says
+``Cache-Control: no-store``, as the API's do.
 
 Anything unexpected below is answered here, as the generic 500 with that id, and not
 raised on: Starlette's own last-resort handler sits outside this middleware (no id)
@@ -38,7 +39,11 @@ class RequestIdMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = ids["requestId"]
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = ids["requestId"]
+                if "cache-control" not in headers:
+                    # An answer about one delivery (or this process's health): never stored.
+                    headers["Cache-Control"] = "no-store"
             await send(message)
 
         bind_context(**ids)
