@@ -45,6 +45,21 @@ def jpeg_with_fill(fill: int, before: bytes = b"\xff\xdb") -> bytes:
     return data[:index] + b"\xff" * fill + data[index:]
 
 
+def jpeg_with_markers_in_header(count: int, marker: int = 0xD0) -> bytes:
+    """A real JPEG with ``count`` markers that carry no length (RSTn by default) after SOI."""
+    data = jpeg()
+    return data[:2] + bytes([0xFF, marker]) * count + data[2:]
+
+
+def jpeg_with_markers_after_scan(count: int, marker: int = 0x01) -> bytes:
+    """A real JPEG whose end-of-image comes only after ``count`` markers that carry no
+    length (TEM by default) following its scan: accepted and stored before, after
+    seconds of a Python step per marker in the structure checks."""
+    data = jpeg()
+    assert data.endswith(b"\xff\xd9")
+    return data[:-2] + bytes([0xFF, marker]) * count + b"\xff\xd9"
+
+
 def jpeg_with_segments(count: int, marker: int = 0xFE) -> bytes:
     """A real JPEG with ``count`` extra 4-byte segments (comments by default) after SOI."""
     data = jpeg()

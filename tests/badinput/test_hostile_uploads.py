@@ -29,6 +29,8 @@ HOSTILE = {
     "jpeg_fill_before_sof": (hostile.jpeg_with_fill(4_000_000, b"\xff\xc0"), 415),
     "jpeg_fill_before_sos": (hostile.jpeg_with_fill(4_000_000, b"\xff\xda"), 415),
     "jpeg_app1_flood": (hostile.jpeg_with_segments(200_000, 0xE1), 415),
+    "jpeg_restart_markers_in_header": (hostile.jpeg_with_markers_in_header(4_900_000), 415),
+    "jpeg_tem_markers_after_the_scan": (hostile.jpeg_with_markers_after_scan(4_900_000), 415),
     "jpeg_two_frames": (hostile.jpeg_with_two_frames(4000, 3000), 415),
     "jpeg_many_scans": (hostile.jpeg_with_scans(500), 415),
     "png_lying_ihdr": (hostile.png_lying_ihdr(5000, 5000), 415),

@@ -102,6 +102,11 @@ def _walk_jpeg_header(source: ByteSource) -> _JpegWalk:
                 return walk
             continue
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            # Counted as segments: millions of them were a Python step each (seconds).
+            segments += 1
+            if segments > MAX_JPEG_SEGMENTS:
+                walk.problem = "too many markers"
+                return walk
             source.skip(2)
             continue
         if marker in {0xD9, 0xDA}:  # end of image, start of scan: headers are over

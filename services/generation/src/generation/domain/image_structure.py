@@ -159,14 +159,14 @@ def _jpeg_problem(source: IO[bytes]) -> str | None:
             continue
         if marker == _EOI:
             return None
+        segments += 1  # markers without a length too: each is a step of the walk
+        if segments > MAX_JPEG_WALKED_SEGMENTS:
+            return "too many segments"
         if marker in STANDALONE:
             walk.skip(2)
             continue
         if not walk.available(4):
             return None
-        segments += 1
-        if segments > MAX_JPEG_WALKED_SEGMENTS:
-            return "too many segments"
         if not walk.skip(2 + int.from_bytes(walk.peek(4)[2:4], "big")):
             return None
         if marker == _SOS:
