@@ -356,6 +356,30 @@ async def test_idempotency_header_wins_and_replays_are_marked(
     assert keys == ["same-key", "same-key"]
 
 
+@pytest.mark.parametrize("key", ["   ", " k", "k "])
+async def test_a_key_of_spaces_or_with_spaces_around_it_is_400(
+    client: httpx.AsyncClient, backends, identity, key: str
+) -> None:
+    """Generation trims keys: "   " would be no key (each retry a new job and debit) and
+    " k " the key "k"; refused at once instead, in JSON and in multipart."""
+    as_json = await client.post(
+        "/api/v1/generations",
+        headers=identity.headers(),
+        json={"mode": "imagine", "prompt": "A sunny reading nook", "idempotencyKey": key},
+    )
+    body = multipart(
+        _part("mode", b"redesign"),
+        _part("idempotencyKey", key.encode()),
+        _part("input1", JPEG, "a.jpg"),
+    )
+    as_form = await client.post("/api/v1/generations", headers=_headers(identity), content=body)
+
+    for response in (as_json, as_form):
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert backends.generation.recorder.calls == []
+
+
 async def test_two_idempotency_key_headers_are_refused(
     client: httpx.AsyncClient, backends, identity
 ) -> None:

@@ -9,7 +9,9 @@ from pydantic.alias_generators import to_camel
 
 JobStatusName = Literal["starting", "processing", "succeeded", "failed", "canceled"]
 Mode = Literal["redesign", "staging", "compose", "imagine"]
-IDEMPOTENCY_KEY_PATTERN = r"^[\x20-\x7E]{1,200}$"
+# 1-200 printable ASCII characters, not starting or ending with a space: generation
+# trims a key, so "   " would be no key at all and " k " the key "k".
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7E](?:[\x20-\x7E]{0,198}[\x21-\x7E])?$"
 
 
 class ApiModel(BaseModel):

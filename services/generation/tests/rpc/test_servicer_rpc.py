@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 
 import grpc
+import pytest
 
+from generation.api.mappers import idempotency_key_from
 from generation.domain.records import Job
 from generation.domain.states import JobStatus
 from interior.generation.v1 import generation_pb2 as pb
+from kit.errors import ValidationError
 from services.generation.tests.rpc.fakes import FakeStores, make_job, rpc_server, unary
 
 
@@ -18,6 +21,14 @@ def test_an_owner_id_that_is_no_uuid_is_a_validation_error() -> None:
     request = pb.GetGenerationRequest(owner_id="someone", job_id=str(uuid.uuid4()))
     _, code, details = unary(server, "GetGeneration", request)
     assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR")
+
+
+def test_an_idempotency_key_of_spaces_is_refused_not_taken_as_none() -> None:
+    """Taken as no key, each retry of such a submission would make a new job (and debit)."""
+    assert idempotency_key_from("") is None
+    assert idempotency_key_from("k-1") == "k-1"
+    with pytest.raises(ValidationError):
+        idempotency_key_from("   ")
 
 
 def test_a_job_id_that_is_no_uuid_is_not_found() -> None:

@@ -52,9 +52,13 @@ def job_id_from(raw: str) -> uuid.UUID:
 
 
 def idempotency_key_from(raw: str) -> str | None:
+    """The request's key; None when it sent none (an empty string). A key of spaces
+    alone is refused: taken as none, its retries would each make a new job."""
+    if not raw:
+        return None
     key = raw.strip()
     if not key:
-        return None
+        raise ValidationError("Idempotency-Key must not be blank.")
     if len(key) > _MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
         raise ValidationError("Idempotency-Key must be 1-200 printable ASCII characters.")
     return key
