@@ -4,10 +4,12 @@ worker proves it whole, and a refusal of the proof removes what was stored."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from typing import IO, cast
 
@@ -15,10 +17,14 @@ import pytest
 
 from generation.domain.context import GenerationContext
 from generation.domain.decoder import ImageDecoder, Stripped
-from generation.domain.input_storage import upload_inputs
+from generation.domain.input_storage import upload_inputs, with_source
+from generation.domain.jobs import VariantRef
+from generation.domain.refine import SourceRef
+from generation.domain.states import JobStatus
 from generation.domain.submit_request import RawInput, SubmitCommand
 from kit.errors import UnsupportedMediaType, UpstreamError
 from kit.storage import StorageError
+from services.generation.tests.rpc.fakes import make_job
 from tests.badinput import hostile
 
 BUCKET = "private"
@@ -181,3 +187,84 @@ async def test_a_submission_cancelled_during_its_put_leaves_nothing(
     await asyncio.sleep(0.05)
     assert storage.stored == {}
     assert len(storage.removed) == 1
+
+
+class LostAnswerStorage(Storage):
+    """Stores the object, then fails as if the answer had been lost (a read timeout
+    after the server wrote it)."""
+
+    async def put_file(
+        self, bucket: str, key: str, fileobj: IO[bytes], length: int, content_type: str
+    ) -> None:
+        self.stored[key] = fileobj.read(length)
+        raise StorageError("read timed out")
+
+
+async def test_a_put_whose_answer_was_lost_leaves_nothing(
+    decoder: ImageDecoder, upload: IO[bytes]
+) -> None:
+    storage = LostAnswerStorage()
+    with pytest.raises(UpstreamError):
+        await upload_inputs(context(decoder, storage), command(upload))
+    assert storage.stored == {}
+
+
+async def test_a_cancellation_just_after_the_store_and_proof_ended_leaves_nothing(
+    decoder: ImageDecoder, upload: IO[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel lands in the loop turn in which both ended: the key was stored and
+    not yet handed back to the submission (which removes what it has on a failure)."""
+    storage = Storage()
+    prove = decoder.prove
+    task: asyncio.Task[list[str]] | None = None
+
+    async def proof_that_ends_with_a_cancel(stripped: Stripped, field: str) -> None:
+        await asyncio.wait_for(storage.put_started.wait(), timeout=10)
+        await prove(stripped, field)
+        await asyncio.sleep(0.01)  # the PUT has ended too
+        assert task is not None
+        asyncio.get_running_loop().call_soon(task.cancel)
+
+    monkeypatch.setattr(decoder, "prove", proof_that_ends_with_a_cancel)
+    task = asyncio.create_task(upload_inputs(context(decoder, storage), command(upload)))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert storage.stored == {}
+
+
+async def test_a_refine_copy_whose_answer_was_lost_leaves_nothing() -> None:
+    """The source variant copied to the owner's inputs, then the copy's answer lost: the
+    copy is removed with the uploads (the submission failed with UpstreamError)."""
+    source = uuid.uuid4()
+    view = dataclasses.replace(
+        make_job(OWNER, JobStatus.SUCCEEDED, id=source).view(),
+        variants=(VariantRef(0, f"renders/{uuid.uuid4()}/0.jpg"),),
+    )
+    storage = Storage()
+
+    @contextlib.asynccontextmanager
+    async def reads() -> AsyncIterator[SimpleNamespace]:
+        async def view_of(owner_id: uuid.UUID, job_id: uuid.UUID) -> object:
+            return view
+
+        yield SimpleNamespace(reads=SimpleNamespace(view=view_of))
+
+    ctx = SimpleNamespace(
+        storage=storage,
+        private_bucket=BUCKET,
+        public_bucket="public",
+        reads=reads,
+        config=SimpleNamespace(replicate=SimpleNamespace(output_max_bytes=1024)),
+    )
+
+    async def copy(source_ref: tuple[str, str], dest: tuple[str, str], *rest: object) -> bool:
+        storage.stored[dest[1]] = b"copied"
+        raise StorageError("read timed out")
+
+    storage.copy = copy  # type: ignore[attr-defined]
+    refine = SubmitCommand(
+        OWNER, None, "redesign", None, None, None, (), None, source=SourceRef(source, 0)
+    )
+    with pytest.raises(UpstreamError):
+        await with_source(cast("GenerationContext", ctx), refine, [])
+    assert storage.stored == {}

@@ -54,12 +54,20 @@ async def _upload_one(
             return await _store(ctx, owner_id, image)
         finally:
             image.close()
+    both = asyncio.gather(
+        _store(ctx, owner_id, stripped.image),
+        ctx.decoder.prove(stripped, field),
+        return_exceptions=True,
+    )
     try:
-        stored, proof = await asyncio.gather(
-            _store(ctx, owner_id, stripped.image),
-            ctx.decoder.prove(stripped, field),
-            return_exceptions=True,
-        )
+        stored, proof = await asyncio.shield(both)
+    except asyncio.CancelledError:
+        # Cut short: what is under way unwinds as before (a PUT in flight removes what
+        # it wrote). But both may have ended just before, the key stored and not yet
+        # handed back: then it is removed here.
+        both.cancel()
+        await asyncio.shield(_discard_once_ended(ctx, both))
+        raise
     finally:
         stripped.image.close()
     if isinstance(proof, BaseException):
@@ -69,6 +77,17 @@ async def _upload_one(
     if isinstance(stored, BaseException):
         raise stored
     return stored
+
+
+async def _discard_once_ended(
+    ctx: GenerationContext, both: asyncio.Future[tuple[str | BaseException, BaseException | None]]
+) -> None:
+    try:
+        stored = (await both)[0]
+    except BaseException:  # cancelled while under way: it unwound itself
+        return
+    if isinstance(stored, str):
+        await discard_inputs(ctx, [stored])
 
 
 async def _store(ctx: GenerationContext, owner_id: uuid.UUID, image: CleanImage) -> str:
@@ -82,6 +101,9 @@ async def _store(ctx: GenerationContext, owner_id: uuid.UUID, image: CleanImage)
         )
     except StorageError as error:
         log.error("inputs.upload_failed", ownerId=str(owner_id), error=type(error).__name__)
+        # The PUT may have stored the object before its answer was lost (a read timeout
+        # after the server wrote it): removed, or named as orphaned when it cannot be.
+        await discard_inputs(ctx, [key])
         raise UpstreamError("Your images could not be stored. Please try again.") from error
     return key
 
@@ -99,8 +121,10 @@ async def with_source(
         await _written(
             ctx, source_key, copy_source_input(ctx, command.owner_id, command.source, source_key)
         )
-    except BaseException:
-        await discard_inputs(ctx, upload_keys)
+    except BaseException as error:
+        # A copy that failed may have stored its object before its answer was lost.
+        stored = [source_key] if isinstance(error, UpstreamError) else []
+        await discard_inputs(ctx, [*upload_keys, *stored])
         raise
     return [source_key, *upload_keys]
 
