@@ -142,3 +142,21 @@ async def test_refine_keeps_the_usual_rules(stack: Stack, user: User) -> None:
     assert other.status_code == 422
     await user.wait_for(once.json()["id"], {"succeeded"})
     assert (await user.usage())["used"] == 2
+
+
+async def test_a_malformed_source_is_judged_after_the_fields_and_the_slot(
+    stack: Stack, user: User
+) -> None:
+    """A source id that cannot name a job is not found where a missing one is (step 4),
+    so a bad field (step 2) or a job in flight (step 3) is still answered first."""
+    for source in ({"generationId": "x"}, {"generationId": str(uuid.uuid4())}):
+        bad_style = await _refine(user, source, prompt="Brighter", style="bogus")
+        assert bad_style.status_code == 400, (source, bad_style.text)
+
+    await stack.control("set_faults", hold=True)
+    running = await user.submit("imagine", prompt="A reading corner by the window")
+    assert running.status_code == 202, running.text
+    for source in ({"generationId": "x"}, {"generationId": str(uuid.uuid4())}):
+        busy = await _refine(user, source, prompt="Brighter")
+        assert busy.status_code == 409, (source, busy.text)
+        assert busy.json()["error"]["code"] == "TOO_MANY_INFLIGHT"

@@ -79,15 +79,22 @@ def submit_command(request: pb.SubmitGenerationRequest) -> SubmitCommand:
     )
 
 
+# Names no job (every job's id is a random UUID): what a malformed source id becomes.
+_NO_JOB = uuid.UUID(int=0)
+
+
 def _source_from(request: pb.SubmitGenerationRequest) -> SourceRef | None:
+    """The refine source. An id or index that cannot name a variant is not refused here,
+    at the stream's start: it is looked up (and not found) where any source is, after
+    the field, in-flight and quota checks, so it gets the answer a missing one gets."""
     if not request.HasField("source"):
         return None
     try:
         job_id = uuid.UUID(request.source.job_id)
     except ValueError:
-        raise NotFound("The generation to refine was not found.") from None
+        job_id = _NO_JOB
     if not 0 <= request.source.variant_idx <= 999:
-        raise NotFound("The generation to refine was not found.")
+        job_id = _NO_JOB
     return SourceRef(job_id, request.source.variant_idx)
 
 
