@@ -251,6 +251,31 @@ def test_the_cpu_budget_ends_a_runaway_decode_with_sigxcpu() -> None:
     assert process.exitcode == -signal.SIGXCPU
 
 
+_UNDER_LOWER_HARD_LIMITS = """
+import resource
+resource.setrlimit(resource.RLIMIT_CPU, (3000, 3000))
+resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+from generation.domain.image_worker import init_worker, limit_cpu
+init_worker(16 << 30)
+limit_cpu(5)
+print(resource.getrlimit(resource.RLIMIT_AS)[1], resource.getrlimit(resource.RLIMIT_CPU)[1])
+"""
+
+
+def test_a_worker_keeps_hard_limits_the_environment_set_lower() -> None:
+    """A container's ulimit may be below the budgets: raising a hard limit is refused,
+    which would fail every decode. The worker keeps the lower limit instead."""
+    done = subprocess.run(
+        [sys.executable, "-c", _UNDER_LOWER_HARD_LIMITS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(8 << 30), "3000"]
+
+
 @pytest.mark.parametrize(
     "data",
     [hostile.jpeg_with_fill(9_000_000), hostile.png_with_chunks(100_000)],

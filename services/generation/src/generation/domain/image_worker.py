@@ -31,9 +31,19 @@ from generation.domain.image_clean import (
 
 
 def init_worker(memory_bytes: int) -> None:
-    """In each worker: the address-space budget, and no core file when it is killed."""
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    """In each worker: the address-space budget, and no core file when it is killed.
+
+    Limits only ever go down: a hard limit the environment set lower (a container's
+    ``ulimit``) is kept, since raising it is refused and would fail every decode."""
+    budget = _within_hard_limit(resource.RLIMIT_AS, memory_bytes)
+    resource.setrlimit(resource.RLIMIT_AS, (budget, budget))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _within_hard_limit(kind: int, wanted: int) -> int:
+    """``wanted``, or the current hard limit of ``kind`` when that is lower."""
+    _, hard = resource.getrlimit(kind)
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
 
 
 def clean_in_worker(
@@ -107,7 +117,10 @@ def limit_cpu(seconds: int) -> None:
     """Let this decode use ``seconds`` more CPU; past that SIGXCPU ends the worker."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     spent = int(usage.ru_utime + usage.ru_stime) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (spent + seconds, resource.RLIM_INFINITY))
+    # The hard limit stays as it is (raising it is refused where the environment set one).
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = _within_hard_limit(resource.RLIMIT_CPU, spent + seconds)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def _limits(plain: dict[str, Any]) -> ImageLimits:
