@@ -27,12 +27,17 @@ async def _get_over_grpc(stack: Stack, user: User, job_id: str, timeout: float) 
     return (await _get_job(stack, user, job_id, timeout)).id
 
 
-async def _get_job(stack: Stack, user: User, job_id: str, timeout: float) -> generation_pb2.Job:
-    channel = create_channel(
+def _channel(stack: Stack, caller: str) -> grpc.aio.Channel:
+    """A channel to generation as ``caller`` (its service identity) calls it."""
+    return create_channel(
         f"127.0.0.1:{stack.generation.server.port}",
-        signer=stack.signer("edge-api"),
+        signer=stack.signer(caller),
         audience="generation",
     )
+
+
+async def _get_job(stack: Stack, user: User, job_id: str, timeout: float) -> generation_pb2.Job:
+    channel = _channel(stack, "edge-api")
     try:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
         request = generation_pb2.GetGenerationRequest(owner_id=str(user.id), job_id=job_id)
@@ -44,11 +49,7 @@ async def _get_job(stack: Stack, user: User, job_id: str, timeout: float) -> gen
 
 async def _deliver_over_grpc(stack: Stack, payload: bytes, timeout: float) -> grpc.StatusCode:
     """ApplyProviderEvent as the gateway calls it; the call's status code."""
-    channel = create_channel(
-        f"127.0.0.1:{stack.generation.server.port}",
-        signer=stack.signer("webhook-gateway"),
-        audience="generation",
-    )
+    channel = _channel(stack, "webhook-gateway")
     try:
         stub = generation_pb2_grpc.GenerationServiceStub(channel)
         request = generation_pb2.ApplyProviderEventRequest(payload=payload, delivery_id="msg_1")
