@@ -17,7 +17,7 @@ from kit.db import session_scope
 from testkit.envoy import Envoy
 from testkit.plugin import S3Endpoint
 from testkit.stack import Stack
-from tests.browser.conftest import Visitor
+from tests.browser.conftest import VIEWPORT, Visitor
 from tests.e2e.harness import jpeg_bytes, make_token, signed_base_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -209,8 +209,13 @@ async def test_a_submission_sent_again_after_no_answer_keeps_its_key(visitor: Vi
     await page.route(re.compile(r".*/api/v1/generations$"), lose_the_first_answer)
     await _submit_imagine(visitor, "A sunny kitchen with a long table")
     await expect(page.locator("#form-error")).to_contain_text("try again in 2 s")
+    await expect(page.locator("#form-error")).to_be_focused()  # not lost with the button
     await expect(page.locator("#submit")).to_be_disabled()  # as long as the server asked
     await expect(page.locator("#submit")).to_be_enabled(timeout=5_000)
+    # The wait is over: the message no longer says to wait.
+    await expect(page.locator("#form-error")).to_have_text(
+        "Too many uploads at once. Wait a few seconds and try again."
+    )
     await page.click("#submit")
     await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
     await page.fill("#prompt", "A sunny kitchen with a round table")
@@ -636,6 +641,7 @@ async def test_a_result_is_refined_with_a_new_prompt(
     await _loaded(page, "#after img")
     await expect(page.locator("#refine")).to_be_hidden()  # the next submission starts afresh
     await expect(page.locator("#input1-field")).to_be_visible()
+    await expect(page.locator("#prompt")).to_have_value("")  # the refine's prompt went with it
     await visitor.shot("refined")
 
 
@@ -690,3 +696,272 @@ async def test_leaving_a_refine_brings_the_photo_back(visitor: Visitor) -> None:
     await expect(
         page.get_by_role("button", name="Refine result 1 with a new prompt")
     ).to_have_count(0)
+
+
+async def _shots_at_widths(visitor: Visitor, label: str) -> None:
+    """Screenshots of this state on a phone (390 px) and a laptop (1280 px)."""
+    page = visitor.page
+    for width, height in ((390, 844), (1280, 900)):
+        await page.set_viewport_size({"width": width, "height": height})
+        path = visitor.shots / f"{visitor.name}-{label}-{width}.png"
+        await page.screenshot(path=str(path), full_page=True)
+        scroll = await page.evaluate("document.documentElement.scrollWidth")
+        assert scroll <= width, f"{label}: the page is {scroll} px wide at {width} px"
+    await page.set_viewport_size(VIEWPORT)
+
+
+async def _focus_ring(page: Page) -> str:
+    """The outline of the focused element (the page's focus ring is 3px solid)."""
+    ring: str = await page.evaluate(
+        """() => {
+            const style = getComputedStyle(document.activeElement);
+            return `${style.outlineStyle} ${style.outlineWidth}`;
+        }"""
+    )
+    return ring
+
+
+async def test_a_token_link_opened_in_a_tab_already_on_the_page_signs_it_in(
+    visitor: Visitor,
+) -> None:
+    """Opening the link in a tab already on the page changes only the fragment (no
+    reload): the page signs in from it all the same, and asks before switching."""
+    page = visitor.page
+    await page.goto(visitor.edge.url + "/")
+    await page.wait_for_selector("body[data-ready='true']")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#history-signin")).to_be_visible()  # not a blank card
+
+    await page.goto(f"{visitor.edge.url}/#token={visitor.token}")  # the same document
+    await expect(page.locator("#account")).to_have_text(f"Signed in as {visitor.id}")
+    assert "token" not in page.url
+    await expect(page.locator("#signin")).to_be_hidden()
+    await expect(page.locator("#usage")).to_contain_text("designs left")
+    await expect(page.locator("#history-empty")).to_be_visible()
+    await expect(page.locator("#history-signin")).to_be_hidden()
+
+    someone = uuid.uuid4()
+    questions: list[str] = []
+
+    async def refuse(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        await dialog.dismiss()
+
+    page.once("dialog", refuse)
+    await page.goto(f"{visitor.edge.url}/#token={make_token(someone)}")
+    for _ in range(50):
+        if questions:
+            break
+        await asyncio.sleep(0.1)
+    assert questions == [f"Sign in as {someone} instead of {visitor.id}?"]
+    assert "token" not in page.url
+    await expect(page.locator("#account")).to_have_text(f"Signed in as {visitor.id}")
+
+    async def agree(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        await dialog.accept()
+
+    page.once("dialog", agree)
+    await page.goto(f"{visitor.edge.url}/#token={make_token(someone)}")
+    await expect(page.locator("#account")).to_have_text(f"Signed in as {someone}")
+    await page.wait_for_selector("body[data-ready='true']")
+    assert "token" not in page.url
+    assert len(questions) == 2
+    await _shots_at_widths(visitor, "switched-by-fragment")
+
+
+async def test_an_expired_sign_in_names_no_account_and_says_why_history_is_empty(
+    visitor: Visitor,
+) -> None:
+    page = visitor.page
+    long_ago = datetime.now(UTC) - timedelta(hours=3)
+    expired = make_token(
+        visitor.id,
+        iat=int(long_ago.timestamp()),
+        exp=int((long_ago + timedelta(hours=1)).timestamp()),
+    )
+    await page.goto(f"{visitor.edge.url}/#token={expired}")
+    await page.wait_for_selector("body[data-ready='true']")
+    await expect(page.locator("#signin")).to_be_visible()
+    await expect(page.locator("#account")).to_be_hidden()  # no "Signed in as" above it
+    await expect(page.locator("#history-signin")).to_be_visible()  # not a blank card
+    await expect(page.locator("#history-signin")).to_have_text("Sign in to see your designs.")
+    await expect(page.locator("#history-empty")).to_be_hidden()
+    await expect(page.locator("#history-error")).to_be_hidden()
+    await _shots_at_widths(visitor, "expired")
+
+    # A fresh link for the same account, opened in this tab: signed in again in place.
+    await page.goto(f"{visitor.edge.url}/#token={visitor.token}")
+    await expect(page.locator("#account")).to_have_text(f"Signed in as {visitor.id}")
+    await expect(page.locator("#signin")).to_be_hidden()
+    await expect(page.locator("#history-empty")).to_be_visible()
+    await expect(page.locator("#history-signin")).to_be_hidden()
+
+
+async def test_after_an_upstream_error_the_next_attempt_is_a_new_submission(
+    visitor: Visitor,
+) -> None:
+    """No answer at all may hide a job: the same key goes again. A 502 UPSTREAM_ERROR
+    says the job failed: sent again with its key, the server would only replay that
+    failure, so the next attempt is a new submission. Each refusal keeps the focus."""
+    await visitor.open()
+    page = visitor.page
+    keys: list[str] = []
+
+    async def answer(route: Route) -> None:
+        if route.request.method != "POST":
+            await route.continue_()
+            return
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        if len(keys) == 1:
+            await route.abort("connectionreset")
+        elif len(keys) == 2:
+            await route.fulfill(
+                status=502,
+                content_type="application/json",
+                body='{"error": {"code": "UPSTREAM_ERROR", "message": "down"}}',
+            )
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(r".*/api/v1/generations$"), answer)
+    await _submit_imagine(visitor, "A sunny kitchen with a long table")
+    error = page.locator("#form-error")
+    await expect(error).to_have_text(
+        "The server could not be reached. Check your connection and try again."
+    )
+    await expect(error).to_be_focused()  # not dropped to <body> with the disabled button
+    assert await _focus_ring(page) == "solid 3px"
+    await page.click("#submit")
+    await expect(error).to_have_text(
+        "The image service is unavailable right now. Please try again in a moment."
+    )
+    await expect(error).to_be_focused()
+    assert await _focus_ring(page) == "solid 3px"
+    await _shots_at_widths(visitor, "upstream-error-focused")
+    await page.click("#submit")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    assert len(keys) == 3
+    assert keys[0] == keys[1]  # the outcome of the first was unknown
+    assert keys[2] != keys[1]  # the second is known to have failed
+
+
+async def test_a_refused_file_is_named_by_its_label_and_gets_the_focus(visitor: Visitor) -> None:
+    """The server's message names the wire field (input1): the page says the form's own
+    label and puts the focus on that file field."""
+    await visitor.open()
+    page = visitor.page
+    await page.select_option("#mode", "redesign")
+    await page.set_input_files(
+        "#input1",
+        {"name": "room.jpg", "mimeType": "image/jpeg", "buffer": b"not an image at all" * 20},
+    )
+    async with page.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith("/api/v1/generations")
+    ) as answer:
+        await page.click("#submit")
+    assert (await answer.value).status == 415
+    error = page.locator("#form-error")
+    await expect(error).to_contain_text("“Photo of the room”")
+    await expect(error).not_to_contain_text("input1")
+    await expect(page.locator("#input1")).to_be_focused()
+    assert await _focus_ring(page) == "solid 3px"
+    await _shots_at_widths(visitor, "refused-file-focused")
+
+
+async def test_no_designs_left_says_when_they_come_back(visitor: Visitor) -> None:
+    await visitor.open()
+    page = visitor.page
+
+    async def exhausted(route: Route) -> None:
+        if route.request.method != "POST":
+            await route.continue_()
+            return
+        await route.fulfill(
+            status=402,
+            content_type="application/json",
+            body='{"error": {"code": "LIMIT_EXCEEDED", "message": "No generations left.",'
+            ' "periodEnd": "2027-01-01T00:00:00Z"}}',
+        )
+
+    await page.route(re.compile(r".*/api/v1/generations$"), exhausted)
+    await _submit_imagine(visitor, "A sunny kitchen with a long table")
+    error = page.locator("#form-error")
+    await expect(error).to_have_text(
+        "You have used all your designs for this month. More designs on January 1, 2027."
+    )
+    await expect(error).to_be_focused()
+    await _shots_at_widths(visitor, "limit-exceeded")
+
+
+async def test_a_lost_connection_is_said_and_the_history_keeps_up(
+    visitor: Visitor, stack: Stack
+) -> None:
+    """A stopped backend refuses the stream's connections: EventSource retries for ever
+    without giving up, so the page says it is reconnecting until the next message. The
+    job's history row follows the panel, and "Open" with the server out of reach keeps
+    the panel's fresher state rather than the list's."""
+    await stack.control("set_faults", hold=True)
+    await visitor.open()
+    page = visitor.page
+    down = True
+
+    async def events(route: Route) -> None:
+        if down:
+            await route.abort("connectionrefused")
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(r".*/events\?.*"), events)
+    await _submit_imagine(visitor, "A reading nook under a window")
+    notice = page.locator("#job-notice")
+    await expect(notice).to_have_text("Connection lost, reconnecting…", timeout=SETTLE_MS)
+    await expect(page.locator("#job-status")).to_have_text("Starting your design…")
+    job_id = await page.get_attribute("#job", "data-job-id")
+    assert job_id
+    await _shots_at_widths(visitor, "reconnecting")
+    for _ in range(100):  # the held job starts on the server meanwhile
+        if (await _read_job(page, job_id))["status"] == "processing":
+            break
+        await asyncio.sleep(0.1)
+
+    down = False  # back: the browser's next try gets the stream and its first message
+    working = "Working on your design…"
+    await expect(page.locator("#job-status")).to_have_text(working, timeout=SETTLE_MS)
+    await expect(notice).to_be_hidden()
+    row = page.locator(f"#history li[data-job-id='{job_id}']")
+    await expect(row).to_contain_text(working)  # the row keeps up with the panel
+
+    # A list read before the change (here: a history reload after a 409 that serves the
+    # job as it was), then "Open" while the server cannot be reached.
+    async def stale_list(route: Route) -> None:
+        response = await route.fetch()
+        page_of_jobs = await response.json()
+        for item in page_of_jobs["items"]:
+            item["status"] = "starting"
+        await route.fulfill(response=response, json=page_of_jobs)
+
+    await page.route(re.compile(r".*/api/v1/generations\?limit=.*"), stale_list)
+    await _submit_imagine(visitor, "A second room while the first one runs")
+    await expect(page.locator("#form-error")).to_contain_text("already have a design")
+    await expect(page.locator("#form-error")).to_be_focused()
+    await expect(row).to_contain_text("Starting your design…")
+
+    async def unreachable(route: Route) -> None:
+        await route.abort("connectionrefused")
+
+    down = True  # the live stream stays open; a new one could not be made
+    await page.route(re.compile(rf".*/api/v1/generations/{job_id}$"), unreachable)
+    await row.get_by_role("button").click()
+    await expect(page.locator("#job-error")).to_have_text(
+        "The server could not be reached. Check your connection and try again."
+    )
+    await expect(page.locator("#job-status")).to_have_text(working)  # not the list's
+    await expect(notice).to_be_hidden()  # that stream was never lost
+    await page.unroute(re.compile(rf".*/api/v1/generations/{job_id}$"))
+    down = False
+
+    # Still followed live: the end shows in the panel and in the row.
+    await stack.control("advance", await _prediction_of(stack, job_id), "succeeded")
+    await expect(page.locator("#job-status")).to_have_text(DONE, timeout=SETTLE_MS)
+    await expect(row).to_contain_text(DONE)

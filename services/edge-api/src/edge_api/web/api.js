@@ -6,16 +6,26 @@ const TOKEN_KEY = "interior.token";
 
 /** An API (or network) failure with the sentence to show. */
 export class ApiError extends Error {
-  constructor(status, code, serverMessage, retryAfter = null) {
-    super(sentence(code, serverMessage));
+  constructor(status, code, serverMessage, retryAfter = null, details = {}) {
+    super(sentence(code, serverMessage, details));
     this.status = status;
     this.code = code;
+    // The server's own message (it may name a field: input1, input2, prompt).
+    this.serverMessage = serverMessage;
     // Seconds the server asked to wait before trying again (429, 503), or null.
     this.retryAfter = retryAfter;
   }
 
-  /** Whether the same request may be sent again as it is (it may not have been done). */
+  /**
+   * Whether the same request may be sent again as it is: only when its outcome is
+   * unknown (no answer, a timeout, a 5xx that may hide a job). An UPSTREAM_ERROR says
+   * the job is known to have failed: sent again with its key, the server would only
+   * replay that failure, so the next attempt is a new submission.
+   */
   get retryable() {
+    if (this.code === "UPSTREAM_ERROR") {
+      return false;
+    }
     return this.status === 0 || this.status === 408 || this.status === 429 || this.status >= 500;
   }
 }
@@ -62,23 +72,26 @@ export function signedInAs() {
   return current ? accountOf(current) : null;
 }
 
-function token() {
+/** The token of this tab, or "" when it is not signed in. */
+export function token() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
 }
 
 async function failure(response) {
   let code = "INTERNAL_ERROR";
   let message = "";
+  let details = {};
   try {
     const body = await response.json();
     if (body && body.error && typeof body.error.code === "string") {
       code = body.error.code;
       message = typeof body.error.message === "string" ? body.error.message : "";
+      details = body.error; // extra keys such as periodEnd
     }
   } catch {
     // Not our JSON (a proxy's page): the code's sentence is all we can say.
   }
-  return new ApiError(response.status, code, message, retryAfterSeconds(response));
+  return new ApiError(response.status, code, message, retryAfterSeconds(response), details);
 }
 
 /** Calls the API; resolves to the parsed JSON (null when empty), rejects with ApiError. */

@@ -109,6 +109,8 @@ export class SubmissionForm {
   submitted() {
     if (this.source) {
       this.stopRefining();
+      // The refine's prompt said what to change in that result, not in a next photo.
+      byId("prompt").value = "";
     }
   }
 
@@ -214,6 +216,52 @@ export class SubmissionForm {
   /** Disable the button while a submission is on its way. */
   busy(isBusy) {
     byId("submit").disabled = isBusy;
+  }
+
+  /** A shown file field of the mode (a refine's result stands in for input1). */
+  shownField(id) {
+    const input = byId(id);
+    return input.closest(".field").hidden ? null : input;
+  }
+
+  /**
+   * Show why the server refused a submission (`wait`: the seconds it asked for) and put
+   * the focus there, since the Generate button that had it is disabled while sending: on
+   * the field the answer names (its wire name, input1 or input2, is said with the form's
+   * own label), else the file field of a 413 or 415, else the message itself.
+   */
+  refused(error, wait = 0) {
+    let text = error.message;
+    let field = null;
+    const validation = error.code === "VALIDATION_ERROR";
+    for (const id of ["input1", "input2"]) {
+      const label = `“${byId(id).labels[0].textContent}”`;
+      const named = text.replace(new RegExp(`\\b${id}\\b`, "g"), label);
+      if (validation && named !== text) {
+        text = named;
+        field = field || this.shownField(id);
+      }
+    }
+    if (!field && validation && /\bprompt\b/i.test(error.serverMessage || "")) {
+      field = byId("prompt");
+    }
+    if (!field && (error.status === 413 || error.status === 415)) {
+      field = this.shownField("input1") || this.shownField("input2");
+    }
+    this.error.replaceChildren(text);
+    if (wait) {
+      // Taken away when the wait is over (see waitOver).
+      this.error.append(el("span", { className: "wait" }, ` (try again in ${wait} s)`));
+    }
+    this.error.hidden = false;
+    (field || this.error).focus();
+  }
+
+  /** The wait the server asked for is over: the message no longer says to wait. */
+  waitOver() {
+    for (const span of this.error.querySelectorAll(".wait")) {
+      span.remove();
+    }
   }
 
   /** Show an error about the submission. */

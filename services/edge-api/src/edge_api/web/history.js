@@ -46,6 +46,7 @@ export class HistoryView {
         return;
       }
       quiet(byId("history-error"));
+      byId("history-signin").hidden = true;
       const rows = page.items.map((job) => this.row(job));
       this.list.append(...rows);
       this.cursor = page.nextCursor;
@@ -55,7 +56,11 @@ export class HistoryView {
       }
       byId("history-empty").hidden = this.list.children.length > 0;
     } catch (error) {
-      if (error.status !== 401) {  // signed out: the sign-in notice says what to do
+      if (error.status === 401) {
+        // Signed out: the sign-in notice says what to do; the list says why it is empty.
+        byId("history-empty").hidden = true;
+        byId("history-signin").hidden = this.list.children.length > 0;
+      } else {
         say(byId("history-error"), error.message);
       }
     } finally {

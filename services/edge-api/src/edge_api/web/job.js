@@ -33,12 +33,16 @@ export function variantSrcset(variant) {
 // The picture column: the whole card on a phone (page and card padding taken off).
 const PICTURE_SIZES = "(max-width: 40rem) calc(100vw - 3.5rem), 28rem";
 
+const RECONNECTING = "Connection lost, reconnecting…";
+
 /**
- * The job panel. `onFinished(job)` runs when a followed job ends; `onDeleted(job)` after a
- * delete; `onRefine(job, variant)` when the person asks to refine a result.
+ * The job panel. `onUpdate(job)` runs when a followed job changes but has not ended;
+ * `onFinished(job)` when it ends; `onDeleted(job)` after a delete; `onRefine(job,
+ * variant)` when the person asks to refine a result.
  */
 export class JobView {
-  constructor({ onFinished, onDeleted, onRefine }) {
+  constructor({ onUpdate, onFinished, onDeleted, onRefine }) {
+    this.onUpdate = onUpdate;
     this.onFinished = onFinished;
     this.onDeleted = onDeleted;
     this.onRefine = onRefine;
@@ -48,8 +52,11 @@ export class JobView {
     this.resume = null;
     this.failures = 0;
     this.beforeUrl = null;
-    // Bumped by each open: a slow read of an older choice does not replace a newer one.
+    // Bumped by each open: whatever was under way for the job shown before stops.
     this.opening = 0;
+    // Bumped by each open and each choice from the history: a slow read of an older
+    // choice does not replace a newer one.
+    this.choosing = 0;
     byId("cancel").addEventListener("click", () => this.cancel());
     byId("delete").addEventListener("click", () => this.remove());
   }
@@ -60,6 +67,7 @@ export class JobView {
    */
   open(job, beforeFile = null) {
     this.opening += 1;
+    this.choosing += 1;
     this.stop();
     this.setBefore(beforeFile, job);
     byId("job").hidden = false;
@@ -77,8 +85,8 @@ export class JobView {
    * the job is read again first (the list may be older than that).
    */
   async reopen(listed) {
-    const opening = this.opening + 1;
-    this.opening = opening;
+    this.choosing += 1;
+    const choice = this.choosing;
     let job = listed;
     let problem = null;
     try {
@@ -87,7 +95,14 @@ export class JobView {
       problem = error;
       job = { ...listed, inputs: [] }; // its links may have expired: no broken "before"
     }
-    if (opening !== this.opening) {
+    if (choice !== this.choosing) {
+      return;
+    }
+    if (problem && this.job && this.job.id === listed.id && !byId("job").hidden) {
+      // The panel already shows this job, as fresh as the list or fresher (it may be
+      // followed live): the list's copy must not replace it, nor stop its stream.
+      say(byId("job-error"), problem.message);
+      byId("job").scrollIntoView({ block: "nearest" });
       return;
     }
     this.open(job);
@@ -164,19 +179,28 @@ export class JobView {
       const job = JSON.parse(event.data);
       this.failures = 0;
       quiet(byId("job-error"));
+      quiet(byId("job-notice")); // connected again
       this.render(job);
       if (finished(job)) {
         this.stop();
         this.onFinished(job);
+      } else {
+        this.onUpdate(job);
       }
     });
-    // EventSource reconnects by itself after a dropped connection (with Last-Event-ID);
-    // an answer that is not a stream (a restart's 503, an expired sign-in's 401) makes
-    // the browser give up for good: the page then takes over.
+    // EventSource reconnects by itself after a dropped connection (with Last-Event-ID),
+    // for as long as the server cannot be reached: the page says so meanwhile. An answer
+    // that is not a stream (a restart's 503, an expired sign-in's 401) makes the browser
+    // give up for good: the page then takes over.
     source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED && this.events === source) {
+      if (this.events !== source) {
+        return;
+      }
+      if (source.readyState === EventSource.CLOSED) {
         this.events = null;
         this.recover(jobId);
+      } else {
+        say(byId("job-notice"), RECONNECTING);
       }
     });
   }
@@ -207,9 +231,11 @@ export class JobView {
     if (job) {
       this.render(job);
       if (finished(job)) {
+        quiet(byId("job-notice"));
         this.onFinished(job);
         return;
       }
+      this.onUpdate(job);
     }
     const pause = Math.min(30_000, 1000 * 2 ** (this.failures - 1));
     this.resume = setTimeout(() => {
@@ -221,6 +247,7 @@ export class JobView {
   }
 
   stop() {
+    quiet(byId("job-notice"));
     if (this.events) {
       this.events.close();
       this.events = null;

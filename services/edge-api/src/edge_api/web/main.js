@@ -1,26 +1,30 @@
 // The page's start: sign in from the fragment, build the form from the catalog, and
 // wire the form, the job panel, the history and the usage line together.
-import { api, catalog, idempotencyKey, signedInAs, signIn } from "./api.js";
+import { api, catalog, idempotencyKey, signedInAs, signIn, token } from "./api.js";
 import { byId, say } from "./dom.js";
 import { SubmissionForm } from "./form.js";
 import { HistoryView } from "./history.js";
 import { JobView } from "./job.js";
 import { refreshUsage, refreshUsageAfter } from "./usage.js";
 
+/** Say who is signed in, or how to sign in (`signedIn` false: the token was refused). */
+function showAccount(signedIn) {
+  const account = byId("account");
+  const who = signedIn ? signedInAs() : null;
+  account.textContent = who ? `Signed in as ${who}` : "";
+  account.hidden = !who;
+  byId("signin").hidden = Boolean(who);
+}
+
 async function start() {
-  document.addEventListener("signed-out", () => {
-    byId("signin").hidden = false;
-  });
-  if (!signIn()) {
-    byId("signin").hidden = false;
-  } else {
-    const account = byId("account");
-    account.textContent = `Signed in as ${signedInAs()}`;
-    account.hidden = false;
-  }
+  // An expired or refused token: the header no longer names an account.
+  document.addEventListener("signed-out", () => showAccount(false));
+  signIn();
+  showAccount(true);
   let form = null;
   const historyView = new HistoryView((job) => jobs.reopen(job));
   const jobs = new JobView({
+    onUpdate: (job) => historyView.show(job), // the row keeps up with the panel
     onFinished: (job) => {
       refreshUsageAfter(job);
       historyView.show(job);
@@ -39,14 +43,37 @@ async function start() {
   });
 
   // One key per submission, kept while the same form is sent again after an answer
-  // that may hide a job (no answer, 5xx, 408, 429): the server then answers with the
-  // job it made instead of making a second. Any change to the form starts a new one.
+  // that may hide a job (no answer, 408, 429, a 5xx but UPSTREAM_ERROR, which says the
+  // job failed): the server then answers with the job it made instead of making a
+  // second. Any change to the form starts a new one.
   let retryKey = null;
   const forget = () => {
     retryKey = null;
   };
   byId("form").addEventListener("input", forget);
   byId("form").addEventListener("change", forget);
+
+  // A `#token=` link opened in this tab while the page is open only changes the
+  // fragment: sign in from it as at the start (asking before switching accounts).
+  window.addEventListener("hashchange", () => {
+    const before = token();
+    const account = signedInAs();
+    signIn();
+    if (token() === before) {
+      return; // no token in the link, or the switch was refused
+    }
+    if (account && signedInAs() !== account) {
+      // Another person's page: nothing of the one before may stay on screen.
+      window.location.reload();
+      return;
+    }
+    showAccount(true);
+    refreshUsage();
+    historyView.reload();
+    if (jobs.job) {
+      jobs.reopen(jobs.job); // read again, and followed again while it runs
+    }
+  });
 
   async function submit(body, files, contentType) {
     form.busy(true);
@@ -69,7 +96,7 @@ async function start() {
     } catch (error) {
       retryKey = error.retryable ? key : null;
       wait = error.retryAfter || 0;
-      form.fail(wait ? `${error.message} (try again in ${wait} s)` : error.message);
+      form.refused(error, wait);
       if (error.code === "LIMIT_EXCEEDED" || error.code === "TOO_MANY_INFLIGHT") {
         refreshUsage();
         historyView.reload(); // the running job is there to open
@@ -77,7 +104,10 @@ async function start() {
     } finally {
       if (wait) {
         // Sending it sooner would only be refused again.
-        setTimeout(() => form.busy(false), wait * 1000);
+        setTimeout(() => {
+          form.busy(false);
+          form.waitOver();
+        }, wait * 1000);
       } else {
         form.busy(false);
       }

@@ -34,14 +34,30 @@ const SENTENCES = {
 const WITH_DETAIL = new Set(["VALIDATION_ERROR"]);
 const FALLBACK = "Something went wrong. Please try again.";
 
-/** The sentence shown for an error code and the server's (safe) message. */
-export function sentence(code, serverMessage) {
+/** When the allowance comes back (an error's `periodEnd`), as a sentence, or "". */
+function resets(details) {
+  const end = details && typeof details.periodEnd === "string" ? new Date(details.periodEnd) : null;
+  if (!end || Number.isNaN(end.getTime())) {
+    return "";
+  }
+  // periodEnd is the first instant of the next month in UTC: said as that UTC date.
+  return ` More designs on ${end.toLocaleDateString(undefined, { dateStyle: "long", timeZone: "UTC" })}.`;
+}
+
+/**
+ * The sentence shown for an error code and the server's (safe) message; `details` are
+ * the error's extra keys (`periodEnd` of LIMIT_EXCEEDED).
+ */
+export function sentence(code, serverMessage, details = {}) {
   const known = Object.hasOwn(SENTENCES, code) ? SENTENCES[code] : undefined;
   if (known === undefined) {
     return serverMessage || FALLBACK;
   }
   if (WITH_DETAIL.has(code) && serverMessage) {
     return `${known} ${serverMessage}`;
+  }
+  if (code === "LIMIT_EXCEEDED") {
+    return known + resets(details);
   }
   return known;
 }
