@@ -292,14 +292,19 @@ class JobFeed:
 
 
 def _reader_of(signals: Iterable[Watch]) -> Watch:
-    """Who makes a job's timed read: its first watcher that is idle. A stream busy
-    writing (a client that stopped reading holds its write, for as long as it likes)
-    would never get to it, and the job's other watchers would lose the stale refresh
-    that shows a lost webhook; the first watcher when all are busy."""
+    """Who makes a job's timed read: its first watcher, as long as it takes each read it
+    is given (one read in flight per job: a read still under way when the next is due
+    makes one more, not two at once). A first watcher that has not taken the last one
+    in a whole interval is stuck (a client that stopped reading holds its stream's
+    write for as long as it likes), and the job's other watchers would lose the stale
+    refresh that shows a lost webhook: the read goes to the next idle watcher instead."""
     first: Watch | None = None
     for signal in signals:
-        if signal.idle:
+        if first is None:
+            first = signal
+            if not signal.pending(REFRESH):
+                return signal
+        elif signal.idle and not signal.pending(REFRESH):
             return signal
-        first = first or signal
     assert first is not None  # a job is only listed while it has watchers
     return first
