@@ -55,8 +55,10 @@ TRANSITIONS = {
     "job.submitted",
     "job.provider_accepted",
     "job.transition",
-    "job.canceled",
 }
+# The user's cancel ends the job as "job.canceled", or, when the provider's canceled
+# webhook is applied first (a race either may win), as a "job.transition" to canceled.
+CANCEL_ENDS = {("job.canceled", "canceled"), ("job.transition", "canceled")}
 CONTEXT_KEYS = ("ownerId", "jobId", "predictionId", "status")
 
 
@@ -311,6 +313,7 @@ def test_every_job_transition_line_carries_its_context(full_run: FullRun) -> Non
     ]
     assert missing == []
     assert {e["event"] for e in job_events} >= TRANSITIONS
+    assert {(e["event"], e["status"]) for e in job_events} & CANCEL_ENDS
     # Every job of the run shows up, from submission to its end.
     seen = {(e["jobId"], e["event"], e["status"]) for e in job_events}
     ends: set[str] = set()
@@ -321,7 +324,9 @@ def test_every_job_transition_line_carries_its_context(full_run: FullRun) -> Non
     assert ends == {"succeeded", "canceled", "failed"}
     # Once a prediction exists, the line names it.
     assert all(
-        e["predictionId"] for e in job_events if e["event"] in TRANSITIONS - {"job.submitted"}
+        e["predictionId"]
+        for e in job_events
+        if e["event"] in (TRANSITIONS | {"job.canceled"}) - {"job.submitted"}
     )
 
 
