@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from edge_api.settings import EdgeSettings
 from launcher.envoy import (
     ENVOY_CONFIG,
     EnvoyConfigError,
@@ -16,6 +17,7 @@ from launcher.envoy import (
     validate,
     write_local_config,
 )
+from webhook_gateway.settings import GatewaySettings
 
 
 def _leaf_differences(a: Any, b: Any, path: str = "") -> set[str]:
@@ -118,3 +120,55 @@ def test_envoys_cors_exposes_what_the_edge_does() -> None:
     from launcher.envoy import CORS_EXPOSED_HEADERS
 
     assert CORS_EXPOSED_HEADERS == EXPOSED_HEADERS
+
+
+def _seconds(duration: str) -> float:
+    assert duration.endswith("s"), duration
+    return float(duration[:-1])
+
+
+def _routes() -> dict[str, Any]:
+    routes = _route_config(load_config())["virtual_hosts"][0]["routes"]
+    return {route["name"]: route for route in routes}
+
+
+def _field_default(model: Any, name: str) -> float:
+    return float(model.model_fields[name].default)
+
+
+def test_envoy_waits_longer_than_the_services_it_fronts() -> None:
+    """Each of Envoy's limits sits above the service deadline it fronts, so the service
+    answers (its own error, counted in its metrics) before Envoy gives up with a 503
+    for work that may still complete: a submission's answer comes up to the edge's
+    submit deadline after the body's last byte (the listener's idle limit is 30 s), a
+    slow upload is the edge's to cut off, and a webhook's the gateway's to answer."""
+    hcm = load_config()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    manager = hcm["typed_config"]
+    routes = _routes()
+    submit_deadline = _field_default(EdgeSettings, "grpc_submit_deadline_seconds")
+    assert _seconds(routes["upload"]["route"]["idle_timeout"]) > submit_deadline
+    assert _seconds(routes["upload"]["route"]["timeout"]) > submit_deadline
+    read_timeout = _field_default(EdgeSettings, "upload_read_timeout_seconds")
+    assert _seconds(manager["request_timeout"]) > read_timeout
+    gateway_deadline = _field_default(GatewaySettings, "grpc_deadline_seconds")
+    assert _seconds(routes["webhook"]["route"]["timeout"]) > gateway_deadline
+
+
+def test_a_render_read_slowly_is_not_cut_mid_file() -> None:
+    """A route's timeout covers streaming the whole answer: renders have none, only an
+    idle limit."""
+    route = _routes()["public_renders"]["route"]
+    assert _seconds(route["timeout"]) == 0
+    assert _seconds(route["idle_timeout"]) > 0
+
+
+def test_envoys_own_408_says_request_timeout_as_the_edges_does() -> None:
+    hcm = load_config()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    mappers = hcm["typed_config"]["local_reply_config"]["mappers"]
+    codes = {
+        mapper["filter"]["status_code_filter"]["comparison"]["value"]["default_value"]: mapper
+        for mapper in mappers
+        if mapper["filter"]["status_code_filter"]["comparison"]["op"] == "EQ"
+    }
+    body = codes[408]["body_format_override"]["json_format"]
+    assert body["error"]["code"] == "REQUEST_TIMEOUT"
