@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import yaml
 
+from generation.settings import GenerationSettings
 from kit.db import create_engine
 from kit.dev_values import secret_problem
 from kit.settings import DatabaseSettings, GrpcServerSettings
@@ -286,7 +287,9 @@ def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
         "REPLICATE_WEBHOOK_SECRET": "whsec_YW4tb3BlcmF0b3JzLXdlYmhvb2sta2V5",
     }
     given = {v["name"]: secrets[v["name"]] for v in _container(name)["env"]}
-    environment = with_identity_files({**_config_env(), **given}, tmp_path)
+    # What an overlay must set: the base's https://api.example.com is refused (below).
+    overlay = {"WEBHOOK_BASE_URL": "https://api.interior-designs.app"}
+    environment = with_identity_files({**_config_env(), **given, **overlay}, tmp_path)
 
     values: dict[str, Any] = {k: v for k, v in environment.items() if k in settings_variables(cls)}
     settings = cls(**values)
@@ -295,6 +298,14 @@ def test_each_service_builds_its_settings_from_the_configmap_and_its_secrets(
     dumped = settings.model_dump()
     assert PORTS[name] in dumped.values()
     assert "0.0.0.0" in dumped.values()
+
+
+def test_the_bases_example_webhook_url_is_refused_in_production() -> None:
+    """An overlay that forgets WEBHOOK_BASE_URL would send every webhook to example.com
+    (jobs then end only by polling and the sweep): generation refuses to start."""
+    url = _config_env()["WEBHOOK_BASE_URL"]
+    problems = list(GenerationSettings.model_construct(webhook_base_url=url).production_problems())
+    assert any("WEBHOOK_BASE_URL" in problem for problem in problems), (url, problems)
 
 
 def test_every_placeholder_of_the_secret_template_is_refused_in_production() -> None:

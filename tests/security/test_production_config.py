@@ -34,7 +34,7 @@ S3 = {"S3_ENDPOINT": "s3.example.com", "S3_ACCESS_KEY": "key", "S3_SECRET_KEY": 
 GENERATION = S3 | {
     "GENERATION_DATABASE_URL": "postgresql+asyncpg://generation:pw@db.example/generation",
     "REPLICATE_API_TOKEN": "r8_an_operators_own_token",
-    "WEBHOOK_BASE_URL": "https://api.example.com",
+    "WEBHOOK_BASE_URL": "https://api.interior-designs.app",
 }
 # Every variable any case sets: cleared first, so the host's environment plays no part.
 ALL_VARIABLES = {
@@ -129,6 +129,21 @@ REFUSED: dict[str, tuple[type[BaseSettings], dict[str, str], str]] = {
     "generation without WEBHOOK_BASE_URL": (
         GenerationSettings,
         {**GENERATION, "WEBHOOK_BASE_URL": ""},
+        "WEBHOOK_BASE_URL",
+    ),
+    "generation with the manifests' example webhook URL": (
+        GenerationSettings,
+        {**GENERATION, "WEBHOOK_BASE_URL": "https://api.example.com"},
+        "WEBHOOK_BASE_URL",
+    ),
+    "generation with a placeholder webhook URL": (
+        GenerationSettings,
+        {**GENERATION, "WEBHOOK_BASE_URL": "https://REPLACE_ME.invalid"},
+        "WEBHOOK_BASE_URL",
+    ),
+    "generation with a webhook URL that is no URL": (
+        GenerationSettings,
+        {**GENERATION, "WEBHOOK_BASE_URL": "api.interior-designs.app"},
         "WEBHOOK_BASE_URL",
     ),
     "generation without a Replicate token": (

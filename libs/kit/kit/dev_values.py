@@ -10,6 +10,7 @@ or is a template placeholder, naming the variable (see :func:`secret_problem`).
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 # The development defaults, in one place: the launcher, the emulator and the edge's
 # development fallback use these names.
@@ -34,6 +35,25 @@ PUBLISHED_VALUES = frozenset(
 )
 # Template text ("REPLACE_ME", "change-me", "<your secret>") is never a real secret.
 _PLACEHOLDER = re.compile(r"replace[_-]?me|change[_-]?me|placeholder|^<.*>$|^x+$", re.IGNORECASE)
+
+
+# Names reserved for examples and tests (RFC 2606, RFC 6761): never a deployment's host.
+_EXAMPLE_HOSTS = re.compile(
+    r"(^|\.)(example\.(com|net|org)|example|invalid|test|localhost)$", re.IGNORECASE
+)
+
+
+def public_url_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a deployment's URL (not an http(s) URL, or a template's
+    example or placeholder), or None when it can. Plain http stays allowed: compose's
+    offline profile points the emulator at http://envoy:8080."""
+    parsed = urlsplit(value.strip())
+    host = parsed.hostname or ""
+    if parsed.scheme not in {"http", "https"} or not host:
+        return "is not an http(s) URL"
+    if _PLACEHOLDER.search(value) or _EXAMPLE_HOSTS.search(host):
+        return "is a template's example or placeholder"
+    return None
 
 
 def secret_problem(value: str | None) -> str | None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
-from kit.dev_values import DEV_REPLICATE_TOKEN
+from kit.dev_values import DEV_REPLICATE_TOKEN, public_url_problem
 from kit.settings import DatabaseSettings, GrpcServerSettings, S3Settings
 
 
@@ -65,3 +65,7 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
     def production_problems(self) -> Iterable[str]:
         if self.webhook_base_url is None:
             yield "WEBHOOK_BASE_URL is not set (webhooks would follow the Host header)"
+        elif (problem := public_url_problem(self.webhook_base_url)) is not None:
+            # The manifests' example (https://api.example.com) would send every webhook
+            # away: jobs would end only by polling and the sweep.
+            yield f"WEBHOOK_BASE_URL {problem}"
