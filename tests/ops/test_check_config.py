@@ -25,7 +25,7 @@ PRODUCTION = {
         **S3,
         "GENERATION_DATABASE_URL": f"postgresql+asyncpg://app:{DB_PASSWORD}@db:5432/generation",
         "REPLICATE_API_TOKEN": REPLICATE_TOKEN,
-        "WEBHOOK_BASE_URL": "https://api.example.com",
+        "WEBHOOK_BASE_URL": "https://api.interior-designs.app",
         **identity_env(serves=True),
     },
     "usage": {
