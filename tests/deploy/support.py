@@ -57,7 +57,15 @@ MODULES = {
 
 # Variables of third-party images (not ours): the postgres and MinIO images.
 INFRA_VARIABLES = frozenset(
-    {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}
+    {
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+        "POSTGRES_DB",
+        "MINIO_ROOT_USER",
+        "MINIO_ROOT_PASSWORD",
+        # Read by asyncpg (libpq's name) for the database's CA: ssl=verify-full.
+        "PGSSLROOTCERT",
+    }
 )
 # Each service's own S3 user: read by compose's minio-setup script, which creates them.
 S3_USER_VARIABLES = {

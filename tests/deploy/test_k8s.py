@@ -395,3 +395,15 @@ def test_the_identity_templates_are_refused_in_production(tmp_path: Path) -> Non
             APP_ENV="production", SERVICE_KEY_FILE=str(key), SERVICE_TRUST_DIR=str(trust)
         )
     assert "SERVICE_TRUST_DIR" in str(refused.value)
+
+
+@pytest.mark.parametrize("name", ["generation", "usage"])
+def test_the_migrations_connect_as_the_service_does(name: str) -> None:
+    """The DSNs verify the server's certificate (ssl=verify-full), and asyncpg finds the
+    CA only through PGSSLROOTCERT here: the migrate init container gets it from the same
+    ConfigMap as the service (an overlay that points it at its database's CA reaches
+    both), or the pod never starts."""
+    [migrate] = _pod(name)["initContainers"]
+    assert {"configMapRef": {"name": "interior-env"}} in migrate.get("envFrom", [])
+    assert {"configMapRef": {"name": "interior-env"}} in _container(name)["envFrom"]
+    assert _config_env()["PGSSLROOTCERT"].startswith("/")
