@@ -407,3 +407,18 @@ def test_the_migrations_connect_as_the_service_does(name: str) -> None:
     assert {"configMapRef": {"name": "interior-env"}} in migrate.get("envFrom", [])
     assert {"configMapRef": {"name": "interior-env"}} in _container(name)["envFrom"]
     assert _config_env()["PGSSLROOTCERT"].startswith("/")
+
+
+def test_envoy_drains_before_it_stops() -> None:
+    """On a rollout or a scale-down, Envoy stops taking connections and lets requests
+    under way finish (an upload's answer comes up to 60 s after its body) before
+    SIGTERM: a bare sleep left every in-flight upload and stream to be reset."""
+    pod = _pod("envoy")
+    [envoy] = pod["containers"]
+    pre_stop = " ".join(envoy["lifecycle"]["preStop"]["exec"]["command"])
+    assert "/drain_listeners?graceful" in pre_stop
+    waited = float(re.search(r"time\.sleep\((\d+)\)", pre_stop).group(1))  # type: ignore[union-attr]
+    assert waited > 60
+    assert pod["terminationGracePeriodSeconds"] > waited
+    arguments = envoy["command"]
+    assert arguments[arguments.index("--drain-strategy") + 1] == "immediate"
