@@ -172,3 +172,13 @@ def test_envoys_own_408_says_request_timeout_as_the_edges_does() -> None:
     }
     body = codes[408]["body_format_override"]["json_format"]
     assert body["error"]["code"] == "REQUEST_TIMEOUT"
+
+
+def test_envoy_drops_idle_upstream_connections_before_the_services_do() -> None:
+    """uvicorn closes a kept-alive connection after 5 s idle; a request Envoy sends on
+    it just then fails (and a POST is not retried): Envoy's own idle limit is lower."""
+    for cluster in load_config()["static_resources"]["clusters"]:
+        options = cluster["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
+        assert _seconds(options["common_http_protocol_options"]["idle_timeout"]) < 5, cluster
