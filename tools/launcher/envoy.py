@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ def with_cors_on_local_replies(config: dict[str, Any], origins: Sequence[str]) -
         )
     ]
     found = 0
-    for manager in _connection_managers(local):
+    for manager in (node for node in _mappings(local) if "local_reply_config" in node):
         mappers = manager.get("local_reply_config", {}).get("mappers", [])
         twins = []
         for mapper in mappers:
@@ -124,22 +124,15 @@ def with_cors_on_local_replies(config: dict[str, Any], origins: Sequence[str]) -
     return local
 
 
-def _connection_managers(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The typed configs of every HTTP connection manager in ``config``."""
-    found: list[dict[str, Any]] = []
-
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            if "local_reply_config" in node:
-                found.append(node)
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(config)
-    return found
+def _mappings(node: Any) -> Iterator[dict[str, Any]]:
+    """Every mapping in ``node`` (itself included), depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _mappings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _mappings(value)
 
 
 _LOCAL_RATE_LIMIT = (
@@ -158,21 +151,11 @@ def rate_limits_report_only(config: dict[str, Any]) -> dict[str, Any]:
     """
     local = copy.deepcopy(config)
     found = 0
-
-    def visit(node: Any) -> None:
-        nonlocal found
-        if isinstance(node, dict):
-            if node.get("@type") == _LOCAL_RATE_LIMIT and "token_bucket" in node:
-                enforced = node.setdefault("filter_enforced", {})
-                enforced["default_value"] = {"numerator": 0, "denominator": "HUNDRED"}
-                found += 1
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(local)
+    for node in _mappings(local):
+        if node.get("@type") == _LOCAL_RATE_LIMIT and "token_bucket" in node:
+            enforced = node.setdefault("filter_enforced", {})
+            enforced["default_value"] = {"numerator": 0, "denominator": "HUNDRED"}
+            found += 1
     if not found:
         raise EnvoyConfigError("no local rate limit with a token bucket in the config")
     return local
