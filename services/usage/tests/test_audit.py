@@ -10,8 +10,8 @@ import asyncio
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -36,12 +36,17 @@ class JobOutcomesStandIn(generation_pb2_grpc.GenerationServiceServicer):
     def __init__(self) -> None:
         self.jobs: list[generation_pb2.JobOutcome] = []
         self.page_sizes: list[int] = []
+        # Runs before a page is answered, with its offset: what the rest of the system
+        # does while an audit lists the jobs.
+        self.meanwhile: Callable[[int], Awaitable[None]] | None = None
 
     async def ListJobOutcomes(
         self, request: generation_pb2.ListJobOutcomesRequest, context: Any
     ) -> generation_pb2.ListJobOutcomesResponse:
         self.page_sizes.append(request.page_size)
         start = int(request.page_token or "0")
+        if self.meanwhile is not None:
+            await self.meanwhile(start)
         end = start + (request.page_size or 100)
         return generation_pb2.ListJobOutcomesResponse(
             jobs=self.jobs[start:end], next_page_token=str(end) if end < len(self.jobs) else ""
@@ -55,20 +60,29 @@ class JobOutcomesStandIn(generation_pb2_grpc.GenerationServiceServicer):
         has_output: bool = False,
         **flags: bool,
     ) -> str:
-        job = str(uuid.uuid4())
+        return self.add_outcome(owner, status, has_output=has_output, **flags).job_id
+
+    def add_outcome(
+        self,
+        owner: str,
+        status: generation_pb2.JobStatus.ValueType,
+        *,
+        has_output: bool = False,
+        **flags: bool,
+    ) -> generation_pb2.JobOutcome:
+        """The job's outcome as listed (changed in place, it is listed as changed)."""
         created = Timestamp()
         created.FromDatetime(OCTOBER)
-        self.jobs.append(
-            generation_pb2.JobOutcome(
-                job_id=job,
-                owner_id=owner,
-                status=status,
-                created_at=created,
-                has_output=has_output,
-                **flags,
-            )
+        outcome = generation_pb2.JobOutcome(
+            job_id=str(uuid.uuid4()),
+            owner_id=owner,
+            status=status,
+            created_at=created,
+            has_output=has_output,
+            **flags,
         )
-        return job
+        self.jobs.append(outcome)
+        return outcome
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +108,7 @@ async def book(
     """An empty ledger, its usage server, and the (emptied) list of jobs."""
     standin, target = generation
     standin.jobs.clear()
+    standin.meanwhile = None
     url = database_factory("usage_audit")
     await migrate(url)
     engine = create_async_engine(url)
@@ -151,7 +166,7 @@ async def test_a_clean_book_reports_nothing(book, new_id: Callable[[], str]) -> 
     code, printed = await _run_cli(usage)
 
     assert list(report.discrepancies) == []
-    assert (report.jobs_checked, report.entries_checked) == (7, 7)
+    assert (report.jobs_checked, report.entries_checked) == (7, 8)
     assert (code, printed["discrepancies"], printed["jobsChecked"]) == (0, [], 7)
     assert set(jobs.page_sizes) == {2}
 
@@ -207,6 +222,73 @@ async def test_every_kind_of_discrepancy_is_reported(book, new_id: Callable[[], 
     assert over_plan.detail == "2026-10: 6 generations used on a plan of 5"
     assert code == 1
     assert {d["kind"] for d in printed["discrepancies"]} == {kind for kind, _ in expected}
+
+
+@pytest.mark.parametrize("ends", ["processing", "succeeded"])
+async def test_a_job_charged_while_the_jobs_are_listed_is_no_discrepancy(
+    book, new_id: Callable[[], str], clock, ends: str
+) -> None:
+    """The system runs on while the audit pages through the jobs: a job on a later page
+    debited (and marked charged, perhaps succeeded) meanwhile has its debit in the
+    ledger the audit reads, which is read after the listing."""
+    jobs, usage, _ = book
+    owner = new_id()
+    for _ in range(2):  # page 1 (pages of 2): settled and charged before the audit
+        await usage.debit(
+            owner, jobs.add(owner, S.JOB_STATUS_SUCCEEDED, has_output=True, charged=True)
+        )
+    live = jobs.add_outcome(owner, S.JOB_STATUS_STARTING)  # page 2
+
+    async def submitted_meanwhile(offset: int) -> None:
+        if offset == 0:
+            clock.current += timedelta(seconds=1)
+            await usage.debit(owner, live.job_id)  # generation's debit, then mark_charged
+            live.status = S.JOB_STATUS_PROCESSING
+            live.charged = True
+            if ends == "succeeded":
+                live.status, live.has_output = S.JOB_STATUS_SUCCEEDED, True
+
+    jobs.meanwhile = submitted_meanwhile
+    report = await _audit(usage)
+
+    assert list(report.discrepancies) == []
+    assert (report.jobs_checked, report.entries_checked) == (3, 3)
+
+
+async def test_what_happens_while_the_jobs_are_listed_is_judged_as_the_listing_saw_it(
+    book, new_id: Callable[[], str], clock
+) -> None:
+    """A debit of a job submitted after its page was listed, and the refund of a job
+    listed in flight that failed afterwards, are not discrepancies; the same entries
+    written before the audit began still are."""
+    jobs, usage, _ = book
+    owner = new_id()
+    running = jobs.add_outcome(owner, S.JOB_STATUS_PROCESSING, charged=True)
+    await usage.debit(owner, running.job_id)
+    jobs.add(owner, S.JOB_STATUS_STARTING)
+    ghost = new_id()  # a debit from before the audit for a job nobody knows
+    await usage.debit(owner, ghost)
+
+    submitted = new_id()
+
+    async def meanwhile(offset: int) -> None:
+        if offset == 0:
+            clock.current += timedelta(seconds=1)
+            await usage.debit(owner, submitted)  # its job came after the listing began
+            await usage.credit(owner, running.job_id)  # it failed after it was listed
+
+    jobs.meanwhile = meanwhile
+    report = await _audit(usage)
+
+    assert [(d.kind, d.job_id) for d in report.discrepancies] == [("DEBIT_WITHOUT_JOB", ghost)]
+    # Audited again as it stands (the refunded job listed failed): the debit of a job
+    # generation still does not list is one now, the refund is not.
+    jobs.meanwhile = None
+    running.status, running.refunded = S.JOB_STATUS_FAILED, True
+    again = await _audit(usage)
+    assert sorted((d.kind, d.job_id) for d in again.discrepancies) == sorted(
+        [("DEBIT_WITHOUT_JOB", ghost), ("DEBIT_WITHOUT_JOB", submitted)]
+    )
 
 
 async def test_the_audit_fails_cleanly_when_generation_is_unreachable(

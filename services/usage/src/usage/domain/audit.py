@@ -16,10 +16,14 @@ Findings (``Discrepancy.kind``):
   generations of the plan they are on *at audit time* (a downgrade after a busy
   month shows up here too; that is accepted).
 
-It is a point-in-time check: jobs are listed first, then the ledger is read
-without entries recorded after the audit began, so a job submitted during the
-audit cannot produce a ``DEBIT_WITHOUT_JOB``. A job that fails during the audit
-may show a transient ``MISSING_REFUND``; run the audit again to confirm.
+The system keeps running while the jobs are listed, page by page, so the ledger is
+read after the last page: every entry a listed job's state implies (the debit of a
+job marked charged or succeeded, the credit of one marked refunded) was written
+before that job's page was read, and is there. Entries written after the audit began
+may belong to what the listing could not see: a debit whose job was submitted after
+its page was read is not a ``DEBIT_WITHOUT_JOB``, and a credit of a job listed in
+flight (it failed later) is not an ``UNEXPECTED_REFUND``. A job that fails during the
+audit may show a transient ``MISSING_REFUND``; run the audit again to confirm.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 
 from kit.clock import Clock
 from kit.logging import get_logger
@@ -63,12 +68,13 @@ class LedgerAuditor:
         started = self._clock.now()
         jobs = await self._jobs.list_all()
         async with self._transactions() as uow:
-            entries = [e for e in await uow.ledger.all_entries() if e.created_at <= started]
+            entries = await uow.ledger.all_entries()
             price_ids = await uow.profiles.all_price_ids()
         found = find_discrepancies(
             jobs,
             entries,
             lambda owner: self._plans.resolve(price_ids.get(owner)).monthly_generations,
+            listed_after=started,
         )
         log.info(
             "ledger.audited",
@@ -85,15 +91,25 @@ def find_discrepancies(
     jobs: Sequence[JobFacts],
     entries: Sequence[LedgerEntry],
     monthly_for: Callable[[uuid.UUID], int],
+    listed_after: datetime | None = None,
 ) -> list[Discrepancy]:
-    """Every discrepancy between ``jobs`` and ``entries``, in a stable order."""
+    """Every discrepancy between ``jobs`` and ``entries``, in a stable order.
+
+    ``listed_after``: when the listing of ``jobs`` began (``entries`` read after it
+    ended); an entry recorded later may concern what the listing could not see yet
+    (see the module docstring). None: ``jobs`` and ``entries`` are one snapshot.
+    """
+
+    def late(entry: LedgerEntry) -> bool:
+        return listed_after is not None and entry.created_at > listed_after
+
     by_job = {job.job_id: job for job in jobs}
     debits = {e.job_id: e for e in entries if e.kind is EntryKind.DEBIT}
     credits = [e for e in entries if e.kind is EntryKind.CREDIT]
     credited = Counter(e.job_id for e in credits)
     found = [
-        *_check_debits(debits.values(), by_job),
-        *_check_credits(credits, credited, debits, by_job),
+        *_check_debits(debits.values(), by_job, late),
+        *_check_credits(credits, credited, debits, by_job, late),
         *_check_jobs(jobs, debits, credited),
         *_check_periods(debits.values(), set(credited), monthly_for),
     ]
@@ -105,12 +121,16 @@ def _finding(kind: str, owner_id: uuid.UUID, job_id: uuid.UUID | None, detail: s
 
 
 def _check_debits(
-    debits: Iterable[LedgerEntry], by_job: dict[uuid.UUID, JobFacts]
+    debits: Iterable[LedgerEntry],
+    by_job: dict[uuid.UUID, JobFacts],
+    late: Callable[[LedgerEntry], bool],
 ) -> Iterable[Discrepancy]:
     for debit in debits:
         job = by_job.get(debit.job_id)
         if job is None:
-            yield _finding("DEBIT_WITHOUT_JOB", debit.owner_id, debit.job_id, "no such job")
+            # A job submitted after its page was listed is debited meanwhile.
+            if not late(debit):
+                yield _finding("DEBIT_WITHOUT_JOB", debit.owner_id, debit.job_id, "no such job")
         elif job.owner_id != debit.owner_id:
             yield _finding(
                 "DEBIT_WITHOUT_JOB", debit.owner_id, debit.job_id, "the job belongs to another user"
@@ -122,6 +142,7 @@ def _check_credits(
     credited: Counter[uuid.UUID],
     debits: dict[uuid.UUID, LedgerEntry],
     by_job: dict[uuid.UUID, JobFacts],
+    late: Callable[[LedgerEntry], bool],
 ) -> Iterable[Discrepancy]:
     reported: set[uuid.UUID] = set()
     for credit in credits:
@@ -138,7 +159,13 @@ def _check_credits(
             )
         if credit.job_id not in debits:
             yield _finding("REFUND_WITHOUT_DEBIT", credit.owner_id, credit.job_id, "no debit")
-        if job is not None and (job.status is JobState.SUCCEEDED or job.status.in_flight):
+        # A job listed in flight may have failed and been refunded since its page.
+        in_flight_then = job is not None and job.status.in_flight and late(credit)
+        if (
+            job is not None
+            and not in_flight_then
+            and (job.status is JobState.SUCCEEDED or job.status.in_flight)
+        ):
             yield _finding(
                 "UNEXPECTED_REFUND",
                 credit.owner_id,
