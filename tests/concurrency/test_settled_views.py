@@ -33,7 +33,7 @@ from interior.generation.v1 import generation_pb2_grpc
 from kit.db import session_scope
 from testkit.servers import ThreadedUvicorn
 from tests.concurrency.cluster import EDGE_DEADLINE_SECONDS, Cluster, _config
-from tests.e2e.harness import make_token
+from tests.e2e.harness import jpeg_bytes, make_token
 
 # The other edge must show a deletion this soon after the DELETE's reply.
 PROPAGATION_SECONDS = 0.25
@@ -205,6 +205,37 @@ async def test_a_refused_delete_leaves_the_job_to_memory(
     for _ in range(3):
         await owner.get(edge, job_id)
     assert edge.hits == hits + 3
+
+
+async def test_deleting_a_failed_job_reaches_the_other_edge(
+    cluster: Cluster, edges: tuple[Edge, Edge], client: httpx.AsyncClient
+) -> None:
+    """A failed job has no render, yet its DELETE changes what GET shows (no inputs, a
+    new updatedAt): the other edge must drop its view as for a succeeded job's."""
+    taker, other = edges
+    owner = Owner(client)
+    await cluster.stack.control("set_faults", fail_next=1)
+    submitted = await client.post(
+        f"{taker.api}/generations",
+        data={"mode": "redesign", "roomType": "living_room", "style": "japandi"},
+        files={"input1": ("room.jpg", jpeg_bytes(), "image/jpeg")},
+        headers=owner.headers,
+    )
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    await _until(lambda: owner.get(taker, job_id), lambda body: body["status"] == "failed")
+    await _caught_up(taker, other)
+    assert (await owner.get(other, job_id)).json()["inputs"]
+    hits = other.hits
+    assert (await owner.get(other, job_id)).json()["inputs"]
+    assert other.hits == hits + 1  # the other edge answers it from memory
+
+    deleted = await owner.delete(taker, job_id)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["inputs"] == []
+    await asyncio.sleep(PROPAGATION_SECONDS)
+    shown = (await owner.get(other, job_id)).json()
+    assert (shown["inputs"], shown["updatedAt"]) == ([], deleted.json()["updatedAt"])
 
 
 async def test_with_the_feed_down_every_get_asks_generation(

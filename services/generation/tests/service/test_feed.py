@@ -174,6 +174,22 @@ async def test_every_visible_change_reaches_followers_on_every_instance(
         follower.cancel()
 
 
+async def test_deleting_a_job_without_a_render_is_a_change(instances: list[Instance]) -> None:
+    """A failed or canceled job has no render whose trigger would bump it: its own
+    ``deleted_at`` must (GET then shows no inputs), or no edge hears of the DELETE."""
+    owner = uuid.uuid4()
+    follower = Follower(instances[0], None)
+    await follower.caught_up.wait()
+    job_id = await _insert_job(instances[1], owner)
+    await _set(instances[1], job_id, status="failed", completed_at=datetime.now(UTC))
+    await follower.until(lambda _: len(follower.versions_of(job_id)) == 2)
+
+    await _set(instances[1], job_id, deleted_at=datetime.now(UTC))
+
+    await follower.until(lambda _: len(follower.versions_of(job_id)) == 3)
+    follower.cancel()
+
+
 async def test_a_change_carries_the_job_exactly_as_get_generation_shows_it(
     instances: list[Instance],
 ) -> None:
