@@ -33,14 +33,14 @@ class FakeClock:
 
 
 def hanging_until_timeout(clock: FakeClock, attempts: list[float]) -> Any:
-    """A provider that never accepts a connection: each attempt lasts exactly its
-    connect timeout (a failure after which creates are retried too)."""
+    """A provider that keeps each attempt waiting for all of its time, then answers 503
+    (a failure after which creates are retried too)."""
 
     def handle(request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions["timeout"]["connect"]
+        timeout = request.extensions["timeout"]["read"]
         attempts.append(timeout)
         clock.now += timeout
-        raise httpx.ConnectTimeout("no connection", request=request)
+        return httpx.Response(503, json={"detail": "busy", "status": 503})
 
     return handle
 

@@ -43,7 +43,8 @@ async def test_create_posts_the_model_endpoint_with_the_exact_body(
     assert str(request.url) == "https://api.replicate.test/v1/models/google/nano-banana/predictions"
     assert request.headers["authorization"] == f"Bearer {answers.token}"
     assert request.headers["content-type"] == "application/json"
-    assert request.extensions["timeout"] == {"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 5.0}
+    # Connecting gets half the attempt (generation.providers.replicate.attempt_timeout).
+    assert request.extensions["timeout"] == {"connect": 2.5, "read": 5.0, "write": 5.0, "pool": 2.5}
     assert json.loads(request.content) == {
         "input": {
             "prompt": REQUEST.prompt,

@@ -100,6 +100,22 @@ def _problem_fields(response: httpx.Response) -> dict[str, str]:
     return {key: str(document[key])[:300] for key in ("title", "detail") if key in document}
 
 
+# Longest wait for a connection (or a free pooled one) within an attempt.
+CONNECT_SECONDS = 3.0
+
+
+def attempt_timeout(seconds: float) -> httpx.Timeout:
+    """httpx's per-phase timeouts for an attempt bounded to ``seconds`` in all.
+
+    Connecting, and waiting for a pooled connection, get at most half of it, so a
+    connection that is never made fails as httpx's ``ConnectTimeout`` / ``PoolTimeout``,
+    which a create may retry (nothing was sent), before the attempt's own timeout,
+    which it may not (the request may have reached Replicate).
+    """
+    budget = min(CONNECT_SECONDS, seconds / 2)
+    return httpx.Timeout(seconds, connect=budget, pool=budget)
+
+
 class ReplicateProvider:
     """:class:`generation.domain.provider.ImageProvider` backed by Replicate's HTTP API."""
 
@@ -245,7 +261,7 @@ class ReplicateProvider:
                         self._base_url + path,
                         json=body,
                         headers=self._api_headers,
-                        timeout=httpx.Timeout(seconds),
+                        timeout=attempt_timeout(seconds),
                         follow_redirects=False,
                     )
                 outcome["status"] = response.status_code
