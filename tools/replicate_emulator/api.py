@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import re
 from typing import Any, Literal
 
@@ -67,7 +66,9 @@ def _prediction_response(emulator: Emulator, prediction_id: str, status: int) ->
 async def _read_json(request: Request) -> tuple[Any, Response | None]:
     try:
         return await request.json(), None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    # Not JSON, not UTF-8, an integer past Python's digit limit (all ValueError), or
+    # nested too deep to parse.
+    except (ValueError, RecursionError):
         return None, problem(400, "The request body is not valid JSON.", title="Bad request")
 
 

@@ -26,6 +26,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return problem(status, detail)
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # A bug of the emulator still answers as Replicate does (problem+json), and says so.
+    _log.error("emulator.unexpected_error", error=type(exc).__name__, path=request.url.path)
+    return problem(500, "Internal server error")
+
+
 def create_app(config: EmulatorConfig) -> Starlette:
     """A new emulator app with its own state (predictions, knobs, deliveries)."""
     emulator = Emulator(config)
@@ -38,7 +44,7 @@ def create_app(config: EmulatorConfig) -> Starlette:
 
     app = Starlette(
         routes=[*api.routes, *control_api.routes],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
         lifespan=lifespan,
     )
     app.state.emulator = emulator

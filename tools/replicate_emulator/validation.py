@@ -62,8 +62,11 @@ def is_http_url(value: object) -> bool:
     """True for an absolute http(s) URL with a host."""
     if not isinstance(value, str):
         return False
-    parts = urlsplit(value)
-    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in {"http", "https"} and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket, or a port out of range
+        return False
 
 
 def known_version(version: object) -> bool:
@@ -186,6 +189,7 @@ def _type_error(field_name: str, expected: str, given: object) -> InvalidField:
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:h|ms|m|s))+$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+_LONGEST_DURATION_SECONDS = (2**63 - 1) / 1e9
 
 
 def parse_duration(text: str) -> float | None:
@@ -193,4 +197,6 @@ def parse_duration(text: str) -> float | None:
     text = text.strip()
     if not _DURATION.match(text):
         return None
-    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+    # Past Go's longest duration (about 292 years) the parse fails, as Replicate's does.
+    return seconds if seconds <= _LONGEST_DURATION_SECONDS else None

@@ -9,7 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from replicate_emulator import EmulatorConfig
+from replicate_emulator.app import create_app
 from testkit.emulator import EmulatorServer
 
 MODEL_PATH = "/v1/models/google/nano-banana/predictions"
@@ -117,6 +122,9 @@ def test_unknown_model_and_prediction_are_404(api: httpx.Client) -> None:
         ({"input": {"prompt": "x", "output_format": "webp"}}, "input.output_format"),
         ({"input": {"prompt": "x", "aspect_ratio": "7:3"}}, "input.aspect_ratio"),
         ({"input": {"prompt": "x"}, "webhook": "not a url"}, "webhook"),
+        # URLs that the URL parser itself refuses (an unclosed IPv6 bracket).
+        ({"input": {"prompt": "x"}, "webhook": "http://[abc/hook"}, "webhook"),
+        ({"input": {"prompt": "x", "image_input": ["http://[::1"]}}, "input.image_input.0"),
         (
             {
                 "input": {"prompt": "x"},
@@ -132,6 +140,24 @@ def test_invalid_bodies_are_422(api: httpx.Client, body: dict[str, Any], field: 
     fields = problem["invalid_fields"]
     assert field in {f["field"] for f in fields}
     assert all(set(f) == {"type", "field", "description"} for f in fields)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"input": {"prompt": "x", "n": ' + b"1" * 5000 + b"}}",  # past the digit limit
+        b"[" * 100_000 + b"]" * 100_000,  # nested past the parser's recursion limit
+        b'{"input": {"prompt": "\xff"}}',  # not UTF-8
+    ],
+)
+def test_a_body_that_is_no_json_is_a_400_problem(api: httpx.Client, raw: bytes) -> None:
+    response = api.post(MODEL_PATH, content=raw, headers={"Content-Type": "application/json"})
+    assert_problem(response, 400)
+
+
+def test_a_cancel_after_past_the_longest_duration_is_422(api: httpx.Client) -> None:
+    response = create(api, {"input": {"prompt": "x"}}, **{"Cancel-After": "99999999999h"})
+    assert assert_problem(response, 422)["invalid_fields"][0]["field"] == "Cancel-After"
 
 
 def test_invalid_version_is_422(api: httpx.Client) -> None:
@@ -188,3 +214,16 @@ def test_bad_knobs_are_refused(emulator: EmulatorServer) -> None:
     )
     assert response.status_code == 400
     assert emulator.control.faults()["create_errors"] == []
+
+
+async def test_an_unexpected_error_is_a_500_problem(fast_config: EmulatorConfig) -> None:
+    """A bug of the emulator answers in Replicate's shape too, not as plain text."""
+
+    async def broken(request: Request) -> Response:
+        raise RuntimeError("a bug")
+
+    app = create_app(fast_config)
+    app.router.routes.append(Route("/v1/broken", broken))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
+        assert_problem(await client.get("/v1/broken"), 500)
