@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import urllib3
 from minio import Minio
 from minio.deleteobjects import DeleteObject
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 
 from kit.settings import S3Settings
 
@@ -339,5 +339,7 @@ class ObjectStorage:
     async def _call(self, fn: Callable[[], T]) -> T:
         try:
             return await asyncio.to_thread(fn)
-        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+        # MinioException, not only S3Error: an error answer without an S3 XML body (a
+        # proxy's 429 page, a load balancer's 502) is InvalidResponseError or ServerError.
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageError(f"object storage call failed: {type(exc).__name__}") from exc

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from kit.settings import S3Settings
-from kit.storage import ObjectStorage
+from kit.storage import ObjectStorage, StorageError
 from testkit.plugin import S3Endpoint
 
 BUCKET = "kit-removal"
@@ -63,3 +65,53 @@ async def test_an_open_stream_reads_the_object_chunk_by_chunk(storage: ObjectSto
     assert stream.chunks_read == 5
     assert stream.closed
     assert await storage.open_stream(BUCKET, f"streams/{uuid.uuid4()}.bin") is None
+
+
+@contextlib.asynccontextmanager
+async def _refusing_endpoint(status: int) -> AsyncIterator[ObjectStorage]:
+    """A client of an endpoint that answers every request ``status`` with an HTML page,
+    as a proxy's rate limit or a load balancer in front of an S3 server does."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    await reader.readexactly(int(line.split(b":", 1)[1]))
+            page = b"<html><body>Too Many Requests</body></html>"
+            writer.write(
+                b"HTTP/1.1 %d Refused\r\nContent-Type: text/html\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n%s" % (status, len(page), page)
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = S3Settings.model_validate(
+        {"S3_ENDPOINT": f"127.0.0.1:{port}", "S3_ACCESS_KEY": "k", "S3_SECRET_KEY": "secret-key"}
+    )
+    try:
+        yield ObjectStorage(settings, timeout_seconds=2.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("status", [403, 429])
+async def test_an_error_answer_without_s3_xml_is_a_storage_error(status: int) -> None:
+    """Every caller expects StorageError; minio raises other types for such answers."""
+    calls: list[Callable[[ObjectStorage], Awaitable[object]]] = [
+        lambda storage: storage.remove_prefix(BUCKET, "renders/x/"),
+        lambda storage: storage.remove(BUCKET, ["a.jpg"]),
+        lambda storage: storage.list_keys(BUCKET, "renders/"),
+        lambda storage: storage.stat(BUCKET, "a.jpg"),
+        lambda storage: storage.get_bytes(BUCKET, "a.jpg", 1024),
+        lambda storage: storage.open_stream(BUCKET, "a.jpg"),
+        lambda storage: storage.ensure_bucket(BUCKET),
+    ]
+    async with _refusing_endpoint(status) as storage:
+        for call in calls:
+            with pytest.raises(StorageError):
+                await call(storage)
