@@ -16,8 +16,11 @@ Each pass, on every instance:
 4. removes what must leave storage and has not yet (see domain/cleanup.py): a
    deleted job's render files and inputs when the attempt right after the DELETE
    failed, files a late applier could not remove, and any outputs of a job that
-   ended without them; with the default 15 s interval a deletion's files are gone
-   well within a minute once storage answers.
+   ended without them. This step runs on a loop of its own (:class:`Sweeper`), every
+   interval whatever the other steps are doing: a pass that polls many jobs whose
+   outputs will not download lasts as long as all their downloads' retries, and a
+   DELETE's files must go within 60 s (with the default 15 s interval they are gone
+   well within a minute once storage answers).
 
 Safe with many instances: every claim is a conditional update and every usage
 call is idempotent per job.
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
 
 from generation import metrics
@@ -54,12 +57,18 @@ _SETTLE_AFTER = timedelta(seconds=10)
 
 
 async def sweep_once(ctx: GenerationContext) -> dict[str, int]:
-    """One pass; returns counts for logs and tests."""
+    """One whole pass, storage removals first (what the two loops of :class:`Sweeper`
+    do, one after the other); returns counts for logs and tests."""
+    removed = await sweep_files_once(ctx)
+    return {**await sweep_jobs_once(ctx), "filesRemoved": removed}
+
+
+async def sweep_jobs_once(ctx: GenerationContext) -> dict[str, int]:
+    """Steps 1 to 3 of a pass (the jobs); returns counts for logs and tests."""
     counts = {
         "timedOut": await _end_overdue_jobs(ctx),
         "recovered": await _poll_quiet_jobs(ctx),
         "settled": await _settle(ctx),
-        "filesRemoved": await sweep_deleted_files(ctx),
     }
     if any(counts.values()):
         log.info("sweep.pass", **counts)
@@ -67,6 +76,14 @@ async def sweep_once(ctx: GenerationContext) -> dict[str, int]:
     # raises later must not take the earlier steps' work out of the metric.
     metrics.sweep_pass()
     return counts
+
+
+async def sweep_files_once(ctx: GenerationContext) -> int:
+    """Step 4 of a pass (storage removals); returns how many finished."""
+    removed = await sweep_deleted_files(ctx)
+    if removed:
+        log.info("sweep.files_removed", filesRemoved=removed)
+    return removed
 
 
 async def _poll_quiet_jobs(ctx: GenerationContext) -> int:
@@ -194,27 +211,36 @@ def _isolated(job: Job, step: str) -> Iterator[None]:
 
 
 class Sweeper:
-    """Runs :func:`sweep_once` every ``sweep_interval_ms`` until stopped."""
+    """Runs the jobs' steps (:func:`sweep_jobs_once`) and the storage removals
+    (:func:`sweep_files_once`) every ``sweep_interval_ms``, each on its own loop, until
+    stopped: however long a pass over the jobs takes, removals keep their pace."""
 
     def __init__(self, ctx: GenerationContext) -> None:
         self._ctx = ctx
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="generation-sweep")
+        self._tasks = [
+            asyncio.create_task(self._every_interval(sweep_jobs_once), name="generation-sweep"),
+            asyncio.create_task(
+                self._every_interval(sweep_files_once), name="generation-sweep-files"
+            ),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks = []
 
-    async def _run(self) -> None:
+    async def _every_interval(self, step: Callable[[GenerationContext], Awaitable[object]]) -> None:
         interval = self._ctx.config.timings.sweep_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
             try:
-                await sweep_once(self._ctx)
+                await step(self._ctx)
             except Exception:  # one bad pass must not stop recovery for good
-                log.exception("sweep.failed")
+                log.exception("sweep.failed", step=step.__name__)
                 metrics.SWEEP_FAILURES.inc()

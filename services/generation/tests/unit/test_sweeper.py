@@ -1,0 +1,67 @@
+"""The sweeper's two loops: storage removals keep their pace whatever the jobs' steps do.
+
+A pass over the jobs may last as long as every quiet job's output download with all
+its retries (20 s each, 50 jobs a pass); a DELETE's files must still go within 60 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from generation.domain import sweep
+
+
+async def test_removals_go_on_while_a_pass_over_the_jobs_hangs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    jobs_passes, removal_passes = [], []
+    never = asyncio.Event()
+
+    async def hanging_jobs_pass(ctx: Any) -> dict[str, int]:
+        jobs_passes.append(ctx)
+        await never.wait()  # polls whose outputs never download
+        return {}
+
+    async def removals(ctx: Any) -> int:
+        removal_passes.append(ctx)
+        return 0
+
+    monkeypatch.setattr(sweep, "sweep_jobs_once", hanging_jobs_pass)
+    monkeypatch.setattr(sweep, "sweep_files_once", removals)
+    ctx = SimpleNamespace(config=SimpleNamespace(timings=SimpleNamespace(sweep_interval_ms=10)))
+    sweeper = sweep.Sweeper(ctx)  # type: ignore[arg-type]
+    sweeper.start()
+    try:
+        async with asyncio.timeout(5):
+            while len(removal_passes) < 5:
+                await asyncio.sleep(0.01)
+    finally:
+        await sweeper.stop()
+    assert len(jobs_passes) == 1  # still in its first pass
+
+
+async def test_a_failing_step_does_not_stop_its_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    async def failing(ctx: Any) -> int:
+        calls.append(ctx)
+        raise RuntimeError("a bug in one pass")
+
+    async def quiet(ctx: Any) -> dict[str, int]:
+        return {}
+
+    monkeypatch.setattr(sweep, "sweep_jobs_once", quiet)
+    monkeypatch.setattr(sweep, "sweep_files_once", failing)
+    ctx = SimpleNamespace(config=SimpleNamespace(timings=SimpleNamespace(sweep_interval_ms=10)))
+    sweeper = sweep.Sweeper(ctx)  # type: ignore[arg-type]
+    sweeper.start()
+    try:
+        async with asyncio.timeout(5):
+            while len(calls) < 3:
+                await asyncio.sleep(0.01)
+    finally:
+        await sweeper.stop()
