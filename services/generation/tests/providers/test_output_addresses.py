@@ -52,6 +52,7 @@ def test_public_addresses_pass(address: str) -> None:
         "::",
         "fe80::1",
         "fe80::1%eth0",
+        "fec0::1",  # site-local: deprecated (RFC 3879), still private where in use
         "fc00::1",
         "fd00:ec2::254",
         "ff02::1",

@@ -52,8 +52,8 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 def is_public_address(text: str) -> bool:
     """True for a globally routable unicast address; False for anything internal.
 
-    Loopback, private, link-local, multicast, unspecified, reserved, shared (CGNAT)
-    and metadata addresses are not public, nor are IPv6 forms embedding them.
+    Loopback, private, link-local, site-local, multicast, unspecified, reserved, shared
+    (CGNAT) and metadata addresses are not public, nor are IPv6 forms embedding them.
     """
     try:
         address: Address = ipaddress.ip_address(text.split("%", 1)[0])
@@ -69,6 +69,8 @@ def is_public_address(text: str) -> bool:
             return True
     if address in _METADATA or address.is_multicast:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
+        return False  # fec0::/10: deprecated, but private on the networks that still use it
     return address.is_global and not address.is_reserved
 
 
