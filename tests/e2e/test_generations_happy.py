@@ -120,6 +120,59 @@ async def test_same_idempotency_key_gives_one_job_and_one_debit(user: User) -> N
     assert reused.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
 
 
+async def test_a_replay_shows_the_job_as_get_does(user: User) -> None:
+    """Once succeeded, a replay carries the variants; once deleted, neither variants nor
+    links to the inputs the DELETE removed (the row alone has neither)."""
+    key = f"key-{uuid.uuid4()}"
+    picture = jpeg_bytes(color=(1, 2, 3))
+    first = await user.submit("redesign", images=[picture], key=key, style="japandi")
+    assert first.status_code == 202, first.text
+    job_id = first.json()["id"]
+    done = await user.wait_for(job_id, {"succeeded"})
+
+    replay = await user.submit("redesign", images=[picture], key=key, style="japandi")
+    assert (replay.status_code, replay.headers["idempotent-replayed"]) == (202, "true")
+    assert {k: v for k, v in replay.json().items() if k not in {"inputs", "variants"}} == {
+        k: v for k, v in done.items() if k not in {"inputs", "variants"}
+    }
+    assert [v["idx"] for v in replay.json()["variants"]] == [v["idx"] for v in done["variants"]]
+    assert len(replay.json()["inputs"]) == len(done["inputs"]) == 1
+
+    assert (await user.delete(job_id)).status_code == 200
+    after = await user.submit("redesign", images=[picture], key=key, style="japandi")
+    assert after.status_code == 202, after.text
+    assert (after.json()["variants"], after.json()["inputs"]) == ([], [])
+    assert after.json()["updatedAt"] == (await user.get(job_id)).json()["updatedAt"]
+
+
+@pytest.mark.parametrize("usage_answers", ["late", "at_once"])
+async def test_the_same_key_at_the_last_generation_answers_its_job(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch, usage_answers: str
+) -> None:
+    """A request whose quota answer comes after its twin's debit took the last generation
+    is answered with the twin's job (the key's), not 402."""
+    await stack.set_plan(user.id, "price_test_one")
+    if usage_answers == "late":
+        quota, calls = stack.ctx.usage.quota, 0
+
+        async def late_after_the_first(owner_id: uuid.UUID) -> object:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                await asyncio.sleep(0.8)  # a usage service under load
+            return await quota(owner_id)
+
+        monkeypatch.setattr(stack.ctx.usage, "quota", late_after_the_first)
+    key = f"key-{uuid.uuid4()}"
+    twins = 2 if usage_answers == "late" else 10
+    responses = await asyncio.gather(
+        *(user.submit("imagine", prompt="A cosy den", key=key) for _ in range(twins))
+    )
+    assert [r.status_code for r in responses] == [202] * twins, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert (await user.usage())["used"] == 1
+
+
 async def test_parallel_submits_by_one_user_admit_exactly_one(stack: Stack, user: User) -> None:
     await stack.control("set_faults", hold=True)
     responses = await asyncio.gather(

@@ -83,7 +83,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         async with received_submission(request_iterator, uploads, early) as command:
             with provider_deadline(_provider_deadline_of(context)):
                 result = await submit_generation(self._ctx, command)
-        job = self._shown(result.job.view())
+        job = self._shown(result.job)
         return pb.SubmitGenerationResponse(job=job, replayed=result.replayed)
 
     async def GetGeneration(

@@ -33,8 +33,14 @@ async def find_replay(
         return None
     if existing.request_fingerprint != request_fingerprint:
         raise IdempotencyKeyReused()
+    # Shown as GET shows it: with its variants once succeeded, without inputs once
+    # deleted (their files are gone).
+    async with ctx.reads() as stores:
+        view = await stores.reads.view(command.owner_id, existing.id)
+    if view is None:  # jobs are never removed: a missing row is a broken database
+        raise LookupError(f"job {existing.id} vanished after its key was found")
     log.info("job.replayed", **jobs.log_fields(existing, existing.status))
-    return SubmitResult(existing, replayed=True)
+    return SubmitResult(view, replayed=True)
 
 
 async def key_is_used(ctx: GenerationContext, command: SubmitCommand) -> bool:
@@ -51,11 +57,12 @@ async def key_is_used(ctx: GenerationContext, command: SubmitCommand) -> bool:
 async def admit_or_replay(
     ctx: GenerationContext, command: SubmitCommand, request_fingerprint: str
 ) -> SubmitResult | None:
-    """None when the owner may submit; a TOO_MANY_INFLIGHT may be a parallel request's
-    under the same key, whose job is then the answer."""
+    """None when the owner may submit. A refusal may be the work of a parallel request
+    under the same key, whose job is then the answer: it holds the slot (409), or its
+    debit took the last generation (402)."""
     try:
         await admit(ctx, command.owner_id)
-    except TooManyInflight:
+    except (TooManyInflight, LimitExceeded):
         replay = await find_replay(ctx, command, request_fingerprint)
         if replay is None:
             raise

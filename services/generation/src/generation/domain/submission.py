@@ -43,7 +43,13 @@ from generation.domain.modes import GenerationInput, validate_generation_input
 from generation.domain.prediction_start import StartedJob, start_prediction
 from generation.domain.prompts import compose_prompt
 from generation.domain.submit_request import SubmitCommand, SubmitResult, fingerprint
-from kit.errors import DomainError, IdempotencyKeyReused, TooManyInflight, ValidationError
+from kit.errors import (
+    DomainError,
+    IdempotencyKeyReused,
+    LimitExceeded,
+    TooManyInflight,
+    ValidationError,
+)
 from kit.logging import get_logger
 
 log = get_logger("generation.submission")
@@ -99,8 +105,9 @@ async def early_answer(
             ctx.config,
         )
         await admit(ctx, command.owner_id)
-    except TooManyInflight as error:
-        # A parallel request under the same key may hold the slot (``admit_or_replay``).
+    except (TooManyInflight, LimitExceeded) as error:
+        # A parallel request under the same key may hold the slot, or have taken the
+        # last generation (``admit_or_replay``).
         # The sender was told to stop, so this request will not come whole; and a job
         # under its key came from other bytes (these are refused: the same bytes would
         # have been too), which the whole request would be answered as a reused key.
@@ -149,7 +156,7 @@ async def _submit_new(
             current = await stores.jobs.get(job.id)
     if current is None:  # jobs are never removed: a missing row is a broken database
         raise LookupError(f"job {job.id} vanished after it was written")
-    return SubmitResult(current, replayed=False)
+    return SubmitResult(current.view(), replayed=False)
 
 
 def _webhook_url(ctx: GenerationContext, command: SubmitCommand) -> str:

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import IO
 
-from generation.domain.records import Job
+from generation.domain.jobs import JobView
 from generation.domain.refine import SourceRef
 
 
@@ -38,7 +38,8 @@ class SubmitCommand:
 
 @dataclass(frozen=True)
 class SubmitResult:
-    job: Job
+    # The job as its owner sees it (for a replay, as GET shows it now).
+    job: JobView
     replayed: bool
 
 
