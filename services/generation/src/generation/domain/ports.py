@@ -118,14 +118,14 @@ class JobStore(Protocol):
 
     async def settle_unanswered_debit(
         self, job_id: uuid.UUID, debited: bool, now: datetime
-    ) -> None:
+    ) -> bool:
         """Record what a credit found for a job that ended without output while its
         debit went unanswered: charged and refunded when a debit had been recorded,
-        never to be charged otherwise."""
+        never to be charged otherwise. False when another writer settled it first."""
         ...
 
-    async def mark_refunded(self, job_id: uuid.UUID) -> None:
-        """Record a pending refund as done."""
+    async def mark_refunded(self, job_id: uuid.UUID) -> bool:
+        """Record a pending refund as done; False when another writer did first."""
         ...
 
     async def claim_poll(self, job_id: uuid.UUID, now: datetime, throttle: timedelta) -> bool:

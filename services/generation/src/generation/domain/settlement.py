@@ -19,7 +19,9 @@ log = get_logger("generation.settlement")
 
 
 async def refund(ctx: GenerationContext, job: Job) -> bool:
-    """Give the job's generation back; True once recorded at the usage service."""
+    """Give the job's generation back; True when this call recorded the refund (False
+    when it was deferred, or another instance recorded it first: the usage service's
+    idempotency made the second credit a replay, and it is logged and counted once)."""
     try:
         await ctx.usage.credit(job.owner_id, job.id, reason=f"job_{job.status}")
     except DomainError as error:
@@ -31,20 +33,19 @@ async def refund(ctx: GenerationContext, job: Job) -> bool:
         metrics.settlement("refund", "deferred")
         return False
     async with ctx.transactions() as tx:
-        await tx.jobs.mark_refunded(job.id)
-    log.info(
-        "ledger.refunded",
-        **jobs.log_fields(job, job.status),
-    )
-    metrics.settlement("refund", "done")
-    return True
+        recorded = await tx.jobs.mark_refunded(job.id)
+    if recorded:
+        log.info("ledger.refunded", **jobs.log_fields(job, job.status))
+        metrics.settlement("refund", "done")
+    return recorded
 
 
 async def settle_unanswered_debit(ctx: GenerationContext, job: Job) -> bool:
     """Give back whatever was debited for a job that ended without output while its
     debit went unanswered (the call failed or was cut off after the usage service may
     have recorded it); True once settled. The credit answers whether a debit existed,
-    and the job records it: charged and refunded, or never to be charged."""
+    and the job records it: charged and refunded, or never to be charged. False when
+    deferred, or settled by another instance first (logged and counted there)."""
     try:
         debited = await ctx.usage.credit(job.owner_id, job.id, reason=f"job_{job.status}")
     except DomainError as error:
@@ -52,7 +53,9 @@ async def settle_unanswered_debit(ctx: GenerationContext, job: Job) -> bool:
         metrics.settlement("refund", "deferred")
         return False
     async with ctx.transactions() as tx:
-        await tx.jobs.settle_unanswered_debit(job.id, debited, ctx.clock.now())
+        settled = await tx.jobs.settle_unanswered_debit(job.id, debited, ctx.clock.now())
+    if not settled:
+        return False
     if debited:
         log.info("ledger.refunded", **jobs.log_fields(job, job.status))
         metrics.settlement("refund", "done")
@@ -83,9 +86,13 @@ async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
     async with ctx.statements() as stores:
         update = await stores.jobs.mark_charged(job.id, ctx.clock.now())
     current = update.job
-    log.info("ledger.debited", **fields, status=current.status if current else None)
+    if current is None:
+        # Recorded by another writer first (two sweeps, or the submission and a sweep):
+        # the debit was a replay at the usage service; logged and counted there.
+        return None
+    log.info("ledger.debited", **fields, status=current.status)
     metrics.settlement("debit", "done")
-    if update.refund_due and current is not None:
+    if update.refund_due:
         # The job ended while the debit was in flight: give it straight back.
         await refund(ctx, current)
     return current

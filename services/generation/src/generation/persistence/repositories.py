@@ -412,16 +412,18 @@ class JobRepository:
 
     async def settle_unanswered_debit(
         self, job_id: uuid.UUID, debited: bool, now: datetime
-    ) -> None:
+    ) -> bool:
+        """Record what the credit found; False when another writer settled it first."""
         settled = (
             {"charge_state": ChargeState.CHARGED, "refund_state": RefundState.DONE}
             if debited
             else {"charge_state": ChargeState.WAIVED}
         )
-        await self._session.execute(
+        return await _changed(
+            self._session,
             update(GenerationJob)
             .where(GenerationJob.id == job_id, GenerationJob.charge_state == ChargeState.NONE)
-            .values(**settled, updated_at=now)
+            .values(**settled, updated_at=now),
         )
 
     async def _request_refund_if_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
@@ -437,11 +439,13 @@ class JobRepository:
             .values(refund_state=RefundState.PENDING, updated_at=now),
         )
 
-    async def mark_refunded(self, job_id: uuid.UUID) -> None:
-        await self._session.execute(
+    async def mark_refunded(self, job_id: uuid.UUID) -> bool:
+        """Record the refund; False when another writer recorded it first."""
+        return await _changed(
+            self._session,
             update(GenerationJob)
             .where(GenerationJob.id == job_id, GenerationJob.refund_state == RefundState.PENDING)
-            .values(refund_state=RefundState.DONE)
+            .values(refund_state=RefundState.DONE),
         )
 
     async def claim_poll(self, job_id: uuid.UUID, now: datetime, throttle: timedelta) -> bool:

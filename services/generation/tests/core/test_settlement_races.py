@@ -1,0 +1,83 @@
+"""Two instances' sweeps settling one job at once: done once, logged and counted once.
+
+Nothing stops two replicas' passes from reading the same settlement candidate; the usage
+service's idempotency keeps the books right (the second call is a replay), and the job's
+own conditional updates decide which instance reports the settlement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from prometheus_client import REGISTRY
+from sqlalchemy import text
+from structlog.testing import capture_logs
+
+from generation.domain import sweep
+from services.generation.tests.core.stack import Core
+
+
+def _settlements(operation: str, outcome: str) -> float:
+    labels = {"operation": operation, "outcome": outcome}
+    return REGISTRY.get_sample_value("generation_settlements_total", labels) or 0.0
+
+
+async def _backdate(core: Core, job_id: str, **states: str) -> None:
+    """Put the job back in a state the settlement step retries (an answer was lost)."""
+    assignments = ", ".join(f"{column} = :{column}" for column in states)
+    async with core.app.context.sessions() as session, session.begin():
+        await session.execute(
+            text(
+                f"UPDATE generation_jobs SET {assignments},"  # noqa: S608 (column names are ours)
+                " updated_at = now() - interval '1 minute' WHERE id = :id"
+            ),
+            {**states, "id": uuid.UUID(job_id)},
+        )
+
+
+async def _two_sweeps_settle(core: Core) -> int:
+    """What two sweeps do when both read the candidates before either settled them;
+    returns how many settlements they report (what ``_settle`` counts)."""
+    ctx = core.app.context
+    async with ctx.transactions() as tx:
+        candidates = await tx.jobs.needing_settlement(ctx.clock.now(), 50)
+    assert candidates
+    reported = 0
+    for job in candidates:
+        reported += sum(
+            await asyncio.gather(sweep._settle_one(ctx, job), sweep._settle_one(ctx, job))
+        )
+    return reported
+
+
+async def test_a_lost_debit_answer_settled_twice_is_reported_once(core: Core) -> None:
+    owner = uuid.uuid4()
+    job = (await core.submit(owner)).job
+    await _backdate(core, job.id, charge_state="none")  # recorded at usage, not here
+    debited = _settlements("debit", "done")
+
+    with capture_logs() as logs:
+        reported = await _two_sweeps_settle(core)
+
+    assert (await core.outcome(owner, job.id)).charged
+    lines = [line for line in logs if line["event"] == "ledger.debited"]
+    assert [line["status"] for line in lines] == ["starting"]
+    assert _settlements("debit", "done") - debited == 1
+    assert reported == 1
+
+
+async def test_a_pending_refund_settled_twice_is_reported_once(core: Core) -> None:
+    owner = uuid.uuid4()
+    job = (await core.submit(owner)).job
+    await core.apply_webhook(job.prediction_id, "failed")  # refunded at once
+    await _backdate(core, job.id, refund_state="pending")  # recorded at usage, not here
+    refunded = _settlements("refund", "done")
+
+    with capture_logs() as logs:
+        reported = await _two_sweeps_settle(core)
+
+    assert (await core.outcome(owner, job.id)).refunded
+    assert len([line for line in logs if line["event"] == "ledger.refunded"]) == 1
+    assert _settlements("refund", "done") - refunded == 1
+    assert reported == 1
