@@ -149,6 +149,10 @@ def test_envoy_listens_on_loopback_unless_asked() -> None:
     [
         ({"PUBLIC_HOST": "0.0.0.0"}, "AUTH_JWT_SECRET"),
         ({"PUBLIC_HOST": "192.168.1.4", "AUTH_JWT_SECRET": DEV_JWT_SECRET}, "AUTH_JWT_SECRET"),
+        (
+            {"PUBLIC_HOST": "0.0.0.0", "AUTH_JWT_SECRET": "change-me-change-me-change-me-change"},
+            "AUTH_JWT_SECRET is a template placeholder",
+        ),
         ({"PUBLIC_HOST": "example.com"}, "PUBLIC_HOST='example.com' is not an IPv4 address"),
         ({"PUBLIC_HOST": "::1"}, "PUBLIC_HOST='::1' is not an IPv4 address"),
     ],

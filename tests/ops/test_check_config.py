@@ -141,3 +141,40 @@ def test_a_bad_runtime_config_file_is_named_by_its_key(service: str, tmp_path: P
     assert result.returncode == 2
     assert "plans.free.monthly_generations" in result.stderr
     _assert_no_secret(result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "value"),
+    [
+        # Each was accepted, then crashed the start with a traceback or silently changed
+        # what the service does (a port past 65535 listens on its value modulo 65536;
+        # -1 or 0 turns a limit off).
+        ("webhook_gateway", "LOG_LEVEL", "verbose"),
+        ("edge_api", "SHUTDOWN_GRACE_SECONDS", "nan"),
+        ("edge_api", "SHUTDOWN_GRACE_SECONDS", "-1"),
+        ("edge_api", "EDGE_HTTP_PORT", "99999"),
+        ("usage", "USAGE_GRPC_PORT", "70000"),
+        ("generation", "GENERATION_GRPC_PORT", "65536"),
+        ("usage", "GRPC_HOST", ""),
+        ("usage", "GRPC_MAX_MESSAGE_BYTES", "-1"),
+        ("generation", "GRPC_MAX_MESSAGE_BYTES", "0"),
+        ("usage", "DB_POOL_SIZE", "-1"),
+        ("usage", "DB_STATEMENT_TIMEOUT_MS", "0"),
+        ("generation", "DB_POOL_TIMEOUT_SECONDS", "inf"),
+    ],
+)
+def test_a_value_out_of_range_is_named(service: str, variable: str, value: str) -> None:
+    result = run_service(service, "--check-config", env={**PRODUCTION[service], variable: value})
+
+    assert result.returncode == 2, f"{variable}={value!r} accepted"
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_log_level_is_read_in_any_case() -> None:
+    env = {**PRODUCTION["webhook_gateway"], "LOG_LEVEL": " warning "}
+
+    result = run_service("webhook_gateway", "--check-config", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["settings"]["LOG_LEVEL"] == "WARNING"

@@ -21,6 +21,7 @@ from kit.dev_values import (
     DEV_JWT_SECRET,
     DEV_POSTGRES_PASSWORD,
     DEV_REPLICATE_TOKEN,
+    DEV_S3_SECRET_KEY,
     DEV_WEBHOOK_SECRET,
 )
 from kit.service_keys import generate_key_pair, write_private_key
@@ -72,6 +73,33 @@ REFUSED: dict[str, tuple[type[BaseSettings], dict[str, str], str]] = {
         EdgeSettings,
         S3 | {"AUTH_JWKS_URL": "http://auth.example/jwks.json"},
         "AUTH_JWKS_URL",
+    ),
+    # The example in deploy/k8s/base/kustomization.yaml, copied as it is.
+    "edge with the template's JWKS URL": (
+        EdgeSettings,
+        S3 | {"AUTH_JWKS_URL": "https://<project>.supabase.co/auth/v1/.well-known/jwks.json"},
+        "AUTH_JWKS_URL",
+    ),
+    "edge with a placeholder JWKS host": (
+        EdgeSettings,
+        S3 | {"AUTH_JWKS_URL": "https://REPLACE_ME.supabase.co/auth/v1/.well-known/jwks.json"},
+        "AUTH_JWKS_URL",
+    ),
+    "edge with a JWKS URL without a host": (
+        EdgeSettings,
+        S3 | {"AUTH_JWKS_URL": "https://"},
+        "AUTH_JWKS_URL",
+    ),
+    # An .env line's quotes kept literally (docker --env-file, systemd).
+    "edge with the published S3 secret in quotes": (
+        EdgeSettings,
+        S3 | {"AUTH_JWT_SECRET": OWN_JWT_SECRET, "S3_SECRET_KEY": f'"{DEV_S3_SECRET_KEY}"'},
+        "S3_SECRET_KEY",
+    ),
+    "generation with a quoted token": (
+        GenerationSettings,
+        {**GENERATION, "REPLICATE_API_TOKEN": "'r8_an_operators_own_token'"},
+        "REPLICATE_API_TOKEN",
     ),
     "generation with the dev database password": (
         GenerationSettings,

@@ -19,6 +19,7 @@ from kit.dev_values import (
     DEV_S3_ACCESS_KEY,
     DEV_S3_SECRET_KEY,
     DEV_WEBHOOK_SECRET,
+    secret_problem,
 )
 from launcher.components import free_port
 
@@ -288,9 +289,9 @@ def _public_host(env: Mapping[str, str]) -> str:
     except ValueError:
         raise ConfigError(f"PUBLIC_HOST={raw!r} is not an IPv4 address") from None
     secret = _get(env, "AUTH_JWT_SECRET")
-    if not address.is_loopback and (secret is None or secret == DEV_JWT_SECRET):
+    if not address.is_loopback and (problem := secret_problem(secret)) is not None:
         raise ConfigError(
             f"PUBLIC_HOST={raw} would let anyone who can reach this machine mint tokens"
-            " with the published dev secret: set AUTH_JWT_SECRET to a secret of your own"
+            f" (AUTH_JWT_SECRET {problem}): set AUTH_JWT_SECRET to a secret of your own"
         )
     return str(address)

@@ -37,6 +37,8 @@ PUBLISHED_VALUES = frozenset(
 _PLACEHOLDER = re.compile(r"replace[_-]?me|change[_-]?me|placeholder|^<.*>$|^x+$", re.IGNORECASE)
 
 
+# What urlsplit's hostname of a real URL looks like: a DNS name, IPv4 or IPv6 address.
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|[0-9a-f:.]+", re.IGNORECASE)
 # Names reserved for examples and tests (RFC 2606, RFC 6761): never a deployment's host.
 _EXAMPLE_HOSTS = re.compile(
     r"(^|\.)(example\.(com|net|org)|example|invalid|test|localhost)$", re.IGNORECASE
@@ -47,11 +49,15 @@ def public_url_problem(value: str) -> str | None:
     """Why ``value`` cannot be a deployment's URL (not an http(s) URL, or a template's
     example or placeholder), or None when it can. Plain http stays allowed: compose's
     offline profile points the emulator at http://envoy:8080."""
-    parsed = urlsplit(value.strip())
-    host = parsed.hostname or ""
+    try:
+        parsed = urlsplit(value.strip())
+        host = parsed.hostname or ""
+    except ValueError:  # an unclosed IPv6 bracket
+        return "is not an http(s) URL"
     if parsed.scheme not in {"http", "https"} or not host:
         return "is not an http(s) URL"
-    if _PLACEHOLDER.search(value) or _EXAMPLE_HOSTS.search(host):
+    if _PLACEHOLDER.search(value) or _EXAMPLE_HOSTS.search(host) or not _HOST.fullmatch(host):
+        # A host with a template's <project> or {name} in it is no host at all.
         return "is a template's example or placeholder"
     return None
 
@@ -61,6 +67,10 @@ def secret_problem(value: str | None) -> str | None:
     text = (value or "").strip()
     if not text:
         return "is not set"
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        # An .env file's quotes kept literally (docker --env-file, systemd): the value
+        # used would not be the one meant, and a published one would slip through.
+        return "is wrapped in quotes (remove them)"
     if text in PUBLISHED_VALUES:
         return "is a development value published in this repository"
     if _PLACEHOLDER.search(text):

@@ -13,6 +13,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Positive = Annotated[int, Field(gt=0)]
+# A duration in milliseconds: at most a week (beyond, timedelta arithmetic and the
+# sweep's date bounds stop making sense).
+Millis = Annotated[int, Field(gt=0, le=7 * 24 * 3600 * 1000)]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
 # A lower-case DNS name, optionally "*." for its subdomains; never an IP or a port.
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
@@ -25,7 +28,8 @@ class _Strict(BaseModel):
 
 class Plan(_Strict):
     name: str = Field(min_length=1)
-    monthly_generations: Annotated[int, Field(ge=0)]
+    # An int32 on the wire (the usage API's Quota): past it every quota answer would fail.
+    monthly_generations: Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class Uploads(_Strict):
@@ -35,7 +39,8 @@ class Uploads(_Strict):
     max_pixels: Positive = 25_000_000
     # A file with more pixels per byte is refused before decoding (see runtime.toml).
     max_pixels_per_byte: Positive = 2_000
-    signed_url_ttl_seconds: Positive = 300
+    # S3 presigned URLs live at most 7 days: a longer TTL fails every signature.
+    signed_url_ttl_seconds: Annotated[int, Field(gt=0, le=7 * 24 * 3600)] = 300
     # Decodes run in this many worker processes, each limited to the budgets below;
     # a decode over its budget fails that upload only (415).
     decode_workers: Annotated[int, Field(ge=1, le=16)] = 1
@@ -52,14 +57,14 @@ class Uploads(_Strict):
 
 class Timings(_Strict):
     # A non-terminal job whose state is older than this is refreshed on GET.
-    stale_after_ms: Positive = 5_000
+    stale_after_ms: Millis = 5_000
     # At most one provider poll per prediction within this window (all instances).
-    poll_throttle_ms: Positive = 5_000
+    poll_throttle_ms: Millis = 5_000
     # A job not finished after this long is canceled at the provider, failed, refunded.
-    overall_timeout_ms: Positive = 10 * 60 * 1000
-    sweep_interval_ms: Positive = 15_000
+    overall_timeout_ms: Millis = 10 * 60 * 1000
+    sweep_interval_ms: Millis = 15_000
     # The sweep polls jobs whose state has not changed for this long.
-    sweep_min_age_ms: Positive = 20_000
+    sweep_min_age_ms: Millis = 20_000
 
 
 class Prompts(_Strict):
@@ -74,7 +79,7 @@ class Replicate(_Strict):
     webhook_events: tuple[str, ...] = ("start", "output", "logs", "completed")
     output_format: str = Field(default="jpg", pattern=r"^(jpg|png)$")
     # Timeouts and retries for calls to the provider and downloads of its output.
-    request_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    request_timeout_seconds: Annotated[float, Field(gt=0, le=300, allow_inf_nan=False)] = 10.0
     max_attempts: Positive = 4
     output_max_bytes: Positive = 30 * 1024 * 1024
     # The only hosts output files are fetched from, over HTTPS ("*." = any subdomain).

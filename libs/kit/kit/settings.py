@@ -10,7 +10,7 @@ import enum
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import (
@@ -34,6 +34,14 @@ from kit.service_keys import key_file_problem, trust_dir_problem
 DEFAULT_RUNTIME_CONFIG_FILE = Path("config") / "runtime.toml"
 
 
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+# A TCP port to listen on (0: any free one). Past 65535 the servers would silently
+# listen on the number modulo 65536.
+Port = Annotated[int, Field(ge=0, le=65535)]
+# A gRPC message cap; -1 would mean "no limit" to gRPC.
+MessageBytes = Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)]
+
+
 class AppEnv(enum.StrEnum):
     """Where a service runs. Production is the default: nothing insecure unless asked."""
 
@@ -52,12 +60,19 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     app_env: AppEnv = Field(default=AppEnv.PRODUCTION, alias="APP_ENV")
-    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
     runtime_config_file: Path = Field(
         default=DEFAULT_RUNTIME_CONFIG_FILE, alias="RUNTIME_CONFIG_FILE"
     )
     # Seconds in-flight calls get to finish after SIGTERM.
-    shutdown_grace_seconds: float = Field(default=10.0, alias="SHUTDOWN_GRACE_SECONDS")
+    shutdown_grace_seconds: float = Field(
+        default=10.0, ge=0, le=3600, allow_inf_nan=False, alias="SHUTDOWN_GRACE_SECONDS"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @property
     def development(self) -> bool:
@@ -148,9 +163,11 @@ class GrpcServerSettings(ServiceSettings, ServiceIdentitySettings):
     def serves_grpc(self) -> bool:
         return True
 
-    grpc_host: str = Field(default="127.0.0.1", alias="GRPC_HOST")
+    grpc_host: str = Field(default="127.0.0.1", pattern=r"^\S+$", alias="GRPC_HOST")
     # Uploads travel inside SubmitGeneration: two 10 MB images plus headroom.
-    grpc_max_message_bytes: int = Field(default=24 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES")
+    grpc_max_message_bytes: MessageBytes = Field(
+        default=24 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES"
+    )
 
 
 class DatabaseSettings(BaseSettings):
@@ -159,11 +176,16 @@ class DatabaseSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     database_url: SecretStr = Field(alias="DATABASE_URL")
-    db_pool_size: int = Field(default=10, alias="DB_POOL_SIZE")
-    db_max_overflow: int = Field(default=5, alias="DB_MAX_OVERFLOW")
-    db_pool_timeout_seconds: float = Field(default=5.0, alias="DB_POOL_TIMEOUT_SECONDS")
+    # (Zero or less would mean "no limit" to SQLAlchemy and PostgreSQL: refused.)
+    db_pool_size: int = Field(default=10, ge=1, le=1000, alias="DB_POOL_SIZE")
+    db_max_overflow: int = Field(default=5, ge=0, le=1000, alias="DB_MAX_OVERFLOW")
+    db_pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=600, allow_inf_nan=False, alias="DB_POOL_TIMEOUT_SECONDS"
+    )
     # Upper bound for any one statement; keeps a stuck query from holding a request.
-    db_statement_timeout_ms: int = Field(default=15_000, alias="DB_STATEMENT_TIMEOUT_MS")
+    db_statement_timeout_ms: int = Field(
+        default=15_000, ge=1, le=3_600_000, alias="DB_STATEMENT_TIMEOUT_MS"
+    )
 
     def database_problems(self) -> Iterable[str]:
         """In production: the URL's password may not be one this repository publishes

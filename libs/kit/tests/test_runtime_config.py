@@ -59,6 +59,28 @@ def test_bad_value_in_known_table_is_named(tmp_path: Path) -> None:
         load_runtime_config(path)
 
 
+@pytest.mark.parametrize(
+    ("line", "replacement", "named"),
+    [
+        # Each loaded, then failed on every request that used it: S3 signs for 7 days at
+        # most; the quota's monthly figure is an int32 on the wire.
+        ("signed_url_ttl_seconds = 300", "signed_url_ttl_seconds = 700000", "uploads"),
+        ("monthly_generations = 200", "monthly_generations = 3000000000", "plans"),
+        ("overall_timeout_ms = 600000", "overall_timeout_ms = 100000000000000", "timings"),
+        ("request_timeout_seconds = 10.0", "request_timeout_seconds = inf", "replicate"),
+    ],
+)
+def test_a_value_that_could_only_fail_later_is_refused_now(
+    tmp_path: Path, line: str, replacement: str, named: str
+) -> None:
+    text = REPO_RUNTIME_CONFIG.read_text()
+    assert line in text
+    path = tmp_path / "runtime.toml"
+    path.write_text(text.replace(line, replacement, 1))
+    with pytest.raises(RuntimeConfigError, match=named):
+        load_runtime_config(path)
+
+
 def test_missing_free_plan_is_refused(tmp_path: Path) -> None:
     text = REPO_RUNTIME_CONFIG.read_text().replace("[plans.free]", "[plans.gratis]")
     path = tmp_path / "runtime.toml"

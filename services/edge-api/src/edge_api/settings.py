@@ -10,8 +10,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from edge_api.base_url import TrustedProxies
-from kit.dev_values import DEV_JWT_SECRET
-from kit.settings import S3Settings, ServiceIdentitySettings, ServiceSettings
+from kit.dev_values import DEV_JWT_SECRET, public_url_problem
+from kit.settings import MessageBytes, Port, S3Settings, ServiceIdentitySettings, ServiceSettings
 
 __all__ = ["DEV_JWT_SECRET", "EdgeSettings"]
 # Room for the text fields and multipart framing on top of two full-size images.
@@ -24,7 +24,7 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     edge_http_host: str = Field(default="127.0.0.1", alias="EDGE_HTTP_HOST")
-    edge_http_port: int = Field(default=8081, alias="EDGE_HTTP_PORT")
+    edge_http_port: Port = Field(default=8081, alias="EDGE_HTTP_PORT")
     # Peers whose X-Forwarded-Proto / X-Forwarded-Host are believed: comma-separated
     # addresses or CIDR networks (e.g. the compose network of Envoy), or "*".
     trusted_proxy_ips: str = Field(default="127.0.0.1", alias="TRUSTED_PROXY_IPS")
@@ -68,7 +68,9 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
     generation_grpc_target: str = Field(default="127.0.0.1:50051", alias="GENERATION_GRPC_TARGET")
     usage_grpc_target: str = Field(default="127.0.0.1:50052", alias="USAGE_GRPC_TARGET")
     # Uploads travel in 256 KiB chunks (SubmitGeneration streams); answers are small.
-    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES")
+    grpc_max_message_bytes: MessageBytes = Field(
+        default=4 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES"
+    )
     grpc_deadline_seconds: float = Field(default=10.0, gt=0, alias="GRPC_DEADLINE_SECONDS")
     # Submission uploads inputs and calls the provider: it gets longer.
     grpc_submit_deadline_seconds: float = Field(
@@ -144,7 +146,11 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
             yield "S3_SECRET_KEY", self.s3_secret_key.get_secret_value()
 
     def production_problems(self) -> Iterable[str]:
-        if self.auth_jwks_url is not None and not self.auth_jwks_url.startswith("https://"):
+        if self.auth_jwks_url is None:
+            return
+        if (problem := public_url_problem(self.auth_jwks_url)) is not None:
+            yield f"AUTH_JWKS_URL {problem}"
+        elif not self.auth_jwks_url.startswith("https://"):
             yield "AUTH_JWKS_URL must be https (the keys decide who is authenticated)"
 
     def request_limit(self, upload_max_bytes: int) -> int:

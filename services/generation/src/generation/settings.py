@@ -7,14 +7,16 @@ from collections.abc import Iterable
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from kit.dev_values import DEV_REPLICATE_TOKEN, public_url_problem
-from kit.settings import DatabaseSettings, GrpcServerSettings, S3Settings
+from kit.settings import DatabaseSettings, GrpcServerSettings, MessageBytes, Port, S3Settings
 
 
 class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
-    grpc_port: int = Field(default=50051, alias="GENERATION_GRPC_PORT")
+    grpc_port: Port = Field(default=50051, alias="GENERATION_GRPC_PORT")
     # Uploads arrive in chunks (SubmitGeneration streams, 256 KiB from the edge) and
     # provider events are capped at 1 MiB (gateway and servicer): no message needs more.
-    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES")
+    grpc_max_message_bytes: MessageBytes = Field(
+        default=4 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES"
+    )
     database_url: SecretStr = Field(
         validation_alias=AliasChoices("GENERATION_DATABASE_URL", "DATABASE_URL")
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from kit.settings import DatabaseSettings, GrpcServerSettings
+from kit.settings import DatabaseSettings, GrpcServerSettings, Port
 
 
 class UsageSettings(GrpcServerSettings, DatabaseSettings):
@@ -18,7 +18,7 @@ class UsageSettings(GrpcServerSettings, DatabaseSettings):
     # Restated: DatabaseSettings' default config (extra="forbid") would win in the MRO.
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    grpc_port: int = Field(default=50052, alias="USAGE_GRPC_PORT")
+    grpc_port: Port = Field(default=50052, alias="USAGE_GRPC_PORT")
     database_url: SecretStr = Field(
         validation_alias=AliasChoices("USAGE_DATABASE_URL", "DATABASE_URL")
     )
