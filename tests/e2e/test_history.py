@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,6 +125,11 @@ async def test_bad_parameters_are_400(stack: Stack, user: User) -> None:
     cursor = (await _page(user, limit=1)).json()["nextCursor"]
     raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     flipped = base64.urlsafe_b64encode(raw.replace(b"|", b"|9", 1)).decode().rstrip("=")
+    # Moved to another position and re-signed as a plain hash, which anyone can compute.
+    version, micros, job_hex, status, _ = raw.decode().split("|")
+    payload = f"{version}|{int(micros) + 10**15}|{job_hex}|{status}"
+    digest = hashlib.sha256(f"{user.id}|{payload}".encode()).hexdigest()[:32]
+    re_signed = base64.urlsafe_b64encode(f"{payload}|{digest}".encode()).decode().rstrip("=")
 
     for params in (
         {"limit": 0},
@@ -132,7 +138,11 @@ async def test_bad_parameters_are_400(stack: Stack, user: User) -> None:
         {"status": "done"},
         {"cursor": "not-a-cursor"},
         {"cursor": flipped},
+        {"cursor": re_signed},
         {"cursor": cursor[:-2]},
+        {"cursor": cursor + "!!!"},  # characters a lax base64 decoder skips
+        {"cursor": cursor[:10] + "." + cursor[10:]},
+        {"cursor": cursor + "=="},
         {"cursor": "x" * 600},
     ):
         response = await _page(user, **params)

@@ -156,6 +156,7 @@ def fake_context(stores: FakeStores) -> GenerationContext:
         public_bucket="public",
         webhook_base_url=None,
         decoder=unused,
+        cursor_key=b"rpc-tests-cursor-key",
     )
 
 

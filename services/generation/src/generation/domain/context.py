@@ -34,6 +34,8 @@ class GenerationContext:
     webhook_base_url: str | None
     # Checks and cleans uploads in budgeted worker processes (started and stopped by wiring).
     decoder: ImageDecoder
+    # Signs history page tokens; the same in every instance (persistence.cursor_key).
+    cursor_key: bytes
     # Thumbnails of stored outputs (from the delivery hosts only) are made in threads:
     # at most this many at once per process.
     thumbnail_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))

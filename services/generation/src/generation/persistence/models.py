@@ -17,6 +17,8 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -202,3 +204,15 @@ class JobEvent(Base):
     )
 
     __table_args__ = (Index("ix_job_events_recorded_at", "recorded_at"),)
+
+
+class HistoryCursorKey(Base):
+    """The one key that signs history page tokens (see persistence/cursor_key.py)."""
+
+    __tablename__ = "history_cursor_keys"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
