@@ -135,6 +135,12 @@ async def test_bad_parameters_are_400(stack: Stack, user: User) -> None:
         {"limit": 0},
         {"limit": 101},
         {"limit": "ten"},
+        # Numbers pydantic would read, but no page size: "5_0" would be fifty.
+        {"limit": "5_0"},
+        {"limit": "+5"},
+        {"limit": " 5"},
+        {"limit": "5.0"},
+        {"limit": "\uff15"},  # a full-width digit
         {"status": "done"},
         {"cursor": "not-a-cursor"},
         {"cursor": flipped},

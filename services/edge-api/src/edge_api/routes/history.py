@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from pydantic import BeforeValidator
 
 from edge_api.auth import Owner
 from edge_api.mappers import job_to_json, status_message
@@ -23,6 +24,15 @@ MAX_PAGE_SIZE = 100
 MAX_CURSOR_LENGTH = 512
 
 
+def _plain_digits(value: object) -> object:
+    """A page size as digits only: pydantic alone would also read " 5", "+5", "5.0" and
+    "5_0" (fifty) as numbers."""
+    text = str(value)
+    if not (text.isascii() and text.isdigit() and len(text) <= 9):
+        raise ValueError("limit must be a whole number written in digits")
+    return value
+
+
 @router.get(
     "",
     summary="List the caller's generations",
@@ -35,7 +45,11 @@ async def list_generations(
     request: Request,
     owner_id: Owner,
     state: State,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 20,
+    limit: Annotated[
+        int,
+        BeforeValidator(_plain_digits),
+        Query(ge=1, le=MAX_PAGE_SIZE, description="Page size."),
+    ] = 20,
     cursor: Annotated[
         str | None,
         Query(max_length=MAX_CURSOR_LENGTH, description="`nextCursor` of the previous page."),
