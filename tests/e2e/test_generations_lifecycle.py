@@ -88,6 +88,32 @@ async def test_cancel_refunds_and_a_finished_job_cannot_be_canceled(
     assert refused.json()["error"]["code"] == "JOB_NOT_CANCELLABLE"
 
 
+async def test_a_cancel_that_finds_the_run_succeeded_never_loses_its_result(
+    stack: Stack, user: User
+) -> None:
+    """The run succeeded (its webhook lost) before the cancel reached it, and its output
+    cannot be stored right now: the job is not canceled and refunded over a result the
+    provider produced; it stays in flight until the result is stored."""
+    await stack.control("set_faults", drop_webhooks="all")
+    submitted = await user.submit("imagine", prompt="A library with a rolling ladder")
+    job_id, prediction_id = submitted.json()["id"], submitted.json()["predictionId"]
+    await stack.control("wait_for_status", prediction_id, ["succeeded"])
+    await stack.control("set_faults", output_errors=[503] * 50)
+
+    refused = await user.cancel(job_id)
+
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "JOB_NOT_CANCELLABLE"
+    assert (await user.get(job_id)).json()["status"] in {"starting", "processing"}
+    assert (await user.usage())["used"] == 1
+    await stack.control("set_faults", output_errors=[])
+    stack.clock.advance(timedelta(seconds=6))  # stale: the next GET asks the provider
+    done = await user.wait_for(job_id, {"succeeded", "failed", "canceled"})
+    assert done["status"] == "succeeded"
+    assert len(done["variants"]) == 1
+    assert (await user.usage())["used"] == 1
+
+
 async def test_a_cancel_that_read_the_job_before_its_prediction_was_attached_stops_the_run(
     stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:

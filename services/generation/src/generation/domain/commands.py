@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import uuid
 
@@ -11,7 +10,7 @@ from generation.domain import jobs
 from generation.domain.cleanup import remove_deleted_job_files
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction, end_without_output
-from generation.domain.provider import Prediction, ProviderError
+from generation.domain.provider import ProviderError
 from generation.domain.queries import load_view
 from kit.errors import JobNotCancellable, JobNotFinished
 from kit.logging import get_logger
@@ -30,7 +29,7 @@ async def cancel_generation(
             return job  # canceling twice is harmless
         raise JobNotCancellable()
     if job.prediction_id is not None:
-        await _cancel_at_provider(ctx, job, job.prediction_id)
+        await _cancel_at_provider(ctx, job, job.prediction_id, before_the_end=True)
     ended = await end_without_output(ctx, job, jobs.USER_CANCELED, jobs.CANCELED)
     view = await load_view(ctx, owner_id, job_id)
     if view.status != jobs.CANCELED:
@@ -38,7 +37,7 @@ async def cancel_generation(
     if job.prediction_id is None and view.prediction_id is not None:
         # The submission attached its prediction between our read and the end: it saw
         # the job still starting, so nobody else stops the provider's run.
-        await _cancel_at_provider(ctx, view, view.prediction_id)
+        await _cancel_at_provider(ctx, view, view.prediction_id, before_the_end=False)
     if ended:
         # Only the write that ended the job tells it: a second click, or the provider's
         # ``canceled`` webhook that got there first, already did (and was counted).
@@ -48,23 +47,36 @@ async def cancel_generation(
 
 
 async def _cancel_at_provider(
-    ctx: GenerationContext, job: jobs.JobView, prediction_id: str
+    ctx: GenerationContext, job: jobs.JobView, prediction_id: str, *, before_the_end: bool
 ) -> None:
-    """Stop the provider's run; a result that won the race is applied first."""
+    """Stop the provider's run; a result that won the race is applied first.
+
+    ``before_the_end``: the job is still in flight. When the run had already succeeded
+    but its result cannot be stored now (a storage or download failure), the job is not
+    ended canceled (and refunded) over it: JobNotCancellable, and the job stays in flight
+    for the webhook's retries, a GET's refresh or the sweep to store the result.
+    """
+    fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
     try:
         prediction = await ctx.provider.cancel_prediction(prediction_id)
     except ProviderError as error:
         # The user's intent wins: end the job here; a late provider event is ignored.
-        fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
         log.warning("provider.cancel_failed", **fields, error=type(error).__name__)
         return
-    if jobs.job_status_for(prediction.status) == jobs.SUCCEEDED:
-        await _apply_quietly(ctx, prediction)
-
-
-async def _apply_quietly(ctx: GenerationContext, prediction: Prediction) -> None:
-    with contextlib.suppress(ProviderError, StorageError):
+    if jobs.job_status_for(prediction.status) != jobs.SUCCEEDED:
+        return
+    try:
         await apply_prediction(ctx, prediction, source="cancel")
+    except (ProviderError, StorageError) as error:
+        if not before_the_end:
+            return  # ended canceled already (by this cancel): nothing to keep in flight
+        log.warning(
+            "job.cancel_found_a_result",
+            **fields,
+            status=job.status,
+            error=type(error).__name__,
+        )
+        raise JobNotCancellable() from None
 
 
 async def delete_generation(
