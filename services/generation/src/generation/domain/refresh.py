@@ -66,10 +66,17 @@ async def poll_and_apply(
         )
         return False
     try:
-        outcome, _ = await apply_prediction(ctx, prediction, source=source)
+        outcome, current = await apply_prediction(ctx, prediction, source=source)
     except (ProviderError, StorageError):
         return False
     log.info(
-        "job.polled", **fields, status=prediction.status.value, source=source, outcome=outcome.value
+        "job.polled",
+        **fields,
+        # The job's status as it is now (``status`` is always the job's, in every line);
+        # the provider's is beside it.
+        status=current.status if current is not None else job.status,
+        providerStatus=prediction.status.value,
+        source=source,
+        outcome=outcome.value,
     )
     return outcome is Outcome.APPLIED

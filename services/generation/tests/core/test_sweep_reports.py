@@ -1,4 +1,5 @@
-"""Two instances' sweeps settling one job at once: done once, logged and counted once.
+"""Two instances' sweeps settling one job at once: done once, logged and counted once;
+and what a poll logs.
 
 Nothing stops two replicas' passes from reading the same settlement candidate; the usage
 service's idempotency keeps the books right (the second call is a replay), and the job's
@@ -14,7 +15,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 from structlog.testing import capture_logs
 
-from generation.domain import sweep
+from generation.domain import refresh, sweep
 from services.generation.tests.core.stack import Core
 
 
@@ -81,3 +82,22 @@ async def test_a_pending_refund_settled_twice_is_reported_once(core: Core) -> No
     assert len([line for line in logs if line["event"] == "ledger.refunded"]) == 1
     assert _settlements("refund", "done") - refunded == 1
     assert reported == 1
+
+
+async def test_a_poll_logs_the_jobs_status_and_the_providers_beside_it(core: Core) -> None:
+    """``status`` in a job's log lines is always the job's: a poll that finds the run
+    succeeded after the job was canceled says canceled, with the provider's beside it."""
+    owner = uuid.uuid4()
+    job = (await core.submit(owner)).job
+    await core.advance(job.prediction_id, "succeeded")  # its webhook never applied
+    await _backdate(core, job.id, status="canceled")
+    ctx = core.app.context
+    async with ctx.reads() as stores:
+        row = await stores.jobs.get(uuid.UUID(job.id))
+    assert row is not None
+
+    with capture_logs() as logs:
+        await refresh.poll_and_apply(ctx, row, job.prediction_id, source="sweep")
+
+    [polled] = [line for line in logs if line["event"] == "job.polled"]
+    assert (polled["status"], polled["providerStatus"]) == ("canceled", "succeeded")
