@@ -25,6 +25,7 @@ PRODUCTION = {
         **S3,
         "GENERATION_DATABASE_URL": f"postgresql+asyncpg://app:{DB_PASSWORD}@db:5432/generation",
         "REPLICATE_API_TOKEN": REPLICATE_TOKEN,
+        "REPLICATE_API_BASE_URL": "https://api.replicate.com",
         "WEBHOOK_BASE_URL": "https://api.interior-designs.app",
         **identity_env(serves=True),
     },
@@ -161,6 +162,12 @@ def test_a_bad_runtime_config_file_is_named_by_its_key(service: str, tmp_path: P
         ("usage", "DB_POOL_SIZE", "-1"),
         ("usage", "DB_STATEMENT_TIMEOUT_MS", "0"),
         ("generation", "DB_POOL_TIMEOUT_SECONDS", "inf"),
+        # Accepted, then every provider call or variant URL failed.
+        ("generation", "REPLICATE_API_BASE_URL", "api.replicate.com"),
+        ("generation", "REPLICATE_API_BASE_URL", "https://api.replicate.com/v1"),
+        ("edge_api", "S3_PUBLIC_BASE_URL", "not a url"),
+        ("edge_api", "S3_PUBLIC_BASE_URL", "javascript:alert(1)"),
+        ("edge_api", "S3_PUBLIC_BASE_URL", "https://cdn.interior-designs.app/?x=1"),
     ],
 )
 def test_a_value_out_of_range_is_named(service: str, variable: str, value: str) -> None:

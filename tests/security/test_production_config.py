@@ -35,6 +35,7 @@ S3 = {"S3_ENDPOINT": "s3.example.com", "S3_ACCESS_KEY": "key", "S3_SECRET_KEY": 
 GENERATION = S3 | {
     "GENERATION_DATABASE_URL": "postgresql+asyncpg://generation:pw@db.example/generation",
     "REPLICATE_API_TOKEN": "r8_an_operators_own_token",
+    "REPLICATE_API_BASE_URL": "https://api.replicate.com",
     "WEBHOOK_BASE_URL": "https://api.interior-designs.app",
 }
 # Every variable any case sets: cleared first, so the host's environment plays no part.
@@ -178,6 +179,11 @@ REFUSED: dict[str, tuple[type[BaseSettings], dict[str, str], str]] = {
         GenerationSettings,
         {**GENERATION, "REPLICATE_API_TOKEN": ""},
         "REPLICATE_API_TOKEN",
+    ),
+    "generation with the provider left at its default (the local emulator)": (
+        GenerationSettings,
+        {k: v for k, v in GENERATION.items() if k != "REPLICATE_API_BASE_URL"},
+        "REPLICATE_API_BASE_URL",
     ),
     "generation with the emulator's token": (
         GenerationSettings,

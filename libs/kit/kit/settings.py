@@ -234,6 +234,14 @@ class S3Settings(BaseSettings):
         # An empty variable means "not configured", as everywhere else.
         return value.strip() or None if value is not None else None
 
+    @field_validator("s3_public_base_url")
+    @classmethod
+    def _a_base_url(cls, value: str | None) -> str | None:
+        # Variant URLs are this plus a key, and its origin goes into the web client's CSP.
+        if value is not None and not is_base_url(value):
+            raise ValueError("must be an http(s) URL: scheme://host[:port][/path], no query")
+        return value
+
     @field_validator("s3_signed_base_url")
     @classmethod
     def _an_origin(cls, value: str | None) -> str | None:
@@ -253,6 +261,23 @@ class S3Settings(BaseSettings):
         except ValueError:
             raise ValueError("must be scheme://host[:port] with a valid port") from None
         return f"{url.scheme}://{url.netloc}"
+
+
+def is_base_url(value: str) -> bool:
+    """True for ``scheme://host[:port][/path]`` over http(s), with no query, fragment or
+    user info: a base other URLs are made from by appending a path."""
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        return False
+    return (
+        url.scheme in ("http", "https")
+        and HOST_PORT.fullmatch(url.netloc) is not None
+        and not url.query
+        and not url.fragment
+        and not any(character.isspace() for character in value)
+    )
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -7,7 +7,14 @@ from collections.abc import Iterable
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from kit.dev_values import DEV_REPLICATE_TOKEN, public_url_problem
-from kit.settings import DatabaseSettings, GrpcServerSettings, MessageBytes, Port, S3Settings
+from kit.settings import (
+    DatabaseSettings,
+    GrpcServerSettings,
+    MessageBytes,
+    Port,
+    S3Settings,
+    is_base_url,
+)
 
 
 class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
@@ -53,6 +60,15 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
     def _blank_secret_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("replicate_api_base_url")
+    @classmethod
+    def _a_server_root(cls, value: str) -> str:
+        # Paths are appended to it (/v1/...): a missing scheme or a /v1 of its own would
+        # fail every call, not the start.
+        if not is_base_url(value) or value.rstrip("/").endswith("/v1"):
+            raise ValueError("must be the API's root, scheme://host[:port], without /v1")
+        return value
+
     def replicate_token(self) -> str:
         """The provider's bearer token (the emulator's published one only in development)."""
         if self.replicate_api_token is not None:
@@ -65,6 +81,9 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
         yield "S3_SECRET_KEY", self.s3_secret_key.get_secret_value()
 
     def production_problems(self) -> Iterable[str]:
+        if "replicate_api_base_url" not in self.model_fields_set:
+            # The default is the local emulator: the real token would go there.
+            yield "REPLICATE_API_BASE_URL is not set (https://api.replicate.com for Replicate)"
         if self.webhook_base_url is None:
             yield "WEBHOOK_BASE_URL is not set (webhooks would follow the Host header)"
         elif (problem := public_url_problem(self.webhook_base_url)) is not None:
