@@ -7,12 +7,32 @@ its retries (20 s each, 50 jobs a pass); a DELETE's files must still go within 6
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from generation.domain import sweep
+
+Step = Callable[[Any], Awaitable[Any]]
+
+
+async def _sweep_until(
+    monkeypatch: pytest.MonkeyPatch, jobs_step: Step, files_step: Step, done: Callable[[], bool]
+) -> None:
+    """Run a Sweeper (10 ms interval) over these steps until ``done``, then stop it."""
+    monkeypatch.setattr(sweep, "sweep_jobs_once", jobs_step)
+    monkeypatch.setattr(sweep, "sweep_files_once", files_step)
+    ctx = SimpleNamespace(config=SimpleNamespace(timings=SimpleNamespace(sweep_interval_ms=10)))
+    sweeper = sweep.Sweeper(ctx)  # type: ignore[arg-type]
+    sweeper.start()
+    try:
+        async with asyncio.timeout(5):
+            while not done():
+                await asyncio.sleep(0.01)
+    finally:
+        await sweeper.stop()
 
 
 async def test_removals_go_on_while_a_pass_over_the_jobs_hangs(
@@ -30,17 +50,7 @@ async def test_removals_go_on_while_a_pass_over_the_jobs_hangs(
         removal_passes.append(ctx)
         return 0
 
-    monkeypatch.setattr(sweep, "sweep_jobs_once", hanging_jobs_pass)
-    monkeypatch.setattr(sweep, "sweep_files_once", removals)
-    ctx = SimpleNamespace(config=SimpleNamespace(timings=SimpleNamespace(sweep_interval_ms=10)))
-    sweeper = sweep.Sweeper(ctx)  # type: ignore[arg-type]
-    sweeper.start()
-    try:
-        async with asyncio.timeout(5):
-            while len(removal_passes) < 5:
-                await asyncio.sleep(0.01)
-    finally:
-        await sweeper.stop()
+    await _sweep_until(monkeypatch, hanging_jobs_pass, removals, lambda: len(removal_passes) >= 5)
     assert len(jobs_passes) == 1  # still in its first pass
 
 
@@ -54,14 +64,4 @@ async def test_a_failing_step_does_not_stop_its_loop(monkeypatch: pytest.MonkeyP
     async def quiet(ctx: Any) -> dict[str, int]:
         return {}
 
-    monkeypatch.setattr(sweep, "sweep_jobs_once", quiet)
-    monkeypatch.setattr(sweep, "sweep_files_once", failing)
-    ctx = SimpleNamespace(config=SimpleNamespace(timings=SimpleNamespace(sweep_interval_ms=10)))
-    sweeper = sweep.Sweeper(ctx)  # type: ignore[arg-type]
-    sweeper.start()
-    try:
-        async with asyncio.timeout(5):
-            while len(calls) < 3:
-                await asyncio.sleep(0.01)
-    finally:
-        await sweeper.stop()
+    await _sweep_until(monkeypatch, quiet, failing, lambda: len(calls) >= 3)
