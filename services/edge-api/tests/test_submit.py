@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from edge_api.errors import validation_message
+from kit.runtime_config import RuntimeConfig
 
 MAX_UPLOAD_BYTES = 64 * 1024  # the suite's runtime config (see conftest)
 BOUNDARY = "edge-test-boundary-7f3a"
@@ -97,6 +98,23 @@ async def test_json_submission_sends_no_images(
     assert call.request.idempotency_key == "json-1"
     assert list(call.request.inputs) == []
     assert call.files == []
+
+
+async def test_a_line_break_counts_once_toward_the_prompt_limit(
+    client: httpx.AsyncClient, backends, identity, runtime_config: RuntimeConfig
+) -> None:
+    """A browser's textarea counts a line break once; its form sends it as CRLF."""
+    half = runtime_config.prompts.max_length // 2
+    prompt = "a" * (half - 1) + "\r\n" + "b" * (half - 1)  # max + 0 code points with CRLF
+    assert len(prompt) == runtime_config.prompts.max_length
+    at_the_limit = prompt + "c"
+    body = multipart(_part("mode", b"imagine"), _part("prompt", at_the_limit.encode()))
+
+    response = await client.post("/api/v1/generations", headers=_headers(identity), content=body)
+
+    assert response.status_code == 202, response.text
+    (call,) = backends.generation.recorder.named("SubmitGeneration")
+    assert call.request.prompt == at_the_limit
 
 
 async def test_forwarded_base_url_reaches_the_generation_service(

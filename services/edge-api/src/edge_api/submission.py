@@ -70,7 +70,8 @@ class Submission:
     def check_limits(self, config: RuntimeConfig) -> None:
         """The limits the OpenAPI document states, enforced here as published."""
         prompt = self.fields.prompt
-        if prompt is not None and len(prompt) > config.prompts.max_length:
+        # A line break counts once, as a browser's textarea counts it (a form sends CRLF).
+        if prompt is not None and len(prompt.replace("\r\n", "\n")) > config.prompts.max_length:
             raise ValidationError(f"prompt must be at most {config.prompts.max_length} characters")
 
 

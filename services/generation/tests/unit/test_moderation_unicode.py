@@ -59,6 +59,27 @@ BYPASSES = [
     "p\u0336o\u0336r\u0336n set",
     f"\u0455{SOFT_HYPHEN}\u0435{SOFT_HYPHEN}\u0445 swing",
     f"\u0455{HANGUL_FILLER}\u0435{HANGUL_FILLER}\u0445 swing",
+    # Any one symbol or punctuation mark repeated between the letters.
+    "a n\u00b7a\u00b7k\u00b7e\u00b7d woman on the bed",  # middle dot
+    "p/o/r/n poster above the bed",
+    "k\u00b7i\u00b7l\u00b7l him in the kitchen",
+    "m\u2010u\u2010r\u2010d\u2010e\u2010r scene in the lounge",  # Unicode hyphen
+    "s\u2013e\u2013x dungeon bedroom",  # en dash
+    "c\u2022o\u2022c\u2022a\u2022i\u2022n\u2022e on the table",  # bullet
+    "s:e:x swing in the bedroom",
+    # Spaced letters after a one-letter word, which the run would take in ("aporn").
+    "a p o r n poster above the bed",
+    "a s e x dungeon bedroom",
+    "a c o c a i n e party in the lounge",
+    # Marks of combining class 0 (enclosing circle, keycap) and other marks.
+    "p\u20ddo\u20ddr\u20ddn\u20dd poster above the bed",
+    "s\u20e3e\u20e3x\u20e3 dungeon bedroom",
+    "por\u0489n studio lighting",
+    "m\u0488urder scene in the lounge",
+    # Letters in parentheses (NFKC: "(p)"), negative circled and squared capitals.
+    "\u24ab\u24aa\u24ad\u24a9 poster above the bed",
+    "\U0001f15f\U0001f15e\U0001f161\U0001f15d poster above the bed",
+    "\U0001f17f\U0001f17e\U0001f181\U0001f17d poster above the bed",
 ]
 
 PERSONAL_DATA = [
@@ -85,6 +106,16 @@ BENIGN = [
     "a 3_seater sofa",
     "a coat rack, a bench and a mirror",
     "self-contained granny flat",
+    # The exceptions hold whatever dash a word processor put in.
+    "a same\u2011sex couple's bedroom",  # non-breaking hyphen
+    "a same\u2013sex couple's bedroom",  # en dash
+    "Gore\u2011Tex covered outdoor cushions",
+    "bath\u2011bomb jars on the vanity",
+    # A listing's title: a number counting rooms or floors, not a street address.
+    "Victorian 3 Bedroom Terrace, open plan living",
+    "Level 2 Rooftop Terrace with planters and a pergola",
+    "Modern 4 Bedroom Terrace House, Hamptons feel",
+    "2 Storey Place with a void over the stairs",
 ]
 
 

@@ -201,10 +201,19 @@ def test_length_is_measured_after_normalization() -> None:
     assert caught.value.reason == "VALIDATION_ERROR"
 
 
+def test_length_is_counted_before_nfc_lengthens_the_text() -> None:
+    """The catalog's maxLength counts what was typed; NFC turns U+0958 (a composition
+    exclusion) into two code points, which must not make a prompt too long."""
+    typed = ("\u0958\u0959\u095a\u095b" * 10)[:40]
+    stored = normalize_prompt(typed, Mode.STAGING, PROMPTS)
+    assert stored is not None
+    assert len(stored) == 80
+
+
 def test_a_huge_raw_prompt_is_refused_without_scanning_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def no_cleaning(raw: str) -> str:
+    def no_cleaning(raw: str) -> tuple[str, str]:
         raise AssertionError("a 10 MB prompt must be refused before it is normalized")
 
     monkeypatch.setattr(prompts_module, "_clean", no_cleaning)
@@ -212,7 +221,20 @@ def test_a_huge_raw_prompt_is_refused_without_scanning_it(
         normalize_prompt("sofa " * 2_000_000, Mode.REDESIGN, Prompts())
 
 
-@pytest.mark.parametrize("raw", [None, "", "   ", "ab", "a\u200bb"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "",
+        "   ",
+        "ab",
+        "a\u200bb",
+        # Characters that show nothing are no prompt.
+        "\u3164\u3164\u3164",  # Hangul fillers
+        "\ufe0f\ufe0f\ufe0f",  # variation selectors
+        "\u2800\u2800\u2800",  # blank Braille patterns
+    ],
+)
 def test_imagine_needs_a_prompt_of_minimum_length(raw: str | None) -> None:
     with pytest.raises(ValidationError) as caught:
         normalize_prompt(raw, Mode.IMAGINE, PROMPTS)

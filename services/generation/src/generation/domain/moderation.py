@@ -29,7 +29,7 @@ import re
 import unicodedata
 from collections import Counter
 
-from generation.domain.moderation_skeleton import skeletons
+from generation.domain.moderation_skeleton import DASHES, skeletons
 from kit.errors import ValidationError
 
 REJECTION_MESSAGE = "This prompt can't be used. Please describe the room and style you want."
@@ -146,7 +146,13 @@ _STREET_SUFFIX = (
     r"(?:St|Street|Rd|Road|Ave|Avenue|Lane|Ln|Drive|Dr|Court|Ct|Crt|Parade|Pde|Crescent|Cres"
     r"|Place|Pl|Boulevard|Blvd|Way|Terrace|Tce|Highway|Hwy|Close|Cl|Circuit|Cct|Grove|Gr)"
 )
-_NOT_A_NAME = r"(?:The|A|An|And|Or|Of|In|On|At|By|To|For|With|From|Near|My|Our|Your|This|That)"
+_NOT_A_NAME = (
+    r"(?:The|A|An|And|Or|Of|In|On|At|By|To|For|With|From|Near|My|Our|Your|This|That"
+    # What a number counts in a listing's title ("3 Bedroom Terrace", "Level 2 Rooftop
+    # Terrace"): rooms and floors, not a street's name.
+    r"|Bed|Beds|Bedroom|Bedrooms|Bath|Baths|Bathroom|Bathrooms|Room|Rooms|Storey|Storeys"
+    r"|Story|Level|Levels|Floor|Floors|Rooftop|Car|Cars|Garage|Seater|Door|Doors|Piece)"
+)
 
 _PII_PATTERNS: tuple[re.Pattern[str], ...] = (
     # E-mail addresses.
@@ -179,11 +185,12 @@ _URL = re.compile(
 _REPEATED_CHAR = re.compile(r"(.)\1{9,}")
 _WORD = re.compile(r"\w+")
 
-# Three or more single characters split by one repeated separator ("s.e.x", "k i l l",
-# "m - e - t - h"), to be glued together. The same separator throughout keeps a
-# neighbouring word out of the run ("a m.e.t.h lab" -> "a meth lab").
-_SPACED_LETTERS = re.compile(r"(?<![^\W_])[^\W_](\s?[.\-_*|~+]\s?|\s)(?:[^\W_]\1)+[^\W_](?![^\W_])")
-_SEPARATORS = re.compile(r"[\s.\-_*|~+]")
+# Three or more single characters split by one repeated separator (any one symbol or
+# punctuation mark, or a space: "s.e.x", "k i l l", "m - e - t - h", "p/o/r/n",
+# "n\u00b7a\u00b7k\u00b7e\u00b7d"), to be glued together. The same separator throughout
+# keeps a neighbouring word out of the run ("a m.e.t.h lab" -> "a meth lab").
+_SPACED_LETTERS = re.compile(r"(?<![^\W_])[^\W_](\s?[^\w\s]\s?|\s|_)(?:[^\W_]\1)+[^\W_](?![^\W_])")
+_SEPARATORS = re.compile(r"[\W_]")
 # Digits and symbols standing for letters ("k1ll", "$ex"); numbers alone are left alone,
 # and "!" only counts inside a word so that "sex!" still reads "sex".
 _LEET = str.maketrans("013457@$!", "oieastasi")
@@ -207,10 +214,11 @@ def is_flagged(text: str) -> str | None:
     One of ``explicit``, ``hate``, ``violence``, ``illegal``, ``pii``, ``spam``; for
     logs (``moderationCategory``), never shown to the user with the matched text.
     """
-    folded = [_fold(reading) for reading in skeletons(text)]
+    folded = [glued for reading in skeletons(text) for glued in _fold(reading)]
     separated = [_SEPARATING_PUNCTUATION.sub(" ", reading) for reading in folded]
-    # Each distinct copy once: most prompts need no folding or separating at all.
-    variants = tuple(dict.fromkeys((text, *folded, *separated)))
+    # Each distinct copy once: most prompts need no folding or separating at all. The
+    # text as typed is read with its dashes as "-" (the lists' exceptions are spelled so).
+    variants = tuple(dict.fromkeys((text.translate(DASHES), *folded, *separated)))
     for category, pattern in _WORD_PATTERNS:
         if any(pattern.search(variant) for variant in variants):
             return category
@@ -222,10 +230,21 @@ def is_flagged(text: str) -> str | None:
     return None
 
 
-def _fold(plain: str) -> str:
-    """A skeleton (``skeletons``) without spaced-out letters or look-alike digits."""
-    glued = _SPACED_LETTERS.sub(lambda match: _SEPARATORS.sub("", match.group()), plain)
-    return _LEET_WORD.sub(_unleet, glued)
+def _fold(plain: str) -> tuple[str, ...]:
+    """A skeleton (``skeletons``) without spaced-out letters or look-alike digits: the
+    runs glued whole, and (when that differs) with a leading one-letter word left
+    apart, since a run of spaced letters takes in an article before it ("a p o r n"
+    reads "aporn" whole, "a porn" so)."""
+    whole = _SPACED_LETTERS.sub(lambda match: _SEPARATORS.sub("", match.group()), plain)
+    apart = _SPACED_LETTERS.sub(_glued_after_its_first_letter, plain)
+    return tuple(dict.fromkeys(_LEET_WORD.sub(_unleet, glued) for glued in (whole, apart)))
+
+
+def _glued_after_its_first_letter(match: re.Match[str]) -> str:
+    run = match.group()
+    if not match.group(1).isspace() or len(_SEPARATORS.sub("", run)) < 4:
+        return _SEPARATORS.sub("", run)
+    return run[0] + " " + _SEPARATORS.sub("", run[1:])
 
 
 def _unleet(match: re.Match[str]) -> str:

@@ -13,7 +13,11 @@ Word lists are written in plain ASCII, so a prompt is reduced to a comparable
 - Unicode TR39 confusables (Cyrillic "\\u0430", Greek "\\u03bf", ...) become the ASCII letter
   they imitate, from the Unicode data shipped by ``confusable-homoglyphs``: before case
   folding (capital look-alikes) and after it;
-- accents are stripped (NFKD without combining marks).
+- letters in parentheses (NFKC turns "\u24ab" into "(p)") and the negative circled and
+  squared capitals, which neither NFKC nor TR39 maps, become the letter;
+- dashes of every kind (non-breaking, en, em, minus) become "-", so that the word lists'
+  exceptions ("same-sex", "Gore-Tex") hold however a word processor hyphenated them;
+- accents and any other marks on a letter are stripped (NFKD without marks).
 
 Only letters that imitate ASCII are mapped, so text in other scripts keeps its
 own letters and cannot accidentally spell an English word list entry.
@@ -72,14 +76,46 @@ def skeletons(text: str) -> tuple[str, ...]:
     "i"), and read before it, since folding turns some capitals that imitate a Latin
     letter into small letters that imitate nothing or something else (Greek Kappa,
     Cyrillic Em; the lunate sigma folds to a sigma, which looks like "o")."""
-    visible = _BLANKS.sub("_", _INVISIBLE.sub("", text))
-    small = unicodedata.normalize("NFKC", visible).casefold().translate(_PROTOTYPES)
+    shown = _BLANKS.sub("_", _INVISIBLE.sub("", text)).translate(_SYMBOL_LETTERS)
+    small = _letters(unicodedata.normalize("NFKC", shown)).casefold().translate(_PROTOTYPES)
     # Mapped before NFKC too: NFKC itself turns the lunate sigma symbol into a sigma.
-    mapped = unicodedata.normalize("NFKC", visible.translate(_PROTOTYPES))
+    mapped = _letters(unicodedata.normalize("NFKC", shown.translate(_PROTOTYPES)))
     capital = mapped.translate(_PROTOTYPES).casefold().translate(_PROTOTYPES)
     return tuple(dict.fromkeys(_unaccented(reading) for reading in (small, capital)))
 
 
+def _letters(folded: str) -> str:
+    """NFKC's "(p)" for a parenthesized letter read as the letter; every dash as "-"."""
+    return _PARENTHESIZED.sub(r"\1", folded).translate(DASHES)
+
+
+# Parenthesized small letters and digits (U+249C..U+24B5, U+2474..) after NFKC.
+_PARENTHESIZED = re.compile(r"\((\w)\)")
+# Negative circled (U+1F150) and negative squared (U+1F170) Latin capitals.
+_SYMBOL_LETTERS = {
+    start + offset: chr(ord("a") + offset) for start in (0x1F150, 0x1F170) for offset in range(26)
+}
+# Dash punctuation (Unicode category Pd) and the minus sign, as a plain hyphen.
+DASHES = {
+    ord(char): "-"
+    for char in (
+        "\u058a\u05be\u1400\u1806\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2e17\u2e1a"
+        "\u2e3a\u2e3b\u2e40\u2e5d\u301c\u3030\u30a0\ufe31\ufe32\ufe58\ufe63\uff0d"
+        "\U00010ead"
+    )
+}
+
+
 def _unaccented(text: str) -> str:
+    """Without accents, or any other mark on a letter: enclosing circles and keycaps
+    (U+20DD, U+20E3) have combining class 0, so ``unicodedata.combining`` misses them."""
     decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(char for char in decomposed if not unicodedata.combining(char))
+    return "".join(char for char in decomposed if unicodedata.category(char) not in _MARKS)
+
+
+_MARKS = frozenset({"Mn", "Mc", "Me"})
+
+
+def visible(text: str) -> str:
+    """``text`` without what shows nothing: invisible characters and blanks."""
+    return _BLANKS.sub("", _INVISIBLE.sub("", text))

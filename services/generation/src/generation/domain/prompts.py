@@ -22,6 +22,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from generation.domain.moderation_skeleton import visible
 from kit.errors import ValidationError
 from kit.runtime_config import Choice, Prompts
 
@@ -52,10 +53,13 @@ def normalize_prompt(raw: str | None, mode: Mode, prompts: Prompts) -> str | Non
     """
     if raw is not None and len(raw) > prompts.max_length * _RAW_LENGTH_FACTOR:
         raise _too_long(prompts)
-    text = _clean(raw) if raw is not None else ""
-    if len(text) > prompts.max_length:
+    counted, text = _clean(raw) if raw is not None else ("", "")
+    # Counted as the catalog's maxLength is (what was typed, control characters and
+    # extra spaces aside): NFC may lengthen a text (U+0958 becomes two code points).
+    if len(counted) > prompts.max_length:
         raise _too_long(prompts)
-    if mode.requires_prompt and len(text) < prompts.imagine_min_length:
+    # Characters that show nothing (Hangul fillers, variation selectors) are no prompt.
+    if mode.requires_prompt and len(visible(text).strip()) < prompts.imagine_min_length:
         raise ValidationError(
             f"{mode} needs a prompt describing the room "
             f"(at least {prompts.imagine_min_length} characters)"
@@ -154,14 +158,16 @@ def _sentence(text: str) -> str:
     return f"{text}."
 
 
-def _clean(raw: str) -> str:
-    kept = (
+def _clean(raw: str) -> tuple[str, str]:
+    """The text as counted against the length limit (control and format characters
+    dropped, whitespace collapsed), and the same in NFC, as stored and composed."""
+    kept = "".join(
         " " if char.isspace() else char
         for char in raw
         if char.isspace() or unicodedata.category(char) not in _DROPPED_CATEGORIES
     )
     # NFC after the removal: a dropped character may have separated a letter from its accent.
-    return " ".join(unicodedata.normalize("NFC", "".join(kept)).split())
+    return " ".join(kept.split()), " ".join(unicodedata.normalize("NFC", kept).split())
 
 
 def _too_long(prompts: Prompts) -> ValidationError:
