@@ -90,6 +90,12 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> RemoteError:
     )
 
 
+def answered_by_a_service(error: grpc.aio.AioRpcError) -> bool:
+    """True when the failure is one of our services' own answers (it carries our
+    ErrorInfo), not a transport failure before any service answered."""
+    return _error_info(error) is not None
+
+
 def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
     metadata = error.trailing_metadata() or ()
     for key, value in metadata:

@@ -298,9 +298,15 @@ async def test_the_audit_fails_cleanly_when_generation_is_unreachable(
         usage_db, clock, GENERATION_GRPC_TARGET=f"127.0.0.1:{free_port()}"
     ) as usage:
         error = await usage.error_of(_audit(usage))
+        printed = io.StringIO()
         code = await asyncio.to_thread(
-            cli.main, ["--target", usage.target, "audit"], io.StringIO(), io.StringIO()
+            cli.main, ["--target", usage.target, "audit"], io.StringIO(), printed
         )
 
     assert error.code == "UPSTREAM_ERROR"
     assert code == 2
+    # usage answered: the operator is told what it said, not to check the address.
+    assert json.loads(printed.getvalue())["error"] == {
+        "code": "UPSTREAM_ERROR",
+        "message": error.message,
+    }

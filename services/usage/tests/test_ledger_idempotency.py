@@ -104,6 +104,25 @@ async def test_a_debit_after_a_credit_found_no_debit_writes_nothing(
     assert (await usage.credit(owner, job)).recorded is False
 
 
+async def test_a_credit_naming_another_owner_voids_nothing_of_the_real_owner(
+    usage, usage_sql: AsyncEngine, count_entries, new_id: Callable[[], str]
+) -> None:
+    """An operator's Credit with a mistyped owner, for a job not debited yet, must not
+    cancel the job's real charge (a free generation, answered without an error)."""
+    owner, stranger, job = new_id(), new_id(), new_id()
+    assert (await usage.credit(stranger, job)).recorded is False
+
+    debit = await usage.debit(owner, job)
+
+    assert (debit.recorded, debit.quota.used) == (True, 1)
+    assert await count_entries(usage_sql, job, "debit") == 1
+    # The real owner's own settlement still voids its own job, and is kept apart.
+    other = new_id()
+    assert (await usage.credit(stranger, other)).recorded is False
+    assert (await usage.credit(owner, other)).recorded is False
+    assert (await usage.debit(owner, other)).recorded is False
+
+
 async def test_nobody_refunds_another_users_job(
     usage, usage_sql: AsyncEngine, count_entries, new_id: Callable[[], str]
 ) -> None:

@@ -27,7 +27,7 @@ from google.protobuf.message import Message
 
 from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.grpc_client import create_channel
-from kit.grpc_errors import from_rpc_error
+from kit.grpc_errors import answered_by_a_service, from_rpc_error
 from kit.service_identity import OPERATOR, USAGE, TokenSigner
 from kit.service_keys import KeyMaterialError
 
@@ -102,13 +102,16 @@ def _failure(error: grpc.aio.AioRpcError, target: str) -> dict[str, str]:
     if error.code() in _REFUSED:
         hint = "Sign as the operator: --key-file or OPERATOR_KEY_FILE (make run prints it)."
         return {"code": error.code().name, "message": f"{error.details()} {hint}"}
-    if error.code() in _UNREACHED:
+    remote = from_rpc_error(error)
+    if error.code() in _UNREACHED and not answered_by_a_service(error):
+        # No answer of the service's own: the call never reached it (or it hung).
         return {
             "code": error.code().name,
             "message": f"The usage service at {target} did not answer"
             " (--target or USAGE_GRPC_TARGET).",
         }
-    remote = from_rpc_error(error)
+    # The service answered: its own words (e.g. the generation service it asks could
+    # not be reached), not a hint about the address that did answer.
     return {"code": remote.code, "message": remote.message}
 
 

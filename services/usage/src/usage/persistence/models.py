@@ -91,8 +91,9 @@ class VoidedJobRow(Base):
 
     __tablename__ = "usage_voided_jobs"
 
+    # Per owner: a credit naming another owner voids nothing of the job's own owner.
     job_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
-    owner_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    owner_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
