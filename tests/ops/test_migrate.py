@@ -78,3 +78,51 @@ def test_an_unknown_command_is_refused_with_the_usage_line() -> None:
 
     assert result.returncode == 2
     assert "python -m generation" in result.stderr
+
+
+def test_the_backfill_with_its_database_down_says_so_without_a_traceback() -> None:
+    url = f"postgresql+asyncpg://someone:s3cret-pw@127.0.0.1:{free_port()}/nowhere"
+    env = {
+        "APP_ENV": "development",
+        "GENERATION_DATABASE_URL": url,
+        "S3_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "S3_ACCESS_KEY": "a",
+        "S3_SECRET_KEY": "b",
+    }
+
+    result = run_service("generation.backfill", env=env)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-800:]
+    assert '"event": "backfill.failed"' in output
+    assert "Traceback" not in output
+    assert "s3cret-pw" not in output
+
+
+async def test_the_backfill_never_migrates(database_factory: Callable[[str], str]) -> None:
+    """An operator's shell has RUN_MIGRATIONS unset (true): the schema is the migrate
+    step's to change, not a side effect of a backfill."""
+    url = database_factory("ops_backfill_no_migrate")
+    env = {
+        "APP_ENV": "development",
+        "GENERATION_DATABASE_URL": url,
+        "S3_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "S3_ACCESS_KEY": "a",
+        "S3_SECRET_KEY": "b",
+    }
+
+    result = run_service("generation.backfill", env=env)
+
+    tables = await _tables(url)
+    assert result.returncode == 1  # nothing to work on: no schema, no storage
+    assert "Traceback" not in result.stdout + result.stderr
+    assert tables == set()
+
+
+async def _tables(url: str) -> set[str]:
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        rows = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")
+    finally:
+        await connection.close()
+    return {row["tablename"] for row in rows}
