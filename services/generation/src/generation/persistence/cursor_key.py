@@ -1,7 +1,8 @@
 """The key that signs history page tokens, shared by every instance through the database.
 
 The first instance to start writes a random key; every later one (and any racing it)
-reads that one. A token signed by one instance is so accepted by every other.
+reads that one, once, at its start. A token signed by one instance is so accepted by
+every other. Rotating it: delete the row, then restart every instance.
 """
 
 from __future__ import annotations

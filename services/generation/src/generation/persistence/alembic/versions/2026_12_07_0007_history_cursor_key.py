@@ -8,8 +8,10 @@ A page token's digest was a plain SHA-256 of its fields and the owner: anyone co
 recompute it for a position of their choosing, so a tampered token was not always
 refused. It is now an HMAC under a key every instance must share; kept here, in the
 database they already share, it needs no setting and no deployment step. The first
-instance to start writes a random key (``persistence.cursor_key``); deleting the row
-rotates it (tokens then in use are refused with 400 and clients start from page 1).
+instance to start writes a random key (``persistence.cursor_key``), which each reads
+once at start. To rotate it, delete the row and restart every instance (until all have,
+instances sign with different keys and a page may be refused); tokens then in use are
+refused with 400 and clients start from page 1.
 """
 
 from collections.abc import Sequence
