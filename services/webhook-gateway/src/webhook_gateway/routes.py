@@ -54,12 +54,20 @@ class WebhookEndpoint:
         metrics.RECEIVED.inc()
         if self._verifier is not None and not _declared_too_large(request, self._max_body_bytes):
             # A delivery without its signature headers, or outside the timestamp window,
-            # cannot be authentic: refused before its body is read.
+            # cannot be authentic: refused before anything else is done with it. Its body
+            # (capped) is still read off the connection first: a connection closed with
+            # unread bytes is reset, and Envoy, still writing the body it buffered, then
+            # loses the 401 and answers 503.
             try:
                 self._verifier.check_headers(request.headers)
             except SignatureRejected as rejected:
                 response = self._rejected(401, rejected.reason, delivery_id)
-                response.headers["connection"] = "close"  # the body is never read
+                try:
+                    await read_capped_body(request, self._max_body_bytes)
+                except BodyTooLarge:
+                    response.headers["connection"] = "close"  # the rest is never read
+                except ClientDisconnect:
+                    pass
                 return response
         try:
             body = await read_capped_body(request, self._max_body_bytes)
