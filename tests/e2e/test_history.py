@@ -141,6 +141,7 @@ async def test_bad_parameters_are_400(stack: Stack, user: User) -> None:
         {"limit": " 5"},
         {"limit": "5.0"},
         {"limit": "\uff15"},  # a full-width digit
+        {"limt": "5"},  # a misspelt parameter would page on as if it were absent
         {"status": "done"},
         {"cursor": "not-a-cursor"},
         {"cursor": flipped},

@@ -15,11 +15,13 @@ from edge_api.routes.generations import public_base
 from edge_api.schemas import JobPageOut, JobStatusName
 from edge_api.state import State
 from interior.generation.v1 import generation_pb2
+from kit.errors import ValidationError
 from kit.grpc_client import outgoing_metadata
 
 router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
 
 MAX_PAGE_SIZE = 100
+_QUERY_PARAMETERS = frozenset({"limit", "cursor", "status"})
 # Our cursors are far shorter; anything longer is not one of ours.
 MAX_CURSOR_LENGTH = 512
 
@@ -57,6 +59,9 @@ async def list_generations(
     status: Annotated[JobStatusName | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobPageOut:
     """One page of the caller's jobs."""
+    if set(request.query_params) - _QUERY_PARAMETERS:
+        # A misspelt parameter (``limt``) would page on silently as if it were absent.
+        raise ValidationError("Unknown query parameter; use limit, cursor or status.")
     reply = await state.connected().generation.ListGenerations(
         generation_pb2.ListGenerationsRequest(
             owner_id=owner_id,
