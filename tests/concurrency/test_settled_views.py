@@ -273,6 +273,8 @@ async def test_with_the_feed_down_every_get_asks_generation(
 class Outcome:
     delay: float
     stale_after_delete: int
+    # GETs of the other edge sent past PROPAGATION_SECONDS that still showed the variants.
+    late_on_the_other_edge: int
 
 
 async def _delete_and_watch(owner: Owner, job_id: str, taker: Edge, other: Edge) -> Outcome:
@@ -298,13 +300,32 @@ async def _delete_and_watch(owner: Owner, job_id: str, taker: Edge, other: Edge)
         deleted_at = time.monotonic()
         assert response.status_code == 200, response.text
         assert response.json()["variants"] == []
-        await _until(lambda: owner.get(other, job_id), lambda body: body["variants"] == [])
-        delay = time.monotonic() - deleted_at
+        delay, late = await _until_shown_on(other, owner, job_id, deleted_at)
         await asyncio.sleep(0.1)  # the taker keeps being read a little after
     finally:
         stop.set()
         await reader
-    return Outcome(delay, stale)
+    return Outcome(delay, stale, late)
+
+
+async def _until_shown_on(
+    edge: Edge, owner: Owner, job_id: str, deleted_at: float
+) -> tuple[float, int]:
+    """Poll ``edge`` until it shows the deletion: how long after the DELETE's reply the
+    first GET that showed it was sent, and how many GETs sent more than
+    PROPAGATION_SECONDS after the reply still showed the variants. A GET sent before
+    that bound may be answered after it (a loaded machine), and stale: that is allowed."""
+    late = 0
+    async with asyncio.timeout(WAIT):
+        while True:
+            sent = time.monotonic()
+            response = await owner.get(edge, job_id)
+            assert response.status_code == 200, response.text
+            if response.json()["variants"] == []:
+                return sent - deleted_at, late
+            if sent - deleted_at > PROPAGATION_SECONDS:
+                late += 1
+            await asyncio.sleep(0.02)
 
 
 async def _chaos(cluster: Cluster, edges: tuple[Edge, Edge], stop: asyncio.Event) -> int:
@@ -362,7 +383,7 @@ async def test_deletions_race_webhooks_and_feed_restarts(
     )
     assert restarts >= 2
     assert [outcome.stale_after_delete for outcome in outcomes] == [0] * len(owners)
-    assert delays[-1] <= PROPAGATION_SECONDS
+    assert [outcome.late_on_the_other_edge for outcome in outcomes] == [0] * len(owners)
 
 
 async def test_a_restarted_instance_resumes_and_empties_the_cache(
@@ -388,7 +409,7 @@ async def test_a_restarted_instance_resumes_and_empties_the_cache(
 
     outcome = await _delete_and_watch(owner, job_id, edge_a, edge_b)
     assert outcome.stale_after_delete == 0
-    assert outcome.delay <= PROPAGATION_SECONDS
+    assert outcome.late_on_the_other_edge == 0
 
 
 async def test_a_deaf_listening_connection_stops_the_views_it_vouched_for(

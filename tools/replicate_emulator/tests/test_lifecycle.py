@@ -151,7 +151,8 @@ def test_output_file_faults(emulator: EmulatorServer, api: httpx.Client) -> None
 def test_data_retention_removes_output(
     emulator: EmulatorServer, api: httpx.Client, wait_until: Callable[..., None]
 ) -> None:
-    emulator.control.set_faults(data_retention_seconds=0.2)
+    # Long enough for the first download to come first on a loaded machine.
+    emulator.control.set_faults(data_retention_seconds=1.5)
     pid = create(api)
     done = emulator.control.wait_for_status(pid, ["succeeded"])
     assert httpx.get(done["output"]).status_code == 200
