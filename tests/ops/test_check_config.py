@@ -178,10 +178,16 @@ def test_a_value_out_of_range_is_named(service: str, variable: str, value: str) 
     assert "Traceback" not in result.stderr
 
 
-def test_the_log_level_is_read_in_any_case() -> None:
-    env = {**PRODUCTION["webhook_gateway"], "LOG_LEVEL": " warning "}
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [(" warning ", "WARNING"), ("warn", "WARNING"), ("FATAL", "CRITICAL"), ("notset", "NOTSET")],
+)
+def test_the_log_level_is_read_in_any_case_and_by_any_name_python_knows(
+    value: str, level: str
+) -> None:
+    env = {**PRODUCTION["webhook_gateway"], "LOG_LEVEL": value}
 
     result = run_service("webhook_gateway", "--check-config", env=env)
 
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["settings"]["LOG_LEVEL"] == "WARNING"
+    assert json.loads(result.stdout)["settings"]["LOG_LEVEL"] == level

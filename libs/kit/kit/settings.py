@@ -34,7 +34,8 @@ from kit.service_keys import key_file_problem, trust_dir_problem
 DEFAULT_RUNTIME_CONFIG_FILE = Path("config") / "runtime.toml"
 
 
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LogLevel = Literal["NOTSET", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 # A TCP port to listen on (0: any free one). Past 65535 the servers would silently
 # listen on the number modulo 65536.
 Port = Annotated[int, Field(ge=0, le=65535)]
@@ -72,7 +73,11 @@ class ServiceSettings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
-        return value.strip().upper() if isinstance(value, str) else value
+        # Any case, and the other names Python's logging knows for these levels.
+        if not isinstance(value, str):
+            return value
+        name = value.strip().upper()
+        return _LEVEL_ALIASES.get(name, name)
 
     @property
     def development(self) -> bool:
