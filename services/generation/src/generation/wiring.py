@@ -13,7 +13,7 @@ from generation.domain.context import GenerationContext
 from generation.domain.decoder import ImageDecoder
 from generation.domain.provider import ImageProvider
 from generation.domain.sweep import Sweeper
-from generation.persistence.cursor_key import load_cursor_key
+from generation.persistence.cursor_key import CursorKeySource
 from generation.persistence.feed import ChangeFeed
 from generation.persistence.feed_port import FeedPort
 from generation.persistence.store import sql_reads, sql_statements, sql_transactions
@@ -94,7 +94,6 @@ async def build_app(
     await decoder.start()
     sessions = create_sessionmaker(engine)
     readers = create_read_sessionmaker(engine)
-    cursor_key = await load_cursor_key(sessions)
     context = WiredContext(
         transactions=sql_transactions(sessions),
         reads=sql_reads(readers),
@@ -110,7 +109,7 @@ async def build_app(
         public_bucket=settings.s3_public_bucket,
         webhook_base_url=settings.webhook_base_url,
         decoder=decoder,
-        cursor_key=cursor_key,
+        cursor_key=CursorKeySource(sessions),
     )
     sweeper = Sweeper(context) if settings.sweep_enabled else None
     feed = ChangeFeed(database_url, readers, settings.feed_heartbeat_seconds)

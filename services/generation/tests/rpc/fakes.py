@@ -137,6 +137,10 @@ class FakeProvider:
         return Prediction(payload.decode(), ProviderStatus.SUCCEEDED, (), False, None, None, None)
 
 
+async def _cursor_key() -> bytes:
+    return b"rpc-tests-cursor-key"
+
+
 def fake_context(stores: FakeStores) -> GenerationContext:
     @asynccontextmanager
     async def transaction() -> AsyncIterator[FakeStores]:
@@ -156,7 +160,7 @@ def fake_context(stores: FakeStores) -> GenerationContext:
         public_bucket="public",
         webhook_base_url=None,
         decoder=unused,
-        cursor_key=b"rpc-tests-cursor-key",
+        cursor_key=_cursor_key,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from generation.domain.decoder import ImageDecoder
@@ -34,8 +35,9 @@ class GenerationContext:
     webhook_base_url: str | None
     # Checks and cleans uploads in budgeted worker processes (started and stopped by wiring).
     decoder: ImageDecoder
-    # Signs history page tokens; the same in every instance (persistence.cursor_key).
-    cursor_key: bytes
+    # The key that signs history page tokens, the same in every instance
+    # (persistence.cursor_key: read from the database on first use).
+    cursor_key: Callable[[], Awaitable[bytes]]
     # Thumbnails of stored outputs (from the delivery hosts only) are made in threads:
     # at most this many at once per process.
     thumbnail_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))

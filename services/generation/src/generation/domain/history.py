@@ -47,7 +47,7 @@ async def list_generations(
     size = page_size or DEFAULT_PAGE_SIZE
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise ValidationError(f"limit must be between 1 and {MAX_PAGE_SIZE}.")
-    key = ctx.cursor_key
+    key = await ctx.cursor_key()
     before = decode_token(key, token, owner_id, status) if token else None
     async with ctx.reads() as stores:
         page = await stores.reads.page(owner_id, status, before, size + 1)

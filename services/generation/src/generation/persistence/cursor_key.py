@@ -7,6 +7,7 @@ every other. Rotating it: delete the row, then restart every instance.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 from sqlalchemy import text
@@ -30,3 +31,20 @@ async def load_cursor_key(sessions: async_sessionmaker[AsyncSession]) -> bytes:
         await session.execute(_CREATE, {"key": secrets.token_bytes(KEY_BYTES)})
         key: bytes = (await session.execute(_READ)).scalar_one()
     return bytes(key)
+
+
+class CursorKeySource:
+    """The shared key, read on first use (not at start: the service starts, and answers
+    UNAVAILABLE, while its database is down) and kept for the life of the process."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+        self._key: bytes | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> bytes:
+        if self._key is None:
+            async with self._lock:
+                if self._key is None:
+                    self._key = await load_cursor_key(self._sessions)
+        return self._key
