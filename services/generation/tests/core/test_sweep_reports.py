@@ -101,3 +101,37 @@ async def test_a_poll_logs_the_jobs_status_and_the_providers_beside_it(core: Cor
 
     [polled] = [line for line in logs if line["event"] == "job.polled"]
     assert (polled["status"], polled["providerStatus"]) == ("canceled", "succeeded")
+
+
+async def _shown(core: Core, job_id: str) -> tuple[object, ...]:
+    """What a change of the job must bump: its version, with its updatedAt."""
+    async with core.app.context.sessions() as session:
+        row = (
+            await session.execute(
+                text("SELECT version, updated_at FROM generation_jobs WHERE id = :id"),
+                {"id": uuid.UUID(job_id)},
+            )
+        ).one()
+    return tuple(row)
+
+
+async def test_settling_a_charge_changes_neither_the_version_nor_updated_at(core: Core) -> None:
+    """A charge or its settlement is bookkeeping: not part of the job as shown, so the
+    feed gives it no version, and updatedAt must not move without one either (a stream
+    would keep a message whose id now stands for another body)."""
+    owner = uuid.uuid4()
+    running = (await core.submit(owner)).job
+    await _backdate(core, running.id, charge_state="none")  # its debit's answer was lost
+    failed = (await core.submit(uuid.uuid4())).job
+    await core.apply_webhook(failed.prediction_id, "failed")
+    await _backdate(core, failed.id, charge_state="none")
+    before = [await _shown(core, job.id) for job in (running, failed)]
+
+    ctx = core.app.context
+    async with ctx.transactions() as tx:
+        candidates = await tx.jobs.needing_settlement(ctx.clock.now(), 50)
+    for job in candidates:
+        await sweep._settle_one(ctx, job)
+
+    assert (await core.outcome(owner, running.id)).charged
+    assert [await _shown(core, job.id) for job in (running, failed)] == before

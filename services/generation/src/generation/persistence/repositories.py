@@ -217,7 +217,8 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
                 (and_(ended, _JOBS.refund_state == RefundState.NONE), RefundState.PENDING),
                 else_=_JOBS.refund_state,
             ),
-            updated_at=bindparam("now"),
+            # Not updated_at: the charge is bookkeeping, not part of the job as shown,
+            # and a change the feed gives no version must not show in updatedAt either.
         )
         .returning(*_RETURNED)
     )
@@ -407,7 +408,7 @@ class JobRepository:
         await self._session.execute(
             update(GenerationJob)
             .where(GenerationJob.id == job_id, GenerationJob.charge_state == ChargeState.NONE)
-            .values(charge_state=ChargeState.WAIVED, updated_at=now)
+            .values(charge_state=ChargeState.WAIVED)  # bookkeeping: updatedAt stays
         )
 
     async def settle_unanswered_debit(
@@ -423,7 +424,7 @@ class JobRepository:
             self._session,
             update(GenerationJob)
             .where(GenerationJob.id == job_id, GenerationJob.charge_state == ChargeState.NONE)
-            .values(**settled, updated_at=now),
+            .values(**settled),  # bookkeeping: updatedAt stays
         )
 
     async def _request_refund_if_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
