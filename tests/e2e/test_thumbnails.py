@@ -175,23 +175,20 @@ def test_the_backfill_command_runs_and_reports(
         **s3_server.env(),
         "GENERATION_DATABASE_URL": database_factory("backfill_cli"),
     }
+
+    def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     # The deployment's migrate step first: the backfill never changes the schema.
-    migrated = subprocess.run(
-        [sys.executable, "-m", "generation", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    migrated = run("generation", "migrate")
     assert migrated.returncode == 0, migrated.stderr[-2000:]
-    result = subprocess.run(
-        [sys.executable, "-m", "generation.backfill"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run("generation.backfill")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.splitlines()[-1]) == {"made": 0, "skipped": 0}

@@ -80,17 +80,21 @@ def test_an_unknown_command_is_refused_with_the_usage_line() -> None:
     assert "python -m generation" in result.stderr
 
 
-def test_the_backfill_with_its_database_down_says_so_without_a_traceback() -> None:
-    url = f"postgresql+asyncpg://someone:s3cret-pw@127.0.0.1:{free_port()}/nowhere"
-    env = {
+def _backfill_env(database_url: str) -> dict[str, str]:
+    """A development environment whose storage is nowhere."""
+    return {
         "APP_ENV": "development",
-        "GENERATION_DATABASE_URL": url,
+        "GENERATION_DATABASE_URL": database_url,
         "S3_ENDPOINT": f"127.0.0.1:{free_port()}",
         "S3_ACCESS_KEY": "a",
         "S3_SECRET_KEY": "b",
     }
 
-    result = run_service("generation.backfill", env=env)
+
+def test_the_backfill_with_its_database_down_says_so_without_a_traceback() -> None:
+    url = f"postgresql+asyncpg://someone:s3cret-pw@127.0.0.1:{free_port()}/nowhere"
+
+    result = run_service("generation.backfill", env=_backfill_env(url))
 
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-800:]
@@ -103,15 +107,8 @@ async def test_the_backfill_never_migrates(database_factory: Callable[[str], str
     """An operator's shell has RUN_MIGRATIONS unset (true): the schema is the migrate
     step's to change, not a side effect of a backfill."""
     url = database_factory("ops_backfill_no_migrate")
-    env = {
-        "APP_ENV": "development",
-        "GENERATION_DATABASE_URL": url,
-        "S3_ENDPOINT": f"127.0.0.1:{free_port()}",
-        "S3_ACCESS_KEY": "a",
-        "S3_SECRET_KEY": "b",
-    }
 
-    result = run_service("generation.backfill", env=env)
+    result = run_service("generation.backfill", env=_backfill_env(url))
 
     tables = await _tables(url)
     assert result.returncode == 1  # nothing to work on: no schema, no storage

@@ -1,4 +1,5 @@
-"""The sweeper's two loops: storage removals keep their pace whatever the jobs' steps do.
+"""The sweeper's loops: time-outs and storage removals keep their pace whatever the
+recovery of jobs does.
 
 A pass over the jobs may last as long as every quiet job's output download with all
 its retries (20 s each, 50 jobs a pass); a DELETE's files must still go within 60 s.
@@ -19,11 +20,16 @@ Step = Callable[[Any], Awaitable[Any]]
 
 
 async def _sweep_until(
-    monkeypatch: pytest.MonkeyPatch, jobs_step: Step, files_step: Step, done: Callable[[], bool]
+    monkeypatch: pytest.MonkeyPatch,
+    jobs_step: Step,
+    files_step: Step,
+    done: Callable[[], bool],
+    timeouts_step: Step | None = None,
 ) -> None:
     """Run a Sweeper (10 ms interval) over these steps until ``done``, then stop it."""
     monkeypatch.setattr(sweep, "sweep_jobs_once", jobs_step)
     monkeypatch.setattr(sweep, "sweep_files_once", files_step)
+    monkeypatch.setattr(sweep, "sweep_timeouts_once", timeouts_step or files_step)
     ctx = SimpleNamespace(config=SimpleNamespace(timings=SimpleNamespace(sweep_interval_ms=10)))
     sweeper = sweep.Sweeper(ctx)  # type: ignore[arg-type]
     sweeper.start()
@@ -35,10 +41,12 @@ async def _sweep_until(
         await sweeper.stop()
 
 
-async def test_removals_go_on_while_a_pass_over_the_jobs_hangs(
+async def test_time_outs_and_removals_go_on_while_a_pass_over_the_jobs_hangs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    jobs_passes, removal_passes = [], []
+    jobs_passes: list[Any] = []
+    removal_passes: list[Any] = []
+    timeout_passes: list[Any] = []
     never = asyncio.Event()
 
     async def hanging_jobs_pass(ctx: Any) -> dict[str, int]:
@@ -46,11 +54,20 @@ async def test_removals_go_on_while_a_pass_over_the_jobs_hangs(
         await never.wait()  # polls whose outputs never download
         return {}
 
-    async def removals(ctx: Any) -> int:
-        removal_passes.append(ctx)
-        return 0
+    def counted(passes: list[Any]) -> Step:
+        async def step(ctx: Any) -> int:
+            passes.append(ctx)
+            return 0
 
-    await _sweep_until(monkeypatch, hanging_jobs_pass, removals, lambda: len(removal_passes) >= 5)
+        return step
+
+    await _sweep_until(
+        monkeypatch,
+        hanging_jobs_pass,
+        counted(removal_passes),
+        lambda: len(removal_passes) >= 5 and len(timeout_passes) >= 5,
+        timeouts_step=counted(timeout_passes),
+    )
     assert len(jobs_passes) == 1  # still in its first pass
 
 

@@ -5,8 +5,9 @@ Each pass, on every instance:
    canceled at the provider (in that order: its "canceled" webhook finds the job
    ended); a job stuck ``starting`` without a prediction id (the process died
    mid-submission) cannot move forward, so it is failed with INTERRUPTED after
-   ``_UNSUBMITTED_GRACE``. First, so that no recovery attempt delays it: a poll whose
-   output will not download takes as long as the download's retries;
+   ``_UNSUBMITTED_GRACE``. On a loop of its own (:class:`Sweeper`), so that no
+   recovery attempt delays it: a poll whose output will not download takes as long
+   as the download's retries, and a pass polls up to 50 jobs;
 2. polls in-flight jobs whose state has not moved for ``sweep_min_age_ms`` (a lost
    webhook), through the same per-prediction throttle as GET refreshes (every pass
    since has tried the jobs step 1 ended);
@@ -16,11 +17,9 @@ Each pass, on every instance:
 4. removes what must leave storage and has not yet (see domain/cleanup.py): a
    deleted job's render files and inputs when the attempt right after the DELETE
    failed, files a late applier could not remove, and any outputs of a job that
-   ended without them. This step runs on a loop of its own (:class:`Sweeper`), every
-   interval whatever the other steps are doing: a pass that polls many jobs whose
-   outputs will not download lasts as long as all their downloads' retries, and a
-   DELETE's files must go within 60 s (with the default 15 s interval they are gone
-   well within a minute once storage answers).
+   ended without them. On a loop of its own too, every interval whatever the other
+   steps are doing: a DELETE's files must go within 60 s (with the default 15 s
+   interval they are gone well within a minute once storage answers).
 
 Safe with many instances: every claim is a conditional update and every usage
 call is idempotent per job.
@@ -57,16 +56,24 @@ _SETTLE_AFTER = timedelta(seconds=10)
 
 
 async def sweep_once(ctx: GenerationContext) -> dict[str, int]:
-    """One whole pass, storage removals first (what the two loops of :class:`Sweeper`
-    do, one after the other); returns counts for logs and tests."""
+    """One whole pass: what the three loops of :class:`Sweeper` do, one after the other
+    (storage removals, time-outs, then recovery and settlement); counts for tests."""
     removed = await sweep_files_once(ctx)
-    return {**await sweep_jobs_once(ctx), "filesRemoved": removed}
+    timed_out = await sweep_timeouts_once(ctx)
+    return {"timedOut": timed_out, **await sweep_jobs_once(ctx), "filesRemoved": removed}
+
+
+async def sweep_timeouts_once(ctx: GenerationContext) -> int:
+    """Step 1 of a pass (jobs past the overall timeout, or stuck unsubmitted)."""
+    timed_out = await _end_overdue_jobs(ctx)
+    if timed_out:
+        log.info("sweep.timed_out", timedOut=timed_out)
+    return timed_out
 
 
 async def sweep_jobs_once(ctx: GenerationContext) -> dict[str, int]:
-    """Steps 1 to 3 of a pass (the jobs); returns counts for logs and tests."""
+    """Steps 2 and 3 of a pass (recovery, settlement); returns counts for logs and tests."""
     counts = {
-        "timedOut": await _end_overdue_jobs(ctx),
         "recovered": await _poll_quiet_jobs(ctx),
         "settled": await _settle(ctx),
     }
@@ -211,20 +218,25 @@ def _isolated(job: Job, step: str) -> Iterator[None]:
 
 
 class Sweeper:
-    """Runs the jobs' steps (:func:`sweep_jobs_once`) and the storage removals
-    (:func:`sweep_files_once`) every ``sweep_interval_ms``, each on its own loop, until
-    stopped: however long a pass over the jobs takes, removals keep their pace."""
+    """Runs the time-outs (:func:`sweep_timeouts_once`), the recovery and settlement of
+    jobs (:func:`sweep_jobs_once`) and the storage removals (:func:`sweep_files_once`)
+    every ``sweep_interval_ms``, each on its own loop, until stopped: a pass that polls
+    jobs whose outputs will not download lasts as long as all their retries, and
+    neither a time-out nor a DELETE's files may wait for it."""
 
     def __init__(self, ctx: GenerationContext) -> None:
         self._ctx = ctx
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
+        steps = {
+            "generation-sweep": sweep_jobs_once,
+            "generation-sweep-timeouts": sweep_timeouts_once,
+            "generation-sweep-files": sweep_files_once,
+        }
         self._tasks = [
-            asyncio.create_task(self._every_interval(sweep_jobs_once), name="generation-sweep"),
-            asyncio.create_task(
-                self._every_interval(sweep_files_once), name="generation-sweep-files"
-            ),
+            asyncio.create_task(self._every_interval(step), name=name)
+            for name, step in steps.items()
         ]
 
     async def stop(self) -> None:
