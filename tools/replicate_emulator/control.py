@@ -50,6 +50,10 @@ class ControlClient:
             base_url=f"{base_url.rstrip('/')}/_emulator",
             timeout=timeout,
             verify=client_tls_context(),
+            # A connection per call: a kept one the server closed for idleness (uvicorn's
+            # 5 s) can take the next call, which then fails with "Server disconnected
+            # without sending a response" (seen in a fault test waiting between calls).
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     def _call(self, method: str, path: str, body: object = None) -> Any:
