@@ -82,7 +82,13 @@ async def test_cancel_and_sweep_timeouts_are_counted(stack: Stack, user: User) -
     assert counts["timedOut"] >= 1
     after = local_scrape()
 
-    assert _delta(before, after, TRANSITIONS, status="canceled", source="user") >= 1
+    # Counted once, by whichever write ended the job: the user's cancel, or the provider's
+    # "canceled" webhook when it arrived first (a race the cancel allows).
+    canceled = sum(
+        _delta(before, after, TRANSITIONS, status="canceled", source=source)
+        for source in ("user", "webhook")
+    )
+    assert canceled >= 1
     assert _delta(before, after, TRANSITIONS, status="failed", source="sweep") >= 1
     assert _delta(before, after, "generation_sweep_passes_total") >= 1
     sweep_jobs = "generation_sweep_jobs_total"
