@@ -252,19 +252,10 @@ class S3Settings(BaseSettings):
     def _an_origin(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        # A base URL (is_base_url) without a path: an origin.
+        if not is_base_url(value) or urlsplit(value).path not in ("", "/"):
+            raise ValueError("must be scheme://host[:port] (http or https, a valid port, no path)")
         url = urlsplit(value)
-        if (
-            url.scheme not in ("http", "https")
-            or not HOST_PORT.fullmatch(url.netloc)
-            or url.path not in ("", "/")
-            or url.query
-            or url.fragment
-        ):
-            raise ValueError("must be scheme://host[:port] (http or https, no path)")
-        try:
-            url.port  # noqa: B018 - raises on a port that is not a number in range
-        except ValueError:
-            raise ValueError("must be scheme://host[:port] with a valid port") from None
         return f"{url.scheme}://{url.netloc}"
 
 
