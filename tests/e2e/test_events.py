@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -269,6 +270,33 @@ async def test_idle_streams_get_heartbeats(stack: Stack, user: User) -> None:
         assert (await user.cancel(held["id"])).status_code == 200
         await asyncio.wait_for(watcher, WAIT)
     assert stream.statuses[-1] == "canceled"
+
+
+async def test_a_stream_ends_when_its_token_expires(stack: Stack, user: User) -> None:
+    """Nothing is sent on a token past its expiry: the stream ends then, and the
+    reconnect EventSource makes with the same token is refused."""
+    await stack.control("set_faults", hold=True)
+    held = (await user.submit("imagine", prompt="A wine cellar")).json()
+    token = make_token(user.id, exp=int(time.time()) + 2)
+    stream = Stream()
+
+    async with _quick_edge(stack, AUTH_LEEWAY_SECONDS=0) as api:
+        url = f"{api}/generations/{held['id']}/events"
+        began = time.monotonic()
+        await asyncio.wait_for(
+            follow(user.client, url, {}, stream, params={"access_token": token}), WAIT
+        )
+        lasted = time.monotonic() - began
+        again = await user.client.get(url, params={"access_token": token})
+
+    assert stream.ended
+    assert 0.5 < lasted < 10, lasted
+    # The job runs on: the token's expiry ended the stream, not a terminal status.
+    assert stream.statuses
+    assert not TERMINAL & set(stream.statuses)
+    assert stream.comments >= 1
+    assert again.status_code == 401
+    assert (await user.cancel(held["id"])).status_code == 200
 
 
 async def _until(done: Any, timeout: float = WAIT) -> None:

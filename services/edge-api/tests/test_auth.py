@@ -125,6 +125,19 @@ async def test_leeway_tolerates_small_clock_skew_only() -> None:
         await verifier.caller(token(now - timedelta(seconds=45)))
 
 
+async def test_the_caller_carries_when_its_token_stops_being_accepted() -> None:
+    """``exp`` plus the leeway (what ends an SSE stream); an ``exp`` PyJWT takes as an
+    integer but no float holds (10**400) means no expiry, not a 500."""
+    verifier = TokenVerifier(secret=SECRET, jwks=None, leeway_seconds=30)
+    claims = {"sub": OWNER, "aud": "authenticated", "role": "authenticated"}
+
+    caller = await verifier.caller(jwt.encode({**claims, "exp": 2_000_000_000}, SECRET, "HS256"))
+    endless = await verifier.caller(jwt.encode({**claims, "exp": 10**400}, SECRET, "HS256"))
+
+    assert caller.expires_at == 2_000_000_030
+    assert endless.expires_at == float("inf")
+
+
 async def test_a_real_user_with_is_anonymous_false_is_accepted(
     client: httpx.AsyncClient, identity, backends
 ) -> None:

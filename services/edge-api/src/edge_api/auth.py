@@ -15,6 +15,7 @@ same 401.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -50,6 +51,9 @@ class Caller:
     owner_id: str
     # Only with AUTH_ANONYMOUS_USERS=zero_plan: a Supabase anonymous user, no generations.
     anonymous: bool = False
+    # When the token stops being accepted (its ``exp`` plus the leeway, Unix seconds):
+    # what outlives the request, a Server-Sent Events stream, ends then.
+    expires_at: float = math.inf
 
 
 class TokenVerifier:
@@ -115,7 +119,16 @@ class TokenVerifier:
         anonymous = claims.get("is_anonymous", False) is not False
         if anonymous and not self._allow_anonymous:
             raise Unauthorized()
-        return Caller(subject.lower(), anonymous)
+        return Caller(subject.lower(), anonymous, _expiry(claims["exp"]) + self._leeway)
+
+
+def _expiry(exp: Any) -> float:
+    """``exp`` (required; PyJWT accepted it as an integer) as Unix seconds; an integer past
+    what a float holds is no expiry at all."""
+    try:
+        return float(exp)
+    except OverflowError:
+        return math.inf
 
 
 async def current_caller(

@@ -9,11 +9,15 @@ While the job runs it is read again every stale interval, so generation's stale
 refresh applies and a lost webhook still shows. A comment line goes out at least
 every ``SSE_HEARTBEAT_SECONDS``. Browsers' ``EventSource`` cannot send headers:
 ``access_token`` in the query works too (it is never logged: the access log has no
-query string).
+query string). A stream ends when the token it was opened with expires (its ``exp``
+plus the leeway), as a request with that token would then be refused: ``EventSource``
+reconnects, gets the 401, and the page signs in again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -24,7 +28,16 @@ from edge_api.mappers import job_to_json
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
 from edge_api.routes.generations import JobId, _job_id, public_base
-from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
+from edge_api.sse import (
+    BEAT,
+    CHANGED,
+    EXPIRED,
+    GONE,
+    REFRESH,
+    EventStreamResponse,
+    Watch,
+    Write,
+)
 from edge_api.state import EdgeState, State
 from interior.generation.v1 import generation_pb2
 from kit.errors import Unauthorized
@@ -42,6 +55,9 @@ _TERMINAL = frozenset(
 )
 _STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 _KEEPALIVE = b": keep-alive\n\n"
+_EXPIRED = b": the access token expired\n\n"
+# No timer is set for a token that outlives this (seconds): no job runs that long.
+_LONGEST_TIMER = 24 * 3600.0
 
 
 def _token(request: Request, access_token: str | None) -> str:
@@ -91,13 +107,14 @@ async def watch_generation(
     ] = None,
 ) -> EventStreamResponse:
     """The job now, then each change, until it is finished."""
-    owner_id = (await state.token_verifier.caller(_token(request, access_token))).owner_id
-    request.state.owner_id = owner_id
+    caller = await state.token_verifier.caller(_token(request, access_token))
+    owner_id = request.state.owner_id = caller.owner_id
     bind_context(ownerId=owner_id)
     job_key = _job_id(job_id)
     first = await _read(state, owner_id, job_key)  # 401/404 answered as JSON, before the stream
     sent = _already_sent(last_event_id, first.version)
     produce = _producer(state, owner_id, job_key, first, sent, public_base(state, request))
+    produce = _until_expiry(produce, caller.expires_at)
     return EventStreamResponse(
         lambda: state.feed.watch(job_key, first.version), produce, _STREAM_HEADERS
     )
@@ -138,6 +155,9 @@ def _producer(
             reasons = await watch.wait()
             if reasons & GONE:
                 return
+            if reasons & EXPIRED:  # nothing more is sent on a token no longer accepted
+                await write(_EXPIRED)
+                return
             if reasons & BEAT:
                 await write(_KEEPALIVE)
             news, watch.news = watch.news, None
@@ -150,6 +170,25 @@ def _producer(
                 job = news  # carried by the feed: exactly what GetGeneration answers
 
     return produce
+
+
+def _until_expiry(
+    produce: Callable[[Watch, Write], Awaitable[None]], expires_at: float
+) -> Callable[[Watch, Write], Awaitable[None]]:
+    """``produce``, woken with EXPIRED when the token expires (one timer per stream)."""
+
+    async def produce_until_expiry(watch: Watch, write: Write) -> None:
+        delay = expires_at - time.time()
+        timer = None
+        if delay <= _LONGEST_TIMER:
+            timer = asyncio.get_running_loop().call_later(max(0.0, delay), watch.wake, EXPIRED)
+        try:
+            await produce(watch, write)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    return produce_until_expiry
 
 
 async def _read_again(
