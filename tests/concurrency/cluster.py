@@ -69,8 +69,6 @@ OPTIONS = InProcessOptions(
         log_level="WARNING",
     ),
     generation_instances=2,
-    # The feed proves its LISTEN connection this often (a deaf one is noticed soon).
-    generation={"FEED_HEARTBEAT_SECONDS": 0.5},
     sweep=True,
     provider_timeout_seconds=10.0,
     edge={

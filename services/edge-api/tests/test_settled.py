@@ -196,3 +196,40 @@ def test_after_a_failed_delete_call_no_view_of_the_job_is_kept() -> None:
     cache.carried(JOB, _job(10), OWNER)
     _served(cache, _job(11))
     assert cache.lookup(JOB, OWNER) is None
+
+
+def test_a_marked_feed_vouches_for_its_views_only_while_its_last_mark_is_recent() -> None:
+    """A stream can stall while it stays open: views are answered only while the last
+    mark (taken ``age`` seconds before it arrived) is within the freshness bound, and
+    again from the next mark on, without losing what was kept."""
+    clock = Clock()
+    cache = SettledJobs(10, max_age=150.0, clock=clock, freshness=0.2)
+    cache.resume(marked=True)
+    _served(cache, _job(3))
+    assert cache.lookup(JOB, OWNER) is None  # caught up, but no mark yet
+
+    cache.vouch(age=0.05)  # taken 50 ms ago: good until 150 ms from now
+    assert cache.lookup(JOB, OWNER) is not None
+    clock.now = 0.15
+    assert cache.lookup(JOB, OWNER) is not None
+    clock.now = 0.16
+    assert cache.lookup(JOB, OWNER) is None  # the marks stopped: ask generation
+    assert not cache.live
+
+    cache.vouch(age=0.5)  # a late mark vouches for nothing recent
+    assert cache.lookup(JOB, OWNER) is None
+    cache.vouch(age=0.0)
+    assert cache.lookup(JOB, OWNER) is not None  # the view was kept meanwhile
+
+
+def test_an_unmarked_feed_is_trusted_while_connected() -> None:
+    """A generation that marks nothing (an older version) is trusted as before."""
+    clock = Clock()
+    cache = SettledJobs(10, max_age=1000.0, clock=clock, freshness=0.2)
+    cache.resume(marked=False)
+    _served(cache, _job(3))
+    clock.now = 100.0
+    assert cache.lookup(JOB, OWNER) is not None
+    cache.vouch(age=0.0)  # ignored: nothing to bound
+    clock.now = 200.0
+    assert cache.lookup(JOB, OWNER) is not None

@@ -70,6 +70,7 @@ def create_app(
                 settings.settled_cache_entries,
                 # A kept view's signed input URLs keep at least half their lifetime.
                 max_age=runtime_config.uploads.signed_url_ttl_seconds / 2,
+                freshness=settings.feed_freshness_seconds,
             ),
             Timings(
                 heartbeat=settings.sse_heartbeat_seconds,

@@ -12,10 +12,11 @@ The edge asks generation to mark the stream every heartbeat (a ``caught_up`` aft
 every change committed before it), and generation says in its initial metadata how
 long a healthy stream goes without a mark; a stream silent for longer (and for
 ``Timings.silence``) is treated as broken, so a connection that died without closing
-or a frozen instance stops settled views from being answered within seconds. (A
-LISTEN connection gone deaf is generation's to notice: it ends the stream.) A
-generation that announces nothing sends no heartbeats (an older version, during a
-rolling deploy): its stream is trusted until it ends, as before.
+or a frozen instance is given up within seconds; settled views stop being answered
+from memory much sooner, when the last mark is older than their freshness bound
+(edge_api.settled). (A LISTEN connection gone deaf is generation's to notice: it ends
+the stream.) A generation that announces nothing sends no heartbeats (an older
+version, during a rolling deploy): its stream is trusted until it ends, as before.
 
 The feed also keeps the edge's cache of settled job views honest (edge_api.settled):
 each change drops older views, and a disconnect or a resume drops them all. It runs
@@ -239,7 +240,7 @@ class JobFeed:
                 except TimeoutError:
                     log.warning("feed.silent", seconds=limit)
                     return
-                self._take(item)
+                self._take(item, marked=silence is not None)
         finally:
             call.cancel()
 
@@ -256,13 +257,14 @@ class JobFeed:
             return None
         return max(self.timings.silence, 1.5 * marks_within)
 
-    def _take(self, item: generation_pb2.WatchJobsResponse) -> None:
+    def _take(self, item: generation_pb2.WatchJobsResponse, marked: bool) -> None:
         if item.WhichOneof("item") == "caught_up":
             self._version = max(self._version, item.caught_up)
             if not self.caught_up:  # the first mark ends the replay; later ones are beats
                 self.caught_up = True
-                self.settled.resume()
+                self.settled.resume(marked)
                 self._wake_all()  # whatever happened while we were away is read again
+            self.settled.vouch(item.mark_age_ms / 1000)
             return
         change = item.change
         self._version = max(self._version, change.version)

@@ -11,11 +11,21 @@ variant URLs are built per request. Its signed input URLs expire, so a view is
 served for at most ``max_age`` seconds. Views come from two places: a GET's own read,
 and the job the feed carries with each change (``carried``), so the first GET after a
 job settles is usually answered here too.
+
+Connected is not enough: a stream can stall while it stays open (a frozen generation
+instance, a LISTEN connection gone deaf), and until that is noticed and the stream
+given up (seconds), every change would be missed. So a marked feed (generation marks
+it every heartbeat, 0.1 s, saying when the mark was taken) vouches only for so long:
+views are answered from memory while the last mark was taken within ``freshness``
+(0.2 s), and asked of generation otherwise; the next mark lets them be answered
+again, as the changes before it came first. Another edge's change is then never
+hidden for longer than that plus the mark's own travel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -61,10 +71,15 @@ class SettledJobs:
         capacity: int,
         max_age: float,
         clock: Callable[[], float] = time.monotonic,
+        freshness: float = 0.2,
     ) -> None:
         self._capacity = capacity
         self._max_age = max_age
         self._clock = clock
+        self._freshness = freshness
+        # When the feed's last mark was taken (``clock``), for a feed that marks its
+        # stream; None for one that does not (trusted while connected).
+        self._vouched_at: float | None = None
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._reads: dict[str, set[Read]] = {}
         # The oldest version this edge may still answer, per job, for jobs whose change
@@ -82,13 +97,17 @@ class SettledJobs:
 
     @property
     def live(self) -> bool:
-        """Whether views are answered (the feed is connected and caught up)."""
-        return self._live
+        """Whether views are answered: the feed is connected and caught up, and its last
+        mark (if it marks its stream) was taken within ``freshness``."""
+        if not self._live:
+            return False
+        vouched_at = self._vouched_at
+        return vouched_at is None or self._clock() - vouched_at <= self._freshness
 
     def lookup(self, job_id: str, owner_id: str) -> generation_pb2.Job | None:
         """The kept view of the owner's job, or None (ask generation)."""
         entry = self._entries.get(job_id)
-        if entry is None or not self._live or entry.owner_id != owner_id:
+        if entry is None or entry.owner_id != owner_id or not self.live:
             return None
         if self._clock() - entry.stored_at > self._max_age:
             del self._entries[job_id]
@@ -188,10 +207,18 @@ class SettledJobs:
         self._live = False
         self._forget()
 
-    def resume(self) -> None:
-        """The feed caught up again: start over from an empty cache."""
+    def resume(self, marked: bool = False) -> None:
+        """The feed caught up again: start over from an empty cache. ``marked``: the feed
+        marks its stream, and views are answered only while a mark is recent (vouch)."""
         self._forget()
+        self._vouched_at = -math.inf if marked else None
         self._live = True
+
+    def vouch(self, age: float) -> None:
+        """A mark of a marked feed, taken ``age`` seconds ago: every change committed
+        before then has been reported."""
+        if self._vouched_at is not None:
+            self._vouched_at = max(self._vouched_at, self._clock() - age)
 
     def _forget(self) -> None:
         self._entries.clear()

@@ -40,9 +40,12 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
     # The background sweep (lost webhooks, timeouts, settlement); off only in tests.
     sweep_enabled: bool = Field(default=True, alias="SWEEP_ENABLED")
     run_migrations: bool = Field(default=True, alias="RUN_MIGRATIONS")
-    # How often the change feed proves its LISTEN connection and marks WatchJobs streams
-    # (an edge's FEED_SILENCE_SECONDS must allow a few of them).
-    feed_heartbeat_seconds: float = Field(default=2.0, gt=0, alias="FEED_HEARTBEAT_SECONDS")
+    # How often the change feed proves its LISTEN connection and marks WatchJobs streams:
+    # an edge answers settled views from memory only while its last mark is recent
+    # (FEED_FRESHNESS_SECONDS, 0.2), so a mark must come well within that.
+    feed_heartbeat_seconds: float = Field(
+        default=0.1, ge=0.02, le=10, alias="FEED_HEARTBEAT_SECONDS"
+    )
     # Prometheus exporter (GET /metrics) on its own port; 0 turns it off.
     metrics_port: int = Field(
         default=9101,

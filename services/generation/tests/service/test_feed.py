@@ -114,6 +114,8 @@ class Follower:
         self.changes: list[pb.JobChange] = []
         self.caught_up = asyncio.Event()
         self.marks = 0
+        # Each mark's mark_age_ms, in order.
+        self.ages: list[int] = []
         self.ended: grpc.aio.AioRpcError | None = None
         self._task = asyncio.create_task(self._read())
 
@@ -122,6 +124,7 @@ class Follower:
             async for item in self.call:
                 if item.WhichOneof("item") == "caught_up":
                     self.marks += 1
+                    self.ages.append(item.mark_age_ms)
                     self.caught_up.set()
                 else:
                     self.changes.append(item.change)
@@ -349,6 +352,33 @@ async def test_a_followed_stream_is_marked_every_heartbeat_when_it_asks(
     assert (await unasked.call.initial_metadata()).get(FEED_MARKS_WITHIN) is None
     follower.cancel()
     unasked.cancel()
+
+
+async def test_a_mark_says_how_long_ago_it_was_taken(instances: list[Instance]) -> None:
+    """A mark vouches for changes committed before its probe was sent: one whose probe
+    came back late says so (an edge then does not take it for a recent one)."""
+    follower = Follower(instances[0], None, heartbeats=True)
+    await follower.caught_up.wait()
+    await asyncio.sleep(HEARTBEAT * 3)
+    assert follower.ages
+    assert max(follower.ages) < 250  # the replay's table read and prompt probes
+    pids = await _listener_pids(instances[0])
+    seen = len(follower.ages)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(0.5)  # under the probe's 1 s: the connection is kept
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    async with asyncio.timeout(WAIT):
+        while len(follower.ages) == seen:
+            await asyncio.sleep(0.01)
+    assert follower.ended is None
+    # The probe in flight was sent 0.5 s before the end at most, one heartbeat after
+    # the stop at least (0.3 s).
+    assert follower.ages[seen] >= 250, follower.ages[seen - 2 :]
+    follower.cancel()
 
 
 async def test_a_listening_connection_gone_deaf_ends_the_stream(

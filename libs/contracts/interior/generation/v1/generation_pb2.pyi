@@ -728,12 +728,19 @@ class WatchJobsResponse(_message.Message):
 
     CHANGE_FIELD_NUMBER: _builtins.int
     CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    MARK_AGE_MS_FIELD_NUMBER: _builtins.int
     caught_up: _builtins.int
     """Sent after the recorded changes were replayed (from here on the stream is
     live), then, with WatchJobsRequest.heartbeats, again every heartbeat
-    (FEED_HEARTBEAT_SECONDS, 2 s by default), after every change committed
+    (FEED_HEARTBEAT_SECONDS, 0.1 s by default), after every change committed
     before it: a receiver that hears nothing for longer than announced treats
     the stream as lost. The value is the newest version known at that moment.
+    """
+    mark_age_ms: _builtins.int
+    """With caught_up: how many milliseconds before this message was sent its mark
+    was taken (the replay's read of the table, a heartbeat's probe sent): every
+    change committed before then came first. A receiver that answers from what
+    the stream told it can bound how stale that answer is.
     """
     @_builtins.property
     def change(self) -> Global___JobChange: ...
@@ -742,10 +749,11 @@ class WatchJobsResponse(_message.Message):
         *,
         change: Global___JobChange | None = ...,
         caught_up: _builtins.int = ...,
+        mark_age_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "change", b"change", "item", b"item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "change", b"change", "item", b"item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "change", b"change", "item", b"item", "mark_age_ms", b"mark_age_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["change", "caught_up"]  # noqa: Y015
     _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015

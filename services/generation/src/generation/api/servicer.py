@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import math
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,7 +14,13 @@ import grpc
 from generation.api import mappers
 from generation.api.intake import EarlyRefusal, received_submission
 from generation.domain import audit, commands, history, queries
-from generation.domain.changes import FeedLost, JobChangeRef, JobFeed, SubscriberTooSlow
+from generation.domain.changes import (
+    FeedLost,
+    FeedMark,
+    JobChangeRef,
+    JobFeed,
+    SubscriberTooSlow,
+)
 from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction
 from generation.domain.jobs import JobView
@@ -38,6 +46,12 @@ _MAX_EVENT_BYTES = 1024 * 1024
 # Kept back from the caller's deadline so a provider call that runs out of time
 # still leaves room to end the job cleanly (fail it, free the slot) and answer.
 PROVIDER_DEADLINE_MARGIN_SECONDS = 3.0
+
+
+def _age_ms(mark: FeedMark) -> int:
+    """How long ago ``mark`` was taken, in whole milliseconds (as a uint32 holds it)."""
+    elapsed = asyncio.get_running_loop().time() - mark.taken_at
+    return min(max(0, math.ceil(elapsed * 1000)), 2**32 - 1)
 
 
 def _provider_deadline_of(context: Context) -> Deadline | None:
@@ -147,9 +161,9 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             await context.send_initial_metadata(((FEED_MARKS_WITHIN, marks_within),))
         try:
             async for item in self._feed.follow(owner_id, request.from_version, request.heartbeats):
-                if isinstance(item, int):
+                if isinstance(item, FeedMark):
                     live = True
-                    yield pb.WatchJobsResponse(caught_up=item)
+                    yield pb.WatchJobsResponse(caught_up=item.version, mark_age_ms=_age_ms(item))
                     continue
                 change = mappers.change_message(item)
                 if request.with_jobs and live:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -21,6 +22,15 @@ class JobChangeRef(Protocol):
 
     @property
     def owner_id(self) -> uuid.UUID: ...
+
+
+@dataclass(frozen=True)
+class FeedMark:
+    """Every change committed before ``taken_at`` (the event loop's clock) came before
+    this mark; ``version`` is the newest version known then."""
+
+    version: int
+    taken_at: float
 
 
 class FeedLost(Exception):
@@ -39,10 +49,9 @@ class JobFeed(Protocol):
 
     def follow(
         self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
-    ) -> AsyncIterator[JobChangeRef | int]:
-        """Changes after ``from_version``, an ``int`` mark (the caught-up version), then live
-        changes and, with ``marks``, a mark each heartbeat (every change committed before
-        it came first).
+    ) -> AsyncIterator[JobChangeRef | FeedMark]:
+        """Changes after ``from_version``, a mark (caught up: the replay is over), then
+        live changes and, with ``marks``, a mark each heartbeat.
 
         Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
         """

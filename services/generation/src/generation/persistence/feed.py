@@ -18,10 +18,14 @@ connection that went deaf while idle must not be handed to the next follower), t
 connection proves itself each ``heartbeat``: it sends itself a notification on a
 channel of its own and waits for it. Notifications arrive in commit order, so once the
 probe is back every change committed before it has been handed out, and each
-subscriber gets a mark (the newest version notified, the same ``int`` as the caught-up
-one) that a follower can time out on: ``marks_within`` is the longest a healthy feed
-goes without one. A probe not back within ``probe_timeout`` ends the connection, and
-with it every subscription.
+subscriber gets a mark (the newest version notified, as the caught-up one) that a
+follower can time out on: ``marks_within`` is the longest a healthy feed goes without
+one. A probe not back within ``probe_timeout`` ends the connection, and with it every
+subscription. A mark also says when its probe was sent (``FeedMark.taken_at``): a
+follower that answers from what the feed told it (the edge's settled views) does so
+only while its last mark is recent, so a feed that stalls while its connections stay
+open (a frozen instance, a deaf connection) stops those answers within a fraction of
+a second, long before it is given up. Marks come every ``HEARTBEAT_SECONDS`` for that.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from generation.domain.changes import FeedMark
 from generation.persistence.models import JobEvent
 from kit.db import session_scope
 from kit.logging import get_logger
@@ -57,8 +62,10 @@ QUEUE_LIMIT = 10_000
 RETENTION = timedelta(hours=24)
 _PRUNE_EVERY_SECONDS = 3600.0
 # How often the open LISTEN connection proves itself (followed or idle) and marks the
-# streams that asked for it.
-HEARTBEAT_SECONDS = 2.0
+# streams that asked for it: often enough that a follower can require a mark taken
+# within the last 0.2 s (the edge's FEED_FRESHNESS_SECONDS) with room for delays. A
+# probe is one NOTIFY round trip to the database.
+HEARTBEAT_SECONDS = 0.1
 # A probe is given two heartbeats, and never less than this: a busy database or event
 # loop must not end every stream of the cluster at once.
 _PROBE_TIMEOUT_MIN_SECONDS = 1.0
@@ -132,8 +139,8 @@ class ChangeFeed:
 
     async def follow(
         self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
-    ) -> AsyncIterator[JobChange | int]:
-        """Changes and marks (``int``) for ``owner_id`` or everyone.
+    ) -> AsyncIterator[JobChange | FeedMark]:
+        """Changes and marks for ``owner_id`` or everyone.
 
         The first mark, the newest version recorded, follows the replay (caught up);
         then, with ``marks``, one comes each heartbeat, after every change committed
@@ -145,10 +152,12 @@ class ChangeFeed:
         await self._ensure_listening()
         self._subscribers.add(subscriber)  # live first, so nothing falls between
         try:
+            # Whatever committed before the table is read is replayed or notified.
+            taken_at = asyncio.get_running_loop().time()
             replayed, head = await self._recorded(owner_id, from_version)
             for change in replayed:
                 yield change
-            yield head
+            yield FeedMark(head, taken_at)
             while True:
                 item = await subscriber.queue.get()
                 if item is _LOST:
@@ -233,6 +242,7 @@ class ChangeFeed:
             if connection.is_closed():
                 return
             self._probe = probe = loop.create_future()
+            sent_at = loop.time()
             try:
                 async with asyncio.timeout(self.probe_timeout):
                     await connection.execute("SELECT pg_notify($1, '')", channel)
@@ -244,8 +254,9 @@ class ChangeFeed:
                 return
             finally:
                 self._probe = None
+            mark = FeedMark(self._notified, sent_at)
             for subscriber in list(self._subscribers):
-                if subscriber.marks and not subscriber.offer(self._notified):
+                if subscriber.marks and not subscriber.offer(mark):
                     self._subscribers.discard(subscriber)
 
     def _end_all(self) -> None:

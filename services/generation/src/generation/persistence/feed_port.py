@@ -24,12 +24,12 @@ class FeedPort:
 
     async def follow(
         self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
-    ) -> AsyncIterator[changes.JobChangeRef | int]:
+    ) -> AsyncIterator[changes.JobChangeRef | changes.FeedMark]:
         """See ``ChangeFeed.follow``; closing this closes the subscription at once."""
         # follow is an async generator (typed as an iterator): closed here, its
         # subscription ends now rather than whenever the collector runs.
         followed = self._feed.follow(owner_id, from_version, marks)
-        items = cast("AsyncGenerator[feed.JobChange | int, None]", followed)
+        items = cast("AsyncGenerator[feed.JobChange | changes.FeedMark, None]", followed)
         try:
             async with aclosing(items):
                 async for item in items:
