@@ -280,7 +280,8 @@ async def test_a_stream_ends_when_its_token_expires(stack: Stack, user: User) ->
     token = make_token(user.id, exp=int(time.time()) + 2)
     stream = Stream()
 
-    async with _quick_edge(stack, AUTH_LEEWAY_SECONDS=0) as api:
+    # A quiet stream ends at its first heartbeat past the expiry.
+    async with _quick_edge(stack, AUTH_LEEWAY_SECONDS=0, SSE_HEARTBEAT_SECONDS=0.2) as api:
         url = f"{api}/generations/{held['id']}/events"
         began = time.monotonic()
         await asyncio.wait_for(

@@ -52,7 +52,7 @@ class Caller:
     # Only with AUTH_ANONYMOUS_USERS=zero_plan: a Supabase anonymous user, no generations.
     anonymous: bool = False
     # When the token stops being accepted (its ``exp`` plus the leeway, Unix seconds):
-    # what outlives the request, a Server-Sent Events stream, ends then.
+    # what outlives the request, a Server-Sent Events stream, sends nothing after it.
     expires_at: float = math.inf
 
 

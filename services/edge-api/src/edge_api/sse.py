@@ -23,7 +23,6 @@ CHANGED = 1  # its job changed, or the feed was interrupted: read it again
 BEAT = 2  # a heartbeat is due
 REFRESH = 4  # the job's timed read is due (only one watcher of the job gets it)
 GONE = 8  # the client disconnected
-EXPIRED = 16  # the token the stream was opened with is no longer accepted
 
 Write = Callable[[bytes], Awaitable[None]]
 

@@ -9,14 +9,14 @@ While the job runs it is read again every stale interval, so generation's stale
 refresh applies and a lost webhook still shows. A comment line goes out at least
 every ``SSE_HEARTBEAT_SECONDS``. Browsers' ``EventSource`` cannot send headers:
 ``access_token`` in the query works too (it is never logged: the access log has no
-query string). A stream ends when the token it was opened with expires (its ``exp``
-plus the leeway), as a request with that token would then be refused: ``EventSource``
-reconnects, gets the 401, and the page signs in again.
+query string). Nothing is sent on a token past its expiry (its ``exp`` plus the
+leeway), as a request with it would then be refused: a stream woken after that ends
+instead, and a quiet one at its next heartbeat (the shared ticker's, so no timer per
+stream). ``EventSource`` reconnects, gets the 401, and the page signs in again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -28,16 +28,7 @@ from edge_api.mappers import job_to_json
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
 from edge_api.routes.generations import JobId, _job_id, public_base
-from edge_api.sse import (
-    BEAT,
-    CHANGED,
-    EXPIRED,
-    GONE,
-    REFRESH,
-    EventStreamResponse,
-    Watch,
-    Write,
-)
+from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
 from edge_api.state import EdgeState, State
 from interior.generation.v1 import generation_pb2
 from kit.errors import Unauthorized
@@ -56,8 +47,6 @@ _TERMINAL = frozenset(
 _STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 _KEEPALIVE = b": keep-alive\n\n"
 _EXPIRED = b": the access token expired\n\n"
-# No timer is set for a token that outlives this (seconds): no job runs that long.
-_LONGEST_TIMER = 24 * 3600.0
 
 
 def _token(request: Request, access_token: str | None) -> str:
@@ -113,8 +102,9 @@ async def watch_generation(
     job_key = _job_id(job_id)
     first = await _read(state, owner_id, job_key)  # 401/404 answered as JSON, before the stream
     sent = _already_sent(last_event_id, first.version)
-    produce = _producer(state, owner_id, job_key, first, sent, public_base(state, request))
-    produce = _until_expiry(produce, caller.expires_at)
+    produce = _producer(
+        state, owner_id, job_key, first, sent, public_base(state, request), caller.expires_at
+    )
     return EventStreamResponse(
         lambda: state.feed.watch(job_key, first.version), produce, _STREAM_HEADERS
     )
@@ -141,6 +131,7 @@ def _producer(
     job: generation_pb2.Job,
     sent: int,
     base_url: str,
+    expires_at: float,
 ) -> Callable[[Watch, Write], Awaitable[None]]:
     async def produce(watch: Watch, write: Write) -> None:
         nonlocal job, sent
@@ -155,7 +146,7 @@ def _producer(
             reasons = await watch.wait()
             if reasons & GONE:
                 return
-            if reasons & EXPIRED:  # nothing more is sent on a token no longer accepted
+            if time.time() >= expires_at:  # nothing more on a token no longer accepted
                 await write(_EXPIRED)
                 return
             if reasons & BEAT:
@@ -170,25 +161,6 @@ def _producer(
                 job = news  # carried by the feed: exactly what GetGeneration answers
 
     return produce
-
-
-def _until_expiry(
-    produce: Callable[[Watch, Write], Awaitable[None]], expires_at: float
-) -> Callable[[Watch, Write], Awaitable[None]]:
-    """``produce``, woken with EXPIRED when the token expires (one timer per stream)."""
-
-    async def produce_until_expiry(watch: Watch, write: Write) -> None:
-        delay = expires_at - time.time()
-        timer = None
-        if delay <= _LONGEST_TIMER:
-            timer = asyncio.get_running_loop().call_later(max(0.0, delay), watch.wake, EXPIRED)
-        try:
-            await produce(watch, write)
-        finally:
-            if timer is not None:
-                timer.cancel()
-
-    return produce_until_expiry
 
 
 async def _read_again(
