@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -110,6 +110,18 @@ def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             dbapi_connection.ping()
         except Exception as exc:
             raise DisconnectionError("a pooled connection failed its ping") from exc
+
+
+def reachable(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
+    """A readiness check (kit.grpc_server): one ``SELECT 1`` through the pool. It raises
+    when the database cannot be reached; the server's time limit bounds it."""
+
+    async def check() -> bool:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return True
+
+    return check
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

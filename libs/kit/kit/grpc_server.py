@@ -5,6 +5,13 @@ interceptors (request context + logs, per-rpc metrics, service identity, domain 
 rich status), deliberate message size limits, and a graceful stop: health goes
 NOT_SERVING, in-flight calls get ``grace`` seconds, then the owner's cleanup (engine
 disposal) runs.
+
+Health says two things. The overall status (service ``""``) is the process's: SERVING
+from the start until the graceful stop, for liveness probes (a database outage must
+not get every replica restarted). Each named service (``interior.generation.v1...``)
+also follows the server's ``readiness`` check when it has one (a service with a
+database: can it reach it?), asked every ``READINESS_INTERVAL_SECONDS``: NOT_SERVING
+while the check fails, for readiness probes and the edge's ``/readyz``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from kit.metrics import MetricsInterceptor
 from kit.service_identity import TokenVerifier
 
 log = get_logger("kit.grpc_server")
+
+# How often a server's readiness check runs (seconds); a check gets half of it.
+READINESS_INTERVAL_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +86,13 @@ class GrpcServer:
         verifier: TokenVerifier | None = None,
         reflection: bool = False,
         unavailable_errors: tuple[type[BaseException], ...] = (),
+        readiness: Callable[[], Awaitable[bool]] | None = None,
+        readiness_interval: float = READINESS_INTERVAL_SECONDS,
     ) -> None:
         self._bindings = bindings
+        self._readiness = readiness
+        self._readiness_interval = readiness_interval
+        self._readiness_task: asyncio.Task[None] | None = None
         self._address = f"{host}:{port}"
         self._on_stop = on_stop
         self._reflection = reflection
@@ -125,13 +140,58 @@ class GrpcServer:
             )
         self.port = self.server.add_insecure_port(self._address)
         await self.server.start()
-        for name in ["", *names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        ready = await self._ready()
+        await self._set_named(ready)
+        if self._readiness is not None:
+            self._readiness_task = asyncio.create_task(
+                self._follow_readiness(ready), name="grpc-readiness"
+            )
         log.info("grpc.started", address=self._address.rsplit(":", 1)[0], port=self.port)
         return self.port
 
+    async def _ready(self) -> bool:
+        """The readiness check's answer (True without one); a check that raises or takes
+        longer than half the interval says not ready."""
+        if self._readiness is None:
+            return True
+        try:
+            async with asyncio.timeout(self._readiness_interval / 2):
+                return await self._readiness()
+        except Exception as error:
+            log.debug("grpc.readiness_check_failed", error=type(error).__name__)
+            return False
+
+    async def _set_named(self, ready: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for binding in self._bindings:
+            await self.health.set(binding.full_name, status)
+
+    async def _follow_readiness(self, ready: bool) -> None:
+        if not ready:
+            log.warning("grpc.not_ready")
+        while True:
+            await asyncio.sleep(self._readiness_interval)
+            now = await self._ready()
+            if now == ready:
+                continue
+            if now:
+                log.info("grpc.ready")
+            else:
+                log.warning("grpc.not_ready")
+            ready = now
+            await self._set_named(ready)
+
     async def stop(self, grace: float) -> None:
         """NOT_SERVING first, then let in-flight calls finish, then clean up."""
+        if self._readiness_task is not None:
+            self._readiness_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readiness_task
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         if self._on_stop is not None:

@@ -26,6 +26,7 @@ from kit.db import (
     create_engine,
     create_read_sessionmaker,
     create_sessionmaker,
+    reachable,
     run_migrations,
 )
 from kit.grpc_client import create_channel
@@ -139,5 +140,7 @@ async def build_app(
         verifier=identity.verifier,
         reflection=settings.development,
         unavailable_errors=UNAVAILABLE_ERRORS,
+        # Named services follow the database (readiness); "" stays the process's.
+        readiness=reachable(engine),
     )
     return GenerationApp(server=server, context=context, sweeper=sweeper)

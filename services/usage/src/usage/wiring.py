@@ -17,6 +17,7 @@ from kit.db import (
     create_engine,
     create_read_sessionmaker,
     create_sessionmaker,
+    reachable,
     run_migrations,
 )
 from kit.grpc_server import GrpcServer, ServiceBinding
@@ -96,5 +97,7 @@ def build_server(
         verifier=identity.verifier,
         reflection=settings.development,
         unavailable_errors=UNAVAILABLE_ERRORS,
+        # Named services follow the database (readiness); "" stays the process's.
+        readiness=reachable(engine),
     )
     return server, cleanup
