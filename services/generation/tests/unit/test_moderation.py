@@ -12,6 +12,8 @@ from kit.errors import ValidationError
 # Realistic prompts full of numbers, sizes, years and words that look alarming out of context.
 BENIGN = [
     "Add a 3 seater sofa and 2 armchairs",
+    "a 2.4 m ceiling, 0.9 m doors and a 1.2 m hallway",
+    "version 2.0.4 of the layout, 0.25 scale",
     "bright white kitchen with 900mm benchtop",
     "King bed, 2 bedside tables",
     "Rug 2400 x 1200 under the dining table",
@@ -105,6 +107,9 @@ BAD = {
     "pii": [
         "email me at jane.doe@example.com",
         "call 0412 345 678 for access",
+        "call 0412.345.678 for access",
+        "ring 02.9876.5432 after six",
+        "1300.123.456",
         "my number is 0412345678",
         "+61 412 345 678",
         "+61 2 9876 5432",

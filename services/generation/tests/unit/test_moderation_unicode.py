@@ -84,6 +84,9 @@ BYPASSES = [
 
 PERSONAL_DATA = [
     "call me on \uff10\uff14\uff11\uff12 \uff13\uff14\uff15 \uff16\uff17\uff18",  # full width
+    "call me on \u0660\u0664\u0661\u0662 \u0663\u0664\u0665 \u0666\u0667\u0668",  # Arabic-Indic
+    "\u0966\u096a\u0967\u0968\u0969\u096a\u096b\u096c\u096d\u096e par call karo",  # Devanagari
+    "ring \u06f0\u06f2 \u06f9\u06f8\u06f7\u06f6 \u06f5\u06f4\u06f3\u06f2",  # Extended Arabic-Indic
 ]
 
 BENIGN = [

@@ -159,10 +159,11 @@ _PII_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
     # International numbers: "+" then 8-15 digits with the usual separators.
     re.compile(r"(?<![\w+])\+\d(?:[\s().-]{0,2}\d){7,14}\b"),
-    # Australian mobiles and landlines, optionally as +61 / 61.
-    re.compile(r"(?<![\w+])(?:\(?0[2-478]\)?|61\s?[2-478])(?:[\s-]?\d){8}\b"),
+    # Australian mobiles and landlines, optionally as +61 / 61, grouped by spaces, dashes
+    # or dots ("0412.345.678").
+    re.compile(r"(?<![\w+])(?:\(?0[2-478]\)?|61\s?[2-478])(?:[\s.-]?\d){8}\b"),
     # Australian 1300 / 1800 numbers and North American (555) 123-4567 style numbers.
-    re.compile(r"\b1[38]00[\s-]?\d{3}[\s-]?\d{3}\b"),
+    re.compile(r"\b1[38]00[\s.-]?\d{3}[\s.-]?\d{3}\b"),
     re.compile(r"(?:\(\d{3}\)\s?|\b\d{3}[.-])\d{3}[.-]\d{4}\b"),
     # A street address: number, one to three capitalized name words, a street suffix.
     re.compile(
@@ -183,6 +184,8 @@ _URL = re.compile(
     re.IGNORECASE,
 )
 _REPEATED_CHAR = re.compile(r"(.)\1{9,}")
+# A decimal digit of any script (``\d`` is Unicode-aware on str patterns).
+_ANY_DIGIT = re.compile(r"\d")
 _WORD = re.compile(r"\w+")
 
 # Three or more single characters split by one repeated separator (any one symbol or
@@ -222,8 +225,9 @@ def is_flagged(text: str) -> str | None:
     for category, pattern in _WORD_PATTERNS:
         if any(pattern.search(variant) for variant in variants):
             return category
-    # Full-width or other compatibility digits spell the same phone number.
-    if _has_personal_data(text) or _has_personal_data(unicodedata.normalize("NFKC", text)):
+    # Full-width or other compatibility digits, and other scripts' digits (Arabic-Indic,
+    # Devanagari), spell the same phone number.
+    if _has_personal_data(text) or _has_personal_data(_ascii_digits(text)):
         return "pii"
     if _is_spam(text):
         return "spam"
@@ -250,6 +254,14 @@ def _glued_after_its_first_letter(match: re.Match[str]) -> str:
 def _unleet(match: re.Match[str]) -> str:
     word = match.group()
     return word if word.isdigit() else word.translate(_LEET)
+
+
+def _ascii_digits(text: str) -> str:
+    """``text`` in NFKC with every decimal digit of any script as its ASCII digit."""
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return _ANY_DIGIT.sub(lambda match: str(unicodedata.decimal(match.group())), text)
 
 
 def _has_personal_data(text: str) -> bool:
