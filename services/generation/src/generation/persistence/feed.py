@@ -68,8 +68,10 @@ _PRUNE_EVERY_SECONDS = 3600.0
 # machinery), 5 a second 0.25% of a core. A probe is one NOTIFY round trip.
 HEARTBEAT_SECONDS = 0.2
 # A probe is given two heartbeats, and never less than this: a busy database or event
-# loop must not end every stream of the cluster at once.
-_PROBE_TIMEOUT_MIN_SECONDS = 1.0
+# loop must not end every stream of the cluster at once. (Followers stop trusting a
+# feed whose marks run late long before: the probe's timeout only decides when the
+# connection is given up and its streams are ended, to be resumed.)
+_PROBE_TIMEOUT_MIN_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
