@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -184,6 +185,38 @@ async def test_an_unreachable_database_is_a_retryable_503(served: Any) -> None:
     assert "SELECT" not in (caught.value.details() or "")
 
 
+@asynccontextmanager
+async def _health_of(
+    check: Callable[[], Awaitable[bool]], interval: float = 5.0
+) -> AsyncIterator[Callable[[], Awaitable[tuple[int, int]]]]:
+    """A server with the readiness ``check``; yields a reader of its (overall, named)
+    health statuses."""
+    server = GrpcServer(
+        [ServiceBinding(SERVICE, lambda s: None)],
+        host="127.0.0.1",
+        port=0,
+        max_message_bytes=1024 * 1024,
+        readiness=check,
+        readiness_interval=interval,
+    )
+    port = await server.start()
+    channel = create_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+
+    async def statuses() -> tuple[int, int]:
+        overall, named = [
+            (await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)).status
+            for name in ("", SERVICE)
+        ]
+        return overall, named
+
+    try:
+        yield statuses
+    finally:
+        await channel.close()
+        await server.stop(0)
+
+
 async def test_named_services_follow_the_readiness_check_and_the_process_stays_serving() -> None:
     """A readiness check (a service's database) moves the named services between
     SERVING and NOT_SERVING; the overall status (liveness) stays SERVING throughout,
@@ -198,59 +231,20 @@ async def test_named_services_follow_the_readiness_check_and_the_process_stays_s
             await asyncio.sleep(60)
         return bool(answer)
 
-    server = GrpcServer(
-        [ServiceBinding(SERVICE, lambda s: None)],
-        host="127.0.0.1",
-        port=0,
-        max_message_bytes=1024 * 1024,
-        readiness=check,
-        readiness_interval=0.1,
-    )
-    port = await server.start()
-    channel = create_channel(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(channel)
-
-    async def statuses() -> tuple[int, int]:
-        overall, named = [
-            (await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)).status
-            for name in ("", SERVICE)
-        ]
-        return overall, named
-
-    async def until(named: int) -> None:
-        async with asyncio.timeout(5):
-            while (await statuses())[1] != named:
-                await asyncio.sleep(0.02)
-        assert (await statuses())[0] == health_pb2.HealthCheckResponse.SERVING
-
-    try:
+    async with _health_of(check, interval=0.1) as statuses:
         assert await statuses() == (SERVING, SERVING)
         for answer in (False, True, OperationalError("SELECT 1", {}, OSError()), True, "hang"):
             answers.append(answer)
-            await until(SERVING if answer is True else NOT_SERVING)
-    finally:
-        await channel.close()
-        await server.stop(0)
+            named = SERVING if answer is True else NOT_SERVING
+            async with asyncio.timeout(5):
+                while (await statuses())[1] != named:
+                    await asyncio.sleep(0.02)
+            assert (await statuses())[0] == SERVING
 
 
 async def test_a_service_whose_check_fails_at_start_starts_not_ready() -> None:
     async def check() -> bool:
         raise ConnectionRefusedError
 
-    server = GrpcServer(
-        [ServiceBinding(SERVICE, lambda s: None)],
-        host="127.0.0.1",
-        port=0,
-        max_message_bytes=1024 * 1024,
-        readiness=check,
-    )
-    port = await server.start()
-    channel = create_channel(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(channel)
-    try:
-        named = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5)
-        overall = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
-        assert (overall.status, named.status) == (SERVING, NOT_SERVING)
-    finally:
-        await channel.close()
-        await server.stop(0)
+    async with _health_of(check) as statuses:
+        assert await statuses() == (SERVING, NOT_SERVING)
