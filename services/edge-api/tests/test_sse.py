@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
+from types import SimpleNamespace
 
 import grpc
 import httpx
@@ -15,6 +17,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from edge_api.feed import JobFeed, Timings
+from edge_api.routes.events import _producer
 from edge_api.settled import SettledJobs
 from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
 from interior.generation.v1 import generation_pb2
@@ -373,3 +376,35 @@ async def test_an_upstream_that_announces_no_heartbeat_is_never_given_up_for_sil
         assert feed.settled.lookup(job_id, owner) == done
     finally:
         await feed.close()
+
+
+async def test_no_job_is_written_once_the_token_expired_even_after_a_slow_read() -> None:
+    """The expiry is checked as each message goes out: a read begun just before the
+    token expired (a change the feed did not carry) ends the stream instead."""
+    before = generation_pb2.Job(id="job-a", version=1, status=generation_pb2.JOB_STATUS_PROCESSING)
+    after = generation_pb2.Job(id="job-a", version=2, status=generation_pb2.JOB_STATUS_PROCESSING)
+
+    class Generation:
+        async def GetGeneration(self, request: object, timeout: float, metadata: object) -> object:
+            await asyncio.sleep(0.4)  # generation (or its database) busy
+            return SimpleNamespace(job=after)
+
+    state = SimpleNamespace(
+        connected=lambda: SimpleNamespace(generation=Generation()),
+        rpc_timeout=lambda: 10.0,
+        feed=SimpleNamespace(share=lambda *args: None),
+    )
+    expires_at = time.time() + 0.2
+    produce = _producer(state, "owner", "job-a", before, 1, "http://edge", expires_at)  # type: ignore[arg-type]
+    watch = Watch()
+    writes: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        writes.append(data)
+
+    producing = asyncio.ensure_future(produce(watch, write))
+    await asyncio.sleep(0.05)
+    watch.wake(CHANGED)  # before the expiry: the read starts, and ends after it
+    await asyncio.wait_for(producing, WAIT)
+
+    assert writes == [b": the access token expired\n\n"]

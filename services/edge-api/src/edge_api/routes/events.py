@@ -137,6 +137,11 @@ def _producer(
         nonlocal job, sent
         while True:
             if job.version > sent:
+                # Checked as the message goes out (a read may have taken a while): nothing
+                # more on a token no longer accepted.
+                if time.time() >= expires_at:
+                    await write(_EXPIRED)
+                    return
                 await write(_message(job, base_url))
                 sent = job.version
             if job.status in _TERMINAL:
@@ -146,7 +151,7 @@ def _producer(
             reasons = await watch.wait()
             if reasons & GONE:
                 return
-            if time.time() >= expires_at:  # nothing more on a token no longer accepted
+            if time.time() >= expires_at:  # a quiet stream ends at its next heartbeat
                 await write(_EXPIRED)
                 return
             if reasons & BEAT:

@@ -101,13 +101,15 @@ class _Subscriber:
     queue: asyncio.Queue[Any] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
 
     def offer(self, item: Any) -> bool:
-        """Queue ``item``; False (and the overflow marker queued) when it does not fit."""
+        """Queue ``item``; False when it does not fit: the whole backlog is then dropped
+        for the overflow marker, so that nothing queued after the gap (a mark above all,
+        which vouches for every change before it) reaches the follower."""
         try:
             self.queue.put_nowait(item)
             return True
         except asyncio.QueueFull:
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()  # make room for the marker
+            while not self.queue.empty():
+                self.queue.get_nowait()
             self.queue.put_nowait(_OVERFLOW)
             return False
 
