@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import MetaData, event, text
+import asyncpg
+from sqlalchemy import MetaData, event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -112,16 +114,40 @@ def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             raise DisconnectionError("a pooled connection failed its ping") from exc
 
 
-def reachable(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
-    """A readiness check (kit.grpc_server): one ``SELECT 1`` through the pool. It raises
-    when the database cannot be reached; the server's time limit bounds it."""
+class DatabaseProbe:
+    """A readiness check (kit.grpc_server): ``SELECT 1`` on a connection of its own.
 
-    async def check() -> bool:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+    Not through the service's pool: a pool busy with requests is not a database out
+    of reach, and a check waiting for a pooled connection would say it is. The
+    connection is kept between checks; one that fails (or is cancelled by the
+    server's time limit) is dropped at once, without the polite close that could
+    wait on a frozen peer, and the next check connects again.
+    """
+
+    def __init__(self, database_url: str, application_name: str) -> None:
+        url = make_url(database_url).set(drivername="postgresql")
+        self._dsn = url.render_as_string(hide_password=False)
+        self._settings = {"application_name": application_name}
+        self._connection: asyncpg.Connection | None = None
+
+    async def __call__(self) -> bool:
+        try:
+            if self._connection is None or self._connection.is_closed():
+                self._connection = await asyncpg.connect(self._dsn, server_settings=self._settings)
+            await self._connection.fetchval("SELECT 1")
+        except BaseException:
+            self._drop()
+            raise
         return True
 
-    return check
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.terminate()
+
+    async def close(self) -> None:
+        """Close the probe's connection (the service's cleanup)."""
+        self._drop()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

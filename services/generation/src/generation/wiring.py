@@ -23,10 +23,10 @@ from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.clock import Clock, SystemClock
 from kit.db import (
     UNAVAILABLE_ERRORS,
+    DatabaseProbe,
     create_engine,
     create_read_sessionmaker,
     create_sessionmaker,
-    reachable,
     run_migrations,
 )
 from kit.grpc_client import create_channel
@@ -114,12 +114,14 @@ async def build_app(
     )
     sweeper = Sweeper(context) if settings.sweep_enabled else None
     feed = ChangeFeed(database_url, readers, settings.feed_heartbeat_seconds)
+    probe = DatabaseProbe(database_url, "generation-readiness")
     servicer = GenerationServicer(context, FeedPort(feed))
 
     async def on_stop() -> None:
         if sweeper is not None:
             await sweeper.stop()
         await feed.close()
+        await probe.close()
         await provider.aclose()
         await usage_channel.close()
         await engine.dispose()
@@ -141,6 +143,6 @@ async def build_app(
         reflection=settings.development,
         unavailable_errors=UNAVAILABLE_ERRORS,
         # Named services follow the database (readiness); "" stays the process's.
-        readiness=reachable(engine),
+        readiness=probe,
     )
     return GenerationApp(server=server, context=context, sweeper=sweeper)

@@ -14,10 +14,10 @@ from interior.usage.v1 import usage_pb2, usage_pb2_grpc
 from kit.clock import Clock, SystemClock
 from kit.db import (
     UNAVAILABLE_ERRORS,
+    DatabaseProbe,
     create_engine,
     create_read_sessionmaker,
     create_sessionmaker,
-    reachable,
     run_migrations,
 )
 from kit.grpc_server import GrpcServer, ServiceBinding
@@ -55,6 +55,7 @@ def build_server(
     plans = PlanCatalog.from_config(config)
     clock = clock or SystemClock()
     engine = create_engine(settings)
+    probe = DatabaseProbe(settings.database_url.get_secret_value(), "usage-readiness")
     transactions = sql_transactions(create_sessionmaker(engine))
     identity = settings.service_identity(USAGE)
     jobs = GenerationJobOutcomes(
@@ -81,6 +82,7 @@ def build_server(
             return
         closed = True
         await jobs.close()
+        await probe.close()
         await engine.dispose()
 
     binding = ServiceBinding(
@@ -98,6 +100,6 @@ def build_server(
         reflection=settings.development,
         unavailable_errors=UNAVAILABLE_ERRORS,
         # Named services follow the database (readiness); "" stays the process's.
-        readiness=reachable(engine),
+        readiness=probe,
     )
     return server, cleanup
