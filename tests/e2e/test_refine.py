@@ -74,6 +74,22 @@ async def test_compose_refines_with_an_uploaded_reference(stack: Stack, user: Us
     assert [item["idx"] for item in refined["inputs"]] == [0, 1]
 
 
+async def test_a_refine_upload_under_the_sources_name_is_refused(stack: Stack, user: User) -> None:
+    """The source is input1: a compose refine that uploads input1 (not the reference,
+    input2) is a 400 saying so, not a reference taken by its position."""
+    first = await _finished(user)
+
+    response = await user.client.post(
+        f"{stack.api}/generations",
+        data={"mode": "compose", "sourceGenerationId": first["id"], "sourceVariantIdx": "0"},
+        files={"input1": ("room.jpg", jpeg_bytes(40, 40, (1, 2, 3)), "image/jpeg")},
+        headers=user.headers,
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == "Send input1 or sourceGenerationId, not both."
+
+
 async def test_someone_elses_or_a_gone_source_is_not_found(
     stack: Stack, user: User, other_user: User
 ) -> None:

@@ -102,6 +102,22 @@ async def test_a_stream_breaking_the_rules_is_refused_and_stores_nothing(
     await assert_nothing_left(stack, user)
 
 
+async def test_inputs_must_come_under_the_names_their_mode_gives_them(
+    stack: Stack, user: User, stub: generation_pb2_grpc.GenerationServiceAsyncStub
+) -> None:
+    """Generation checks the names itself (the edge does too): a redesign whose one
+    image is declared as input2 is refused, not taken as input1 by its position."""
+    image = jpeg_bytes()
+    part = request_part(user, len(image))
+    part.request.inputs[0].field = "input2"
+
+    error = await refusal(stub, [part, *chunk_parts(0, image)])
+
+    assert error.code == "VALIDATION_ERROR"
+    assert error.message == "redesign needs one image of the room (input1)"
+    await assert_nothing_left(stack, user)
+
+
 async def test_an_oversize_input_is_refused_before_its_chunks_are_stored(
     stack: Stack,
     user: User,

@@ -108,6 +108,6 @@ async def test_a_key_used_meanwhile_after_the_sender_was_told_to_stop_is_a_reuse
     monkeypatch.setattr(submission, "key_is_used", key_is_used)
     command = dataclasses.replace(imagine_command(), idempotency_key="k-1")
     context = _context(Slot(inflight=True), Usage(remaining=3))
-    answer = await submission.early_answer(context, command, 0, UnsupportedMediaType(), decided)
+    answer = await submission.early_answer(context, command, [], UnsupportedMediaType(), decided)
     assert isinstance(answer, IdempotencyKeyReused)
     assert told == [True]

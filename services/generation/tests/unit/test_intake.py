@@ -227,14 +227,14 @@ class Early:
     def __init__(self, stream: Stream, answer: DomainError | None = None) -> None:
         self.stream = stream
         self.answer_with = answer
-        self.asked: list[tuple[SubmitCommand, int, DomainError]] = []
+        self.asked: list[tuple[SubmitCommand, Sequence[str], DomainError]] = []
         # How many parts the sender had written when it was told to stop.
         self.stopped_at: list[int] = []
 
     async def answer(
         self,
         command: SubmitCommand,
-        inputs: int,
+        inputs: Sequence[str],
         refusal: DomainError,
         decided: Callable[[], Awaitable[None]],
     ) -> DomainError | None:
@@ -266,7 +266,7 @@ async def test_an_input_its_first_bytes_refuse_is_answered_before_the_rest_is_st
         async with received_submission(stream.__aiter__(), UPLOADS, early.refusal()):
             pass
     ((command, inputs, refusal),) = early.asked
-    assert (command.owner_id, command.inputs, inputs) == (uuid.UUID(OWNER), (), 1)
+    assert (command.owner_id, command.inputs, inputs) == (uuid.UUID(OWNER), (), ["input1"])
     assert isinstance(refusal, UnsupportedMediaType)
     # Told to stop once, after the request and the first 64 KiB; the rest is drained
     # (not stored), so the status still follows the sender's end of stream.

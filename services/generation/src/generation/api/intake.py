@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import IO
 
@@ -58,12 +58,12 @@ class EarlyRefusal:
     def __init__(
         self,
         answer: Callable[
-            [SubmitCommand, int, DomainError, Callable[[], Awaitable[None]]],
+            [SubmitCommand, Sequence[str], DomainError, Callable[[], Awaitable[None]]],
             Awaitable[DomainError | None],
         ],
         stop_sending: Callable[[], Awaitable[object]],
     ) -> None:
-        # The answer to the request (no inputs yet), given its declared input count,
+        # The answer to the request (no inputs yet), given its declared inputs' fields,
         # the refusal of one of them and what to await once a refusal is certain;
         # None when it needs the whole request.
         self.answer = answer
@@ -179,7 +179,8 @@ async def _receive(
         refusal = prefix_refusal(item.prefix(), uploads, item.field)
         if refusal is None:
             return
-        answer = await early.answer(command, len(declared), refusal, early.stop_sending)
+        fields = [item.field for item in declared]
+        answer = await early.answer(command, fields, refusal, early.stop_sending)
         if answer is not None:
             raise answer
 

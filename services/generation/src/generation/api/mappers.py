@@ -99,8 +99,10 @@ def _source_from(request: pb.SubmitGenerationRequest) -> SourceRef | None:
 
 
 def input_field(request: pb.SubmitGenerationRequest, index: int) -> str:
-    """The name of a declared input for error texts: its field, else ``input<n>``."""
-    return request.inputs[index].field or f"input{index + 1}"
+    """The name of a declared input: its field, else ``input<n>`` by its position (a
+    refine's source being input1)."""
+    first = 2 if request.HasField("source") else 1
+    return request.inputs[index].field or f"input{index + first}"
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:

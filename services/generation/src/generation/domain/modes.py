@@ -10,6 +10,7 @@ echoes what the user sent).
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from generation.domain.moderation import moderate_prompt
@@ -52,6 +53,11 @@ _IMAGE_COUNT_MESSAGES = {
     Mode.COMPOSE: "compose needs two images: the base room (input1), then the reference (input2)",
     Mode.IMAGINE: "imagine takes no images; describe the room in the prompt",
 }
+# A refine's source stands in for input1: what is uploaded beside it is input2.
+_REFINED_COMPOSE = (
+    "compose with a source takes the reference as input2 (the source's variant is input1)"
+)
+_FIELDS = ("input1", "input2")
 
 
 def parse_mode(raw: str) -> Mode:
@@ -79,18 +85,23 @@ def validate_generation_input(
     prompt_raw: str | None,
     room_type_raw: str | None,
     style_raw: str | None,
-    image_count: int,
+    input_fields: Sequence[str],
+    has_source: bool,
     config: RuntimeConfig,
 ) -> GenerationInput:
     """Check a submission against its mode and the runtime config.
 
-    Checks run cheapest first: the mode, the number of images, the style and room
-    type, then the prompt (normalized, length-checked, moderated). Raises
-    :class:`kit.errors.ValidationError` on the first problem.
+    Checks run cheapest first: the mode, the images (how many, under which names: a
+    refine's source is input1), the style and room type, then the prompt (normalized,
+    length-checked, moderated). Raises :class:`kit.errors.ValidationError` on the
+    first problem.
     """
     mode = parse_mode(mode_raw)
-    if image_count != mode.image_count:
+    first = 1 if has_source else 0
+    if len(input_fields) + first != mode.image_count:
         raise ValidationError(_IMAGE_COUNT_MESSAGES[mode])
+    if tuple(input_fields) != _FIELDS[first : mode.image_count]:
+        raise ValidationError(_REFINED_COMPOSE if has_source else _IMAGE_COUNT_MESSAGES[mode])
     style = _choice_key(style_raw, list(config.styles), "style")
     room_type = _choice_key(room_type_raw, list(config.room_types), "roomType")
     prompt = normalize_prompt(prompt_raw, mode, config.prompts)

@@ -31,7 +31,7 @@ answer for it: the same order, without receiving (or hashing) megabytes first.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from generation import metrics
 from generation.domain import jobs
@@ -66,7 +66,8 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
         command.prompt,
         command.room_type,
         command.style,
-        len(command.inputs) + (1 if command.source is not None else 0),
+        [upload.field for upload in command.inputs],
+        command.source is not None,
         ctx.config,
     )
     replay = await admit_or_replay(ctx, command, request_fingerprint)
@@ -80,11 +81,11 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
 async def early_answer(
     ctx: GenerationContext,
     command: SubmitCommand,
-    inputs: int,
+    fields: Sequence[str],
     refusal: DomainError,
     decided: Callable[[], Awaitable[None]],
 ) -> DomainError | None:
-    """The answer to a submission of ``inputs`` uploads, one of which is already refused
+    """The answer to a submission of uploads named ``fields``, one of which is already refused
     with ``refusal`` (its bytes are still arriving): the field, in-flight or quota error
     first, as ``submit_generation`` would answer, else ``refusal``.
 
@@ -101,7 +102,8 @@ async def early_answer(
             command.prompt,
             command.room_type,
             command.style,
-            inputs + (1 if command.source is not None else 0),
+            fields,
+            command.source is not None,
             ctx.config,
         )
         await admit(ctx, command.owner_id)
