@@ -732,7 +732,7 @@ class WatchJobsResponse(_message.Message):
     caught_up: _builtins.int
     """Sent after the recorded changes were replayed (from here on the stream is
     live), then, with WatchJobsRequest.heartbeats, again every heartbeat
-    (FEED_HEARTBEAT_SECONDS, 0.2 s by default), after every change committed
+    (FEED_HEARTBEAT_SECONDS, 0.3 s by default), after every change committed
     before it: a receiver that hears nothing for longer than announced treats
     the stream as lost. The value is the newest version known at that moment.
     """
