@@ -38,8 +38,10 @@ from tests.e2e.harness import jpeg_bytes, make_token
 # The other edge must show a deletion this soon after the DELETE's reply.
 PROPAGATION_SECONDS = 0.25
 # ... and, when its feed froze with its connections open, this soon: the edge's
-# FEED_FRESHNESS_SECONDS (0.45) past the last mark's probe, and the mark's travel.
-FROZEN_FEED_SECONDS = 0.5
+# FEED_FRESHNESS_SECONDS (0.45) past the last mark's probe, and the mark's travel (not
+# counted in its age: up to a few hundred ms on a loaded machine). Without the bound it
+# is the probe's 4 s timeout and more.
+FROZEN_FEED_SECONDS = 0.75
 WAIT = 20.0
 
 
@@ -426,7 +428,7 @@ async def test_a_deaf_listening_connection_stops_the_views_it_vouched_for(
     without a reset): no change reaches its instance's followers, and an edge would
     answer a deleted render from memory for as long as its stream stays open. Here
     every instance's listening server process is stopped: sockets open, nothing heard.
-    The other edge shows the deletion within half a second all the same."""
+    The other edge shows the deletion within a second all the same."""
     edge_a, edge_b = edges
     owner = Owner(client)
     job_id = await owner.finished(edge_a, "A study with a green lamp")
