@@ -16,6 +16,7 @@ TCP link could hide) is pinged before use.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -114,6 +115,19 @@ def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             raise DisconnectionError("a pooled connection failed its ping") from exc
 
 
+def asyncpg_connect_args(database_url: str) -> dict[str, Any]:
+    """What ``asyncpg.connect`` needs to reach the database the engine reaches.
+
+    Built as SQLAlchemy's asyncpg dialect builds them, so the URL's query means the same
+    on a direct connection (``?ssl=verify-full`` is asyncpg's ``ssl``, not a server
+    setting the server refuses); options of the dialect alone are left out.
+    """
+    url = make_url(database_url).set(drivername="postgresql+asyncpg")
+    _, params = url.get_dialect()().create_connect_args(url)
+    accepted = inspect.signature(asyncpg.connect).parameters
+    return {name: value for name, value in params.items() if name in accepted}
+
+
 class DatabaseProbe:
     """A readiness check (kit.grpc_server): ``SELECT 1`` on a connection of its own.
 
@@ -125,20 +139,29 @@ class DatabaseProbe:
     """
 
     def __init__(self, database_url: str, application_name: str) -> None:
-        url = make_url(database_url).set(drivername="postgresql")
-        self._dsn = url.render_as_string(hide_password=False)
+        self._connect_args = asyncpg_connect_args(database_url)
         self._settings = {"application_name": application_name}
         self._connection: asyncpg.Connection | None = None
+        self._closed = False
 
     async def __call__(self) -> bool:
         try:
             if self._connection is None or self._connection.is_closed():
-                self._connection = await asyncpg.connect(self._dsn, server_settings=self._settings)
+                self._connection = await self._connect()
             await self._connection.fetchval("SELECT 1")
         except BaseException:
             self._drop()
             raise
         return True
+
+    async def _connect(self) -> asyncpg.Connection:
+        if self._closed:
+            raise ConnectionError("the probe is closed")
+        connection = await asyncpg.connect(**self._connect_args, server_settings=self._settings)
+        if self._closed:  # closed while connecting: nobody would close this one
+            connection.terminate()
+            raise ConnectionError("the probe is closed")
+        return connection
 
     def _drop(self) -> None:
         connection, self._connection = self._connection, None
@@ -146,7 +169,9 @@ class DatabaseProbe:
             connection.terminate()
 
     async def close(self) -> None:
-        """Close the probe's connection (the service's cleanup)."""
+        """Close the probe's connection, and any a check is opening (the service's
+        cleanup); later checks fail."""
+        self._closed = True
         self._drop()
 
 

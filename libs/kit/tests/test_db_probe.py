@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from kit.db import DatabaseProbe
+from kit.db import DatabaseProbe, asyncpg_connect_args
 
 
 class _FreezableProxy:
@@ -125,3 +127,48 @@ async def test_a_probe_cut_short_by_its_time_limit_waits_for_nothing() -> None:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_the_urls_query_means_what_it_means_to_the_engine(
+    database_factory: Callable[[str], str],
+) -> None:
+    """Deployed URLs end in ``?ssl=verify-full``: asyncpg's own ``ssl`` as the engine
+    passes it, not a server setting (which the server refuses: every check would fail).
+    Here ``ssl=disable`` (the test server has no TLS); options of SQLAlchemy's dialect
+    alone are left out."""
+    url = make_url(database_factory("kit_probe_query")).update_query_dict(
+        {"ssl": "disable", "prepared_statement_cache_size": "0"}
+    )
+    raw = url.render_as_string(hide_password=False)
+    assert asyncpg_connect_args(raw)["ssl"] == "disable"
+    assert "prepared_statement_cache_size" not in asyncpg_connect_args(raw)
+    probe = DatabaseProbe(raw, "kit-probe-test")
+    try:
+        assert await probe()
+    finally:
+        await probe.close()
+
+
+async def test_a_probe_closed_while_it_connects_keeps_no_connection(
+    database_factory: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = DatabaseProbe(database_factory("kit_probe_race"), "kit-probe-test")
+    connect = asyncpg.connect
+    opened: list[asyncpg.Connection] = []
+
+    async def slow_connect(**kwargs: Any) -> asyncpg.Connection:
+        await asyncio.sleep(0.2)
+        connection = await connect(**kwargs)
+        opened.append(connection)
+        return connection
+
+    monkeypatch.setattr(asyncpg, "connect", slow_connect)
+    check = asyncio.ensure_future(probe())
+    await asyncio.sleep(0.05)
+    await probe.close()
+    with pytest.raises(ConnectionError):
+        await check
+    with pytest.raises(ConnectionError):
+        await probe()  # closed for good
+    assert len(opened) == 1
+    assert opened[0].is_closed()

@@ -10,6 +10,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from generation.settings import GenerationSettings
 from generation.wiring import SERVICE_NAME, build_app
+from interior.generation.v1 import generation_pb2 as pb
+from interior.generation.v1 import generation_pb2_grpc
 from kit.grpc_client import create_channel
 from launcher.components import free_port
 from testkit.plugin import S3Endpoint
@@ -18,7 +20,11 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
-async def _statuses(database_url: str, s3_server: S3Endpoint, **env: Any) -> tuple[int, int]:
+async def _statuses(
+    database_url: str, s3_server: S3Endpoint, *, follow: bool = False, **env: Any
+) -> tuple[int, int]:
+    """(overall, named) health of a generation on ``database_url``; with ``follow``, its
+    change feed must answer a WatchJobs call with the caught-up mark first."""
     settings = GenerationSettings(
         GENERATION_DATABASE_URL=database_url,
         SWEEP_ENABLED=False,
@@ -32,6 +38,13 @@ async def _statuses(database_url: str, s3_server: S3Endpoint, **env: Any) -> tup
         health = health_pb2_grpc.HealthStub(channel)
         overall = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
         named = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)
+        if follow:
+            call = generation_pb2_grpc.GenerationServiceStub(channel).WatchJobs(
+                pb.WatchJobsRequest(), timeout=10
+            )
+            first = await anext(aiter(call))
+            call.cancel()
+            assert first.WhichOneof("item") == "caught_up"
         return overall.status, named.status
     finally:
         await channel.close()
@@ -42,6 +55,18 @@ async def test_ready_with_its_database(
     database_factory: Callable[[str], str], s3_server: S3Endpoint
 ) -> None:
     statuses = await _statuses(database_factory("gen_ready"), s3_server)
+    assert statuses == (SERVING, SERVING)
+
+
+async def test_a_deployed_urls_query_reaches_every_connection(
+    database_factory: Callable[[str], str], s3_server: S3Endpoint
+) -> None:
+    """Deployed URLs end in ``?ssl=verify-full``: the pool, the readiness probe and the
+    change feed's LISTEN connection must all read it as the engine does (a direct
+    connection that passed it on as a server setting was refused). ``ssl=disable`` here:
+    the test server has no TLS."""
+    url = f"{database_factory('gen_ready_query')}?ssl=disable"
+    statuses = await _statuses(url, s3_server, follow=True)
     assert statuses == (SERVING, SERVING)
 
 

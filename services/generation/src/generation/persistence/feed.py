@@ -41,12 +41,11 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import delete, func, select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from generation.domain.changes import FeedMark
 from generation.persistence.models import JobEvent
-from kit.db import session_scope
+from kit.db import asyncpg_connect_args, session_scope
 from kit.logging import get_logger
 
 log = get_logger("generation.feed")
@@ -123,7 +122,7 @@ class ChangeFeed:
         sessions: async_sessionmaker[AsyncSession],
         heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
-        self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+        self._connect_args = asyncpg_connect_args(database_url)
         self._sessions = sessions
         self._heartbeat = heartbeat
         self.probe_timeout = max(2 * heartbeat, _PROBE_TIMEOUT_MIN_SECONDS)
@@ -195,7 +194,9 @@ class ChangeFeed:
 
     async def _listen(self) -> None:
         connection = await asyncpg.connect(
-            self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME}
+            **self._connect_args,
+            timeout=10,
+            server_settings={"application_name": APPLICATION_NAME},
         )
         connection.add_termination_listener(self._on_terminated)
         await connection.add_listener(CHANNEL, self._on_notify)
