@@ -159,11 +159,9 @@ _PII_PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"),
     # International numbers: "+" then 8-15 digits with the usual separators.
     re.compile(r"(?<![\w+])\+\d(?:[\s().-]{0,2}\d){7,14}\b"),
-    # Australian mobiles and landlines, optionally as +61 / 61, grouped by spaces, dashes
-    # or dots ("0412.345.678").
-    re.compile(r"(?<![\w+])(?:\(?0[2-478]\)?|61\s?[2-478])(?:[\s.-]?\d){8}\b"),
-    # Australian 1300 / 1800 numbers and North American (555) 123-4567 style numbers.
-    re.compile(r"\b1[38]00[\s.-]?\d{3}[\s.-]?\d{3}\b"),
+    # Australian 1300 / 1800 numbers (not dotted: "1800.400.720 mm" is a shelf's size)
+    # and North American (555) 123-4567 style numbers.
+    re.compile(r"\b1[38]00[\s-]?\d{3}[\s-]?\d{3}\b"),
     re.compile(r"(?:\(\d{3}\)\s?|\b\d{3}[.-])\d{3}[.-]\d{4}\b"),
     # A street address: number, one to three capitalized name words, a street suffix.
     re.compile(
@@ -171,6 +169,11 @@ _PII_PATTERNS: tuple[re.Pattern[str], ...] = (
         rf"{_STREET_SUFFIX}\b"
     ),
 )
+
+# Australian mobiles and landlines, optionally as +61 / 61, grouped by spaces, dashes
+# or dots ("0412.345.678"); a match that begins as a date ("04.12.2026 10:30") is none.
+_AU_PHONE = re.compile(r"(?<![\w+])(?:\(?0[2-478]\)?|61[\s.]?[2-478])(?:[\s.-]?\d){8}\b")
+_DATE = re.compile(r"\d{1,2}([./-])\d{1,2}\1\d{2,4}\b")
 
 # Contiguous 13-19 digits, or the groupings printed on cards (4-4-4-4[-3], 4-6-5, 4-6-4).
 _CARD = re.compile(
@@ -257,8 +260,9 @@ def _unleet(match: re.Match[str]) -> str:
 
 
 def _ascii_digits(text: str) -> str:
-    """``text`` in NFKC with every decimal digit of any script as its ASCII digit."""
-    text = unicodedata.normalize("NFKC", text)
+    """``text`` in NFKC with every decimal digit of any script as its ASCII digit, and
+    every dash as "-" ("0412\u2013345\u2013678")."""
+    text = unicodedata.normalize("NFKC", text).translate(DASHES)
     if text.isascii():
         return text
     return _ANY_DIGIT.sub(lambda match: str(unicodedata.decimal(match.group())), text)
@@ -266,6 +270,8 @@ def _ascii_digits(text: str) -> str:
 
 def _has_personal_data(text: str) -> bool:
     if any(pattern.search(text) for pattern in _PII_PATTERNS):
+        return True
+    if any(not _DATE.match(match.group()) for match in _AU_PHONE.finditer(text)):
         return True
     return any(_luhn_valid(re.sub(r"\D", "", match.group())) for match in _CARD.finditer(text))
 
