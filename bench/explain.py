@@ -95,7 +95,7 @@ async def submit_extras(
 
         async def statement() -> None:
             async with readers() as session:
-                await JobRepository(session).has_inflight(uuid.uuid4())
+                await JobRepository(session).admission_facts(uuid.uuid4())
 
         single = await _time(statement, rounds)
     finally:

@@ -113,9 +113,11 @@ async def end_parked_jobs(dsn: str) -> int:
 # The hot queries of GET, submit and webhook, as the repositories issue them.
 HOT_QUERIES = {
     "job_for_owner": "SELECT * FROM generation_jobs WHERE id = $1 AND owner_id = $2",
-    "inflight_for_owner": (
-        "SELECT id FROM generation_jobs WHERE owner_id = $1 "
-        "AND status IN ('starting', 'processing') LIMIT 1"
+    "admission_facts": (
+        "SELECT EXISTS (SELECT 1 FROM generation_jobs WHERE owner_id = $1 "
+        "AND status IN ('starting', 'processing')), (SELECT count(*) FROM generation_jobs "
+        "WHERE owner_id = $1 AND status = 'succeeded' AND charge_state = 'none' "
+        "AND prediction_id IS NOT NULL)"
     ),
     "job_by_prediction": "SELECT * FROM generation_jobs WHERE prediction_id = $1",
     "render_for_job": "SELECT * FROM renders WHERE job_id = $1",
@@ -134,7 +136,7 @@ async def query_plans(dsn: str) -> dict[str, str]:
         assert row is not None
         args = {
             "job_for_owner": (row["id"], row["owner_id"]),
-            "inflight_for_owner": (row["owner_id"],),
+            "admission_facts": (row["owner_id"],),
             "job_by_prediction": (row["prediction_id"],),
             "render_for_job": (row["id"],),
             "variants_of_render": (row["render_id"],),

@@ -15,11 +15,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from generation.domain.states import ChargeState, JobStatus, RefundState
 from interior.generation.v1 import generation_pb2 as pb
+from kit.db import session_scope
 from services.generation.tests.core.stack import Core
 from services.generation.tests.rpc.fakes import imagine_job
 
@@ -120,3 +121,49 @@ async def test_charging_a_running_job_records_it_and_asks_no_refund(core: Core) 
     )
     assert (again.job, again.refund_due) == (None, False)
     assert (waived.job, waived.refund_due) == (None, False)  # a waived job is never charged
+
+
+async def test_admission_counts_the_succeeded_jobs_whose_debit_is_pending(core: Core) -> None:
+    """One statement answers both: a job in flight, and how many succeeded jobs of the
+    owner reached the provider without their debit recorded (the sweep's to charge)."""
+    ctx = core.app.context
+    owner, other = uuid.uuid4(), uuid.uuid4()
+    rows = {
+        # (owner, status, charge_state, has a prediction): counted?
+        "deferred": (owner, "succeeded", "none", True),
+        "deferred too": (owner, "succeeded", "none", True),
+        "charged": (owner, "succeeded", "charged", True),
+        "waived": (owner, "succeeded", "waived", True),
+        "failed": (owner, "failed", "none", True),
+        "never reached the provider": (owner, "failed", "none", False),
+        "someone else's": (other, "succeeded", "none", True),
+    }
+    for job_owner, status, charge, predicted in rows.values():
+        job = imagine_job(job_owner)
+        async with ctx.statements() as stores:
+            await stores.jobs.insert(job)
+        async with session_scope(ctx.sessions) as session:
+            await session.execute(
+                text(
+                    "UPDATE generation_jobs SET status = :status, charge_state = :charge,"
+                    " prediction_id = :prediction WHERE id = :id"
+                ),
+                {
+                    "status": status,
+                    "charge": charge,
+                    "prediction": f"p-{job.id.hex}" if predicted else None,
+                    "id": job.id,
+                },
+            )
+    async with ctx.reads() as stores:
+        facts = await stores.jobs.admission_facts(owner)
+        unknown = await stores.jobs.admission_facts(uuid.uuid4())
+    assert (facts.inflight, facts.pending_debits) == (False, 2)
+    assert (unknown.inflight, unknown.pending_debits) == (False, 0)
+
+    running = imagine_job(owner)
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(running)
+    async with ctx.reads() as stores:
+        facts = await stores.jobs.admission_facts(owner)
+    assert (facts.inflight, facts.pending_debits) == (True, 2)

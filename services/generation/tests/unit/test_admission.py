@@ -13,7 +13,7 @@ import pytest
 from generation.domain import submission
 from generation.domain.admission import admit_or_replay
 from generation.domain.context import GenerationContext
-from generation.domain.ports import QuotaSnapshot
+from generation.domain.ports import AdmissionFacts, QuotaSnapshot
 from kit.errors import (
     IdempotencyKeyReused,
     LimitExceeded,
@@ -32,17 +32,20 @@ OVERLAP_TIMEOUT = 5.0
 class Slot(FakeStores):
     """The in-flight lookup; with ``other`` it answers only once that step has started."""
 
-    def __init__(self, inflight: bool, other: asyncio.Event | None = None) -> None:
+    def __init__(
+        self, inflight: bool, other: asyncio.Event | None = None, pending_debits: int = 0
+    ) -> None:
         super().__init__()
         self.inflight = inflight
+        self.pending_debits = pending_debits
         self.other = other
         self.started = asyncio.Event()
 
-    async def has_inflight(self, owner_id: uuid.UUID) -> bool:
+    async def admission_facts(self, owner_id: uuid.UUID) -> AdmissionFacts:
         self.started.set()
         if self.other is not None:
             await asyncio.wait_for(self.other.wait(), OVERLAP_TIMEOUT)
-        return self.inflight
+        return AdmissionFacts(self.inflight, self.pending_debits)
 
 
 class Usage:
@@ -88,6 +91,17 @@ async def test_no_quota_left_is_402_and_an_unreachable_usage_is_upstream() -> No
         await admit_or_replay(_context(Slot(inflight=False), Usage(0)), imagine_command(), "f")
     with pytest.raises(UpstreamError):
         await admit_or_replay(_context(Slot(inflight=False), Usage(None)), imagine_command(), "f")
+
+
+async def test_a_succeeded_job_whose_debit_is_pending_counts_as_a_generation_used() -> None:
+    """Usage was unreachable when a job's debit was due (the sweep records it later):
+    the usage service's remaining does not count it yet, admission does."""
+    with pytest.raises(LimitExceeded):
+        await admit_or_replay(
+            _context(Slot(inflight=False, pending_debits=1), Usage(1)), imagine_command(), "f"
+        )
+    admitted = _context(Slot(inflight=False, pending_debits=1), Usage(2))
+    assert await admit_or_replay(admitted, imagine_command(), "f") is None
 
 
 async def test_a_key_used_meanwhile_after_the_sender_was_told_to_stop_is_a_reused_key(

@@ -11,6 +11,7 @@ import uuid
 
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
+from generation.domain.ports import AdmissionFacts
 from generation.domain.submit_request import SubmitCommand, SubmitResult
 from kit.errors import IdempotencyKeyReused, LimitExceeded, TooManyInflight
 from kit.logging import get_logger
@@ -75,20 +76,24 @@ async def admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
 
     The in-flight slot and the quota are asked at once (the submission waits for the
     slower of the two, not for both in turn); the answers are read in the documented
-    order, so an owner with a job in flight is told 409 whatever the usage service says."""
-    inflight, quota = await asyncio.gather(
-        _has_inflight(ctx, owner_id), ctx.usage.quota(owner_id), return_exceptions=True
+    order, so an owner with a job in flight is told 409 whatever the usage service says.
+    A succeeded job whose debit is still pending (usage was unreachable; the sweep will
+    record it) is a generation used, though the usage service does not count it yet:
+    without it the next submission could take one past the plan. (A debit recorded
+    whose answer was lost counts twice until the sweep settles it: a 402 too early.)"""
+    facts, quota = await asyncio.gather(
+        _facts(ctx, owner_id), ctx.usage.quota(owner_id), return_exceptions=True
     )
-    if isinstance(inflight, BaseException):
-        raise inflight
-    if inflight:
+    if isinstance(facts, BaseException):
+        raise facts
+    if facts.inflight:
         raise TooManyInflight()
     if isinstance(quota, BaseException):
         raise quota
-    if quota.remaining <= 0:
+    if quota.remaining - facts.pending_debits <= 0:
         raise LimitExceeded(periodEnd=iso_utc(quota.period_end))
 
 
-async def _has_inflight(ctx: GenerationContext, owner_id: uuid.UUID) -> bool:
+async def _facts(ctx: GenerationContext, owner_id: uuid.UUID) -> AdmissionFacts:
     async with ctx.reads() as stores:
-        return await stores.jobs.has_inflight(owner_id)
+        return await stores.jobs.admission_facts(owner_id)

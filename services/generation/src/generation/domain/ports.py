@@ -26,6 +26,17 @@ from generation.domain.records import (
 
 
 @dataclass(frozen=True)
+class AdmissionFacts:
+    """What generation itself knows of an owner when a submission is admitted."""
+
+    # A job of theirs is ``starting`` or ``processing``.
+    inflight: bool
+    # Succeeded jobs whose debit is still to be recorded (the usage service could not
+    # be reached then; the sweep will): the usage service's ``remaining`` counts none.
+    pending_debits: int
+
+
+@dataclass(frozen=True)
 class QuotaSnapshot:
     remaining: int
     period_end: datetime
@@ -70,8 +81,8 @@ class JobStore(Protocol):
         """The job the provider's prediction belongs to."""
         ...
 
-    async def has_inflight(self, owner_id: uuid.UUID) -> bool:
-        """Whether the owner has a ``starting`` or ``processing`` job."""
+    async def admission_facts(self, owner_id: uuid.UUID) -> AdmissionFacts:
+        """Whether the owner has a job in flight, and how many debits are pending."""
         ...
 
     async def insert(self, job: NewJob) -> InsertOutcome:

@@ -40,6 +40,11 @@ REFUND_STATES = tuple(RefundState)
 # Deleted jobs whose inputs, and jobs whose render files, are still to be removed.
 INPUTS_PENDING = "deleted_at IS NOT NULL AND inputs_removed_at IS NULL"
 FILES_PENDING = "files_due_at IS NOT NULL AND files_removed_at IS NULL"
+# Succeeded, but its debit is not recorded yet (deferred while usage was unreachable).
+DEBIT_DEFERRED = (
+    f"status = '{JobStatus.SUCCEEDED.value}' AND charge_state = '{ChargeState.NONE.value}'"
+    " AND prediction_id IS NOT NULL"
+)
 
 
 class Base(DeclarativeBase):
@@ -141,6 +146,12 @@ class GenerationJob(Base):
             "ix_generation_jobs_files_pending",
             "files_due_at",
             postgresql_where=text(FILES_PENDING),
+        ),
+        # Admission counts an owner's deferred debits (a handful at most, usually none).
+        Index(
+            "ix_generation_jobs_debit_deferred",
+            "owner_id",
+            postgresql_where=text(DEBIT_DEFERRED),
         ),
     )
 

@@ -23,6 +23,8 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    exists,
+    func,
     literal,
     or_,
     select,
@@ -35,6 +37,7 @@ from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from generation.domain.jobs import JobView, VariantRef
+from generation.domain.ports import AdmissionFacts
 from generation.domain.records import (
     ChargeUpdate,
     Inserted,
@@ -55,6 +58,7 @@ from generation.domain.states import (
     sql_list,
 )
 from generation.persistence.models import (
+    DEBIT_DEFERRED,
     INFLIGHT_STATUSES,
     GenerationJob,
     Render,
@@ -178,11 +182,17 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
     """The submission's statements, built once as Core (no ORM execution, no statement
     building or cache-key walk per call): the in-flight pre-check, the insert, the
     attach and the charge. The writes return the row, so nobody reads it back."""
-    has_inflight = (
-        select(_JOBS.id)
-        .where(_JOBS.owner_id == bindparam("owner_id"), _JOBS.status.in_(INFLIGHT_STATUSES))
-        .limit(1)
+    owner = _JOBS.owner_id == bindparam("owner_id")
+    inflight = exists().where(owner, _JOBS.status.in_(INFLIGHT_STATUSES))
+    deferred = (
+        select(func.count())
+        .select_from(_TABLE)
+        # As constants, the index's own predicate: with bound values a generic plan
+        # could not use the partial index.
+        .where(owner, text(DEBIT_DEFERRED))
+        .scalar_subquery()
     )
+    has_inflight = select(inflight.label("inflight"), deferred.label("pending_debits"))
     insert_job = insert(_TABLE).on_conflict_do_nothing().returning(_JOBS.id)
     attach = (
         update(_TABLE)
@@ -225,7 +235,7 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
     return has_inflight, insert_job, attach, charged
 
 
-_HAS_INFLIGHT, _INSERT_JOB, _ATTACH_PREDICTION, _MARK_CHARGED = _job_statements()
+_ADMISSION_FACTS, _INSERT_JOB, _ATTACH_PREDICTION, _MARK_CHARGED = _job_statements()
 
 
 def _job_lookup(*conditions: Any) -> Any:
@@ -255,10 +265,10 @@ class JobRepository:
     async def get_by_prediction_id(self, prediction_id: str) -> Job | None:
         return await self._returned(_JOB_BY_PREDICTION, {"prediction_id": prediction_id})
 
-    async def has_inflight(self, owner_id: uuid.UUID) -> bool:
+    async def admission_facts(self, owner_id: uuid.UUID) -> AdmissionFacts:
         connection = await self._session.connection()
-        found = await connection.scalar(_HAS_INFLIGHT, {"owner_id": owner_id})
-        return found is not None
+        row = (await connection.execute(_ADMISSION_FACTS, {"owner_id": owner_id})).one()
+        return AdmissionFacts(inflight=bool(row.inflight), pending_debits=int(row.pending_debits))
 
     async def insert(self, job: NewJob) -> InsertOutcome:
         """Write the job ``starting``; the database decides races no pre-check can see.
