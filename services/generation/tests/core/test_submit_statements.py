@@ -12,13 +12,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from generation.domain.states import ChargeState, JobStatus, RefundState
+from generation.domain.sweep import sweep_jobs_once
 from interior.generation.v1 import generation_pb2 as pb
 from kit.db import session_scope
 from services.generation.tests.core.stack import Core
@@ -167,3 +168,34 @@ async def test_admission_counts_the_succeeded_jobs_whose_debit_is_pending(core: 
     async with ctx.reads() as stores:
         facts = await stores.jobs.admission_facts(owner)
     assert (facts.inflight, facts.pending_debits) == (True, 2)
+
+
+async def test_a_voided_succeeded_job_is_waived_not_pending_for_ever(core: Core) -> None:
+    """A succeeded job whose debit was deferred, then credited at the usage service (an
+    operator's Credit: usage records the job voided, and will refuse its debit): the
+    sweep's debit finds it voided and records it waived, so neither the sweep nor
+    admission counts it as a debit still to come."""
+    ctx = core.app.context
+    owner = uuid.uuid4()
+    job = imagine_job(owner)
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(job)
+    async with session_scope(ctx.sessions) as session:
+        await session.execute(
+            text(
+                "UPDATE generation_jobs SET status = 'succeeded', prediction_id = :p,"
+                " completed_at = :t, updated_at = :t WHERE id = :id"
+            ),
+            {"p": f"p-{job.id.hex}", "t": datetime.now(UTC) - timedelta(minutes=5), "id": job.id},
+        )
+    assert await ctx.usage.credit(owner, job.id, reason="operator") is False  # voided
+
+    await sweep_jobs_once(ctx)
+
+    async with ctx.reads() as stores:
+        settled = await stores.jobs.get(job.id)
+        facts = await stores.jobs.admission_facts(owner)
+    assert settled is not None
+    assert settled.charge_state == ChargeState.WAIVED
+    assert facts.pending_debits == 0
+    assert (await ctx.usage.quota(owner)).remaining == 10  # the free plan, untouched

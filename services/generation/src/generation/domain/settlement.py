@@ -78,8 +78,12 @@ async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
         metrics.settlement("debit", "deferred")
         return None
     if not charged:
-        # The job ended and was settled without a charge before this debit came: the
-        # usage service wrote nothing, and the job already says waived.
+        # The usage service voided the job (a credit came first: the job ended and was
+        # settled without a charge, or an operator credited it) and wrote nothing: it will
+        # never be charged. Recorded as waived (if not already), or the sweep would ask
+        # again on every pass and admission would count the debit pending for ever.
+        async with ctx.transactions() as tx:
+            await tx.jobs.mark_charge_waived(job.id, ctx.clock.now())
         log.info("ledger.charge_waived", **fields, status=job.status, cause="debit_voided")
         metrics.settlement("debit", "waived")
         return None
