@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from generation.domain.records import NewJob
 from generation.domain.states import ChargeState, JobStatus, RefundState
 from generation.domain.sweep import sweep_jobs_once
 from interior.generation.v1 import generation_pb2 as pb
@@ -124,6 +125,32 @@ async def test_charging_a_running_job_records_it_and_asks_no_refund(core: Core) 
     assert (waived.job, waived.refund_due) == (None, False)  # a waived job is never charged
 
 
+async def _stored_job(
+    core: Core, owner: uuid.UUID, status: str, charge: str, predicted: bool
+) -> NewJob:
+    """A job of ``owner`` in the given states, last changed five minutes ago (past the
+    sweep's settling delay)."""
+    ctx = core.app.context
+    job = imagine_job(owner)
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(job)
+    async with session_scope(ctx.sessions) as session:
+        await session.execute(
+            text(
+                "UPDATE generation_jobs SET status = :status, charge_state = :charge,"
+                " prediction_id = :prediction, updated_at = :at WHERE id = :id"
+            ),
+            {
+                "status": status,
+                "charge": charge,
+                "prediction": f"p-{job.id.hex}" if predicted else None,
+                "at": datetime.now(UTC) - timedelta(minutes=5),
+                "id": job.id,
+            },
+        )
+    return job
+
+
 async def test_admission_counts_the_succeeded_jobs_whose_debit_is_pending(core: Core) -> None:
     """One statement answers both: a job in flight, and how many succeeded jobs of the
     owner reached the provider without their debit recorded (the sweep's to charge)."""
@@ -140,22 +167,7 @@ async def test_admission_counts_the_succeeded_jobs_whose_debit_is_pending(core: 
         "someone else's": (other, "succeeded", "none", True),
     }
     for job_owner, status, charge, predicted in rows.values():
-        job = imagine_job(job_owner)
-        async with ctx.statements() as stores:
-            await stores.jobs.insert(job)
-        async with session_scope(ctx.sessions) as session:
-            await session.execute(
-                text(
-                    "UPDATE generation_jobs SET status = :status, charge_state = :charge,"
-                    " prediction_id = :prediction WHERE id = :id"
-                ),
-                {
-                    "status": status,
-                    "charge": charge,
-                    "prediction": f"p-{job.id.hex}" if predicted else None,
-                    "id": job.id,
-                },
-            )
+        await _stored_job(core, job_owner, status, charge, predicted)
     async with ctx.reads() as stores:
         facts = await stores.jobs.admission_facts(owner)
         unknown = await stores.jobs.admission_facts(uuid.uuid4())
@@ -177,17 +189,7 @@ async def test_a_voided_succeeded_job_is_waived_not_pending_for_ever(core: Core)
     admission counts it as a debit still to come."""
     ctx = core.app.context
     owner = uuid.uuid4()
-    job = imagine_job(owner)
-    async with ctx.statements() as stores:
-        await stores.jobs.insert(job)
-    async with session_scope(ctx.sessions) as session:
-        await session.execute(
-            text(
-                "UPDATE generation_jobs SET status = 'succeeded', prediction_id = :p,"
-                " completed_at = :t, updated_at = :t WHERE id = :id"
-            ),
-            {"p": f"p-{job.id.hex}", "t": datetime.now(UTC) - timedelta(minutes=5), "id": job.id},
-        )
+    job = await _stored_job(core, owner, "succeeded", "none", predicted=True)
     assert await ctx.usage.credit(owner, job.id, reason="operator") is False  # voided
 
     await sweep_jobs_once(ctx)
