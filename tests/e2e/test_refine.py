@@ -59,15 +59,20 @@ async def test_a_result_is_refined_with_a_new_prompt(stack: Stack, user: User) -
     assert "Now make the sofa green" not in response.text
 
 
+async def _compose_refine(stack: Stack, user: User, source_id: str, field: str) -> httpx.Response:
+    """A compose refine of ``source_id``'s first variant, one image uploaded as ``field``."""
+    return await user.client.post(
+        f"{stack.api}/generations",
+        data={"mode": "compose", "sourceGenerationId": source_id, "sourceVariantIdx": "0"},
+        files={field: ("reference.jpg", jpeg_bytes(40, 40, (1, 2, 3)), "image/jpeg")},
+        headers=user.headers,
+    )
+
+
 async def test_compose_refines_with_an_uploaded_reference(stack: Stack, user: User) -> None:
     first = await _finished(user)
 
-    response = await user.client.post(
-        f"{stack.api}/generations",
-        data={"mode": "compose", "sourceGenerationId": first["id"], "sourceVariantIdx": "0"},
-        files={"input2": ("reference.jpg", jpeg_bytes(40, 40, (1, 2, 3)), "image/jpeg")},
-        headers=user.headers,
-    )
+    response = await _compose_refine(stack, user, first["id"], "input2")
 
     assert response.status_code == 202, response.text
     refined = await user.wait_for(response.json()["id"], {"succeeded"})
@@ -79,12 +84,7 @@ async def test_a_refine_upload_under_the_sources_name_is_refused(stack: Stack, u
     input2) is a 400 saying so, not a reference taken by its position."""
     first = await _finished(user)
 
-    response = await user.client.post(
-        f"{stack.api}/generations",
-        data={"mode": "compose", "sourceGenerationId": first["id"], "sourceVariantIdx": "0"},
-        files={"input1": ("room.jpg", jpeg_bytes(40, 40, (1, 2, 3)), "image/jpeg")},
-        headers=user.headers,
-    )
+    response = await _compose_refine(stack, user, first["id"], "input1")
 
     assert response.status_code == 400, response.text
     assert response.json()["error"]["message"] == "Send input1 or sourceGenerationId, not both."
