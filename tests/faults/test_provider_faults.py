@@ -37,19 +37,50 @@ def test_create_failing_for_good_is_502_without_charge_or_held_slot(quiet: Syste
     assert [row["status"] for row in rows] == ["failed", "succeeded"]
 
 
-def test_create_timing_out_is_502_and_the_next_one_works(quiet: System) -> None:
+def test_a_create_whose_answer_is_lost_goes_on_with_the_run_its_webhook_names(
+    quiet: System,
+) -> None:
     user = ApiUser(quiet)
     runs_before = len(quiet.control.predictions())
-    # The create reaches the provider and starts a run; its answer comes too late.
+    # The create reaches the provider and starts a run; its answer comes too late, but
+    # the run's start webhook (its URL names the job) arrives while we wait for it.
     quiet.control.set_faults(create_answer_delay_ms=TIMES_OUT_MS)
+    job = user.submit_ok(image=False)
+    quiet.control.set_faults(create_answer_delay_ms=0)
+    runs = quiet.control.predictions()[runs_before:]
+    # One run, not sent again, and it is the job's.
+    assert [run["id"] for run in runs] == [job["predictionId"]]
+    assert runs[0]["webhook"].endswith(f"/api/v1/webhooks/replicate?job={job['id']}")
+    done = user.wait_for(job["id"], {"succeeded"})
+    assert len(done["variants"]) == 1
+    assert user.usage()["used"] == 1
+    rows = assert_invariants(quiet, [user])
+    assert [(row["status"], row["error"]) for row in rows] == [("succeeded", "")]
+
+
+def test_a_create_timing_out_unnamed_is_502_and_its_run_is_stopped_when_it_calls(
+    quiet: System,
+) -> None:
+    user = ApiUser(quiet)
+    runs_before = len(quiet.control.predictions())
+    # The answer comes too late and the run's webhooks are lost meanwhile; it is held
+    # from settling, as a real run takes seconds.
+    quiet.control.set_faults(create_answer_delay_ms=TIMES_OUT_MS, drop_webhooks="all", hold=True)
     began = time.monotonic()
     assert_error(user.submit(image=False), {502}, "UPSTREAM_ERROR")
     assert time.monotonic() - began < 10  # retries are bounded
-    quiet.control.set_faults(create_answer_delay_ms=0)
+    quiet.control.set_faults(create_answer_delay_ms=0, drop_webhooks=0)
     # It was not sent again: a retry would have started a second run on our account.
-    assert len(quiet.control.predictions()) == runs_before + 1
+    [orphan] = quiet.control.predictions()[runs_before:]
+    assert orphan["status"] == "processing"
+    # The run's start webhook comes late: its job failed without it, so nobody would
+    # follow it. It is canceled, and stops costing.
+    quiet.control.redeliver(orphan["id"], "start")
+    quiet.control.wait_for_status(orphan["id"], {"canceled"})
+    quiet.control.set_faults(hold=False)
     job = user.submit_ok(image=False)
     user.wait_for(job["id"], {"succeeded"})
+    assert user.usage()["used"] == 1
     rows = assert_invariants(quiet, [user])
     assert [(row["status"], row["error"]) for row in rows] == [
         ("failed", "UPSTREAM_ERROR"),

@@ -42,6 +42,7 @@ class ReceivedEvent:
     payload: bytes
     delivery_id: str
     request_id: str | None
+    job_id: str = ""
 
 
 class RecordingGeneration(generation_pb2_grpc.GenerationServiceServicer):
@@ -62,7 +63,10 @@ class RecordingGeneration(generation_pb2_grpc.GenerationServiceServicer):
         request_id = metadata.get("x-request-id")
         self.received.append(
             ReceivedEvent(
-                request.payload, request.delivery_id, str(request_id) if request_id else None
+                request.payload,
+                request.delivery_id,
+                str(request_id) if request_id else None,
+                request.job_id,
             )
         )
         if self.mode == "internal":

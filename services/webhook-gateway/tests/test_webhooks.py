@@ -45,6 +45,19 @@ async def test_a_valid_delivery_is_forwarded_once_with_the_raw_bytes(
     assert received["bytes"] == len(BODY)
 
 
+async def test_the_job_the_url_names_is_forwarded_and_a_malformed_one_is_not_refused(
+    start_gateway: GatewayFactory, generation: GenerationDouble, signer: Signer
+) -> None:
+    job = "0b7c4a8e-2f53-4c39-9d8e-5f0a1c2b3d4e"
+    async with start_gateway() as gw:
+        named = await gw.client.post(f"{PATH}?job={job}", content=BODY, headers=signer(BODY))
+        long = await gw.client.post(f"{PATH}?job={'x' * 37}", content=BODY, headers=signer(BODY))
+        odd = await gw.client.post(f"{PATH}?job=not-a-job", content=BODY, headers=signer(BODY))
+    assert [named.status_code, long.status_code, odd.status_code] == [200, 200, 200]
+    # Generation reads it (a name that is no UUID names no job); the gateway only caps it.
+    assert [e.job_id for e in generation.servicer.received] == [job, "", "not-a-job"]
+
+
 async def test_several_signatures_where_only_the_second_matches_are_accepted(
     start_gateway: GatewayFactory, generation: GenerationDouble, signer: Signer
 ) -> None:

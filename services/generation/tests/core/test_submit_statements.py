@@ -125,6 +125,39 @@ async def test_charging_a_running_job_records_it_and_asks_no_refund(core: Core) 
     assert (waived.job, waived.refund_due) == (None, False)  # a waived job is never charged
 
 
+async def test_the_first_run_named_is_the_jobs_and_a_failed_create_spares_it(core: Core) -> None:
+    """The create's answer and the run's webhook race to attach a run (run_claims): the
+    first one wins, a second name is refused, and ending the job for a failed create
+    spares a job whose run was named meanwhile."""
+    ctx = core.app.context
+    job = imagine_job(uuid.uuid4())
+    now = datetime.now(UTC)
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(job)
+        first = await stores.jobs.attach_prediction(job.id, "run-first", now)
+        second = await stores.jobs.attach_prediction(job.id, "run-second", now)
+    async with ctx.transactions() as tx:
+        spared = await tx.jobs.mark_ended_without_output(
+            job.id, JobStatus.FAILED, "UPSTREAM_ERROR", "lost", now, unless_attached=True
+        )
+        current = await tx.jobs.get(job.id)
+    assert first is not None
+    assert first.prediction_id == "run-first"
+    assert second is None
+    assert not spared.changed
+    assert current is not None
+    assert (current.status, current.prediction_id) == (JobStatus.STARTING, "run-first")
+
+    unnamed = imagine_job(uuid.uuid4())
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(unnamed)
+    async with ctx.transactions() as tx:
+        ended = await tx.jobs.mark_ended_without_output(
+            unnamed.id, JobStatus.FAILED, "UPSTREAM_ERROR", "lost", now, unless_attached=True
+        )
+    assert ended.changed
+
+
 async def _stored_job(
     core: Core, owner: uuid.UUID, status: str, charge: str, predicted: bool
 ) -> NewJob:

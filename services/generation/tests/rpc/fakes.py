@@ -98,10 +98,19 @@ class FakeStores:
         return found[0] if found else None
 
     async def mark_ended_without_output(
-        self, job_id: uuid.UUID, status: str, error_code: str, error_message: str, now: datetime
+        self,
+        job_id: uuid.UUID,
+        status: str,
+        error_code: str,
+        error_message: str,
+        now: datetime,
+        *,
+        unless_attached: bool = False,
     ) -> TerminalUpdate:
         job = self.jobs_by_id[job_id]
         if job.status not in (JobStatus.STARTING, JobStatus.PROCESSING):
+            return TerminalUpdate(changed=False, refund_due=False)
+        if unless_attached and job.prediction_id is not None:
             return TerminalUpdate(changed=False, refund_due=False)
         self.ended.append((job_id, status, error_code))
         self.jobs_by_id[job_id] = dataclasses.replace(

@@ -180,6 +180,13 @@ def test_an_event_for_an_unknown_prediction_is_answered_as_such() -> None:
     )
 
 
+def test_an_event_naming_a_job_that_is_no_uuid_is_answered_as_unknown() -> None:
+    request = pb.ApplyProviderEventRequest(payload=b"unknown-prediction", job_id="not-a-job")
+    response, code, _ = unary(rpc_server(FakeStores()), "ApplyProviderEvent", request)
+    assert code == grpc.StatusCode.OK
+    assert response.outcome == pb.EVENT_OUTCOME_UNKNOWN_PREDICTION
+
+
 class CountingStores(FakeStores):
     """Counts the reads of one job by id."""
 

@@ -37,7 +37,14 @@ class SlowInsert(FakeStores):
         return Inserted()
 
     async def mark_ended_without_output(
-        self, job_id: uuid.UUID, status: str, error_code: str, error_message: str, now: datetime
+        self,
+        job_id: uuid.UUID,
+        status: str,
+        error_code: str,
+        error_message: str,
+        now: datetime,
+        *,
+        unless_attached: bool = False,
     ) -> TerminalUpdate:
         self.failed.append((job_id, status, error_code))
         return TerminalUpdate(changed=True, refund_due=False)

@@ -96,7 +96,7 @@ class Stores(FakeStores):
         if self.attach_fails:
             raise ConnectionError("the database went away")
         job = self.jobs_by_id[job_id]
-        if job.status != JobStatus.STARTING:
+        if job.status != JobStatus.STARTING or job.prediction_id is not None:
             return None
         self.jobs_by_id[job_id] = dataclasses.replace(job, prediction_id=prediction_id)
         return self.jobs_by_id[job_id]
@@ -429,10 +429,12 @@ async def test_a_cancel_that_the_canceled_webhook_beat_is_not_told_or_counted_ag
 
 async def test_a_cancel_logs_the_prediction_attached_while_it_ran() -> None:
     class AttachedMeanwhile(Stores):
-        async def mark_ended_without_output(self, job_id: uuid.UUID, *args: Any) -> Any:
+        async def mark_ended_without_output(
+            self, job_id: uuid.UUID, *args: Any, **kwargs: Any
+        ) -> Any:
             # The submission's attach commits between the cancel's read and its end.
             self.set_status(job_id, jobs.STARTING, prediction_id="pred-4")
-            return await super().mark_ended_without_output(job_id, *args)
+            return await super().mark_ended_without_output(job_id, *args, **kwargs)
 
     stores, provider = AttachedMeanwhile(), Provider()
     job = _starting(stores)

@@ -74,11 +74,16 @@ class GenerationForwarder:
         self._channel = None
         self._stub = None
 
-    async def apply_event(self, payload: bytes, delivery_id: str) -> ForwardResult:
-        """ApplyProviderEvent with a deadline and the request id."""
+    async def apply_event(
+        self, payload: bytes, delivery_id: str, job_id: str = ""
+    ) -> ForwardResult:
+        """ApplyProviderEvent with a deadline and the request id; ``job_id`` is the job
+        the webhook's URL names, as received (generation checks it)."""
         if self._stub is None:
             raise ForwardFailed("NOT_CONNECTED")
-        request = generation_pb2.ApplyProviderEventRequest(payload=payload, delivery_id=delivery_id)
+        request = generation_pb2.ApplyProviderEventRequest(
+            payload=payload, delivery_id=delivery_id, job_id=job_id
+        )
         try:
             response = await self._stub.ApplyProviderEvent(
                 request, timeout=self._deadline, metadata=outgoing_metadata()

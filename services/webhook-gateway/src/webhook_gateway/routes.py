@@ -20,12 +20,20 @@ from webhook_gateway.responses import error_response
 from webhook_gateway.signatures import ID_HEADER, SignatureRejected, WebhookVerifier
 
 _MAX_DELIVERY_ID_LENGTH = 128
+_MAX_JOB_ID_LENGTH = 36
 _FAILED = "webhook.forward_failed"
 _REJECTIONS = {
     413: ("VALIDATION_ERROR", "The webhook body is too large."),
     401: ("UNAUTHORIZED", "The webhook signature is missing, not valid or expired."),
     400: ("VALIDATION_ERROR", "The webhook body must be a JSON object."),
 }
+
+
+def _named_job(request: Request) -> str:
+    """The ``job`` query parameter generation put in the webhook URL; "" when missing or
+    too long to be a job id (it only helps with a run no job has: never refused)."""
+    value = request.query_params.get("job", "")
+    return value if len(value) <= _MAX_JOB_ID_LENGTH else ""
 
 
 class BodyTooLarge(Exception):
@@ -88,11 +96,11 @@ class WebhookEndpoint:
                 return self._rejected(401, rejected.reason, delivery_id)
         if not _is_json_object(body):
             return self._rejected(400, "not_json", delivery_id)
-        return await self._forward(body, delivery_id)
+        return await self._forward(body, delivery_id, _named_job(request))
 
-    async def _forward(self, body: bytes, delivery_id: str) -> Response:
+    async def _forward(self, body: bytes, delivery_id: str, job_id: str) -> Response:
         try:
-            result = await self._forwarder.apply_event(body, delivery_id)
+            result = await self._forwarder.apply_event(body, delivery_id, job_id)
         except EventRejected:
             self._log.warning(_FAILED, deliveryId=delivery_id, grpcCode="INVALID_ARGUMENT")
             metrics.forward_failed("INVALID_ARGUMENT")

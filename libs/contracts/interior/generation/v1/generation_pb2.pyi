@@ -767,19 +767,27 @@ class ApplyProviderEventRequest(_message.Message):
 
     PAYLOAD_FIELD_NUMBER: _builtins.int
     DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
     payload: _builtins.bytes
     """The provider's event body, raw bytes as received (the prediction JSON)."""
     delivery_id: _builtins.str
     """The delivery id (`webhook-id` header); identical across retries. For logs."""
+    job_id: _builtins.str
+    """The job named by the webhook URL's `job` query parameter (generation puts it in
+    every webhook URL it gives the provider), as received; may be empty or invalid.
+    Used only when no job has the event's prediction: a job still waiting for its
+    create's answer adopts the run, and the run of any other job is canceled.
+    """
     def __init__(
         self,
         *,
         payload: _builtins.bytes = ...,
         delivery_id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id", "job_id", b"job_id", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -51,6 +51,15 @@ def job_id_from(raw: str) -> uuid.UUID:
         raise NotFound("Generation not found.") from None
 
 
+def named_job_from(raw: str) -> uuid.UUID | None:
+    """The job a webhook's URL names; None for none or anything that is not a UUID (the
+    event is still applied: the name only helps with a prediction no job has)."""
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def idempotency_key_from(raw: str) -> str | None:
     """The request's key; None when it sent none (an empty string). A key of spaces
     alone is refused: taken as none, its retries would each make a new job."""

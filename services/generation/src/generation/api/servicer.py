@@ -211,7 +211,12 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             provider_deadline(_provider_deadline_of(context)),
         ):
             try:
-                outcome, job = await apply_prediction(self._ctx, prediction, source="webhook")
+                outcome, job = await apply_prediction(
+                    self._ctx,
+                    prediction,
+                    source="webhook",
+                    named_job=mappers.named_job_from(request.job_id),
+                )
             except (ProviderError, StorageError):
                 # The outputs could not be copied now (logged as job.assets_deferred):
                 # retryable, not a bug, so the provider's retry of the webhook comes.

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import uuid
 
 from generation import metrics
 from generation.domain import jobs
@@ -22,6 +23,7 @@ from generation.domain.cleanup import remove_render_files
 from generation.domain.context import GenerationContext
 from generation.domain.provider import OutputRefused, Prediction, ProviderError, ProviderStatus
 from generation.domain.records import Job, PendingFiles
+from generation.domain.run_claims import claim_run
 from generation.domain.settlement import refund
 from generation.domain.states import INFLIGHT
 from kit.logging import get_logger
@@ -37,17 +39,25 @@ class Outcome(enum.Enum):
 
 
 async def apply_prediction(
-    ctx: GenerationContext, prediction: Prediction, source: str
+    ctx: GenerationContext,
+    prediction: Prediction,
+    source: str,
+    named_job: uuid.UUID | None = None,
 ) -> tuple[Outcome, Job | None]:
     """Move the job of ``prediction`` forward to the provider's state.
 
+    ``named_job``: the job the webhook's URL names, for a prediction no job has yet
+    (domain/run_claims.py: adopted by that job, or canceled as nobody's).
     Returns the outcome and the job with the status it has now (the rest of the
     snapshot as read before the change).
     """
     async with ctx.reads() as stores:
         job = await stores.jobs.get_by_prediction_id(prediction.id)
+    if job is None and named_job is not None:
+        job = await claim_run(ctx, prediction, named_job)
     if job is None:
-        log.info("provider.unknown_prediction", predictionId=prediction.id, source=source)
+        if named_job is None:
+            log.info("provider.unknown_prediction", predictionId=prediction.id, source=source)
         return Outcome.UNKNOWN_PREDICTION, None
     target = jobs.job_status_for(prediction.status)
     if not jobs.moves_forward(job.status, target):

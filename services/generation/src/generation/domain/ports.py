@@ -92,8 +92,8 @@ class JobStore(Protocol):
     async def attach_prediction(
         self, job_id: uuid.UUID, prediction_id: str, now: datetime
     ) -> Job | None:
-        """Record the provider's id, only while the job is still ``starting``: the job as
-        written, or None when it had left ``starting``."""
+        """Record the provider's id, only while the job is still ``starting`` without
+        one: the job as written, or None when it had left ``starting`` or has a run."""
         ...
 
     async def mark_processing(self, job_id: uuid.UUID, started_at: datetime, now: datetime) -> bool:
@@ -113,9 +113,17 @@ class JobStore(Protocol):
         ...
 
     async def mark_ended_without_output(
-        self, job_id: uuid.UUID, status: str, error_code: str, error_message: str, now: datetime
+        self,
+        job_id: uuid.UUID,
+        status: str,
+        error_code: str,
+        error_message: str,
+        now: datetime,
+        *,
+        unless_attached: bool = False,
     ) -> TerminalUpdate:
-        """End an in-flight job failed/canceled; a charged one becomes refund-pending."""
+        """End an in-flight job failed/canceled; a charged one becomes refund-pending.
+        ``unless_attached``: only while the job has no run attached."""
         ...
 
     async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> ChargeUpdate:

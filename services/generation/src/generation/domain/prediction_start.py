@@ -9,6 +9,11 @@ UPSTREAM_ERROR; a job canceled while being submitted is canceled at the provider
 and never charged; a debit refused (the plan changed meanwhile) cancels the
 prediction and fails the job with LIMIT_EXCEEDED; a debit that cannot reach the
 usage service is finished later by the sweep.
+
+A create whose answer was lost (a timeout after the request reached the provider)
+started a run all the same. When that run's webhook named it first (its URL names
+the job: domain/run_claims.py), the job has it attached, and the submission goes on
+as if the answer had come: the user gets the render the run makes, and pays once.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.domain.provider import PredictionRequest, ProviderError
 from generation.domain.records import Job
+from generation.domain.run_claims import cancel_quietly, webhook_url_for
 from generation.domain.settlement import charge
 from kit.errors import LimitExceeded, UpstreamError
 from kit.logging import get_logger
@@ -49,6 +55,9 @@ class _Ending:
 
     changed: bool
     fields: dict[str, str | None]
+    # The run attached to the job meanwhile by that run's own webhook, when the
+    # write was refused for it (``unless_attached``).
+    adopted: str | None = None
 
 
 async def start_prediction(
@@ -66,21 +75,26 @@ async def start_prediction(
             PredictionRequest(
                 prompt=prompt,
                 image_urls=tuple(urls),
-                webhook_url=webhook_url,
+                webhook_url=webhook_url_for(webhook_url, job.id),
                 webhook_events=ctx.config.replicate.webhook_events,
                 output_format=ctx.config.replicate.output_format,
             )
         )
     except (ProviderError, StorageError) as error:
         # A job the user canceled meanwhile stays canceled: logged as it is, not counted.
-        ending = await _fail_unsubmitted(ctx, job, jobs.UPSTREAM)
+        ending = await _fail_unsubmitted(ctx, job, jobs.UPSTREAM, unless_attached=True)
+        if ending.adopted is not None:
+            # The answer was lost, but the run it started told us its id itself.
+            log.warning("job.create_answer_lost", **ending.fields, error=type(error).__name__)
+            return await _attach_and_charge(ctx, job, ending.adopted)
         log.error("job.provider_create_failed", **ending.fields, error=type(error).__name__)
         if ending.changed:
             metrics.job_transition(jobs.FAILED, "submit")
         raise UpstreamError() from error
     except BaseException:
-        # Cancelled or crashed mid-call: never leave the in-flight slot held.
-        await asyncio.shield(_end_interrupted(ctx, job))
+        # Cancelled or crashed mid-call: never leave the in-flight slot held. A run
+        # its webhook attached meanwhile is followed and charged as any (the sweep).
+        await asyncio.shield(_end_interrupted(ctx, job, unless_attached=True))
         raise
     return await _attach_and_charge(ctx, job, prediction.id)
 
@@ -90,22 +104,30 @@ async def fail_interrupted(ctx: GenerationContext, job_id: uuid.UUID, owner_id: 
     await _end_interrupted(ctx, StartedJob(job_id, owner_id))
 
 
-async def _end_interrupted(ctx: GenerationContext, job: StartedJob) -> None:
+async def _end_interrupted(
+    ctx: GenerationContext, job: StartedJob, *, unless_attached: bool = False
+) -> None:
     """Fail an interrupted submission's job; logged and counted when this write ended it."""
-    ending = await _fail_unsubmitted(ctx, job, jobs.INTERRUPTED)
+    ending = await _fail_unsubmitted(ctx, job, jobs.INTERRUPTED, unless_attached=unless_attached)
     if ending.changed:
         log.warning("job.submit_interrupted", **ending.fields)
         metrics.job_transition(jobs.FAILED, "submit")
 
 
 async def _fail_unsubmitted(
-    ctx: GenerationContext, job: StartedJob, error: jobs.JobError
+    ctx: GenerationContext, job: StartedJob, error: jobs.JobError, *, unless_attached: bool = False
 ) -> _Ending:
-    """End the job failed unless it already ended; the row is read back in the same
-    transaction, so the log says what the job is now (canceled, when the user won)."""
+    """End the job failed unless it already ended (or, ``unless_attached``, has a run);
+    the row is read back in the same transaction, so the log says what the job is now
+    (canceled, when the user won)."""
     async with ctx.transactions() as tx:
         update = await tx.jobs.mark_ended_without_output(
-            job.id, jobs.FAILED, error.code, error.message, ctx.clock.now()
+            job.id,
+            jobs.FAILED,
+            error.code,
+            error.message,
+            ctx.clock.now(),
+            unless_attached=unless_attached,
         )
         current = await tx.jobs.get(job.id)
     if current is None:  # never: jobs are not removed; the write's own answer then
@@ -117,7 +139,10 @@ async def _fail_unsubmitted(
     # The provider's run this submission asked for is named even when its id could
     # not be attached (the attach failed): it is the run that was canceled.
     fields["predictionId"] = fields["predictionId"] or job.prediction_id
-    return _Ending(update.changed, fields)
+    adopted = None
+    if unless_attached and not update.changed and current is not None:
+        adopted = current.prediction_id
+    return _Ending(update.changed, fields, adopted)
 
 
 async def _attach_and_charge(
@@ -140,12 +165,14 @@ async def _attach_and_charge(
     if attached is None:
         await _stop_unattached(ctx, job, prediction_id)
         return None
+    prediction_id = attached.prediction_id or prediction_id
+    fields["predictionId"] = prediction_id
     log.info("job.provider_accepted", **fields, status=jobs.STARTING)
     submitted = StartedJob(job.id, job.owner_id, prediction_id)
     try:
         charged = await charge(ctx, submitted)
     except LimitExceeded:
-        await _cancel_quietly(ctx, prediction_id)
+        await cancel_quietly(ctx, prediction_id)
         ending = await _fail_unsubmitted(ctx, submitted, jobs.OVER_LIMIT)
         log.warning("job.debit_refused", **ending.fields)
         if ending.changed:
@@ -155,8 +182,26 @@ async def _attach_and_charge(
 
 
 async def _attach(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> Job | None:
+    """The job with its run attached, or None when it left ``starting`` without one.
+
+    A run's webhook may have named it first (domain/run_claims.py): the job is then
+    answered as attached. When that is another run than this create's (a create that
+    answered 5xx had started one, and its retry started this), this one is nobody's
+    and is stopped.
+    """
     async with ctx.statements() as stores:
-        return await stores.jobs.attach_prediction(job.id, prediction_id, ctx.clock.now())
+        attached = await stores.jobs.attach_prediction(job.id, prediction_id, ctx.clock.now())
+        current = attached or await stores.jobs.get(job.id)
+    if current is None or current.prediction_id is None:
+        return None
+    if current.prediction_id != prediction_id:
+        await cancel_quietly(ctx, prediction_id)
+        log.warning(
+            "provider.duplicate_run_canceled",
+            **jobs.log_fields(current),
+            duplicatePredictionId=prediction_id,
+        )
+    return current
 
 
 async def _after_interrupted_attach(
@@ -177,7 +222,7 @@ async def _after_interrupted_attach(
 async def _stop_unattached(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
     """The job was canceled (or ended) while we were submitting: stop the provider's run
     too, and say so with the job's status as it is now."""
-    await _cancel_quietly(ctx, prediction_id)
+    await cancel_quietly(ctx, prediction_id)
     status: str = jobs.CANCELED  # what ends a job in this window, nearly always
     with contextlib.suppress(Exception):  # a log line's detail: never fails the call
         async with ctx.reads() as tx:
@@ -193,7 +238,7 @@ async def _stop_unattached(ctx: GenerationContext, job: StartedJob, prediction_i
 
 
 async def _abandon_prediction(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
-    await _cancel_quietly(ctx, prediction_id)
+    await cancel_quietly(ctx, prediction_id)
     try:
         await _end_interrupted(ctx, StartedJob(job.id, job.owner_id, prediction_id))
     except Exception:
@@ -203,13 +248,4 @@ async def _abandon_prediction(ctx: GenerationContext, job: StartedJob, predictio
             jobId=str(job.id),
             predictionId=prediction_id,
             status=jobs.STARTING,
-        )
-
-
-async def _cancel_quietly(ctx: GenerationContext, prediction_id: str) -> None:
-    try:
-        await ctx.provider.cancel_prediction(prediction_id)
-    except ProviderError as error:
-        log.warning(
-            "provider.cancel_failed", predictionId=prediction_id, error=type(error).__name__
         )

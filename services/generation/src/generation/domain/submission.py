@@ -153,12 +153,15 @@ async def _submit_new(
     current = await start_prediction(
         ctx, StartedJob(job.id, job.owner_id), prompt, input_keys, webhook_url
     )
-    if current is None:  # canceled meanwhile: the row as it is now
-        async with ctx.reads() as stores:
-            current = await stores.jobs.get(job.id)
-    if current is None:  # jobs are never removed: a missing row is a broken database
+    if current is not None and current.status != jobs.SUCCEEDED:
+        return SubmitResult(current.view(), replayed=False)
+    # Canceled meanwhile, or its run (adopted from its webhook: a lost create answer)
+    # already ended with a render: the job as GET shows it.
+    async with ctx.reads() as stores:
+        view = await stores.reads.view(job.owner_id, job.id)
+    if view is None:  # jobs are never removed: a missing row is a broken database
         raise LookupError(f"job {job.id} vanished after it was written")
-    return SubmitResult(current.view(), replayed=False)
+    return SubmitResult(view, replayed=False)
 
 
 def _webhook_url(ctx: GenerationContext, command: SubmitCommand) -> str:

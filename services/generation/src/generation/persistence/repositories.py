@@ -196,7 +196,11 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
     insert_job = insert(_TABLE).on_conflict_do_nothing().returning(_JOBS.id)
     attach = (
         update(_TABLE)
-        .where(_JOBS.id == bindparam("job_id"), _JOBS.status == JobStatus.STARTING)
+        .where(
+            _JOBS.id == bindparam("job_id"),
+            _JOBS.status == JobStatus.STARTING,
+            _JOBS.prediction_id.is_(None),
+        )
         .values(prediction_id=bindparam("new_prediction_id"), updated_at=bindparam("now"))
         .returning(*_RETURNED)
     )
@@ -312,8 +316,10 @@ class JobRepository:
     async def attach_prediction(
         self, job_id: uuid.UUID, prediction_id: str, now: datetime
     ) -> Job | None:
-        """Record the provider's id, only while the job is still ``starting``; the job
-        as written (one statement), or None when it had left ``starting``."""
+        """Record the provider's id, only while the job is still ``starting`` without
+        one; the job as written (one statement), or None when it had left ``starting``
+        or already has a run (its create's answer and the run's webhook race to name
+        it: see domain/run_claims.py)."""
         return await self._returned(
             _ATTACH_PREDICTION, {"job_id": job_id, "new_prediction_id": prediction_id, "now": now}
         )
@@ -378,8 +384,13 @@ class JobRepository:
         error_code: str,
         error_message: str,
         now: datetime,
+        *,
+        unless_attached: bool = False,
     ) -> TerminalUpdate:
         """End an in-flight job as failed/canceled; a charged job becomes refund-pending.
+
+        ``unless_attached``: only while no run is attached (a submission whose create
+        failed must not end a job whose run its webhook already named).
 
         A job that reached the provider has its render prefix listed once (files
         due): an applier may have stored outputs and failed before it could commit
@@ -388,7 +399,11 @@ class JobRepository:
         changed = await _changed(
             self._session,
             update(GenerationJob)
-            .where(GenerationJob.id == job_id, GenerationJob.status.in_(INFLIGHT_STATUSES))
+            .where(
+                GenerationJob.id == job_id,
+                GenerationJob.status.in_(INFLIGHT_STATUSES),
+                *([GenerationJob.prediction_id.is_(None)] if unless_attached else []),
+            )
             .values(
                 status=status,
                 error_code=error_code,

@@ -1,0 +1,78 @@
+"""Runs the provider names before we do: one whose create's answer was lost is adopted
+by its job, and one no job will follow is stopped.
+
+A create whose answer never comes (a read timeout after the request reached the
+provider) has started a run we hold no id for: it was billed and its render thrown
+away, while the user was told to try again. Every webhook URL we give the provider
+names its job (``?job=<id>``), so that run's first webhook (``start``, sent as it
+begins, usually long before our create gives up) says whose it is. For a prediction
+no job has:
+
+- its job is still ``starting`` without a run: the job adopts it, with the same
+  conditional write the create's answer makes (whichever comes first names the run,
+  the other finds it named). The submission whose create then fails finds the run
+  attached and goes on as if the answer had come (domain/prediction_start.py).
+- its job has another run, or ended without one (its create failed first, its user
+  canceled): nobody follows this run, so it is canceled at the provider, which stops
+  its billing, unless it already ended.
+
+Only the event's own prediction is ever attached or canceled, and only while no job
+has it, so a job id in a URL cannot move or stop another job's run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+from generation.domain import jobs
+from generation.domain.context import GenerationContext
+from generation.domain.provider import Prediction, ProviderError
+from generation.domain.records import Job
+from kit.logging import get_logger
+
+log = get_logger("generation.run_claims")
+
+JOB_PARAMETER = "job"
+
+
+def webhook_url_for(url: str, job_id: uuid.UUID) -> str:
+    """The webhook URL the provider is given for ``job_id``'s run: ``url?job=<id>``."""
+    parts = urlsplit(url)
+    query = f"{parts.query}&" if parts.query else ""
+    return urlunsplit(parts._replace(query=f"{query}{JOB_PARAMETER}={job_id}"))
+
+
+async def claim_run(
+    ctx: GenerationContext, prediction: Prediction, job_id: uuid.UUID
+) -> Job | None:
+    """The job that adopts ``prediction`` (unknown to every job), or None when the run
+    is nobody's (it is then canceled, unless it already ended)."""
+    async with ctx.statements() as stores:
+        adopted = await stores.jobs.attach_prediction(job_id, prediction.id, ctx.clock.now())
+        current = adopted or await stores.jobs.get(job_id)
+    if current is None:
+        log.info("provider.unknown_prediction", predictionId=prediction.id, source="webhook")
+        return None
+    if adopted is not None:
+        log.warning("job.run_adopted", **jobs.log_fields(adopted))
+        return adopted
+    if current.prediction_id == prediction.id:  # the create's answer named it just now
+        return current
+    fields = jobs.log_fields(current)
+    if prediction.status.is_terminal:
+        log.info("provider.orphan_run_ended", **fields, orphanPredictionId=prediction.id)
+        return None
+    await cancel_quietly(ctx, prediction.id)
+    log.warning("provider.orphan_run_canceled", **fields, orphanPredictionId=prediction.id)
+    return None
+
+
+async def cancel_quietly(ctx: GenerationContext, prediction_id: str) -> None:
+    """Cancel a run at the provider; a failure is logged, never raised."""
+    try:
+        await ctx.provider.cancel_prediction(prediction_id)
+    except ProviderError as error:
+        log.warning(
+            "provider.cancel_failed", predictionId=prediction_id, error=type(error).__name__
+        )

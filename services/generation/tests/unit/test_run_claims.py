@@ -1,0 +1,247 @@
+"""A run the provider names before we do (domain/run_claims.py): adopted by its job while
+the job waits for its create's answer, stopped when no job will follow it; and the
+submission whose create then fails goes on with the adopted run."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+
+import pytest
+from structlog.testing import capture_logs
+
+from generation.domain import jobs
+from generation.domain.events import Outcome, apply_prediction
+from generation.domain.prediction_start import StartedJob, start_prediction
+from generation.domain.provider import Prediction, ProviderStatus, ProviderUnavailable
+from generation.domain.records import Job
+from generation.domain.run_claims import webhook_url_for
+from kit.errors import UpstreamError
+from services.generation.tests.unit.test_transition_accounting import (
+    Provider,
+    _context,
+    _events,
+    _prediction,
+    _starting,
+)
+from services.generation.tests.unit.test_transition_accounting import Stores as _Stores
+
+PROCESSING = ProviderStatus.PROCESSING
+
+
+class Stores(_Stores):
+    """The fake stores, with the attach of a job they do not hold and the processing mark."""
+
+    async def attach_prediction(
+        self, job_id: uuid.UUID, prediction_id: str, now: datetime
+    ) -> Job | None:
+        if job_id not in self.jobs_by_id:
+            return None
+        return await super().attach_prediction(job_id, prediction_id, now)
+
+    async def mark_processing(self, job_id: uuid.UUID, started_at: datetime, now: datetime) -> bool:
+        if self.jobs_by_id[job_id].status != jobs.STARTING:
+            return False
+        self.set_status(job_id, jobs.PROCESSING)
+        return True
+
+
+def test_the_webhook_url_names_the_job() -> None:
+    job_id = uuid.UUID("6f1c1b7e-0a51-4a3c-9d0e-8f2b6c3d4e5f")
+    assert webhook_url_for("https://hooks.example/api/v1/webhooks/replicate", job_id) == (
+        f"https://hooks.example/api/v1/webhooks/replicate?job={job_id}"
+    )
+    # A base URL that carries a query of its own keeps it.
+    assert webhook_url_for("https://hooks.example/w?tenant=a", job_id) == (
+        f"https://hooks.example/w?tenant=a&job={job_id}"
+    )
+
+
+async def _webhook(stores: Stores, provider: Provider, job: Job, prediction: Prediction) -> Outcome:
+    """The run's webhook, naming ``job`` in its URL, applied."""
+    outcome, _ = await apply_prediction(
+        _context(stores, provider), prediction, "webhook", named_job=job.id
+    )
+    return outcome
+
+
+# 1. The webhook of a run no job has.
+
+
+async def test_a_job_waiting_for_its_create_adopts_the_run_its_webhook_names() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+    with capture_logs() as logs:
+        outcome = await _webhook(stores, provider, job, _prediction("pred-new", PROCESSING))
+
+    assert outcome is Outcome.APPLIED
+    adopted = stores.jobs_by_id[job.id]
+    assert (adopted.prediction_id, adopted.status) == ("pred-new", jobs.PROCESSING)
+    assert provider.canceled == []
+    [line] = _events(logs, "job.run_adopted")
+    assert (line["jobId"], line["predictionId"]) == (str(job.id), "pred-new")
+
+
+@pytest.mark.parametrize("status", [jobs.FAILED, jobs.CANCELED])
+async def test_a_run_whose_job_ended_without_it_is_canceled(status: str) -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+    stores.set_status(job.id, status)
+    with capture_logs() as logs:
+        outcome = await _webhook(stores, provider, job, _prediction("pred-orphan", PROCESSING))
+
+    assert outcome is Outcome.UNKNOWN_PREDICTION
+    assert provider.canceled == ["pred-orphan"]
+    assert stores.jobs_by_id[job.id].prediction_id is None
+    [line] = _events(logs, "provider.orphan_run_canceled")
+    assert (line["jobId"], line["orphanPredictionId"], line["status"]) == (
+        str(job.id),
+        "pred-orphan",
+        status,
+    )
+
+
+async def test_a_second_run_naming_a_job_with_a_run_is_canceled_and_changes_nothing() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+    stores.set_status(job.id, jobs.PROCESSING, prediction_id="pred-first")
+    outcome = await _webhook(stores, provider, job, _prediction("pred-second", PROCESSING))
+
+    assert outcome is Outcome.UNKNOWN_PREDICTION
+    assert provider.canceled == ["pred-second"]
+    assert stores.jobs_by_id[job.id].prediction_id == "pred-first"
+
+
+async def test_an_ended_run_is_not_canceled_again() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+    stores.set_status(job.id, jobs.FAILED)
+    finished = _prediction("pred-done", ProviderStatus.SUCCEEDED)
+    assert await _webhook(stores, provider, job, finished) is Outcome.UNKNOWN_PREDICTION
+    assert provider.canceled == []
+
+
+async def test_a_run_naming_no_job_of_ours_is_left_alone() -> None:
+    stores, provider = Stores(), Provider()
+    stranger = _starting(Stores())  # another database's job
+    outcome = await _webhook(stores, provider, stranger, _prediction("pred-x", PROCESSING))
+    assert outcome is Outcome.UNKNOWN_PREDICTION
+    assert provider.canceled == []
+
+
+async def test_a_run_naming_no_job_at_all_is_left_alone() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+    outcome, _ = await apply_prediction(
+        _context(stores, provider), _prediction("pred-y", PROCESSING), "webhook"
+    )
+    assert outcome is Outcome.UNKNOWN_PREDICTION
+    assert (provider.canceled, stores.jobs_by_id[job.id].prediction_id) == ([], None)
+
+
+# 2. The submission whose create answers late, or never.
+
+
+async def _submit(stores: Stores, provider: Provider, job: Job) -> Job | None:
+    return await start_prediction(
+        _context(stores, provider), StartedJob(job.id, job.owner_id), "p", [], "https://w"
+    )
+
+
+async def test_a_create_that_fails_after_its_run_was_adopted_goes_on_with_it() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+
+    async def answer_lost() -> Prediction:
+        await _webhook(stores, provider, job, _prediction("pred-adopted", PROCESSING))
+        raise ProviderUnavailable("read timed out")
+
+    provider.on_create = answer_lost
+    with capture_logs() as logs:
+        submitted = await _submit(stores, provider, job)
+
+    assert submitted is not None
+    assert (submitted.prediction_id, submitted.status) == ("pred-adopted", jobs.PROCESSING)
+    row = stores.jobs_by_id[job.id]
+    assert (row.status, row.charge_state) == (jobs.PROCESSING, "charged")
+    assert provider.canceled == []
+    assert _events(logs, "job.provider_create_failed") == []
+    [line] = _events(logs, "job.create_answer_lost")
+    assert line["predictionId"] == "pred-adopted"
+
+
+async def test_a_create_that_fails_with_no_run_named_fails_the_job() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+
+    async def answer_lost() -> Prediction:
+        raise ProviderUnavailable("read timed out")
+
+    provider.on_create = answer_lost
+    with pytest.raises(UpstreamError):
+        await _submit(stores, provider, job)
+    assert stores.jobs_by_id[job.id].status == jobs.FAILED
+
+
+async def test_a_create_answering_after_its_run_was_adopted_keeps_that_run() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+
+    async def answer_late() -> Prediction:
+        await _webhook(stores, provider, job, _prediction("pred-same", PROCESSING))
+        return _prediction("pred-same", ProviderStatus.STARTING)
+
+    provider.on_create = answer_late
+    submitted = await _submit(stores, provider, job)
+
+    assert submitted is not None
+    assert submitted.prediction_id == "pred-same"
+    assert stores.jobs_by_id[job.id].charge_state == "charged"
+    assert provider.canceled == []
+
+
+async def test_a_create_answering_another_run_than_the_adopted_one_stops_it() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+
+    async def second_run() -> Prediction:
+        # A create answered 5xx after starting a run (adopted from its webhook), and
+        # its retry started another.
+        await _webhook(stores, provider, job, _prediction("pred-first", PROCESSING))
+        return _prediction("pred-retry", ProviderStatus.STARTING)
+
+    provider.on_create = second_run
+    with capture_logs() as logs:
+        submitted = await _submit(stores, provider, job)
+
+    assert submitted is not None
+    assert submitted.prediction_id == "pred-first"
+    assert provider.canceled == ["pred-retry"]
+    assert stores.jobs_by_id[job.id].charge_state == "charged"
+    [line] = _events(logs, "provider.duplicate_run_canceled")
+    assert (line["predictionId"], line["duplicatePredictionId"]) == ("pred-first", "pred-retry")
+
+
+async def test_a_submission_cancelled_during_its_create_leaves_an_adopted_run_followed() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+    adopted = asyncio.Event()
+
+    async def adopted_then_hang() -> Prediction:
+        await _webhook(stores, provider, job, _prediction("pred-kept", PROCESSING))
+        adopted.set()
+        await asyncio.Event().wait()  # the edge's deadline passes first
+        raise AssertionError("never answered")
+
+    provider.on_create = adopted_then_hang
+    submitting = asyncio.create_task(_submit(stores, provider, job))
+    await adopted.wait()
+    submitting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await submitting
+
+    # Its webhooks and the sweep (which also charges it) follow it, as any run.
+    row = stores.jobs_by_id[job.id]
+    assert (row.status, row.prediction_id) == (jobs.PROCESSING, "pred-kept")
+    assert provider.canceled == []
