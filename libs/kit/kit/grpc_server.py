@@ -93,6 +93,8 @@ class GrpcServer:
         self._readiness = readiness
         self._readiness_interval = readiness_interval
         self._readiness_task: asyncio.Task[None] | None = None
+        # Set by stop(): a start still in its first readiness check then follows no more.
+        self._stopping = False
         self._address = f"{host}:{port}"
         self._on_stop = on_stop
         self._reflection = reflection
@@ -143,7 +145,7 @@ class GrpcServer:
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         ready = await self._ready()
         await self._set_named(ready)
-        if self._readiness is not None:
+        if self._readiness is not None and not self._stopping:
             self._readiness_task = asyncio.create_task(
                 self._follow_readiness(ready), name="grpc-readiness"
             )
@@ -188,6 +190,7 @@ class GrpcServer:
 
     async def stop(self, grace: float) -> None:
         """NOT_SERVING first, then let in-flight calls finish, then clean up."""
+        self._stopping = True
         if self._readiness_task is not None:
             self._readiness_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -248,3 +248,34 @@ async def test_a_service_whose_check_fails_at_start_starts_not_ready() -> None:
 
     async with _health_of(check) as statuses:
         assert await statuses() == (SERVING, NOT_SERVING)
+
+
+async def test_a_stop_during_the_first_readiness_check_leaves_no_check_running() -> None:
+    """``start`` runs the first check itself; a ``stop`` that comes meanwhile (a signal
+    during a slow database) must not leave the follower started after it."""
+    checking, release = asyncio.Event(), asyncio.Event()
+    checks = 0
+
+    async def check() -> bool:
+        nonlocal checks
+        checks += 1
+        checking.set()
+        await release.wait()
+        return True
+
+    server = GrpcServer(
+        [ServiceBinding(SERVICE, lambda s: None)],
+        host="127.0.0.1",
+        port=0,
+        max_message_bytes=1024 * 1024,
+        readiness=check,
+        readiness_interval=0.1,
+    )
+    starting = asyncio.create_task(server.start())
+    await checking.wait()
+    await server.stop(0)
+    release.set()
+    await starting
+    await asyncio.sleep(0.3)  # three intervals: a follower would have checked again
+    assert checks == 1
+    assert server._readiness_task is None

@@ -31,6 +31,7 @@ BENIGN = [
     "A jar of bath bombs on the vanity",
     "Gore-Tex covered outdoor cushions",
     "Bedroom for a same-sex couple, two matching bedside lamps",
+    "Nursery wallpaper with blue tits and great tits on branches",
     "a chink of light through linen curtains",
     "Keep the kitchen spick and span with hidden storage",
     "fire retardant curtains in the home theatre",
@@ -80,6 +81,8 @@ BAD = {
         "Nude model posing by the window",
         "erotic art of a couple",
         "NSFW bedroom",
+        "a poster of her tits",
+        "big tits above the bed",
     ],
     "hate": [
         "a nazi flag on the wall",

@@ -59,7 +59,8 @@ _TERMS: dict[str, tuple[str, ...]] = {
         r"penis\w*",
         r"vagina\w*",
         r"boobs?",
-        r"tits",
+        # Not the birds: wallpaper and prints of blue tits, great tits, coal tits.
+        r"(?<!blue\s)(?<!great\s)(?<!coal\s)(?<!marsh\s)(?<!willow\s)(?<!crested\s)tits",
         r"hentai",
         r"blow\s?jobs?",
         r"sex\s?toys?",
