@@ -185,13 +185,8 @@ async def test_an_unreachable_database_is_a_retryable_503(served: Any) -> None:
     assert "SELECT" not in (caught.value.details() or "")
 
 
-@asynccontextmanager
-async def _health_of(
-    check: Callable[[], Awaitable[bool]], interval: float = 5.0
-) -> AsyncIterator[Callable[[], Awaitable[tuple[int, int]]]]:
-    """A server with the readiness ``check``; yields a reader of its (overall, named)
-    health statuses."""
-    server = GrpcServer(
+def _checked_server(check: Callable[[], Awaitable[bool]], interval: float) -> GrpcServer:
+    return GrpcServer(
         [ServiceBinding(SERVICE, lambda s: None)],
         host="127.0.0.1",
         port=0,
@@ -199,6 +194,15 @@ async def _health_of(
         readiness=check,
         readiness_interval=interval,
     )
+
+
+@asynccontextmanager
+async def _health_of(
+    check: Callable[[], Awaitable[bool]], interval: float = 5.0
+) -> AsyncIterator[Callable[[], Awaitable[tuple[int, int]]]]:
+    """A server with the readiness ``check``; yields a reader of its (overall, named)
+    health statuses."""
+    server = _checked_server(check, interval)
     port = await server.start()
     channel = create_channel(f"127.0.0.1:{port}")
     health = health_pb2_grpc.HealthStub(channel)
@@ -263,14 +267,7 @@ async def test_a_stop_during_the_first_readiness_check_leaves_no_check_running()
         await release.wait()
         return True
 
-    server = GrpcServer(
-        [ServiceBinding(SERVICE, lambda s: None)],
-        host="127.0.0.1",
-        port=0,
-        max_message_bytes=1024 * 1024,
-        readiness=check,
-        readiness_interval=0.1,
-    )
+    server = _checked_server(check, interval=0.1)
     starting = asyncio.create_task(server.start())
     await checking.wait()
     await server.stop(0)

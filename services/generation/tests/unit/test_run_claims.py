@@ -184,43 +184,35 @@ async def test_a_create_that_fails_with_no_run_named_fails_the_job() -> None:
     assert stores.jobs_by_id[job.id].status == jobs.FAILED
 
 
-async def test_a_create_answering_after_its_run_was_adopted_keeps_that_run() -> None:
+@pytest.mark.parametrize(
+    ("answered", "stopped"),
+    [
+        ("pred-adopted", []),
+        # A create answered 5xx after starting a run (adopted from its webhook), and
+        # its retry started another: that one is nobody's.
+        ("pred-retry", ["pred-retry"]),
+    ],
+)
+async def test_a_create_answering_after_a_run_was_adopted_keeps_the_adopted_run(
+    answered: str, stopped: list[str]
+) -> None:
     stores, provider = Stores(), Provider()
     job = _starting(stores)
 
     async def answer_late() -> Prediction:
-        await _webhook(stores, provider, job, _prediction("pred-same", PROCESSING))
-        return _prediction("pred-same", ProviderStatus.STARTING)
+        await _webhook(stores, provider, job, _prediction("pred-adopted", PROCESSING))
+        return _prediction(answered, ProviderStatus.STARTING)
 
     provider.on_create = answer_late
-    submitted = await _submit(stores, provider, job)
-
-    assert submitted is not None
-    assert submitted.prediction_id == "pred-same"
-    assert stores.jobs_by_id[job.id].charge_state == "charged"
-    assert provider.canceled == []
-
-
-async def test_a_create_answering_another_run_than_the_adopted_one_stops_it() -> None:
-    stores, provider = Stores(), Provider()
-    job = _starting(stores)
-
-    async def second_run() -> Prediction:
-        # A create answered 5xx after starting a run (adopted from its webhook), and
-        # its retry started another.
-        await _webhook(stores, provider, job, _prediction("pred-first", PROCESSING))
-        return _prediction("pred-retry", ProviderStatus.STARTING)
-
-    provider.on_create = second_run
     with capture_logs() as logs:
         submitted = await _submit(stores, provider, job)
 
     assert submitted is not None
-    assert submitted.prediction_id == "pred-first"
-    assert provider.canceled == ["pred-retry"]
+    assert submitted.prediction_id == "pred-adopted"
     assert stores.jobs_by_id[job.id].charge_state == "charged"
-    [line] = _events(logs, "provider.duplicate_run_canceled")
-    assert (line["predictionId"], line["duplicatePredictionId"]) == ("pred-first", "pred-retry")
+    assert provider.canceled == stopped
+    duplicates = _events(logs, "provider.duplicate_run_canceled")
+    assert [line["duplicatePredictionId"] for line in duplicates] == stopped
 
 
 async def test_a_submission_cancelled_during_its_create_leaves_an_adopted_run_followed() -> None:
