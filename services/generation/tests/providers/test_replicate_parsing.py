@@ -34,6 +34,24 @@ def test_unknown_status_is_invalid(status: object) -> None:
 
 
 @pytest.mark.parametrize(
+    ("webhook", "expected"),
+    [
+        (
+            "https://hooks.example/api/v1/webhooks/replicate?job=1",
+            "https://hooks.example/api/v1/webhooks/replicate?job=1",
+        ),
+        (None, None),
+        ("", None),
+        ("not a url", None),
+        (["https://hooks.example/"], None),
+    ],
+)
+def test_the_webhook_url_is_read_when_it_is_one(webhook: object, expected: str | None) -> None:
+    assert parse_prediction(encode(webhook=webhook)).webhook_url == expected
+    assert parse_prediction(encode()).webhook_url is None
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("2025-01-01T00:00:00Z", datetime(2025, 1, 1, tzinfo=UTC)),

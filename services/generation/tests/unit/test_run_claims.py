@@ -5,21 +5,26 @@ submission whose create then fails goes on with the adopted run."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import datetime
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from generation.domain import jobs
+from generation.domain.commands import cancel_generation
 from generation.domain.events import Outcome, apply_prediction
 from generation.domain.prediction_start import StartedJob, start_prediction
 from generation.domain.provider import Prediction, ProviderStatus, ProviderUnavailable
 from generation.domain.records import Job
-from generation.domain.run_claims import webhook_url_for
+from generation.domain.run_claims import named_job, webhook_url_for
+from generation.domain.sweep import sweep_timeouts_once
 from kit.errors import UpstreamError
 from services.generation.tests.unit.test_transition_accounting import (
     Provider,
+    Usage,
     _context,
     _events,
     _prediction,
@@ -47,6 +52,18 @@ class Stores(_Stores):
         return True
 
 
+class CountingUsage(Usage):
+    """Records the debits asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.debits: list[uuid.UUID] = []
+
+    async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+        self.debits.append(job_id)
+        return True
+
+
 def test_the_webhook_url_names_the_job() -> None:
     job_id = uuid.UUID("6f1c1b7e-0a51-4a3c-9d0e-8f2b6c3d4e5f")
     assert webhook_url_for("https://hooks.example/api/v1/webhooks/replicate", job_id) == (
@@ -56,6 +73,21 @@ def test_the_webhook_url_names_the_job() -> None:
     assert webhook_url_for("https://hooks.example/w?tenant=a", job_id) == (
         f"https://hooks.example/w?tenant=a&job={job_id}"
     )
+
+
+def test_the_job_named_in_the_signed_body_wins_over_the_url() -> None:
+    """The body's ``webhook`` field is under the provider's signature, the URL's query
+    is not: the URL is read only for a body without the field."""
+    body_job, url_job = uuid.uuid4(), uuid.uuid4()
+
+    def named(webhook: str | None) -> uuid.UUID | None:
+        prediction = dataclasses.replace(_prediction("p", PROCESSING), webhook_url=webhook)
+        return named_job(prediction, url_job)
+
+    assert named(f"https://hooks.example/w?job={body_job}") == body_job
+    assert named(None) == url_job
+    assert named("https://hooks.example/w") is None
+    assert named("https://hooks.example/w?job=not-a-job") is None
 
 
 async def _webhook(stores: Stores, provider: Provider, job: Job, prediction: Prediction) -> Outcome:
@@ -237,3 +269,76 @@ async def test_a_submission_cancelled_during_its_create_leaves_an_adopted_run_fo
     row = stores.jobs_by_id[job.id]
     assert (row.status, row.prediction_id) == (jobs.PROCESSING, "pred-kept")
     assert provider.canceled == []
+
+
+async def test_a_job_canceled_between_adoption_and_its_answer_is_never_debited() -> None:
+    """The usual order with Replicate: the start webhook beats the create's answer."""
+    stores, provider, usage = Stores(), Provider(), CountingUsage()
+    job = _starting(stores)
+    ctx = _context(stores, provider, usage)
+
+    async def adopted_then_canceled_then_answered() -> Prediction:
+        await _webhook(stores, provider, job, _prediction("pred-1", PROCESSING))
+        await cancel_generation(ctx, job.owner_id, job.id)
+        return _prediction("pred-1", ProviderStatus.STARTING)
+
+    provider.on_create = adopted_then_canceled_then_answered
+    with capture_logs() as logs:
+        answered = await start_prediction(
+            ctx, StartedJob(job.id, job.owner_id), "p", [], "https://w"
+        )
+
+    assert answered is not None
+    assert answered.status == stores.jobs_by_id[job.id].status == jobs.CANCELED
+    assert provider.canceled == ["pred-1"]  # by the cancel itself
+    assert usage.debits == []
+    [accepted] = _events(logs, "job.provider_accepted")
+    assert accepted["status"] == jobs.CANCELED
+
+
+# 3. The other writers racing an adoption.
+
+
+class AdoptedWhileSweeping(Stores):
+    """The run's webhook adopts it after the sweep read the job (no run yet), before the
+    sweep's end."""
+
+    async def mark_ended_without_output(self, job_id: uuid.UUID, *args: Any, **kwargs: Any) -> Any:
+        if self.jobs_by_id[job_id].prediction_id is None:
+            self.set_status(job_id, jobs.STARTING, prediction_id="pred-adopted")
+        return await super().mark_ended_without_output(job_id, *args, **kwargs)
+
+
+async def test_the_sweep_does_not_end_a_job_whose_run_was_adopted_since_it_read_it() -> None:
+    stores, provider = AdoptedWhileSweeping(), Provider()
+    job = _starting(stores)  # starting without a run: an unsubmitted candidate
+    stores.overdue = [job]
+    with capture_logs() as logs:
+        await sweep_timeouts_once(_context(stores, provider))
+
+    # Followed from now on (within the overall timeout), its run left to make its render.
+    row = stores.jobs_by_id[job.id]
+    assert (row.status, row.prediction_id) == (jobs.STARTING, "pred-adopted")
+    assert provider.canceled == []
+    assert _events(logs, "job.transition") == []
+
+
+class AnsweredAfterTheLookup(Stores):
+    """The create's answer attaches the run between the webhook's lookup by prediction
+    id (which found no job) and its claim."""
+
+    job: Job
+
+    async def get_by_prediction_id(self, prediction_id: str) -> Job | None:
+        found = await super().get_by_prediction_id(prediction_id)
+        await super().attach_prediction(self.job.id, prediction_id, datetime.now())
+        return found
+
+
+async def test_a_webhook_racing_the_answer_never_cancels_the_jobs_own_run() -> None:
+    stores, provider = AnsweredAfterTheLookup(), Provider()
+    stores.job = _starting(stores)
+    outcome = await _webhook(stores, provider, stores.job, _prediction("pred-own", PROCESSING))
+    assert outcome is Outcome.APPLIED
+    assert provider.canceled == []
+    assert stores.jobs_by_id[stores.job.id].prediction_id == "pred-own"

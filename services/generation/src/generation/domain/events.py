@@ -46,18 +46,17 @@ async def apply_prediction(
 ) -> tuple[Outcome, Job | None]:
     """Move the job of ``prediction`` forward to the provider's state.
 
-    ``named_job``: the job the webhook's URL names, for a prediction no job has yet
-    (domain/run_claims.py: adopted by that job, or canceled as nobody's).
+    ``named_job``: the job the webhook's URL names. A webhook's prediction that no job
+    has is adopted by the job it names, or canceled as nobody's (domain/run_claims.py).
     Returns the outcome and the job with the status it has now (the rest of the
     snapshot as read before the change).
     """
     async with ctx.reads() as stores:
         job = await stores.jobs.get_by_prediction_id(prediction.id)
-    if job is None and named_job is not None:
+    if job is None:
         job = await claim_run(ctx, prediction, named_job)
     if job is None:
-        if named_job is None:
-            log.info("provider.unknown_prediction", predictionId=prediction.id, source=source)
+        log.info("provider.unknown_prediction", predictionId=prediction.id, source=source)
         return Outcome.UNKNOWN_PREDICTION, None
     target = jobs.job_status_for(prediction.status)
     if not jobs.moves_forward(job.status, target):
@@ -100,12 +99,23 @@ async def _mark_processing(ctx: GenerationContext, job: Job, prediction: Predict
 
 
 async def end_without_output(
-    ctx: GenerationContext, job: jobs.JobRef, error: jobs.JobError, status: str
+    ctx: GenerationContext,
+    job: jobs.JobRef,
+    error: jobs.JobError,
+    status: str,
+    *,
+    unless_attached: bool = False,
 ) -> bool:
-    """End the job failed/canceled and give its generation back (exactly once)."""
+    """End the job failed/canceled and give its generation back (exactly once);
+    ``unless_attached``: only while it has no run (one may be adopted meanwhile)."""
     async with ctx.transactions() as tx:
         update = await tx.jobs.mark_ended_without_output(
-            job.id, status, error.code, error.message, ctx.clock.now()
+            job.id,
+            status,
+            error.code,
+            error.message,
+            ctx.clock.now(),
+            unless_attached=unless_attached,
         )
         current = await tx.jobs.get(job.id)
     if update.refund_due and current is not None:

@@ -31,6 +31,7 @@ from generation.domain.provider import PredictionRequest, ProviderError
 from generation.domain.records import Job
 from generation.domain.run_claims import cancel_quietly, webhook_url_for
 from generation.domain.settlement import charge
+from generation.domain.states import ENDED_WITHOUT_OUTPUT
 from kit.errors import LimitExceeded, UpstreamError
 from kit.logging import get_logger
 from kit.storage import StorageError
@@ -167,7 +168,12 @@ async def _attach_and_charge(
         return None
     prediction_id = attached.prediction_id or prediction_id
     fields["predictionId"] = prediction_id
-    log.info("job.provider_accepted", **fields, status=jobs.STARTING)
+    log.info("job.provider_accepted", **fields, status=attached.status)
+    if attached.status in ENDED_WITHOUT_OUTPUT:
+        # Its run's webhook named it first, then it ended before this answer (its user
+        # canceled, the run failed): never charged, as a job canceled before its run was
+        # attached. The sweep settles it (a credit that finds no debit: waived).
+        return attached
     submitted = StartedJob(job.id, job.owner_id, prediction_id)
     try:
         charged = await charge(ctx, submitted)

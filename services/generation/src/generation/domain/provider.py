@@ -68,6 +68,9 @@ class Prediction:
     completed_at: datetime | None
     # True when the provider already deleted inputs and outputs.
     data_removed: bool = False
+    # The webhook URL the run was created with, when the provider echoes it (it does in
+    # its prediction objects, and in a webhook's body that is under the signature).
+    webhook_url: str | None = None
 
 
 @dataclass(frozen=True)

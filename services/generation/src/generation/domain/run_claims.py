@@ -17,13 +17,14 @@ no job has:
   its billing, unless it already ended.
 
 Only the event's own prediction is ever attached or canceled, and only while no job
-has it, so a job id in a URL cannot move or stop another job's run.
+has it. The job is read from the webhook body's ``webhook`` field, which the provider's
+signature covers; the URL's query, which it does not, only when the body has none.
 """
 
 from __future__ import annotations
 
 import uuid
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
@@ -43,16 +44,31 @@ def webhook_url_for(url: str, job_id: uuid.UUID) -> str:
     return urlunsplit(parts._replace(query=f"{query}{JOB_PARAMETER}={job_id}"))
 
 
+def named_job(prediction: Prediction, delivered_to: uuid.UUID | None) -> uuid.UUID | None:
+    """The job a run's webhook names: the one in the (signed) body's webhook URL when
+    the body has one, else ``delivered_to``, the one in the URL it was posted to."""
+    if prediction.webhook_url is None:
+        return delivered_to
+    try:
+        values = parse_qs(urlsplit(prediction.webhook_url).query).get(JOB_PARAMETER, [])
+        return uuid.UUID(values[-1]) if values else None
+    except ValueError:
+        return None
+
+
 async def claim_run(
-    ctx: GenerationContext, prediction: Prediction, job_id: uuid.UUID
+    ctx: GenerationContext, prediction: Prediction, delivered_to: uuid.UUID | None
 ) -> Job | None:
-    """The job that adopts ``prediction`` (unknown to every job), or None when the run
-    is nobody's (it is then canceled, unless it already ended)."""
+    """The job that adopts ``prediction`` (unknown to every job), or None when no job is
+    named or the run is nobody's (it is then canceled, unless it already ended).
+    ``delivered_to``: the job the webhook's URL names (see :func:`named_job`)."""
+    job_id = named_job(prediction, delivered_to)
+    if job_id is None:
+        return None
     async with ctx.statements() as stores:
         adopted = await stores.jobs.attach_prediction(job_id, prediction.id, ctx.clock.now())
         current = adopted or await stores.jobs.get(job_id)
     if current is None:
-        log.info("provider.unknown_prediction", predictionId=prediction.id, source="webhook")
         return None
     if adopted is not None:
         log.warning("job.run_adopted", **jobs.log_fields(adopted))

@@ -141,8 +141,11 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
 
 async def _end_overdue(ctx: GenerationContext, job: Job) -> int:
     """1 when this pass failed the overdue ``job``, 0 when another writer got there first."""
-    error = jobs.INTERRUPTED if job.prediction_id is None else jobs.TIMED_OUT
-    if not await end_without_output(ctx, job, error, jobs.FAILED):
+    unsubmitted = job.prediction_id is None
+    error = jobs.INTERRUPTED if unsubmitted else jobs.TIMED_OUT
+    # A run adopted from its webhook since the read (domain/run_claims.py) is followed
+    # from now on, within the overall timeout, like any other run.
+    if not await end_without_output(ctx, job, error, jobs.FAILED, unless_attached=unsubmitted):
         return 0
     log.warning(
         "job.transition",

@@ -107,7 +107,12 @@ def prediction_from_object(document: dict[str, Any]) -> Prediction:
         started_at=parse_timestamp(document.get("started_at")),
         completed_at=parse_timestamp(document.get("completed_at")),
         data_removed=document.get("data_removed") is True,
+        webhook_url=_webhook_url(document.get("webhook")),
     )
+
+
+def _webhook_url(value: Any) -> str | None:
+    return value if isinstance(value, str) and is_http_url(value) else None
 
 
 def parse_prediction(payload: bytes) -> Prediction:
