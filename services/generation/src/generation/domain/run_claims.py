@@ -71,7 +71,8 @@ async def claim_run(
     if current is None:
         return None
     if adopted is not None:
-        log.warning("job.run_adopted", **jobs.log_fields(adopted))
+        # Also the usual order when a run's start webhook beats the create's answer.
+        log.info("job.run_adopted", **jobs.log_fields(adopted))
         return adopted
     if current.prediction_id == prediction.id:  # the create's answer named it just now
         return current
