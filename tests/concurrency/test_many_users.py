@@ -236,3 +236,46 @@ async def test_same_idempotency_key_in_parallel_gives_one_job_and_one_debit(
     ledger = await ledger_entries(cluster.usage_database_url, [r.id for r in rows])
     assert all(entries == {"debit": 1} for entries in ledger.values()), ledger
     assert [(d.kind, d.job_id, d.detail) for d in await stack.audit()] == []
+
+
+async def test_create_answers_lost_at_once_are_each_adopted_and_charged_once(
+    cluster: Cluster, http: httpx.AsyncClient
+) -> None:
+    """Every create reaches the provider and starts a run, and every answer comes after
+    the adapter gave up (10 s): each run's webhooks (doubled, reordered, landing on
+    either instance) name its job, which adopts it. One run per job, one debit per
+    render, nothing charged for a submission that was refused anyway."""
+    stack = cluster.stack
+    await stack.control("reset")
+    users = [User(stack, http) for _ in range(20)]
+    await stack.control(
+        "set_faults", create_answer_delay_ms=11_000, duplicate_webhooks=1, reorder_webhooks=True
+    )
+    try:
+        submitted = await asyncio.gather(*(_submit(u, i, 0) for i, u in enumerate(users)))
+    finally:
+        await stack.control("set_faults", create_answer_delay_ms=0)
+    ids = [_accepted(response) for response in submitted]
+    # Only a machine too loaded to deliver a start webhook in 10 s refuses one.
+    assert sum(job_id is not None for job_id in ids) > len(users) // 2, [r.text for r in submitted]
+    done = await asyncio.gather(
+        *(_wait_terminal(u, j) for u, j in zip(users, ids, strict=True) if j)
+    )
+    assert {body["status"] for body in done} == {"succeeded"}
+    await stack.control("reset")
+
+    rows = await jobs_of(stack.ctx, [u.id for u in users])
+    assert len(rows) == len(users)
+    await _wait_settled(stack, rows)
+    ledger = await ledger_entries(cluster.usage_database_url, [r.id for r in rows])
+    renders = await render_counts(stack.ctx, [r.id for r in rows])
+    for row in rows:
+        if row.status == jobs.SUCCEEDED:
+            assert (renders[row.id], ledger[row.id]) == (1, {"debit": 1}), row.id
+        else:  # refused: failed, never charged
+            assert row.error_code == "UPSTREAM_ERROR", row
+            assert ledger[row.id].get("debit", 0) == ledger[row.id].get("credit", 0) == 0
+    for user in users:
+        mine = [r for r in rows if r.owner_id == user.id]
+        assert (await user.usage())["used"] == sum(r.status == jobs.SUCCEEDED for r in mine)
+    assert [(d.kind, d.job_id, d.detail) for d in await stack.audit()] == []
