@@ -144,8 +144,10 @@ class GrpcServer:
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         ready = await self._ready()
+        if self._stopping:  # stop() came during that first check: nothing more to start
+            return self.port
         await self._set_named(ready)
-        if self._readiness is not None and not self._stopping:
+        if self._readiness is not None:
             self._readiness_task = asyncio.create_task(
                 self._follow_readiness(ready), name="grpc-readiness"
             )

@@ -41,9 +41,9 @@ def test_unknown_status_is_invalid(status: object) -> None:
             "https://hooks.example/api/v1/webhooks/replicate?job=1",
         ),
         (None, None),
-        ("", None),
-        ("not a url", None),
-        (["https://hooks.example/"], None),
+        ("", ""),
+        ("not a url", ""),
+        (["https://hooks.example/"], ""),
     ],
 )
 def test_the_webhook_url_is_read_when_it_is_one(webhook: object, expected: str | None) -> None:

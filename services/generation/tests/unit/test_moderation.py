@@ -31,7 +31,7 @@ BENIGN = [
     "A jar of bath bombs on the vanity",
     "Gore-Tex covered outdoor cushions",
     "Bedroom for a same-sex couple, two matching bedside lamps",
-    "Nursery wallpaper with blue tits and great tits on branches",
+    "Nursery wallpaper with blue tits and coal tits on branches",
     "a chink of light through linen curtains",
     "Keep the kitchen spick and span with hidden storage",
     "fire retardant curtains in the home theatre",
@@ -83,6 +83,7 @@ BAD = {
         "NSFW bedroom",
         "a poster of her tits",
         "big tits above the bed",
+        "a framed poster of great tits above the bed",
     ],
     "hate": [
         "a nazi flag on the wall",

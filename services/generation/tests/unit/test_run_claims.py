@@ -10,9 +10,12 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import grpc
+import grpc_testing  # type: ignore[import-untyped]
 import pytest
 from structlog.testing import capture_logs
 
+from generation.api.servicer import GenerationServicer
 from generation.domain import jobs
 from generation.domain.commands import cancel_generation
 from generation.domain.events import Outcome, apply_prediction
@@ -21,7 +24,9 @@ from generation.domain.provider import Prediction, ProviderStatus, ProviderUnava
 from generation.domain.records import Job
 from generation.domain.run_claims import named_job, webhook_url_for
 from generation.domain.sweep import sweep_timeouts_once
-from kit.errors import UpstreamError
+from interior.generation.v1 import generation_pb2 as pb
+from kit.errors import LimitExceeded, UpstreamError
+from services.generation.tests.rpc.fakes import SERVICE, BlockingServicer, unary
 from services.generation.tests.unit.test_transition_accounting import (
     Provider,
     Usage,
@@ -50,6 +55,9 @@ class Stores(_Stores):
             return False
         self.set_status(job_id, jobs.PROCESSING)
         return True
+
+    async def mark_charge_waived(self, job_id: uuid.UUID, now: datetime) -> None:
+        self.set_status(job_id, self.jobs_by_id[job_id].status, charge_state="waived")
 
 
 class CountingUsage(Usage):
@@ -88,6 +96,8 @@ def test_the_job_named_in_the_signed_body_wins_over_the_url() -> None:
     assert named(None) == url_job
     assert named("https://hooks.example/w") is None
     assert named("https://hooks.example/w?job=not-a-job") is None
+    # A field the body has but that names no job is not a reason to trust the URL.
+    assert named("") is None
 
 
 async def _webhook(stores: Stores, provider: Provider, job: Job, prediction: Prediction) -> Outcome:
@@ -132,6 +142,24 @@ async def test_a_run_whose_job_ended_without_it_is_canceled(status: str) -> None
         "pred-orphan",
         status,
     )
+
+
+async def test_an_orphan_whose_cancel_fails_is_not_logged_as_canceled() -> None:
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+    stores.set_status(job.id, jobs.FAILED)
+
+    async def refused() -> None:
+        raise ProviderUnavailable("cancel timed out")
+
+    provider.on_cancel = refused
+    with capture_logs() as logs:
+        await _webhook(stores, provider, job, _prediction("pred-orphan", PROCESSING))
+
+    assert provider.canceled == ["pred-orphan"]  # asked
+    assert _events(logs, "provider.orphan_run_canceled") == []
+    [line] = _events(logs, "provider.orphan_cancel_failed")
+    assert (line["jobId"], line["orphanPredictionId"]) == (str(job.id), "pred-orphan")
 
 
 async def test_a_second_run_naming_a_job_with_a_run_is_canceled_and_changes_nothing() -> None:
@@ -342,3 +370,64 @@ async def test_a_webhook_racing_the_answer_never_cancels_the_jobs_own_run() -> N
     assert outcome is Outcome.APPLIED
     assert provider.canceled == []
     assert stores.jobs_by_id[stores.job.id].prediction_id == "pred-own"
+
+
+class RefusingUsage(Usage):
+    """The plan shrank after admission: the debit is refused."""
+
+    async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+        raise LimitExceeded()
+
+
+async def test_an_adopted_run_that_made_its_render_before_a_refused_debit_is_waived() -> None:
+    """A lost answer (10 s) and a run that takes as long: the render stands and answers
+    202, never charged past the plan, never a 402 beside a render."""
+    stores, provider = Stores(), Provider()
+    job = _starting(stores)
+
+    async def answer_lost() -> Prediction:
+        await _webhook(stores, provider, job, _prediction("pred-a", PROCESSING))
+        stores.set_status(job.id, jobs.SUCCEEDED)  # its success webhook came meanwhile
+        raise ProviderUnavailable("read timed out")
+
+    provider.on_create = answer_lost
+    with capture_logs() as logs:
+        answered = await start_prediction(
+            _context(stores, provider, RefusingUsage()),
+            StartedJob(job.id, job.owner_id),
+            "p",
+            [],
+            "https://w",
+        )
+
+    assert answered is not None
+    assert answered.status == jobs.SUCCEEDED
+    row = stores.jobs_by_id[job.id]
+    assert (row.status, row.charge_state) == (jobs.SUCCEEDED, "waived")
+    assert provider.canceled == []
+    assert _events(logs, "job.debit_refused") == []
+    [waived] = _events(logs, "ledger.charge_waived")
+    assert waived["jobId"] == str(job.id)
+
+
+class ParsingProvider(Provider):
+    """Any payload is a running prediction named by its text, without a webhook field."""
+
+    def parse_event(self, payload: bytes) -> Prediction:
+        return _prediction(payload.decode(), PROCESSING)
+
+
+def test_the_servicer_hands_the_job_the_url_names_to_the_claim() -> None:
+    stores, provider = Stores(), ParsingProvider()
+    job = _starting(stores)
+    servicer = GenerationServicer(_context(stores, provider), feed=None)  # type: ignore[arg-type]
+    server = grpc_testing.server_from_dictionary(
+        {SERVICE: BlockingServicer(servicer)}, grpc_testing.strict_real_time()
+    )
+    request = pb.ApplyProviderEventRequest(payload=b"pred-url", job_id=str(job.id))
+    response, code, _ = unary(server, "ApplyProviderEvent", request)
+
+    assert code == grpc.StatusCode.OK
+    assert response.outcome == pb.EVENT_OUTCOME_APPLIED
+    row = stores.jobs_by_id[job.id]
+    assert (row.prediction_id, row.status) == ("pred-url", jobs.PROCESSING)

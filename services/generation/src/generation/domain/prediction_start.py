@@ -30,7 +30,7 @@ from generation.domain.context import GenerationContext
 from generation.domain.provider import PredictionRequest, ProviderError
 from generation.domain.records import Job
 from generation.domain.run_claims import cancel_quietly, webhook_url_for
-from generation.domain.settlement import charge
+from generation.domain.settlement import charge, waive_charge
 from generation.domain.states import ENDED_WITHOUT_OUTPUT
 from kit.errors import LimitExceeded, UpstreamError
 from kit.logging import get_logger
@@ -178,8 +178,16 @@ async def _attach_and_charge(
     try:
         charged = await charge(ctx, submitted)
     except LimitExceeded:
-        await cancel_quietly(ctx, prediction_id)
+        # Ended first, then canceled: the provider's "canceled" webhook must not reach
+        # the job before it has ended failed (as the sweep's time-out does).
         ending = await _fail_unsubmitted(ctx, submitted, jobs.OVER_LIMIT)
+        if ending.fields["status"] == jobs.SUCCEEDED:
+            # Adopted after its create's answer was lost, its run made the render before
+            # the debit was refused: the render stands, never charged past the plan.
+            succeeded = dataclasses.replace(attached, status=jobs.SUCCEEDED)
+            await waive_charge(ctx, succeeded)
+            return succeeded
+        await cancel_quietly(ctx, prediction_id)
         log.warning("job.debit_refused", **ending.fields)
         if ending.changed:
             metrics.job_transition(jobs.FAILED, "submit")

@@ -69,7 +69,8 @@ class Prediction:
     # True when the provider already deleted inputs and outputs.
     data_removed: bool = False
     # The webhook URL the run was created with, when the provider echoes it (it does in
-    # its prediction objects, and in a webhook's body that is under the signature).
+    # its prediction objects, and in a webhook's body that is under the signature);
+    # "" when the field is there but is no URL, None when it is absent.
     webhook_url: str | None = None
 
 

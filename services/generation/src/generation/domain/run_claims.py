@@ -80,16 +80,20 @@ async def claim_run(
     if prediction.status.is_terminal:
         log.info("provider.orphan_run_ended", **fields, orphanPredictionId=prediction.id)
         return None
-    await cancel_quietly(ctx, prediction.id)
-    log.warning("provider.orphan_run_canceled", **fields, orphanPredictionId=prediction.id)
+    if await cancel_quietly(ctx, prediction.id):
+        log.warning("provider.orphan_run_canceled", **fields, orphanPredictionId=prediction.id)
+    else:  # its next webhook (while it runs) tries again
+        log.warning("provider.orphan_cancel_failed", **fields, orphanPredictionId=prediction.id)
     return None
 
 
-async def cancel_quietly(ctx: GenerationContext, prediction_id: str) -> None:
-    """Cancel a run at the provider; a failure is logged, never raised."""
+async def cancel_quietly(ctx: GenerationContext, prediction_id: str) -> bool:
+    """Cancel a run at the provider; False (logged, never raised) when that failed."""
     try:
         await ctx.provider.cancel_prediction(prediction_id)
     except ProviderError as error:
         log.warning(
             "provider.cancel_failed", predictionId=prediction_id, error=type(error).__name__
         )
+        return False
+    return True

@@ -100,3 +100,12 @@ async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
         # The job ended while the debit was in flight: give it straight back.
         await refund(ctx, current)
     return current
+
+
+async def waive_charge(ctx: GenerationContext, job: jobs.JobRef) -> None:
+    """Record that ``job`` is never to be charged: its debit was refused (the plan
+    shrank) after its run had already happened. Never charged past the plan."""
+    async with ctx.transactions() as tx:
+        await tx.jobs.mark_charge_waived(job.id, ctx.clock.now())
+    log.warning("ledger.charge_waived", **jobs.log_fields(job, job.status))
+    metrics.settlement("debit", "waived")

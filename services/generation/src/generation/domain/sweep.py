@@ -40,7 +40,7 @@ from generation.domain.events import end_without_output
 from generation.domain.provider import ProviderError
 from generation.domain.records import Job
 from generation.domain.refresh import poll_and_apply
-from generation.domain.settlement import charge, refund, settle_unanswered_debit
+from generation.domain.settlement import charge, refund, settle_unanswered_debit, waive_charge
 from generation.domain.states import ENDED_WITHOUT_OUTPUT, RefundState
 from kit import tracing
 from kit.errors import LimitExceeded
@@ -199,12 +199,8 @@ async def _settle_one(ctx: GenerationContext, job: Job) -> int:
         # the debit was recorded already; either way this pass settled nothing.
         charged = await charge(ctx, job)
     except LimitExceeded:
-        # The plan shrank after submission: the run already happened; do not
-        # charge beyond the plan, and never ask again.
-        async with ctx.transactions() as tx:
-            await tx.jobs.mark_charge_waived(job.id, ctx.clock.now())
-        log.warning("ledger.charge_waived", **jobs.log_fields(job, job.status))
-        metrics.settlement("debit", "waived")
+        # The plan shrank after submission: the run already happened; never ask again.
+        await waive_charge(ctx, job)
         return 0
     return int(charged is not None)
 

@@ -11,9 +11,10 @@ delivery hosts at public addresses (``replicate_download``, ``output_hosts``,
 
 Creates are not retried after a read or write failure (a timeout included): the
 request may have reached Replicate and started a run, and a retry would start a
-second one on our account, whose webhooks no job would claim. Such a create fails
-the job (UPSTREAM_ERROR, refunded) instead; a 429, a 5xx or a connection that was
-never made cannot have started anything and is retried, as REPLICATE.md advises.
+second one on our account. The run it may have started names its job in its
+webhooks, which adopt it or cancel it (domain/run_claims.py); a 429, a 5xx or a
+connection that was never made cannot have started anything and is retried, as
+REPLICATE.md advises.
 
 Provider text (``detail``, ``title``, ``error``, ``logs``) never goes into
 exception messages; only statuses and our own words do. It is logged at debug.

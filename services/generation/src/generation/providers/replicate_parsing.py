@@ -112,7 +112,10 @@ def prediction_from_object(document: dict[str, Any]) -> Prediction:
 
 
 def _webhook_url(value: Any) -> str | None:
-    return value if isinstance(value, str) and is_http_url(value) else None
+    """The ``webhook`` field: None when absent (or null), "" when it is no URL."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) and is_http_url(value) else ""
 
 
 def parse_prediction(payload: bytes) -> Prediction:
