@@ -46,6 +46,38 @@ def test_a_pg_ctl_killed_by_a_signal_is_run_once_more(
     assert server.postmaster_pid() is None
 
 
+def test_an_initdb_killed_by_a_signal_starts_over_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen once in a full run: initdb died with SIGBUS, forked from a test worker full
+    of gRPC threads, and the database never started."""
+    real = components._pg_tool
+    crashes: list[list[str]] = []
+
+    def crashing_once(tool: str) -> Callable[..., str]:
+        command = real(tool)
+
+        def run(arguments: list[str], **kwargs: Any) -> str:
+            if tool == "initdb" and not crashes:
+                crashes.append(arguments)
+                # What a half-done initdb leaves: initdb refuses a directory not empty.
+                (kwargs["pgdata"] / "global").mkdir()
+                (kwargs["pgdata"] / "PG_VERSION.partial").write_text("18")
+                raise subprocess.CalledProcessError(-7, ["initdb", *arguments])
+            return command(arguments, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(components, "_pg_tool", crashing_once)
+    server = PostgresServer(tmp_path / "pg", free_port())
+    try:
+        server.start()
+        assert crashes
+        assert server.postmaster_pid() is not None
+    finally:
+        server.stop()
+
+
 def test_a_pg_ctl_that_fails_on_its_own_is_not_run_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

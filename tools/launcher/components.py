@@ -242,11 +242,27 @@ class PostgresServer:
             # pg_ctl opens the log as the server's user.
             shutil.chown(self.log_path, self._run_as, self._run_as)
         if not (self.data_dir / "PG_VERSION").exists():
-            _pg_tool("initdb")(
-                ["--auth=trust", "--encoding=utf8", "-U", "postgres"],
-                pgdata=self.data_dir,
-                **self._kwargs(),
-            )
+            try:
+                self._initdb()
+            except subprocess.CalledProcessError as error:
+                if error.returncode >= 0:
+                    raise
+                # initdb killed by a signal (seen once as SIGBUS, forked from a test
+                # process full of gRPC threads, as pg_ctl below): what it wrote is no
+                # cluster, and initdb refuses a directory that is not empty. Once more.
+                for entry in self.data_dir.iterdir():
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+                self._initdb()
+
+    def _initdb(self) -> None:
+        _pg_tool("initdb")(
+            ["--auth=trust", "--encoding=utf8", "-U", "postgres"],
+            pgdata=self.data_dir,
+            **self._kwargs(),
+        )
 
     def start(self) -> None:
         """initdb if needed, then start and wait until it accepts connections."""
