@@ -78,6 +78,35 @@ def test_an_initdb_killed_by_a_signal_starts_over_once(
         server.stop()
 
 
+def test_a_pg_ctl_stop_killed_by_a_signal_is_run_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = components._pg_tool
+    crashes: list[list[str]] = []
+
+    def crashing_once(tool: str) -> Callable[..., str]:
+        command = real(tool)
+
+        def run(arguments: list[str], **kwargs: Any) -> str:
+            if tool == "pg_ctl" and arguments[-1] == "stop" and not crashes:
+                crashes.append(arguments)
+                raise subprocess.CalledProcessError(-11, ["pg_ctl", *arguments])
+            return command(arguments, **kwargs)
+
+        return run
+
+    server = PostgresServer(tmp_path / "pg", free_port())
+    server.start()
+    try:
+        monkeypatch.setattr(components, "_pg_tool", crashing_once)
+        server.stop()
+        assert crashes
+        assert server.postmaster_pid() is None
+    finally:
+        monkeypatch.undo()
+        server.stop()
+
+
 def test_a_pg_ctl_that_fails_on_its_own_is_not_run_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

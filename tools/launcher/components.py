@@ -293,11 +293,20 @@ class PostgresServer:
         )
 
     def _stop_stale(self) -> None:
-        # Not running: nothing to stop; the server starts over a stale pid file.
-        with contextlib.suppress(subprocess.CalledProcessError):
-            _pg_tool("pg_ctl")(
-                ["-w", "-m", "fast", "stop"], pgdata=self.data_dir, timeout=20, **self._kwargs()
-            )
+        # Not running: nothing to stop; the server starts over a stale pid file. A pg_ctl
+        # killed by a signal (as in start) stopped nothing: asked once more.
+        for _ in range(2):
+            try:
+                _pg_tool("pg_ctl")(
+                    ["-w", "-m", "fast", "stop"],
+                    pgdata=self.data_dir,
+                    timeout=20,
+                    **self._kwargs(),
+                )
+            except subprocess.CalledProcessError as error:
+                if error.returncode < 0:
+                    continue
+            return
 
     def stop(self) -> None:
         """Fast shutdown (active connections are closed)."""
