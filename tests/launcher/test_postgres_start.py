@@ -16,26 +16,63 @@ from launcher.units import PostgresUnit, UnitError
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-def test_a_pg_ctl_killed_by_a_signal_is_run_once_more(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Seen once in a full run: pg_ctl died with SIGSEGV before it did anything, and every
-    later fault test found no database."""
+def _crashing_once(
+    monkeypatch: pytest.MonkeyPatch,
+    tool: str,
+    signal: int,
+    last_argument: str | None = None,
+    leaves: Callable[[Path], None] | None = None,
+) -> list[list[str]]:
+    """Make the first call of ``tool`` (ending with ``last_argument``, when given) die
+    by ``signal`` before running, after ``leaves`` wrote into its data directory; the
+    calls that crashed are returned (filled in as they happen)."""
     real = components._pg_tool
     crashes: list[list[str]] = []
 
-    def crashing_once(tool: str) -> Callable[..., str]:
-        command = real(tool)
+    def crashing(name: str) -> Callable[..., str]:
+        command = real(name)
 
         def run(arguments: list[str], **kwargs: Any) -> str:
-            if tool == "pg_ctl" and arguments[-1] == "start" and not crashes:
+            matches = last_argument is None or arguments[-1] == last_argument
+            if name == tool and matches and not crashes:
                 crashes.append(arguments)
-                raise subprocess.CalledProcessError(-11, ["pg_ctl", *arguments])
+                if leaves is not None:
+                    leaves(kwargs["pgdata"])
+                raise subprocess.CalledProcessError(-signal, [name, *arguments])
             return command(arguments, **kwargs)
 
         return run
 
-    monkeypatch.setattr(components, "_pg_tool", crashing_once)
+    monkeypatch.setattr(components, "_pg_tool", crashing)
+    return crashes
+
+
+def _half_done_initdb(data_dir: Path) -> None:
+    # What a half-done initdb leaves: initdb refuses a directory not empty.
+    (data_dir / "global").mkdir()
+    (data_dir / "PG_VERSION.partial").write_text("18")
+
+
+@pytest.mark.parametrize(
+    ("tool", "signal", "last_argument", "leaves"),
+    [
+        # Seen once in a full run: pg_ctl died with SIGSEGV before it did anything, and
+        # every later fault test found no database.
+        ("pg_ctl", 11, "start", None),
+        # Seen once in a full run: initdb died with SIGBUS, forked from a test worker
+        # full of gRPC threads, and the database never started.
+        ("initdb", 7, None, _half_done_initdb),
+    ],
+)
+def test_a_start_whose_tool_a_signal_killed_runs_it_once_more(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tool: str,
+    signal: int,
+    last_argument: str | None,
+    leaves: Callable[[Path], None] | None,
+) -> None:
+    crashes = _crashing_once(monkeypatch, tool, signal, last_argument, leaves)
     server = PostgresServer(tmp_path / "pg", free_port())
     try:
         server.start()
@@ -46,59 +83,13 @@ def test_a_pg_ctl_killed_by_a_signal_is_run_once_more(
     assert server.postmaster_pid() is None
 
 
-def test_an_initdb_killed_by_a_signal_starts_over_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Seen once in a full run: initdb died with SIGBUS, forked from a test worker full
-    of gRPC threads, and the database never started."""
-    real = components._pg_tool
-    crashes: list[list[str]] = []
-
-    def crashing_once(tool: str) -> Callable[..., str]:
-        command = real(tool)
-
-        def run(arguments: list[str], **kwargs: Any) -> str:
-            if tool == "initdb" and not crashes:
-                crashes.append(arguments)
-                # What a half-done initdb leaves: initdb refuses a directory not empty.
-                (kwargs["pgdata"] / "global").mkdir()
-                (kwargs["pgdata"] / "PG_VERSION.partial").write_text("18")
-                raise subprocess.CalledProcessError(-7, ["initdb", *arguments])
-            return command(arguments, **kwargs)
-
-        return run
-
-    monkeypatch.setattr(components, "_pg_tool", crashing_once)
-    server = PostgresServer(tmp_path / "pg", free_port())
-    try:
-        server.start()
-        assert crashes
-        assert server.postmaster_pid() is not None
-    finally:
-        server.stop()
-
-
 def test_a_pg_ctl_stop_killed_by_a_signal_is_run_once_more(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = components._pg_tool
-    crashes: list[list[str]] = []
-
-    def crashing_once(tool: str) -> Callable[..., str]:
-        command = real(tool)
-
-        def run(arguments: list[str], **kwargs: Any) -> str:
-            if tool == "pg_ctl" and arguments[-1] == "stop" and not crashes:
-                crashes.append(arguments)
-                raise subprocess.CalledProcessError(-11, ["pg_ctl", *arguments])
-            return command(arguments, **kwargs)
-
-        return run
-
     server = PostgresServer(tmp_path / "pg", free_port())
     server.start()
     try:
-        monkeypatch.setattr(components, "_pg_tool", crashing_once)
+        crashes = _crashing_once(monkeypatch, "pg_ctl", 11, last_argument="stop")
         server.stop()
         assert crashes
         assert server.postmaster_pid() is None
