@@ -15,6 +15,9 @@ from kit.tracing import grpc_client_interceptors
 Continuation = Callable[[grpc.aio.ClientCallDetails, Any], Any]
 
 
+RECONNECT_BACKOFF_MAX_MS = 2_000
+
+
 def create_channel(
     target: str,
     max_message_bytes: int = 24 * 1024 * 1024,
@@ -47,6 +50,10 @@ def create_channel(
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.enable_retries", 1),
+            # A service back after an outage is reached within 2 s. gRPC's own backoff
+            # grows to 120 s between connection attempts, and every call in the wait
+            # fails at once: after a 20 s outage, 8 s of 503s once the service was up.
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
             # Spread calls over every address the name resolves to (several replicas
             # behind a headless Service / dns:/// target), not just the first one.
             ("grpc.lb_policy_name", "round_robin"),
