@@ -18,8 +18,12 @@ from tests.e2e.harness import User, signed_base_url
 
 def _options(keys: Path, s3: S3Endpoint) -> InProcessOptions:
     base = load_runtime_config(REPO_RUNTIME_CONFIG)
-    # A tiny plan so quota tests do not need many generations.
-    plans = {**base.plans, "price_test_one": Plan(name="one", monthly_generations=1)}
+    # Tiny plans so quota tests do not need many generations.
+    plans = {
+        **base.plans,
+        "price_test_one": Plan(name="one", monthly_generations=1),
+        "price_test_two": Plan(name="two", monthly_generations=2),
+    }
     return InProcessOptions(
         config=base.model_copy(update={"plans": plans}),
         emulator=EmulatorConfig(

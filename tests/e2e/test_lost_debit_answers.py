@@ -127,3 +127,30 @@ async def test_a_late_debit_whose_answer_is_lost_too_leaves_no_charge(
     assert (await user.usage())["used"] == 0
     assert await _books_of(stack, job_id) == []
     assert await _settle(stack) == 0
+
+
+async def test_a_succeeded_jobs_lost_debit_answer_does_not_take_the_last_generation(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The debit was recorded, its answer lost, and the job succeeded: until the sweep
+    settles it, generation counts the job as a debit still to come, while the usage
+    service already counts it. Counted by both, the owner's last generation was refused
+    (402 while GET /usage showed it left). Admission now names the job to the usage
+    service, which counts it once."""
+    await stack.set_plan(user.id, "price_test_two")
+    job_id = await _submit_with_the_debit_answer_lost(stack, user, monkeypatch, debit_lands=True)
+    assert (await user.wait_for(job_id, {"failed", "succeeded"}))["status"] == "succeeded"
+    assert await _states(stack, job_id) == ("succeeded", ChargeState.NONE, RefundState.NONE)
+    assert (await user.usage())["remaining"] == 1
+
+    last = await user.submit("imagine", prompt="A reading corner under the stairs")
+    assert last.status_code == 202, last.text
+    assert (await user.wait_for(last.json()["id"], {"succeeded"}))["status"] == "succeeded"
+    assert (await user.usage())["remaining"] == 0
+    refused = await user.submit("imagine", prompt="A reading corner under the stairs")
+    assert refused.status_code == 402, refused.text
+
+    assert await _settle(stack) >= 1  # the lost answer's job: charged, counted once
+    assert await _states(stack, job_id) == ("succeeded", ChargeState.CHARGED, RefundState.NONE)
+    assert (await user.usage())["used"] == 2
+    assert await _books_of(stack, job_id) == []

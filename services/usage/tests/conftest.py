@@ -9,7 +9,7 @@ audit, the migrations) make their own database.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -56,8 +56,9 @@ class UsageClient:
         self.stub = usage_pb2_grpc.UsageServiceStub(channel)
         self.target = target
 
-    async def quota(self, owner: str) -> usage_pb2.Quota:
-        return await self.stub.GetQuota(usage_pb2.GetQuotaRequest(owner_id=owner), timeout=10)
+    async def quota(self, owner: str, pending: Sequence[str] = ()) -> usage_pb2.Quota:
+        request = usage_pb2.GetQuotaRequest(owner_id=owner, pending_job_ids=pending)
+        return await self.stub.GetQuota(request, timeout=10)
 
     async def debit(self, owner: str, job: str, key: str | None = None) -> usage_pb2.LedgerResult:
         request = usage_pb2.DebitRequest(

@@ -141,6 +141,38 @@ async def test_bad_debits_are_refused_and_write_nothing(
         assert await count_entries(usage_sql, job_id, "debit") == 0
 
 
+async def test_pending_jobs_count_unless_the_ledger_holds_or_voided_them(
+    usage, new_id: Callable[[], str], plans: dict[str, Plan]
+) -> None:
+    """Generation names the jobs it saw succeed without seeing their debit recorded:
+    one debited (its answer was lost) counts once, one voided never, the rest once."""
+    owner, monthly = new_id(), plans["free"].monthly_generations
+    debited, voided, missing = new_id(), new_id(), new_id()
+    await usage.debit(owner, debited)
+    assert (await usage.credit(owner, voided)).recorded is False  # voided: never debited
+
+    plain = await usage.quota(owner)
+    named = await usage.quota(owner, [debited, voided, missing, missing])
+    others = await usage.quota(new_id(), [debited])
+
+    assert (plain.used, plain.remaining) == (1, monthly - 1)
+    assert (named.used, named.remaining) == (2, monthly - 2)
+    assert (others.used, others.remaining) == (0, monthly)  # held by the ledger: not counted
+    # Voided for another owner only: still to come for this one.
+    elsewhere = new_id()
+    assert (await usage.credit(new_id(), elsewhere)).recorded is False
+    assert (await usage.quota(owner, [voided, elsewhere])).used == 2
+
+
+@pytest.mark.parametrize(
+    "pending", [["not-a-uuid"], [str(uuid.uuid4()) for _ in range(101)]], ids=["bad", "101"]
+)
+async def test_get_quota_refuses_bad_pending_jobs(usage, pending: list[str]) -> None:
+    error = await usage.error_of(usage.quota(str(uuid.uuid4()), pending))
+
+    assert (error.code, error.details.get("field")) == ("VALIDATION_ERROR", "pending_job_ids")
+
+
 async def test_get_quota_refuses_a_bad_owner(usage) -> None:
     error = await usage.error_of(usage.quota(str(uuid.uuid4())[:-1]))
 

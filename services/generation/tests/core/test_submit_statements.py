@@ -199,13 +199,17 @@ async def test_admission_counts_the_succeeded_jobs_whose_debit_is_pending(core: 
         "never reached the provider": (owner, "failed", "none", False),
         "someone else's": (other, "succeeded", "none", True),
     }
-    for job_owner, status, charge, predicted in rows.values():
-        await _stored_job(core, job_owner, status, charge, predicted)
+    stored = {
+        name: await _stored_job(core, job_owner, status, charge, predicted)
+        for name, (job_owner, status, charge, predicted) in rows.items()
+    }
     async with ctx.reads() as stores:
         facts = await stores.jobs.admission_facts(owner)
         unknown = await stores.jobs.admission_facts(uuid.uuid4())
     assert (facts.inflight, facts.pending_debits) == (False, 2)
-    assert (unknown.inflight, unknown.pending_debits) == (False, 0)
+    # Named, for the usage service to say which it holds after all.
+    assert set(facts.pending_job_ids) == {stored["deferred"].id, stored["deferred too"].id}
+    assert (unknown.inflight, unknown.pending_debits, unknown.pending_job_ids) == (False, 0, ())
 
     running = imagine_job(owner)
     async with ctx.statements() as stores:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -33,11 +34,16 @@ class Slot(FakeStores):
     """The in-flight lookup; with ``other`` it answers only once that step has started."""
 
     def __init__(
-        self, inflight: bool, other: asyncio.Event | None = None, pending_debits: int = 0
+        self,
+        inflight: bool,
+        other: asyncio.Event | None = None,
+        pending_debits: int = 0,
+        pending_job_ids: tuple[uuid.UUID, ...] = (),
     ) -> None:
         super().__init__()
         self.inflight = inflight
         self.pending_debits = pending_debits
+        self.pending_job_ids = pending_job_ids
         self.other = other
         self.started = asyncio.Event()
 
@@ -45,25 +51,37 @@ class Slot(FakeStores):
         self.started.set()
         if self.other is not None:
             await asyncio.wait_for(self.other.wait(), OVERLAP_TIMEOUT)
-        return AdmissionFacts(self.inflight, self.pending_debits)
+        return AdmissionFacts(self.inflight, self.pending_debits, self.pending_job_ids)
 
 
 class Usage:
     """The quota (None: the usage service cannot be reached); with ``other`` it answers
-    only once that step has started."""
+    only once that step has started. ``recorded``: the jobs whose debit the ledger holds
+    (counted in ``remaining`` already); a pending job named and not among them counts."""
 
-    def __init__(self, remaining: int | None, other: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        remaining: int | None,
+        other: asyncio.Event | None = None,
+        recorded: frozenset[uuid.UUID] = frozenset(),
+    ) -> None:
         self.remaining = remaining
         self.other = other
+        self.recorded = recorded
         self.started = asyncio.Event()
+        self.asked: list[tuple[uuid.UUID, ...]] = []
 
-    async def quota(self, owner_id: uuid.UUID) -> QuotaSnapshot:
+    async def quota(
+        self, owner_id: uuid.UUID, pending_job_ids: Sequence[uuid.UUID] = ()
+    ) -> QuotaSnapshot:
+        self.asked.append(tuple(pending_job_ids))
         self.started.set()
         if self.other is not None:
             await asyncio.wait_for(self.other.wait(), OVERLAP_TIMEOUT)
         if self.remaining is None:
             raise UpstreamError()
-        return QuotaSnapshot(remaining=self.remaining, period_end=PERIOD_END)
+        unrecorded = len(set(pending_job_ids) - self.recorded)
+        return QuotaSnapshot(remaining=max(0, self.remaining - unrecorded), period_end=PERIOD_END)
 
 
 def _context(stores: FakeStores, usage: Usage) -> GenerationContext:
@@ -96,12 +114,42 @@ async def test_no_quota_left_is_402_and_an_unreachable_usage_is_upstream() -> No
 async def test_a_succeeded_job_whose_debit_is_pending_counts_as_a_generation_used() -> None:
     """Usage was unreachable when a job's debit was due (the sweep records it later):
     the usage service's remaining does not count it yet, admission does."""
+    job = uuid.uuid4()
+    usage = Usage(1)
     with pytest.raises(LimitExceeded):
         await admit_or_replay(
-            _context(Slot(inflight=False, pending_debits=1), Usage(1)), imagine_command(), "f"
+            _context(Slot(inflight=False, pending_debits=1, pending_job_ids=(job,)), usage),
+            imagine_command(),
+            "f",
         )
-    admitted = _context(Slot(inflight=False, pending_debits=1), Usage(2))
+    assert usage.asked == [(), (job,)]  # asked again, naming it: the ledger lacks it
+    usage = Usage(2)
+    admitted = _context(Slot(inflight=False, pending_debits=1, pending_job_ids=(job,)), usage)
     assert await admit_or_replay(admitted, imagine_command(), "f") is None
+    assert usage.asked == [()]  # one left after it: no second question
+
+
+async def test_a_pending_debit_the_ledger_holds_after_all_counts_once() -> None:
+    """The debit was recorded but its answer was lost: the usage service's remaining
+    counts it already, so subtracting it again would refuse the owner's last one (402
+    while GET /usage shows it left)."""
+    job = uuid.uuid4()
+    usage = Usage(1, recorded=frozenset({job}))
+    slot = Slot(inflight=False, pending_debits=1, pending_job_ids=(job,))
+    assert await admit_or_replay(_context(slot, usage), imagine_command(), "f") is None
+    assert usage.asked == [(), (job,)]
+
+
+async def test_pending_jobs_beyond_those_named_count_unasked() -> None:
+    named, recorded = uuid.uuid4(), uuid.uuid4()
+    # Two pending, one named and held by the ledger; the unnamed one still counts.
+    usage = Usage(1, recorded=frozenset({named, recorded}))
+    slot = Slot(inflight=False, pending_debits=2, pending_job_ids=(named,))
+    with pytest.raises(LimitExceeded):
+        await admit_or_replay(_context(slot, usage), imagine_command(), "f")
+    usage = Usage(2, recorded=frozenset({named}))
+    slot = Slot(inflight=False, pending_debits=2, pending_job_ids=(named,))
+    assert await admit_or_replay(_context(slot, usage), imagine_command(), "f") is None
 
 
 async def test_a_key_used_meanwhile_after_the_sender_was_told_to_stop_is_a_reused_key(

@@ -27,15 +27,27 @@ class GetQuotaRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     OWNER_ID_FIELD_NUMBER: _builtins.int
+    PENDING_JOB_IDS_FIELD_NUMBER: _builtins.int
     owner_id: _builtins.str
+    @_builtins.property
+    def pending_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Jobs of the owner that the caller saw succeed but whose debit it has not
+        seen recorded (its answer was lost, or the usage service was unreachable).
+        Each one the ledger holds no debit of, and has not voided, is counted in
+        `used` (and so in `remaining`) as if it were debited; one already
+        recorded counts once. At most 100; VALIDATION_ERROR beyond that or for an
+        id that is not a UUID.
+        """
+
     def __init__(
         self,
         *,
         owner_id: _builtins.str = ...,
+        pending_job_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_id", b"owner_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_id", b"owner_id", "pending_job_ids", b"pending_job_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -58,7 +70,9 @@ class Quota(_message.Message):
     """The `price_id` the plan was found by; empty for the free fallback."""
     monthly_generations: _builtins.int
     used: _builtins.int
-    """Debits minus credits in the period; never negative."""
+    """Debits minus credits in the period, plus the request's pending jobs the
+    ledger does not hold; never negative.
+    """
     remaining: _builtins.int
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:

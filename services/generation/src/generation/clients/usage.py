@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC
 
 import grpc
@@ -39,8 +40,13 @@ class GrpcUsageGateway:
         self._timeout = timeout_seconds
         self._attempts = attempts
 
-    async def quota(self, owner_id: uuid.UUID) -> QuotaSnapshot:
-        response = await self._call("GetQuota", usage_pb2.GetQuotaRequest(owner_id=str(owner_id)))
+    async def quota(
+        self, owner_id: uuid.UUID, pending_job_ids: Sequence[uuid.UUID] = ()
+    ) -> QuotaSnapshot:
+        request = usage_pb2.GetQuotaRequest(
+            owner_id=str(owner_id), pending_job_ids=[str(job) for job in pending_job_ids]
+        )
+        response = await self._call("GetQuota", request)
         assert isinstance(response, usage_pb2.Quota)
         return QuotaSnapshot(
             remaining=response.remaining,

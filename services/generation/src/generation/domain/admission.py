@@ -78,9 +78,11 @@ async def admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
     slower of the two, not for both in turn); the answers are read in the documented
     order, so an owner with a job in flight is told 409 whatever the usage service says.
     A succeeded job whose debit is still pending (usage was unreachable; the sweep will
-    record it) is a generation used, though the usage service does not count it yet:
-    without it the next submission could take one past the plan. (A debit recorded
-    whose answer was lost counts twice until the sweep settles it: a 402 too early.)"""
+    record it) is a generation used, though the usage service may not count it yet:
+    without it the next submission could take one past the plan. When that is what
+    would refuse the owner, the usage service is asked again, naming the pending jobs:
+    a debit recorded whose answer was lost is then counted once, not twice (a 402 while
+    ``GET /usage`` shows one left)."""
     facts, quota = await asyncio.gather(
         _facts(ctx, owner_id), ctx.usage.quota(owner_id), return_exceptions=True
     )
@@ -90,8 +92,15 @@ async def admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
         raise TooManyInflight()
     if isinstance(quota, BaseException):
         raise quota
-    if quota.remaining - facts.pending_debits <= 0:
-        raise LimitExceeded(periodEnd=iso_utc(quota.period_end))
+    if quota.remaining - facts.pending_debits > 0:
+        return
+    if facts.pending_debits and quota.remaining > 0:
+        # Rare (a debit's answer was lost): one more call, off the usual path.
+        quota = await ctx.usage.quota(owner_id, facts.pending_job_ids)
+        unnamed = facts.pending_debits - len(facts.pending_job_ids)
+        if quota.remaining - unnamed > 0:
+            return
+    raise LimitExceeded(periodEnd=iso_utc(quota.period_end))
 
 
 async def _facts(ctx: GenerationContext, owner_id: uuid.UUID) -> AdmissionFacts:

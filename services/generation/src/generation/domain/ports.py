@@ -34,6 +34,13 @@ class AdmissionFacts:
     # Succeeded jobs whose debit is still to be recorded (the usage service could not
     # be reached then; the sweep will): the usage service's ``remaining`` counts none.
     pending_debits: int
+    # The ids of up to ``PENDING_IDS_NAMED`` of them, to ask the usage service which it
+    # holds after all (a debit recorded whose answer was lost).
+    pending_job_ids: tuple[uuid.UUID, ...] = ()
+
+
+# GetQuotaRequest.pending_job_ids takes at most this many.
+PENDING_IDS_NAMED = 100
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,11 @@ class QuotaSnapshot:
 class UsageGateway(Protocol):
     """The usage service, as the generation flows use it."""
 
-    async def quota(self, owner_id: uuid.UUID) -> QuotaSnapshot:
-        """Remaining generations this period (raises UpstreamError when unreachable)."""
+    async def quota(
+        self, owner_id: uuid.UUID, pending_job_ids: Sequence[uuid.UUID] = ()
+    ) -> QuotaSnapshot:
+        """Remaining generations this period (raises UpstreamError when unreachable),
+        counting each of ``pending_job_ids`` the ledger holds no debit of as used."""
         ...
 
     async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:

@@ -37,7 +37,7 @@ from sqlalchemy.engine import CursorResult, Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from generation.domain.jobs import JobView, VariantRef
-from generation.domain.ports import AdmissionFacts
+from generation.domain.ports import PENDING_IDS_NAMED, AdmissionFacts
 from generation.domain.records import (
     ChargeUpdate,
     Inserted,
@@ -192,7 +192,17 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
         .where(owner, text(DEBIT_DEFERRED))
         .scalar_subquery()
     )
-    has_inflight = select(inflight.label("inflight"), deferred.label("pending_debits"))
+    deferred_ids = func.array(
+        select(_JOBS.id)
+        .where(owner, text(DEBIT_DEFERRED))
+        .limit(PENDING_IDS_NAMED)
+        .scalar_subquery()
+    )
+    has_inflight = select(
+        inflight.label("inflight"),
+        deferred.label("pending_debits"),
+        deferred_ids.label("pending_job_ids"),
+    )
     insert_job = insert(_TABLE).on_conflict_do_nothing().returning(_JOBS.id)
     attach = (
         update(_TABLE)
@@ -272,7 +282,11 @@ class JobRepository:
     async def admission_facts(self, owner_id: uuid.UUID) -> AdmissionFacts:
         connection = await self._session.connection()
         row = (await connection.execute(_ADMISSION_FACTS, {"owner_id": owner_id})).one()
-        return AdmissionFacts(inflight=bool(row.inflight), pending_debits=int(row.pending_debits))
+        return AdmissionFacts(
+            inflight=bool(row.inflight),
+            pending_debits=int(row.pending_debits),
+            pending_job_ids=tuple(row.pending_job_ids),
+        )
 
     async def insert(self, job: NewJob) -> InsertOutcome:
         """Write the job ``starting``; the database decides races no pre-check can see.

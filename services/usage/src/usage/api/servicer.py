@@ -15,7 +15,7 @@ from kit.service_identity import EDGE_API, GENERATION, OPERATOR
 from usage.api import mappers
 from usage.domain.audit import LedgerAuditor
 from usage.domain.ledger import LedgerService
-from usage.domain.model import parse_owner_id
+from usage.domain.model import parse_owner_id, parse_pending_job_ids
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -41,8 +41,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         self, request: usage_pb2.GetQuotaRequest, context: Context
     ) -> usage_pb2.Quota:
         owner_id = parse_owner_id(request.owner_id)
+        pending = parse_pending_job_ids(request.pending_job_ids)
         bind_context(ownerId=str(owner_id))
-        return mappers.quota_message(await self._ledger.get_quota(owner_id))
+        return mappers.quota_message(await self._ledger.get_quota(owner_id, pending))
 
     async def Debit(
         self, request: usage_pb2.DebitRequest, context: Context

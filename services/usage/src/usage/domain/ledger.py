@@ -84,11 +84,15 @@ class LedgerService:
         self._plans = plans
         self._clock = clock
 
-    async def get_quota(self, owner_id: uuid.UUID) -> Quota:
-        """The user's plan and the current period's figures."""
+    async def get_quota(
+        self, owner_id: uuid.UUID, pending: frozenset[uuid.UUID] = frozenset()
+    ) -> Quota:
+        """The user's plan and the current period's figures; each of ``pending`` (jobs
+        the caller saw succeed without seeing their debit recorded) that the ledger
+        neither debited nor voided counts as used, so one recorded counts once."""
         now = self._clock.now()
         async with self._reads() as uow:
-            price_id, used = await uow.ledger.quota_facts(owner_id, month_of(now))
+            price_id, used = await uow.ledger.quota_facts(owner_id, month_of(now), pending)
         return self._quota_of(price_id, now, used)
 
     async def set_plan(self, owner_id: uuid.UUID, price_id: str) -> Quota:

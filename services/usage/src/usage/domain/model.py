@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -119,6 +120,20 @@ class AuditReport:
 def parse_owner_id(raw: str) -> uuid.UUID:
     """A user id must be a UUID (the auth token's ``sub``)."""
     return _parse_uuid(raw, "owner_id")
+
+
+# A caller names the jobs it saw succeed without seeing their debit recorded; an
+# owner has that many only while the usage service is unreachable for long.
+MAX_PENDING_JOB_IDS = 100
+
+
+def parse_pending_job_ids(raw: Sequence[str]) -> frozenset[uuid.UUID]:
+    """``GetQuotaRequest.pending_job_ids``: UUIDs, at most ``MAX_PENDING_JOB_IDS``."""
+    if len(raw) > MAX_PENDING_JOB_IDS:
+        raise ValidationError(
+            f"pending_job_ids holds at most {MAX_PENDING_JOB_IDS} ids.", field="pending_job_ids"
+        )
+    return frozenset(_parse_uuid(item, "pending_job_ids") for item in raw)
 
 
 def _parse_uuid(raw: str, field: str) -> uuid.UUID:

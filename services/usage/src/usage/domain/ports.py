@@ -61,8 +61,11 @@ class EntryStore(Protocol):
         """Debits in ``period`` minus the credits of those same debits."""
         ...
 
-    async def quota_facts(self, owner_id: uuid.UUID, period: Period) -> tuple[str | None, int]:
-        """The profile's price_id and ``used_in(period)``, in one round trip."""
+    async def quota_facts(
+        self, owner_id: uuid.UUID, period: Period, pending: frozenset[uuid.UUID] = frozenset()
+    ) -> tuple[str | None, int]:
+        """The profile's price_id and ``used_in(period)`` plus those of ``pending`` the
+        ledger holds no debit of and has not voided, in one round trip."""
         ...
 
     async def debit(

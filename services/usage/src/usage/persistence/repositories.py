@@ -80,6 +80,18 @@ _QUOTA_FACTS = text(
     "SELECT (SELECT price_id FROM profiles WHERE owner_id = :owner) AS price_id, "
     "usage_used_in(:owner, :start, :end) AS used"
 )
+# A pending job counts unless the ledger holds its debit (of any period: one recorded
+# last month was counted then) or voided it for this owner (it is never debited).
+_QUOTA_FACTS_WITH_PENDING = text(
+    "SELECT (SELECT price_id FROM profiles WHERE owner_id = :owner) AS price_id, "
+    "usage_used_in(:owner, :start, :end) + ("
+    "SELECT count(*) FROM unnest(CAST(:jobs AS uuid[])) AS pending(job_id) "
+    "WHERE NOT EXISTS (SELECT 1 FROM usage_ledger AS l "
+    "WHERE l.job_id = pending.job_id AND l.kind = 'debit') "
+    "AND NOT EXISTS (SELECT 1 FROM usage_voided_jobs AS v "
+    "WHERE v.job_id = pending.job_id AND v.owner_id = :owner)"
+    ")::int AS used"
+)
 
 
 def _debit_outcome(row: Any) -> DebitOutcome:
@@ -251,11 +263,16 @@ class LedgerRepository:
         )
         return _debit_outcome(result.one())
 
-    async def quota_facts(self, owner_id: uuid.UUID, period: Period) -> tuple[str | None, int]:
-        """The profile's price_id (None without one) and ``used_in``, in one statement."""
-        result = await self._session.execute(
-            _QUOTA_FACTS, {"owner": owner_id, "start": period.start, "end": period.end}
-        )
+    async def quota_facts(
+        self, owner_id: uuid.UUID, period: Period, pending: frozenset[uuid.UUID] = frozenset()
+    ) -> tuple[str | None, int]:
+        """The profile's price_id (None without one) and ``used_in``, plus the jobs of
+        ``pending`` the ledger neither debited nor voided, in one statement."""
+        values: dict[str, Any] = {"owner": owner_id, "start": period.start, "end": period.end}
+        statement = _QUOTA_FACTS
+        if pending:
+            statement, values["jobs"] = _QUOTA_FACTS_WITH_PENDING, sorted(pending)
+        result = await self._session.execute(statement, values)
         row = result.one()
         return row.price_id, row.used
 
