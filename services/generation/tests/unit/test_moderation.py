@@ -84,6 +84,8 @@ BAD = {
         "a poster of her tits",
         "big tits above the bed",
         "a framed poster of great tits above the bed",
+        "a nakedwoman poster above the bed",
+        "NudeModels by the window",
     ],
     "hate": [
         "a nazi flag on the wall",
@@ -101,6 +103,10 @@ BAD = {
         "m u r d e r room",
         "gore everywhere",
         "a decapitated head on the table",
+        # A phrase's words run together.
+        "killhim in the kitchen",
+        "a deadbody on the floor",
+        "SerialKiller posters",
     ],
     "illegal": [
         "meth lab in the garage",
@@ -111,6 +117,8 @@ BAD = {
         "an ak-47 on the wall",
         "ghost guns on the workbench",
         "cannabis grow room in the spare bedroom",
+        "a crystalmeth lab in the garage",
+        "machineguns on the wall",
     ],
     "pii": [
         "email me at jane.doe@example.com",
@@ -182,6 +190,11 @@ def test_rejection_is_generic_and_never_echoes_the_prompt(prompt: str) -> None:
         "4111 1111 1111 1112",  # card-shaped but the Luhn check digit is wrong
         "sizes 2400 1800 1200 900",  # dimensions in a row are not a card number
         "a 3 x 2 m rug and a 2 x 1 m runner",  # spaced single characters glued stay harmless
+        # Words that only begin or end like a phrase run together stay whole words.
+        "a killer view and a deadbolt on the door",
+        "white powder coated frames and a massive window",
+        "display shelves for the skills of the household",
+        "a cookingmethods shelf",
     ],
 )
 def test_near_misses_pass(prompt: str) -> None:

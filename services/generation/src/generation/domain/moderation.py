@@ -7,7 +7,8 @@ typed and on a folded copy that undoes cheap obfuscation: invisible characters,
 look-alike letters from other scripts, accents and full-width letters
 (:func:`generation.domain.moderation_skeleton.skeletons`), spaced-out letters
 ("s.e.x", "s_e_x") and digits for letters ("k1ll"); and on that copy once more
-with punctuation and underscores read as spaces ("kill_him").
+with punctuation and underscores read as spaces ("kill_him"). A phrase's words may
+be run together ("nakedwoman").
 
 Deliberate choices, pinned by the tests:
 - "kill" alone is not violent in this domain ("kill the clutter", "a killer view");
@@ -140,8 +141,14 @@ _TERMS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# A phrase's words may also be run together ("nakedwoman", "killhim", "crystalmeth"):
+# each ``\s+`` between them reads as ``\s*``. The phrase stays one whole word, so a
+# longer word that merely begins or ends like one ("killer", "skills") is left alone.
 _WORD_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (category, re.compile(rf"\b(?:{'|'.join(terms)})\b", re.IGNORECASE))
+    (
+        category,
+        re.compile(rf"\b(?:{'|'.join(terms)})\b".replace(r"\s+", r"\s*"), re.IGNORECASE),
+    )
     for category, terms in _TERMS.items()
 )
 
