@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -87,6 +88,23 @@ async def test_the_composed_prompt_reaches_the_model(stack: Stack, user: User) -
     assert prompt.rstrip(".").endswith("A sunny reading corner")
     assert prediction["input"]["output_format"] == "jpg"
     await user.wait_for(response.json()["id"], {"succeeded"})
+
+
+async def test_every_run_is_given_a_deadline_at_the_provider(stack: Stack, user: User) -> None:
+    """Cancel-After: the provider stops a run we lost track of (a lost create answer
+    without webhooks, a failed orphan cancel, no sweep running) on its own; later than
+    the job's overall timeout plus two sweeps, so the sweep ends a job that is merely
+    slow first, as TIMED_OUT."""
+    response = await user.submit("imagine", prompt="A sunny reading corner")
+    assert response.status_code == 202, response.text
+    prediction = await stack.control("prediction", response.json()["predictionId"])
+    await user.wait_for(response.json()["id"], {"succeeded"})
+
+    created = datetime.fromisoformat(prediction["created_at"])
+    allowed = datetime.fromisoformat(prediction["deadline"]) - created
+    timings = stack.ctx.config.timings
+    sweeps_late = timedelta(milliseconds=timings.overall_timeout_ms + 2 * timings.sweep_interval_ms)
+    assert sweeps_late < allowed <= sweeps_late + timedelta(minutes=2)
 
 
 async def test_unknown_and_foreign_jobs_are_the_same_404(user: User, other_user: User) -> None:

@@ -37,7 +37,9 @@ TIMINGS: dict[str, str] = {
     "poll_throttle_ms": "300",
     "sweep_interval_ms": "500",
     "sweep_min_age_ms": "800",
-    "overall_timeout_ms": "8000",
+    # Longer than a generation restart (7-8 s on two busy cores: its imports, then the
+    # migration's child process), so the jobs in flight when it is killed survive it.
+    "overall_timeout_ms": "15000",
     "request_timeout_seconds": "1.0",
     "max_attempts": "3",
 }

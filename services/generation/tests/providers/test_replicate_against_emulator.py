@@ -211,3 +211,20 @@ async def test_wrong_token_is_rejected(emulator: EmulatorServer) -> None:
             await adapter.get_prediction("zzzzzzzzzzzzzzzzzzzzzzzzzz")
     finally:
         await adapter.aclose()
+
+
+async def test_a_run_past_its_deadline_is_stopped_by_the_provider(
+    provider: ReplicateProvider, emulator: EmulatorServer, receiver: RecordingServer
+) -> None:
+    """The emulator reads Cancel-After as Replicate does: a run not started by its
+    deadline (5 s, the least allowed) ends ``aborted``, unbilled, with nobody asking."""
+    emulator.control.set_faults(start_delay_ms=60_000)
+    created = await provider.create_prediction(request_for(receiver, cancel_after_seconds=5))
+    assert emulator.control.prediction(created.id)["deadline"] is not None
+
+    for _ in range(200):
+        prediction = await provider.get_prediction(created.id)
+        if prediction.status.is_terminal:
+            break
+        await asyncio.sleep(0.05)
+    assert prediction.status is ProviderStatus.ABORTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from generation.domain.provider import (
     ProviderRejected,
     ProviderStatus,
 )
-from generation.providers.replicate import ReplicateProvider
+from generation.providers.replicate import ReplicateProvider, cancel_after
 
 REQUEST = PredictionRequest(
     prompt="Style: Japandi; Room type: Dining. Keep the windows.",
@@ -213,3 +214,23 @@ async def test_aclose_closes_only_an_owned_client(answers: Any) -> None:
     assert owned._client.is_closed
     assert not borrowed_client.is_closed
     await borrowed_client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("seconds", "header"),
+    [(690, "11m30s"), (600, "10m"), (3723, "1h2m3s"), (7200, "2h"), (59, "59s"), (1, "5s")],
+)
+def test_cancel_after_is_written_as_replicate_reads_it(seconds: int, header: str) -> None:
+    assert cancel_after(seconds) == header
+
+
+async def test_a_create_with_a_deadline_sends_cancel_after(make_harness: Any, answers: Any) -> None:
+    harness = make_harness(answers.script(answers.prediction(201), answers.prediction(201)))
+
+    await harness.provider.create_prediction(dataclasses.replace(REQUEST, cancel_after_seconds=690))
+    await harness.provider.create_prediction(REQUEST)
+
+    with_deadline, without = harness.requests
+    assert with_deadline.headers["cancel-after"] == "11m30s"
+    assert with_deadline.headers["authorization"] == f"Bearer {answers.token}"
+    assert "cancel-after" not in without.headers

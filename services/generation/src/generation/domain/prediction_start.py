@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import uuid
 from dataclasses import dataclass
 
@@ -61,6 +62,17 @@ class _Ending:
     adopted: str | None = None
 
 
+def provider_deadline_seconds(ctx: GenerationContext) -> int:
+    """How long after its create the provider stops a run on its own: the job's overall
+    timeout plus two sweeps and a minute. The sweep ends an overdue job first (failed,
+    TIMED_OUT, refunded, its run canceled); this deadline stops the runs we cannot: one
+    whose create's answer was lost and that never told us its id, an orphan whose
+    cancel failed, any run while no sweep is running."""
+    timings = ctx.config.timings
+    margin_ms = 2 * timings.sweep_interval_ms + 60_000
+    return math.ceil((timings.overall_timeout_ms + margin_ms) / 1000)
+
+
 async def start_prediction(
     ctx: GenerationContext, job: StartedJob, prompt: str, input_keys: list[str], webhook_url: str
 ) -> Job | None:
@@ -79,6 +91,7 @@ async def start_prediction(
                 webhook_url=webhook_url_for(webhook_url, job.id),
                 webhook_events=ctx.config.replicate.webhook_events,
                 output_format=ctx.config.replicate.output_format,
+                cancel_after_seconds=provider_deadline_seconds(ctx),
             )
         )
     except (ProviderError, StorageError) as error:

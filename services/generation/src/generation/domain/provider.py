@@ -51,6 +51,10 @@ class PredictionRequest:
     webhook_url: str
     webhook_events: tuple[str, ...]
     output_format: str = "jpg"
+    # The provider itself stops the run this many seconds after the create, whatever
+    # became of our record of it (Replicate's ``Cancel-After``: ``aborted`` and not
+    # billed before its start, ``canceled`` while it runs). None: no deadline.
+    cancel_after_seconds: int | None = None
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,18 @@ def _problem_fields(response: httpx.Response) -> dict[str, str]:
 CONNECT_SECONDS = 3.0
 
 
+# Replicate refuses a Cancel-After under five seconds.
+MIN_CANCEL_AFTER_SECONDS = 5
+
+
+def cancel_after(seconds: int) -> str:
+    """A ``Cancel-After`` value in Replicate's form: 30s, 5m, 1h2m3s (at least 5s)."""
+    hours, rest = divmod(max(seconds, MIN_CANCEL_AFTER_SECONDS), 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = ((hours, "h"), (minutes, "m"), (secs, "s"))
+    return "".join(f"{value}{unit}" for value, unit in parts if value)
+
+
 def attempt_timeout(seconds: float) -> httpx.Timeout:
     """httpx's per-phase timeouts for an attempt bounded to ``seconds`` in all.
 
@@ -174,6 +186,9 @@ class ReplicateProvider:
         if request.webhook_url:
             body["webhook"] = request.webhook_url
             body["webhook_events_filter"] = list(request.webhook_events)
+        headers = self._api_headers
+        if request.cancel_after_seconds is not None:
+            headers = {**headers, "Cancel-After": cancel_after(request.cancel_after_seconds)}
         return await self._call(
             "POST",
             self._create_path,
@@ -181,6 +196,7 @@ class ReplicateProvider:
             "create",
             body=body,
             retried=CREATE_RETRIED_ERRORS,
+            headers=headers,
         )
 
     async def get_prediction(self, prediction_id: str) -> Prediction:
@@ -239,6 +255,7 @@ class ReplicateProvider:
         body: dict[str, Any] | None = None,
         prediction_id: str | None = None,
         retried: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
+        headers: dict[str, str] | None = None,
     ) -> Prediction:
         context = {
             "operation": operation,
@@ -261,7 +278,7 @@ class ReplicateProvider:
                         method,
                         self._base_url + path,
                         json=body,
-                        headers=self._api_headers,
+                        headers=headers or self._api_headers,
                         timeout=attempt_timeout(seconds),
                         follow_redirects=False,
                     )
