@@ -18,8 +18,9 @@ record the files as removed, and the sweep lists again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
@@ -33,6 +34,8 @@ log = get_logger("generation.cleanup")
 # Per sweep pass; a removal costs a listing, a batch delete and one UPDATE, so a
 # pass clears this many well within the sweep interval.
 _BATCH = 200
+# Storage refusing this many removals in a row is taken to be down for this pass.
+_FAILURES_IN_A_ROW = 3
 # The DELETE waits this long at most for its own attempt: a storage that hangs
 # (rather than refusing) must not push the answer past the caller's deadline,
 # since the deletion is committed and the sweep finishes the removal anyway.
@@ -45,13 +48,20 @@ def render_prefix(render_id: uuid.UUID) -> str:
 
 
 async def remove_render_files(ctx: GenerationContext, pending: PendingFiles) -> bool:
-    """Remove everything under the job's render prefix and record it (raises StorageError).
+    """Remove everything under the job's render prefix and record it (raises StorageError,
+    after sending the job behind the others due: see ``_remove_all``).
 
     False when the removal could not be recorded because a late writer stored
     files after ``pending`` was read: the sweep lists the prefix again.
     """
     prefix = render_prefix(render_id_for(pending.job_id))
-    await ctx.storage.remove_prefix(ctx.public_bucket, prefix)
+    try:
+        await ctx.storage.remove_prefix(ctx.public_bucket, prefix)
+    except StorageError:
+        with contextlib.suppress(Exception):  # only the order of the retries is at stake
+            async with ctx.statements() as stores:
+                await stores.removals.postpone_files(pending.job_id, ctx.clock.now())
+        raise
     async with ctx.transactions() as tx:
         marked = await tx.removals.mark_files_removed(pending, ctx.clock.now())
     log.info(
@@ -102,14 +112,28 @@ async def sweep_deleted_files(ctx: GenerationContext) -> int:
 async def _remove_all(
     ctx: GenerationContext, files: Sequence[PendingFiles], inputs: Sequence[Job]
 ) -> int:
-    done = 0
-    try:
-        for pending in files:
-            done += int(await remove_render_files(ctx, pending))
-        for job in inputs:
-            done += int(await remove_job_inputs(ctx, job))
-    except StorageError as error:
-        # Storage is down or refusing: stop here rather than wait out a timeout per
-        # item; everything not done stays recorded as due and the next pass retries.
-        log.warning("storage.removal_deferred", done=done, error=type(error).__name__)
+    """Each removal on its own: one that storage refuses (for a while or for good: an
+    object under retention, a policy) is passed over, and a job's render files it
+    refused go to the back of the queue, so it never keeps the others' from going."""
+    done = failures = 0
+
+    async def attempt(job_id: uuid.UUID, removal: Awaitable[bool]) -> bool:
+        """False once storage has refused ``_FAILURES_IN_A_ROW`` in a row: it is down,
+        and the pass stops rather than wait out a timeout per item."""
+        nonlocal done, failures
+        try:
+            done += int(await removal)
+        except StorageError as error:
+            failures += 1
+            log.warning("storage.removal_deferred", jobId=str(job_id), error=type(error).__name__)
+            return failures < _FAILURES_IN_A_ROW
+        failures = 0
+        return True
+
+    for pending in files:
+        if not await attempt(pending.job_id, remove_render_files(ctx, pending)):
+            return done
+    for job in inputs:
+        if not await attempt(job.id, remove_job_inputs(ctx, job)):
+            return done
     return done

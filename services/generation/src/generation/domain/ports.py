@@ -228,6 +228,10 @@ class RemovalStore(Protocol):
         """A late writer's files for an ended job without a live render: due again."""
         ...
 
+    async def postpone_files(self, job_id: uuid.UUID, now: datetime) -> None:
+        """Send a job whose removal storage refused behind every job due before ``now``."""
+        ...
+
     async def inputs_pending_removal(
         self, job_ids: Sequence[uuid.UUID] | None, limit: int
     ) -> Sequence[Job]:

@@ -105,6 +105,19 @@ class RemovalRepository:
         row = (await self._session.execute(statement)).first()
         return None if row is None else PendingFiles(row.id, row.owner_id, row.files_round)
 
+    async def postpone_files(self, job_id: uuid.UUID, now: datetime) -> None:
+        """Send a job whose removal storage refused behind every job due before ``now``
+        (``files_due_at`` only orders the removals: each pass takes the oldest)."""
+        await self._session.execute(
+            update(GenerationJob)
+            .where(
+                GenerationJob.id == job_id,
+                GenerationJob.files_due_at.is_not(None),
+                GenerationJob.files_removed_at.is_(None),
+            )
+            .values(files_due_at=now)
+        )
+
     async def inputs_pending_removal(
         self, job_ids: Sequence[uuid.UUID] | None, limit: int
     ) -> Sequence[Job]:
