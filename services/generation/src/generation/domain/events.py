@@ -108,6 +108,22 @@ async def end_without_output(
 ) -> bool:
     """End the job failed/canceled and give its generation back (exactly once);
     ``unless_attached``: only while it has no run (one may be adopted meanwhile)."""
+    changed, refund_due = await end_job(ctx, job, error, status, unless_attached=unless_attached)
+    if refund_due is not None:
+        await refund(ctx, refund_due)
+    return changed
+
+
+async def end_job(
+    ctx: GenerationContext,
+    job: jobs.JobRef,
+    error: jobs.JobError,
+    status: str,
+    *,
+    unless_attached: bool = False,
+) -> tuple[bool, Job | None]:
+    """:func:`end_without_output` without its refund: whether this write ended the job,
+    and the job as ended when its refund is now due (the caller's to request)."""
     async with ctx.transactions() as tx:
         update = await tx.jobs.mark_ended_without_output(
             job.id,
@@ -118,9 +134,7 @@ async def end_without_output(
             unless_attached=unless_attached,
         )
         current = await tx.jobs.get(job.id)
-    if update.refund_due and current is not None:
-        await refund(ctx, current)
-    return update.changed
+    return update.changed, current if update.refund_due else None
 
 
 async def _to_its_end(ctx: GenerationContext, job: Job, prediction: Prediction) -> str | None:

@@ -7,7 +7,9 @@ Each pass, on every instance:
    mid-submission) cannot move forward, so it is failed with INTERRUPTED after
    ``_UNSUBMITTED_GRACE``. On a loop of its own (:class:`Sweeper`), so that no
    recovery attempt delays it: a poll whose output will not download takes as long
-   as the download's retries, and a pass polls up to 50 jobs;
+   as the download's retries, and a pass polls up to 50 jobs. Every overdue job of a
+   pass is ended first; the refunds and cancels follow, several at once, so a usage
+   service or provider that does not answer keeps no job past its time-out;
 2. polls in-flight jobs whose state has not moved for ``sweep_min_age_ms`` (a lost
    webhook), through the same per-prediction throttle as GET refreshes (every pass
    since has tried the jobs step 1 ended);
@@ -36,7 +38,7 @@ from generation import metrics
 from generation.domain import jobs
 from generation.domain.cleanup import sweep_deleted_files
 from generation.domain.context import GenerationContext
-from generation.domain.events import end_without_output
+from generation.domain.events import end_job
 from generation.domain.provider import ProviderError
 from generation.domain.records import Job
 from generation.domain.refresh import poll_and_apply
@@ -49,6 +51,8 @@ from kit.logging import get_logger
 log = get_logger("generation.sweep")
 
 _BATCH = 50
+# The refunds and provider cancels after a time-out pass's ends that run at once.
+_FOLLOW_UPS_AT_ONCE = 10
 # A job that never got a prediction id cannot progress; after this it is failed.
 _UNSUBMITTED_GRACE = timedelta(minutes=2)
 # Settlement waits a little so it does not race the request that is still running.
@@ -129,24 +133,40 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
             unsubmitted_before=now - _UNSUBMITTED_GRACE,
             limit=_BATCH,
         )
-    ended = 0
+    ended: list[tuple[Job, Job | None]] = []
     for job in candidates:
         with (
             _isolated(job, "time_out"),
             tracing.linked_span("generation.sweep.time_out", job.traceparent, jobId=str(job.id)),
         ):
-            ended += await _end_overdue(ctx, job)
-    return ended
+            changed, refund_due = await _end_overdue(ctx, job)
+            if changed:
+                ended.append((job, refund_due))
+    # Every overdue job is ended above, one statement each, its owner's slot free. What
+    # follows waits on other services (the usage service's credit, the provider's
+    # cancel: retried for tens of seconds while either is down), so it runs afterwards,
+    # several at once: no job waits past its time-out for another's cancel.
+    limit = asyncio.Semaphore(_FOLLOW_UPS_AT_ONCE)
+
+    async def follow_up(job: Job, refund_due: Job | None) -> None:
+        async with limit:
+            with _isolated(job, "time_out"):
+                await _after_overdue_end(ctx, job, refund_due)
+
+    await asyncio.gather(*(follow_up(job, refund_due) for job, refund_due in ended))
+    return len(ended)
 
 
-async def _end_overdue(ctx: GenerationContext, job: Job) -> int:
-    """1 when this pass failed the overdue ``job``, 0 when another writer got there first."""
+async def _end_overdue(ctx: GenerationContext, job: Job) -> tuple[bool, Job | None]:
+    """Whether this pass ended the overdue ``job`` (not another writer first), and the
+    job as ended when its refund is due (see :func:`end_job`)."""
     unsubmitted = job.prediction_id is None
     error = jobs.INTERRUPTED if unsubmitted else jobs.TIMED_OUT
     # A run adopted from its webhook since the read (domain/run_claims.py) is followed
     # from now on, within the overall timeout, like any other run.
-    if not await end_without_output(ctx, job, error, jobs.FAILED, unless_attached=unsubmitted):
-        return 0
+    changed, refund_due = await end_job(ctx, job, error, jobs.FAILED, unless_attached=unsubmitted)
+    if not changed:
+        return False, None
     log.warning(
         "job.transition",
         **jobs.log_fields(job, jobs.FAILED),
@@ -155,11 +175,17 @@ async def _end_overdue(ctx: GenerationContext, job: Job) -> int:
     )
     metrics.job_transition(jobs.FAILED, "sweep")
     metrics.sweep_acted("timed_out")
+    return True, refund_due
+
+
+async def _after_overdue_end(ctx: GenerationContext, job: Job, refund_due: Job | None) -> None:
+    """The refund of a job the time-out ended, then its run's cancel at the provider."""
+    if refund_due is not None:
+        await refund(ctx, refund_due)
     if job.prediction_id is not None:
         # Only once the job has ended: the provider answers a cancel with a "canceled"
         # webhook, which would otherwise reach the job first and end it canceled.
         await _cancel_at_provider(ctx, job, job.prediction_id)
-    return 1
 
 
 async def _cancel_at_provider(ctx: GenerationContext, job: Job, prediction_id: str) -> None:

@@ -1,0 +1,77 @@
+"""A time-out pass ends every overdue job at once, whatever the services it then calls
+are doing: the refunds and provider cancels that follow the ends run afterwards, several
+at once. (It ended one job, then waited out that job's cancel, up to the provider's
+4 x 10 s of retries, before the next: during a provider outage, the very time many jobs
+go overdue, the last of a batch held its owner's one slot for many minutes.)"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+
+from generation.domain import sweep
+from generation.domain.provider import Prediction, ProviderUnavailable
+from services.generation.tests.core.stack import Core
+
+# What one cancel costs while the provider does not answer (shortened here).
+HANGING_SECONDS = 2.0
+
+
+class HangingCancels:
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.asked: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    async def cancel_prediction(self, prediction_id: str) -> Prediction:
+        self.asked.append(prediction_id)
+        await asyncio.sleep(HANGING_SECONDS)  # every attempt timed out
+        raise ProviderUnavailable("cancel timed out")
+
+
+async def _overdue_job(core: Core) -> tuple[str, str]:
+    job = (await core.submit(uuid.uuid4())).job
+    await core.apply_webhook(job.prediction_id, "processing")
+    async with core.app.context.sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE generation_jobs SET created_at = now() - interval '1 hour' WHERE id = :id"
+            ),
+            {"id": uuid.UUID(job.id)},
+        )
+    return job.id, job.prediction_id
+
+
+async def _states(core: Core, job_ids: list[str]) -> list[tuple[str, str]]:
+    async with core.app.context.sessions() as session:
+        rows = await session.execute(
+            text("SELECT status, refund_state FROM generation_jobs WHERE id = ANY(:ids)"),
+            {"ids": [uuid.UUID(job_id) for job_id in job_ids]},
+        )
+        return [(row.status, row.refund_state) for row in rows]
+
+
+async def test_overdue_jobs_end_at_once_while_the_provider_hangs(core: Core) -> None:
+    overdue = [await _overdue_job(core) for _ in range(3)]
+    provider = HangingCancels(core.app.context.provider)
+    ctx = dataclasses.replace(core.app.context, provider=provider)
+    job_ids = [job_id for job_id, _ in overdue]
+
+    started = time.monotonic()
+    pass_ = asyncio.create_task(sweep.sweep_timeouts_once(ctx))
+    await asyncio.sleep(HANGING_SECONDS / 2)  # far more than ending three rows takes
+    assert [status for status, _ in await _states(core, job_ids)] == ["failed"] * 3
+    ended = await pass_
+
+    assert ended >= 3
+    # The three cancels waited side by side, not one after another.
+    assert time.monotonic() - started < 2 * HANGING_SECONDS
+    assert {prediction for _, prediction in overdue} <= set(provider.asked)
+    assert {refund for _, refund in await _states(core, job_ids)} == {"done"}
