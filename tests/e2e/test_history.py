@@ -151,6 +151,11 @@ async def test_bad_parameters_are_400(stack: Stack, user: User) -> None:
         {"cursor": cursor[:10] + "." + cursor[10:]},
         {"cursor": cursor + "=="},
         {"cursor": "x" * 600},
+        # Repeated: only the last would count, and an earlier bad value go unchecked.
+        {"status": ["succeeded", "failed"]},
+        {"status": ["bogus", "succeeded"]},
+        {"limit": ["500", "5"]},
+        {"cursor": [cursor, cursor]},
     ):
         response = await _page(user, **params)
         assert response.status_code == 400, (params, response.text)

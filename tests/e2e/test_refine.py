@@ -160,6 +160,25 @@ async def test_refine_keeps_the_usual_rules(stack: Stack, user: User) -> None:
     assert (await user.usage())["used"] == 2
 
 
+async def test_a_variant_index_in_json_must_be_a_number(stack: Stack, user: User) -> None:
+    """JSON carries types: ``true`` is no index (read as 1 it was a misleading 404), nor
+    are ``"0"`` or ``0.0`` (read as 0 they made a charged job); nothing is created."""
+    first = await _finished(user)
+    for index in (True, False, "0", " 0", 0.0, None):
+        response = await _refine(
+            user, {"generationId": first["id"], "variantIdx": index}, prompt="Warmer"
+        )
+        assert response.status_code == 400, (index, response.text)
+        assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    flat = await user.client.post(
+        f"{stack.api}/generations",
+        json={"mode": "redesign", "sourceGenerationId": first["id"], "sourceVariantIdx": "0"},
+        headers=user.headers,
+    )
+    assert flat.status_code == 400, flat.text
+    assert (await user.usage())["used"] == 1
+
+
 async def test_a_malformed_source_is_judged_after_the_fields_and_the_slot(
     stack: Stack, user: User
 ) -> None:

@@ -310,9 +310,12 @@ async def read_json(
         raise ValidationError("The request body is not valid JSON.") from None
 
 
-def parse_model(model: type[M], data: object) -> M:
-    """Validate client input; the first problem becomes a safe 400 message."""
+def parse_model(model: type[M], data: object, *, strict: bool = False) -> M:
+    """Validate client input; the first problem becomes a safe 400 message.
+
+    ``strict`` for JSON, whose values carry their types: a number must be a number
+    (not ``true``, ``"0"`` or ``0.0``), while a form's fields are all text."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except pydantic.ValidationError as exc:
         raise ValidationError(validation_message(exc.errors())) from None

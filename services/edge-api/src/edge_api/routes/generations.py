@@ -83,7 +83,8 @@ async def _read_submission(request: Request, state: EdgeState) -> Submission:
         async with asyncio.timeout(settings.upload_read_timeout_seconds):
             if media_type == JSON_TYPE:
                 data = await read_json(request, min_rate=min_rate)
-                return Submission(parse_model(SubmissionFields, data), MultipartForm())
+                fields = parse_model(SubmissionFields, data, strict=True)
+                return Submission(fields, MultipartForm())
             boundary = multipart_boundary(options)
             max_bytes = state.runtime_config.uploads.max_bytes
             form = await read_multipart(request, boundary, max_bytes, min_rate)

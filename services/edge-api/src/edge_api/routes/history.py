@@ -59,9 +59,14 @@ async def list_generations(
     status: Annotated[JobStatusName | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobPageOut:
     """One page of the caller's jobs."""
-    if set(request.query_params) - _QUERY_PARAMETERS:
+    names = [name for name, _ in request.query_params.multi_items()]
+    if set(names) - _QUERY_PARAMETERS:
         # A misspelt parameter (``limt``) would page on silently as if it were absent.
         raise ValidationError("Unknown query parameter; use limit, cursor or status.")
+    if len(names) != len(set(names)):
+        # Only the last would count (``status=succeeded&status=failed`` is not "either"),
+        # and an earlier bad value would never be checked.
+        raise ValidationError("Give limit, cursor and status at most once each.")
     reply = await state.connected().generation.ListGenerations(
         generation_pb2.ListGenerationsRequest(
             owner_id=owner_id,
