@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from generation.persistence.models import GenerationJob
@@ -125,6 +126,33 @@ async def test_an_upload_stored_before_a_missing_source_is_found_is_removed(
     )
     assert response.status_code == 404, response.text
     assert await objects_under(stack, "private", f"{user.id}/inputs/") == inputs_before
+
+
+async def test_a_source_deleted_while_it_is_copied_is_not_found(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DELETE commits between the refine's read of its source and the copy, before
+    the render's files are removed: the copy succeeds, but a deleted render is not
+    refined. The copy is taken back and nothing is charged."""
+    source = await _finished(user)
+    inputs_before = await objects_under(stack, "private", f"{user.id}/inputs/")
+    storage = stack.ctx.storage
+    real_copy = storage.copy
+
+    async def copy_after_a_delete(*args: Any, **kwargs: Any) -> bool:
+        job_id, now = uuid.UUID(source["id"]), stack.ctx.clock.now()
+        async with stack.ctx.transactions() as tx:  # the DELETE's commit, files not yet gone
+            assert await tx.removals.mark_deleted(job_id, now)
+            assert await tx.renders.soft_delete(job_id, now)
+        return bool(await real_copy(*args, **kwargs))
+
+    monkeypatch.setattr(storage, "copy", copy_after_a_delete)
+    response = await _refine(user, {"generationId": source["id"]}, prompt="Brighter")
+    monkeypatch.undo()
+
+    assert response.status_code == 404, response.text
+    assert await objects_under(stack, "private", f"{user.id}/inputs/") == inputs_before
+    assert (await user.usage())["used"] == 1
 
 
 async def test_refine_keeps_the_usual_rules(stack: Stack, user: User) -> None:

@@ -17,7 +17,7 @@ from generation.domain.context import GenerationContext
 from generation.domain.images import CleanImage
 from generation.domain.refine import copy_source_input
 from generation.domain.submit_request import SubmitCommand
-from kit.errors import UpstreamError
+from kit.errors import NotFound, UpstreamError
 from kit.logging import get_logger
 from kit.storage import StorageError
 
@@ -122,8 +122,9 @@ async def with_source(
             ctx, source_key, copy_source_input(ctx, command.owner_id, command.source, source_key)
         )
     except BaseException as error:
-        # A copy that failed may have stored its object before its answer was lost.
-        stored = [source_key] if isinstance(error, UpstreamError) else []
+        # A copy that failed may have stored its object before its answer was lost; one
+        # whose source was deleted meanwhile has stored it (domain/refine.py).
+        stored = [source_key] if isinstance(error, UpstreamError | NotFound) else []
         await discard_inputs(ctx, [*upload_keys, *stored])
         raise
     return [source_key, *upload_keys]

@@ -46,6 +46,11 @@ async def copy_source_input(
         raise UpstreamError("Your images could not be stored. Please try again.") from error
     if not copied:  # deleted meanwhile
         raise _not_found()
+    # A DELETE that committed between the read and the copy, before its files were
+    # removed, let the copy take a deleted render: read again (the caller removes the
+    # copy on the 404). One committed after this read came after the copy.
+    async with ctx.reads() as stores:
+        _variant_of(await stores.reads.view(owner_id, source.job_id), source.variant_idx)
 
 
 def _variant_of(view: jobs.JobView | None, idx: int) -> jobs.VariantRef:
