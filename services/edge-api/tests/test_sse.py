@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 
-from edge_api.feed import JobFeed, Timings
+from edge_api.feed import RECENT_CHANGES, JobFeed, Timings
 from edge_api.routes.events import _producer
 from edge_api.settled import SettledJobs
 from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
@@ -155,10 +155,11 @@ class _Call:
 
 class _Upstream:
     """A WatchJobs stub: caught up at 6, then ``changes`` (of ``job-a`` at version 7),
-    then an open, quiet stream."""
+    then ``burst`` changes of other jobs (versions 8 on), then an open, quiet stream."""
 
-    def __init__(self, changes: int) -> None:
+    def __init__(self, changes: int, burst: int = 0) -> None:
         self.changes = changes
+        self.burst = burst
         self.delivered = asyncio.Event()
 
     def WatchJobs(self, request: generation_pb2.WatchJobsRequest, timeout: float) -> object:
@@ -172,6 +173,9 @@ class _Upstream:
         job = generation_pb2.Job(id="job-a", status=generation_pb2.JOB_STATUS_PROCESSING, version=7)
         change = generation_pb2.JobChange(version=7, job_id="job-a", owner_id="o", job=job)
         yield generation_pb2.WatchJobsResponse(change=change)
+        for i in range(self.burst):
+            other = generation_pb2.JobChange(version=8 + i, job_id=f"other-{i}", owner_id="o")
+            yield generation_pb2.WatchJobsResponse(change=other)
         self.delivered.set()
         await asyncio.Event().wait()  # the stream stays open and quiet
 
@@ -200,6 +204,30 @@ async def test_a_watch_registered_after_a_change_it_did_not_read_is_woken_with_i
                 await asyncio.sleep(0.05)
                 assert not waiting.done()
                 waiting.cancel()
+    finally:
+        await feed.close()
+
+
+async def test_a_change_pushed_out_of_memory_by_a_burst_still_wakes_a_late_watch() -> None:
+    # As above, but over RECENT_CHANGES other jobs changed before the watch registered:
+    # job-a's change is no longer remembered, so the watch is woken to read the job.
+    upstream = _Upstream(changes=1, burst=RECENT_CHANGES)
+    feed = JobFeed(lambda: upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0))  # type: ignore[arg-type,return-value]
+    feed.ensure_running()
+    try:
+        await asyncio.wait_for(upstream.delivered.wait(), WAIT)
+        await asyncio.sleep(0)
+        newest = 7 + RECENT_CHANGES
+        with (
+            feed.watch("job-a", known_version=6) as behind,
+            feed.watch("job-a", known_version=newest) as current,
+        ):
+            assert await asyncio.wait_for(behind.wait(), WAIT) == CHANGED
+            assert behind.news is None  # nothing carried: it reads the job
+            waiting = asyncio.create_task(current.wait())
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # read after every change that was let go
+            waiting.cancel()
     finally:
         await feed.close()
 

@@ -90,6 +90,9 @@ class JobFeed:
         self._version = 0
         # job id -> (version, the carried view or None) of its latest change, newest last.
         self._recent: OrderedDict[str, tuple[int, generation_pb2.Job | None]] = OrderedDict()
+        # The newest version ``_recent`` has let go of: a job it does not hold may have
+        # changed at or below it, unseen by a watcher that read an older version.
+        self._forgotten = 0
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         # True while the upstream stream is open and replayed what was recorded.
@@ -109,6 +112,9 @@ class JobFeed:
         recent = self._recent.get(job_id)
         if recent is not None and recent[0] > known_version:
             signal.news = recent[1]
+            signal.wake(CHANGED)
+        elif recent is None and known_version < self._forgotten:
+            # Its change may be among those a burst of other jobs' pushed out: read it.
             signal.wake(CHANGED)
         self.ensure_running()
         if self._ticker is None or self._ticker.done():
@@ -283,7 +289,8 @@ class JobFeed:
         self._recent[job_id] = (version, news)
         self._recent.move_to_end(job_id)
         if len(self._recent) > RECENT_CHANGES:
-            self._recent.popitem(last=False)
+            _, (forgotten, _) = self._recent.popitem(last=False)
+            self._forgotten = max(self._forgotten, forgotten)
 
     def _wake_all(self, reason: int = CHANGED) -> None:
         for signals in self._watchers.values():
