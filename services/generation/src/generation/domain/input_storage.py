@@ -15,9 +15,9 @@ from typing import IO, TypeVar
 
 from generation.domain.context import GenerationContext
 from generation.domain.images import CleanImage
-from generation.domain.refine import copy_source_input
+from generation.domain.refine import copy_variant, source_variant
 from generation.domain.submit_request import SubmitCommand
-from kit.errors import NotFound, UpstreamError
+from kit.errors import UpstreamError
 from kit.logging import get_logger
 from kit.storage import StorageError
 
@@ -118,14 +118,17 @@ async def with_source(
         return upload_keys
     source_key = input_key(command.owner_id, "jpg")
     try:
-        await _written(
-            ctx, source_key, copy_source_input(ctx, command.owner_id, command.source, source_key)
-        )
-    except BaseException as error:
-        # A copy that failed may have stored its object before its answer was lost; one
-        # whose source was deleted meanwhile has stored it (domain/refine.py).
-        stored = [source_key] if isinstance(error, UpstreamError | NotFound) else []
-        await discard_inputs(ctx, [*upload_keys, *stored])
+        variant = await source_variant(ctx, command.owner_id, command.source)
+    except BaseException:
+        await discard_inputs(ctx, upload_keys)
+        raise
+    copy = copy_variant(ctx, command.owner_id, command.source, variant, source_key)
+    try:
+        await _written(ctx, source_key, copy)
+    except BaseException:
+        # Its object may be stored: before the copy's answer was lost, or before the
+        # source turned out deleted meanwhile, or the read after it failed.
+        await discard_inputs(ctx, [*upload_keys, source_key])
         raise
     return [source_key, *upload_keys]
 

@@ -28,13 +28,25 @@ class SourceRef:
     variant_idx: int
 
 
-async def copy_source_input(
-    ctx: GenerationContext, owner_id: uuid.UUID, source: SourceRef, key: str
-) -> None:
-    """The source variant copied to the owner's private input ``key``."""
+async def source_variant(
+    ctx: GenerationContext, owner_id: uuid.UUID, source: SourceRef
+) -> jobs.VariantRef:
+    """The variant to refine; NotFound unless the source is the owner's succeeded,
+    undeleted job and has that variant."""
     async with ctx.reads() as stores:
         view = await stores.reads.view(owner_id, source.job_id)
-    variant = _variant_of(view, source.variant_idx)
+    return _variant_of(view, source.variant_idx)
+
+
+async def copy_variant(
+    ctx: GenerationContext,
+    owner_id: uuid.UUID,
+    source: SourceRef,
+    variant: jobs.VariantRef,
+    key: str,
+) -> None:
+    """``variant`` copied to the owner's private input ``key``. Whatever it raises, the
+    object may be stored: the caller removes ``key``."""
     try:
         copied = await ctx.storage.copy(
             (ctx.public_bucket, variant.object_key),
@@ -46,11 +58,10 @@ async def copy_source_input(
         raise UpstreamError("Your images could not be stored. Please try again.") from error
     if not copied:  # deleted meanwhile
         raise _not_found()
-    # A DELETE that committed between the read and the copy, before its files were
-    # removed, let the copy take a deleted render: read again (the caller removes the
-    # copy on the 404). One committed after this read came after the copy.
-    async with ctx.reads() as stores:
-        _variant_of(await stores.reads.view(owner_id, source.job_id), source.variant_idx)
+    # A DELETE that committed between the first read and the copy, before its files
+    # were removed, let the copy take a deleted render: read again. One committed after
+    # this read came after the copy.
+    await source_variant(ctx, owner_id, source)
 
 
 def _variant_of(view: jobs.JobView | None, idx: int) -> jobs.VariantRef:

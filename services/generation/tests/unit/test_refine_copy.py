@@ -1,0 +1,72 @@
+"""Refine copies its source variant, then reads the source again (domain/refine.py):
+whatever fails after the copy began, the copy is removed with the uploads."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+
+from generation.domain.context import GenerationContext
+from generation.domain.input_storage import with_source
+from generation.domain.jobs import VariantRef
+from generation.domain.refine import SourceRef
+from generation.domain.states import JobStatus
+from generation.domain.submit_request import SubmitCommand
+from services.generation.tests.rpc.fakes import make_job
+
+OWNER = uuid.uuid4()
+
+
+class DatabaseGone(Exception):
+    """What a dropped connection raises (sqlalchemy's DBAPIError, OSError...)."""
+
+
+async def test_a_failed_reread_after_the_copy_leaves_no_object() -> None:
+    source = uuid.uuid4()
+    view = dataclasses.replace(
+        make_job(OWNER, JobStatus.SUCCEEDED, id=source).view(),
+        variants=(VariantRef(0, f"renders/{uuid.uuid4()}/0.jpg"),),
+    )
+    stored: dict[str, bytes] = {}
+    reads_opened = 0
+
+    @contextlib.asynccontextmanager
+    async def reads() -> AsyncIterator[SimpleNamespace]:
+        nonlocal reads_opened
+        reads_opened += 1
+        if reads_opened > 1:
+            raise DatabaseGone("connection reset")
+
+        async def view_of(owner_id: uuid.UUID, job_id: uuid.UUID) -> object:
+            return view
+
+        yield SimpleNamespace(reads=SimpleNamespace(view=view_of))
+
+    async def copy(source_ref: tuple[str, str], dest: tuple[str, str], *rest: object) -> bool:
+        stored[dest[1]] = b"copied"
+        return True
+
+    async def remove(bucket: str, keys: list[str]) -> None:
+        for key in keys:
+            stored.pop(key, None)
+
+    ctx = SimpleNamespace(
+        storage=SimpleNamespace(copy=copy, remove=remove),
+        private_bucket="private",
+        public_bucket="public",
+        reads=reads,
+        config=SimpleNamespace(replicate=SimpleNamespace(output_max_bytes=1024)),
+    )
+    refine = SubmitCommand(
+        OWNER, None, "redesign", None, None, None, (), None, source=SourceRef(source, 0)
+    )
+    with pytest.raises(DatabaseGone):
+        await with_source(cast("GenerationContext", ctx), refine, [])
+    assert reads_opened == 2
+    assert stored == {}, "the copied input is left in the private bucket, named by no job"
