@@ -238,3 +238,6 @@ async def test_a_voided_succeeded_job_is_waived_not_pending_for_ever(core: Core)
     assert settled.charge_state == ChargeState.WAIVED
     assert facts.pending_debits == 0
     assert (await ctx.usage.quota(owner)).remaining == 10  # the free plan, untouched
+    # The usage audit is told so: a succeeded job without a debit, on purpose.
+    outcome = await core.outcome(owner, str(job.id))
+    assert (outcome.charged, outcome.waived) == (False, True)

@@ -856,6 +856,7 @@ class JobOutcome(_message.Message):
     HAS_OUTPUT_FIELD_NUMBER: _builtins.int
     CHARGED_FIELD_NUMBER: _builtins.int
     REFUNDED_FIELD_NUMBER: _builtins.int
+    WAIVED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     owner_id: _builtins.str
     status: Global___JobStatus.ValueType
@@ -865,6 +866,11 @@ class JobOutcome(_message.Message):
     """True once the job's debit is known to be recorded at the usage service."""
     refunded: _builtins.bool
     """True once the job's refund is known to be recorded at the usage service."""
+    waived: _builtins.bool
+    """True when the job is settled without a charge on purpose (its debit was refused
+    because the plan shrank while its run already made the render, or the usage
+    service voided it): a succeeded job may then have no debit.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -877,10 +883,11 @@ class JobOutcome(_message.Message):
         has_output: _builtins.bool = ...,
         charged: _builtins.bool = ...,
         refunded: _builtins.bool = ...,
+        waived: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["charged", b"charged", "created_at", b"created_at", "has_output", b"has_output", "job_id", b"job_id", "owner_id", b"owner_id", "refunded", b"refunded", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charged", b"charged", "created_at", b"created_at", "has_output", b"has_output", "job_id", b"job_id", "owner_id", b"owner_id", "refunded", b"refunded", "status", b"status", "waived", b"waived"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

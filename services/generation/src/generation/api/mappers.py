@@ -189,4 +189,5 @@ def outcome_entry(item: JobOutcome) -> pb.JobOutcome:
         has_output=item.has_output,
         charged=item.charged,
         refunded=item.refunded,
+        waived=item.waived,
     )

@@ -21,6 +21,7 @@ class JobOutcome:
     has_output: bool
     charged: bool
     refunded: bool
+    waived: bool = False
 
 
 async def list_job_outcomes(
@@ -40,6 +41,7 @@ async def list_job_outcomes(
             has_output=row.id in with_output,
             charged=row.charge_state == ChargeState.CHARGED,
             refunded=row.refund_state == RefundState.DONE,
+            waived=row.charge_state == ChargeState.WAIVED,
         )
         for row in rows
     ]

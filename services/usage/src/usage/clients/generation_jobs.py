@@ -46,6 +46,7 @@ def job_facts(outcome: generation_pb2.JobOutcome) -> JobFacts:
         has_output=outcome.has_output,
         charged=outcome.charged,
         refunded=outcome.refunded,
+        waived=outcome.waived,
     )
 
 

@@ -181,7 +181,7 @@ def _check_jobs(
         debit = debits.get(job.job_id)
         # A debit charged to someone else does not pay for this user's job.
         debited = debit is not None and debit.owner_id == job.owner_id
-        if job.status is JobState.SUCCEEDED and not debited:
+        if job.status is JobState.SUCCEEDED and not debited and not job.waived:
             yield _finding("JOB_NOT_CHARGED", job.owner_id, job.job_id, "succeeded without a debit")
         elif job.charged and not debited:
             yield _finding(

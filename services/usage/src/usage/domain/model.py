@@ -98,6 +98,8 @@ class JobFacts:
     # What the generation service believes it recorded here.
     charged: bool
     refunded: bool
+    # Settled without a charge on purpose (see JobOutcome.waived in the proto).
+    waived: bool = False
 
 
 @dataclass(frozen=True)
