@@ -7,6 +7,7 @@ go overdue, the last of a batch held its owner's one slot for many minutes.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -23,8 +24,9 @@ HANGING_SECONDS = 2.0
 
 
 class HangingCancels:
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: Any, seconds: float = HANGING_SECONDS) -> None:
         self._real = real
+        self.seconds = seconds
         self.asked: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
@@ -32,21 +34,25 @@ class HangingCancels:
 
     async def cancel_prediction(self, prediction_id: str) -> Prediction:
         self.asked.append(prediction_id)
-        await asyncio.sleep(HANGING_SECONDS)  # every attempt timed out
+        await asyncio.sleep(self.seconds)  # every attempt timed out
         raise ProviderUnavailable("cancel timed out")
 
 
 async def _overdue_job(core: Core) -> tuple[str, str]:
     job = (await core.submit(uuid.uuid4())).job
     await core.apply_webhook(job.prediction_id, "processing")
+    await _make_overdue(core, job.id)
+    return job.id, job.prediction_id
+
+
+async def _make_overdue(core: Core, job_id: str) -> None:
     async with core.app.context.sessions() as session, session.begin():
         await session.execute(
             text(
                 "UPDATE generation_jobs SET created_at = now() - interval '1 hour' WHERE id = :id"
             ),
-            {"id": uuid.UUID(job.id)},
+            {"id": uuid.UUID(job_id)},
         )
-    return job.id, job.prediction_id
 
 
 async def _states(core: Core, job_ids: list[str]) -> list[tuple[str, str]]:
@@ -75,3 +81,36 @@ async def test_overdue_jobs_end_at_once_while_the_provider_hangs(core: Core) -> 
     assert time.monotonic() - started < 2 * HANGING_SECONDS
     assert {prediction for _, prediction in overdue} <= set(provider.asked)
     assert {refund for _, refund in await _states(core, job_ids)} == {"done"}
+
+
+async def test_a_job_overdue_during_another_jobs_hanging_cancel_is_ended_in_time(
+    core: Core,
+) -> None:
+    """The follow-ups get one sweep interval: the loop's next pass, and a job that went
+    overdue meanwhile, do not wait for a cancel the provider does not answer."""
+    base = core.app.context
+    timings = base.config.timings.model_copy(update={"sweep_interval_ms": 200})
+    ctx = dataclasses.replace(
+        base,
+        provider=HangingCancels(base.provider, seconds=4.0),
+        config=base.config.model_copy(update={"timings": timings}),
+    )
+    first = (await core.submit(uuid.uuid4())).job
+    second = (await core.submit(uuid.uuid4())).job
+    for job in (first, second):
+        await core.apply_webhook(job.prediction_id, "processing")
+    await _make_overdue(core, first.id)
+    loop = asyncio.create_task(sweep.Sweeper(ctx)._every_interval(sweep.sweep_timeouts_once))
+    try:
+        for _ in range(50):
+            if await _states(core, [first.id]) == [("failed", "done")]:
+                break
+            await asyncio.sleep(0.05)
+        assert await _states(core, [first.id]) == [("failed", "done")]
+        await _make_overdue(core, second.id)  # while the first's cancel hangs
+        await asyncio.sleep(1.5)
+        assert await _states(core, [second.id]) == [("failed", "done")]
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop

@@ -8,8 +8,9 @@ Each pass, on every instance:
    ``_UNSUBMITTED_GRACE``. On a loop of its own (:class:`Sweeper`), so that no
    recovery attempt delays it: a poll whose output will not download takes as long
    as the download's retries, and a pass polls up to 50 jobs. Every overdue job of a
-   pass is ended first; the refunds and cancels follow, several at once, so a usage
-   service or provider that does not answer keeps no job past its time-out;
+   pass is ended first; the refunds and cancels follow, several at once and for one
+   sweep interval at most, so a usage service or provider that does not answer delays
+   no time-out by more than that;
 2. polls in-flight jobs whose state has not moved for ``sweep_min_age_ms`` (a lost
    webhook), through the same per-prediction throttle as GET refreshes (every pass
    since has tried the jobs step 1 ended);
@@ -51,8 +52,10 @@ from kit.logging import get_logger
 log = get_logger("generation.sweep")
 
 _BATCH = 50
-# The refunds and provider cancels after a time-out pass's ends that run at once.
+# The refunds and provider cancels after a time-out pass's ends that run at once, and
+# the least time they are given (else one sweep interval).
 _FOLLOW_UPS_AT_ONCE = 10
+_FOLLOW_UPS_MIN_SECONDS = 1.0
 # A job that never got a prediction id cannot progress; after this it is failed.
 _UNSUBMITTED_GRACE = timedelta(minutes=2)
 # Settlement waits a little so it does not race the request that is still running.
@@ -145,15 +148,26 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
     # Every overdue job is ended above, one statement each, its owner's slot free. What
     # follows waits on other services (the usage service's credit, the provider's
     # cancel: retried for tens of seconds while either is down), so it runs afterwards,
-    # several at once: no job waits past its time-out for another's cancel.
+    # several at once, and for one sweep interval at most: the next pass, and the jobs
+    # that went overdue meanwhile, do not wait for it. What is cut short is safe to
+    # leave: a refund stays pending (the settlement retries it, idempotent per job), and
+    # a run not canceled ends at its provider deadline (Cancel-After) at the latest.
     limit = asyncio.Semaphore(_FOLLOW_UPS_AT_ONCE)
+    finished = 0
 
     async def follow_up(job: Job, refund_due: Job | None) -> None:
+        nonlocal finished
         async with limit:
             with _isolated(job, "time_out"):
                 await _after_overdue_end(ctx, job, refund_due)
+        finished += 1
 
-    await asyncio.gather(*(follow_up(job, refund_due) for job, refund_due in ended))
+    budget = max(ctx.config.timings.sweep_interval_ms / 1000, _FOLLOW_UPS_MIN_SECONDS)
+    try:
+        async with asyncio.timeout(budget):
+            await asyncio.gather(*(follow_up(job, refund_due) for job, refund_due in ended))
+    except TimeoutError:
+        log.warning("sweep.time_out_follow_ups_cut", left=len(ended) - finished)
     return len(ended)
 
 
