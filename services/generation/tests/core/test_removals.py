@@ -5,10 +5,12 @@ item by item."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from generation.domain import commands, jobs, sweep
 from generation.domain.cleanup import render_prefix
@@ -21,7 +23,7 @@ class Storage:
 
     def __init__(self, real: Any) -> None:
         self._real = real
-        self.refused: set[str] = set()
+        self.refused: set[str] = set()  # render prefixes and input keys
         self.down = False
         self.attempts = 0
 
@@ -33,6 +35,49 @@ class Storage:
         if self.down or prefix in self.refused:
             raise StorageError("1 objects could not be removed")
         return int(await self._real.remove_prefix(bucket, prefix))
+
+    async def remove(self, bucket: str, keys: list[str]) -> None:
+        if self.refused & set(keys):
+            raise StorageError("1 objects could not be removed")
+        await self._real.remove(bucket, keys)
+
+
+async def _with_input(core: Core) -> tuple[uuid.UUID, uuid.UUID, str]:
+    """A succeeded job whose input (a private object of its own) is ``key``."""
+    owner, job_id = await _succeeded(core)
+    ctx = core.app.context
+    key = f"{owner}/inputs/{uuid.uuid4()}.jpg"
+    await ctx.storage.put_bytes(ctx.private_bucket, key, b"x", "image/jpeg")
+    async with ctx.sessions() as session, session.begin():
+        await session.execute(
+            text("UPDATE generation_jobs SET input_keys = CAST(:keys AS jsonb) WHERE id = :id"),
+            {"keys": json.dumps([key]), "id": job_id},
+        )
+    return owner, job_id, key
+
+
+@pytest.mark.parametrize("refused", ["inputs", "renders"])
+async def test_three_removals_refused_for_good_keep_no_other_input(
+    core: Core, refused: str
+) -> None:
+    """Three jobs whose inputs (or render files) storage refuses to remove for good:
+    another deleted job's input still goes within two passes (neither queue stalls on
+    them, and render refusals do not end the pass before the inputs)."""
+    storage = Storage(core.app.context.storage)
+    ctx = dataclasses.replace(core.app.context, storage=storage)  # type: ignore[arg-type]
+    stuck = [await _with_input(core) for _ in range(3)]
+    owner_d, job_d, key_d = await _with_input(core)
+    for owner, job, key in stuck:
+        storage.refused.add(key if refused == "inputs" else render_prefix(jobs.render_id_for(job)))
+        await commands.delete_generation(ctx, owner, job)
+    storage.refused.add(key_d)  # a blip during D's DELETE
+    await commands.delete_generation(ctx, owner_d, job_d)
+    storage.refused.discard(key_d)
+
+    await sweep.sweep_files_once(ctx)
+    await sweep.sweep_files_once(ctx)
+
+    assert await storage.list_keys(ctx.private_bucket, key_d) == []
 
 
 async def _succeeded(core: Core) -> tuple[uuid.UUID, uuid.UUID]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
@@ -58,9 +58,7 @@ async def remove_render_files(ctx: GenerationContext, pending: PendingFiles) -> 
     try:
         await ctx.storage.remove_prefix(ctx.public_bucket, prefix)
     except StorageError:
-        with contextlib.suppress(Exception):  # only the order of the retries is at stake
-            async with ctx.statements() as stores:
-                await stores.removals.postpone_files(pending.job_id, ctx.clock.now())
+        await _postpone(ctx, pending.job_id)
         raise
     async with ctx.transactions() as tx:
         marked = await tx.removals.mark_files_removed(pending, ctx.clock.now())
@@ -82,11 +80,22 @@ async def remove_job_inputs(ctx: GenerationContext, job: Job) -> bool:
         in_use = await stores.removals.keys_in_use(job.owner_id, job.id, job.input_keys)
     unshared = [key for key in job.input_keys if key not in in_use]
     if unshared:
-        await ctx.storage.remove(ctx.private_bucket, unshared)
+        try:
+            await ctx.storage.remove(ctx.private_bucket, unshared)
+        except StorageError:
+            await _postpone(ctx, job.id)
+            raise
     async with ctx.transactions() as tx:
         await tx.removals.mark_inputs_removed(job.id, ctx.clock.now())
     log.info("job.inputs_removed", **jobs.log_fields(job), removed=len(unshared), kept=len(in_use))
     return True
+
+
+async def _postpone(ctx: GenerationContext, job_id: uuid.UUID) -> None:
+    """Send the job behind the others due (see ``_remove_all``)."""
+    with contextlib.suppress(Exception):  # only the order of the retries is at stake
+        async with ctx.statements() as stores:
+            await stores.removals.postpone_removal(job_id, ctx.clock.now())
 
 
 async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) -> None:
@@ -113,27 +122,24 @@ async def _remove_all(
     ctx: GenerationContext, files: Sequence[PendingFiles], inputs: Sequence[Job]
 ) -> int:
     """Each removal on its own: one that storage refuses (for a while or for good: an
-    object under retention, a policy) is passed over, and a job's render files it
-    refused go to the back of the queue, so it never keeps the others' from going."""
-    done = failures = 0
-
-    async def attempt(job_id: uuid.UUID, removal: Awaitable[bool]) -> bool:
-        """False once storage has refused ``_FAILURES_IN_A_ROW`` in a row: it is down,
-        and the pass stops rather than wait out a timeout per item."""
-        nonlocal done, failures
-        try:
-            done += int(await removal)
-        except StorageError as error:
-            failures += 1
-            log.warning("storage.removal_deferred", jobId=str(job_id), error=type(error).__name__)
-            return failures < _FAILURES_IN_A_ROW
+    object under retention, a policy) is passed over and its job sent to the back of
+    both queues, so it never keeps the others' files or inputs from going."""
+    done = 0
+    for removals in (
+        ((pending.job_id, remove_render_files(ctx, pending)) for pending in files),
+        ((job.id, remove_job_inputs(ctx, job)) for job in inputs),
+    ):
         failures = 0
-        return True
-
-    for pending in files:
-        if not await attempt(pending.job_id, remove_render_files(ctx, pending)):
-            return done
-    for job in inputs:
-        if not await attempt(job.id, remove_job_inputs(ctx, job)):
-            return done
+        for job_id, removal in removals:
+            try:
+                done += int(await removal)
+            except StorageError as error:
+                log.warning(
+                    "storage.removal_deferred", jobId=str(job_id), error=type(error).__name__
+                )
+                failures += 1
+                if failures == _FAILURES_IN_A_ROW:
+                    break  # storage is down: no timeout per item; the next pass retries
+            else:
+                failures = 0
     return done

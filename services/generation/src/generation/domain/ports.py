@@ -228,8 +228,9 @@ class RemovalStore(Protocol):
         """A late writer's files for an ended job without a live render: due again."""
         ...
 
-    async def postpone_files(self, job_id: uuid.UUID, now: datetime) -> None:
-        """Send a job whose removal storage refused behind every job due before ``now``."""
+    async def postpone_removal(self, job_id: uuid.UUID, now: datetime) -> None:
+        """Send a job whose removal storage refused behind every job due before ``now``
+        (its render files and its inputs alike)."""
         ...
 
     async def inputs_pending_removal(

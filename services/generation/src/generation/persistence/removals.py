@@ -105,27 +105,25 @@ class RemovalRepository:
         row = (await self._session.execute(statement)).first()
         return None if row is None else PendingFiles(row.id, row.owner_id, row.files_round)
 
-    async def postpone_files(self, job_id: uuid.UUID, now: datetime) -> None:
-        """Send a job whose removal storage refused behind every job due before ``now``
-        (``files_due_at`` only orders the removals: each pass takes the oldest)."""
+    async def postpone_removal(self, job_id: uuid.UUID, now: datetime) -> None:
+        """Send a job whose removal storage refused behind every job due before ``now``:
+        ``files_due_at`` orders both queues, its render files' and (for a deleted job)
+        its inputs', and nothing else (each pass takes the oldest due)."""
         await self._session.execute(
             update(GenerationJob)
-            .where(
-                GenerationJob.id == job_id,
-                GenerationJob.files_due_at.is_not(None),
-                GenerationJob.files_removed_at.is_(None),
-            )
+            .where(GenerationJob.id == job_id, GenerationJob.files_due_at.is_not(None))
             .values(files_due_at=now)
         )
 
     async def inputs_pending_removal(
         self, job_ids: Sequence[uuid.UUID] | None, limit: int
     ) -> Sequence[Job]:
-        """Deleted jobs whose inputs are not yet known to be removed (oldest first)."""
+        """Deleted jobs whose inputs are not yet known to be removed (longest due first)."""
         query = (
             select(GenerationJob)
             .where(GenerationJob.deleted_at.is_not(None), GenerationJob.inputs_removed_at.is_(None))
-            .order_by(GenerationJob.deleted_at)
+            # Due since the deletion, unless a refused removal sent the job back.
+            .order_by(func.coalesce(GenerationJob.files_due_at, GenerationJob.deleted_at))
             .limit(limit)
         )
         if job_ids is not None:
