@@ -155,8 +155,8 @@ async def test_pending_jobs_count_unless_the_ledger_holds_or_voided_them(
     named = await usage.quota(owner, [debited, voided, missing, missing])
     others = await usage.quota(new_id(), [debited])
 
-    assert (plain.used, plain.remaining) == (1, monthly - 1)
-    assert (named.used, named.remaining) == (2, monthly - 2)
+    assert (plain.used, plain.remaining, plain.pending_jobs_counted) == (1, monthly - 1, False)
+    assert (named.used, named.remaining, named.pending_jobs_counted) == (2, monthly - 2, True)
     assert (others.used, others.remaining) == (0, monthly)  # held by the ledger: not counted
     # Voided for another owner only: still to come for this one.
     elsewhere = new_id()

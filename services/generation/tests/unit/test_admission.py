@@ -64,10 +64,13 @@ class Usage:
         remaining: int | None,
         other: asyncio.Event | None = None,
         recorded: frozenset[uuid.UUID] = frozenset(),
+        reads_pending: bool = True,
     ) -> None:
         self.remaining = remaining
         self.other = other
         self.recorded = recorded
+        # False: a usage service deployed before pending_job_ids, which ignores them.
+        self.reads_pending = reads_pending
         self.started = asyncio.Event()
         self.asked: list[tuple[uuid.UUID, ...]] = []
 
@@ -80,8 +83,14 @@ class Usage:
             await asyncio.wait_for(self.other.wait(), OVERLAP_TIMEOUT)
         if self.remaining is None:
             raise UpstreamError()
+        if not self.reads_pending:
+            return QuotaSnapshot(remaining=self.remaining, period_end=PERIOD_END)
         unrecorded = len(set(pending_job_ids) - self.recorded)
-        return QuotaSnapshot(remaining=max(0, self.remaining - unrecorded), period_end=PERIOD_END)
+        return QuotaSnapshot(
+            remaining=max(0, self.remaining - unrecorded),
+            period_end=PERIOD_END,
+            pending_counted=bool(pending_job_ids),
+        )
 
 
 def _context(stores: FakeStores, usage: Usage) -> GenerationContext:
@@ -137,6 +146,17 @@ async def test_a_pending_debit_the_ledger_holds_after_all_counts_once() -> None:
     usage = Usage(1, recorded=frozenset({job}))
     slot = Slot(inflight=False, pending_debits=1, pending_job_ids=(job,))
     assert await admit_or_replay(_context(slot, usage), imagine_command(), "f") is None
+    assert usage.asked == [(), (job,)]
+
+
+async def test_a_usage_service_that_ignores_the_named_jobs_leaves_them_all_counted() -> None:
+    """Deployed before pending_job_ids, it answers as if none were named: admission
+    then counts every pending job, as before, rather than let one past the plan."""
+    job = uuid.uuid4()
+    usage = Usage(1, reads_pending=False)
+    slot = Slot(inflight=False, pending_debits=1, pending_job_ids=(job,))
+    with pytest.raises(LimitExceeded):
+        await admit_or_replay(_context(slot, usage), imagine_command(), "f")
     assert usage.asked == [(), (job,)]
 
 

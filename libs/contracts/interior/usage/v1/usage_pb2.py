@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinterior/usage/v1/usage.proto\x12\x11interior.usage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x0fGetQuotaRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x17\n\x0fpending_job_ids\x18\x02 \x03(\t\"\xc7\x01\n\x05Quota\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x10\n\x08price_id\x18\x02 \x01(\t\x12\x1b\n\x13monthly_generations\x18\x03 \x01(\x05\x12\x0c\n\x04used\x18\x04 \x01(\x05\x12\x11\n\tremaining\x18\x05 \x01(\x05\x12\x30\n\x0cperiod_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x0c\x44\x65\x62itRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"Z\n\rCreditRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"[\n\x0cLedgerResult\x12\x10\n\x08recorded\x18\x01 \x01(\x08\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x12\'\n\x05quota\x18\x03 \x01(\x0b\x32\x18.interior.usage.v1.Quota\"4\n\x0eSetPlanRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x10\n\x08price_id\x18\x02 \x01(\t\"\x14\n\x12\x41uditLedgerRequest\"M\n\x0b\x44iscrepancy\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"{\n\x13\x41uditLedgerResponse\x12\x35\n\rdiscrepancies\x18\x01 \x03(\x0b\x32\x1e.interior.usage.v1.Discrepancy\x12\x14\n\x0cjobs_checked\x18\x02 \x01(\x05\x12\x17\n\x0f\x65ntries_checked\x18\x03 \x01(\x05\x32\x96\x03\n\x0cUsageService\x12H\n\x08GetQuota\x12\".interior.usage.v1.GetQuotaRequest\x1a\x18.interior.usage.v1.Quota\x12I\n\x05\x44\x65\x62it\x12\x1f.interior.usage.v1.DebitRequest\x1a\x1f.interior.usage.v1.LedgerResult\x12K\n\x06\x43redit\x12 .interior.usage.v1.CreditRequest\x1a\x1f.interior.usage.v1.LedgerResult\x12\x46\n\x07SetPlan\x12!.interior.usage.v1.SetPlanRequest\x1a\x18.interior.usage.v1.Quota\x12\\\n\x0b\x41uditLedger\x12%.interior.usage.v1.AuditLedgerRequest\x1a&.interior.usage.v1.AuditLedgerResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinterior/usage/v1/usage.proto\x12\x11interior.usage.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\x0fGetQuotaRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x17\n\x0fpending_job_ids\x18\x02 \x03(\t\"\xe5\x01\n\x05Quota\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x10\n\x08price_id\x18\x02 \x01(\t\x12\x1b\n\x13monthly_generations\x18\x03 \x01(\x05\x12\x0c\n\x04used\x18\x04 \x01(\x05\x12\x11\n\tremaining\x18\x05 \x01(\x05\x12\x30\n\x0cperiod_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14pending_jobs_counted\x18\x08 \x01(\x08\"Y\n\x0c\x44\x65\x62itRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"Z\n\rCreditRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"[\n\x0cLedgerResult\x12\x10\n\x08recorded\x18\x01 \x01(\x08\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x12\'\n\x05quota\x18\x03 \x01(\x0b\x32\x18.interior.usage.v1.Quota\"4\n\x0eSetPlanRequest\x12\x10\n\x08owner_id\x18\x01 \x01(\t\x12\x10\n\x08price_id\x18\x02 \x01(\t\"\x14\n\x12\x41uditLedgerRequest\"M\n\x0b\x44iscrepancy\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\"{\n\x13\x41uditLedgerResponse\x12\x35\n\rdiscrepancies\x18\x01 \x03(\x0b\x32\x1e.interior.usage.v1.Discrepancy\x12\x14\n\x0cjobs_checked\x18\x02 \x01(\x05\x12\x17\n\x0f\x65ntries_checked\x18\x03 \x01(\x05\x32\x96\x03\n\x0cUsageService\x12H\n\x08GetQuota\x12\".interior.usage.v1.GetQuotaRequest\x1a\x18.interior.usage.v1.Quota\x12I\n\x05\x44\x65\x62it\x12\x1f.interior.usage.v1.DebitRequest\x1a\x1f.interior.usage.v1.LedgerResult\x12K\n\x06\x43redit\x12 .interior.usage.v1.CreditRequest\x1a\x1f.interior.usage.v1.LedgerResult\x12\x46\n\x07SetPlan\x12!.interior.usage.v1.SetPlanRequest\x1a\x18.interior.usage.v1.Quota\x12\\\n\x0b\x41uditLedger\x12%.interior.usage.v1.AuditLedgerRequest\x1a&.interior.usage.v1.AuditLedgerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETQUOTAREQUEST']._serialized_start=85
   _globals['_GETQUOTAREQUEST']._serialized_end=145
   _globals['_QUOTA']._serialized_start=148
-  _globals['_QUOTA']._serialized_end=347
-  _globals['_DEBITREQUEST']._serialized_start=349
-  _globals['_DEBITREQUEST']._serialized_end=438
-  _globals['_CREDITREQUEST']._serialized_start=440
-  _globals['_CREDITREQUEST']._serialized_end=530
-  _globals['_LEDGERRESULT']._serialized_start=532
-  _globals['_LEDGERRESULT']._serialized_end=623
-  _globals['_SETPLANREQUEST']._serialized_start=625
-  _globals['_SETPLANREQUEST']._serialized_end=677
-  _globals['_AUDITLEDGERREQUEST']._serialized_start=679
-  _globals['_AUDITLEDGERREQUEST']._serialized_end=699
-  _globals['_DISCREPANCY']._serialized_start=701
-  _globals['_DISCREPANCY']._serialized_end=778
-  _globals['_AUDITLEDGERRESPONSE']._serialized_start=780
-  _globals['_AUDITLEDGERRESPONSE']._serialized_end=903
-  _globals['_USAGESERVICE']._serialized_start=906
-  _globals['_USAGESERVICE']._serialized_end=1312
+  _globals['_QUOTA']._serialized_end=377
+  _globals['_DEBITREQUEST']._serialized_start=379
+  _globals['_DEBITREQUEST']._serialized_end=468
+  _globals['_CREDITREQUEST']._serialized_start=470
+  _globals['_CREDITREQUEST']._serialized_end=560
+  _globals['_LEDGERRESULT']._serialized_start=562
+  _globals['_LEDGERRESULT']._serialized_end=653
+  _globals['_SETPLANREQUEST']._serialized_start=655
+  _globals['_SETPLANREQUEST']._serialized_end=707
+  _globals['_AUDITLEDGERREQUEST']._serialized_start=709
+  _globals['_AUDITLEDGERREQUEST']._serialized_end=729
+  _globals['_DISCREPANCY']._serialized_start=731
+  _globals['_DISCREPANCY']._serialized_end=808
+  _globals['_AUDITLEDGERRESPONSE']._serialized_start=810
+  _globals['_AUDITLEDGERRESPONSE']._serialized_end=933
+  _globals['_USAGESERVICE']._serialized_start=936
+  _globals['_USAGESERVICE']._serialized_end=1342
 # @@protoc_insertion_point(module_scope)

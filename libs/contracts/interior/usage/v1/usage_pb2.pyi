@@ -64,6 +64,7 @@ class Quota(_message.Message):
     REMAINING_FIELD_NUMBER: _builtins.int
     PERIOD_START_FIELD_NUMBER: _builtins.int
     PERIOD_END_FIELD_NUMBER: _builtins.int
+    PENDING_JOBS_COUNTED_FIELD_NUMBER: _builtins.int
     plan: _builtins.str
     """Plan name from the runtime config, e.g. `free`, `pro`."""
     price_id: _builtins.str
@@ -74,6 +75,10 @@ class Quota(_message.Message):
     ledger does not hold; never negative.
     """
     remaining: _builtins.int
+    pending_jobs_counted: _builtins.bool
+    """True when the request's pending_job_ids were read and counted. A caller that
+    named some and gets false was answered by a server that predates them.
+    """
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """The period is [period_start, period_end)."""
@@ -90,10 +95,11 @@ class Quota(_message.Message):
         remaining: _builtins.int = ...,
         period_start: _timestamp_pb2.Timestamp | None = ...,
         period_end: _timestamp_pb2.Timestamp | None = ...,
+        pending_jobs_counted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["monthly_generations", b"monthly_generations", "period_end", b"period_end", "period_start", b"period_start", "plan", b"plan", "price_id", b"price_id", "remaining", b"remaining", "used", b"used"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["monthly_generations", b"monthly_generations", "pending_jobs_counted", b"pending_jobs_counted", "period_end", b"period_end", "period_start", b"period_start", "plan", b"plan", "price_id", b"price_id", "remaining", b"remaining", "used", b"used"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -51,6 +51,7 @@ class GrpcUsageGateway:
         return QuotaSnapshot(
             remaining=response.remaining,
             period_end=response.period_end.ToDatetime(tzinfo=UTC),
+            pending_counted=response.pending_jobs_counted,
         )
 
     async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:

@@ -97,8 +97,9 @@ async def admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
     if facts.pending_debits and quota.remaining > 0:
         # Rare (a debit's answer was lost): one more call, off the usual path.
         quota = await ctx.usage.quota(owner_id, facts.pending_job_ids)
-        unnamed = facts.pending_debits - len(facts.pending_job_ids)
-        if quota.remaining - unnamed > 0:
+        # A usage service deployed before this question ignores the ids: all count.
+        counted = len(facts.pending_job_ids) if quota.pending_counted else 0
+        if quota.remaining - (facts.pending_debits - counted) > 0:
             return
     raise LimitExceeded(periodEnd=iso_utc(quota.period_end))
 

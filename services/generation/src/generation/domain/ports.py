@@ -47,6 +47,9 @@ PENDING_IDS_NAMED = 100
 class QuotaSnapshot:
     remaining: int
     period_end: datetime
+    # The pending jobs named in the request are counted in ``remaining`` (False from a
+    # usage service that predates them: it ignored them).
+    pending_counted: bool = False
 
 
 class UsageGateway(Protocol):

@@ -43,7 +43,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         owner_id = parse_owner_id(request.owner_id)
         pending = parse_pending_job_ids(request.pending_job_ids)
         bind_context(ownerId=str(owner_id))
-        return mappers.quota_message(await self._ledger.get_quota(owner_id, pending))
+        message = mappers.quota_message(await self._ledger.get_quota(owner_id, pending))
+        message.pending_jobs_counted = bool(pending)
+        return message
 
     async def Debit(
         self, request: usage_pb2.DebitRequest, context: Context
