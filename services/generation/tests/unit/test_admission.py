@@ -160,6 +160,24 @@ async def test_a_usage_service_that_ignores_the_named_jobs_leaves_them_all_count
     assert usage.asked == [(), (job,)]
 
 
+async def test_an_unanswered_second_question_leaves_the_first_answer_a_402() -> None:
+    class Flaky(Usage):
+        async def quota(
+            self, owner_id: uuid.UUID, pending_job_ids: Sequence[uuid.UUID] = ()
+        ) -> QuotaSnapshot:
+            if pending_job_ids:
+                self.asked.append(tuple(pending_job_ids))
+                raise UpstreamError()
+            return await super().quota(owner_id)
+
+    job = uuid.uuid4()
+    usage = Flaky(1, recorded=frozenset({job}))
+    slot = Slot(inflight=False, pending_debits=1, pending_job_ids=(job,))
+    with pytest.raises(LimitExceeded):  # not a 503: the owner is told what we know
+        await admit_or_replay(_context(slot, usage), imagine_command(), "f")
+    assert usage.asked == [(), (job,)]
+
+
 async def test_pending_jobs_beyond_those_named_count_unasked() -> None:
     named, recorded = uuid.uuid4(), uuid.uuid4()
     # Two pending, one named and held by the ledger; the unnamed one still counts.

@@ -7,13 +7,14 @@ costs no decode.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.domain.ports import AdmissionFacts
 from generation.domain.submit_request import SubmitCommand, SubmitResult
-from kit.errors import IdempotencyKeyReused, LimitExceeded, TooManyInflight
+from kit.errors import IdempotencyKeyReused, LimitExceeded, TooManyInflight, UpstreamError
 from kit.logging import get_logger
 from kit.timefmt import iso_utc
 
@@ -95,8 +96,10 @@ async def admit(ctx: GenerationContext, owner_id: uuid.UUID) -> None:
     if quota.remaining - facts.pending_debits > 0:
         return
     if facts.pending_debits and quota.remaining > 0:
-        # Rare (a debit's answer was lost): one more call, off the usual path.
-        quota = await ctx.usage.quota(owner_id, facts.pending_job_ids)
+        # Rare (a debit's answer was lost): one more call, off the usual path. Unanswered,
+        # the first answer stands: a 402, as before this question was asked.
+        with contextlib.suppress(UpstreamError):
+            quota = await ctx.usage.quota(owner_id, facts.pending_job_ids)
         # A usage service deployed before this question ignores the ids: all count.
         counted = len(facts.pending_job_ids) if quota.pending_counted else 0
         if quota.remaining - (facts.pending_debits - counted) > 0:

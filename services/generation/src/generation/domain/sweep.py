@@ -158,7 +158,12 @@ async def _end_overdue_jobs(ctx: GenerationContext) -> int:
     async def follow_up(job: Job, refund_due: Job | None) -> None:
         nonlocal finished
         async with limit:
-            with _isolated(job, "time_out"):
+            with (
+                _isolated(job, "time_out"),
+                tracing.linked_span(
+                    "generation.sweep.time_out_follow_up", job.traceparent, jobId=str(job.id)
+                ),
+            ):
                 await _after_overdue_end(ctx, job, refund_due)
         finished += 1
 
