@@ -162,3 +162,29 @@ def test_the_history_stays_small_whatever_the_chunk_size() -> None:
     for step in range(100_000):
         pace.received(1, now=step * 0.0001)
     assert len(pace._samples) <= 102
+
+
+def test_arrivals_sharing_a_sample_never_leave_the_window_early() -> None:
+    """Two arrivals 0.09 s apart share one sample (window / 100 = 0.1 s): dated by the
+    first, the second's bytes left the window 0.09 s early, and a client that kept to
+    the rule until 15.09 was cut off at 15.0."""
+    pace = UploadPace(100, WINDOW, started=0.0)  # 1000 bytes in every window
+    for at in (5.0, 5.09, 14.95):
+        pace.received(500, now=at)
+    # Until 15.09, (t - 10, t] holds the 500 bytes of 5.09 and those of 14.95.
+    assert pace.deadline() >= 15.09
+
+
+def test_a_body_that_slows_to_a_trickle_of_tiny_chunks_is_still_caught() -> None:
+    """Arrivals closer than the merge step never share one sample for longer than it:
+    a sample that kept taking them, dated by the latest, would keep its whole history
+    in the window, and 1 byte every 10 ms would never be cut off."""
+    pace = UploadPace(RATE, WINDOW, started=0.0)
+    now = 0.0
+    while now < 15.0:  # twice the rate, in a chunk every 10 ms
+        now += 0.01
+        pace.received(RATE // 50, now)
+    while now < pace.deadline() and now < 10 * WINDOW:
+        now += 0.01
+        pace.received(1, now)
+    assert now <= 15.0 + WINDOW

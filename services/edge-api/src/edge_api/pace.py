@@ -28,16 +28,21 @@ class UploadPace:
         self._total = 0
         # (time, bytes received up to then), oldest first; starts with nothing at the start.
         self._samples: deque[tuple[float, int]] = deque([(started, 0)])
+        # When the newest sample's first arrival came (it takes arrivals until _merge on).
+        self._newest_since = started
 
     def received(self, size: int, now: float) -> None:
         """Record ``size`` bytes that arrived at ``now``."""
         self._total += size
-        last_time, _ = self._samples[-1]
-        if now - last_time < self._merge and len(self._samples) > 1:
-            # Credits the bytes slightly early (by under window / _RESOLUTION): lenient.
-            self._samples[-1] = (last_time, self._total)
+        if now - self._newest_since < self._merge and len(self._samples) > 1:
+            # Dated by its latest arrival: the sample's earlier bytes are credited a little
+            # late (by under window / _RESOLUTION), so they leave the window late, never
+            # early: lenient. (Dated by its first, they left early: a client that kept
+            # to the rule could be cut off up to that much before it broke it.)
+            self._samples[-1] = (now, self._total)
         else:
             self._samples.append((now, self._total))
+            self._newest_since = now
         # A sample this far behind can never again be the start of a failing window.
         while self._samples[0][1] <= self._total - self._needed:
             self._samples.popleft()
