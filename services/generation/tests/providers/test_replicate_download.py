@@ -58,7 +58,7 @@ async def test_oversized_stream_is_abandoned_early(make_harness: Any, answers: A
     stream = CountingStream(chunks=10_000)
     harness = make_harness(answers.script(httpx.Response(200, stream=stream)))
 
-    with pytest.raises(ProviderRejected, match="larger"):
+    with pytest.raises(OutputRefused, match="larger"):  # for good: the job ends now
         await harness.provider.download_output(OUTPUT_URL, max_bytes=5 * len(CHUNK) + 10)
 
     assert stream.yielded == 6
@@ -75,7 +75,7 @@ async def test_outputs_are_asked_for_uncompressed_and_a_compressed_one_is_refuse
     packed = httpx.Response(200, stream=stream, headers={"content-encoding": "br"})
     harness = make_harness(answers.script(packed))
 
-    with pytest.raises(ProviderRejected, match="compressed"):
+    with pytest.raises(OutputRefused, match="compressed"):
         await harness.provider.download_output(OUTPUT_URL, max_bytes=1024 * 1024)
 
     assert stream.yielded == 0

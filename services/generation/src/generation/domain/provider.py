@@ -133,7 +133,8 @@ class PredictionNotFound(ProviderRejected):
 
 
 class OutputRefused(ProviderRejected):
-    """An output URL outside the provider's delivery hosts: never fetched, never retried.
+    """An output never to be accepted: its URL outside the provider's delivery hosts
+    (never fetched), or the file over the size cap or compressed. Never retried.
 
     ``host`` is the only part of the URL fit for logs (the rest may carry a signature).
     """

@@ -48,18 +48,21 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     # Asked for as is (identity): a compressed answer would be unpacked a whole network
     # chunk at a time before the cap could see it (a few KB of brotli: gigabytes).
+    # Both refusals are for good (OutputRefused): the same file comes back the same
+    # way, so the job ends now rather than be retried until its overall timeout.
+    host = response.url.host
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in {"", "identity"}:
-        raise ProviderRejected("the output file came compressed")
+        raise OutputRefused("the output file came compressed", host=host)
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
-        raise ProviderRejected("the output file is larger than allowed")
+        raise OutputRefused("the output file is larger than allowed", host=host)
     received = bytearray()
     # Identity only (checked above), so these are the bytes as they came: no decoder runs.
     async for chunk in response.aiter_bytes():
         received += chunk
         if len(received) > max_bytes:
-            raise ProviderRejected("the output file is larger than allowed")
+            raise OutputRefused("the output file is larger than allowed", host=host)
     return bytes(received)
 
 
@@ -113,7 +116,8 @@ async def download_capped(
     attempts and the retries together (None: no caller waits, the policy alone).
 
     Raises :class:`OutputRefused` for a URL (or redirect) outside the delivery
-    hosts, :class:`ProviderRejected` for files over the cap and 4xx answers,
+    hosts and for a file over the cap or compressed, :class:`ProviderRejected` for
+    4xx answers,
     :class:`ProviderUnavailable` once transient failures outlast the retries.
     """
     if max_bytes < 0:
