@@ -76,21 +76,20 @@ _DEBIT = text(
 )
 
 # A quota's two facts in one round trip, from one snapshot.
-_QUOTA_FACTS = text(
-    "SELECT (SELECT price_id FROM profiles WHERE owner_id = :owner) AS price_id, "
-    "usage_used_in(:owner, :start, :end) AS used"
-)
+_PRICE_ID = "(SELECT price_id FROM profiles WHERE owner_id = :owner) AS price_id"
+_USED = "usage_used_in(:owner, :start, :end)"
+_QUOTA_FACTS = text(f"SELECT {_PRICE_ID}, {_USED} AS used")
 # A pending job counts unless the ledger holds its debit (of any period: one recorded
 # last month was counted then) or voided it for this owner (it is never debited).
-_QUOTA_FACTS_WITH_PENDING = text(
-    "SELECT (SELECT price_id FROM profiles WHERE owner_id = :owner) AS price_id, "
-    "usage_used_in(:owner, :start, :end) + ("
+_UNRECORDED_PENDING = (
     "SELECT count(*) FROM unnest(CAST(:jobs AS uuid[])) AS pending(job_id) "
     "WHERE NOT EXISTS (SELECT 1 FROM usage_ledger AS l "
     "WHERE l.job_id = pending.job_id AND l.kind = 'debit') "
     "AND NOT EXISTS (SELECT 1 FROM usage_voided_jobs AS v "
     "WHERE v.job_id = pending.job_id AND v.owner_id = :owner)"
-    ")::int AS used"
+)
+_QUOTA_FACTS_WITH_PENDING = text(
+    f"SELECT {_PRICE_ID}, {_USED} + ({_UNRECORDED_PENDING})::int AS used"
 )
 
 
