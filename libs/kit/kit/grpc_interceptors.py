@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, NoReturn, TypeAlias, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from kit.errors import DomainError, InternalError, ServiceUnavailable
+from kit.errors import DomainError, InternalError, ServiceUnavailable, ValidationError
 from kit.grpc_errors import to_grpc_status
 from kit.logging import bind_context, clear_context, get_logger, request_ids
 from kit.service_identity import TokenVerifier, Unauthenticated
@@ -59,13 +60,29 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         return _wrapped(handler, method, self)
 
 
-def _wrapped(handler: Handler, method: str, interceptor: _WrappingInterceptor) -> Handler:
+def _wrapped(
+    handler: Handler, method: str, interceptor: _WrappingInterceptor, *, decode: bool = False
+) -> Handler:
     """``handler`` with its behaviour wrapped by ``interceptor``, whatever its shape.
 
     A client-streaming behaviour takes the request iterator where a unary one takes the
     request, and both return one awaited response, so ``wrap`` serves both; the two
     server-streaming shapes yield their responses, so ``wrap_streaming`` serves those.
+
+    With ``decode``, the request bytes are parsed inside the wrapped behaviour instead
+    of by gRPC before any interceptor runs (where a message that does not parse ends
+    the call with UNKNOWN and the parser's text): a ValidationError there, which the
+    interceptor maps like any other.
     """
+    deserializer = handler.request_deserializer
+    parse = decode and deserializer is not None
+
+    def inner(behaviour: Any) -> Any:
+        if not parse:
+            return behaviour
+        assert deserializer is not None
+        return _decoding(behaviour, deserializer, handler.request_streaming)
+
     build: Any
     if handler.unary_unary is not None or handler.stream_unary is not None:
         build, single = (
@@ -73,24 +90,55 @@ def _wrapped(handler: Handler, method: str, interceptor: _WrappingInterceptor) -
             if handler.unary_unary is not None
             else (grpc.stream_unary_rpc_method_handler, handler.stream_unary)
         )
-        behaviour: Any = interceptor.wrap(cast(Behaviour, single), method)
+        behaviour: Any = interceptor.wrap(cast(Behaviour, inner(single)), method)
     elif handler.unary_stream is not None or handler.stream_stream is not None:
         build, streaming = (
             (grpc.unary_stream_rpc_method_handler, handler.unary_stream)
             if handler.unary_stream is not None
             else (grpc.stream_stream_rpc_method_handler, handler.stream_stream)
         )
-        behaviour = interceptor.wrap_streaming(cast(StreamingBehaviour, streaming), method)
+        behaviour = interceptor.wrap_streaming(cast(StreamingBehaviour, inner(streaming)), method)
     else:
         return handler
+    if parse:
+        deserializer = None
     return cast(
         Handler,
         build(
             behaviour,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=deserializer,
             response_serializer=handler.response_serializer,
         ),
     )
+
+
+UNDECODABLE = "The request could not be decoded."
+
+
+def _decoded(deserializer: Callable[[bytes], Any], raw: bytes) -> Any:
+    try:
+        return deserializer(raw)
+    except DecodeError:
+        raise ValidationError(UNDECODABLE) from None
+
+
+async def _decoded_stream(
+    deserializer: Callable[[bytes], Any], raws: AsyncIterator[bytes]
+) -> AsyncIterator[Any]:
+    async for raw in raws:
+        yield _decoded(deserializer, raw)
+
+
+def _decoding(behaviour: Any, deserializer: Callable[[bytes], Any], streamed: bool) -> Any:
+    """``behaviour`` taking the request's bytes (or a stream of them) and parsing them."""
+
+    def single(request: bytes, context: Any) -> Any:
+        return behaviour(_decoded(deserializer, request), context)
+
+    def stream(requests: AsyncIterator[bytes], context: Any) -> Any:
+        return behaviour(_decoded_stream(deserializer, requests), context)
+
+    return stream if streamed else single
 
 
 def _metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
@@ -154,6 +202,19 @@ class DomainErrorInterceptor(_WrappingInterceptor):
 
     def __init__(self, unavailable: tuple[type[BaseException], ...] = ()) -> None:
         self._unavailable = NETWORK_UNAVAILABLE_ERRORS + unavailable
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        # The innermost interceptor, so the request is parsed where a message that does
+        # not parse becomes VALIDATION_ERROR (the outer ones never look at it).
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_PASSTHROUGH_PREFIXES):
+            return handler
+        return _wrapped(handler, method, self, decode=True)
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
