@@ -85,3 +85,24 @@ async def test_the_cli_reports_a_refused_plan(usage, new_id: Callable[[], str]) 
 
     assert (code, out.getvalue()) == (2, "")
     assert json.loads(err.getvalue())["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_an_empty_target_variable_means_the_default_target(
+    usage, new_id: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``USAGE_GRPC_TARGET=`` in an env file is unset, as an empty OPERATOR_KEY_FILE is."""
+    monkeypatch.setattr(cli, "DEFAULT_TARGET", usage.target)
+    monkeypatch.setenv("USAGE_GRPC_TARGET", "")
+    out, err = io.StringIO(), io.StringIO()
+
+    code = await asyncio.to_thread(cli.main, ["set-plan", new_id(), "price_basic"], out, err)
+
+    assert code == 0, err.getvalue()
+    assert json.loads(out.getvalue())["plan"] == "basic"
+
+
+def test_an_empty_target_argument_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--target", " ", "audit"])
+    assert exited.value.code == 2
+    assert "an address is needed" in capsys.readouterr().err

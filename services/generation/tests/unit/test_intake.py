@@ -174,6 +174,11 @@ BAD_STREAMS = {
         "At most 8 inputs may be declared.",
     ),
     "owner is not a UUID": ([request(owner_id="someone")], "owner_id must be a UUID."),
+    # uuid.UUID reads Arabic-Indic digits as ASCII ones: another owner's id (kit.ids).
+    "owner in other digits": (
+        [request(owner_id=str(uuid.UUID(int=1)).translate({48: "\u0660", 49: "\u0661"}))],
+        "owner_id must be a UUID.",
+    ),
 }
 
 

@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m usage.cli", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--target",
-        default=os.environ.get("USAGE_GRPC_TARGET", DEFAULT_TARGET),
+        type=_target,
+        # Set but empty (``USAGE_GRPC_TARGET=`` in an env file) means unset.
+        default=os.environ.get("USAGE_GRPC_TARGET") or DEFAULT_TARGET,
         help="usage service address (env USAGE_GRPC_TARGET)",
     )
     parser.add_argument("--timeout", type=float, default=60.0, help="call deadline in seconds")
@@ -54,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     set_plan.add_argument("price_id")
     commands.add_parser("audit", help="check the ledger against the generation jobs")
     return parser
+
+
+def _target(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an address is needed, e.g. 127.0.0.1:50052")
+    return text
 
 
 def _as_json(message: Message) -> dict[str, Any]:
@@ -103,13 +111,15 @@ def _failure(error: grpc.aio.AioRpcError, target: str) -> dict[str, str]:
         hint = "Sign as the operator: --key-file or OPERATOR_KEY_FILE (make run prints it)."
         return {"code": error.code().name, "message": f"{error.details()} {hint}"}
     remote = from_rpc_error(error)
-    if error.code() in _UNREACHED and not answered_by_a_service(error):
-        # No answer of the service's own: the call never reached it (or it hung).
-        return {
-            "code": error.code().name,
-            "message": f"The usage service at {target} did not answer"
-            " (--target or USAGE_GRPC_TARGET).",
-        }
+    if not answered_by_a_service(error):
+        # No answer of the service's own: the call never reached it (or it hung), or
+        # gRPC refused it first (an address it cannot dial, a method it does not know).
+        message = f"The usage service at {target} did not answer"
+        if error.code() in _UNREACHED:
+            message += " (--target or USAGE_GRPC_TARGET)."
+        else:
+            message += f": the call failed before it reached it ({error.details()})."
+        return {"code": error.code().name, "message": message}
     # The service answered: its own words (e.g. the generation service it asks could
     # not be reached), not a hint about the address that did answer.
     return {"code": remote.code, "message": remote.message}

@@ -18,6 +18,7 @@ from generation.domain.states import JobStatus
 from generation.domain.submit_request import SubmitCommand
 from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import NotFound, ValidationError
+from kit.ids import parse_uuid
 
 _STATUS: dict[str, pb.JobStatus.ValueType] = {
     JobStatus.STARTING: pb.JOB_STATUS_STARTING,
@@ -38,7 +39,7 @@ _MAX_KEY_LENGTH = 200
 def owner_id_from(raw: str) -> uuid.UUID:
     """The caller's id; the edge verified it, but never trust a string blindly."""
     try:
-        return uuid.UUID(raw)
+        return parse_uuid(raw)
     except ValueError:
         raise ValidationError("owner_id must be a UUID.") from None
 
@@ -46,7 +47,7 @@ def owner_id_from(raw: str) -> uuid.UUID:
 def job_id_from(raw: str) -> uuid.UUID:
     """A job id; anything that is not a UUID cannot name a job: NOT_FOUND."""
     try:
-        return uuid.UUID(raw)
+        return parse_uuid(raw)
     except ValueError:
         raise NotFound("Generation not found.") from None
 
@@ -55,7 +56,7 @@ def named_job_from(raw: str) -> uuid.UUID | None:
     """The job a webhook's URL names; None for none or anything that is not a UUID (the
     event is still applied: the name only helps with a prediction no job has)."""
     try:
-        return uuid.UUID(raw) if raw else None
+        return parse_uuid(raw) if raw else None
     except ValueError:
         return None
 
@@ -99,7 +100,7 @@ def _source_from(request: pb.SubmitGenerationRequest) -> SourceRef | None:
     if not request.HasField("source"):
         return None
     try:
-        job_id = uuid.UUID(request.source.job_id)
+        job_id = parse_uuid(request.source.job_id)
     except ValueError:
         job_id = _NO_JOB
     if not 0 <= request.source.variant_idx <= 999:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,6 +36,7 @@ from interior.generation.v1 import generation_pb2_grpc
 from kit import tracing
 from kit.errors import NotFound, ServiceUnavailable, ValidationError
 from kit.grpc_interceptors import STOP_SENDING
+from kit.ids import parse_uuid
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
 from kit.storage import StorageError
 from kit.wire import FEED_MARKS_WITHIN
@@ -240,7 +240,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     ) -> pb.ListJobOutcomesResponse:
         owner_id = mappers.owner_id_from(request.owner_id) if request.owner_id else None
         try:
-            after = uuid.UUID(request.page_token) if request.page_token else None
+            after = parse_uuid(request.page_token) if request.page_token else None
         except ValueError:
             raise ValidationError("page_token is not valid.") from None
         outcomes, next_after = await audit.list_job_outcomes(

@@ -30,6 +30,7 @@ from generation.domain import jobs
 from generation.domain.context import GenerationContext
 from generation.domain.provider import Prediction, ProviderError
 from generation.domain.records import Job
+from kit.ids import parse_uuid
 from kit.logging import get_logger
 
 log = get_logger("generation.run_claims")
@@ -51,7 +52,7 @@ def named_job(prediction: Prediction, delivered_to: uuid.UUID | None) -> uuid.UU
         return delivered_to
     try:
         values = parse_qs(urlsplit(prediction.webhook_url).query).get(JOB_PARAMETER, [])
-        return uuid.UUID(values[-1]) if values else None
+        return parse_uuid(values[-1]) if values else None
     except ValueError:
         return None
 

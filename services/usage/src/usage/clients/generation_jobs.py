@@ -6,7 +6,6 @@ here: the audit receives :class:`~usage.domain.model.JobFacts`.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC
 
 import grpc
@@ -15,6 +14,7 @@ from interior.generation.v1 import generation_pb2, generation_pb2_grpc
 from kit.errors import UpstreamError
 from kit.grpc_client import create_channel, outgoing_metadata
 from kit.grpc_errors import from_rpc_error
+from kit.ids import parse_uuid
 from kit.logging import get_logger
 from kit.service_identity import GENERATION, TokenSigner
 from usage.domain.model import JobFacts, JobState
@@ -35,7 +35,7 @@ _MAX_PAGES = 100_000
 def job_facts(outcome: generation_pb2.JobOutcome) -> JobFacts:
     """Maps one ``JobOutcome``; UPSTREAM_ERROR for a malformed one."""
     try:
-        job_id, owner_id = uuid.UUID(outcome.job_id), uuid.UUID(outcome.owner_id)
+        job_id, owner_id = parse_uuid(outcome.job_id), parse_uuid(outcome.owner_id)
     except ValueError:
         raise UpstreamError("The generation service sent a malformed job.") from None
     return JobFacts(

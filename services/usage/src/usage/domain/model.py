@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from kit.errors import ValidationError
+from kit.ids import parse_uuid
 from usage.domain.periods import Period
 
 MAX_KEY_LENGTH = 200
@@ -140,7 +141,7 @@ def parse_pending_job_ids(raw: Sequence[str]) -> frozenset[uuid.UUID]:
 
 def _parse_uuid(raw: str, field: str) -> uuid.UUID:
     try:
-        return uuid.UUID(raw.strip())
+        return parse_uuid(raw)
     except ValueError:
         raise ValidationError(f"{field} must be a UUID.", field=field) from None
 
