@@ -59,6 +59,30 @@ async def test_hostile_uploads_are_refused_cheaply(stack: Stack, user: User, cas
     await assert_nothing_left(stack, user)
 
 
+# Files that pass every check and are images indeed, crafted to cost the decode
+# worker: each took seconds of its CPU before it was cut losslessly or refused.
+COSTLY_IMAGES = {
+    "png_palette_noise_25mp": (hostile.palette_noise_png, 202),
+    "webp_noise_25mp": (hostile.noisy_webp, 202),
+    # Must be turned upright (a re-encode) and is over 4 MP for it: refused unencoded.
+    "webp_noise_25mp_turned": (lambda: hostile.noisy_webp(exif=hostile.turned()), 400),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COSTLY_IMAGES))
+async def test_costly_images_cost_well_under_a_second(stack: Stack, user: User, case: str) -> None:
+    build, expected = COSTLY_IMAGES[case]
+    response, cost = await submit_measured(stack, user, build())
+    assert response.status_code == expected, response.text[:300]
+    # Before: 6.2, 3.3 and 3.3 CPU s of the worker. Now ~0.05, ~0.45 and ~0.
+    assert cost.workers_cpu < 0.8, cost
+    if expected == 202:
+        await user.cancel(response.json()["id"])
+    else:
+        assert_error(response, 400, "VALIDATION_ERROR")
+        await assert_nothing_left(stack, user)
+
+
 async def test_a_user_with_a_job_in_flight_costs_no_decode(stack: Stack, user: User) -> None:
     await stack.control("set_faults", hold=True)  # the first job stays in flight
     first = await user.submit("imagine", prompt="A calm reading nook")

@@ -45,7 +45,7 @@ class Uploads(_Strict):
     # a decode over its budget fails that upload only (415).
     decode_workers: Annotated[int, Field(ge=1, le=16)] = 1
     decode_memory_mib: Annotated[int, Field(ge=128)] = 640
-    decode_cpu_seconds: Positive = 10
+    decode_cpu_seconds: Positive = 2
 
     @model_validator(mode="after")
     def _known_types(self) -> Uploads:

@@ -150,9 +150,11 @@ async def test_over_the_memory_budget_is_a_400_and_the_worker_lives_on(
 ) -> None:
     decoder = small_decoder
     [pid] = decoder.worker_pids()
-    # A 25 MP palette PNG (the cap) is decoded (25 MB) and converted to RGB for its
-    # re-encode (100 MB more: Pillow keeps 4 bytes a pixel): over the budget.
-    big = hostile.encode(gradient(5000, 5000).convert("P"), "PNG")
+    # A 25 MP JPEG (the cap) that must be turned upright is decoded whole for its
+    # re-encode: 100 MB (Pillow keeps 4 bytes a pixel), over the budget.
+    upright_later = Image.Exif()
+    upright_later[0x0112] = 6
+    big = hostile.encode(gradient(5000, 5000), "JPEG", exif=upright_later)
     with pytest.raises(ValidationError) as caught:
         await clean_size(decoder, big)
     assert caught.value.reason == "VALIDATION_ERROR"
@@ -165,8 +167,10 @@ async def test_over_the_memory_budget_is_a_400_and_the_worker_lives_on(
 async def test_a_killed_worker_is_a_415_and_the_pool_is_replaced(decoder: ImageDecoder) -> None:
     [pid] = decoder.worker_pids()
     worker = psutil.Process(pid)
-    # A re-encode long enough to be killed in the middle (about a second of CPU).
-    slow = hostile.encode(gradient(3000, 2000), "WEBP", quality=90)
+    # A re-encode long enough to be killed in the middle (a third of a second of CPU).
+    blocks = hostile.noise(1250, 1250).resize((5000, 5000))
+    slow = hostile.encode(blocks, "JPEG", quality=60, exif=hostile.turned())
+    assert len(slow) < Uploads().max_bytes
     start = sum(worker.cpu_times()[:2])
     task = asyncio.create_task(clean_size(decoder, slow))
     deadline = time.monotonic() + 30

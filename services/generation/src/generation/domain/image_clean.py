@@ -11,14 +11,19 @@ The limit is the lower of the config's ``max_pixels`` and Pillow's
 size is checked again after it reads the header); no global Pillow setting is changed.
 
 Cleaning drops EXIF (GPS, camera serials), XMP, comments and PNG text chunks. A
-JPEG or PNG that needs no rotation keeps its compressed pixels: the metadata is
-cut out losslessly (``image_strip``) after the image was decoded for validation.
-For a JPEG the two halves can also run apart (``strip_unproven``, then
+JPEG, PNG or still WebP that needs no rotation keeps its compressed pixels: the
+metadata is cut out losslessly (``image_strip``) after the image was decoded for
+validation. For a JPEG the two halves can also run apart (``strip_unproven``, then
 ``prove_whole``), so the caller can store the stripped copy while the decode runs.
 Anything else is re-encoded after the EXIF orientation has been applied, so the
-photo stays upright. The ICC profile is kept: it is colour data, not personal data, and
-dropping it would shift colours. It is dropped only when the pixels leave their
-colour model (CMYK -> RGB), where it would no longer match.
+photo stays upright. Encoding is what costs CPU (a 25 MP noisy WebP took 2.9 s at
+libwebp's default effort, a palette PNG turned RGB 6.4 s at zlib's default level),
+so a PNG or WebP is re-encoded only up to ``REENCODE_MAX_PIXELS``, at cheap encoder
+settings; a JPEG (0.35 s at 25 MP) has no such cap.
+
+The ICC profile is kept: it is colour data, not personal data, and dropping it would
+shift colours. It is dropped only when the pixels leave their colour model
+(CMYK -> RGB), where it would no longer match.
 
 Refusals are ``ImageRefused`` with the HTTP status they stand for: too many bytes
 -> 413; not an accepted, fully decodable image -> 415; too many pixels, or more
@@ -48,20 +53,34 @@ from typing import IO, Protocol
 from PIL import Image, ImageOps
 
 from generation.domain.image_header import read_header
-from generation.domain.image_strip import strip_jpeg, strip_png
+from generation.domain.image_strip import strip_jpeg, strip_png, strip_webp
 from generation.domain.image_structure import density_problem, structure_problem
 from generation.domain.spool import file_size, memory_spool
 
 JPEG_QUALITY = 92
 WEBP_QUALITY = 92
 
+_STRIP = {"image/jpeg": strip_jpeg, "image/png": strip_png, "image/webp": strip_webp}
 _TYPE_NAMES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP"}
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 # Pillow formats accepted for each signature (phones write some JPEGs as MPO).
 _PILLOW_FORMATS = {"image/jpeg": ("JPEG", "MPO"), "image/png": ("PNG",), "image/webp": ("WEBP",)}
 _PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "RGB", "RGBA"})
-# Modes stored as they are; others (CMYK JPEG, palette PNG) are converted by re-encoding.
-_LOSSLESS_MODES = {"image/jpeg": frozenset({"L", "RGB"}), "image/png": _PNG_MODES}
+# Modes stored as they are; others (CMYK JPEG) are converted by re-encoding. A palette
+# PNG keeps its palette (PLTE and tRNS are kept chunks); re-encoded, it becomes RGB(A).
+_LOSSLESS_MODES = {
+    "image/jpeg": frozenset({"L", "RGB"}),
+    "image/png": _PNG_MODES | {"P"},
+    "image/webp": frozenset({"RGB", "RGBA"}),
+}
+# The most pixels a PNG or WebP is re-encoded at (rotated, animated, odd modes): the
+# encode costs ~0.06 CPU s a megapixel at the settings below (noise, the worst case;
+# measured 2026-12-07), so about a quarter of a second here.
+REENCODE_MAX_PIXELS = 4_000_000
+# zlib's fastest level (1.35 s against 6.4 s at its default for 25 MP of noise; the file
+# is larger) and libwebp's effort 2 of 6 (0.49 s against 1.06 s for a 25 MP photo).
+PNG_COMPRESS_LEVEL = 1
+WEBP_METHOD = 2
 
 
 class Limits(Protocol):
@@ -150,6 +169,13 @@ def inspect_and_clean(
     lossless = _clean_losslessly(source, checked, uploads, field, output)
     if lossless is not None:
         return lossless
+    _, width, height = checked
+    if mime_type != "image/jpeg" and width * height > REENCODE_MAX_PIXELS:
+        raise ImageRefused(
+            400,
+            f"{field} is too large to process; please upload at most "
+            f"{REENCODE_MAX_PIXELS / 1_000_000:g} megapixels",
+        )
     try:
         image = _decode(source, _PILLOW_FORMATS[mime_type], limit)
     except MemoryError as exc:
@@ -224,8 +250,8 @@ def _clean_losslessly(
     field: str,
     output: Callable[[], IO[bytes]],
 ) -> CleanImage | None:
-    """JPEG/PNG that need no rotation: validated by decoding (``_load``), metadata cut
-    out. Answers None when the image must be re-encoded instead.
+    """JPEG/PNG/still WebP that need no rotation: validated by decoding (``_load``),
+    metadata cut out. Answers None when the image must be re-encoded instead.
     """
     if checked[0] not in _LOSSLESS_MODES:
         return None
@@ -317,8 +343,7 @@ def _stripped_copy(
     out = output()
     try:
         source.seek(0)
-        strip = strip_jpeg if mime_type == "image/jpeg" else strip_png
-        if strip(source, out):
+        if _STRIP[mime_type](source, out):
             return out
     except BaseException:
         out.close()
@@ -405,8 +430,10 @@ def _encode(image: Image.Image, mime_type: str, output: Callable[[], IO[bytes]])
         options["icc_profile"] = icc_profile
     if mime_type == "image/jpeg":
         options["quality"] = JPEG_QUALITY
+    elif mime_type == "image/png":
+        options["compress_level"] = PNG_COMPRESS_LEVEL
     elif mime_type == "image/webp":
-        options["quality"] = WEBP_QUALITY
+        options.update(quality=WEBP_QUALITY, method=WEBP_METHOD)
     out = output()
     try:
         image.save(out, format=_PILLOW_FORMATS[mime_type][0], **options)

@@ -4,8 +4,9 @@ Re-encoding a photo only to drop its EXIF costs a full decode and encode and
 makes the file larger; when the picture needs no rotation, removing the
 metadata segments is enough. JPEG keeps only JFIF, the ICC profile and Adobe's
 colour-transform segment; PNG keeps only the chunks that define the pixels and
-their colours. Anything after the end of the image (a second MPO picture, an
-appended archive) is dropped.
+their colours; a still WebP keeps its VP8X header (with the EXIF and XMP flags
+cleared), ICC profile, alpha and image chunks. Anything after the end of the image
+(a second MPO picture, an appended archive) is dropped.
 
 Both functions copy file to file in bounded pieces (a JPEG segment is at most
 64 KiB; PNG chunks and the JPEG's entropy-coded data are copied in pieces of
@@ -41,6 +42,12 @@ _PNG_KEEP = frozenset(
         b"bKGD",
     }
 )
+
+_WEBP_KEEP = frozenset({b"VP8X", b"ICCP", b"ALPH", b"VP8 ", b"VP8L"})
+# VP8X flags: the file holds EXIF (0x08) or XMP (0x04); an animation (0x02).
+_WEBP_METADATA_FLAGS = 0x08 | 0x04
+_WEBP_ANIMATION_FLAG = 0x02
+_WEBP_MAX_CHUNKS = 64
 
 
 def _keep_jpeg_segment(marker: int, segment: bytes) -> bool:
@@ -142,3 +149,59 @@ def strip_png(src: IO[bytes], dst: IO[bytes], chunk_bytes: int = CHUNK_BYTES) ->
         if chunk_type == b"IEND":
             return True
     return False
+
+
+def strip_webp(src: IO[bytes], dst: IO[bytes], chunk_bytes: int = CHUNK_BYTES) -> bool:
+    """Write the still WebP from ``src`` to ``dst`` without its EXIF, XMP and unknown
+    chunks. False for an animation (only its first frame is decoded to prove it, so
+    it is re-encoded from that frame) and for a stream that cannot be walked.
+
+    ``src`` is seekable: its chunk headers (a few) are read first, for the new size.
+    """
+    chunks = _webp_chunks(src)
+    if chunks is None:
+        return False
+    kept = [chunk for chunk in chunks if chunk[0] in _WEBP_KEEP]
+    size = 4 + sum(_padded(length) for _, _, length in kept)
+    dst.write(b"RIFF" + size.to_bytes(4, "little") + b"WEBP")
+    for fourcc, start, length in kept:
+        src.seek(start)
+        if fourcc == b"VP8X":
+            chunk = bytearray(src.read(_padded(length)))
+            chunk[8] &= ~_WEBP_METADATA_FLAGS & 0xFF
+            dst.write(chunk)
+        elif not ByteSource(src, chunk_bytes).copy(_padded(length), dst):
+            return False
+    return True
+
+
+def _padded(length: int) -> int:
+    """A chunk's bytes: its header, its data and a pad byte after an odd length."""
+    return 8 + length + (length & 1)
+
+
+def _webp_chunks(src: IO[bytes]) -> list[tuple[bytes, int, int]] | None:
+    """``(fourcc, offset, data length)`` of each chunk of a still WebP; None for an
+    animation, a chunk past the RIFF's end or the file's, or too many chunks."""
+    src.seek(0)
+    riff = src.read(12)
+    if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WEBP":
+        return None
+    end = 8 + int.from_bytes(riff[4:8], "little")
+    if end > src.seek(0, 2):
+        return None
+    chunks: list[tuple[bytes, int, int]] = []
+    position = 12
+    while position < end:
+        if len(chunks) == _WEBP_MAX_CHUNKS or position + 8 > end:
+            return None
+        src.seek(position)
+        head = src.read(9)
+        fourcc, length = head[0:4], int.from_bytes(head[4:8], "little")
+        if position + _padded(length) > end or fourcc in {b"ANIM", b"ANMF"}:
+            return None
+        if fourcc == b"VP8X" and (length < 10 or head[8] & _WEBP_ANIMATION_FLAG):
+            return None
+        chunks.append((fourcc, position, length))
+        position += _padded(length)
+    return chunks
