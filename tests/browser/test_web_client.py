@@ -898,7 +898,7 @@ async def test_a_lost_connection_is_said_and_the_history_keeps_up(
     visitor: Visitor, stack: Stack
 ) -> None:
     """A stopped backend refuses the stream's connections: EventSource retries for ever
-    without giving up, so the page says it is reconnecting until the next message. The
+    without giving up, so the page says it is reconnecting until one opens. The
     job's history row follows the panel, and "Open" with the server out of reach keeps
     the panel's fresher state rather than the list's."""
     await stack.control("set_faults", hold=True)

@@ -188,6 +188,13 @@ export class JobView {
         this.onUpdate(job);
       }
     });
+    // Connected (again): a resumed stream sends nothing until the job changes, so the
+    // notice goes when the stream opens, not with the next message.
+    source.addEventListener("open", () => {
+      if (this.events === source) {
+        quiet(byId("job-notice"));
+      }
+    });
     // EventSource reconnects by itself after a dropped connection (with Last-Event-ID),
     // for as long as the server cannot be reached: the page says so meanwhile. An answer
     // that is not a stream (a restart's 503, an expired sign-in's 401) makes the browser
@@ -213,6 +220,7 @@ export class JobView {
   async recover(jobId) {
     const opening = this.opening;
     this.failures += 1;
+    quiet(byId("job-notice")); // the browser stopped reconnecting: the page takes over
     let job = null;
     try {
       job = await api(`/generations/${encodeURIComponent(jobId)}`);
