@@ -83,6 +83,7 @@ class GrpcServer:
         port: int,
         max_message_bytes: int,
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        on_stopping: Callable[[], Awaitable[None]] | None = None,
         verifier: TokenVerifier | None = None,
         reflection: bool = False,
         unavailable_errors: tuple[type[BaseException], ...] = (),
@@ -97,6 +98,7 @@ class GrpcServer:
         self._stopping = False
         self._address = f"{host}:{port}"
         self._on_stop = on_stop
+        self._on_stopping = on_stopping
         self._reflection = reflection
         self.health = health_aio.HealthServicer()
         interceptors: list[grpc.aio.ServerInterceptor] = [
@@ -198,6 +200,10 @@ class GrpcServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._readiness_task
         await self.health.enter_graceful_shutdown()
+        if self._on_stopping is not None:
+            # Calls that never end by themselves (streams followers resume elsewhere)
+            # are ended here, so the grace waits only for calls that do.
+            await self._on_stopping()
         await self.server.stop(grace)
         if self._on_stop is not None:
             await self._on_stop()

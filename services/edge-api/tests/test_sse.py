@@ -19,7 +19,16 @@ from starlette.routing import Route
 from edge_api.feed import RECENT_CHANGES, JobFeed, Timings
 from edge_api.routes.events import _producer
 from edge_api.settled import SettledJobs
-from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
+from edge_api.sse import (
+    BEAT,
+    CHANGED,
+    GONE,
+    REFRESH,
+    STOPPING,
+    EventStreamResponse,
+    Watch,
+    Write,
+)
 from interior.generation.v1 import generation_pb2
 from kit.wire import FEED_MARKS_WITHIN
 from testkit.servers import ThreadedUvicorn
@@ -436,3 +445,17 @@ async def test_no_job_is_written_once_the_token_expired_even_after_a_slow_read()
     await asyncio.wait_for(producing, WAIT)
 
     assert writes == [b": the access token expired\n\n"]
+
+
+async def test_stopping_the_streams_ends_those_open_and_those_opened_later() -> None:
+    """SIGTERM's hook (edge_api.__main__.EdgeServer): every watcher is told to end, and
+    one registered while the edge stops is told at once."""
+    feed = JobFeed(_unreachable_generation, SettledJobs(10, 60.0), Timings(60.0, 60.0))  # type: ignore[arg-type]
+    try:
+        with feed.watch("job-a") as open_before:
+            feed.stop_streams()
+            assert await asyncio.wait_for(open_before.wait(), WAIT) & STOPPING
+            with feed.watch("job-b") as opened_later:
+                assert await asyncio.wait_for(opened_later.wait(), WAIT) & STOPPING
+    finally:
+        await feed.close()

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from edge_api.settled import SettledJobs
-from edge_api.sse import BEAT, CHANGED, REFRESH, Watch
+from edge_api.sse import BEAT, CHANGED, REFRESH, STOPPING, Watch
 from interior.generation.v1 import generation_pb2
 from kit.logging import get_logger
 from kit.wire import FEED_MARKS_WITHIN
@@ -97,6 +97,8 @@ class JobFeed:
         self._ticker: asyncio.Task[None] | None = None
         # True while the upstream stream is open and replayed what was recorded.
         self.caught_up = False
+        # Set by stop_streams(): every stream ends, and one that starts later at once.
+        self._stopping = False
 
     @contextlib.contextmanager
     def watch(self, job_id: str, known_version: int = 0) -> Iterator[Watch]:
@@ -110,6 +112,8 @@ class JobFeed:
         signal = Watch()
         self._watchers[job_id][signal] = None
         recent = self._recent.get(job_id)
+        if self._stopping:
+            signal.wake(STOPPING)
         if recent is not None and recent[0] > known_version:
             signal.news = recent[1]
             signal.wake(CHANGED)
@@ -170,6 +174,16 @@ class JobFeed:
     def watcher_count(self) -> int:
         """How many watchers are registered (for tests and metrics)."""
         return sum(len(signals) for signals in self._watchers.values())
+
+    def stop_streams(self) -> None:
+        """End every event stream, and any opened from now on: the process is stopping.
+
+        A stream never ends by itself, and its client resumes it on any instance
+        (Last-Event-ID), so a stopping edge ends them at once instead of holding them
+        for the whole shutdown grace and then cutting them.
+        """
+        self._stopping = True
+        self._wake_all(STOPPING)
 
     async def close(self) -> None:
         """Stop following (and ticking)."""

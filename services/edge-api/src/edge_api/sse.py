@@ -23,6 +23,7 @@ CHANGED = 1  # its job changed, or the feed was interrupted: read it again
 BEAT = 2  # a heartbeat is due
 REFRESH = 4  # the job's timed read is due (only one watcher of the job gets it)
 GONE = 8  # the client disconnected
+STOPPING = 16  # the edge is stopping: end the stream (its client resumes it elsewhere)
 
 Write = Callable[[bytes], Awaitable[None]]
 

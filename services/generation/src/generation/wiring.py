@@ -139,6 +139,8 @@ async def build_app(
         port=settings.grpc_port if port is None else port,
         max_message_bytes=settings.grpc_max_message_bytes,
         on_stop=on_stop,
+        # WatchJobs streams end at once (UNAVAILABLE): the edge resumes on another instance.
+        on_stopping=feed.close,
         verifier=identity.verifier,
         reflection=settings.development,
         unavailable_errors=UNAVAILABLE_ERRORS,

@@ -28,7 +28,16 @@ from edge_api.mappers import job_to_json
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
 from edge_api.routes.generations import JobId, _job_id, public_base
-from edge_api.sse import BEAT, CHANGED, GONE, REFRESH, EventStreamResponse, Watch, Write
+from edge_api.sse import (
+    BEAT,
+    CHANGED,
+    GONE,
+    REFRESH,
+    STOPPING,
+    EventStreamResponse,
+    Watch,
+    Write,
+)
 from edge_api.state import EdgeState, State
 from interior.generation.v1 import generation_pb2
 from kit.errors import Unauthorized
@@ -149,7 +158,7 @@ def _producer(
             # The feed's ticker wakes every stream for its heartbeat and only the job's
             # leading watcher for the timed read (JobFeed.leads): one read per job.
             reasons = await watch.wait()
-            if reasons & GONE:
+            if reasons & (GONE | STOPPING):
                 return
             if time.time() >= expires_at:  # a quiet stream ends at its next heartbeat
                 await write(_EXPIRED)

@@ -135,6 +135,8 @@ class ChangeFeed:
         self._probe: asyncio.Future[None] | None = None
         # The newest version a notification carried: what a heartbeat's mark says.
         self._notified = 0
+        # Set by close(): a follower arriving later (a stopping server) is ended at once.
+        self._closed = False
 
     @property
     def marks_within(self) -> float:
@@ -152,10 +154,14 @@ class ChangeFeed:
 
         Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
         """
+        if self._closed:
+            raise FeedLost
         subscriber = _Subscriber(owner_id, marks)
         await self._ensure_listening()
         self._subscribers.add(subscriber)  # live first, so nothing falls between
         try:
+            if self._closed:  # closed while the connection opened
+                raise FeedLost
             # Whatever committed before the table is read is replayed or notified.
             taken_at = asyncio.get_running_loop().time()
             replayed, head = await self._recorded(owner_id, from_version)
@@ -173,7 +179,8 @@ class ChangeFeed:
             self._subscribers.discard(subscriber)
 
     async def close(self) -> None:
-        """Stop listening and end every subscription."""
+        """Stop listening and end every subscription, and any that comes later."""
+        self._closed = True
         for task in (self._pruner, self._prober):
             if task is not None:
                 task.cancel()
