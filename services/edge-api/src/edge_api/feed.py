@@ -99,22 +99,31 @@ class JobFeed:
         self.caught_up = False
         # Set by stop_streams(): every stream ends, and one that starts later at once.
         self._stopping = False
+        # How many times every watcher was told to read its job again (a catch-up, an
+        # interruption): a stream that read its job under an older count, and registered
+        # after, missed that wake-up.
+        self.epoch = 0
 
     @contextlib.contextmanager
-    def watch(self, job_id: str, known_version: int = 0) -> Iterator[Watch]:
+    def watch(
+        self, job_id: str, known_version: int = 0, epoch: int | None = None
+    ) -> Iterator[Watch]:
         """A watch woken on each change of ``job_id`` (and when the feed was interrupted),
         on each heartbeat, and for the job's timed read while it leads (see ``leads``).
 
         ``known_version``: the version the watcher read before registering. A change the
         feed reported in between would otherwise be missed until the next interruption
-        (only the leader reads on a timer): it wakes the new watch at once.
+        (only the leader reads on a timer): it wakes the new watch at once. ``epoch``:
+        :attr:`epoch` before that read; when it moved since, the watch is woken too.
         """
         signal = Watch()
         self._watchers[job_id][signal] = None
         recent = self._recent.get(job_id)
         if self._stopping:
             signal.wake(STOPPING)
-        if recent is not None and recent[0] > known_version:
+        if epoch is not None and epoch != self.epoch:
+            signal.wake(CHANGED)  # every watcher was told to read again since its read
+        elif recent is not None and recent[0] > known_version:
             signal.news = recent[1]
             signal.wake(CHANGED)
         elif recent is None and known_version < self._forgotten:
@@ -307,6 +316,8 @@ class JobFeed:
             self._forgotten = max(self._forgotten, forgotten)
 
     def _wake_all(self, reason: int = CHANGED) -> None:
+        if reason & CHANGED:
+            self.epoch += 1
         for signals in self._watchers.values():
             for signal in signals:
                 if reason & CHANGED:

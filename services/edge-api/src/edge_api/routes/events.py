@@ -109,13 +109,16 @@ async def watch_generation(
     owner_id = request.state.owner_id = caller.owner_id
     bind_context(ownerId=owner_id)
     job_key = _job_id(job_id)
+    # Taken before the read: a catch-up of the feed between the read and the watch's
+    # registration (which woke only the watchers registered by then) wakes this one too.
+    epoch = state.feed.epoch
     first = await _read(state, owner_id, job_key)  # 401/404 answered as JSON, before the stream
     sent = _already_sent(last_event_id, first.version)
     produce = _producer(
         state, owner_id, job_key, first, sent, public_base(state, request), caller.expires_at
     )
     return EventStreamResponse(
-        lambda: state.feed.watch(job_key, first.version), produce, _STREAM_HEADERS
+        lambda: state.feed.watch(job_key, first.version, epoch), produce, _STREAM_HEADERS
     )
 
 
@@ -144,6 +147,9 @@ def _producer(
 ) -> Callable[[Watch, Write], Awaitable[None]]:
     async def produce(watch: Watch, write: Write) -> None:
         nonlocal job, sent
+        # A read that failed (generation restarting) is tried again at each heartbeat
+        # until one works: only the job's leading watcher reads on a timer.
+        read_due = False
         while True:
             if job.version > sent:
                 # Checked as the message goes out (a read may have taken a while): nothing
@@ -166,9 +172,11 @@ def _producer(
             if reasons & BEAT:
                 await write(_KEEPALIVE)
             news, watch.news = watch.news, None
-            if reasons & REFRESH or (reasons & CHANGED and news is None):
+            if reasons & REFRESH or (reasons & CHANGED and news is None) or read_due:
                 known = job.version
-                job = await _read_again(state, owner_id, job_id, job)  # the timed read
+                read = await _read_again(state, owner_id, job_id)  # the timed read
+                read_due = read is None
+                job = job if read is None or read.version < job.version else read
                 if reasons & REFRESH and job.version > known:
                     state.feed.share(job_id, job, watch)
             elif news is not None and news.version > job.version:
@@ -177,11 +185,9 @@ def _producer(
     return produce
 
 
-async def _read_again(
-    state: EdgeState, owner_id: str, job_id: str, known: generation_pb2.Job
-) -> generation_pb2.Job:
-    """The job's current state; what was known when generation cannot answer now."""
+async def _read_again(state: EdgeState, owner_id: str, job_id: str) -> generation_pb2.Job | None:
+    """The job's current state; None when generation cannot answer now."""
     try:
         return await _read(state, owner_id, job_id)
     except Exception:  # a stream outlives a generation restart: the next read may work
-        return known
+        return None

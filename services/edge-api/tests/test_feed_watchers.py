@@ -1,0 +1,175 @@
+"""Two wake-ups a stream could miss: the edge's shared feed (edge_api.feed) and the SSE
+producer (routes/events)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
+import grpc
+
+from edge_api.feed import JobFeed, Timings
+from edge_api.routes.events import _producer
+from edge_api.settled import SettledJobs
+from edge_api.sse import CHANGED, Watch
+from interior.generation.v1 import generation_pb2
+from kit.wire import FEED_MARKS_WITHIN
+
+WAIT = 5.0
+JOB = "00000000-0000-4000-8000-0000000000aa"
+OWNER = "7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69"
+
+
+class _Call:
+    def __init__(self, items: AsyncIterator[object]) -> None:
+        self._items = items
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata((FEED_MARKS_WITHIN, "60"))
+
+    def __aiter__(self) -> AsyncIterator[object]:
+        return self._items
+
+    def cancel(self) -> None:
+        pass
+
+
+class _FreshGeneration:
+    """Generation as a fresh edge's first WatchJobs (from_version 0) sees it: no replay
+    ("from now on"), the head version as the first mark, then a quiet open stream."""
+
+    def __init__(self, head: int) -> None:
+        self.head = head
+        self.requests: list[generation_pb2.WatchJobsRequest] = []
+        self.caught_up = asyncio.Event()
+
+    def __call__(self) -> _FreshGeneration:
+        return self
+
+    def WatchJobs(self, request: generation_pb2.WatchJobsRequest, timeout: float) -> _Call:
+        self.requests.append(request)
+        return _Call(self._items())
+
+    async def _items(self) -> AsyncIterator[object]:
+        yield generation_pb2.WatchJobsResponse(caught_up=self.head)
+        self.caught_up.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_watch_whose_read_predates_the_first_catch_up_is_woken() -> None:
+    """A fresh edge (just restarted: every EventSource reconnects at once). The feed was
+    started by an earlier request and is connecting. Meanwhile a stream reads job J at
+    version 5; J changes (version 6) before generation subscribes the edge's feed, so
+    the feed's first stream (from_version 0) neither replays it nor reports it live: its
+    first mark just says the head is 6, and wakes the watchers registered by then. The
+    stream registers its watch right after that (known_version 5, and the feed's epoch
+    as it was before its read): it is woken to read J again, as the others were."""
+    upstream = _FreshGeneration(head=6)
+    feed = JobFeed(upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0))  # type: ignore[arg-type]
+    feed.ensure_running()  # started by an earlier GET or stream
+    epoch = feed.epoch  # the stream's read happens now, before the catch-up
+    try:
+        await asyncio.wait_for(upstream.caught_up.wait(), WAIT)
+        await asyncio.sleep(0.05)
+        assert feed.caught_up
+        assert upstream.requests[0].from_version == 0
+        with feed.watch(JOB, known_version=5, epoch=epoch) as late:
+            woken = await asyncio.wait_for(late.wait(), 1.0)
+            assert woken & CHANGED
+        with feed.watch(JOB, known_version=5, epoch=feed.epoch) as current:
+            waiting = asyncio.create_task(current.wait())
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # read after the catch-up: nothing to read again
+            waiting.cancel()
+    finally:
+        await feed.close()
+
+
+def _job(version: int, status: int) -> generation_pb2.Job:
+    job = generation_pb2.Job(
+        id=JOB,
+        owner_id=OWNER,
+        status=status,  # type: ignore[arg-type]
+        version=version,
+        settings=generation_pb2.JobSettings(mode="imagine"),
+    )
+    job.created_at.FromSeconds(1_790_000_000)
+    job.updated_at.FromSeconds(1_790_000_000 + version)
+    return job
+
+
+class _Generation:
+    """GetGeneration for the producers: fails the calls listed in ``failing`` (by
+    order), answers ``job`` otherwise."""
+
+    def __init__(self, job: generation_pb2.Job, failing: set[int]) -> None:
+        self.job = job
+        self.failing = failing
+        self.calls = 0
+
+    async def GetGeneration(self, request: object, timeout: float, metadata: object) -> object:
+        self.calls += 1
+        if self.calls in self.failing:
+            raise ConnectionError("generation briefly unreachable")
+        return SimpleNamespace(job=self.job)
+
+
+async def test_a_watcher_whose_re_read_failed_reads_again_later() -> None:
+    """Two streams on one running job (the leader, then a second tab). The feed was
+    interrupted and caught up again: every watcher reads the job again (news None).
+    The leader's read works and finds version 6 (processing); the second stream's read
+    fails (generation busy or one replica restarting). Only the leader reads on a timer,
+    and shares only what is newer than its own view: the second stream reads again at
+    its next heartbeat until a read works."""
+    before = _job(5, generation_pb2.JOB_STATUS_STARTING)
+    after = _job(6, generation_pb2.JOB_STATUS_PROCESSING)
+    generation = _Generation(after, failing={2})
+    upstream = _FreshGeneration(head=4)  # a connected, caught-up, quiet feed
+    feed = JobFeed(upstream, SettledJobs(10, 60.0), Timings(heartbeat=0.1, refresh=0.1))  # type: ignore[arg-type]
+    feed.ensure_running()
+    await asyncio.wait_for(upstream.caught_up.wait(), WAIT)
+    await asyncio.sleep(0.05)
+    state = SimpleNamespace(
+        connected=lambda: SimpleNamespace(generation=generation),
+        rpc_timeout=lambda: 5.0,
+        feed=feed,
+    )
+    written: dict[str, list[bytes]] = {"leader": [], "second": []}
+
+    def stream(name: str) -> tuple[Watch, asyncio.Task[None]]:
+        produce = _producer(state, OWNER, JOB, before, 5, "http://edge", float("inf"))  # type: ignore[arg-type]
+        cm = feed.watch(JOB, known_version=5)
+        watch = cm.__enter__()
+
+        async def write(data: bytes) -> None:
+            written[name].append(data)
+
+        async def run() -> None:
+            try:
+                await produce(watch, write)
+            finally:
+                cm.__exit__(None, None, None)
+
+        return watch, asyncio.create_task(run())
+
+    leader, leading = stream("leader")
+    second, following = stream("second")
+    await asyncio.sleep(0.01)
+    # The feed resumed: every watcher reads its job again (JobFeed._wake_all).
+    for watch in (leader, second):
+        watch.news = None
+        watch.wake(CHANGED)
+    await asyncio.sleep(0.05)
+    assert any(b"id: 6" in chunk for chunk in written["leader"])
+    # Ten heartbeats' worth of time (0.1 s).
+    await asyncio.sleep(1.0)
+    try:
+        assert any(b"id: 6" in chunk for chunk in written["second"]), (
+            f"second stream never got version 6 after {generation.calls} reads"
+        )
+    finally:
+        leading.cancel()
+        following.cancel()
+        await asyncio.gather(leading, following, return_exceptions=True)
+        await feed.close()
