@@ -215,6 +215,28 @@ async def test_a_preflight_from_an_allowed_origin_is_answered(edge_clients, path
         assert header in allowed_headers
 
 
+@pytest.mark.parametrize(
+    ("configured", "browser_origin"),
+    [
+        ("http://LocalHost:3000", "http://localhost:3000"),
+        ("https://app.example.com:443", "https://app.example.com"),
+        ("HTTP://app.example.com:80/", "http://app.example.com"),
+    ],
+)
+async def test_a_configured_origin_matches_what_a_browser_sends(
+    edge_clients, configured: str, browser_origin: str
+) -> None:
+    """Browsers write an Origin in lowercase without the default port (RFC 6454 6.1);
+    the middleware compares strings, so a configured origin is written the same way."""
+    settings = edge_clients.make_settings(CORS_ALLOWED_ORIGINS=configured)
+    client = await edge_clients.open(settings)
+
+    response = await client.get("/api/v1/catalog", headers={"Origin": browser_origin})
+
+    assert response.headers.get("access-control-allow-origin") == browser_origin
+    assert settings.cors_origins() == (browser_origin,)
+
+
 async def test_an_allowed_origin_reads_answers_and_their_headers(edge_clients, identity) -> None:
     client = await edge_clients.open(edge_clients.make_settings(CORS_ALLOWED_ORIGINS=ALLOWED))
 
@@ -296,3 +318,18 @@ async def test_api_answers_are_never_stored_but_the_catalog_is_cached(
         assert answer.headers["cache-control"] == "no-store", answer.request.url
     assert catalog.headers["cache-control"] == "public, max-age=300"
     assert "cache-control" not in health.headers
+
+
+async def test_head_of_the_catalog_answers_like_get_without_a_body(edge_clients) -> None:
+    client = await edge_clients.open(edge_clients.make_settings())
+    get = await client.get("/api/v1/catalog")
+
+    head = await client.head("/api/v1/catalog")
+    current = await client.head("/api/v1/catalog", headers={"If-None-Match": get.headers["etag"]})
+
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["etag"] == get.headers["etag"]
+    assert head.headers["content-length"] == str(len(get.content))
+    assert head.headers["cache-control"] == get.headers["cache-control"]
+    assert current.status_code == 304

@@ -191,8 +191,21 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
 
 
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
 def _origins(value: str) -> tuple[str, ...]:
-    return tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
+    """Each origin as a browser writes it in ``Origin`` (RFC 6454 6.1: scheme and host
+    in lowercase, no default port), since the middleware compares strings."""
+    return tuple(
+        _serialized(origin.strip().rstrip("/")) for origin in value.split(",") if origin.strip()
+    )
+
+
+def _serialized(origin: str) -> str:
+    origin = origin.lower()
+    scheme = origin.partition("://")[0]
+    return origin.removesuffix(_DEFAULT_PORTS.get(scheme, "\0"))
 
 
 def _reveal(secret: SecretStr | None) -> str | None:

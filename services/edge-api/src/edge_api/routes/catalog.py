@@ -56,10 +56,14 @@ class CatalogAnswer:
         self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
 
     def answer(self, request: Request) -> Response:
-        """200 with the body, or 304 when the client's copy is current."""
+        """200 with the body, or 304 when the client's copy is current; HEAD gets the
+        same headers (its length included) without the body."""
         headers = {"ETag": self.etag, "Cache-Control": CACHE_CONTROL}
         if not_modified(request, self.etag):
             return Response(status_code=304, headers=headers)
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(self.body))
+            return Response(b"", media_type="application/json", headers=headers)
         return Response(self.body, media_type="application/json", headers=headers)
 
 
@@ -73,3 +77,8 @@ async def get_catalog(request: Request, state: State) -> Response:
     """Modes (images, prompt required), styles and room types with labels, upload and prompt
     limits: everything comes from the runtime config the server enforces."""
     return state.catalog.answer(request)
+
+
+# RFC 9110 9.1: a general-purpose server supports HEAD wherever it supports GET; for a
+# public, cacheable resource caches and link checkers use it (FastAPI adds none).
+router.head("/catalog", include_in_schema=False)(get_catalog)
