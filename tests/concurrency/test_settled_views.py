@@ -38,10 +38,10 @@ from tests.e2e.harness import jpeg_bytes, make_token
 # The other edge must show a deletion this soon after the DELETE's reply.
 PROPAGATION_SECONDS = 0.25
 # ... and, when its feed froze with its connections open, this soon: the edge's
-# FEED_FRESHNESS_SECONDS (0.45) past the last mark's probe, and the mark's travel (not
+# FEED_FRESHNESS_SECONDS (0.24) past the last mark's probe, and the mark's travel (not
 # counted in its age: up to a few hundred ms on a loaded machine). Without the bound it
 # is the probe's 4 s timeout and more.
-FROZEN_FEED_SECONDS = 0.75
+FROZEN_FEED_SECONDS = 0.5
 WAIT = 20.0
 
 

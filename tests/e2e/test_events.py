@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -224,12 +225,18 @@ async def test_a_slow_reader_does_not_hold_up_others(
 
 @asynccontextmanager
 async def _quick_edge(stack: Stack, **settings: Any) -> AsyncIterator[str]:
-    """A second edge on the same services, with short SSE timings."""
-    edge = ThreadedUvicorn(
-        create_edge_app(stack.edge_settings(**settings), load_runtime_config(REPO_RUNTIME_CONFIG)),
-        name="quick-edge",
-    ).start()
+    """A second edge on the same services, with short SSE timings, its change feed
+    caught up (a stream that reads its job before that reads it once more after)."""
+    app = create_edge_app(stack.edge_settings(**settings), load_runtime_config(REPO_RUNTIME_CONFIG))
+    edge = ThreadedUvicorn(app, name="quick-edge").start()
     try:
+        # Any GET of a job starts the feed (a 404 here); then it catches up.
+        async with httpx.AsyncClient(base_url=edge.base_url) as client:
+            await client.get(
+                f"/api/v1/generations/{uuid.uuid4()}",
+                headers={"Authorization": f"Bearer {make_token(uuid.uuid4())}"},
+            )
+        await _until(lambda: app.state.edge.feed.caught_up)
         yield f"{edge.base_url}/api/v1"
     finally:
         edge.stop()

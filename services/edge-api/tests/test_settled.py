@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from edge_api.settings import EdgeSettings
 from edge_api.settled import SettledJobs
+from generation.settings import GenerationSettings
 from interior.generation.v1 import generation_pb2
 
 JOB = "00000000-0000-4000-8000-000000000001"
@@ -233,3 +235,23 @@ def test_an_unmarked_feed_is_trusted_while_connected() -> None:
     cache.vouch(age=0.0)  # ignored: nothing to bound
     clock.now = 200.0
     assert cache.lookup(JOB, OWNER) is not None
+
+
+def test_the_default_bounds_keep_the_specs_250_ms() -> None:
+    """SPEC: every other instance shows a change within 250 ms, and one that cannot
+    follow changes serves from the source of truth. A feed that freezes right after a
+    mark (its stream still open) hides a change for the freshness bound: inside 250 ms
+    by default, with a mark due well within it."""
+    freshness = EdgeSettings.model_fields["feed_freshness_seconds"].default
+    heartbeat = GenerationSettings.model_fields["feed_heartbeat_seconds"].default
+    assert freshness < 0.25
+    assert heartbeat <= freshness - 0.03  # room for a mark's delay before a read is forced
+
+    clock = Clock()
+    cache = SettledJobs(10, max_age=150.0, clock=clock)
+    cache.resume(marked=True)
+    with cache.reading(JOB) as read:
+        cache.keep(read, _job(3), OWNER)
+    cache.vouch(age=0.0)  # the last mark; then the feed freezes
+    clock.now = 0.25
+    assert cache.lookup(JOB, OWNER) is None

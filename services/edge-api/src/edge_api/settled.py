@@ -15,11 +15,11 @@ job settles is usually answered here too.
 Connected is not enough: a stream can stall while it stays open (a frozen generation
 instance, a LISTEN connection gone deaf), and until that is noticed and the stream
 given up (seconds), every change would be missed. So a marked feed (generation marks
-it every heartbeat, 0.3 s, saying when the mark was taken) vouches only for so long:
+it every heartbeat, 0.2 s, saying when the mark was taken) vouches only for so long:
 views are answered from memory while the last mark was taken within ``freshness``
-(0.45 s), and asked of generation otherwise; the next mark lets them be answered
-again, as the changes before it came first. Another edge's change is then never
-hidden for longer than that plus the mark's own travel.
+(0.24 s, inside the SPEC's 250 ms), and asked of generation otherwise; the next mark
+lets them be answered again, as the changes before it came first. Another edge's
+change is then never hidden for longer than that plus the mark's own travel.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class SettledJobs:
         capacity: int,
         max_age: float,
         clock: Callable[[], float] = time.monotonic,
-        freshness: float = 0.45,
+        freshness: float = 0.24,
     ) -> None:
         self._capacity = capacity
         self._max_age = max_age

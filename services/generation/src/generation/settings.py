@@ -42,9 +42,9 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
     run_migrations: bool = Field(default=True, alias="RUN_MIGRATIONS")
     # How often the change feed proves its LISTEN connection and marks WatchJobs streams:
     # an edge answers settled views from memory only while its last mark is recent
-    # (FEED_FRESHNESS_SECONDS, 0.45), so a mark must come well within that.
+    # (FEED_FRESHNESS_SECONDS, 0.24), so a mark must come well within that.
     feed_heartbeat_seconds: float = Field(
-        default=0.3, ge=0.02, le=10, alias="FEED_HEARTBEAT_SECONDS"
+        default=0.2, ge=0.02, le=10, alias="FEED_HEARTBEAT_SECONDS"
     )
     # Prometheus exporter (GET /metrics) on its own port; 0 turns it off.
     metrics_port: int = Field(
