@@ -8,6 +8,8 @@ workers, and the peak RSS of both, around one upload.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from tests.badinput import hostile
@@ -61,7 +63,7 @@ async def test_hostile_uploads_are_refused_cheaply(stack: Stack, user: User, cas
 
 # Files that pass every check and are images indeed, crafted to cost the decode
 # worker: each took seconds of its CPU before it was cut losslessly or refused.
-COSTLY_IMAGES = {
+COSTLY_IMAGES: dict[str, tuple[Callable[[], bytes], int]] = {
     "png_palette_noise_25mp": (hostile.palette_noise_png, 202),
     "webp_noise_25mp": (hostile.noisy_webp, 202),
     # Must be turned upright (a re-encode) and is over 4 MP for it: refused unencoded.
