@@ -76,8 +76,10 @@ async def test_costly_images_cost_well_under_a_second(stack: Stack, user: User, 
     build, expected = COSTLY_IMAGES[case]
     response, cost = await submit_measured(stack, user, build())
     assert response.status_code == expected, response.text[:300]
-    # Before: 6.2, 3.3 and 3.3 CPU s of the worker. Now ~0.05, ~0.45 and ~0.
-    assert cost.workers_cpu < 0.8, cost
+    # Before: 6.2, 3.3 and 3.3 CPU s of the worker. Now ~0.05, ~0.45 and ~0 on a quiet
+    # machine; the WebP's decode took 0.96 s with both cores busy (a run's xdist workers
+    # share them), so the bound leaves room for that and still fails every re-encode.
+    assert cost.workers_cpu < 1.5, cost
     if expected == 202:
         await user.cancel(response.json()["id"])
     else:

@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 
 _PG_SYSTEM_USER = "embedded_postgres"
+# A PostgreSQL tool killed by a signal before it did anything is run again, this often.
+_SIGNALLED_ATTEMPTS = 3
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
 
 
@@ -275,20 +277,22 @@ class PostgresServer:
             # pg_ctl opens the log as the server's user.
             shutil.chown(self.log_path, self._run_as, self._run_as)
         if not (self.data_dir / "PG_VERSION").exists():
-            try:
-                self._initdb()
-            except subprocess.CalledProcessError as error:
-                if error.returncode >= 0:
-                    raise
-                # initdb killed by a signal (seen once as SIGBUS, forked from a test
-                # process full of gRPC threads, as pg_ctl below): what it wrote is no
-                # cluster, and initdb refuses a directory that is not empty. Once more.
+            for attempt in range(_SIGNALLED_ATTEMPTS):
+                try:
+                    self._initdb()
+                    break
+                except subprocess.CalledProcessError as error:
+                    if error.returncode >= 0 or attempt == _SIGNALLED_ATTEMPTS - 1:
+                        raise
+                # initdb killed by a signal (seen as SIGBUS and SIGSEGV, forked from a
+                # test process full of gRPC threads, whose fork handlers then crash the
+                # child before its exec; as pg_ctl below): what it wrote is no cluster,
+                # and initdb refuses a directory that is not empty. Again.
                 for entry in self.data_dir.iterdir():
                     if entry.is_dir() and not entry.is_symlink():
                         shutil.rmtree(entry)
                     else:
                         entry.unlink()
-                self._initdb()
 
     def _initdb(self) -> None:
         _pg_tool("initdb")(
