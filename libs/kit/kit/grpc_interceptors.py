@@ -40,6 +40,9 @@ StreamingBehaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGe
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):
+    # Parse the request inside the wrapped behaviour (see _wrapped): the innermost one.
+    _decode = False
+
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         """The behaviour of a method with one response."""
         raise NotImplementedError
@@ -57,7 +60,7 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or method.startswith(_PASSTHROUGH_PREFIXES):
             return handler
-        return _wrapped(handler, method, self)
+        return _wrapped(handler, method, self, decode=self._decode)
 
 
 def _wrapped(
@@ -203,18 +206,9 @@ class DomainErrorInterceptor(_WrappingInterceptor):
     def __init__(self, unavailable: tuple[type[BaseException], ...] = ()) -> None:
         self._unavailable = NETWORK_UNAVAILABLE_ERRORS + unavailable
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        # The innermost interceptor, so the request is parsed where a message that does
-        # not parse becomes VALIDATION_ERROR (the outer ones never look at it).
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(_PASSTHROUGH_PREFIXES):
-            return handler
-        return _wrapped(handler, method, self, decode=True)
+    # The innermost interceptor, so the request is parsed where a message that does not
+    # parse becomes VALIDATION_ERROR (the outer ones never look at it).
+    _decode = True
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -275,17 +269,6 @@ class ServiceAuthInterceptor(_WrappingInterceptor):
     def __init__(self, verifier: TokenVerifier, policy: Policy) -> None:
         self._verifier = verifier
         self._policy = policy
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or method.startswith(_PASSTHROUGH_PREFIXES):
-            return handler
-        return _wrapped(handler, method, self)
 
     def wrap(self, behaviour: Behaviour, method: str) -> Behaviour:
         allowed = self._policy.get(method, frozenset())
