@@ -64,10 +64,19 @@ async def _cancel(visitor: Visitor, job_id: str) -> None:
         )
 
 
-def _one_message_then_end(job: dict[str, Any], version: int) -> str:
-    """A stream that delivers one message, then ends (the connection dropped: an edge
-    restarted, a proxy cut it); ``retry`` makes the browser come back quickly."""
-    return f"retry: 200\nid: {version}\nevent: job\ndata: {json.dumps(job)}\n\n"
+async def _one_message_then_end(route: Route, visitor: Visitor, stack: Stack) -> str:
+    """Answer the page's first stream with one message, then end it (the connection
+    dropped: an edge restarted, a proxy cut it); ``retry`` makes the browser come back
+    quickly. Returns the job's id, once the job is processing (it then stays so)."""
+    match = _EVENTS.match(route.request.url)
+    assert match
+    job, version = await _processing(visitor, stack, match.group(1))
+    await route.fulfill(
+        status=200,
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"},
+        body=f"retry: 200\nid: {version}\nevent: job\ndata: {json.dumps(job)}\n\n",
+    )
+    return match.group(1)
 
 
 async def test_the_reconnecting_notice_goes_once_the_stream_is_resumed(
@@ -88,15 +97,7 @@ async def test_the_reconnecting_notice_goes_once_the_stream_is_resumed(
         nonlocal job_id
         requests.append(route.request)
         if len(requests) == 1:
-            match = _EVENTS.match(route.request.url)
-            assert match
-            job_id = match.group(1)
-            job, version = await _processing(visitor, stack, job_id)
-            await route.fulfill(
-                status=200,
-                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"},
-                body=_one_message_then_end(job, version),
-            )
+            job_id = await _one_message_then_end(route, visitor, stack)
         else:
             await route.continue_()  # the real edge: resumed after Last-Event-ID
 
@@ -158,15 +159,7 @@ async def test_the_reconnecting_notice_goes_when_the_page_gives_up(
         nonlocal calls, job_id
         calls += 1
         if calls == 1:
-            match = _EVENTS.match(route.request.url)
-            assert match
-            job_id = match.group(1)
-            job, version = await _processing(visitor, stack, job_id)
-            await route.fulfill(
-                status=200,
-                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"},
-                body=_one_message_then_end(job, version),
-            )
+            job_id = await _one_message_then_end(route, visitor, stack)
         else:
             await route.fulfill(status=401, content_type="application/json", body=refused)
 

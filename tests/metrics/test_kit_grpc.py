@@ -13,10 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 
 from kit.errors import NotFound
-from kit.grpc_client import create_channel
-from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.metrics import start_metrics_server
 from launcher.components import free_port
+from testkit.grpc_serving import serving
 from tests.metrics.helpers import Scrape, local_scrape, local_scrape_until
 
 SERVICE = "kit.metricstest.Probe"
@@ -33,27 +32,12 @@ async def _call(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> 
     return request
 
 
-def _register(server: grpc.aio.Server) -> None:
-    # A service of its own, so no other in-process server touches its series.
-    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_call)
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(SERVICE, {"Call": handler}),)
-    )
-
-
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
-    server = GrpcServer(
-        [ServiceBinding(SERVICE, _register)],
-        host="127.0.0.1",
-        port=0,
-        max_message_bytes=1024 * 1024,
-    )
-    port = await server.start()
-    channel = create_channel(f"127.0.0.1:{port}")
-    yield channel
-    await channel.close()
-    await server.stop(0)
+    # A service of its own, so no other in-process server touches its series.
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(_call)
+    async with serving(SERVICE, {"Call": handler}) as channel:
+        yield channel
 
 
 async def _probe(channel: grpc.aio.Channel, request: bytes) -> bytes:

@@ -14,10 +14,9 @@ import grpc
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
-from kit.grpc_client import create_channel
 from kit.grpc_errors import from_rpc_error
 from kit.grpc_interceptors import UNDECODABLE
-from kit.grpc_server import GrpcServer, ServiceBinding
+from testkit.grpc_serving import serving
 
 SERVICE = "kit.test.Echo"
 # StringValue's field 1 with 2 bytes that are not UTF-8; field 1 announced as 50 bytes
@@ -49,26 +48,14 @@ class _Echo:
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     echo, parse = _Echo(), StringValue.FromString
-    handler = grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "One": grpc.unary_unary_rpc_method_handler(echo.one, request_deserializer=parse),
-            "Many": grpc.unary_stream_rpc_method_handler(echo.many, request_deserializer=parse),
-            "Joined": grpc.stream_unary_rpc_method_handler(echo.joined, request_deserializer=parse),
-            "Each": grpc.stream_stream_rpc_method_handler(echo.each, request_deserializer=parse),
-        },
-    )
-    server = GrpcServer(
-        [ServiceBinding(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))],
-        host="127.0.0.1",
-        port=0,
-        max_message_bytes=1024 * 1024,
-    )
-    port = await server.start()
-    channel = create_channel(f"127.0.0.1:{port}")
-    yield channel
-    await channel.close()
-    await server.stop(0)
+    methods = {
+        "One": grpc.unary_unary_rpc_method_handler(echo.one, request_deserializer=parse),
+        "Many": grpc.unary_stream_rpc_method_handler(echo.many, request_deserializer=parse),
+        "Joined": grpc.stream_unary_rpc_method_handler(echo.joined, request_deserializer=parse),
+        "Each": grpc.stream_stream_rpc_method_handler(echo.each, request_deserializer=parse),
+    }
+    async with serving(SERVICE, methods) as channel:
+        yield channel
 
 
 async def _call(channel: grpc.aio.Channel, method: str, payload: bytes) -> list[bytes]:

@@ -16,9 +16,8 @@ import structlog
 from prometheus_client import REGISTRY
 
 from kit.errors import PayloadTooLarge
-from kit.grpc_client import create_channel
 from kit.grpc_errors import from_rpc_error
-from kit.grpc_server import GrpcServer, ServiceBinding
+from testkit.grpc_serving import serving
 
 SERVICE = "kit.test.Collector"
 METHOD = f"/{SERVICE}/Collect"
@@ -55,24 +54,12 @@ class _Collector:
 @pytest.fixture
 async def channel() -> AsyncIterator[tuple[_Collector, grpc.aio.Channel]]:
     collector = _Collector()
-    handler = grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Collect": grpc.stream_unary_rpc_method_handler(collector.collect),
-            "Count": grpc.unary_stream_rpc_method_handler(collector.count),
-        },
-    )
-    server = GrpcServer(
-        [ServiceBinding(SERVICE, lambda s: s.add_generic_rpc_handlers((handler,)))],
-        host="127.0.0.1",
-        port=0,
-        max_message_bytes=1024 * 1024,
-    )
-    port = await server.start()
-    channel = create_channel(f"127.0.0.1:{port}")
-    yield collector, channel
-    await channel.close()
-    await server.stop(0)
+    methods = {
+        "Collect": grpc.stream_unary_rpc_method_handler(collector.collect),
+        "Count": grpc.unary_stream_rpc_method_handler(collector.count),
+    }
+    async with serving(SERVICE, methods) as channel:
+        yield collector, channel
 
 
 def _handled(code: str, method: str = "Collect") -> float:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import cast
 import httpx
 import pytest
 
+from interior.generation.v1 import generation_pb2
 from launcher.components import ChildProcess, free_port
 from testkit.config import REPO_RUNTIME_CONFIG
 
@@ -50,7 +52,7 @@ def small_runtime_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _start_edge(
-    backends, identity, runtime_config: Path, log_path: Path
+    backends, identity, runtime_config: Path, log_path: Path, grace: float = 3
 ) -> tuple[ChildProcess, int]:
     port = free_port()
     child = ChildProcess(
@@ -67,7 +69,7 @@ def _start_edge(
             "S3_ACCESS_KEY": "unused",
             "S3_SECRET_KEY": "unused-secret",
             "LOG_LEVEL": "INFO",
-            "SHUTDOWN_GRACE_SECONDS": "3",
+            "SHUTDOWN_GRACE_SECONDS": str(grace),
         },
         log_path=log_path,
     )
@@ -238,6 +240,47 @@ async def test_sigterm_stops_gracefully(
         assert '"event": "edge.stopped"' in log
     finally:
         child.stop(grace=5)
+
+
+async def test_sigterm_ends_open_event_streams_instead_of_waiting_out_the_grace(
+    backends, identity, small_runtime_config: Path, tmp_path: Path
+) -> None:
+    """A stream can be resumed anywhere (Last-Event-ID), so a stopping edge has no reason
+    to hold it: SIGTERM ends the open stream cleanly (EventSource resumes on another
+    instance at once) and the process exits promptly. uvicorn used to wait for it as
+    for any in-flight request, the whole SHUTDOWN_GRACE_SECONDS, then cut it."""
+    grace = 6.0
+    job = backends.generation.add_job(status=generation_pb2.JOB_STATUS_PROCESSING, version=3)
+    child, port = _start_edge(backends, identity, small_runtime_config, tmp_path / "e.log", grace)
+    try:
+        await _wait_healthy(child, port)
+        url = f"http://127.0.0.1:{port}/api/v1/generations/{job.id}/events"
+        async with (
+            httpx.AsyncClient(timeout=30) as client,
+            client.stream("GET", url, headers=identity.headers()) as answer,
+        ):
+            assert answer.status_code == 200
+            lines = answer.aiter_lines()
+            assert (await anext(lines)).startswith("id: 3")
+            began = time.monotonic()
+            child.signal(signal.SIGTERM)
+            ended_cleanly = True
+            try:
+                async for _ in lines:
+                    pass
+            except httpx.HTTPError:
+                ended_cleanly = False
+            stream_end = time.monotonic() - began
+        for _ in range(400):
+            if not child.alive():
+                break
+            await asyncio.sleep(0.05)
+        exited = time.monotonic() - began
+    finally:
+        child.stop(grace=5)
+    assert stream_end < grace / 2, f"the stream was held {stream_end:.1f} s after SIGTERM"
+    assert ended_cleanly
+    assert exited < grace / 2, f"the edge took {exited:.1f} s to stop"
 
 
 async def _raw_send(port: int, request: bytes) -> bytes:
