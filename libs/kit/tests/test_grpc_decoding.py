@@ -48,7 +48,7 @@ class _Echo:
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     echo, parse = _Echo(), StringValue.FromString
-    methods = {
+    methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "One": grpc.unary_unary_rpc_method_handler(echo.one, request_deserializer=parse),
         "Many": grpc.unary_stream_rpc_method_handler(echo.many, request_deserializer=parse),
         "Joined": grpc.stream_unary_rpc_method_handler(echo.joined, request_deserializer=parse),

@@ -54,7 +54,7 @@ class _Collector:
 @pytest.fixture
 async def channel() -> AsyncIterator[tuple[_Collector, grpc.aio.Channel]]:
     collector = _Collector()
-    methods = {
+    methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         "Collect": grpc.stream_unary_rpc_method_handler(collector.collect),
         "Count": grpc.unary_stream_rpc_method_handler(collector.count),
     }
