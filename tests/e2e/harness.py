@@ -21,6 +21,7 @@ import jwt
 from PIL import Image
 
 from edge_api.settings import DEV_JWT_SECRET
+from generation.domain.cleanup import LATE_WRITERS, sweep_deleted_files
 
 # Re-exported: the e2e and badinput tests import Stack from here.
 from testkit.plugin import S3Endpoint
@@ -143,6 +144,14 @@ async def objects_under(stack: Stack, bucket: str, prefix: str) -> list[str]:
         ]
 
     return await asyncio.to_thread(_list)
+
+
+async def after_late_writers(stack: Stack) -> None:
+    """Move past the time in which an applier that read a job in flight may still store
+    its copy (cleanup.LATE_WRITERS), and run the sweep's removal step: a render prefix
+    emptied within that time is listed once more, and only then recorded as removed."""
+    stack.clock.advance(LATE_WRITERS + timedelta(seconds=1))
+    await sweep_deleted_files(stack.ctx)
 
 
 async def job_count(stack: Stack, owner_id: uuid.UUID) -> int:

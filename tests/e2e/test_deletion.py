@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from generation.domain.cleanup import AT_ONCE_SECONDS, sweep_deleted_files
+from generation.domain.cleanup import AT_ONCE_SECONDS, LATE_WRITERS, sweep_deleted_files
 from generation.domain.commands import delete_generation
 from generation.domain.sweep import sweep_once
 from generation.persistence.models import GenerationJob, Render
@@ -26,7 +26,7 @@ from kit.db import session_scope
 from kit.settings import S3Settings
 from kit.storage import ObjectStorage
 from testkit.plugin import S3Endpoint
-from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
+from tests.e2e.harness import Stack, User, after_late_writers, jpeg_bytes, objects_under
 
 
 async def finished_redesign(user: User) -> dict[str, Any]:
@@ -94,7 +94,11 @@ async def test_delete_removes_the_render_files_and_the_inputs(
     job_row, render = await rows(stack, job_id)
     assert job_row.deleted_at is not None
     assert job_row.inputs_removed_at is not None
-    assert job_row.files_removed_at is not None
+    # Removed at once, recorded only when no applier that read the job in flight can
+    # still store its copy: the prefix is listed once more then.
+    assert job_row.files_removed_at is None
+    assert job_row.files_look_again_at is not None
+    assert job_row.files_look_again_at > stack.clock.now()
     assert render is not None
     assert render.deleted_at is not None
 
@@ -104,6 +108,36 @@ async def test_delete_removes_the_render_files_and_the_inputs(
     assert again.json()["variants"] == []
     assert (await user.get(job_id)).json()["status"] == "succeeded"
     assert (await http.get(url)).status_code == 404
+    await after_late_writers(stack)
+    job_row, _ = await rows(stack, job_id)
+    assert job_row.files_removed_at is not None
+    assert await objects_under(stack, "public", f"renders/{render_id}/") == []
+
+
+async def test_files_a_late_applier_stored_and_never_claimed_go_all_the_same(
+    stack: Stack, user: User, http: httpx.AsyncClient
+) -> None:
+    """An applier that read the job in flight stores its copy after the DELETE emptied
+    the prefix, and its process dies before it claims the files (as in
+    test_deletion_races, minus the claim: the files are written here as it would
+    write them). The DELETE's removal must not have been the last look."""
+    job = await finished_redesign(user)
+    job_id, render_id = job["id"], render_id_of(job)
+    url = job["variants"][0]["url"]
+    assert (await user.delete(job_id)).status_code == 200
+    prefix = f"renders/{render_id}/"
+    assert await objects_under(stack, "public", prefix) == []
+    for key in ("0.jpg", "0.thumb.jpg"):
+        await stack.ctx.storage.put_bytes("public", f"{prefix}{key}", jpeg_bytes(), "image/jpeg")
+
+    await sweep_deleted_files(stack.ctx)  # a late writer may still be at work: no look yet
+    assert await objects_under(stack, "public", prefix) != []
+    await after_late_writers(stack)
+
+    assert await objects_under(stack, "public", prefix) == []
+    assert (await http.get(url)).status_code == 404
+    job_row, _ = await rows(stack, job_id)
+    assert job_row.files_removed_at is not None
 
 
 async def test_storage_down_at_delete_then_the_sweep_removes_the_files(
@@ -128,10 +162,12 @@ async def test_storage_down_at_delete_then_the_sweep_removes_the_files(
 
     counts = await sweep_once(stack.ctx)
 
-    assert counts["filesRemoved"] >= 2
+    # The inputs (the render's prefix is recorded at the end of the late writers' time).
+    assert counts["filesRemoved"] >= 1
     assert await objects_under(stack, "public", f"renders/{render_id}/") == []
     assert await objects_under(stack, "private", f"{user.id}/inputs/") == []
     assert (await http.get(job["variants"][0]["url"])).status_code == 404
+    await after_late_writers(stack)
     job_row, _ = await rows(stack, job_id)
     assert job_row.inputs_removed_at is not None
     assert job_row.files_removed_at is not None
@@ -181,12 +217,15 @@ async def test_many_instances_sweeping_the_same_deletion_agree(
     with storage_stopped(s3_server):
         assert (await user.delete(job_id)).status_code == 200
 
-    # Three instances' sweeps at once: each removal is repeat-safe, each mark conditional.
+    # Past the time a late applier could still write, three instances' sweeps at once:
+    # each removal is repeat-safe, each mark conditional.
+    stack.clock.advance(LATE_WRITERS + timedelta(seconds=1))
     results = await asyncio.gather(*(sweep_deleted_files(stack.ctx) for _ in range(3)))
 
     assert sum(results) >= 1
     assert await objects_under(stack, "public", f"renders/{render_id}/") == []
     assert await objects_under(stack, "private", f"{user.id}/inputs/") == []
+    await after_late_writers(stack)
     job_row, _ = await rows(stack, job_id)
     assert job_row.files_removed_at is not None
     assert job_row.inputs_removed_at is not None

@@ -27,7 +27,7 @@ from generation.domain.sweep import sweep_once
 from generation.persistence.models import GenerationJob, Render
 from kit.db import session_scope
 from kit.storage import ObjectStorage, StorageError
-from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
+from tests.e2e.harness import Stack, User, after_late_writers, jpeg_bytes, objects_under
 
 _WAIT = 10.0
 
@@ -171,6 +171,7 @@ async def test_a_late_applier_after_delete_leaves_no_files(
 
     assert await objects_under(stack, "public", race.render_prefix) == []
     assert (await http.get(url)).status_code == 404
+    await after_late_writers(stack)
     job_row, render = await rows(stack, race.job_id)
     assert render is not None
     assert render.deleted_at is not None
@@ -203,6 +204,7 @@ async def test_a_late_applier_cancelled_while_it_writes_after_delete_leaves_no_f
     await asyncio.gather(*storage.writes)
 
     assert await objects_under(stack, "public", race.render_prefix) == []
+    await after_late_writers(stack)
     job_row, _ = await rows(stack, race.job_id)
     assert job_row.files_removed_at is not None
 
@@ -224,6 +226,7 @@ async def test_a_late_applier_that_stored_only_some_files_after_delete_leaves_no
 
     assert await objects_under(stack, "public", race.render_prefix) == []
     assert (await http.get(url)).status_code == 404
+    await after_late_writers(stack)
     job_row, _ = await rows(stack, race.job_id)
     assert job_row.files_removed_at is not None
     assert job_row.files_round == 1
@@ -267,6 +270,7 @@ async def test_a_late_applier_of_a_job_that_ended_failed_leaves_no_files(
     assert body["status"] == "failed"
     assert body["variants"] == []
     # No render row for a job that did not succeed; the removal is recorded on the job.
+    await after_late_writers(stack)
     job_row, render = await rows(stack, race.job_id)
     assert render is None
     assert job_row.files_removed_at is not None
@@ -315,6 +319,7 @@ async def test_a_removal_that_listed_before_a_late_write_does_not_mark_it_done(
     assert await objects_under(stack, "public", race.render_prefix) != []
     await sweep_once(stack.ctx)
     assert await objects_under(stack, "public", race.render_prefix) == []
+    await after_late_writers(stack)
     job_row, _ = await rows(stack, race.job_id)
     assert job_row.files_removed_at is not None
 
@@ -335,6 +340,7 @@ async def test_outputs_an_attempt_stored_but_never_committed_go_when_the_job_fai
     await sweep_once(stack.ctx)
 
     assert await objects_under(stack, "public", prefix) == []
+    await after_late_writers(stack)
     job_row, render = await rows(stack, job_id)
     assert render is None
     assert job_row.files_removed_at is not None

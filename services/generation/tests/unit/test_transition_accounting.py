@@ -122,7 +122,7 @@ class Stores(FakeStores):
         return self.to_settle
 
     async def files_pending_removal(
-        self, job_id: uuid.UUID | None, limit: int
+        self, job_id: uuid.UUID | None, limit: int, now: datetime
     ) -> Sequence[PendingFiles]:
         return []
 

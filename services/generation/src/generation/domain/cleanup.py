@@ -12,7 +12,10 @@ names, so files the database does not name (a thumbnail, a late applier's copy)
 go too. A writer that stores files for a job that has already ended without a
 live render bumps ``files_round`` before removing them itself; a removal that
 read an earlier round may have listed before those files existed, so it cannot
-record the files as removed, and the sweep lists again.
+record the files as removed, and the sweep lists again. A writer that dies
+between its write and that claim is caught by time instead: a removal within
+``LATE_WRITERS`` of the job's last change is not recorded, and the prefix is
+listed once more when that time is over.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
@@ -40,6 +44,11 @@ _FAILURES_IN_A_ROW = 3
 # (rather than refusing) must not push the answer past the caller's deadline,
 # since the deletion is committed and the sweep finishes the removal anyway.
 AT_ONCE_SECONDS = 3.0
+# How long after a job last changed an applier that read it in flight may still write
+# its copy (each output's download has 120 s; PUTs and the thumbnail add seconds): a
+# render prefix emptied within that is listed once more at its end, for the files of a
+# late writer that died before claiming them (persistence.removals.mark_files_removed).
+LATE_WRITERS = timedelta(minutes=10)
 
 
 def render_prefix(render_id: uuid.UUID) -> str:
@@ -61,7 +70,7 @@ async def remove_render_files(ctx: GenerationContext, pending: PendingFiles) -> 
         await _postpone(ctx, pending.job_id)
         raise
     async with ctx.transactions() as tx:
-        marked = await tx.removals.mark_files_removed(pending, ctx.clock.now())
+        marked = await tx.removals.mark_files_removed(pending, ctx.clock.now(), LATE_WRITERS)
     log.info(
         "render.files_removed",
         ownerId=str(pending.owner_id),
@@ -101,7 +110,7 @@ async def _postpone(ctx: GenerationContext, job_id: uuid.UUID) -> None:
 async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) -> None:
     """Right after a DELETE commits: one bounded attempt; the rest is left to the sweep."""
     async with ctx.reads() as stores:
-        files = await stores.removals.files_pending_removal(job_id, 1)
+        files = await stores.removals.files_pending_removal(job_id, 1, ctx.clock.now())
         inputs = await stores.removals.inputs_pending_removal([job_id], 1)
     try:
         async with asyncio.timeout(AT_ONCE_SECONDS):
@@ -113,7 +122,7 @@ async def remove_deleted_job_files(ctx: GenerationContext, job_id: uuid.UUID) ->
 async def sweep_deleted_files(ctx: GenerationContext) -> int:
     """One sweep step: retry every pending removal (a batch); returns how many finished."""
     async with ctx.reads() as stores:
-        files = await stores.removals.files_pending_removal(None, _BATCH)
+        files = await stores.removals.files_pending_removal(None, _BATCH, ctx.clock.now())
         inputs = await stores.removals.inputs_pending_removal(None, _BATCH)
     return await _remove_all(ctx, files, inputs)
 

@@ -218,13 +218,16 @@ class RemovalStore(Protocol):
         ...
 
     async def files_pending_removal(
-        self, job_id: uuid.UUID | None, limit: int
+        self, job_id: uuid.UUID | None, limit: int, now: datetime
     ) -> Sequence[PendingFiles]:
         """Jobs whose render files are due for removal and not yet known to be gone."""
         ...
 
-    async def mark_files_removed(self, pending: PendingFiles, now: datetime) -> bool:
-        """Record the removal, unless a late writer stored files after it was read."""
+    async def mark_files_removed(
+        self, pending: PendingFiles, now: datetime, late_writers: timedelta
+    ) -> bool:
+        """Record the removal, unless a late writer stored files after it was read or
+        may still store some (the prefix is then due again later)."""
         ...
 
     async def claim_stray_files(self, job_id: uuid.UUID, now: datetime) -> PendingFiles | None:

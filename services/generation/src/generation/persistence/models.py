@@ -93,9 +93,12 @@ class GenerationJob(Base):
     # files_due_at (a DELETE, a job that ended without output, a late applier's copy),
     # and was found removed at files_removed_at. files_round is bumped by every late
     # writer: a removal that read an older round may have listed before that write, so
-    # it cannot mark the files removed (see domain/cleanup.py).
+    # it cannot mark the files removed. A removal within cleanup.LATE_WRITERS of the
+    # job's last change is not recorded either: the prefix is listed once more at
+    # files_look_again_at, that time's end (see domain/cleanup.py).
     files_due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     files_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    files_look_again_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     files_round: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # The W3C traceparent of the submission (tracing on only): the webhook's and the
     # sweep's spans link to it (kit/tracing.py).

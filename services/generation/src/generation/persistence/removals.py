@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from generation.domain.records import Job, PendingFiles
@@ -45,17 +45,24 @@ class RemovalRepository:
                 # The job as shown changed (no variants, no inputs): so says updatedAt.
                 updated_at=now,
                 files_due_at=func.coalesce(GenerationJob.files_due_at, now),
+                files_look_again_at=None,
             ),
         )
 
     async def files_pending_removal(
-        self, job_id: uuid.UUID | None, limit: int
+        self, job_id: uuid.UUID | None, limit: int, now: datetime
     ) -> Sequence[PendingFiles]:
-        """Jobs whose render files are due for removal and not yet known to be gone."""
+        """Jobs whose render files are due for removal and not yet known to be gone
+        (one removed while a late writer could still come: once that time is over)."""
         query = (
             select(GenerationJob.id, GenerationJob.owner_id, GenerationJob.files_round)
             .where(
-                GenerationJob.files_due_at.is_not(None), GenerationJob.files_removed_at.is_(None)
+                GenerationJob.files_due_at.is_not(None),
+                GenerationJob.files_removed_at.is_(None),
+                or_(
+                    GenerationJob.files_look_again_at.is_(None),
+                    GenerationJob.files_look_again_at <= now,
+                ),
             )
             .order_by(GenerationJob.files_due_at)
             .limit(limit)
@@ -65,19 +72,39 @@ class RemovalRepository:
         rows = (await self._session.execute(query)).all()
         return [PendingFiles(row.id, row.owner_id, row.files_round) for row in rows]
 
-    async def mark_files_removed(self, pending: PendingFiles, now: datetime) -> bool:
-        """Record the removal, unless a late writer stored files after it was read."""
-        return await changed(
-            self._session,
-            update(GenerationJob)
-            .where(
-                GenerationJob.id == pending.job_id,
-                GenerationJob.files_due_at.is_not(None),
-                GenerationJob.files_removed_at.is_(None),
-                GenerationJob.files_round == pending.files_round,
+    async def mark_files_removed(
+        self, pending: PendingFiles, now: datetime, late_writers: timedelta
+    ) -> bool:
+        """Record the removal, unless a late writer stored files after it was read
+        (False: the prefix stays due).
+
+        Nor while a late writer may still come: an applier that read the job in flight
+        stores its copy up to ``late_writers`` after the job last changed, and claims
+        the files only after storing them, so one that dies in between would leave
+        them for good. Within that time the prefix is to be listed once more at its
+        end (``files_look_again_at``; False); that last look finds what such a writer
+        left.
+        """
+        settled = GenerationJob.updated_at <= now - late_writers
+        row = (
+            await self._session.execute(
+                update(GenerationJob)
+                .where(
+                    GenerationJob.id == pending.job_id,
+                    GenerationJob.files_due_at.is_not(None),
+                    GenerationJob.files_removed_at.is_(None),
+                    GenerationJob.files_round == pending.files_round,
+                )
+                .values(
+                    files_removed_at=case((settled, now), else_=None),
+                    files_look_again_at=case(
+                        (settled, None), else_=GenerationJob.updated_at + late_writers
+                    ),
+                )
+                .returning(GenerationJob.files_removed_at)
             )
-            .values(files_removed_at=now),
-        )
+        ).first()
+        return row is not None and row.files_removed_at is not None
 
     async def claim_stray_files(self, job_id: uuid.UUID, now: datetime) -> PendingFiles | None:
         """A writer stored render files for a job that has already ended: unless the job
@@ -97,6 +124,9 @@ class RemovalRepository:
             .where(GenerationJob.id == job_id, ~live_render)
             .values(
                 files_due_at=func.coalesce(GenerationJob.files_due_at, now),
+                # Listed by the next sweep should the writer's own removal fail, not at
+                # the end of a late writers' time (mark_files_removed).
+                files_look_again_at=None,
                 files_removed_at=None,
                 files_round=GenerationJob.files_round + 1,
             )
