@@ -15,7 +15,8 @@ from kit.tracing import grpc_client_interceptors
 Continuation = Callable[[grpc.aio.ClientCallDetails, Any], Any]
 
 
-RECONNECT_BACKOFF_MAX_MS = 2_000
+RECONNECT_BACKOFF_INITIAL_MS = 100
+RECONNECT_BACKOFF_MAX_MS = 500
 
 
 def create_channel(
@@ -50,9 +51,13 @@ def create_channel(
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.enable_retries", 1),
-            # A service back after an outage is reached within 2 s. gRPC's own backoff
-            # grows to 120 s between connection attempts, and every call in the wait
-            # fails at once: after a 20 s outage, 8 s of 503s once the service was up.
+            # A service back after an outage (a restart, a rollout) is reached within
+            # about half a second. gRPC's own backoff starts at 1 s and grows to 120 s
+            # between connection attempts, and every call in the wait fails at once:
+            # after a 20 s outage, 8 s of 503s once the service was up. An attempt to
+            # a closed port costs a refused connect, so two a second while a service
+            # is down are nothing next to the calls that fail meanwhile.
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_INITIAL_MS),
             ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MAX_MS),
             # Spread calls over every address the name resolves to (several replicas
             # behind a headless Service / dns:/// target), not just the first one.
