@@ -17,7 +17,9 @@ import httpx
 from PIL import Image
 from sqlalchemy import select, update
 
+from generation.domain.assets import store_render_variants
 from generation.domain.commands import delete_generation
+from generation.domain.provider import PredictionRequest
 from generation.domain.thumbnail_backfill import backfill_thumbnails
 from generation.persistence.models import RenderVariant
 from kit.db import session_scope
@@ -192,3 +194,34 @@ def test_the_backfill_command_runs_and_reports(
     result = run("generation.backfill")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.splitlines()[-1]) == {"made": 0, "skipped": 0}
+
+
+async def test_a_png_output_is_stored_as_the_jpeg_its_name_promises(
+    stack: Stack, user: User, http: httpx.AsyncClient
+) -> None:
+    """With ``output_format = "png"`` the model answers PNG; the render is served as
+    ``<idx>.jpg`` with ``image/jpeg``, so the bytes must be a JPEG too."""
+    await stack.control("set_faults", hold=True, drop_webhooks="all")
+    created = await stack.ctx.provider.create_prediction(
+        PredictionRequest(
+            prompt="a calm japandi living room",
+            image_urls=(),
+            webhook_url=f"{stack.api}/webhooks/replicate",
+            webhook_events=("completed",),
+            output_format="png",
+        )
+    )
+    await stack.control("advance", created.id, "succeeded")
+    prediction = await stack.ctx.provider.get_prediction(created.id)
+    [url] = prediction.output_urls
+    assert (await stack.ctx.provider.download_output(url, 1 << 24)).startswith(b"\x89PNG")
+    render_id = uuid.uuid4()
+
+    [variant] = await store_render_variants(stack.ctx, render_id, prediction.output_urls)
+
+    served = await http.get(f"{stack.edge.base_url}/public/{variant.object_key}")
+    assert served.status_code == 200
+    assert served.headers["content-type"] == "image/jpeg"
+    assert _size(served.content) == (variant.width, variant.height)
+    small = await http.get(f"{stack.edge.base_url}/public/{variant.thumbnail_key}")
+    assert max(_size(small.content)) <= 512

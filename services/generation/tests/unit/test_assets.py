@@ -88,3 +88,36 @@ async def test_a_failed_put_of_the_original_is_raised_as_it_was() -> None:
 
     with pytest.raises(StorageError):
         await store_render_variants(_ctx(storage), uuid.uuid4(), ["https://x/0.jpg"])
+
+
+async def test_a_png_output_is_stored_as_a_jpeg_with_transparency_on_white() -> None:
+    picture = Image.new("RGBA", (640, 480), (0, 0, 0, 0))  # transparent black
+    picture.paste((20, 90, 160, 255), (0, 0, 320, 480))  # the left half opaque blue
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    storage = _Storage()
+    ctx = cast(GenerationContext, _Ctx(_Provider(out.getvalue()), storage))
+    render_id = uuid.uuid4()
+
+    [variant] = await store_render_variants(ctx, render_id, ["https://x/out.png"])
+
+    with Image.open(io.BytesIO(storage.objects[variant_key(render_id, 0)])) as stored:
+        assert stored.format == "JPEG"
+        assert stored.size == (640, 480)
+        left = cast(tuple[int, int, int], stored.getpixel((100, 240)))
+        right = cast(tuple[int, int, int], stored.getpixel((540, 240)))
+    assert all(abs(a - b) <= 6 for a, b in zip(left, (20, 90, 160), strict=True)), left
+    assert min(right) >= 248, right  # white, not the transparent pixels' black
+    assert (variant.width, variant.height) == (640, 480)
+    assert variant.thumbnail_key == thumbnail_key(render_id, 0)
+
+
+async def test_an_output_that_is_no_image_is_stored_as_it_came_without_a_thumbnail() -> None:
+    storage = _Storage()
+    ctx = cast(GenerationContext, _Ctx(_Provider(b"<html>not an image</html>"), storage))
+    render_id = uuid.uuid4()
+
+    [variant] = await store_render_variants(ctx, render_id, ["https://x/out"])
+
+    assert storage.objects == {variant_key(render_id, 0): b"<html>not an image</html>"}
+    assert variant.thumbnail_key is None

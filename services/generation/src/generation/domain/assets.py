@@ -10,7 +10,7 @@ from generation import metrics
 from generation.domain.context import GenerationContext
 from generation.domain.jobs import VariantRef, thumbnail_key, variant_key
 from generation.domain.provider import OutputRefused
-from generation.domain.thumbnails import NotAnImage, Thumbnail, make_thumbnail
+from generation.domain.thumbnails import NotAnImage, Thumbnail, as_jpeg, is_jpeg, make_thumbnail
 from kit.logging import get_logger
 
 log = get_logger("generation.assets")
@@ -23,8 +23,10 @@ PARALLEL_COPIES = 4
 async def store_render_variants(
     ctx: GenerationContext, render_id: uuid.UUID, output_urls: Sequence[str]
 ) -> list[VariantRef]:
-    """Download each output and store it as ``renders/<renderId>/<idx>.jpg``, with its
-    thumbnail as ``<idx>.thumb.jpg`` (an output that cannot be decoded keeps none).
+    """Download each output and store it as ``renders/<renderId>/<idx>.jpg`` (a JPEG:
+    an output in another format is converted), with its thumbnail as
+    ``<idx>.thumb.jpg`` (an output that cannot be decoded is stored as it came and
+    keeps none).
 
     Keys are derived from the render id, so a repeat (two appliers racing, or an
     attempt that stored the files but could not commit) overwrites the same objects
@@ -49,6 +51,8 @@ async def store_render_variants(
         key = variant_key(render_id, idx)
         async with slots:
             data = await ctx.provider.download_output(url, max_bytes)
+            if not is_jpeg(data):
+                data = await _as_jpeg(ctx, data)
             # The original's PUT and the thumbnail (decode, scale, encode, PUT) come from
             # the same bytes, so they run at once: a success waits for the longer of the
             # two, not their sum. Both run to their end before any failure is raised.
@@ -73,6 +77,17 @@ async def store_render_variants(
     if refusals or failures:
         raise (refusals or failures)[0]
     return [result for result in results if not isinstance(result, BaseException)]
+
+
+async def _as_jpeg(ctx: GenerationContext, data: bytes) -> bytes:
+    """The output as a JPEG (decoded off the event loop), or as it came when it is no
+    image (stored all the same, without a thumbnail, as before)."""
+    try:
+        async with ctx.thumbnail_slots:
+            return await asyncio.to_thread(as_jpeg, data)
+    except NotAnImage as error:
+        log.warning("assets.conversion_failed", error=str(error))
+        return data
 
 
 async def _thumbnail(ctx: GenerationContext, data: bytes) -> Thumbnail | None:

@@ -21,6 +21,9 @@ from PIL import Image
 
 THUMBNAIL_EDGE = 512
 THUMBNAIL_QUALITY = 85
+# A render stored from an output that was not a JPEG (see as_jpeg).
+OUTPUT_QUALITY = 92
+_JPEG_MAGIC = b"\xff\xd8\xff"
 # Provider outputs are about 1 MP; anything past this is not a render we decode.
 MAX_OUTPUT_PIXELS = 50_000_000
 
@@ -66,3 +69,31 @@ def make_thumbnail(data: bytes) -> Thumbnail:
     except Exception as error:  # decoders raise many types on bad input
         raise NotAnImage(type(error).__name__) from error
     return Thumbnail(out.getvalue(), width, height)
+
+
+def is_jpeg(data: bytes) -> bool:
+    """Whether ``data`` starts as a JPEG does (the model's default output)."""
+    return data.startswith(_JPEG_MAGIC)
+
+
+def as_jpeg(data: bytes) -> bytes:
+    """An output that is not a JPEG (a model asked for PNG: ``output_format``) as the
+    JPEG its ``<idx>.jpg`` key and ``image/jpeg`` Content-Type promise. Transparent
+    pixels go on white, as a page would show them. Raises NotAnImage."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_OUTPUT_PIXELS:
+                raise NotAnImage("too many pixels")
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+                rgb.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                rgb = image.convert("RGB")
+            out = io.BytesIO()
+            rgb.save(out, format="JPEG", quality=OUTPUT_QUALITY)
+    except NotAnImage:
+        raise
+    except Exception as error:  # decoders raise many types on bad input
+        raise NotAnImage(type(error).__name__) from error
+    return out.getvalue()
