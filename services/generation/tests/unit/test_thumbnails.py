@@ -7,7 +7,14 @@ import io
 import pytest
 from PIL import Image
 
-from generation.domain.thumbnails import THUMBNAIL_EDGE, NotAnImage, draft_box, make_thumbnail
+from generation.domain.thumbnails import (
+    MAX_OUTPUT_PIXELS,
+    THUMBNAIL_EDGE,
+    NotAnImage,
+    as_jpeg,
+    draft_box,
+    make_thumbnail,
+)
 
 
 def jpeg(width: int, height: int) -> bytes:
@@ -65,3 +72,19 @@ def test_a_small_render_is_not_enlarged() -> None:
 def test_bytes_that_are_no_image_are_refused() -> None:
     with pytest.raises(NotAnImage):
         make_thumbnail(b"\xff\xd8not really a jpeg")
+
+
+def test_an_output_past_the_pixel_cap_is_neither_decoded_nor_converted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small PNG whose header names 20 MP (a whole decode would take 80 MB as RGBA)."""
+    out = io.BytesIO()
+    Image.new("1", (5000, 4000)).save(out, format="PNG")
+    assert MAX_OUTPUT_PIXELS < 5000 * 4000
+    sizes = decoded_sizes(monkeypatch)
+
+    for step in (make_thumbnail, as_jpeg):
+        with pytest.raises(NotAnImage, match="too many pixels"):
+            step(out.getvalue())
+
+    assert sizes == []

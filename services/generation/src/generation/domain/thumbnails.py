@@ -24,8 +24,9 @@ THUMBNAIL_QUALITY = 85
 # A render stored from an output that was not a JPEG (see as_jpeg).
 OUTPUT_QUALITY = 92
 _JPEG_MAGIC = b"\xff\xd8\xff"
-# Provider outputs are about 1 MP; anything past this is not a render we decode.
-MAX_OUTPUT_PIXELS = 50_000_000
+# Provider outputs are about 1 MP; anything past this is not a render we decode. A PNG
+# decodes whole (no reduced scale): 16 MP as RGBA and RGB is about 112 MB per slot.
+MAX_OUTPUT_PIXELS = 16_000_000
 
 
 @dataclass(frozen=True)
