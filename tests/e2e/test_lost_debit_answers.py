@@ -13,6 +13,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import func, select
 
 from generation.domain.settlement import charge
 from generation.domain.states import ChargeState, RefundState
@@ -154,3 +155,98 @@ async def test_a_succeeded_jobs_lost_debit_answer_does_not_take_the_last_generat
     assert await _states(stack, job_id) == ("succeeded", ChargeState.CHARGED, RefundState.NONE)
     assert (await user.usage())["used"] == 2
     assert await _books_of(stack, job_id) == []
+
+
+async def _submit_with_the_debit_unreachable(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch, prompt: str
+) -> str:
+    """Submit while the debit never reaches the usage service: the sweep charges it."""
+
+    async def unreachable(owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:
+        raise UpstreamError("injected: the usage service is unreachable for the debit")
+
+    monkeypatch.setattr(stack.ctx.usage, "debit", unreachable)
+    response = await user.submit("imagine", prompt=prompt)
+    monkeypatch.undo()
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+async def _renders_of(stack: Stack, user: User) -> int:
+    async with session_scope(stack.ctx.sessions) as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(GenerationJob)
+            .where(GenerationJob.owner_id == user.id, GenerationJob.status == "succeeded")
+        )
+    return int(count or 0)
+
+
+async def test_a_late_debit_refused_for_the_plan_fails_the_job_still_in_flight(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep charges a job whose submission could not reach the usage service, and
+    the plan shrank meanwhile: the job must not go on to a render past the plan (it used
+    to be waived, as if its run were over, and rendered free). It ends failed and its
+    run is stopped, as a submission's refused debit does."""
+    await stack.set_plan(user.id, "price_test_two")
+    first = await user.submit("imagine", prompt="A sunny kitchen")
+    assert first.status_code == 202, first.text
+    await user.wait_for(first.json()["id"], {"succeeded"})
+    await stack.control("set_faults", hold=True)
+    job_id = await _submit_with_the_debit_unreachable(stack, user, monkeypatch, "A quiet study")
+    await user.wait_for(job_id, {"processing"})
+    await stack.set_plan(user.id, "price_test_one")
+
+    await _settle(stack)
+
+    job = await user.get(job_id)
+    assert job.json()["status"] == "failed"
+    assert job.json()["error"]["code"] == "LIMIT_EXCEEDED"
+    prediction = await stack.ctx.provider.get_prediction(job.json()["predictionId"])
+    assert prediction.status.value == "canceled"
+    await _settle(stack)  # ended without output, its debit refused: never to be charged
+    assert await _states(stack, job_id) == ("failed", ChargeState.WAIVED, RefundState.NONE)
+    assert (await user.usage())["used"] == 1
+    assert await _renders_of(stack, user) == 1
+    assert await _books_of(stack, job_id) == []
+
+
+async def test_a_late_debit_refused_while_a_give_back_is_due_waits_for_it(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plan one. Z's debit went unanswered, landed after all, and Z failed: its
+    generation is still to be given back when A's late debit is asked (Z's credit
+    cannot reach the usage service in that pass). A's refusal is Z's debit still
+    counting: A must neither render free (it used to be waived while in flight) nor
+    fail; it is charged once Z's generation is back."""
+    await stack.set_plan(user.id, "price_test_one")
+    await stack.control("set_faults", fail_next=1)
+    z_id = await _submit_with_the_debit_unreachable(stack, user, monkeypatch, "A failing attic")
+    assert (await user.wait_for(z_id, {"failed", "succeeded"}))["status"] == "failed"
+    await stack.control("set_faults", hold=True)
+    a_id = await _submit_with_the_debit_unreachable(stack, user, monkeypatch, "A quiet study")
+    # Its run started (a change later than the clock's moves would keep it from settling).
+    await user.wait_for(a_id, {"processing"})
+    assert await stack.ctx.usage.debit(user.id, uuid.UUID(z_id)) is True  # Z's, landing late
+    assert (await user.usage())["used"] == 1
+
+    async def credit_unreachable(owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> bool:
+        raise UpstreamError("injected: the usage service is unreachable for the credit")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(stack.ctx.usage, "credit", credit_unreachable)
+        await _settle(stack)
+    assert await _states(stack, a_id) == ("processing", ChargeState.NONE, RefundState.NONE)
+
+    await _settle(stack)  # Z's generation back first, then A's debit
+
+    assert await _states(stack, z_id) == ("failed", ChargeState.CHARGED, RefundState.DONE)
+    assert (await _states(stack, a_id))[1] == ChargeState.CHARGED
+    await stack.control("set_faults", hold=False)
+    assert (await user.wait_for(a_id, {"succeeded", "failed"}))["status"] == "succeeded"
+    assert (await user.submit("imagine", prompt="A bright hallway")).status_code == 402
+    assert (await user.usage())["used"] == 1
+    assert await _renders_of(stack, user) == 1
+    assert await _books_of(stack, a_id) == await _books_of(stack, z_id) == []

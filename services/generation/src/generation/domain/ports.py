@@ -182,6 +182,11 @@ class JobStore(Protocol):
         to give back a debit whose answer was lost)."""
         ...
 
+    async def gives_back_due(self, owner_id: uuid.UUID, except_job: uuid.UUID) -> bool:
+        """Whether another job of the owner still has a generation to give back (a
+        pending refund, or the unanswered debit of a job that ended without output)."""
+        ...
+
     async def page(
         self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
     ) -> Sequence[Job]:

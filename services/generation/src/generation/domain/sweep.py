@@ -44,7 +44,7 @@ from generation.domain.provider import ProviderError
 from generation.domain.records import Job
 from generation.domain.refresh import poll_and_apply
 from generation.domain.settlement import charge, refund, settle_unanswered_debit, waive_charge
-from generation.domain.states import ENDED_WITHOUT_OUTPUT, RefundState
+from generation.domain.states import ENDED_WITHOUT_OUTPUT, JobStatus, RefundState
 from kit import tracing
 from kit.errors import LimitExceeded
 from kit.logging import get_logger
@@ -225,7 +225,9 @@ async def _settle(ctx: GenerationContext) -> int:
     async with ctx.transactions() as tx:
         candidates = await tx.jobs.needing_settlement(ctx.clock.now() - _SETTLE_AFTER, _BATCH)
     settled = 0
-    for job in candidates:
+    # What gives generations back goes first: a late debit refused for the plan may
+    # only have lacked one of them (see _refused_for_the_plan).
+    for job in sorted(candidates, key=lambda job: not _gives_back(job)):
         with _isolated(job, "settle"):
             if await _settle_one(ctx, job):
                 settled += 1
@@ -244,10 +246,42 @@ async def _settle_one(ctx: GenerationContext, job: Job) -> int:
         # the debit was recorded already; either way this pass settled nothing.
         charged = await charge(ctx, job)
     except LimitExceeded:
-        # The plan shrank after submission: the run already happened; never ask again.
-        await waive_charge(ctx, job)
+        await _refused_for_the_plan(ctx, job)
         return 0
     return int(charged is not None)
+
+
+def _gives_back(job: Job) -> bool:
+    return job.refund_state == RefundState.PENDING or job.status in ENDED_WITHOUT_OUTPUT
+
+
+async def _refused_for_the_plan(ctx: GenerationContext, job: Job) -> None:
+    """A late debit (the submission could not reach the usage service) was refused: the
+    plan is used up, or shrank since the submission.
+
+    While another job of the owner still has a generation to give back, the refusal may
+    not stand: the debit is asked again next pass, after that give-back. Otherwise a job
+    still in flight ends failed (OVER_LIMIT) and its run is stopped, as a submission's
+    refused debit does: no render past the plan (the next pass settles it as a job that
+    ended without output: a credit that finds no debit). A job whose run already made
+    its render keeps it, never charged.
+    """
+    async with ctx.reads() as stores:
+        postponed = await stores.jobs.gives_back_due(job.owner_id, job.id)
+    if postponed:
+        log.info("ledger.debit_postponed", **jobs.log_fields(job), cause="give_back_due")
+        return
+    ended, _ = await end_job(ctx, job, jobs.OVER_LIMIT, jobs.FAILED)
+    if ended:
+        log.warning("job.debit_refused", **jobs.log_fields(job, jobs.FAILED))
+        metrics.job_transition(jobs.FAILED, "sweep")
+        if job.prediction_id is not None:
+            await _cancel_at_provider(ctx, job, job.prediction_id)
+        return
+    async with ctx.reads() as stores:
+        current = await stores.jobs.get(job.id)
+    if current is not None and current.status == JobStatus.SUCCEEDED:
+        await waive_charge(ctx, current)
 
 
 @contextlib.contextmanager

@@ -571,6 +571,27 @@ class JobRepository:
         )
         return _jobs(result.all())
 
+    async def gives_back_due(self, owner_id: uuid.UUID, except_job: uuid.UUID) -> bool:
+        """Whether another job of the owner still has a generation to give back: its
+        refund is pending, or it ended without output while its debit went unanswered."""
+        found = await self._session.scalar(
+            select(
+                exists().where(
+                    GenerationJob.owner_id == owner_id,
+                    GenerationJob.id != except_job,
+                    or_(
+                        GenerationJob.refund_state == RefundState.PENDING,
+                        and_(
+                            GenerationJob.charge_state == ChargeState.NONE,
+                            GenerationJob.prediction_id.is_not(None),
+                            GenerationJob.status.in_(ENDED_WITHOUT_OUTPUT),
+                        ),
+                    ),
+                )
+            )
+        )
+        return bool(found)
+
     async def page(
         self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
     ) -> Sequence[Job]:
