@@ -151,6 +151,9 @@ async def test_bad_parameters_are_400(stack: Stack, user: User) -> None:
         {"cursor": cursor[:10] + "." + cursor[10:]},
         {"cursor": cursor + "=="},
         {"cursor": "x" * 600},
+        # Never issued (the last page's is null): read as no cursor, it was page one
+        # again, for ever, for a client that sends null as "".
+        {"cursor": ""},
         # Repeated: only the last would count, and an earlier bad value go unchecked.
         {"status": ["succeeded", "failed"]},
         {"status": ["bogus", "succeeded"]},

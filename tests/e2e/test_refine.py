@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from generation.persistence.models import GenerationJob
 from kit.db import session_scope
-from tests.e2e.harness import Stack, User, jpeg_bytes, objects_under
+from tests.e2e.harness import Stack, User, job_count, jpeg_bytes, objects_under
 
 
 async def _finished(user: User, **fields: Any) -> dict[str, Any]:
@@ -223,3 +223,31 @@ async def test_a_malformed_source_is_judged_after_the_fields_and_the_slot(
         busy = await _refine(user, source, prompt="Brighter")
         assert busy.status_code == 409, (source, busy.text)
         assert busy.json()["error"]["code"] == "TOO_MANY_INFLIGHT"
+
+
+@pytest.mark.parametrize("idx", ["0.0", "+0", " 0", "0 ", "0_0", "\uff10"])
+async def test_a_multipart_variant_index_in_another_spelling_is_refused(
+    stack: Stack, user: User, idx: str
+) -> None:
+    """JSON refuses ``"0"`` and ``0.0`` as an index; a multipart field is text, which
+    pydantic's lax mode read as 0 (``" 1"`` as 1, ``"1_0"`` as 10): a charged job."""
+    source = await _finished(user)
+    inputs_before = await objects_under(stack, "private", f"{user.id}/inputs/")
+
+    response = await user.client.post(
+        f"{stack.api}/generations",
+        files={
+            "mode": (None, "redesign"),
+            "sourceGenerationId": (None, source["id"]),
+            "sourceVariantIdx": (None, idx),
+        },
+        headers=user.headers,
+    )
+    if response.status_code == 202:  # let the stray job end, so the books still balance
+        await user.wait_for(response.json()["id"], {"succeeded", "failed"})
+
+    assert response.status_code == 400, (idx, response.text)
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert await job_count(stack, user.id) == 1
+    assert (await user.usage())["used"] == 1
+    assert await objects_under(stack, "private", f"{user.id}/inputs/") == inputs_before

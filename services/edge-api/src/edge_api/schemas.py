@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 JobStatusName = Literal["starting", "processing", "succeeded", "failed", "canceled"]
@@ -12,6 +12,18 @@ Mode = Literal["redesign", "staging", "compose", "imagine"]
 # 1-200 printable ASCII characters, not starting or ending with a space: generation
 # trims a key, so "   " would be no key at all and " k " the key "k".
 IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7E](?:[\x20-\x7E]{0,198}[\x21-\x7E])?$"
+
+
+def digits_only(value: object) -> object:
+    """A whole number sent as text (a query parameter, a multipart field) in plain
+    digits: pydantic's lax mode would also read " 5", "+5", "5.0" and "5_0" (fifty).
+    A JSON number passes on to the field's own (strict) check."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and len(value) <= 9):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+DigitsOnly = BeforeValidator(digits_only)
 
 
 class ApiModel(BaseModel):
@@ -46,7 +58,7 @@ class SubmissionFields(ApiModel):
     # Refine, in JSON: {"generationId", "variantIdx"}; in multipart: the two flat fields.
     source: SourceIn | None = None
     source_generation_id: str | None = Field(default=None, max_length=64)
-    source_variant_idx: int | None = Field(default=None, ge=0, le=999)
+    source_variant_idx: Annotated[int | None, DigitsOnly] = Field(default=None, ge=0, le=999)
 
     def source_ref(self) -> SourceIn | None:
         """The refine source, from whichever form the client used (never both)."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BeforeValidator
 
 from edge_api.auth import Owner
 from edge_api.mappers import job_to_json, status_message
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
 from edge_api.routes.generations import public_base
-from edge_api.schemas import JobPageOut, JobStatusName
+from edge_api.schemas import DigitsOnly, JobPageOut, JobStatusName
 from edge_api.state import State
 from interior.generation.v1 import generation_pb2
 from kit.errors import ValidationError
@@ -24,15 +23,6 @@ MAX_PAGE_SIZE = 100
 _QUERY_PARAMETERS = frozenset({"limit", "cursor", "status"})
 # Our cursors are far shorter; anything longer is not one of ours.
 MAX_CURSOR_LENGTH = 512
-
-
-def _plain_digits(value: object) -> object:
-    """A page size as digits only: pydantic alone would also read " 5", "+5", "5.0" and
-    "5_0" (fifty) as numbers."""
-    text = str(value)
-    if not (text.isascii() and text.isdigit() and len(text) <= 9):
-        raise ValueError("limit must be a whole number written in digits")
-    return value
 
 
 @router.get(
@@ -49,12 +39,18 @@ async def list_generations(
     state: State,
     limit: Annotated[
         int,
-        BeforeValidator(_plain_digits),
+        DigitsOnly,
         Query(ge=1, le=MAX_PAGE_SIZE, description="Page size."),
     ] = 20,
     cursor: Annotated[
         str | None,
-        Query(max_length=MAX_CURSOR_LENGTH, description="`nextCursor` of the previous page."),
+        # Empty is no cursor we issued: a client that sends a last page's null as ""
+        # would otherwise get the first page again, for ever.
+        Query(
+            min_length=1,
+            max_length=MAX_CURSOR_LENGTH,
+            description="`nextCursor` of the previous page.",
+        ),
     ] = None,
     status: Annotated[JobStatusName | None, Query(description="Only jobs in this status.")] = None,
 ) -> JobPageOut:
