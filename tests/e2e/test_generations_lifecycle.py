@@ -88,6 +88,49 @@ async def test_cancel_refunds_and_a_finished_job_cannot_be_canceled(
     assert refused.json()["error"]["code"] == "JOB_NOT_CANCELLABLE"
 
 
+async def test_a_cancel_whose_webhook_ended_the_job_first_answers_after_the_refund(
+    stack: Stack, user: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider's ``canceled`` webhook ends the job while the cancel is still at the
+    provider, and the webhook's refund is slow: the cancel's answer comes after the
+    generation is back all the same (GET /usage right after it showed it used)."""
+    job_id = str((await _held_job(stack, user))["id"])
+    # The webhook reaches the last generation instance; the edge's cancel the first.
+    webhooks = stack.generations[-1].context
+    real_cancel, real_credit = stack.ctx.provider.cancel_prediction, webhooks.usage.credit
+    credits: list[asyncio.Task[bool]] = []
+
+    async def cancel_then_let_the_webhook_end_it(prediction_id: str) -> object:
+        prediction = await real_cancel(prediction_id)
+        async with asyncio.timeout(5):
+            while (await _job(stack, job_id)).status != "canceled":
+                await asyncio.sleep(0.01)
+        return prediction
+
+    async def slow_first(owner_id: uuid.UUID, credited: uuid.UUID, reason: str) -> bool:
+        first = not credits
+
+        async def call() -> bool:
+            if first:
+                await asyncio.sleep(0.5)
+            return await real_credit(owner_id, credited, reason)
+
+        credits.append(asyncio.ensure_future(call()))
+        return await asyncio.shield(credits[-1])
+
+    monkeypatch.setattr(stack.ctx.provider, "cancel_prediction", cancel_then_let_the_webhook_end_it)
+    monkeypatch.setattr(webhooks.usage, "credit", slow_first)
+
+    canceled = await user.cancel(job_id)
+
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    assert (await user.usage())["used"] == 0
+    await asyncio.gather(*credits)  # the webhook's, a replay at the usage service
+    assert (await _job(stack, job_id)).refund_state == "done"
+    assert [d for d in await stack.audit() if d.job_id == job_id] == []
+
+
 async def test_a_cancel_that_finds_the_run_succeeded_never_loses_its_result(
     stack: Stack, user: User
 ) -> None:

@@ -12,6 +12,8 @@ from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction, end_without_output
 from generation.domain.provider import ProviderError
 from generation.domain.queries import load_view
+from generation.domain.settlement import refund
+from generation.domain.states import RefundState
 from kit.errors import JobNotCancellable, JobNotFinished
 from kit.logging import get_logger
 from kit.storage import StorageError
@@ -43,7 +45,20 @@ async def cancel_generation(
         # ``canceled`` webhook that got there first, already did (and was counted).
         log.info("job.canceled", **jobs.log_fields(view))
         metrics.job_transition(jobs.CANCELED, "user")
+    else:
+        await _refund_if_pending(ctx, job_id)
     return view
+
+
+async def _refund_if_pending(ctx: GenerationContext, job_id: uuid.UUID) -> None:
+    """The provider's ``canceled`` webhook (or a second click) ended the job first and
+    its refund may still be on its way: the answer waits for it, so a ``GET /usage``
+    right after the cancel shows the generation back. Asking the usage service again is
+    a replay there; only one of the two records the refund."""
+    async with ctx.reads() as stores:
+        current = await stores.jobs.get(job_id)
+    if current is not None and current.refund_state == RefundState.PENDING:
+        await refund(ctx, current)
 
 
 async def _cancel_at_provider(
