@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from generation import metrics
 from generation.domain.context import GenerationContext
@@ -14,6 +15,8 @@ from generation.domain.thumbnails import NotAnImage, Thumbnail, as_jpeg, is_jpeg
 from kit.logging import get_logger
 
 log = get_logger("generation.assets")
+
+T = TypeVar("T")
 
 OUTPUT_CONTENT_TYPE = "image/jpeg"
 # Outputs of one prediction copied at once (nano-banana answers one; others a few).
@@ -80,21 +83,24 @@ async def store_render_variants(
 
 
 async def _as_jpeg(ctx: GenerationContext, data: bytes) -> bytes:
-    """The output as a JPEG (decoded off the event loop), or as it came when it is no
-    image (stored all the same, without a thumbnail, as before)."""
-    try:
-        async with ctx.thumbnail_slots:
-            return await asyncio.to_thread(as_jpeg, data)
-    except NotAnImage as error:
-        log.warning("assets.conversion_failed", error=str(error))
-        return data
+    """The output as a JPEG, or as it came when it is no image (stored all the same,
+    without a thumbnail)."""
+    return await _decoded_off_loop(ctx, as_jpeg, data, "assets.conversion_failed") or data
 
 
 async def _thumbnail(ctx: GenerationContext, data: bytes) -> Thumbnail | None:
-    """The output's thumbnail (decoded off the event loop), or None when it is no image."""
+    """The output's thumbnail, or None when it is no image."""
+    return await _decoded_off_loop(ctx, make_thumbnail, data, "assets.thumbnail_failed")
+
+
+async def _decoded_off_loop(
+    ctx: GenerationContext, work: Callable[[bytes], T], data: bytes, failed: str
+) -> T | None:
+    """``work`` on the output in a thread (one of the thumbnail slots), or None (logged
+    as ``failed``) when the output is no image."""
     try:
         async with ctx.thumbnail_slots:
-            return await asyncio.to_thread(make_thumbnail, data)
+            return await asyncio.to_thread(work, data)
     except NotAnImage as error:
-        log.warning("assets.thumbnail_failed", error=str(error))
+        log.warning(failed, error=str(error))
         return None

@@ -13,8 +13,10 @@ CPU-bound: run it in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from PIL import Image
@@ -53,22 +55,30 @@ def draft_box(width: int, height: int) -> tuple[int, int]:
     return max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))
 
 
-def make_thumbnail(data: bytes) -> Thumbnail:
-    """The thumbnail of an encoded image and the image's own size."""
+@contextlib.contextmanager
+def _opened(data: bytes) -> Iterator[Image.Image]:
+    """The encoded image, opened once its header says it is within MAX_OUTPUT_PIXELS;
+    whatever the decoder raises, there or in the caller's block, is NotAnImage."""
     try:
         with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_OUTPUT_PIXELS:
+            if image.width * image.height > MAX_OUTPUT_PIXELS:
                 raise NotAnImage("too many pixels")
-            image.draft("RGB", draft_box(width, height))
-            small = image.convert("RGB")
-            small.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE), Image.Resampling.BICUBIC)
-            out = io.BytesIO()
-            small.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
+            yield image
     except NotAnImage:
         raise
     except Exception as error:  # decoders raise many types on bad input
         raise NotAnImage(type(error).__name__) from error
+
+
+def make_thumbnail(data: bytes) -> Thumbnail:
+    """The thumbnail of an encoded image and the image's own size."""
+    with _opened(data) as image:
+        width, height = image.size
+        image.draft("RGB", draft_box(width, height))
+        small = image.convert("RGB")
+        small.thumbnail((THUMBNAIL_EDGE, THUMBNAIL_EDGE), Image.Resampling.BICUBIC)
+        out = io.BytesIO()
+        small.save(out, format="JPEG", quality=THUMBNAIL_QUALITY)
     return Thumbnail(out.getvalue(), width, height)
 
 
@@ -81,20 +91,13 @@ def as_jpeg(data: bytes) -> bytes:
     """An output that is not a JPEG (a model asked for PNG: ``output_format``) as the
     JPEG its ``<idx>.jpg`` key and ``image/jpeg`` Content-Type promise. Transparent
     pixels go on white, as a page would show them. Raises NotAnImage."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_OUTPUT_PIXELS:
-                raise NotAnImage("too many pixels")
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                rgb = Image.new("RGB", rgba.size, (255, 255, 255))
-                rgb.paste(rgba, mask=rgba.getchannel("A"))
-            else:
-                rgb = image.convert("RGB")
-            out = io.BytesIO()
-            rgb.save(out, format="JPEG", quality=OUTPUT_QUALITY)
-    except NotAnImage:
-        raise
-    except Exception as error:  # decoders raise many types on bad input
-        raise NotAnImage(type(error).__name__) from error
+    with _opened(data) as image:
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+            rgb.paste(rgba, mask=rgba.getchannel("A"))
+        else:
+            rgb = image.convert("RGB")
+        out = io.BytesIO()
+        rgb.save(out, format="JPEG", quality=OUTPUT_QUALITY)
     return out.getvalue()
