@@ -55,7 +55,7 @@ async def test_upgrade_head_twice_is_a_noop(engine: AsyncEngine) -> None:
     assert await _snapshot(engine) == before
     async with engine.connect() as connection:
         versions = (await connection.execute(text("SELECT * FROM alembic_version_usage"))).all()
-    assert versions == [("20261207_0002",)]
+    assert versions == [("20261207_0003",)]
     assert (
         "ck_usage_ledger_kind:CHECK ((kind = ANY (ARRAY['debit'::text, 'credit'::text])))" in before
     )
@@ -127,6 +127,8 @@ async def test_a_debit_and_a_credit_of_one_job_may_coexist(engine: AsyncEngine) 
     [
         "UPDATE usage_ledger SET amount = 5 WHERE job_id = :job",
         "DELETE FROM usage_ledger WHERE job_id = :job",
+        # Row triggers do not fire for TRUNCATE (migration 20261207_0003).
+        "TRUNCATE usage_ledger",
     ],
 )
 async def test_the_ledger_is_append_only(engine: AsyncEngine, statement: str) -> None:
