@@ -135,3 +135,26 @@ async def test_settling_a_charge_changes_neither_the_version_nor_updated_at(core
 
     assert (await core.outcome(owner, running.id)).charged
     assert [await _shown(core, job.id) for job in (running, failed)] == before
+
+
+async def test_give_backs_come_first_in_a_settlement_batch(core: Core) -> None:
+    """A late debit the plan refuses may only be waiting for one of its owner's
+    give-backs: older debits must not crowd that give-back out of the batch."""
+    debit = (await core.submit(uuid.uuid4())).job  # in flight, its debit's answer lost
+    give_back = (await core.submit(uuid.uuid4())).job
+    await core.apply_webhook(give_back.prediction_id, "failed")
+    for job, age in ((debit, "1 hour"), (give_back, "1 minute")):  # the debit is older
+        async with core.app.context.sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE generation_jobs SET charge_state = 'none',"
+                    f" updated_at = now() - interval '{age}' WHERE id = :id"  # noqa: S608
+                ),
+                {"id": uuid.UUID(job.id)},
+            )
+    ctx = core.app.context
+
+    async with ctx.transactions() as tx:
+        first = await tx.jobs.needing_settlement(ctx.clock.now(), 1)
+
+    assert [str(job.id) for job in first] == [give_back.id]

@@ -179,7 +179,7 @@ class JobStore(Protocol):
     async def needing_settlement(self, older_than: datetime, limit: int) -> Sequence[Job]:
         """Jobs whose refund is pending, or that reached the provider but were never
         recorded as charged (in flight or succeeded: to charge; ended without output:
-        to give back a debit whose answer was lost)."""
+        to give back a debit whose answer was lost); give-backs first, then oldest."""
         ...
 
     async def gives_back_due(self, owner_id: uuid.UUID, except_job: uuid.UUID) -> bool:

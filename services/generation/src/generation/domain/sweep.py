@@ -225,9 +225,9 @@ async def _settle(ctx: GenerationContext) -> int:
     async with ctx.transactions() as tx:
         candidates = await tx.jobs.needing_settlement(ctx.clock.now() - _SETTLE_AFTER, _BATCH)
     settled = 0
-    # What gives generations back goes first: a late debit refused for the plan may
-    # only have lacked one of them (see _refused_for_the_plan).
-    for job in sorted(candidates, key=lambda job: not _gives_back(job)):
+    # Give-backs come first (JobStore.needing_settlement): a late debit refused for the
+    # plan may only have lacked one of them (see _refused_for_the_plan).
+    for job in candidates:
         with _isolated(job, "settle"):
             if await _settle_one(ctx, job):
                 settled += 1
@@ -249,10 +249,6 @@ async def _settle_one(ctx: GenerationContext, job: Job) -> int:
         await _refused_for_the_plan(ctx, job)
         return 0
     return int(charged is not None)
-
-
-def _gives_back(job: Job) -> bool:
-    return job.refund_state == RefundState.PENDING or job.status in ENDED_WITHOUT_OUTPUT
 
 
 async def _refused_for_the_plan(ctx: GenerationContext, job: Job) -> None:

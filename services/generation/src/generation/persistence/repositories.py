@@ -264,6 +264,16 @@ _JOB_BY_KEY = _job_lookup(
 _JOB_BY_PREDICTION = _job_lookup(_JOBS.prediction_id == bindparam("prediction_id"))
 
 
+# A generation to give back: a refund requested and not yet done, or a job that ended
+# without output while its debit went unanswered (the sweep credits whatever it found).
+_refund_pending = GenerationJob.refund_state == RefundState.PENDING
+_ended_uncharged = and_(
+    GenerationJob.charge_state == ChargeState.NONE,
+    GenerationJob.prediction_id.is_not(None),
+    GenerationJob.status.in_(ENDED_WITHOUT_OUTPUT),
+)
+
+
 class JobRepository:
     """Reads and conditional writes of ``generation_jobs``."""
 
@@ -566,7 +576,13 @@ class JobRepository:
                     ),
                 ),
             )
-            .order_by(GenerationJob.updated_at)
+            # Give-backs first: a late debit the plan refuses may only be waiting for
+            # one of the owner's (sweep._refused_for_the_plan), so none may be crowded
+            # out of the batch by older debits.
+            .order_by(
+                case((or_(_refund_pending, _ended_uncharged), 0), else_=1),
+                GenerationJob.updated_at,
+            )
             .limit(limit)
         )
         return _jobs(result.all())
@@ -579,14 +595,7 @@ class JobRepository:
                 exists().where(
                     GenerationJob.owner_id == owner_id,
                     GenerationJob.id != except_job,
-                    or_(
-                        GenerationJob.refund_state == RefundState.PENDING,
-                        and_(
-                            GenerationJob.charge_state == ChargeState.NONE,
-                            GenerationJob.prediction_id.is_not(None),
-                            GenerationJob.status.in_(ENDED_WITHOUT_OUTPUT),
-                        ),
-                    ),
+                    or_(_refund_pending, _ended_uncharged),
                 )
             )
         )
