@@ -148,9 +148,9 @@ async def test_give_backs_come_first_in_a_settlement_batch(core: Core) -> None:
             await session.execute(
                 text(
                     "UPDATE generation_jobs SET charge_state = 'none',"
-                    f" updated_at = now() - interval '{age}' WHERE id = :id"  # noqa: S608
+                    " updated_at = now() - CAST(:age AS interval) WHERE id = :id"
                 ),
-                {"id": uuid.UUID(job.id)},
+                {"age": age, "id": uuid.UUID(job.id)},
             )
     ctx = core.app.context
 
