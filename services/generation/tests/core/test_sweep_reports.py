@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from prometheus_client import REGISTRY
 from sqlalchemy import text
@@ -143,14 +144,15 @@ async def test_give_backs_come_first_in_a_settlement_batch(core: Core) -> None:
     debit = (await core.submit(uuid.uuid4())).job  # in flight, its debit's answer lost
     give_back = (await core.submit(uuid.uuid4())).job
     await core.apply_webhook(give_back.prediction_id, "failed")
-    for job, age in ((debit, "1 hour"), (give_back, "1 minute")):  # the debit is older
+    ages = ((debit, timedelta(hours=1)), (give_back, timedelta(minutes=1)))
+    for job, age in ages:  # the debit is older
         async with core.app.context.sessions() as session, session.begin():
             await session.execute(
                 text(
                     "UPDATE generation_jobs SET charge_state = 'none',"
-                    " updated_at = now() - CAST(:age AS interval) WHERE id = :id"
+                    " updated_at = :at WHERE id = :id"
                 ),
-                {"age": age, "id": uuid.UUID(job.id)},
+                {"at": datetime.now(UTC) - age, "id": uuid.UUID(job.id)},
             )
     ctx = core.app.context
 
