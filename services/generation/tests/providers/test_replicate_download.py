@@ -115,6 +115,22 @@ async def test_persistent_5xx_becomes_unavailable(make_harness: Any, answers: An
     assert len(harness.requests) == 3
 
 
+async def test_an_empty_file_is_retried_and_never_returned(make_harness: Any, answers: Any) -> None:
+    """A 200 with no body is no output: returned, it became a succeeded and charged
+    render of 0 bytes. Retried; still empty, the output is unavailable (the job stays
+    in flight for the webhook's retries, a refresh or the sweep)."""
+    empty = httpx.Response(200, content=b"", headers={"content-type": "image/jpeg"})
+    harness = make_harness(answers.script(empty, httpx.Response(200, content=b"image")))
+
+    assert await harness.provider.download_output(OUTPUT_URL, max_bytes=100) == b"image"
+    assert len(harness.requests) == 2
+
+    harness = make_harness(answers.script(*[empty for _ in range(3)]))
+    with pytest.raises(ProviderUnavailable):
+        await harness.provider.download_output(OUTPUT_URL, max_bytes=100)
+    assert len(harness.requests) == 3
+
+
 @pytest.mark.parametrize("status_code", [403, 404, 410])
 async def test_4xx_is_rejected_without_retry(
     make_harness: Any, answers: Any, status_code: int

@@ -30,6 +30,7 @@ from generation.domain.provider import (
 from generation.providers.output_hosts import OutputHosts
 from generation.providers.retries import (
     UNAVAILABLE_ERRORS,
+    EmptyBody,
     RetryPolicy,
     TransientStatus,
     attempt_seconds,
@@ -63,6 +64,9 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
         received += chunk
         if len(received) > max_bytes:
             raise OutputRefused("the output file is larger than allowed", host=host)
+    if not received:
+        # Stored, it would be a succeeded (and charged) render of nothing.
+        raise EmptyBody("the output file came empty")
     return bytes(received)
 
 

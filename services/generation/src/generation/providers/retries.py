@@ -52,10 +52,15 @@ class TransientStatus(Exception):
         self.retry_after = retry_after
 
 
+class EmptyBody(Exception):
+    """A 200 with no bytes: no output file (a delivery host's glitch, worth a retry)."""
+
+
 # Failures retried as they are. Other httpx errors (unsupported scheme, local
 # protocol misuse, undecodable content) would fail the same way again.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientStatus,
+    EmptyBody,
     httpx.TimeoutException,
     httpx.NetworkError,
     httpx.RemoteProtocolError,
