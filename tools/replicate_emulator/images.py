@@ -7,9 +7,12 @@ input; with no input it is a deterministic picture drawn from the prompt's hash.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import random
+import urllib.parse
 
 import httpx
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps, UnidentifiedImageError
@@ -38,7 +41,29 @@ async def fetch_inputs(client: httpx.AsyncClient, urls: list[str], max_bytes: in
     return [await _fetch_one(client, index, url, max_bytes) for index, url in enumerate(urls)]
 
 
+def data_uri_bytes(uri: str) -> bytes | None:
+    """The bytes a ``data:`` URI carries (RFC 2397, base64 or percent-encoded; the way
+    the official client sends a file with ``file_encoding_strategy="base64"``), or None
+    when it is not one."""
+    header, comma, payload = uri.partition(",")
+    if not (comma and header[:5].lower() == "data:"):
+        return None
+    if header.lower().endswith(";base64"):
+        try:
+            return base64.b64decode(payload, validate=True)
+        except binascii.Error:
+            return None
+    return urllib.parse.unquote_to_bytes(payload)
+
+
 async def _fetch_one(client: httpx.AsyncClient, index: int, url: str, max_bytes: int) -> bytes:
+    if url[:5].lower() == "data:":
+        data = data_uri_bytes(url)
+        if data is None:
+            raise InputError(f"image_input[{index}] is not a valid data URI")
+        if len(data) > max_bytes:
+            raise InputError(f"image_input[{index}] is larger than {max_bytes} bytes")
+        return data
     try:
         async with client.stream("GET", url) as response:
             if response.status_code != 200:

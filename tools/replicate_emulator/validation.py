@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from replicate_emulator.images import data_uri_bytes
 from replicate_emulator.prediction import EVENTS, MODEL
 
 ASPECT_RATIOS = (
@@ -161,7 +162,8 @@ def _check_image_input(images: object, problems: list[InvalidField]) -> None:
             )
         )
     for index, item in enumerate(images):
-        if not is_http_url(item):
+        # A file input is a URI: a URL to fetch, or the file itself as a data: URI.
+        if not (is_http_url(item) or (isinstance(item, str) and data_uri_bytes(item) is not None)):
             problems.append(
                 InvalidField("format", f"input.image_input.{index}", "Does not match format 'uri'")
             )

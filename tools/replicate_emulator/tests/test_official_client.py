@@ -127,3 +127,43 @@ def test_default_webhook_secret(
 ) -> None:
     secret = make_client(emulator).webhooks.default.secret()
     assert secret.key == emulator.webhook_secret
+
+
+def test_a_file_input_sent_as_a_data_uri_is_the_models_input(
+    emulator: EmulatorServer, make_client: Callable[..., Client]
+) -> None:
+    """The client sends a file itself (``file_encoding_strategy="base64"``) as a
+    ``data:`` URI, which Replicate takes as the input's URI; the emulator refused it."""
+    picture = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(picture, format="PNG")
+    client = make_client(emulator)
+
+    prediction = client.models.predictions.create(
+        model="google/nano-banana",
+        input={"prompt": "a calm room", "image_input": [io.BytesIO(picture.getvalue())]},
+        file_encoding_strategy="base64",
+    )
+    prediction.wait()
+
+    assert prediction.status == "succeeded", prediction.error
+    output = httpx.get(prediction.output, timeout=5)
+    with Image.open(io.BytesIO(output.content)) as image:
+        assert image.size[0] * 48 == image.size[1] * 64  # the input's shape: it was used
+
+
+@pytest.mark.parametrize(
+    "uri", ["data:image/png;base64,not*base64", "data:image/png;base64", "data:,"]
+)
+def test_a_data_uri_that_is_no_file_is_refused_or_fails_the_run(
+    emulator: EmulatorServer, make_client: Callable[..., Client], uri: str
+) -> None:
+    client = make_client(emulator)
+    try:
+        prediction = client.models.predictions.create(
+            model="google/nano-banana", input={"prompt": "a room", "image_input": [uri]}
+        )
+    except ReplicateError as error:
+        assert error.status == 422
+        return
+    prediction.wait()
+    assert prediction.status == "failed"
