@@ -58,12 +58,12 @@ def data_uri_bytes(uri: str) -> bytes | None:
 
 async def _fetch_one(client: httpx.AsyncClient, index: int, url: str, max_bytes: int) -> bytes:
     if url[:5].lower() == "data:":
-        data = data_uri_bytes(url)
-        if data is None:
+        carried = data_uri_bytes(url)
+        if carried is None:
             raise InputError(f"image_input[{index}] is not a valid data URI")
-        if len(data) > max_bytes:
+        if len(carried) > max_bytes:
             raise InputError(f"image_input[{index}] is larger than {max_bytes} bytes")
-        return data
+        return carried
     try:
         async with client.stream("GET", url) as response:
             if response.status_code != 200:
