@@ -275,6 +275,17 @@ def _log_thread_crash(crash: threading.ExceptHookArgs) -> None:
     )
 
 
+def _log_unraisable(unraisable: Any) -> None:
+    """And for one Python cannot raise (in a ``__del__``, a finalizer, a closed loop's
+    callback): one JSON line, not its ``Exception ignored in`` block on stderr."""
+    error = unraisable.exc_value
+    get_logger("uncaught").error(
+        "process.unraisable",
+        message=unraisable.err_msg or "Exception ignored",
+        exc_info=(unraisable.exc_type, error, unraisable.exc_traceback) if error else None,
+    )
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     """JSON logs on stdout for ``service``, stdlib loggers included; idempotent."""
     logging.basicConfig(handlers=[_stdlib_handler(service)], level=level.upper(), force=True)
@@ -282,6 +293,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_thread_crash
+    sys.unraisablehook = _log_unraisable
     # Third-party loggers are noisy at INFO and may print URLs with signatures.
     for noisy in ("httpx", "httpcore", "uvicorn.access", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

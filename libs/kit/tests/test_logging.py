@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -220,6 +221,26 @@ def test_an_uncaught_exception_is_one_redacted_json_line_in_any_thread(
         assert secret not in json.dumps(line)
 
 
+class _FailsWhenCollected:
+    def __del__(self) -> None:
+        raise RuntimeError("Event loop is closed")  # as an asyncio transport's may
+
+
+def test_an_unraisable_exception_is_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Raised where Python cannot raise it (a ``__del__``, a finalizer): Python's own hook
+    printed an "Exception ignored in" block of several plain-text lines on stderr."""
+    configure_logging("test-service")
+    _FailsWhenCollected()  # collected at once, its __del__ raising
+    gc.collect()
+
+    captured = capsys.readouterr()
+    [line] = _lines(captured.out)
+    assert captured.err == ""
+    assert line["event"] == "process.unraisable"
+    assert line["level"] == "error"
+    assert "Event loop is closed" in str(line["exception"])
+
+
 def test_lines_from_concurrent_threads_never_mix(capsys: pytest.CaptureFixture[str]) -> None:
     """Our lines and stdlib records written at once from several threads stay whole
     lines (a tiny switch interval makes the threads interleave inside a write)."""
@@ -292,10 +313,12 @@ def test_redaction_stays_linear_on_hostile_text() -> None:
 
 @pytest.fixture(autouse=True)
 def _restore_structlog() -> Iterator[None]:
+    unraisablehook = sys.unraisablehook  # pytest's own, around each test
     yield
     structlog.contextvars.clear_contextvars()
     sys.excepthook = sys.__excepthook__
     threading.excepthook = threading.__excepthook__
+    sys.unraisablehook = unraisablehook
     configure_logging("tests")  # as the test kit configured it for the whole run
 
 

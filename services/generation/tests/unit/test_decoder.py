@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import multiprocessing
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -47,6 +49,37 @@ async def test_a_decode_cleans_in_a_worker_not_in_this_process(decoder: ImageDec
     assert sum(worker.cpu_times()[:2]) > before
     assert time.process_time() - mine < 0.05  # this side only copies a file
     assert decoder.worker_pids() == [pid]
+
+
+def _jpeg_with_a_damaged_exif_tag() -> bytes:
+    """An EXIF tag whose data runs past the block's end (some cameras' files do):
+    Pillow warns and skips it; the orientation tag after it still turns the image."""
+    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 2)
+    tiff += struct.pack("<HHII", 0x010F, 2, 100, 38)  # Make: 100 bytes past the end
+    tiff += struct.pack("<HHII", 0x0112, 3, 1, 6)  # orientation: a quarter turn
+    tiff += struct.pack("<I", 0)
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 100, 50)).save(out, "JPEG", exif=b"Exif\x00\x00" + tiff)
+    return out.getvalue()
+
+
+async def test_a_workers_warnings_are_json_lines(capfd: pytest.CaptureFixture[str]) -> None:
+    """Python printed them as two plain-text lines into the service's log."""
+    decoder = ImageDecoder(Uploads(decode_workers=1))  # started while capfd holds fd 2
+    await decoder.start()
+    try:
+        cleaned = await decoder.clean(io.BytesIO(_jpeg_with_a_damaged_exif_tag()), "input1")
+        assert (cleaned.width, cleaned.height) == (48, 64)  # accepted, turned upright
+        cleaned.close()
+    finally:
+        await decoder.stop()  # the worker's stderr is flushed by then
+
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        record = json.loads(line)
+        assert record["event"] == "decoder.warning", record
+        assert record["category"] == "UserWarning"
 
 
 def _mapped_files(pid: int) -> set[str]:

@@ -9,7 +9,8 @@ worker has mapped.
 
 It takes one call at a time on stdin and answers on stdout, one JSON line each
 (:func:`serve`): plain data both ways, so the service never unpickles what a
-process that parses hostile files sends it. Stray prints go to stderr.
+process that parses hostile files sends it. Stray prints go to stderr; warnings go
+there as JSON lines.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import json
 import os
 import resource
 import sys
+import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from generation.domain.image_clean import (
@@ -171,9 +174,33 @@ def answer(request: bytes) -> dict[str, Any]:
         return {"error": type(error).__name__}
 
 
+def _warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: IO[str] | None = None,
+    line: str | None = None,
+) -> None:
+    """A library's warning (Pillow's for a damaged EXIF tag, which camera files have)
+    as one JSON line on the service's stderr, not Python's two plain-text lines."""
+    record = {
+        "ts": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "level": "warning",
+        "service": "generation",
+        "component": "generation.image_worker",
+        "event": "decoder.warning",
+        "category": category.__name__,
+        "message": str(message)[:200],
+    }
+    sys.stderr.write(json.dumps(record) + "\n")
+    sys.stderr.flush()
+
+
 def serve(memory_bytes: int) -> None:
     """Answer request lines on stdin until it closes (the service stopped or died)."""
     init_worker(memory_bytes)
+    warnings.showwarning = _warning_line
     requests = sys.stdin.buffer
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not corrupt the answers
