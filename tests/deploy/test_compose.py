@@ -15,6 +15,7 @@ import yaml
 
 from kit.dev_values import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, PUBLISHED_VALUES
 from kit.settings import S3Settings
+from launcher.envoy import LOG_FORMAT as ENVOY_LOG_FORMAT
 from tests.deploy.support import (
     COMPOSE_FILE,
     DEPLOY,
@@ -280,6 +281,11 @@ def test_envoy_runs_the_one_config_file() -> None:
 
     assert Path(mounts[config]["source"]) == DEPLOY / "envoy" / "envoy.yaml"
     assert mounts[config]["read_only"] is True
+
+
+def test_envoy_writes_its_own_lines_as_json_as_the_launcher_has_it() -> None:
+    command = _services()["envoy"]["command"]
+    assert command[command.index("--log-format") + 1] == ENVOY_LOG_FORMAT
 
 
 def test_runtime_config_is_the_repository_file_mounted_read_only() -> None:

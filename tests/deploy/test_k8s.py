@@ -14,6 +14,7 @@ from generation.settings import GenerationSettings
 from kit.db import create_engine
 from kit.dev_values import secret_problem
 from kit.settings import DatabaseSettings, GrpcServerSettings
+from launcher.envoy import LOG_FORMAT as ENVOY_LOG_FORMAT
 from tests.deploy.support import (
     DEPLOY,
     K8S_BASE,
@@ -77,6 +78,11 @@ def test_kustomization_lists_every_file_of_the_base() -> None:
     assert "../../envoy" in resources
     for resource in resources:
         assert (K8S_BASE / resource).exists(), resource
+
+
+def test_envoy_writes_its_own_lines_as_json_as_the_launcher_has_it() -> None:
+    command = _container("envoy")["command"]
+    assert command[command.index("--log-format") + 1] == ENVOY_LOG_FORMAT
 
 
 def test_the_envoy_configmap_is_generated_from_the_one_envoy_file() -> None:

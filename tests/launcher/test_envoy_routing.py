@@ -171,7 +171,8 @@ def test_access_logs_are_json_without_query_or_credentials(
     entry = json.loads(line)
     assert entry["requestId"] == answer.headers["x-request-id"]  # the id the client got
     assert "log-check-1" not in line
-    assert entry["path"] == "/api/v1/usage"
+    assert entry["route"] == "api_read"  # the route's name, never the client's path
+    assert "/api/v1/usage" not in line
     assert entry["method"] == "GET"
     assert entry["status"] == 200
     assert entry["upstreamCluster"] == "edge_api"
@@ -180,6 +181,33 @@ def test_access_logs_are_json_without_query_or_credentials(
     # Personal data: neither the client's address nor its User-Agent.
     assert "DistinctAgent" not in line
     assert "127.0.0.1" not in line.replace(entry["upstreamHost"], "")
+
+
+def test_a_path_a_client_wrote_is_not_in_the_access_log(client: httpx.Client, proxy: Proxy) -> None:
+    """An e-mail address in a path was logged as it came (personal data)."""
+    email = "jane.doe+review@example.com"
+    answer = client.get(f"/api/v1/generations/{email}")
+
+    line = _wait_for_log_line(proxy.log_path, answer.headers["x-request-id"])
+
+    assert email not in line
+    assert json.loads(line)["route"] == "api_read"
+
+
+def test_envoys_own_lines_are_json_too(tmp_path: Path) -> None:
+    """Its stop (and any warning) used to be "[date][warning][main] text" lines."""
+    with (
+        RecordingServer("edge", body={}) as edge,
+        RecordingServer("gateway", body={}) as gateway,
+        running_envoy(tmp_path, edge.port, gateway.port) as envoy,
+    ):
+        httpx.get(f"{envoy.url}/healthz", timeout=5)
+    lines = [line for line in envoy.log_path.read_text().splitlines() if line.strip()]
+
+    own = [json.loads(line) for line in lines if '"http.access"' not in line]
+    assert own, lines  # its stop, at least
+    assert all(entry["service"] == "envoy" and entry["event"] for entry in own), own
+    assert any("SIGTERM" in entry["event"] for entry in own), own
 
 
 def _wait_for_log_line(path: Path, needle: str, timeout: float = 5.0) -> str:

@@ -218,6 +218,14 @@ def write_local_config(
     return target
 
 
+# Envoy's own lines (a warning, its stop) as JSON like every other line, not its
+# "[date][level][logger] text" (%j: the message JSON-escaped; %z: the UTC offset).
+# deploy/docker-compose.yml and deploy/k8s/base/envoy.yaml pass the same string.
+LOG_FORMAT = (
+    '{"ts":"%Y-%m-%dT%T.%e%z","level":"%l","service":"envoy","component":"%n","event":"%j"}'
+)
+
+
 def envoy_argv(config_path: Path) -> list[str]:
     """The command that runs Envoy on ``config_path``.
 
@@ -233,6 +241,8 @@ def envoy_argv(config_path: Path) -> list[str]:
         "2",
         "--log-level",
         "warn",
+        "--log-format",
+        LOG_FORMAT,
         # Access logs reach the log file within half a second (default: 10 s).
         "--file-flush-interval-msec",
         "500",

@@ -381,6 +381,9 @@ def _pydantic_error() -> str:
             "[type=int_parsing, input_value=[redacted], input_type=str]",
         ),
         ("input_value={'name': 'Mia'}\nnext line", "input_value=[redacted]\nnext line"),
+        # E-mail addresses, in a path a client wrote or in any text.
+        ("GET /api/v1/profiles/jane.doe+review@example.com", "GET /api/v1/profiles/[redacted]"),
+        ("owner jane_d@mail.example.co.uk, again", "owner [redacted], again"),
     ],
 )
 def test_credentials_signatures_and_echoed_input_are_redacted(text: str, expected: str) -> None:
@@ -465,6 +468,8 @@ _FRAGMENTS = [
     "=",
     "input_value='v', input_type=str]",
     "input_value=",
+    "a@b.c",
+    "//u@h.io",
 ]
 
 

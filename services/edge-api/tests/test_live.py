@@ -220,6 +220,22 @@ async def test_access_log_is_structured_and_holds_no_secrets(live: LiveEdge, ide
     assert "secret=query" not in text
 
 
+async def test_the_path_of_a_request_no_route_took_is_not_logged(live: LiveEdge, identity) -> None:
+    """It is the client's own text: an e-mail address was written as the ``route``."""
+    email = "jane.doe+review@example.com"
+    async with httpx.AsyncClient(base_url=live.url) as client:
+        answer = await client.get(
+            f"/api/v1/profiles/{email}",
+            headers={**identity.headers(identity.token()), "X-Request-ID": "log-2"},
+        )
+    assert answer.status_code == 404
+
+    await asyncio.sleep(0.2)  # the log line is written after the answer
+    (entry,) = [line for line in live.log_lines() if line.get("clientRequestId") == "log-2"]
+    assert entry["route"] == "<unmatched>"
+    assert email not in live.log_path.read_text(encoding="utf-8")
+
+
 async def test_sigterm_stops_gracefully(
     backends, identity, small_runtime_config: Path, tmp_path: Path
 ) -> None:

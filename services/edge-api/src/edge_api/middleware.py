@@ -27,7 +27,10 @@ log = get_logger("edge_api.http")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 API_PATH_PREFIX = "/api/v1/"
-_MAX_LOGGED_PATH = 200
+# What the access log names a request no route took: its path is the client's text
+# (an e-mail, a name, a token pasted into a URL) and is not logged. The upload path is
+# the one exception: refused here before routing (413, 408), and always that path.
+UNMATCHED = "<unmatched>"
 # The same ceiling as Envoy's max_request_headers_kb (deploy/envoy/envoy.yaml).
 MAX_HEADER_BYTES = 32 * 1024
 
@@ -118,7 +121,10 @@ class RequestContextMiddleware:
     @staticmethod
     def _log_access(scope: Scope, status: int, started_at: float, ids: dict[str, str]) -> None:
         route = scope.get("route")
-        template = getattr(route, "path", None) or str(scope.get("path", ""))[:_MAX_LOGGED_PATH]
+        path = scope.get("path")
+        template = getattr(route, "path", None) or (
+            path if path == metrics.UPLOAD_ROUTE else UNMATCHED
+        )
         owner_id = scope.get("state", {}).get("owner_id")
         metrics.record_answer(scope.get("method"), template, status)
         fields = {
