@@ -226,6 +226,34 @@ async def test_every_kind_of_discrepancy_is_reported(book, new_id: Callable[[], 
     assert {d["kind"] for d in printed["discrepancies"]} == {kind for kind, _ in expected}
 
 
+async def test_a_credit_filed_under_another_owner_gives_nothing_back(
+    book, new_id: Callable[[], str]
+) -> None:
+    """The quota joins a credit to its own owner's debit only: the audit did not, so a
+    credit under another owner hid A's missing refund and a month over its plan."""
+    jobs, usage, engine = book
+    owner, stranger, heavy = new_id(), new_id(), new_id()
+    failed = jobs.add(owner, S.JOB_STATUS_FAILED, charged=True, refunded=True)
+    await usage.debit(owner, failed)
+    await _insert(engine, stranger, failed, "credit")
+    busy = [jobs.add(heavy, S.JOB_STATUS_SUCCEEDED, has_output=True) for _ in range(6)]
+    for job in busy:  # one over the free plan, written behind the service's back
+        await _insert(engine, heavy, job, "debit")
+    await _insert(engine, stranger, busy[0], "credit")
+    assert (await usage.quota(owner)).used == 1  # the service: A's generation not back
+
+    report = await _audit(usage)
+
+    found = {(d.kind, d.owner_id, d.job_id) for d in report.discrepancies}
+    assert found == {
+        ("MISSING_REFUND", owner, failed),
+        ("REFUND_WITHOUT_DEBIT", stranger, failed),
+        ("REFUND_WITHOUT_DEBIT", stranger, busy[0]),
+        ("UNEXPECTED_REFUND", stranger, busy[0]),  # and the job succeeded
+        ("OVER_PLAN", heavy, ""),
+    }
+
+
 @pytest.mark.parametrize("ends", ["processing", "succeeded"])
 async def test_a_job_charged_while_the_jobs_are_listed_is_no_discrepancy(
     book, new_id: Callable[[], str], clock, ends: str

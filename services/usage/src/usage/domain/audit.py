@@ -106,12 +106,15 @@ def find_discrepancies(
     by_job = {job.job_id: job for job in jobs}
     debits = {e.job_id: e for e in entries if e.kind is EntryKind.DEBIT}
     credits = [e for e in entries if e.kind is EntryKind.CREDIT]
-    credited = Counter(e.job_id for e in credits)
+    # A credit gives back its own owner's debit only, as the quota counts it
+    # (usage_used_in joins on the owner too): one filed under another owner gives
+    # nothing back, and must not hide a missing refund or a month over its plan.
+    refunded = {(e.owner_id, e.job_id) for e in credits}
     found = [
         *_check_debits(debits.values(), by_job, late),
-        *_check_credits(credits, credited, debits, by_job, late),
-        *_check_jobs(jobs, debits, credited),
-        *_check_periods(debits.values(), set(credited), monthly_for),
+        *_check_credits(credits, debits, by_job, late),
+        *_check_jobs(jobs, debits, refunded),
+        *_check_periods(debits.values(), refunded, monthly_for),
     ]
     return found
 
@@ -138,12 +141,12 @@ def _check_debits(
 
 
 def _check_credits(
-    credits: Iterable[LedgerEntry],
-    credited: Counter[uuid.UUID],
+    credits: Sequence[LedgerEntry],
     debits: dict[uuid.UUID, LedgerEntry],
     by_job: dict[uuid.UUID, JobFacts],
     late: Callable[[LedgerEntry], bool],
 ) -> Iterable[Discrepancy]:
+    credited = Counter(credit.job_id for credit in credits)
     reported: set[uuid.UUID] = set()
     for credit in credits:
         if credit.job_id in reported:
@@ -157,8 +160,16 @@ def _check_credits(
                 credit.job_id,
                 f"{credited[credit.job_id]} credits for one job",
             )
-        if credit.job_id not in debits:
+        debit = debits.get(credit.job_id)
+        if debit is None:
             yield _finding("REFUND_WITHOUT_DEBIT", credit.owner_id, credit.job_id, "no debit")
+        elif debit.owner_id != credit.owner_id:
+            yield _finding(
+                "REFUND_WITHOUT_DEBIT",
+                credit.owner_id,
+                credit.job_id,
+                "the job's debit is another user's",
+            )
         # A job listed in flight may have failed and been refunded since its page.
         in_flight_then = job is not None and job.status.in_flight and late(credit)
         if (
@@ -175,7 +186,9 @@ def _check_credits(
 
 
 def _check_jobs(
-    jobs: Iterable[JobFacts], debits: dict[uuid.UUID, LedgerEntry], credited: Counter[uuid.UUID]
+    jobs: Iterable[JobFacts],
+    debits: dict[uuid.UUID, LedgerEntry],
+    refunded: set[tuple[uuid.UUID, uuid.UUID]],
 ) -> Iterable[Discrepancy]:
     for job in jobs:
         debit = debits.get(job.job_id)
@@ -191,7 +204,7 @@ def _check_jobs(
                 "marked charged but the ledger has no debit",
             )
         refundable = job.status in _REFUNDABLE and not job.has_output
-        if debited and credited[job.job_id] == 0 and (refundable or job.refunded):
+        if debited and (job.owner_id, job.job_id) not in refunded and (refundable or job.refunded):
             detail = (
                 f"{job.status.value} without output"
                 if refundable
@@ -202,13 +215,13 @@ def _check_jobs(
 
 def _check_periods(
     debits: Iterable[LedgerEntry],
-    credited_jobs: set[uuid.UUID],
+    refunded: set[tuple[uuid.UUID, uuid.UUID]],
     monthly_for: Callable[[uuid.UUID], int],
 ) -> Iterable[Discrepancy]:
     # Credits count in their debit's month (see usage.domain.ledger).
     used: defaultdict[tuple[uuid.UUID, str], int] = defaultdict(int)
     for debit in debits:
-        if debit.job_id not in credited_jobs:
+        if (debit.owner_id, debit.job_id) not in refunded:
             used[(debit.owner_id, month_of(debit.created_at).label)] += debit.amount
     for (owner_id, label), count in sorted(
         used.items(), key=lambda item: (str(item[0][0]), item[0][1])
