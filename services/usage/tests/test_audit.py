@@ -120,15 +120,28 @@ async def book(
 
 
 async def _insert(
-    engine: AsyncEngine, owner: str, job: str, kind: str, at: datetime = OCTOBER
+    engine: AsyncEngine,
+    owner: str,
+    job: str,
+    kind: str,
+    at: datetime = OCTOBER,
+    plan_limit: int | None = None,
 ) -> None:
     async with engine.begin() as connection:
         await connection.execute(
             text(
                 "INSERT INTO usage_ledger (owner_id, kind, amount, job_id, idempotency_key, "
-                "reason, created_at) VALUES (:owner, :kind, 1, :job, :key, 'test', :at)"
+                "reason, created_at, plan_limit)"
+                " VALUES (:owner, :kind, 1, :job, :key, 'test', :at, :limit)"
             ),
-            {"owner": owner, "kind": kind, "job": job, "key": f"{kind}:{uuid.uuid4()}", "at": at},
+            {
+                "owner": owner,
+                "kind": kind,
+                "job": job,
+                "key": f"{kind}:{uuid.uuid4()}",
+                "at": at,
+                "limit": plan_limit,
+            },
         )
 
 
@@ -252,6 +265,76 @@ async def test_a_credit_filed_under_another_owner_gives_nothing_back(
         ("UNEXPECTED_REFUND", stranger, busy[0]),  # and the job succeeded
         ("OVER_PLAN", heavy, ""),
     }
+
+
+@pytest.mark.parametrize("change", ["mid-month", "next month", "plan retired"])
+async def test_a_downgrade_below_what_was_used_is_no_discrepancy(
+    book, clock, new_id: Callable[[], str], change: str
+) -> None:
+    """Usage never goes back: 7 on basic (8), then the owner is on free (5). The audit
+    judged October by the plan of the day it ran, and reported OVER_PLAN for good."""
+    jobs, usage, engine = book
+    owner = new_id()
+    await usage.set_plan(owner, "price_basic")
+    for _ in range(7):
+        await usage.debit(owner, jobs.add(owner, S.JOB_STATUS_SUCCEEDED, charged=True))
+    if change == "next month":
+        clock.current = datetime(2026, 11, 3, tzinfo=UTC)
+    if change == "plan retired":  # removed from the config: its owners are on free
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE profiles SET price_id = 'price_retired' WHERE owner_id = :owner"),
+                {"owner": owner},
+            )
+    else:
+        await usage.set_plan(owner, "")
+
+    assert list((await _audit(usage)).discrepancies) == []
+    assert (await _run_cli(usage))[0] == 0
+
+
+async def test_a_month_over_its_plan_stays_over_it_after_an_upgrade(
+    book, clock, new_id: Callable[[], str]
+) -> None:
+    """Six October debits each held to free's 5 (written behind the service's back):
+    an upgrade in November made October look clean."""
+    jobs, usage, engine = book
+    heavy = new_id()
+    for _ in range(6):
+        job = jobs.add(heavy, S.JOB_STATUS_SUCCEEDED, charged=True)
+        await _insert(engine, heavy, job, "debit", plan_limit=5)
+    clock.current = datetime(2026, 11, 3, tzinfo=UTC)
+    await usage.set_plan(heavy, "price_basic")
+
+    [finding] = (await _audit(usage)).discrepancies
+
+    assert (finding.kind, finding.owner_id) == ("OVER_PLAN", heavy)
+    assert finding.detail == "2026-10: 6 generations used on a plan of 5"
+
+
+async def test_a_generation_given_back_makes_room_from_its_credit_on(
+    book, new_id: Callable[[], str]
+) -> None:
+    """Replayed in time order: the sixth debit on free is fine after a credit, not
+    before it."""
+    jobs, usage, engine = book
+    fine, early = new_id(), new_id()
+    for owner, credit_first in ((fine, True), (early, False)):
+        failed = jobs.add(owner, S.JOB_STATUS_FAILED, charged=True, refunded=True)
+        await _insert(engine, owner, failed, "debit", at=OCTOBER, plan_limit=5)
+        for day in range(4):
+            job = jobs.add(owner, S.JOB_STATUS_SUCCEEDED, charged=True)
+            await _insert(engine, owner, job, "debit", OCTOBER + timedelta(days=day), 5)
+        sixth = jobs.add(owner, S.JOB_STATUS_SUCCEEDED, charged=True)
+        credit_at, sixth_at = OCTOBER + timedelta(days=5), OCTOBER + timedelta(days=6)
+        if not credit_first:
+            credit_at, sixth_at = sixth_at, credit_at
+        await _insert(engine, owner, failed, "credit", at=credit_at)
+        await _insert(engine, owner, sixth, "debit", sixth_at, plan_limit=5)
+
+    found = {(d.kind, d.owner_id) for d in (await _audit(usage)).discrepancies}
+
+    assert found == {("OVER_PLAN", early)}
 
 
 @pytest.mark.parametrize("ends", ["processing", "succeeded"])

@@ -37,7 +37,7 @@ async def test_the_service_starts_serves_and_stops_on_sigterm(
     async with engine.connect() as connection:
         version = await connection.scalar(text("SELECT version_num FROM alembic_version_usage"))
     await engine.dispose()
-    assert version == "20261207_0003"
+    assert version == "20261207_0004"
 
 
 async def test_the_service_refuses_to_start_without_a_database() -> None:

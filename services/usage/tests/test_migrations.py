@@ -55,7 +55,7 @@ async def test_upgrade_head_twice_is_a_noop(engine: AsyncEngine) -> None:
     assert await _snapshot(engine) == before
     async with engine.connect() as connection:
         versions = (await connection.execute(text("SELECT * FROM alembic_version_usage"))).all()
-    assert versions == [("20261207_0003",)]
+    assert versions == [("20261207_0004",)]
     assert (
         "ck_usage_ledger_kind:CHECK ((kind = ANY (ARRAY['debit'::text, 'credit'::text])))" in before
     )

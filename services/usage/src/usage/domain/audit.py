@@ -12,9 +12,10 @@ Findings (``Discrepancy.kind``):
   it; reported should the constraint ever be lost).
 - ``REFUND_WITHOUT_DEBIT``: a credit for a job that has no debit.
 - ``UNEXPECTED_REFUND``: a credit for a job that succeeded or is still in flight.
-- ``OVER_PLAN``: a user whose net debits in a month exceed the monthly
-  generations of the plan they are on *at audit time* (a downgrade after a busy
-  month shows up here too; that is accepted).
+- ``OVER_PLAN``: a month in which a debit was taken while the owner's net use had
+  already reached the monthly limit that debit was checked against (recorded with
+  it; a debit from before that was recorded is held to the owner's plan today). A
+  downgrade below what was used, mid-month or after a busy one, is no finding.
 
 The system keeps running while the jobs are listed, page by page, so the ledger is
 read after the last page: every entry a listed job's state implies (the debit of a
@@ -114,7 +115,7 @@ def find_discrepancies(
         *_check_debits(debits.values(), by_job, late),
         *_check_credits(credits, debits, by_job, late),
         *_check_jobs(jobs, debits, refunded),
-        *_check_periods(debits.values(), refunded, monthly_for),
+        *_check_periods(debits.values(), credits, monthly_for),
     ]
     return found
 
@@ -215,22 +216,42 @@ def _check_jobs(
 
 def _check_periods(
     debits: Iterable[LedgerEntry],
-    refunded: set[tuple[uuid.UUID, uuid.UUID]],
+    credits: Iterable[LedgerEntry],
     monthly_for: Callable[[uuid.UUID], int],
 ) -> Iterable[Discrepancy]:
-    # Credits count in their debit's month (see usage.domain.ledger).
-    used: defaultdict[tuple[uuid.UUID, str], int] = defaultdict(int)
+    """Each owner's months replayed in time order, as ``usage_debit`` saw them: a debit
+    taken while the month's net use had already reached the limit it was checked
+    against is over the plan. A credit gives back its own owner's debit, in that
+    debit's month, from the credit's time on (see usage.domain.ledger). A debit written
+    before limits were recorded is held to the owner's plan today."""
+    debit_month: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
+    events: defaultdict[tuple[uuid.UUID, str], list[tuple[datetime, int, LedgerEntry]]]
+    events = defaultdict(list)
     for debit in debits:
-        if (debit.owner_id, debit.job_id) not in refunded:
-            used[(debit.owner_id, month_of(debit.created_at).label)] += debit.amount
-    for (owner_id, label), count in sorted(
-        used.items(), key=lambda item: (str(item[0][0]), item[0][1])
+        label = month_of(debit.created_at).label
+        debit_month[(debit.owner_id, debit.job_id)] = label
+        events[(debit.owner_id, label)].append((debit.created_at, 1, debit))
+    for credit in credits:
+        given_back = debit_month.get((credit.owner_id, credit.job_id))
+        if given_back is not None:
+            # At the same instant a credit goes first: the debit may have seen it.
+            events[(credit.owner_id, given_back)].append((credit.created_at, 0, credit))
+    for (owner_id, label), month in sorted(
+        events.items(), key=lambda item: (str(item[0][0]), item[0][1])
     ):
-        monthly = monthly_for(owner_id)
-        if count > monthly:
+        used, over_limit = 0, None
+        for _, is_debit, entry in sorted(month, key=lambda event: event[:2]):
+            if not is_debit:
+                used -= entry.amount
+                continue
+            limit = entry.plan_limit if entry.plan_limit is not None else monthly_for(owner_id)
+            if over_limit is None and limit - used < entry.amount:
+                over_limit = limit
+            used += entry.amount
+        if over_limit is not None:
             yield _finding(
                 "OVER_PLAN",
                 owner_id,
                 None,
-                f"{label}: {count} generations used on a plan of {monthly}",
+                f"{label}: {used} generations used on a plan of {over_limit}",
             )

@@ -32,6 +32,8 @@ class LedgerEntry:
     idempotency_key: str
     reason: str
     created_at: datetime
+    # The monthly limit a debit was checked against (None: a credit, or an old debit).
+    plan_limit: int | None = None
 
 
 @dataclass(frozen=True)

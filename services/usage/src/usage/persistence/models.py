@@ -84,6 +84,9 @@ class LedgerRow(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    # A debit's monthly limit as usage_debit checked it (the audit's OVER_PLAN replays
+    # each month against these); None on credits and on debits before 20261207_0004.
+    plan_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class VoidedJobRow(Base):

@@ -24,6 +24,7 @@ _ENTRY_COLUMNS = (
     LedgerRow.idempotency_key,
     LedgerRow.reason,
     LedgerRow.created_at,
+    LedgerRow.plan_limit,
 )
 
 
@@ -36,6 +37,7 @@ def _entry(row: Any) -> LedgerEntry:
         idempotency_key=row.idempotency_key,
         reason=row.reason,
         created_at=row.created_at,
+        plan_limit=row.plan_limit,
     )
 
 
