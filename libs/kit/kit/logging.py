@@ -11,6 +11,7 @@ through the same processors, so every line is one JSON object with the same fiel
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -26,8 +27,20 @@ from structlog.typing import Processor
 
 # Keys whose values are never written, whoever logs them.
 _FORBIDDEN_KEYS = frozenset(
-    {"prompt", "token", "authorization", "password", "secret", "signed_url", "email", "body"}
+    {"prompt", "token", "authorization", "password", "secret", "signedurl", "email", "body"}
 )
+# A field named like one of these, in any spelling (access_token, apiToken,
+# webhook-signature, composedPrompt), is redacted whole too.
+_FORBIDDEN_ENDINGS = ("prompt", "token", "password", "secret", "signature")
+
+
+@functools.lru_cache(maxsize=4096)
+def _forbidden_key(key: str) -> bool:
+    """Whether a field named ``key`` is never logged (cached: field names are few)."""
+    name = key.lower().replace("_", "").replace("-", "")
+    return name in _FORBIDDEN_KEYS or name.endswith(_FORBIDDEN_ENDINGS)
+
+
 _REDACTED = "[redacted]"
 
 
@@ -171,9 +184,7 @@ def _scrubbed(value: Any, depth: int = 0) -> Any:
         return _REDACTED
     if isinstance(value, Mapping):
         return {
-            str(key): _REDACTED
-            if str(key).lower() in _FORBIDDEN_KEYS
-            else _scrubbed(item, depth + 1)
+            str(key): _REDACTED if _forbidden_key(str(key)) else _scrubbed(item, depth + 1)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple | set | frozenset):
@@ -185,7 +196,7 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     """Runs after ``format_exc_info``, so the ``exception`` text is scrubbed too. Nested
     values are scrubbed as top-level ones are: a dict passed by mistake keeps no prompt."""
     for key in list(event):
-        if key.lower() in _FORBIDDEN_KEYS:
+        if _forbidden_key(key):
             event[key] = _REDACTED
         elif not isinstance(event[key], _PLAIN):
             event[key] = _scrubbed(event[key])

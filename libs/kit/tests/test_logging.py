@@ -48,6 +48,28 @@ def test_json_lines_with_context_and_redaction(capsys: pytest.CaptureFixture[str
     assert "abcdef" not in line
 
 
+def test_fields_named_like_a_secret_in_any_spelling_are_redacted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only the exact names were: an ``access_token`` or a ``webhook-signature`` field
+    would have been written as it came."""
+    configure_logging("test-service")
+    fields = {
+        "access_token": "opaque-1",
+        "apiToken": "opaque-2",
+        "webhook-signature": "opaque-3",
+        "composedPrompt": "opaque-4",
+        "signed_url": "opaque-5",
+        "nested": {"X-Amz-Signature": "opaque-6"},
+    }
+    get_logger("t").info("call", tokenCount=3, **fields)
+
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "opaque" not in json.dumps(event)
+    assert event["access_token"] == event["composedPrompt"] == "[redacted]"
+    assert event["tokenCount"] == 3
+
+
 def test_nested_values_are_redacted_as_top_level_ones(capsys: pytest.CaptureFixture[str]) -> None:
     """A dict or list passed by mistake keeps no prompt, token or signature."""
 
