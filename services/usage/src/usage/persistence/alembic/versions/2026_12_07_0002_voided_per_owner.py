@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from usage.persistence.function_rewrite import rewrite_debit
+
 revision: str = "20261207_0002"
 down_revision: str | None = "20261207_0001"
 branch_labels: str | Sequence[str] | None = None
@@ -26,27 +28,16 @@ _ANY_OWNER = "SELECT 1 FROM usage_voided_jobs v WHERE v.job_id = p_job)"
 _SAME_OWNER = "SELECT 1 FROM usage_voided_jobs v WHERE v.job_id = p_job AND v.owner_id = p_owner)"
 
 
-def _rewrite_debit(old: str, new: str) -> None:
-    """``usage_debit`` as it is in the database, with ``old`` replaced by ``new``."""
-    connection = op.get_bind()
-    definition = connection.exec_driver_sql(
-        "SELECT pg_get_functiondef('usage_debit'::regproc)"
-    ).scalar_one()
-    if old not in definition:
-        raise RuntimeError("usage_debit is not the function this migration expects")
-    op.execute(definition.replace(old, new))
-
-
 def upgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.drop_constraint("pk_usage_voided_jobs", "usage_voided_jobs", type_="primary")
     op.create_primary_key("pk_usage_voided_jobs", "usage_voided_jobs", ["job_id", "owner_id"])
-    _rewrite_debit(_ANY_OWNER, _SAME_OWNER)
+    rewrite_debit(_ANY_OWNER, _SAME_OWNER)
 
 
 def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
-    _rewrite_debit(_SAME_OWNER, _ANY_OWNER)
+    rewrite_debit(_SAME_OWNER, _ANY_OWNER)
     # One void per job again: the earliest stays.
     op.execute(
         "DELETE FROM usage_voided_jobs a USING usage_voided_jobs b"

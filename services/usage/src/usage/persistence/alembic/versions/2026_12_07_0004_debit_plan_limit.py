@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from usage.persistence.function_rewrite import rewrite_debit
+
 revision: str = "20261207_0004"
 down_revision: str | None = "20261207_0003"
 branch_labels: str | Sequence[str] | None = None
@@ -40,24 +42,13 @@ _INSERT_WITH_LIMIT = (
 )
 
 
-def _rewrite_debit(old: str, new: str) -> None:
-    """``usage_debit`` as it is in the database, with ``old`` replaced by ``new``."""
-    connection = op.get_bind()
-    definition = connection.exec_driver_sql(
-        "SELECT pg_get_functiondef('usage_debit'::regproc)"
-    ).scalar_one()
-    if old not in definition:
-        raise RuntimeError("usage_debit is not the function this migration expects")
-    op.execute(definition.replace(old, new))
-
-
 def upgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
     op.add_column("usage_ledger", sa.Column("plan_limit", sa.Integer(), nullable=True))
-    _rewrite_debit(_INSERT, _INSERT_WITH_LIMIT)
+    rewrite_debit(_INSERT, _INSERT_WITH_LIMIT)
 
 
 def downgrade() -> None:
     op.execute("SET LOCAL lock_timeout = '5s'")
-    _rewrite_debit(_INSERT_WITH_LIMIT, _INSERT)
+    rewrite_debit(_INSERT_WITH_LIMIT, _INSERT)
     op.drop_column("usage_ledger", "plan_limit")
