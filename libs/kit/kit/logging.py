@@ -73,18 +73,26 @@ _TEXT_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]
     (re.compile(r"(?<![\w/:.%-])(/[^\s?\"'#]{0,2048})\?[^\s\"'#]*"), r"\1?" + _REDACTED),
     # A signature or credential outside a URL or a path (a form, a path glued to other
     # text): S3's X-Amz-Signature and X-Amz-Credential, CloudFront's Signature.
-    (re.compile(r"(?ai:(signature|credential)=)[^\s&\"'#]*"), r"\1=" + _REDACTED),
+    # URL-encoded too (a presigned URL inside another's query: X-Amz-Signature%3D...).
+    (
+        re.compile(r"(?ai:(signature|credential)(=|%3d))[^\s&\"'#]*"),
+        r"\1\2" + _REDACTED,
+    ),
     (re.compile(r"(?i)\b(bearer|basic)\s+[^\s\"',;]+"), r"\1 " + _REDACTED),
     # JWTs, Replicate tokens, webhook secrets: wherever they show up.
     (re.compile(r"\beyJ[\w-]*(?:\.[\w-]*){0,2}"), _REDACTED),
     (re.compile(r"\b(r8|whsec)_[\w+/=-]+"), r"\1_" + _REDACTED),
+    # A Standard Webhooks signature (``webhook-signature: v1,<base64>``), in a header
+    # dump or a repr, whatever it is filed under.
+    (re.compile(r"\bv1,[A-Za-z0-9+/]{16,}={0,2}"), "v1," + _REDACTED),
     # A field named like a secret, in a repr, a dict, JSON, a form or a proto dump:
     # prompt='...', "token": "...", prompt: "...", password=...
     (
         re.compile(
             r"(?i)(\b\w{0,40}(?:prompt|token|secret|password|authorization)\w{0,40}"
-            r"['\"]?\s{0,5}[:=]\s{0,5})"
-            r"('[^'\n]*'?|\"[^\"\n]*\"?|[^\s,;)}\]]+)"
+            r"\\{0,8}['\"]?\s{0,5}[:=]\s{0,5})"
+            # JSON escaped once or more inside other JSON or a repr: {\"prompt\": \"...\"}
+            r"(\\{1,8}\"[^\n]*?(?:\\{1,8}\"|(?=\n)|\Z)|'[^'\n]*'?|\"[^\"\n]*\"?|[^\s,;)}\]]+)"
         ),
         r"\1" + _REDACTED,
     ),
@@ -139,12 +147,13 @@ _NEEDS: tuple[Callable[[str], bool], ...] = (
     lambda text: "://" in text,
     lambda text: "?" in text and "/" in text,
     # ASCII-only case folding ((?a)), so lower() finds every match, non-ASCII text too.
-    lambda text: "=" in text and ("signature=" in (low := text.lower()) or "credential=" in low),
+    lambda text: "signature" in (low := text.lower()) or "credential" in low,
     # The two patterns with Unicode case folding also run on any non-ASCII text: it
     # lets letters such as U+017F or U+212A match 's' and 'k'.
     lambda text: not text.isascii() or "bearer" in (low := text.lower()) or "basic" in low,
     lambda text: "eyJ" in text,
     lambda text: "r8_" in text or "whsec_" in text,
+    lambda text: "v1," in text,
     _may_name_a_secret,
     lambda text: "Key (" in text,
     lambda text: "for type " in text,

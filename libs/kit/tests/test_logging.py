@@ -321,6 +321,12 @@ def test_redaction_stays_linear_on_hostile_text() -> None:
         "X-Amz-Credential=" + "c" * 200_000,
         "input_value=" * 20_000,
         "input_value=" + "x" * 200_000,
+        "signature%3D" * 20_000,
+        "v1," + "A" * 200_000,
+        "v1," * 60_000,
+        'prompt=\\"' * 20_000,
+        'prompt=\\"' + "x" * 200_000,
+        "prompt" + "\\" * 200_000,
         "-/" * 100_000,
         " /" * 100_000 + "?",
         "/" + "a" * 200_000 + "?",
@@ -397,6 +403,29 @@ def _pydantic_error() -> str:
             "form: X-Amz-Credential=[redacted]&X-Amz-Signature=[redacted]",
         ),
         ("x-amz-signature=abc#f", "x-amz-signature=[redacted]#f"),
+        # URL-encoded, as a presigned URL inside another URL's query or a form.
+        (
+            "next=%2Fk%3FX-Amz-Credential%3DAKIA%252F1%26X-Amz-Signature%3Dabc",
+            "next=%2Fk%3FX-Amz-Credential%3D[redacted]",
+        ),
+        ("X-AMZ-SIGNATURE%3dabc def", "X-AMZ-SIGNATURE%3d[redacted] def"),
+        # A Standard Webhooks signature in a header dump, whatever its key.
+        (
+            "{'webhook-signature': 'v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4='}",
+            "{'webhook-signature': 'v1,[redacted]'}",
+        ),
+        (
+            "webhook-signature: v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4="
+            " v1,abcdefghijklmnopqrst",
+            "webhook-signature: v1,[redacted] v1,[redacted]",
+        ),
+        # JSON escaped inside JSON or a repr: the whole value goes, spaces and all.
+        (
+            '{"body": "{\\"prompt\\": \\"a red room, please\\", \\"mode\\": \\"x\\"}"}',
+            '{"body": "{\\"prompt\\": [redacted], \\"mode\\": \\"x\\"}"}',
+        ),
+        ('b\'{\\\\"prompt\\\\":\\\\"my room\\\\"}\'', "b'{\\\\\"prompt\\\\\":[redacted]}'"),
+        ('prompt=\\"an unclosed value\nnext', "prompt=[redacted]\nnext"),
         # pydantic echoing the input, even one that mimics the closing of the field.
         (
             "[type=int_parsing, input_value='a, input_type=str] b', input_type=str]",
@@ -492,6 +521,10 @@ _FRAGMENTS = [
     "input_value=",
     "a@b.c",
     "//u@h.io",
+    "X-Amz-Signature%3D",
+    "v1,abcdefghijklmnopqrstuv",
+    'prompt\\": \\"',
+    "\\",
 ]
 
 
