@@ -94,29 +94,33 @@ class WebhookEndpoint:
                 self._verifier.verify(body, request.headers)
             except SignatureRejected as rejected:
                 return self._rejected(401, rejected.reason, delivery_id)
-        if not _is_json_object(body):
+        prediction_id = _prediction_of(body)
+        if prediction_id is None:
             return self._rejected(400, "not_json", delivery_id)
-        return await self._forward(body, delivery_id, _named_job(request))
+        return await self._forward(body, delivery_id, prediction_id, _named_job(request))
 
-    async def _forward(self, body: bytes, delivery_id: str, job_id: str) -> Response:
+    async def _forward(
+        self, body: bytes, delivery_id: str, prediction_id: str, job_id: str
+    ) -> Response:
+        ids = {"deliveryId": delivery_id, "predictionId": prediction_id}
         try:
             result = await self._forwarder.apply_event(body, delivery_id, job_id)
         except EventRejected:
-            self._log.warning(_FAILED, deliveryId=delivery_id, grpcCode="INVALID_ARGUMENT")
+            self._log.warning(_FAILED, **ids, grpcCode="INVALID_ARGUMENT")
             metrics.forward_failed("INVALID_ARGUMENT")
             return error_response(400, "VALIDATION_ERROR", "The webhook event could not be read.")
         except ForwardFailed as failed:
-            self._log.warning(_FAILED, deliveryId=delivery_id, grpcCode=failed.grpc_code)
+            self._log.warning(_FAILED, **ids, grpcCode=failed.grpc_code)
             metrics.forward_failed(failed.grpc_code)
             return _retry_later()
         except Exception:
             # Any other failure still means "not applied": the provider must retry.
-            self._log.exception(_FAILED, deliveryId=delivery_id, grpcCode="UNKNOWN")
+            self._log.exception(_FAILED, **ids, grpcCode="UNKNOWN")
             metrics.forward_failed("UNKNOWN")
             return _retry_later()
         self._log.info(
             "webhook.forwarded",
-            deliveryId=delivery_id,
+            **ids,
             outcome=result.outcome,
             jobId=result.job_id,
             status=result.status,
@@ -161,12 +165,21 @@ def _delivery_id(request: Request) -> str:
     return raw if raw.isascii() and raw.isprintable() else ""
 
 
-def _is_json_object(body: bytes) -> bool:
+# A prediction id is short ("gm3qorzdhgbfurvjtvhg6dckhu"); anything longer is logged cut.
+_MAX_ID_CHARS = 64
+
+
+def _prediction_of(body: bytes) -> str | None:
+    """The event's prediction id for the logs ("" when it has none that is a string),
+    or None when the body is not a JSON object (refused)."""
     try:
         value: Any = json.loads(body)
     except (ValueError, RecursionError):
-        return False
-    return isinstance(value, dict)
+        return None
+    if not isinstance(value, dict):
+        return None
+    prediction_id = value.get("id")
+    return prediction_id[:_MAX_ID_CHARS] if isinstance(prediction_id, str) else ""
 
 
 def _retry_later() -> Response:
