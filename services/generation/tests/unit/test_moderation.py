@@ -81,6 +81,8 @@ BAD = {
         "Nude model posing by the window",
         "erotic art of a couple",
         "NSFW bedroom",
+        "a roomporn shoot",
+        "turn the cellar into a sexdungeon",
         "a poster of her tits",
         "big tits above the bed",
         "a framed poster of great tits above the bed",
@@ -89,6 +91,7 @@ BAD = {
     ],
     "hate": [
         "a nazi flag on the wall",
+        "a nazibunker basement",
         "Swastika wallpaper",
         "white power mural",
         "heil hitler sign above the desk",
@@ -107,6 +110,9 @@ BAD = {
         "killhim in the kitchen",
         "a deadbody on the floor",
         "SerialKiller posters",
+        # A stem no ordinary word holds, inside a longer word.
+        "a murdermystery themed den",
+        "a genocidememorial wall",
     ],
     "illegal": [
         "meth lab in the garage",
@@ -119,6 +125,7 @@ BAD = {
         "cannabis grow room in the spare bedroom",
         "a crystalmeth lab in the garage",
         "machineguns on the wall",
+        "a cocainebar in the basement",
     ],
     "pii": [
         "email me at jane.doe@example.com",
@@ -195,6 +202,11 @@ def test_rejection_is_generic_and_never_echoes_the_prompt(prompt: str) -> None:
         "white powder coated frames and a massive window",
         "display shelves for the skills of the household",
         "a cookingmethods shelf",
+        # Words that hold a listed term's letters but are no compound of it.
+        "a Sussex cottage with a Middlesex townhouse feel",
+        "an antique sextant on the Essex sideboard",
+        "an Ashkenazi family heirloom cabinet",
+        "a superheroine poster in the kids room",
     ],
 )
 def test_near_misses_pass(prompt: str) -> None:

@@ -8,7 +8,8 @@ look-alike letters from other scripts, accents and full-width letters
 (:func:`generation.domain.moderation_skeleton.skeletons`), spaced-out letters
 ("s.e.x", "s_e_x") and digits for letters ("k1ll"); and on that copy once more
 with punctuation and underscores read as spaces ("kill_him"). A phrase's words may
-be run together ("nakedwoman").
+be run together ("nakedwoman"), and a handful of stems no ordinary word holds are
+found inside longer words ("roomporn", "nazibunker").
 
 Deliberate choices, pinned by the tests:
 - "kill" alone is not violent in this domain ("kill the clutter", "a killer view");
@@ -152,6 +153,39 @@ _WORD_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     for category, terms in _TERMS.items()
 )
 
+# Stems that no ordinary word holds, matched inside longer words too: a term run
+# together with a room word ("roomporn", "nazibunker", "sexdungeon") is no whole word.
+# "sex" only before a room word (Sussex, sextant and sexton stay), "nazi" not after
+# "ashke" (Ashkenazi).
+_EMBEDDED: dict[str, tuple[str, ...]] = {
+    "explicit": (
+        r"porn",
+        r"hentai",
+        r"bdsm",
+        r"nsfw",
+        r"onlyfans",
+        r"masturbat",
+        r"orgasm",
+        r"(?:sex|nude|naked|erotic)(?:rooms?|dungeons?|swings?|clubs?|shops?|toys?|dolls?"
+        r"|dens?|caves?|part(?:y|ies)|lairs?|pads?)",
+    ),
+    "hate": (r"nigger", r"faggot", r"swastika", r"(?<!ashke)nazi", r"hitler"),
+    "violence": (
+        r"murder",
+        r"massacre",
+        r"genocide",
+        r"decapitat",
+        r"dismember",
+        r"mutilat",
+        r"beheading",
+        r"suicide",
+    ),
+    "illegal": (r"cocaine", r"fentanyl", r"methamphetamine"),
+}
+_EMBEDDED_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (category, re.compile("|".join(terms), re.IGNORECASE)) for category, terms in _EMBEDDED.items()
+)
+
 _STREET_SUFFIX = (
     r"(?:St|Street|Rd|Road|Ave|Avenue|Lane|Ln|Drive|Dr|Court|Ct|Crt|Parade|Pde|Crescent|Cres"
     r"|Place|Pl|Boulevard|Blvd|Way|Terrace|Tce|Highway|Hwy|Close|Cl|Circuit|Cct|Grove|Gr)"
@@ -235,9 +269,10 @@ def is_flagged(text: str) -> str | None:
     # Each distinct copy once: most prompts need no folding or separating at all. The
     # text as typed is read with its dashes as "-" (the lists' exceptions are spelled so).
     variants = tuple(dict.fromkeys((text.translate(DASHES), *folded, *separated)))
-    for category, pattern in _WORD_PATTERNS:
-        if any(pattern.search(variant) for variant in variants):
-            return category
+    for patterns in (_WORD_PATTERNS, _EMBEDDED_PATTERNS):
+        for category, pattern in patterns:
+            if any(pattern.search(variant) for variant in variants):
+                return category
     # Full-width or other compatibility digits, and other scripts' digits (Arabic-Indic,
     # Devanagari), spell the same phone number.
     if _has_personal_data(text) or _has_personal_data(_ascii_digits(text)):
