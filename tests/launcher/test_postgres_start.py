@@ -146,3 +146,32 @@ def test_a_tool_that_fails_says_why_in_the_units_error(tmp_path: Path) -> None:
     unit = PostgresUnit(PostgresServer(data_dir, free_port()), ["generation"])
     with pytest.raises(UnitError, match="exists but is not empty"):
         unit.launch()
+
+
+def test_the_servers_log_keeps_no_row_values_of_a_failed_statement(tmp_path: Path) -> None:
+    """PostgreSQL writes a failing row's values (a prompt, an e-mail) into its DETAIL
+    line at its default verbosity; the embedded server logs errors tersely."""
+    import asyncio
+
+    import asyncpg
+
+    log_path = tmp_path / "pg.log"
+    server = PostgresServer(tmp_path / "pg", free_port(), log_path)
+    server.start()
+
+    async def violate() -> None:
+        connection = await asyncpg.connect(server.admin_dsn)
+        try:
+            await connection.execute("CREATE TABLE t (prompt text, n int NOT NULL)")
+            with pytest.raises(asyncpg.NotNullViolationError):
+                await connection.execute("INSERT INTO t VALUES ($1, $2)", "a quokka room", None)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(violate())
+    finally:
+        server.stop()
+    log = log_path.read_text()
+    assert 'null value in column "n"' in log  # the error itself is logged
+    assert "quokka" not in log

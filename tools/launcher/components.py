@@ -320,7 +320,9 @@ class PostgresServer:
     def _pg_ctl_start(self) -> None:
         options = (
             f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} "
-            "-c max_connections=300 -c fsync=off -c synchronous_commit=off"
+            "-c max_connections=300 -c fsync=off -c synchronous_commit=off "
+            # No DETAIL lines: they hold a failing row's values (a prompt, an e-mail).
+            "-c log_error_verbosity=terse"
         )
         _pg_tool("pg_ctl")(
             ["-w", "-t", "30", "-l", str(self.log_path), "-o", options, "start"],
