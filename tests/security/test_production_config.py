@@ -129,6 +129,30 @@ REFUSED: dict[str, tuple[type[BaseSettings], dict[str, str], str]] = {
         },
         "USAGE_DATABASE_URL",
     ),
+    # The driver connects with a ?password= (over the user info's): checked too.
+    "usage with the dev database password in the query": (
+        UsageSettings,
+        {
+            "USAGE_DATABASE_URL": f"postgresql+asyncpg://interior@db/usage?password={DEV_POSTGRES_PASSWORD}"
+        },
+        "USAGE_DATABASE_URL",
+    ),
+    "usage with the dev password in the query over an own one": (
+        UsageSettings,
+        {
+            "USAGE_DATABASE_URL": "postgresql+asyncpg://interior:own-pw-5c1e@db/usage"
+            f"?sslmode=require&password={DEV_POSTGRES_PASSWORD}"
+        },
+        "USAGE_DATABASE_URL",
+    ),
+    "generation with the template's database password in the query": (
+        GenerationSettings,
+        {
+            **GENERATION,
+            "GENERATION_DATABASE_URL": "postgresql+asyncpg://g@db/generation?password=REPLACE_ME",
+        },
+        "GENERATION_DATABASE_URL",
+    ),
     "gateway without a webhook secret": (GatewaySettings, {}, "REPLICATE_WEBHOOK_SECRET"),
     "gateway with the dev webhook secret": (
         GatewaySettings,

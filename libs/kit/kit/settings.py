@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -195,10 +195,14 @@ class DatabaseSettings(BaseSettings):
     def database_problems(self) -> Iterable[str]:
         """In production: the URL's password may not be one this repository publishes
         or a template's placeholder (no password at all is left to the server: peer
-        authentication, certificates or a passfile)."""
-        password = unquote(urlsplit(self.database_url.get_secret_value()).password or "")
-        if password and (problem := secret_problem(password)) is not None:
-            yield f"the password in {self._database_url_variables()} {problem}"
+        authentication, certificates or a passfile). A ``?password=`` is checked too: the
+        driver connects with it, over the user info's."""
+        url = urlsplit(self.database_url.get_secret_value())
+        passwords = [unquote(url.password or ""), *parse_qs(url.query).get("password", [])]
+        for password in passwords:
+            if password and (problem := secret_problem(password)) is not None:
+                yield f"the password in {self._database_url_variables()} {problem}"
+                return
 
     def _database_url_variables(self) -> str:
         field = type(self).model_fields["database_url"]
