@@ -76,6 +76,18 @@ async def test_pages_are_newest_first_and_complete(stack: Stack, user: User) -> 
     assert await _all_pages(user, 100) == _newest_first(rows)
 
 
+async def test_head_answers_as_get_without_the_body(stack: Stack, user: User) -> None:
+    await _insert_jobs(stack, user.id, 3)
+    get = await _page(user, limit=2)
+    head = await user.client.head(
+        f"{stack.api}/generations", params={"limit": 2}, headers=user.headers
+    )
+
+    assert (get.status_code, head.status_code) == (200, 200)
+    assert head.content == b""
+    assert head.headers["content-length"] == get.headers["content-length"]
+
+
 async def test_jobs_added_while_paging_never_make_a_page_skip_or_repeat(
     stack: Stack, user: User
 ) -> None:

@@ -199,14 +199,18 @@ async def test_wrong_method_is_json_405(client: httpx.AsyncClient, identity) -> 
 
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
-    assert response.headers["Allow"] == "GET"
+    assert response.headers["Allow"] == "GET, HEAD"
 
 
 @pytest.mark.parametrize(
     ("path", "allowed"),
     [
-        ("/api/v1/generations", "GET, POST"),
-        ("/api/v1/generations/7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69", "DELETE, GET, PATCH"),
+        ("/api/v1/generations", "GET, HEAD, POST"),
+        ("/api/v1/generations/7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69", "DELETE, GET, HEAD, PATCH"),
+        # Served, though hidden from the OpenAPI document.
+        ("/api/v1/catalog", "GET, HEAD"),
+        # A stream has no HEAD: it would hold the connection until the job ends.
+        ("/api/v1/generations/7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69/events", "GET"),
     ],
 )
 async def test_a_405_names_every_method_of_its_path(

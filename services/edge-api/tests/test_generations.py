@@ -317,3 +317,64 @@ async def test_usage(client: httpx.AsyncClient, backends, identity) -> None:
     }
     (call,) = backends.usage.recorder.named("GetQuota")
     assert call.request.owner_id == identity.owner
+
+
+@pytest.mark.parametrize("path", ["/api/v1/generations/{job}", "/api/v1/usage"])
+async def test_head_answers_as_get_without_the_body(
+    client: httpx.AsyncClient, backends, identity, path: str
+) -> None:
+    """RFC 9110 9.1: HEAD wherever GET (FastAPI's GET routes did not take it: 405)."""
+    target = path.format(job=backends.generation.add_job(identity.owner).id)
+    get = await client.get(target, headers=identity.headers())
+    head = await client.head(target, headers=identity.headers())
+
+    assert (get.status_code, head.status_code) == (200, 200)
+    assert head.content == b""
+    for name in ("content-type", "content-length", "cache-control"):
+        assert head.headers[name] == get.headers[name]
+
+
+@pytest.mark.parametrize(
+    "extra", [{"sourceVariantIdx": 0}, {"sourceGenerationId": None}], ids=["index", "id"]
+)
+async def test_json_refuses_the_forms_names_for_a_source(
+    client: httpx.AsyncClient, backends, identity, extra: dict[str, object]
+) -> None:
+    """JSON names a refine source "source": {...} (its document forbids any other field);
+    the form's flat names started a charged job through JSON."""
+    body = {"mode": "imagine", "prompt": "a sunny room", **extra}
+    response = await client.post("/api/v1/generations", json=body, headers=identity.headers())
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert backends.generation.recorder.named("SubmitGeneration") == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "raw"),
+    [
+        ("PATCH", "/{job}", b'{"action": "delete", "action": "cancel"}'),
+        ("POST", "", b'{"mode": "sculpt", "mode": "imagine", "prompt": "a sunny room"}'),
+    ],
+    ids=["cancel", "submit"],
+)
+async def test_a_repeated_json_member_is_refused(
+    client: httpx.AsyncClient, backends, identity, method: str, path: str, raw: bytes
+) -> None:
+    """A reader that keeps the first of two members (a proxy, a log) would see another
+    request than the last one wins: refused, as a repeated form field is."""
+    job = backends.generation.add_job(identity.owner)
+    response = await client.request(
+        method,
+        "/api/v1/generations" + path.format(job=job.id),
+        content=raw,
+        headers={**identity.headers(), "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "VALIDATION_ERROR",
+        "message": "A JSON member is repeated.",
+    }
+    assert backends.generation.recorder.named("SubmitGeneration") == []
+    assert backends.generation.recorder.named("CancelGeneration") == []

@@ -9,7 +9,6 @@ failures, and anything unexpected (a generic 500, never a stack trace).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from edge_api.statuses import http_status
 from kit.errors import (
@@ -154,31 +154,23 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=headers)
 
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_PATH_PARAMETER = re.compile(r"\\\{[^/]+?\\\}")
-
-
-@functools.cache
-def _path_patterns(paths: tuple[tuple[str, tuple[str, ...]], ...]) -> list[tuple[Any, str]]:
-    """(a path template's pattern, its methods) for each documented path."""
-    return [
-        (re.compile(_PATH_PARAMETER.sub("[^/]+", re.escape(template)) + "$"), ", ".join(methods))
-        for template, methods in paths
-    ]
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 def _documented_methods(request: Request) -> str | None:
-    """Every method the OpenAPI document gives the request's path (RFC 9110 15.5.6):
-    Starlette's own 405 names only the first route that matched the path, and a path's
-    methods are often routes of their own (GET and POST of /generations)."""
-    paths = tuple(
-        (template, tuple(sorted(m.upper() for m in operations if m.upper() in _METHODS)))
-        for template, operations in request.app.openapi().get("paths", {}).items()
-    )
-    for pattern, methods in _path_patterns(paths):
-        if pattern.match(request.url.path):
-            return methods
-    return None
+    """Every method the app serves on the request's path (RFC 9110 15.5.6), hidden
+    routes (HEAD) included: Starlette's own 405 names only the first route that matched
+    the path, and a path's methods are often routes of their own (GET and POST of
+    /generations). Asked of the routes themselves, as routing would."""
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed) or None
 
 
 def _validation_message(exc: RequestValidationError) -> str:

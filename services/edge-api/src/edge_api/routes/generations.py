@@ -83,7 +83,7 @@ async def _read_submission(request: Request, state: EdgeState) -> Submission:
         async with asyncio.timeout(settings.upload_read_timeout_seconds):
             if media_type == JSON_TYPE:
                 data = await read_json(request, min_rate=min_rate)
-                fields = parse_model(SubmissionFields, data, strict=True)
+                fields = parse_model(SubmissionFields, _json_fields(data), strict=True)
                 return Submission(fields, MultipartForm())
             boundary = multipart_boundary(options)
             max_bytes = state.runtime_config.uploads.max_bytes
@@ -96,6 +96,19 @@ async def _read_submission(request: Request, state: EdgeState) -> Submission:
         form.close()
         raise
     return Submission(fields, form)
+
+
+# The multipart spelling of a refine source: JSON names it as "source": {...} only.
+_FORM_ONLY_FIELDS = ("sourceGenerationId", "sourceVariantIdx")
+
+
+def _json_fields(data: object) -> object:
+    """A JSON body as the form model reads it, refused when it uses the form's names."""
+    if isinstance(data, dict):
+        for name in _FORM_ONLY_FIELDS:
+            if name in data:
+                raise ValidationError(f'{name}: not a JSON field; send "source": {{...}}')
+    return data
 
 
 def _idempotency_key(header: str | None, field: str | None) -> str:
@@ -201,6 +214,10 @@ async def get_generation(job_id: JobId, request: Request, owner_id: Owner, state
             settled.keep(read, reply.job, owner_id)
         job = reply.job
     return job_to_json(job, public_base(state, request))
+
+
+# RFC 9110 9.1: HEAD wherever GET (uvicorn sends the headers without the body).
+router.head("/{job_id}", include_in_schema=False)(get_generation)
 
 
 @router.patch(

@@ -78,3 +78,7 @@ async def list_generations(
         items=[job_to_json(job, base) for job in reply.jobs],
         next_cursor=reply.next_page_token or None,
     )
+
+
+# RFC 9110 9.1: HEAD wherever GET (uvicorn sends the headers without the body).
+router.head("", include_in_schema=False)(list_generations)

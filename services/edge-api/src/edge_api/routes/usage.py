@@ -28,3 +28,7 @@ async def get_usage(caller: Authenticated, state: State) -> QuotaOut:
         metadata=outgoing_metadata(),
     )
     return quota_to_json(quota)
+
+
+# RFC 9110 9.1: HEAD wherever GET (uvicorn sends the headers without the body).
+router.head("/usage", include_in_schema=False)(get_usage)
