@@ -305,9 +305,25 @@ async def read_json(
             if len(body) > max_bytes:
                 raise PayloadTooLarge("The request body is too large.")
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique_members)
+    except _RepeatedMember:
+        raise ValidationError("A JSON member is repeated.") from None
     except (ValueError, RecursionError):  # bad UTF-8, bad JSON, absurd nesting or numbers
         raise ValidationError("The request body is not valid JSON.") from None
+
+
+class _RepeatedMember(Exception):
+    pass
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object without repeated names: with {"action": "delete", "action": "cancel"}
+    a proxy or a log reader that keeps the first reads another request than the last
+    (RFC 8259 leaves it to each reader), as with a repeated form field."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise _RepeatedMember
+    return members
 
 
 def parse_model(model: type[M], data: object, *, strict: bool = False) -> M:
