@@ -13,6 +13,7 @@ about 11 MiB that a server importing it would hold for its whole life.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,22 +35,47 @@ class MigrationFailed(Exception):
         self.exit_code = exit_code
 
 
+class MigrationStopped(Exception):
+    """SIGTERM or SIGINT came while the migration ran: the child was stopped with it."""
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 async def migrate_in_child(module: str) -> None:
     """``python -m <module> migrate`` in a child process, waited for.
 
     The child reads the same environment as this process and writes its JSON lines
-    to the same stdout and stderr. Cancelled (the service stopped while it
-    migrates), the child is killed: PostgreSQL rolls its transaction back and
-    releases the advisory lock. Raises MigrationFailed.
+    to the same stdout and stderr. Cancelled, or the service asked to stop (SIGTERM,
+    SIGINT: the server's own handlers come later) while it migrates, the child is
+    killed: PostgreSQL rolls its transaction back and releases the advisory lock, and
+    no migration outlives the service. Raises MigrationFailed, or MigrationStopped.
     """
     child = await asyncio.create_subprocess_exec(sys.executable, "-m", module, "migrate")
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    signalled = False
+
+    def stop() -> None:
+        nonlocal signalled
+        signalled = True
+        if task is not None:
+            task.cancel()
+
+    for number in _STOP_SIGNALS:
+        loop.add_signal_handler(number, stop)
     try:
         code = await child.wait()
     except BaseException:
         if child.returncode is None:
             child.kill()
             await asyncio.shield(child.wait())
+        if signalled and task is not None and task.uncancel() == 0:
+            raise MigrationStopped from None
         raise
+    finally:
+        for number in _STOP_SIGNALS:
+            loop.remove_signal_handler(number)
     if code != 0:
         raise MigrationFailed(code)
 

@@ -14,7 +14,7 @@ from generation.settings import GenerationSettings
 from generation.wiring import MIGRATIONS, build_app
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
-from kit.migrate_command import MigrationFailed, migrate, migrate_in_child
+from kit.migrate_command import MigrationFailed, MigrationStopped, migrate, migrate_in_child
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
@@ -56,6 +56,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     except MigrationFailed as error:
         print(f"generation: not started: {error}", file=sys.stderr)
         raise SystemExit(1) from None
+    except MigrationStopped:
+        get_logger("generation").info("generation.stopped", reason="stopped while migrating")
 
 
 if __name__ == "__main__":

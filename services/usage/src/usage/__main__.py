@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
-from kit.migrate_command import MigrationFailed, migrate, migrate_in_child
+from kit.migrate_command import MigrationFailed, MigrationStopped, migrate, migrate_in_child
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrationFailed as error:
         print(f"usage: not started: {error}", file=sys.stderr)
         return 1
+    except MigrationStopped:
+        log.info("usage.stopped", reason="stopped while migrating")
     return 0
 
 
