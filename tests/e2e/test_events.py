@@ -3,70 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from edge_api.app import create_app as create_edge_app
-from kit.runtime_config import load_runtime_config
-from testkit.config import REPO_RUNTIME_CONFIG
-from testkit.servers import ThreadedUvicorn
 from tests.e2e.harness import Stack, User, jpeg_bytes, make_token
-
-TERMINAL = {"succeeded", "failed", "canceled"}
-WAIT = 20.0
-
-
-@dataclass
-class Stream:
-    """What one SSE connection received: messages, comments, and whether the server ended it."""
-
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    ids: list[int] = field(default_factory=list)
-    comments: int = 0
-    ended: bool = False
-
-    @property
-    def statuses(self) -> list[str]:
-        return [message["status"] for message in self.messages]
-
-
-async def follow(
-    client: httpx.AsyncClient,
-    url: str,
-    headers: dict[str, Any],
-    stream: Stream,
-    *,
-    params: dict[str, str] | None = None,
-) -> None:
-    """Read the stream into ``stream`` until the server ends it."""
-    async with client.stream("GET", url, headers=headers, params=params, timeout=WAIT) as answer:
-        assert answer.status_code == 200, await answer.aread()
-        assert answer.headers["content-type"].startswith("text/event-stream")
-        assert answer.headers["cache-control"] == "no-store"
-        event: dict[str, str] = {}
-        async for line in answer.aiter_lines():
-            if line.startswith(":"):
-                stream.comments += 1
-            elif line == "":
-                if event:
-                    assert event["event"] == "job"
-                    stream.ids.append(int(event["id"]))
-                    stream.messages.append(json.loads(event["data"]))
-                event = {}
-            else:
-                name, _, value = line.partition(": ")
-                event[name] = value
-    stream.ended = True
+from tests.e2e.sse_client import TERMINAL, WAIT, Stream, follow, second_edge, until
 
 
 def _events_url(stack: Stack, job_id: str) -> str:
@@ -98,7 +44,7 @@ async def test_a_cancel_and_a_failure_end_their_streams(stack: Stack, user: User
     watcher = asyncio.create_task(
         follow(user.client, _events_url(stack, held["id"]), user.headers, canceled)
     )
-    await _until(lambda: bool(canceled.messages))
+    await until(lambda: bool(canceled.messages))
     assert (await user.cancel(held["id"])).status_code == 200
     await asyncio.wait_for(watcher, WAIT)
     assert canceled.statuses[-1] == "canceled"
@@ -223,35 +169,16 @@ async def test_a_slow_reader_does_not_hold_up_others(
     await user.wait_for(held["id"], TERMINAL)
 
 
-@asynccontextmanager
-async def _quick_edge(stack: Stack, **settings: Any) -> AsyncIterator[str]:
-    """A second edge on the same services, with short SSE timings, its change feed
-    caught up (a stream that reads its job before that reads it once more after)."""
-    app = create_edge_app(stack.edge_settings(**settings), load_runtime_config(REPO_RUNTIME_CONFIG))
-    edge = ThreadedUvicorn(app, name="quick-edge").start()
-    try:
-        # Any GET of a job starts the feed (a 404 here); then it catches up.
-        async with httpx.AsyncClient(base_url=edge.base_url) as client:
-            await client.get(
-                f"/api/v1/generations/{uuid.uuid4()}",
-                headers={"Authorization": f"Bearer {make_token(uuid.uuid4())}"},
-            )
-        await _until(lambda: app.state.edge.feed.caught_up)
-        yield f"{edge.base_url}/api/v1"
-    finally:
-        edge.stop()
-
-
 async def test_a_lost_webhook_still_shows_while_watched(stack: Stack, user: User) -> None:
     """Nothing but the open stream asks: its timed read finds what no webhook told."""
     await stack.control("set_faults", hold=True, drop_webhooks="all")
     held = (await user.submit("imagine", prompt="A tiled bathroom")).json()
     stream = Stream()
 
-    async with _quick_edge(stack, SSE_REFRESH_SECONDS=0.2) as api:
+    async with second_edge(stack, SSE_REFRESH_SECONDS=0.2) as (api, _):
         url = f"{api}/generations/{held['id']}/events"
         watcher = asyncio.create_task(follow(user.client, url, user.headers, stream))
-        await _until(lambda: stream.statuses != [])
+        await until(lambda: stream.statuses != [])
         assert stream.statuses[-1] in {"starting", "processing"}
         await stack.control("advance", held["predictionId"], "succeeded")  # webhook dropped
         stack.clock.advance(timedelta(minutes=1))  # generation now sees the job as stale
@@ -266,13 +193,13 @@ async def test_idle_streams_get_heartbeats(stack: Stack, user: User) -> None:
     held = (await user.submit("imagine", prompt="A mudroom")).json()
     stream = Stream()
 
-    async with _quick_edge(stack, SSE_HEARTBEAT_SECONDS=0.1) as api:
+    async with second_edge(stack, SSE_HEARTBEAT_SECONDS=0.1) as (api, _):
         watcher = asyncio.create_task(
             follow(user.client, f"{api}/generations/{held['id']}/events", user.headers, stream)
         )
-        await _until(lambda: stream.statuses[-1:] == ["processing"] and stream.comments >= 1)
+        await until(lambda: stream.statuses[-1:] == ["processing"] and stream.comments >= 1)
         quiet_since, seen = stream.comments, len(stream.messages)
-        await _until(lambda: stream.comments >= quiet_since + 3)
+        await until(lambda: stream.comments >= quiet_since + 3)
         assert len(stream.messages) == seen  # a quiet job: comments only, no repeats
         assert (await user.cancel(held["id"])).status_code == 200
         await asyncio.wait_for(watcher, WAIT)
@@ -288,7 +215,7 @@ async def test_a_stream_ends_when_its_token_expires(stack: Stack, user: User) ->
     stream = Stream()
 
     # A quiet stream ends at its first heartbeat past the expiry.
-    async with _quick_edge(stack, AUTH_LEEWAY_SECONDS=0, SSE_HEARTBEAT_SECONDS=0.2) as api:
+    async with second_edge(stack, AUTH_LEEWAY_SECONDS=0, SSE_HEARTBEAT_SECONDS=0.2) as (api, _):
         url = f"{api}/generations/{held['id']}/events"
         began = time.monotonic()
         await asyncio.wait_for(
@@ -305,12 +232,6 @@ async def test_a_stream_ends_when_its_token_expires(stack: Stack, user: User) ->
     assert stream.comments >= 1
     assert again.status_code == 401
     assert (await user.cancel(held["id"])).status_code == 200
-
-
-async def _until(done: Any, timeout: float = WAIT) -> None:
-    async with asyncio.timeout(timeout):
-        while not done():
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture(autouse=True)
@@ -336,13 +257,13 @@ async def test_idle_watchers_of_one_job_share_one_timed_read(stack: Stack, user:
     streams = [Stream() for _ in range(20)]
     refresh, quiet = 0.1, 1.0
 
-    async with _quick_edge(stack, SSE_REFRESH_SECONDS=refresh) as api:
+    async with second_edge(stack, SSE_REFRESH_SECONDS=refresh) as (api, _):
         url = f"{api}/generations/{held['id']}/events"
         watchers = [
             asyncio.create_task(follow(user.client, url, user.headers, stream))
             for stream in streams
         ]
-        await _until(lambda: all(stream.statuses for stream in streams))
+        await until(lambda: all(stream.statuses for stream in streams))
         before = _get_generation_calls()
         await asyncio.sleep(quiet)  # the measured quiet interval itself
         reads = _get_generation_calls() - before
@@ -359,7 +280,7 @@ async def _watch_until_canceled(user: User, url: str, job_id: str, count: int) -
     watchers = [
         asyncio.create_task(follow(user.client, url, user.headers, stream)) for stream in streams
     ]
-    await _until(lambda: all(stream.statuses[-1:] == ["processing"] for stream in streams))
+    await until(lambda: all(stream.statuses[-1:] == ["processing"] for stream in streams))
     before = _get_generation_calls()
     assert (await user.cancel(job_id)).status_code == 200
     await asyncio.wait_for(asyncio.gather(*watchers), WAIT)

@@ -429,7 +429,7 @@ async def test_no_job_is_written_once_the_token_expired_even_after_a_slow_read()
     state = SimpleNamespace(
         connected=lambda: SimpleNamespace(generation=Generation()),
         rpc_timeout=lambda: 10.0,
-        feed=SimpleNamespace(share=lambda *args: None),
+        feed=SimpleNamespace(share=lambda *args: None, timings=Timings()),
     )
     expires_at = time.time() + 0.2
     produce = _producer(state, "owner", "job-a", before, 1, "http://edge", expires_at)  # type: ignore[arg-type]
@@ -445,6 +445,43 @@ async def test_no_job_is_written_once_the_token_expired_even_after_a_slow_read()
     await asyncio.wait_for(producing, WAIT)
 
     assert writes == [b": the access token expired\n\n"]
+
+
+async def test_a_slow_read_keeps_the_streams_heartbeat_going() -> None:
+    """The stream's own task makes its job's reads: one that takes longer than the
+    heartbeat (generation polling a slow provider) writes comments meanwhile, instead of
+    leaving the stream silent for the heartbeat plus the read."""
+    before = generation_pb2.Job(id="job-a", version=1, status=generation_pb2.JOB_STATUS_PROCESSING)
+    after = generation_pb2.Job(
+        id="7d1b6d3e-0b8a-4a0e-9b7e-1f2d3c4b5a69",
+        version=2,
+        status=generation_pb2.JOB_STATUS_CANCELED,
+        settings=generation_pb2.JobSettings(mode="redesign"),
+    )
+
+    class Generation:
+        async def GetGeneration(self, request: object, timeout: float, metadata: object) -> object:
+            await asyncio.sleep(1.0)  # a slow provider behind generation's stale refresh
+            return SimpleNamespace(job=after)
+
+    state = SimpleNamespace(
+        connected=lambda: SimpleNamespace(generation=Generation()),
+        rpc_timeout=lambda: 10.0,
+        feed=SimpleNamespace(share=lambda *args: None, timings=Timings(heartbeat=0.2)),
+    )
+    produce = _producer(state, "owner", "job-a", before, 1, "http://edge", time.time() + 60)  # type: ignore[arg-type]
+    watch = Watch()
+    writes: list[bytes] = []
+
+    async def write(data: bytes) -> None:
+        writes.append(data)
+
+    producing = asyncio.ensure_future(produce(watch, write))
+    watch.wake(REFRESH)
+    await asyncio.wait_for(producing, WAIT)
+
+    assert writes.count(b": keep-alive\n\n") >= 3  # about one per 0.18 s of the 1 s read
+    assert writes[-1].startswith(b"id: 2\n")
 
 
 async def test_stopping_the_streams_ends_those_open_and_those_opened_later() -> None:

@@ -59,6 +59,9 @@ _STARTUP_SECONDS = 30.0
 # The newest change of this many jobs is remembered, for a watcher that registers just
 # after a change it did not read yet (see JobFeed.watch).
 RECENT_CHANGES = 1024
+# While the feed cannot vouch for itself, the jobs' leaders read at most this many jobs
+# a second in all (Timings.fallback apart for a few jobs, further apart for many).
+FALLBACK_READS_PER_SECOND = 200
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class Timings:
 
     heartbeat: float = 15.0
     refresh: float = 5.0
+    # While the feed cannot vouch for what it reports (disconnected, catching up, or its
+    # last mark older than the settled views' freshness: a deaf LISTEN, a burst queued
+    # ahead), each watched job's leader reads it this often instead: the source of truth.
+    fallback: float = 0.2
     # The upstream stream is given up when nothing (not even generation's heartbeat
     # mark) arrived for this long, or for 1.5 times what generation announced as its
     # longest gap between marks, whichever is longer.
@@ -161,8 +168,9 @@ class JobFeed:
         """
         return next(iter(self._watchers.get(job_id, ())), None) is signal
 
-    def share(self, job_id: str, job: generation_pb2.Job, reader: Watch) -> None:
-        """``reader``'s timed read found ``job`` newer: the job's other watchers get it too.
+    def share(self, job_id: str, job: generation_pb2.Job, reader: Watch | None = None) -> None:
+        """``reader``'s timed read (or this edge's own write) found ``job`` newer: the
+        job's other watchers get it too.
 
         While the feed is connected it reports the same change moments later (and a
         watcher ignores what is not newer than what it sent); while it is not, this is
@@ -203,19 +211,31 @@ class JobFeed:
                     await task
 
     async def _tick(self) -> None:
-        """Heartbeats for every watcher, timed reads for each job's leader; ends (to be
-        started again by the next watcher) when nobody watches."""
+        """Heartbeats for every watcher, timed reads for each job's leader (every
+        ``fallback`` while the feed cannot vouch for itself); ends (to be started again
+        by the next watcher) when nobody watches."""
         loop = asyncio.get_running_loop()
-        heartbeat, refresh = self.timings.heartbeat, self.timings.refresh
-        next_beat, next_read = loop.time() + heartbeat, loop.time() + refresh
+        timings = self.timings
+        # A beat a little early: the contract is a comment at least every ``heartbeat``.
+        heartbeat = timings.heartbeat - min(0.5, timings.heartbeat / 10)
+        next_beat, next_read = loop.time() + heartbeat, loop.time() + timings.refresh
+        next_fallback = loop.time()
         while self._watchers:
-            await asyncio.sleep(max(0.0, min(next_beat, next_read) - loop.time()))
+            wake_at = min(next_beat, next_read, max(next_fallback, loop.time() + timings.fallback))
+            await asyncio.sleep(max(0.0, wake_at - loop.time()))
             now = loop.time()
             if now >= next_beat:
                 next_beat = now + heartbeat
                 self._wake_all(BEAT)
-            if now >= next_read:
-                next_read = now + refresh
+            due = now >= next_read
+            if not due and now >= next_fallback and not self.settled.live:
+                # Generation is asked instead, within its means: many watched jobs
+                # spread their reads out.
+                spread = len(self._watchers) / FALLBACK_READS_PER_SECOND
+                next_fallback = now + max(timings.fallback, spread)
+                due = True
+            if due:
+                next_read = now + timings.refresh
                 for signals in list(self._watchers.values()):
                     _reader_of(signals).wake(REFRESH)
 

@@ -17,9 +17,10 @@ stream). ``EventSource`` reconnects, gets the 401, and the page signs in again.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -174,7 +175,10 @@ def _producer(
             news, watch.news = watch.news, None
             if reasons & REFRESH or (reasons & CHANGED and news is None) or read_due:
                 known = job.version
-                read = await _read_again(state, owner_id, job_id)  # the timed read
+                # The timed read: a slow one (generation polling a slow provider) keeps
+                # the stream's heartbeats going meanwhile.
+                heartbeat = state.feed.timings.heartbeat
+                read = await _keeping_alive(_read_again(state, owner_id, job_id), write, heartbeat)
                 read_due = read is None
                 job = job if read is None or read.version < job.version else read
                 if reasons & REFRESH and job.version > known:
@@ -183,6 +187,22 @@ def _producer(
                 job = news  # carried by the feed: exactly what GetGeneration answers
 
     return produce
+
+
+async def _keeping_alive(
+    read: Coroutine[Any, Any, generation_pb2.Job | None], write: Write, heartbeat: float
+) -> generation_pb2.Job | None:
+    """``read``'s answer, with a comment written whenever it takes a heartbeat's time
+    (less the ticker's margin: the read began after the stream's last write at most)."""
+    pending = asyncio.ensure_future(read)
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=heartbeat * 0.9)
+            if done:
+                return pending.result()
+            await write(_KEEPALIVE)
+    finally:
+        pending.cancel()
 
 
 async def _read_again(state: EdgeState, owner_id: str, job_id: str) -> generation_pb2.Job | None:

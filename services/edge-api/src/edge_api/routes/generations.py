@@ -240,6 +240,8 @@ async def cancel_generation(
         timeout=state.rpc_timeout(),
         metadata=outgoing_metadata(),
     )
+    # This edge's watchers of the job show it now, whatever the feed's delay.
+    state.feed.share(job_id, reply.job)
     return job_to_json(reply.job, public_base(state, request))
 
 
