@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from edge_api.mappers import job_to_json
@@ -90,6 +90,10 @@ def _already_sent(last_event_id: str | None, current: int) -> int:
             "JSON>` per change; ends after a terminal status; `:` comments keep it open.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
+        204: {
+            "description": "The job is finished and `Last-Event-ID` names its current "
+            "version: nothing more will come (an `EventSource` stops reconnecting)."
+        },
         **errors(401, 404, 500, 503),
     },
 )
@@ -104,7 +108,7 @@ async def watch_generation(
         str | None,
         Query(description="The bearer token, for EventSource (which cannot send headers)."),
     ] = None,
-) -> EventStreamResponse:
+) -> Response:
     """The job now, then each change, until it is finished."""
     caller = await state.token_verifier.caller(_token(request, access_token))
     owner_id = request.state.owner_id = caller.owner_id
@@ -115,6 +119,11 @@ async def watch_generation(
     epoch = state.feed.epoch
     first = await _read(state, owner_id, job_key)  # 401/404 answered as JSON, before the stream
     sent = _already_sent(last_event_id, first.version)
+    if first.status in _TERMINAL and sent >= first.version:
+        # Finished, and the client has seen its end: nothing to stream. 204 is what makes
+        # an EventSource stop reconnecting; an empty stream would have it come back for
+        # ever, every few seconds.
+        return Response(status_code=204, headers={"Cache-Control": "no-store"})
     produce = _producer(
         state, owner_id, job_key, first, sent, public_base(state, request), caller.expires_at
     )
