@@ -489,3 +489,34 @@ async def test_the_listening_connection_keeps_no_callers_log_context(
     call.cancel()
     assert seen
     assert not any({"requestId", "clientRequestId", "rpc", "caller"} & set(ctx) for ctx in seen)
+
+
+async def test_a_connection_lost_as_it_opens_ends_the_stream_that_opened_it(
+    instances: list[Instance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lost between its opening and the follower's subscription, the connection ended
+    the subscribers of that moment, not this one: the stream heard nothing for good
+    (no change, no mark) until its client gave it up. It ends at once instead, and the
+    client's resume opens a connection that hears."""
+    listen = ChangeFeed._listen
+    lost: list[bool] = []
+
+    async def lost_on_opening(self: ChangeFeed) -> None:
+        await listen(self)
+        if not lost:
+            lost.append(True)
+            assert self._connection is not None
+            self._connection.terminate()
+
+    monkeypatch.setattr(ChangeFeed, "_listen", lost_on_opening)
+    first = Follower(instances[0], None, heartbeats=True)
+    async with asyncio.timeout(WAIT):
+        while first.ended is None:
+            await asyncio.sleep(0.01)
+    assert first.ended.code() == grpc.StatusCode.UNAVAILABLE
+    owner = uuid.uuid4()
+    again = Follower(instances[0], owner)
+    await asyncio.wait_for(again.caught_up.wait(), WAIT)
+    job_id = await _insert_job(instances[1], owner)
+    await again.until(lambda _: len(again.versions_of(job_id)) == 1)
+    again.cancel()

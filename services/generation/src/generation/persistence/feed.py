@@ -161,7 +161,10 @@ class ChangeFeed:
         await self._ensure_listening()
         self._subscribers.add(subscriber)  # live first, so nothing falls between
         try:
-            if self._closed:  # closed while the connection opened
+            connection = self._connection
+            if self._closed or connection is None or connection.is_closed():
+                # Closed, or the connection lost as it opened (its loss ended the
+                # subscribers of the moment, not this one): nothing would reach it.
                 raise FeedLost
             # Whatever committed before the table is read is replayed or notified.
             taken_at = asyncio.get_running_loop().time()
