@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import statistics
 import time
 import uuid
@@ -25,12 +23,11 @@ import grpc
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import text
 
 from edge_api.app import create_app as create_edge_app
 from edge_api.state import EdgeState
 from interior.generation.v1 import generation_pb2_grpc
-from kit.db import session_scope
+from testkit.feed import end_listen_connections, frozen, listen_backends
 from testkit.servers import ThreadedUvicorn
 from tests.concurrency.cluster import EDGE_DEADLINE_SECONDS, Cluster, _config
 from tests.e2e.harness import jpeg_bytes, make_token
@@ -152,17 +149,6 @@ def _get_calls() -> float:
             ):
                 total += sample.value
     return total
-
-
-async def _kill_listeners(cluster: Cluster) -> None:
-    """End every instance's LISTEN connection, as a database failover would."""
-    async with session_scope(cluster.stack.generation.context.sessions) as session:
-        await session.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = 'generation-feed' AND datname = current_database()"
-            )
-        )
 
 
 def _cancel_upstream(edge: Edge) -> None:
@@ -342,7 +328,7 @@ async def _chaos(cluster: Cluster, edges: tuple[Edge, Edge], stop: asyncio.Event
     restarts = 0
     while not stop.is_set():
         if restarts % 2 == 0:
-            await _kill_listeners(cluster)
+            await end_listen_connections(cluster.stack.generation.context.sessions)
         else:
             _cancel_upstream(edges[restarts % 4 // 2])
         restarts += 1
@@ -438,19 +424,10 @@ async def test_a_deaf_listening_connection_stops_the_views_it_vouched_for(
     assert (await owner.get(edge_b, job_id)).json()["variants"]
     assert edge_b.hits == hits + 1  # answered from memory
 
-    async with session_scope(cluster.stack.generation.context.sessions) as session:
-        rows = await session.execute(
-            text(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'generation-feed'"
-                " AND datname = current_database()"
-            )
-        )
-        pids = [int(pid) for pid in rows.scalars()]
+    pids = await listen_backends(cluster.stack.generation.context.sessions)
     assert len(pids) == 2
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        # Bounded: a server process stopped while it held a lock would stall others.
+    # Bounded: a server process stopped while it held a lock would stall others.
+    with frozen(pids):
         async with asyncio.timeout(WAIT):
             response = await owner.delete(edge_a, job_id)
             deleted_at = time.monotonic()
@@ -462,8 +439,5 @@ async def test_a_deaf_listening_connection_stops_the_views_it_vouched_for(
             )
         body = (await owner.get(edge_b, job_id)).json()
         assert body["status"] == "succeeded"
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
     assert late == 0, f"shown {delay:.3f} s after the DELETE's reply"
     await _caught_up(*edges)

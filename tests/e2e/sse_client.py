@@ -1,25 +1,20 @@
-"""Following a job's Server-Sent Events as a client would, timed; a second edge; a
-change feed's LISTEN connection made deaf."""
+"""Following a job's Server-Sent Events as a client would, timed; a second edge."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
 from edge_api.app import create_app as create_edge_app
 from edge_api.state import EdgeState
-from kit.db import session_scope
 from kit.runtime_config import load_runtime_config
 from testkit.config import REPO_RUNTIME_CONFIG
 from testkit.servers import ThreadedUvicorn
@@ -122,28 +117,3 @@ async def second_edge(stack: Stack, **settings: Any) -> AsyncIterator[tuple[str,
         yield f"{edge.base_url}/api/v1", state
     finally:
         edge.stop()
-
-
-async def listen_backends(stack: Stack) -> list[int]:
-    """The server processes of generation's LISTEN connections."""
-    async with session_scope(stack.generation.context.sessions) as session:
-        rows = await session.execute(
-            text(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'generation-feed'"
-                " AND datname = current_database()"
-            )
-        )
-        return [int(pid) for pid in rows.scalars()]
-
-
-@contextmanager
-def frozen(pids: list[int]) -> Iterator[None]:
-    """Those server processes stopped: the sockets open, nothing heard (a NAT's idle
-    timeout, a failover without a reset)."""
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)

@@ -24,17 +24,9 @@ import pytest
 from sqlalchemy import text
 
 from kit.db import session_scope
+from testkit.feed import frozen, listen_backends
 from tests.e2e.harness import Stack, User
-from tests.e2e.sse_client import (
-    TERMINAL,
-    WAIT,
-    Stream,
-    follow,
-    frozen,
-    listen_backends,
-    second_edge,
-    until,
-)
+from tests.e2e.sse_client import TERMINAL, WAIT, Stream, follow, second_edge, until
 
 # Generous against the SPEC's 250 ms on a loaded 2-core machine; the defect was seconds.
 BOUND = 1.0
@@ -76,7 +68,7 @@ async def test_a_cancel_shows_on_every_edge_while_the_listen_connection_is_deaf(
             for api, stream in ((taker, here), (other, there))
         ]
         await until(lambda: here.statuses[-1:] == there.statuses[-1:] == ["processing"])
-        pids = await listen_backends(stack)
+        pids = await listen_backends(stack.generation.context.sessions)
         assert pids
         with frozen(pids):
             await asyncio.sleep(0.3)  # the marks stop: neither edge's feed vouches now

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ from typing import Any, cast
 import grpc
 import pytest
 import structlog
-from sqlalchemy import text, update
+from sqlalchemy import update
 
 from generation.domain import queries
 from generation.persistence.feed import ChangeFeed
@@ -26,6 +24,7 @@ from interior.generation.v1 import generation_pb2_grpc
 from kit.db import session_scope
 from kit.grpc_client import create_channel
 from kit.wire import FEED_MARKS_WITHIN
+from testkit.feed import end_listen_connections, frozen, listen_backends
 from testkit.plugin import S3Endpoint
 
 WAIT = 10.0
@@ -263,13 +262,7 @@ async def test_a_lost_database_feed_ends_the_stream_and_a_resume_recovers(
     await follower.until(lambda seen: len(seen) == 1)
 
     # Kill the instance's listening connection, as a database restart or failover would.
-    async with session_scope(instances[1].app.context.sessions) as session:
-        await session.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE application_name = 'generation-feed' AND datname = current_database()"
-            )
-        )
+    await end_listen_connections(instances[1].app.context.sessions)
     async with asyncio.timeout(WAIT):
         while follower.ended is None:
             await asyncio.sleep(0.01)
@@ -324,17 +317,6 @@ async def test_changes_of_one_commit_carry_the_job_read_once(
     carrying.cancel()
 
 
-async def _listener_pids(instance: Instance) -> list[int]:
-    async with session_scope(instance.app.context.sessions) as session:
-        rows = await session.execute(
-            text(
-                "SELECT pid FROM pg_stat_activity"
-                " WHERE application_name = 'generation-feed' AND datname = current_database()"
-            )
-        )
-        return [int(pid) for pid in rows.scalars()]
-
-
 async def test_a_followed_stream_is_marked_every_heartbeat_when_it_asks(
     instances: list[Instance],
 ) -> None:
@@ -362,15 +344,10 @@ async def test_a_mark_says_how_long_ago_it_was_taken(instances: list[Instance]) 
     await asyncio.sleep(HEARTBEAT * 3)
     assert follower.ages
     assert max(follower.ages) < 250  # the replay's table read and prompt probes
-    pids = await _listener_pids(instances[0])
+    pids = await listen_backends(instances[0].app.context.sessions)
     seen = len(follower.ages)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with frozen(pids):
         await asyncio.sleep(0.5)  # under the probe's 4 s: the connection is kept
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
     async with asyncio.timeout(WAIT):
         while len(follower.ages) == seen:
             await asyncio.sleep(0.01)
@@ -391,19 +368,14 @@ async def test_a_listening_connection_gone_deaf_ends_the_stream(
     follower = Follower(instances[0], owner)
     other = Follower(instances[1], owner)
     await asyncio.gather(follower.caught_up.wait(), other.caught_up.wait())
-    pids = await _listener_pids(instances[0])
+    pids = await listen_backends(instances[0].app.context.sessions)
     assert len(pids) == 2  # one per instance; freeze both
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        # Bounded: a server process stopped while it held a lock would stall others.
+    # Bounded: a server process stopped while it held a lock would stall others.
+    with frozen(pids):
         async with asyncio.timeout(WAIT):
             while follower.ended is None or other.ended is None:
                 await asyncio.sleep(0.01)
             await _insert_job(instances[1], owner)  # while both are deaf
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
     assert follower.ended.code() is grpc.StatusCode.UNAVAILABLE
     assert other.ended.code() is grpc.StatusCode.UNAVAILABLE
     # A resume opens a new connection and misses nothing.
@@ -446,11 +418,9 @@ async def test_a_connection_that_went_deaf_while_nobody_followed_is_not_handed_o
     follower = Follower(instances[0], None)
     await follower.caught_up.wait()
     follower.cancel()  # nobody follows now; the connection stays open
-    pids = await _listener_pids(instances[0])
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    pids = await listen_backends(instances[0].app.context.sessions)
     owner = uuid.uuid4()
-    try:
+    with frozen(pids):
         await asyncio.sleep(HEARTBEAT + 4.0 + 0.5)  # a heartbeat, a probe's timeout, slack
         # Still frozen: a follower handed the old connection would hear nothing.
         again = Follower(instances[0], owner)
@@ -459,9 +429,6 @@ async def test_a_connection_that_went_deaf_while_nobody_followed_is_not_handed_o
             job_id = await _insert_job(instances[1], owner)
         await again.until(lambda _: len(again.versions_of(job_id)) == 1)
         again.cancel()
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
 
 
 async def test_the_listening_connection_keeps_no_callers_log_context(
