@@ -233,7 +233,20 @@ async def test_deleting_removes_the_pictures_and_keeps_the_job(visitor: Visitor)
     await expect(page.locator("#history li img")).to_have_count(1)
     job_id = await page.get_attribute("#history li", "data-job-id")
 
+    # For good, and the button sits under the pictures: asked first. A "no" keeps them.
+    questions: list[str] = []
+
+    async def answer(dialog: Dialog, yes: bool) -> None:
+        questions.append(dialog.message)
+        await (dialog.accept() if yes else dialog.dismiss())
+
+    page.once("dialog", lambda dialog: answer(dialog, yes=False))
     await page.click("#delete")
+    await expect(page.locator("#after img")).to_have_count(1)
+    assert ("DELETE", f"/api/v1/generations/{job_id}") not in visitor.edge.recorder.seen
+    page.once("dialog", lambda dialog: answer(dialog, yes=True))
+    await page.click("#delete")
+    assert questions == ["Delete the pictures of this design? This cannot be undone."] * 2
     gone = "The pictures of this design were deleted."
     await expect(page.locator("#job-status")).to_have_text(gone)
     await expect(page.locator("#after img")).to_have_count(0)
@@ -688,6 +701,7 @@ async def test_leaving_a_refine_brings_the_photo_back(visitor: Visitor) -> None:
     await expect(page.locator("#new-heading")).to_have_text("New design")
 
     await page.get_by_role("button", name="Refine result 1 with a new prompt").click()
+    page.once("dialog", lambda dialog: dialog.accept())
     await page.click("#delete")  # the result to refine is gone: so is the refine
     await expect(page.locator("#job-status")).to_have_text(
         "The pictures of this design were deleted."

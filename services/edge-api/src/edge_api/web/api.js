@@ -58,7 +58,10 @@ export function signIn() {
 export function accountOf(jwt) {
   try {
     const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const claims = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
+    const bytes = atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "="));
+    // The claims are UTF-8 (Supabase writes a name's letters as they are): atob gives bytes.
+    const text = new TextDecoder().decode(Uint8Array.from(bytes, (c) => c.charCodeAt(0)));
+    const claims = JSON.parse(text);
     const name = typeof claims.email === "string" && claims.email ? claims.email : claims.sub;
     return typeof name === "string" && name ? name : "an unknown account";
   } catch {

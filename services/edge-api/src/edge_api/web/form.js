@@ -60,6 +60,7 @@ export class SubmissionForm {
       this.submit();
     });
     this.showModeFields();
+    this.busy(false); // index.html disables it until the catalog has built the form
   }
 
   describeLimits() {

@@ -5,11 +5,12 @@ import { jobSentence, modeLabel } from "./messages.js";
 
 const PAGE_SIZE = 10;
 
-function when(iso) {
+function when(iso, seconds = false) {
   const date = new Date(iso);
+  const timeStyle = seconds ? "medium" : "short";
   return Number.isNaN(date.getTime())
     ? iso
-    : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle });
 }
 
 /** The history list; `onOpen(job)` shows a job in the panel. */
@@ -20,6 +21,8 @@ export class HistoryView {
     // Bumped by reload(): an answer for an older list is dropped, not appended twice.
     this.run = 0;
     this.list = byId("history");
+    // The listed jobs by id, as last shown (running() looks among them).
+    this.jobs = new Map();
     byId("more").addEventListener("click", () => this.loadMore());
   }
 
@@ -28,7 +31,18 @@ export class HistoryView {
     this.run += 1;
     this.cursor = null;
     this.list.replaceChildren();
+    this.jobs.clear();
     await this.loadMore();
+  }
+
+  /** The listed job still starting or processing (a person has one at most), or null. */
+  running() {
+    for (const job of this.jobs.values()) {
+      if (job.status === "starting" || job.status === "processing") {
+        return job;
+      }
+    }
+    return null;
   }
 
   async loadMore() {
@@ -72,6 +86,7 @@ export class HistoryView {
   }
 
   row(job) {
+    this.jobs.set(job.id, job);
     // The small JPEG when there is one; renders older than thumbnails have only the full one.
     const first = job.variants[0];
     const picture = first
@@ -87,7 +102,9 @@ export class HistoryView {
       jobSentence(job),
     );
     const open = el("button", { type: "button", className: "secondary" }, "Open");
-    open.setAttribute("aria-label", `Open the design of ${when(job.createdAt)}`);
+    // Named by what its row shows, to the second: designs of one minute stay apart.
+    const label = `Open the ${modeLabel(job.settings.mode, { short: true })} design of`;
+    open.setAttribute("aria-label", `${label} ${when(job.createdAt, true)}: ${jobSentence(job)}`);
     open.addEventListener("click", () => this.onOpen(job));
     const row = el("li", {}, picture, meta, open);
     row.dataset.jobId = job.id;

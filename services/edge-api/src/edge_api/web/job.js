@@ -48,6 +48,8 @@ export class JobView {
     this.onRefine = onRefine;
     this.job = null;
     this.events = null;
+    // A running job that left the panel, followed for the lists (followInBackground).
+    this.background = null;
     // A stream the browser gave up on is followed again after a pause (see recover).
     this.resume = null;
     this.failures = 0;
@@ -68,6 +70,13 @@ export class JobView {
   open(job, beforeFile = null) {
     this.opening += 1;
     this.choosing += 1;
+    const shown = this.job;
+    if (shown && !finished(shown) && shown.id !== job.id) {
+      this.followInBackground(shown.id); // still running: its row and the usage keep up
+    }
+    if (this.background && this.background.jobId === job.id) {
+      this.stopBackground(); // on screen again: the panel's own stream follows it
+    }
     this.stop();
     this.setBefore(beforeFile, job);
     byId("job").hidden = false;
@@ -152,6 +161,17 @@ export class JobView {
   }
 
   render(job) {
+    // A button under the focus that this render removes or hides (Cancel once the job
+    // ended by itself, a Refine redrawn): the focus goes to the panel, not the page top.
+    const panel = byId("job");
+    const focused = panel.contains(document.activeElement) ? document.activeElement : null;
+    this.show(job);
+    if (focused && (!panel.contains(focused) || focused.closest("[hidden]"))) {
+      this.focusPanel();
+    }
+  }
+
+  show(job) {
     this.job = job;
     byId("job").dataset.jobId = job.id; // which job the panel shows (for tests and styles)
     byId("job-status").textContent = jobSentence(job);
@@ -254,6 +274,41 @@ export class JobView {
     }, pause);
   }
 
+  /**
+   * Follow a running job that left the panel (another was opened): its updates and its
+   * end still reach `onUpdate` / `onFinished` (the history row, the usage line). One at
+   * a time: a person has one job in flight.
+   */
+  followInBackground(jobId) {
+    this.stopBackground();
+    const source = new EventSource(eventsUrl(jobId));
+    source.jobId = jobId;
+    this.background = source;
+    source.addEventListener("job", (event) => {
+      const job = JSON.parse(event.data);
+      if (finished(job)) {
+        this.stopBackground();
+        this.onFinished(job);
+      } else {
+        this.onUpdate(job);
+      }
+    });
+    // The browser reconnects by itself; when it gives up (signed out, a restart's 503)
+    // the row stays as it was until the job is opened again.
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED && this.background === source) {
+        this.background = null;
+      }
+    });
+  }
+
+  stopBackground() {
+    if (this.background) {
+      this.background.close();
+      this.background = null;
+    }
+  }
+
   stop() {
     quiet(byId("job-notice"));
     if (this.events) {
@@ -299,6 +354,11 @@ export class JobView {
   async remove() {
     const job = this.job;
     const opening = this.opening;
+    // For good (the files leave storage within a minute), and the button sits right
+    // under the pictures: asked first.
+    if (!window.confirm("Delete the pictures of this design? This cannot be undone.")) {
+      return;
+    }
     byId("delete").disabled = true;
     try {
       const kept = await api(`/generations/${encodeURIComponent(job.id)}`, { method: "DELETE" });

@@ -1,7 +1,7 @@
 // The page's start: sign in from the fragment, build the form from the catalog, and
 // wire the form, the job panel, the history and the usage line together.
 import { api, catalog, idempotencyKey, signedInAs, signIn, token } from "./api.js";
-import { byId, say } from "./dom.js";
+import { byId, quiet, say } from "./dom.js";
 import { SubmissionForm } from "./form.js";
 import { HistoryView } from "./history.js";
 import { JobView } from "./job.js";
@@ -97,9 +97,13 @@ async function start() {
       retryKey = error.retryable ? key : null;
       wait = error.retryAfter || 0;
       form.refused(error, wait);
-      if (error.code === "LIMIT_EXCEEDED" || error.code === "TOO_MANY_INFLIGHT") {
+      if (error.code === "LIMIT_EXCEEDED") {
         refreshUsage();
-        historyView.reload(); // the running job is there to open
+        historyView.reload();
+      } else if (error.code === "TOO_MANY_INFLIGHT") {
+        refreshUsage();
+        // The running job comes on screen, with its Cancel button.
+        historyView.reload().then(openRunning);
       }
     } finally {
       if (wait) {
@@ -114,13 +118,34 @@ async function start() {
     }
   }
 
-  try {
-    form = new SubmissionForm(await catalog(), submit);
-  } catch (error) {
-    say(byId("page-error"), error.message);
+  /** Show the person's running job, if the history lists one and the panel shows another. */
+  function openRunning() {
+    const running = historyView.running();
+    if (running && !(jobs.job && jobs.job.id === running.id)) {
+      jobs.reopen(running);
+    }
   }
+
+  // The form is built from the catalog: until it is, Generate stays disabled, and a
+  // failed read is tried again (1, 2, 4... up to 30 s apart) instead of leaving a dead form.
+  async function buildForm(attempt = 0) {
+    try {
+      form = new SubmissionForm(await catalog(), submit);
+      quiet(byId("page-error"));
+    } catch {
+      say(byId("page-error"), "The design form could not be loaded. Trying again shortly…");
+      setTimeout(() => buildForm(attempt + 1), Math.min(30_000, 1000 * 2 ** attempt));
+    }
+  }
+
+  await buildForm();
   refreshUsage();
-  historyView.reload();
+  // A reload while a design runs: it comes back on screen, followed live.
+  historyView.reload().then(() => {
+    if (!jobs.job) {
+      openRunning();
+    }
+  });
   document.body.dataset.ready = "true";
 }
 

@@ -7,7 +7,8 @@ export async function refreshUsage() {
   const line = byId("usage");
   try {
     const usage = await api("/usage");
-    const ends = new Date(usage.periodEnd).toLocaleDateString();
+    // The period turns at midnight UTC: the same date the quota message names.
+    const ends = new Date(usage.periodEnd).toLocaleDateString(undefined, { timeZone: "UTC" });
     line.textContent =
       `${usage.remaining} of ${usage.monthlyGenerations} designs left (resets ${ends})`;
   } catch (error) {
