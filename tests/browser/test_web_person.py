@@ -315,3 +315,53 @@ async def test_the_focus_survives_a_job_ending_on_its_own(visitor: Visitor, stac
     await visitor.shot("focus-lost")
     focused = await page.evaluate("document.activeElement.id || document.activeElement.tagName")
     assert focused != "BODY", "the keyboard focus fell to <body> when Cancel went away"
+
+
+async def test_the_prompt_hint_counts_and_says_when_a_paste_was_cut(visitor: Visitor) -> None:
+    """The browser cuts a paste past the prompt's limit without a word: the hint counts
+    what is used and says when the limit cut it."""
+    await visitor.open()
+    page = visitor.page
+    await page.select_option("#mode", "imagine")
+    await expect(page.locator("#prompt-hint")).to_have_text("Up to 1000 characters.")
+    await page.fill("#prompt", "A sunny kitchen")
+    await expect(page.locator("#prompt-hint")).to_have_text("15 of 1000 characters.")
+    await page.locator("#prompt").focus()
+    await page.keyboard.insert_text("x" * 1200)  # as a paste: cut at the limit
+    await expect(page.locator("#prompt-hint")).to_have_text(
+        "1000 of 1000 characters: the limit (anything longer was cut)."
+    )
+    await visitor.shot("prompt-cut")
+
+
+async def test_a_history_that_did_not_load_can_be_asked_for_again(
+    visitor: Visitor, stack: Stack
+) -> None:
+    """The first page failed (a restart's 503): "Load more" stayed hidden, and only a
+    reload brought the list; the page offers to try again."""
+    await _insert_failed_jobs(stack, visitor.id, 1)
+    page = visitor.page
+    failed = 0
+
+    async def once(route: Route) -> None:
+        nonlocal failed
+        if failed == 0 and route.request.method == "GET":
+            failed += 1
+            await route.fulfill(
+                status=503,
+                content_type="application/json",
+                body='{"error": {"code": "INTERNAL_ERROR", "message": "restarting"}}',
+            )
+        else:
+            await route.continue_()
+
+    await page.route(re.compile(r".*/api/v1/generations\?.*"), once)
+    await visitor.open()
+    await expect(page.locator("#history-error")).to_be_visible()
+    await expect(page.locator("#more")).to_have_text("Try again")
+    await visitor.shot("history-try-again")
+    await page.click("#more")
+    await expect(page.locator("#history li")).to_have_count(1)
+    await expect(page.locator("#history-error")).to_be_hidden()
+    await expect(page.locator("#more")).to_be_hidden()
+    visitor.errors.clear()  # the 503 the browser logged

@@ -51,6 +51,7 @@ export class SubmissionForm {
     fillSelect(byId("style"), catalog.styles, { optional: true });
     this.describeLimits();
     byId("mode").addEventListener("change", () => this.showModeFields());
+    byId("prompt").addEventListener("input", () => this.countPrompt());
     byId("refine-stop").addEventListener("click", () => {
       this.stopRefining();
       byId("input1").focus();
@@ -112,6 +113,7 @@ export class SubmissionForm {
       this.stopRefining();
       // The refine's prompt said what to change in that result, not in a next photo.
       byId("prompt").value = "";
+      this.countPrompt();
     }
   }
 
@@ -131,8 +133,22 @@ export class SubmissionForm {
     const required = mode.promptRequired || Boolean(this.source);
     byId("prompt-label").textContent = required ? "Prompt (required)" : "Prompt (optional)";
     byId("prompt").required = required;
-    byId("prompt-hint").textContent = `Up to ${this.catalog.prompt.maxLength} characters.`;
+    this.countPrompt();
     quiet(this.error);
+  }
+
+  /** The prompt's hint: its limit, then how much of it is used (a paste past the limit
+   * is cut by the browser: the hint says so rather than leave it unnoticed). */
+  countPrompt() {
+    const limit = this.catalog.prompt.maxLength;
+    const used = byId("prompt").value.length;
+    let hint = `Up to ${limit} characters.`;
+    if (used >= limit) {
+      hint = `${used} of ${limit} characters: the limit (anything longer was cut).`;
+    } else if (used > 0) {
+      hint = `${used} of ${limit} characters.`;
+    }
+    byId("prompt-hint").textContent = hint;
   }
 
   /** The chosen files of the mode, or a sentence saying what is wrong with them. */

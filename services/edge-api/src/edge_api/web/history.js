@@ -64,6 +64,7 @@ export class HistoryView {
       const rows = page.items.map((job) => this.row(job));
       this.list.append(...rows);
       this.cursor = page.nextCursor;
+      button.textContent = "Load more";
       button.hidden = !this.cursor;
       if (hadFocus && button.hidden && rows.length > 0) {
         rows[0].querySelector("button").focus(); // keyboard users keep their place
@@ -76,6 +77,9 @@ export class HistoryView {
         byId("history-signin").hidden = this.list.children.length > 0;
       } else {
         say(byId("history-error"), error.message);
+        // The same page can be asked for again (the first one too).
+        button.textContent = "Try again";
+        button.hidden = false;
       }
     } finally {
       button.disabled = false;
