@@ -95,3 +95,28 @@ async def test_readyz_when_a_backend_is_down(edge_clients) -> None:
         "status": "unavailable",
         "checks": {"generation": "SERVING", "usage": "UNAVAILABLE"},
     }
+
+
+async def test_the_routes_are_built_as_the_app_is_made(edge_clients, monkeypatch) -> None:
+    """FastAPI builds its routes (analysing their parameters) lazily, at the first
+    request, from module-level routers every app of a process shares: two apps' first
+    requests in two threads analysed one parameter at once (a spurious warning, a 500
+    in a test harness). They are built while the app is made, none at a request."""
+    from fastapi import routing
+
+    built: list[object] = []
+    build = routing._IncludedRouter._build_effective_context
+
+    def counting(self: routing._IncludedRouter, route: object) -> object:
+        built.append(route)
+        return build(self, route)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(routing._IncludedRouter, "_build_effective_context", counting)
+    client = await edge_clients.open()
+    made = len(built)
+
+    assert made > 0
+    await client.get("/api/v1/catalog")
+    await client.get("/api/v1/generations", params={"status": "failed"})
+    await client.head("/api/v1/usage")
+    assert len(built) == made

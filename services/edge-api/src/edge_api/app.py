@@ -133,6 +133,11 @@ def create_app(
         web.content_security_policy(settings)  # a bad S3_ENDPOINT stops the start, not the page
         app.include_router(web.router)
     install_openapi(app, runtime_config)
+    # FastAPI builds its routes (and analyses their parameters) lazily, on the first
+    # request, from module-level routers every app of the process shares: built here,
+    # as the app is made, so the first requests of apps served in other threads (the
+    # test harnesses' second edges) never analyse the same parameters at once.
+    app.openapi()
     instrument_asgi(app)  # outermost: the span covers the whole request
     return app
 
