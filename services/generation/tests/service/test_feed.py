@@ -348,13 +348,13 @@ async def test_a_mark_says_how_long_ago_it_was_taken(instances: list[Instance]) 
     seen = len(follower.ages)
     with frozen(pids):
         await asyncio.sleep(0.5)  # under the probe's 4 s: the connection is kept
+    # The probe sent while the connection was stopped came back after it (0.3 s late
+    # at least: 0.5 s stopped, a heartbeat between probes). A mark already on its way
+    # when the stop came may arrive first, saying it is recent: it was.
     async with asyncio.timeout(WAIT):
-        while len(follower.ages) == seen:
+        while not any(age >= 250 for age in follower.ages[seen:]):
             await asyncio.sleep(0.01)
     assert follower.ended is None
-    # The probe in flight was sent 0.5 s before the end at most, one heartbeat after
-    # the stop at least (0.3 s).
-    assert follower.ages[seen] >= 250, follower.ages[seen - 2 :]
     follower.cancel()
 
 
