@@ -133,13 +133,23 @@ def create_app(
         web.content_security_policy(settings)  # a bad S3_ENDPOINT stops the start, not the page
         app.include_router(web.router)
     install_openapi(app, runtime_config)
-    # FastAPI builds its routes (and analyses their parameters) lazily, on the first
-    # request, from module-level routers every app of the process shares: built here,
-    # as the app is made, so the first requests of apps served in other threads (the
-    # test harnesses' second edges) never analyse the same parameters at once.
-    app.openapi()
+    _build_routes(app)
     instrument_asgi(app)  # outermost: the span covers the whole request
     return app
+
+
+def _build_routes(app: FastAPI) -> None:
+    """FastAPI builds an included router's routes (and analyses their parameters)
+    lazily, at the first request, from module-level routers every app of the process
+    shares: built here, as the app is made, so the first requests of apps served in
+    other threads (the test harnesses' second edges) never analyse one parameter at
+    once. (Duck-typed: a FastAPI without lazy routes has nothing to build.)"""
+    for route in app.router.routes:
+        for name in ("effective_route_contexts", "effective_low_priority_routes"):
+            build = getattr(route, name, None)
+            if callable(build):
+                for _ in build():
+                    pass
 
 
 def jwks_keys(settings: EdgeSettings) -> JwksKeys | None:
