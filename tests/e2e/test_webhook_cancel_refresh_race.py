@@ -52,7 +52,7 @@ async def test_duplicate_webhooks_race_cancel_refresh_and_sweep(
     stack: Stack, http: httpx.AsyncClient, reset_emulator: None
 ) -> None:
     await stack.control("set_faults", hold=True, duplicate_webhooks=2, output_delay_ms=150)
-    users = [User(stack, http) for _ in range(6)]
+    users = [User(stack, http) for _ in range(4)]
     jobs = []
     for user in users:
         response = await user.submit("imagine", prompt="A loft with a spiral staircase")
