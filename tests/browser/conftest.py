@@ -9,6 +9,7 @@ downloads a browser. Screenshots of every step go to one folder, printed at the 
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
@@ -17,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, ViewportSize, async_playwright
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Route,
+    ViewportSize,
+    async_playwright,
+)
 
 from edge_api.app import create_app
 from edge_api.settings import EdgeSettings
@@ -43,6 +51,28 @@ CHROMIUM_ARGS = [
 ]
 # The narrowest phone the page must work on.
 VIEWPORT: ViewportSize = {"width": 375, "height": 812}
+
+
+def no_designs_left(period_end: str) -> Callable[[Route], Awaitable[None]]:
+    """A route handler answering submissions 402 LIMIT_EXCEEDED (its period ending at
+    ``period_end``), passing everything else."""
+
+    async def handle(route: Route) -> None:
+        if route.request.method != "POST":
+            await route.continue_()
+            return
+        error = {
+            "code": "LIMIT_EXCEEDED",
+            "message": "No generations left.",
+            "periodEnd": period_end,
+        }
+        await route.fulfill(
+            status=402, content_type="application/json", body=json.dumps({"error": error})
+        )
+
+    return handle
+
+
 _SHOTS: list[Path] = []
 
 Scope = MutableMapping[str, Any]

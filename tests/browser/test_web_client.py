@@ -17,8 +17,8 @@ from kit.db import session_scope
 from testkit.envoy import Envoy
 from testkit.plugin import S3Endpoint
 from testkit.stack import Stack
-from tests.browser.conftest import VIEWPORT, Visitor
-from tests.e2e.harness import jpeg_bytes, make_token, signed_base_url
+from tests.browser.conftest import VIEWPORT, Visitor, no_designs_left
+from tests.e2e.harness import insert_failed_jobs, jpeg_bytes, make_token, signed_base_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -260,29 +260,8 @@ async def test_deleting_removes_the_pictures_and_keeps_the_job(visitor: Visitor)
     await expect(page.locator("#history li")).to_contain_text(gone)
 
 
-async def _insert_failed_jobs(stack: Stack, owner: uuid.UUID, count: int) -> None:
-    # Ended without a charge (as tests/e2e/test_history.py does): the ledger stays balanced.
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = [
-        GenerationJob(
-            id=uuid.uuid4(),
-            owner_id=owner,
-            request_fingerprint="f" * 64,
-            mode="imagine",
-            status="failed",
-            charge_state="none",
-            refund_state="none",
-            created_at=start + timedelta(minutes=i),
-            updated_at=start,
-        )
-        for i in range(count)
-    ]
-    async with session_scope(stack.ctx.sessions) as session:
-        session.add_all(rows)
-
-
 async def test_history_pages_with_load_more(visitor: Visitor, stack: Stack) -> None:
-    await _insert_failed_jobs(stack, visitor.id, 13)
+    await insert_failed_jobs(stack, visitor.id, 13)
     await visitor.open()
     page = visitor.page
     rows = page.locator("#history li")
@@ -887,18 +866,7 @@ async def test_no_designs_left_says_when_they_come_back(visitor: Visitor) -> Non
     await visitor.open()
     page = visitor.page
 
-    async def exhausted(route: Route) -> None:
-        if route.request.method != "POST":
-            await route.continue_()
-            return
-        await route.fulfill(
-            status=402,
-            content_type="application/json",
-            body='{"error": {"code": "LIMIT_EXCEEDED", "message": "No generations left.",'
-            ' "periodEnd": "2027-01-01T00:00:00Z"}}',
-        )
-
-    await page.route(re.compile(r".*/api/v1/generations$"), exhausted)
+    await page.route(re.compile(r".*/api/v1/generations$"), no_designs_left("2027-01-01T00:00:00Z"))
     await _submit_imagine(visitor, "A sunny kitchen with a long table")
     error = page.locator("#form-error")
     await expect(error).to_have_text(

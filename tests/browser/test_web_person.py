@@ -9,6 +9,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,8 +21,8 @@ from edge_api.settings import DEV_JWT_SECRET
 from generation.persistence.models import GenerationJob
 from kit.db import session_scope
 from testkit.stack import Stack
-from tests.browser.conftest import VIEWPORT, Visitor
-from tests.e2e.harness import jpeg_bytes, make_token
+from tests.browser.conftest import VIEWPORT, Visitor, no_designs_left
+from tests.e2e.harness import insert_failed_jobs, jpeg_bytes, make_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -36,6 +37,25 @@ async def _submit_imagine(page: Page, prompt: str) -> None:
     await page.click("#submit")
 
 
+def _unavailable_once() -> Callable[[Route], Awaitable[None]]:
+    """A route handler answering the first GET it sees 503 (a restart), then passing."""
+    failed = False
+
+    async def handle(route: Route) -> None:
+        nonlocal failed
+        if failed or route.request.method != "GET":
+            await route.continue_()
+            return
+        failed = True
+        await route.fulfill(
+            status=503,
+            content_type="application/json",
+            body='{"error": {"code": "INTERNAL_ERROR", "message": "restarting"}}',
+        )
+
+    return handle
+
+
 async def _prediction_of(stack: Stack, job_id: str) -> str:
     for _ in range(100):
         async with session_scope(stack.ctx.sessions) as session:
@@ -46,35 +66,13 @@ async def _prediction_of(stack: Stack, job_id: str) -> str:
     raise AssertionError("no prediction")
 
 
-async def _insert_failed_jobs(
-    stack: Stack, owner: uuid.UUID, count: int, step: timedelta = timedelta(minutes=1)
-) -> None:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = [
-        GenerationJob(
-            id=uuid.uuid4(),
-            owner_id=owner,
-            request_fingerprint="f" * 64,
-            mode="imagine",
-            status="failed",
-            charge_state="none",
-            refund_state="none",
-            created_at=start + step * i,
-            updated_at=start,
-        )
-        for i in range(count)
-    ]
-    async with session_scope(stack.ctx.sessions) as session:
-        session.add_all(rows)
-
-
 async def test_a_running_job_keeps_being_followed_after_another_is_opened(
     visitor: Visitor, stack: Stack
 ) -> None:
     """A person starts a design, then opens an older one from the history to look at it
     while waiting. When the running design ends, its history row and the usage line
     must say so; the page stopped following it, so its row says "Working…" for ever."""
-    await _insert_failed_jobs(stack, visitor.id, 1)
+    await insert_failed_jobs(stack, visitor.id, 1)
     await stack.control("set_faults", hold=True)
     await visitor.open()
     page = visitor.page
@@ -161,7 +159,7 @@ async def test_history_open_buttons_have_distinct_names(visitor: Visitor, stack:
     """Each row's button is named only "Open the design of <date, minute>": designs made
     the same minute (a retry, a quick refine) get identical names for a screen reader,
     and the name hides the mode and status the row shows."""
-    await _insert_failed_jobs(stack, visitor.id, 3, step=timedelta(seconds=5))
+    await insert_failed_jobs(stack, visitor.id, 3, step=timedelta(seconds=5))
     await visitor.open()
     page = visitor.page
     await expect(page.locator("#history li")).to_have_count(3)
@@ -184,19 +182,7 @@ async def test_the_two_reset_dates_agree_west_of_utc(visitor: Visitor) -> None:
         """async () => (await (await import("/app/api.js")).api("/usage")).periodEnd"""
     )
 
-    async def exhausted(route: Route) -> None:
-        if route.request.method != "POST":
-            await route.continue_()
-            return
-        await route.fulfill(
-            status=402,
-            content_type="application/json",
-            body=json.dumps(
-                {"error": {"code": "LIMIT_EXCEEDED", "message": "x", "periodEnd": period_end}}
-            ),
-        )
-
-    await page.route(re.compile(r".*/api/v1/generations$"), exhausted)
+    await page.route(re.compile(r".*/api/v1/generations$"), no_designs_left(period_end))
     await _submit_imagine(page, "A sunny kitchen")
     await expect(page.locator("#form-error")).to_contain_text("More designs on")
     await visitor.shot("two-dates")
@@ -213,21 +199,7 @@ async def test_a_catalog_that_did_not_load_leaves_no_dead_button(visitor: Visito
     click tries a real form submission, which the CSP (form-action 'none') refuses
     silently."""
     page = visitor.page
-    failed = 0
-
-    async def once(route: Route) -> None:
-        nonlocal failed
-        if failed == 0:
-            failed += 1
-            await route.fulfill(
-                status=503,
-                content_type="application/json",
-                body='{"error": {"code": "INTERNAL_ERROR", "message": "restarting"}}',
-            )
-        else:
-            await route.continue_()
-
-    await page.route(re.compile(r".*/api/v1/catalog$"), once)
+    await page.route(re.compile(r".*/api/v1/catalog$"), _unavailable_once())
     await visitor.open()
     await expect(page.locator("#page-error")).to_contain_text("Trying again")
     await expect(page.locator("#submit")).to_be_disabled()  # no dead form to send
@@ -278,7 +250,7 @@ async def test_server_text_is_never_markup(visitor: Visitor, stack: Stack) -> No
         await route.fulfill(response=response, json=body)
 
     await page.route(re.compile(r".*/api/v1/catalog$"), catalog)
-    await _insert_failed_jobs(stack, visitor.id, 1)
+    await insert_failed_jobs(stack, visitor.id, 1)
     await visitor.open()
     job_id = await page.get_attribute("#history li", "data-job-id")
 
@@ -339,23 +311,9 @@ async def test_a_history_that_did_not_load_can_be_asked_for_again(
 ) -> None:
     """The first page failed (a restart's 503): "Load more" stayed hidden, and only a
     reload brought the list; the page offers to try again."""
-    await _insert_failed_jobs(stack, visitor.id, 1)
+    await insert_failed_jobs(stack, visitor.id, 1)
     page = visitor.page
-    failed = 0
-
-    async def once(route: Route) -> None:
-        nonlocal failed
-        if failed == 0 and route.request.method == "GET":
-            failed += 1
-            await route.fulfill(
-                status=503,
-                content_type="application/json",
-                body='{"error": {"code": "INTERNAL_ERROR", "message": "restarting"}}',
-            )
-        else:
-            await route.continue_()
-
-    await page.route(re.compile(r".*/api/v1/generations\?.*"), once)
+    await page.route(re.compile(r".*/api/v1/generations\?.*"), _unavailable_once())
     await visitor.open()
     await expect(page.locator("#history-error")).to_be_visible()
     await expect(page.locator("#more")).to_have_text("Try again")

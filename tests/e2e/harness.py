@@ -169,6 +169,33 @@ async def job_count(stack: Stack, owner_id: uuid.UUID) -> int:
     return int(count or 0)
 
 
+async def insert_failed_jobs(
+    stack: Stack, owner_id: uuid.UUID, count: int, step: timedelta = timedelta(minutes=1)
+) -> None:
+    """``count`` jobs that ended failed without a charge (the ledger stays balanced),
+    created ``step`` apart from 2026-01-01: a history to page through."""
+    from generation.persistence.models import GenerationJob
+    from kit.db import session_scope
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [
+        GenerationJob(
+            id=uuid.uuid4(),
+            owner_id=owner_id,
+            request_fingerprint="f" * 64,
+            mode="imagine",
+            status="failed",
+            charge_state="none",
+            refund_state="none",
+            created_at=start + step * i,
+            updated_at=start,
+        )
+        for i in range(count)
+    ]
+    async with session_scope(stack.ctx.sessions) as session:
+        session.add_all(rows)
+
+
 def signed_base_url(s3: S3Endpoint) -> str:
     """The S3 server under the name callers use (the services use 127.0.0.1)."""
     return f"http://localhost:{s3.endpoint.rpartition(':')[2]}"
