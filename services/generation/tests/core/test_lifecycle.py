@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
+from generation.domain.provider import Prediction
 from interior.generation.v1 import generation_pb2 as pb
 from services.generation.tests.core.stack import Core, error_of
 
@@ -67,6 +70,42 @@ async def test_cancel_ends_the_job_refunds_it_and_frees_the_slot(core: Core) -> 
     late = await core.redeliver(job.prediction_id, "canceled")
     assert (late.outcome, late.status) == (pb.EVENT_OUTCOME_STALE, pb.JOB_STATUS_CANCELED)
     assert (await core.submit(user)).job.id != job.id
+
+
+async def test_a_cancel_the_providers_webhook_ends_first_says_its_owner_canceled(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cancel asks the provider first, then ends the job; the provider's ``canceled``
+    # webhook, applied in between, ends it first. The job still says who canceled it.
+    user = owner()
+    job = (await core.submit(user)).job
+    provider = core.app.context.provider
+    cancel_at_provider = provider.cancel_prediction
+
+    async def cancel_then_webhook(prediction_id: str) -> Prediction:
+        prediction = await cancel_at_provider(prediction_id)
+        applied = await core.redeliver(prediction_id, "canceled")
+        assert applied.outcome == pb.EVENT_OUTCOME_APPLIED  # the webhook won the race
+        return prediction
+
+    monkeypatch.setattr(provider, "cancel_prediction", cancel_then_webhook)
+    canceled = await core.stub.CancelGeneration(
+        pb.CancelGenerationRequest(owner_id=str(user), job_id=job.id), timeout=30
+    )
+    assert canceled.job.status == pb.JOB_STATUS_CANCELED
+    assert canceled.job.error.message == "You canceled this generation."
+    assert (await core.get(user, job.id)).error.message == "You canceled this generation."
+    outcome = await core.outcome(user, job.id)
+    assert (outcome.charged, outcome.refunded) == (True, True)
+
+
+async def test_a_run_the_provider_canceled_on_its_own_says_so(core: Core) -> None:
+    user = owner()
+    job = (await core.submit(user)).job
+    applied = await core.apply_webhook(job.prediction_id, "canceled")
+    assert applied.status == pb.JOB_STATUS_CANCELED
+    shown = await core.get(user, job.id)
+    assert (shown.error.code, shown.error.message) == ("CANCELED", "The generation was canceled.")
 
 
 async def test_cancel_of_a_job_that_finished_at_the_provider_keeps_its_result(core: Core) -> None:

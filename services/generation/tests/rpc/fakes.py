@@ -64,6 +64,7 @@ class FakeStores:
         self.jobs_by_id: dict[uuid.UUID, Job] = {}
         self.with_output: set[uuid.UUID] = set()
         self.ended: list[tuple[uuid.UUID, str, str]] = []
+        self.cancel_requested: set[uuid.UUID] = set()
 
     def add(self, job: Job) -> Job:
         self.jobs_by_id[job.id] = job
@@ -106,6 +107,7 @@ class FakeStores:
         now: datetime,
         *,
         unless_attached: bool = False,
+        message_if_owner_asked: str | None = None,
     ) -> TerminalUpdate:
         job = self.jobs_by_id[job_id]
         if job.status not in (JobStatus.STARTING, JobStatus.PROCESSING):
@@ -113,10 +115,15 @@ class FakeStores:
         if unless_attached and job.prediction_id is not None:
             return TerminalUpdate(changed=False, refund_due=False)
         self.ended.append((job_id, status, error_code))
+        if message_if_owner_asked is not None and job_id in self.cancel_requested:
+            error_message = message_if_owner_asked
         self.jobs_by_id[job_id] = dataclasses.replace(
             job, status=status, error_code=error_code, error_message=error_message
         )
         return TerminalUpdate(changed=True, refund_due=False)
+
+    async def request_cancel(self, job_id: uuid.UUID, now: datetime) -> None:
+        self.cancel_requested.add(job_id)
 
     async def page(
         self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int

@@ -45,6 +45,7 @@ class SlowInsert(FakeStores):
         now: datetime,
         *,
         unless_attached: bool = False,
+        message_if_owner_asked: str | None = None,
     ) -> TerminalUpdate:
         self.failed.append((job_id, status, error_code))
         return TerminalUpdate(changed=True, refund_due=False)

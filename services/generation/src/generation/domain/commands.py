@@ -31,6 +31,10 @@ async def cancel_generation(
             return job  # canceling twice is harmless
         raise JobNotCancellable()
     if job.prediction_id is not None:
+        # Recorded first: the provider's ``canceled`` webhook may end the job before
+        # this cancel does, and must then say that its owner canceled it.
+        async with ctx.statements() as stores:
+            await stores.jobs.request_cancel(job.id, ctx.clock.now())
         await _cancel_at_provider(ctx, job, job.prediction_id, before_the_end=True)
     ended = await end_without_output(ctx, job, jobs.USER_CANCELED, jobs.CANCELED)
     view = await load_view(ctx, owner_id, job_id)

@@ -132,6 +132,11 @@ async def end_job(
             error.message,
             ctx.clock.now(),
             unless_attached=unless_attached,
+            # The provider's ``canceled`` may come from the owner's own cancel, which
+            # asked the provider before ending the job itself.
+            message_if_owner_asked=(
+                jobs.USER_CANCELED.message if error is jobs.PROVIDER_CANCELED else None
+            ),
         )
         current = await tx.jobs.get(job.id)
     return update.changed, current if update.refund_due else None

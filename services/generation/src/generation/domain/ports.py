@@ -134,9 +134,16 @@ class JobStore(Protocol):
         now: datetime,
         *,
         unless_attached: bool = False,
+        message_if_owner_asked: str | None = None,
     ) -> TerminalUpdate:
         """End an in-flight job failed/canceled; a charged one becomes refund-pending.
-        ``unless_attached``: only while the job has no run attached."""
+        ``unless_attached``: only while the job has no run attached;
+        ``message_if_owner_asked``: the message instead when its owner asked to cancel it."""
+        ...
+
+    async def request_cancel(self, job_id: uuid.UUID, now: datetime) -> None:
+        """Record that the owner asked to cancel the in-flight job (before the provider
+        is asked): whoever ends it canceled then says so."""
         ...
 
     async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> ChargeUpdate:

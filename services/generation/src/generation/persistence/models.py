@@ -103,6 +103,9 @@ class GenerationJob(Base):
     # The W3C traceparent of the submission (tracing on only): the webhook's and the
     # sweep's spans link to it (kit/tracing.py).
     traceparent: Mapped[str | None] = mapped_column(String(64))
+    # When its owner asked to cancel it (before the provider is asked): the provider's
+    # ``canceled`` webhook, should it end the job first, then says the owner canceled.
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         CheckConstraint(f"status IN {sql_list(JOB_STATUSES)}", name="status_known"),

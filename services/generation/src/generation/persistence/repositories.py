@@ -410,11 +410,14 @@ class JobRepository:
         now: datetime,
         *,
         unless_attached: bool = False,
+        message_if_owner_asked: str | None = None,
     ) -> TerminalUpdate:
         """End an in-flight job as failed/canceled; a charged job becomes refund-pending.
 
         ``unless_attached``: only while no run is attached (a submission whose create
         failed must not end a job whose run its webhook already named).
+        ``message_if_owner_asked``: the message instead when its owner asked to cancel
+        it (``request_cancel``), decided in the same statement.
 
         A job that reached the provider has its render prefix listed once (files
         due): an applier may have stored outputs and failed before it could commit
@@ -431,7 +434,14 @@ class JobRepository:
             .values(
                 status=status,
                 error_code=error_code,
-                error_message=error_message,
+                error_message=(
+                    error_message
+                    if message_if_owner_asked is None
+                    else case(
+                        (GenerationJob.cancel_requested_at.is_not(None), message_if_owner_asked),
+                        else_=error_message,
+                    )
+                ),
                 completed_at=now,
                 updated_at=now,
                 files_due_at=case((GenerationJob.prediction_id.is_not(None), now), else_=None),
@@ -441,6 +451,17 @@ class JobRepository:
             return TerminalUpdate(changed=False, refund_due=False)
         refund_due = await self._request_refund_if_charged(job_id, now)
         return TerminalUpdate(changed=True, refund_due=refund_due)
+
+    async def request_cancel(self, job_id: uuid.UUID, now: datetime) -> None:
+        await self._session.execute(
+            update(GenerationJob)
+            .where(
+                GenerationJob.id == job_id,
+                GenerationJob.status.in_(INFLIGHT_STATUSES),
+                GenerationJob.cancel_requested_at.is_(None),
+            )
+            .values(cancel_requested_at=now)  # bookkeeping: no visible change, no version
+        )
 
     async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> ChargeUpdate:
         """Record the debit, and request the refund of a job that already ended: one
