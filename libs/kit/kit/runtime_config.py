@@ -22,6 +22,11 @@ _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 OutputHost = Annotated[str, Field(pattern=rf"^(?:\*\.)?(?:{_LABEL}\.)+[a-z][a-z0-9-]*[a-z0-9]$")]
 
 
+# The longest wait between two attempts of a provider call (a Retry-After asking for
+# more ends the retries): with the attempts' timeouts, the longest a call can take.
+PROVIDER_BACKOFF_MAX_SECONDS = 8.0
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,6 +70,11 @@ class Timings(_Strict):
     sweep_interval_ms: Millis = 15_000
     # The sweep polls jobs whose state has not changed for this long.
     sweep_min_age_ms: Millis = 20_000
+    # A job still ``starting`` without a run this long after its insert (its process
+    # died before the provider answered) is failed INTERRUPTED by the sweep, which frees
+    # its owner's slot. Longer than the longest provider create (checked below), so a
+    # submission still waiting on the provider is never ended under it.
+    unsubmitted_grace_ms: Millis = 120_000
 
 
 class Prompts(_Strict):
@@ -85,6 +95,13 @@ class Replicate(_Strict):
     # The only hosts output files are fetched from, over HTTPS ("*." = any subdomain).
     # The service adds the API's own host:port when it is not Replicate's (an emulator).
     output_hosts: tuple[OutputHost, ...] = ("replicate.delivery", "*.replicate.delivery")
+
+    @property
+    def longest_call_seconds(self) -> float:
+        """The longest one provider call takes with its retries: every attempt's timeout
+        and the longest wait between two."""
+        waits = (self.max_attempts - 1) * PROVIDER_BACKOFF_MAX_SECONDS
+        return self.max_attempts * self.request_timeout_seconds + waits
 
     @model_validator(mode="after")
     def _known_events(self) -> Replicate:
@@ -113,6 +130,17 @@ class RuntimeConfig(_Strict):
     def _free_plan(self) -> RuntimeConfig:
         if "free" not in self.plans:
             raise ValueError("plans must include the 'free' fallback")
+        return self
+
+    @model_validator(mode="after")
+    def _grace_outlasts_a_create(self) -> RuntimeConfig:
+        longest_ms = self.replicate.longest_call_seconds * 1000
+        if self.timings.unsubmitted_grace_ms <= longest_ms:
+            raise ValueError(
+                f"timings.unsubmitted_grace_ms ({self.timings.unsubmitted_grace_ms}) must be"
+                f" longer than a provider create can take ({longest_ms:.0f} ms: replicate."
+                "max_attempts x request_timeout_seconds plus the waits between attempts)"
+            )
         return self
 
 

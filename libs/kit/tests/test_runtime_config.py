@@ -125,3 +125,28 @@ def test_output_hosts_are_names_never_addresses_or_ports(tmp_path: Path, host: s
     path.write_text(text)
     with pytest.raises(RuntimeConfigError, match=r"replicate\.output_hosts"):
         load_runtime_config(path)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("unsubmitted_grace_ms = 120000", "unsubmitted_grace_ms = 60000"),
+        # A slower provider's create outlasts the default grace: refused, not shortened.
+        ("request_timeout_seconds = 10.0", "request_timeout_seconds = 30.0"),
+    ],
+)
+def test_a_grace_a_live_submission_could_outlast_is_refused(
+    tmp_path: Path, before: str, after: str
+) -> None:
+    path = tmp_path / "runtime.toml"
+    text = REPO_RUNTIME_CONFIG.read_text()
+    assert before in text
+    path.write_text(text.replace(before, after))
+    with pytest.raises(RuntimeConfigError, match=r"timings\.unsubmitted_grace_ms"):
+        load_runtime_config(path)
+
+
+def test_the_longest_provider_call_counts_every_attempt_and_wait() -> None:
+    config = load_runtime_config(REPO_RUNTIME_CONFIG)
+    assert config.replicate.longest_call_seconds == 4 * 10.0 + 3 * 8.0
+    assert config.timings.unsubmitted_grace_ms > config.replicate.longest_call_seconds * 1000

@@ -114,3 +114,30 @@ async def test_a_job_overdue_during_another_jobs_hanging_cancel_is_ended_in_time
         loop.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await loop
+
+
+async def test_a_job_left_without_its_run_is_ended_after_the_configured_grace(core: Core) -> None:
+    """A job whose process died between its insert and the provider's answer is failed
+    INTERRUPTED once ``timings.unsubmitted_grace_ms`` has passed, not before."""
+    base = core.app.context
+    timings = base.config.timings.model_copy(update={"unsubmitted_grace_ms": 100_000})
+    ctx = dataclasses.replace(base, config=base.config.model_copy(update={"timings": timings}))
+    young = (await core.submit(uuid.uuid4())).job
+    old = (await core.submit(uuid.uuid4())).job
+    for job, age_seconds in ((young, 90), (old, 110)):
+        async with core.app.context.sessions() as session, session.begin():
+            await session.execute(
+                text(
+                    "UPDATE generation_jobs SET prediction_id = NULL, status = 'starting',"
+                    " created_at = now() - make_interval(secs => :age) WHERE id = :id"
+                ),
+                {"id": uuid.UUID(job.id), "age": age_seconds},
+            )
+    await sweep.sweep_timeouts_once(ctx)
+    assert [status for status, _ in await _states(core, [young.id])] == ["starting"]
+    async with core.app.context.sessions() as session:
+        ended = await session.execute(
+            text("SELECT status, error_code FROM generation_jobs WHERE id = :id"),
+            {"id": uuid.UUID(old.id)},
+        )
+        assert tuple(ended.one()) == ("failed", "INTERRUPTED")

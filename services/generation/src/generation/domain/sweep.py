@@ -5,7 +5,7 @@ Each pass, on every instance:
    canceled at the provider (in that order: its "canceled" webhook finds the job
    ended); a job stuck ``starting`` without a prediction id (the process died
    mid-submission) cannot move forward, so it is failed with INTERRUPTED after
-   ``_UNSUBMITTED_GRACE``. On a loop of its own (:class:`Sweeper`), so that no
+   ``timings.unsubmitted_grace_ms``. On a loop of its own (:class:`Sweeper`), so that no
    recovery attempt delays it: a poll whose output will not download takes as long
    as the download's retries, and a pass polls up to 50 jobs. Every overdue job of a
    pass is ended first; the refunds and cancels follow, several at once and for one
@@ -56,8 +56,6 @@ _BATCH = 50
 # the least time they are given (else one sweep interval).
 _FOLLOW_UPS_AT_ONCE = 10
 _FOLLOW_UPS_MIN_SECONDS = 1.0
-# A job that never got a prediction id cannot progress; after this it is failed.
-_UNSUBMITTED_GRACE = timedelta(minutes=2)
 # Settlement waits a little so it does not race the request that is still running.
 _SETTLE_AFTER = timedelta(seconds=10)
 
@@ -129,11 +127,11 @@ async def _poll_quiet_jobs(ctx: GenerationContext) -> int:
 
 async def _end_overdue_jobs(ctx: GenerationContext) -> int:
     now = ctx.clock.now()
-    overall = timedelta(milliseconds=ctx.config.timings.overall_timeout_ms)
+    timings = ctx.config.timings
     async with ctx.transactions() as tx:
         candidates = await tx.jobs.overdue_inflight(
-            created_before=now - overall,
-            unsubmitted_before=now - _UNSUBMITTED_GRACE,
+            created_before=now - timedelta(milliseconds=timings.overall_timeout_ms),
+            unsubmitted_before=now - timedelta(milliseconds=timings.unsubmitted_grace_ms),
             limit=_BATCH,
         )
     ended: list[tuple[Job, Job | None]] = []

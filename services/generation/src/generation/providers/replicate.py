@@ -60,6 +60,7 @@ from generation.providers.retries import (
     parse_retry_after,
 )
 from kit.logging import get_logger
+from kit.runtime_config import PROVIDER_BACKOFF_MAX_SECONDS
 from kit.runtime_config import Replicate as ReplicateConfig
 
 # Before any client is used: httpcore's per-request `import sniffio` must not search.
@@ -142,7 +143,7 @@ class ReplicateProvider:
         max_attempts: int,
         http_client: httpx.AsyncClient | None = None,
         backoff_base_seconds: float = 0.5,
-        backoff_max_seconds: float = 8.0,
+        backoff_max_seconds: float = PROVIDER_BACKOFF_MAX_SECONDS,
         download_deadline_seconds: float = 120.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         output_hosts: tuple[str, ...] = DEFAULT_OUTPUT_HOSTS,
