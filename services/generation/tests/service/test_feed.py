@@ -274,16 +274,16 @@ async def test_a_lost_database_feed_ends_the_stream_and_a_resume_recovers(
     resumed.cancel()
 
 
-def _counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[uuid.UUID]:
-    """The ids of the jobs read for a carried view from now on, in order."""
-    reads: list[uuid.UUID] = []
-    load_view = queries.load_view
+def _counted_reads(monkeypatch: pytest.MonkeyPatch) -> list[list[uuid.UUID]]:
+    """The ids of the jobs each read for carried views asked for from now on, in order."""
+    reads: list[list[uuid.UUID]] = []
+    load_views = queries.load_views
 
-    async def counted(ctx: Any, owner_id: uuid.UUID, job_id: uuid.UUID) -> Any:
-        reads.append(job_id)
-        return await load_view(ctx, owner_id, job_id)
+    async def counted(ctx: Any, job_ids: list[uuid.UUID]) -> Any:
+        reads.append(list(job_ids))
+        return await load_views(ctx, job_ids)
 
-    monkeypatch.setattr(queries, "load_view", counted)
+    monkeypatch.setattr(queries, "load_views", counted)
     return reads
 
 
@@ -310,10 +310,47 @@ async def test_changes_of_one_commit_carry_the_job_read_once(
     await carrying.until(lambda _: len(carrying.versions_of(job_id)) == 3)
 
     succeeded, rendered = carrying.changes[-2:]
-    assert reads == [job_id]
+    assert reads == [[job_id]]
     assert succeeded.job == rendered.job
     assert succeeded.job.version == rendered.version
     assert succeeded.job.status == pb.JOB_STATUS_SUCCEEDED
+    carrying.cancel()
+
+
+async def test_a_burst_of_changes_is_read_in_a_few_steps_each_carrying_its_own_job(
+    instances: list[Instance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes that arrive together are carried from one read of their jobs (in batches
+    of at most BATCH_LIMIT), not one read each: a burst of thousands otherwise kept
+    every edge behind for seconds."""
+    reads = _counted_reads(monkeypatch)
+    carrying = Follower(instances[0], None, with_jobs=True)
+    await carrying.caught_up.wait()
+    owners = [uuid.uuid4() for _ in range(300)]
+    now = datetime.now(UTC)
+    jobs = [
+        GenerationJob(
+            id=uuid.uuid4(),
+            owner_id=owner,
+            request_fingerprint="f" * 64,
+            mode="imagine",
+            status="starting",
+            charge_state="none",
+            refund_state="none",
+            created_at=now,
+            updated_at=now,
+        )
+        for owner in owners
+    ]
+    async with session_scope(instances[1].app.context.sessions) as session:
+        session.add_all(jobs)  # one commit: the 300 notifications arrive together
+    changes = await carrying.until(lambda seen: len(seen) == len(jobs))
+
+    assert [change.job_id for change in changes] == [str(job.id) for job in jobs]
+    assert all(change.job.id == change.job_id for change in changes)
+    assert [change.job.owner_id for change in changes] == [str(owner) for owner in owners]
+    assert sum(len(ids) for ids in reads) == len(jobs)
+    assert len(reads) <= 3, [len(ids) for ids in reads]
     carrying.cancel()
 
 
@@ -406,7 +443,7 @@ async def test_a_resume_replays_changes_without_reading_their_jobs(
     await _set(instances[0], job_ids[0], status="processing")  # live: carried
     await resumed.until(lambda seen: len(seen) == replayed + 1)
     assert resumed.changes[-1].job.status == pb.JOB_STATUS_PROCESSING
-    assert reads == [job_ids[0]]
+    assert reads == [[job_ids[0]]]
     resumed.cancel()
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -34,7 +35,7 @@ from generation.domain.submission import early_answer, submit_generation
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit import tracing
-from kit.errors import NotFound, ServiceUnavailable, ValidationError
+from kit.errors import ServiceUnavailable, ValidationError
 from kit.grpc_interceptors import STOP_SENDING
 from kit.ids import parse_uuid
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
@@ -149,7 +150,6 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         self, request: pb.WatchJobsRequest, context: Context
     ) -> AsyncIterator[pb.WatchJobsResponse]:
         owner_id = mappers.owner_id_from(request.owner_id) if request.owner_id else None
-        carried: pb.Job | None = None  # the last job this stream carried
         # Replayed changes carry no job: a follower that resumes cannot trust what it
         # kept and reads what it needs once caught up, so up to REPLAY_SLACK reads per
         # resume would be thrown away.
@@ -165,35 +165,25 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
                     live = True
                     yield pb.WatchJobsResponse(caught_up=item.version, mark_age_ms=_age_ms(item))
                     continue
-                change = mappers.change_message(item)
-                if request.with_jobs and live:
-                    carried = await self._carry_job(change, item, carried)
-                yield pb.WatchJobsResponse(change=change)
+                shown = await self._views_of(item) if request.with_jobs and live else {}
+                for ref in item:
+                    change = mappers.change_message(ref)
+                    if (view := shown.get(ref.job_id)) is not None:
+                        change.job.CopyFrom(view)
+                    yield pb.WatchJobsResponse(change=change)
         except FeedLost:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "The change feed was interrupted.")
         except SubscriberTooSlow:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "The reader fell behind.")
 
-    async def _carry_job(
-        self, message: pb.JobChange, change: JobChangeRef, last: pb.Job | None
-    ) -> pb.Job | None:
-        """Put the job's view as GetGeneration shows it into ``message`` (read now, once
-        for every watcher the follower serves); left unset when the job is gone.
-
-        One commit often makes several changes of a job (a success also inserts its
-        render, which bumps the version again), and they arrive together: the view read
-        for the first already shows the later ones, so it is carried again instead of
-        read again (``last``, the view carried before). Returns the view carried.
-        """
-        if last is not None and last.id == message.job_id and last.version >= change.version:
-            message.job.CopyFrom(last)
-            return last
-        try:
-            view = await queries.load_view(self._ctx, change.owner_id, change.job_id)
-        except NotFound:
-            return None
-        message.job.CopyFrom(self._shown(view))
-        return message.job
+    async def _views_of(self, batch: Sequence[JobChangeRef]) -> dict[uuid.UUID, pb.Job]:
+        """The views of a batch's jobs as GetGeneration shows them, read now (once for
+        every watcher the follower serves, once for a whole burst): a view read now
+        already shows the job's later changes, so each of its changes carries it (one
+        commit often makes several: a success also inserts its render, which bumps the
+        version again). A job gone is left out."""
+        views = await queries.load_views(self._ctx, list({ref.job_id for ref in batch}))
+        return {job_id: self._shown(view) for job_id, view in views.items()}
 
     async def ApplyProviderEvent(
         self, request: pb.ApplyProviderEventRequest, context: Context

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,9 +49,10 @@ class JobFeed(Protocol):
 
     def follow(
         self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
-    ) -> AsyncIterator[JobChangeRef | FeedMark]:
+    ) -> AsyncIterator[Sequence[JobChangeRef] | FeedMark]:
         """Changes after ``from_version``, a mark (caught up: the replay is over), then
-        live changes and, with ``marks``, a mark each heartbeat.
+        live changes and, with ``marks``, a mark each heartbeat. Changes come in
+        batches, in version order (a live one: what had arrived when asked).
 
         Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
         """

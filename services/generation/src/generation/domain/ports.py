@@ -275,6 +275,10 @@ class JobReads(Protocol):
         """The owner's job, or None (missing, or someone else's)."""
         ...
 
+    async def views(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobView]:
+        """The jobs named, by id, whoever owns them (missing ones left out)."""
+        ...
+
     async def page(
         self,
         owner_id: uuid.UUID,

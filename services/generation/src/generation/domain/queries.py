@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
@@ -17,6 +18,15 @@ async def load_view(ctx: GenerationContext, owner_id: uuid.UUID, job_id: uuid.UU
     if view is None:
         raise NotFound("Generation not found.")
     return view
+
+
+async def load_views(
+    ctx: GenerationContext, job_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, jobs.JobView]:
+    """The jobs named, by id, whoever owns them (the change feed's; missing ones left
+    out): one read for a whole burst of changes."""
+    async with ctx.reads() as stores:
+        return await stores.reads.views(job_ids)
 
 
 async def get_generation(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from typing import cast
 
@@ -24,12 +24,12 @@ class FeedPort:
 
     async def follow(
         self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
-    ) -> AsyncIterator[changes.JobChangeRef | changes.FeedMark]:
+    ) -> AsyncIterator[Sequence[changes.JobChangeRef] | changes.FeedMark]:
         """See ``ChangeFeed.follow``; closing this closes the subscription at once."""
         # follow is an async generator (typed as an iterator): closed here, its
         # subscription ends now rather than whenever the collector runs.
         followed = self._feed.follow(owner_id, from_version, marks)
-        items = cast("AsyncGenerator[feed.JobChange | changes.FeedMark, None]", followed)
+        items = cast("AsyncGenerator[list[feed.JobChange] | changes.FeedMark, None]", followed)
         try:
             async with aclosing(items):
                 async for item in items:

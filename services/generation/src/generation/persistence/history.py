@@ -1,4 +1,5 @@
-"""The SQL of a user's history: one keyset page of jobs and their visible variants.
+"""The SQL of a user's history (one keyset page of jobs and their visible variants) and
+of any set of jobs as clients see them (what the change feed carries).
 
 Two statements per page whatever its size: the jobs (an index range scan on
 ``(owner_id, created_at DESC, id DESC)``, or with the status first when filtered,
@@ -12,6 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -51,15 +53,34 @@ async def load_job_page(
     rows = (await connection.execute(query)).all()
     jobs = [{name: row._mapping[name] for name in VIEW_COLUMNS} for row in rows]
     succeeded = [job["id"] for job in jobs if job["status"] == JobStatus.SUCCEEDED]
-    renders = await _live_renders(session, succeeded)
-    return [
-        JobView(
-            **job,
-            render_id=renders.get(job["id"], (None, ()))[0],
-            variants=renders.get(job["id"], (None, ()))[1],
-        )
-        for job in jobs
-    ]
+    return list(_with_renders(jobs, await _live_renders(session, succeeded)).values())
+
+
+async def load_job_views(
+    session: AsyncSession, job_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, JobView]:
+    """The jobs named, as clients see them, by id (any owner's: the caller names the
+    jobs it may show). Two statements for any number of jobs."""
+    if not job_ids:
+        return {}
+    query = select(*view_columns(_JOB)).where(_JOB.id.in_(job_ids))
+    connection = await session.connection()
+    rows = (await connection.execute(query)).all()
+    return _with_renders(
+        [{name: row._mapping[name] for name in VIEW_COLUMNS} for row in rows],
+        await _live_renders(session, [row.id for row in rows if row.status == JobStatus.SUCCEEDED]),
+    )
+
+
+def _with_renders(
+    jobs: list[dict[str, Any]],
+    renders: dict[uuid.UUID, tuple[uuid.UUID, tuple[VariantRef, ...]]],
+) -> dict[uuid.UUID, JobView]:
+    views = {}
+    for job in jobs:
+        render_id, variants = renders.get(job["id"], (None, ()))
+        views[job["id"]] = JobView(**job, render_id=render_id, variants=variants)
+    return views
 
 
 async def _live_renders(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from generation.domain.jobs import JobView
 from generation.domain.ports import Transactions
-from generation.persistence.history import load_job_page
+from generation.persistence.history import load_job_page, load_job_views
 from generation.persistence.removals import RemovalRepository
 from generation.persistence.repositories import JobRepository, RenderRepository, load_job_view
 from kit.db import store_opener
@@ -24,6 +25,10 @@ class SqlJobReads:
     async def view(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> JobView | None:
         """The owner's job with its live render, or None."""
         return await load_job_view(self._session, owner_id, job_id)
+
+    async def views(self, job_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobView]:
+        """The jobs named, by id, as clients see them (missing ones left out)."""
+        return await load_job_views(self._session, job_ids)
 
     async def page(
         self,
