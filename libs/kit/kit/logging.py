@@ -117,10 +117,11 @@ _TEXT_SECRETS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]
         re.compile(r"(input_value=)(?:[^\n]{0,200}(?=, input_type=\w{1,64}\])|[^\n]*)"),
         r"\1" + _REDACTED,
     ),
-    # E-mail addresses: personal data, wherever a client put one (a path, a field); not
-    # a URL's user (scheme://user@host.tld, its password gone already).
+    # E-mail addresses: personal data, wherever a client put one (a path, a field), also
+    # percent-encoded (``%40``: a header or query as sent); not a URL's user
+    # (scheme://user@host.tld, its password gone already).
     (
-        re.compile(r"(?<![\w.%+-])(?<!//)[\w.%+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"),
+        re.compile(r"(?<![\w.%+-])(?<!//)[\w.%+-]{1,64}(?:@|%40)[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}"),
         _REDACTED,
     ),
 )
@@ -160,7 +161,7 @@ _NEEDS: tuple[Callable[[str], bool], ...] = (
     lambda text: "query argument $" in text,
     lambda text: "Failing row contains (" in text,
     lambda text: "input_value=" in text,
-    lambda text: "@" in text,
+    lambda text: "@" in text or "%40" in text,
 )
 _CHECKED_PATTERNS = tuple(zip(_NEEDS, _TEXT_SECRETS, strict=True))
 

@@ -435,6 +435,8 @@ def _pydantic_error() -> str:
         # E-mail addresses, in a path a client wrote or in any text.
         ("GET /api/v1/profiles/jane.doe+review@example.com", "GET /api/v1/profiles/[redacted]"),
         ("owner jane_d@mail.example.co.uk, again", "owner [redacted], again"),
+        # Percent-encoded, as a header or a query holds it (an unsigned webhook's id).
+        ("deliveryId=kim%40example.org", "deliveryId=[redacted]"),
     ],
 )
 def test_credentials_signatures_and_echoed_input_are_redacted(text: str, expected: str) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from generation import metrics
+from generation.domain import jobs
 from generation.domain.admission import find_replay
 from generation.domain.context import GenerationContext
 from generation.domain.input_storage import discard_inputs
@@ -75,6 +77,7 @@ async def record_job(
         await asyncio.shield(_discard_unless_written(ctx, job))
         raise
     if isinstance(outcome, Inserted):
+        _announce(job)
         return None
     await discard_inputs(ctx, list(job.input_keys))
     if command.idempotency_key:
@@ -84,6 +87,21 @@ async def record_job(
     if isinstance(outcome, KeyTaken):
         raise IdempotencyKeyReused()
     raise TooManyInflight()
+
+
+def _announce(job: NewJob) -> None:
+    """The job's first transition, ``starting``: logged and counted once its row is
+    written, also when the submission that wrote it goes no further."""
+    log.info(
+        "job.submitted",
+        ownerId=str(job.owner_id),
+        jobId=str(job.id),
+        predictionId=None,  # until the provider accepts: the key is always there
+        status=jobs.STARTING,
+        mode=job.mode,
+        inputs=len(job.input_keys),
+    )
+    metrics.job_transition(jobs.STARTING, "submit")
 
 
 async def _insert(ctx: GenerationContext, job: NewJob) -> InsertOutcome:
@@ -102,6 +120,7 @@ async def _end_if_written(
     if not isinstance(outcome, Inserted):
         await discard_inputs(ctx, list(job.input_keys))
         return
+    _announce(job)
     try:
         # Logged and counted there, when it is this write that ends the job.
         await fail_interrupted(ctx, job.id, job.owner_id)
@@ -131,5 +150,7 @@ async def _discard_unless_written(ctx: GenerationContext, job: NewJob) -> None:
             error=type(error).__name__,
         )
         return
-    if not written:
+    if written:
+        _announce(job)  # its answer was lost: the sweep ends it (INTERRUPTED)
+    else:
         await discard_inputs(ctx, list(job.input_keys))

@@ -74,7 +74,7 @@ async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
     except LimitExceeded:
         raise
     except DomainError as error:
-        log.warning("ledger.debit_deferred", **fields, code=error.code)
+        log.warning("ledger.debit_deferred", **fields, status=job.status, code=error.code)
         metrics.settlement("debit", "deferred")
         return None
     if not charged:

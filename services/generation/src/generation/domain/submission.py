@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from generation import metrics
 from generation.domain import jobs
 from generation.domain.admission import admit, admit_or_replay, find_replay, key_is_used
 from generation.domain.context import GenerationContext
@@ -137,19 +136,9 @@ async def _submit_new(
         ctx.config.room_types.get(validated.room_type or ""),
     )
     job = new_job(ctx, command, validated, input_keys, request_fingerprint, prompt)
-    winner = await record_job(ctx, job, command)
+    winner = await record_job(ctx, job, command)  # logs and counts ``starting``
     if winner is not None:
         return winner
-    log.info(
-        "job.submitted",
-        ownerId=str(job.owner_id),
-        jobId=str(job.id),
-        predictionId=None,  # until the provider accepts: the key is always there
-        status=jobs.STARTING,
-        mode=job.mode,
-        inputs=len(input_keys),
-    )
-    metrics.job_transition(jobs.STARTING, "submit")
     current = await start_prediction(
         ctx, StartedJob(job.id, job.owner_id), prompt, input_keys, webhook_url
     )
