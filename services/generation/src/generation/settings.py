@@ -58,10 +58,22 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
         validation_alias=AliasChoices("GENERATION_METRICS_HOST", "METRICS_HOST"),
     )
 
-    @field_validator("replicate_api_token", "webhook_base_url", mode="before")
+    @field_validator("webhook_base_url", mode="before")
     @classmethod
-    def _blank_secret_is_unset(cls, value: object) -> object:
+    def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("replicate_api_token", mode="before")
+    @classmethod
+    def _one_token(cls, value: object) -> object:
+        # A token read from a secret file usually ends in a newline: sent as is, every
+        # call's Authorization header would be refused before it left the process.
+        if not isinstance(value, str):
+            return value
+        token = value.strip()
+        if any(char.isspace() or not char.isprintable() for char in token):
+            raise ValueError("must be one token, without spaces or control characters")
+        return token or None
 
     @field_validator("replicate_api_base_url")
     @classmethod

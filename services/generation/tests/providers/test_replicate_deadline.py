@@ -104,6 +104,25 @@ async def test_a_passed_deadline_sends_nothing(make_harness: Any, answers: Any) 
     assert harness.requests == []
 
 
+async def test_a_create_is_not_sent_without_time_for_its_answer(
+    make_harness: Any, answers: Any
+) -> None:
+    """A create is not idempotent: one sent with 0.3 s left would start a billed run
+    whose answer is then lost. It is not sent with under MIN_ATTEMPT_SECONDS left, its
+    first attempt included; a get (idempotent) still tries."""
+    clock = FakeClock()
+    harness = _harness(make_harness, clock, answers.script(answers.prediction(200)))
+
+    with pytest.raises(ProviderUnavailable), provider_deadline(Deadline.after(0.3, clock)):
+        await harness.provider.create_prediction(REQUEST)
+    assert harness.requests == []
+    with provider_deadline(Deadline.after(0.3, clock)):
+        await harness.provider.get_prediction(answers.prediction_id)
+
+    assert MIN_ATTEMPT_SECONDS > 0.3  # the premise of this test
+    assert [request.method for request in harness.requests] == ["GET"]
+
+
 async def test_each_attempt_timeout_is_clipped_to_what_remains(
     make_harness: Any, answers: Any
 ) -> None:

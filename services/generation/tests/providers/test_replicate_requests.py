@@ -234,3 +234,21 @@ async def test_a_create_with_a_deadline_sends_cancel_after(make_harness: Any, an
     assert with_deadline.headers["cancel-after"] == "11m30s"
     assert with_deadline.headers["authorization"] == f"Bearer {answers.token}"
     assert "cancel-after" not in without.headers
+
+
+def test_a_token_read_from_a_secret_file_loses_its_newline() -> None:
+    """A token file usually ends in a newline: sent as is in the Authorization header,
+    every call would be refused before it left the process (h11), each submission a 502,
+    while the production checks, which strip it, pass."""
+    from generation.settings import GenerationSettings
+
+    base = {
+        "GENERATION_DATABASE_URL": "postgresql+asyncpg://u:p@127.0.0.1:1/db",
+        "S3_ENDPOINT": "127.0.0.1:9",
+        "S3_ACCESS_KEY": "a",
+        "S3_SECRET_KEY": "b" * 16,
+    }
+    settings = GenerationSettings(**base, REPLICATE_API_TOKEN="r8_secret_token\n")  # type: ignore[arg-type]
+    assert settings.replicate_token() == "r8_secret_token"
+    with pytest.raises(ValueError, match="one token"):
+        GenerationSettings(**base, REPLICATE_API_TOKEN="r8_one two")  # type: ignore[arg-type]

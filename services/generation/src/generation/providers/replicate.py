@@ -49,6 +49,7 @@ from generation.providers.replicate_download import download_capped
 from generation.providers.replicate_parsing import is_prediction_id, parse_prediction
 from generation.providers.retries import (
     CREATE_RETRIED_ERRORS,
+    MIN_ATTEMPT_SECONDS,
     TRANSIENT_ERRORS,
     UNAVAILABLE_ERRORS,
     RetryPolicy,
@@ -198,6 +199,8 @@ class ReplicateProvider:
             body=body,
             retried=CREATE_RETRIED_ERRORS,
             headers=headers,
+            # Not idempotent: never sent without the time to carry its answer back.
+            min_attempt_seconds=MIN_ATTEMPT_SECONDS,
         )
 
     async def get_prediction(self, prediction_id: str) -> Prediction:
@@ -257,6 +260,7 @@ class ReplicateProvider:
         prediction_id: str | None = None,
         retried: tuple[type[BaseException], ...] = TRANSIENT_ERRORS,
         headers: dict[str, str] | None = None,
+        min_attempt_seconds: float = 0.0,
     ) -> Prediction:
         context = {
             "operation": operation,
@@ -270,7 +274,7 @@ class ReplicateProvider:
         async def attempt(number: int) -> httpx.Response:
             started = time.perf_counter()
             outcome: dict[str, object] = {}
-            seconds = attempt_seconds(self._timeout_seconds, deadline)
+            seconds = attempt_seconds(self._timeout_seconds, deadline, min_attempt_seconds)
             try:
                 # httpx's timeout applies per phase (connect, write, read); the outer
                 # one bounds the whole attempt.

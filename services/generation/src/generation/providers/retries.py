@@ -167,16 +167,20 @@ class stop_before_deadline(stop_base):  # noqa: N801 - tenacity's naming
         return left_after_wait < MIN_ATTEMPT_SECONDS
 
 
-def attempt_seconds(timeout_seconds: float, deadline: Deadline | None) -> float:
+def attempt_seconds(
+    timeout_seconds: float, deadline: Deadline | None, minimum: float = 0.0
+) -> float:
     """The time one attempt may take: its timeout, clipped to the deadline's remainder.
 
-    Raises ``TimeoutError`` (a transient failure) when the deadline has passed.
+    Raises ``TimeoutError`` (a transient failure), with nothing sent, when the deadline
+    has passed or less than ``minimum`` remains (a create: one sent with too little time
+    to carry its answer would start a billed run whose answer is lost).
     """
     if deadline is None:
         return timeout_seconds
     remaining = deadline.remaining()
-    if remaining <= 0:
-        raise TimeoutError("the caller's deadline has passed")
+    if remaining <= 0 or remaining < minimum:
+        raise TimeoutError("too little of the caller's deadline is left for an attempt")
     return min(timeout_seconds, remaining)
 
 
