@@ -131,6 +131,41 @@ async def test_an_empty_file_is_retried_and_never_returned(make_harness: Any, an
     assert len(harness.requests) == 3
 
 
+@pytest.mark.parametrize(
+    "media_type",
+    ["text/html; charset=utf-8", "application/json", "text/plain", "application/problem+json"],
+)
+async def test_a_page_instead_of_a_file_is_retried_and_never_returned(
+    make_harness: Any, answers: Any, media_type: str
+) -> None:
+    """A delivery host's 200 that is an error page (HTML or JSON) is no output: returned,
+    it was stored as the render's ``<idx>.jpg`` and the job succeeded, charged, with a
+    page for a picture. Retried like an empty answer."""
+    page = httpx.Response(
+        200,
+        content=b"<html>Service temporarily unavailable</html>",
+        headers={"content-type": media_type},
+    )
+    harness = make_harness(answers.script(page, httpx.Response(200, content=b"\xff\xd8image")))
+    assert await harness.provider.download_output(OUTPUT_URL, max_bytes=1000) == b"\xff\xd8image"
+    assert len(harness.requests) == 2
+
+    harness = make_harness(answers.script(*[page for _ in range(3)]))
+    with pytest.raises(ProviderUnavailable):
+        await harness.provider.download_output(OUTPUT_URL, max_bytes=1000)
+
+
+@pytest.mark.parametrize("media_type", ["image/jpeg", "image/png", "application/octet-stream", ""])
+async def test_an_image_or_untyped_file_is_returned(
+    make_harness: Any, answers: Any, media_type: str
+) -> None:
+    headers = {"content-type": media_type} if media_type else {}
+    harness = make_harness(
+        answers.script(httpx.Response(200, content=b"\xff\xd8image", headers=headers))
+    )
+    assert await harness.provider.download_output(OUTPUT_URL, max_bytes=1000) == b"\xff\xd8image"
+
+
 @pytest.mark.parametrize("status_code", [403, 404, 410])
 async def test_4xx_is_rejected_without_retry(
     make_harness: Any, answers: Any, status_code: int

@@ -31,6 +31,7 @@ from generation.providers.output_hosts import OutputHosts
 from generation.providers.retries import (
     UNAVAILABLE_ERRORS,
     EmptyBody,
+    NotAFile,
     RetryPolicy,
     TransientStatus,
     attempt_seconds,
@@ -46,6 +47,11 @@ MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+# Media types of a page, never of an output file: an image/* is one, and so are the
+# generic application/octet-stream or no type at all, which storage services send.
+_PAGE_TYPES = ("text/", "application/json", "application/xml", "application/problem+")
+
+
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     # Asked for as is (identity): a compressed answer would be unpacked a whole network
     # chunk at a time before the cap could see it (a few KB of brotli: gigabytes).
@@ -55,6 +61,9 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in {"", "identity"}:
         raise OutputRefused("the output file came compressed", host=host)
+    media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type.startswith(_PAGE_TYPES):
+        raise NotAFile(f"the output host answered {media_type[:40]}, not a file")
     declared = response.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise OutputRefused("the output file is larger than allowed", host=host)

@@ -56,11 +56,18 @@ class EmptyBody(Exception):
     """A 200 with no bytes: no output file (a delivery host's glitch, worth a retry)."""
 
 
+class NotAFile(Exception):
+    """A 200 whose body says it is a page, not a file (a CDN's or proxy's error page in
+    HTML or JSON): stored, it would be a succeeded (and charged) render of that page.
+    A delivery host's glitch, worth a retry."""
+
+
 # Failures retried as they are. Other httpx errors (unsupported scheme, local
 # protocol misuse, undecodable content) would fail the same way again.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientStatus,
     EmptyBody,
+    NotAFile,
     httpx.TimeoutException,
     httpx.NetworkError,
     httpx.RemoteProtocolError,
