@@ -326,15 +326,52 @@ async def test_a_generation_given_back_makes_room_from_its_credit_on(
             job = jobs.add(owner, S.JOB_STATUS_SUCCEEDED, charged=True)
             await _insert(engine, owner, job, "debit", OCTOBER + timedelta(days=day), 5)
         sixth = jobs.add(owner, S.JOB_STATUS_SUCCEEDED, charged=True)
-        credit_at, sixth_at = OCTOBER + timedelta(days=5), OCTOBER + timedelta(days=6)
+        # Written in the order they happened (the ledger's ids are that order).
+        if credit_first:
+            await _insert(engine, owner, failed, "credit", at=OCTOBER + timedelta(days=5))
+        await _insert(engine, owner, sixth, "debit", OCTOBER + timedelta(days=6), plan_limit=5)
         if not credit_first:
-            credit_at, sixth_at = sixth_at, credit_at
-        await _insert(engine, owner, failed, "credit", at=credit_at)
-        await _insert(engine, owner, sixth, "debit", sixth_at, plan_limit=5)
+            await _insert(engine, owner, failed, "credit", at=OCTOBER + timedelta(days=7))
 
     found = {(d.kind, d.owner_id) for d in (await _audit(usage)).discrepancies}
 
     assert found == {("OVER_PLAN", early)}
+
+
+async def test_a_month_is_replayed_in_the_order_its_entries_were_written(
+    book, new_id: Callable[[], str], clock, server_factory
+) -> None:
+    """Two instances whose clocks are 200 ms apart: A records a refund, then B the next
+    debit (5 of 5, legal: the refund had made room). By their times the debit came
+    first, over the plan; the ledger's ids, taken under the owner's lock, say what the
+    service saw."""
+    jobs, replica_a, engine = book
+    owner = new_id()
+    failed = jobs.add(owner, S.JOB_STATUS_FAILED, charged=True, refunded=True)
+    for job in [failed, *(jobs.add(owner, S.JOB_STATUS_SUCCEEDED, charged=True) for _ in range(4))]:
+        assert (await replica_a.debit(owner, job)).recorded
+    sixth = jobs.add(owner, S.JOB_STATUS_SUCCEEDED, charged=True)
+    clock.current += timedelta(hours=1)
+    behind = type(clock)(clock.current - timedelta(milliseconds=200))
+    url = engine.url.render_as_string(hide_password=False)
+    async with server_factory(url, behind) as replica_b:
+        assert (await replica_a.credit(owner, failed)).recorded
+        assert (await replica_b.debit(owner, sixth)).recorded
+
+    assert [(d.kind, d.detail) for d in (await _audit(replica_a)).discrepancies] == []
+
+
+async def test_a_succeeded_job_settled_without_a_charge_but_debited_is_reported(
+    book, new_id: Callable[[], str]
+) -> None:
+    jobs, usage, _ = book
+    owner = new_id()
+    waived = jobs.add(owner, S.JOB_STATUS_SUCCEEDED, has_output=True, waived=True)
+    assert (await usage.debit(owner, waived)).recorded
+
+    found = [(d.kind, d.job_id) for d in (await _audit(usage)).discrepancies]
+
+    assert found == [("WAIVED_BUT_DEBITED", waived)]
 
 
 @pytest.mark.parametrize("ends", ["processing", "succeeded"])

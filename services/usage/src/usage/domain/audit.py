@@ -6,6 +6,8 @@ Findings (``Discrepancy.kind``):
   (or that belongs to another user).
 - ``JOB_NOT_CHARGED``: a ``succeeded`` job without a debit, or a job the
   generation service marks as charged while the ledger has no debit for it.
+- ``WAIVED_BUT_DEBITED``: a ``succeeded`` job the generation service settled
+  without a charge (waived) while the ledger holds its debit.
 - ``MISSING_REFUND``: a ``failed``/``canceled`` job without output that was
   debited but has no credit (or is marked refunded without a credit).
 - ``DUPLICATE_REFUND``: more than one credit for one job (the database forbids
@@ -15,7 +17,10 @@ Findings (``Discrepancy.kind``):
 - ``OVER_PLAN``: a month in which a debit was taken while the owner's net use had
   already reached the monthly limit that debit was checked against (recorded with
   it; a debit from before that was recorded is held to the owner's plan today). A
-  downgrade below what was used, mid-month or after a busy one, is no finding.
+  downgrade below what was used, mid-month or after a busy one, is no finding. The
+  month is replayed in the order its entries were written (the ledger's ids: every
+  entry of an owner is written under the owner's lock), not by their times, which
+  each instance reads from its own clock before it waits for that lock.
 
 The system keeps running while the jobs are listed, page by page, so the ledger is
 read after the last page: every entry a listed job's state implies (the debit of a
@@ -114,7 +119,7 @@ def find_discrepancies(
     found = [
         *_check_debits(debits.values(), by_job, late),
         *_check_credits(credits, debits, by_job, late),
-        *_check_jobs(jobs, debits, refunded),
+        *_check_jobs(jobs, debits, refunded, late),
         *_check_periods(debits.values(), credits, monthly_for),
     ]
     return found
@@ -190,6 +195,7 @@ def _check_jobs(
     jobs: Iterable[JobFacts],
     debits: dict[uuid.UUID, LedgerEntry],
     refunded: set[tuple[uuid.UUID, uuid.UUID]],
+    late: Callable[[LedgerEntry], bool],
 ) -> Iterable[Discrepancy]:
     for job in jobs:
         debit = debits.get(job.job_id)
@@ -197,6 +203,20 @@ def _check_jobs(
         debited = debit is not None and debit.owner_id == job.owner_id
         if job.status is JobState.SUCCEEDED and not debited and not job.waived:
             yield _finding("JOB_NOT_CHARGED", job.owner_id, job.job_id, "succeeded without a debit")
+        elif (
+            job.status is JobState.SUCCEEDED
+            and job.waived
+            and debit is not None
+            and debited
+            # A debit that came late records the job charged after its page was read.
+            and not late(debit)
+        ):
+            yield _finding(
+                "WAIVED_BUT_DEBITED",
+                job.owner_id,
+                job.job_id,
+                "settled without a charge but the ledger has its debit",
+            )
         elif job.charged and not debited:
             yield _finding(
                 "JOB_NOT_CHARGED",
@@ -225,33 +245,39 @@ def _check_periods(
     debit's month, from the credit's time on (see usage.domain.ledger). A debit written
     before limits were recorded is held to the owner's plan today."""
     debit_month: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
-    events: defaultdict[tuple[uuid.UUID, str], list[tuple[datetime, int, LedgerEntry]]]
-    events = defaultdict(list)
+    events: defaultdict[tuple[uuid.UUID, str], list[LedgerEntry]] = defaultdict(list)
     for debit in debits:
         label = month_of(debit.created_at).label
         debit_month[(debit.owner_id, debit.job_id)] = label
-        events[(debit.owner_id, label)].append((debit.created_at, 1, debit))
+        events[(debit.owner_id, label)].append(debit)
     for credit in credits:
         given_back = debit_month.get((credit.owner_id, credit.job_id))
         if given_back is not None:
-            # At the same instant a credit goes first: the debit may have seen it.
-            events[(credit.owner_id, given_back)].append((credit.created_at, 0, credit))
+            events[(credit.owner_id, given_back)].append(credit)
     for (owner_id, label), month in sorted(
         events.items(), key=lambda item: (str(item[0][0]), item[0][1])
     ):
-        used, over_limit = 0, None
-        for _, is_debit, entry in sorted(month, key=lambda event: event[:2]):
-            if not is_debit:
+        used, over = 0, None  # over: (use after the first debit past its limit, limit)
+        for entry in sorted(month, key=_written_order):
+            if entry.kind is EntryKind.CREDIT:
                 used -= entry.amount
                 continue
             limit = entry.plan_limit if entry.plan_limit is not None else monthly_for(owner_id)
-            if over_limit is None and limit - used < entry.amount:
-                over_limit = limit
             used += entry.amount
-        if over_limit is not None:
+            if over is None and limit - (used - entry.amount) < entry.amount:
+                over = (used, limit)
+        if over is not None:
             yield _finding(
                 "OVER_PLAN",
                 owner_id,
                 None,
-                f"{label}: {used} generations used on a plan of {over_limit}",
+                f"{label}: {over[0]} generations used on a plan of {over[1]}",
             )
+
+
+def _written_order(entry: LedgerEntry) -> tuple[int, datetime, bool]:
+    """The order an owner's entries were written in: the ledger's ids, taken under the
+    owner's lock. (Entries built outside the ledger have none: by their times, a credit
+    first at the same instant, since the debit may have seen it.)"""
+    written = entry.sequence if entry.sequence is not None else -1
+    return (written, entry.created_at, entry.kind is EntryKind.DEBIT)

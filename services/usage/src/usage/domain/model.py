@@ -34,6 +34,9 @@ class LedgerEntry:
     created_at: datetime
     # The monthly limit a debit was checked against (None: a credit, or an old debit).
     plan_limit: int | None = None
+    # The ledger row's id: the order an owner's entries were written in (each is
+    # written under the owner's lock). None for an entry not read from the ledger.
+    sequence: int | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from usage.domain.periods import Period
 from usage.persistence.models import LedgerRow, ProfileRow, VoidedJobRow
 
 _ENTRY_COLUMNS = (
+    LedgerRow.id,
     LedgerRow.owner_id,
     LedgerRow.kind,
     LedgerRow.amount,
@@ -38,6 +39,7 @@ def _entry(row: Any) -> LedgerEntry:
         reason=row.reason,
         created_at=row.created_at,
         plan_limit=row.plan_limit,
+        sequence=row.id,
     )
 
 
