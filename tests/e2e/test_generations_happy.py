@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -105,6 +106,25 @@ async def test_every_run_is_given_a_deadline_at_the_provider(stack: Stack, user:
     timings = stack.ctx.config.timings
     sweeps_late = timedelta(milliseconds=timings.overall_timeout_ms + 2 * timings.sweep_interval_ms)
     assert sweeps_late < allowed <= sweeps_late + timedelta(minutes=2)
+
+
+async def test_the_inputs_links_live_as_long_as_the_run_may_wait_to_start(
+    stack: Stack, user: User
+) -> None:
+    """A queued run fetches its inputs when it starts, up to its deadline: links that
+    expired after the user's 5 minutes would fail a run that started later."""
+    response = await user.submit("redesign", images=[jpeg_bytes()], style="japandi")
+    assert response.status_code == 202, response.text
+    prediction = await stack.control("prediction", response.json()["predictionId"])
+    await user.wait_for(response.json()["id"], {"succeeded"})
+
+    [url] = prediction["input"]["image_input"]
+    expires = timedelta(seconds=int(parse_qs(urlsplit(url).query)["X-Amz-Expires"][0]))
+    allowed = datetime.fromisoformat(prediction["deadline"]) - datetime.fromisoformat(
+        prediction["created_at"]
+    )
+    assert expires >= allowed - timedelta(seconds=1)
+    assert expires > timedelta(seconds=stack.ctx.config.uploads.signed_url_ttl_seconds)
 
 
 async def test_unknown_and_foreign_jobs_are_the_same_404(user: User, other_user: User) -> None:

@@ -80,7 +80,9 @@ async def start_prediction(
 
     Answers the job as last written here, or None when it was canceled meanwhile.
     """
-    ttl = ctx.config.uploads.signed_url_ttl_seconds
+    # The provider fetches the inputs when the run starts, which a queue can delay up to
+    # the run's own deadline: the links live as long, not only a user's few minutes.
+    ttl = max(ctx.config.uploads.signed_url_ttl_seconds, provider_deadline_seconds(ctx))
     try:
         # Signed locally (an HMAC): no thread hop, as the answer's own links are signed.
         urls = [ctx.storage.sign_get_url(ctx.private_bucket, key, ttl) for key in input_keys]
