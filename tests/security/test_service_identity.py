@@ -168,6 +168,10 @@ async def _code(call: object) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+async def _read_jobs(stub: Any) -> object:
+    return await stub.GetJobs(gpb.GetJobsRequest(job_ids=[str(uuid.uuid4())]), timeout=10)
+
+
 async def _first_change(stub: Any) -> None:
     """Read the change feed's first message (caught_up): a refused caller fails here."""
     call = stub.WatchJobs(gpb.WatchJobsRequest(), timeout=10)
@@ -261,6 +265,7 @@ async def test_generation_methods_answer_only_their_declared_callers(system: Sys
             gpb.ListGenerationsRequest(owner_id=owner, page_size=5), timeout=10
         ),
         "WatchJobs": _first_change,
+        "GetJobs": _read_jobs,
     }
     assert set(calls) == set(GENERATION_CALLERS) == set(_methods(gpb, "GenerationService"))
     for method, call in calls.items():

@@ -4,6 +4,7 @@ producer (routes/events)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ import grpc
 from edge_api.feed import JobFeed, Timings
 from edge_api.routes.events import _producer
 from edge_api.settled import SettledJobs
-from edge_api.sse import CHANGED, Watch
+from edge_api.sse import CHANGED, REFRESH, Watch
 from interior.generation.v1 import generation_pb2
 from kit.wire import FEED_MARKS_WITHIN
 
@@ -172,4 +173,80 @@ async def test_a_watcher_whose_re_read_failed_reads_again_later() -> None:
         leading.cancel()
         following.cancel()
         await asyncio.gather(leading, following, return_exceptions=True)
+        await feed.close()
+
+
+def _job_id(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012x}"
+
+
+class _Batched(_FreshGeneration):
+    """A feed that marks its stream once and then goes quiet (a deaf LISTEN: the edge
+    stops trusting it 0.24 s later), and GetJobs over ``jobs`` (or UNIMPLEMENTED, as a
+    generation from before it answers)."""
+
+    def __init__(self, jobs: dict[str, generation_pb2.Job], implemented: bool = True) -> None:
+        super().__init__(head=4)
+        self.jobs = jobs
+        self.implemented = implemented
+        self.batches: list[list[str]] = []
+
+    async def GetJobs(
+        self, request: generation_pb2.GetJobsRequest, timeout: float
+    ) -> generation_pb2.GetJobsResponse:
+        self.batches.append(list(request.job_ids))
+        if not self.implemented:
+            empty = grpc.aio.Metadata()
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNIMPLEMENTED, empty, empty)
+        found = [self.jobs[job_id] for job_id in request.job_ids if job_id in self.jobs]
+        return generation_pb2.GetJobsResponse(jobs=found)
+
+
+async def test_a_feed_that_cannot_vouch_for_itself_reads_every_watched_job_in_a_few_calls() -> None:
+    """600 watched jobs while the feed is deaf: read from generation in two calls every
+    fallback interval (500, then 100), not one each, so each stays within the SPEC's
+    250 ms (a read each, at 200 a second, put 3 s between a job's reads). A job found
+    newer wakes its watcher with the view; the others sleep."""
+    changed = _job(6, generation_pb2.JOB_STATUS_PROCESSING)
+    changed.id = _job_id(0)
+    upstream = _Batched({changed.id: changed})
+    timings = Timings(heartbeat=60.0, refresh=60.0, fallback=0.2)
+    feed = JobFeed(upstream, SettledJobs(10, 60.0), timings)  # type: ignore[arg-type]
+    feed.ensure_running()
+    await asyncio.wait_for(upstream.caught_up.wait(), WAIT)
+    await asyncio.sleep(0.05)
+    try:
+        with contextlib.ExitStack() as watching:
+            watches = [
+                watching.enter_context(feed.watch(_job_id(n), known_version=5, epoch=feed.epoch))
+                for n in range(600)
+            ]
+            woken = await asyncio.wait_for(watches[0].wait(), 1.0)
+            assert woken & CHANGED
+            assert watches[0].news.version == 6
+            assert [len(batch) for batch in upstream.batches[:2]] == [500, 100]
+            quiet = asyncio.create_task(watches[1].wait())
+            await asyncio.sleep(0.5)
+            assert not quiet.done()  # found no newer: not woken
+            quiet.cancel()
+            assert not feed.settled.live
+    finally:
+        await feed.close()
+
+
+async def test_from_a_generation_without_get_jobs_each_leader_reads_its_own() -> None:
+    upstream = _Batched({}, implemented=False)
+    timings = Timings(heartbeat=60.0, refresh=60.0, fallback=0.2)
+    feed = JobFeed(upstream, SettledJobs(10, 60.0), timings)  # type: ignore[arg-type]
+    feed.ensure_running()
+    await asyncio.wait_for(upstream.caught_up.wait(), WAIT)
+    await asyncio.sleep(0.05)
+    try:
+        with feed.watch(JOB, known_version=5, epoch=feed.epoch) as watch:
+            reasons = 0
+            async with asyncio.timeout(2.0):
+                while not reasons & REFRESH:
+                    reasons |= await watch.wait()
+            assert len(upstream.batches) == 1  # asked once, then no more
+    finally:
         await feed.close()

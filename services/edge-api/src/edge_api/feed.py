@@ -59,8 +59,13 @@ _STARTUP_SECONDS = 30.0
 # The newest change of this many jobs is remembered, for a watcher that registers just
 # after a change it did not read yet (see JobFeed.watch).
 RECENT_CHANGES = 1024
-# While the feed cannot vouch for itself, the jobs' leaders read at most this many jobs
-# a second in all (Timings.fallback apart for a few jobs, further apart for many).
+# While the feed cannot vouch for itself, the watched jobs are read from generation
+# every Timings.fallback, this many to a GetJobs call (its limit), one call at a time.
+FALLBACK_BATCH = 500
+_FALLBACK_READ_SECONDS = 2.0
+# From a generation without GetJobs (an older release during a rolling deploy), the
+# jobs' leaders read their job instead: at most this many reads a second in all
+# (Timings.fallback apart for a few jobs, further apart for many).
 FALLBACK_READS_PER_SECOND = 200
 
 
@@ -72,7 +77,8 @@ class Timings:
     refresh: float = 5.0
     # While the feed cannot vouch for what it reports (disconnected, catching up, or its
     # last mark older than the settled views' freshness: a deaf LISTEN, a burst queued
-    # ahead), each watched job's leader reads it this often instead: the source of truth.
+    # ahead), the watched jobs are read from generation this often instead (one GetJobs
+    # for up to FALLBACK_BATCH of them): the source of truth.
     fallback: float = 0.2
     # The upstream stream is given up when nothing (not even generation's heartbeat
     # mark) arrived for this long, or for 1.5 times what generation announced as its
@@ -102,6 +108,10 @@ class JobFeed:
         self._forgotten = 0
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        # The watched jobs' read while the feed cannot vouch for itself (one at a time),
+        # and whether generation answers it (False: each job's leader reads its own).
+        self._fallback: asyncio.Task[None] | None = None
+        self._batch_reads = True
         # True while the upstream stream is open and replayed what was recorded.
         self.caught_up = False
         # Set by stop_streams(): every stream ends, and one that starts later at once.
@@ -204,7 +214,7 @@ class JobFeed:
 
     async def close(self) -> None:
         """Stop following (and ticking)."""
-        for task in (self._task, self._ticker):
+        for task in (self._task, self._ticker, self._fallback):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -229,15 +239,48 @@ class JobFeed:
                 self._wake_all(BEAT)
             due = now >= next_read
             if not due and now >= next_fallback and not self.settled.live:
-                # Generation is asked instead, within its means: many watched jobs
-                # spread their reads out.
-                spread = len(self._watchers) / FALLBACK_READS_PER_SECOND
-                next_fallback = now + max(timings.fallback, spread)
-                due = True
+                # Generation is asked instead: every watched job in one call (a few for
+                # many), or, from a generation without it, by each job's leader within
+                # its means (many watched jobs spread their reads out).
+                if self._batch_reads:
+                    next_fallback = now + timings.fallback
+                    if self._fallback is None or self._fallback.done():
+                        self._fallback = asyncio.create_task(
+                            self._read_watched(list(self._watchers)),
+                            name="edge-feed-fallback",
+                            context=contextvars.Context(),
+                        )
+                else:
+                    spread = len(self._watchers) / FALLBACK_READS_PER_SECOND
+                    next_fallback = now + max(timings.fallback, spread)
+                    due = True
             if due:
                 next_read = now + timings.refresh
                 for signals in list(self._watchers.values()):
                     _reader_of(signals).wake(REFRESH)
+
+    async def _read_watched(self, job_ids: list[str]) -> None:
+        """Read the watched jobs from generation (the feed cannot vouch for what it
+        reports): a job found newer than the feed's latest change of it is handed to
+        its watchers, as a change the feed reported would be."""
+        try:
+            for start in range(0, len(job_ids), FALLBACK_BATCH):
+                request = generation_pb2.GetJobsRequest(
+                    job_ids=job_ids[start : start + FALLBACK_BATCH]
+                )
+                answer = await self._stub().GetJobs(request, timeout=_FALLBACK_READ_SECONDS)
+                for job in answer.jobs:
+                    recent = self._recent.get(job.id)
+                    if recent is None or job.version > recent[0]:
+                        self._remember(job.id, job.version, job)
+                        self.share(job.id, job)
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+                log.info("feed.batch_reads_unavailable")
+                self._batch_reads = False
+            # Otherwise the next interval reads again (generation is what is down).
+        except Exception as error:  # never fatal: the next interval tries again
+            log.warning("feed.fallback_read_failed", reason=type(error).__name__)
 
     async def _follow_forever(self) -> None:
         delay = _BACKOFF_FIRST

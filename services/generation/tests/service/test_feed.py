@@ -217,6 +217,31 @@ async def test_a_change_carries_the_job_exactly_as_get_generation_shows_it(
     plain.cancel()
 
 
+async def test_get_jobs_reads_the_named_jobs_as_get_generation_shows_them(
+    instances: list[Instance],
+) -> None:
+    owners = [uuid.uuid4(), uuid.uuid4()]
+    job_ids = [await _insert_job(instances[0], owner) for owner in owners]
+    await _set(instances[0], job_ids[1], status="processing")
+    unknown = str(uuid.uuid4())
+
+    answer = await instances[1].stub.GetJobs(
+        pb.GetJobsRequest(job_ids=[str(job_ids[0]), unknown, str(job_ids[1]), str(job_ids[0])])
+    )
+
+    shown = {job.id: job for job in answer.jobs}
+    assert sorted(shown) == sorted(str(job_id) for job_id in job_ids)  # unknown left out
+    for owner, job_id in zip(owners, job_ids, strict=True):
+        alone = await instances[1].stub.GetGeneration(
+            pb.GetGenerationRequest(owner_id=str(owner), job_id=str(job_id))
+        )
+        assert shown[str(job_id)] == alone.job
+    for bad in (["not-a-uuid"], [str(uuid.uuid4()) for _ in range(501)]):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await instances[1].stub.GetJobs(pb.GetJobsRequest(job_ids=bad))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_an_owner_filter_sees_only_that_owner(instances: list[Instance]) -> None:
     mine, theirs = uuid.uuid4(), uuid.uuid4()
     follower = Follower(instances[0], mine)

@@ -86,6 +86,14 @@ class GenerationServiceStub:
     with RESOURCE_EXHAUSTED when the receiver falls too far behind: resume from
     the last version received, on any instance.
     """
+    GetJobs: _grpc.UnaryUnaryMultiCallable[_generation_pb2.GetJobsRequest, _generation_pb2.GetJobsResponse]
+    """The jobs named, of any owners, as GetGeneration shows them to their owners
+    (without its stale refresh); an unknown id is left out. For a follower of
+    WatchJobs that cannot trust its stream for a moment (disconnected, catching
+    up, its marks late): it reads the jobs it watches in one call instead of one
+    each. VALIDATION_ERROR (INVALID_ARGUMENT) for more than 500 ids or one that is
+    not a UUID.
+    """
     ApplyProviderEvent: _grpc.UnaryUnaryMultiCallable[_generation_pb2.ApplyProviderEventRequest, _generation_pb2.ApplyProviderEventResponse]
     """Hands over one provider event (a webhook body, already authenticated by the
     gateway). Repeat-safe: duplicates and out-of-order events change nothing.
@@ -149,6 +157,14 @@ class GenerationServiceAsyncStub(GenerationServiceStub):
     stream ends with UNAVAILABLE when this instance loses its database feed and
     with RESOURCE_EXHAUSTED when the receiver falls too far behind: resume from
     the last version received, on any instance.
+    """
+    GetJobs: _aio.UnaryUnaryMultiCallable[_generation_pb2.GetJobsRequest, _generation_pb2.GetJobsResponse]  # type: ignore[assignment]
+    """The jobs named, of any owners, as GetGeneration shows them to their owners
+    (without its stale refresh); an unknown id is left out. For a follower of
+    WatchJobs that cannot trust its stream for a moment (disconnected, catching
+    up, its marks late): it reads the jobs it watches in one call instead of one
+    each. VALIDATION_ERROR (INVALID_ARGUMENT) for more than 500 ids or one that is
+    not a UUID.
     """
     ApplyProviderEvent: _aio.UnaryUnaryMultiCallable[_generation_pb2.ApplyProviderEventRequest, _generation_pb2.ApplyProviderEventResponse]  # type: ignore[assignment]
     """Hands over one provider event (a webhook body, already authenticated by the
@@ -246,6 +262,20 @@ class GenerationServiceServicer(metaclass=_abc_1.ABCMeta):
         stream ends with UNAVAILABLE when this instance loses its database feed and
         with RESOURCE_EXHAUSTED when the receiver falls too far behind: resume from
         the last version received, on any instance.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJobs(
+        self,
+        request: _generation_pb2.GetJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_generation_pb2.GetJobsResponse, _abc.Awaitable[_generation_pb2.GetJobsResponse]]:
+        """The jobs named, of any owners, as GetGeneration shows them to their owners
+        (without its stale refresh); an unknown id is left out. For a follower of
+        WatchJobs that cannot trust its stream for a moment (disconnected, catching
+        up, its marks late): it reads the jobs it watches in one call instead of one
+        each. VALIDATION_ERROR (INVALID_ARGUMENT) for more than 500 ids or one that is
+        not a UUID.
         """
 
     @_abc_1.abstractmethod

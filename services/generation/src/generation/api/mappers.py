@@ -52,6 +52,20 @@ def job_id_from(raw: str) -> uuid.UUID:
         raise NotFound("Generation not found.") from None
 
 
+# The most jobs one GetJobs reads: a follower's watched jobs, in a few calls.
+MAX_JOBS_PER_READ = 500
+
+
+def job_ids_from(raw: Sequence[str]) -> list[uuid.UUID]:
+    """The ids of a GetJobs request (each read once)."""
+    if len(raw) > MAX_JOBS_PER_READ:
+        raise ValidationError(f"At most {MAX_JOBS_PER_READ} job ids at once.")
+    try:
+        return list(dict.fromkeys(parse_uuid(item) for item in raw))
+    except ValueError:
+        raise ValidationError("job_ids must be UUIDs.") from None
+
+
 def named_job_from(raw: str) -> uuid.UUID | None:
     """The job a webhook's URL names; None for none or anything that is not a UUID (the
     event is still applied: the name only helps with a prediction no job has)."""

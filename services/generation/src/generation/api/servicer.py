@@ -71,8 +71,10 @@ ALLOWED_CALLERS: dict[str, frozenset[str]] = {
     "CancelGeneration": frozenset({EDGE_API}),
     "DeleteGeneration": frozenset({EDGE_API}),
     "ListGenerations": frozenset({EDGE_API}),
-    # The change feed names every owner's jobs: only the edge follows it.
+    # The change feed names every owner's jobs: only the edge follows it (and reads the
+    # jobs it watches when it cannot trust it for a moment).
     "WatchJobs": frozenset({EDGE_API}),
+    "GetJobs": frozenset({EDGE_API}),
     "ApplyProviderEvent": frozenset({WEBHOOK_GATEWAY}),
     "ListJobOutcomes": frozenset({USAGE, OPERATOR}),
 }
@@ -175,6 +177,10 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "The change feed was interrupted.")
         except SubscriberTooSlow:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "The reader fell behind.")
+
+    async def GetJobs(self, request: pb.GetJobsRequest, context: Context) -> pb.GetJobsResponse:
+        views = await queries.load_views(self._ctx, mappers.job_ids_from(request.job_ids))
+        return pb.GetJobsResponse(jobs=[self._shown(view) for view in views.values()])
 
     async def _views_of(self, batch: Sequence[JobChangeRef]) -> dict[uuid.UUID, pb.Job]:
         """The views of a batch's jobs as GetGeneration shows them, read now (once for
