@@ -73,7 +73,7 @@ def test_a_read_that_raced_a_change_is_not_kept() -> None:
 def test_forget_refuses_reads_in_flight() -> None:
     cache = _live()
     with cache.reading(JOB) as read:
-        cache.forget(JOB)
+        cache.forget(JOB, for_seconds=30.0)
         cache.keep(read, _job(5), OWNER)
     assert cache.lookup(JOB, OWNER) is None
 
@@ -190,14 +190,25 @@ def test_a_delete_this_edge_answered_outlives_its_evicted_view() -> None:
     assert cache.lookup(JOB, OWNER) == _deleted(12)
 
 
-def test_after_a_failed_delete_call_no_view_of_the_job_is_kept() -> None:
-    cache = _live()
+def test_after_a_failed_delete_call_no_view_of_the_job_is_kept_until_its_deadline() -> None:
+    clock = Clock()
+    cache = SettledJobs(10, max_age=150.0, clock=clock)
+    cache.resume()
     _served(cache, _job(10))
-    cache.forget(JOB)  # the DELETE call failed: it may have happened all the same
+    cache.forget(JOB, for_seconds=35.0)  # the DELETE call failed: it may have been done
     cache.changed(JOB, 10)
     cache.carried(JOB, _job(10), OWNER)
     _served(cache, _job(11))
     assert cache.lookup(JOB, OWNER) is None
+    clock.now = 34.9
+    _served(cache, _job(11))
+    assert cache.lookup(JOB, OWNER) is None
+    # Past the call's deadline the deletion was done or will never be: what generation
+    # answers and the feed reports is the truth again (pinned for ever, every GET of
+    # the job went to generation for the life of the process).
+    clock.now = 35.0
+    _served(cache, _job(12))
+    assert cache.lookup(JOB, OWNER) == _job(12)
 
 
 def test_a_marked_feed_vouches_for_its_views_only_while_its_last_mark_is_recent() -> None:

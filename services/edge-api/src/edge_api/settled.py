@@ -86,6 +86,9 @@ class SettledJobs:
         # this edge answered itself (a DELETE) before the feed reported it: the view
         # stored with it can be evicted, and the feed may still carry an older one.
         self._floors: OrderedDict[str, int] = OrderedDict()
+        # Jobs whose state is unknown since a write that failed (it may have been done
+        # all the same), and until when (``clock``) no view of them is kept.
+        self._pins: OrderedDict[str, float] = OrderedDict()
         # Bumped on every suspend / resume: reads begun before are not kept.
         self._epoch = 0
         # True only while the feed is connected and caught up.
@@ -137,7 +140,7 @@ class SettledJobs:
         if job.status not in SETTLED or job.version < read.newest_change:
             self._entries.pop(read.job_id, None)
             return
-        if job.version < self._floors.get(read.job_id, 0):
+        if job.version < self._floors.get(read.job_id, 0) or self._pinned(read.job_id):
             return
         current = self._entries.get(read.job_id)
         if current is not None and current.job.version > job.version:
@@ -160,7 +163,7 @@ class SettledJobs:
         """
         if self._capacity <= 0 or not self._live or job.status not in SETTLED:
             return
-        if job.version < self._floors.get(job_id, 0):
+        if job.version < self._floors.get(job_id, 0) or self._pinned(job_id):
             return  # older than a change this edge answered (a DELETE): never again
         current = self._entries.get(job_id)
         if current is not None and current.job.version >= job.version:
@@ -189,12 +192,27 @@ class SettledJobs:
         self.changed(job_id, version)
         self._raise_floor(job_id, version)
 
-    def forget(self, job_id: str) -> None:
-        """Drop ``job_id``'s view and every read of it in flight (its state is unknown):
-        no view of it is kept again here (its GETs go to generation; this follows only a
-        DELETE call that failed, which may have been done all the same)."""
+    def forget(self, job_id: str, for_seconds: float) -> None:
+        """Drop ``job_id``'s view and every read of it in flight (its state is unknown),
+        and keep none for ``for_seconds`` (its GETs go to generation): this follows a
+        DELETE call that failed, which may have been done all the same, at the latest
+        by the call's deadline. Once that has passed, what generation answers and what
+        the feed reports (in order) is the truth again; pinned for ever, one failed
+        call sent the job's every GET to generation for the life of the process."""
         self.changed(job_id, _UNKNOWN)
-        self._raise_floor(job_id, _UNKNOWN)
+        self._pins[job_id] = max(self._clock() + for_seconds, self._pins.get(job_id, 0.0))
+        self._pins.move_to_end(job_id)
+        while len(self._pins) > FLOORS:
+            self._pins.popitem(last=False)
+
+    def _pinned(self, job_id: str) -> bool:
+        until = self._pins.get(job_id)
+        if until is None:
+            return False
+        if self._clock() < until:
+            return True
+        del self._pins[job_id]
+        return False
 
     def _raise_floor(self, job_id: str, version: int) -> None:
         self._floors[job_id] = max(version, self._floors.get(job_id, 0))

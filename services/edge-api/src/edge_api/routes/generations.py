@@ -117,6 +117,16 @@ def _idempotency_key(header: str | None, field: str | None) -> str:
     return header or field or ""
 
 
+# Beyond a failed DELETE call's deadline, the time generation may take to notice that
+# its caller gave up (its transaction is then rolled back or committed).
+_DEADLINE_SLACK_SECONDS = 5.0
+
+
+def _unknown_for(state: EdgeState) -> float:
+    """How long a job whose DELETE call failed may still change by it."""
+    return state.rpc_timeout() + _DEADLINE_SLACK_SECONDS
+
+
 # Answers that say the DELETE did nothing (someone else's job, one not finished, a bad
 # id): the job's views stay as they were. Any other failure may hide a deletion.
 _REFUSED = frozenset(
@@ -272,10 +282,10 @@ async def delete_generation(
             )
         except grpc.aio.AioRpcError as error:
             if error.code() not in _REFUSED:
-                settled.forget(job_id)  # it may have happened all the same
+                settled.forget(job_id, _unknown_for(state))  # it may have been done
             raise
         except BaseException:
-            settled.forget(job_id)
+            settled.forget(job_id, _unknown_for(state))
             raise
         settled.answered(job_id, reply.job.version)
         settled.keep(read, reply.job, owner_id)
