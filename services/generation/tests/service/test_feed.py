@@ -66,9 +66,9 @@ async def instances(
         await instance.app.server.stop(0)
 
 
-async def _insert_job(instance: Instance, owner: uuid.UUID) -> uuid.UUID:
+def _new_job(owner: uuid.UUID) -> GenerationJob:
     now = datetime.now(UTC)
-    job = GenerationJob(
+    return GenerationJob(
         id=uuid.uuid4(),
         owner_id=owner,
         request_fingerprint="f" * 64,
@@ -79,6 +79,10 @@ async def _insert_job(instance: Instance, owner: uuid.UUID) -> uuid.UUID:
         created_at=now,
         updated_at=now,
     )
+
+
+async def _insert_job(instance: Instance, owner: uuid.UUID) -> uuid.UUID:
+    job = _new_job(owner)
     async with session_scope(instance.app.context.sessions) as session:
         session.add(job)
     return job.id
@@ -352,21 +356,7 @@ async def test_a_burst_of_changes_is_read_in_a_few_steps_each_carrying_its_own_j
     carrying = Follower(instances[0], None, with_jobs=True)
     await carrying.caught_up.wait()
     owners = [uuid.uuid4() for _ in range(300)]
-    now = datetime.now(UTC)
-    jobs = [
-        GenerationJob(
-            id=uuid.uuid4(),
-            owner_id=owner,
-            request_fingerprint="f" * 64,
-            mode="imagine",
-            status="starting",
-            charge_state="none",
-            refund_state="none",
-            created_at=now,
-            updated_at=now,
-        )
-        for owner in owners
-    ]
+    jobs = [_new_job(owner) for owner in owners]
     async with session_scope(instances[1].app.context.sessions) as session:
         session.add_all(jobs)  # one commit: the 300 notifications arrive together
     changes = await carrying.until(lambda seen: len(seen) == len(jobs))
