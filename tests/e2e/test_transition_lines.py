@@ -20,6 +20,7 @@ import structlog
 from prometheus_client import REGISTRY
 
 from generation.domain import job_record
+from generation.domain.provider import ProviderUnavailable
 from generation.domain.submission import submit_generation
 from generation.domain.submit_request import SubmitCommand
 from generation.domain.sweep import sweep_once
@@ -146,3 +147,31 @@ async def test_a_deferred_debit_and_its_retry_carry_the_four_fields(
     assert [(line["event"], [k for k in FOUR if k not in line]) for line in lines] == [
         (line["event"], []) for line in lines
     ]
+
+
+async def test_a_cancel_the_provider_did_not_take_is_logged_with_the_four_fields(
+    stack: Stack, user: User, logs: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await stack.control("set_faults", hold=True)
+    try:
+        response = await user.submit("imagine", prompt="A quiet study with a bay window")
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        await user.wait_for(job_id, {"processing"})
+
+        async def unavailable(prediction_id: str) -> Any:
+            raise ProviderUnavailable("injected: the provider is away")
+
+        monkeypatch.setattr(stack.ctx.provider, "cancel_prediction", unavailable)
+        canceled = await user.cancel(job_id)
+        assert canceled.status_code == 200, canceled.text
+    finally:
+        await stack.control("set_faults", hold=False)
+
+    [line] = [e for e in logs.events() if e["event"] == "provider.cancel_failed"]
+    assert {key: line.get(key) for key in FOUR} == {
+        "ownerId": str(user.id),
+        "jobId": job_id,
+        "predictionId": response.json()["predictionId"],
+        "status": "processing",
+    }

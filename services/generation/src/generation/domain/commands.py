@@ -80,7 +80,9 @@ async def _cancel_at_provider(
         prediction = await ctx.provider.cancel_prediction(prediction_id)
     except ProviderError as error:
         # The user's intent wins: end the job here; a late provider event is ignored.
-        log.warning("provider.cancel_failed", **fields, error=type(error).__name__)
+        log.warning(
+            "provider.cancel_failed", **fields, status=job.status, error=type(error).__name__
+        )
         return
     if jobs.job_status_for(prediction.status) != jobs.SUCCEEDED:
         return

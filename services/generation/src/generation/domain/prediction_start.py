@@ -202,7 +202,7 @@ async def _attach_and_charge(
             succeeded = dataclasses.replace(attached, status=jobs.SUCCEEDED)
             await waive_charge(ctx, succeeded)
             return succeeded
-        await cancel_quietly(ctx, prediction_id)
+        await cancel_quietly(ctx, prediction_id, dataclasses.replace(submitted, status=jobs.FAILED))
         log.warning("job.debit_refused", **ending.fields)
         if ending.changed:
             metrics.job_transition(jobs.FAILED, "submit")
@@ -224,7 +224,7 @@ async def _attach(ctx: GenerationContext, job: StartedJob, prediction_id: str) -
     if current is None or current.prediction_id is None:
         return None
     if current.prediction_id != prediction_id:
-        await cancel_quietly(ctx, prediction_id)
+        await cancel_quietly(ctx, prediction_id, current)
         log.warning(
             "provider.duplicate_run_canceled",
             **jobs.log_fields(current),
@@ -251,7 +251,9 @@ async def _after_interrupted_attach(
 async def _stop_unattached(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
     """The job was canceled (or ended) while we were submitting: stop the provider's run
     too, and say so with the job's status as it is now."""
-    await cancel_quietly(ctx, prediction_id)
+    await cancel_quietly(
+        ctx, prediction_id, StartedJob(job.id, job.owner_id, prediction_id, jobs.CANCELED)
+    )
     status: str = jobs.CANCELED  # what ends a job in this window, nearly always
     with contextlib.suppress(Exception):  # a log line's detail: never fails the call
         async with ctx.reads() as tx:
@@ -267,7 +269,7 @@ async def _stop_unattached(ctx: GenerationContext, job: StartedJob, prediction_i
 
 
 async def _abandon_prediction(ctx: GenerationContext, job: StartedJob, prediction_id: str) -> None:
-    await cancel_quietly(ctx, prediction_id)
+    await cancel_quietly(ctx, prediction_id, StartedJob(job.id, job.owner_id, prediction_id))
     try:
         await _end_interrupted(ctx, StartedJob(job.id, job.owner_id, prediction_id))
     except Exception:

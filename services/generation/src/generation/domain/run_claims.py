@@ -88,13 +88,19 @@ async def claim_run(
     return None
 
 
-async def cancel_quietly(ctx: GenerationContext, prediction_id: str) -> bool:
-    """Cancel a run at the provider; False (logged, never raised) when that failed."""
+async def cancel_quietly(
+    ctx: GenerationContext, prediction_id: str, job: jobs.JobRef | None = None
+) -> bool:
+    """Cancel a run at the provider; False (logged, never raised) when that failed.
+    ``job``: the job the run was for, named in that line."""
     try:
         await ctx.provider.cancel_prediction(prediction_id)
     except ProviderError as error:
+        fields = jobs.log_fields(job) if job is not None else {}
         log.warning(
-            "provider.cancel_failed", predictionId=prediction_id, error=type(error).__name__
+            "provider.cancel_failed",
+            **{**fields, "predictionId": prediction_id},
+            error=type(error).__name__,
         )
         return False
     return True

@@ -212,9 +212,7 @@ async def _cancel_at_provider(ctx: GenerationContext, job: Job, prediction_id: s
     except ProviderError as error:
         log.warning(
             "provider.cancel_failed",
-            ownerId=str(job.owner_id),
-            jobId=str(job.id),
-            predictionId=prediction_id,
+            **jobs.log_fields(job, jobs.FAILED),  # ended (timed out) before the cancel
             error=type(error).__name__,
         )
 
