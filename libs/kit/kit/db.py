@@ -224,6 +224,24 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     )
 
 
+class SchemaAhead(Exception):
+    """The database is at a revision this release does not know: a later release's."""
+
+    def __init__(self, revision: str) -> None:
+        super().__init__(f"the database is at revision {revision}, later than this release's")
+        self.revision = revision
+
+
+class SchemaBehind(Exception):
+    """The database is behind this release's migrations (``check-schema``)."""
+
+    def __init__(self, stored: list[str], heads: list[str]) -> None:
+        at = ", ".join(stored) or "no revision"
+        super().__init__(f"the database is at {at}; this release needs {', '.join(heads)}")
+        self.stored = stored
+        self.heads = heads
+
+
 def _alembic_config(script_location: Path, database_url: str) -> Config:
     from alembic.config import Config  # imported when used: see run_migrations
 
@@ -234,11 +252,15 @@ def _alembic_config(script_location: Path, database_url: str) -> Config:
     return config
 
 
-async def run_migrations(script_location: Path, database_url: str) -> None:
+async def run_migrations(
+    script_location: Path, database_url: str, *, check_only: bool = False
+) -> None:
     """``alembic upgrade head``; safe to run twice and from several processes.
 
     The migration environment takes a PostgreSQL advisory lock so that two
-    instances starting at once do not race.
+    instances starting at once do not race. Raises SchemaAhead (nothing done) for a
+    database a later release migrated; ``check_only``: changes nothing, and raises
+    SchemaBehind unless the database is at this release's head (see kit.migrations).
 
     Alembic is imported here, not with this module: it (with Mako and its
     autogenerate machinery) is 11 MiB of memory a process holds for its whole life,
@@ -248,4 +270,5 @@ async def run_migrations(script_location: Path, database_url: str) -> None:
     from alembic import command
 
     config = _alembic_config(script_location, database_url)
+    config.attributes["check_only"] = check_only
     await asyncio.to_thread(command.upgrade, config, "head")

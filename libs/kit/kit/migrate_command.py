@@ -22,9 +22,12 @@ import pydantic
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kit.db import run_migrations
+from kit.db import SchemaAhead, SchemaBehind, run_migrations
 from kit.logging import configure_logging, get_logger
 from kit.opscli import EXIT_BAD_CONFIG, EXIT_FAILED, MASK, mask_url, validation_problems
+
+# ``check-schema``: the database is behind this release (run ``migrate`` first).
+EXIT_SCHEMA_BEHIND = 3
 
 
 class MigrationFailed(Exception):
@@ -35,6 +38,13 @@ class MigrationFailed(Exception):
         self.exit_code = exit_code
 
 
+def not_started_because(error: MigrationFailed) -> str:
+    """Why a service did not start, for its stderr."""
+    if error.exit_code == EXIT_SCHEMA_BEHIND:
+        return "the database schema is behind this release: run its migrate step first"
+    return str(error)
+
+
 class MigrationStopped(Exception):
     """SIGTERM or SIGINT came while the migration ran: the child was stopped with it."""
 
@@ -42,8 +52,8 @@ class MigrationStopped(Exception):
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def migrate_in_child(module: str) -> None:
-    """``python -m <module> migrate`` in a child process, waited for.
+async def migrate_in_child(module: str, command: str = "migrate") -> None:
+    """``python -m <module> migrate`` (or ``check-schema``) in a child process, waited for.
 
     The child reads the same environment as this process and writes its JSON lines
     to the same stdout and stderr. Cancelled, or the service asked to stop (SIGTERM,
@@ -51,7 +61,7 @@ async def migrate_in_child(module: str) -> None:
     killed: PostgreSQL rolls its transaction back and releases the advisory lock, and
     no migration outlives the service. Raises MigrationFailed, or MigrationStopped.
     """
-    child = await asyncio.create_subprocess_exec(sys.executable, "-m", module, "migrate")
+    child = await asyncio.create_subprocess_exec(sys.executable, "-m", module, command)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     signalled = False
@@ -108,11 +118,16 @@ def _redacted(error: BaseException, url: str) -> str:
     return f"{type(error).__name__}: {text}"
 
 
-def migrate(service: str, settings_cls: type[BaseSettings], migrations: Path) -> int:
+def migrate(
+    service: str, settings_cls: type[BaseSettings], migrations: Path, *, check_only: bool = False
+) -> int:
     """``migrate``: ``alembic upgrade head`` under the advisory lock; the exit code.
 
-    0 at head (a ``migrate.at_head`` log line), 2 no usable database URL (on stderr),
-    1 the migration failed (a ``migrate.failed`` line without the DSN or its password).
+    0 at head (a ``migrate.at_head`` log line) or at a later release's revision
+    (``migrate.schema_ahead``: nothing done, the older code serves the newer schema),
+    2 no usable database URL (on stderr), 1 the migration failed (a ``migrate.failed``
+    line without the DSN or its password). ``check_only`` (``check-schema``): changes
+    nothing, 3 when the database is behind this release (``migrate.schema_behind``).
     """
     try:
         url = database_url(settings_cls)
@@ -123,7 +138,13 @@ def migrate(service: str, settings_cls: type[BaseSettings], migrations: Path) ->
     configure_logging(service)
     log = get_logger("migrate")
     try:
-        asyncio.run(run_migrations(migrations, url))
+        asyncio.run(run_migrations(migrations, url, check_only=check_only))
+    except SchemaAhead as ahead:
+        log.warning("migrate.schema_ahead", revision=ahead.revision, database=mask_url(url))
+        return 0
+    except SchemaBehind as behind:
+        log.error("migrate.schema_behind", at=behind.stored, needs=behind.heads)
+        return EXIT_SCHEMA_BEHIND
     except Exception as error:  # any failure is reported, never a traceback
         log.error("migrate.failed", error=_redacted(error, url))
         return EXIT_FAILED

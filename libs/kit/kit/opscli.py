@@ -43,8 +43,10 @@ def parse_command(service: str, argv: Sequence[str] | None, *, migrate: bool) ->
         parser.add_argument(
             "command",
             nargs="?",
-            choices=["migrate"],
-            help="apply the database migrations and exit (default: serve)",
+            choices=["migrate", "check-schema"],
+            help="migrate: apply the database migrations and exit; check-schema: exit 0 when"
+            " the database is at (or past) this release's migrations, 3 when behind"
+            " (default: serve)",
         )
     parser.add_argument(
         "--check-config",

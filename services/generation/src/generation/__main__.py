@@ -14,7 +14,13 @@ from generation.settings import GenerationSettings
 from generation.wiring import MIGRATIONS, build_app
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
-from kit.migrate_command import MigrationFailed, MigrationStopped, migrate, migrate_in_child
+from kit.migrate_command import (
+    MigrationFailed,
+    MigrationStopped,
+    migrate,
+    migrate_in_child,
+    not_started_because,
+)
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
@@ -30,10 +36,11 @@ async def main() -> None:
         log.info("provider.remote", baseUrl=settings.replicate_api_base_url)
     # A bad runtime config stops the start before anything else is done (exit 2).
     config = load_runtime_config(settings.runtime_config_file)
-    if settings.run_migrations:
-        # In a child process: this one never imports Alembic (kit.migrate_command).
-        await migrate_in_child("generation")
-        settings = settings.model_copy(update={"run_migrations": False})
+    # In a child process: this one never imports Alembic (kit.migrate_command). Not
+    # migrating at start (a one-shot step does it), it still never serves a schema
+    # behind its code: check-schema refuses the start until the step has run.
+    await migrate_in_child("generation", "migrate" if settings.run_migrations else "check-schema")
+    settings = settings.model_copy(update={"run_migrations": False})
     app = await build_app(settings, runtime_config=config)
     if app.sweeper is not None:
         app.sweeper.start()
@@ -46,15 +53,18 @@ def run(argv: Sequence[str] | None = None) -> None:
     args = parse_command("generation", argv, migrate=True)
     if args.check_config:
         raise SystemExit(check_config("generation", GenerationSettings))
-    if args.command == "migrate":
-        raise SystemExit(migrate("generation", GenerationSettings, MIGRATIONS))
+    if args.command in ("migrate", "check-schema"):
+        check_only = args.command == "check-schema"
+        raise SystemExit(
+            migrate("generation", GenerationSettings, MIGRATIONS, check_only=check_only)
+        )
     try:
         asyncio.run(main())
     except RuntimeConfigError as error:
         print(f"generation: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except MigrationFailed as error:
-        print(f"generation: not started: {error}", file=sys.stderr)
+        print(f"generation: not started: {not_started_because(error)}", file=sys.stderr)
         raise SystemExit(1) from None
     except MigrationStopped:
         get_logger("generation").info("generation.stopped", reason="stopped while migrating")

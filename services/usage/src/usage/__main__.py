@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 from kit.logging import configure_logging, get_logger
 from kit.metrics import start_metrics_server
-from kit.migrate_command import MigrationFailed, MigrationStopped, migrate, migrate_in_child
+from kit.migrate_command import (
+    MigrationFailed,
+    MigrationStopped,
+    migrate,
+    migrate_in_child,
+    not_started_because,
+)
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
 from kit.settings import load_settings
@@ -26,9 +32,11 @@ log = get_logger("usage")
 async def serve(settings: UsageSettings) -> None:
     """Migrate, start, and run until SIGTERM/SIGINT; then stop gracefully."""
     config = load_runtime_config(settings.runtime_config_file)
+    # In a child process: this one never imports Alembic (kit.migrate_command). Not
+    # migrating at start (a one-shot step does it), it still never serves a schema
+    # behind its code: check-schema refuses the start until the step has run.
+    await migrate_in_child("usage", "migrate" if settings.run_migrations else "check-schema")
     if settings.run_migrations:
-        # In a child process: this one never imports Alembic (kit.migrate_command).
-        await migrate_in_child("usage")
         log.info("usage.migrated")
     server, _ = build_server(settings, runtime_config=config)
     start_metrics_server(settings.metrics_port, settings.metrics_host)
@@ -40,8 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_command("usage", argv, migrate=True)
     if args.check_config:
         return check_config("usage", UsageSettings)
-    if args.command == "migrate":
-        return migrate("usage", UsageSettings, MIGRATIONS_DIR)
+    if args.command in ("migrate", "check-schema"):
+        check_only = args.command == "check-schema"
+        return migrate("usage", UsageSettings, MIGRATIONS_DIR, check_only=check_only)
     settings = load_settings(UsageSettings)
     configure_logging("usage", settings.log_level)
     setup_tracing("usage")
@@ -51,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("usage.bad_runtime_config", error=str(error))
         return 2
     except MigrationFailed as error:
-        print(f"usage: not started: {error}", file=sys.stderr)
+        print(f"usage: not started: {not_started_because(error)}", file=sys.stderr)
         return 1
     except MigrationStopped:
         log.info("usage.stopped", reason="stopped while migrating")
