@@ -36,6 +36,7 @@ from kit.grpc_interceptors import (
 from kit.logging import get_logger
 from kit.metrics import MetricsInterceptor
 from kit.service_identity import TokenVerifier
+from kit.wire import FEED_STREAM_SECONDS
 
 log = get_logger("kit.grpc_server")
 
@@ -115,8 +116,11 @@ class GrpcServer:
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.so_reuseport", 0),
                 # Clients reconnect every few minutes, so new replicas get their share.
+                # A retired connection's calls may finish: a change feed stream lasts
+                # up to FEED_STREAM_SECONDS (cut after 30 s, the edge dropped its
+                # settled views and re-read every watched job every 5 minutes).
                 ("grpc.max_connection_age_ms", 5 * 60 * 1000),
-                ("grpc.max_connection_age_grace_ms", 30 * 1000),
+                ("grpc.max_connection_age_grace_ms", int((FEED_STREAM_SECONDS + 60) * 1000)),
                 # A fixed receive window per stream (two upload chunks) instead of
                 # one grown by bandwidth probing: with 50 uploads of 10 MB arriving
                 # at once, probing let generation buffer 15-35 MiB more (bench

@@ -22,6 +22,7 @@ from kit.errors import LimitExceeded, NotFound
 from kit.grpc_client import create_channel
 from kit.grpc_errors import from_rpc_error
 from kit.grpc_server import GrpcServer, ServiceBinding
+from kit.wire import FEED_STREAM_SECONDS
 
 SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -276,3 +277,24 @@ async def test_a_stop_during_the_first_readiness_check_leaves_no_check_running()
     await asyncio.sleep(0.3)  # three intervals: a follower would have checked again
     assert checks == 1
     assert server._readiness_task is None
+
+
+def test_a_retired_connection_lets_a_change_feed_stream_run_to_its_own_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Servers retire their connections every 5 minutes (new replicas get their share);
+    what runs on one is cancelled after the age's grace. That was 30 s, so the edge's
+    WatchJobs stream (renewed every FEED_STREAM_SECONDS) ended UNAVAILABLE every ~5
+    minutes, its settled views dropped and every watcher woken each time."""
+    seen: dict[str, Any] = {}
+    real = grpc.aio.server
+
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        seen.update(dict(kwargs.get("options", [])))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(grpc.aio, "server", capture)
+    GrpcServer([], host="127.0.0.1", port=0, max_message_bytes=1 << 20)
+
+    assert seen["grpc.max_connection_age_ms"] == 5 * 60 * 1000
+    assert seen["grpc.max_connection_age_grace_ms"] >= FEED_STREAM_SECONDS * 1000

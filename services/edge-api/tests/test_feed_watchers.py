@@ -252,3 +252,58 @@ async def test_from_a_generation_without_get_jobs_each_leader_reads_its_own() ->
             assert len(upstream.batches) == 1  # asked once, then no more
     finally:
         await feed.close()
+
+
+class _Interrupted(_Batched):
+    """A feed whose first stream breaks once it has caught up (a generation restart, a
+    connection retired); the next stream works. GetJobs over ``jobs``."""
+
+    def __init__(self, jobs: dict[str, generation_pb2.Job]) -> None:
+        super().__init__(jobs)
+        self.streams = 0
+        self.broken = asyncio.Event()
+        self.break_now = asyncio.Event()
+
+    def WatchJobs(self, request: generation_pb2.WatchJobsRequest, timeout: float) -> _Call:
+        self.streams += 1
+        return _Call(self._first() if self.streams == 1 else self._items())
+
+    async def _first(self) -> AsyncIterator[object]:
+        yield generation_pb2.WatchJobsResponse(caught_up=self.head)
+        self.caught_up.set()
+        await self.break_now.wait()
+        self.broken.set()
+        empty = grpc.aio.Metadata()
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, empty, empty)
+
+
+async def test_an_interrupted_feed_reads_the_watched_jobs_in_one_call_not_one_each() -> None:
+    """Each time the feed was away (a restart; every renewal of the stream), every watcher
+    was woken to read its own job: 2000 streams, 2000 reads at once on generation. One
+    GetJobs now reads them, and only the watcher of a job found newer is woken."""
+    changed = _job(6, generation_pb2.JOB_STATUS_PROCESSING)
+    changed.id = _job_id(0)
+    upstream = _Interrupted({changed.id: changed})
+    timings = Timings(heartbeat=60.0, refresh=60.0, fallback=60.0)
+    feed = JobFeed(upstream, SettledJobs(10, 60.0), timings)  # type: ignore[arg-type]
+    feed.ensure_running()
+    await asyncio.wait_for(upstream.caught_up.wait(), WAIT)
+    try:
+        with contextlib.ExitStack() as watching:
+            watches = [
+                watching.enter_context(feed.watch(_job_id(n), known_version=5, epoch=feed.epoch))
+                for n in range(50)
+            ]
+            quiet = [asyncio.create_task(watch.wait()) for watch in watches[1:]]
+            upstream.break_now.set()
+            woken = await asyncio.wait_for(watches[0].wait(), 2.0)
+            assert woken & CHANGED
+            assert watches[0].news.version == 6
+            await asyncio.sleep(0.5)
+            assert not any(task.done() for task in quiet)  # nothing newer: not woken
+            assert upstream.batches
+            assert all(len(batch) == 50 for batch in upstream.batches)
+            for task in quiet:
+                task.cancel()
+    finally:
+        await feed.close()

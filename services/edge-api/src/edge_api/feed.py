@@ -40,7 +40,7 @@ from edge_api.settled import SettledJobs
 from edge_api.sse import BEAT, CHANGED, REFRESH, STOPPING, Watch
 from interior.generation.v1 import generation_pb2
 from kit.logging import get_logger
-from kit.wire import FEED_MARKS_WITHIN
+from kit.wire import FEED_MARKS_WITHIN, FEED_STREAM_SECONDS
 
 if TYPE_CHECKING:
     from interior.generation.v1.generation_pb2_grpc import GenerationServiceAsyncStub
@@ -50,7 +50,7 @@ log = get_logger("edge_api.feed")
 _BACKOFF_FIRST = 0.2
 # The upstream stream is renewed this often (resuming from the last version): bounded
 # like every call, and a new stream lands on whichever generation replica is there now.
-STREAM_SECONDS = 600.0
+STREAM_SECONDS = FEED_STREAM_SECONDS
 _BACKOFF_MAX = 5.0
 # Generation answers a new stream (its initial metadata, then the replay and the first
 # caught_up) within this much beyond the silence allowed between items: it may have to
@@ -244,12 +244,7 @@ class JobFeed:
                 # its means (many watched jobs spread their reads out).
                 if self._batch_reads:
                     next_fallback = now + timings.fallback
-                    if self._fallback is None or self._fallback.done():
-                        self._fallback = asyncio.create_task(
-                            self._read_watched(list(self._watchers)),
-                            name="edge-feed-fallback",
-                            context=contextvars.Context(),
-                        )
+                    self._start_reading_watched()
                 else:
                     spread = len(self._watchers) / FALLBACK_READS_PER_SECOND
                     next_fallback = now + max(timings.fallback, spread)
@@ -289,7 +284,10 @@ class JobFeed:
             try:
                 await self._follow_once()
             except grpc.aio.AioRpcError as error:
-                log.warning("feed.interrupted", grpcCode=error.code().name)
+                if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and self.caught_up:
+                    log.info("feed.renewed")  # its planned end (STREAM_SECONDS)
+                else:
+                    log.warning("feed.interrupted", grpcCode=error.code().name)
             except Exception as error:  # the channel was closed (shutdown): stop following
                 log.info("feed.stopped", reason=type(error).__name__)
                 self._wake_all()
@@ -301,7 +299,7 @@ class JobFeed:
                 self.settled.suspend()
             if worked:  # it worked until now: retry soon
                 delay = _BACKOFF_FIRST
-            self._wake_all()
+            self._read_all_again()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
 
@@ -355,7 +353,7 @@ class JobFeed:
             if not self.caught_up:  # the first mark ends the replay; later ones are beats
                 self.caught_up = True
                 self.settled.resume(marked)
-                self._wake_all()  # whatever happened while we were away is read again
+                self._read_all_again()  # whatever happened while we were away
             self.settled.vouch(item.mark_age_ms / 1000)
             return
         change = item.change
@@ -377,6 +375,29 @@ class JobFeed:
         if len(self._recent) > RECENT_CHANGES:
             _, (forgotten, _) = self._recent.popitem(last=False)
             self._forgotten = max(self._forgotten, forgotten)
+
+    def _read_all_again(self) -> None:
+        """The feed was away (interrupted, renewed, or just caught up): every watcher must
+        learn what happened meanwhile. With GetJobs, one call per 500 watched jobs reads
+        them and wakes only the watchers of jobs found newer, with the view (and the
+        ticker reads them again every ``fallback`` until the feed vouches for itself);
+        every watcher reading its own job at once was a burst of thousands of reads on
+        generation at each renewal. A stream that read its job before now and registers
+        after (``epoch``) reads it again itself."""
+        if not self._batch_reads:
+            self._wake_all()
+            return
+        self.epoch += 1
+        self._start_reading_watched()
+
+    def _start_reading_watched(self) -> None:
+        """Read the watched jobs from generation, unless a read is under way already."""
+        if self._watchers and (self._fallback is None or self._fallback.done()):
+            self._fallback = asyncio.create_task(
+                self._read_watched(list(self._watchers)),
+                name="edge-feed-fallback",
+                context=contextvars.Context(),
+            )
 
     def _wake_all(self, reason: int = CHANGED) -> None:
         if reason & CHANGED:
