@@ -45,6 +45,7 @@ DEBIT_DEFERRED = (
     f"status = '{JobStatus.SUCCEEDED.value}' AND charge_state = '{ChargeState.NONE.value}'"
     " AND prediction_id IS NOT NULL"
 )
+CHARGE_UNSETTLED = f"charge_state = '{ChargeState.NONE.value}' AND prediction_id IS NOT NULL"
 
 
 class Base(DeclarativeBase):
@@ -158,6 +159,13 @@ class GenerationJob(Base):
             "ix_generation_jobs_debit_deferred",
             "owner_id",
             postgresql_where=text(DEBIT_DEFERRED),
+        ),
+        # The sweep's settlement pass: jobs that reached the provider, not charged yet
+        # (with ix_generation_jobs_refund_pending, so a pass reads no settled job).
+        Index(
+            "ix_generation_jobs_charge_unsettled",
+            "updated_at",
+            postgresql_where=text(CHARGE_UNSETTLED),
         ),
     )
 
