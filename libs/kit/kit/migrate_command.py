@@ -38,6 +38,22 @@ class MigrationFailed(Exception):
         self.exit_code = exit_code
 
 
+async def prepare_schema(module: str, run_migrations: bool) -> None:
+    """Before a server starts: migrate (``run_migrations``), or check that a one-shot
+    step did (``check-schema``): a schema behind the code raises MigrationFailed
+    (EXIT_SCHEMA_BEHIND). A check the database could not answer (down at start) lets
+    the server start: it reports NOT_SERVING until its database answers, as before."""
+    if run_migrations:
+        await migrate_in_child(module)
+        return
+    try:
+        await migrate_in_child(module, "check-schema")
+    except MigrationFailed as error:
+        if error.exit_code == EXIT_SCHEMA_BEHIND:
+            raise
+        get_logger("migrate").warning("migrate.schema_unchecked", exitCode=error.exit_code)
+
+
 def not_started_because(error: MigrationFailed) -> str:
     """Why a service did not start, for its stderr."""
     if error.exit_code == EXIT_SCHEMA_BEHIND:

@@ -69,7 +69,9 @@ def _do_run(connection: Connection, metadata: MetaData, lock_id: int, version_ta
 
 async def _run_async(url: str, metadata: MetaData, lock_id: int, version_table: str) -> None:
     # As kit.db's engine: no statement parameters in errors or logs.
-    engine = create_async_engine(url, hide_parameters=True)
+    # A database that does not answer fails the run within seconds (retried by whoever
+    # runs it), not asyncpg's default minute.
+    engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": 10})
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_do_run, metadata, lock_id, version_table)

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from launcher.components import free_port
-from testkit.grpc_health import serve_until_sigterm
+from testkit.grpc_health import SERVING, health_status, serve_until_sigterm
 from usage.wiring import SERVICE_NAME
 
 
@@ -101,11 +101,62 @@ async def test_run_migrations_false_serves_without_migrating(
         "SHUTDOWN_GRACE_SECONDS": "2",
         "RUN_MIGRATIONS": "false",
     }
+    step = subprocess.run(
+        [sys.executable, "-m", "usage", "migrate"], env=env, capture_output=True, timeout=120
+    )
+    assert step.returncode == 0, step.stderr
     code, output = await serve_until_sigterm("usage", env, port, SERVICE_NAME, tmp_path / "u.log")
     assert code == 0, output
-    assert "usage.migrated" not in output
-    engine = create_async_engine(url)
+    assert "usage.migrated" not in output  # it only checked the schema (check-schema)
+
+
+async def test_run_migrations_false_refuses_a_database_never_migrated(
+    database_factory: Callable[[str], str],
+) -> None:
+    """The one-shot step has not run: the server does not serve a schema behind its code,
+    and says so (it served, and every call failed on a missing table)."""
+    env = {
+        **os.environ,
+        "USAGE_DATABASE_URL": database_factory("usage_not_migrated"),
+        "USAGE_GRPC_PORT": str(free_port()),
+        "RUN_MIGRATIONS": "false",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "usage"], env=env, capture_output=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert b"the database schema is behind this release" in result.stderr
+    engine = create_async_engine(env["USAGE_DATABASE_URL"])
     async with engine.connect() as connection:
         table = await connection.scalar(text("SELECT to_regclass('alembic_version_usage')"))
     await engine.dispose()
-    assert table is None
+    assert table is None  # checked, never migrated
+
+
+async def test_run_migrations_false_starts_alive_while_its_database_is_down(
+    tmp_path: Path,
+) -> None:
+    """A database down at start cannot answer the schema check: the server starts all
+    the same, alive and not ready until its database answers (as before the check)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "USAGE_DATABASE_URL": f"postgresql+asyncpg://usage@127.0.0.1:{free_port()}/usage",
+        "USAGE_GRPC_PORT": str(port),
+        "GRPC_HOST": "127.0.0.1",
+        "SHUTDOWN_GRACE_SECONDS": "2",
+        "RUN_MIGRATIONS": "false",
+    }
+    log_path = tmp_path / "down.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "usage"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        target = f"127.0.0.1:{port}"
+        assert await health_status(target, "", 30) == SERVING
+        assert await health_status(target, SERVICE_NAME, 5) != SERVING
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 20)
+    assert '"event": "migrate.schema_unchecked"' in log_path.read_text()

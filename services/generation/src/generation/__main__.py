@@ -18,8 +18,8 @@ from kit.migrate_command import (
     MigrationFailed,
     MigrationStopped,
     migrate,
-    migrate_in_child,
     not_started_because,
+    prepare_schema,
 )
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
@@ -39,7 +39,7 @@ async def main() -> None:
     # In a child process: this one never imports Alembic (kit.migrate_command). Not
     # migrating at start (a one-shot step does it), it still never serves a schema
     # behind its code: check-schema refuses the start until the step has run.
-    await migrate_in_child("generation", "migrate" if settings.run_migrations else "check-schema")
+    await prepare_schema("generation", settings.run_migrations)
     settings = settings.model_copy(update={"run_migrations": False})
     app = await build_app(settings, runtime_config=config)
     if app.sweeper is not None:

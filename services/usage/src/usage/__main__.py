@@ -16,8 +16,8 @@ from kit.migrate_command import (
     MigrationFailed,
     MigrationStopped,
     migrate,
-    migrate_in_child,
     not_started_because,
+    prepare_schema,
 )
 from kit.opscli import check_config, parse_command
 from kit.runtime_config import RuntimeConfigError, load_runtime_config
@@ -35,7 +35,7 @@ async def serve(settings: UsageSettings) -> None:
     # In a child process: this one never imports Alembic (kit.migrate_command). Not
     # migrating at start (a one-shot step does it), it still never serves a schema
     # behind its code: check-schema refuses the start until the step has run.
-    await migrate_in_child("usage", "migrate" if settings.run_migrations else "check-schema")
+    await prepare_schema("usage", settings.run_migrations)
     if settings.run_migrations:
         log.info("usage.migrated")
     server, _ = build_server(settings, runtime_config=config)
