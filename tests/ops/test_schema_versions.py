@@ -174,3 +174,29 @@ async def _until_waiting_on_a_lock(url: str) -> None:
 
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
+
+
+async def test_check_schema_waits_for_a_migration_under_way_only_so_long(
+    database_factory: Callable[[str], str],
+) -> None:
+    """A server's start runs check-schema; a migration under way holds the advisory lock
+    (a long one, or one stuck behind a lock): the check gives up within the lock timeout
+    (and the server starts unchecked, not ready until its database is) instead of
+    holding every start until a probe kills it."""
+    url = database_factory("ops_check_waits")
+    assert run_service("generation", "migrate", env=_env("generation", url)).returncode == 0
+    holder = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("SELECT pg_advisory_xact_lock(7420001)")  # generation's lock
+        began = time.monotonic()
+        checked = await asyncio.to_thread(
+            run_service, "generation", "check-schema", env=_env("generation", url)
+        )
+        waited = time.monotonic() - began
+        await transaction.rollback()
+    finally:
+        await holder.close()
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert waited < 20

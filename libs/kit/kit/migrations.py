@@ -43,6 +43,11 @@ def _stored_revisions(connection: Connection, version_table: str) -> list[str]:
 
 
 def _do_run(connection: Connection, metadata: MetaData, lock_id: int, version_table: str) -> None:
+    check_only = bool(context.config.attributes.get("check_only"))
+    if check_only:
+        # A check never waits long for a migration under way (a server's start runs it):
+        # it fails, and the server starts unchecked, not ready until its database is.
+        connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
     # Serializes concurrent starts; released when the transaction ends.
     connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
     connection.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
@@ -52,7 +57,7 @@ def _do_run(connection: Connection, metadata: MetaData, lock_id: int, version_ta
     ahead = [revision for revision in stored if revision not in known]
     if ahead:
         raise SchemaAhead(ahead[0])
-    if context.config.attributes.get("check_only"):
+    if check_only:
         heads = sorted(script.get_heads())
         if sorted(stored) != heads:
             raise SchemaBehind(stored, heads)

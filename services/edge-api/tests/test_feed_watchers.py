@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
 import grpc
+import pytest
 
+from edge_api import feed as feed_module
 from edge_api.feed import JobFeed, Timings
 from edge_api.routes.events import _producer
 from edge_api.settled import SettledJobs
@@ -305,5 +307,70 @@ async def test_an_interrupted_feed_reads_the_watched_jobs_in_one_call_not_one_ea
             assert all(len(batch) == 50 for batch in upstream.batches)
             for task in quiet:
                 task.cancel()
+    finally:
+        await feed.close()
+
+
+class _Resuming(_FreshGeneration):
+    """A resumed stream: its replay carries J's change to 6 without a view (replayed
+    changes carry none), then, when told, the first mark. GetJobs finds J at 6."""
+
+    def __init__(self) -> None:
+        super().__init__(head=6)
+        self.mark_now = asyncio.Event()
+        self.get_jobs = 0
+
+    async def _items(self) -> AsyncIterator[object]:
+        yield generation_pb2.WatchJobsResponse(
+            change=generation_pb2.JobChange(job_id=JOB, version=6, owner_id=OWNER)
+        )
+        await self.mark_now.wait()
+        yield generation_pb2.WatchJobsResponse(caught_up=6)
+        await asyncio.Event().wait()
+
+    async def GetJobs(
+        self, request: generation_pb2.GetJobsRequest, timeout: float
+    ) -> generation_pb2.GetJobsResponse:
+        self.get_jobs += 1
+        return generation_pb2.GetJobsResponse(jobs=[_job(6, generation_pb2.JOB_STATUS_PROCESSING)])
+
+
+async def test_the_catch_up_hands_a_replayed_change_to_a_watcher_whose_own_read_failed() -> None:
+    """The replayed change (no view) tells the watcher (at 5) to read J itself; that read
+    fails (the replica restarting is why the stream broke). The catch-up's GetJobs finds
+    J at 6, no newer than the feed's own record of the change, but that record had no
+    view: the watcher gets it at once, not at its next heartbeat."""
+    upstream = _Resuming()
+    timings = Timings(heartbeat=60.0, refresh=60.0)
+    feed = JobFeed(upstream, SettledJobs(10, 60.0), timings)  # type: ignore[arg-type]
+    try:
+        with feed.watch(JOB, known_version=5, epoch=feed.epoch) as watch:
+            first = await asyncio.wait_for(watch.wait(), WAIT)
+            assert first & CHANGED
+            assert watch.news is None  # replayed: read it yourself (and that read failed)
+            upstream.mark_now.set()
+            woken = await asyncio.wait_for(watch.wait(), 1.0)
+            assert woken & CHANGED
+            assert getattr(watch.news, "version", None) == 6
+            assert upstream.get_jobs >= 1
+    finally:
+        await feed.close()
+
+
+async def test_an_unimplemented_get_jobs_is_asked_again_later(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One old replica answering UNIMPLEMENTED during a rolling deploy must not turn the
+    batch reads off for the life of the process; meanwhile every watcher reads its own."""
+    monkeypatch.setattr(feed_module, "_BATCH_READS_RETRY_SECONDS", 0.5)
+    upstream = _Batched({}, implemented=False)
+    feed = await _deaf_feed(upstream)
+    try:
+        with feed.watch(JOB, known_version=5, epoch=feed.epoch) as watch:
+            assert await asyncio.wait_for(watch.wait(), 2.0) & CHANGED  # read your own
+            upstream.implemented = True
+            async with asyncio.timeout(3.0):
+                while len(upstream.batches) < 2:
+                    await asyncio.sleep(0.05)
     finally:
         await feed.close()

@@ -62,7 +62,10 @@ RECENT_CHANGES = 1024
 # While the feed cannot vouch for itself, the watched jobs are read from generation
 # every Timings.fallback, this many to a GetJobs call (its limit), one call at a time.
 FALLBACK_BATCH = 500
-_FALLBACK_READ_SECONDS = 2.0
+_FALLBACK_READ_SECONDS = 1.0
+# After a generation answered GetJobs UNIMPLEMENTED (an older release during a rolling
+# deploy), the per-job reads are used this long before GetJobs is asked again.
+_BATCH_READS_RETRY_SECONDS = 60.0
 # From a generation without GetJobs (an older release during a rolling deploy), the
 # jobs' leaders read their job instead: at most this many reads a second in all
 # (Timings.fallback apart for a few jobs, further apart for many).
@@ -111,7 +114,8 @@ class JobFeed:
         # The watched jobs' read while the feed cannot vouch for itself (one at a time),
         # and whether generation answers it (False: each job's leader reads its own).
         self._fallback: asyncio.Task[None] | None = None
-        self._batch_reads = True
+        # The event loop's time until which GetJobs is not asked (see above).
+        self._no_batch_reads_until = -math.inf
         # True while the upstream stream is open and replayed what was recorded.
         self.caught_up = False
         # Set by stop_streams(): every stream ends, and one that starts later at once.
@@ -213,12 +217,21 @@ class JobFeed:
         self._wake_all(STOPPING)
 
     async def close(self) -> None:
-        """Stop following (and ticking)."""
-        for task in (self._task, self._ticker, self._fallback):
+        """Stop following (and ticking), then the read either of them started last."""
+        for task in (self._task, self._ticker):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._fallback is not None:
+            self._fallback.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fallback
+
+    @property
+    def _batch_reads(self) -> bool:
+        """Whether generation is asked GetJobs (see _BATCH_READS_RETRY_SECONDS)."""
+        return asyncio.get_running_loop().time() >= self._no_batch_reads_until
 
     async def _tick(self) -> None:
         """Heartbeats for every watcher, timed reads for each job's leader (every
@@ -256,26 +269,46 @@ class JobFeed:
 
     async def _read_watched(self, job_ids: list[str]) -> None:
         """Read the watched jobs from generation (the feed cannot vouch for what it
-        reports): a job found newer than the feed's latest change of it is handed to
-        its watchers, as a change the feed reported would be."""
+        reports), up to FALLBACK_BATCH to a call, the calls at once: a job found newer
+        than the feed's latest word on it, or whose latest change came without its view
+        (replayed: its watchers were left to read it themselves, and a read can fail), is
+        handed to its watchers with the view, as a change the feed reported would be."""
+
+        async def read(chunk: list[str]) -> generation_pb2.GetJobsResponse:
+            request = generation_pb2.GetJobsRequest(job_ids=chunk)
+            answer: generation_pb2.GetJobsResponse = await self._stub().GetJobs(
+                request, timeout=_FALLBACK_READ_SECONDS
+            )
+            return answer
+
+        chunks = [
+            job_ids[start : start + FALLBACK_BATCH]
+            for start in range(0, len(job_ids), FALLBACK_BATCH)
+        ]
         try:
-            for start in range(0, len(job_ids), FALLBACK_BATCH):
-                request = generation_pb2.GetJobsRequest(
-                    job_ids=job_ids[start : start + FALLBACK_BATCH]
-                )
-                answer = await self._stub().GetJobs(request, timeout=_FALLBACK_READ_SECONDS)
-                for job in answer.jobs:
-                    recent = self._recent.get(job.id)
-                    if recent is None or job.version > recent[0]:
-                        self._remember(job.id, job.version, job)
-                        self.share(job.id, job)
+            answers = await asyncio.gather(*(read(chunk) for chunk in chunks))
         except grpc.aio.AioRpcError as error:
             if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+                # An older generation: each job's leader reads its own for a while, and
+                # every watcher reads its job now (this read may have been the catch-up's).
                 log.info("feed.batch_reads_unavailable")
-                self._batch_reads = False
-            # Otherwise the next interval reads again (generation is what is down).
+                loop = asyncio.get_running_loop()
+                self._no_batch_reads_until = loop.time() + _BATCH_READS_RETRY_SECONDS
+                self._wake_all()
+            return  # otherwise the next interval reads again (generation is what is down)
         except Exception as error:  # never fatal: the next interval tries again
             log.warning("feed.fallback_read_failed", reason=type(error).__name__)
+            return
+        for answer in answers:
+            for job in answer.jobs:
+                recent = self._recent.get(job.id)
+                if (
+                    recent is None
+                    or job.version > recent[0]
+                    or (job.version == recent[0] and recent[1] is None)
+                ):
+                    self._remember(job.id, job.version, job)
+                    self.share(job.id, job)
 
     async def _follow_forever(self) -> None:
         delay = _BACKOFF_FIRST
