@@ -18,6 +18,8 @@ from generation.domain.jobs import VariantRef
 from generation.domain.refine import SourceRef
 from generation.domain.states import JobStatus
 from generation.domain.submit_request import SubmitCommand
+from kit.errors import NotFound, UpstreamError
+from kit.storage import StorageError
 from services.generation.tests.rpc.fakes import make_job
 
 OWNER = uuid.uuid4()
@@ -70,3 +72,44 @@ async def test_a_failed_reread_after_the_copy_leaves_no_object() -> None:
         await with_source(cast("GenerationContext", ctx), refine, [])
     assert reads_opened == 2
     assert stored == {}, "the copied input is left in the private bucket, named by no job"
+
+
+@pytest.mark.parametrize(("deleted", "answer"), [(True, NotFound), (False, UpstreamError)])
+async def test_a_copy_cut_short_by_its_source_deletion_is_a_404(
+    deleted: bool, answer: type[Exception]
+) -> None:
+    """The source's DELETE removed its file while the copy read it (the stream was cut):
+    the source is gone, so the refine is a 404 like any deleted source, not a 502
+    (seen in CI's refine race). A storage failure of a source still there stays a 502."""
+    source = uuid.uuid4()
+    live = dataclasses.replace(
+        make_job(OWNER, JobStatus.SUCCEEDED, id=source).view(),
+        variants=(VariantRef(0, f"renders/{uuid.uuid4()}/0.jpg"),),
+    )
+    views = iter([live, dataclasses.replace(live, variants=()) if deleted else live])
+
+    @contextlib.asynccontextmanager
+    async def reads() -> AsyncIterator[SimpleNamespace]:
+        async def view_of(owner_id: uuid.UUID, job_id: uuid.UUID) -> object:
+            return next(views)
+
+        yield SimpleNamespace(reads=SimpleNamespace(view=view_of))
+
+    async def copy(*args: object) -> bool:
+        raise StorageError("object storage call failed: ProtocolError")
+
+    async def remove(bucket: str, keys: list[str]) -> None:
+        pass
+
+    ctx = SimpleNamespace(
+        storage=SimpleNamespace(copy=copy, remove=remove),
+        private_bucket="private",
+        public_bucket="public",
+        reads=reads,
+        config=SimpleNamespace(replicate=SimpleNamespace(output_max_bytes=1024)),
+    )
+    refine = SubmitCommand(
+        OWNER, None, "redesign", None, None, None, (), None, source=SourceRef(source, 0)
+    )
+    with pytest.raises(answer):
+        await with_source(cast("GenerationContext", ctx), refine, [])

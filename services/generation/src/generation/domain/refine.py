@@ -55,6 +55,9 @@ async def copy_variant(
             ctx.config.replicate.output_max_bytes,
         )
     except StorageError as error:
+        # A DELETE whose files went while this copy read them cuts the stream: the source
+        # is gone (the deletion commits before its files go), not the storage: 404.
+        await source_variant(ctx, owner_id, source)
         raise UpstreamError("Your images could not be stored. Please try again.") from error
     if not copied:  # deleted meanwhile
         raise _not_found()
