@@ -8,7 +8,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -27,6 +27,22 @@ OWNER = uuid.uuid4()
 
 class DatabaseGone(Exception):
     """What a dropped connection raises (sqlalchemy's DBAPIError, OSError...)."""
+
+
+async def _refine(source: uuid.UUID, **stores: Any) -> list[str]:
+    """``with_source`` for a refine of ``source``'s variant 0, with the storage's ``copy``
+    and ``remove`` and the ``reads`` given."""
+    ctx = SimpleNamespace(
+        storage=SimpleNamespace(copy=stores["copy"], remove=stores["remove"]),
+        private_bucket="private",
+        public_bucket="public",
+        reads=stores["reads"],
+        config=SimpleNamespace(replicate=SimpleNamespace(output_max_bytes=1024)),
+    )
+    refine = SubmitCommand(
+        OWNER, None, "redesign", None, None, None, (), None, source=SourceRef(source, 0)
+    )
+    return await with_source(cast("GenerationContext", ctx), refine, [])
 
 
 async def test_a_failed_reread_after_the_copy_leaves_no_object() -> None:
@@ -58,18 +74,8 @@ async def test_a_failed_reread_after_the_copy_leaves_no_object() -> None:
         for key in keys:
             stored.pop(key, None)
 
-    ctx = SimpleNamespace(
-        storage=SimpleNamespace(copy=copy, remove=remove),
-        private_bucket="private",
-        public_bucket="public",
-        reads=reads,
-        config=SimpleNamespace(replicate=SimpleNamespace(output_max_bytes=1024)),
-    )
-    refine = SubmitCommand(
-        OWNER, None, "redesign", None, None, None, (), None, source=SourceRef(source, 0)
-    )
     with pytest.raises(DatabaseGone):
-        await with_source(cast("GenerationContext", ctx), refine, [])
+        await _refine(source, copy=copy, remove=remove, reads=reads)
     assert reads_opened == 2
     assert stored == {}, "the copied input is left in the private bucket, named by no job"
 
@@ -101,15 +107,5 @@ async def test_a_copy_cut_short_by_its_source_deletion_is_a_404(
     async def remove(bucket: str, keys: list[str]) -> None:
         pass
 
-    ctx = SimpleNamespace(
-        storage=SimpleNamespace(copy=copy, remove=remove),
-        private_bucket="private",
-        public_bucket="public",
-        reads=reads,
-        config=SimpleNamespace(replicate=SimpleNamespace(output_max_bytes=1024)),
-    )
-    refine = SubmitCommand(
-        OWNER, None, "redesign", None, None, None, (), None, source=SourceRef(source, 0)
-    )
     with pytest.raises(answer):
-        await with_source(cast("GenerationContext", ctx), refine, [])
+        await _refine(source, copy=copy, remove=remove, reads=reads)
