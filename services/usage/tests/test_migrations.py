@@ -66,7 +66,12 @@ async def test_upgrade_head_twice_is_a_noop(engine: AsyncEngine) -> None:
 async def test_models_match_the_migration(engine: AsyncEngine) -> None:
     def differences(connection: Any) -> list[Any]:
         context = MigrationContext.configure(
-            connection, opts={"version_table": "alembic_version_usage"}
+            connection,
+            opts={
+                "version_table": "alembic_version_usage",
+                "compare_server_default": True,
+                "compare_type": True,
+            },
         )
         return list(compare_metadata(context, metadata))
 
