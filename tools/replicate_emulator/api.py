@@ -30,7 +30,19 @@ from replicate_emulator.validation import (
     validate_create,
 )
 
+# One preference of a Prefer header (RFC 7240: comma-separated, "respond-async" may
+# stand beside it); Replicate takes wait=1..60.
 _PREFER_WAIT = re.compile(r"^\s*wait(?:\s*=\s*(\d+))?\s*$")
+
+
+def _prefer_wait(header: str) -> float | None:
+    """Seconds a ``Prefer: wait[=N]`` asks the create to wait (N in 1..60), or None."""
+    for preference in header.split(","):
+        match = _PREFER_WAIT.match(preference)
+        if match:
+            seconds = int(match.group(1) or 60)
+            return float(seconds) if 1 <= seconds <= 60 else None
+    return None
 
 
 def _authorized(request: Request, token: str) -> bool:
@@ -82,6 +94,16 @@ async def _create(request: Request, body: Any, allowed: frozenset[str]) -> Respo
             create.problems.append(
                 InvalidField("format", "Cancel-After", "Expected a duration like 30s, 5m or 1h2m3s")
             )
+        elif cancel_after < emulator.config.min_cancel_after_seconds:
+            # Documented minimum 5 s; refused rather than raised, so a caller that
+            # forgot its own floor finds out here.
+            create.problems.append(
+                InvalidField(
+                    "minimum",
+                    "Cancel-After",
+                    f"Must be at least {emulator.config.min_cancel_after_seconds:g}s",
+                )
+            )
     if create.problems:
         return validation_failed(create.problems)
     prediction = emulator.engine.create(create, cancel_after)
@@ -89,9 +111,9 @@ async def _create(request: Request, body: Any, allowed: frozenset[str]) -> Respo
     if late:
         # The run has started whether or not the caller waits for this answer.
         await asyncio.sleep(late / 1000.0)
-    wait = _PREFER_WAIT.match(request.headers.get("prefer", ""))
-    if wait:
-        seconds = min(float(wait.group(1) or 60), emulator.config.prefer_wait_max_seconds)
+    wait = _prefer_wait(request.headers.get("prefer", ""))
+    if wait is not None:
+        seconds = min(wait, emulator.config.prefer_wait_max_seconds)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(prediction.done.wait(), seconds)
     return JSONResponse(prediction.to_json(emulator.config.base_url), status_code=201)

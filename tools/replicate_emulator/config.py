@@ -31,7 +31,11 @@ class EmulatorConfig:
     run_delay_seconds: float = 1.5
     data_retention_seconds: float = 3600.0
     webhook_retry_base_seconds: float = 1.0
-    webhook_max_attempts: int = 6
+    # 1 + 2 + 4 + 8 + 16 + 32 s between the attempts: about a minute, as Replicate's.
+    webhook_max_attempts: int = 7
+    # Replicate sends output and logs events at most once per 500 ms (start and
+    # completed always): one that comes sooner after the last sent one is dropped.
+    webhook_throttle_seconds: float = 0.5
     webhook_timeout_seconds: float = 5.0
     fetch_timeout_seconds: float = 10.0
     max_input_bytes: int = 20 * 1024 * 1024
@@ -66,6 +70,7 @@ _ENV_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "EMULATOR_DATA_RETENTION_SECONDS": ("data_retention_seconds", float),
     "EMULATOR_WEBHOOK_RETRY_BASE_SECONDS": ("webhook_retry_base_seconds", float),
     "EMULATOR_WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", int),
+    "EMULATOR_WEBHOOK_THROTTLE_MS": ("webhook_throttle_seconds", _ms),
     "EMULATOR_WEBHOOK_TIMEOUT_SECONDS": ("webhook_timeout_seconds", float),
     "EMULATOR_FETCH_TIMEOUT_SECONDS": ("fetch_timeout_seconds", float),
     "EMULATOR_MIN_CANCEL_AFTER_SECONDS": ("min_cancel_after_seconds", float),

@@ -37,8 +37,11 @@ class DeliveryLog:
 
     @staticmethod
     def encode(body: dict[str, Any]) -> bytes:
-        """The raw bytes sent and signed (ASCII JSON, so the signature is unambiguous)."""
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
+        """The raw bytes sent and signed: the same bytes GET answers (compact UTF-8 JSON,
+        non-ASCII text as itself, as Starlette's JSONResponse renders it)."""
+        return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+            "utf-8"
+        )
 
     def remember(self, message: WebhookMessage) -> None:
         """Keep ``message`` for a later redelivery."""

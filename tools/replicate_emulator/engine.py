@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,10 @@ from replicate_emulator.work import GENERATING_LOG, Outcome, produce
 _log = get_logger("replicate_emulator.engine")
 FORCED_FAILURE = "E6716: Prediction failed: the model returned an error (injected by the emulator)"
 ADVANCED_FAILURE = "Prediction failed (advanced by the emulator control API)"
+# Fractional digits of successive predictions' created_at: Replicate's timestamps carry
+# 0 to 9, so every client parse meets each width within a few predictions. Truncation
+# only moves created_at earlier, never after the prediction's later timestamps.
+_CREATED_AT_DIGITS = itertools.cycle((6, 9, 0, 3, 1, 8))
 
 
 class AdvanceRefused(Exception):
@@ -67,13 +72,13 @@ class Engine:
             id=new_prediction_id(),
             input=request.input,
             created=created,
-            created_at=rfc3339(created, 6),
+            created_at=rfc3339(created, next(_CREATED_AT_DIGITS)),
             webhook=request.webhook,
             webhook_events_filter=request.webhook_events_filter,
             forced_failure=self._faults.take_failure(),
         )
-        if cancel_after is not None:
-            seconds = max(cancel_after, self._config.min_cancel_after_seconds)
+        if cancel_after is not None:  # at least the minimum: the API refused less
+            seconds = cancel_after
             prediction.deadline = created + timedelta(seconds=seconds)
             prediction.deadline_at = rfc3339(prediction.deadline, 3)
             self._spawn(self._watch_deadline(prediction, seconds))
@@ -151,7 +156,7 @@ class Engine:
         started = now_utc()
         prediction.status = "processing"
         prediction.started = started
-        prediction.started_at = rfc3339(started, 8)
+        prediction.started_at = rfc3339(started)
         self._webhooks.emit(prediction, "start")
         prediction.logs = GENERATING_LOG
         self._webhooks.emit(prediction, "logs")
@@ -171,12 +176,14 @@ class Engine:
             return
         self._files.put(prediction.id, outcome.file)
         elapsed = (now_utc() - (prediction.started or prediction.created)).total_seconds()
-        prediction.logs += f"Generated image in {elapsed:.2f} seconds\n"
+        prediction.logs = (prediction.logs or "") + f"Generated image in {elapsed:.2f} seconds\n"
         self._webhooks.emit(prediction, "logs")
         url = f"{self._config.base_url}/files/{prediction.id}/{outcome.file.name}"
         shape = self._faults.faults.output_shape
         prediction.output = {"string": url, "list": [url], "null": None}[shape]
-        if prediction.output is not None:
+        # A model that returns one value sends no ``output`` event (the runner sends one
+        # per item of an iterator): the output first shows in ``completed``.
+        if shape == "list":
             self._webhooks.emit(prediction, "output")
         self._finish(prediction, "succeeded")
 
@@ -185,7 +192,7 @@ class Engine:
         prediction.status = status
         prediction.error = error
         prediction.completed = completed
-        prediction.completed_at = rfc3339(completed, 3)
+        prediction.completed_at = rfc3339(completed)
         prediction.done.set()
         # A run still in flight finishes on its own; _settle ignores terminal predictions.
         self._work.pop(prediction.id, None)

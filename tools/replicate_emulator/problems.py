@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -53,10 +54,9 @@ def validation_failed(fields: list[InvalidField]) -> JSONResponse:
 def injected(status: int, retry_after_seconds: float | None) -> JSONResponse:
     """The answer for an injected fault ``status`` (429, 5xx, or any other)."""
     if status == 429:
-        headers = None
-        if retry_after_seconds is not None:
-            headers = {"Retry-After": str(max(0, round(retry_after_seconds)))}
-        wait = max(1, round(retry_after_seconds or 1))
+        # One figure for the header and the detail: whole seconds, at least one.
+        wait = max(1, math.ceil(retry_after_seconds or 1))
+        headers = None if retry_after_seconds is None else {"Retry-After": str(wait)}
         return problem(
             429,
             f"Request was throttled. Expected available in {wait} second{'s' if wait > 1 else ''}.",

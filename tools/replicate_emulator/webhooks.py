@@ -1,6 +1,8 @@
 """Webhook delivery: one ordered queue per prediction, signed, retried like Replicate.
 
-Only the terminal (``completed``) delivery is retried (connection error or any
+``output`` and ``logs`` events are throttled as Replicate's runner does (one per
+500 ms; one that comes sooner is dropped, not delayed). Only the terminal
+(``completed``) delivery is retried (connection error or any
 non-2xx, exponential backoff, same ``webhook-id``); intermediate ones are sent
 once. Redirects are never followed. Deliveries run in background tasks, so API
 answers never wait for a receiver. Fault knobs can drop, duplicate or reorder.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -23,6 +26,7 @@ from replicate_emulator.signing import SignedHeaders, new_message_id, sign
 from replicate_emulator.tls import client_tls_context
 
 _log = get_logger("replicate_emulator.webhooks")
+THROTTLED = frozenset({"output", "logs"})
 
 
 @dataclass
@@ -49,9 +53,18 @@ class WebhookDispatcher:
         self.log = DeliveryLog()
 
     def emit(self, prediction: Prediction, event: str) -> None:
-        """Queue ``event`` for ``prediction`` with its current JSON, if it asked for it."""
+        """Queue ``event`` for ``prediction`` with its current JSON, if it asked for it
+        and the throttle lets it through (``output`` and ``logs`` at most once per
+        interval after the last event sent; ``start`` and ``completed`` always)."""
         if prediction.webhook is None or not prediction.wants(event):
             return
+        now = time.monotonic()
+        if event in THROTTLED and now - prediction.webhook_sent_at < (
+            self._config.webhook_throttle_seconds
+        ):
+            _log.debug("webhook.throttled", predictionId=prediction.id, webhookEvent=event)
+            return
+        prediction.webhook_sent_at = now
         body = self.log.encode(prediction.to_json(self._config.base_url))
         message = WebhookMessage(prediction.id, event, prediction.webhook, body, new_message_id())
         self.log.remember(message)

@@ -56,6 +56,9 @@ def test_prediction_object_shape(emulator: EmulatorServer, api: httpx.Client) ->
     assert body["error"] is None
     assert body["data_removed"] is False
     assert body["status"] == "starting"
+    # What Replicate's own example of a starting prediction shows.
+    assert (body["started_at"], body["completed_at"], body["logs"]) == (None, None, None)
+    assert body["metrics"] == {}
     assert body["webhook"] == "https://example.test/h"
     assert set(body["urls"]) == {"get", "cancel", "web"}
     assert all(isinstance(url, str) for url in body["urls"].values())
@@ -69,12 +72,24 @@ def test_prediction_object_shape(emulator: EmulatorServer, api: httpx.Client) ->
         parse_timestamp(fetched[key]) for key in ("created_at", "started_at", "completed_at")
     )
     assert created <= started <= completed
-    # Several fractional widths on purpose: clients must parse them all.
-    widths = {
-        len(fetched[k].split(".")[1]) - 1 for k in ("created_at", "started_at", "completed_at")
-    }
-    assert len(widths) == 3
     assert set(fetched["metrics"]) == {"predict_time", "total_time"}
+
+
+def _fraction_digits(timestamp: str) -> int:
+    seconds = timestamp.removesuffix("Z").rpartition(":")[2]
+    return len(seconds.partition(".")[2])
+
+
+def test_timestamps_carry_zero_to_nine_fractional_digits(api: httpx.Client) -> None:
+    # Replicate prints Go's RFC3339Nano: 0 to 9 digits, trailing zeros dropped.
+    stamps = [create(api, {"input": {"prompt": "x"}}).json()["created_at"] for _ in range(6)]
+    widths = {_fraction_digits(stamp) for stamp in stamps}
+    assert {0, 9} <= widths, stamps
+    assert len(widths) >= 3, stamps
+    for stamp in stamps:
+        parse_timestamp(stamp)
+        assert stamp.endswith("Z"), stamp
+        assert not re.search(r"\.\d*0Z$", stamp), stamp
 
 
 def test_ids_are_unique(api: httpx.Client) -> None:
@@ -202,10 +217,31 @@ def test_a_late_create_answer_still_starts_its_run(
     assert len(emulator.control.predictions()) == before + 1
 
 
-def test_prefer_wait_holds_the_create_call(api: httpx.Client) -> None:
-    response = create(api, {"input": {"prompt": "x"}}, Prefer="wait=5")
+@pytest.mark.parametrize("prefer", ["wait=5", "respond-async, wait=5", "wait=5, respond-async"])
+def test_prefer_wait_holds_the_create_call(api: httpx.Client, prefer: str) -> None:
+    response = create(api, {"input": {"prompt": "x"}}, Prefer=prefer)
     assert response.status_code == 201
     assert response.json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("prefer", ["wait=0", "wait=61", "respond-async"])
+def test_a_wait_outside_one_to_sixty_seconds_does_not_wait(
+    emulator: EmulatorServer, api: httpx.Client, prefer: str
+) -> None:
+    emulator.control.set_faults(run_delay_ms=3000)
+    response = create(api, {"input": {"prompt": "x"}}, Prefer=prefer)
+    assert response.status_code == 201
+    assert response.json()["status"] == "starting"
+
+
+@pytest.mark.parametrize(("knob", "figure"), [(0, "1"), (0.4, "1"), (1.2, "2"), (2, "2")])
+def test_the_throttle_header_and_detail_name_the_same_wait(
+    emulator: EmulatorServer, api: httpx.Client, knob: float, figure: str
+) -> None:
+    emulator.control.set_faults(create_errors=[429], retry_after_seconds=knob)
+    throttled = create(api, {"input": {"prompt": "x"}})
+    assert throttled.headers["retry-after"] == figure
+    assert f"Expected available in {figure} second" in throttled.json()["detail"]
 
 
 def test_bad_knobs_are_refused(emulator: EmulatorServer) -> None:

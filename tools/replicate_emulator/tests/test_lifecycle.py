@@ -38,7 +38,7 @@ def test_cancel_after_passing_before_the_start_aborts(
     done = emulator.control.wait_for_status(pid, ["aborted"], timeout=3)
 
     assert done["completed_at"] is not None
-    assert "started_at" not in done
+    assert done["started_at"] is None
     assert done["deadline"].endswith("Z")
     [webhook] = receiver.wait_for(1)
     assert webhook.json()["status"] == "aborted"
@@ -55,6 +55,21 @@ def test_cancel_after_during_the_run_cancels(emulator: EmulatorServer, api: http
 def test_generous_cancel_after_lets_it_succeed(emulator: EmulatorServer, api: httpx.Client) -> None:
     pid = create(api, None, **{"Cancel-After": "1h2m3s"})
     assert emulator.control.wait_for_status(pid, ["succeeded"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("duration", ["0s", "50ms", "0.09s"])
+def test_a_cancel_after_under_the_minimum_is_422_not_raised(
+    emulator: EmulatorServer, api: httpx.Client, duration: str
+) -> None:
+    # The fast config's minimum is 0.1 s (Replicate's is 5 s): a caller that forgot its
+    # own floor learns it here instead of getting a later deadline than it asked for.
+    before = len(emulator.control.predictions())
+    response = api.post(
+        MODEL_PATH, json={"input": {"prompt": "x"}}, headers={"Cancel-After": duration}
+    )
+    assert response.status_code == 422
+    assert response.json()["invalid_fields"][0]["field"] == "Cancel-After"
+    assert len(emulator.control.predictions()) == before
 
 
 def test_bad_cancel_after_is_422(api: httpx.Client) -> None:

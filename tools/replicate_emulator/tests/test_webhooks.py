@@ -86,21 +86,83 @@ def test_signatures_verify_with_both_libraries(
         )
 
 
-def test_all_four_events_by_default(
-    emulator: EmulatorServer,
-    api: httpx.Client,
-    receiver: RecordingServer,
+def names(emulator: EmulatorServer, deliveries: list[Any]) -> list[str]:
+    """The event of each delivery, in the order they arrived."""
+    by_id = {e["webhook_id"]: e["event"] for e in emulator.control.webhooks()}
+    return [by_id[d.headers["webhook-id"]] for d in deliveries]
+
+
+def test_without_a_filter_outputs_and_completion_are_sent(
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
 ) -> None:
+    # Replicate's default: "whenever there are new outputs or the prediction has finished".
     pid = create(api, receiver.url)
-    deliveries = receiver.wait_for(5)  # start, logs, logs, output, completed
-    names = {e["webhook_id"]: e["event"] for e in logged(emulator, pid, 5)}
-    sent = [names[d.headers["webhook-id"]] for d in deliveries]
-    assert set(sent) == set(ALL_EVENTS)
-    assert sent[0] == "start"
-    assert sent[-1] == "completed"
-    assert deliveries[-1].json()["status"] == "succeeded"
-    assert deliveries[0].json()["status"] == "processing"
-    assert len({d.headers["webhook-id"] for d in deliveries}) == len(deliveries)
+    emulator.control.wait_for_status(pid, ["succeeded"])
+    deliveries = receiver.wait_for(1)
+    logged(emulator, pid, 1)
+    time.sleep(0.1)
+    assert names(emulator, receiver.snapshot()) == ["completed"]  # one value: no output event
+    emulator.control.set_faults(output_shape="list")
+    listed = create(api, receiver.url)
+    deliveries = receiver.wait_for(3)[1:]
+    logged(emulator, listed, 2)
+    assert names(emulator, deliveries) == ["output", "completed"]
+
+
+def test_output_and_logs_events_are_throttled_to_one_per_interval(
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
+) -> None:
+    # The fast run (50 ms) ends within 0.5 s of its start: the logs right after the
+    # start and the last logs are dropped; start and completed always go.
+    emulator.control.set_faults(output_shape="list")
+    pid = create(api, receiver.url, ALL_EVENTS)
+    emulator.control.wait_for_status(pid, ["succeeded"])
+    logged(emulator, pid, 2)
+    time.sleep(0.1)
+    assert names(emulator, receiver.snapshot()) == ["start", "completed"]
+    # A run longer than the interval: its last logs come through.
+    emulator.control.set_faults(output_shape="string", run_delay_ms=700)
+    slow = create(api, receiver.url, ALL_EVENTS)
+    emulator.control.wait_for_status(slow, ["succeeded"], timeout=5)
+    logged(emulator, slow, 3)
+    assert [e["event"] for e in emulator.control.webhooks(slow)] == ["start", "logs", "completed"]
+
+
+def test_without_a_throttle_every_event_is_sent(
+    fast_config: EmulatorConfig, receiver: RecordingServer
+) -> None:
+    with EmulatorServer(fast_config.replace(webhook_throttle_seconds=0)) as emulator:
+        emulator.control.set_faults(output_shape="list")
+        with httpx.Client(
+            base_url=emulator.base_url,
+            headers={"Authorization": f"Bearer {fast_config.token}"},
+        ) as api:
+            pid = create(api, receiver.url, ALL_EVENTS)
+        deliveries = receiver.wait_for(5)
+        logged(emulator, pid, 5)
+        assert names(emulator, deliveries) == ["start", "logs", "logs", "output", "completed"]
+        assert deliveries[0].json()["status"] == "processing"
+        assert deliveries[-1].json()["status"] == "succeeded"
+        assert len({d.headers["webhook-id"] for d in deliveries}) == 5
+
+
+def test_the_body_is_the_bytes_get_answers(
+    emulator: EmulatorServer, api: httpx.Client, receiver: RecordingServer
+) -> None:
+    # Non-ASCII text travels as UTF-8, not \\u escapes: the signed bytes are GET's own.
+    response = api.post(
+        MODEL_PATH,
+        json={
+            "input": {"prompt": "caf\u00e9 \u2013 寝室 <b>&"},
+            "webhook": receiver.url,
+            "webhook_events_filter": ["completed"],
+        },
+    )
+    pid = response.json()["id"]
+    [delivery] = receiver.wait_for(1)
+    assert "寝室".encode() in delivery.body
+    assert delivery.body == api.get(f"/v1/predictions/{pid}").content
+    Webhook(emulator.webhook_secret).verify(delivery.body, delivery.headers)
 
 
 def test_events_filter_is_honoured(
