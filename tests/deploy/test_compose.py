@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from edge_api.settings import EdgeSettings
 from kit.dev_values import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, PUBLISHED_VALUES
 from kit.settings import S3Settings
 from launcher.envoy import LOG_FORMAT as ENVOY_LOG_FORMAT
@@ -382,3 +383,18 @@ def test_each_service_mounts_only_its_own_private_key() -> None:
         assert environment["SERVICE_KEY_FILE"] == sources[private[0]]["target"]
         if trusts:
             assert environment["SERVICE_TRUST_DIR"] == sources[f"{keys}/trust"]["target"]
+
+
+def test_a_stopping_container_lets_a_submission_under_way_end() -> None:
+    """The same tie as in Kubernetes: the grace covers the edge's submit deadline, and
+    Compose kills a container only after it."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    grace = float(raw["x-runtime-env"]["SHUTDOWN_GRACE_SECONDS"])
+    submit = float(EdgeSettings.model_fields["grpc_submit_deadline_seconds"].default)
+    assert grace >= submit + 2
+    stop = raw["x-app"]["stop_grace_period"]
+    assert stop.endswith("s")
+    assert float(stop[:-1]) >= grace + 5
+    for name in ("edge-api", "generation", "usage", "webhook-gateway"):
+        service = _services()[name]
+        assert service["environment"]["SHUTDOWN_GRACE_SECONDS"] == str(int(grace)), name

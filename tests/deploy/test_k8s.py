@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import pytest
 import yaml
 
+from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
 from kit.db import create_engine
 from kit.dev_values import secret_problem
 from kit.settings import DatabaseSettings, GrpcServerSettings
+from launcher.components import free_port
 from launcher.envoy import LOG_FORMAT as ENVOY_LOG_FORMAT
+from testkit.envoy import running_envoy
 from tests.deploy.support import (
     DEPLOY,
     K8S_BASE,
@@ -423,8 +429,78 @@ def test_envoy_drains_before_it_stops() -> None:
     [envoy] = pod["containers"]
     pre_stop = " ".join(envoy["lifecycle"]["preStop"]["exec"]["command"])
     assert "/drain_listeners?graceful" in pre_stop
+    assert "/healthcheck/fail" in pre_stop
     waited = float(re.search(r"time\.sleep\((\d+)\)", pre_stop).group(1))  # type: ignore[union-attr]
     assert waited > 60
     assert pod["terminationGracePeriodSeconds"] > waited
     arguments = envoy["command"]
     assert arguments[arguments.index("--drain-strategy") + 1] == "immediate"
+
+
+def _envoy_pre_stop(admin_port: int) -> list[str]:
+    """The preStop command, with the test's admin port and its wait shown, not slept."""
+    command = list(_pod("envoy")["containers"][0]["lifecycle"]["preStop"]["exec"]["command"])
+    script = command[-1]
+    assert "time.sleep(65)" in script
+    assert "127.0.0.1:9901" in script
+    command[-1] = script.replace("time.sleep(65)", "print('waited', flush=True)").replace(
+        "127.0.0.1:9901", f"127.0.0.1:{admin_port}"
+    )
+    return [sys.executable if command[0] == "python" else command[0], *command[1:]]
+
+
+def test_envoy_prestop_fails_readiness_and_drains_a_real_envoy(tmp_path: Path) -> None:
+    """Run the preStop against the real Envoy on deploy/envoy/envoy.yaml: the readiness
+    probe's /ready must answer 503 after it (a graceful drain alone leaves it 200
+    LIVE, so a terminating endpoint kept taking new connections)."""
+    with running_envoy(tmp_path, free_port(), free_port()) as envoy:
+        ready = f"http://127.0.0.1:{envoy.admin_port}/ready"
+        assert httpx.get(ready).status_code == 200
+        done = subprocess.run(
+            _envoy_pre_stop(envoy.admin_port), capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "waited"
+        answer = httpx.get(ready)
+        assert answer.status_code == 503
+        assert "DRAINING" in answer.text
+
+
+def test_envoy_prestop_waits_even_when_the_admin_does_not_answer() -> None:
+    """A failed admin call must not end the preStop early (SIGTERM would follow at once,
+    cutting every request under way): it says so and waits all the same."""
+    done = subprocess.run(_envoy_pre_stop(free_port()), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "waited"
+    assert [line.split()[1] for line in lines[:-1]] == [
+        "/healthcheck/fail",
+        "/drain_listeners?graceful",
+    ]
+
+
+_APP_DEPLOYMENTS = ("edge-api", "generation", "usage", "webhook-gateway")
+
+
+def _pre_stop_seconds(container: dict[str, Any]) -> float:
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+    return float(command[1]) if command and command[0] == "sleep" else 0.0
+
+
+@pytest.mark.parametrize("name", _APP_DEPLOYMENTS)
+def test_a_stopping_pod_lets_a_submission_under_way_end(name: str) -> None:
+    """On a rollout or a scale-down, a submission that already reached generation may
+    take up to the edge's submit deadline: the shutdown grace covers it (10 s cut it,
+    and the client got Envoy's 503 on a POST it does not retry), and the pod is killed
+    only after its preStop, that grace and the exit."""
+    grace = float(_config_env()["SHUTDOWN_GRACE_SECONDS"])
+    submit = float(
+        _config_env().get(
+            "GRPC_SUBMIT_DEADLINE_SECONDS",
+            EdgeSettings.model_fields["grpc_submit_deadline_seconds"].default,
+        )
+    )
+    assert grace >= submit + 2
+    pod = _pod(name)
+    pre_stop = _pre_stop_seconds(pod["containers"][0])
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + grace + 5
