@@ -208,7 +208,16 @@ def test_grpc_targets_name_headless_services_and_their_ports() -> None:
 def test_every_container_has_requests_limits_and_a_locked_down_security_context() -> None:
     for name, container in _all_containers():
         resources = container["resources"]
-        assert set(resources["requests"]) == set(resources["limits"]) == {"cpu", "memory"}, name
+        assert set(resources["requests"]) == set(resources["limits"]), name
+        assert (
+            {"cpu", "memory"}
+            <= set(resources["requests"])
+            <= {
+                "cpu",
+                "memory",
+                "ephemeral-storage",
+            }
+        ), name
         security = container["securityContext"]
         assert security["allowPrivilegeEscalation"] is False
         assert security["readOnlyRootFilesystem"] is True

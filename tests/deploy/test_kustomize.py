@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from edge_api.settings import EdgeSettings
+from generation.settings import GenerationSettings
 from kit.runtime_config import load_runtime_config
 from tests.deploy.support import ENVOY_CONFIG, K8S_BASE, REPO, kubectl_binary, objects
 
@@ -126,17 +127,28 @@ def _quantity(text: str) -> int:
 
 @pytest.mark.parametrize("name", ["edge-api", "generation"])
 def test_tmp_holds_the_spools_of_a_full_set_of_uploads(name: str) -> None:
-    """Each of the edge's concurrent submissions may spool two files at the upload cap
-    (generation keeps a cleaned copy of each as well): /tmp must not evict the pod."""
+    """Each concurrent submission may spool two files at the upload cap (generation
+    keeps a cleaned copy of each as well): /tmp must not evict the pod. The edge caps
+    what it forwards; generation caps what it takes (GENERATION_MAX_CONCURRENT_
+    SUBMISSIONS), since every edge replica sends to it and they scale apart: sized by
+    one edge's cap, ten edges over two instances reached 1.56 GiB of a 1 GiB limit.
+    The scheduler is told (an ephemeral-storage request at least the volume's size)."""
     uploads = load_runtime_config(REPO / "config" / "runtime.toml").uploads
-    concurrent = EdgeSettings.model_fields["max_concurrent_submissions"].default
+    settings = GenerationSettings if name == "generation" else EdgeSettings
+    concurrent = settings.model_fields["max_concurrent_submissions"].default
     copies = 2 if name == "generation" else 1
     needed = concurrent * 2 * uploads.max_bytes * copies
     deployment = next(
         d for d in _build(K8S_BASE) if d["kind"] == "Deployment" and d["metadata"]["name"] == name
     )
-    tmp = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "tmp")
-    assert _quantity(tmp["emptyDir"]["sizeLimit"]) >= needed
+    pod = deployment["spec"]["template"]["spec"]
+    tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    size = _quantity(tmp["emptyDir"]["sizeLimit"])
+    assert size >= needed
+    [container] = pod["containers"]
+    resources = container["resources"]
+    assert _quantity(resources["requests"]["ephemeral-storage"]) >= size
+    assert _quantity(resources["limits"]["ephemeral-storage"]) > size
 
 
 def test_the_built_network_policies_are_the_evaluated_ones_in_our_namespace() -> None:

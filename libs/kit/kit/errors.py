@@ -59,6 +59,9 @@ class RequestTimeout(DomainError):
     default_message = "The upload was too slow. Please try again."
 
 
+RETRY_AFTER_DETAIL = "retryAfterSeconds"
+
+
 class TooManyRequests(DomainError):
     """A capacity limit was hit; the client may retry after ``retry_after_seconds``."""
 
@@ -68,8 +71,10 @@ class TooManyRequests(DomainError):
     default_message = "Too many uploads at once. Please try again shortly."
 
     def __init__(self, message: str | None = None, *, retry_after_seconds: int = 1) -> None:
-        super().__init__(message)
-        # Sent as the Retry-After header (whole seconds), never in the body.
+        # Sent as the Retry-After header (whole seconds), never in the body; across a
+        # gRPC hop it travels as the detail RETRY_AFTER_DETAIL, which the edge turns
+        # back into the header.
+        super().__init__(message, **{RETRY_AFTER_DETAIL: str(retry_after_seconds)})
         self.retry_after_seconds = retry_after_seconds
 
 

@@ -22,6 +22,7 @@ from starlette.routing import Match
 
 from edge_api.statuses import http_status
 from kit.errors import (
+    RETRY_AFTER_DETAIL,
     DomainError,
     InternalError,
     RequestTimeout,
@@ -50,7 +51,8 @@ _HTTP_MESSAGES = {
 }
 # Extra keys from an upstream ErrorInfo must look like ours (camelCase, short).
 _DETAIL_KEY = re.compile(r"^[a-z][A-Za-z0-9]{0,63}$")
-_RESERVED_KEYS = frozenset({"code", "message"})
+# Never body keys: the body's own, and what travels only to become a header.
+_RESERVED_KEYS = frozenset({"code", "message", RETRY_AFTER_DETAIL})
 _MAX_DETAIL_VALUE = 200
 
 
@@ -110,7 +112,11 @@ def remote_error_response(error: RemoteError) -> JSONResponse:
         )
     if error.code == InternalError.code:
         return internal_error_response()
-    return error_response(status, error.code, error.message, error.details)
+    headers: dict[str, str] = {}
+    retry_after = error.details.get(RETRY_AFTER_DETAIL, "")
+    if status == 429 and retry_after.isdigit() and len(retry_after) <= 4:
+        headers["Retry-After"] = retry_after
+    return error_response(status, error.code, error.message, error.details, headers)
 
 
 async def _on_domain_error(_: Request, exc: Exception) -> JSONResponse:

@@ -37,6 +37,16 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
     # Public base URL that reaches the webhook gateway. Required in production; in
     # development, unset means the submitting request's own base URL.
     webhook_base_url: str | None = Field(default=None, alias="WEBHOOK_BASE_URL")
+    # Submissions this instance takes at once (api/slots.py): each spools up to four
+    # files of the upload limit on local disk, so this bounds the disk (and decode
+    # queue) one instance needs whatever the number of edges. One beyond it waits up
+    # to the slot wait, then is refused (429 with Retry-After at the edge).
+    max_concurrent_submissions: int = Field(
+        default=16, gt=0, le=1024, alias="GENERATION_MAX_CONCURRENT_SUBMISSIONS"
+    )
+    submission_slot_wait_seconds: float = Field(
+        default=5.0, gt=0, le=60, alias="GENERATION_SUBMISSION_SLOT_WAIT_SECONDS"
+    )
     # The background sweep (lost webhooks, timeouts, settlement); off only in tests.
     sweep_enabled: bool = Field(default=True, alias="SWEEP_ENABLED")
     run_migrations: bool = Field(default=True, alias="RUN_MIGRATIONS")

@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from generation.api.servicer import ALLOWED_CALLERS, GenerationServicer
+from generation.api.slots import SubmissionSlots
 from generation.clients.usage import GrpcUsageGateway
 from generation.domain.context import GenerationContext
 from generation.domain.decoder import ImageDecoder
@@ -59,6 +60,7 @@ class GenerationApp:
     server: GrpcServer
     context: WiredContext
     sweeper: Sweeper | None
+    slots: SubmissionSlots
 
 
 async def build_app(
@@ -115,7 +117,10 @@ async def build_app(
     sweeper = Sweeper(context) if settings.sweep_enabled else None
     feed = ChangeFeed(database_url, readers, settings.feed_heartbeat_seconds)
     probe = DatabaseProbe(database_url, "generation-readiness")
-    servicer = GenerationServicer(context, FeedPort(feed))
+    slots = SubmissionSlots(
+        settings.max_concurrent_submissions, settings.submission_slot_wait_seconds
+    )
+    servicer = GenerationServicer(context, FeedPort(feed), slots)
 
     async def on_stop() -> None:
         if sweeper is not None:
@@ -147,4 +152,4 @@ async def build_app(
         # Named services follow the database (readiness); "" stays the process's.
         readiness=probe,
     )
-    return GenerationApp(server=server, context=context, sweeper=sweeper)
+    return GenerationApp(server=server, context=context, sweeper=sweeper, slots=slots)

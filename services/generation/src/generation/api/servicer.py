@@ -13,6 +13,7 @@ import grpc
 
 from generation.api import mappers
 from generation.api.intake import EarlyRefusal, received_submission
+from generation.api.slots import SubmissionSlots
 from generation.domain import audit, commands, history, queries
 from generation.domain.changes import (
     FeedLost,
@@ -80,10 +81,17 @@ ALLOWED_CALLERS: dict[str, frozenset[str]] = {
 }
 
 
+# What a servicer built without its own (tests) allows: no practical limit.
+_UNLIMITED = SubmissionSlots(limit=2**16, wait_seconds=1.0)
+
+
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
-    def __init__(self, ctx: GenerationContext, feed: JobFeed) -> None:
+    def __init__(
+        self, ctx: GenerationContext, feed: JobFeed, slots: SubmissionSlots = _UNLIMITED
+    ) -> None:
         self._ctx = ctx
         self._feed = feed
+        self._slots = slots
 
     def _shown(self, view: JobView) -> pb.Job:
         """A job as its owner sees it: with signed links to their inputs."""
@@ -97,7 +105,10 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             stop_sending=functools.partial(context.send_initial_metadata, STOP_SENDING),
         )
         uploads = self._ctx.config.uploads
-        async with received_submission(request_iterator, uploads, early) as command:
+        async with (
+            self._slots.slot(),
+            received_submission(request_iterator, uploads, early) as command,
+        ):
             with provider_deadline(_provider_deadline_of(context)):
                 result = await submit_generation(self._ctx, command)
         job = self._shown(result.job)

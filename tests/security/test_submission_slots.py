@@ -1,0 +1,108 @@
+"""Generation's own cap on submissions at once (api/slots.py), on the real stack.
+
+Every edge replica caps what it forwards, but one generation instance can be sent the
+sum of all of them: each submission spools its inputs on the instance's disk, so past
+its cap an instance refuses (after a short wait) before reading a byte, and the edge
+answers 429 with Retry-After. Nothing of a refused submission is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from interior.generation.v1 import generation_pb2 as pb
+from interior.generation.v1 import generation_pb2_grpc
+from kit.grpc_client import create_channel
+from kit.service_identity import EDGE_API, GENERATION
+from testkit.plugin import S3Endpoint
+from testkit.stack import Stack, in_process_stack
+from tests.badinput.checks import assert_nothing_left
+from tests.e2e.conftest import _options
+from tests.e2e.harness import User, jpeg_bytes
+
+
+@pytest.fixture(scope="module")
+async def stack(
+    database_factory: Callable[[str], str],
+    s3_server: S3Endpoint,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Stack]:
+    options = _options(tmp_path_factory.mktemp("slot-keys"), s3_server)
+    generation = {
+        **options.generation,
+        "GENERATION_MAX_CONCURRENT_SUBMISSIONS": 1,
+        "GENERATION_SUBMISSION_SLOT_WAIT_SECONDS": 0.3,
+    }
+    options = dataclasses.replace(options, generation=generation)
+    async with in_process_stack(options, database_factory, s3_server) as started:
+        yield started
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        yield client
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+
+
+async def test_a_full_instance_refuses_with_429_and_keeps_nothing(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    holder, user, image = User(stack, http), User(stack, http), jpeg_bytes()
+    slots = stack.generation.slots
+    release = asyncio.Event()
+
+    async def held_parts() -> AsyncIterator[pb.SubmitGenerationPart]:
+        # Another submission, its upload under way: it holds the instance's one slot.
+        yield pb.SubmitGenerationPart(
+            request=pb.SubmitGenerationRequest(
+                owner_id=str(holder.id),
+                mode="redesign",
+                inputs=[pb.DeclaredInput(field="input1", size_bytes=len(image))],
+                request_base_url="http://edge.test",
+            )
+        )
+        await release.wait()
+        yield pb.SubmitGenerationPart(chunk=pb.InputChunk(input_index=0, data=image))
+
+    channel = create_channel(
+        f"127.0.0.1:{stack.generation.server.port}",
+        signer=stack.signer(EDGE_API),
+        audience=GENERATION,
+    )
+    try:
+        stub = generation_pb2_grpc.GenerationServiceStub(channel)
+        held = asyncio.ensure_future(stub.SubmitGeneration(held_parts(), timeout=30))
+        await _until(lambda: slots.held == 1)
+
+        for refused in (
+            await user.submit("redesign", images=[image], style="japandi"),
+            await user.submit("imagine", prompt="a bright loft"),
+        ):
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["code"] == "TOO_MANY_REQUESTS"
+            assert "retryAfterSeconds" not in refused.json()["error"]
+        await assert_nothing_left(stack, user)
+
+        release.set()
+        answer = await held
+        assert answer.job.owner_id == str(holder.id)
+        await _until(lambda: slots.held == 0)
+        accepted = await user.submit("imagine", prompt="a bright loft")
+        assert accepted.status_code == 202, accepted.text
+    finally:
+        release.set()
+        await channel.close()
