@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from edge_api.clients import open_clients
 from edge_api.settings import EdgeSettings
 from generation.settings import GenerationSettings
 from kit.dev_values import (
@@ -216,7 +217,33 @@ REFUSED: dict[str, tuple[type[BaseSettings], dict[str, str], str]] = {
     ),
 }
 
+NO_S3_KEYS = {"S3_ENDPOINT": S3["S3_ENDPOINT"]}
+CDN = {"S3_PUBLIC_BASE_URL": "https://renders.cdn.example"}
+# Where a service uses S3, its credentials are required (in development too).
+REFUSED |= {
+    "edge serving renders itself without S3 keys": (
+        EdgeSettings,
+        NO_S3_KEYS | {"AUTH_JWT_SECRET": OWN_JWT_SECRET},
+        "S3_ACCESS_KEY",
+    ),
+    "edge serving renders itself without the S3 secret": (
+        EdgeSettings,
+        NO_S3_KEYS | {"S3_ACCESS_KEY": "key", "AUTH_JWT_SECRET": OWN_JWT_SECRET},
+        "S3_SECRET_KEY",
+    ),
+    "generation without S3 keys": (
+        GenerationSettings,
+        {k: v for k, v in GENERATION.items() if k not in ("S3_ACCESS_KEY", "S3_SECRET_KEY")},
+        "S3_ACCESS_KEY",
+    ),
+}
+
 ACCEPTED: dict[str, tuple[type[BaseSettings], dict[str, str]]] = {
+    # The template's advice: an edge whose renders a CDN serves holds no S3 key at all.
+    "edge with a CDN and no S3 keys": (
+        EdgeSettings,
+        NO_S3_KEYS | CDN | {"AUTH_JWT_SECRET": OWN_JWT_SECRET},
+    ),
     "edge with its own secret": (EdgeSettings, S3 | {"AUTH_JWT_SECRET": OWN_JWT_SECRET}),
     "edge with a JWKS only": (EdgeSettings, S3 | {"AUTH_JWKS_URL": JWKS}),
     "edge with both": (
@@ -323,3 +350,12 @@ def test_the_process_exits_naming_the_variable(
     for name in ("AUTH_JWT_SECRET", "REPLICATE_WEBHOOK_SECRET", "REPLICATE_API_TOKEN"):
         if env.get(name):
             assert env[name] not in output  # named, never printed
+
+
+def test_an_edge_with_a_cdn_opens_no_storage_client(
+    environment: pytest.MonkeyPatch, identity: dict[str, str]
+) -> None:
+    settings = build(
+        EdgeSettings, NO_S3_KEYS | CDN | {"AUTH_JWT_SECRET": OWN_JWT_SECRET} | identity, environment
+    )
+    assert open_clients(settings).storage is None

@@ -223,8 +223,10 @@ class S3Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     s3_endpoint: str = Field(alias="S3_ENDPOINT")
-    s3_access_key: SecretStr = Field(alias="S3_ACCESS_KEY")
-    s3_secret_key: SecretStr = Field(alias="S3_SECRET_KEY")
+    # Required where the service talks to S3 at all (storage_needed; every one but an
+    # edge whose public renders a CDN serves), checked below.
+    s3_access_key: SecretStr | None = Field(default=None, alias="S3_ACCESS_KEY")
+    s3_secret_key: SecretStr | None = Field(default=None, alias="S3_SECRET_KEY")
     s3_secure: bool = Field(default=False, alias="S3_SECURE")
     s3_region: str = Field(default="us-east-1", alias="S3_REGION")
     s3_private_bucket: str = Field(default="private", alias="S3_PRIVATE_BUCKET")
@@ -236,6 +238,32 @@ class S3Settings(BaseSettings):
     # ``scheme://host[:port]`` of the same S3 service under a name they can reach
     # (the services keep talking to S3_ENDPOINT). Unset: S3_ENDPOINT itself.
     s3_signed_base_url: str | None = Field(default=None, alias="S3_SIGNED_BASE_URL")
+
+    def storage_needed(self) -> bool:
+        """Whether this service reads or writes objects (then it needs credentials)."""
+        return True
+
+    def storage_credentials(self) -> tuple[str, str]:
+        """The access key and secret key (the validator below made sure of both)."""
+        if self.s3_access_key is None or self.s3_secret_key is None:
+            raise ValueError("S3_ACCESS_KEY and S3_SECRET_KEY are not set")
+        return self.s3_access_key.get_secret_value(), self.s3_secret_key.get_secret_value()
+
+    @model_validator(mode="after")
+    def _credentials_where_needed(self) -> S3Settings:
+        if not self.storage_needed():
+            return self
+        missing = [
+            name
+            for name, value in (
+                ("S3_ACCESS_KEY", self.s3_access_key),
+                ("S3_SECRET_KEY", self.s3_secret_key),
+            )
+            if value is None or not value.get_secret_value()
+        ]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} required (this service uses S3)")
+        return self
 
     @field_validator("s3_public_base_url", "s3_signed_base_url")
     @classmethod
@@ -278,6 +306,11 @@ def is_base_url(value: str) -> bool:
         and not url.fragment
         and not any(character.isspace() for character in value)
     )
+
+
+def revealed(secret: SecretStr | None) -> str | None:
+    """A secret's value for the production checks, or None when it is unset."""
+    return None if secret is None else secret.get_secret_value()
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -131,10 +131,11 @@ def _minio(
     http_client: urllib3.PoolManager | None = None,
 ) -> Minio:
     """A client of ``endpoint`` with the settings' credentials and region."""
+    access_key, secret_key = settings.storage_credentials()
     return Minio(
         endpoint,
-        access_key=settings.s3_access_key.get_secret_value(),
-        secret_key=settings.s3_secret_key.get_secret_value(),
+        access_key=access_key,
+        secret_key=secret_key,
         secure=secure,
         region=settings.s3_region,
         http_client=http_client,

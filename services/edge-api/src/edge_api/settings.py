@@ -11,7 +11,14 @@ from pydantic_settings import SettingsConfigDict
 
 from edge_api.base_url import TrustedProxies
 from kit.dev_values import DEV_JWT_SECRET, public_url_problem
-from kit.settings import MessageBytes, Port, S3Settings, ServiceIdentitySettings, ServiceSettings
+from kit.settings import (
+    MessageBytes,
+    Port,
+    S3Settings,
+    ServiceIdentitySettings,
+    ServiceSettings,
+    revealed,
+)
 
 __all__ = ["DEV_JWT_SECRET", "EdgeSettings"]
 # Room for the text fields and multipart framing on top of two full-size images.
@@ -144,13 +151,18 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
             return self.auth_jwt_secret.get_secret_value()
         return DEV_JWT_SECRET if self.auth_jwks_url is None else None
 
+    def storage_needed(self) -> bool:
+        """The edge reads S3 only to serve public renders itself: with a CDN (or a
+        published bucket) at S3_PUBLIC_BASE_URL it needs no credentials at all."""
+        return self.s3_public_base_url is None
+
     def production_secrets(self) -> Iterable[tuple[str, str | None]]:
         if self.auth_jwks_url is None:
-            yield "AUTH_JWT_SECRET (or AUTH_JWKS_URL)", _reveal(self.auth_jwt_secret)
+            yield "AUTH_JWT_SECRET (or AUTH_JWKS_URL)", revealed(self.auth_jwt_secret)
         elif self.auth_jwt_secret is not None:  # with a JWKS too, a secret must still be real
-            yield "AUTH_JWT_SECRET", _reveal(self.auth_jwt_secret)
-        if self.s3_public_base_url is None:  # the edge reads public renders itself
-            yield "S3_SECRET_KEY", self.s3_secret_key.get_secret_value()
+            yield "AUTH_JWT_SECRET", revealed(self.auth_jwt_secret)
+        if self.storage_needed():
+            yield "S3_SECRET_KEY", revealed(self.s3_secret_key)
 
     def production_problems(self) -> Iterable[str]:
         if self.auth_jwks_url is None:
@@ -207,7 +219,3 @@ def _serialized(origin: str) -> str:
     origin = origin.lower()
     scheme = origin.partition("://")[0]
     return origin.removesuffix(_DEFAULT_PORTS.get(scheme, "\0"))
-
-
-def _reveal(secret: SecretStr | None) -> str | None:
-    return None if secret is None else secret.get_secret_value()

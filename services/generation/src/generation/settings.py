@@ -14,6 +14,7 @@ from kit.settings import (
     Port,
     S3Settings,
     is_base_url,
+    revealed,
 )
 
 
@@ -101,9 +102,8 @@ class GenerationSettings(GrpcServerSettings, DatabaseSettings, S3Settings):
         return DEV_REPLICATE_TOKEN
 
     def production_secrets(self) -> Iterable[tuple[str, str | None]]:
-        token = self.replicate_api_token
-        yield "REPLICATE_API_TOKEN", token.get_secret_value() if token else None
-        yield "S3_SECRET_KEY", self.s3_secret_key.get_secret_value()
+        yield "REPLICATE_API_TOKEN", revealed(self.replicate_api_token)
+        yield "S3_SECRET_KEY", revealed(self.s3_secret_key)
 
     def production_problems(self) -> Iterable[str]:
         if "replicate_api_base_url" not in self.model_fields_set:
