@@ -45,6 +45,7 @@ ALL_VARIABLES = {
     "AUTH_JWKS_URL",
     "REPLICATE_WEBHOOK_SECRET",
     "S3_PUBLIC_BASE_URL",
+    "PUBLIC_BASE_URL",
     "DATABASE_URL",
     "SERVICE_KEY_FILE",
     "SERVICE_TRUST_DIR",
@@ -231,6 +232,17 @@ REFUSED |= {
         NO_S3_KEYS | {"S3_ACCESS_KEY": "key", "AUTH_JWT_SECRET": OWN_JWT_SECRET},
         "S3_SECRET_KEY",
     ),
+    "edge with a plain-http public base URL": (
+        EdgeSettings,
+        S3
+        | {"AUTH_JWT_SECRET": OWN_JWT_SECRET, "PUBLIC_BASE_URL": "http://api.interior-designs.app"},
+        "PUBLIC_BASE_URL",
+    ),
+    "edge with the template's example public base URL": (
+        EdgeSettings,
+        S3 | {"AUTH_JWT_SECRET": OWN_JWT_SECRET, "PUBLIC_BASE_URL": "https://api.example.com"},
+        "PUBLIC_BASE_URL",
+    ),
     "generation without S3 keys": (
         GenerationSettings,
         {k: v for k, v in GENERATION.items() if k not in ("S3_ACCESS_KEY", "S3_SECRET_KEY")},
@@ -245,6 +257,14 @@ ACCEPTED: dict[str, tuple[type[BaseSettings], dict[str, str]]] = {
         NO_S3_KEYS | CDN | {"AUTH_JWT_SECRET": OWN_JWT_SECRET},
     ),
     "edge with its own secret": (EdgeSettings, S3 | {"AUTH_JWT_SECRET": OWN_JWT_SECRET}),
+    "edge with its public base URL": (
+        EdgeSettings,
+        S3
+        | {
+            "AUTH_JWT_SECRET": OWN_JWT_SECRET,
+            "PUBLIC_BASE_URL": "https://api.interior-designs.app",
+        },
+    ),
     "edge with a JWKS only": (EdgeSettings, S3 | {"AUTH_JWKS_URL": JWKS}),
     "edge with both": (
         EdgeSettings,
@@ -352,10 +372,14 @@ def test_the_process_exits_naming_the_variable(
             assert env[name] not in output  # named, never printed
 
 
-def test_an_edge_with_a_cdn_opens_no_storage_client(
+async def test_an_edge_with_a_cdn_opens_no_storage_client(
     environment: pytest.MonkeyPatch, identity: dict[str, str]
 ) -> None:
     settings = build(
         EdgeSettings, NO_S3_KEYS | CDN | {"AUTH_JWT_SECRET": OWN_JWT_SECRET} | identity, environment
     )
-    assert open_clients(settings).storage is None
+    clients = open_clients(settings)
+    try:
+        assert clients.storage is None
+    finally:
+        await clients.close()

@@ -159,6 +159,33 @@ async def test_forwarding_headers_count_only_from_trusted_peers(
     assert body["variants"][0]["url"].startswith(expected)
 
 
+async def test_a_configured_public_base_url_wins_over_the_forwarding_headers(
+    edge_clients, backends, identity
+) -> None:
+    # TLS ended at a load balancer: Envoy forwards plain http, the links stay https.
+    client = await edge_clients.open(
+        edge_clients.make_settings(
+            TRUSTED_PROXY_IPS="*", PUBLIC_BASE_URL="https://API.Interior.example/"
+        )
+    )
+    job = _succeeded_job(backends, identity.owner)
+    headers = {**identity.headers(), "X-Forwarded-Proto": "http", "X-Forwarded-Host": "lb:80"}
+
+    body = (await client.get(f"/api/v1/generations/{job.id}", headers=headers)).json()
+
+    variant = body["variants"][0]
+    assert variant["url"].startswith("https://api.interior.example/public/renders/")
+    assert variant["thumbnailUrl"].startswith("https://api.interior.example/public/renders/")
+
+
+@pytest.mark.parametrize(
+    "value", ["ftp://api.example", "https://api.example/v1", "https://a b", "https://x?y=1"]
+)
+def test_a_public_base_url_must_be_an_origin(make_settings, value: str) -> None:
+    with pytest.raises(ValueError, match="PUBLIC_BASE_URL"):
+        make_settings(PUBLIC_BASE_URL=value)
+
+
 @pytest.mark.parametrize(
     ("proto", "host", "expected"),
     [

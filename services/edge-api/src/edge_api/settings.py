@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -17,6 +18,7 @@ from kit.settings import (
     S3Settings,
     ServiceIdentitySettings,
     ServiceSettings,
+    is_base_url,
     revealed,
 )
 
@@ -35,6 +37,12 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
     # Peers whose X-Forwarded-Proto / X-Forwarded-Host are believed: comma-separated
     # addresses or CIDR networks (e.g. the compose network of Envoy), or "*".
     trusted_proxy_ips: str = Field(default="127.0.0.1", alias="TRUSTED_PROXY_IPS")
+    # The origin clients reach the API at (https://api.example.com). Set, it is the base
+    # of the links the edge builds (render URLs while it serves them itself, and the
+    # submission's own base), whatever the forwarding headers say: where TLS ends at a
+    # load balancer in front of Envoy, Envoy sees (and forwards) plain http, and render
+    # URLs would come out http:// on an https page. Unset: the forwarding headers.
+    public_base_url: str | None = Field(default=None, alias="PUBLIC_BASE_URL")
 
     # HS256 tokens. In production this or AUTH_JWKS_URL (or both) is required; in
     # development, with neither set, the published DEV_JWT_SECRET stands in.
@@ -165,6 +173,11 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
             yield "S3_SECRET_KEY", revealed(self.s3_secret_key)
 
     def production_problems(self) -> Iterable[str]:
+        if self.public_base_url is not None:
+            if (problem := public_url_problem(self.public_base_url)) is not None:
+                yield f"PUBLIC_BASE_URL {problem}"
+            elif not self.public_base_url.startswith("https://"):
+                yield "PUBLIC_BASE_URL must be https (render links are shown on https pages)"
         if self.auth_jwks_url is None:
             return
         if (problem := public_url_problem(self.auth_jwks_url)) is not None:
@@ -177,6 +190,16 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
         if self.max_request_bytes is not None:
             return self.max_request_bytes
         return 2 * upload_max_bytes + REQUEST_OVERHEAD_BYTES
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _an_origin(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        url = urlsplit(value.strip())
+        if not is_base_url(value.strip()) or url.path not in ("", "/"):
+            raise ValueError("must be scheme://host[:port] (http or https, no path)")
+        return f"{url.scheme}://{url.netloc.lower()}"
 
     @field_validator("trusted_proxy_ips")
     @classmethod

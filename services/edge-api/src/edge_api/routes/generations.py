@@ -60,12 +60,18 @@ def _job_id(raw: str) -> str:
     return job_id
 
 
+def entry_base(state: EdgeState, request: Request) -> str:
+    """``scheme://host[:port]`` clients reach the API at: PUBLIC_BASE_URL when set,
+    else what the (trusted) forwarding headers say."""
+    return state.settings.public_base_url or request_base_url(request, state.trusted_proxies)
+
+
 def public_base(state: EdgeState, request: Request) -> str:
     """Where variant URLs point: the CDN / bucket base or the edge's /public."""
     configured = state.settings.s3_public_base_url
     if configured:
         return configured.rstrip("/")
-    return request_base_url(request, state.trusted_proxies) + "/public"
+    return entry_base(state, request) + "/public"
 
 
 async def _read_submission(request: Request, state: EdgeState) -> Submission:
@@ -183,7 +189,7 @@ async def submit_generation(
             header = submission.request(
                 owner_id,
                 _idempotency_key(idempotency_key, submission.fields.idempotency_key),
-                request_base_url(request, state.trusted_proxies),
+                entry_base(state, request),
             )
             call = clients.generation.SubmitGeneration(
                 timeout=state.settings.grpc_submit_deadline_seconds,

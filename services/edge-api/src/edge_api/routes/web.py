@@ -70,6 +70,8 @@ def content_security_policy(settings: EdgeSettings) -> str:
     images = ["'self'", "blob:"]
     if settings.s3_public_base_url:
         images.append(_origin(settings.s3_public_base_url))
+    elif settings.public_base_url:  # the edge's own render links, maybe another origin
+        images.append(settings.public_base_url)
     # Exactly the one S3 origin, never a wildcard: the signed "before" photos come from it.
     images.append(s3_origin(settings))
     return "; ".join(
