@@ -130,8 +130,10 @@ def test_every_service_has_a_deployment_a_service_and_probes(name: str) -> None:
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert service["spec"]["selector"].items() <= labels.items()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    [service_port] = service["spec"]["ports"]
+    # The serving port first; a gRPC service's metrics port may follow (for monitors).
+    service_port, *others = service["spec"]["ports"]
     assert ports[service_port["targetPort"]] == PORTS[name]
+    assert [other["name"] for other in others] in ([], ["metrics"])
     if name != "envoy":
         assert service_port["port"] == PORTS[name]
         assert container["command"] == ["python", "-m", MODULES[name]]
@@ -199,7 +201,8 @@ def test_grpc_targets_name_headless_services_and_their_ports() -> None:
     services = objects("Service")
     for variable in ("GENERATION_GRPC_TARGET", "USAGE_GRPC_TARGET"):
         host, port = env[variable].rsplit(":", 1)
-        assert [p["port"] for p in services[host]["spec"]["ports"]] == [int(port)]
+        grpc_ports = [p["port"] for p in services[host]["spec"]["ports"] if p["name"] == "grpc"]
+        assert grpc_ports == [int(port)]
         assert int(port) == PORTS[host]
         # One virtual IP would keep each caller's HTTP/2 connection on one pod.
         assert services[host]["spec"]["clusterIP"] == "None", variable
@@ -513,3 +516,20 @@ def test_a_stopping_pod_lets_a_submission_under_way_end(name: str) -> None:
     pod = _pod(name)
     pre_stop = _pre_stop_seconds(pod["containers"][0])
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + grace + 5
+
+
+@pytest.mark.parametrize("name", _APP_DEPLOYMENTS)
+def test_prometheus_can_find_every_exporter(name: str) -> None:
+    """The alerts assume Prometheus scrapes each service: the pod annotations of the
+    usual kubernetes-pods job name a port the container declares, and the gRPC
+    services' Services list their metrics port (for a ServiceMonitor)."""
+    deployment = objects("Deployment")[name]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    declared = {port["containerPort"] for port in _container(name)["ports"]}
+    assert int(annotations["prometheus.io/port"]) in declared
+    if name in ("generation", "usage"):
+        service_ports = {p["name"]: p for p in objects("Service")[name]["spec"]["ports"]}
+        assert service_ports["metrics"]["targetPort"] == "metrics"
+        assert service_ports["metrics"]["port"] == int(annotations["prometheus.io/port"])
