@@ -193,7 +193,8 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
 
     @field_validator("public_base_url")
     @classmethod
-    def _an_origin(cls, value: str | None) -> str | None:
+    # Not _an_origin: a method of that name would replace S3Settings' own validator.
+    def _public_base_is_an_origin(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
         url = urlsplit(value.strip())
