@@ -202,9 +202,12 @@ def envoy_config() -> dict[str, Any]:
 
 
 def envoy_upstreams() -> dict[str, tuple[str, int]]:
-    """Envoy cluster name -> (host, port) of its single endpoint."""
+    """Envoy cluster name -> (host, port) of its single endpoint: the services it
+    fronts (not envoy_admin, its own admin interface on loopback)."""
     upstreams: dict[str, tuple[str, int]] = {}
     for cluster in envoy_config()["static_resources"]["clusters"]:
+        if cluster["name"] == "envoy_admin":
+            continue
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
         address = endpoint["endpoint"]["address"]["socket_address"]
         upstreams[cluster["name"]] = (address["address"], address["port_value"])

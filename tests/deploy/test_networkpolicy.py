@@ -27,7 +27,13 @@ EXPECTED: set[Flow] = {
     ("edge-api", "usage", 50052),
     ("generation", "usage", 50052),
 }
-METRICS = {"generation": 9101, "usage": 9102, "edge-api": 8081, "webhook-gateway": 8082}
+METRICS = {
+    "generation": 9101,
+    "usage": 9102,
+    "edge-api": 8081,
+    "webhook-gateway": 8082,
+    "envoy": 9902,
+}
 MONITORING = {"kubernetes.io/metadata.name": "monitoring"}
 # The namespace label kubernetes sets on every namespace (our own one included).
 OWN_NAMESPACE = {"kubernetes.io/metadata.name": "interior"}

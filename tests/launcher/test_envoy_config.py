@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from edge_api.settings import EdgeSettings
+from launcher.components import free_port
 from launcher.envoy import (
     ENVOY_CONFIG,
     EnvoyConfigError,
@@ -17,6 +19,7 @@ from launcher.envoy import (
     validate,
     write_local_config,
 )
+from testkit.envoy import running_envoy
 from webhook_gateway.settings import GatewaySettings
 
 
@@ -70,6 +73,10 @@ def test_the_local_rewrite_passes_validate_and_changes_only_ports_and_upstreams(
         f".static_resources.clusters[0].{endpoint}.port_value",
         f".static_resources.clusters[1].{endpoint}.address",
         f".static_resources.clusters[1].{endpoint}.port_value",
+        # The stats listener: any free port, on loopback, reaching this admin port.
+        ".static_resources.listeners[1].address.socket_address.port_value",
+        ".static_resources.listeners[1].address.socket_address.address",
+        f".static_resources.clusters[2].{endpoint}.port_value",
     }
     assert local["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] == (
         "127.0.0.1"
@@ -93,8 +100,12 @@ def test_the_deploy_config_targets_the_deployment_hostnames() -> None:
     assert addresses == {
         "edge_api": {"address": "edge-api", "port_value": 8081},
         "webhook_gateway": {"address": "webhook-gateway", "port_value": 8082},
+        # The stats listener's one route, to the admin interface on loopback.
+        "envoy_admin": {"address": "127.0.0.1", "port_value": 9901},
     }
-    assert all(c["type"] == "STRICT_DNS" for c in clusters.values())
+    assert clusters["envoy_admin"]["type"] == "STATIC"
+    services = [c for name, c in clusters.items() if name != "envoy_admin"]
+    assert all(c["type"] == "STRICT_DNS" for c in services)
 
 
 def test_validate_reports_what_envoy_rejects(tmp_path: Path) -> None:
@@ -178,7 +189,32 @@ def test_envoy_drops_idle_upstream_connections_before_the_services_do() -> None:
     """uvicorn closes a kept-alive connection after 5 s idle; a request Envoy sends on
     it just then fails (and a POST is not retried): Envoy's own idle limit is lower."""
     for cluster in load_config()["static_resources"]["clusters"]:
+        if cluster["name"] == "envoy_admin":  # Envoy's own admin, not a service
+            continue
         options = cluster["typed_extension_protocol_options"][
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]
         assert _seconds(options["common_http_protocol_options"]["idle_timeout"]) < 5, cluster
+
+
+def test_the_stats_listener_serves_envoys_metrics_and_nothing_else(tmp_path: Path) -> None:
+    """Envoy's own answers (its 503s, 429s, 413s) and its upstreams' health reach
+    Prometheus through GET /stats/prometheus on the stats listener; the rest of the
+    admin interface (which can stop or drain Envoy) stays out of reach."""
+    with running_envoy(tmp_path, free_port(), free_port()) as envoy:
+        httpx.get(f"{envoy.url}/api/v1/healthz")  # one answer to count (a 503: no edge)
+        stats = f"http://127.0.0.1:{envoy.stats_port}"
+        metrics = httpx.get(f"{stats}/stats/prometheus")
+        assert metrics.status_code == 200
+        assert "envoy_http_downstream_rq_xx" in metrics.text
+        assert 'envoy_cluster_name="edge_api"' in metrics.text
+        for method, path in [
+            ("POST", "/stats/prometheus"),
+            ("GET", "/stats"),
+            ("POST", "/quitquitquit"),
+            ("POST", "/healthcheck/fail"),
+            ("GET", "/config_dump"),
+            ("GET", "/"),
+        ]:
+            assert httpx.request(method, stats + path).status_code == 404, (method, path)
+        assert httpx.get(f"http://127.0.0.1:{envoy.admin_port}/ready").status_code == 200

@@ -6,12 +6,14 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from prometheus_client import REGISTRY
@@ -23,6 +25,8 @@ import generation.metrics
 import kit.metrics
 import usage.metrics
 import webhook_gateway.metrics
+from launcher.components import free_port
+from testkit.envoy import running_envoy
 from tests.ops.promql import metric_names, selectors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,11 +50,32 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
 PROMETHEUS_SERIES = {"up": {"job", "instance"}}
 
 
+_SERIES_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ")
+_LABEL_NAME = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="')
+
+
+@cache
+def envoy_series() -> dict[str, set[str]]:
+    """What a real Envoy on the deployed config serves on its stats listener (GET
+    /stats/prometheus): series name -> label names."""
+    series: dict[str, set[str]] = {}
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        running_envoy(Path(directory), free_port(), free_port()) as envoy,
+    ):
+        text = httpx.get(f"http://127.0.0.1:{envoy.stats_port}/stats/prometheus").text
+    for line in text.splitlines():
+        if (match := _SERIES_LINE.match(line)) is not None:
+            labels = set(_LABEL_NAME.findall(match.group(2) or ""))
+            series.setdefault(match.group(1), set()).update(labels)
+    return series
+
+
 @cache
 def exported() -> dict[str, set[str]]:
-    """Every series name our services export (and Prometheus' own per target) -> the
-    label names it carries."""
-    names: dict[str, set[str]] = dict(PROMETHEUS_SERIES)
+    """Every series name our services and Envoy export (and Prometheus' own per
+    target) -> the label names it carries."""
+    names: dict[str, set[str]] = dict(PROMETHEUS_SERIES) | envoy_series()
     for module in METRICS_MODULES:
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
@@ -99,6 +124,11 @@ def test_the_cross_check_knows_the_services_metrics() -> None:
     assert "usage_ledger_debits_total" in names
     # A name nobody exports is caught: this one has no _total.
     assert "generation_job_transitions" not in names
+    # Envoy's, as its stats listener serves them.
+    assert {"envoy_cluster_name"} <= names["envoy_cluster_membership_healthy"]
+    assert {"envoy_response_code_class", "envoy_http_conn_manager_prefix"} <= names[
+        "envoy_http_downstream_rq_xx"
+    ]
     # And they are the ones registered in the default registry that /metrics serves.
     registered = {family.name for family in REGISTRY.collect()}
     assert {"generation_job_transitions", "grpc_server_handling_seconds"} <= registered
@@ -174,6 +204,7 @@ def test_every_alert_explains_itself_and_links_an_existing_runbook_section() -> 
     alerts = {rule["alert"] for rule in rules}
     assert {"GenerationJobsStuck", "ProviderFailureRateHigh", "SettlementBacklog"} <= alerts
     assert {"WebhookSignatureFailures", "Http5xxRateHigh", "GenerationJobsTimingOut"} <= alerts
+    assert {"EnvoyUpstreamUnhealthy", "EnvoyErrorRateHigh"} <= alerts
 
 
 PROMTOOL = shutil.which("promtool")

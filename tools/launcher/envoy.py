@@ -49,23 +49,30 @@ def rewrite_for_local(
     admin_port: int,
     upstreams: dict[str, tuple[str, int]],
     listener_host: str = "127.0.0.1",
+    stats_port: int = 0,
 ) -> dict[str, Any]:
-    """A copy of ``config`` with only the listener's address, the ports and the upstream
-    addresses replaced (the deployed listener is on every interface; a local one is on
-    loopback unless asked).
+    """A copy of ``config`` with only the listeners' addresses, the ports and the upstream
+    addresses replaced (the deployed listeners are on every interface; local ones are on
+    loopback, the public one unless asked).
 
     ``upstreams`` maps each cluster name (edge_api, webhook_gateway) to the
-    (host, port) it should reach. STRICT_DNS resolves an IP literal just as well.
+    (host, port) it should reach. STRICT_DNS resolves an IP literal just as well. The
+    stats listener takes ``stats_port`` (0: any free port) and reaches the admin
+    interface on ``admin_port``.
     """
     local = copy.deepcopy(config)
     try:
         local["admin"]["address"]["socket_address"]["port_value"] = admin_port
         listeners = local["static_resources"]["listeners"]
-        if len(listeners) != 1:
-            raise EnvoyConfigError(f"expected one listener, found {len(listeners)}")
+        names = [listener["name"] for listener in listeners]
+        if names != ["public", "stats"]:
+            raise EnvoyConfigError(f"expected the public and stats listeners, found {names}")
         listeners[0]["address"]["socket_address"]["port_value"] = listener_port
         listeners[0]["address"]["socket_address"]["address"] = listener_host
+        listeners[1]["address"]["socket_address"]["port_value"] = stats_port
+        listeners[1]["address"]["socket_address"]["address"] = "127.0.0.1"
         clusters = {c["name"]: c for c in local["static_resources"]["clusters"]}
+        upstreams = {**upstreams, "envoy_admin": ("127.0.0.1", admin_port)}
         for name, (host, port) in upstreams.items():
             endpoints = clusters[name]["load_assignment"]["endpoints"]
             for group in endpoints:
@@ -186,6 +193,7 @@ def write_local_config(
     rate_limits_enforced: bool = True,
     listener_host: str = "127.0.0.1",
     cors_origins: Sequence[str] = (),
+    stats_port: int = 0,
 ) -> Path:
     """Write the locally rewritten config to ``target``, validate it, return the path.
 
@@ -203,6 +211,7 @@ def write_local_config(
             "webhook_gateway": ("127.0.0.1", gateway_port),
         },
         listener_host=listener_host,
+        stats_port=stats_port,
     )
     if otlp_endpoint:
         config = with_tracing(config, otlp_endpoint)

@@ -15,12 +15,14 @@ READY_TIMEOUT = 20.0
 
 @dataclass(frozen=True)
 class Envoy:
-    """A running Envoy: its public URL and port, its admin port and its access log."""
+    """A running Envoy: its public URL and port, its admin port, its access log and
+    its stats listener's port (GET /stats/prometheus)."""
 
     url: str
     log_path: Path
     port: int
     admin_port: int
+    stats_port: int
 
 
 @contextmanager
@@ -36,7 +38,7 @@ def running_envoy(
 ) -> Iterator[Envoy]:
     """deploy/envoy/envoy.yaml with only ports and upstreams rewritten (as the launcher
     does), then ``rewrite`` (a test's own change to the written file), if any."""
-    public, admin = free_port(), free_port()
+    public, admin, stats = free_port(), free_port(), free_port()
     config = write_local_config(
         directory / "envoy.yaml",
         listener_port=public,
@@ -46,6 +48,7 @@ def running_envoy(
         otlp_endpoint=otlp_endpoint,
         rate_limits_enforced=rate_limits_enforced,
         cors_origins=cors_origins,
+        stats_port=stats,
     )
     if rewrite is not None:
         config = rewrite(config)
@@ -54,6 +57,6 @@ def running_envoy(
     process.start()
     try:
         wait_http_ok(f"http://127.0.0.1:{admin}/ready", READY_TIMEOUT, process)
-        yield Envoy(f"http://127.0.0.1:{public}", log_path, public, admin)
+        yield Envoy(f"http://127.0.0.1:{public}", log_path, public, admin, stats)
     finally:
         process.stop(grace=5)
