@@ -32,6 +32,7 @@ class Emulator:
         """Stop every task and close the HTTP clients."""
         await self.engine.close()
         await self.webhooks.close()
+        self.files.close()
 
 
 def emulator_of(request: Request) -> Emulator:

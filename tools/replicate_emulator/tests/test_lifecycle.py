@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -209,3 +211,16 @@ def test_advance_to_an_unknown_status_is_refused(
     pid = create(api)
     with pytest.raises(ControlError, match="400"):
         emulator.control.advance(pid, "finished")
+
+
+def test_outputs_are_kept_on_disk_until_their_data_is_removed(
+    emulator: EmulatorServer, api: httpx.Client, wait_until: Callable[..., None]
+) -> None:
+    # An hour of outputs held in memory grew a long run's emulator by each one's size.
+    emulator.control.set_faults(data_retention_seconds=1.5)
+    done = emulator.control.wait_for_status(create(api), ["succeeded"])
+    pattern = f"replicate-emulator-files-*/{done['id']}"
+    [stored] = Path(tempfile.gettempdir()).glob(pattern)
+    assert stored.read_bytes() == httpx.get(done["output"]).content
+    wait_until(lambda: not stored.exists(), timeout=5)
+    assert httpx.get(done["output"]).status_code == 404
