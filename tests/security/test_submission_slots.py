@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+from PIL import Image
 
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
@@ -57,10 +60,22 @@ async def _until(condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
+def _photo(pixels_megabytes: float) -> bytes:
+    """A noisy JPEG (about 0.4 bytes per raw byte): larger than an HTTP/2 flow-control
+    window, so the edge is still writing when a refusal is decided."""
+    side = int((pixels_megabytes * 1024 * 1024 / 3) ** 0.5)
+    image = Image.frombytes("RGB", (side, side), os.urandom(side * side * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
 async def test_a_full_instance_refuses_with_429_and_keeps_nothing(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
-    holder, user, image = User(stack, http), User(stack, http), jpeg_bytes()
+    holder, user, writer = User(stack, http), User(stack, http), User(stack, http)
+    image, photo = jpeg_bytes(), _photo(8)
+    assert len(photo) > 2 * 1024 * 1024
     slots = stack.generation.slots
     release = asyncio.Event()
 
@@ -87,22 +102,27 @@ async def test_a_full_instance_refuses_with_429_and_keeps_nothing(
         held = asyncio.ensure_future(stub.SubmitGeneration(held_parts(), timeout=30))
         await _until(lambda: slots.held == 1)
 
-        for refused in (
-            await user.submit("redesign", images=[image], style="japandi"),
-            await user.submit("imagine", prompt="a bright loft"),
-        ):
+        # Refused before a byte is stored, and answered as a refusal (429, not a reset
+        # the edge would turn into a 500), however much the edge was still sending.
+        for upload in (photo, image):
+            refused = await user.submit("redesign", images=[upload], style="japandi")
             assert refused.status_code == 429, refused.text
             assert refused.headers["retry-after"] == "1"
             assert refused.json()["error"]["code"] == "TOO_MANY_REQUESTS"
             assert "retryAfterSeconds" not in refused.json()["error"]
         await assert_nothing_left(stack, user)
+        assert slots.held == 1
+        # Words alone spool nothing: no slot needed.
+        accepted = await writer.submit("imagine", prompt="a bright loft")
+        assert accepted.status_code == 202, accepted.text
 
         release.set()
         answer = await held
         assert answer.job.owner_id == str(holder.id)
         await _until(lambda: slots.held == 0)
-        accepted = await user.submit("imagine", prompt="a bright loft")
+        accepted = await user.submit("redesign", images=[photo], style="japandi")
         assert accepted.status_code == 202, accepted.text
+        assert slots.held == 0
     finally:
         release.set()
         await channel.close()

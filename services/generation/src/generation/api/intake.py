@@ -34,6 +34,7 @@ from contextlib import asynccontextmanager
 from typing import IO
 
 from generation.api import mappers
+from generation.api.slots import SubmissionSlots
 from generation.domain.images import prefix_refusal, too_large
 from generation.domain.spool import spooled_file
 from generation.domain.submit_request import RawInput, SubmitCommand
@@ -115,26 +116,36 @@ async def received_submission(
     parts: AsyncIterator[pb.SubmitGenerationPart],
     uploads: Uploads,
     early: EarlyRefusal | None = None,
+    slots: SubmissionSlots | None = None,
 ) -> AsyncIterator[SubmitCommand]:
-    """The whole stream as a command whose inputs are open named temporary files."""
+    """The whole stream as a command whose inputs are open named temporary files.
+
+    A submission that declares inputs holds one of ``slots`` (this instance's disk for
+    spools) from its request until the block ends; one without inputs spools nothing
+    and takes none. Refused for want of one, it is answered like any refusal: after
+    the sender was told to stop and its stream drained.
+    """
     files: list[IO[bytes]] = []
-    try:
+    async with contextlib.AsyncExitStack() as held:
         try:
-            command = await _receive(parts, uploads, files, early)
-        except Exception:
-            # A refusal, or a failure of what answering it asks (the database, the usage
-            # service): either way the status waits for the sender's end of stream.
+            try:
+                command = await _receive(parts, uploads, files, early, held, slots)
+            except Exception:
+                # A refusal, or a failure of what answering it asks (the database, the
+                # usage service): either way the status waits for the sender's end of
+                # stream.
+                for file in files:
+                    file.close()  # nothing of a refused stream is kept, even while draining
+                await held.aclose()  # nor its slot: draining spools nothing
+                if early is not None:
+                    with contextlib.suppress(Exception):  # a sender already gone: no one to tell
+                        await early.stop_sending()
+                await _drain(parts, MAX_DECLARED_INPUTS * uploads.max_bytes)
+                raise
+            yield command
+        finally:
             for file in files:
-                file.close()  # nothing of a refused stream is kept, even while draining
-            if early is not None:
-                with contextlib.suppress(Exception):  # a sender already gone: nothing to tell
-                    await early.stop_sending()
-            await _drain(parts, MAX_DECLARED_INPUTS * uploads.max_bytes)
-            raise
-        yield command
-    finally:
-        for file in files:
-            file.close()
+                file.close()
 
 
 async def _drain(parts: AsyncIterator[pb.SubmitGenerationPart], budget: int) -> None:
@@ -158,6 +169,8 @@ async def _receive(
     uploads: Uploads,
     files: list[IO[bytes]],
     early: EarlyRefusal | None,
+    held: contextlib.AsyncExitStack,
+    slots: SubmissionSlots | None,
 ) -> SubmitCommand:
     first = await anext(parts, None)
     if first is None or first.WhichOneof("part") != "request":
@@ -165,6 +178,8 @@ async def _receive(
     request = first.request
     command = mappers.submit_command(request)
     bind_context(ownerId=str(command.owner_id))
+    if slots is not None and request.inputs:
+        await held.enter_async_context(slots.slot())
     declared = _declared(request, uploads)
     for item in declared:
         files.append(item.file)

@@ -105,10 +105,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             stop_sending=functools.partial(context.send_initial_metadata, STOP_SENDING),
         )
         uploads = self._ctx.config.uploads
-        async with (
-            self._slots.slot(),
-            received_submission(request_iterator, uploads, early) as command,
-        ):
+        async with received_submission(request_iterator, uploads, early, self._slots) as command:
             with provider_deadline(_provider_deadline_of(context)):
                 result = await submit_generation(self._ctx, command)
         job = self._shown(result.job)

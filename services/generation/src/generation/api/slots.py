@@ -6,8 +6,11 @@ Each edge replica caps what it forwards, but the edges spread their calls over e
 instance and scale apart from them, so without a cap of its own one instance could be
 sent the sum: past its disk budget (an emptyDir's size limit in Kubernetes) the pod is
 evicted with every job it holds. A submission beyond the cap waits a moment for a
-slot, then is refused with ``TOO_MANY_REQUESTS`` (the edge's 429 with Retry-After),
-before any of its bytes are read.
+slot, then is refused with ``TOO_MANY_REQUESTS`` (the edge's 429 with Retry-After)
+before any of its inputs' bytes are stored, and answered like every refusal (the
+sender told to stop, its stream drained: see api/intake.py). A submission that
+declares no input (an idea in words, a refinement of an earlier render) spools nothing
+and takes no slot.
 """
 
 from __future__ import annotations
