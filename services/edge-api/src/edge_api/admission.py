@@ -10,14 +10,13 @@ released on every way out, cancellation and client disconnects included.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from kit.errors import TooManyRequests
+from kit.slots import Slots
 
 _PER_USER_MESSAGE = "You already have uploads in progress. Please wait for them to finish."
-_BUSY_MESSAGE = "The service is busy. Please try again shortly."
 
 
 class UploadAdmission:
@@ -26,10 +25,8 @@ class UploadAdmission:
     def __init__(
         self, slots: int, per_user: int, slot_wait_seconds: float, retry_after_seconds: int
     ) -> None:
-        self._slots = asyncio.Semaphore(slots)
-        self._in_use = 0
+        self._slots = Slots("edge.submissions", slots, slot_wait_seconds, retry_after_seconds)
         self._per_user = per_user
-        self._slot_wait = slot_wait_seconds
         self._retry_after = retry_after_seconds
         self._uploads: dict[str, int] = {}
 
@@ -45,22 +42,10 @@ class UploadAdmission:
             raise TooManyRequests(_PER_USER_MESSAGE, retry_after_seconds=self._retry_after)
         self._uploads[owner_id] = held + 1
         try:
-            await self._take_slot()
-            self._in_use += 1
-            try:
+            async with self._slots.slot():
                 yield
-            finally:
-                self._in_use -= 1
-                self._slots.release()
         finally:
             self._release_user(owner_id)
-
-    async def _take_slot(self) -> None:
-        try:
-            async with asyncio.timeout(self._slot_wait):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise TooManyRequests(_BUSY_MESSAGE, retry_after_seconds=self._retry_after) from None
 
     def _release_user(self, owner_id: str) -> None:
         remaining = self._uploads[owner_id] - 1
@@ -71,7 +56,7 @@ class UploadAdmission:
 
     def slots_in_use(self) -> int:
         """How many global slots are held right now."""
-        return self._in_use
+        return self._slots.held
 
     def uploads_by_user(self) -> dict[str, int]:
         """A copy of the per-user counts (users with none are absent)."""

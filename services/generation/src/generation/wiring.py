@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from generation.api.servicer import ALLOWED_CALLERS, GenerationServicer
-from generation.api.slots import SubmissionSlots
+from generation.api.slots import submission_slots
 from generation.clients.usage import GrpcUsageGateway
 from generation.domain.context import GenerationContext
 from generation.domain.decoder import ImageDecoder
@@ -35,6 +35,7 @@ from kit.grpc_server import GrpcServer, ServiceBinding
 from kit.logging import get_logger
 from kit.runtime_config import RuntimeConfig, load_runtime_config
 from kit.service_identity import GENERATION, USAGE
+from kit.slots import Slots
 from kit.storage import ObjectStorage
 
 log = get_logger("generation.wiring")
@@ -60,7 +61,7 @@ class GenerationApp:
     server: GrpcServer
     context: WiredContext
     sweeper: Sweeper | None
-    slots: SubmissionSlots
+    slots: Slots
 
 
 async def build_app(
@@ -117,7 +118,7 @@ async def build_app(
     sweeper = Sweeper(context) if settings.sweep_enabled else None
     feed = ChangeFeed(database_url, readers, settings.feed_heartbeat_seconds)
     probe = DatabaseProbe(database_url, "generation-readiness")
-    slots = SubmissionSlots(
+    slots = submission_slots(
         settings.max_concurrent_submissions, settings.submission_slot_wait_seconds
     )
     servicer = GenerationServicer(context, FeedPort(feed), slots)

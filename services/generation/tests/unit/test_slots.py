@@ -1,5 +1,5 @@
-"""SubmissionSlots: a cap that waits a moment, refuses with a Retry-After, and never
-loses a slot to a caller that gave up or failed."""
+"""Slots (kit.slots) as generation builds them: a cap that waits a moment, refuses
+with a Retry-After, and never loses a slot to a caller that gave up or failed."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import asyncio
 
 import pytest
 
-from generation.api.slots import SubmissionSlots
+from generation.api.slots import submission_slots
 from kit.errors import TooManyRequests
 
 
 async def test_a_caller_past_the_cap_waits_then_is_refused() -> None:
-    slots = SubmissionSlots(limit=2, wait_seconds=0.05)
+    slots = submission_slots(limit=2, wait_seconds=0.05)
     async with slots.slot(), slots.slot():
         assert slots.held == 2
         with pytest.raises(TooManyRequests) as refused:
@@ -24,7 +24,7 @@ async def test_a_caller_past_the_cap_waits_then_is_refused() -> None:
 
 
 async def test_a_slot_freed_while_waiting_is_taken() -> None:
-    slots = SubmissionSlots(limit=1, wait_seconds=5)
+    slots = submission_slots(limit=1, wait_seconds=5)
     first = slots.slot()
     await first.__aenter__()
     second = slots.slot()
@@ -39,7 +39,7 @@ async def test_a_slot_freed_while_waiting_is_taken() -> None:
 
 
 async def test_neither_a_cancelled_waiter_nor_a_failed_holder_keeps_a_slot() -> None:
-    slots = SubmissionSlots(limit=1, wait_seconds=5)
+    slots = submission_slots(limit=1, wait_seconds=5)
 
     async def hold() -> None:
         async with slots.slot():

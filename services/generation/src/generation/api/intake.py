@@ -34,7 +34,6 @@ from contextlib import asynccontextmanager
 from typing import IO
 
 from generation.api import mappers
-from generation.api.slots import SubmissionSlots
 from generation.domain.images import prefix_refusal, too_large
 from generation.domain.spool import spooled_file
 from generation.domain.submit_request import RawInput, SubmitCommand
@@ -42,6 +41,7 @@ from interior.generation.v1 import generation_pb2 as pb
 from kit.errors import DomainError, ValidationError
 from kit.logging import bind_context
 from kit.runtime_config import Uploads
+from kit.slots import Slots
 
 # More than any mode takes; the mode's own check then names the right count.
 MAX_DECLARED_INPUTS = 8
@@ -116,7 +116,7 @@ async def received_submission(
     parts: AsyncIterator[pb.SubmitGenerationPart],
     uploads: Uploads,
     early: EarlyRefusal | None = None,
-    slots: SubmissionSlots | None = None,
+    slots: Slots | None = None,
 ) -> AsyncIterator[SubmitCommand]:
     """The whole stream as a command whose inputs are open named temporary files.
 
@@ -170,7 +170,7 @@ async def _receive(
     files: list[IO[bytes]],
     early: EarlyRefusal | None,
     held: contextlib.AsyncExitStack,
-    slots: SubmissionSlots | None,
+    slots: Slots | None,
 ) -> SubmitCommand:
     first = await anext(parts, None)
     if first is None or first.WhichOneof("part") != "request":

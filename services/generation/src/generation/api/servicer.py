@@ -13,7 +13,6 @@ import grpc
 
 from generation.api import mappers
 from generation.api.intake import EarlyRefusal, received_submission
-from generation.api.slots import SubmissionSlots
 from generation.domain import audit, commands, history, queries
 from generation.domain.changes import (
     FeedLost,
@@ -40,6 +39,7 @@ from kit.errors import ServiceUnavailable, ValidationError
 from kit.grpc_interceptors import STOP_SENDING
 from kit.ids import parse_uuid
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
+from kit.slots import Slots
 from kit.storage import StorageError
 from kit.wire import FEED_MARKS_WITHIN
 
@@ -82,13 +82,11 @@ ALLOWED_CALLERS: dict[str, frozenset[str]] = {
 
 
 # What a servicer built without its own (tests) allows: no practical limit.
-_UNLIMITED = SubmissionSlots(limit=2**16, wait_seconds=1.0)
+_UNLIMITED = Slots("generation.submissions", limit=2**16, wait_seconds=1.0, retry_after_seconds=1)
 
 
 class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
-    def __init__(
-        self, ctx: GenerationContext, feed: JobFeed, slots: SubmissionSlots = _UNLIMITED
-    ) -> None:
+    def __init__(self, ctx: GenerationContext, feed: JobFeed, slots: Slots = _UNLIMITED) -> None:
         self._ctx = ctx
         self._feed = feed
         self._slots = slots

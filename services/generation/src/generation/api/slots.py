@@ -15,46 +15,11 @@ and takes no slot.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-from collections.abc import AsyncIterator
 
-from kit.errors import TooManyRequests
-from kit.logging import get_logger
-
-log = get_logger(__name__)
+from kit.slots import Slots
 
 
-class SubmissionSlots:
-    """At most ``limit`` submissions at once; a caller waits ``wait_seconds`` for one."""
-
-    def __init__(self, limit: int, wait_seconds: float) -> None:
-        self.limit = limit
-        self._wait_seconds = wait_seconds
-        self._free = asyncio.Semaphore(limit)
-        self._held = 0
-
-    @property
-    def held(self) -> int:
-        """Slots taken now."""
-        return self._held
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the block; :class:`TooManyRequests` when none came in time."""
-        try:
-            async with asyncio.timeout(self._wait_seconds):
-                await self._free.acquire()
-        except TimeoutError:
-            log.warning("submission.busy", held=self._held, limit=self.limit)
-            raise TooManyRequests(
-                "The service is busy. Please try again shortly.",
-                retry_after_seconds=max(1, math.ceil(self._wait_seconds)),
-            ) from None
-        self._held += 1
-        try:
-            yield
-        finally:
-            self._held -= 1
-            self._free.release()
+def submission_slots(limit: int, wait_seconds: float) -> Slots:
+    """This instance's submission slots; a refusal's Retry-After is the wait, rounded up."""
+    return Slots("generation.submissions", limit, wait_seconds, max(1, math.ceil(wait_seconds)))
