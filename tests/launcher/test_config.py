@@ -47,6 +47,7 @@ def test_every_port_has_its_variable() -> None:
     env = {
         "PUBLIC_PORT": "18080",
         "ENVOY_ADMIN_PORT": "19901",
+        "ENVOY_STATS_PORT": "19902",
         "GENERATION_GRPC_PORT": "15051",
         "USAGE_GRPC_PORT": "15052",
         "EDGE_HTTP_PORT": "18081",

@@ -263,6 +263,13 @@ def test_the_launcher_runs_supervises_and_stops_the_whole_system(data_dir: Path)
             health = grpcurl(f"127.0.0.1:{port}", "grpc.health.v1.Health/Check")
             assert json.loads(health) == {"status": "SERVING"}
         assert_service_identity_is_on(launcher)
+        # Envoy's metrics on the port the banner prints, the submission counted.
+        stats = httpx.get(
+            f"http://127.0.0.1:{launcher.ports.envoy_stats}/stats/prometheus", trust_env=False
+        )
+        assert stats.status_code == 200
+        assert 'envoy_cluster_name="edge_api"' in stats.text
+        assert any(f"{launcher.ports.envoy_stats}/stats/prometheus" in x for x in launcher.lines)
 
         # A part that dies is started again.
         edge_pid = launcher.unit_pids()["edge-api"][0]

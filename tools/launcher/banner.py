@@ -70,6 +70,7 @@ def render(config: LauncherConfig, token: str) -> str:
         f"  Replicate      {config.replicate_url()}"
         + ("  (emulator)" if config.embedded_emulator else ""),
         f"  Envoy admin    http://127.0.0.1:{ports.envoy_admin}",
+        f"  Envoy metrics  http://127.0.0.1:{ports.envoy_stats}/stats/prometheus",
         f"  logs           {_shown_path(config.logs_dir)}/<part>.log",
         "",
         f"Dev user {DEV_USER_ID}, token valid 30 days (AUTH_JWT_SECRET):",

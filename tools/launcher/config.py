@@ -50,6 +50,8 @@ class Ports:
 
     public: int = 8080
     envoy_admin: int = 9901
+    # Envoy's GET /stats/prometheus (its stats listener, deploy/envoy/envoy.yaml).
+    envoy_stats: int = 9902
     generation_grpc: int = 50051
     usage_grpc: int = 50052
     edge_http: int = 8081
@@ -95,6 +97,7 @@ class Ports:
 PORT_VARIABLES = {
     "public": "PUBLIC_PORT",
     "envoy_admin": "ENVOY_ADMIN_PORT",
+    "envoy_stats": "ENVOY_STATS_PORT",
     "generation_grpc": "GENERATION_GRPC_PORT",
     "usage_grpc": "USAGE_GRPC_PORT",
     "edge_http": "EDGE_HTTP_PORT",

@@ -36,6 +36,7 @@ def busy_ports(config: LauncherConfig) -> list[tuple[str, int]]:
     wanted: list[tuple[str, int, str]] = [
         ("PUBLIC_PORT", ports.public, "0.0.0.0"),
         ("ENVOY_ADMIN_PORT", ports.envoy_admin, "127.0.0.1"),
+        ("ENVOY_STATS_PORT", ports.envoy_stats, "127.0.0.1"),
         ("GENERATION_GRPC_PORT", ports.generation_grpc, "127.0.0.1"),
         ("USAGE_GRPC_PORT", ports.usage_grpc, "127.0.0.1"),
         ("EDGE_HTTP_PORT", ports.edge_http, "127.0.0.1"),

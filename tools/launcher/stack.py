@@ -93,6 +93,7 @@ class Stack:
                 envoy_config,
                 listener_port=config.ports.public,
                 admin_port=config.ports.envoy_admin,
+                stats_port=config.ports.envoy_stats,
                 edge_port=config.ports.edge_http,
                 gateway_port=config.ports.gateway_http,
                 # The services trace when it is set (kit/tracing.py), Envoy with them.
