@@ -126,3 +126,28 @@ async def test_a_full_instance_refuses_with_429_and_keeps_nothing(
     finally:
         release.set()
         await channel.close()
+
+
+async def test_a_slot_is_freed_once_the_inputs_are_stored(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    """A slow provider create must not keep the slot: the spools it guards are gone
+    once the inputs are in storage, and the next upload is taken meanwhile."""
+    first, second = User(stack, http), User(stack, http)
+    slots = stack.generation.slots
+    await stack.control("reset")  # no prediction of an earlier test
+    await stack.control("set_faults", create_answer_delay_ms=2500)
+    try:
+        slow = asyncio.ensure_future(
+            first.submit("redesign", images=[jpeg_bytes()], style="japandi")
+        )
+        # Its create reached the provider (its inputs stored), and waits for an answer.
+        await _until(lambda: len(stack.emulator.control.predictions()) == 1)
+        assert not slow.done()
+        assert slots.held == 0
+        await stack.control("set_faults", create_answer_delay_ms=0)
+        taken = await second.submit("redesign", images=[jpeg_bytes()], style="japandi")
+        assert taken.status_code == 202, taken.text
+        assert (await slow).status_code == 202
+    finally:
+        await stack.control("reset")

@@ -121,9 +121,10 @@ async def received_submission(
     """The whole stream as a command whose inputs are open named temporary files.
 
     A submission that declares inputs holds one of ``slots`` (this instance's disk for
-    spools) from its request until the block ends; one without inputs spools nothing
-    and takes none. Refused for want of one, it is answered like any refusal: after
-    the sender was told to stop and its stream drained.
+    spools) from its request until its inputs are stored (``inputs_stored``) or the
+    block ends; one without inputs spools nothing and takes none. Refused for want of
+    one, it is answered like any refusal: after the sender was told to stop and its
+    stream drained.
     """
     files: list[IO[bytes]] = []
     async with contextlib.AsyncExitStack() as held:
@@ -142,7 +143,15 @@ async def received_submission(
                         await early.stop_sending()
                 await _drain(parts, MAX_DECLARED_INPUTS * uploads.max_bytes)
                 raise
-            yield command
+
+            async def inputs_stored() -> None:
+                # Stored: the local copies and their slot go now, not after the
+                # provider call that follows (a slow provider held every slot).
+                for file in files:
+                    file.close()
+                await held.aclose()
+
+            yield dataclasses.replace(command, inputs_stored=inputs_stored)
         finally:
             for file in files:
                 file.close()

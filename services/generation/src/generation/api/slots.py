@@ -10,7 +10,8 @@ slot, then is refused with ``TOO_MANY_REQUESTS`` (the edge's 429 with Retry-Afte
 before any of its inputs' bytes are stored, and answered like every refusal (the
 sender told to stop, its stream drained: see api/intake.py). A submission that
 declares no input (an idea in words, a refinement of an earlier render) spools nothing
-and takes no slot.
+and takes no slot; a slot (with the spools) is given back once the inputs are stored,
+before the provider call, however long that takes.
 """
 
 from __future__ import annotations

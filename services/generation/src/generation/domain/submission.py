@@ -74,6 +74,8 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
         return replay
     webhook_url = _webhook_url(ctx, command)
     upload_keys = await upload_inputs(ctx, command)
+    if command.inputs_stored is not None:
+        await command.inputs_stored()
     return await _submit_new(ctx, command, validated, upload_keys, request_fingerprint, webhook_url)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import IO
 
 from generation.domain.jobs import JobView
@@ -34,6 +35,10 @@ class SubmitCommand:
     request_base_url: str | None
     # Refine: an earlier result of the owner's that becomes input1 (see domain.refine).
     source: SourceRef | None = None
+    # Awaited once the inputs are stored: the intake's local copies (and the instance's
+    # submission slot they hold) are not needed any more, while the provider call that
+    # follows may take its time.
+    inputs_stored: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
