@@ -175,3 +175,30 @@ def test_the_servers_log_keeps_no_row_values_of_a_failed_statement(tmp_path: Pat
     log = log_path.read_text()
     assert 'null value in column "n"' in log  # the error itself is logged
     assert "quokka" not in log
+
+
+def test_a_data_directory_with_spaces_and_a_long_path_starts(tmp_path: Path) -> None:
+    """`make run` keeps its data in the checkout: one under "~/My Projects", or deep
+    enough to pass a Unix socket's 107 bytes, must start all the same (pg_ctl hands
+    the server's options to a shell, and the socket lived in the data directory)."""
+    import asyncio
+
+    import asyncpg
+
+    directory = tmp_path / ("My Projects " + "x" * 80) / "data dir" / "pg"
+    assert " " in str(directory)
+    assert len(str(directory)) > 107
+    server = PostgresServer(directory, free_port())
+    server.start()
+    try:
+
+        async def ask() -> object:
+            connection = await asyncpg.connect(server.admin_dsn)
+            try:
+                return await connection.fetchval("SELECT 1")
+            finally:
+                await connection.close()
+
+        assert asyncio.run(ask()) == 1
+    finally:
+        server.stop()
