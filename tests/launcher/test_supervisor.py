@@ -69,3 +69,34 @@ def test_a_part_that_dies_once_is_started_again(tmp_path: Path) -> None:
         watcher.join(timeout=10)
         stack.stop()
     assert not unit.alive()
+
+
+def test_a_part_is_in_the_state_file_before_it_is_ready(tmp_path: Path) -> None:
+    """A launcher killed while a part starts must leave it named in the state file, or
+    the next start can neither stop it (reap_orphans) nor start beside it (its port)."""
+    from launcher import state
+
+    config = LauncherConfig.from_env({"LAUNCHER_DATA_DIR": str(tmp_path / "var")})
+    config.data_dir.mkdir(parents=True)
+    child = ChildProcess(
+        "slow", [sys.executable, "-c", "import time; time.sleep(60)"], log_path=tmp_path / "s.log"
+    )
+    ready = threading.Event()
+    unit = ProcessUnit(child, "slow part", probe=ready.is_set, grace=2)
+    stack = Stack(config, say=lambda line, end: None)
+    starting = threading.Thread(target=stack._start_group, args=([unit], 20))
+    starting.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            recorded = state.state_path(config)
+            if recorded.exists() and "slow" in recorded.read_text():
+                break
+            assert time.monotonic() < deadline, "not recorded while it was not ready"
+            time.sleep(0.02)
+        assert not ready.is_set()
+        assert str(child.pid) in recorded.read_text()
+    finally:
+        ready.set()
+        starting.join(20)
+        stack.stop()

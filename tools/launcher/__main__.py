@@ -17,7 +17,7 @@ import time
 import warnings
 from types import FrameType
 
-from launcher import banner
+from launcher import PARENT_AT_START, banner
 from launcher.config import ConfigError, LauncherConfig
 from launcher.reload import SourceWatcher
 from launcher.stack import LauncherError, Stack, terminal_say
@@ -51,7 +51,7 @@ def _watch_parent(stack: Stack) -> None:
     would otherwise leave the whole system running with nobody to stop it. The
     parent is gone when this process is handed to another one (its parent id changes).
     """
-    parent = os.getppid()
+    parent = PARENT_AT_START
 
     def watch() -> None:
         while not stack.cancel.wait(PARENT_POLL_SECONDS):

@@ -151,7 +151,9 @@ class Stack:
     def restart(self, unit: Unit, timeout: float = SERVICE_READY_TIMEOUT) -> None:
         """Start a part that died again, in place (raises UnitError if it fails)."""
         unit.stop()
-        unit.start(timeout, self.cancel)
+        unit.launch()
+        state.write(self.config, self.units, ready=False)  # its new pid, before it is ready
+        unit.wait_ready(timeout, self.cancel)
         state.write(self.config, self.units, ready=True)
 
     # -- one part at a time (fault-injection tests, operators) ----------------------
@@ -194,6 +196,10 @@ class Stack:
                     self._say(f"==> starting {unit.description} ...", "")
                     raise self._failed(_failure_message(unit, exc)) from exc
                 launched.append(unit)
+                # Recorded at once, not when the group is ready: a launcher killed
+                # meanwhile left parts no state file named, which the next start could
+                # neither stop nor start beside (their ports taken).
+                state.write(self.config, [*self.units, *launched], ready=False)
             for unit in group:
                 self._say(f"==> starting {unit.description} ...", "")
                 try:
