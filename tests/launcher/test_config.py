@@ -176,3 +176,22 @@ def test_off_loopback_needs_a_jwt_secret_of_ones_own(env: dict[str, str], match:
 def test_two_parts_on_one_port_are_refused_by_name(env: dict[str, str], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         LauncherConfig.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("value", "report_only"),
+    [(None, False), ("enforce", False), ("report-only", True), (" Report_Only ", True)],
+)
+def test_envoy_rate_limits_is_read_in_any_case(value: str | None, report_only: bool) -> None:
+    env = {} if value is None else {"ENVOY_RATE_LIMITS": value}
+    assert LauncherConfig.from_env(env).rate_limits_report_only is report_only
+
+
+def test_an_unknown_envoy_rate_limits_value_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="ENVOY_RATE_LIMITS"):
+        LauncherConfig.from_env({"ENVOY_RATE_LIMITS": "off"})
+
+
+def test_a_port_in_other_digits_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="PG_PORT"):
+        LauncherConfig.from_env({"PG_PORT": "²"})

@@ -85,7 +85,8 @@ def render(config: LauncherConfig, token: str) -> str:
         """       -d '{"mode": "imagine", "prompt": "a bright japandi living room"}' \\""",
         f"       {public}/api/v1/generations",
         "  # with a photo of your own (room.jpg):",
-        '  curl -H "Authorization: Bearer $TOKEN" -H "Idempotency-Key: $(uuidgen)" \\',
+        '  curl -H "Authorization: Bearer $TOKEN" '
+        "-H \"Idempotency-Key: $(python3 -c 'import uuid; print(uuid.uuid4())')\" \\",
         f"       -F mode=redesign -F style={style} -F roomType={room} \\",
         f"       -F input1=@room.jpg {public}/api/v1/generations",
         f'  curl -H "Authorization: Bearer $TOKEN" {public}/api/v1/generations/<id>',

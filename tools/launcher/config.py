@@ -70,7 +70,8 @@ class Ports:
             raw = env.get(variable, "").strip()
             if not raw:
                 continue
-            if not raw.isdigit() or not 0 < int(raw) < 65536:
+            # ASCII digits only: str.isdigit() also takes "²", which int() refuses.
+            if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 65536:
                 raise ConfigError(f"{variable}={raw!r} is not a TCP port")
             values[name] = int(raw)
         ports = cls(**values)
@@ -137,6 +138,9 @@ class LauncherConfig:
     # PUBLIC_HOST: the address Envoy listens on. Loopback unless asked: development
     # accepts tokens signed with the published dev secret.
     public_host: str = "127.0.0.1"
+    # ENVOY_RATE_LIMITS=report-only: Envoy's upload limits count without refusing (the
+    # bench's load; never a deployment).
+    rate_limits_report_only: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LauncherConfig:
@@ -170,6 +174,7 @@ class LauncherConfig:
             reload=_flag(env, "LAUNCHER_RELOAD"),
             reload_root=Path(_get(env, "LAUNCHER_RELOAD_ROOT") or REPO_ROOT).resolve(),
             public_host=public_host,
+            rate_limits_report_only=_rate_limits_report_only(env),
         )
 
     def with_ports(self, ports: Ports) -> LauncherConfig:
@@ -278,6 +283,15 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
     """A variable's value; empty counts as unset."""
     value = env.get(name, "").strip()
     return value or None
+
+
+def _rate_limits_report_only(env: Mapping[str, str]) -> bool:
+    """ENVOY_RATE_LIMITS: ``enforce`` (the default) or ``report-only``, any case; anything
+    else is refused by name rather than quietly keeping the limits on."""
+    value = (_get(env, "ENVOY_RATE_LIMITS") or "enforce").strip().lower().replace("_", "-")
+    if value not in {"enforce", "report-only"}:
+        raise ConfigError("ENVOY_RATE_LIMITS must be enforce or report-only")
+    return value == "report-only"
 
 
 def _origin(host: str, port: int) -> str:

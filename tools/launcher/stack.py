@@ -99,7 +99,7 @@ class Stack:
                 # The services trace when it is set (kit/tracing.py), Envoy with them.
                 otlp_endpoint=config.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
                 # The bench measures the system's cost, not Envoy's token buckets.
-                rate_limits_enforced=config.environ.get("ENVOY_RATE_LIMITS") != "report-only",
+                rate_limits_enforced=not config.rate_limits_report_only,
                 listener_host=config.public_host,
                 # Envoy's own answers (429, 413, 503) reach the same pages the edge's do.
                 cors_origins=config.cors_origins(),
