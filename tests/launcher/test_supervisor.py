@@ -100,3 +100,26 @@ def test_a_part_is_in_the_state_file_before_it_is_ready(tmp_path: Path) -> None:
         ready.set()
         starting.join(20)
         stack.stop()
+
+
+def test_a_large_log_is_moved_aside_when_its_part_starts(tmp_path: Path) -> None:
+    """Logs are appended to at every start: past the limit the old one is kept once as
+    <name>.1 and the part starts a new one; the error tail reads only the end."""
+    from launcher.components import rotate_log
+    from launcher.stack import log_tail
+
+    log = tmp_path / "envoy.log"
+    log.write_bytes(b"old line\n" * 1000 + b"the last old line\n")
+    rotate_log(log, limit=100_000)
+    assert log.exists()  # small: kept
+    rotate_log(log, limit=1000)
+    assert not log.exists()
+    assert (tmp_path / "envoy.log.1").read_bytes().endswith(b"the last old line\n")
+    child = ChildProcess(
+        "echo", [sys.executable, "-c", "print('a new start')"], log_path=tmp_path / "envoy.log"
+    )
+    child.start()
+    assert child.process is not None
+    child.process.wait(10)
+    assert log.read_text() == "a new start\n"
+    assert log_tail(tmp_path / "envoy.log.1", lines=1) == "   | the last old line"

@@ -127,6 +127,19 @@ def wait_for_port(
     raise TimeoutError(f"port {port} did not open within {timeout} s")
 
 
+# A part's log past this size is moved aside (one older copy kept) when the part starts:
+# appended to at every start and never trimmed, Envoy's (a line per request) grew without
+# end across days of `make run`.
+LOG_ROTATE_BYTES = 32 * 1024 * 1024
+
+
+def rotate_log(path: Path, limit: int = LOG_ROTATE_BYTES) -> None:
+    """Move ``path`` to ``path.1`` (replacing it) when it is larger than ``limit``."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size > limit:
+            path.replace(path.with_name(path.name + ".1"))
+
+
 @dataclass
 class ChildProcess:
     """One supervised child: its command, environment and log file."""
@@ -139,6 +152,8 @@ class ChildProcess:
 
     def start(self) -> None:
         """Start in a new process group, output to the log file (or inherited)."""
+        if self.log_path is not None:
+            rotate_log(self.log_path)
         log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
         try:
             self.process = subprocess.Popen(

@@ -312,10 +312,15 @@ def _failure_message(unit: Unit, error: Exception) -> str:
     return message
 
 
+_TAIL_BYTES = 64 * 1024
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
     """The end of a log file, indented, for error messages."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        with path.open("rb") as log:  # only the end: a log may be many megabytes
+            log.seek(max(0, log.seek(0, os.SEEK_END) - _TAIL_BYTES))
+            text = log.read().decode("utf-8", errors="replace")
     except OSError:
         return "   (no log)"
     tail = text.splitlines()[-lines:]
