@@ -123,3 +123,37 @@ def test_a_large_log_is_moved_aside_when_its_part_starts(tmp_path: Path) -> None
     child.process.wait(10)
     assert log.read_text() == "a new start\n"
     assert log_tail(tmp_path / "envoy.log.1", lines=1) == "   | the last old line"
+
+
+def test_a_part_that_never_gets_ready_again_makes_it_give_up(tmp_path: Path) -> None:
+    """Alive but never ready: each attempt took the whole readiness wait, so three never
+    fell within the window and it was restarted for ever, each line blaming the
+    launcher's own SIGTERM. Three failed restarts in a row end it, whatever the window."""
+    marker = tmp_path / "started-once"
+    script = (
+        "import pathlib, sys, time\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "if not marker.exists():\n"
+        "    marker.touch()\n"
+        "    sys.exit(1)\n"
+        "time.sleep(60)\n"
+    )
+    config = LauncherConfig.from_env({"LAUNCHER_DATA_DIR": str(tmp_path / "var")})
+    config.data_dir.mkdir(parents=True)
+    child = ChildProcess("stuck", [sys.executable, "-c", script], log_path=tmp_path / "s.log")
+    # Ready only before the first exit: never again after it.
+    unit = ProcessUnit(child, "stuck part", probe=lambda: not marker.exists(), grace=2)
+    stack = Stack(config, say=lambda line, end: None)
+    unit.start(5, stack.cancel)
+    stack.units.append(unit)
+    policy = RestartPolicy(
+        max_restarts=3, window_seconds=0.001, first_backoff_seconds=0.01, ready_seconds=0.3
+    )
+    said: list[str] = []
+    try:
+        with pytest.raises(GaveUp, match="did not come back after 3 restarts"):
+            Supervisor(stack, policy, say=said.append).run()
+        assert any("did not come back (" in line for line in said)
+        assert not any("killed by signal 15" in line for line in said)
+    finally:
+        stack.stop()

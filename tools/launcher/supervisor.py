@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from launcher.reload import SourceWatcher
-from launcher.stack import Stack, log_tail, terminal_say
+from launcher.stack import SERVICE_READY_TIMEOUT, Stack, log_tail, terminal_say
 from launcher.units import ProcessUnit, StopRequested, Unit, UnitError
 
 POLL_SECONDS = 0.5
@@ -22,6 +22,8 @@ class RestartPolicy:
     window_seconds: float = 120.0
     first_backoff_seconds: float = 1.0
     max_backoff_seconds: float = 8.0
+    # How long a restarted part may take to be ready again.
+    ready_seconds: float = SERVICE_READY_TIMEOUT
 
 
 class GaveUp(Exception):
@@ -80,6 +82,11 @@ class Supervisor:
             self._say(f"==> {unit.description} reloaded")
 
     def _recover(self, unit: Unit) -> None:
+        # Failed restarts of this one recovery: a part that stays alive but never gets
+        # ready takes the whole readiness wait per attempt, so the window alone (three
+        # restarts within it) never caught it and it was restarted for ever.
+        failed = 0
+        why = _exit_text(unit)
         while True:
             attempt = self._record_restart(unit)
             backoff = min(
@@ -87,17 +94,26 @@ class Supervisor:
                 self.policy.max_backoff_seconds,
             )
             self._say(
-                f"!! {unit.description} {_exit_text(unit)}; restarting in {backoff:.0f} s "
+                f"!! {unit.description} {why}; restarting in {backoff:.0f} s "
                 f"(attempt {attempt}/{self.policy.max_restarts}, log: {unit.log_path})"
             )
             if self.stack.cancel.wait(backoff):
                 return
             try:
-                self.stack.restart(unit)
+                self.stack.restart(unit, self.policy.ready_seconds)
             except StopRequested:
                 return
             except UnitError as exc:
                 self._say(f"!! {unit.description} did not come back: {exc}")
+                failed += 1
+                if failed >= self.policy.max_restarts:
+                    tail = log_tail(unit.log_path) if unit.log_path else ""
+                    raise GaveUp(
+                        f"{unit.description} did not come back after {failed} restarts; "
+                        f"stopping everything.\n   last lines of {unit.log_path}:\n{tail}"
+                    ) from exc
+                # Its own exit is not the reason any more: the launcher stopped it.
+                why = f"did not come back ({exc})"
                 continue
             self._say(f"==> {unit.description} is back")
             return
