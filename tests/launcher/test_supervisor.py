@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,25 @@ from launcher.units import ProcessUnit
 FAST = RestartPolicy(max_restarts=3, window_seconds=60, first_backoff_seconds=0.05)
 
 
-def _stack(tmp_path: Path, script: str) -> tuple[Stack, ProcessUnit]:
+def _exits_once_then_sleeps(marker: Path) -> str:
+    """A part's script: the first run leaves ``marker`` and exits 1, later ones stay up."""
+    return (
+        "import pathlib, sys, time\n"
+        f"marker = pathlib.Path({str(marker)!r})\n"
+        "if not marker.exists():\n"
+        "    marker.touch()\n"
+        "    sys.exit(1)\n"
+        "time.sleep(60)\n"
+    )
+
+
+def _stack(
+    tmp_path: Path, script: str, probe: Callable[[], bool] = lambda: True
+) -> tuple[Stack, ProcessUnit]:
     config = LauncherConfig.from_env({"LAUNCHER_DATA_DIR": str(tmp_path / "var")})
     config.data_dir.mkdir(parents=True)
     child = ChildProcess("worker", [sys.executable, "-c", script], log_path=tmp_path / "w.log")
-    unit = ProcessUnit(child, "test worker", probe=lambda: True, grace=2)
+    unit = ProcessUnit(child, "test worker", probe=probe, grace=2)
     stack = Stack(config, say=lambda line, end: None)
     unit.start(5, stack.cancel)
     stack.units.append(unit)
@@ -43,14 +58,7 @@ def test_a_part_that_keeps_dying_makes_it_give_up(tmp_path: Path) -> None:
 
 def test_a_part_that_dies_once_is_started_again(tmp_path: Path) -> None:
     marker = tmp_path / "died-once"
-    script = (
-        "import pathlib, sys, time\n"
-        f"marker = pathlib.Path({str(marker)!r})\n"
-        "if not marker.exists():\n"
-        "    marker.touch()\n"
-        "    sys.exit(1)\n"
-        "time.sleep(60)\n"
-    )
+    script = _exits_once_then_sleeps(marker)
     stack, unit = _stack(tmp_path, script)
     first_pid = unit.child.pid
     said: list[str] = []
@@ -130,22 +138,8 @@ def test_a_part_that_never_gets_ready_again_makes_it_give_up(tmp_path: Path) -> 
     fell within the window and it was restarted for ever, each line blaming the
     launcher's own SIGTERM. Three failed restarts in a row end it, whatever the window."""
     marker = tmp_path / "started-once"
-    script = (
-        "import pathlib, sys, time\n"
-        f"marker = pathlib.Path({str(marker)!r})\n"
-        "if not marker.exists():\n"
-        "    marker.touch()\n"
-        "    sys.exit(1)\n"
-        "time.sleep(60)\n"
-    )
-    config = LauncherConfig.from_env({"LAUNCHER_DATA_DIR": str(tmp_path / "var")})
-    config.data_dir.mkdir(parents=True)
-    child = ChildProcess("stuck", [sys.executable, "-c", script], log_path=tmp_path / "s.log")
     # Ready only before the first exit: never again after it.
-    unit = ProcessUnit(child, "stuck part", probe=lambda: not marker.exists(), grace=2)
-    stack = Stack(config, say=lambda line, end: None)
-    unit.start(5, stack.cancel)
-    stack.units.append(unit)
+    stack, _ = _stack(tmp_path, _exits_once_then_sleeps(marker), probe=lambda: not marker.exists())
     policy = RestartPolicy(
         max_restarts=3, window_seconds=0.001, first_backoff_seconds=0.01, ready_seconds=0.3
     )
