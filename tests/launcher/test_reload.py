@@ -73,13 +73,17 @@ def test_bytecode_and_other_files_restart_nothing(tmp_path: Path) -> None:
     assert watcher.changed() == []
 
 
-# A stand-in service: refuses to start while its source says "broken", and marks itself
-# ready with a file named by its pid, so a restart's readiness is its own.
+# A stand-in service: refuses to start while its source says "broken", says it started
+# (a file named by its pid in started/), waits while the file "gate" exists, and marks
+# itself ready with a file named by its pid, so a restart's readiness is its own.
 SERVICE = """
 import os, pathlib, sys, time
 source, ready = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 if "broken" in source.read_text():
     sys.exit(1)
+(ready.parent / "started" / str(os.getpid())).touch()
+while (ready.parent / "gate").exists():
+    time.sleep(0.02)
 (ready / str(os.getpid())).touch()
 time.sleep(120)
 """
@@ -90,6 +94,7 @@ def supervised(tmp_path: Path) -> Iterator[tuple[Stack, dict[str, Path], list[st
     files = _tree(tmp_path / "repo")
     ready = tmp_path / "ready"
     ready.mkdir()
+    (tmp_path / "started").mkdir()
     config = LauncherConfig.from_env({"LAUNCHER_DATA_DIR": str(tmp_path / "var")})
     config.data_dir.mkdir(parents=True)
     stack = Stack(config, say=lambda line, end: None)
@@ -155,6 +160,32 @@ def test_the_supervisor_restarts_the_changed_service_and_waits_out_broken_code(
     _wait_said(said, "edge-api reloaded", count=3)
     assert _pid(stack, "usage") not in ([], usage)
     assert _pid(stack, "edge-api") not in ([], edge)
+
+
+def test_services_sharing_an_edit_restart_together(
+    supervised: tuple[Stack, dict[str, Path], list[str]],
+) -> None:
+    """An edit of libs/kit restarts every service at once, as at start: none waits for
+    another to be ready before it is launched (in a row, four services took four
+    readiness waits)."""
+    stack, files, said = supervised
+    started = files["kit"].parents[4] / "started"
+    gate = started.parent / "gate"
+    before = {path.name for path in started.iterdir()}
+    gate.touch()  # no restarted service gets ready until both have started
+    try:
+        _touch(files["kit"])
+        deadline = time.monotonic() + 20
+        while len({path.name for path in started.iterdir()} - before) < 2:
+            assert time.monotonic() < deadline, (
+                f"one service waited for the other's readiness before it started: {said}"
+            )
+            time.sleep(0.05)
+    finally:
+        gate.unlink()
+    _wait_said(said, "usage reloaded")
+    _wait_said(said, "edge-api reloaded")
+    assert all(stack.part(name).alive() for name in ("usage", "edge-api"))
 
 
 def test_reload_is_off_unless_asked_for() -> None:

@@ -18,6 +18,7 @@ import warnings
 from types import FrameType
 
 from launcher import PARENT_AT_START, banner
+from launcher.components import STOP_NOW
 from launcher.config import ConfigError, LauncherConfig
 from launcher.reload import SourceWatcher
 from launcher.stack import LauncherError, Stack, terminal_say
@@ -26,14 +27,19 @@ from launcher.units import StopRequested, UnitError
 
 
 def _install_signal_handlers(stack: Stack) -> None:
-    """SIGINT/SIGTERM/SIGHUP ask the stack to stop; the main loop does the stopping."""
+    """SIGINT/SIGTERM/SIGHUP ask the stack to stop; the main loop does the stopping.
+    A second one, while it stops, kills what is left instead of waiting for it."""
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         # First: after SIGHUP the terminal is gone, and printing to it raises EIO.
         first = not stack.cancel.is_set()
         stack.cancel.set()
+        name = signal.Signals(signum).name
         if first:
-            terminal_say(f"\n==> {signal.Signals(signum).name} received: stopping")
+            terminal_say(f"\n==> {name} received: stopping (again to stop at once)")
+        elif not STOP_NOW.is_set():
+            STOP_NOW.set()
+            terminal_say(f"\n==> {name} again: killing what is left, without waiting")
 
     # SIGHUP: the terminal was closed; stop cleanly rather than orphan the children.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -40,6 +40,10 @@ _DEFAULT_EPHEMERAL = (32_768, 60_999)
 _handed_out: set[int] = set()
 _handed_out_lock = threading.Lock()
 
+# Set by a second Ctrl-C: every stop from then on kills at once instead of waiting out
+# its grace period (PostgreSQL: immediate shutdown instead of fast).
+STOP_NOW = threading.Event()
+
 
 def ephemeral_ports() -> range:
     """The ports the kernel gives outgoing connections (``ip_local_port_range``)."""
@@ -192,13 +196,16 @@ class ChildProcess:
             os.killpg(self.pid, signal.SIGKILL)
 
     def stop(self, grace: float = 10.0) -> None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL the group."""
+        """SIGTERM, wait up to ``grace`` seconds (or until STOP_NOW), then SIGKILL the
+        group."""
         if self.process is None:
             return
         self.signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + grace
+        while self.process.poll() is None and time.monotonic() < deadline:
+            if STOP_NOW.wait(0.02):
+                break
+        if self.process.poll() is None:
             self.signal(signal.SIGKILL)
             self.process.wait(timeout=5)
         # Children of the group that outlived the leader.
@@ -355,7 +362,7 @@ class PostgresServer:
         for _ in range(2):
             try:
                 _pg_tool("pg_ctl")(
-                    ["-w", "-m", "fast", "stop"],
+                    ["-w", "-m", "immediate" if STOP_NOW.is_set() else "fast", "stop"],
                     pgdata=self.data_dir,
                     timeout=20,
                     **self._kwargs(),
@@ -366,7 +373,7 @@ class PostgresServer:
             return
 
     def stop(self) -> None:
-        """Fast shutdown (active connections are closed)."""
+        """Fast shutdown (active connections are closed); immediate after STOP_NOW."""
         self._stop_stale()
 
     def postmaster_pid(self) -> int | None:

@@ -2,7 +2,8 @@
 
 The launcher polls file modification times (no watcher thread, no new dependency):
 each service restarts when a file under its own ``services/<dir>/src`` changes, and
-every service restarts when the shared ``libs/kit`` or ``libs/contracts`` changes.
+every service restarts (all at once) when the shared ``libs/kit`` or ``libs/contracts``
+changes. The web client's files are not watched: the edge reads them at each request.
 """
 
 from __future__ import annotations

@@ -61,25 +61,28 @@ class Supervisor:
                     self._recover(unit)
 
     def _reload_changed(self) -> None:
-        """Restart each service whose source changed since the last poll."""
-        for name in self._watcher.changed() if self._watcher else []:
-            if self.stack.cancel.is_set():
-                return
-            unit = self.stack.part(name)
+        """Restart the services whose source changed since the last poll, together."""
+        names = self._watcher.changed() if self._watcher else []
+        if not names or self.stack.cancel.is_set():
+            return
+        units = [self.stack.part(name) for name in names]
+        for unit in units:
             self._say(f"==> source of {unit.description} changed: restarting")
-            try:
-                self.stack.restart(unit)
-            except StopRequested:
-                return
-            except UnitError as exc:
-                self._broken.add(name)
-                self._say(
-                    f"!! {unit.description} did not start: {exc}; waiting for the next edit "
-                    f"(log: {unit.log_path})"
-                )
+        try:
+            failed = self.stack.restart_together(units)
+        except StopRequested:
+            return
+        for unit in units:
+            exc = failed.get(unit.name)
+            if exc is None:
+                self._broken.discard(unit.name)
+                self._say(f"==> {unit.description} reloaded")
                 continue
-            self._broken.discard(name)
-            self._say(f"==> {unit.description} reloaded")
+            self._broken.add(unit.name)
+            self._say(
+                f"!! {unit.description} did not start: {exc}; waiting for the next edit "
+                f"(log: {unit.log_path})"
+            )
 
     def _recover(self, unit: Unit) -> None:
         # Failed restarts of this one recovery: a part that stays alive but never gets
