@@ -63,8 +63,8 @@ test-browser: $(STAMP) chromium
 # Debian's Chromium for tests/browser, installed when missing (Playwright never downloads
 # one). Without it the run fails here, with the command to run, rather than skip.
 chromium:
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver) \
-	    || { echo "tests/browser need Chromium: apt-get install -y chromium chromium-driver" >&2; exit 1; }
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) \
+	    || { echo "tests/browser need Chromium: apt-get install -y chromium" >&2; exit 1; }
 
 # The benchmarks (bench/README.md): the real system under locust, every figure a ratio
 # against its parts measured in the same run. Minutes long; never part of `make test`.

@@ -142,7 +142,7 @@ async def browser() -> AsyncIterator[Browser]:
         # Never a silent skip: the suite is part of `make test`, which installs it.
         pytest.fail(
             f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium) or "
-            "`apt-get install -y chromium chromium-driver`",
+            "`apt-get install -y chromium`",
             pytrace=False,
         )
     async with async_playwright() as playwright:

