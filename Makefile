@@ -47,8 +47,8 @@ run: $(STAMP)
 	@LAUNCHER_RELOAD=$${LAUNCHER_RELOAD:-$(RELOAD)} $(BIN)/python -m launcher
 
 # One worker per core, at most 4 (each starts its own PostgreSQL and S3 server), and each
-# test file whole on one worker, so module fixtures start once: on 2 cores the suite takes
-# 4:24-5:09 instead of 10:01 serially. TEST_ARGS= (empty) runs it serially.
+# test file whole on one worker, so module fixtures start once: on 2 cores about half the
+# serial time (README, Tests). TEST_ARGS= (empty) runs it serially.
 TEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 # pytest's 5 (no tests collected) would reach CI as make's 2 like any failure: say it here.
 test: $(STAMP) chromium
@@ -92,7 +92,7 @@ fmt: $(STAMP)
 	@$(BIN)/ruff check --fix .
 
 # Regenerates libs/contracts from protos/ (code + .pyi stubs). Committed output;
-# tests/test_contracts.py fails when it drifts.
+# tests/contracts/test_generated_code.py fails when it drifts.
 proto: $(STAMP)
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/gen_protos.py libs/contracts
 

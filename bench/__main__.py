@@ -16,7 +16,7 @@ from kit.logging import configure_logging
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (~2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (~3.5 minutes)")
     parser.add_argument(
         "--large-rows", type=int, default=None, help="jobs in the table for the scale round"
     )

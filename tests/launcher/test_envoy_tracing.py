@@ -39,7 +39,7 @@ def test_with_a_collector_the_tracer_and_its_cluster_pass_envoy_validate(
 ) -> None:
     written = write_local_config(
         tmp_path / "envoy.yaml",
-        otlp_endpoint="http://collector.local:4318",
+        otlp_traces_url="http://collector.local:4318/v1/traces",
         listener_port=PORTS["listener_port"],
         admin_port=PORTS["admin_port"],
         edge_port=PORTS["edge_port"],
@@ -65,7 +65,7 @@ def test_an_endpoint_envoy_cannot_use_is_refused(endpoint: str) -> None:
 
 
 def test_the_events_route_is_never_sampled_when_tracing_is_on() -> None:
-    manager = _manager(with_tracing(load_config(), "http://collector.local:4318"))
+    manager = _manager(with_tracing(load_config(), "http://collector.local:4318/v1/traces"))
     routes = manager["route_config"]["virtual_hosts"][0]["routes"]  # type: ignore[index]
     untraced = {route["name"] for route in routes if "tracing" in route}
     assert untraced == set(UNTRACED_ROUTES) == {"job_events"}
@@ -79,7 +79,9 @@ def test_envoy_exports_urls_but_never_the_events_routes_token(tmp_path: Path) ->
         RecordingServer("edge") as edge,
         RecordingServer("gateway") as gateway,
         RecordingServer("collector") as collector,
-        running_envoy(tmp_path, edge.port, gateway.port, otlp_endpoint=collector.url) as envoy,
+        running_envoy(
+            tmp_path, edge.port, gateway.port, otlp_traces_url=f"{collector.url}/v1/traces"
+        ) as envoy,
     ):
         job = uuid.uuid4()
         events = httpx.get(
@@ -113,7 +115,10 @@ def test_a_clients_trace_context_never_reaches_the_services(tmp_path: Path, trac
         RecordingServer("gateway") as gateway,
         RecordingServer("collector") as collector,
         running_envoy(
-            tmp_path, edge.port, gateway.port, otlp_endpoint=collector.url if tracing else None
+            tmp_path,
+            edge.port,
+            gateway.port,
+            otlp_traces_url=f"{collector.url}/v1/traces" if tracing else None,
         ) as envoy,
     ):
         answer = httpx.get(f"{envoy.url}/api/v1/usage", headers=CLIENT_CONTEXT, timeout=10)

@@ -192,7 +192,7 @@ def write_local_config(
     admin_port: int,
     edge_port: int,
     gateway_port: int,
-    otlp_endpoint: str | None = None,
+    otlp_traces_url: str | None = None,
     rate_limits_enforced: bool = True,
     listener_host: str = "127.0.0.1",
     cors_origins: Sequence[str] = (),
@@ -200,7 +200,7 @@ def write_local_config(
 ) -> Path:
     """Write the locally rewritten config to ``target``, validate it, return the path.
 
-    With ``otlp_endpoint`` Envoy's OpenTelemetry tracer is on (launcher/envoy_tracing.py);
+    With ``otlp_traces_url`` Envoy's OpenTelemetry tracer is on (launcher/envoy_tracing.py);
     with ``rate_limits_enforced`` false its local rate limits only count
     (:func:`rate_limits_report_only`); ``cors_origins`` (the edge's
     CORS_ALLOWED_ORIGINS) get CORS headers on Envoy's own answers too.
@@ -216,8 +216,8 @@ def write_local_config(
         listener_host=listener_host,
         stats_port=stats_port,
     )
-    if otlp_endpoint:
-        config = with_tracing(config, otlp_endpoint)
+    if otlp_traces_url:
+        config = with_tracing(config, otlp_traces_url)
     if not rate_limits_enforced:
         config = rate_limits_report_only(config)
     config = with_cors_on_local_replies(config, cors_origins)

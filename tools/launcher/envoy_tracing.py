@@ -2,7 +2,7 @@
 
 deploy/envoy/envoy.yaml has no tracing section, so Envoy traces nothing by default
 (no tracer, no collector cluster: nothing to fail to reach). With an OTLP/HTTP
-endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``, as the services use) the launcher adds the
+traces URL (the services' own, ``kit.tracing.traces_url``) the launcher adds the
 tracer to the public listener's connection manager and one cluster for the collector;
 Envoy then starts or continues the W3C trace and passes ``traceparent`` to the edge
 and the gateway, whose spans become its children.
@@ -25,12 +25,13 @@ class TracingConfigError(ValueError):
 
 
 def with_tracing(
-    config: dict[str, Any], endpoint: str, service_name: str = "envoy"
+    config: dict[str, Any], traces_url: str, service_name: str = "envoy"
 ) -> dict[str, Any]:
-    """A copy of ``config`` that exports Envoy's spans to the OTLP/HTTP ``endpoint``."""
-    parts = urlsplit(endpoint)
+    """A copy of ``config`` that exports Envoy's spans to the OTLP/HTTP ``traces_url``
+    (the whole URL, ``.../v1/traces``)."""
+    parts = urlsplit(traces_url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise TracingConfigError(f"not an http(s) OTLP endpoint: {endpoint!r}")
+        raise TracingConfigError(f"not an http(s) OTLP traces URL: {traces_url!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     traced = copy.deepcopy(config)
     manager = _connection_manager(traced)
@@ -42,7 +43,7 @@ def with_tracing(
                 "service_name": service_name,
                 "http_service": {
                     "http_uri": {
-                        "uri": endpoint.rstrip("/") + "/v1/traces",
+                        "uri": traces_url,
                         "cluster": COLLECTOR_CLUSTER,
                         "timeout": "1s",
                     }

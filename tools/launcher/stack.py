@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from kit.settings import S3Settings
+from kit.tracing import traces_url
 from launcher import keys, plan, state
 from launcher.config import LauncherConfig
 from launcher.devtoken import make_dev_token
@@ -97,8 +98,8 @@ class Stack:
                 stats_port=config.ports.envoy_stats,
                 edge_port=config.ports.edge_http,
                 gateway_port=config.ports.gateway_http,
-                # The services trace when it is set (kit/tracing.py), Envoy with them.
-                otlp_endpoint=config.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+                # Envoy traces when the services do, to the same collector.
+                otlp_traces_url=traces_url(config.environ),
                 # The bench measures the system's cost, not Envoy's token buckets.
                 rate_limits_enforced=not config.rate_limits_report_only,
                 listener_host=config.public_host,

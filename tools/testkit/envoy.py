@@ -32,7 +32,7 @@ def running_envoy(
     gateway_port: int,
     *,
     rewrite: Callable[[Path], Path] | None = None,
-    otlp_endpoint: str | None = None,
+    otlp_traces_url: str | None = None,
     rate_limits_enforced: bool = True,
     cors_origins: Sequence[str] = (),
 ) -> Iterator[Envoy]:
@@ -45,7 +45,7 @@ def running_envoy(
         admin_port=admin,
         edge_port=edge_port,
         gateway_port=gateway_port,
-        otlp_endpoint=otlp_endpoint,
+        otlp_traces_url=otlp_traces_url,
         rate_limits_enforced=rate_limits_enforced,
         cors_origins=cors_origins,
         stats_port=stats,

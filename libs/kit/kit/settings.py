@@ -169,7 +169,8 @@ class GrpcServerSettings(ServiceSettings, ServiceIdentitySettings):
         return True
 
     grpc_host: str = Field(default="127.0.0.1", pattern=r"^\S+$", alias="GRPC_HOST")
-    # Uploads travel inside SubmitGeneration: two 10 MB images plus headroom.
+    # The kit's default (usage keeps it); generation and the edge lower it to 4 MiB, since
+    # uploads stream in 256 KiB chunks.
     grpc_max_message_bytes: MessageBytes = Field(
         default=24 * 1024 * 1024, alias="GRPC_MAX_MESSAGE_BYTES"
     )

@@ -121,9 +121,20 @@ def setup_tracing(
 
 
 def _configured(env: Mapping[str, str]) -> bool:
+    return traces_url(env) is not None
+
+
+def traces_url(env: Mapping[str, str]) -> str | None:
+    """Where the services' spans go, as the OTel SDK reads it (None: tracing is off):
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as is, else ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    plus ``/v1/traces``. `make run` points Envoy's tracer at the same URL."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    return any(env.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+        return None
+    traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    if traces:
+        return traces
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    return base.rstrip("/") + "/v1/traces" if base else None
 
 
 def _resource(service: str, env: Mapping[str, str]) -> Resource:

@@ -55,7 +55,7 @@ class EdgeSettings(ServiceSettings, ServiceIdentitySettings, S3Settings):
     # The change feed from generation is given up (settled views stop being answered
     # from memory, the stream is resumed) when nothing, not even generation's heartbeat
     # mark, arrived for this long, nor for 1.5 times the longest gap between marks
-    # generation announces (its heartbeat plus its probe's timeout: 6 s by default).
+    # generation announces (its heartbeat plus its probe's timeout: 4.2 s by default).
     feed_silence_seconds: float = Field(default=8.0, gt=0, alias="FEED_SILENCE_SECONDS")
     # Settled views are answered from memory only while generation's last mark on the
     # feed was taken this recently (it marks every 0.2 s by default): another instance's

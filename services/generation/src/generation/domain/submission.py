@@ -9,7 +9,7 @@
    (``admission``), then the images checked and cleaned (``input_storage``);
 4. inputs (metadata stripped) uploaded to ``private/<owner>/inputs/<uuid>.<ext>``
    (a refine's source variant copied there too, as input1) (``input_storage``). A
-   JPEG or PNG that keeps its pixels is stripped first and uploaded while a decode
+   JPEG that keeps its pixels is stripped first and uploaded while a decode
    worker proves it whole; a refusal then removes what was uploaded, so the answer
    and what is left behind are those of checking first;
 5. the job row, ``starting``: the partial unique index is the real in-flight
