@@ -91,8 +91,8 @@ async def test_charging_a_job_that_ended_meanwhile_requests_its_refund_once(core
     assert (ended.changed, ended.refund_due) == (True, False)  # nothing charged yet
 
     async with ctx.statements() as stores:
-        first = await stores.jobs.mark_charged(job.id, now)
-        second = await stores.jobs.mark_charged(job.id, now)
+        first = await stores.jobs.mark_charged(job.id)
+        second = await stores.jobs.mark_charged(job.id)
     assert first.refund_due
     assert first.job is not None
     assert (first.job.charge_state, first.job.refund_state) == (
@@ -105,15 +105,14 @@ async def test_charging_a_job_that_ended_meanwhile_requests_its_refund_once(core
 async def test_charging_a_running_job_records_it_and_asks_no_refund(core: Core) -> None:
     ctx = core.app.context
     job = imagine_job(uuid.uuid4())
-    now = datetime.now(UTC)
     async with ctx.statements() as stores:
         await stores.jobs.insert(job)
-        charged = await stores.jobs.mark_charged(job.id, now)
-        again = await stores.jobs.mark_charged(job.id, now)
+        charged = await stores.jobs.mark_charged(job.id)
+        again = await stores.jobs.mark_charged(job.id)
         waived_job = imagine_job(uuid.uuid4())
         await stores.jobs.insert(waived_job)
-        await stores.jobs.mark_charge_waived(waived_job.id, now)
-        waived = await stores.jobs.mark_charged(waived_job.id, now)
+        await stores.jobs.mark_charge_waived(waived_job.id)
+        waived = await stores.jobs.mark_charged(waived_job.id)
     assert charged.job is not None
     assert not charged.refund_due
     assert (charged.job.status, charged.job.charge_state, charged.job.refund_state) == (

@@ -56,7 +56,7 @@ class Stores(_Stores):
         self.set_status(job_id, jobs.PROCESSING)
         return True
 
-    async def mark_charge_waived(self, job_id: uuid.UUID, now: datetime) -> None:
+    async def mark_charge_waived(self, job_id: uuid.UUID) -> None:
         self.set_status(job_id, self.jobs_by_id[job_id].status, charge_state="waived")
 
 

@@ -101,7 +101,7 @@ class Stores(FakeStores):
         self.jobs_by_id[job_id] = dataclasses.replace(job, prediction_id=prediction_id)
         return self.jobs_by_id[job_id]
 
-    async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> ChargeUpdate:
+    async def mark_charged(self, job_id: uuid.UUID) -> ChargeUpdate:
         job = dataclasses.replace(self.jobs_by_id[job_id], charge_state="charged")
         self.jobs_by_id[job_id] = job
         return ChargeUpdate(job=job, refund_due=False)
@@ -498,3 +498,36 @@ async def test_jobs_timed_out_are_counted_even_when_a_later_step_of_the_pass_fai
     assert stores.jobs_by_id[overdue.id].status == jobs.FAILED
     assert moved[(jobs.FAILED, "sweep")] == 1
     assert _sweep_jobs("timed_out") - before == 1
+
+
+async def test_a_result_whose_caller_left_still_ends_and_its_failure_is_logged() -> None:
+    """A webhook's caller gone (the gateway's deadline) while its result was applied: the
+    application still runs to its end (files must not land after a DELETE), and when
+    that end fails nobody else hears of it, so it is logged."""
+    stores, provider = Stores(), Provider()
+    job = stores.add(make_job(uuid.uuid4(), jobs.PROCESSING, prediction_id="pred-gone"))
+    ending, gate = asyncio.Event(), asyncio.Event()
+
+    async def ends_then_fails(*args: Any, **kwargs: Any) -> Any:
+        ending.set()
+        await gate.wait()
+        raise ConnectionError("the database went away")
+
+    stores.mark_ended_without_output = ends_then_fails  # type: ignore[method-assign]
+    ctx = _context(stores, provider)
+    # Succeeded without an output: the job is ended failed (NO_OUTPUT).
+    applying = asyncio.ensure_future(
+        apply_prediction(ctx, _prediction("pred-gone", ProviderStatus.SUCCEEDED), "webhook")
+    )
+    with capture_logs() as logs:
+        await ending.wait()
+        applying.cancel()
+        await asyncio.sleep(0)
+        assert not applying.done()  # it waits for the end it started
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await applying
+
+    [line] = _events(logs, "job.finish_after_cancel_failed")
+    _assert_context(line)
+    assert (line["jobId"], line["error"]) == (str(job.id), "ConnectionError")

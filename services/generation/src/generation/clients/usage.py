@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC
+from typing import TypeVar
 
 import grpc
 from tenacity import (
@@ -24,6 +25,7 @@ from kit.logging import get_logger
 log = get_logger("generation.clients.usage")
 
 _TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+_Response = TypeVar("_Response")
 
 
 def _transient(error: BaseException) -> bool:
@@ -46,8 +48,7 @@ class GrpcUsageGateway:
         request = usage_pb2.GetQuotaRequest(
             owner_id=str(owner_id), pending_job_ids=[str(job) for job in pending_job_ids]
         )
-        response = await self._call("GetQuota", request)
-        assert isinstance(response, usage_pb2.Quota)
+        response = await self._call("GetQuota", self._stub.GetQuota, request)
         return QuotaSnapshot(
             remaining=response.remaining,
             period_end=response.period_end.ToDatetime(tzinfo=UTC),
@@ -57,6 +58,7 @@ class GrpcUsageGateway:
     async def debit(self, owner_id: uuid.UUID, job_id: uuid.UUID) -> bool:
         response = await self._call(
             "Debit",
+            self._stub.Debit,
             usage_pb2.DebitRequest(
                 owner_id=str(owner_id),
                 job_id=str(job_id),
@@ -64,13 +66,13 @@ class GrpcUsageGateway:
                 reason="generation",
             ),
         )
-        assert isinstance(response, usage_pb2.LedgerResult)
         # Not recorded and not replayed: the job was settled without a charge.
         return response.recorded or response.replayed
 
     async def credit(self, owner_id: uuid.UUID, job_id: uuid.UUID, reason: str) -> bool:
         response = await self._call(
             "Credit",
+            self._stub.Credit,
             usage_pb2.CreditRequest(
                 owner_id=str(owner_id),
                 job_id=str(job_id),
@@ -78,24 +80,27 @@ class GrpcUsageGateway:
                 reason=reason,
             ),
         )
-        assert isinstance(response, usage_pb2.LedgerResult)
         # Not recorded and not replayed: the job was never debited.
         return response.recorded or response.replayed
 
-    async def _call(self, method: str, request: object) -> object:
-        rpc = getattr(self._stub, method)
+    async def _call(
+        self, method: str, rpc: Callable[..., Awaitable[_Response]], request: object
+    ) -> _Response:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(multiplier=0.1, max=1.0),
+            retry=retry_if_exception(_transient),
+            reraise=True,
+        )
+
+        async def attempt() -> _Response:
+            # Metadata per attempt: a retry carries a fresh identity token if it needs one.
+            return await rpc(request, timeout=self._timeout, metadata=outgoing_metadata())
+
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._attempts),
-                wait=wait_exponential_jitter(multiplier=0.1, max=1.0),
-                retry=retry_if_exception(_transient),
-                reraise=True,
-            ):
-                with attempt:
-                    return await rpc(request, timeout=self._timeout, metadata=outgoing_metadata())
+            return await retrying(attempt)
         except grpc.aio.AioRpcError as error:
             raise _domain_error(method, error) from error
-        raise AssertionError("unreachable")
 
 
 def _domain_error(method: str, error: grpc.aio.AioRpcError) -> Exception:

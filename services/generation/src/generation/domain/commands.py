@@ -12,6 +12,7 @@ from generation.domain.context import GenerationContext
 from generation.domain.events import apply_prediction, end_without_output
 from generation.domain.provider import ProviderError
 from generation.domain.queries import load_view
+from generation.domain.run_claims import cancel_quietly
 from generation.domain.settlement import refund
 from generation.domain.states import RefundState
 from kit.errors import JobNotCancellable, JobNotFinished
@@ -75,28 +76,17 @@ async def _cancel_at_provider(
     ended canceled (and refunded) over it: JobNotCancellable, and the job stays in flight
     for the webhook's retries, a GET's refresh or the sweep to store the result.
     """
-    fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
-    try:
-        prediction = await ctx.provider.cancel_prediction(prediction_id)
-    except ProviderError as error:
-        # The user's intent wins: end the job here; a late provider event is ignored.
-        log.warning(
-            "provider.cancel_failed", **fields, status=job.status, error=type(error).__name__
-        )
-        return
-    if jobs.job_status_for(prediction.status) != jobs.SUCCEEDED:
+    prediction = await cancel_quietly(ctx, prediction_id, job)
+    # Not cancelled there: the user's intent wins; the job ends here and a late provider
+    # event is ignored.
+    if prediction is None or jobs.job_status_for(prediction.status) != jobs.SUCCEEDED:
         return
     try:
         await apply_prediction(ctx, prediction, source="cancel")
     except (ProviderError, StorageError) as error:
         if not before_the_end:
             return  # ended canceled already (by this cancel): nothing to keep in flight
-        log.warning(
-            "job.cancel_found_a_result",
-            **fields,
-            status=job.status,
-            error=type(error).__name__,
-        )
+        log.warning("job.cancel_found_a_result", **jobs.log_fields(job), error=type(error).__name__)
         raise JobNotCancellable() from None
 
 

@@ -18,11 +18,11 @@ from kit.storage import ObjectStorage
 class GenerationContext:
     # Transactions (every write goes through these).
     transactions: Transactions
-    # Stores on autocommit connections of the same pool, for reads that need no snapshot
-    # and for a write that is one statement (a job's success: JobStore.mark_succeeded).
+    # Stores on autocommit connections of the same pool, for reads that need no snapshot.
     reads: Transactions
     # The same autocommit stores, for a write that is one statement (its own
-    # transaction: no BEGIN and COMMIT round trips), such as the submission's.
+    # transaction: no BEGIN and COMMIT round trips): the submission's insert, attach and
+    # charge, a job's success (JobStore.mark_succeeded).
     statements: Transactions
     provider: ImageProvider
     storage: ObjectStorage

@@ -11,7 +11,6 @@ again unless the job has a live render (see domain/cleanup.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import enum
 import uuid
@@ -156,8 +155,15 @@ async def _to_its_end(ctx: GenerationContext, job: Job, prediction: Prediction) 
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
+        try:
             await asyncio.shield(task)
+        except (ProviderError, StorageError):
+            pass  # logged as job.assets_deferred; the job stays for a retry or the sweep
+        except Exception as error:
+            # Its caller is gone: nobody else would hear of it.
+            log.warning(
+                "job.finish_after_cancel_failed", **jobs.log_fields(job), error=type(error).__name__
+            )
         raise
 
 
@@ -190,7 +196,7 @@ async def _finish_with_output(
         raise
     now = ctx.clock.now()
     completed_at = prediction.completed_at or now
-    async with ctx.reads() as stores:
+    async with ctx.statements() as stores:
         # One statement (see JobStore.mark_succeeded): the conditional update locks the
         # row and checks the job is still in flight; the render rows commit with it or
         # not at all. On an autocommit connection: no BEGIN/COMMIT round trips.

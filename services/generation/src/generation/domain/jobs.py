@@ -43,7 +43,6 @@ TIMED_OUT = JobError("TIMED_OUT", "The generation took too long and was stopped.
 UPSTREAM = JobError("UPSTREAM_ERROR", "The image service is unavailable. Please try again.")
 INTERRUPTED = JobError("INTERRUPTED", "The submission was interrupted. Please try again.")
 OVER_LIMIT = JobError("LIMIT_EXCEEDED", "You have no generations left this month.")
-STORAGE = JobError("STORAGE_ERROR", "The result could not be stored. Please try again.")
 
 
 def log_fields(job: JobRef, status: str | None = None) -> dict[str, str | None]:

@@ -146,18 +146,16 @@ class JobStore(Protocol):
         is asked): whoever ends it canceled then says so."""
         ...
 
-    async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> ChargeUpdate:
+    async def mark_charged(self, job_id: uuid.UUID) -> ChargeUpdate:
         """Record the debit: the job as written, and whether it already ended and needs
         a refund."""
         ...
 
-    async def mark_charge_waived(self, job_id: uuid.UUID, now: datetime) -> None:
+    async def mark_charge_waived(self, job_id: uuid.UUID) -> None:
         """Record that the job is never to be charged (the plan shrank after its run)."""
         ...
 
-    async def settle_unanswered_debit(
-        self, job_id: uuid.UUID, debited: bool, now: datetime
-    ) -> bool:
+    async def settle_unanswered_debit(self, job_id: uuid.UUID, debited: bool) -> bool:
         """Record what a credit found for a job that ended without output while its
         debit went unanswered: charged and refunded when a debit had been recorded,
         never to be charged otherwise. False when another writer settled it first."""

@@ -1,8 +1,10 @@
 """What a job's owner is shown beyond the row: short-lived links to their own inputs.
 
-Inputs stay private; the owner (and only the owner: every read that reaches here is
-owner-scoped) gets signed GET URLs that expire after the runtime config's signed
-URL TTL, for a before/after view.
+Inputs stay private; their owner gets signed GET URLs that expire after the runtime
+config's signed URL TTL, for a before/after view. The owner check is not here: the
+owner's own RPCs (GetGeneration, ListGenerations, ...) read owner-scoped, while GetJobs
+and WatchJobs return any owner's jobs, so they are allowed to the edge alone (its
+service identity, ``ALLOWED_CALLERS``), which shows a job only to its owner.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ async def poll_and_apply(
     try:
         outcome, current = await apply_prediction(ctx, prediction, source=source)
     except (ProviderError, StorageError):
-        return False
+        return False  # logged where it failed (job.assets_deferred); a later poll retries
     log.info(
         "job.polled",
         **fields,

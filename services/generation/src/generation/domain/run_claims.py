@@ -81,7 +81,7 @@ async def claim_run(
     if prediction.status.is_terminal:
         log.info("provider.orphan_run_ended", **fields, orphanPredictionId=prediction.id)
         return None
-    if await cancel_quietly(ctx, prediction.id):
+    if await cancel_quietly(ctx, prediction.id) is not None:
         log.warning("provider.orphan_run_canceled", **fields, orphanPredictionId=prediction.id)
     else:  # its next webhook (while it runs) tries again
         log.warning("provider.orphan_cancel_failed", **fields, orphanPredictionId=prediction.id)
@@ -89,18 +89,21 @@ async def claim_run(
 
 
 async def cancel_quietly(
-    ctx: GenerationContext, prediction_id: str, job: jobs.JobRef | None = None
-) -> bool:
-    """Cancel a run at the provider; False (logged, never raised) when that failed.
-    ``job``: the job the run was for, named in that line."""
+    ctx: GenerationContext,
+    prediction_id: str,
+    job: jobs.JobRef | None = None,
+    status: str | None = None,
+) -> Prediction | None:
+    """Cancel a run at the provider: the run as the provider answered, or None (logged,
+    never raised) when that failed. ``job``: the job the run was for, named in that line
+    (with ``status`` when the job's own is not the one to log)."""
     try:
-        await ctx.provider.cancel_prediction(prediction_id)
+        return await ctx.provider.cancel_prediction(prediction_id)
     except ProviderError as error:
-        fields = jobs.log_fields(job) if job is not None else {}
+        fields = jobs.log_fields(job, status) if job is not None else {}
         log.warning(
             "provider.cancel_failed",
             **{**fields, "predictionId": prediction_id},
             error=type(error).__name__,
         )
-        return False
-    return True
+        return None

@@ -53,7 +53,7 @@ async def settle_unanswered_debit(ctx: GenerationContext, job: Job) -> bool:
         metrics.settlement("refund", "deferred")
         return False
     async with ctx.transactions() as tx:
-        settled = await tx.jobs.settle_unanswered_debit(job.id, debited, ctx.clock.now())
+        settled = await tx.jobs.settle_unanswered_debit(job.id, debited)
     if not settled:
         return False
     if debited:
@@ -83,12 +83,12 @@ async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
         # never be charged. Recorded as waived (if not already), or the sweep would ask
         # again on every pass and admission would count the debit pending for ever.
         async with ctx.transactions() as tx:
-            await tx.jobs.mark_charge_waived(job.id, ctx.clock.now())
+            await tx.jobs.mark_charge_waived(job.id)
         log.info("ledger.charge_waived", **fields, status=job.status, cause="debit_voided")
         metrics.settlement("debit", "waived")
         return None
     async with ctx.statements() as stores:
-        update = await stores.jobs.mark_charged(job.id, ctx.clock.now())
+        update = await stores.jobs.mark_charged(job.id)
     current = update.job
     if current is None:
         # Recorded by another writer first (two sweeps, or the submission and a sweep):
@@ -106,6 +106,6 @@ async def waive_charge(ctx: GenerationContext, job: jobs.JobRef) -> None:
     """Record that ``job`` is never to be charged: its debit was refused (the plan
     shrank) after its run had already happened. Never charged past the plan."""
     async with ctx.transactions() as tx:
-        await tx.jobs.mark_charge_waived(job.id, ctx.clock.now())
+        await tx.jobs.mark_charge_waived(job.id)
     log.warning("ledger.charge_waived", **jobs.log_fields(job, job.status))
     metrics.settlement("debit", "waived")

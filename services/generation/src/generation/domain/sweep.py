@@ -40,9 +40,9 @@ from generation.domain import jobs
 from generation.domain.cleanup import sweep_deleted_files
 from generation.domain.context import GenerationContext
 from generation.domain.events import end_job
-from generation.domain.provider import ProviderError
 from generation.domain.records import Job
 from generation.domain.refresh import poll_and_apply
+from generation.domain.run_claims import cancel_quietly
 from generation.domain.settlement import charge, refund, settle_unanswered_debit, waive_charge
 from generation.domain.states import ENDED_WITHOUT_OUTPUT, JobStatus, RefundState
 from kit import tracing
@@ -202,19 +202,8 @@ async def _after_overdue_end(ctx: GenerationContext, job: Job, refund_due: Job |
     if job.prediction_id is not None:
         # Only once the job has ended: the provider answers a cancel with a "canceled"
         # webhook, which would otherwise reach the job first and end it canceled.
-        await _cancel_at_provider(ctx, job, job.prediction_id)
-
-
-async def _cancel_at_provider(ctx: GenerationContext, job: Job, prediction_id: str) -> None:
-    """Best effort: stop the provider's run so it does not finish after we gave up."""
-    try:
-        await ctx.provider.cancel_prediction(prediction_id)
-    except ProviderError as error:
-        log.warning(
-            "provider.cancel_failed",
-            **jobs.log_fields(job, jobs.FAILED),  # ended (timed out) before the cancel
-            error=type(error).__name__,
-        )
+        # Best effort: the run must not finish after we gave up (ended, timed out).
+        await cancel_quietly(ctx, job.prediction_id, job, jobs.FAILED)
 
 
 async def _settle(ctx: GenerationContext) -> int:
@@ -268,7 +257,7 @@ async def _refused_for_the_plan(ctx: GenerationContext, job: Job) -> None:
         log.warning("job.debit_refused", **jobs.log_fields(job, jobs.FAILED))
         metrics.job_transition(jobs.FAILED, "sweep")
         if job.prediction_id is not None:
-            await _cancel_at_provider(ctx, job, job.prediction_id)
+            await cancel_quietly(ctx, job.prediction_id, job, jobs.FAILED)
         return
     async with ctx.reads() as stores:
         current = await stores.jobs.get(job.id)

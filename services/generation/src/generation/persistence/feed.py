@@ -206,6 +206,7 @@ class ChangeFeed:
                 task.cancel()
         connection, self._connection = self._connection, None
         if connection is not None:
+            # A dead connection's close may fail any way asyncpg likes; we are ending it.
             with contextlib.suppress(Exception):
                 await connection.close(timeout=2)
         self._end_all()

@@ -16,10 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from generation.domain.records import Job, PendingFiles
 from generation.domain.states import TERMINAL
 from generation.persistence.models import GenerationJob, Render
-
-# One helper for every conditional update of this package (repositories.py owns it).
-from generation.persistence.repositories import _changed as changed
-from generation.persistence.repositories import to_job
+from generation.persistence.repositories import to_job, update_matched
 
 TERMINAL_STATUSES = TERMINAL
 
@@ -32,7 +29,7 @@ class RemovalRepository:
 
     async def mark_deleted(self, job_id: uuid.UUID, now: datetime) -> bool:
         """Record a finished job's deletion (once): its inputs and render files become due."""
-        return await changed(
+        return await update_matched(
             self._session,
             update(GenerationJob)
             .where(

@@ -1,4 +1,5 @@
-"""All SQL of the generation service.
+"""SQL of jobs and renders (history pages, the removal queue, the change feed and the
+cursor key have modules of their own).
 
 Repositories are built from a session and never commit: the caller's
 ``session_scope`` is the transaction. Status changes are conditional updates
@@ -167,7 +168,7 @@ def _jobs(rows: Sequence[GenerationJob]) -> list[Job]:
     return [to_job(row) for row in rows]
 
 
-async def _changed(session: AsyncSession, statement: Update) -> bool:
+async def update_matched(session: AsyncSession, statement: Update) -> bool:
     """Run a conditional update; True when it matched a row."""
     result = cast("CursorResult[Any]", await session.execute(statement))
     return result.rowcount > 0
@@ -215,10 +216,11 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
         .returning(*_RETURNED)
     )
     ended = _JOBS.status.in_(ENDED_WITHOUT_OUTPUT)
-    # The debit recorded and, for a job that ended meanwhile, the refund requested: what
-    # setting ``charged`` then ``_request_refund_if_charged`` did in two statements (a
-    # job already charged matches only while its refund is still to be requested). A
-    # refund is pending only once charged, so PENDING returned here was set here.
+    # The debit recorded and, for a job that ended meanwhile, its refund requested, in
+    # one statement (a job already charged matches only while its refund is still to be
+    # requested). A refund is pending only once charged, so PENDING returned here was
+    # set here. A job that ends after its charge has its refund requested by
+    # ``_request_refund_if_charged``, in the transaction that ends it.
     charged = (
         update(_TABLE)
         .where(
@@ -355,7 +357,7 @@ class JobRepository:
         return None if row is None else to_job(row)
 
     async def mark_processing(self, job_id: uuid.UUID, started_at: datetime, now: datetime) -> bool:
-        return await _changed(
+        return await update_matched(
             self._session,
             update(GenerationJob)
             .where(GenerationJob.id == job_id, GenerationJob.status == JobStatus.STARTING)
@@ -423,7 +425,7 @@ class JobRepository:
         due): an applier may have stored outputs and failed before it could commit
         them, and nothing will make them live now.
         """
-        changed = await _changed(
+        changed = await update_matched(
             self._session,
             update(GenerationJob)
             .where(
@@ -449,7 +451,7 @@ class JobRepository:
         )
         if not changed:
             return TerminalUpdate(changed=False, refund_due=False)
-        refund_due = await self._request_refund_if_charged(job_id, now)
+        refund_due = await self._request_refund_if_charged(job_id)
         return TerminalUpdate(changed=True, refund_due=refund_due)
 
     async def request_cancel(self, job_id: uuid.UUID, now: datetime) -> None:
@@ -463,10 +465,10 @@ class JobRepository:
             .values(cancel_requested_at=now)  # bookkeeping: no visible change, no version
         )
 
-    async def mark_charged(self, job_id: uuid.UUID, now: datetime) -> ChargeUpdate:
+    async def mark_charged(self, job_id: uuid.UUID) -> ChargeUpdate:
         """Record the debit, and request the refund of a job that already ended: one
         statement (``_MARK_CHARGED``)."""
-        job = await self._returned(_MARK_CHARGED, {"job_id": job_id, "now": now})
+        job = await self._returned(_MARK_CHARGED, {"job_id": job_id})
         refund_due = (
             job is not None
             and job.status in ENDED_WITHOUT_OUTPUT
@@ -474,31 +476,31 @@ class JobRepository:
         )
         return ChargeUpdate(job=job, refund_due=refund_due)
 
-    async def mark_charge_waived(self, job_id: uuid.UUID, now: datetime) -> None:
+    async def mark_charge_waived(self, job_id: uuid.UUID) -> None:
         await self._session.execute(
             update(GenerationJob)
             .where(GenerationJob.id == job_id, GenerationJob.charge_state == ChargeState.NONE)
             .values(charge_state=ChargeState.WAIVED)  # bookkeeping: updatedAt stays
         )
 
-    async def settle_unanswered_debit(
-        self, job_id: uuid.UUID, debited: bool, now: datetime
-    ) -> bool:
+    async def settle_unanswered_debit(self, job_id: uuid.UUID, debited: bool) -> bool:
         """Record what the credit found; False when another writer settled it first."""
         settled = (
             {"charge_state": ChargeState.CHARGED, "refund_state": RefundState.DONE}
             if debited
             else {"charge_state": ChargeState.WAIVED}
         )
-        return await _changed(
+        return await update_matched(
             self._session,
             update(GenerationJob)
             .where(GenerationJob.id == job_id, GenerationJob.charge_state == ChargeState.NONE)
             .values(**settled),  # bookkeeping: updatedAt stays
         )
 
-    async def _request_refund_if_charged(self, job_id: uuid.UUID, now: datetime) -> bool:
-        return await _changed(
+    async def _request_refund_if_charged(self, job_id: uuid.UUID) -> bool:
+        """The refund of a job that has just ended (in the same transaction, which set its
+        ``updated_at``) requested if it was charged."""
+        return await update_matched(
             self._session,
             update(GenerationJob)
             .where(
@@ -507,12 +509,12 @@ class JobRepository:
                 GenerationJob.charge_state == ChargeState.CHARGED,
                 GenerationJob.refund_state == RefundState.NONE,
             )
-            .values(refund_state=RefundState.PENDING, updated_at=now),
+            .values(refund_state=RefundState.PENDING),  # bookkeeping: updatedAt stays
         )
 
     async def mark_refunded(self, job_id: uuid.UUID) -> bool:
         """Record the refund; False when another writer recorded it first."""
-        return await _changed(
+        return await update_matched(
             self._session,
             update(GenerationJob)
             .where(GenerationJob.id == job_id, GenerationJob.refund_state == RefundState.PENDING)
@@ -524,7 +526,7 @@ class JobRepository:
 
         A conditional update, so it holds across every instance of the service.
         """
-        return await _changed(
+        return await update_matched(
             self._session,
             update(GenerationJob)
             .where(
@@ -716,7 +718,7 @@ class RenderRepository:
         """Record a variant's thumbnail and size, unless another run already did or the
         render was deleted meanwhile."""
         live = select(Render.id).where(Render.id == render_id, Render.deleted_at.is_(None))
-        return await _changed(
+        return await update_matched(
             self._session,
             update(RenderVariant)
             .where(
@@ -731,7 +733,7 @@ class RenderRepository:
         )
 
     async def soft_delete(self, job_id: uuid.UUID, now: datetime) -> bool:
-        return await _changed(
+        return await update_matched(
             self._session,
             update(Render)
             .where(Render.job_id == job_id, Render.deleted_at.is_(None))

@@ -35,10 +35,6 @@ class ProfileStore(Protocol):
 
 
 class EntryStore(Protocol):
-    async def find_by_key(self, idempotency_key: str) -> LedgerEntry | None:
-        """The entry written with this key, of any kind."""
-        ...
-
     async def find_earlier(
         self, kind: EntryKind, idempotency_key: str, job_id: uuid.UUID
     ) -> LedgerEntry | None:

@@ -168,14 +168,6 @@ class LedgerRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def find_by_key(self, idempotency_key: str) -> LedgerEntry | None:
-        """The entry written with this idempotency key."""
-        result = await self._session.execute(
-            select(*_ENTRY_COLUMNS).where(LedgerRow.idempotency_key == idempotency_key)
-        )
-        row = result.one_or_none()
-        return _entry(row) if row is not None else None
-
     async def find_earlier(
         self, kind: EntryKind, idempotency_key: str, job_id: uuid.UUID
     ) -> LedgerEntry | None:
