@@ -16,7 +16,6 @@ from generation.domain.provider import ImageProvider
 from generation.domain.sweep import Sweeper
 from generation.persistence.cursor_key import CursorKeySource
 from generation.persistence.feed import ChangeFeed
-from generation.persistence.feed_port import FeedPort
 from generation.persistence.store import sql_reads, sql_statements, sql_transactions
 from generation.providers.replicate import ReplicateProvider
 from generation.settings import GenerationSettings
@@ -121,7 +120,7 @@ async def build_app(
     slots = submission_slots(
         settings.max_concurrent_submissions, settings.submission_slot_wait_seconds
     )
-    servicer = GenerationServicer(context, FeedPort(feed), slots)
+    servicer = GenerationServicer(context, feed, slots)
 
     async def on_stop() -> None:
         if sweeper is not None:

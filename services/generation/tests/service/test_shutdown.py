@@ -10,7 +10,8 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from generation.persistence.feed import ChangeFeed, FeedLost
+from generation.domain.changes import FeedLost
+from generation.persistence.feed import ChangeFeed
 from generation.settings import GenerationSettings
 from generation.wiring import build_app
 from interior.generation.v1 import generation_pb2 as pb

@@ -7,6 +7,7 @@ import functools
 import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -167,18 +168,23 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
             # nothing, not even a mark, for longer than this may take the stream for dead.
             marks_within = f"{self._feed.marks_within:g}"
             await context.send_initial_metadata(((FEED_MARKS_WITHIN, marks_within),))
+        followed = self._feed.follow(owner_id, request.from_version, request.heartbeats)
         try:
-            async for item in self._feed.follow(owner_id, request.from_version, request.heartbeats):
-                if isinstance(item, FeedMark):
-                    live = True
-                    yield pb.WatchJobsResponse(caught_up=item.version, mark_age_ms=_age_ms(item))
-                    continue
-                shown = await self._views_of(item) if request.with_jobs and live else {}
-                for ref in item:
-                    change = mappers.change_message(ref)
-                    if (view := shown.get(ref.job_id)) is not None:
-                        change.job.CopyFrom(view)
-                    yield pb.WatchJobsResponse(change=change)
+            # Closed with the stream (a client gone, a deadline): its subscription too.
+            async with aclosing(followed):
+                async for item in followed:
+                    if isinstance(item, FeedMark):
+                        live = True
+                        yield pb.WatchJobsResponse(
+                            caught_up=item.version, mark_age_ms=_age_ms(item)
+                        )
+                        continue
+                    shown = await self._views_of(item) if request.with_jobs and live else {}
+                    for ref in item:
+                        change = mappers.change_message(ref)
+                        if (view := shown.get(ref.job_id)) is not None:
+                            change.job.CopyFrom(view)
+                        yield pb.WatchJobsResponse(change=change)
         except FeedLost:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "The change feed was interrupted.")
         except SubscriberTooSlow:

@@ -1,12 +1,11 @@
-"""The change feed as the transport follows it: a port, implemented over LISTEN/NOTIFY.
-
-``persistence.feed_port`` adapts ``persistence.feed.ChangeFeed`` to it.
+"""The change feed as the transport follows it: a port, implemented over LISTEN/NOTIFY
+by ``persistence.feed.ChangeFeed``, which raises the errors defined here.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,11 +48,13 @@ class JobFeed(Protocol):
 
     def follow(
         self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
-    ) -> AsyncIterator[Sequence[JobChangeRef] | FeedMark]:
+    ) -> AsyncGenerator[Sequence[JobChangeRef] | FeedMark, None]:
         """Changes after ``from_version``, a mark (caught up: the replay is over), then
         live changes and, with ``marks``, a mark each heartbeat. Changes come in
         batches, in version order (a live one: what had arrived when asked).
 
-        Raises FeedLost or SubscriberTooSlow when the stream cannot go on.
+        Raises FeedLost or SubscriberTooSlow when the stream cannot go on. A generator:
+        its follower closes it (``contextlib.aclosing``), so the subscription ends when
+        the follower does, not whenever the collector runs.
         """
         ...

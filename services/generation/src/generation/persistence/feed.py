@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import contextvars
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -43,7 +43,7 @@ import asyncpg
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from generation.domain.changes import FeedMark
+from generation.domain.changes import FeedLost, FeedMark, SubscriberTooSlow
 from generation.persistence.models import JobEvent
 from kit.db import asyncpg_connect_args, session_scope
 from kit.logging import get_logger
@@ -82,14 +82,6 @@ class JobChange:
     version: int
     job_id: uuid.UUID
     owner_id: uuid.UUID
-
-
-class FeedLost(Exception):
-    """The listening connection ended; resume from the last version received."""
-
-
-class SubscriberTooSlow(Exception):
-    """The subscriber's queue overflowed; resume from the last version received."""
 
 
 _LOST = object()
@@ -149,7 +141,7 @@ class ChangeFeed:
 
     async def follow(
         self, owner_id: uuid.UUID | None, from_version: int, marks: bool = False
-    ) -> AsyncIterator[list[JobChange] | FeedMark]:
+    ) -> AsyncGenerator[list[JobChange] | FeedMark, None]:
         """Changes, in batches in version order, and marks for ``owner_id`` or everyone.
 
         The first mark, the newest version recorded, follows the replay (caught up);
