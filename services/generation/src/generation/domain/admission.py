@@ -41,7 +41,7 @@ async def find_replay(
         view = await stores.reads.view(command.owner_id, existing.id)
     if view is None:  # jobs are never removed: a missing row is a broken database
         raise LookupError(f"job {existing.id} vanished after its key was found")
-    log.info("job.replayed", **jobs.log_fields(existing, existing.status))
+    log.info("job.replayed", **jobs.log_fields(existing))
     return SubmitResult(view, replayed=True)
 
 

@@ -59,9 +59,7 @@ async def apply_prediction(
         return Outcome.UNKNOWN_PREDICTION, None
     target = jobs.job_status_for(prediction.status)
     if not jobs.moves_forward(job.status, target):
-        log.info(
-            "job.event_stale", **jobs.log_fields(job, job.status), source=source, eventStatus=target
-        )
+        log.info("job.event_stale", **jobs.log_fields(job), source=source, eventStatus=target)
         return Outcome.STALE, job
     # The status this applier set, or None when another write got there first.
     if target == jobs.PROCESSING:
@@ -179,7 +177,7 @@ async def _finish_with_output(
     except OutputRefused:
         # Permanent: no retry or refresh makes a foreign host a delivery host. The
         # provider logged the host; the job ends failed and is refunded once.
-        log.warning("job.output_refused", **jobs.log_fields(job, job.status))
+        log.warning("job.output_refused", **jobs.log_fields(job))
         metrics.asset("refused")
         failed = await _fail(ctx, job, jobs.OUTPUT_REFUSED)
         if failed is None:
@@ -188,9 +186,7 @@ async def _finish_with_output(
     except (ProviderError, StorageError) as error:
         # Left in flight: a retried webhook, a refresh or the sweep will try again
         # (the overall timeout ends it if the output never becomes reachable).
-        log.warning(
-            "job.assets_deferred", **jobs.log_fields(job, job.status), error=type(error).__name__
-        )
+        log.warning("job.assets_deferred", **jobs.log_fields(job), error=type(error).__name__)
         metrics.asset("deferred")
         await _remove_if_ended(ctx, job)
         raise
@@ -239,8 +235,8 @@ async def _remove_stray_files(ctx: GenerationContext, job: Job, stray: PendingFi
         # Recorded as due already: the sweep removes them.
         log.warning(
             "job.stray_outputs_deferred",
-            **jobs.log_fields(job, job.status),
+            **jobs.log_fields(job),
             error=type(error).__name__,
         )
         return
-    log.info("job.stray_outputs_removed", **jobs.log_fields(job, job.status))
+    log.info("job.stray_outputs_removed", **jobs.log_fields(job))

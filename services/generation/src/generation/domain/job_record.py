@@ -94,10 +94,8 @@ def _announce(job: NewJob) -> None:
     written, also when the submission that wrote it goes no further."""
     log.info(
         "job.submitted",
-        ownerId=str(job.owner_id),
-        jobId=str(job.id),
-        predictionId=None,  # until the provider accepts: the key is always there
-        status=jobs.STARTING,
+        # No prediction until the provider accepts: the key is always there.
+        **jobs.job_fields(job.owner_id, job.id, None, jobs.STARTING),
         mode=job.mode,
         inputs=len(job.input_keys),
     )
@@ -127,10 +125,8 @@ async def _end_if_written(
     except Exception as error:  # the sweep ends a job left starting
         log.warning(
             "job.interrupted_insert_unresolved",
-            ownerId=str(job.owner_id),
-            jobId=str(job.id),
-            predictionId=None,
-            status=None,  # unknown: the row may or may not have been written
+            # Status unknown: the row may or may not have been written.
+            **jobs.job_fields(job.owner_id, job.id, None, None),
             error=type(error).__name__,
         )
 

@@ -51,11 +51,20 @@ def log_fields(job: JobRef, status: str | None = None) -> dict[str, str | None]:
     ``status`` defaults to the job's own; the prediction id is None until the provider
     accepted the job (the key is always there).
     """
+    own = job.status if status is None else status
+    return job_fields(job.owner_id, job.id, job.prediction_id, own)
+
+
+def job_fields(
+    owner_id: uuid.UUID, job_id: uuid.UUID, prediction_id: str | None, status: str | None
+) -> dict[str, str | None]:
+    """:func:`log_fields` of a job known only by its ids (a row maybe not written yet:
+    its status None when unknown)."""
     return {
-        "ownerId": str(job.owner_id),
-        "jobId": str(job.id),
-        "predictionId": job.prediction_id,
-        "status": status if status is not None else job.status,
+        "ownerId": str(owner_id),
+        "jobId": str(job_id),
+        "predictionId": prediction_id,
+        "status": status,
     }
 
 

@@ -164,7 +164,6 @@ async def _fail_unsubmitted(
 async def _attach_and_charge(
     ctx: GenerationContext, job: StartedJob, prediction_id: str
 ) -> Job | None:
-    fields = {"ownerId": str(job.owner_id), "jobId": str(job.id), "predictionId": prediction_id}
     attach = asyncio.ensure_future(_attach(ctx, job, prediction_id))
     try:
         attached = await asyncio.shield(attach)
@@ -182,8 +181,10 @@ async def _attach_and_charge(
         await _stop_unattached(ctx, job, prediction_id)
         return None
     prediction_id = attached.prediction_id or prediction_id
-    fields["predictionId"] = prediction_id
-    log.info("job.provider_accepted", **fields, status=attached.status)
+    log.info(
+        "job.provider_accepted",
+        **jobs.job_fields(job.owner_id, job.id, prediction_id, attached.status),
+    )
     if attached.status in ENDED_WITHOUT_OUTPUT:
         # Its run's webhook named it first, then it ended before this answer (its user
         # canceled, the run failed): never charged, as a job canceled before its run was
@@ -260,11 +261,7 @@ async def _stop_unattached(ctx: GenerationContext, job: StartedJob, prediction_i
             current = await tx.jobs.get(job.id)
         status = current.status if current is not None else status
     log.info(
-        "job.canceled_during_submit",
-        ownerId=str(job.owner_id),
-        jobId=str(job.id),
-        predictionId=prediction_id,
-        status=status,
+        "job.canceled_during_submit", **jobs.job_fields(job.owner_id, job.id, prediction_id, status)
     )
 
 
@@ -275,8 +272,5 @@ async def _abandon_prediction(ctx: GenerationContext, job: StartedJob, predictio
     except Exception:
         log.warning(
             "job.fail_deferred",
-            ownerId=str(job.owner_id),
-            jobId=str(job.id),
-            predictionId=prediction_id,
-            status=jobs.STARTING,
+            **jobs.job_fields(job.owner_id, job.id, prediction_id, jobs.STARTING),
         )

@@ -45,22 +45,20 @@ async def poll_and_apply(
     ctx: GenerationContext, job: jobs.JobRef, prediction_id: str, source: str
 ) -> bool:
     """Fetch the job's prediction and apply it; True when the job changed."""
-    fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
     try:
         prediction = await ctx.provider.get_prediction(prediction_id)
     except PredictionNotFound:
         ended = await end_without_output(ctx, job, jobs.PROVIDER_FAILED, jobs.FAILED)
         # Failed by this write, or left as it was (another path ended it first).
         status = jobs.FAILED if ended else job.status
-        log.warning("job.prediction_missing", **fields, status=status, source=source)
+        log.warning("job.prediction_missing", **jobs.log_fields(job, status), source=source)
         if ended:
             metrics.job_transition(jobs.FAILED, source)
         return ended
     except ProviderError as error:
         log.warning(
             "job.poll_failed",
-            **fields,
-            status=job.status,
+            **jobs.log_fields(job),
             source=source,
             error=type(error).__name__,
         )
@@ -71,10 +69,9 @@ async def poll_and_apply(
         return False  # logged where it failed (job.assets_deferred); a later poll retries
     log.info(
         "job.polled",
-        **fields,
         # The job's status as it is now (``status`` is always the job's, in every line);
         # the provider's is beside it.
-        status=current.status if current is not None else job.status,
+        **jobs.log_fields(job, current.status if current is not None else None),
         providerStatus=prediction.status.value,
         source=source,
         outcome=outcome.value,

@@ -27,7 +27,7 @@ async def refund(ctx: GenerationContext, job: Job) -> bool:
     except DomainError as error:
         log.warning(
             "ledger.refund_deferred",
-            **jobs.log_fields(job, job.status),
+            **jobs.log_fields(job),
             code=error.code,
         )
         metrics.settlement("refund", "deferred")
@@ -35,7 +35,7 @@ async def refund(ctx: GenerationContext, job: Job) -> bool:
     async with ctx.transactions() as tx:
         recorded = await tx.jobs.mark_refunded(job.id)
     if recorded:
-        log.info("ledger.refunded", **jobs.log_fields(job, job.status))
+        log.info("ledger.refunded", **jobs.log_fields(job))
         metrics.settlement("refund", "done")
     return recorded
 
@@ -49,7 +49,7 @@ async def settle_unanswered_debit(ctx: GenerationContext, job: Job) -> bool:
     try:
         debited = await ctx.usage.credit(job.owner_id, job.id, reason=f"job_{job.status}")
     except DomainError as error:
-        log.warning("ledger.refund_deferred", **jobs.log_fields(job, job.status), code=error.code)
+        log.warning("ledger.refund_deferred", **jobs.log_fields(job), code=error.code)
         metrics.settlement("refund", "deferred")
         return False
     async with ctx.transactions() as tx:
@@ -57,10 +57,10 @@ async def settle_unanswered_debit(ctx: GenerationContext, job: Job) -> bool:
     if not settled:
         return False
     if debited:
-        log.info("ledger.refunded", **jobs.log_fields(job, job.status))
+        log.info("ledger.refunded", **jobs.log_fields(job))
         metrics.settlement("refund", "done")
     else:
-        log.info("ledger.charge_waived", **jobs.log_fields(job, job.status), cause="never_debited")
+        log.info("ledger.charge_waived", **jobs.log_fields(job), cause="never_debited")
         metrics.settlement("debit", "waived")
     return True
 
@@ -68,13 +68,12 @@ async def settle_unanswered_debit(ctx: GenerationContext, job: Job) -> bool:
 async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
     """Debit the job: the job as recorded charged, or None when the debit was deferred
     (left for the sweep) or already recorded. Raises LimitExceeded."""
-    fields = {k: v for k, v in jobs.log_fields(job).items() if k != "status"}
     try:
         charged = await ctx.usage.debit(job.owner_id, job.id)
     except LimitExceeded:
         raise
     except DomainError as error:
-        log.warning("ledger.debit_deferred", **fields, status=job.status, code=error.code)
+        log.warning("ledger.debit_deferred", **jobs.log_fields(job), code=error.code)
         metrics.settlement("debit", "deferred")
         return None
     if not charged:
@@ -84,7 +83,7 @@ async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
         # again on every pass and admission would count the debit pending for ever.
         async with ctx.transactions() as tx:
             await tx.jobs.mark_charge_waived(job.id)
-        log.info("ledger.charge_waived", **fields, status=job.status, cause="debit_voided")
+        log.info("ledger.charge_waived", **jobs.log_fields(job), cause="debit_voided")
         metrics.settlement("debit", "waived")
         return None
     async with ctx.statements() as stores:
@@ -94,7 +93,7 @@ async def charge(ctx: GenerationContext, job: jobs.JobRef) -> Job | None:
         # Recorded by another writer first (two sweeps, or the submission and a sweep):
         # the debit was a replay at the usage service; logged and counted there.
         return None
-    log.info("ledger.debited", **fields, status=current.status)
+    log.info("ledger.debited", **jobs.log_fields(job, current.status))
     metrics.settlement("debit", "done")
     if update.refund_due:
         # The job ended while the debit was in flight: give it straight back.
@@ -107,5 +106,5 @@ async def waive_charge(ctx: GenerationContext, job: jobs.JobRef) -> None:
     shrank) after its run had already happened. Never charged past the plan."""
     async with ctx.transactions() as tx:
         await tx.jobs.mark_charge_waived(job.id)
-    log.warning("ledger.charge_waived", **jobs.log_fields(job, job.status))
+    log.warning("ledger.charge_waived", **jobs.log_fields(job))
     metrics.settlement("debit", "waived")
