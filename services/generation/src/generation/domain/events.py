@@ -105,10 +105,26 @@ async def end_without_output(
 ) -> bool:
     """End the job failed/canceled and give its generation back (exactly once);
     ``unless_attached``: only while it has no run (one may be adopted meanwhile)."""
-    changed, refund_due = await end_job(ctx, job, error, status, unless_attached=unless_attached)
-    if refund_due is not None:
-        await refund(ctx, refund_due)
-    return changed
+    ended = await end_job(ctx, job, error, status, unless_attached=unless_attached)
+    if ended.to_refund is not None:
+        await refund(ctx, ended.to_refund)
+    return ended.changed
+
+
+@dataclasses.dataclass(frozen=True)
+class Ended:
+    """What :func:`end_job` did: whether this write ended the job, the job as it is now
+    (read in the same transaction; None only if its row is gone), and whether its
+    refund is now due."""
+
+    changed: bool
+    job: Job | None
+    refund_due: bool
+
+    @property
+    def to_refund(self) -> Job | None:
+        """The job whose refund is due (the caller's to request), else None."""
+        return self.job if self.refund_due else None
 
 
 async def end_job(
@@ -118,9 +134,8 @@ async def end_job(
     status: str,
     *,
     unless_attached: bool = False,
-) -> tuple[bool, Job | None]:
-    """:func:`end_without_output` without its refund: whether this write ended the job,
-    and the job as ended when its refund is now due (the caller's to request)."""
+) -> Ended:
+    """:func:`end_without_output` without its refund."""
     async with ctx.transactions() as tx:
         update = await tx.jobs.mark_ended_without_output(
             job.id,
@@ -136,7 +151,7 @@ async def end_job(
             ),
         )
         current = await tx.jobs.get(job.id)
-    return update.changed, current if update.refund_due else None
+    return Ended(update.changed, current, update.refund_due)
 
 
 async def _to_its_end(ctx: GenerationContext, job: Job, prediction: Prediction) -> str | None:

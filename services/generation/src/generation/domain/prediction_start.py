@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from generation import metrics
 from generation.domain import jobs
 from generation.domain.context import GenerationContext
+from generation.domain.events import end_job
 from generation.domain.provider import PredictionRequest, ProviderError
 from generation.domain.records import Job
 from generation.domain.run_claims import cancel_quietly, webhook_url_for
@@ -135,19 +136,11 @@ async def _fail_unsubmitted(
 ) -> _Ending:
     """End the job failed unless it already ended (or, ``unless_attached``, has a run);
     the row is read back in the same transaction, so the log says what the job is now
-    (canceled, when the user won)."""
-    async with ctx.transactions() as tx:
-        update = await tx.jobs.mark_ended_without_output(
-            job.id,
-            jobs.FAILED,
-            error.code,
-            error.message,
-            ctx.clock.now(),
-            unless_attached=unless_attached,
-        )
-        current = await tx.jobs.get(job.id)
+    (canceled, when the user won). Not charged yet: no refund is due."""
+    ended = await end_job(ctx, job, error, jobs.FAILED, unless_attached=unless_attached)
+    current = ended.job
     if current is None:  # never: jobs are not removed; the write's own answer then
-        status = jobs.FAILED if update.changed else job.status
+        status = jobs.FAILED if ended.changed else job.status
         current_ref: jobs.JobRef = dataclasses.replace(job, status=status)
     else:
         current_ref = current
@@ -156,9 +149,9 @@ async def _fail_unsubmitted(
     # not be attached (the attach failed): it is the run that was canceled.
     fields["predictionId"] = fields["predictionId"] or job.prediction_id
     adopted = None
-    if unless_attached and not update.changed and current is not None:
+    if unless_attached and not ended.changed and current is not None:
         adopted = current.prediction_id
-    return _Ending(update.changed, fields, adopted)
+    return _Ending(ended.changed, fields, adopted)
 
 
 async def _attach_and_charge(

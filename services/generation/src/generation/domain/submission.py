@@ -60,15 +60,7 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
     replay = await find_replay(ctx, command, request_fingerprint)
     if replay is not None:
         return replay
-    validated = validate_generation_input(
-        command.mode,
-        command.prompt,
-        command.room_type,
-        command.style,
-        [upload.field for upload in command.inputs],
-        command.source is not None,
-        ctx.config,
-    )
+    validated = _validated(ctx, command, [upload.field for upload in command.inputs])
     replay = await admit_or_replay(ctx, command, request_fingerprint)
     if replay is not None:
         return replay
@@ -77,6 +69,21 @@ async def submit_generation(ctx: GenerationContext, command: SubmitCommand) -> S
     if command.inputs_stored is not None:
         await command.inputs_stored()
     return await _submit_new(ctx, command, validated, upload_keys, request_fingerprint, webhook_url)
+
+
+def _validated(
+    ctx: GenerationContext, command: SubmitCommand, input_fields: Sequence[str]
+) -> GenerationInput:
+    """The command's fields checked against its mode (with uploads named ``input_fields``)."""
+    return validate_generation_input(
+        command.mode,
+        command.prompt,
+        command.room_type,
+        command.style,
+        input_fields,
+        command.source is not None,
+        ctx.config,
+    )
 
 
 async def early_answer(
@@ -98,15 +105,7 @@ async def early_answer(
         return None
     await decided()
     try:
-        validate_generation_input(
-            command.mode,
-            command.prompt,
-            command.room_type,
-            command.style,
-            fields,
-            command.source is not None,
-            ctx.config,
-        )
+        _validated(ctx, command, fields)
         await admit(ctx, command.owner_id)
     except (TooManyInflight, LimitExceeded) as error:
         # A parallel request under the same key may hold the slot, or have taken the

@@ -181,7 +181,8 @@ async def _end_overdue(ctx: GenerationContext, job: Job) -> tuple[bool, Job | No
     error = jobs.INTERRUPTED if unsubmitted else jobs.TIMED_OUT
     # A run adopted from its webhook since the read (domain/run_claims.py) is followed
     # from now on, within the overall timeout, like any other run.
-    changed, refund_due = await end_job(ctx, job, error, jobs.FAILED, unless_attached=unsubmitted)
+    ended = await end_job(ctx, job, error, jobs.FAILED, unless_attached=unsubmitted)
+    changed, refund_due = ended.changed, ended.to_refund
     if not changed:
         return False, None
     log.warning(
@@ -252,7 +253,7 @@ async def _refused_for_the_plan(ctx: GenerationContext, job: Job) -> None:
     if postponed:
         log.info("ledger.debit_postponed", **jobs.log_fields(job), cause="give_back_due")
         return
-    ended, _ = await end_job(ctx, job, jobs.OVER_LIMIT, jobs.FAILED)
+    ended = (await end_job(ctx, job, jobs.OVER_LIMIT, jobs.FAILED)).changed
     if ended:
         log.warning("job.debit_refused", **jobs.log_fields(job, jobs.FAILED))
         metrics.job_transition(jobs.FAILED, "sweep")
