@@ -23,12 +23,11 @@ from generation.domain.changes import (
     SubscriberTooSlow,
 )
 from generation.domain.context import GenerationContext
-from generation.domain.events import apply_prediction
+from generation.domain.events import apply_prediction, parse_event, submission_traceparent
 from generation.domain.jobs import JobView
 from generation.domain.presentation import signed_inputs
 from generation.domain.provider import (
     Deadline,
-    InvalidProviderPayload,
     ProviderError,
     provider_deadline,
 )
@@ -45,7 +44,6 @@ from kit.storage import StorageError
 from kit.wire import FEED_MARKS_WITHIN
 
 Context = grpc.aio.ServicerContext[Any, Any]
-_MAX_EVENT_BYTES = 1024 * 1024
 # Kept back from the caller's deadline so a provider call that runs out of time
 # still leaves room to end the job cleanly (fail it, free the slot) and answer.
 PROVIDER_DEADLINE_MARGIN_SECONDS = 3.0
@@ -206,12 +204,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
     async def ApplyProviderEvent(
         self, request: pb.ApplyProviderEventRequest, context: Context
     ) -> pb.ApplyProviderEventResponse:
-        if len(request.payload) > _MAX_EVENT_BYTES:
-            raise ValidationError("The event is too large.")
-        try:
-            prediction = self._ctx.provider.parse_event(request.payload)
-        except InvalidProviderPayload:
-            raise ValidationError("The event is not a prediction.") from None
+        prediction = parse_event(self._ctx, request.payload)
         with (
             tracing.linked_span(
                 "generation.apply_webhook", await self._submission_trace(prediction.id)
@@ -239,9 +232,7 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
         """The traceparent stored with the prediction's job; read only when tracing."""
         if not tracing.enabled():
             return None
-        async with self._ctx.reads() as tx:
-            job = await tx.jobs.get_by_prediction_id(prediction_id)
-        return job.traceparent if job else None
+        return await submission_traceparent(self._ctx, prediction_id)
 
     async def ListJobOutcomes(
         self, request: pb.ListJobOutcomesRequest, context: Context

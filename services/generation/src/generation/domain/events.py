@@ -20,11 +20,18 @@ from generation.domain import jobs
 from generation.domain.assets import store_render_variants
 from generation.domain.cleanup import remove_render_files
 from generation.domain.context import GenerationContext
-from generation.domain.provider import OutputRefused, Prediction, ProviderError, ProviderStatus
+from generation.domain.provider import (
+    InvalidProviderPayload,
+    OutputRefused,
+    Prediction,
+    ProviderError,
+    ProviderStatus,
+)
 from generation.domain.records import Job, PendingFiles
 from generation.domain.run_claims import claim_run
 from generation.domain.settlement import refund
 from generation.domain.states import INFLIGHT
+from kit.errors import ValidationError
 from kit.logging import get_logger
 from kit.storage import StorageError
 
@@ -35,6 +42,28 @@ class Outcome(enum.Enum):
     APPLIED = "applied"
     UNKNOWN_PREDICTION = "unknown_prediction"
     STALE = "stale"
+
+
+# A provider event larger than this is no prediction (Replicate's are a few KiB).
+MAX_EVENT_BYTES = 1024 * 1024
+
+
+def parse_event(ctx: GenerationContext, payload: bytes) -> Prediction:
+    """The prediction a provider event (a webhook's body) carries; ValidationError when it
+    is too large or no prediction."""
+    if len(payload) > MAX_EVENT_BYTES:
+        raise ValidationError("The event is too large.")
+    try:
+        return ctx.provider.parse_event(payload)
+    except InvalidProviderPayload:
+        raise ValidationError("The event is not a prediction.") from None
+
+
+async def submission_traceparent(ctx: GenerationContext, prediction_id: str) -> str | None:
+    """The trace context stored with the job that started ``prediction_id``, if any."""
+    async with ctx.reads() as stores:
+        job = await stores.jobs.get_by_prediction_id(prediction_id)
+    return job.traceparent if job else None
 
 
 async def apply_prediction(

@@ -25,7 +25,7 @@ from kit.errors import ValidationError
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-# v2: signed with the shared key (v1 tokens, unkeyed, are refused).
+# Tokens carry a version; only this one is accepted (an unkeyed v1 token is refused).
 _VERSION = "v2"
 # What this service writes: the URL-safe base64 alphabet without padding, and short.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")

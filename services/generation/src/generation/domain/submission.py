@@ -1,4 +1,4 @@
-"""Submitting a generation (the seeds' Phase 3 step B), in this order:
+"""Submitting a generation, in this order:
 
 1. idempotency lookup: the same key from the same owner returns the same job
    (a different request under the same key is refused) (``admission``);

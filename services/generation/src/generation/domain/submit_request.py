@@ -55,6 +55,8 @@ def fingerprint(command: SubmitCommand) -> str:
         digest.update(part.encode() + b"\x00")
     for item in command.inputs:
         digest.update(item.sha256)
-    if command.source is not None:  # absent from plain submissions: old digests still match
+    # A refine's source is hashed only when present, so a plain submission's digest (and
+    # the keys stored with it) stays what it was before refines existed.
+    if command.source is not None:
         digest.update(f"source:{command.source.job_id}:{command.source.variant_idx}".encode())
     return digest.hexdigest()
