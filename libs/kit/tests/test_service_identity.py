@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,6 +15,7 @@ from kit import service_identity
 from kit.service_identity import (
     EDGE_API,
     OPERATOR,
+    TOKEN_TTL_SECONDS,
     USAGE,
     TokenSigner,
     TokenVerifier,
@@ -213,4 +215,21 @@ def test_a_verified_token_is_checked_once_until_the_trust_changes(
 
     (trust / "edge-api.pub").unlink()  # the trust changes: remembered tokens are dropped
     with pytest.raises(Unauthenticated):
+        verifier.caller(token)
+
+
+def test_a_remembered_token_is_refused_once_it_expires(tmp_path: Path) -> None:
+    """Remembering a verified token saves its signature check, never its expiry: a token
+    that leaked stops working when it expires, not when the trust store next changes."""
+    trust = tmp_path / "trust"
+    key = _pair(tmp_path, EDGE_API, trust=trust)
+    verifier = TokenVerifier(USAGE, TrustStore(trust, recheck_seconds=0))
+    # Issued long enough ago that it ends about a second from now, leeway included.
+    issued_ago = TOKEN_TTL_SECONDS + service_identity.LEEWAY_SECONDS - 1
+    signer = TokenSigner(EDGE_API, key, clock=lambda: time.time() - issued_ago)
+    token = f"Bearer {signer.token(USAGE)}"
+
+    assert verifier.caller(token) == EDGE_API
+    time.sleep(1.2)
+    with pytest.raises(Unauthenticated, match="expired"):
         verifier.caller(token)

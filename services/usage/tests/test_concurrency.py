@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from sqlalchemy import text
@@ -126,3 +126,42 @@ async def test_a_debit_racing_the_credit_of_its_job_ends_charged_and_refunded_or
         else:
             assert (debit.recorded, debits, credits) == (False, 0, 0)
     assert (await usage.quota(owner)).used == 0
+
+
+async def _blocked_by_the_profile_lock(
+    usage_sql: AsyncEngine, owner: str, call: Callable[[], Awaitable[object]]
+) -> object:
+    """Run ``call`` while another transaction holds the owner's profile row: it must wait
+    for that lock (each ledger write serializes on it, which is what keeps a plan from
+    being overspent: fifty debits at once rarely land in the microseconds between one
+    debit's count and its insert, so this proves the lock directly), then go through."""
+    async with usage_sql.connect() as holder:
+        held = await holder.begin()
+        await holder.execute(
+            text("SELECT 1 FROM profiles WHERE owner_id = :owner FOR UPDATE"), {"owner": owner}
+        )
+        pending = asyncio.ensure_future(call())
+        await asyncio.sleep(0.5)
+        assert not pending.done(), "the ledger write did not wait for the owner's profile lock"
+        await held.rollback()
+    return await asyncio.wait_for(pending, 10)
+
+
+async def test_a_debit_waits_for_the_owners_profile_lock(
+    usage, usage_sql: AsyncEngine, new_id: Callable[[], str]
+) -> None:
+    owner = new_id()
+    await usage.debit(owner, new_id())  # the profile row exists
+    result = await _blocked_by_the_profile_lock(
+        usage_sql, owner, lambda: usage.debit(owner, new_id())
+    )
+    assert _outcome(result) == "RECORDED"
+
+
+async def test_a_credit_waits_for_the_owners_profile_lock(
+    usage, usage_sql: AsyncEngine, new_id: Callable[[], str]
+) -> None:
+    owner, job = new_id(), new_id()
+    await usage.debit(owner, job)
+    result = await _blocked_by_the_profile_lock(usage_sql, owner, lambda: usage.credit(owner, job))
+    assert _outcome(result) == "RECORDED"

@@ -5,6 +5,11 @@ in autocommit (no BEGIN/COMMIT round trips), and the answer is the row the last 
 them returned, not a read after it. Counted on the service's own engine; the charge's
 one statement keeps the two-step meaning it replaced (record the debit, then ask for
 the refund of a job that ended meanwhile), checked on the real table.
+
+Then the database's own guards on a job's statements, each called in the state a domain
+pre-check would have hidden (a mutation review found them deletable unnoticed): terminal
+statuses final, no run adopted by an ended job, no waive over a recorded debit, one poll
+per throttle window, and a late debit's refund sent at once.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from generation.domain.records import NewJob
+from generation.domain.settlement import charge
 from generation.domain.states import ChargeState, JobStatus, RefundState
 from generation.domain.sweep import sweep_jobs_once
 from interior.generation.v1 import generation_pb2 as pb
@@ -240,3 +246,105 @@ async def test_a_voided_succeeded_job_is_waived_not_pending_for_ever(core: Core)
     # The usage audit is told so: a succeeded job without a debit, on purpose.
     outcome = await core.outcome(owner, str(job.id))
     assert (outcome.charged, outcome.waived) == (False, True)
+
+
+# The database's own guards, called in the states a domain pre-check would hide: a late
+# event read before another writer ended the job, a waive racing a recorded debit.
+
+
+async def test_a_late_processing_never_reopens_an_ended_job(core: Core) -> None:
+    """``processing`` read while the job was starting, written after another applier
+    ended it: the conditional update changes nothing (a terminal status is final, and
+    the owner's in-flight slot stays free)."""
+    ctx = core.app.context
+    job = imagine_job(uuid.uuid4())
+    now = datetime.now(UTC)
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(job)
+    async with ctx.transactions() as tx:
+        await tx.jobs.mark_ended_without_output(
+            job.id, JobStatus.CANCELED, "CANCELED", "canceled", now
+        )
+    async with ctx.transactions() as tx:
+        reopened = await tx.jobs.mark_processing(job.id, now, now)
+        current = await tx.jobs.get(job.id)
+    assert not reopened
+    assert current is not None
+    assert current.status == JobStatus.CANCELED
+
+
+async def test_a_waive_never_overwrites_a_recorded_debit(core: Core) -> None:
+    """Another instance recorded the debit between this one's refused debit and its
+    waive: the job stays charged (so it is refunded if it ends without output)."""
+    ctx = core.app.context
+    job = imagine_job(uuid.uuid4())
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(job)
+        await stores.jobs.mark_charged(job.id)
+        await stores.jobs.mark_charge_waived(job.id)
+        current = await stores.jobs.get(job.id)
+    assert current is not None
+    assert current.charge_state == ChargeState.CHARGED
+
+
+async def test_a_debit_landing_after_its_job_ended_is_given_back_at_once(core: Core) -> None:
+    """The job ended (failed, nothing charged) while its debit was in flight: the debit's
+    answer records the charge and the refund goes straight out, not at the sweep's next
+    pass (the sweep is off here)."""
+    ctx = core.app.context
+    owner = uuid.uuid4()
+    job = imagine_job(owner)
+    now = datetime.now(UTC)
+    before = (await ctx.usage.quota(owner)).remaining
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(job)
+    async with ctx.transactions() as tx:
+        await tx.jobs.mark_ended_without_output(
+            job.id, JobStatus.FAILED, "PROVIDER_FAILED", "failed", now
+        )
+        ended = await tx.jobs.get(job.id)
+    assert ended is not None
+
+    await charge(ctx, ended)
+
+    async with ctx.reads() as stores:
+        current = await stores.jobs.get(job.id)
+    assert current is not None
+    assert (current.charge_state, current.refund_state) == (ChargeState.CHARGED, RefundState.DONE)
+    assert (await ctx.usage.quota(owner)).remaining == before
+
+
+async def test_a_prediction_is_polled_at_most_once_per_throttle_window(core: Core) -> None:
+    """Every instance's stale refresh asks for the right to poll; within one window only
+    the first gets it, and the next window gives it again."""
+    ctx = core.app.context
+    job = imagine_job(uuid.uuid4())
+    now, throttle = datetime.now(UTC), timedelta(seconds=5)
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(job)
+        await stores.jobs.attach_prediction(job.id, "pred-throttled", now)
+    claims = []
+    for at in (now, now, now + throttle / 2, now + throttle):
+        async with ctx.transactions() as tx:
+            claims.append(await tx.jobs.claim_poll(job.id, at, throttle))
+    assert claims == [True, False, False, True]
+
+
+async def test_an_ended_job_never_adopts_a_run(core: Core) -> None:
+    """The owner canceled while the create was under way: the run's attach matches no
+    row (it is then stopped as nobody's), and the job stays canceled without a run."""
+    ctx = core.app.context
+    job = imagine_job(uuid.uuid4())
+    now = datetime.now(UTC)
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(job)
+    async with ctx.transactions() as tx:
+        await tx.jobs.mark_ended_without_output(
+            job.id, JobStatus.CANCELED, "CANCELED", "canceled", now
+        )
+    async with ctx.statements() as stores:
+        attached = await stores.jobs.attach_prediction(job.id, "pred-late", now)
+        current = await stores.jobs.get(job.id)
+    assert attached is None
+    assert current is not None
+    assert (current.status, current.prediction_id) == (JobStatus.CANCELED, None)

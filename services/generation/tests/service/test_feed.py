@@ -12,11 +12,11 @@ from typing import Any, cast
 import grpc
 import pytest
 import structlog
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from generation.domain import queries
 from generation.persistence.feed import ChangeFeed
-from generation.persistence.models import GenerationJob, Render
+from generation.persistence.models import GenerationJob, JobEvent, Render
 from generation.settings import GenerationSettings
 from generation.wiring import GenerationApp, build_app
 from interior.generation.v1 import generation_pb2 as pb
@@ -256,6 +256,26 @@ async def test_an_owner_filter_sees_only_that_owner(instances: list[Instance]) -
 
     changes = await follower.until(lambda seen: any(c.job_id == str(job_id) for c in seen))
     assert {c.owner_id for c in changes} == {str(mine)}
+    follower.cancel()
+
+
+async def test_an_owner_filter_replays_only_that_owners_changes(
+    instances: list[Instance],
+) -> None:
+    """A follower of one owner that resumes from before other owners' changes is given
+    back only its owner's, from the table as well as live."""
+    mine = uuid.uuid4()
+    await _insert_job(instances[1], uuid.uuid4())
+    async with session_scope(instances[0].app.context.sessions) as session:
+        before = int(await session.scalar(select(func.max(JobEvent.version))) or 0)
+    await _insert_job(instances[1], uuid.uuid4())
+    job_id = await _insert_job(instances[1], mine)
+    await _insert_job(instances[1], uuid.uuid4())
+
+    follower = Follower(instances[0], mine, from_version=before)
+    await asyncio.wait_for(follower.caught_up.wait(), WAIT)
+    assert str(job_id) in {c.job_id for c in follower.changes}
+    assert {c.owner_id for c in follower.changes} == {str(mine)}
     follower.cancel()
 
 

@@ -373,6 +373,38 @@ async def test_a_refused_debit_after_the_user_canceled_is_not_counted_as_a_failu
     _assert_context(line)
     assert (line["predictionId"], line["status"]) == ("pred-1", "canceled")
     assert moved[(jobs.FAILED, "submit")] == 0
+    assert provider.canceled == ["pred-1"]  # its run stopped all the same
+
+
+async def test_a_refused_debit_fails_the_job_and_stops_its_run() -> None:
+    """No run past the plan: the provider accepted, the debit was refused (the last
+    generation went to another of the owner's jobs meanwhile), so the job ends failed,
+    uncharged, and the run it started is canceled at the provider."""
+    stores, provider, usage = Stores(), Provider(), Usage()
+    job = _starting(stores)
+
+    async def accepted() -> Prediction:
+        return _prediction("pred-1", ProviderStatus.STARTING)
+
+    async def refused() -> None:
+        raise LimitExceeded()
+
+    provider.on_create = accepted
+    usage.on_debit = refused
+    with counted((jobs.FAILED, "submit")) as moved, pytest.raises(LimitExceeded):
+        await start_prediction(
+            _context(stores, provider, usage),
+            StartedJob(job.id, job.owner_id),
+            "p",
+            [],
+            "https://w",
+        )
+
+    assert provider.canceled == ["pred-1"]
+    ended = stores.jobs_by_id[job.id]
+    assert (ended.status, ended.error_code) == (jobs.FAILED, "LIMIT_EXCEEDED")
+    assert ended.charge_state != "charged"
+    assert moved[(jobs.FAILED, "submit")] == 1
 
 
 # 2. The owner's cancel (domain/commands.py).
