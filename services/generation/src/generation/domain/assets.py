@@ -42,14 +42,6 @@ async def store_render_variants(
     slots = asyncio.Semaphore(PARALLEL_COPIES)
     max_bytes = ctx.config.replicate.output_max_bytes
 
-    async def store_thumbnail(idx: int, data: bytes) -> VariantRef | None:
-        thumbnail = await _thumbnail(ctx, data)
-        if thumbnail is None:
-            return None
-        key, small = variant_key(render_id, idx), thumbnail_key(render_id, idx)
-        await ctx.storage.put_bytes(ctx.public_bucket, small, thumbnail.jpeg, OUTPUT_CONTENT_TYPE)
-        return VariantRef(idx, key, small, thumbnail.width, thumbnail.height)
-
     async def copy(idx: int, url: str) -> VariantRef:
         key = variant_key(render_id, idx)
         async with slots:
@@ -61,7 +53,7 @@ async def store_render_variants(
             # two, not their sum. Both run to their end before any failure is raised.
             original, small = await asyncio.gather(
                 ctx.storage.put_bytes(ctx.public_bucket, key, data, OUTPUT_CONTENT_TYPE),
-                store_thumbnail(idx, data),
+                store_thumbnail(ctx, render_id, idx, data),
                 return_exceptions=True,
             )
         for outcome in (original, small):
@@ -80,6 +72,24 @@ async def store_render_variants(
     if refusals or failures:
         raise (refusals or failures)[0]
     return [result for result in results if not isinstance(result, BaseException)]
+
+
+async def store_thumbnail(
+    ctx: GenerationContext,
+    render_id: uuid.UUID,
+    idx: int,
+    data: bytes,
+    original_key: str | None = None,
+) -> VariantRef | None:
+    """Make variant ``idx``'s thumbnail from its bytes and store it as
+    ``<idx>.thumb.jpg``: the variant with it, or None (logged) when they are no image.
+    ``original_key``: where the variant itself is, when not at its usual key."""
+    thumbnail = await _thumbnail(ctx, data)
+    if thumbnail is None:
+        return None
+    key, small = original_key or variant_key(render_id, idx), thumbnail_key(render_id, idx)
+    await ctx.storage.put_bytes(ctx.public_bucket, small, thumbnail.jpeg, OUTPUT_CONTENT_TYPE)
+    return VariantRef(idx, key, small, thumbnail.width, thumbnail.height)
 
 
 async def _as_jpeg(ctx: GenerationContext, data: bytes) -> bytes:

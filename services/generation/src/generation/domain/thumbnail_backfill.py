@@ -8,16 +8,14 @@ file is missing or not an image is skipped (and counted), never retried forever.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass, field
 
-from generation.domain.assets import OUTPUT_CONTENT_TYPE
+from generation.domain.assets import store_thumbnail
 from generation.domain.cleanup import remove_render_files
 from generation.domain.context import GenerationContext
-from generation.domain.jobs import VariantRef, thumbnail_key
+from generation.domain.jobs import VariantRef
 from generation.domain.records import PendingFiles
-from generation.domain.thumbnails import NotAnImage, make_thumbnail
 from kit.logging import get_logger
 from kit.storage import StorageError
 
@@ -82,11 +80,5 @@ async def _thumbnail_of(
     if data is None:
         log.warning("thumbnail.source_missing", renderId=str(render_id), idx=idx)
         return None
-    try:
-        thumbnail = await asyncio.to_thread(make_thumbnail, data)
-    except NotAnImage:
-        log.warning("thumbnail.source_unreadable", renderId=str(render_id), idx=idx)
-        return None
-    key = thumbnail_key(render_id, idx)
-    await ctx.storage.put_bytes(ctx.public_bucket, key, thumbnail.jpeg, OUTPUT_CONTENT_TYPE)
-    return VariantRef(idx, object_key, key, thumbnail.width, thumbnail.height)
+    # In a thumbnail slot, as a success's own: a backfill never takes every core.
+    return await store_thumbnail(ctx, render_id, idx, data, object_key)
