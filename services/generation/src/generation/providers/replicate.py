@@ -39,7 +39,6 @@ from generation.domain.provider import (
     PredictionNotFound,
     PredictionRequest,
     ProviderRejected,
-    ProviderUnavailable,
     current_deadline,
 )
 from generation.providers.async_library import settle_absent_sniffio
@@ -56,9 +55,9 @@ from generation.providers.retries import (
     TransientStatus,
     attempt_seconds,
     call_with_retries,
-    describe_failure,
     is_transient_status,
     parse_retry_after,
+    unavailable,
 )
 from kit.logging import get_logger
 from kit.runtime_config import PROVIDER_BACKOFF_MAX_SECONDS
@@ -305,10 +304,8 @@ class ReplicateProvider:
         try:
             response = await call_with_retries(attempt, self._policy, operation, deadline, retried)
         except UNAVAILABLE_ERRORS as exc:
-            reason = describe_failure(exc)
-            _log.warning("provider.unavailable", **context, reason=reason)
-            metrics.provider_unavailable(operation)
-            raise ProviderUnavailable(f"Replicate {operation} failed ({reason})") from None
+            fields = {name: value for name, value in context.items() if name != "operation"}
+            raise unavailable(exc, operation, f"Replicate {operation}", **fields) from None
         return self._prediction_or_error(response, operation, context)
 
     @staticmethod

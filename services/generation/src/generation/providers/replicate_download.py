@@ -25,7 +25,6 @@ from generation.domain.provider import (
     Deadline,
     OutputRefused,
     ProviderRejected,
-    ProviderUnavailable,
 )
 from generation.providers.output_hosts import OutputHosts
 from generation.providers.retries import (
@@ -36,9 +35,9 @@ from generation.providers.retries import (
     TransientStatus,
     attempt_seconds,
     call_with_retries,
-    describe_failure,
     is_transient_status,
     parse_retry_after,
+    unavailable,
 )
 from kit.logging import get_logger
 
@@ -173,10 +172,7 @@ async def download_capped(
     except OutputRefused as refusal:
         _refused(refusal)
     except UNAVAILABLE_ERRORS as exc:
-        reason = describe_failure(exc)
-        _log.warning("provider.unavailable", operation="download", host=host, reason=reason)
-        metrics.provider_unavailable("download")
-        raise ProviderUnavailable(f"output download failed ({reason})") from None
+        raise unavailable(exc, "download", "output download", host=host) from None
 
 
 def _refused(refusal: OutputRefused) -> NoReturn:

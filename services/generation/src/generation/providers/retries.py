@@ -32,7 +32,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base, wait_random_exponential
 
 from generation import metrics
-from generation.domain.provider import Deadline
+from generation.domain.provider import Deadline, ProviderUnavailable
 from kit.logging import get_logger
 
 T = TypeVar("T")
@@ -196,6 +196,17 @@ def describe_failure(failure: BaseException | None) -> str:
     if isinstance(failure, TransientStatus):
         return str(failure.status)
     return type(failure).__name__
+
+
+def unavailable(
+    failure: BaseException, operation: str, what: str, **fields: object
+) -> ProviderUnavailable:
+    """What a call still failing after its retries raises, logged (``fields`` say which
+    call: never a URL, which may carry a signature) and counted."""
+    reason = describe_failure(failure)
+    _log.warning("provider.unavailable", operation=operation, **fields, reason=reason)
+    metrics.provider_unavailable(operation)
+    return ProviderUnavailable(f"{what} failed ({reason})")
 
 
 async def call_with_retries(
