@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from bench.seed import top_up
-from generation.persistence.history import load_job_page
 from generation.persistence.models import GenerationJob
+from generation.persistence.views import load_job_page
 from generation.wiring import MIGRATIONS
 from kit.db import create_read_sessionmaker, run_migrations, session_scope
 from launcher.components import PostgresServer, free_port

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from generation.domain.records import Job, PendingFiles
 from generation.domain.states import TERMINAL
 from generation.persistence.models import GenerationJob, Render
-from generation.persistence.repositories import to_job, update_matched
+from generation.persistence.rows import to_job, update_matched
 
 TERMINAL_STATUSES = TERMINAL
 

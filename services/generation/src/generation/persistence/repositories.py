@@ -1,5 +1,6 @@
-"""SQL of jobs and renders (history pages, the removal queue, the change feed and the
-cursor key have modules of their own).
+"""SQL of ``generation_jobs``: the submission's prebuilt statements and the job store.
+Renders (``renders.py``), the views clients see (``views.py``), the removal queue,
+the change feed and the cursor key have modules of their own.
 
 Repositories are built from a session and never commit: the caller's
 ``session_scope`` is the transaction. Status changes are conditional updates
@@ -17,27 +18,23 @@ from typing import Any, cast
 
 from sqlalchemy import (
     DateTime,
-    Select,
     String,
     Table,
-    Update,
     and_,
     bindparam,
     case,
     exists,
     func,
-    literal,
     or_,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.engine import CursorResult, Row
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from generation.domain.jobs import JobView, VariantRef
+from generation.domain.jobs import VariantRef
 from generation.domain.ports import PENDING_IDS_NAMED, AdmissionFacts
 from generation.domain.records import (
     ChargeUpdate,
@@ -47,7 +44,6 @@ from generation.domain.records import (
     KeyTaken,
     NewJob,
     SlotTaken,
-    StoredVariant,
     TerminalUpdate,
 )
 from generation.domain.states import (
@@ -62,39 +58,8 @@ from generation.persistence.models import (
     DEBIT_DEFERRED,
     INFLIGHT_STATUSES,
     GenerationJob,
-    Render,
-    RenderVariant,
 )
-
-# The row's columns a JobView carries, by name (the rest is its render and variants).
-VIEW_COLUMNS = (
-    "id",
-    "owner_id",
-    "prediction_id",
-    "status",
-    "mode",
-    "room_type",
-    "style",
-    "error_code",
-    "error_message",
-    "created_at",
-    "updated_at",
-    "completed_at",
-    "version",
-    "input_keys",
-    "source_job_id",
-)
-
-
-def view_columns(table: Any) -> list[Any]:
-    """VIEW_COLUMNS of ``table`` (the jobs table's columns) as a view shows them: a
-    deleted job's inputs are gone (or going) from storage, so it shows none."""
-    columns = [table[name] for name in VIEW_COLUMNS]
-    columns[VIEW_COLUMNS.index("input_keys")] = case(
-        (table.deleted_at.is_(None), table.input_keys), else_=literal([], JSONB)
-    ).label("input_keys")
-    return columns
-
+from generation.persistence.rows import JOB_COLUMNS, to_job, to_jobs, update_matched
 
 # A job's success: the conditional update, then its render and variants from the row it
 # returned (so nothing is inserted when the job was no longer in flight). The renders
@@ -127,51 +92,6 @@ SELECT count(*) FROM job
     bindparam("now", type_=DateTime(timezone=True)),
     bindparam("variants", type_=String()),
 )
-
-
-# The row's columns a Job carries (``to_job``), for statements that return the row.
-JOB_COLUMNS = (
-    *VIEW_COLUMNS,
-    "request_fingerprint",
-    "charge_state",
-    "refund_state",
-    "traceparent",
-)
-
-
-def to_job(row: GenerationJob | Row[Any]) -> Job:
-    """The domain's snapshot of a loaded row (an ORM object or a Core row of JOB_COLUMNS)."""
-    return Job(
-        id=row.id,
-        owner_id=row.owner_id,
-        prediction_id=row.prediction_id,
-        status=row.status,
-        mode=row.mode,
-        room_type=row.room_type,
-        style=row.style,
-        error_code=row.error_code,
-        error_message=row.error_message,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        completed_at=row.completed_at,
-        version=row.version,
-        input_keys=tuple(row.input_keys),
-        source_job_id=row.source_job_id,
-        request_fingerprint=row.request_fingerprint,
-        charge_state=row.charge_state,
-        refund_state=row.refund_state,
-        traceparent=row.traceparent,
-    )
-
-
-def _jobs(rows: Sequence[GenerationJob]) -> list[Job]:
-    return [to_job(row) for row in rows]
-
-
-async def update_matched(session: AsyncSession, statement: Update) -> bool:
-    """Run a conditional update; True when it matched a row."""
-    result = cast("CursorResult[Any]", await session.execute(statement))
-    return result.rowcount > 0
 
 
 _TABLE = cast("Table", GenerationJob.__table__)
@@ -559,7 +479,7 @@ class JobRepository:
             .order_by(GenerationJob.updated_at)
             .limit(limit)
         )
-        return _jobs(result.all())
+        return to_jobs(result.all())
 
     async def overdue_inflight(
         self, created_before: datetime, unsubmitted_before: datetime, limit: int
@@ -580,7 +500,7 @@ class JobRepository:
             .order_by(GenerationJob.created_at)
             .limit(limit)
         )
-        return _jobs(result.all())
+        return to_jobs(result.all())
 
     async def needing_settlement(self, older_than: datetime, limit: int) -> Sequence[Job]:
         """Jobs whose refund is pending, or that reached the provider but were never charged."""
@@ -608,7 +528,7 @@ class JobRepository:
             )
             .limit(limit)
         )
-        return _jobs(result.all())
+        return to_jobs(result.all())
 
     async def gives_back_due(self, owner_id: uuid.UUID, except_job: uuid.UUID) -> bool:
         """Whether another job of the owner still has a generation to give back: its
@@ -634,120 +554,4 @@ class JobRepository:
         if after is not None:
             query = query.where(GenerationJob.id > after)
         result = await self._session.scalars(query)
-        return _jobs(result.all())
-
-
-def variant_columns() -> tuple[Any, ...]:
-    """The columns a VariantRef is read from (``variant_ref`` builds it from a row)."""
-    variant = RenderVariant.__table__.c
-    return (variant.idx, variant.object_key, variant.thumbnail_key, variant.width, variant.height)
-
-
-def variant_ref(row: Any) -> VariantRef:
-    """A VariantRef from a row that selected ``variant_columns()``."""
-    return VariantRef(row.idx, row.object_key, row.thumbnail_key, row.width, row.height)
-
-
-def _job_view_statement() -> Select[Any]:
-    """The owner's job, its live render and that render's variants: one SELECT.
-
-    A render shows only for a succeeded job and until it is soft-deleted; one row
-    comes back per variant (the job repeated), or one row with no render. Core
-    columns, built once: no ORM identity map or statement building per GET.
-    """
-    job, render, variant = GenerationJob.__table__.c, Render.__table__.c, RenderVariant.__table__.c
-    joined = GenerationJob.__table__.outerjoin(
-        Render.__table__,
-        and_(
-            render.job_id == job.id, job.status == JobStatus.SUCCEEDED, render.deleted_at.is_(None)
-        ),
-    ).outerjoin(RenderVariant.__table__, variant.render_id == render.id)
-    return (
-        select(
-            *view_columns(job),
-            render.id.label("render_id"),
-            *variant_columns(),
-        )
-        .select_from(joined)
-        .where(job.id == bindparam("job_id"), job.owner_id == bindparam("owner_id"))
-        .order_by(variant.idx)
-    )
-
-
-_JOB_VIEW = _job_view_statement()
-
-
-async def load_job_view(
-    session: AsyncSession, owner_id: uuid.UUID, job_id: uuid.UUID
-) -> JobView | None:
-    """The owner's job as clients see it, or None (missing, or someone else's)."""
-    connection = await session.connection()
-    rows = (await connection.execute(_JOB_VIEW, {"job_id": job_id, "owner_id": owner_id})).all()
-    if not rows:
-        return None
-    first = rows[0]._mapping
-    return JobView(
-        **{name: first[name] for name in VIEW_COLUMNS},
-        render_id=first["render_id"],
-        variants=tuple(variant_ref(row) for row in rows if row.object_key is not None),
-    )
-
-
-class RenderRepository:
-    """``renders`` and ``render_variants``: inserted once, never duplicated."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def variants_without_thumbnail(self, limit: int) -> Sequence[StoredVariant]:
-        """Variants of live renders stored before thumbnails existed (oldest first)."""
-        variant = RenderVariant.__table__.c
-        result = await self._session.execute(
-            select(variant.render_id, variant.idx, variant.object_key, Render.job_id)
-            .join(Render, Render.id == RenderVariant.render_id)
-            .where(RenderVariant.thumbnail_key.is_(None), Render.deleted_at.is_(None))
-            .order_by(RenderVariant.created_at, RenderVariant.id)
-            .limit(limit)
-        )
-        return [
-            StoredVariant(row.render_id, row.idx, row.object_key, row.job_id)
-            for row in result.all()
-        ]
-
-    async def set_thumbnail(self, variant: VariantRef, render_id: uuid.UUID) -> bool:
-        """Record a variant's thumbnail and size, unless another run already did or the
-        render was deleted meanwhile."""
-        live = select(Render.id).where(Render.id == render_id, Render.deleted_at.is_(None))
-        return await update_matched(
-            self._session,
-            update(RenderVariant)
-            .where(
-                RenderVariant.render_id == render_id,
-                RenderVariant.idx == variant.idx,
-                RenderVariant.thumbnail_key.is_(None),
-                RenderVariant.render_id.in_(live),
-            )
-            .values(
-                thumbnail_key=variant.thumbnail_key, width=variant.width, height=variant.height
-            ),
-        )
-
-    async def soft_delete(self, job_id: uuid.UUID, now: datetime) -> bool:
-        return await update_matched(
-            self._session,
-            update(Render)
-            .where(Render.job_id == job_id, Render.deleted_at.is_(None))
-            .values(deleted_at=now),
-        )
-
-    async def outputs_of(self, job_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
-        """Which of these jobs have at least one stored variant."""
-        if not job_ids:
-            return set()
-        result = await self._session.scalars(
-            select(Render.job_id)
-            .join(RenderVariant, RenderVariant.render_id == Render.id)
-            .where(Render.job_id.in_(job_ids))
-            .distinct()
-        )
-        return set(result.all())
+        return to_jobs(result.all())

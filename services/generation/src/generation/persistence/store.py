@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from generation.domain.jobs import JobView
 from generation.domain.ports import Transactions
-from generation.persistence.history import load_job_page, load_job_views
 from generation.persistence.removals import RemovalRepository
-from generation.persistence.repositories import JobRepository, RenderRepository, load_job_view
+from generation.persistence.renders import RenderRepository
+from generation.persistence.repositories import JobRepository
+from generation.persistence.views import load_job_page, load_job_view, load_job_views
 from kit.db import store_opener
 
 

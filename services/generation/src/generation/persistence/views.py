@@ -1,7 +1,9 @@
-"""The SQL of a user's history (one keyset page of jobs and their visible variants) and
-of any set of jobs as clients see them (what the change feed carries).
+"""The SQL of jobs as clients see them: one of an owner's jobs, a keyset page of their
+history, and any set of jobs (what the change feed carries), each with its live
+render's variants.
 
-Two statements per page whatever its size: the jobs (an index range scan on
+One job is one statement (the job joined to its render and variants). A history page
+is two statements whatever its size: the jobs (an index range scan on
 ``(owner_id, created_at DESC, id DESC)``, or with the status first when filtered,
 so a page costs the same at 1k or 1M rows), then the live renders' variants of
 the page's succeeded jobs.
@@ -15,20 +17,66 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select, tuple_
+from sqlalchemy import Select, and_, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from generation.domain.jobs import JobView, VariantRef
 from generation.domain.states import JobStatus
 from generation.persistence.models import GenerationJob, Render, RenderVariant
-from generation.persistence.repositories import (
-    VIEW_COLUMNS,
+from generation.persistence.rows import (
+    job_view,
     variant_columns,
     variant_ref,
     view_columns,
+    view_fields,
 )
 
 _JOB = GenerationJob.__table__.c
+
+
+def _job_view_statement() -> Select[Any]:
+    """The owner's job, its live render and that render's variants: one SELECT.
+
+    A render shows only for a succeeded job and until it is soft-deleted; one row
+    comes back per variant (the job repeated), or one row with no render. Core
+    columns, built once: no ORM identity map or statement building per GET.
+    """
+    job, render, variant = GenerationJob.__table__.c, Render.__table__.c, RenderVariant.__table__.c
+    joined = GenerationJob.__table__.outerjoin(
+        Render.__table__,
+        and_(
+            render.job_id == job.id, job.status == JobStatus.SUCCEEDED, render.deleted_at.is_(None)
+        ),
+    ).outerjoin(RenderVariant.__table__, variant.render_id == render.id)
+    return (
+        select(
+            *view_columns(job),
+            render.id.label("render_id"),
+            *variant_columns(),
+        )
+        .select_from(joined)
+        .where(job.id == bindparam("job_id"), job.owner_id == bindparam("owner_id"))
+        .order_by(variant.idx)
+    )
+
+
+_JOB_VIEW = _job_view_statement()
+
+
+async def load_job_view(
+    session: AsyncSession, owner_id: uuid.UUID, job_id: uuid.UUID
+) -> JobView | None:
+    """The owner's job as clients see it, or None (missing, or someone else's)."""
+    connection = await session.connection()
+    rows = (await connection.execute(_JOB_VIEW, {"job_id": job_id, "owner_id": owner_id})).all()
+    if not rows:
+        return None
+    first = rows[0]
+    return job_view(
+        view_fields(first),
+        first.render_id,
+        tuple(variant_ref(row) for row in rows if row.object_key is not None),
+    )
 
 
 async def load_job_page(
@@ -51,7 +99,7 @@ async def load_job_page(
         query = query.where(tuple_(_JOB.created_at, _JOB.id) < tuple_(*before))
     connection = await session.connection()
     rows = (await connection.execute(query)).all()
-    jobs = [{name: row._mapping[name] for name in VIEW_COLUMNS} for row in rows]
+    jobs = [view_fields(row) for row in rows]
     succeeded = [job["id"] for job in jobs if job["status"] == JobStatus.SUCCEEDED]
     return list(_with_renders(jobs, await _live_renders(session, succeeded)).values())
 
@@ -67,7 +115,7 @@ async def load_job_views(
     connection = await session.connection()
     rows = (await connection.execute(query)).all()
     return _with_renders(
-        [{name: row._mapping[name] for name in VIEW_COLUMNS} for row in rows],
+        [view_fields(row) for row in rows],
         await _live_renders(session, [row.id for row in rows if row.status == JobStatus.SUCCEEDED]),
     )
 
@@ -79,7 +127,7 @@ def _with_renders(
     views = {}
     for job in jobs:
         render_id, variants = renders.get(job["id"], (None, ()))
-        views[job["id"]] = JobView(**job, render_id=render_id, variants=variants)
+        views[job["id"]] = job_view(job, render_id, variants)
     return views
 
 
