@@ -99,33 +99,40 @@ _JOBS = _TABLE.c
 _RETURNED = [_JOBS[name] for name in JOB_COLUMNS]
 
 
-def _job_statements() -> tuple[Any, Any, Any, Any]:
-    """The submission's statements, built once as Core (no ORM execution, no statement
-    building or cache-key walk per call): the in-flight pre-check, the insert, the
-    attach and the charge. The writes return the row, so nobody reads it back."""
-    owner = _JOBS.owner_id == bindparam("owner_id")
-    inflight = exists().where(owner, _JOBS.status.in_(INFLIGHT_STATUSES))
+# The submission's statements, built once as Core (no ORM execution, no statement
+# building or cache-key walk per call): the in-flight pre-check, the insert, the attach
+# and the charge. The writes return the row, so nobody reads it back.
+_OWNER = _JOBS.owner_id == bindparam("owner_id")
+_ENDED = _JOBS.status.in_(ENDED_WITHOUT_OUTPUT)
+
+
+def _admission_facts() -> Any:
+    """Whether the owner has a job in flight, and their jobs whose debit is deferred."""
+    inflight = exists().where(_OWNER, _JOBS.status.in_(INFLIGHT_STATUSES))
     deferred = (
         select(func.count())
         .select_from(_TABLE)
         # As constants, the index's own predicate: with bound values a generic plan
         # could not use the partial index.
-        .where(owner, text(DEBIT_DEFERRED))
+        .where(_OWNER, text(DEBIT_DEFERRED))
         .scalar_subquery()
     )
     deferred_ids = func.array(
         select(_JOBS.id)
-        .where(owner, text(DEBIT_DEFERRED))
+        .where(_OWNER, text(DEBIT_DEFERRED))
         .limit(PENDING_IDS_NAMED)
         .scalar_subquery()
     )
-    has_inflight = select(
+    return select(
         inflight.label("inflight"),
         deferred.label("pending_debits"),
         deferred_ids.label("pending_job_ids"),
     )
-    insert_job = insert(_TABLE).on_conflict_do_nothing().returning(_JOBS.id)
-    attach = (
+
+
+def _attach_prediction() -> Any:
+    """The run attached to a job still starting without one; the row, or nothing."""
+    return (
         update(_TABLE)
         .where(
             _JOBS.id == bindparam("job_id"),
@@ -135,13 +142,15 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
         .values(prediction_id=bindparam("new_prediction_id"), updated_at=bindparam("now"))
         .returning(*_RETURNED)
     )
-    ended = _JOBS.status.in_(ENDED_WITHOUT_OUTPUT)
-    # The debit recorded and, for a job that ended meanwhile, its refund requested, in
-    # one statement (a job already charged matches only while its refund is still to be
-    # requested). A refund is pending only once charged, so PENDING returned here was
-    # set here. A job that ends after its charge has its refund requested by
-    # ``_request_refund_if_charged``, in the transaction that ends it.
-    charged = (
+
+
+def _mark_charged() -> Any:
+    """The debit recorded and, for a job that ended meanwhile, its refund requested, in
+    one statement (a job already charged matches only while its refund is still to be
+    requested). A refund is pending only once charged, so PENDING returned here was
+    set here. A job that ends after its charge has its refund requested by
+    ``JobRepository._request_refund_if_charged``, in the transaction that ends it."""
+    return (
         update(_TABLE)
         .where(
             _JOBS.id == bindparam("job_id"),
@@ -149,10 +158,10 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
                 _JOBS.charge_state == ChargeState.NONE,
                 # Waived as never debited after it ended, and its late debit landed
                 # after all: recorded, and given back like any ended job's.
-                and_(_JOBS.charge_state == ChargeState.WAIVED, ended),
+                and_(_JOBS.charge_state == ChargeState.WAIVED, _ENDED),
                 and_(
                     _JOBS.charge_state == ChargeState.CHARGED,
-                    ended,
+                    _ENDED,
                     _JOBS.refund_state == RefundState.NONE,
                 ),
             ),
@@ -160,7 +169,7 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
         .values(
             charge_state=ChargeState.CHARGED,
             refund_state=case(
-                (and_(ended, _JOBS.refund_state == RefundState.NONE), RefundState.PENDING),
+                (and_(_ENDED, _JOBS.refund_state == RefundState.NONE), RefundState.PENDING),
                 else_=_JOBS.refund_state,
             ),
             # Not updated_at: the charge is bookkeeping, not part of the job as shown,
@@ -168,10 +177,12 @@ def _job_statements() -> tuple[Any, Any, Any, Any]:
         )
         .returning(*_RETURNED)
     )
-    return has_inflight, insert_job, attach, charged
 
 
-_ADMISSION_FACTS, _INSERT_JOB, _ATTACH_PREDICTION, _MARK_CHARGED = _job_statements()
+_ADMISSION_FACTS = _admission_facts()
+_INSERT_JOB = insert(_TABLE).on_conflict_do_nothing().returning(_JOBS.id)
+_ATTACH_PREDICTION = _attach_prediction()
+_MARK_CHARGED = _mark_charged()
 
 
 def _job_lookup(*conditions: Any) -> Any:
