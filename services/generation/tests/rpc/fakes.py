@@ -125,7 +125,7 @@ class FakeStores:
     async def request_cancel(self, job_id: uuid.UUID, now: datetime) -> None:
         self.cancel_requested.add(job_id)
 
-    async def page(
+    async def audit_page(
         self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
     ) -> list[Job]:
         jobs = sorted(self.jobs_by_id.values(), key=lambda job: job.id)

@@ -30,7 +30,7 @@ async def list_job_outcomes(
     """One page ordered by job id, and the id to continue after (None at the end)."""
     size = max(1, min(page_size or 100, MAX_PAGE))
     async with ctx.transactions() as tx:
-        rows = await tx.jobs.page(owner_id, after, size)
+        rows = await tx.jobs.audit_page(owner_id, after, size)
         with_output = await tx.renders.outputs_of([row.id for row in rows])
     outcomes = [
         JobOutcome(

@@ -192,7 +192,7 @@ class JobStore(Protocol):
         pending refund, or the unanswered debit of a job that ended without output)."""
         ...
 
-    async def page(
+    async def audit_page(
         self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
     ) -> Sequence[Job]:
         """Jobs ordered by id, for the usage audit."""

@@ -555,7 +555,7 @@ class JobRepository:
         )
         return bool(found)
 
-    async def page(
+    async def audit_page(
         self, owner_id: uuid.UUID | None, after: uuid.UUID | None, limit: int
     ) -> Sequence[Job]:
         """Jobs ordered by id, for the usage audit."""
