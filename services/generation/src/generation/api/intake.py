@@ -126,35 +126,29 @@ async def received_submission(
     one, it is answered like any refusal: after the sender was told to stop and its
     stream drained.
     """
-    files: list[IO[bytes]] = []
+    # What the submission holds (its slot, its spool files), let go when its inputs are
+    # stored, when it is refused, or at the block's end, whichever comes first.
     async with contextlib.AsyncExitStack() as held:
         try:
-            try:
-                command = await _receive(parts, uploads, files, early, held, slots)
-            except Exception:
-                # A refusal, or a failure of what answering it asks (the database, the
-                # usage service): either way the status waits for the sender's end of
-                # stream.
-                for file in files:
-                    file.close()  # nothing of a refused stream is kept, even while draining
-                await held.aclose()  # nor its slot: draining spools nothing
-                if early is not None:
-                    with contextlib.suppress(Exception):  # a sender already gone: no one to tell
-                        await early.stop_sending()
-                await _drain(parts, MAX_DECLARED_INPUTS * uploads.max_bytes)
-                raise
+            command = await _receive(parts, uploads, early, held, slots)
+        except Exception:
+            # A refusal, or a failure of what answering it asks (the database, the
+            # usage service): either way the status waits for the sender's end of
+            # stream. Nothing of a refused stream is kept while it drains, nor its slot:
+            # draining spools nothing.
+            await held.aclose()
+            if early is not None:
+                with contextlib.suppress(Exception):  # a sender already gone: no one to tell
+                    await early.stop_sending()
+            await _drain(parts, MAX_DECLARED_INPUTS * uploads.max_bytes)
+            raise
 
-            async def inputs_stored() -> None:
-                # Stored: the local copies and their slot go now, not after the
-                # provider call that follows (a slow provider held every slot).
-                for file in files:
-                    file.close()
-                await held.aclose()
+        async def inputs_stored() -> None:
+            # Stored: the local copies and their slot go now, not after the provider
+            # call that follows (a slow provider held every slot).
+            await held.aclose()
 
-            yield dataclasses.replace(command, inputs_stored=inputs_stored)
-        finally:
-            for file in files:
-                file.close()
+        yield dataclasses.replace(command, inputs_stored=inputs_stored)
 
 
 async def _drain(parts: AsyncIterator[pb.SubmitGenerationPart], budget: int) -> None:
@@ -176,7 +170,6 @@ async def _drain(parts: AsyncIterator[pb.SubmitGenerationPart], budget: int) -> 
 async def _receive(
     parts: AsyncIterator[pb.SubmitGenerationPart],
     uploads: Uploads,
-    files: list[IO[bytes]],
     early: EarlyRefusal | None,
     held: contextlib.AsyncExitStack,
     slots: Slots | None,
@@ -191,7 +184,7 @@ async def _receive(
         await held.enter_async_context(slots.slot())
     declared = _declared(request, uploads)
     for item in declared:
-        files.append(item.file)
+        held.callback(item.file.close)
 
     async def screen(item: _Input) -> None:
         # Only the first upload: the whole submission answers the first refused input,
