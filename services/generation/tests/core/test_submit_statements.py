@@ -248,6 +248,18 @@ async def test_a_voided_succeeded_job_is_waived_not_pending_for_ever(core: Core)
     assert (outcome.charged, outcome.waived) == (False, True)
 
 
+async def _ended(ctx: Any, status: JobStatus, owner: uuid.UUID | None = None) -> NewJob:
+    """A job written, then ended ``status`` without output before anything was charged."""
+    job = imagine_job(owner or uuid.uuid4())
+    async with ctx.statements() as stores:
+        await stores.jobs.insert(job)
+    async with ctx.transactions() as tx:
+        await tx.jobs.mark_ended_without_output(
+            job.id, status, status.upper(), status.value, datetime.now(UTC)
+        )
+    return job
+
+
 # The database's own guards, called in the states a domain pre-check would hide: a late
 # event read before another writer ended the job, a waive racing a recorded debit.
 
@@ -257,14 +269,8 @@ async def test_a_late_processing_never_reopens_an_ended_job(core: Core) -> None:
     ended it: the conditional update changes nothing (a terminal status is final, and
     the owner's in-flight slot stays free)."""
     ctx = core.app.context
-    job = imagine_job(uuid.uuid4())
+    job = await _ended(ctx, JobStatus.CANCELED)
     now = datetime.now(UTC)
-    async with ctx.statements() as stores:
-        await stores.jobs.insert(job)
-    async with ctx.transactions() as tx:
-        await tx.jobs.mark_ended_without_output(
-            job.id, JobStatus.CANCELED, "CANCELED", "canceled", now
-        )
     async with ctx.transactions() as tx:
         reopened = await tx.jobs.mark_processing(job.id, now, now)
         current = await tx.jobs.get(job.id)
@@ -293,16 +299,10 @@ async def test_a_debit_landing_after_its_job_ended_is_given_back_at_once(core: C
     pass (the sweep is off here)."""
     ctx = core.app.context
     owner = uuid.uuid4()
-    job = imagine_job(owner)
-    now = datetime.now(UTC)
     before = (await ctx.usage.quota(owner)).remaining
-    async with ctx.statements() as stores:
-        await stores.jobs.insert(job)
-    async with ctx.transactions() as tx:
-        await tx.jobs.mark_ended_without_output(
-            job.id, JobStatus.FAILED, "PROVIDER_FAILED", "failed", now
-        )
-        ended = await tx.jobs.get(job.id)
+    job = await _ended(ctx, JobStatus.FAILED, owner)
+    async with ctx.reads() as stores:
+        ended = await stores.jobs.get(job.id)
     assert ended is not None
 
     await charge(ctx, ended)
@@ -334,14 +334,8 @@ async def test_an_ended_job_never_adopts_a_run(core: Core) -> None:
     """The owner canceled while the create was under way: the run's attach matches no
     row (it is then stopped as nobody's), and the job stays canceled without a run."""
     ctx = core.app.context
-    job = imagine_job(uuid.uuid4())
+    job = await _ended(ctx, JobStatus.CANCELED)
     now = datetime.now(UTC)
-    async with ctx.statements() as stores:
-        await stores.jobs.insert(job)
-    async with ctx.transactions() as tx:
-        await tx.jobs.mark_ended_without_output(
-            job.id, JobStatus.CANCELED, "CANCELED", "canceled", now
-        )
     async with ctx.statements() as stores:
         attached = await stores.jobs.attach_prediction(job.id, "pred-late", now)
         current = await stores.jobs.get(job.id)
