@@ -35,7 +35,7 @@ from generation.domain.submission import early_answer, submit_generation
 from interior.generation.v1 import generation_pb2 as pb
 from interior.generation.v1 import generation_pb2_grpc
 from kit import tracing
-from kit.errors import ServiceUnavailable, ValidationError
+from kit.errors import ServiceUnavailable, TooManyRequests, ValidationError
 from kit.grpc_interceptors import STOP_SENDING
 from kit.ids import parse_uuid
 from kit.service_identity import EDGE_API, OPERATOR, USAGE, WEBHOOK_GATEWAY
@@ -183,10 +183,12 @@ class GenerationServicer(generation_pb2_grpc.GenerationServiceServicer):
                         if (view := shown.get(ref.job_id)) is not None:
                             change.job.CopyFrom(view)
                         yield pb.WatchJobsResponse(change=change)
+        # Mapped to their statuses (UNAVAILABLE, RESOURCE_EXHAUSTED) by the one interceptor;
+        # either way the follower resumes from its last version, here or elsewhere.
         except FeedLost:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "The change feed was interrupted.")
+            raise ServiceUnavailable("The change feed was interrupted.") from None
         except SubscriberTooSlow:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "The reader fell behind.")
+            raise TooManyRequests("The reader fell behind.") from None
 
     async def GetJobs(self, request: pb.GetJobsRequest, context: Context) -> pb.GetJobsResponse:
         views = await queries.load_views(self._ctx, mappers.job_ids_from(request.job_ids))
