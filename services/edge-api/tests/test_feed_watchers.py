@@ -114,7 +114,12 @@ class _Generation:
     async def GetGeneration(self, request: object, timeout: float, metadata: object) -> object:
         self.calls += 1
         if self.calls in self.failing:
-            raise ConnectionError("generation briefly unreachable")
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                details="generation briefly unreachable",
+            )
         return SimpleNamespace(job=self.job)
 
 

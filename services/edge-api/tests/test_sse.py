@@ -15,6 +15,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
+from structlog.testing import capture_logs
 
 from edge_api.feed import RECENT_CHANGES, JobFeed, Timings
 from edge_api.routes.events import _producer
@@ -496,3 +497,37 @@ async def test_stopping_the_streams_ends_those_open_and_those_opened_later() -> 
                 assert await asyncio.wait_for(opened_later.wait(), WAIT) & STOPPING
     finally:
         await feed.close()
+
+
+class _BrokenOnce(_Upstream):
+    """A WatchJobs stub whose first call fails in a way no gRPC error explains (a bug in
+    the follower's path), then behaves."""
+
+    def __init__(self) -> None:
+        super().__init__(changes=0)
+        self.calls = 0
+
+    def WatchJobs(self, request: generation_pb2.WatchJobsRequest, timeout: float) -> object:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("a bug, not a closed channel")
+        return super().WatchJobs(request, timeout)
+
+
+async def test_an_unexpected_failure_of_the_follower_is_logged_and_retried() -> None:
+    """Only a closed channel (the process stopping) ends the following for good: any
+    other failure is logged with its trace and retried, so a bug cannot silently switch
+    the live feed and the settled views off until the process restarts."""
+    upstream = _BrokenOnce()
+    feed = JobFeed(lambda: upstream, SettledJobs(10, 60.0), Timings(60.0, 60.0))  # type: ignore[arg-type,return-value]
+    with capture_logs() as logs:
+        feed.ensure_running()
+        try:
+            await asyncio.wait_for(upstream.delivered.wait(), WAIT)
+            await _until(lambda: feed.caught_up)
+        finally:
+            await feed.close()
+    assert upstream.calls == 2
+    assert [line["event"] for line in logs if line["event"].startswith("feed.")][:1] == [
+        "feed.crashed"
+    ]

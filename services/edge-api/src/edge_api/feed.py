@@ -60,7 +60,7 @@ _STARTUP_SECONDS = 30.0
 # after a change it did not read yet (see JobFeed.watch).
 RECENT_CHANGES = 1024
 # While the feed cannot vouch for itself, the watched jobs are read from generation
-# every Timings.fallback, this many to a GetJobs call (its limit), one call at a time.
+# every Timings.fallback, this many to a GetJobs call (its limit), the calls at once.
 FALLBACK_BATCH = 500
 _FALLBACK_READ_SECONDS = 1.0
 # After a generation answered GetJobs UNIMPLEMENTED (an older release during a rolling
@@ -101,7 +101,8 @@ class JobFeed:
         self._stub = stub
         self.settled = settled
         self.timings = timings or Timings()
-        # Insertion-ordered (a dict as an ordered set): the first watcher leads the refresh.
+        # Insertion-ordered (a dict as an ordered set): the first idle watcher makes the
+        # job's timed read (``_reader_of``).
         self._watchers: defaultdict[str, dict[Watch, None]] = defaultdict(dict)
         self._version = 0
         # job id -> (version, the carried view or None) of its latest change, newest last.
@@ -111,10 +112,11 @@ class JobFeed:
         self._forgotten = 0
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
-        # The watched jobs' read while the feed cannot vouch for itself (one at a time),
-        # and whether generation answers it (False: each job's leader reads its own).
+        # The watched jobs' read while the feed cannot vouch for itself (one at a time).
         self._fallback: asyncio.Task[None] | None = None
-        # The event loop's time until which GetJobs is not asked (see above).
+        # The event loop's time until which GetJobs is not asked: a generation that
+        # answered it UNIMPLEMENTED (see _BATCH_READS_RETRY_SECONDS); meanwhile each job's
+        # reader reads its own.
         self._no_batch_reads_until = -math.inf
         # True while the upstream stream is open and replayed what was recorded.
         self.caught_up = False
@@ -130,7 +132,9 @@ class JobFeed:
         self, job_id: str, known_version: int = 0, epoch: int | None = None
     ) -> Iterator[Watch]:
         """A watch woken on each change of ``job_id`` (and when the feed was interrupted),
-        on each heartbeat, and for the job's timed read while it leads (see ``leads``).
+        on each heartbeat, and for the job's timed read when it is the job's reader (one
+        per job, see ``_reader_of``: a thousand idle streams of one job cost one read
+        per interval).
 
         ``known_version``: the version the watcher read before registering. A change the
         feed reported in between would otherwise be missed until the next interruption
@@ -173,15 +177,6 @@ class JobFeed:
                 self._follow_forever(), name="edge-job-feed", context=contextvars.Context()
             )
 
-    def leads(self, job_id: str, signal: Watch) -> bool:
-        """Whether ``signal``'s watcher is the one that refreshes ``job_id`` on a timer.
-
-        A timed read exists to let generation's stale refresh poll the provider; what it
-        finds is a change the feed then reports to every watcher. One reader per job is
-        enough, so a thousand idle streams of one job cost one read per interval.
-        """
-        return next(iter(self._watchers.get(job_id, ())), None) is signal
-
     def share(self, job_id: str, job: generation_pb2.Job, reader: Watch | None = None) -> None:
         """``reader``'s timed read (or this edge's own write) found ``job`` newer: the
         job's other watchers get it too.
@@ -200,11 +195,6 @@ class JobFeed:
                 continue  # a re-read is due, or newer news waits: neither is replaced
             signal.news = job
             signal.wake(CHANGED)
-
-    @property
-    def watcher_count(self) -> int:
-        """How many watchers are registered (for tests and metrics)."""
-        return sum(len(signals) for signals in self._watchers.values())
 
     def stop_streams(self) -> None:
         """End every event stream, and any opened from now on: the process is stopping.
@@ -321,10 +311,12 @@ class JobFeed:
                     log.info("feed.renewed")  # its planned end (STREAM_SECONDS)
                 else:
                     log.warning("feed.interrupted", grpcCode=error.code().name)
-            except Exception as error:  # the channel was closed (shutdown): stop following
+            except grpc.aio.UsageError as error:  # the channel was closed (shutdown)
                 log.info("feed.stopped", reason=type(error).__name__)
                 self._wake_all()
                 return
+            except Exception:  # a bug here must not switch the live feed off for good
+                log.exception("feed.crashed")
             finally:
                 # However it ended (even cancelled or crashed), nothing cached is trusted.
                 worked = self.caught_up

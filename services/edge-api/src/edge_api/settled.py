@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from interior.generation.v1 import generation_pb2
 
+# A job's terminal statuses: the only ones kept here, and the end of an SSE stream.
 SETTLED = frozenset(
     {
         generation_pb2.JOB_STATUS_SUCCEEDED,

@@ -33,7 +33,9 @@ from edge_api.pace import UploadPace
 from kit.errors import PayloadTooLarge, RequestTimeout, ValidationError
 
 FILE_FIELDS = ("input1", "input2")
-# Text fields and the most bytes each may hold.
+# Text fields and the most bytes each part may bring while it streams: a guard against a
+# field that never ends, above each field's own limit (SubmissionFields checks those, in
+# characters), so never the limit a client meets.
 TEXT_FIELD_LIMITS = {
     "mode": 64,
     "prompt": 8 * 1024,

@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
+import grpc
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
@@ -29,6 +30,7 @@ from edge_api.mappers import job_to_json
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
 from edge_api.routes.generations import JobId, _job_id, public_base
+from edge_api.settled import SETTLED
 from edge_api.sse import (
     BEAT,
     CHANGED,
@@ -43,17 +45,11 @@ from edge_api.state import EdgeState, State
 from interior.generation.v1 import generation_pb2
 from kit.errors import Unauthorized
 from kit.grpc_client import outgoing_metadata
-from kit.logging import bind_context
+from kit.logging import bind_context, get_logger
 
+log = get_logger("edge_api.events")
 router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
 
-_TERMINAL = frozenset(
-    {
-        generation_pb2.JOB_STATUS_SUCCEEDED,
-        generation_pb2.JOB_STATUS_FAILED,
-        generation_pb2.JOB_STATUS_CANCELED,
-    }
-)
 _STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 _KEEPALIVE = b": keep-alive\n\n"
 _EXPIRED = b": the access token expired\n\n"
@@ -119,7 +115,7 @@ async def watch_generation(
     epoch = state.feed.epoch
     first = await _read(state, owner_id, job_key)  # 401/404 answered as JSON, before the stream
     sent = _already_sent(last_event_id, first.version)
-    if first.status in _TERMINAL and sent >= first.version:
+    if first.status in SETTLED and sent >= first.version:
         # Finished, and the client has seen its end: nothing to stream. 204 is what makes
         # an EventSource stop reconnecting; an empty stream would have it come back for
         # ever, every few seconds.
@@ -169,10 +165,10 @@ def _producer(
                     return
                 await write(_message(job, base_url))
                 sent = job.version
-            if job.status in _TERMINAL:
+            if job.status in SETTLED:
                 return
             # The feed's ticker wakes every stream for its heartbeat and only the job's
-            # leading watcher for the timed read (JobFeed.leads): one read per job.
+            # reader for the timed read (feed._reader_of): one read per job.
             reasons = await watch.wait()
             if reasons & (GONE | STOPPING):
                 return
@@ -218,5 +214,7 @@ async def _read_again(state: EdgeState, owner_id: str, job_id: str) -> generatio
     """The job's current state; None when generation cannot answer now."""
     try:
         return await _read(state, owner_id, job_id)
-    except Exception:  # a stream outlives a generation restart: the next read may work
+    except grpc.aio.AioRpcError as error:
+        # A stream outlives a generation restart: the next read may work.
+        log.info("sse.read_failed", grpcCode=error.code().name)
         return None
