@@ -518,3 +518,32 @@ async def test_the_operator_cli_signs_as_the_operator(system: System) -> None:
     argv = [*target, "--key-file", edge_key, "set-plan", owner, "price_pro_monthly"]
     assert await asyncio.to_thread(usage_cli, argv, out, err) == 2
     assert json.loads(err.getvalue())["error"]["code"] == "UNAUTHENTICATED"
+
+
+# The policy written out by hand, apart from the code's own tables: the tests above prove
+# the interceptor enforces whatever a table says, so only this catches a table widened
+# (an edge allowed to debit or credit hands out generations; a gateway allowed to follow
+# the change feed reads every owner's jobs).
+EXPECTED_GENERATION_CALLERS = {
+    "SubmitGeneration": {"edge-api"},
+    "GetGeneration": {"edge-api"},
+    "CancelGeneration": {"edge-api"},
+    "DeleteGeneration": {"edge-api"},
+    "ListGenerations": {"edge-api"},
+    "WatchJobs": {"edge-api"},
+    "GetJobs": {"edge-api"},
+    "ApplyProviderEvent": {"webhook-gateway"},
+    "ListJobOutcomes": {"usage", "operator"},
+}
+EXPECTED_USAGE_CALLERS = {
+    "GetQuota": {"edge-api", "generation"},
+    "Debit": {"generation"},
+    "Credit": {"generation", "operator"},
+    "SetPlan": {"operator"},
+    "AuditLedger": {"operator"},
+}
+
+
+def test_each_rpc_allows_exactly_the_documented_callers() -> None:
+    assert {m: set(c) for m, c in GENERATION_CALLERS.items()} == EXPECTED_GENERATION_CALLERS
+    assert {m: set(c) for m, c in USAGE_CALLERS.items()} == EXPECTED_USAGE_CALLERS

@@ -540,3 +540,18 @@ def test_the_pre_checks_change_nothing_a_pattern_would_redact(text: str) -> None
 def test_the_pre_checks_change_nothing_on_any_text(parts: list[str]) -> None:
     text = "".join(parts)
     assert redact_text(text) == _every_pattern(text)
+
+
+@pytest.mark.parametrize(
+    "name", ["prompt", "token", "authorization", "password", "secret", "signedUrl", "email", "body"]
+)
+def test_every_forbidden_field_name_is_redacted_whatever_its_value(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By name alone, whatever the value's shape (a webhook's body may echo a prompt in
+    free text that no pattern recognizes)."""
+    configure_logging("test-service")
+    get_logger("t").info("call", **{name: "opaque free text", "nested": {name: "opaque too"}})
+    event = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert event[name] == "[redacted]"
+    assert event["nested"][name] == "[redacted]"

@@ -153,7 +153,15 @@ async def test_generation_service_down_is_503_json_without_trace(edge_clients, i
     ]:
         response = await client.request(method, path, headers=identity.headers(), json=body)
         assert response.status_code == 503, path
-        assert response.json()["error"]["code"] == "UPSTREAM_ERROR"
+        assert response.json() == {
+            "error": {
+                "code": "UPSTREAM_ERROR",
+                # Fixed text: gRPC's own ("failed to connect ... ipv4:host:port") never
+                # reaches a client.
+                "message": "A backend service is unavailable. Please try again.",
+            }
+        }
+        assert dead not in response.text
         assert "Traceback" not in response.text
 
 

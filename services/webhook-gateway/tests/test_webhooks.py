@@ -281,3 +281,20 @@ async def test_logs_hold_no_body_signature_or_secret(
     for secret_part in ("replicate.delivery", BODY.decode()[:20], signature, SECRET[6:]):
         assert secret_part not in written
     assert gw.events("webhook.received")
+
+
+async def test_an_unexpected_forwarding_failure_is_not_acknowledged(
+    start_gateway: GatewayFactory, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicate gets a 2xx only once generation applied the event: a failure of any
+    kind (here a bug in the forwarder, no gRPC error) answers 503, so it retries."""
+    from webhook_gateway.forwarder import GenerationForwarder
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the forwarder")
+
+    monkeypatch.setattr(GenerationForwarder, "apply_event", broken)
+    async with start_gateway() as gw:
+        response = await gw.client.post(PATH, content=BODY, headers=signer(BODY))
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "UPSTREAM_ERROR"

@@ -109,3 +109,55 @@ async def test_a_copy_cut_short_by_its_source_deletion_is_a_404(
 
     with pytest.raises(answer):
         await _refine(source, copy=copy, remove=remove, reads=reads)
+
+
+def _reads_of(view: object) -> Any:
+    @contextlib.asynccontextmanager
+    async def reads() -> AsyncIterator[SimpleNamespace]:
+        async def view_of(owner_id: uuid.UUID, job_id: uuid.UUID) -> object:
+            return view
+
+        yield SimpleNamespace(reads=SimpleNamespace(view=view_of))
+
+    return reads
+
+
+async def _nothing_removed(bucket: str, keys: list[str]) -> None:
+    return None
+
+
+async def test_a_source_variant_missing_from_storage_is_not_found() -> None:
+    """The copy finds no object (its files removed) while the row still names the
+    variant: a 404 like any deleted source, not a job charged for an input that is not
+    there."""
+    source = uuid.uuid4()
+    view = dataclasses.replace(
+        make_job(OWNER, JobStatus.SUCCEEDED, id=source).view(),
+        variants=(VariantRef(0, f"renders/{uuid.uuid4()}/0.jpg"),),
+    )
+
+    async def copy(*_: object) -> bool:
+        return False
+
+    with pytest.raises(NotFound):
+        await _refine(source, copy=copy, remove=_nothing_removed, reads=_reads_of(view))
+
+
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.CANCELED, JobStatus.PROCESSING])
+async def test_a_source_that_did_not_succeed_is_not_found_even_with_variants(
+    status: JobStatus,
+) -> None:
+    source = uuid.uuid4()
+    view = dataclasses.replace(
+        make_job(OWNER, status, id=source).view(),
+        variants=(VariantRef(0, f"renders/{uuid.uuid4()}/0.jpg"),),
+    )
+    copied: list[object] = []
+
+    async def copy(*args: object) -> bool:
+        copied.append(args)
+        return True
+
+    with pytest.raises(NotFound):
+        await _refine(source, copy=copy, remove=_nothing_removed, reads=_reads_of(view))
+    assert copied == []
