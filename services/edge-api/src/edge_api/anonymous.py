@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from edge_api.schemas import QuotaOut
+from kit.timefmt import iso_utc
 
 ANONYMOUS_PLAN = "anonymous"
 
@@ -23,10 +24,6 @@ def zero_plan(now: datetime | None = None) -> QuotaOut:
         monthly_generations=0,
         used=0,
         remaining=0,
-        period_start=_iso(start),
-        period_end=_iso(end),
+        period_start=iso_utc(start),
+        period_end=iso_utc(end),
     )
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

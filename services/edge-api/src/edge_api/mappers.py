@@ -19,6 +19,7 @@ from edge_api.schemas import (
 from interior.generation.v1 import generation_pb2
 from interior.usage.v1 import usage_pb2
 from kit.errors import InternalError
+from kit.timefmt import iso_utc
 
 _STATUS_NAMES: dict[generation_pb2.JobStatus.ValueType, JobStatusName] = {
     generation_pb2.JOB_STATUS_STARTING: "starting",
@@ -37,10 +38,9 @@ def status_message(status: JobStatusName) -> generation_pb2.JobStatus.ValueType:
     return _STATUS_VALUES[status]
 
 
-def iso_utc(timestamp: Timestamp) -> str:
-    """ISO-8601 in UTC with millisecond precision and a ``Z``."""
-    moment = timestamp.ToDatetime(tzinfo=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def timestamp_iso(timestamp: Timestamp) -> str:
+    """A protobuf timestamp in the one format clients see (``kit.timefmt.iso_utc``)."""
+    return iso_utc(timestamp.ToDatetime(tzinfo=UTC))
 
 
 def job_to_json(job: generation_pb2.Job, public_base_url: str) -> JobOut:
@@ -70,9 +70,9 @@ def job_to_json(job: generation_pb2.Job, public_base_url: str) -> JobOut:
             source_generation_id=job.settings.source_generation_id or None,
         ),
         error=error,
-        created_at=iso_utc(job.created_at),
-        updated_at=iso_utc(job.updated_at),
-        completed_at=iso_utc(job.completed_at) if job.HasField("completed_at") else None,
+        created_at=timestamp_iso(job.created_at),
+        updated_at=timestamp_iso(job.updated_at),
+        completed_at=timestamp_iso(job.completed_at) if job.HasField("completed_at") else None,
         inputs=[InputOut(idx=item.idx, url=item.url) for item in sorted(job.inputs, key=_idx)],
         variants=variants,
     )
@@ -100,6 +100,6 @@ def quota_to_json(quota: usage_pb2.Quota) -> QuotaOut:
         monthly_generations=quota.monthly_generations,
         used=quota.used,
         remaining=quota.remaining,
-        period_start=iso_utc(quota.period_start),
-        period_end=iso_utc(quota.period_end),
+        period_start=timestamp_iso(quota.period_start),
+        period_end=timestamp_iso(quota.period_end),
     )

@@ -36,7 +36,7 @@ OPERATION_IDS = {
     ("/public/renders/{render_id}/{file_name}", "get"): "getRenderFile",
 }
 
-_ERROR_CODES = {
+_STATUS_DESCRIPTIONS = {
     400: "VALIDATION_ERROR: bad fields, wrong image count for the mode, bad or disguised "
     "file, moderation rejection, malformed multipart.",
     401: "UNAUTHORIZED: missing, malformed or expired bearer token.",
@@ -63,7 +63,8 @@ _ERROR_CODES = {
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` entries for the given error statuses."""
     return {
-        status: {"model": ErrorBody, "description": _ERROR_CODES[status]} for status in statuses
+        status: {"model": ErrorBody, "description": _STATUS_DESCRIPTIONS[status]}
+        for status in statuses
     }
 
 

@@ -128,7 +128,7 @@ def _idempotency_key(header: str | None, field: str | None) -> str:
 _DEADLINE_SLACK_SECONDS = 5.0
 
 
-def _unknown_for(state: EdgeState) -> float:
+def _delete_outcome_unknown_seconds(state: EdgeState) -> float:
     """How long a job whose DELETE call failed may still change by it."""
     return state.rpc_timeout() + _DEADLINE_SLACK_SECONDS
 
@@ -288,10 +288,12 @@ async def delete_generation(
             )
         except grpc.aio.AioRpcError as error:
             if error.code() not in _REFUSED:
-                settled.forget(job_id, _unknown_for(state))  # it may have been done
+                settled.forget(
+                    job_id, _delete_outcome_unknown_seconds(state)
+                )  # it may have been done
             raise
         except BaseException:
-            settled.forget(job_id, _unknown_for(state))
+            settled.forget(job_id, _delete_outcome_unknown_seconds(state))
             raise
         settled.answered(job_id, reply.job.version)
         settled.keep(read, reply.job, owner_id)
