@@ -29,7 +29,7 @@ from fastapi.responses import StreamingResponse
 from edge_api.mappers import job_to_json
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
-from edge_api.routes.generations import JobId, _job_id, public_base
+from edge_api.routes.params import JobId, canonical_job_id, public_base
 from edge_api.settled import SETTLED
 from edge_api.sse import (
     BEAT,
@@ -109,7 +109,7 @@ async def watch_generation(
     caller = await state.token_verifier.caller(_token(request, access_token))
     owner_id = request.state.owner_id = caller.owner_id
     bind_context(ownerId=owner_id)
-    job_key = _job_id(job_id)
+    job_key = canonical_job_id(job_id)
     # Taken before the read: a catch-up of the feed between the read and the watch's
     # registration (which woke only the watchers registered by then) wakes this one too.
     epoch = state.feed.epoch

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Annotated
 
 import grpc
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from python_multipart.multipart import parse_options_header
 
 from edge_api.anonymous import zero_plan
 from edge_api.auth import Authenticated, Owner
-from edge_api.base_url import request_base_url
 from edge_api.mappers import job_to_json
 from edge_api.openapi import CANCEL_BODY, SUBMIT_BODY, errors
 from edge_api.routes import API_PREFIX
+from edge_api.routes.params import JobId, canonical_job_id, entry_base, public_base
 from edge_api.schemas import IDEMPOTENCY_KEY_PATTERN, CancelRequest, JobOut, SubmissionFields
 from edge_api.state import EdgeState, State
 from edge_api.submission import Submission, send_submission
@@ -30,7 +29,6 @@ from edge_api.uploads import (
 from interior.generation.v1 import generation_pb2
 from kit.errors import (
     LimitExceeded,
-    NotFound,
     RequestTimeout,
     UnsupportedMediaType,
     ValidationError,
@@ -39,39 +37,8 @@ from kit.grpc_client import outgoing_metadata
 
 router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 JSON_TYPE = b"application/json"
 MULTIPART_TYPE = b"multipart/form-data"
-# The pattern is documented only: FastAPI would answer 400, and anything else is 404.
-JobId = Annotated[
-    str,
-    Path(
-        description="The job id (a UUID); anything else is 404.",
-        json_schema_extra={"pattern": _UUID.pattern.replace("0-9a-f", "0-9a-fA-F")},
-    ),
-]
-
-
-def _job_id(raw: str) -> str:
-    """A canonical job id; anything that is not a UUID is simply not found."""
-    job_id = raw.lower()
-    if not _UUID.fullmatch(job_id):
-        raise NotFound()
-    return job_id
-
-
-def entry_base(state: EdgeState, request: Request) -> str:
-    """``scheme://host[:port]`` clients reach the API at: PUBLIC_BASE_URL when set,
-    else what the (trusted) forwarding headers say."""
-    return state.settings.public_base_url or request_base_url(request, state.trusted_proxies)
-
-
-def public_base(state: EdgeState, request: Request) -> str:
-    """Where variant URLs point: the CDN / bucket base or the edge's /public."""
-    configured = state.settings.s3_public_base_url
-    if configured:
-        return configured.rstrip("/")
-    return entry_base(state, request) + "/public"
 
 
 async def _read_submission(request: Request, state: EdgeState) -> Submission:
@@ -216,7 +183,7 @@ async def get_generation(job_id: JobId, request: Request, owner_id: Owner, state
     A settled job this edge already served is answered from memory while the change
     feed is live (edge_api.settled); anything else, or someone else's job, is asked.
     """
-    job_id = _job_id(job_id)
+    job_id = canonical_job_id(job_id)
     state.feed.ensure_running()
     settled = state.feed.settled
     job = settled.lookup(job_id, owner_id)
@@ -246,7 +213,7 @@ async def cancel_generation(
     job_id: JobId, request: Request, owner_id: Owner, state: State
 ) -> JobOut:
     """`{"action": "cancel"}`: only `starting` / `processing` jobs (else 409)."""
-    job_id = _job_id(job_id)
+    job_id = canonical_job_id(job_id)
     media_type, _ = parse_options_header(request.headers.get("content-type"))
     if media_type != JSON_TYPE:
         raise UnsupportedMediaType("Send application/json.")
@@ -276,7 +243,7 @@ async def delete_generation(
     The reply counts as a change of the job here and now: this edge never answers
     an older view (with the deleted variants) again, whatever the feed's delay.
     """
-    job_id = _job_id(job_id)
+    job_id = canonical_job_id(job_id)
     state.feed.ensure_running()
     settled = state.feed.settled
     with settled.reading(job_id) as read:

@@ -10,7 +10,7 @@ from edge_api.auth import Owner
 from edge_api.mappers import job_to_json, status_message
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
-from edge_api.routes.generations import public_base
+from edge_api.routes.params import public_base
 from edge_api.schemas import DigitsOnly, JobPageOut, JobStatusName
 from edge_api.state import State
 from interior.generation.v1 import generation_pb2
