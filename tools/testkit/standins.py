@@ -230,9 +230,13 @@ class UsageBackend(usage_pb2_grpc.UsageServiceServicer):
 
     def reset(self) -> None:
         self.recorder = Recorder()
+        # Set: the quota every caller gets instead (a test's own figures).
+        self.quota: usage_pb2.Quota | None = None
 
     async def GetQuota(self, request: usage_pb2.GetQuotaRequest, context: Any) -> usage_pb2.Quota:
         await self.recorder.record("GetQuota", request, context)
+        if self.quota is not None:
+            return self.quota
         return usage_pb2.Quota(
             plan="free",
             monthly_generations=10,

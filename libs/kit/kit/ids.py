@@ -13,6 +13,15 @@ import uuid
 
 _HEX = "[0-9a-fA-F]"
 _CANONICAL = re.compile(f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}")
+# The same form as a JSON-schema pattern (OpenAPI documents ids with it), either case or
+# lowercase only.
+UUID_PATTERN = f"^{_CANONICAL.pattern}$"
+LOWERCASE_UUID_PATTERN = UUID_PATTERN.replace("0-9a-fA-F", "0-9a-f")
+
+
+def is_canonical_uuid(text: str, *, lowercase: bool = False) -> bool:
+    """Whether ``text`` is a UUID's hyphenated hex form (only in lowercase if asked)."""
+    return _CANONICAL.fullmatch(text) is not None and (not lowercase or text == text.lower())
 
 
 def parse_uuid(text: str) -> uuid.UUID:

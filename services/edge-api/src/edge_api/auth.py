@@ -16,7 +16,6 @@ same 401.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -27,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from edge_api.jwks import JwksKeys
 from edge_api.state import State
 from kit.errors import Unauthorized
+from kit.ids import is_canonical_uuid
 from kit.logging import bind_context
 
 AUDIENCE = "authenticated"
@@ -34,7 +34,6 @@ ROLE = "authenticated"
 HMAC_ALGORITHM = "HS256"
 # Real tokens are about 1 KB; anything far larger is not one of ours.
 MAX_TOKEN_CHARS = 8 * 1024
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -111,7 +110,7 @@ class TokenVerifier:
 
     def _caller(self, claims: dict[str, Any]) -> Caller:
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not _UUID.fullmatch(subject):
+        if not isinstance(subject, str) or not is_canonical_uuid(subject):
             raise Unauthorized()
         if claims.get("role") != ROLE:
             raise Unauthorized()

@@ -3,7 +3,6 @@ URLs they build start with."""
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from fastapi import Path, Request
@@ -11,24 +10,23 @@ from fastapi import Path, Request
 from edge_api.base_url import request_base_url
 from edge_api.state import EdgeState
 from kit.errors import NotFound
+from kit.ids import UUID_PATTERN, is_canonical_uuid
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # The pattern is documented only: FastAPI would answer 400, and anything else is 404.
 JobId = Annotated[
     str,
     Path(
         description="The job id (a UUID); anything else is 404.",
-        json_schema_extra={"pattern": _UUID.pattern.replace("0-9a-f", "0-9a-fA-F")},
+        json_schema_extra={"pattern": UUID_PATTERN},
     ),
 ]
 
 
 def canonical_job_id(raw: str) -> str:
     """A canonical job id; anything that is not a UUID is simply not found."""
-    job_id = raw.lower()
-    if not _UUID.fullmatch(job_id):
+    if not is_canonical_uuid(raw):
         raise NotFound()
-    return job_id
+    return raw.lower()
 
 
 def entry_base(state: EdgeState, request: Request) -> str:

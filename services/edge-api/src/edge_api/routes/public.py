@@ -24,11 +24,11 @@ from edge_api.errors import domain_error_response
 from edge_api.openapi import errors
 from edge_api.state import EdgeState, State
 from kit.errors import NotFound
+from kit.ids import LOWERCASE_UUID_PATTERN, is_canonical_uuid
 from kit.storage import ObjectStorage, ObjectStream
 
 router = APIRouter(tags=["public"])
 
-_RENDER_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # A variant (<idx>.jpg) or its thumbnail (<idx>.thumb.jpg).
 _FILE_NAME = re.compile(r"^(0|[1-9][0-9]{0,2})(\.thumb)?\.jpg$")
 # Deletion removes files within 60 s; a cache may add at most this much on top.
@@ -38,7 +38,8 @@ _JPEG = "image/jpeg"
 
 
 def _object_key(render_id: str, file_name: str) -> str:
-    if not _RENDER_ID.fullmatch(render_id) or not _FILE_NAME.fullmatch(file_name):
+    # Lowercase only: the one spelling of a key in storage.
+    if not is_canonical_uuid(render_id, lowercase=True) or not _FILE_NAME.fullmatch(file_name):
         raise NotFound()
     return f"renders/{render_id}/{file_name}"
 
@@ -54,7 +55,7 @@ RenderId = Annotated[
     str,
     Path(
         description="The render id (a lowercase UUID).",
-        json_schema_extra={"pattern": _RENDER_ID.pattern},
+        json_schema_extra={"pattern": LOWERCASE_UUID_PATTERN},
     ),
 ]
 FileName = Annotated[
