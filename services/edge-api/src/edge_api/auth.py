@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from edge_api.jwks import JwksKeys
@@ -138,7 +138,28 @@ async def current_caller(
     """FastAPI dependency: the authenticated caller (binds the owner id for logs)."""
     if credentials is None:
         raise Unauthorized()
-    caller = await state.token_verifier.caller(credentials.credentials)
+    return await _verified(request, state, credentials.credentials)
+
+
+async def stream_caller(
+    request: Request,
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    access_token: Annotated[
+        str | None,
+        Query(description="The bearer token, for EventSource (which cannot send headers)."),
+    ] = None,
+) -> Caller:
+    """:func:`current_caller`, or, for a browser's ``EventSource`` (which cannot send
+    headers), the token in the ``access_token`` query parameter (never logged)."""
+    token = credentials.credentials if credentials is not None else access_token
+    if not token:
+        raise Unauthorized()
+    return await _verified(request, state, token)
+
+
+async def _verified(request: Request, state: State, token: str) -> Caller:
+    caller = await state.token_verifier.caller(token)
     request.state.owner_id = caller.owner_id
     bind_context(ownerId=caller.owner_id)
     return caller
@@ -150,4 +171,5 @@ async def current_owner(caller: Annotated[Caller, Depends(current_caller)]) -> s
 
 
 Authenticated = Annotated[Caller, Depends(current_caller)]
+StreamAuthenticated = Annotated[Caller, Depends(stream_caller)]
 Owner = Annotated[str, Depends(current_owner)]

@@ -23,9 +23,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 import grpc
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 
+from edge_api.auth import StreamAuthenticated
 from edge_api.mappers import job_to_json
 from edge_api.openapi import errors
 from edge_api.routes import API_PREFIX
@@ -43,9 +44,8 @@ from edge_api.sse import (
 )
 from edge_api.state import EdgeState, State
 from interior.generation.v1 import generation_pb2
-from kit.errors import Unauthorized
 from kit.grpc_client import outgoing_metadata
-from kit.logging import bind_context, get_logger
+from kit.logging import get_logger
 
 log = get_logger("edge_api.events")
 router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
@@ -53,16 +53,6 @@ router = APIRouter(prefix=f"{API_PREFIX}/generations", tags=["generations"])
 _STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 _KEEPALIVE = b": keep-alive\n\n"
 _EXPIRED = b": the access token expired\n\n"
-
-
-def _token(request: Request, access_token: str | None) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    if access_token:
-        return access_token
-    raise Unauthorized()
 
 
 def _already_sent(last_event_id: str | None, current: int) -> int:
@@ -97,18 +87,13 @@ async def watch_generation(
     job_id: JobId,
     request: Request,
     state: State,
+    caller: StreamAuthenticated,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", description="Resume after this version.")
     ] = None,
-    access_token: Annotated[
-        str | None,
-        Query(description="The bearer token, for EventSource (which cannot send headers)."),
-    ] = None,
 ) -> Response:
     """The job now, then each change, until it is finished."""
-    caller = await state.token_verifier.caller(_token(request, access_token))
-    owner_id = request.state.owner_id = caller.owner_id
-    bind_context(ownerId=owner_id)
+    owner_id = caller.owner_id
     job_key = canonical_job_id(job_id)
     # Taken before the read: a catch-up of the feed between the read and the watch's
     # registration (which woke only the watchers registered by then) wakes this one too.
