@@ -136,7 +136,8 @@ async def _fail_unsubmitted(
 ) -> _Ending:
     """End the job failed unless it already ended (or, ``unless_attached``, has a run);
     the row is read back in the same transaction, so the log says what the job is now
-    (canceled, when the user won). Not charged yet: no refund is due."""
+    (canceled, when the user won). A refund this end makes due is recorded with it and
+    left to the sweep."""
     ended = await end_job(ctx, job, error, jobs.FAILED, unless_attached=unless_attached)
     current = ended.job
     if current is None:  # never: jobs are not removed; the write's own answer then
