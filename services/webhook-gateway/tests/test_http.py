@@ -52,9 +52,9 @@ async def test_readyz_follows_the_generation_health_check(
         await generation.stop()
         not_ready = await gw.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready"}
+    assert ready.json() == {"status": "ready", "checks": {"generation": "SERVING"}}
     assert not_ready.status_code == 503
-    assert not_ready.json()["error"]["code"] == "NOT_READY"
+    assert not_ready.json() == {"status": "unavailable", "checks": {"generation": "NOT_SERVING"}}
 
 
 async def test_the_webhook_path_comes_from_the_runtime_config(
@@ -72,3 +72,15 @@ async def test_the_webhook_path_comes_from_the_runtime_config(
     assert moved.status_code == 200
     assert old.status_code == 404
     assert [e.payload for e in generation.servicer.received] == [b'{"id": "p1"}']
+
+
+async def test_an_http_error_routing_never_raises_is_a_generic_500() -> None:
+    """Only routing's 404 and 405 have codes of their own; any other HTTPException is
+    ours and unexpected: the generic 500, never a code outside the documented ones."""
+    from starlette.exceptions import HTTPException
+
+    from webhook_gateway.responses import http_exception_handler
+
+    response = await http_exception_handler(None, HTTPException(418))  # type: ignore[arg-type]
+    assert response.status_code == 500
+    assert b'"code":"INTERNAL_ERROR"' in response.body

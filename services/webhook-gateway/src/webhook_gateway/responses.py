@@ -30,7 +30,10 @@ async def http_exception_handler(_: Request, exc: Exception) -> Response:
     """Starlette's 404/405 (and any other HTTPException) as the JSON error body."""
     if not isinstance(exc, HTTPException):
         return await internal_error_handler(_, exc)
-    code, message = _HTTP_CODES.get(exc.status_code, ("HTTP_ERROR", "The request failed."))
+    known = _HTTP_CODES.get(exc.status_code)
+    if known is None:  # none is raised but routing's: anything else is ours, unexpected
+        return await internal_error_handler(_, exc)
+    code, message = known
     return error_response(exc.status_code, code, message, headers=dict(exc.headers or {}))
 
 

@@ -201,7 +201,10 @@ class ReadinessEndpoint:
         self._deadline = deadline_seconds
 
     async def handle(self, _: Request) -> Response:
-        """200 when generation is SERVING, else 503."""
+        """200 when generation is SERVING, else 503: the edge's ``/readyz`` shape, a
+        status and each backend's health (a diagnostic, not an API error)."""
         if await self._forwarder.is_serving(self._deadline):
-            return JSONResponse({"status": "ready"})
-        return error_response(503, "NOT_READY", "The generation service is not reachable.")
+            return JSONResponse({"status": "ready", "checks": {"generation": "SERVING"}})
+        return JSONResponse(
+            {"status": "unavailable", "checks": {"generation": "NOT_SERVING"}}, status_code=503
+        )
