@@ -235,16 +235,19 @@ class UsageBackend(usage_pb2_grpc.UsageServiceServicer):
 
     async def GetQuota(self, request: usage_pb2.GetQuotaRequest, context: Any) -> usage_pb2.Quota:
         await self.recorder.record("GetQuota", request, context)
-        if self.quota is not None:
-            return self.quota
-        return usage_pb2.Quota(
-            plan="free",
-            monthly_generations=10,
-            used=3,
-            remaining=7,
-            period_start=timestamp(datetime(2026, 11, 1, tzinfo=UTC)),
-            period_end=timestamp(datetime(2026, 12, 1, tzinfo=UTC)),
-        )
+        return self.quota if self.quota is not None else free_quota()
+
+
+def free_quota(monthly_generations: int = 10, used: int = 3, remaining: int = 7) -> usage_pb2.Quota:
+    """The stand-in's answer: the free plan in November 2026, 3 of 10 used unless told."""
+    return usage_pb2.Quota(
+        plan="free",
+        monthly_generations=monthly_generations,
+        used=used,
+        remaining=remaining,
+        period_start=timestamp(datetime(2026, 11, 1, tzinfo=UTC)),
+        period_end=timestamp(datetime(2026, 12, 1, tzinfo=UTC)),
+    )
 
 
 @dataclass

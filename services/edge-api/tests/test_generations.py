@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from interior.generation.v1 import generation_pb2
-from interior.usage.v1 import usage_pb2
-from testkit.standins import timestamp
+from testkit.standins import free_quota
 
 SUCCEEDED_AT = datetime(2026, 11, 5, 9, 32, 10, 250_000, tzinfo=UTC)
 
@@ -353,14 +352,7 @@ async def test_usage_shows_the_remaining_the_usage_service_answers(
 ) -> None:
     """After a mid-month downgrade more is used than the plan now allows: the usage
     service answers 0 left, never a negative number the edge would work out itself."""
-    backends.usage.quota = usage_pb2.Quota(
-        plan="free",
-        monthly_generations=2,
-        used=5,
-        remaining=0,
-        period_start=timestamp(datetime(2026, 11, 1, tzinfo=UTC)),
-        period_end=timestamp(datetime(2026, 12, 1, tzinfo=UTC)),
-    )
+    backends.usage.quota = free_quota(monthly_generations=2, used=5, remaining=0)
     try:
         response = await client.get("/api/v1/usage", headers=identity.headers())
     finally:
